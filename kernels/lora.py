@@ -1,0 +1,131 @@
+"""Routed multi-LoRA delta: the one place where mmlora does LoRA arithmetic.
+
+For K adapters stacked along the first axis, a token ``x_t`` gets::
+
+    delta_t = sum_k  w_{t,k} * s_k * B_k[:, :r_k] @ A_k[:r_k] @ x_t
+
+    w_{t,k} = [index_t == k]  +  weights_{t,k}  +  [k in shared]
+
+* ``index``  (hard routing): int32 ``[T]``, the adapter of each token, ``-1`` = none.
+* ``weights`` (soft routing): ``[T, K]`` per-token mixture weights.
+* ``shared`` (always-on adapters, e.g. Matryoshka's shared LoRA or a single adapter).
+
+All three are optional and add up. Shapes::
+
+    x [T, d_in]   A [K, r_max, d_in]   B [K, d_out, r_max]   ->  delta [T, d_out]
+
+Rows ``r_k:`` of ``A_k`` and columns ``r_k:`` of ``B_k`` are padding and never read.
+Tokens routed to ``-1`` (and adapters with no tokens) cost no arithmetic.
+
+``lora_delta`` dispatches to a Triton kernel on CUDA when one is registered and to
+``lora_delta_reference`` (pure torch, differentiable) otherwise; ``backend="torch"`` or the
+environment variable ``MMLORA_KERNELS=torch`` forces the reference.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["lora_delta", "lora_delta_reference", "register_backend", "available_backends"]
+
+# name -> (predicate(x) -> bool, implementation with lora_delta's signature)
+_BACKENDS: dict[str, tuple[Callable[[Tensor], bool], Callable[..., Tensor]]] = {}
+
+
+def register_backend(name: str, applies: Callable[[Tensor], bool], fn: Callable[..., Tensor]) -> None:
+    """Register a fast implementation of :func:`lora_delta` (e.g. Triton on CUDA)."""
+    _BACKENDS[name] = (applies, fn)
+
+
+def available_backends() -> list[str]:
+    return ["torch", *_BACKENDS]
+
+
+def _check(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
+           index: Tensor | None, weights: Tensor | None, shared: Sequence[int] | None) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"x must be [T, d_in], got shape {tuple(x.shape)}")
+    if A.dim() != 3 or B.dim() != 3:
+        raise ValueError(f"A must be [K, r, d_in] and B [K, d_out, r], got {tuple(A.shape)} and {tuple(B.shape)}")
+    K, r_max, d_in = A.shape
+    if x.shape[1] != d_in or B.shape[0] != K or B.shape[2] != r_max:
+        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}")
+    if len(ranks) != K or len(scalings) != K:
+        raise ValueError(f"need {K} ranks and scalings, got {len(ranks)} and {len(scalings)}")
+    if any(not 0 <= int(r) <= r_max for r in ranks):
+        raise ValueError(f"ranks {list(ranks)} must lie in [0, {r_max}]")
+    if index is not None and index.shape != (x.shape[0],):
+        raise ValueError(f"index must be [T]={x.shape[0]}, got {tuple(index.shape)}")
+    if weights is not None and weights.shape != (x.shape[0], K):
+        raise ValueError(f"weights must be [T, K]=({x.shape[0]}, {K}), got {tuple(weights.shape)}")
+    if shared is not None and any(not 0 <= int(k) < K for k in shared):
+        raise ValueError(f"shared adapters {list(shared)} out of range for K={K}")
+
+
+def lora_delta_reference(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
+                         index: Tensor | None = None, weights: Tensor | None = None,
+                         shared: Sequence[int] | None = None) -> Tensor:
+    """Pure-torch reference of :func:`lora_delta` (same signature, autograd through torch ops).
+
+    Hard-routed tokens are gathered per adapter, so ``-1`` tokens are never multiplied.
+    """
+    _check(x, A, B, ranks, scalings, index, weights, shared)
+    T = x.shape[0]
+    K = A.shape[0]
+    out = x.new_zeros(T, B.shape[1])
+    shared_set = {int(k) for k in (shared or ())}
+    for k in range(K):
+        r, s = int(ranks[k]), float(scalings[k])
+        if r == 0 or s == 0.0:
+            continue
+        Ak, Bk = A[k, :r], B[k, :, :r]
+        if k in shared_set:  # every token
+            out = out + s * ((x @ Ak.t()) @ Bk.t())
+        if weights is not None:
+            wk = weights[:, k:k + 1].to(x.dtype)
+            out = out + (s * wk) * ((x @ Ak.t()) @ Bk.t())
+        if index is not None:
+            rows = (index == k).nonzero(as_tuple=True)[0]
+            if rows.numel():
+                contrib = s * ((x.index_select(0, rows) @ Ak.t()) @ Bk.t())
+                out = out.index_add(0, rows, contrib)
+    return out
+
+
+def _backend_from_env() -> str | None:
+    val = os.environ.get("MMLORA_KERNELS", "").strip().lower()
+    return val or None
+
+
+def lora_delta(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
+               index: Tensor | None = None, weights: Tensor | None = None,
+               shared: Sequence[int] | None = None, *, backend: str | None = None) -> Tensor:
+    """Routed multi-LoRA delta (see the module docstring for the maths).
+
+    Args:
+        x: ``[T, d_in]`` input tokens.
+        A: ``[K, r_max, d_in]`` shrink weights, B: ``[K, d_out, r_max]`` expand weights.
+        ranks: ``K`` ints, the rank actually used by each adapter (``<= r_max``).
+        scalings: ``K`` floats (``alpha / r`` or ``alpha / sqrt(r)``).
+        index: optional int32 ``[T]``, hard routing (``-1`` = no adapter).
+        weights: optional ``[T, K]`` soft routing weights.
+        shared: optional adapter indices that act on every token.
+        backend: ``None``/``"auto"`` (fastest that applies), ``"torch"`` (reference) or a
+            registered name. ``MMLORA_KERNELS`` overrides ``None``.
+    Returns:
+        ``[T, d_out]`` in ``x``'s dtype.
+    """
+    backend = backend or _backend_from_env() or "auto"
+    if backend == "torch":
+        return lora_delta_reference(x, A, B, ranks, scalings, index, weights, shared)
+    if backend == "auto":
+        for applies, fn in _BACKENDS.values():
+            if applies(x):
+                return fn(x, A, B, ranks, scalings, index, weights, shared)
+        return lora_delta_reference(x, A, B, ranks, scalings, index, weights, shared)
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown LoRA backend {backend!r}; available: {available_backends()}")
+    return _BACKENDS[backend][1](x, A, B, ranks, scalings, index, weights, shared)

@@ -1,0 +1,40 @@
+"""The ``mmlora`` command. Each sub-command lives in its own module as ``main(argv) -> int``
+(argparse inside), registered here by import path so ``mmlora --help`` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> ("module:function", one-line help). Modules are imported only when called.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "assets": ("mmlora.assets:main", "install/convert the offline pretrained weights and show their status"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="mmlora", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+    target, _ = COMMANDS[name]
+    mod_name, fn_name = target.split(":")
+    fn = getattr(importlib.import_module(mod_name), fn_name)
+    return int(fn(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

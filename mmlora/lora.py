@@ -1,0 +1,569 @@
+"""Multi-LoRA linear layers: one frozen base linear, K named low-rank adapters, routed per token.
+
+::
+
+            x ──────────────► W (frozen base_layer) ──────────┐
+            │                                                 ▼
+            └─► dropout ─► A_k (r_k × d_in) ─► B_k (d_out × r_k) ─► × s_k · w_{t,k} ─► (+) ─► y
+
+    y_t = W x_t + b + Σ_k w_{t,k} · s_k · B_k A_k dropout(x_t)     s_k = α_k / r_k  (rsLoRA: α_k / √r_k)
+
+``w_{t,k}`` comes from the installed :class:`~mmlora.routing.RoutingPlan` (no plan: base only).
+All LoRA arithmetic goes through :func:`mmlora.kernels.lora_delta`.
+
+Public API: :class:`LoRASpec`, :class:`MultiLoRALinear`, :func:`attach`, :func:`merge`,
+:func:`unmerge`, :func:`reset`, :func:`adapter_parameters`, :func:`save_adapters`,
+:func:`load_adapters`, :func:`export_peft`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kernels import lora_delta
+from .routing import ResolvedRouting, RoutingPlan, _ActiveRouting
+
+__all__ = [
+    "LoRASpec", "LoRAAdapter", "MultiLoRALinear", "attach", "lora_layers", "merge", "unmerge", "reset",
+    "adapter_parameters", "adapter_names", "save_adapters", "load_adapters", "export_peft",
+    "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
+]
+
+ADAPTER_WEIGHTS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapters.json"
+_INITS = ("kaiming", "gaussian")
+
+
+@dataclass(frozen=True)
+class LoRASpec:
+    """One adapter's hyper-parameters."""
+
+    rank: int                 # r: width of the low-rank bottleneck
+    alpha: float              # scaling numerator: s = alpha / r (rsLoRA: alpha / sqrt(r))
+    dropout: float = 0.0      # dropout on the adapter's input x (not on the base path)
+    init: str = "kaiming"     # "kaiming": A Kaiming-uniform, B = 0 (PEFT); "gaussian": A ~ N(0, 1/r), B = 0
+    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
+
+    def __post_init__(self) -> None:
+        if int(self.rank) < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.init not in _INITS:
+            raise ValueError(f"LoRA init must be one of {_INITS}, got {self.init!r}")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.use_rslora else self.rank)
+
+
+class LoRAAdapter(nn.Module):
+    """The trainable pair of one adapter: ``A [r, d_in]`` and ``B [d_out, r]``."""
+
+    def __init__(self, spec: LoRASpec, d_in: int, d_out: int, device=None, dtype=None):
+        super().__init__()
+        self.spec = spec
+        self.A = nn.Parameter(torch.empty(spec.rank, d_in, device=device, dtype=dtype))
+        self.B = nn.Parameter(torch.empty(d_out, spec.rank, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.spec.init == "kaiming":  # same as PEFT (nn.Linear's default init of lora_A)
+            nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.A, std=1.0 / self.spec.rank)
+        nn.init.zeros_(self.B)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"rank={s.rank}, alpha={s.alpha}, dropout={s.dropout}, rslora={s.use_rslora}"
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` (``base_layer``) plus named adapters (``adapters[name]``).
+
+    Input ``(..., d_in)``, output ``(..., d_out)``. Which adapters act on which token comes
+    from the routing plan installed by :func:`mmlora.routing.routing`.
+    """
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"MultiLoRALinear wraps nn.Linear, got {type(base_layer).__name__}")
+        self.base_layer = base_layer
+        self.adapters = nn.ModuleDict()
+        self.merged: set[str] = set()
+        self._merge_backup: Tensor | None = None  # base weight before the first merge (CPU)
+        self._routing: _ActiveRouting | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> Tensor:  # some HF code reads .weight of projections
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
+    def add_adapter(self, name: str, spec: LoRASpec) -> None:
+        if name in self.adapters:
+            raise ValueError(f"adapter {name!r} already exists")
+        w = self.base_layer.weight
+        dtype = w.dtype if w.dtype.is_floating_point else torch.float32
+        self.adapters[name] = LoRAAdapter(spec, self.in_features, self.out_features, device=w.device,
+                                          dtype=torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.base_layer(x)
+        active = self._routing
+        if active is None or not self.adapters:
+            return y
+        res = active.plan.resolve(x.shape[:-1], active.offset, x.device)
+        delta = self._delta(x.reshape(-1, x.shape[-1]), res)
+        if delta is None:
+            return y
+        return y + delta.view(y.shape).to(y.dtype)
+
+    def _delta(self, x2d: Tensor, res: ResolvedRouting) -> Tensor | None:
+        """Route ``x2d [T, d_in]`` through the adapters named in ``res``; None if none act."""
+        # plan space -> this layer's adapters; merged adapters already sit in the base weight
+        keep: list[int] = []
+        for i, name in enumerate(res.names):
+            if name not in self.adapters:
+                raise KeyError(f"routing plan names adapter {name!r}, this layer has {list(self.adapters)}")
+            if name not in self.merged:
+                keep.append(i)
+        if not keep:
+            return None
+        index, weights, shared = res.index, res.weights, res.shared
+        if len(keep) != len(res.names):  # drop merged adapters from the index space
+            remap = torch.full((len(res.names),), -1, dtype=torch.int32)
+            remap[keep] = torch.arange(len(keep), dtype=torch.int32)
+            if index is not None:
+                valid = index >= 0
+                index = torch.where(valid, remap.to(index.device)[index.clamp(min=0).long()], index)
+            if weights is not None:
+                weights = weights[:, keep]
+            shared = tuple(int(remap[k]) for k in shared if int(remap[k]) >= 0)
+        adapters = [self.adapters[res.names[i]] for i in keep]
+        # adapters with different dropout see differently dropped inputs: one call per group
+        groups: dict[float, list[int]] = {}
+        for j, ad in enumerate(adapters):
+            p = ad.spec.dropout if self.training else 0.0
+            groups.setdefault(p, []).append(j)
+        out = None
+        for p, members in groups.items():
+            xin = F.dropout(x2d, p=p, training=True) if p > 0 else x2d
+            part = self._call_kernel(xin, adapters, members, index, weights, shared, len(groups) > 1)
+            out = part if out is None else out + part
+        return out
+
+    @staticmethod
+    def _call_kernel(x: Tensor, adapters: list[LoRAAdapter], members: list[int], index, weights, shared,
+                     partial: bool) -> Tensor:
+        if partial:  # restrict routing to this dropout group's adapters
+            member_set = set(members)
+            remap = torch.full((len(adapters),), -1, dtype=torch.int32)
+            remap[members] = torch.arange(len(members), dtype=torch.int32)
+            if index is not None:
+                keep_tok = index >= 0
+                index = torch.where(keep_tok, remap.to(index.device)[index.clamp(min=0).long()], index)
+            if weights is not None:
+                weights = weights[:, members]
+            shared = tuple(int(remap[k]) for k in shared if k in member_set)
+            adapters = [adapters[j] for j in members]
+        ranks = [ad.spec.rank for ad in adapters]
+        r_max = max(ranks)
+        dt = x.dtype
+        if len(adapters) == 1:
+            A = adapters[0].A.to(dt)[None]
+            B = adapters[0].B.to(dt)[None]
+        else:
+            A = torch.stack([F.pad(ad.A.to(dt), (0, 0, 0, r_max - ad.spec.rank)) for ad in adapters])
+            B = torch.stack([F.pad(ad.B.to(dt), (0, r_max - ad.spec.rank)) for ad in adapters])
+        scalings = [ad.spec.scaling for ad in adapters]
+        return lora_delta(x, A, B, ranks, scalings, index=index, weights=weights, shared=shared)
+
+    # ---------------------------------------------------------------- merge / reset
+    @torch.no_grad()
+    def delta_weight(self, name: str) -> Tensor:
+        """``s · B A`` of adapter ``name`` as a ``[d_out, d_in]`` fp32 matrix."""
+        ad = self.adapters[name]
+        return ad.spec.scaling * (ad.B.float() @ ad.A.float())
+
+    @torch.no_grad()
+    def merge(self, name: str) -> None:
+        if name in self.merged:
+            return
+        w = self.base_layer.weight
+        if self._merge_backup is None:
+            self._merge_backup = w.detach().to("cpu", copy=True)
+        w.copy_((w.float() + self.delta_weight(name).to(w.device)).to(w.dtype))
+        self.merged.add(name)
+
+    @torch.no_grad()
+    def unmerge(self, name: str) -> None:
+        if name not in self.merged:
+            return
+        self.merged.discard(name)
+        w = self.base_layer.weight
+        w.copy_(self._merge_backup.to(w.device))  # exact restore, then re-apply the others
+        if not self.merged:
+            self._merge_backup = None
+        for other in sorted(self.merged):
+            w.copy_((w.float() + self.delta_weight(other).to(w.device)).to(w.dtype))
+
+    @torch.no_grad()
+    def reset(self, name: str) -> None:
+        """Fresh init of ``name``. A merged adapter's update stays in the base weight for good."""
+        self.adapters[name].reset_parameters()
+        if name in self.merged:
+            self.merged.discard(name)
+            if not self.merged:
+                self._merge_backup = None
+            else:  # base now = old base + this adapter's old update: that is the new backup point
+                w = self.base_layer.weight.detach().float()
+                for other in self.merged:
+                    w = w - self.delta_weight(other).to(w.device)
+                self._merge_backup = w.to(self.base_layer.weight.dtype).to("cpu")
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, merged={sorted(self.merged)}"
+
+
+# -------------------------------------------------------------------- model-level API
+def _matches(module_name: str, target: str) -> bool:
+    """PEFT-style suffix match: ``q_proj`` matches ``...layers.0.self_attn.q_proj``;
+    a target that contains regex characters is a full regex match."""
+    if any(c in target for c in "*[]()+?^$|\\"):
+        return re.fullmatch(target, module_name) is not None
+    return module_name == target or module_name.endswith("." + target)
+
+
+def _output_layer_names(model: nn.Module) -> set[str]:
+    names = set()
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    for name, module in model.named_modules():
+        if module is out or name.split(".")[-1] in ("lm_head", "output", "embed_out"):
+            names.add(name)
+    return names
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, MultiLoRALinear]]:
+    """``(qualified name, layer)`` of every MultiLoRALinear in ``model``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, MultiLoRALinear)]
+
+
+def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list[str] | str,
+           overrides: dict[str, dict[str, LoRASpec]] | None = None) -> list[MultiLoRALinear]:
+    """Wrap every ``nn.Linear`` whose name matches ``target_modules`` with a MultiLoRALinear
+    holding all ``adapters``; freeze every base parameter; return the wrapped layers.
+
+    ``target_modules``: name suffixes (``["q_proj", "v_proj"]``), full-match regexes, or
+    ``"all-linear"`` (every linear except the output head). ``overrides`` maps a target
+    (same matching) to per-adapter specs for those layers, e.g.
+    ``{"o_proj": {"vision": LoRASpec(8, 16)}}``. Layers already wrapped get the new adapters.
+    """
+    if not adapters:
+        raise ValueError("attach() needs at least one adapter")
+    if isinstance(target_modules, str):
+        target_modules = [target_modules]
+    all_linear = "all-linear" in target_modules
+    heads = _output_layer_names(model) if all_linear else set()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped: list[MultiLoRALinear] = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, MultiLoRALinear):
+            hit = any(_matches(name, t) for t in target_modules) or (all_linear and name not in heads)
+            if hit:
+                _add_all(module, name, adapters, overrides)
+                wrapped.append(module)
+            continue
+        if not isinstance(module, nn.Linear) or name.endswith(".base_layer"):
+            continue
+        if all_linear:
+            hit = name not in heads
+        else:
+            hit = any(_matches(name, t) for t in target_modules)
+        if not hit:
+            continue
+        layer = MultiLoRALinear(module)
+        _add_all(layer, name, adapters, overrides)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer)
+        wrapped.append(layer)
+    if not wrapped:
+        raise ValueError(f"no nn.Linear in the model matches target_modules={target_modules}")
+    for layer in wrapped:
+        for p in layer.adapters.parameters():
+            p.requires_grad_(True)
+    return wrapped
+
+
+def _add_all(layer: MultiLoRALinear, name: str, adapters: dict[str, LoRASpec],
+             overrides: dict[str, dict[str, LoRASpec]] | None) -> None:
+    for ad_name, spec in adapters.items():
+        for target, per_adapter in (overrides or {}).items():
+            if _matches(name, target) and ad_name in per_adapter:
+                spec = per_adapter[ad_name]
+        layer.add_adapter(ad_name, spec)
+
+
+def _layers_with(model: nn.Module, name: str) -> list[MultiLoRALinear]:
+    layers = [m for _, m in lora_layers(model) if name in m.adapters]
+    if not layers:
+        raise KeyError(f"no layer of the model has an adapter named {name!r}; have {adapter_names(model)}")
+    return layers
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    names: dict[str, None] = {}
+    for _, layer in lora_layers(model):
+        names.update(dict.fromkeys(layer.adapters))
+    return list(names)
+
+
+def merge(model: nn.Module, name: str) -> None:
+    """Add adapter ``name`` into the base weights (it then acts on every token); exact
+    :func:`unmerge` restores the previous base weights."""
+    for layer in _layers_with(model, name):
+        layer.merge(name)
+
+
+def unmerge(model: nn.Module, name: str) -> None:
+    for layer in _layers_with(model, name):
+        layer.unmerge(name)
+
+
+def reset(model: nn.Module, name: str) -> None:
+    """Re-initialize adapter ``name`` (A fresh, B = 0) in every layer; only that adapter
+    changes. If it was merged, its old update stays in the base weights (mrDPO rounds)."""
+    for layer in _layers_with(model, name):
+        layer.reset(name)
+
+
+def adapter_parameters(model: nn.Module, name: str | None = None) -> list[nn.Parameter]:
+    """The parameters that train: every adapter's A and B (only adapter ``name`` if given).
+
+    The one place that says what an adapter parameter is."""
+    params: list[nn.Parameter] = []
+    for _, layer in lora_layers(model):
+        for ad_name, ad in layer.adapters.items():
+            if name is None or ad_name == name:
+                params.extend((ad.A, ad.B))
+    if name is not None and not params:
+        raise KeyError(f"no adapter named {name!r}; have {adapter_names(model)}")
+    return params
+
+
+# -------------------------------------------------------------------- save / load / export
+def _adapter_tensors(model: nn.Module) -> dict[str, Tensor]:
+    out = {}
+    for path, layer in lora_layers(model):
+        for ad_name, ad in layer.adapters.items():
+            out[f"{path}.{ad_name}.A"] = ad.A.detach().contiguous().cpu()
+            out[f"{path}.{ad_name}.B"] = ad.B.detach().contiguous().cpu()
+    return out
+
+
+def _adapter_config(model: nn.Module) -> dict:
+    layers = {}
+    for path, layer in lora_layers(model):
+        layers[path] = {n: asdict(ad.spec) for n, ad in layer.adapters.items()}
+    return {"format": "mmlora-adapters", "version": 1, "adapters": adapter_names(model), "layers": layers}
+
+
+def _atomic_dir(out_dir: str | os.PathLike, write) -> Path:
+    """Write a folder's files through ``write(tmp_dir)`` into a temp folder, then rename."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def save_adapters(model: nn.Module, out_dir: str | os.PathLike) -> Path:
+    """Write ``adapters.safetensors`` (adapter A/B only) and ``adapters.json`` (specs per
+    layer) into ``out_dir``, atomically. Base weights are never written."""
+    from safetensors.torch import save_file
+
+    tensors, config = _adapter_tensors(model), _adapter_config(model)
+    if not tensors:
+        raise ValueError("the model has no adapters to save")
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "mmlora-adapters"})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
+
+    return _atomic_dir(out_dir, write)
+
+
+def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load adapters saved by :func:`save_adapters`.
+
+    A model without adapters gets them attached from the saved specs; a model with adapters
+    must match the file exactly (names and shapes), else ``ValueError`` says what differs.
+    Only safetensors and JSON are read: nothing is unpickled or executed.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    in_dir = Path(in_dir)
+    cfg_path, w_path = in_dir / ADAPTER_CONFIG, in_dir / ADAPTER_WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (expected an mmlora adapter folder)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+    if config.get("format") != "mmlora-adapters" or "layers" not in config:
+        raise ValueError(f"{cfg_path}: not an mmlora adapter config (format={config.get('format')!r})")
+    try:
+        tensors = load_file(str(w_path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ValueError(f"{w_path}: unreadable safetensors file ({e})") from None
+
+    if not lora_layers(model):  # attach what the file describes, layer by layer
+        modules = dict(model.named_modules())
+        for path, specs in config["layers"].items():
+            base = modules.get(path)
+            if not isinstance(base, nn.Linear):
+                raise ValueError(f"{cfg_path}: layer {path!r} is not an nn.Linear of this model")
+            layer = MultiLoRALinear(base)
+            for ad_name, spec in specs.items():
+                layer.add_adapter(ad_name, LoRASpec(**spec))
+            parent_name, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in adapter_parameters(model):
+            p.requires_grad_(True)
+
+    expected = {k: v.shape for k, v in _adapter_tensors(model).items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if strict and (missing or unexpected):
+        raise ValueError(f"{w_path}: adapters do not match the model: missing {missing[:5]}"
+                         f"{' …' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{' …' if len(unexpected) > 5 else ''}")
+    bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(s)}" for k, s in expected.items()
+           if k in tensors and tuple(tensors[k].shape) != tuple(s)]
+    if bad:
+        raise ValueError(f"{w_path}: shape mismatch: " + "; ".join(bad[:5]))
+    for path, layer in lora_layers(model):
+        for ad_name, ad in layer.adapters.items():
+            saved_spec = config["layers"].get(path, {}).get(ad_name)
+            if saved_spec is not None:
+                ad.spec = LoRASpec(**saved_spec)
+            with torch.no_grad():
+                for part in ("A", "B"):
+                    key = f"{path}.{ad_name}.{part}"
+                    if key in tensors:
+                        getattr(ad, part).copy_(tensors[key])
+    return model
+
+
+def export_peft(model: nn.Module, name: str, out_dir: str | os.PathLike,
+                base_model_name_or_path: str | None = None) -> Path:
+    """Write adapter ``name`` as a PEFT LoRA folder (``adapter_config.json`` +
+    ``adapter_model.safetensors``) that ``PeftModel.from_pretrained(base, out_dir)`` loads.
+
+    Layer names are those of ``model`` (the wrapped HF model); per-layer rank/alpha
+    differences become PEFT's ``rank_pattern`` / ``alpha_pattern``.
+    """
+    from safetensors.torch import save_file
+
+    layers = _layers_with(model, name)
+    paths = {id(m): p for p, m in lora_layers(model)}
+    specs = {paths[id(layer)]: layer.adapters[name].spec for layer in layers}
+    dropouts = {s.dropout for s in specs.values()}
+    inits = {s.init for s in specs.values()}
+    rsl = {s.use_rslora for s in specs.values()}
+    if len(dropouts) > 1 or len(rsl) > 1:
+        raise ValueError(f"adapter {name!r} mixes dropout or rsLoRA settings across layers; PEFT cannot express that")
+    ranks = [s.rank for s in specs.values()]
+    alphas = [s.alpha for s in specs.values()]
+    r0 = max(set(ranks), key=ranks.count)
+    a0 = max(set(alphas), key=alphas.count)
+    tensors = {}
+    for path, layer in zip(specs, layers):
+        ad = layer.adapters[name]
+        tensors[f"base_model.model.{path}.lora_A.weight"] = ad.A.detach().float().contiguous().cpu()
+        tensors[f"base_model.model.{path}.lora_B.weight"] = ad.B.detach().float().contiguous().cpu()
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model_name_or_path,
+        "r": r0,
+        "lora_alpha": a0,
+        "lora_dropout": dropouts.pop(),
+        "use_rslora": rsl.pop(),
+        "target_modules": sorted({p.split(".")[-1] for p in specs}),
+        "rank_pattern": {re.escape(p): s.rank for p, s in specs.items() if s.rank != r0},
+        "alpha_pattern": {re.escape(p): s.alpha for p, s in specs.items() if s.alpha != a0},
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": "gaussian" if inits == {"gaussian"} else True,
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+    # PEFT matches target_modules by suffix; restrict to the exact layers when some layers
+    # with the same suffix carry no adapter
+    all_linear_paths = {p for p, m in model.named_modules() if isinstance(m, (nn.Linear, MultiLoRALinear))
+                        and not p.endswith(".base_layer")}
+    same_suffix = {p for p in all_linear_paths if p.split(".")[-1] in config["target_modules"]}
+    if same_suffix != set(specs):
+        config["target_modules"] = "^(" + "|".join(re.escape(p) for p in sorted(specs)) + ")$"
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+    return _atomic_dir(out_dir, write)
+
+
+def spec_with(spec: LoRASpec, **changes) -> LoRASpec:
+    """A copy of ``spec`` with fields changed (convenience for overrides)."""
+    return replace(spec, **changes)
+
+
+def iter_adapters(model: nn.Module) -> Iterable[tuple[str, str, LoRAAdapter]]:
+    """``(layer path, adapter name, adapter)`` for every adapter in ``model``."""
+    for path, layer in lora_layers(model):
+        for ad_name, ad in layer.adapters.items():
+            yield path, ad_name, ad

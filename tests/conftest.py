@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random decoders of the three supported families (CPU, fp32)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def tiny_llm(family: str = "llama", seed: int = 0, vocab: int = 128, layers: int = 2):
+    """A tiny random causal LM (Llama / Qwen2 / Phi-3) in eval mode, fp32."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        cfg = tf.LlamaConfig(**common)
+        model = tf.LlamaForCausalLM(cfg)
+    elif family == "qwen2":
+        cfg = tf.Qwen2Config(**common)
+        model = tf.Qwen2ForCausalLM(cfg)
+    elif family == "phi3":
+        cfg = tf.Phi3Config(**common)
+        model = tf.Phi3ForCausalLM(cfg)
+    else:
+        raise ValueError(family)
+    return model.eval()
+
+
+@pytest.fixture
+def llama():
+    return tiny_llm("llama")
+
+
+def randomize_adapters(model, seed: int = 1, std: float = 0.1):
+    """Give every adapter random non-zero A and B (B is zero at init)."""
+    from mmlora.lora import iter_adapters
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, _, ad in iter_adapters(model):
+            ad.A.copy_(torch.randn(ad.A.shape, generator=g) * std)
+            ad.B.copy_(torch.randn(ad.B.shape, generator=g) * std)
