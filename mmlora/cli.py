@@ -9,6 +9,12 @@ import sys
 # name -> ("module:function", one-line help). Modules are imported only when called.
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("mmlora.assets:main", "install/convert the offline pretrained weights and show their status"),
+    "train": ("mmlora.tasks.cli:train", "train a task from a YAML recipe: mmlora train RECIPE.yaml key=value ..."),
+    "evaluate": ("mmlora.tasks.cli:evaluate", "evaluate a trained model on a manifest (WER, caption metrics)"),
+    "transcribe": ("mmlora.tasks.cli:transcribe", "transcribe audio (and optional lip video) files"),
+    "make-speech-corpus": ("mmlora.data.speech_corpus:main", "generate a TTS speech (+ lip video) corpus"),
+    "make-caption-corpus": ("mmlora.data.caption_world:main", "generate procedural audio-visual caption clips"),
+    "score-captions": ("mmlora.metrics.caption:main", "score captions: COCO metrics + event-level rates"),
 }
 
 
