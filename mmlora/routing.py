@@ -227,8 +227,12 @@ class _ActiveRouting:
 
 
 def _past_length(kwargs: dict) -> int:
+    """Tokens already in the KV cache of this forward (transformers names the cache argument
+    ``past_key_values``; newer 5.x releases call it ``cache``)."""
     past = kwargs.get("past_key_values")
     if past is None:
+        past = kwargs.get("cache")
+    if past is None or isinstance(past, bool):
         return 0
     if hasattr(past, "get_seq_length"):
         return int(past.get_seq_length())
@@ -272,7 +276,7 @@ def routing(model: nn.Module, plan: RoutingPlan) -> Iterator[RoutingPlan]:
     """Install ``plan`` on every :class:`MultiLoRALinear` of ``model`` for the ``with`` block.
 
     ``model(...)`` and ``model.generate(...)`` inside the block are routed; the offset of
-    each forward into the plan is read from its ``past_key_values``. The plan installed
+    each forward into the plan is read from its KV cache argument. The plan installed
     before the block (if any) is restored afterwards.
     """
     layers = _lora_layers(model)
