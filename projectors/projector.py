@@ -1,0 +1,167 @@
+"""One modality projector: [QLadder] → compressor (k frames → 1 token) → MLP into the LLM width.
+
+::
+
+    x [B, N, D], mask [B, N]
+      └─(QLadder, optional)──▶ [B, N + n_q, D]          queries appended after the valid frames
+      └─compressor (rate k)──▶ [B, N', D']               stack: D' = k·D; avgpool: D; conv: conv_dim
+      └─MLP─────────────────▶ [B, N', d_llm], mask' [B, N']
+
+Positions where ``mask'`` is False are zero vectors (the model must ignore them anyway).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from torch import Tensor, nn
+
+from .compress import (REMAINDERS, AvgPoolCompressor, Compressor, ConvCompressor, IdentityCompressor,
+                       StackCompressor, check_inputs)
+from .mlp import ACTIVATIONS, MLPProjector
+from .qladder import QLadder, QLadderConfig
+
+__all__ = ["ProjectorConfig", "Projector", "make_compressor", "COMPRESSORS", "PRESETS"]
+
+COMPRESSORS = ("stack", "avgpool", "conv", "none")
+
+
+@dataclass
+class ProjectorConfig:
+    """A modality projector (or, with several ``rates``, a Matryoshka bank of them)."""
+
+    compressor: str = "stack"              # k frames -> 1 token: "stack" | "avgpool" | "conv" | "none" (k = 1)
+    rates: tuple[int, ...] = (4,)          # compression rate(s) k; more than one -> bank, one compressor+MLP per rate
+    remainder: str = "drop"                # last partial window: "drop" it (Llama-AVSR) or "keep" it (zero-filled / partial mean)
+    hidden_dim: int | None = 2048          # MLP hidden width (Llama-AVSR: 2048); None: d_llm (LLaVA / Phi-4-MM style)
+    activation: str = "relu"               # MLP activation: "relu" (Llama-AVSR) | "gelu" (Phi-4-MM)
+    conv_kernel: int | None = None         # conv only: window K >= k (None: K = k, non-overlapping)
+    conv_dim: int | None = None            # conv only: output channels (None: the frame width D)
+    qladder: QLadderConfig | None = None   # Arcana QLadder before the compressor; shared by all rates of a bank
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rates, int):
+            self.rates = (self.rates,)
+        self.rates = tuple(int(r) for r in self.rates)
+        if isinstance(self.qladder, dict):
+            self.qladder = QLadderConfig(**self.qladder)
+        if self.compressor not in COMPRESSORS:
+            raise ValueError(f"ProjectorConfig.compressor must be one of {COMPRESSORS}, got {self.compressor!r}")
+        if not self.rates:
+            raise ValueError("ProjectorConfig.rates is empty: give at least one compression rate")
+        if len(set(self.rates)) != len(self.rates):
+            raise ValueError(f"ProjectorConfig.rates has duplicates: {self.rates}")
+        if any(r < 1 for r in self.rates):
+            raise ValueError(f"ProjectorConfig.rates must be >= 1, got {self.rates}")
+        if self.compressor == "none" and self.rates != (1,):
+            raise ValueError(f"compressor 'none' needs rates=(1,), got {self.rates}")
+        if self.remainder not in REMAINDERS:
+            raise ValueError(f"ProjectorConfig.remainder must be one of {REMAINDERS}, got {self.remainder!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"ProjectorConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.hidden_dim is not None and self.hidden_dim < 1:
+            raise ValueError(f"ProjectorConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
+        if self.conv_kernel is not None and self.conv_kernel < max(self.rates):
+            raise ValueError(f"ProjectorConfig.conv_kernel ({self.conv_kernel}) must be >= every rate {self.rates}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "projector") -> "ProjectorConfig":
+        """Build from a plain dict (parsed YAML); unknown keys raise an error naming ``where``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown projector field(s) {unknown}; valid: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("qladder"), dict):
+            q_names = {f.name for f in fields(QLadderConfig)}
+            bad = sorted(set(d["qladder"]) - q_names)
+            if bad:
+                raise ValueError(f"{where}.qladder: unknown field(s) {bad}; valid: {sorted(q_names)}")
+            d["qladder"] = QLadderConfig(**d["qladder"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rates"] = list(self.rates)
+        return out
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "ProjectorConfig":
+        """A named preset (see ``PRESETS``) with field overrides."""
+        if name not in PRESETS:
+            raise KeyError(f"unknown projector preset {name!r}; choose from {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+
+# Named presets from SYSTEMS.md. Arcana's QLadder needs the encoder depth: from_name("arcana", qladder=...).
+PRESETS: dict[str, ProjectorConfig] = {
+    "llama-avsr-audio": ProjectorConfig("stack", (4,), "drop", 2048, "relu"),    # Whisper 50 Hz -> 12.5 tok/s
+    "llama-avsr-video": ProjectorConfig("stack", (2,), "drop", 2048, "relu"),    # 25 fps -> 12.5 tok/s
+    "llama-mtsk-audio": ProjectorConfig("stack", (4, 16), "drop", 2048, "relu"),
+    "llama-mtsk-video": ProjectorConfig("stack", (2, 5), "drop", 2048, "relu"),
+    "phi4mm": ProjectorConfig("none", (1,), "drop", None, "gelu"),               # Linear -> GELU -> Linear, width d_llm
+    "arcana": ProjectorConfig("none", (1,), "drop", None, "gelu"),               # add qladder=QLadderConfig(L)
+}
+
+
+def make_compressor(cfg: ProjectorConfig, rate: int, d_in: int) -> Compressor:
+    """The compressor of ``cfg`` at one rate, for frames of width ``d_in``."""
+    if cfg.compressor == "stack":
+        return StackCompressor(rate, cfg.remainder)
+    if cfg.compressor == "avgpool":
+        return AvgPoolCompressor(rate, cfg.remainder)
+    if cfg.compressor == "conv":
+        return ConvCompressor(rate, d_in, cfg.conv_dim, cfg.conv_kernel, cfg.remainder)
+    return IdentityCompressor(rate, cfg.remainder)
+
+
+class Projector(nn.Module):
+    """Single-rate projector: ``forward(x [B,N,D], mask [B,N]) -> (emb [B,N',d_llm], mask' [B,N'])``.
+
+    ``qladder`` may be None; ``rate`` is the compressor's ``k``.
+    """
+
+    def __init__(self, compressor: Compressor, mlp: MLPProjector, qladder: QLadder | None = None):
+        super().__init__()
+        self.compressor = compressor
+        self.mlp = mlp
+        self.qladder = qladder
+
+    @property
+    def rate(self) -> int:
+        return self.compressor.rate
+
+    @property
+    def rates(self) -> tuple[int, ...]:
+        return (self.compressor.rate,)
+
+    @property
+    def d_out(self) -> int:
+        return self.mlp.d_out
+
+    def num_tokens(self, n_frames: int | Tensor, rate: int | None = None) -> int | Tensor:
+        """Tokens this projector emits for ``n_frames`` valid frames (int or per-sample tensor)."""
+        self._check_rate(rate)
+        if self.qladder is not None:
+            n_frames = n_frames + self.qladder.num_queries
+        return self.compressor.out_len(n_frames)
+
+    def _check_rate(self, rate: int | None) -> None:
+        if rate is not None and int(rate) != self.rate:
+            raise KeyError(f"this projector has the single rate {self.rate}; rate {rate} was asked for")
+
+    def compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Compressor + MLP, without QLadder (the bank runs QLadder once for all rates)."""
+        z, new_mask = self.compressor(x, mask)
+        emb = self.mlp(z)
+        return emb * new_mask.unsqueeze(-1).to(emb.dtype), new_mask
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, *, rate: int | None = None,
+                hidden_states: Sequence[Tensor] | None = None,
+                hidden_masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+        self._check_rate(rate)
+        mask = check_inputs(x, mask, "Projector")
+        if self.qladder is not None:
+            x, mask = self.qladder(x, mask, hidden_states, hidden_masks)
+        return self.compress(x, mask)
