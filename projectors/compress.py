@@ -18,7 +18,7 @@ Remainder (frames that do not fill a last window), chosen by ``remainder``:
   ``N' = ⌈N/k⌉``.
 
 So a padded batch gives, for each sample, exactly what that sample gives alone without padding
-(padded frames are zeroed before compressing). Positions where ``mask'`` is False are zero.
+(padded frames are zeroed, even NaN/inf ones, before compressing). Positions where ``mask'`` is False are zero.
 A sample shorter than one window under ``"drop"`` gives zero tokens (nothing is invented).
 """
 from __future__ import annotations
@@ -84,8 +84,10 @@ class Compressor(nn.Module):
         B, N, D = x.shape
         k, K = self.rate, self.window
         n_out = int(self.out_len(N))
-        need = (n_out - 1) * k + K if n_out > 0 else 0
-        x = x * mask.unsqueeze(-1).to(x.dtype)
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+        if n_out == 0:
+            return x.new_zeros(B, 0, K, D), mask.new_zeros(B, 0, K), mask.new_zeros(B, 0)
+        need = (n_out - 1) * k + K
         if need > N:  # only with remainder="keep"
             x = torch.cat([x, x.new_zeros(B, need - N, D)], dim=1)
             mask = torch.cat([mask, mask.new_zeros(B, need - N)], dim=1)
@@ -179,7 +181,7 @@ class ConvCompressor(Compressor):
         if n_out == 0:
             return x.new_zeros(B, 0, self.d_out), new_mask
         need = (n_out - 1) * self.rate + self.window
-        xz = x * mask.unsqueeze(-1).to(x.dtype)
+        xz = x.masked_fill(~mask.unsqueeze(-1), 0.0)
         if need > N:
             xz = torch.cat([xz, xz.new_zeros(B, need - N, xz.shape[-1])], dim=1)
         out = self.conv(xz[:, :need].transpose(1, 2)).transpose(1, 2)  # [B, N', D_out]
@@ -199,4 +201,4 @@ class IdentityCompressor(Compressor):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         mask = check_inputs(x, mask, "IdentityCompressor")
-        return x * mask.unsqueeze(-1).to(x.dtype), mask
+        return x.masked_fill(~mask.unsqueeze(-1), 0.0), mask
