@@ -1,4 +1,35 @@
-"""Kernels for routed multi-LoRA. Each op has a pure-torch reference with the same signature."""
-from .lora import available_backends, lora_delta, lora_delta_reference, register_backend
+"""Kernels for routed multi-LoRA. Each op has a pure-torch reference with the same signature.
 
-__all__ = ["lora_delta", "lora_delta_reference", "register_backend", "available_backends"]
+Backends of :func:`lora_delta` / :func:`lora_linear` (``MMLORA_KERNELS`` or ``backend=``):
+
+* ``torch``  — the pure-torch reference (always; the default on CPU);
+* ``triton`` — fused autograd function with Triton kernels (default on CUDA when Triton imports);
+* ``fused``  — the same fused autograd function on cuBLAS through torch (any device; CUDA fallback).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from .lora import (available_backends, lora_delta, lora_delta_reference, lora_linear, lora_linear_reference,
+                   register_backend, resolve_backend)
+from .lora_fused import fused_lora_delta, fused_lora_linear, torch_ops
+
+__all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "lora_linear_reference", "register_backend",
+           "available_backends", "resolve_backend", "HAS_TRITON"]
+
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+try:  # Triton is optional: CPU-only installs and machines without a GPU use the reference
+    from .lora_triton import triton_ops
+    HAS_TRITON = True
+except Exception:  # noqa: BLE001 - ImportError, or a Triton that cannot initialise
+    triton_ops = None
+    HAS_TRITON = False
+
+if HAS_TRITON:
+    register_backend("triton", lambda x: x.is_cuda and x.dtype in _TRITON_DTYPES,
+                     partial(fused_lora_delta, ops=triton_ops), linear=partial(fused_lora_linear, ops=triton_ops))
+register_backend("fused", lambda x: x.is_cuda, partial(fused_lora_delta, ops=torch_ops),
+                 linear=partial(fused_lora_linear, ops=torch_ops))

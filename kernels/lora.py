@@ -20,6 +20,10 @@ Tokens routed to ``-1`` (and adapters with no tokens) cost no arithmetic.
 ``lora_delta`` dispatches to a Triton kernel on CUDA when one is registered and to
 ``lora_delta_reference`` (pure torch, differentiable) otherwise; ``backend="torch"`` or the
 environment variable ``MMLORA_KERNELS=torch`` forces the reference.
+
+``lora_linear`` is the same with the frozen base projection folded in
+(``F.linear(x, W, b) + lora_delta(...)``): fused backends compute the base GEMM, every
+adapter's shrink and the in-place routed expand in one autograd function (``lora_fused.py``).
 """
 from __future__ import annotations
 
@@ -29,15 +33,22 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["lora_delta", "lora_delta_reference", "register_backend", "available_backends"]
+__all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "lora_linear_reference", "register_backend",
+           "available_backends", "resolve_backend"]
 
 # name -> (predicate(x) -> bool, implementation with lora_delta's signature)
 _BACKENDS: dict[str, tuple[Callable[[Tensor], bool], Callable[..., Tensor]]] = {}
+# name -> implementation with lora_linear's signature (optional per backend)
+_LINEAR: dict[str, Callable[..., Tensor]] = {}
 
 
-def register_backend(name: str, applies: Callable[[Tensor], bool], fn: Callable[..., Tensor]) -> None:
-    """Register a fast implementation of :func:`lora_delta` (e.g. Triton on CUDA)."""
+def register_backend(name: str, applies: Callable[[Tensor], bool], fn: Callable[..., Tensor],
+                     linear: Callable[..., Tensor] | None = None) -> None:
+    """Register a fast implementation of :func:`lora_delta` (e.g. Triton on CUDA) and,
+    optionally, of :func:`lora_linear`. ``auto`` tries backends in registration order."""
     _BACKENDS[name] = (applies, fn)
+    if linear is not None:
+        _LINEAR[name] = linear
 
 
 def available_backends() -> list[str]:
@@ -100,6 +111,22 @@ def _backend_from_env() -> str | None:
     return val or None
 
 
+def resolve_backend(x: Tensor, backend: str | None = None) -> str:
+    """The backend ``lora_delta``/``lora_linear`` would use for ``x``: ``"torch"`` (the
+    reference) or a registered name. ``MMLORA_KERNELS`` overrides ``None``."""
+    backend = backend or _backend_from_env() or "auto"
+    if backend == "torch":
+        return "torch"
+    if backend == "auto":
+        for name, (applies, _) in _BACKENDS.items():
+            if applies(x):
+                return name
+        return "torch"
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown LoRA backend {backend!r}; available: {available_backends()}")
+    return backend
+
+
 def lora_delta(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
                index: Tensor | None = None, weights: Tensor | None = None,
                shared: Sequence[int] | None = None, *, backend: str | None = None) -> Tensor:
@@ -118,14 +145,39 @@ def lora_delta(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: 
     Returns:
         ``[T, d_out]`` in ``x``'s dtype.
     """
-    backend = backend or _backend_from_env() or "auto"
-    if backend == "torch":
+    name = resolve_backend(x, backend)
+    if name == "torch":
         return lora_delta_reference(x, A, B, ranks, scalings, index, weights, shared)
-    if backend == "auto":
-        for applies, fn in _BACKENDS.values():
-            if applies(x):
-                return fn(x, A, B, ranks, scalings, index, weights, shared)
-        return lora_delta_reference(x, A, B, ranks, scalings, index, weights, shared)
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown LoRA backend {backend!r}; available: {available_backends()}")
-    return _BACKENDS[backend][1](x, A, B, ranks, scalings, index, weights, shared)
+    _check(x, A, B, ranks, scalings, index, weights, shared)
+    return _BACKENDS[name][1](x, A, B, ranks, scalings, index, weights, shared)
+
+
+def lora_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None, A: Tensor, B: Tensor,
+                          ranks: Sequence[int], scalings: Sequence[float], index: Tensor | None = None,
+                          weights: Tensor | None = None, shared: Sequence[int] | None = None,
+                          x_lora: Tensor | None = None) -> Tensor:
+    """Reference of :func:`lora_linear`: ``F.linear(x, weight, bias) + lora_delta_reference(x_lora or x, ...)``."""
+    y = torch.nn.functional.linear(x, weight, bias)
+    delta = lora_delta_reference(x if x_lora is None else x_lora, A, B, ranks, scalings, index, weights, shared)
+    return y + delta.to(y.dtype)
+
+
+def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, A: Tensor, B: Tensor, ranks: Sequence[int],
+                scalings: Sequence[float], index: Tensor | None = None, weights: Tensor | None = None,
+                shared: Sequence[int] | None = None, x_lora: Tensor | None = None, *,
+                backend: str | None = None) -> Tensor:
+    """Base projection plus routed multi-LoRA: ``x W^T + b + lora_delta(x_lora or x, ...)``.
+
+    ``x``, ``x_lora``: ``[T, d_in]`` (``x_lora`` is the adapters' input when it differs, e.g.
+    after dropout); ``weight`` ``[d_out, d_in]``; the rest as :func:`lora_delta`. Returns
+    ``[T, d_out]``. Backends without a fused linear fall back to base + ``lora_delta``.
+    """
+    name = resolve_backend(x, backend)
+    if name == "torch":
+        return lora_linear_reference(x, weight, bias, A, B, ranks, scalings, index, weights, shared, x_lora)
+    xl = x if x_lora is None else x_lora
+    _check(xl, A, B, ranks, scalings, index, weights, shared)
+    if name in _LINEAR:
+        return _LINEAR[name](x, weight, bias, A, B, ranks, scalings, index, weights, shared, x_lora)
+    y = torch.nn.functional.linear(x, weight, bias)
+    return y + _BACKENDS[name][1](xl, A, B, ranks, scalings, index, weights, shared).to(y.dtype)

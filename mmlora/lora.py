@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import lora_delta
+from .kernels import lora_delta, lora_linear, resolve_backend
 from .routing import ResolvedRouting, RoutingPlan, _ActiveRouting
 
 __all__ = [
@@ -134,18 +134,24 @@ class MultiLoRALinear(nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base_layer(x)
         active = self._routing
         if active is None or not self.adapters:
-            return y
+            return self.base_layer(x)
         res = active.plan.resolve(x.shape[:-1], active.offset, x.device)
-        delta = self._delta(x.reshape(-1, x.shape[-1]), res)
+        x2d = x.reshape(-1, x.shape[-1])
+        if resolve_backend(x2d) != "torch" and not self.base_layer.weight.requires_grad:
+            # fused backend (CUDA): base GEMM + shrink + routed in-place expand in one function
+            y = self._delta(x2d, res, base=self.base_layer)
+            return self.base_layer(x) if y is None else y.view(*x.shape[:-1], y.shape[-1])
+        y = self.base_layer(x)
+        delta = self._delta(x2d, res)
         if delta is None:
             return y
         return y + delta.view(y.shape).to(y.dtype)
 
-    def _delta(self, x2d: Tensor, res: ResolvedRouting) -> Tensor | None:
-        """Route ``x2d [T, d_in]`` through the adapters named in ``res``; None if none act."""
+    def _delta(self, x2d: Tensor, res: ResolvedRouting, base: nn.Linear | None = None) -> Tensor | None:
+        """Route ``x2d [T, d_in]`` through the adapters named in ``res``; None if none act.
+        With ``base``, return ``base(x2d) + delta`` (fused by the kernel backend when it can)."""
         # plan space -> this layer's adapters; merged adapters already sit in the base weight
         keep: list[int] = []
         for i, name in enumerate(res.names):
@@ -172,15 +178,20 @@ class MultiLoRALinear(nn.Module):
             p = ad.spec.dropout if self.training else 0.0
             groups.setdefault(p, []).append(j)
         out = None
+        fuse = base is not None and len(groups) == 1
         for p, members in groups.items():
             xin = F.dropout(x2d, p=p, training=True) if p > 0 else x2d
-            part = self._call_kernel(xin, adapters, members, index, weights, shared, len(groups) > 1)
+            part = self._call_kernel(xin, adapters, members, index, weights, shared, len(groups) > 1,
+                                     base=base if fuse else None, x_base=x2d)
             out = part if out is None else out + part
+        if base is not None and not fuse:
+            y = base(x2d)
+            out = y + out.to(y.dtype)
         return out
 
     @staticmethod
     def _call_kernel(x: Tensor, adapters: list[LoRAAdapter], members: list[int], index, weights, shared,
-                     partial: bool) -> Tensor:
+                     partial: bool, base: nn.Linear | None = None, x_base: Tensor | None = None) -> Tensor:
         if partial:  # restrict routing to this dropout group's adapters
             member_set = set(members)
             remap = torch.full((len(adapters),), -1, dtype=torch.int32)
@@ -202,6 +213,9 @@ class MultiLoRALinear(nn.Module):
             A = torch.stack([F.pad(ad.A.to(dt), (0, 0, 0, r_max - ad.spec.rank)) for ad in adapters])
             B = torch.stack([F.pad(ad.B.to(dt), (0, r_max - ad.spec.rank)) for ad in adapters])
         scalings = [ad.spec.scaling for ad in adapters]
+        if base is not None:  # y = base(x_base) + delta(x), x = dropout(x_base) or x_base itself
+            return lora_linear(x_base, base.weight, base.bias, A, B, ranks, scalings, index=index, weights=weights,
+                               shared=shared, x_lora=None if x is x_base else x)
         return lora_delta(x, A, B, ranks, scalings, index=index, weights=weights, shared=shared)
 
     # ---------------------------------------------------------------- merge / reset
