@@ -1,0 +1,455 @@
+"""MultimodalLM: frozen encoders → trainable projectors → spliced into a frozen LLM with routed LoRAs.
+
+::
+
+    media ─▶ encoders[m] (frozen) ─▶ Features ─▶ projectors[m] (rate k) ─▶ [n_i, d_llm] per item
+    chat prompt with <audio>/<video>/<image> slots ─▶ segments (text ids | media rows)
+        ─▶ inputs_embeds [B, L, d_llm], token types [B, L] ─▶ RoutingPlan ─▶ LLM (+ LoRA) ─▶ loss / text
+
+Assembled in one step by :meth:`MultimodalLM.build` from a :class:`ModelConfig`; freezing is
+decided there (LLM and encoders frozen, projectors and adapters trainable, by flags).
+
+The batch (made by :func:`mmlora.data.collate.collate_samples`) is a dict::
+
+    segments:  list (B) of lists of TextSegment | MediaSegment   (see mmlora.prompt)
+    media:     {modality: list of raw items for the encoder, or Features (precomputed)}
+    rates:     optional {modality: k}; None with a Matryoshka bank = every rate pair (training)
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .llm import LLMConfig, load_llm
+from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
+from .prompt import MarkerConfig, MediaSegment, PromptBuilder, TextSegment
+from .routing import RoutingPlan, install_plan
+
+__all__ = ["MediaConfig", "RouterConfig", "ModelConfig", "MultimodalLM", "TOKEN_TYPES"]
+
+TOKEN_TYPES = {"pad": -1, "text": 0, "audio": 1, "video": 2, "image": 3}
+_VISUAL = ("image", "video")
+
+
+@dataclass
+class MediaConfig:
+    """One input modality: a frozen encoder and a trainable projector."""
+
+    encoder: dict = field(default_factory=dict)    # mmlora.encoders config (e.g. {"kind": "whisper", "path": ...})
+    projector: dict = field(default_factory=dict)  # mmlora.projectors.ProjectorConfig fields
+    hidden_states: bool = False                    # pass every encoder layer to the projector (QLadder)
+
+
+@dataclass
+class RouterConfig:
+    """Which adapter acts on which token (see mmlora.routing)."""
+
+    kind: str = "single"       # none | single | token_type (MM-LoRA) | sample_mode (Phi-4-MM) | scale (Matryoshka)
+    adapter: str = "default"   # single: the adapter
+    token_map: dict = field(default_factory=lambda: {"text": "language", "image": "visual", "video": "visual",
+                                                     "audio": "language"})  # token_type: token type -> adapter
+    mode_map: dict = field(default_factory=lambda: {"text": None, "audio": "speech", "vision": "vision"})
+    # sample_mode: "text" | "audio" | "vision" (any image/video) or an exact "audio+video" -> adapter or None
+    bank: str = "mss"          # scale: ms (shared only) | ss (scale-specific only) | mss (both)
+    shared: str = "shared"     # scale: name of the shared adapter
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to assemble a MultimodalLM."""
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    media: dict = field(default_factory=dict)        # modality name ("audio"/"video"/"image") -> MediaConfig
+    adapters: dict = field(default_factory=dict)     # adapter name -> LoRASpec
+    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+    router: RouterConfig = field(default_factory=RouterConfig)
+    markers: MarkerConfig = field(default_factory=MarkerConfig)
+    system_prompt: str | None = None
+    train_projectors: bool = True                    # projector parameters train
+    train_adapters: bool = True                      # LoRA parameters train
+
+    def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):
+            self.llm = LLMConfig(**self.llm)
+        self.media = {k: MediaConfig(**v) if isinstance(v, dict) else v for k, v in self.media.items()}
+        for k in self.media:
+            if k not in ("audio", "video", "image"):
+                raise ValueError(f"model.media: unknown modality {k!r} (audio, video, image)")
+        self.adapters = {k: LoRASpec(**v) if isinstance(v, dict) else v for k, v in self.adapters.items()}
+        if isinstance(self.router, dict):
+            self.router = RouterConfig(**self.router)
+        if isinstance(self.markers, dict):
+            self.markers = MarkerConfig(**{k: tuple(v) for k, v in self.markers.items()})
+        if self.router.kind not in ("none", "single", "token_type", "sample_mode", "scale"):
+            raise ValueError(f"model.router.kind: unknown router {self.router.kind!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["markers"] = {k: list(v) for k, v in d["markers"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"model: unknown field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def scale_adapter_name(rates: dict[str, int]) -> str:
+    """Name of the Matryoshka scale-specific adapter for a rate pair, e.g. ``scale_a4_v2``."""
+    return "scale_" + "_".join(f"{m[0]}{rates[m]}" for m in sorted(rates))
+
+
+class MultimodalLM(nn.Module):
+    """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
+
+    def __init__(self, cfg: ModelConfig, llm: nn.Module, tokenizer, encoders: dict[str, nn.Module],
+                 projectors: dict[str, nn.Module]):
+        super().__init__()
+        self.cfg = cfg
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoders = nn.ModuleDict(encoders)
+        self.projectors = nn.ModuleDict(projectors)
+        self.prompts = PromptBuilder(tokenizer, cfg.markers, cfg.system_prompt)
+
+    # ------------------------------------------------------------------ assembly
+    @classmethod
+    def build(cls, cfg: ModelConfig, encoders: dict[str, nn.Module] | None = None,
+              llm: tuple[nn.Module, object] | None = None) -> "MultimodalLM":
+        """Assemble from ``cfg``: LLM (frozen) + encoders (frozen) + projectors + adapters.
+
+        ``encoders`` / ``llm`` may be given ready-made (tests, shared instances); the rest is
+        built from the config.
+        """
+        model, tokenizer = llm if llm is not None else load_llm(cfg.llm)
+        d_llm = model.get_input_embeddings().weight.shape[1]
+        encs: dict[str, nn.Module] = dict(encoders or {})
+        for mod, mcfg in cfg.media.items():
+            if mod not in encs:
+                from .encoders import build_encoder
+
+                encs[mod] = build_encoder(mcfg.encoder)
+        from .projectors import ProjectorConfig, build_projector
+
+        projs = {}
+        for mod, mcfg in cfg.media.items():
+            pcfg = ProjectorConfig.from_dict(mcfg.projector, where=f"model.media.{mod}.projector")
+            projs[mod] = build_projector(pcfg, d_in=encs[mod].output_dim, d_llm=d_llm)
+        adapters = dict(cfg.adapters)
+        if adapters:
+            attach(model, adapters, cfg.target_modules)
+        self = cls(cfg, model, tokenizer, encs, projs)
+        self._freeze()
+        return self
+
+    def _freeze(self) -> None:
+        """The one place that decides what trains."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        if self.cfg.train_projectors:
+            for p in self.projectors.parameters():
+                p.requires_grad_(True)
+        if self.cfg.train_adapters and adapter_names(self.llm):
+            for p in adapter_parameters(self.llm):
+                p.requires_grad_(True)
+        for enc in self.encoders.values():
+            enc.eval()
+        self.llm.eval()  # dropout of the frozen LLM stays off; LoRA dropout follows self.training
+
+    def train(self, mode: bool = True) -> "MultimodalLM":
+        super().train(mode)
+        for enc in self.encoders.values():
+            enc.eval()
+        for m in self.llm.modules():  # frozen base in eval, adapters follow mode
+            m.training = False
+        from .lora import lora_layers
+
+        for _, layer in lora_layers(self.llm):
+            layer.training = mode
+            for ad in layer.adapters.values():
+                ad.train(mode)
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def param_groups(self, projector_lr: float, lora_lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """Optimizer groups: projectors and LoRA adapters with their own learning rates."""
+        groups = []
+        proj = [p for p in self.projectors.parameters() if p.requires_grad]
+        if proj:
+            groups.append({"name": "projectors", "params": proj, "lr": projector_lr, "weight_decay": weight_decay})
+        if adapter_names(self.llm):
+            lora = [p for p in adapter_parameters(self.llm) if p.requires_grad]
+            if lora:
+                groups.append({"name": "lora", "params": lora, "lr": lora_lr, "weight_decay": weight_decay})
+        return groups
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    # ------------------------------------------------------------------ media
+    def rate_choices(self) -> dict[str, tuple[int, ...]]:
+        """Compression rates available per modality (more than one: a Matryoshka bank)."""
+        return {m: tuple(p.rates) for m, p in self.projectors.items()}
+
+    def encode_media(self, media: dict[str, Any]) -> dict[str, Any]:
+        """Run the frozen encoders (items that are already Features pass through)."""
+        from .encoders.base import Features
+
+        out = {}
+        for mod, items in media.items():
+            if mod not in self.encoders:
+                raise KeyError(f"batch has {mod!r} media but the model has no {mod} encoder "
+                               f"(model.media has {sorted(self.encoders)})")
+            if isinstance(items, Features):
+                feats = items
+            elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
+                feats = Features.collate(items, rate_hz=getattr(self.encoders[mod], "rate_hz", None))
+            else:
+                feats = self.encoders[mod].encode(items, output_hidden_states=self.cfg.media[mod].hidden_states)
+            out[mod] = feats.to(self.device)
+        return out
+
+    def project(self, feats: dict[str, Any], rates: dict[str, int]) -> dict[str, list[Tensor]]:
+        """Projected embeddings per modality: a list with one ``[n_i, d_llm]`` tensor per item."""
+        out = {}
+        for mod, f in feats.items():
+            proj = self.projectors[mod]
+            kwargs = {}
+            if self.cfg.media[mod].hidden_states and f.hidden_states is not None:
+                kwargs = {"hidden_states": f.hidden_states, "hidden_masks": [f.hidden_mask] * len(f.hidden_states)}
+            emb, mask = proj(f.x.to(self._proj_dtype(proj)), f.mask, rate=rates.get(mod), **kwargs)
+            out[mod] = [emb[i, mask[i]] for i in range(emb.shape[0])]
+        return out
+
+    @staticmethod
+    def _proj_dtype(proj: nn.Module) -> torch.dtype:
+        p = next(proj.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    # ------------------------------------------------------------------ sequence assembly
+    def assemble(self, segments: list[list], media_emb: dict[str, list[Tensor]], left_pad: bool = False):
+        """Splice text embeddings and media embeddings into padded sequences.
+
+        Returns ``inputs_embeds [B, L, d]``, ``attention_mask [B, L]``, ``labels [B, L]``
+        (answer tokens only, else -100) and ``token_types [B, L]`` (TOKEN_TYPES; -1 = pad).
+        """
+        embed = self.llm.get_input_embeddings()
+        dev = embed.weight.device
+        all_ids = [s.ids for segs in segments for s in segs if isinstance(s, TextSegment)]
+        text_emb = embed(torch.cat(all_ids).to(dev)) if all_ids else None
+        rows, labels, types = [], [], []
+        pos = 0
+        for segs in segments:
+            parts, lab, typ = [], [], []
+            for s in segs:
+                if isinstance(s, TextSegment):
+                    n = s.ids.numel()
+                    parts.append(text_emb[pos:pos + n])
+                    pos += n
+                    lab.append(s.ids.to(dev) if s.is_answer else torch.full((n,), -100, device=dev))
+                    typ.append(torch.full((n,), TOKEN_TYPES["text"], device=dev))
+                else:
+                    try:
+                        e = media_emb[s.modality][s.index]
+                    except (KeyError, IndexError):
+                        raise ValueError(f"prompt has a <{s.modality}> slot with no {s.modality} input "
+                                         f"(item {s.index})") from None
+                    parts.append(e.to(text_emb.dtype if text_emb is not None else e.dtype))
+                    lab.append(torch.full((e.shape[0],), -100, device=dev))
+                    typ.append(torch.full((e.shape[0],), TOKEN_TYPES[s.modality], device=dev))
+            rows.append(torch.cat(parts))
+            labels.append(torch.cat(lab))
+            types.append(torch.cat(typ))
+        L = max(r.shape[0] for r in rows)
+        B, d = len(rows), rows[0].shape[1]
+        x = rows[0].new_zeros(B, L, d)
+        attn = torch.zeros(B, L, dtype=torch.long, device=dev)
+        lab_t = torch.full((B, L), -100, dtype=torch.long, device=dev)
+        typ_t = torch.full((B, L), TOKEN_TYPES["pad"], dtype=torch.long, device=dev)
+        for i, (r, lb, ty) in enumerate(zip(rows, labels, types)):
+            n = r.shape[0]
+            sl = slice(L - n, L) if left_pad else slice(0, n)
+            x[i, sl], attn[i, sl], lab_t[i, sl], typ_t[i, sl] = r, 1, lb, ty
+        return x, attn, lab_t, typ_t
+
+    # ------------------------------------------------------------------ routing
+    def routing_plan(self, token_types: Tensor, rates: dict[str, int] | None = None) -> RoutingPlan:
+        """The plan for one forward, from the token types ``[B, L]`` and the rate pair."""
+        r = self.cfg.router
+        if r.kind == "none" or not self.cfg.adapters:
+            return RoutingPlan.none()
+        if r.kind == "single":
+            return RoutingPlan.single(r.adapter)
+        if r.kind == "token_type":
+            names = list(dict.fromkeys(v for v in r.token_map.values() if v is not None))
+            lut = torch.full((len(TOKEN_TYPES),), -1, dtype=torch.int32)
+            for ttype, ad in r.token_map.items():
+                if ad is not None:
+                    lut[TOKEN_TYPES[ttype] + 1] = names.index(ad)
+            ids = lut[(token_types.cpu() + 1)]
+            text = r.token_map.get("text")
+            return RoutingPlan.by_token(ids, names, fill=names.index(text) if text is not None else -1)
+        if r.kind == "sample_mode":
+            return RoutingPlan.by_sample([self._mode_adapter(t) for t in token_types.cpu()])
+        # scale (Matryoshka)
+        specific = scale_adapter_name(rates or {})
+        if r.bank == "ms":
+            return RoutingPlan.shared_specific(r.shared, None)
+        if r.bank == "ss":
+            return RoutingPlan.shared_specific((), specific)
+        return RoutingPlan.shared_specific(r.shared, specific)
+
+    def _mode_adapter(self, types_row: Tensor) -> str | None:
+        present = sorted(m for m in ("audio", "video", "image") if bool((types_row == TOKEN_TYPES[m]).any()))
+        mode_map = self.cfg.router.mode_map
+        key = "+".join(present) if present else "text"
+        if key in mode_map:
+            return mode_map[key]
+        if any(m in _VISUAL for m in present):
+            return mode_map.get("vision")
+        return mode_map.get("audio") if "audio" in present else mode_map.get("text")
+
+    def rate_pairs(self) -> list[dict[str, int]]:
+        """Every combination of rates, one per modality (one pair without a bank)."""
+        choices = self.rate_choices()
+        mods = sorted(choices)
+        return [dict(zip(mods, combo)) for combo in itertools.product(*(choices[m] for m in mods))]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict, return_logits: bool = False) -> dict[str, Tensor]:
+        """Mean cross-entropy over answer tokens (averaged over rate pairs with a Matryoshka
+        bank and ``batch["rates"]`` unset). Returns ``{"loss", "num_tokens"[, "logits"]}``."""
+        feats = self.encode_media(batch.get("media") or {})
+        rates = batch.get("rates")
+        pairs = [rates] if rates else self.rate_pairs()
+        pairs = [{m: r for m, r in p.items() if m in feats} for p in pairs]
+        pairs = list({tuple(sorted(p.items())): p for p in pairs}.values())
+        total, n_tok, out_logits = 0.0, None, None
+        for pair in pairs:
+            media_emb = self.project(feats, pair)
+            x, attn, labels, types = self.assemble(batch["segments"], media_emb)
+            plan = self.routing_plan(types, pair)
+            loss, n, logits = self._lm_loss(x, attn, labels, plan, return_logits)
+            total = total + loss
+            n_tok = n
+            out_logits = logits
+        loss = total / len(pairs)
+        if self.training:
+            loss = loss + self._dummy_terms(feats, pairs)
+        out = {"loss": loss, "num_tokens": n_tok}
+        if return_logits:
+            out["logits"] = out_logits
+        return out
+
+    def _lm_loss(self, x, attn, labels, plan: RoutingPlan, return_logits: bool):
+        install_plan(self.llm, plan)  # stays installed for backward (activation recomputation)
+        decoder = self.llm.get_decoder()
+        hidden = decoder(inputs_embeds=x, attention_mask=attn).last_hidden_state
+        target = labels[:, 1:]
+        sel = target != -100
+        head = self.llm.get_output_embeddings()
+        logits = head(hidden[:, :-1][sel]).float()  # only answer positions reach the vocab
+        n = sel.sum()
+        loss = F.cross_entropy(logits, target[sel], reduction="sum") / n.clamp(min=1)
+        full = head(hidden).float() if return_logits else None
+        return loss, n, full
+
+    def _dummy_terms(self, feats: dict, pairs: list[dict]) -> Tensor:
+        """Zero-weighted terms that keep unused trainable parameters in the graph (DDP)."""
+        used_proj = set(feats)
+        zero = 0.0
+        for mod, proj in self.projectors.items():
+            if mod not in used_proj:
+                zero = zero + sum(p.sum() for p in proj.parameters() if p.requires_grad) * 0.0
+        if self.cfg.adapters and self.cfg.train_adapters:
+            # adapters absent from this batch's plans (e.g. no image sample in a Phi-4-MM batch)
+            zero = zero + sum(p.sum() for p in adapter_parameters(self.llm)) * 0.0
+        return zero if isinstance(zero, Tensor) else torch.zeros((), device=self.device)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, batch: dict, rates: dict[str, int] | None = None, **gen_kwargs) -> list[str]:
+        """Greedy / beam / sampled decoding for each sample's prompt (answers in the batch are
+        ignored). Each sample is routed at prefill and at every decode step."""
+        feats = self.encode_media(batch.get("media") or {})
+        rates = rates or batch.get("rates") or self.default_rates()
+        pair = {m: r for m, r in rates.items() if m in feats}
+        segments = [[s for s in segs if not (isinstance(s, TextSegment) and s.is_answer)]
+                    for segs in batch["segments"]]
+        x, attn, _, types = self.assemble(segments, self.project(feats, pair), left_pad=True)
+        plan = self.routing_plan(types, pair)
+        kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
+              "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
+        kw.update(gen_kwargs)
+        install_plan(self.llm, plan)
+        try:
+            out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
+        finally:
+            install_plan(self.llm, None)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def default_rates(self) -> dict[str, int]:
+        """The first (finest) rate of each modality."""
+        return {m: r[0] for m, r in self.rate_choices().items()}
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """config.json + projectors.safetensors + adapters (safetensors/JSON); base weights
+        are referenced by the config, never copied. Written atomically."""
+        from safetensors.torch import save_file
+
+        proj_state = {k: v.detach().contiguous().cpu() for k, v in self.projectors.state_dict().items()}
+
+        def write(tmp: Path) -> None:
+            (tmp / "config.json").write_text(json.dumps({"format": "mmlora-model", "version": 1,
+                                                         "model": self.cfg.to_dict()}, indent=2))
+            if proj_state:
+                save_file(proj_state, str(tmp / "projectors.safetensors"))
+            if adapter_names(self.llm):
+                save_adapters(self.llm, tmp / "adapters")
+
+        return _atomic_dir(out_dir, write)
+
+    @classmethod
+    def from_pretrained(cls, in_dir: str | os.PathLike, encoders: dict[str, nn.Module] | None = None,
+                        llm: tuple[nn.Module, object] | None = None, **overrides) -> "MultimodalLM":
+        """Rebuild from :meth:`save_pretrained`'s folder (no pickle, no remote code)."""
+        from safetensors.torch import load_file
+
+        in_dir = Path(in_dir)
+        cfg_path = in_dir / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path}: missing (not an mmlora model folder)")
+        raw = json.loads(cfg_path.read_text())
+        if raw.get("format") != "mmlora-model":
+            raise ValueError(f"{cfg_path}: not an mmlora model config")
+        d = raw["model"]
+        for k, v in overrides.items():
+            d[k] = v
+        cfg = ModelConfig.from_dict(d)
+        model = cls.build(cfg, encoders=encoders, llm=llm)
+        proj_file = in_dir / "projectors.safetensors"
+        if proj_file.is_file():
+            state = load_file(str(proj_file))
+            missing, unexpected = model.projectors.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{proj_file}: projector weights do not match the config: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+        if (in_dir / "adapters").is_dir():
+            load_adapters(model.llm, in_dir / "adapters")
+        model._freeze()
+        return model

@@ -1,0 +1,190 @@
+"""MultimodalLM: splicing, labels, routing per token / per sample / per scale, generate, save/load."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import randomize_adapters
+from mmlora.data.collate import collate_samples
+from mmlora.encoders.base import Encoder, Features, pad_sequence
+from mmlora.llm import LLMConfig, load_llm
+from mmlora.lora import LoRASpec, lora_layers
+from mmlora.model import TOKEN_TYPES, ModelConfig, MultimodalLM, scale_adapter_name
+
+
+class FakeEncoder(Encoder):
+    """A frozen linear map of [n, 8] inputs (stands in for Whisper / EfficientNet in tests)."""
+
+    kind = "fake"
+
+    def __init__(self, dim=12, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.nn.Linear(8, dim)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(dim, 8, generator=g))
+        self.output_dim, self.rate_hz = dim, 50.0
+
+    def preprocess_config(self):
+        return {}
+
+    def _encode(self, batch, output_hidden_states):
+        x, mask = pad_sequence([self.proj(torch.as_tensor(b, dtype=torch.float32)) for b in batch])
+        return Features(x * mask[..., None], mask, self.rate_hz)
+
+
+def build(router="single", adapters=None, rates=(2,), media=("audio", "video"), seed=0):
+    cfg = ModelConfig(
+        llm=LLMConfig("random:tiny", seed=seed),
+        media={m: {"projector": {"compressor": "stack", "rates": list(rates), "hidden_dim": 32}} for m in media},
+        adapters=adapters if adapters is not None else {"default": LoRASpec(4, 8)},
+        target_modules=["q_proj", "v_proj", "o_proj"],
+        router={"kind": router} if isinstance(router, str) else router,
+    )
+    encs = {m: FakeEncoder(seed=i) for i, m in enumerate(media)}
+    return MultimodalLM.build(cfg, encoders=encs)
+
+
+def sample(text="hi there", answer="ok", audio=None, video=None, image=None, id=0):
+    slots = "".join(f"<{m}>" for m, v in (("audio", audio), ("video", video), ("image", image)) if v is not None)
+    s = {"id": id, "messages": [{"role": "user", "content": slots + text}, {"role": "assistant", "content": answer}]}
+    for m, v in (("audios", audio), ("videos", video), ("images", image)):
+        if v is not None:
+            s[m] = [v]
+    return s
+
+
+def frames(n, seed):
+    return torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_text_only_with_zero_adapters_gives_the_llm_logits_exactly():
+    model = build(router="single").eval()
+    batch = collate_samples([sample("what is two plus two?", "four")], model.prompts)
+    out = model(batch, return_logits=True)
+    ids = torch.cat([s.ids for s in batch["segments"][0]])[None]
+    ref_llm, _ = load_llm(LLMConfig("random:tiny", seed=0))
+    assert torch.equal(out["logits"], ref_llm(ids).logits.float())
+    answer = model.tokenizer("four<|im_end|>\n", add_special_tokens=False).input_ids
+    assert int(out["num_tokens"]) == len(answer)  # labels on the answer (and end of turn) only
+
+
+def test_media_spliced_with_markers_and_labels_only_on_answer():
+    model = build().eval()
+    batch = collate_samples([sample(audio=frames(9, 1), video=frames(4, 2)), sample("no media")], model.prompts)
+    feats = model.encode_media(batch["media"])
+    x, attn, labels, types = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
+    assert int((types[0] == TOKEN_TYPES["audio"]).sum()) == 4  # 9 frames, stack 2, remainder dropped
+    assert int((types[0] == TOKEN_TYPES["video"]).sum()) == 2
+    assert int((types[1] > 0).sum()) == 0
+    assert (labels[types != TOKEN_TYPES["text"]] == -100).all()
+    assert int(attn[1].sum()) < attn.shape[1] and int(attn[1, -1]) == 0  # right padding
+    text = model.tokenizer.decode(torch.cat([s.ids for s in batch["segments"][0] if hasattr(s, "ids")]))
+    assert "<audio></audio><video></video>" in text  # markers around the (removed) features
+    with pytest.raises(ValueError, match="slot"):
+        collate_samples([{"messages": sample(audio=frames(3, 0))["messages"]}], model.prompts)
+
+
+def _delta_rows(model, run):
+    """Per-token LoRA delta of the first q_proj, captured by a hook."""
+    layer = lora_layers(model.llm)[0][1]
+    seen = {}
+
+    def hook(mod, inp, out):
+        seen["delta"] = (out - mod.base_layer(inp[0])).detach()
+        seen["x"] = inp[0].detach()
+
+    h = layer.register_forward_hook(hook)
+    try:
+        run()
+    finally:
+        h.remove()
+    return layer, seen["x"], seen["delta"]
+
+
+def test_token_type_routing_sends_exactly_media_tokens_to_the_visual_lora():
+    model = build(router={"kind": "token_type", "token_map": {"text": "language", "video": "visual",
+                                                              "audio": "language"}},
+                  adapters={"visual": LoRASpec(4, 8), "language": LoRASpec(8, 8)}).eval()
+    randomize_adapters(model.llm)
+    batch = collate_samples([sample(audio=frames(6, 1), video=frames(6, 2))], model.prompts)
+    feats = model.encode_media(batch["media"])
+    _, _, _, types = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
+    layer, x, delta = _delta_rows(model, lambda: model(batch))
+    expect_vis = x @ layer.delta_weight("visual").t()
+    expect_lang = x @ layer.delta_weight("language").t()
+    is_vid = (types == TOKEN_TYPES["video"])[0]
+    assert is_vid.sum() == 3
+    assert torch.allclose(delta[0, is_vid], expect_vis[0, is_vid], atol=1e-5)
+    assert torch.allclose(delta[0, ~is_vid], expect_lang[0, ~is_vid], atol=1e-5)
+
+
+def test_mixed_batch_routes_each_sample_to_its_mode_adapter():
+    model = build(router={"kind": "sample_mode", "mode_map": {"text": None, "audio": "speech", "vision": "vision"}},
+                  adapters={"speech": LoRASpec(4, 8), "vision": LoRASpec(4, 8)}, media=("audio", "image")).eval()
+    randomize_adapters(model.llm)
+    batch = collate_samples([sample(audio=frames(6, 1)), sample(image=frames(4, 2)), sample("text only"),
+                             sample(audio=frames(4, 3), image=frames(4, 4))], model.prompts)
+    layer, x, delta = _delta_rows(model, lambda: model(batch))
+    expect = {"speech": x @ layer.delta_weight("speech").t(), "vision": x @ layer.delta_weight("vision").t()}
+    for b, name in enumerate(["speech", "vision", None, "vision"]):
+        want = expect[name][b] if name else torch.zeros_like(delta[b])
+        assert torch.allclose(delta[b], want, atol=1e-5), (b, name)
+
+
+def test_matryoshka_loss_is_the_mean_over_rate_pairs_and_routes_scale_adapters():
+    rates = (2, 3)
+    pairs = [{"audio": a, "video": v} for a in rates for v in rates]
+    adapters = {"shared": LoRASpec(4, 8), **{scale_adapter_name(p): LoRASpec(2, 4) for p in pairs}}
+    model = build(router={"kind": "scale", "bank": "mss"}, adapters=adapters, rates=rates).eval()
+    randomize_adapters(model.llm)
+    batch = collate_samples([sample(audio=frames(12, 1), video=frames(7, 2))], model.prompts)
+    total = model(batch)["loss"]
+    each = [model({**batch, "rates": p})["loss"] for p in pairs]
+    assert torch.allclose(total, torch.stack(each).mean(), atol=1e-6)
+    assert len({round(float(e.detach()), 6) for e in each}) == 4  # rates change the result
+    plan = model.routing_plan(torch.zeros(1, 3, dtype=torch.long), {"audio": 3, "video": 2})
+    assert plan.shared == ("shared", "scale_a3_v2")
+
+
+def test_absent_modality_parameters_stay_in_the_graph():
+    model = build(router={"kind": "sample_mode"}, adapters={"speech": LoRASpec(2, 4), "vision": LoRASpec(2, 4)},
+                  media=("audio", "image")).train()
+    batch = collate_samples([sample(audio=frames(6, 1))], model.prompts)
+    model(batch)["loss"].backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, name
+    assert all(p.grad.abs().sum() == 0 for p in model.projectors["image"].parameters())
+
+
+def test_generate_batched_equals_one_by_one_and_routes_decode_steps():
+    model = build(router={"kind": "sample_mode", "mode_map": {"text": None, "audio": "speech"}},
+                  adapters={"speech": LoRASpec(4, 8)}, media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    samples = [sample(audio=frames(10, 1)), sample("a longer text only prompt here")]
+    batch = collate_samples(samples, model.prompts)
+    together = model.generate(batch, max_new_tokens=6, min_new_tokens=6)
+    alone = [model.generate(collate_samples([s], model.prompts), max_new_tokens=6, min_new_tokens=6)[0]
+             for s in samples]
+    assert together == alone
+    beams = model.generate(batch, max_new_tokens=4, num_beams=3)
+    assert len(beams) == 2
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = build(adapters={"default": LoRASpec(4, 8)}).eval()
+    randomize_adapters(model.llm)
+    with torch.no_grad():
+        for p in model.projectors.parameters():
+            p.add_(0.01)
+    batch = collate_samples([sample(audio=frames(8, 1), video=frames(4, 2))], model.prompts)
+    ref = model(batch)["loss"]
+    out = model.save_pretrained(tmp_path / "m")
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["adapters", "config.json", "projectors.safetensors"]
+    encs = dict(model.encoders)
+    loaded = MultimodalLM.from_pretrained(out, encoders=encs).eval()
+    assert torch.equal(loaded(batch)["loss"], ref)
+    n_train = sum(p.numel() for p in loaded.trainable_parameters())
+    assert n_train == sum(p.numel() for p in model.trainable_parameters()) > 0
