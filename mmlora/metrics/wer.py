@@ -1,0 +1,243 @@
+"""Word and character error rates on normalized text (jiwer does the alignment).
+
+Corpus-level WER, as Llama-AVSR reports it: total word edits over total reference words,
+
+    WER = (S + D + I) / (S + D + H)          summed over all utterances (not a mean of per-utterance WERs)
+
+and likewise CER over characters of the normalized text (spaces between words count as
+characters). Both sides pass through :func:`normalize_text` first (unless ``normalize=False``
+or another callable is given).
+
+Public API: :func:`normalize_text`, :func:`number_to_words`, :func:`ordinal_words`,
+:func:`compute_wer` → :class:`WERResult` (with per-utterance :class:`UtteranceScore`).
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import jiwer
+
+__all__ = ["normalize_text", "number_to_words", "ordinal_words", "compute_wer", "WERResult", "UtteranceScore"]
+
+# ------------------------------------------------------------------ numbers as words (US English, no "and")
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SCALES = ["", "thousand", "million", "billion", "trillion", "quadrillion", "quintillion"]
+_MAX = 1000 ** len(_SCALES)  # 10^21: larger integers are read digit by digit
+_ORDINAL_IRREGULAR = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
+                      "nine": "ninth", "twelve": "twelfth"}
+
+
+def _below_thousand(n: int) -> list[str]:
+    words: list[str] = []
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+    if n >= 20:
+        words.append(_TENS[n // 10])
+        n %= 10
+        if n:
+            words.append(_ONES[n])
+    elif n or not words:
+        words.append(_ONES[n])
+    return words
+
+
+def number_to_words(n: int) -> str:
+    """Cardinal in words: ``21 -> "twenty one"``, ``1005 -> "one thousand five"``,
+    ``1998 -> "one thousand nine hundred ninety eight"`` (American style: no "and", no hyphens,
+    no commas; years are not read as "nineteen ninety eight"). ``0 <= n < 10**21``; negative
+    numbers get a leading "minus".
+    """
+    n = int(n)
+    if n < 0:
+        return "minus " + number_to_words(-n)
+    if n >= _MAX:
+        raise ValueError(f"number_to_words handles integers below 10**21, got {n}")
+    if n == 0:
+        return "zero"
+    words: list[str] = []
+    for i in range(len(_SCALES) - 1, -1, -1):
+        group = (n // 1000 ** i) % 1000
+        if group:
+            words += _below_thousand(group) + ([_SCALES[i]] if i else [])
+    return " ".join(words)
+
+
+def ordinal_words(n: int) -> str:
+    """Ordinal in words: ``1 -> "first"``, ``21 -> "twenty first"``, ``100 -> "one hundredth"``."""
+    head, _, last = number_to_words(n).rpartition(" ")
+    if last in _ORDINAL_IRREGULAR:
+        last = _ORDINAL_IRREGULAR[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return f"{head} {last}" if head else last
+
+
+def _digits(s: str) -> str:
+    return " ".join(_ONES[int(c)] for c in s)
+
+
+# an integer (optionally with 3-digit thousands groups), then a decimal part or an ordinal suffix
+_NUMBER = re.compile(r"(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.(?P<frac>\d+)|(?P<ord>st|nd|rd|th)(?![^\W\d_]))?")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'"})
+
+
+def _number_words(m: re.Match) -> str:
+    digits = m.group("int").replace(",", "")
+    if len(digits) > 1 and digits[0] == "0" or int(digits) >= _MAX:
+        words = _digits(digits)  # "007" -> "zero zero seven"; huge numbers digit by digit
+    elif m.group("ord"):
+        words = ordinal_words(int(digits))
+    else:
+        words = number_to_words(int(digits))
+    if m.group("frac"):
+        words += " point " + _digits(m.group("frac"))
+    after = m.string[m.end():m.end() + 1]
+    return f" {words}" + ("" if after == "'" else " ")  # "3's" -> "three's"
+
+
+def normalize_text(text: str) -> str:
+    """Normalize a transcript for WER. The steps, in order:
+
+    1. Unicode NFKC (``"ﬁ" -> "fi"``, ``"²" -> "2"``); curly/modifier apostrophes and backticks
+       become ``'``; then lower-case (``str.lower``).
+    2. ``&`` -> `` and ``, ``%`` -> `` percent``.
+    3. Numbers become words (:func:`number_to_words`): ``"21" -> "twenty one"``;
+       thousands separators ``"1,000,000" -> "one million"``; ordinals ``"21st" -> "twenty first"``
+       (any of st/nd/rd/th); decimals ``"3.14" -> "three point one four"``; a digit string with a
+       leading zero or of 22+ digits is read digit by digit (``"007" -> "zero zero seven"``).
+       Digits glued to letters are split off (``"mp3" -> "mp three"``). Signs and currency
+       symbols are not spoken (``"-5" -> "five"``, ``"$5" -> "five"``).
+    4. Punctuation and symbols (anything not a letter, digit, apostrophe or space; also ``_``)
+       become spaces: ``"well-known" -> "well known"``, ``"U.S." -> "u s"``.
+    5. Apostrophes are kept inside words (``"don't"``, ``"o'clock"``, ``"rock'n'roll"``) and
+       dropped elsewhere (``"'tis" -> "tis"``, ``"dogs'" -> "dogs"``, quotes ``'hi' -> "hi"``).
+    6. Whitespace runs collapse to one space; leading/trailing space removed.
+
+    Letters of any script are kept, accents included (``"café"``). The function is idempotent.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_text expects a string, got {type(text).__name__}")
+    s = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    s = s.replace("&", " and ").replace("%", " percent ")
+    s = _NUMBER.sub(_number_words, s)
+    s = re.sub(r"[^\w\s']|_", " ", s)
+    s = re.sub(r"(?<!\w)'+|'+(?!\w)", " ", s)
+    return " ".join(s.split())
+
+
+# ------------------------------------------------------------------ scoring
+@dataclass
+class UtteranceScore:
+    """One utterance: raw and normalized texts and its edit counts."""
+
+    index: int                  # position in the input lists
+    id: str | None              # caller's utterance id (None when not given)
+    reference: str              # raw reference
+    hypothesis: str             # raw hypothesis
+    ref_norm: str               # normalized reference (what was scored)
+    hyp_norm: str               # normalized hypothesis
+    ref_words: int              # N = S + D + H
+    hits: int                   # H: words matched
+    substitutions: int          # S
+    deletions: int              # D: reference words missing from the hypothesis
+    insertions: int             # I: hypothesis words not in the reference
+    wer: float | None           # (S+D+I)/N; None when the normalized reference is empty
+    ref_chars: int              # characters of ref_norm (spaces included)
+    char_edits: int             # character-level S+D+I
+    cer: float | None           # char_edits/ref_chars; None when ref_chars is 0
+
+
+@dataclass
+class WERResult:
+    """Corpus totals plus per-utterance details."""
+
+    wer: float                  # (S+D+I)/N over the corpus
+    cer: float                  # character edits / reference characters over the corpus
+    n: int                      # utterances scored
+    ref_words: int              # N = S + D + H
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    ref_chars: int
+    char_edits: int
+    utterances: list[UtteranceScore] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Corpus numbers only (for the one-line JSON summary)."""
+        return {"wer": self.wer, "cer": self.cer, "n": self.n, "ref_words": self.ref_words, "hits": self.hits,
+                "substitutions": self.substitutions, "deletions": self.deletions, "insertions": self.insertions,
+                "ref_chars": self.ref_chars, "char_edits": self.char_edits}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "utterances": [asdict(u) for u in self.utterances]}
+
+
+def _counts(alignment) -> tuple[int, int, int, int]:
+    """(hits, substitutions, deletions, insertions) from one jiwer alignment."""
+    h = s = d = i = 0
+    for c in alignment:
+        n_ref, n_hyp = c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx
+        if c.type == "equal":
+            h += n_ref
+        elif c.type == "substitute":
+            s += n_ref
+        elif c.type == "delete":
+            d += n_ref
+        elif c.type == "insert":
+            i += n_hyp
+        else:  # pragma: no cover - jiwer's alignment types are fixed
+            raise RuntimeError(f"unknown jiwer alignment chunk type {c.type!r}")
+    return h, s, d, i
+
+
+def compute_wer(references: Sequence[str], hypotheses: Sequence[str], ids: Sequence[str] | None = None,
+                normalize: bool | Callable[[str], str] = True) -> WERResult:
+    """Corpus WER/CER of ``hypotheses`` against ``references`` (same order, one string each).
+
+    ``normalize``: True -> :func:`normalize_text`; False -> whitespace split only; or any
+    ``str -> str`` callable. Utterances whose normalized reference is empty still count their
+    insertions in the corpus totals (their own ``wer`` is None). Raises ValueError when the lists
+    differ in length, an entry is not a string, or no reference word is left to score.
+    """
+    refs, hyps = list(references), list(hypotheses)
+    if len(refs) != len(hyps):
+        raise ValueError(f"compute_wer: {len(refs)} references but {len(hyps)} hypotheses")
+    if ids is not None and len(ids) != len(refs):
+        raise ValueError(f"compute_wer: {len(ids)} ids for {len(refs)} references")
+    for name, seq in (("reference", refs), ("hypothesis", hyps)):
+        for i, t in enumerate(seq):
+            if not isinstance(t, str):
+                who = f" (id {ids[i]!r})" if ids is not None else ""
+                raise ValueError(f"compute_wer: {name} {i}{who} is {type(t).__name__}, not a string")
+    norm = normalize_text if normalize is True else (normalize or (lambda t: t))
+    ref_n = [" ".join(norm(t).split()) for t in refs]
+    hyp_n = [" ".join(norm(t).split()) for t in hyps]
+    total_ref = sum(len(t.split()) for t in ref_n)
+    if total_ref == 0:
+        raise ValueError("compute_wer: the references contain no words after normalization; WER is undefined")
+    words = jiwer.process_words(ref_n, hyp_n)
+    chars = jiwer.process_characters(ref_n, hyp_n)
+    utts: list[UtteranceScore] = []
+    for i, (r, h) in enumerate(zip(ref_n, hyp_n)):
+        H, S, D, I = _counts(words.alignments[i])
+        _, cs, cd, ci = _counts(chars.alignments[i])
+        n_ref, n_chars, c_edits = H + S + D, len(r), cs + cd + ci
+        utts.append(UtteranceScore(
+            index=i, id=None if ids is None else str(ids[i]), reference=refs[i], hypothesis=hyps[i],
+            ref_norm=r, hyp_norm=h, ref_words=n_ref, hits=H, substitutions=S, deletions=D, insertions=I,
+            wer=(S + D + I) / n_ref if n_ref else None, ref_chars=n_chars, char_edits=c_edits,
+            cer=c_edits / n_chars if n_chars else None))
+    S, D, I, H = (sum(getattr(u, k) for u in utts) for k in ("substitutions", "deletions", "insertions", "hits"))
+    n_chars, c_edits = sum(u.ref_chars for u in utts), sum(u.char_edits for u in utts)
+    return WERResult(wer=(S + D + I) / (S + D + H), cer=c_edits / n_chars, n=len(utts), ref_words=S + D + H,
+                     hits=H, substitutions=S, deletions=D, insertions=I, ref_chars=n_chars, char_edits=c_edits,
+                     utterances=utts)

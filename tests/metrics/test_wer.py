@@ -1,0 +1,187 @@
+"""WER/CER against jiwer called directly on the same normalized text, against an independent
+Levenshtein reference, and the normalization rules (case, punctuation, apostrophes, numbers)."""
+from __future__ import annotations
+
+import json
+import random
+
+import jiwer
+import pytest
+
+from mmlora.metrics.wer import compute_wer, normalize_text, number_to_words, ordinal_words
+
+VOCAB = "the a cat dog sat on mat and then ran away quickly over hill don't it's o'clock".split()
+
+
+def levenshtein(a: list, b: list) -> int:
+    """Plain dynamic-programming edit distance (unit costs)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def random_corpus(seed: int, n: int = 40):
+    """References with numbers/punctuation/case, hypotheses = references with random word edits."""
+    rng = random.Random(seed)
+    refs, hyps = [], []
+    for _ in range(n):
+        words = [rng.choice(VOCAB) for _ in range(rng.randint(1, 12))]
+        if rng.random() < 0.3:
+            words.insert(rng.randrange(len(words) + 1), str(rng.randint(0, 3000)))
+        ref = " ".join(words)
+        ref = ref[0].upper() + ref[1:] + rng.choice([".", "!", "?", ""])
+        hyp = list(words)
+        for _ in range(rng.randint(0, 3)):
+            op = rng.choice("sdi")
+            pos = rng.randrange(len(hyp) + (op == "i")) if hyp or op == "i" else None
+            if pos is None:
+                continue
+            if op == "s":
+                hyp[pos] = rng.choice(VOCAB)
+            elif op == "d":
+                del hyp[pos]
+            else:
+                hyp.insert(pos, rng.choice(VOCAB))
+        refs.append(ref)
+        hyps.append(" ".join(hyp).upper() if rng.random() < 0.2 else " ".join(hyp))
+    return refs, hyps
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_corpus_wer_cer_match_jiwer_on_normalized_text(seed):
+    refs, hyps = random_corpus(seed)
+    res = compute_wer(refs, hyps)
+    r_n = [normalize_text(t) for t in refs]
+    h_n = [normalize_text(t) for t in hyps]
+    out = jiwer.process_words(r_n, h_n)
+    assert res.wer == pytest.approx(jiwer.wer(r_n, h_n), abs=1e-12)
+    assert res.cer == pytest.approx(jiwer.cer(r_n, h_n), abs=1e-12)
+    assert (res.hits, res.substitutions, res.deletions, res.insertions) == (
+        out.hits, out.substitutions, out.deletions, out.insertions)
+    assert res.n == len(refs) and res.ref_words == sum(len(t.split()) for t in r_n)
+    # independent check of the totals: sum of per-utterance edit distances
+    word_edits = sum(levenshtein(r.split(), h.split()) for r, h in zip(r_n, h_n))
+    char_edits = sum(levenshtein(list(r), list(h)) for r, h in zip(r_n, h_n))
+    assert res.substitutions + res.deletions + res.insertions == word_edits
+    assert res.char_edits == char_edits and res.ref_chars == sum(len(r) for r in r_n)
+    assert res.wer == pytest.approx(word_edits / res.ref_words)
+
+
+def test_corpus_wer_is_not_the_mean_of_utterance_wers():
+    res = compute_wer(["a b c d e f g h i j", "x"], ["a b c d e f g h i j", "y"])
+    assert res.wer == pytest.approx(1 / 11)
+    assert [u.wer for u in res.utterances] == [0.0, 1.0]
+
+
+def test_per_utterance_details_match_jiwer_per_pair():
+    refs = ["The cat sat on the mat.", "Hello world", "It's 5 o'clock", "  "]
+    hyps = ["the cat sat on mat", "hello there big world", "its five o'clock", "noise"]
+    res = compute_wer(refs, hyps, ids=["u1", "u2", "u3", "u4"])
+    for u, r, h in zip(res.utterances, refs, hyps):
+        rn, hn = normalize_text(r), normalize_text(h)
+        assert (u.ref_norm, u.hyp_norm) == (rn, hn) and (u.reference, u.hypothesis) == (r, h)
+        o = jiwer.process_words(rn, hn)
+        assert (u.hits, u.substitutions, u.deletions, u.insertions) == (o.hits, o.substitutions, o.deletions,
+                                                                        o.insertions)
+        if rn:
+            assert u.wer == pytest.approx(jiwer.wer(rn, hn)) and u.cer == pytest.approx(jiwer.cer(rn, hn))
+    assert [u.id for u in res.utterances] == ["u1", "u2", "u3", "u4"]
+    assert res.utterances[0].deletions == 1 and res.utterances[1].insertions == 2
+    assert res.utterances[2].substitutions == 1  # "it's" vs "its": the apostrophe is kept
+    empty = res.utterances[3]
+    assert empty.ref_words == 0 and empty.wer is None and empty.insertions == 1
+    assert res.insertions == 3  # the empty reference's insertion still counts in the corpus
+    json.dumps(res.to_dict())  # the report is plain JSON
+    assert set(res.summary()) >= {"wer", "cer", "n", "substitutions", "deletions", "insertions"}
+
+
+def test_normalize_false_and_custom_callable():
+    res = compute_wer(["Hello, world"], ["hello world"], normalize=False)
+    assert (res.substitutions, res.hits) == (1, 1)  # "Hello," != "hello"; "world" matches
+    res = compute_wer(["A B"], ["a b"], normalize=str.lower)
+    assert res.wer == 0.0
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        compute_wer(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match=r"hypothesis 1 \(id 'x2'\) is NoneType"):
+        compute_wer(["a", "b"], ["a", None], ids=["x1", "x2"])
+    with pytest.raises(ValueError, match="no words after normalization"):
+        compute_wer(["...", ""], ["a", ""])
+    with pytest.raises(ValueError, match="ids"):
+        compute_wer(["a"], ["a"], ids=["1", "2"])
+    with pytest.raises(TypeError, match="string"):
+        normalize_text(5)
+
+
+NORMALIZATION = [
+    ("Hello, World!", "hello world"),
+    ("  MULTIPLE   spaces\tand\nnewlines ", "multiple spaces and newlines"),
+    ("I don't know.", "i don't know"),
+    ("I don\u2019t know", "i don't know"),                       # curly apostrophe
+    ("'Tis the dogs' bones, 'quoted'", "tis the dogs bones quoted"),
+    ("o'clock rock'n'roll", "o'clock rock'n'roll"),
+    ("well-known -- state-of-the-art", "well known state of the art"),
+    ("U.S.A. e.g.", "u s a e g"),
+    ("21", "twenty one"),
+    ("He is 21 years old", "he is twenty one years old"),
+    ("0 7 13 40 99 100", "zero seven thirteen forty ninety nine one hundred"),
+    ("101 110 999", "one hundred one one hundred ten nine hundred ninety nine"),
+    ("1998", "one thousand nine hundred ninety eight"),
+    ("1,000,000 and 1,234", "one million and one thousand two hundred thirty four"),
+    ("2000000000", "two billion"),
+    ("1st 2nd 3rd 4th 11th 12th 13th", "first second third fourth eleventh twelfth thirteenth"),
+    ("21st 22nd 100th 101st 1000th", "twenty first twenty second one hundredth one hundred first one thousandth"),
+    ("20th 90th", "twentieth ninetieth"),
+    ("3.14", "three point one four"),
+    ("0.5 and 2.05.", "zero point five and two point zero five"),
+    ("007", "zero zero seven"),
+    ("50% & more", "fifty percent and more"),
+    ("mp3 4k", "mp three four k"),
+    ("3's", "three's"),
+    ("10:30", "ten thirty"),
+    ("Café NAÏVE", "café naïve"),
+    ("x\u00b2", "x two"),                                        # NFKC superscript
+    ("snake_case", "snake case"),
+    ("", ""),
+]
+
+
+@pytest.mark.parametrize("raw,expected", NORMALIZATION)
+def test_normalize_text_cases(raw, expected):
+    assert normalize_text(raw) == expected
+    assert normalize_text(expected) == expected  # idempotent
+
+
+def test_normalize_is_idempotent_on_random_text():
+    rng = random.Random(5)
+    alphabet = "abcXYZ019 ,.'-!?&%’_\"é"
+    for _ in range(300):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        once = normalize_text(s)
+        assert normalize_text(once) == once
+        assert not any(c.isdigit() for c in once)
+
+
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 19, 20, 21, 45, 99, 100, 101, 110, 115, 999, 1000, 1001, 1010,
+                               1998, 2024, 10000, 12345, 100000, 999999, 1000000, 1000001, 123456789,
+                               10 ** 9, 10 ** 12 + 5, 10 ** 18 + 7])
+def test_numbers_agree_with_num2words(n):
+    num2words = pytest.importorskip("num2words").num2words
+    # num2words writes British style ("one hundred and one", "twenty-one", commas): strip those
+    def plain(s: str) -> str:
+        return " ".join(w for w in s.replace("-", " ").replace(",", " ").split() if w != "and")
+    assert number_to_words(n) == plain(num2words(n))
+    assert ordinal_words(n) == plain(num2words(n, to="ordinal"))
+
+
+def test_number_range():
+    assert number_to_words(-3) == "minus three"
+    with pytest.raises(ValueError, match="10\\*\\*21"):
+        number_to_words(10 ** 21)
+    assert normalize_text("1" * 22) == " ".join(["one"] * 22)  # too long: digit by digit
