@@ -42,7 +42,7 @@ class TorchOps:
 
     def shrink(self, x: Tensor, A: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
         h = x @ A.t()
-        return h, (h.float() * M).to(x.dtype)
+        return h, (h.to(M.dtype) * M).to(x.dtype)
 
     def expand_(self, y: Tensor, a: Tensor, b: Tensor) -> Tensor:
         return y.addmm_(a, b.t())
@@ -58,10 +58,9 @@ class TorchOps:
 
     def bwd_dy(self, dy: Tensor, B: Tensor, hm: Tensor, M: Tensor, need_dhm: bool
                ) -> tuple[Tensor, Tensor, Tensor | None]:
-        dhm = dy @ B
+        dhm = (dy @ B).to(M.dtype)
         dB = dy.t() @ hm
-        dhm32 = dhm.float()
-        return (dhm32 * M).to(dy.dtype), dB, (dhm32 if need_dhm else None)
+        return (dhm * M).to(dy.dtype), dB, (dhm if need_dhm else None)
 
     def grad_a(self, dh: Tensor, x: Tensor) -> Tensor:
         return dh.t() @ x
@@ -74,18 +73,18 @@ _SPACE_CACHE: dict = {}
 
 
 def _space_consts(ranks: tuple[int, ...], scalings: tuple[float, ...], keep: tuple[int, ...],
-                  shared: tuple[int, ...], device: torch.device):
+                  shared: tuple[int, ...], device: torch.device, dtype: torch.dtype):
     """Small index/scale tensors of the rank space, cached per device: no host->device copy
     (and so no stream sync) on the hot path."""
-    key = (ranks, scalings, keep, shared, device)
+    key = (ranks, scalings, keep, shared, device, dtype)
     hit = _SPACE_CACHE.get(key)
     if hit is None:
         owner = [j for j, k in enumerate(keep) for _ in range(ranks[k])]
         rows = [k * max(ranks) + i for k in keep for i in range(ranks[k])]
         hit = (torch.tensor(owner, dtype=torch.long, device=device),
                torch.tensor(keep, dtype=torch.long, device=device),
-               torch.tensor([scalings[k] for k in keep], dtype=torch.float32, device=device),
-               torch.tensor([float(k in shared) for k in keep], dtype=torch.float32, device=device),
+               torch.tensor([scalings[k] for k in keep], dtype=dtype, device=device),
+               torch.tensor([float(k in shared) for k in keep], dtype=dtype, device=device),
                torch.tensor(rows, dtype=torch.long, device=device))
         if len(_SPACE_CACHE) > 4096:
             _SPACE_CACHE.clear()
@@ -94,9 +93,10 @@ def _space_consts(ranks: tuple[int, ...], scalings: tuple[float, ...], keep: tup
 
 
 def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float], T: int,
-               index: Tensor | None, weights: Tensor | None, shared: Sequence[int] | None
-               ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(A_cat [R, d_in], B_cat [d_out, R], M [T or 1, R] fp32)`` or None if no adapter acts.
+               index: Tensor | None, weights: Tensor | None, shared: Sequence[int] | None,
+               coef_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``(A_cat [R, d_in], B_cat [d_out, R], M [T or 1, R])`` or None if no adapter acts;
+    ``M`` is in ``coef_dtype`` (fp32, or fp64 for fp64 inputs).
 
     Differentiable in ``A``, ``B`` and ``weights`` (plain torch ops)."""
     K, r_max, d_in = A.shape
@@ -107,7 +107,7 @@ def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[fl
     keep = tuple(k for k in range(K) if ranks_t[k] > 0 and scal_t[k] != 0.0 and (routed or k in shared_t))
     if not keep:
         return None
-    owner, keep_t, svec, shared_mask, rows = _space_consts(ranks_t, scal_t, keep, shared_t, A.device)
+    owner, keep_t, svec, shared_mask, rows = _space_consts(ranks_t, scal_t, keep, shared_t, A.device, coef_dtype)
     if keep == tuple(range(K)) and all(ranks_t[k] == r_max for k in keep):
         A_cat = A.reshape(K * r_max, d_in)
         B_cat = B[0] if K == 1 else B.permute(1, 0, 2).reshape(B.shape[1], K * r_max)
@@ -119,9 +119,9 @@ def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[fl
     else:
         c = shared_mask.expand(T, -1)
         if index is not None:
-            c = c + (index.to(torch.long)[:, None] == keep_t[None, :]).to(torch.float32)
+            c = c + (index.to(torch.long)[:, None] == keep_t[None, :]).to(coef_dtype)
         if weights is not None:
-            c = c + weights.index_select(1, keep_t).to(torch.float32)
+            c = c + weights.index_select(1, keep_t).to(coef_dtype)
         M = (c * svec).index_select(1, owner)
     return A_cat, B_cat.contiguous() if B_cat.stride(-1) != 1 else B_cat, M.contiguous()
 
@@ -171,7 +171,7 @@ class _FusedLoRA(torch.autograd.Function):
         if ctx.has_xl and need[1]:
             dxl = ops.dx(dh, A)
         if need[6]:
-            dM = dhm * h.float()
+            dM = dhm * h.to(dhm.dtype)
             if M.shape[0] == 1:
                 dM = dM.sum(0, keepdim=True)
         return dx, dxl, dW, db, dA, (dB if need[5] else None), dM, None
@@ -184,7 +184,8 @@ def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A: 
     """``F.linear(x, weight, bias) + lora_delta(x_lora or x, ...)`` as one fused function
     (``weight=None``: the delta alone). Shapes as :func:`.lora.lora_delta`, ``x`` 2-D."""
     T = x.shape[0]
-    space = rank_space(A, B, ranks, scalings, T, index, weights, shared)
+    space = rank_space(A, B, ranks, scalings, T, index, weights, shared,
+                       coef_dtype=torch.promote_types(x.dtype, torch.float32))
     if space is None:
         if weight is None:
             return x.new_zeros(T, B.shape[1])
