@@ -1,0 +1,280 @@
+"""Checkpoints: ``output_dir/checkpoint-N`` holding what trains, written atomically.
+
+Layout of one checkpoint (step ``N`` = optimizer steps done)::
+
+    checkpoint-N/
+      trainable.safetensors   parameters with requires_grad (names as in the unwrapped model)
+      model/                  model.save_pretrained(...) output, when the model has that method
+      state/                  accelerate save_state: optimizer, lr scheduler, RNG of every process
+      trainer_state.json      step, epoch, position in the epoch, counters (written last)
+
+Frozen weights (the LLM, the encoders) are never written. Every process writes into
+``.tmp-checkpoint-N``; when all are done the main process renames it to ``checkpoint-N``
+(one ``rename``, atomic on POSIX), so a crash mid-write leaves only a hidden temp folder that
+:func:`list_checkpoints` ignores and the next run removes. Under FSDP, accelerate also keeps
+the (sharded) model in ``state/`` because parameters are not whole on any one process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+log = logging.getLogger("mmlora.train")
+
+TRAINABLE_FILE = "trainable.safetensors"
+STATE_FILE = "trainer_state.json"
+PRETRAINED_DIR = "model"
+ACCEL_DIR = "state"
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+_WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def checkpoint_step(path: str | Path) -> int:
+    m = _CKPT_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path}: not a checkpoint folder (expected checkpoint-<step>)")
+    return int(m.group(1))
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in ``output_dir``, oldest step first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.iterdir() if p.is_dir() and _CKPT_RE.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=checkpoint_step)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(output_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def remove_partial(output_dir: str | Path) -> list[Path]:
+    """Delete temp folders left by a crash during a save; returns what was removed."""
+    out = Path(output_dir)
+    removed = []
+    if out.is_dir():
+        for p in out.iterdir():
+            if p.is_dir() and p.name.startswith((".tmp-checkpoint-", ".old-checkpoint-", ".tmp-final", ".old-final")):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
+    """Keep the ``keep_last`` newest checkpoints (0 keeps all); returns the removed ones."""
+    ckpts = list_checkpoints(output_dir)
+    if keep_last <= 0 or len(ckpts) <= keep_last:
+        return []
+    gone = ckpts[: len(ckpts) - keep_last]
+    for p in gone:
+        shutil.rmtree(p)
+    return gone
+
+
+# ----------------------------------------------------------------------------- trainable tensors
+
+
+def _clean_name(name: str) -> str:
+    for part in _WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that train (requires_grad), wrapper prefixes removed."""
+    return [_clean_name(n) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def trainable_state_dict(model: nn.Module, full_state: Mapping[str, torch.Tensor] | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of the trainable parameters of ``model`` (unwrapped), or the
+    matching entries of ``full_state`` (a gathered state dict, e.g. under FSDP)."""
+    if full_state is not None:
+        keep = set(trainable_names(model))
+        out = {_clean_name(k): v for k, v in full_state.items() if _clean_name(k) in keep}
+        missing = keep - set(out)
+        if missing:
+            raise RuntimeError(f"gathered state dict lacks trainable parameters: {sorted(missing)[:5]}")
+    else:
+        out = {_clean_name(n): p for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in out.items()}
+
+
+def save_trainable(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(dict(tensors), str(path), metadata={"format": "mmlora-trainable"})
+
+
+def read_trainable(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRAINABLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trainable weights file")
+    return load_file(str(path))
+
+
+def load_trainable(model: nn.Module, tensors: Mapping[str, torch.Tensor] | str | Path, strict: bool = True) -> None:
+    """Copy saved trainable weights into ``model``'s trainable parameters, in place. Names
+    and shapes must match (``strict``: the same set of names); the error says which differ."""
+    source = "given tensors"
+    if not isinstance(tensors, Mapping):
+        source = str(tensors)
+        tensors = read_trainable(tensors)
+    params = {_clean_name(n): p for n, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(tensors) - set(params))
+    missing = sorted(set(params) - set(tensors))
+    if unknown or (strict and missing):
+        raise ValueError(f"{source}: trainable weights do not match the model: "
+                         f"not in the model {unknown[:5]}{'…' if len(unknown) > 5 else ''}, "
+                         f"missing from the file {missing[:5]}{'…' if len(missing) > 5 else ''}")
+    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}" for k, v in tensors.items()
+           if tuple(v.shape) != tuple(params[k].shape)]
+    if bad:
+        raise ValueError(f"{source}: shape mismatch: {'; '.join(bad[:5])}")
+    with torch.no_grad():
+        for k, v in tensors.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))
+
+
+def average_checkpoints(dirs: Iterable[str | Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the trainable weights of several checkpoints (accumulated in
+    float64, returned in each tensor's saved dtype). All must hold the same names and shapes."""
+    dirs = [Path(d) for d in dirs]
+    if not dirs:
+        raise ValueError("no checkpoints to average")
+    acc: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for d in dirs:
+        t = read_trainable(d)
+        if not acc:
+            acc = {k: v.to(torch.float64) for k, v in t.items()}
+            dtypes = {k: v.dtype for k, v in t.items()}
+            continue
+        if set(t) != set(acc):
+            raise ValueError(f"{d}: its trainable weights have other names than {dirs[0]}")
+        for k, v in t.items():
+            if v.shape != acc[k].shape:
+                raise ValueError(f"{d}: {k} has shape {tuple(v.shape)}, {dirs[0]} has {tuple(acc[k].shape)}")
+            acc[k] += v.to(torch.float64)
+    return {k: (v / len(dirs)).to(dtypes[k]) for k, v in acc.items()}
+
+
+# ----------------------------------------------------------------------------- whole checkpoints
+
+
+def _write_trainable(accelerator, model: nn.Module, folder: Path, save_pretrained: bool) -> None:
+    """Trainable weights (+ save_pretrained) of the prepared ``model`` into ``folder``; every
+    process calls this (gathering under FSDP is collective), the main process writes."""
+    unwrapped = accelerator.unwrap_model(model)
+    full = None
+    if _is_fsdp(accelerator):
+        full = accelerator.get_state_dict(model)  # collective; whole tensors on the main process
+    if accelerator.is_main_process:
+        save_trainable(trainable_state_dict(unwrapped, full), folder / TRAINABLE_FILE)
+        if save_pretrained and callable(getattr(unwrapped, "save_pretrained", None)):
+            if full is not None:
+                unwrapped.save_pretrained(folder / PRETRAINED_DIR, state_dict=full)
+            else:
+                unwrapped.save_pretrained(folder / PRETRAINED_DIR)
+
+
+def _is_fsdp(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def save_checkpoint(accelerator, model: nn.Module, output_dir: str | Path, step: int, trainer_state: dict,
+                    save_pretrained: bool = True) -> Path:
+    """Write ``output_dir/checkpoint-<step>`` atomically (all processes call it). Needs the
+    optimizer prepared by ``accelerator`` and the scheduler registered for checkpointing."""
+    out = Path(output_dir)
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / ACCEL_DIR))
+    _write_trainable(accelerator, model, tmp, save_pretrained)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = dict(trainer_state, step=step, num_processes=accelerator.num_processes)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): swap, then delete the old one
+            old = out / f".old-checkpoint-{step}"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(out)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, model: nn.Module, ckpt: str | Path) -> dict:
+    """Restore trainable weights, optimizer, scheduler and RNG from ``ckpt``; returns the
+    trainer state (step, epoch, position, counters)."""
+    ckpt = Path(ckpt)
+    state_file = ckpt / STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{ckpt}: not a complete checkpoint (no {STATE_FILE})")
+    state = json.loads(state_file.read_text())
+    if not _is_fsdp(accelerator):  # under FSDP, load_state below restores the sharded model
+        load_trainable(accelerator.unwrap_model(model), ckpt / TRAINABLE_FILE)
+    accelerator.load_state(str(ckpt / ACCEL_DIR))
+    return state
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_final(model: nn.Module, out_dir: str | Path, tensors: Mapping[str, torch.Tensor], info: dict,
+                save_pretrained: bool = True) -> Path:
+    """``out_dir`` (e.g. ``output_dir/final``) with ``trainable.safetensors``, ``model/`` and
+    ``info.json``; ``model`` (unwrapped) must already hold ``tensors``. Main process only."""
+    out = Path(out_dir)
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_trainable(tensors, tmp / TRAINABLE_FILE)
+    if save_pretrained and callable(getattr(model, "save_pretrained", None)):
+        model.save_pretrained(tmp / PRETRAINED_DIR)
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    if out.exists():
+        old = out.with_name(f".old-{out.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out

@@ -1,0 +1,563 @@
+"""The training loop: Hugging Face Accelerate, no Trainer subclassing.
+
+    result = train(model, dataset, collate_fn, TrainConfig(output_dir="outputs/x", max_steps=100),
+                   param_groups=[{"name": "projector", "params": proj_params, "lr": 1e-3},
+                                 {"name": "lora", "params": lora_params, "lr": 1e-4}])
+
+One optimizer step = ``grad_accum`` micro-batches. For each: ``out = model(batch)``,
+``backward(w · out.loss)``; then the global gradient norm is clipped, AdamW steps and the
+warmup+cosine schedule advances. Micro-batch weights ``w``:
+
+* ``loss_weighting="mean"``: ``w = 1/n`` over the step's ``n`` usable micro-batches; DDP then
+  averages over processes (the usual "mean of per-batch means").
+* ``loss_weighting="tokens"``: ``w = num_tokens_i``, and after the last micro-batch the
+  gradients are multiplied by ``W / Σ num_tokens`` (sum over micro-batches and all ``W``
+  processes), i.e. exactly the gradient of the mean loss per token of the whole step, however
+  unequal the batches are (frame-budget batches are).
+
+Step ``s`` (1-based after it runs) then: logs every ``log_every``, calls ``eval_fn`` every
+``eval_every``, writes ``checkpoint-s`` every ``save_every`` (and at the end), in that order.
+At the end ``output_dir/final`` holds the last weights, or the mean of the last
+``average_last`` checkpoints (also loaded into ``model``). See docs/TRAINING.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.errors import SampleError
+from . import checkpoint as ck
+from .logging import RunLogger, memory_gib
+from .sampler import BudgetBatchSampler
+from .schedule import build_scheduler
+
+log = logging.getLogger("mmlora.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs; a task's run config holds one under ``train:``."""
+
+    output_dir: str = "outputs/run"  # checkpoints, final/, metrics.jsonl, runs/ (TensorBoard)
+    max_steps: int = 0  # optimizer steps to run; > 0 wins over num_epochs
+    num_epochs: int = 1  # passes over the data when max_steps is 0
+    batch_size: int = 8  # max samples per micro-batch and process
+    batch_budget: int = 0  # > 0: fill micro-batches up to this many frames/tokens (needs per-sample lengths)
+    budget_padded: bool = True  # the budget counts n_samples * longest (padded cost), else the sum of lengths
+    sort_window: int = 1024  # samples sorted by length together before filling batches (1 = no sorting)
+    drop_last: bool = False  # drop the uneven tail of batches across processes instead of repeating some
+    grad_accum: int = 1  # micro-batches per optimizer step
+    loss_weighting: Literal["mean", "tokens"] = "mean"  # weight micro-batches equally or by their num_tokens
+    lr: float = 1e-4  # learning rate of parameter groups that set none
+    group_lr: dict[str, float] = field(default_factory=dict)  # lr per named group, e.g. {projector: 1e-3}
+    weight_decay: float = 0.0  # AdamW decoupled weight decay of groups that set none
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # decay after warmup
+    warmup_steps: int = 0  # linear warmup from 0 over this many steps
+    min_lr_ratio: float = 0.0  # the decay ends at this fraction of each group's lr
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 = no clipping (norm still logged)
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    log_every: int = 10  # steps between log lines (loss/lr/grad norm/tokens per s)
+    save_every: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 3  # newest checkpoints kept on disk; 0 = keep all
+    eval_every: int = 0  # steps between eval_fn calls; 0 = only at the end
+    seed: int = 0  # seeds python/numpy/torch and the batch order
+    resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | none | path to checkpoint-N
+    average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
+    num_workers: int = 0  # DataLoader worker processes
+    tensorboard: bool = True  # write TensorBoard scalars under output_dir/runs
+    progress: bool = True  # show a tqdm progress bar
+    save_pretrained: bool = True  # also call model.save_pretrained(checkpoint/model) when the model has it
+    find_unused_parameters: bool = False  # DDP: allow trainable parameters unused in a step
+
+    def __post_init__(self) -> None:
+        checks = [(self.max_steps >= 0, "max_steps must be >= 0"),
+                  (self.max_steps > 0 or self.num_epochs > 0, "set max_steps > 0 or num_epochs > 0"),
+                  (self.batch_size > 0, "batch_size must be > 0"), (self.batch_budget >= 0, "batch_budget must be >= 0"),
+                  (self.grad_accum >= 1, "grad_accum must be >= 1"), (self.lr >= 0, "lr must be >= 0"),
+                  (self.log_every >= 1, "log_every must be >= 1"), (self.save_every >= 0, "save_every must be >= 0"),
+                  (self.keep_last >= 0, "keep_last must be >= 0"), (self.eval_every >= 0, "eval_every must be >= 0"),
+                  (self.warmup_steps >= 0, "warmup_steps must be >= 0"), (self.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
+                  (self.average_last >= 0, "average_last must be >= 0"), (self.num_workers >= 0, "num_workers must be >= 0"),
+                  (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+                  (len(self.betas) == 2, "betas must be two numbers")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        if self.keep_last and self.average_last > self.keep_last:
+            raise ValueError(f"average_last={self.average_last} needs keep_last >= {self.average_last} "
+                             f"(or keep_last=0), got keep_last={self.keep_last}")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (the same on every process)."""
+
+    global_step: int  # optimizer steps done in total (including before a resume)
+    epoch: int  # current epoch index (passes completed, when the last one finished)
+    history: list[dict] = field(default_factory=list)  # logged scalars of this invocation, one dict per log step
+    eval_history: list[dict] = field(default_factory=list)  # {"step", **eval_fn(...)} per evaluation
+    skipped_samples: int = 0  # unreadable samples skipped over the whole run (all processes)
+    tokens_seen: int = 0  # sum of num_tokens over the whole run (all processes)
+    checkpoints: list[str] = field(default_factory=list)  # checkpoint folders on disk at the end
+    final_dir: str | None = None  # output_dir/final
+    resumed_from: str | None = None  # checkpoint this invocation started from
+
+    @property
+    def final_loss(self) -> float | None:
+        losses = [h["train/loss"] for h in self.history if "train/loss" in h]
+        return losses[-1] if losses else None
+
+
+# ----------------------------------------------------------------------------- robust data
+
+
+class _Bad:
+    """Marker for a sample the dataset could not produce (picklable: crosses worker processes)."""
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+
+
+class _SafeDataset(Dataset):
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            item = self.dataset[i]
+        except SampleError as e:
+            return _Bad(i, str(e))
+        return _Bad(i, "the dataset returned None") if item is None else item
+
+
+class _SafeCollate:
+    """Drops bad samples, then collates the rest; returns ``(batch or None, n_skipped, reasons)``."""
+
+    def __init__(self, collate_fn: Callable | None):
+        from torch.utils.data import default_collate
+
+        self.collate_fn = collate_fn or default_collate
+
+    def __call__(self, items: list) -> tuple[Any, int, list[str]]:
+        good = [x for x in items if not isinstance(x, _Bad)]
+        reasons = [f"sample {x.index}: {x.reason}" for x in items if isinstance(x, _Bad)]
+        if not good:
+            return None, len(items), reasons
+        try:
+            batch = self.collate_fn(good)
+        except SampleError as e:
+            return None, len(items), reasons + [f"collate ({len(good)} samples): {e}"]
+        if batch is None:
+            return None, len(items), reasons + [f"collate ({len(good)} samples) returned None"]
+        return batch, len(items) - len(good), reasons
+
+
+def _unpack(out: Any) -> tuple[torch.Tensor, Any, Mapping | None]:
+    if isinstance(out, Mapping):
+        if "loss" not in out:
+            raise TypeError(f"model(batch) returned a mapping without 'loss' (keys: {list(out)})")
+        return out["loss"], out.get("num_tokens"), out.get("metrics")
+    if hasattr(out, "loss"):
+        return out.loss, getattr(out, "num_tokens", None), getattr(out, "metrics", None)
+    if torch.is_tensor(out) and out.ndim == 0:
+        return out, None, None
+    raise TypeError(f"model(batch) must return a dict (or object) with a scalar 'loss', got {type(out).__name__}")
+
+
+# ----------------------------------------------------------------------------- set-up helpers
+
+
+def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequence[Mapping] | None) -> list[dict]:
+    """AdamW groups: the caller's (``{"params", "lr", "weight_decay", "name"}``) or one group
+    ``"all"`` of every trainable parameter; ``cfg.group_lr[name]`` overrides a group's lr."""
+    if param_groups is None:
+        param_groups = [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]
+    groups, seen = [], {}
+    for i, g in enumerate(param_groups):
+        g = dict(g)
+        name = str(g.setdefault("name", f"group{i}"))
+        params = list(g["params"])
+        if not params:
+            raise ValueError(f"parameter group {name!r} is empty")
+        frozen = sum(not p.requires_grad for p in params)
+        if frozen:
+            raise ValueError(f"parameter group {name!r} has {frozen} parameter(s) with requires_grad=False")
+        for p in params:
+            if id(p) in seen:
+                raise ValueError(f"a parameter is in both group {seen[id(p)]!r} and group {name!r}")
+            seen[id(p)] = name
+        g["params"] = params
+        g["lr"] = float(cfg.group_lr.get(name, g.get("lr", cfg.lr)))
+        g.setdefault("weight_decay", cfg.weight_decay)
+        groups.append(g)
+    unknown = set(cfg.group_lr) - {g["name"] for g in groups}
+    if unknown:
+        raise ValueError(f"group_lr names {sorted(unknown)} are not parameter groups "
+                         f"(groups: {[g['name'] for g in groups]})")
+    left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if left_out:
+        log.warning("%d trainable parameter(s) are in no parameter group and will not train (e.g. %s)",
+                    len(left_out), left_out[0])
+    if not groups or not seen:
+        raise ValueError("the model has no trainable parameters (everything has requires_grad=False)")
+    return groups
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
+
+
+def _make_sampler(cfg: TrainConfig, dataset, lengths, rank: int, world: int) -> BudgetBatchSampler:
+    common = dict(shuffle=True, seed=cfg.seed, num_replicas=world, rank=rank, drop_last=cfg.drop_last)
+    if cfg.batch_budget > 0:
+        if lengths is None:
+            lengths = getattr(dataset, "lengths", None)
+        if lengths is None:
+            raise ValueError("batch_budget > 0 needs per-sample lengths: pass lengths=... to train() "
+                             "or give the dataset a .lengths attribute")
+        if len(lengths) != len(dataset):
+            raise ValueError(f"{len(lengths)} lengths for a dataset of {len(dataset)} samples")
+        return BudgetBatchSampler(lengths, max_budget=cfg.batch_budget, max_batch_size=cfg.batch_size,
+                                  padded=cfg.budget_padded, sort_window=cfg.sort_window, **common)
+    return BudgetBatchSampler.fixed(len(dataset), cfg.batch_size, **common)
+
+
+@dataclass
+class _Position:
+    """Where the loop is: next micro-batch = batch ``batch`` of epoch ``epoch`` (this process)."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: TrainConfig,
+          param_groups: Sequence[Mapping] | None = None, eval_fn: Callable[[nn.Module], Mapping] | None = None, *,
+          lengths: Sequence[int] | None = None, batch_sampler: BudgetBatchSampler | None = None,
+          accelerator=None) -> TrainResult:
+    """Train ``model`` on ``train_dataset``; see the module docstring and docs/TRAINING.md.
+
+    Model contract: ``out = model(batch)`` where ``batch = collate_fn([dataset[i], ...])``
+    (moved to the device) returns a mapping or object with ``loss`` (a scalar tensor, the mean
+    loss of the batch) and optionally ``num_tokens`` (int or tensor: tokens the loss is over,
+    for tokens/s and ``loss_weighting="tokens"``) and ``metrics`` (dict of scalars, logged as
+    ``train/<key>``, main process values). Trainable = ``requires_grad``; only those parameters
+    are optimized and checkpointed. ``model.save_pretrained(dir)``, when present, is called for
+    each checkpoint and for ``final/`` (main process).
+
+    Data contract: ``dataset[i]`` may raise :class:`mmlora.data.errors.SampleError` or return
+    ``None`` for an unusable sample; ``collate_fn`` may do the same for a whole batch. Such
+    samples are skipped, counted (``train/skipped_samples``, ``TrainResult.skipped_samples``) and
+    logged; any other exception stops the run.
+
+    ``param_groups``: ``[{"params", "lr", "weight_decay", "name"}, ...]`` (default: one group of
+    all trainable parameters). ``eval_fn(model) -> {name: number}`` gets the unwrapped model in
+    eval mode under ``torch.no_grad`` on every process. ``lengths``: per-sample frame/token
+    counts for ``batch_budget`` (default ``dataset.lengths``). ``batch_sampler``: your own
+    sampler with ``set_epoch(epoch, start)`` and ``num_batches(epoch)``, already sharded.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+
+    if accelerator is None:
+        kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.find_unused_parameters else []
+        accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision), kwargs_handlers=kwargs)
+    main, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
+    out_dir = Path(cfg.output_dir)
+    set_seed(cfg.seed)
+
+    # -- resume point -----------------------------------------------------------------------------
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for p in ck.remove_partial(out_dir):
+            log.warning("removed %s, left by an interrupted save", p)
+    accelerator.wait_for_everyone()
+    resume_from: Path | None = None
+    if cfg.resume == "auto":
+        resume_from = ck.latest_checkpoint(out_dir)
+    elif cfg.resume != "none":
+        resume_from = Path(cfg.resume)
+        if not (resume_from / ck.STATE_FILE).is_file():
+            raise FileNotFoundError(f"resume={cfg.resume}: not a complete checkpoint folder")
+    elif main and ck.list_checkpoints(out_dir):
+        log.warning("resume=none but %s holds checkpoints; starting over (they will be pruned)", out_dir)
+
+    # -- optimizer, schedule, data ----------------------------------------------------------------
+    groups = build_param_groups(model, cfg, param_groups)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    sampler = batch_sampler or _make_sampler(cfg, train_dataset, lengths, accelerator.process_index, world)
+    if cfg.max_steps > 0:
+        total_steps = cfg.max_steps
+    else:
+        total_steps = sum(sampler.num_batches(e) for e in range(cfg.num_epochs)) // cfg.grad_accum
+    if total_steps <= 0:
+        raise ValueError(f"no optimizer steps to run: {len(train_dataset)} samples give "
+                         f"{sampler.num_batches(0)} batches per epoch, grad_accum={cfg.grad_accum}")
+    scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    hooks = [accelerator.register_save_state_pre_hook(lambda models, weights, d: weights.clear()),
+             accelerator.register_load_state_pre_hook(lambda models, d: models.clear())]
+    unwrapped = accelerator.unwrap_model(model)
+
+    loader = DataLoader(_SafeDataset(train_dataset), batch_sampler=sampler, collate_fn=_SafeCollate(collate_fn),
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(cfg.seed))  # leaves the global RNG alone
+
+    step, pos, skipped, tokens_seen = 0, _Position(), 0, 0
+    if resume_from is not None:
+        state = ck.load_checkpoint(accelerator, model, resume_from)
+        step, pos = state["step"], _Position(state["epoch"], state["batch_in_epoch"])
+        skipped, tokens_seen = state.get("skipped_samples", 0), state.get("tokens_seen", 0)
+        if state.get("num_processes", world) != world:
+            log.warning("%s was written by %d processes, now %d: the data order after the resume differs",
+                        resume_from, state["num_processes"], world)
+        if main:
+            log.info("resumed from %s (step %d)", resume_from, step)
+    if main:
+        from ..config import dump_config
+
+        dump_config(cfg, out_dir / "train_config.yaml")
+
+    def stream():
+        while True:
+            sampler.set_epoch(pos.epoch, pos.batch)
+            if sampler.num_batches(pos.epoch) == 0:
+                raise ValueError(f"epoch {pos.epoch} has no batches ({len(train_dataset)} samples)")
+            for item in loader:
+                pos.batch += 1
+                yield item
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+
+    def trainer_state() -> dict:
+        return {"epoch": pos.epoch, "batch_in_epoch": pos.batch, "skipped_samples": skipped,
+                "tokens_seen": tokens_seen}
+
+    result = TrainResult(global_step=step, epoch=pos.epoch,
+                         resumed_from=str(resume_from) if resume_from is not None else None)
+    logger = RunLogger(out_dir, total_steps, step, active=main, tensorboard=cfg.tensorboard, progress=cfg.progress)
+    params = list(model.parameters())
+    last_saved = step if resume_from is not None else -1
+    window = _Window(device)
+    data = stream()
+    last_good = None
+    n_reasons_logged = 0
+    model.train()
+    try:
+        while step < total_steps:
+            micro = [next(data) for _ in range(cfg.grad_accum)]
+            n_good = sum(b is not None for b, _, _ in micro)
+            for _, n_bad, reasons in micro:
+                window.pend_skipped += n_bad
+                for r in reasons:
+                    if n_reasons_logged < 20:
+                        log.warning("skipped a bad sample (%s)", r)
+                    n_reasons_logged += 1
+            step_tokens = torch.zeros((), device=device)
+            step_loss = torch.zeros((), device=device)
+            step_weight = torch.zeros((), device=device)
+            for i, (batch, _, _) in enumerate(micro):
+                dummy = batch is None
+                if dummy:
+                    if world == 1:
+                        continue
+                    if last_good is None:
+                        raise RuntimeError("the first batches of the run are all unreadable samples")
+                    batch = last_good  # every process must run backward: a zero-weighted pass
+                else:
+                    last_good = batch
+                batch = send_to_device(batch, device, non_blocking=True)
+                sync = i == cfg.grad_accum - 1
+                with nullcontext() if sync or world == 1 else accelerator.no_sync(model):
+                    loss, ntok, metrics = _unpack(model(batch))
+                    if loss.ndim != 0:
+                        raise ValueError(f"model(batch)['loss'] must be a scalar, got shape {tuple(loss.shape)}")
+                    ntok_t = torch.as_tensor(0 if ntok is None else ntok, device=device, dtype=torch.float32)
+                    if cfg.loss_weighting == "tokens":
+                        if ntok is None:
+                            raise ValueError("loss_weighting='tokens' needs model(batch) to return num_tokens")
+                        w = ntok_t * (0.0 if dummy else 1.0)
+                    else:
+                        w = torch.tensor(0.0 if dummy else 1.0 / max(n_good, 1), device=device)
+                    accelerator.backward(loss * w)
+                if not dummy:
+                    lw = ntok_t if cfg.loss_weighting == "tokens" else torch.ones((), device=device)
+                    step_loss += loss.detach().float() * lw
+                    step_weight += lw
+                    step_tokens += ntok_t
+                    if metrics:
+                        window.add_metrics(metrics)
+            if cfg.loss_weighting == "tokens":
+                total = accelerator.reduce(step_tokens.clone(), "sum")
+                scale = world / total if total > 0 else torch.zeros((), device=device)
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(scale.to(p.grad.dtype))
+            grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            if math.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                window.nonfinite += 1
+                log.warning("step %d: gradient norm is %s; the update is skipped", step + 1, grad_norm)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window.add_step(step_loss, step_weight, step_tokens, grad_norm)
+            logger.step()
+
+            if step % cfg.log_every == 0 or step == total_steps:
+                scalars = window.flush(accelerator, optimizer, sampler, pos)
+                n_skip, n_tok = window.fold(accelerator)
+                skipped, tokens_seen = skipped + n_skip, tokens_seen + n_tok
+                scalars["train/skipped_samples"] = skipped
+                result.history.append({"step": step, **scalars})
+                logger.log(step, scalars)
+            if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                _evaluate(accelerator, model, eval_fn, step, result, logger)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
+                n_skip, n_tok = window.fold(accelerator)
+                skipped, tokens_seen = skipped + n_skip, tokens_seen + n_tok
+                ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(),
+                                   save_pretrained=cfg.save_pretrained)
+                last_saved = step
+                if main:
+                    ck.prune_checkpoints(out_dir, cfg.keep_last)
+                accelerator.wait_for_everyone()
+
+        if last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
+            ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(), save_pretrained=cfg.save_pretrained)
+        result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
+        if eval_fn is not None:
+            _evaluate(accelerator, model, eval_fn, step, result, logger)
+    finally:
+        logger.close()
+        for h in hooks:
+            h.remove()
+        if scheduler in accelerator._custom_objects:  # a caller's accelerator may be reused
+            accelerator._custom_objects.remove(scheduler)
+    result.global_step, result.epoch = step, pos.epoch
+    result.skipped_samples, result.tokens_seen = skipped, tokens_seen
+    result.checkpoints = [str(p) for p in ck.list_checkpoints(out_dir)]
+    return result
+
+
+def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logger: RunLogger) -> None:
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    try:
+        with torch.no_grad(), accelerator.autocast():
+            metrics = dict(eval_fn(unwrapped) or {})
+    finally:
+        model.train()
+    result.eval_history.append({"step": step, **metrics})
+    logger.log(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step: int) -> Path:
+    """Write output_dir/final: last weights, or the mean of the last N checkpoints (loaded too)."""
+    fsdp = ck._is_fsdp(accelerator)
+    info: dict = {"step": step}
+    if cfg.average_last > 1:
+        ckpts = ck.list_checkpoints(out_dir)[-cfg.average_last:]
+        if len(ckpts) < cfg.average_last:
+            log.warning("average_last=%d but only %d checkpoint(s) exist; averaging those",
+                        cfg.average_last, len(ckpts))
+        tensors = ck.average_checkpoints(ckpts)
+        info["averaged"] = [p.name for p in ckpts]
+        if not fsdp:
+            ck.load_trainable(unwrapped, tensors)
+    else:
+        full = accelerator.get_state_dict(model) if fsdp else None
+        tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
+    final = out_dir / "final"
+    if accelerator.is_main_process:
+        ck.write_final(unwrapped, final, tensors, info, save_pretrained=cfg.save_pretrained and not fsdp)
+    accelerator.wait_for_everyone()
+    return final
+
+
+class _Window:
+    """Running sums between two log lines (device tensors: no host sync per step), plus the
+    skipped-sample and token counts not yet added to the run totals."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.nonfinite = 0
+        self.pend_skipped = 0
+        self.pend_tokens = torch.zeros((), device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), device=self.device)
+        self.weight = torch.zeros((), device=self.device)
+        self.tokens = torch.zeros((), device=self.device)
+        self.grad_norms: list[float] = []
+        self.metrics: dict[str, list[float]] = {}
+        self.t0 = time.perf_counter()
+        self.steps = 0
+
+    def add_step(self, loss, weight, tokens, grad_norm: float) -> None:
+        self.loss += loss
+        self.weight += weight
+        self.tokens += tokens
+        self.pend_tokens += tokens
+        self.grad_norms.append(grad_norm)
+        self.steps += 1
+
+    def add_metrics(self, metrics: Mapping) -> None:
+        for k, v in metrics.items():
+            self.metrics.setdefault(k, []).append(float(v))
+
+    def fold(self, accelerator) -> tuple[int, int]:
+        """Skipped samples and tokens since the last call, summed over processes (collective)."""
+        packed = torch.stack([torch.tensor(float(self.pend_skipped), device=self.device), self.pend_tokens.float()])
+        if accelerator.num_processes > 1:
+            packed = accelerator.reduce(packed, "sum")
+        self.pend_skipped, self.pend_tokens = 0, torch.zeros((), device=self.device)
+        n_skip, n_tok = packed.tolist()
+        return int(n_skip), int(round(n_tok))
+
+    def flush(self, accelerator, optimizer, sampler, pos: _Position) -> dict[str, float]:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        packed = torch.stack([self.loss, self.weight, self.tokens])
+        if accelerator.num_processes > 1:
+            packed = accelerator.reduce(packed, "sum")
+        loss_sum, weight, tokens = packed.tolist()
+        groups = optimizer.param_groups
+        out = {"train/loss": loss_sum / weight if weight > 0 else float("nan"),
+               "train/lr": groups[0]["lr"],
+               "train/grad_norm": sum(self.grad_norms) / max(len(self.grad_norms), 1),
+               "train/steps_per_s": self.steps / dt,
+               "train/memory_gib": memory_gib(self.device),
+               "train/epoch": pos.epoch + pos.batch / max(sampler.num_batches(pos.epoch), 1)}
+        if tokens > 0:
+            out["train/tokens_per_s"] = tokens / dt
+        if len(groups) > 1:
+            out.update({f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(groups)})
+        if self.nonfinite:
+            out["train/nonfinite_steps"] = self.nonfinite
+        out.update({f"train/{k}": sum(v) / len(v) for k, v in self.metrics.items()})
+        self.reset()
+        return out
