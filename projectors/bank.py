@@ -10,9 +10,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .compress import check_inputs
 from .mlp import MLPProjector
-from .projector import Projector, ProjectorConfig, make_compressor
+from .projector import Projector, ProjectorConfig, _num_tokens, make_compressor, run_qladder
 from .qladder import QLadder
 
 __all__ = ["ProjectorBank", "build_projector"]
@@ -56,31 +55,27 @@ class ProjectorBank(nn.Module):
             raise KeyError(f"compression rate {rate} is not in this projector bank; available rates: {list(self.rates)}")
         return self.projectors[key]
 
-    def num_tokens(self, n_frames: int | Tensor, rate: int | None = None) -> int | Tensor:
-        proj = self.get(rate)
-        if self.qladder is not None:
-            n_frames = n_frames + self.qladder.num_queries
-        return proj.compressor.out_len(n_frames)
-
-    def _ladder(self, x, mask, hidden_states, hidden_masks):
-        mask = check_inputs(x, mask, "ProjectorBank")
-        if self.qladder is not None:
-            x, mask = self.qladder(x, mask, hidden_states, hidden_masks)
-        return x, mask
+    def num_tokens(self, n_frames: int | Tensor, rate: int | None = None, tokens_per_step: int = 1) -> int | Tensor:
+        """Tokens emitted at ``rate`` for ``n_frames`` valid input tokens (int or per-sample tensor)."""
+        return _num_tokens(self.get(rate).compressor, self.qladder, n_frames, tokens_per_step)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, rate: int | None = None,
                 hidden_states: Sequence[Tensor] | None = None,
-                hidden_masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+                hidden_masks: Tensor | Sequence[Tensor | None] | None = None,
+                tokens_per_step: int = 1) -> tuple[Tensor, Tensor]:
+        """Project at ``rate`` (required when the bank holds several); arguments as :meth:`Projector.forward`."""
         proj = self.get(rate)
-        x, mask = self._ladder(x, mask, hidden_states, hidden_masks)
-        return proj.compress(x, mask)
+        x, mask, g = run_qladder(self.qladder, x, mask, hidden_states, hidden_masks, tokens_per_step, proj.rate)
+        return proj.compress(x, mask, g)
 
     def forward_all(self, x: Tensor, mask: Tensor | None = None, *,
                     hidden_states: Sequence[Tensor] | None = None,
-                    hidden_masks: Sequence[Tensor | None] | None = None) -> dict[int, tuple[Tensor, Tensor]]:
+                    hidden_masks: Tensor | Sequence[Tensor | None] | None = None,
+                    tokens_per_step: int = 1) -> dict[int, tuple[Tensor, Tensor]]:
         """``{rate: (emb, mask')}`` for every rate; QLadder runs once."""
-        x, mask = self._ladder(x, mask, hidden_states, hidden_masks)
-        return {int(k): p.compress(x, mask) for k, p in self.projectors.items()}
+        x, mask, g = run_qladder(self.qladder, x, mask, hidden_states, hidden_masks, tokens_per_step,
+                                 1 if self.qladder is None else max(self.rates))
+        return {int(k): p.compress(x, mask, g) for k, p in self.projectors.items()}
 
 
 def build_projector(cfg: ProjectorConfig, d_in: int, d_llm: int) -> Projector | ProjectorBank:

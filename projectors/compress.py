@@ -66,14 +66,51 @@ class Compressor(nn.Module):
         """Width ``D'`` of a compressed token given the frame width ``D``."""
         raise NotImplementedError
 
-    def out_len(self, n: int | Tensor) -> int | Tensor:
-        """Number of tokens from ``n`` frames (int or an integer tensor of per-sample lengths)."""
+    def out_len(self, n: int | Tensor, tokens_per_step: int = 1) -> int | Tensor:
+        """Number of tokens from ``n`` frames (int or an integer tensor of per-sample lengths).
+
+        With ``tokens_per_step = g > 1``, ``n`` counts tokens (``n / g`` steps) and so does the result.
+        """
+        g = int(tokens_per_step)
+        if g > 1:
+            return self.out_len(n // g) * g
         k, K = self.rate, self.window
         if self.remainder == "keep":
             return (n + k - 1) // k
         if isinstance(n, Tensor):
             return torch.where(n >= K, (n - K) // k + 1, torch.zeros_like(n))
         return (n - K) // k + 1 if n >= K else 0
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, tokens_per_step: int = 1) -> tuple[Tensor, Tensor]:
+        """``(x [B, N, D], mask [B, N]) -> (x' [B, N', D'], mask' [B, N'])``.
+
+        ``tokens_per_step = g > 1``: ``N = S·g`` tokens laid out step-major (a spatial grid of ``g``
+        tokens per time step, as in ``Features``); compression then runs over time for each spatial
+        position separately: ``[B, S·g, D] -> [B, S'·g, D']``, still step-major. A step is valid
+        when its first token is (``mask`` must be constant within a step).
+        """
+        name = type(self).__name__
+        mask = check_inputs(x, mask, name)
+        g = int(tokens_per_step)
+        if g == 1:
+            return self._compress(x, mask)
+        B, N, D = x.shape
+        if g < 1 or N % g:
+            raise ValueError(f"{name}: {N} tokens are not a whole number of steps of tokens_per_step={g}")
+        S = N // g
+        m_steps = mask.view(B, S, g)
+        if not torch.equal(m_steps, m_steps[..., :1].expand_as(m_steps)):
+            raise ValueError(f"{name}: mask differs between tokens of one step (tokens_per_step={g})")
+        xs = x.view(B, S, g, D).transpose(1, 2).reshape(B * g, S, D)          # one sequence per grid position
+        ms = m_steps[..., 0].repeat_interleave(g, dim=0)                     # [B·g, S]
+        out, new_mask = self._compress(xs, ms)                               # [B·g, S', D']
+        S2, D2 = out.shape[1], out.shape[2]
+        out = out.view(B, g, S2, D2).transpose(1, 2).reshape(B, S2 * g, D2)
+        new_mask = new_mask.view(B, g, S2)[:, 0].repeat_interleave(g, dim=1)  # [B, S'·g], step-major
+        return out, new_mask
+
+    def _compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
 
     def _windows(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Zero the padding, then cut into windows.
@@ -121,8 +158,7 @@ class StackCompressor(Compressor):
     def out_dim(self, d_in: int) -> int:
         return self.rate * d_in
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        mask = check_inputs(x, mask, "StackCompressor")
+    def _compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         xw, _, new_mask = self._windows(x, mask)
         B, n_out, K, D = xw.shape
         out = xw.reshape(B, n_out, K * D)
@@ -143,8 +179,7 @@ class AvgPoolCompressor(Compressor):
     def out_dim(self, d_in: int) -> int:
         return d_in
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        mask = check_inputs(x, mask, "AvgPoolCompressor")
+    def _compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         xw, mw, new_mask = self._windows(x, mask)
         count = mw.sum(-1, keepdim=True).clamp(min=1).to(xw.dtype)  # [B, N', 1]
         out = xw.sum(2) / count
@@ -171,8 +206,7 @@ class ConvCompressor(Compressor):
             raise ValueError(f"ConvCompressor was built for width {self.conv.in_channels}, got {d_in}")
         return self.d_out
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        mask = check_inputs(x, mask, "ConvCompressor")
+    def _compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if x.shape[-1] != self.conv.in_channels:
             raise ValueError(f"ConvCompressor: feature width {x.shape[-1]} != built width {self.conv.in_channels}")
         B, N, _ = x.shape
@@ -199,6 +233,5 @@ class IdentityCompressor(Compressor):
     def out_dim(self, d_in: int) -> int:
         return d_in
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        mask = check_inputs(x, mask, "IdentityCompressor")
+    def _compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return x.masked_fill(~mask.unsqueeze(-1), 0.0), mask

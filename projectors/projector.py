@@ -140,28 +140,48 @@ class Projector(nn.Module):
     def d_out(self) -> int:
         return self.mlp.d_out
 
-    def num_tokens(self, n_frames: int | Tensor, rate: int | None = None) -> int | Tensor:
-        """Tokens this projector emits for ``n_frames`` valid frames (int or per-sample tensor)."""
+    def num_tokens(self, n_frames: int | Tensor, rate: int | None = None, tokens_per_step: int = 1) -> int | Tensor:
+        """Tokens this projector emits for ``n_frames`` valid input tokens (int or per-sample tensor)."""
         self._check_rate(rate)
-        if self.qladder is not None:
-            n_frames = n_frames + self.qladder.num_queries
-        return self.compressor.out_len(n_frames)
+        return _num_tokens(self.compressor, self.qladder, n_frames, tokens_per_step)
 
     def _check_rate(self, rate: int | None) -> None:
         if rate is not None and int(rate) != self.rate:
             raise KeyError(f"this projector has the single rate {self.rate}; rate {rate} was asked for")
 
-    def compress(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def compress(self, x: Tensor, mask: Tensor, tokens_per_step: int = 1) -> tuple[Tensor, Tensor]:
         """Compressor + MLP, without QLadder (the bank runs QLadder once for all rates)."""
-        z, new_mask = self.compressor(x, mask)
+        z, new_mask = self.compressor(x, mask, tokens_per_step)
         emb = self.mlp(z)
         return emb * new_mask.unsqueeze(-1).to(emb.dtype), new_mask
 
     def forward(self, x: Tensor, mask: Tensor | None = None, *, rate: int | None = None,
                 hidden_states: Sequence[Tensor] | None = None,
-                hidden_masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+                hidden_masks: Tensor | Sequence[Tensor | None] | None = None,
+                tokens_per_step: int = 1) -> tuple[Tensor, Tensor]:
+        """``(x [B,N,D], mask [B,N]) -> (emb [B,N',d_llm], mask' [B,N'])``.
+
+        ``hidden_states``/``hidden_masks``: QLadder inputs (see :meth:`QLadder.run_queries`).
+        ``tokens_per_step``: spatial tokens per time step of ``x`` (``Features.tokens_per_step``).
+        """
         self._check_rate(rate)
-        mask = check_inputs(x, mask, "Projector")
-        if self.qladder is not None:
-            x, mask = self.qladder(x, mask, hidden_states, hidden_masks)
-        return self.compress(x, mask)
+        x, mask, g = run_qladder(self.qladder, x, mask, hidden_states, hidden_masks, tokens_per_step, self.rate)
+        return self.compress(x, mask, g)
+
+
+def run_qladder(qladder: QLadder | None, x: Tensor, mask: Tensor | None, hidden_states, hidden_masks,
+                tokens_per_step: int, rate: int) -> tuple[Tensor, Tensor, int]:
+    """Validate inputs and append the QLadder queries when there is a QLadder."""
+    mask = check_inputs(x, mask, "Projector")
+    if qladder is None:
+        return x, mask, tokens_per_step
+    if tokens_per_step != 1 and rate != 1:
+        raise ValueError("QLadder queries are not part of the spatial grid: with tokens_per_step > 1 use rate 1")
+    x, mask = qladder(x, mask, hidden_states, hidden_masks)
+    return x, mask, 1
+
+
+def _num_tokens(compressor: Compressor, qladder: QLadder | None, n: int | Tensor, tokens_per_step: int):
+    if qladder is not None:
+        return compressor.out_len(n + qladder.num_queries)
+    return compressor.out_len(n, tokens_per_step)

@@ -147,16 +147,20 @@ class QLadder(nn.Module):
     def num_queries(self) -> int:
         return self.cfg.num_queries
 
-    def run_queries(self, hidden_states: Sequence[Tensor], hidden_masks: Sequence[Tensor | None] | None = None,
+    def run_queries(self, hidden_states: Sequence[Tensor],
+                    hidden_masks: Tensor | Sequence[Tensor | None] | None = None,
                     mask: Tensor | None = None) -> Tensor:
         """The queries after all ladder layers: ``[B, n_q, D]``.
 
-        ``hidden_masks[l]`` (bool ``[B, N_l]``) marks valid keys of layer ``l``; when absent, a
-        layer whose length equals ``mask``'s uses ``mask``, any other layer attends to all positions.
+        ``hidden_masks[l]`` (bool ``[B, N_l]``) marks valid keys of layer ``l``; one tensor is shared
+        by all layers (``Features.hidden_mask``). When absent, a layer whose length equals
+        ``mask``'s uses ``mask``; any other layer attends to all its positions.
         """
         if hidden_states is None or isinstance(hidden_states, Tensor):
             raise TypeError("QLadder needs hidden_states: a list with one [B, N_l, D_l] tensor per encoder layer")
         L = len(self.layers)
+        if isinstance(hidden_masks, Tensor):
+            hidden_masks = [hidden_masks] * len(hidden_states)
         if len(hidden_states) != L:
             hint = (" (HF output_hidden_states includes the embedding output first: pass hidden_states[1:])"
                     if len(hidden_states) == L + 1 else "")
@@ -173,11 +177,14 @@ class QLadder(nn.Module):
             if hm is None:
                 hm = mask if (mask is not None and mask.shape[1] == h.shape[1]) else \
                     torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            if tuple(hm.shape) != tuple(h.shape[:2]):
+                raise ValueError(f"QLadder: mask of hidden_states[{l}] has shape {tuple(hm.shape)}, "
+                                 f"expected {tuple(h.shape[:2])}")
             q = layer(q, h.to(q.dtype), hm.to(device=h.device, dtype=torch.bool))
         return q
 
     def forward(self, x: Tensor, mask: Tensor | None, hidden_states: Sequence[Tensor],
-                hidden_masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+                hidden_masks: Tensor | Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
         """``(x [B, N, D], mask [B, N]) -> (x' [B, N + n_q, D], mask')``: patch tokens, then queries."""
         mask = check_inputs(x, mask, "QLadder")
         if x.shape[-1] != self.d:

@@ -169,3 +169,32 @@ def test_bad_inputs_raise_clear_errors():
         ConvCompressor(4, 3, kernel=2)
     with pytest.raises(ValueError, match="width"):
         ConvCompressor(2, 3)(torch.randn(1, 4, 5))
+
+
+@pytest.mark.parametrize("kind,remainder", [("stack", "drop"), ("avgpool", "keep"), ("conv", "drop")])
+def test_spatial_grid_compresses_over_time_per_position(kind, remainder):
+    """tokens_per_step = g: each of the g grid positions is compressed over time on its own."""
+    D, g, S, k = 4, 3, 7, 2
+    comp = make(kind, k, remainder, D)
+    x = torch.randn(2, S * g, D)
+    steps = torch.tensor([7, 4])
+    mask = (torch.arange(S)[None] < steps[:, None]).repeat_interleave(g, dim=1)  # step-major
+    out, m = comp(x, mask, tokens_per_step=g)
+    S2 = comp.out_len(S)
+    assert out.shape[:2] == (2, S2 * g)
+    assert torch.equal(m.sum(1), comp.out_len(steps) * g) and torch.equal(comp.out_len(steps * g, g), m.sum(1))
+    grid = x.view(2, S, g, D)
+    for pos in range(g):  # reference: the plain 1-D compressor on one grid position's time series
+        ref, ref_m = comp(grid[:, :, pos], mask.view(2, S, g)[..., pos])
+        torch.testing.assert_close(out.view(2, S2, g, -1)[:, :, pos], ref)
+        assert torch.equal(m.view(2, S2, g)[..., pos], ref_m)
+
+
+def test_spatial_grid_errors():
+    comp = StackCompressor(2)
+    with pytest.raises(ValueError, match="whole number of steps"):
+        comp(torch.randn(1, 7, 2), None, tokens_per_step=3)
+    bad = torch.ones(1, 6, dtype=torch.bool)
+    bad[0, 4] = False
+    with pytest.raises(ValueError, match="differs between tokens of one step"):
+        comp(torch.randn(1, 6, 2), bad, tokens_per_step=3)

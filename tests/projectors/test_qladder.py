@@ -104,6 +104,16 @@ def test_padded_keys_are_ignored():
     torch.testing.assert_close(out_alone[0], out[1, :3 + 4], atol=1e-5, rtol=1e-5)
 
 
+def test_shared_hidden_mask_tensor_equals_per_layer_list():
+    lad = tiny_ladder(zero_init=False)
+    hs = [torch.randn(2, 7, 8) for _ in range(3)]
+    hm = torch.arange(7)[None] < torch.tensor([[7], [5]])
+    torch.testing.assert_close(lad.run_queries(hs, hm), lad.run_queries(hs, [hm, hm, hm]))
+    assert not torch.allclose(lad.run_queries(hs, hm)[1], lad.run_queries(hs)[1])
+    with pytest.raises(ValueError, match="mask of hidden_states"):
+        lad.run_queries(hs, hm[:, :5])
+
+
 def test_output_layout_queries_after_valid_tokens():
     lad = tiny_ladder(zero_init=False, n_q=4)
     x = torch.randn(3, 5, 8)
@@ -177,3 +187,5 @@ def test_projector_with_qladder_end_to_end_gradients():
                                            qladder=QLadderConfig(2, num_queries=3, num_heads=2)), 8, 6)
     outs = bank.forward_all(x, mask, hidden_states=hs)
     assert {k: v[1].sum(1).tolist() for k, v in outs.items()} == {2: [4, 2], 4: [2, 1]}
+    with pytest.raises(ValueError, match="tokens_per_step > 1 use rate 1"):
+        bank(torch.randn(2, 6, 8), rate=2, hidden_states=[torch.randn(2, 6, 8)] * 2, tokens_per_step=3)
