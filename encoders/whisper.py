@@ -1,0 +1,174 @@
+"""Frozen Whisper encoder: 16 kHz waveforms → 50 Hz features, trimmed to each clip.
+
+    wav [n_i] ─ WhisperFeatureExtractor ─▶ log-mel [B, 80, 3000] (30 s, zero-padded audio)
+        ─ conv1+GELU, conv2(stride 2)+GELU ─▶ [B, 1500, D] + positions ─ L layers ─ LayerNorm
+        ─ trim ─▶ Features(x [B, N, D], N = max_i ceil(n_i · 50 / 16000), rate_hz = 50)
+
+``full_context=True`` (default) runs the full 30 s window like Whisper was trained; ``False`` runs
+only the batch's longest clip (positions sliced), much cheaper for short clips but not identical.
+
+Weights come from a transformers folder (an encoder-only folder as written by ``mmlora assets``, or a
+full ``WhisperModel`` / ``WhisperForConditionalGeneration`` checkpoint: only the encoder is read) or
+a CTranslate2 ``model.bin`` (file, or folder holding one) through :mod:`mmlora.encoders.ct2`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import Encoder, Features
+
+SAMPLE_RATE = 16000
+FRAMES_PER_SECOND = 50  # encoder frames per second of audio (hop 160 samples, conv2 stride 2)
+
+
+@dataclass
+class WhisperEncoderConfig:
+    """Which Whisper encoder and how it runs."""
+
+    path: str = "whisper-tiny.en"  # asset name (mmlora.assets) or a local HF folder / CTranslate2 model.bin
+    full_context: bool = True  # pad every clip to 30 s as Whisper does; False: run the longest clip only
+    dtype: str = "float32"  # compute dtype of the encoder ("float32", "bfloat16", "float16")
+    device: str = "cpu"  # where the encoder runs
+
+
+def frames_for(n_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """Encoder frames covering ``n_samples`` of audio: ``ceil(n · 50 / sr)`` (2.0 s → 100)."""
+    return math.ceil(n_samples * FRAMES_PER_SECOND / sample_rate)
+
+
+def _is_hf_whisper_folder(p: Path) -> bool:
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "whisper"
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg}: not valid JSON ({e})") from e
+
+
+def _read_safetensors_encoder(folder: Path) -> dict[str, Tensor]:
+    """Encoder tensors of an HF Whisper folder, keys relative to ``WhisperEncoder``."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weights (pickled .bin checkpoints are not loaded)")
+    sd: dict[str, Tensor] = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    for prefix in ("model.encoder.", "encoder."):  # full WhisperModel / ForConditionalGeneration checkpoints
+        if any(k.startswith(prefix) for k in sd):
+            return {k[len(prefix):]: t for k, t in sd.items() if k.startswith(prefix)}
+    return sd
+
+
+def load_whisper_encoder(path: str | Path, dtype: torch.dtype = torch.float32):
+    """``(transformers WhisperEncoder in eval mode, WhisperFeatureExtractor)`` from a local path."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .ct2 import read_ct2, whisper_encoder_from_ct2
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"Whisper weights not found: {p}")
+    if p.is_dir() and _is_hf_whisper_folder(p):
+        cfg = WhisperConfig.from_pretrained(str(p))
+        sd = _read_safetensors_encoder(p)
+        fe_file = p / "preprocessor_config.json"
+        fe = WhisperFeatureExtractor.from_pretrained(str(p)) if fe_file.is_file() else None
+    else:
+        bin_path = p / "model.bin" if p.is_dir() else p
+        if not bin_path.is_file():
+            raise FileNotFoundError(f"{p}: neither an HF Whisper folder (config.json with model_type 'whisper') "
+                                    "nor a CTranslate2 folder/model.bin")
+        cfg, sd = whisper_encoder_from_ct2(read_ct2(bin_path, prefix="encoder/"), bin_path)
+        fe = None
+    if fe is None:
+        fe = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins, sampling_rate=SAMPLE_RATE)
+    with torch.device("meta"):
+        enc = WhisperEncoder(cfg)
+    expected = set(enc.state_dict())
+    missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or extra:
+        raise ValueError(f"{p}: Whisper encoder weights do not match the config: missing {missing[:6]}, "
+                         f"unexpected {extra[:6]}")
+    enc.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    return enc.eval(), fe
+
+
+class WhisperAudioEncoder(Encoder):
+    """``encode(list of 1-D float waveforms at 16 kHz) -> Features`` (50 Hz, trimmed to each clip).
+
+    ``hidden_states`` (when asked) are the L layer outputs (before the final LayerNorm),
+    trimmed like ``x``: each ``[B, N, D]`` with ``hidden_mask = mask``.
+    """
+
+    kind = "whisper"
+
+    def __init__(self, cfg: WhisperEncoderConfig, model=None, feature_extractor=None):
+        super().__init__()
+        self.cfg = cfg
+        if model is None:
+            from mmlora.assets import resolve
+
+            model, feature_extractor = load_whisper_encoder(resolve(cfg.path), getattr(torch, cfg.dtype))
+        self.model = model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
+        self.feature_extractor = feature_extractor
+        self.output_dim = model.config.d_model
+        self.rate_hz = float(FRAMES_PER_SECOND)
+        self.max_samples = model.config.max_source_positions * 2 * feature_extractor.hop_length
+
+    def preprocess_config(self) -> dict:
+        fe = self.feature_extractor
+        return {"sample_rate": fe.sampling_rate, "n_mels": fe.feature_size, "hop": fe.hop_length, "n_fft": fe.n_fft,
+                "full_context": self.cfg.full_context, "dtype": self.cfg.dtype}
+
+    def log_mel(self, waves: list[np.ndarray]) -> Tensor:
+        """``[B, n_mels, 3000]`` log-mel features (clips zero-padded to 30 s)."""
+        return self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                      padding="max_length").input_features
+
+    def _encode(self, batch: list, output_hidden_states: bool) -> Features:
+        waves = []
+        for i, w in enumerate(batch):
+            w = w.detach().cpu().float().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float32)
+            if w.ndim != 1 or w.size == 0:
+                raise ValueError(f"item {i}: expected a non-empty 1-D waveform at 16 kHz, got shape {w.shape}")
+            if w.size > self.max_samples:
+                raise ValueError(f"item {i}: {w.size / SAMPLE_RATE:.2f} s is longer than Whisper's "
+                                 f"{self.max_samples / SAMPLE_RATE:.0f} s window; split the audio first")
+            waves.append(w)
+        n = [frames_for(w.size) for w in waves]
+        mel = self.log_mel(waves).to(self.device, self.dtype)
+        T = mel.shape[-1] // 2 if self.cfg.full_context else max(n)
+        if not self.cfg.full_context:
+            mel = mel[..., : 2 * T]
+        h, hidden = self._forward(mel, T, output_hidden_states)
+        mask = torch.arange(h.shape[1], device=h.device)[None, :] < torch.tensor(n, device=h.device)[:, None]
+        N = max(n)
+        mask = mask[:, :N]
+        x = h[:, :N] * mask[..., None]
+        hs = tuple(t[:, :N] * mask[..., None] for t in hidden) if output_hidden_states else None
+        return Features(x, mask, self.rate_hz, 1, hs, mask if hs is not None else None)
+
+    def _forward(self, mel: Tensor, T: int, output_hidden_states: bool) -> tuple[Tensor, list[Tensor]]:
+        """transformers' WhisperEncoder forward, with the positions sliced to ``T`` frames."""
+        m = self.model
+        gelu = torch.nn.functional.gelu
+        h = gelu(m.conv2(gelu(m.conv1(mel)))).permute(0, 2, 1)
+        h = h + m.embed_positions.weight[: h.shape[1]]
+        hidden = []
+        for layer in m.layers:
+            h = layer(h, None)
+            h = h[0] if isinstance(h, tuple) else h
+            if output_hidden_states:
+                hidden.append(h)
+        return m.layer_norm(h), hidden

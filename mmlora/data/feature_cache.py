@@ -1,0 +1,170 @@
+"""On-disk cache of frozen-encoder outputs, so a second epoch does no encoder work.
+
+    key   = sha256(file content sha256, encoder_id, preprocessing config as sorted JSON, hidden-states flag)
+    entry = <root>/<key[:2]>/<key>.safetensors     {"x": [n, D], "hidden.<l>": [m, D_l] ...}
+            metadata: rate_hz, tokens_per_step, encoder_id, source file, sha256 checksum of the tensors
+
+``encoder_id`` (see :class:`mmlora.encoders.Encoder`) covers the weights and the encoder's own
+preprocessing; ``preprocess`` covers decoding (sample rate, fps, …). Entries are written to a
+temporary file and renamed (atomic); an entry that fails to parse or whose checksum does not match
+is counted as corrupt, deleted and recomputed.
+
+    cache = FeatureCache("~/.cache/mmlora/features")
+    feats = cache.encode(encoder, ["a.wav", "b.wav"], load_audio, preprocess=AudioConfig())
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class CacheStats:
+    """Counters since the cache object was made."""
+
+    hits: int = 0  # entries read back
+    misses: int = 0  # items the encoder had to run on
+    corrupt: int = 0  # entries found unreadable / wrong checksum (then recomputed)
+    writes: int = 0  # entries written
+
+
+def tensors_checksum(tensors: dict[str, Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor, sorted by name."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _jsonable(cfg: Any) -> Any:
+    if cfg is None:
+        return None
+    if is_dataclass(cfg):
+        return asdict(cfg)
+    return cfg
+
+
+class FeatureCache:
+    """Encoder outputs on disk, keyed by file content + encoder id + preprocessing config."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.stats = CacheStats()
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    # ---- keys
+    def file_hash(self, path: str | os.PathLike) -> str:
+        """sha256 of the file's bytes (memoized per path, size and mtime)."""
+        p = Path(path)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"media file not found: {p}") from None
+        memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if memo not in self._hashes:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            self._hashes[memo] = h.hexdigest()
+        return self._hashes[memo]
+
+    def key(self, path: str | os.PathLike, encoder_id: str, preprocess: Any = None,
+            output_hidden_states: bool = False) -> str:
+        """The entry key of one file under one encoder and preprocessing."""
+        payload = json.dumps({"file": self.file_hash(path), "encoder": encoder_id, "pre": _jsonable(preprocess),
+                              "hidden": bool(output_hidden_states)}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def entry_path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    # ---- entries
+    def load(self, key: str) -> tuple[dict[str, Tensor], dict[str, str]] | None:
+        """``(tensors, metadata)``, or None on a miss or a corrupt entry (which is deleted)."""
+        from safetensors import safe_open
+
+        p = self.entry_path(key)
+        if not p.is_file():
+            return None
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            ok = meta.get("key") == key and meta.get("checksum") == tensors_checksum(tensors) and "x" in tensors
+        except Exception as e:  # noqa: BLE001 - any parse failure means a corrupt entry
+            ok, why = False, f"{type(e).__name__}: {e}"
+        else:
+            why = "checksum or key mismatch"
+        if not ok:
+            self.stats.corrupt += 1
+            warnings.warn(f"feature cache: corrupt entry {p} ({why}); recomputing", stacklevel=2)
+            p.unlink(missing_ok=True)
+            return None
+        return tensors, meta
+
+    def save(self, key: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+        """Write one entry atomically (temporary file in the same folder, then ``os.replace``)."""
+        from safetensors.torch import save_file
+
+        p = self.entry_path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()}
+        metadata.update(key=key, checksum=tensors_checksum(tensors))
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.stats.writes += 1
+        return p
+
+    # ---- the main entry point
+    def encode(self, encoder, paths: Sequence[str | os.PathLike], loader: Callable[[Path], Any],
+               preprocess: Any = None, output_hidden_states: bool = False, batch_size: int = 16):
+        """Features for ``paths`` (in order), running ``encoder.encode(loader(path) ...)`` only on misses.
+
+        ``loader`` decodes one file (e.g. :func:`mmlora.data.media.load_audio`); ``preprocess`` is its
+        config (dataclass or dict) and becomes part of the key.
+        """
+        from mmlora.encoders.base import Features
+
+        if not paths:
+            raise ValueError("FeatureCache.encode: no paths")
+        eid = encoder.encoder_id
+        keys = [self.key(p, eid, preprocess, output_hidden_states) for p in paths]
+        items: list[dict[str, Tensor] | None] = [None] * len(paths)
+        rate: float | None = None
+        tps = 1
+        for i, k in enumerate(keys):
+            got = self.load(k)
+            if got is not None:
+                items[i], meta = got
+                rate, tps = json.loads(meta["rate_hz"]), json.loads(meta["tokens_per_step"])
+                self.stats.hits += 1
+        todo = [i for i, it in enumerate(items) if it is None]
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s : s + batch_size]
+            feats = encoder.encode([loader(Path(paths[i])) for i in chunk], output_hidden_states=output_hidden_states)
+            rate, tps = feats.rate_hz, feats.tokens_per_step
+            for i, item in zip(chunk, feats.unbatch()):
+                items[i] = {k: v.cpu() for k, v in item.items()}
+                self.save(keys[i], items[i], {"rate_hz": rate, "tokens_per_step": tps, "encoder_id": eid,
+                                              "source": str(paths[i])})
+            self.stats.misses += len(chunk)
+        return Features.collate(items, rate_hz=rate, tokens_per_step=tps)

@@ -1,0 +1,124 @@
+"""Media decoding: audio → 16 kHz mono float32, video → RGB uint8 frames at 25 fps, images → RGB uint8.
+
+    load_audio(path)  -> Tensor [n]           float32 in [-1, 1], mono (channel mean), resampled (torchaudio)
+    load_video(path)  -> Tensor [T, H, W, 3]  uint8, frames picked at ``fps`` from the file's timeline (decord)
+    load_image(path)  -> Tensor [H, W, 3]     uint8 RGB (Pillow)
+
+Every failure raises :class:`MediaError` (a ``ValueError``) or ``FileNotFoundError`` naming the file and
+the reason. Outputs feed :mod:`mmlora.encoders` directly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SAMPLE_RATE = 16000
+VIDEO_FPS = 25.0
+
+
+class MediaError(ValueError):
+    """A media file that cannot be decoded or is unusable (the message names the file)."""
+
+
+@dataclass
+class AudioConfig:
+    """How audio is decoded."""
+
+    sample_rate: int = SAMPLE_RATE  # output rate in Hz (Whisper: 16000)
+    max_seconds: float | None = None  # truncate longer clips (None: keep everything)
+
+
+@dataclass
+class VideoConfig:
+    """How video is decoded."""
+
+    fps: float = VIDEO_FPS  # output frame rate: frames are picked at t = i / fps from the file's timeline
+    width: int = -1  # decode-time resize (decord); -1 keeps the file's size
+    height: int = -1
+    max_seconds: float | None = None  # truncate longer clips (None: keep everything)
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p}: empty file, cannot decode {what}")
+    return p
+
+
+def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> Tensor:
+    """Decode ``path`` (wav/flac/ogg/… via soundfile) to mono float32 at ``cfg.sample_rate``: ``[n]``."""
+    import soundfile as sf
+
+    cfg = cfg or AudioConfig()
+    p = _existing(path, "audio")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - soundfile raises several types; re-raised with the file name
+        raise MediaError(f"{p}: cannot decode audio ({type(e).__name__}: {e})") from e
+    if data.shape[0] == 0:
+        raise MediaError(f"{p}: audio has no samples")
+    if not np.isfinite(data).all():
+        raise MediaError(f"{p}: audio contains NaN or infinite samples")
+    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sr != cfg.sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, orig_freq=int(sr), new_freq=cfg.sample_rate)
+    if cfg.max_seconds is not None:
+        wav = wav[: int(round(cfg.max_seconds * cfg.sample_rate))]
+    return wav.contiguous()
+
+
+def frame_indices(n_frames: int, native_fps: float, fps: float, max_seconds: float | None = None) -> np.ndarray:
+    """Indices of the source frames shown at ``t = i / fps`` (nearest earlier frame, no repeat past the end).
+
+    ``T = floor(duration · fps)`` output frames for ``duration = n_frames / native_fps``."""
+    duration = n_frames / native_fps
+    if max_seconds is not None:
+        duration = min(duration, max_seconds)
+    n_out = max(1, int(math.floor(duration * fps + 1e-6)))
+    idx = np.floor(np.arange(n_out) * native_fps / fps + 1e-6).astype(np.int64)
+    return np.clip(idx, 0, n_frames - 1)
+
+
+def load_video(path: str | Path, cfg: VideoConfig | None = None) -> Tensor:
+    """Decode ``path`` with decord to RGB frames at ``cfg.fps``: ``[T, H, W, 3]`` uint8."""
+    import decord
+
+    cfg = cfg or VideoConfig()
+    p = _existing(path, "video")
+    try:
+        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=cfg.width, height=cfg.height, num_threads=1)
+        n, native = len(vr), float(vr.get_avg_fps())
+    except Exception as e:  # noqa: BLE001 - decord raises DECORDError/RuntimeError; re-raised with the file name
+        raise MediaError(f"{p}: cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if n == 0:
+        raise MediaError(f"{p}: video has no frames")
+    if not native > 0:
+        raise MediaError(f"{p}: video reports a frame rate of {native}")
+    idx = frame_indices(n, native, cfg.fps, cfg.max_seconds)
+    try:
+        frames = vr.get_batch(idx.tolist()).asnumpy()
+    except Exception as e:  # noqa: BLE001
+        raise MediaError(f"{p}: cannot decode video frames ({type(e).__name__}: {e})") from e
+    return torch.from_numpy(np.ascontiguousarray(frames))
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Decode an image file (Pillow) to RGB ``[H, W, 3]`` uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = _existing(path, "image")
+    try:
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise MediaError(f"{p}: cannot decode image ({type(e).__name__}: {e})") from e
+    return torch.from_numpy(arr.copy())
