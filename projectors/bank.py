@@ -14,7 +14,7 @@ from .mlp import MLPProjector
 from .projector import Projector, ProjectorConfig, _num_tokens, make_compressor, run_qladder
 from .qladder import QLadder
 
-__all__ = ["ProjectorBank", "build_projector"]
+__all__ = ["ProjectorBank", "build_projector", "project_features"]
 
 
 class ProjectorBank(nn.Module):
@@ -101,3 +101,12 @@ def build_projector(cfg: ProjectorConfig, d_in: int, d_llm: int) -> Projector | 
         proj.qladder = qladder
         return proj
     return ProjectorBank({r: one(r) for r in cfg.rates}, qladder)
+
+
+def project_features(proj: Projector | ProjectorBank, features, rate: int | None = None) -> tuple[Tensor, Tensor]:
+    """Run ``proj`` on an encoder ``Features``-like object (duck-typed: ``x``, ``mask`` and, when
+    present, ``hidden_states``, ``hidden_mask``, ``tokens_per_step``)."""
+    return proj(features.x, features.mask, rate=rate,
+                hidden_states=getattr(features, "hidden_states", None),
+                hidden_masks=getattr(features, "hidden_mask", None),
+                tokens_per_step=int(getattr(features, "tokens_per_step", 1) or 1))

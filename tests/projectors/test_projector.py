@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmlora.projectors import (PRESETS, MLPProjector, Projector, ProjectorBank, ProjectorConfig, QLadderConfig,
-                               StackCompressor, build_projector)
+                               StackCompressor, build_projector, project_features)
 
 
 @pytest.mark.parametrize("act,fn", [("relu", F.relu), ("gelu", F.gelu)])
@@ -187,3 +187,23 @@ def test_build_projector_rejects_wrong_types():
         build_projector({"compressor": "stack"}, 4, 4)
     with pytest.raises(ValueError, match="d_in and d_llm"):
         build_projector(ProjectorConfig(), 0, 4)
+
+
+def test_project_features_reads_a_features_object():
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    proj = build_projector(ProjectorConfig("avgpool", (2, 4), hidden_dim=8), 3, 5)
+    x = torch.randn(2, 4 * 3, 3)
+    mask = (torch.arange(4)[None] < torch.tensor([[4], [3]])).repeat_interleave(3, dim=1)
+    feats = SimpleNamespace(x=x, mask=mask, tokens_per_step=3, hidden_states=None, hidden_mask=None)
+    emb, m = project_features(proj, feats, rate=2)
+    ref, ref_m = proj(x, mask, rate=2, tokens_per_step=3)
+    torch.testing.assert_close(emb, ref)
+    assert torch.equal(m, ref_m) and m.sum(1).tolist() == [6, 3]
+    try:  # the encoders' real Features class, when present
+        from mmlora.encoders.base import Features
+    except ImportError:
+        return
+    emb2, m2 = project_features(proj, Features(x, mask, None, tokens_per_step=3), rate=2)
+    torch.testing.assert_close(emb2, ref)
