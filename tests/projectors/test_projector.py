@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmlora.projectors import (PRESETS, MLPProjector, Projector, ProjectorBank, ProjectorConfig, QLadderConfig,
-                               StackCompressor, build_projector, project_features)
+                               build_projector, project_features)
 
 
 @pytest.mark.parametrize("act,fn", [("relu", F.relu), ("gelu", F.gelu)])
