@@ -116,6 +116,13 @@ def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[fl
         B_cat = B.permute(1, 0, 2).reshape(B.shape[1], K * r_max).index_select(1, rows)
     if not routed:
         M = (svec * shared_mask).index_select(0, owner)[None]
+    elif weights is None:  # hard routing: the same index tensor serves every layer of a forward
+        cache = index.__dict__.setdefault("_mmlora_coef", {})
+        ckey = (ranks_t, scal_t, keep, shared_t, coef_dtype)
+        M = cache.get(ckey)
+        if M is None:
+            c = shared_mask + (index.to(torch.long)[:, None] == keep_t[None, :]).to(coef_dtype)
+            M = cache[ckey] = (c * svec).index_select(1, owner).contiguous()
     else:
         c = shared_mask.expand(T, -1)
         if index is not None:

@@ -156,7 +156,7 @@ class TritonOps:
     """The fused op set, Triton implementation (contract: ``lora_fused.TorchOps``)."""
 
     name = "triton"
-    BT_SHRINK, BD_SHRINK = 64, 128
+    BT_SHRINK, BD_SHRINK = 32, 128
     BT_EXP, BN_EXP = 64, 128
     BT_DY, BN_DY = 64, 64
     BT_GA, BD_GA = 64, 128
@@ -171,7 +171,7 @@ class TritonOps:
             grid = (triton.cdiv(T, self.BT_SHRINK),)
             _shrink_kernel[grid](x, A, M, h, hm, T, D, R, x.stride(0), A.stride(0), M.stride(0) if M.shape[0] > 1 else 0,
                                  h.stride(0), BLOCK_T=self.BT_SHRINK, BLOCK_D=self.BD_SHRINK, R_PAD=_rpad(R),
-                                 PREC=_prec(x.dtype), num_warps=4, num_stages=3)
+                                 PREC=_prec(x.dtype), num_warps=4, num_stages=4)
         return h, hm
 
     def _expand(self, y: Tensor, a: Tensor, b: Tensor, sbn: int, sbr: int, N: int, accum: bool) -> Tensor:

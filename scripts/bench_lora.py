@@ -1,0 +1,358 @@
+"""Benchmark routed multi-LoRA training steps against the frozen base and PEFT (one process, one GPU).
+
+Rows (each on a freshly built random-init Llama-style model, bf16, full train step =
+forward + backward + AdamW on the adapters, median of ``--steps`` after ``--warmup``, CUDA events):
+
+* ``frozen base``    — no adapters, gradients to activations only (the floor);
+* ``PEFT LoRA``      — ``peft.get_peft_model``, dropout 0;
+* ``mmlora single``  — one adapter on every token;
+* ``mmlora routed``  — two adapters routed per token, 25 % / 75 % (MM-LoRA);
+* ``mmlora per-sample`` — Phi-4-MM style: 3 adapters + one text-only sample, one adapter per sample;
+
+each mmlora row for every backend in ``--backends`` (``triton``, ``fused`` = plain-torch fused
+function, ``torch`` = reference). Then a forward-only mixed-adapter inference comparison
+against PEFT's ``adapter_names`` mixed batch, and (``--ops``) a per-op microbenchmark with
+achieved bandwidth. Writes a Markdown report (``--out``).
+
+    python scripts/bench_lora.py --out docs/bench_h200.md          # reference config (GPU)
+    python scripts/bench_lora.py --tiny --device cpu --out /tmp/b.md  # smoke test (CPU, seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+ADAPTERS = ("vision", "speech", "extra", None)  # None: a text-only sample (base model)
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Model, batch and measurement settings."""
+
+    hidden: int = 2048            # d_model
+    layers: int = 16              # decoder layers
+    ffn: int = 5632               # MLP width
+    heads: int = 32               # attention heads
+    kv_heads: int = 4             # key/value heads (GQA)
+    vocab: int = 32000            # vocabulary
+    batch: int = 4                # sequences per step
+    seq: int = 2048               # tokens per sequence
+    rank: int = 16                # LoRA rank on every target
+    alpha: float = 32.0           # LoRA alpha
+    dtype: str = "bfloat16"       # model dtype
+    steps: int = 10               # timed steps (median reported)
+    warmup: int = 3               # untimed steps first (compilation, allocator, optimizer state)
+    device: str = "cuda"          # "cuda" or "cpu"
+    routed_frac: float = 0.25     # share of each sequence routed to the first adapter
+
+
+TINY = BenchConfig(hidden=64, layers=2, ffn=128, heads=4, kv_heads=2, vocab=256, batch=4, seq=32, rank=4,
+                   alpha=8.0, dtype="float32", steps=2, warmup=1, device="cpu")
+
+
+def _sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_model(cfg: BenchConfig, seed: int = 0):
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    mcfg = tf.LlamaConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
+                          num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                          num_key_value_heads=cfg.kv_heads, max_position_embeddings=max(cfg.seq, 64),
+                          attn_implementation="sdpa")
+    with torch.device(cfg.device):
+        model = tf.LlamaForCausalLM(mcfg)
+    model.to(getattr(torch, cfg.dtype))
+    model.requires_grad_(False)
+    model.enable_input_require_grads()  # every row gets activation gradients from the first layer on
+    model.train()
+    return model
+
+
+def time_steps(cfg: BenchConfig, step) -> tuple[float, float, list[float]]:
+    """Run ``step()`` warmup+steps times: (median ms, peak GiB, all ms)."""
+    dev = cfg.device
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(cfg.warmup):
+        step()
+    _sync(dev)
+    times = []
+    for _ in range(cfg.steps):
+        if dev == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if dev == "cuda" else float("nan")
+    return statistics.median(times), peak, times
+
+
+def make_step(model, params, ids, plan=None, fwd_kwargs=None):
+    from mmlora.routing import routing
+
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=ids.is_cuda) if params else None
+
+    def step():
+        if plan is not None:
+            with routing(model, plan):
+                loss = model(input_ids=ids, labels=ids, **(fwd_kwargs or {})).loss
+        else:
+            loss = model(input_ids=ids, labels=ids, **(fwd_kwargs or {})).loss
+        loss.backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return step
+
+
+def _free():
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def plans(cfg: BenchConfig):
+    from mmlora.routing import RoutingPlan
+
+    n_first = int(round(cfg.routed_frac * cfg.seq))
+    tok = torch.ones(cfg.batch, cfg.seq, dtype=torch.int32)
+    tok[:, :n_first] = 0  # e.g. the image tokens at the start of each prompt go to the first adapter
+    per_sample = [ADAPTERS[i % 4] for i in range(cfg.batch)]
+    return {
+        "single": (RoutingPlan.single("vision"), ["vision"]),
+        "routed 25/75": (RoutingPlan.by_token(tok, ["vision", "speech"]), ["vision", "speech"]),
+        "per-sample 3+text": (RoutingPlan.by_sample(per_sample), list(ADAPTERS[:3])),
+    }
+
+
+def run_training(cfg: BenchConfig, backends: list[str], log=print) -> list[dict]:
+    from mmlora.lora import LoRASpec, adapter_parameters, attach
+
+    rows = []
+    ids = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), device=cfg.device,
+                        generator=torch.Generator(cfg.device).manual_seed(0))
+
+    def record(name, backend, step_fn):
+        try:
+            ms, peak, times = time_steps(cfg, step_fn)
+        except Exception as e:  # noqa: BLE001 - one broken row must not lose the others
+            log(f"{name} [{backend}] FAILED: {type(e).__name__}: {e}")
+            return
+        rows.append(dict(variant=name, backend=backend, ms=ms, peak=peak, times=times))
+        log(f"{name:24s} {backend:8s} {ms:9.2f} ms  peak {peak:6.2f} GiB  (all: {[round(t, 1) for t in times]})")
+
+    model = build_model(cfg)
+    record("frozen base", "-", make_step(model, [], ids))
+    del model
+    _free()
+
+    try:
+        import peft
+        model = build_model(cfg)
+        pcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=TARGETS)
+        model = peft.get_peft_model(model, pcfg)
+        record("PEFT LoRA, dropout 0", f"peft {peft.__version__}",
+               make_step(model, [p for p in model.parameters() if p.requires_grad], ids))
+        del model
+        _free()
+    except ImportError:
+        log("peft not installed: PEFT row skipped")
+
+    spec = LoRASpec(cfg.rank, cfg.alpha)
+    for backend in backends:
+        os.environ["MMLORA_KERNELS"] = backend
+        for name, (plan, names) in plans(cfg).items():
+            model = build_model(cfg)
+            attach(model, {n: spec for n in names}, TARGETS)
+            params = [p for n in names for p in adapter_parameters(model, n)]
+            record(f"mmlora {name}", backend, make_step(model, params, ids, plan))
+            del model, params
+            _free()
+    os.environ.pop("MMLORA_KERNELS", None)
+    return rows
+
+
+@torch.no_grad()
+def run_inference(cfg: BenchConfig, backend: str, log=print) -> list[dict]:
+    """Forward only, mixed adapters per sample: PEFT ``adapter_names`` vs mmlora by_sample."""
+    import peft
+
+    from mmlora.lora import LoRASpec, attach
+    from mmlora.routing import RoutingPlan, routing
+
+    ids = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), device=cfg.device,
+                        generator=torch.Generator(cfg.device).manual_seed(1))
+    per_sample = [ADAPTERS[i % 4] for i in range(cfg.batch)]
+    icfg = replace(cfg, steps=max(cfg.steps, 10) if cfg.device == "cuda" else cfg.steps)
+    rows = []
+
+    def rec(name, fn):
+        ms, peak, _ = time_steps(icfg, fn)
+        rows.append(dict(variant=name, ms=ms, peak=peak))
+        log(f"[infer] {name:34s} {ms:9.2f} ms  peak {peak:6.2f} GiB")
+
+    model = build_model(cfg).eval()
+    rec("frozen base", lambda: model(input_ids=ids))
+    pcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=TARGETS,
+                           init_lora_weights=False)
+    pm = peft.get_peft_model(model, pcfg, adapter_name=ADAPTERS[0])
+    pm.add_adapter(ADAPTERS[1], pcfg)
+    pm.add_adapter(ADAPTERS[2], pcfg)
+    pm.eval()
+    names = [n if n is not None else "__base__" for n in per_sample]
+    rec("PEFT adapter_names mixed batch", lambda: pm(input_ids=ids, adapter_names=names))
+    del pm, model
+    _free()
+    model = build_model(cfg).eval()
+    attach(model, {n: LoRASpec(cfg.rank, cfg.alpha) for n in ADAPTERS[:3]}, TARGETS)
+    plan = RoutingPlan.by_sample(per_sample)
+    os.environ["MMLORA_KERNELS"] = backend
+
+    def fwd():
+        with routing(model, plan):
+            model(input_ids=ids)
+    rec(f"mmlora by_sample ({backend})", fwd)
+    os.environ.pop("MMLORA_KERNELS", None)
+    del model
+    _free()
+    return rows
+
+
+def run_ops(cfg: BenchConfig, log=print) -> list[dict]:
+    """Per-op times of the fused op sets at the reference shapes, with achieved bandwidth."""
+    from mmlora.kernels.lora_fused import torch_ops
+    from mmlora.kernels.lora_triton import triton_ops
+
+    dt = getattr(torch, cfg.dtype)
+    T = cfg.batch * cfg.seq
+    rows = []
+    shapes = [("q/o  D=N=%d R=%d" % (cfg.hidden, cfg.rank), cfg.hidden, cfg.hidden, cfg.rank),
+              ("gate D=%d N=%d R=%d" % (cfg.hidden, cfg.ffn, cfg.rank), cfg.hidden, cfg.ffn, cfg.rank),
+              ("down D=%d N=%d R=%d" % (cfg.ffn, cfg.hidden, cfg.rank), cfg.ffn, cfg.hidden, cfg.rank),
+              ("gate 3 adapters R=%d" % (3 * cfg.rank), cfg.hidden, cfg.ffn, 3 * cfg.rank)]
+    e = 2  # bytes per element
+    for label, D, N, R in shapes:
+        x = torch.randn(T, D, device="cuda", dtype=dt)
+        A = torch.randn(R, D, device="cuda", dtype=dt) * 0.02
+        B = torch.randn(N, R, device="cuda", dtype=dt) * 0.02
+        M = torch.rand(T, R, device="cuda")
+        y = torch.randn(T, N, device="cuda", dtype=dt)
+        dy = torch.randn(T, N, device="cuda", dtype=dt)
+        dx = torch.randn(T, D, device="cuda", dtype=dt)
+        h, hm = torch_ops.shrink(x, A, M)
+        W = torch.randn(N, D, device="cuda", dtype=dt) * 0.02
+        base_ms = _bench(lambda: x @ W.t())
+        ops = {  # name: (fn(ops), minimal bytes)
+            "shrink": (lambda o: o.shrink(x, A, M), e * T * D + 2 * e * T * R),
+            "expand_ (y RMW)": (lambda o: o.expand_(y, hm, B), 2 * e * T * N),
+            "bwd_dy (dh, dB)": (lambda o: o.bwd_dy(dy, B, hm, M, False), e * T * N + e * T * R),
+            "grad_a (dA)": (lambda o: o.grad_a(hm, x), e * T * D),
+            "dx_ (dx RMW)": (lambda o: o.dx_(dx, hm, A), 2 * e * T * D),
+        }
+        for name, (fn, nbytes) in ops.items():
+            r = dict(shape=label, op=name, base_gemm_ms=base_ms, min_us=nbytes / 4.3e12 * 1e6)
+            for o in (torch_ops, triton_ops):
+                r[o.name] = _bench(lambda: fn(o)) * 1e3
+            rows.append(r)
+            log(f"[ops] {label:24s} {name:16s} torch {r['torch']:7.1f} us  triton {r['triton']:7.1f} us  "
+                f"floor {r['min_us']:6.1f} us  (base GEMM {base_ms * 1e3:.0f} us)")
+        del x, A, B, M, y, dy, dx, h, hm, W
+    return rows
+
+
+def _bench(fn, reps: int = 30) -> float:
+    """Median ms of ``fn`` on the GPU (events), after warm-up."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def markdown(cfg: BenchConfig, rows: list[dict], inf_rows: list[dict], op_rows: list[dict], cmd: str) -> str:
+    base = next(r for r in rows if r["variant"] == "frozen base")
+    dev = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
+    out = [f"Device: {dev}; torch {torch.__version__}; config: {cfg}", f"Command: `{cmd}`", "",
+           "| variant | backend | ms/step | × frozen base | peak GiB | × base memory |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['variant']} | {r['backend']} | {r['ms']:.1f} | {r['ms'] / base['ms']:.3f} | "
+                   f"{r['peak']:.2f} | {r['peak'] / base['peak']:.3f} |")
+    if inf_rows:
+        ib = inf_rows[0]
+        out += ["", "Forward only (inference), mixed adapters per sample (3 adapters + 1 base sample):", "",
+                "| variant | ms/forward | × frozen base |", "|---|---|---|"]
+        out += [f"| {r['variant']} | {r['ms']:.1f} | {r['ms'] / ib['ms']:.3f} |" for r in inf_rows]
+    if op_rows:
+        out += ["", "Per-op microbenchmark (µs, median of 30; floor = minimal bytes / 4.3 TB/s):", "",
+                "| shape | op | torch/cuBLAS | triton | floor | base GEMM |", "|---|---|---|---|---|---|"]
+        out += [f"| {r['shape']} | {r['op']} | {r['torch']:.1f} | {r['triton']:.1f} | {r['min_us']:.1f} | "
+                f"{r['base_gemm_ms'] * 1e3:.0f} |" for r in op_rows]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny model (CPU smoke test)")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per row")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per row")
+    ap.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    ap.add_argument("--backends", default="triton,fused", help="mmlora backends to measure (comma list)")
+    ap.add_argument("--no-inference", action="store_true", help="skip the forward-only comparison")
+    ap.add_argument("--ops", action="store_true", help="also run the per-op microbenchmark (CUDA)")
+    ap.add_argument("--out", default=None, help="write the Markdown report here")
+    args = ap.parse_args(argv)
+    cfg = TINY if args.tiny else BenchConfig()
+    dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    over = {k: v for k, v in dict(steps=args.steps, warmup=args.warmup, layers=args.layers).items() if v is not None}
+    cfg = replace(cfg, device=dev, **over)
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    backends = [b for b in args.backends.split(",") if b]
+    from mmlora.kernels import available_backends
+
+    unknown = [b for b in backends if b not in available_backends()]
+    if unknown:
+        print(f"error: unknown backends {unknown}; available: {available_backends()}", file=sys.stderr)
+        return 2
+    rows = run_training(cfg, backends)
+    inf_rows = [] if args.no_inference else run_inference(cfg, backends[0])
+    op_rows = run_ops(cfg) if args.ops and dev == "cuda" else []
+    md = markdown(cfg, rows, inf_rows, op_rows, "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
