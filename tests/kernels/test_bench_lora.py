@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_lora.py"
 def _load():
     spec = importlib.util.spec_from_file_location("bench_lora", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_lora"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
