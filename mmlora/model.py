@@ -122,6 +122,7 @@ class MultimodalLM(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.projectors = nn.ModuleDict(projectors)
         self.prompts = PromptBuilder(tokenizer, cfg.markers, cfg.system_prompt)
+        self.pipeline_info: dict = {}  # task metadata saved with the model (see save_pretrained)
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -225,13 +226,17 @@ class MultimodalLM(nn.Module):
 
     def project(self, feats: dict[str, Any], rates: dict[str, int]) -> dict[str, list[Tensor]]:
         """Projected embeddings per modality: a list with one ``[n_i, d_llm]`` tensor per item."""
+        from dataclasses import replace as _replace
+
+        from .projectors import project_features
+
         out = {}
         for mod, f in feats.items():
             proj = self.projectors[mod]
-            kwargs = {}
-            if self.cfg.media[mod].hidden_states and f.hidden_states is not None:
-                kwargs = {"hidden_states": f.hidden_states, "hidden_masks": [f.hidden_mask] * len(f.hidden_states)}
-            emb, mask = proj(f.x.to(self._proj_dtype(proj)), f.mask, rate=rates.get(mod), **kwargs)
+            if not self.cfg.media[mod].hidden_states:
+                f = _replace(f, hidden_states=None, hidden_mask=None)
+            f = _replace(f, x=f.x.to(self._proj_dtype(proj)))
+            emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = [emb[i, mask[i]] for i in range(emb.shape[0])]
         return out
 
@@ -407,16 +412,19 @@ class MultimodalLM(nn.Module):
         return {m: r[0] for m, r in self.rate_choices().items()}
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+    def save_pretrained(self, out_dir: str | os.PathLike, pipeline: dict | None = None) -> Path:
         """config.json + projectors.safetensors + adapters (safetensors/JSON); base weights
-        are referenced by the config, never copied. Written atomically."""
+        are referenced by the config, never copied. Written atomically. ``pipeline`` (task,
+        instruction, modalities, …) is stored for :func:`mmlora.pipelines.load_pipeline`."""
+        pipeline = pipeline if pipeline is not None else self.pipeline_info
         from safetensors.torch import save_file
 
         proj_state = {k: v.detach().contiguous().cpu() for k, v in self.projectors.state_dict().items()}
 
         def write(tmp: Path) -> None:
             (tmp / "config.json").write_text(json.dumps({"format": "mmlora-model", "version": 1,
-                                                         "model": self.cfg.to_dict()}, indent=2))
+                                                         "model": self.cfg.to_dict(), "pipeline": pipeline},
+                                                        indent=2))
             if proj_state:
                 save_file(proj_state, str(tmp / "projectors.safetensors"))
             if adapter_names(self.llm):
@@ -442,6 +450,7 @@ class MultimodalLM(nn.Module):
             d[k] = v
         cfg = ModelConfig.from_dict(d)
         model = cls.build(cfg, encoders=encoders, llm=llm)
+        model.pipeline_info = dict(raw.get("pipeline") or {})
         proj_file = in_dir / "projectors.safetensors"
         if proj_file.is_file():
             state = load_file(str(proj_file))
