@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import fields, replace
 from typing import Any, Union
 
@@ -35,7 +36,7 @@ def preset(name: str, **overrides: Any) -> EncoderConfig:
     """A copy of a named preset with field overrides."""
     if name not in PRESETS:
         raise KeyError(f"unknown encoder preset {name!r}; choose from {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return replace(copy.deepcopy(PRESETS[name]), **overrides)
 
 
 def config_from_dict(d: dict[str, Any]) -> EncoderConfig:

@@ -69,6 +69,15 @@ def _read_safetensors_encoder(folder: Path) -> dict[str, Tensor]:
     return sd
 
 
+def feature_extractor_for(cfg):
+    """Whisper's log-mel front end for ``cfg``: window = 2 · max_source_positions hops (30 s for real models)."""
+    from transformers import WhisperFeatureExtractor
+
+    hop = 160
+    return WhisperFeatureExtractor(feature_size=cfg.num_mel_bins, sampling_rate=SAMPLE_RATE, hop_length=hop,
+                                   chunk_length=cfg.max_source_positions * 2 * hop // SAMPLE_RATE)
+
+
 def load_whisper_encoder(path: str | Path, dtype: torch.dtype = torch.float32):
     """``(transformers WhisperEncoder in eval mode, WhisperFeatureExtractor)`` from a local path."""
     from transformers import WhisperConfig, WhisperFeatureExtractor
@@ -92,7 +101,7 @@ def load_whisper_encoder(path: str | Path, dtype: torch.dtype = torch.float32):
         cfg, sd = whisper_encoder_from_ct2(read_ct2(bin_path, prefix="encoder/"), bin_path)
         fe = None
     if fe is None:
-        fe = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins, sampling_rate=SAMPLE_RATE)
+        fe = feature_extractor_for(cfg)
     with torch.device("meta"):
         enc = WhisperEncoder(cfg)
     expected = set(enc.state_dict())
@@ -107,8 +116,9 @@ def load_whisper_encoder(path: str | Path, dtype: torch.dtype = torch.float32):
 class WhisperAudioEncoder(Encoder):
     """``encode(list of 1-D float waveforms at 16 kHz) -> Features`` (50 Hz, trimmed to each clip).
 
-    ``hidden_states`` (when asked) are the L layer outputs (before the final LayerNorm),
-    trimmed like ``x``: each ``[B, N, D]`` with ``hidden_mask = mask``.
+    ``hidden_states`` (when asked) are the L layer outputs, transformers' ``hidden_states[1:]`` (the
+    last one after the final LayerNorm, i.e. equal to ``x``), trimmed like ``x``: each ``[B, N, D]``,
+    with ``hidden_mask = mask``.
     """
 
     kind = "whisper"
@@ -171,4 +181,7 @@ class WhisperAudioEncoder(Encoder):
             h = h[0] if isinstance(h, tuple) else h
             if output_hidden_states:
                 hidden.append(h)
-        return m.layer_norm(h), hidden
+        h = m.layer_norm(h)
+        if hidden:
+            hidden[-1] = h  # as transformers reports it: the last layer's state after the final LayerNorm
+        return h, hidden

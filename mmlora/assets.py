@@ -193,10 +193,10 @@ def greedy_answer(model, tokenizer, question: str, max_new_tokens: int = 24) -> 
 def convert_whisper(spec: AssetSpec, sources: list[Path], out: Path) -> dict:
     """CTranslate2 model.bin (parts concatenated) → HF ``WhisperEncoder`` folder + feature extractor."""
     import torch
-    from transformers import WhisperFeatureExtractor
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     from mmlora.encoders.ct2 import CT2FormatError, read_ct2, whisper_encoder_from_ct2
+    from mmlora.encoders.whisper import feature_extractor_for
 
     bin_path = sources[0]
     if len(sources) > 1:
@@ -217,7 +217,7 @@ def convert_whisper(spec: AssetSpec, sources: list[Path], out: Path) -> dict:
     enc.load_state_dict(sd, strict=True)  # weights keep the file's dtype (fp16): lossless
     enc = enc.to(next(iter(sd.values())).dtype).eval()
     enc.save_pretrained(str(out))
-    WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(str(out))
+    feature_extractor_for(cfg).save_pretrained(str(out))
     # check: transformers' own loader reads the folder back to the same outputs
     again = WhisperEncoder.from_pretrained(str(out), dtype=torch.float32).eval()
     mel = torch.randn(1, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=torch.Generator().manual_seed(0))
