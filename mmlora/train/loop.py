@@ -106,7 +106,7 @@ class TrainResult:
     """What :func:`train` returns (the same on every process)."""
 
     global_step: int  # optimizer steps done in total (including before a resume)
-    epoch: int  # current epoch index (passes completed, when the last one finished)
+    epoch: int  # passes over the data completed
     history: list[dict] = field(default_factory=list)  # logged scalars of this invocation, one dict per log step
     eval_history: list[dict] = field(default_factory=list)  # {"step", **eval_fn(...)} per evaluation
     skipped_samples: int = 0  # unreadable samples skipped over the whole run (all processes)
@@ -457,7 +457,8 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
             h.remove()
         if scheduler in accelerator._custom_objects:  # a caller's accelerator may be reused
             accelerator._custom_objects.remove(scheduler)
-    result.global_step, result.epoch = step, pos.epoch
+    result.global_step = step
+    result.epoch = pos.epoch + int(pos.batch >= sampler.num_batches(pos.epoch))
     result.skipped_samples, result.tokens_seen = skipped, tokens_seen
     result.checkpoints = [str(p) for p in ck.list_checkpoints(out_dir)]
     return result

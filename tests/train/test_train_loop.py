@@ -1,0 +1,221 @@
+"""The training loop on tiny CPU models: learning, gradient maths, groups, bad samples, logs."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mmlora.train import BudgetBatchSampler, SampleError, TrainConfig, train
+from train_toys import ToyRegressor, ToySequences, pad_collate
+
+
+def cfg_for(tmp_path, **kw) -> TrainConfig:
+    base = dict(output_dir=str(tmp_path / "run"), batch_size=4, lr=1e-2, log_every=1, progress=False,
+                tensorboard=False, resume="none", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def first_moment(run_dir, step: int) -> list[torch.Tensor]:
+    """AdamW's exp_avg after step 1 is (1 - beta1) * grad: the step's gradient, per parameter."""
+    opt = torch.load(run_dir / f"checkpoint-{step}" / "state" / "optimizer.bin", weights_only=True)
+    return [opt["state"][i]["exp_avg"] for i in sorted(opt["state"])]
+
+
+def reference_grad(model: nn.Module, batches: list[dict], weighting: str) -> list[torch.Tensor]:
+    """Plain-torch gradient of the step loss: mean of per-batch means, or mean over all tokens."""
+    model.zero_grad()
+    outs = [model(b) for b in batches]
+    if weighting == "tokens":
+        loss = sum(o["loss"] * o["num_tokens"] for o in outs) / sum(o["num_tokens"] for o in outs)
+    else:
+        loss = sum(o["loss"] for o in outs) / len(outs)
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+
+def test_loss_falls_on_toy_regression(tmp_path):
+    ds = ToySequences(n=64)
+    res = train(ToyRegressor(dropout=0.0), ds, pad_collate,
+                cfg_for(tmp_path, max_steps=150, warmup_steps=10, lr=3e-2, log_every=10))
+    losses = [h["train/loss"] for h in res.history]
+    assert res.global_step == 150 and len(losses) == 15
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert all(math.isfinite(h["train/grad_norm"]) for h in res.history)
+    n_tokens = [h["train/tokens_per_s"] for h in res.history]
+    assert all(t > 0 for t in n_tokens) and res.tokens_seen > 150 * 4  # >= 1 token per sample, 4 per batch
+
+
+def test_loss_falls_on_tiny_llm_with_lora(tmp_path):
+    from conftest import tiny_llm
+    from mmlora.lora import LoRASpec, adapter_parameters, attach
+    from mmlora.routing import RoutingPlan, routing
+
+    llm = tiny_llm("llama", vocab=64)
+    with torch.no_grad():  # the default init (std 0.02) keeps logits near uniform whatever LoRA does
+        llm.lm_head.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(1))
+        llm.model.embed_tokens.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
+    attach(llm, {"lm": LoRASpec(rank=4, alpha=8)}, ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj", "k_proj"])
+    assert {id(p) for p in llm.parameters() if p.requires_grad} == {id(p) for p in adapter_parameters(llm)}
+
+    class LM(nn.Module):
+        def __init__(self, llm):
+            super().__init__()
+            self.llm = llm
+
+        def forward(self, batch):
+            with routing(self.llm, RoutingPlan.single("lm")):
+                out = self.llm(input_ids=batch["input_ids"], labels=batch["input_ids"])
+            return {"loss": out.loss, "num_tokens": batch["input_ids"].numel() - batch["input_ids"].shape[0]}
+
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(3, 64, (8,), generator=g)
+    seqs = [3 + (s - 3 + 5 * torch.arange(12)) % 61 for s in starts]  # next token = previous + 5 (mod 61)
+    res = train(LM(llm), seqs, lambda xs: {"input_ids": torch.stack(xs)},
+                cfg_for(tmp_path, max_steps=40, lr=3e-2, warmup_steps=4, log_every=5))
+    losses = [h["train/loss"] for h in res.history]
+    assert losses[-1] < 0.2 * losses[0], losses
+    frozen = {n for n, p in llm.named_parameters() if not p.requires_grad}
+    from mmlora.train import read_trainable
+
+    names = set(read_trainable(tmp_path / "run" / "final"))
+    assert names and not (names & frozen) and all("lora" in n or "adapters" in n for n in names), sorted(names)[:3]
+
+
+@pytest.mark.parametrize("weighting", ["tokens", "mean"])
+def test_grad_accumulation_matches_reference(tmp_path, weighting):
+    """grad_accum=2 x 4 samples gives the gradient of the same 8 samples computed in one go
+    (tokens: mean over all tokens; mean: mean of the two batch means); batch 8 x 1 agrees too
+    for token weighting. Unequal sequence lengths make the two weightings differ."""
+    ds = ToySequences(n=8, min_len=1, max_len=6, seed=3)
+    common = dict(max_steps=1, max_grad_norm=0.0, loss_weighting=weighting, lr=1e-3, betas=(0.9, 0.999))
+    train(ToyRegressor(dropout=0.0), ds, pad_collate, cfg_for(tmp_path / "a", batch_size=4, grad_accum=2, **common))
+    got = [m / 0.1 for m in first_moment(tmp_path / "a" / "run", 1)]
+
+    batches_idx = BudgetBatchSampler.fixed(8, 4, seed=0).rank_batches(0)
+    batches = [pad_collate([ds[i] for i in idx]) for idx in batches_idx]
+    want = reference_grad(ToyRegressor(dropout=0.0), batches, weighting)
+    other = reference_grad(ToyRegressor(dropout=0.0), batches, "mean" if weighting == "tokens" else "tokens")
+    for g, w, o in zip(got, want, other):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        assert (w - o).abs().max() > 1e-3  # the weighting matters on these batches
+    if weighting == "tokens":
+        train(ToyRegressor(dropout=0.0), ds, pad_collate, cfg_for(tmp_path / "b", batch_size=8, grad_accum=1, **common))
+        for g, w in zip([m / 0.1 for m in first_moment(tmp_path / "b" / "run", 1)], want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_param_groups_lrs_and_group_lr_override(tmp_path):
+    model = ToyRegressor()
+    groups = [{"name": "weight", "params": [model.head.weight], "lr": 1e-2},
+              {"name": "bias", "params": [model.head.bias], "lr": 5e-3, "weight_decay": 0.0}]
+    res = train(model, ToySequences(n=16), pad_collate,
+                cfg_for(tmp_path, max_steps=4, schedule="constant", group_lr={"bias": 2e-3}), param_groups=groups)
+    h = res.history[-1]
+    assert h["train/lr/weight"] == pytest.approx(1e-2) and h["train/lr/bias"] == pytest.approx(2e-3)
+
+
+def test_param_group_errors(tmp_path):
+    model = ToyRegressor()
+    with pytest.raises(ValueError, match="both group"):
+        train(model, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1),
+              param_groups=[{"params": [model.head.weight]}, {"params": [model.head.weight]}])
+    with pytest.raises(ValueError, match="requires_grad=False"):
+        train(model, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1),
+              param_groups=[{"name": "f", "params": model.frozen.parameters()}])
+    with pytest.raises(ValueError, match="group_lr names"):
+        train(model, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1, group_lr={"lora": 1.0}))
+
+
+def test_warmup_cosine_lr_is_applied(tmp_path):
+    from mmlora.train import lr_factor
+
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate,
+                cfg_for(tmp_path, max_steps=10, warmup_steps=3, lr=0.1, min_lr_ratio=0.1))
+    # the lr logged after step s is the one the next step will use: lr * f(s)
+    for h in res.history:
+        assert h["train/lr"] == pytest.approx(0.1 * lr_factor(h["step"], 10, 3, "cosine", 0.1))
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path, caplog):
+    ds = ToySequences(n=24, bad={3, 7, 11}, none={5})
+    res = train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, num_epochs=2, batch_size=4))
+    assert res.skipped_samples == 2 * 4
+    assert res.history[-1]["train/skipped_samples"] == 8
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["train/skipped_samples"] == 8
+    assert "sample 3 is corrupt" in caplog.text
+
+    def picky_collate(items):  # refuses any batch holding sample 0: the whole batch is skipped
+        if any(it["index"] == 0 for it in items):
+            raise SampleError("batch with sample 0")
+        return pad_collate(items)
+
+    res = train(ToyRegressor(), ToySequences(n=24), picky_collate, cfg_for(tmp_path / "c", num_epochs=1))
+    assert res.skipped_samples == 4
+
+
+def test_other_exceptions_are_not_swallowed(tmp_path):
+    class Broken(ToySequences):
+        def __getitem__(self, i):
+            if i == 2:
+                raise KeyError("a bug, not bad data")
+            return super().__getitem__(i)
+
+    with pytest.raises(KeyError, match="a bug"):
+        train(ToyRegressor(), Broken(n=8), pad_collate, cfg_for(tmp_path, num_epochs=1))
+
+
+def test_frame_budget_batches_and_epochs(tmp_path):
+    ds = ToySequences(n=40, min_len=1, max_len=8)
+    seen = []
+
+    class Spy(ToyRegressor):
+        def forward(self, batch):
+            x = batch["x"]
+            assert x.shape[0] * x.shape[1] <= 12  # padded frames per batch within the budget
+            seen.extend(batch["index"].tolist())
+            return super().forward(batch)
+
+    res = train(Spy(), ds, pad_collate, cfg_for(tmp_path, num_epochs=2, batch_budget=12, batch_size=100))
+    assert sorted(seen) == sorted(list(range(40)) * 2)  # every sample once per epoch
+    assert res.epoch == 2
+
+
+def test_eval_fn_and_tensorboard(tmp_path):
+    calls = []
+
+    def eval_fn(model):
+        assert not model.training and not torch.is_grad_enabled()
+        calls.append(1)
+        return {"score": float(len(calls))}
+
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate,
+                cfg_for(tmp_path, max_steps=6, eval_every=2, tensorboard=True), eval_fn=eval_fn)
+    assert [e["step"] for e in res.eval_history] == [2, 4, 6]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "runs"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "eval/score"):
+        assert tag in tags, tags
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 7))
+
+
+def test_model_contract_errors(tmp_path):
+    class NoLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, batch):
+            return {"logits": self.w * batch["x"].sum()}
+
+    with pytest.raises(TypeError, match="without 'loss'"):
+        train(NoLoss(), ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="needs per-sample lengths"):
+        train(ToyRegressor(), [{"x": 1}] * 4, pad_collate, cfg_for(tmp_path, max_steps=1, batch_budget=10))
