@@ -1,0 +1,174 @@
+"""Checkpoints: exact resume, atomic writes under a crash, keep_last, averaging, loading checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmlora.train import (TrainConfig, average_checkpoints, latest_checkpoint, list_checkpoints, load_trainable,
+                          read_trainable, train)
+from train_toys import ToyRegressor, ToySequences, pad_collate
+
+HERE = Path(__file__).parent
+
+
+def cfg_for(out, **kw) -> TrainConfig:
+    base = dict(output_dir=str(out), batch_size=4, grad_accum=2, lr=2e-2, warmup_steps=2, log_every=1,
+                progress=False, tensorboard=False, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(res) -> dict[int, float]:
+    return {h["step"]: h["train/loss"] for h in res.history}
+
+
+def test_exact_resume_gives_the_same_loss_curve(tmp_path, monkeypatch):
+    """Crash in step 8 of 12 (after checkpoint-6, mid-epoch 2), resume with resume=auto: steps
+    7..12 have bitwise the losses of an uninterrupted run, and the final weights are identical.
+    Dropout (global RNG), shuffling, AdamW moments and the cosine schedule all must resume."""
+    ds = ToySequences(n=40, seed=1)  # 10 batches of 4 per epoch, grad_accum 2: 5 steps per epoch
+    full = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "full", max_steps=12, save_every=3))
+
+    crashing = ToyRegressor(dropout=0.2)
+    crashing.crash_at = 2 * 7 + 1  # first forward of step 8
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(crashing, ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+    assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-6"
+    resumed = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+
+    assert resumed.resumed_from.endswith("checkpoint-6")
+    assert sorted(losses(resumed)) == list(range(7, 13))
+    for s, v in losses(resumed).items():
+        assert v == losses(full)[s], (s, v, losses(full)[s])  # bitwise, not approx
+    a, b = read_trainable(tmp_path / "full" / "final"), read_trainable(tmp_path / "cut" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the run is deterministic, and the restored RNG state matters: resuming the same
+    # checkpoint without restoring torch's RNG gives other dropout masks, other losses
+    again = train(ToyRegressor(dropout=0.2), ds, pad_collate,
+                  cfg_for(tmp_path / "again", max_steps=12, save_every=3))
+    assert losses(again) == losses(full)
+    import shutil
+
+    shutil.rmtree(tmp_path / "cut" / "checkpoint-12")
+    shutil.rmtree(tmp_path / "cut" / "checkpoint-9")
+    monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    no_rng = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+    assert no_rng.resumed_from.endswith("checkpoint-6")
+    assert losses(no_rng)[7] != losses(full)[7]
+
+
+def test_resume_from_explicit_path_and_finished_run(tmp_path):
+    ds = ToySequences(n=16)
+    train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, max_steps=4, save_every=2, keep_last=0))
+    res = train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, max_steps=4, resume=str(tmp_path / "checkpoint-2")))
+    assert res.resumed_from.endswith("checkpoint-2") and [h["step"] for h in res.history] == [3, 4]
+    done = train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, max_steps=4))  # resume=auto, nothing left
+    assert done.global_step == 4 and done.history == []
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, max_steps=4, resume=str(tmp_path / "nope")))
+
+
+CRASH_SCRIPT = """
+import os, sys
+sys.path.insert(0, {here!r})
+import mmlora.train.checkpoint as ck
+from mmlora.train import TrainConfig, train
+from train_toys import ToyRegressor, ToySequences, pad_collate
+
+real = ck.save_trainable
+calls = []
+def dying_save(tensors, path):
+    calls.append(path)
+    if len(calls) == 2:            # second checkpoint: half the tensors on disk, then the process dies
+        half = dict(list(tensors.items())[:1])
+        real(half, path)
+        os._exit(3)
+    real(tensors, path)
+ck.save_trainable = dying_save
+train(ToyRegressor(), ToySequences(n=16), pad_collate,
+      TrainConfig(output_dir={out!r}, max_steps=6, save_every=2, batch_size=4, progress=False, tensorboard=False))
+"""
+
+
+def test_crash_mid_save_leaves_no_half_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    code = textwrap.dedent(CRASH_SCRIPT.format(here=str(HERE), out=str(out)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert "checkpoint-2" in names and "checkpoint-4" not in names
+    assert ".tmp-checkpoint-4" in names  # the half-written one exists only under its hidden temp name
+    assert (out / ".tmp-checkpoint-4" / "trainable.safetensors").is_file()
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate,
+                cfg_for(out, max_steps=6, save_every=2, grad_accum=1, seed=0))
+    assert res.resumed_from.endswith("checkpoint-2") and res.global_step == 6
+    assert not (out / ".tmp-checkpoint-4").exists()
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+
+
+def test_keep_last_prunes_oldest(tmp_path):
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate, cfg_for(tmp_path, max_steps=7, save_every=2, keep_last=2))
+    assert [Path(p).name for p in res.checkpoints] == ["checkpoint-6", "checkpoint-7"]
+    state = json.loads((tmp_path / "checkpoint-7" / "trainer_state.json").read_text())
+    assert state["step"] == 7 and state["num_processes"] == 1
+
+
+def test_average_last_n(tmp_path):
+    model = ToyRegressor()
+    res = train(model, ToySequences(n=16), pad_collate,
+                cfg_for(tmp_path, max_steps=5, save_every=1, keep_last=0, average_last=3))
+    ckpts = [read_trainable(tmp_path / f"checkpoint-{s}") for s in (3, 4, 5)]
+    want = {k: torch.stack([c[k] for c in ckpts]).mean(0) for k in ckpts[0]}
+    final = read_trainable(Path(res.final_dir))
+    for k in want:
+        torch.testing.assert_close(final[k], want[k], rtol=0, atol=1e-7)
+        assert not torch.equal(final[k], ckpts[-1][k])  # the average is not just the last one
+    torch.testing.assert_close(model.head.weight.detach(), want["head.weight"], rtol=0, atol=1e-7)  # loaded
+    info = json.loads((Path(res.final_dir) / "info.json").read_text())
+    assert info["averaged"] == ["checkpoint-3", "checkpoint-4", "checkpoint-5"]
+    with pytest.raises(ValueError, match="keep_last"):
+        TrainConfig(average_last=4, keep_last=3)
+
+
+def test_average_checkpoints_refuses_mismatch(tmp_path):
+    from mmlora.train.checkpoint import save_trainable
+
+    for name, t in (("a", {"w": torch.ones(2)}), ("b", {"w": torch.ones(3)}), ("c", {"v": torch.ones(2)})):
+        (tmp_path / name).mkdir()
+        save_trainable(t, tmp_path / name / "trainable.safetensors")
+    with pytest.raises(ValueError, match="shape"):
+        average_checkpoints([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="other names"):
+        average_checkpoints([tmp_path / "a", tmp_path / "c"])
+
+
+def test_only_trainable_weights_and_save_pretrained(tmp_path):
+    class WithSave(ToyRegressor):
+        def save_pretrained(self, d):
+            Path(d).mkdir(parents=True)
+            torch.save({"head": self.head.state_dict()}, Path(d) / "head.pt")
+
+    train(WithSave(), ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=2))
+    assert set(read_trainable(tmp_path / "checkpoint-2")) == {"head.weight", "head.bias"}
+    assert (tmp_path / "checkpoint-2" / "model" / "head.pt").is_file()
+    assert (tmp_path / "final" / "model" / "head.pt").is_file()
+    assert not list((tmp_path / "checkpoint-2" / "state").glob("model*"))  # accelerate wrote no full model
+
+
+def test_load_trainable_names_mismatches(tmp_path):
+    model = ToyRegressor()
+    with pytest.raises(ValueError, match="not in the model.*extra"):
+        load_trainable(model, {"head.weight": torch.zeros(1, 16), "head.bias": torch.zeros(1), "extra": torch.zeros(1)})
+    with pytest.raises(ValueError, match="missing from the file.*head.bias"):
+        load_trainable(model, {"head.weight": torch.zeros(1, 16)})
+    with pytest.raises(ValueError, match="shape mismatch.*head.weight"):
+        load_trainable(model, {"head.weight": torch.zeros(2, 16), "head.bias": torch.zeros(1)})
+    load_trainable(model, {"head.weight": torch.zeros(1, 16), "head.bias": torch.ones(1)})
+    assert model.head.bias.item() == 1.0 and model.head.weight.abs().sum() == 0
