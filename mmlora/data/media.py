@@ -38,7 +38,7 @@ class VideoConfig:
     """How video is decoded."""
 
     fps: float = VIDEO_FPS  # output frame rate: frames are picked at t = i / fps from the file's timeline
-    width: int = -1  # decode-time resize (decord); -1 keeps the file's size
+    width: int = -1  # resize frames to width × height (bilinear, antialiased); -1 keeps the file's size
     height: int = -1
     max_seconds: float | None = None  # truncate longer clips (None: keep everything)
 
@@ -95,7 +95,7 @@ def load_video(path: str | Path, cfg: VideoConfig | None = None) -> Tensor:
     cfg = cfg or VideoConfig()
     p = _existing(path, "video")
     try:
-        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), width=cfg.width, height=cfg.height, num_threads=1)
+        vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
         n, native = len(vr), float(vr.get_avg_fps())
     except Exception as e:  # noqa: BLE001 - decord raises DECORDError/RuntimeError; re-raised with the file name
         raise MediaError(f"{p}: cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
@@ -108,7 +108,14 @@ def load_video(path: str | Path, cfg: VideoConfig | None = None) -> Tensor:
         frames = vr.get_batch(idx.tolist()).asnumpy()
     except Exception as e:  # noqa: BLE001
         raise MediaError(f"{p}: cannot decode video frames ({type(e).__name__}: {e})") from e
-    return torch.from_numpy(np.ascontiguousarray(frames))
+    out = torch.from_numpy(np.ascontiguousarray(frames))
+    if cfg.width > 0 or cfg.height > 0:  # decord's own resize is unreliable for some sizes: resize here
+        h = cfg.height if cfg.height > 0 else round(out.shape[1] * cfg.width / out.shape[2])
+        w = cfg.width if cfg.width > 0 else round(out.shape[2] * cfg.height / out.shape[1])
+        x = torch.nn.functional.interpolate(out.permute(0, 3, 1, 2).float(), size=(h, w), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return out
 
 
 def load_image(path: str | Path) -> Tensor:
