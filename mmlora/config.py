@@ -158,7 +158,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     source = str(path) if path is not None else "<config>"
     raw = load_yaml(path) if path is not None else dict(data or {})
     raw = apply_overrides(raw, overrides, cls)
-    return from_dict(cls, raw, source=source)
+    try:
+        return from_dict(cls, raw, source=source)
+    except ConfigError as e:
+        if overrides and "override" not in str(e):
+            raise ConfigError(f"{e} (overrides given: {' '.join(overrides)})") from None
+        raise
 
 
 def from_dict(cls: type[T], data: Mapping | T, *, source: str = "<dict>") -> T:
@@ -170,10 +175,14 @@ def from_dict(cls: type[T], data: Mapping | T, *, source: str = "<dict>") -> T:
 
 
 def _where(path: str, value: Any, source: str) -> str:
-    origin = value.origin if isinstance(value, _Raw) else source
-    if isinstance(value, _Raw) and source not in ("<config>", "<dict>"):
-        origin = f"{source}, {value.origin}"
-    return f"{origin}: {'field ' + repr(path) if path else 'config'}"
+    return f"{source}: {'field ' + repr(path) if path else 'config'}"
+
+
+def _with_origin(value: Any, source: str) -> str:
+    """Add the override a raw value came from to the error location (once)."""
+    if isinstance(value, _Raw) and value.origin not in source:
+        return value.origin if source in ("<config>", "<dict>") else f"{source}, {value.origin}"
+    return source
 
 
 def _type_name(tp: Any) -> str:
@@ -192,6 +201,7 @@ def _strip_optional(tp: Any) -> Any:
 
 def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:  # noqa: C901 (one dispatch table)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    source = _with_origin(value, source)
     if tp is Any or tp is object:
         return yaml.safe_load(value) if isinstance(value, _Raw) else value
     if origin in (Union, types.UnionType):
