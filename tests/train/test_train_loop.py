@@ -219,3 +219,9 @@ def test_model_contract_errors(tmp_path):
         train(NoLoss(), ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1))
     with pytest.raises(ValueError, match="needs per-sample lengths"):
         train(ToyRegressor(), [{"x": 1}] * 4, pad_collate, cfg_for(tmp_path, max_steps=1, batch_budget=10))
+
+
+def test_worker_processes_skip_and_count(tmp_path):
+    ds = ToySequences(n=16, bad={1, 9})
+    res = train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, num_epochs=1, num_workers=2))
+    assert res.skipped_samples == 2 and res.global_step == 4
