@@ -263,3 +263,32 @@ def _encoder_shapes(cfg) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         enc = WhisperEncoder(cfg)
     return {k: tuple(t.shape) for k, t in enc.state_dict().items()}
+
+
+def whisper_encoder_to_ct2(sd: dict[str, Tensor], num_heads: int) -> dict[str, Tensor]:
+    """Inverse of :func:`whisper_encoder_from_ct2` for the encoder (export / test fixtures)."""
+    out: dict[str, Tensor] = {"encoder/num_heads": torch.tensor(num_heads, dtype=torch.int16)}
+    inv_sub = {v: k for k, v in _SUB.items()}
+    for k, t in sd.items():
+        parts = k.split(".")
+        if parts[0] == "layers":
+            i, mod, param = int(parts[1]), ".".join(parts[2:-1]), parts[-1]
+            base = f"encoder/layer_{i}/"
+            if mod in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                continue
+            ct2_param = {"weight": "gamma", "bias": "beta"}[param] if "layer_norm" in mod else param
+            out[f"{base}{inv_sub[mod]}/{ct2_param}"] = t
+        elif parts[0] == "embed_positions":
+            out["encoder/position_encodings/encodings"] = t
+        elif parts[0] == "layer_norm":
+            out[f"encoder/layer_norm/{ {'weight': 'gamma', 'bias': 'beta'}[parts[1]] }"] = t
+        else:
+            out[f"encoder/{parts[0]}/{parts[1]}"] = t
+    n_layers = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("layers.")), default=-1)
+    for i in range(n_layers):
+        a = f"layers.{i}.self_attn."
+        out[f"encoder/layer_{i}/self_attention/linear_0/weight"] = torch.cat(
+            [sd[a + "q_proj.weight"], sd[a + "k_proj.weight"], sd[a + "v_proj.weight"]])
+        qb = sd[a + "q_proj.bias"]
+        out[f"encoder/layer_{i}/self_attention/linear_0/bias"] = torch.cat([qb, torch.zeros_like(qb), sd[a + "v_proj.bias"]])
+    return out

