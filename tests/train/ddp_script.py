@@ -42,3 +42,5 @@ if __name__ == "__main__":
     Path(out, f"seen-{rank}.json").write_text(json.dumps(
         {"seen": Recorder.seen, "world": dist.get_world_size(), "resumed_from": second.resumed_from,
          "skipped": second.skipped_samples, "losses": [h["train/loss"] for h in first.history + second.history]}))
+    dist.barrier()
+    dist.destroy_process_group()  # a clean exit (gloo may abort a rank whose peer is gone)

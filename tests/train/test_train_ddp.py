@@ -56,3 +56,14 @@ def test_ddp_two_cpu_processes_match_single_process_accumulation(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert not torch.equal(a["head.bias"], ToyRegressor(dropout=0.0).head.bias.detach())  # it trained
+
+
+@pytest.mark.parametrize("name,kind", [("ddp.yaml", "MULTI_GPU"), ("fsdp.yaml", "FSDP")])
+def test_shipped_accelerate_configs_parse(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = HERE.parents[1] / "recipes" / "accelerate" / name
+    cfg = load_config_from_file(str(path))
+    assert cfg.distributed_type.name == kind and cfg.mixed_precision == "bf16" and cfg.num_machines == 1
+    if kind == "FSDP":
+        assert cfg.fsdp_config["fsdp_version"] == 2
