@@ -97,6 +97,12 @@ def tts_available() -> bool:
         return False
 
 
+def tts_version() -> str:
+    """First line of ``espeak-ng --version`` (recorded in corpus.json: other versions speak differently)."""
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=20).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
 def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Linear-interpolation resampling (enough for short synthetic words; no extra dependency)."""
     if sr_in == sr_out:

@@ -284,3 +284,52 @@ def caption_image(events: list[Event], rng: random.Random, cfg: GrammarConfig | 
         return Caption(f"A {bg} background with {nps}.", bg_ev + present)
     return Caption(f"The background is {bg}. {_cap(nps)} {'are' if len(objs) > 1 else 'is'} visible.",
                    bg_ev + present)
+
+
+def _fake_event(rng: random.Random, events: list[Event], avoid: list[Event]) -> Event:
+    """An event of the world's vocabulary that matches none of ``avoid`` (for perturbed captions)."""
+    from .caption_events import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, SOUNDS, WORDS, event_compatible
+
+    objs = [e.obj for e in events if e.obj is not None]
+    for _ in range(1000):
+        kind = rng.choice(["appear", "move", "recolour", "leave", "sound", "speak", "background", "grow"])
+        obj = rng.choice(objs) if objs and rng.random() < 0.7 else Obj(rng.choice(list(COLOURS)), rng.choice(SHAPES))
+        obj = Obj(obj.colour, obj.shape, None)
+        value = {"move": rng.choice(list(DIRECTIONS)), "recolour": rng.choice(list(COLOURS)),
+                 "sound": rng.choice(SOUNDS), "speak": rng.choice(WORDS),
+                 "background": rng.choice(list(BACKGROUNDS))}.get(kind)
+        if kind == "recolour" and value == obj.colour:
+            continue
+        ev = Event(kind, obj=None if kind in ("sound", "speak", "background") else obj, value=value,
+                   modality="audio" if kind in ("sound", "speak") else "visual")
+        if not any(event_compatible(ev, a) or event_compatible(a, ev) for a in avoid):
+            return ev
+    raise RuntimeError("could not draw an event absent from the clip")
+
+
+def perturbed_caption(events: list[Event], rng: random.Random, n_drop: int = 0, n_add: int = 0,
+                      n_repeat: int = 0, cfg: GrammarConfig | None = None) -> tuple[Caption, dict[str, int]]:
+    """A detailed caption that drops ``n_drop`` events, states ``n_add`` events that did not happen
+    and repeats ``n_repeat`` events; returns it with the counts an exact judge must find
+    (``missing``, ``hallucinated``, ``repeated``). Used to test the metric and to make ranked
+    caption pairs (DPO) with a known quality order."""
+    keys = [e.key() for e in events]
+    later = [i for i, e in enumerate(events) if not (e.start == 0.0 and e.action in ("appear", "background"))
+             and keys.count(e.key()) == 1]  # unique events only, so the expected counts are exact
+    n_drop = min(n_drop, len(later))
+    drop = set(rng.sample(later, n_drop))
+    kept = [e for i, e in enumerate(events) if i not in drop]
+    body = [e for e in kept if not (e.start == 0.0 and e.action in ("appear", "background"))]
+    head = [e for e in kept if e not in body]
+    fakes: list[Event] = []
+    for _ in range(n_add):
+        fakes.append(_fake_event(rng, events, list(events) + fakes))
+    unique = [e for e in body if keys.count(e.key()) == 1]
+    repeats = [rng.choice(unique) for _ in range(n_repeat)] if unique else []
+    for ev in fakes + repeats:
+        k = rng.randrange(len(body) + 1)
+        start = body[k - 1].end if k > 0 else 0.5
+        body.insert(k, Event(ev.action, obj=ev.obj, value=ev.value, other=ev.other, sound=ev.sound,
+                             start=start, end=start, modality=ev.modality))
+    cap = caption_clip(head + body, "detailed", rng, cfg)
+    return cap, {"missing": n_drop, "hallucinated": n_add, "repeated": len(repeats)}

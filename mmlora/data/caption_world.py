@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .caption_audio import SoundConfig, mix, speak, tone, tts_available
+from .caption_audio import SoundConfig, mix, speak, tone, tts_available, tts_version
 from .caption_events import (BACKGROUNDS, COLOURS, CUE_SOUNDS, DIRECTIONS, SHAPES, SIZES, SOUNDS, WORDS,
                              Event, Obj)
 from .caption_grammar import GrammarConfig, caption_clip, caption_image
@@ -146,6 +146,7 @@ def simulate(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
         add_object(0.0, cue=False)
 
     t = _frame_time(float(rng.uniform(*cfg.gap)) + 0.2, fps)
+    last = duration - 0.12  # every event ends before this
     n_bg = 0
     while t < duration - 0.6:
         vis = visible(t)
@@ -185,10 +186,10 @@ def simulate(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
                 dist = float(rng.uniform(0.18, 0.3))
                 dirs = [d for d, (dx, dy) in DIRECTIONS.items()
                         if r + 0.01 <= x + dx * dist <= 1 - r - 0.01 and r + 0.01 <= y + dy * dist <= 1 - r - 0.01]
-                if dirs:
+                end = _frame_time(t + dist / cfg.speed, fps)
+                if dirs and end <= last:
                     d = dirs[int(rng.integers(len(dirs)))]
                     dx, dy = DIRECTIONS[d]
-                    end = _frame_time(t + dist / cfg.speed, fps)
                     k.keys += [(t, x, y, r), (end, x + dx * dist, y + dy * dist, r)]
                     events.append(Event("move", obj=before, value=d, start=t, end=end))
                     done = True
@@ -205,8 +206,8 @@ def simulate(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
                 want_from = "small" if action == "grow" else "large"
                 target = "large" if action == "grow" else "small"
                 r1 = SIZES[target]
-                if before.size == want_from and r1 + 0.01 <= min(x, y, 1 - x, 1 - y):
-                    end = _frame_time(t + 0.5, fps)
+                end = _frame_time(t + 0.5, fps)
+                if before.size == want_from and r1 + 0.01 <= min(x, y, 1 - x, 1 - y) and end <= last:
                     k.keys += [(t, x, y, r), (end, x, y, r1)]
                     events.append(Event(action, obj=before, start=t, end=end))
                     done = True
@@ -215,9 +216,9 @@ def simulate(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
                 o = others[int(rng.integers(len(others)))]
                 ox, oy, orr, _ = o.state(t)
                 dist = float(np.hypot(ox - x, oy - y)) - (r + orr)
-                if dist > 0.04:
+                end = _frame_time(t + max(dist / cfg.speed, 0.2), fps)
+                if dist > 0.04 and end <= last:
                     ux, uy = (ox - x) / np.hypot(ox - x, oy - y), (oy - y) / np.hypot(ox - x, oy - y)
-                    end = _frame_time(t + max(dist / cfg.speed, 0.2), fps)
                     k.keys += [(t, x, y, r), (end, x + ux * dist, y + uy * dist, r)]
                     o.keys.append((end, ox, oy, orr))
                     snd = CUE_SOUNDS["collide"] if cue else None
@@ -285,7 +286,7 @@ def shape_mask(shape: str, xx: np.ndarray, yy: np.ndarray, x: float, y: float, r
 
 def render_frame(scene: Scene, t: float, size: int) -> np.ndarray:
     """RGB uint8 frame [size, size, 3] of the scene at time t."""
-    bg = [c for tc, c in scene.backgrounds if tc <= t + 1e-9][-1]
+    bg = ([c for tc, c in scene.backgrounds if tc <= t + 1e-9] or [scene.backgrounds[0][1]])[-1]
     img = np.empty((size, size, 3), np.uint8)
     img[:] = BACKGROUNDS[bg]
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
@@ -435,7 +436,7 @@ def make_corpus(cfg: CorpusConfig) -> dict:
                    "events": [e.to_json() for e in events], "references": refs, "size": cfg.world.size}
             f.write(json.dumps(rec) + "\n")
     summary = {"clips": cfg.clips, "images": cfg.images, "events": n_events, "tts": tts, "voices": voices,
-               "config": asdict(cfg)}
+               "tts_version": tts_version() if tts != "none" else None, "config": asdict(cfg)}
     (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -443,7 +443,7 @@ class CaptionParser:
                 emit(Event("background", value=value))
                 return j
             if src is not None:
-                subj = [(e, replace(o, colour=o.colour or src)) for e, o in subj]
+                subj = [(e, replace(o, colour=src)) for e, o in subj]  # an explicit "from" wins
         elif k == "COLLIDE":
             m = self._skip(ch, j, ("FILLER",))
             objs, m2 = self._np_list(ch, m, used, most=1)
