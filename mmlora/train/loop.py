@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warmup from 0 over this many steps
     min_lr_ratio: float = 0.0  # the decay ends at this fraction of each group's lr
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 = no clipping (norm still logged)
-    mixed_precision: Literal["auto", "bf16", "no"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"  # auto: the launcher's, else bf16 on CUDA, fp32 on CPU
     log_every: int = 10  # steps between log lines (loss/lr/grad norm/tokens per s)
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 3  # newest checkpoints kept on disk; 0 = keep all
@@ -219,8 +220,12 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
     return groups
 
 
-def _mixed_precision(choice: str) -> str:
+def _mixed_precision(choice: str) -> str | None:
+    """``auto``: what ``accelerate launch`` was told (``--mixed_precision`` / config file), else
+    bf16 on a CUDA device that has it, else fp32."""
     if choice == "auto":
+        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+            return None  # Accelerator reads the launcher's choice
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     return choice
 
@@ -263,7 +268,9 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     for tokens/s and ``loss_weighting="tokens"``) and ``metrics`` (dict of scalars, logged as
     ``train/<key>``, main process values). Trainable = ``requires_grad``; only those parameters
     are optimized and checkpointed. ``model.save_pretrained(dir)``, when present, is called for
-    each checkpoint and for ``final/`` (main process).
+    each checkpoint and for ``final/`` (main process). The loop calls ``model.train()``: a model
+    whose frozen parts must stay in eval mode (BatchNorm, dropout of frozen encoders) overrides
+    ``train()`` to keep them there.
 
     Data contract: ``dataset[i]`` may raise :class:`mmlora.data.errors.SampleError` or return
     ``None`` for an unusable sample; ``collate_fn`` may do the same for a whole batch. Such
@@ -528,8 +535,8 @@ class _Window:
         self.steps += 1
 
     def add_metrics(self, metrics: Mapping) -> None:
-        for k, v in metrics.items():
-            self.metrics.setdefault(k, []).append(float(v))
+        for k, v in metrics.items():  # tensors stay on the device until the log step
+            self.metrics.setdefault(k, []).append(v.detach().float() if torch.is_tensor(v) else float(v))
 
     def fold(self, accelerator) -> tuple[int, int]:
         """Skipped samples and tokens since the last call, summed over processes (collective)."""
@@ -559,6 +566,6 @@ class _Window:
             out.update({f"train/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(groups)})
         if self.nonfinite:
             out["train/nonfinite_steps"] = self.nonfinite
-        out.update({f"train/{k}": sum(v) / len(v) for k, v in self.metrics.items()})
+        out.update({f"train/{k}": sum(float(x) for x in v) / len(v) for k, v in self.metrics.items()})
         self.reset()
         return out
