@@ -197,3 +197,8 @@ def test_real_whisper_tiny_2s_clip_gives_100_frames_of_384():
     assert (cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads) == (384, 4, 6)
     for k, v in sd.items():
         assert torch.equal(enc.model.state_dict()[k], v.float()), k
+    # independent check that the right tensor was read: Whisper's positions are fixed sinusoids
+    pe = enc.model.embed_positions.weight
+    L, C = pe.shape
+    t = torch.arange(L)[:, None] * torch.exp(-math.log(10000) / (C // 2 - 1) * torch.arange(C // 2))[None]
+    torch.testing.assert_close(pe, torch.cat([t.sin(), t.cos()], 1), rtol=0, atol=1e-3)  # fp16-stored
