@@ -230,6 +230,17 @@ def _mixed_precision(choice: str) -> str | None:
     return choice
 
 
+def _allow_new_precision(precision: str | None) -> None:
+    """Accelerate keeps one process-wide state and refuses a second Accelerator with another
+    precision; in a single, non-distributed process (tests, notebooks) that state is reset."""
+    from accelerate.state import AcceleratorState, DistributedType
+
+    state = AcceleratorState._shared_state
+    if state and precision is not None and state.get("_mixed_precision") != precision \
+            and state.get("distributed_type") == DistributedType.NO:
+        AcceleratorState._reset_state()
+
+
 def _make_sampler(cfg: TrainConfig, dataset, lengths, rank: int, world: int) -> BudgetBatchSampler:
     common = dict(shuffle=True, seed=cfg.seed, num_replicas=world, rank=rank, drop_last=cfg.drop_last)
     if cfg.batch_budget > 0:
@@ -288,7 +299,9 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
 
     if accelerator is None:
         kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if cfg.find_unused_parameters else []
-        accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision), kwargs_handlers=kwargs)
+        precision = _mixed_precision(cfg.mixed_precision)
+        _allow_new_precision(precision)
+        accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=kwargs)
     main, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
     out_dir = Path(cfg.output_dir)
     set_seed(cfg.seed)

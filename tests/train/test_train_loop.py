@@ -225,3 +225,21 @@ def test_worker_processes_skip_and_count(tmp_path):
     ds = ToySequences(n=16, bad={1, 9})
     res = train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path, num_epochs=1, num_workers=2))
     assert res.skipped_samples == 2 and res.global_step == 4
+
+
+def test_bf16_autocast_on_cpu_after_fp32_run(tmp_path):
+    """mixed_precision=bf16 runs the forward under autocast (here on CPU), in the same process
+    as fp32 runs; the trainable weights stay fp32."""
+    dtypes = []
+
+    class Probe(ToyRegressor):
+        def forward(self, batch):
+            dtypes.append(self.frozen(batch["x"]).dtype)
+            return super().forward(batch)
+
+    train(ToyRegressor(), ToySequences(n=8), pad_collate, cfg_for(tmp_path / "a", max_steps=1))
+    model = Probe()
+    res = train(model, ToySequences(n=8), pad_collate, cfg_for(tmp_path / "b", max_steps=2, mixed_precision="bf16"))
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes)
+    assert model.head.weight.dtype == torch.float32 and math.isfinite(res.final_loss)
+    train(ToyRegressor(), ToySequences(n=8), pad_collate, cfg_for(tmp_path / "c", max_steps=1, mixed_precision="no"))
