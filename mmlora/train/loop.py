@@ -52,7 +52,7 @@ class TrainConfig:
     output_dir: str = "outputs/run"  # checkpoints, final/, metrics.jsonl, runs/ (TensorBoard)
     max_steps: int = 0  # optimizer steps to run; > 0 wins over num_epochs
     num_epochs: int = 1  # passes over the data when max_steps is 0
-    batch_size: int = 8  # max samples per micro-batch and process
+    batch_size: int = 8  # samples per micro-batch and process (with batch_budget: a cap, 0 = none)
     batch_budget: int = 0  # > 0: fill micro-batches up to this many frames/tokens (needs per-sample lengths)
     budget_padded: bool = True  # the budget counts n_samples * longest (padded cost), else the sum of lengths
     sort_window: int = 1024  # samples sorted by length together before filling batches (1 = no sorting)
@@ -85,7 +85,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [(self.max_steps >= 0, "max_steps must be >= 0"),
                   (self.max_steps > 0 or self.num_epochs > 0, "set max_steps > 0 or num_epochs > 0"),
-                  (self.batch_size > 0, "batch_size must be > 0"), (self.batch_budget >= 0, "batch_budget must be >= 0"),
+                  (self.batch_size > 0 or self.batch_budget > 0, "batch_size must be > 0 (or set batch_budget)"),
+                  (self.batch_size >= 0, "batch_size must be >= 0"), (self.batch_budget >= 0, "batch_budget must be >= 0"),
                   (self.grad_accum >= 1, "grad_accum must be >= 1"), (self.lr >= 0, "lr must be >= 0"),
                   (self.log_every >= 1, "log_every must be >= 1"), (self.save_every >= 0, "save_every must be >= 0"),
                   (self.keep_last >= 0, "keep_last must be >= 0"), (self.eval_every >= 0, "eval_every must be >= 0"),
@@ -251,7 +252,7 @@ def _make_sampler(cfg: TrainConfig, dataset, lengths, rank: int, world: int) -> 
                              "or give the dataset a .lengths attribute")
         if len(lengths) != len(dataset):
             raise ValueError(f"{len(lengths)} lengths for a dataset of {len(dataset)} samples")
-        return BudgetBatchSampler(lengths, max_budget=cfg.batch_budget, max_batch_size=cfg.batch_size,
+        return BudgetBatchSampler(lengths, max_budget=cfg.batch_budget, max_batch_size=cfg.batch_size or None,
                                   padded=cfg.budget_padded, sort_window=cfg.sort_window, **common)
     return BudgetBatchSampler.fixed(len(dataset), cfg.batch_size, **common)
 

@@ -180,7 +180,7 @@ def test_frame_budget_batches_and_epochs(tmp_path):
             seen.extend(batch["index"].tolist())
             return super().forward(batch)
 
-    res = train(Spy(), ds, pad_collate, cfg_for(tmp_path, num_epochs=2, batch_budget=12, batch_size=100))
+    res = train(Spy(), ds, pad_collate, cfg_for(tmp_path, num_epochs=2, batch_budget=12, batch_size=0))
     assert sorted(seen) == sorted(list(range(40)) * 2)  # every sample once per epoch
     assert res.epoch == 2
 
