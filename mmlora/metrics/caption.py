@@ -100,9 +100,11 @@ def score_captions(predictions: dict[str, str], samples: Sequence[dict[str, Any]
     """Score ``predictions`` {id: caption} against manifest ``samples``; return the JSON report."""
     cfg = cfg or CaptionScoreConfig()
     judge = judge or ProceduralJudge()
-    ids = [str(s.get("id")) for s in samples]
-    if len(set(ids)) != len(ids) or "None" in ids:
-        raise ValueError("every manifest sample needs a unique 'id'")
+    if any(s.get("id") is None for s in samples):
+        raise ValueError("every manifest sample needs an 'id'")
+    ids = [str(s["id"]) for s in samples]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"manifest ids must be unique; repeated: {sorted(i for i in set(ids) if ids.count(i) > 1)[:3]}")
     unknown = sorted(set(predictions) - set(ids))
     if unknown:
         raise ValueError(f"{len(unknown)} predictions have ids not in the manifest, e.g. {unknown[:3]}")

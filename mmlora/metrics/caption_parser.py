@@ -130,7 +130,7 @@ _add("FILLER", (
     "voice someone person speaker man woman narrator each other another both all whole entire "
     "corner center centre middle edge side top bottom area part way somewhat slightly little bit "
     "has have having had does do did will would whilst during throughout until through over across "
-    "other one").split())
+    "other one else happens happen happened occurs occur").split())
 for _n in range(0, 61):
     _add("FILLER", str(_n))
 _add("FILLER", ["the colour of", "the color of", "_s colour", "colour of", "each other", "one another",
@@ -359,7 +359,10 @@ class CaptionParser:
                     used[i] = True
             elif k in _VERBS:
                 last_emitted.clear()
-                i = self._verb(ch, i, used, subjects, sound_subj, bg_subj, word, emit, pronoun_refs)
+                nxt = self._verb(ch, i, used, subjects, sound_subj, bg_subj, word, emit, pronoun_refs)
+                if neg:  # "does not move": the negated verb states nothing, and is not unparsed text
+                    used[i] = True
+                i = nxt
                 subjects, sound_subj, bg_subj, word, neg = [], None, False, None, False
                 continue
             elif k == "NEG":
