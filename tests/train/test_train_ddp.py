@@ -19,6 +19,14 @@ HERE = Path(__file__).parent
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate launcher not installed")
 def test_ddp_two_cpu_processes_match_single_process_accumulation(tmp_path):
@@ -30,7 +38,7 @@ def test_ddp_two_cpu_processes_match_single_process_accumulation(tmp_path):
     # ACCELERATE_USE_CPU runs torchrun's 2 processes on CPU with gloo instead
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(HERE / "ddp_script.py"), str(tmp_path / "ddp"), ",".join(map(str, sorted(bad)))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
