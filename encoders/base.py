@@ -190,7 +190,7 @@ def to_frames(item: Tensor) -> tuple[Tensor, bool]:
     return x, is_video
 
 
-def encode_frames(batch: list, sampling: FrameSampling, frame_fn, output_dim: int) -> Features:
+def encode_frames(batch: list, sampling: FrameSampling, frame_fn) -> Features:
     """Shared image/video path: ``frame_fn(frames [M, 3, H, W]) -> [M, P, D]`` per frame.
 
     Images give ``N = P`` tokens and ``rate_hz=None``; videos keep the time axis: every
