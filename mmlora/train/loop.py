@@ -473,6 +473,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
         if eval_fn is not None:
             _evaluate(accelerator, model, eval_fn, step, result, logger)
     finally:
+        data.close()  # ends the epoch iterator (and its worker processes)
         logger.close()
         for h in hooks:
             h.remove()
