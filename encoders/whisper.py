@@ -141,10 +141,18 @@ class WhisperAudioEncoder(Encoder):
         return {"sample_rate": fe.sampling_rate, "n_mels": fe.feature_size, "hop": fe.hop_length, "n_fft": fe.n_fft,
                 "full_context": self.cfg.full_context, "dtype": self.cfg.dtype}
 
-    def log_mel(self, waves: list[np.ndarray]) -> Tensor:
-        """``[B, n_mels, 3000]`` log-mel features (clips zero-padded to 30 s)."""
-        return self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt",
-                                      padding="max_length").input_features
+    def log_mel(self, waves: list[np.ndarray], frames: int | None = None) -> Tensor:
+        """``[B, n_mels, 3000]`` log-mel features of the clips zero-padded to 30 s, or only the first
+        ``2 · frames`` mel frames (``frames`` encoder frames). The short form pads the audio just past
+        the last needed STFT window, so its values equal the 30 s computation's first frames exactly
+        (padding is silence, which never raises the per-clip maximum used by Whisper's clamp)."""
+        fe = self.feature_extractor
+        if frames is None:
+            return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length").input_features
+        n = min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
+        mel = fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length", max_length=n,
+                 truncation=True).input_features
+        return mel[..., : 2 * frames]
 
     def _encode(self, batch: list, output_hidden_states: bool) -> Features:
         waves = []
@@ -157,11 +165,8 @@ class WhisperAudioEncoder(Encoder):
                                  f"{self.max_samples / SAMPLE_RATE:.0f} s window; split the audio first")
             waves.append(w)
         n = [frames_for(w.size) for w in waves]
-        mel = self.log_mel(waves).to(self.device, self.dtype)
-        T = mel.shape[-1] // 2 if self.cfg.full_context else max(n)
-        if not self.cfg.full_context:
-            mel = mel[..., : 2 * T]
-        h, hidden = self._forward(mel, T, output_hidden_states)
+        mel = self.log_mel(waves, None if self.cfg.full_context else max(n)).to(self.device, self.dtype)
+        h, hidden = self._forward(mel, output_hidden_states)
         mask = torch.arange(h.shape[1], device=h.device)[None, :] < torch.tensor(n, device=h.device)[:, None]
         N = max(n)
         mask = mask[:, :N]
@@ -169,8 +174,8 @@ class WhisperAudioEncoder(Encoder):
         hs = tuple(t[:, :N] * mask[..., None] for t in hidden) if output_hidden_states else None
         return Features(x, mask, self.rate_hz, 1, hs, mask if hs is not None else None)
 
-    def _forward(self, mel: Tensor, T: int, output_hidden_states: bool) -> tuple[Tensor, list[Tensor]]:
-        """transformers' WhisperEncoder forward, with the positions sliced to ``T`` frames."""
+    def _forward(self, mel: Tensor, output_hidden_states: bool) -> tuple[Tensor, list[Tensor]]:
+        """transformers' WhisperEncoder forward, positions sliced to the ``mel.shape[-1] / 2`` frames given."""
         m = self.model
         gelu = torch.nn.functional.gelu
         h = gelu(m.conv2(gelu(m.conv1(mel)))).permute(0, 2, 1)

@@ -135,6 +135,9 @@ def test_short_context_mode_trims_and_runs_fewer_positions(ct2_file):
     ours = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path), full_context=False), *load_whisper_encoder(path))
     f = ours.encode(waves(0.4, 0.2))
     assert f.x.shape == (2, 20, 32) and f.mask.sum(1).tolist() == [20, 10]
+    # the short log-mel equals the first frames of the 30 s (here 2 s) log-mel exactly
+    w = [x.numpy() for x in waves(0.4, 0.2)]
+    assert torch.equal(ours.log_mel(w, 20), ours.log_mel(w)[..., :40])
     # deterministic, and a different preprocessing gives a different id
     assert torch.equal(f.x, ours.encode(waves(0.4, 0.2)).x)
     full = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path)), *load_whisper_encoder(path))
