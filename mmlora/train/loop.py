@@ -22,7 +22,6 @@ At the end ``output_dir/final`` holds the last weights, or the mean of the last
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mmlora.train import BudgetBatchSampler, TrainConfig, read_trainable, train
-from train_toys import ToyRegressor, ToySequences, pad_collate
+from train_toys import ToyRegressor, pad_collate
 
 HERE = Path(__file__).parent
 ACCELERATE = Path(sys.executable).with_name("accelerate")
