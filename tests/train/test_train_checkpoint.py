@@ -28,19 +28,20 @@ def losses(res) -> dict[int, float]:
     return {h["step"]: h["train/loss"] for h in res.history}
 
 
-def test_exact_resume_gives_the_same_loss_curve(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batching", [{}, {"batch_budget": 12, "batch_size": 0, "loss_weighting": "tokens"}])
+def test_exact_resume_gives_the_same_loss_curve(tmp_path, monkeypatch, batching):
     """Crash in step 8 of 12 (after checkpoint-6, mid-epoch 2), resume with resume=auto: steps
     7..12 have bitwise the losses of an uninterrupted run, and the final weights are identical.
     Dropout (global RNG), shuffling, AdamW moments and the cosine schedule all must resume."""
     ds = ToySequences(n=40, seed=1)  # 10 batches of 4 per epoch, grad_accum 2: 5 steps per epoch
-    full = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "full", max_steps=12, save_every=3))
+    full = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "full", max_steps=12, save_every=3, **batching))
 
     crashing = ToyRegressor(dropout=0.2)
     crashing.crash_at = 2 * 7 + 1  # first forward of step 8
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(crashing, ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+        train(crashing, ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3, **batching))
     assert latest_checkpoint(tmp_path / "cut").name == "checkpoint-6"
-    resumed = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+    resumed = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3, **batching))
 
     assert resumed.resumed_from.endswith("checkpoint-6")
     assert sorted(losses(resumed)) == list(range(7, 13))
@@ -51,14 +52,14 @@ def test_exact_resume_gives_the_same_loss_curve(tmp_path, monkeypatch):
     # the run is deterministic, and the restored RNG state matters: resuming the same
     # checkpoint without restoring torch's RNG gives other dropout masks, other losses
     again = train(ToyRegressor(dropout=0.2), ds, pad_collate,
-                  cfg_for(tmp_path / "again", max_steps=12, save_every=3))
+                  cfg_for(tmp_path / "again", max_steps=12, save_every=3, **batching))
     assert losses(again) == losses(full)
     import shutil
 
     shutil.rmtree(tmp_path / "cut" / "checkpoint-12")
     shutil.rmtree(tmp_path / "cut" / "checkpoint-9")
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
-    no_rng = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3))
+    no_rng = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3, **batching))
     assert no_rng.resumed_from.endswith("checkpoint-6")
     assert losses(no_rng)[7] != losses(full)[7]
 
