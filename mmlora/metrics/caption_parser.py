@@ -43,6 +43,8 @@ def _verb(base: str, third: str, past: str, ing: str, rest: str = "") -> list[st
 
 for _c in list(COLOURS) + list(BACKGROUNDS):
     _add("COLOUR", _c, _c)
+_add("COLOUR", ["dark blue", "navy blue"], "navy")
+_add("COLOUR", ["violet"], "purple")
 for _s in SHAPES:
     _add("SHAPE", [_s, _s + "s"], _s)
 _add("SHAPE", ["disc", "disk", "ball", "dot"], "circle")
@@ -130,7 +132,8 @@ _add("FILLER", (
     "voice someone person speaker man woman narrator each other another both all whole entire "
     "corner center centre middle edge side top bottom area part way somewhat slightly little bit "
     "has have having had does do did will would whilst during throughout until through over across "
-    "other one else happens happen happened occurs occur").split())
+    "other one else happens happen happened occurs occur sits sit sitting rests lies stands remains stays "
+    "placed located dark light bright coloured").split())
 for _n in range(0, 61):
     _add("FILLER", str(_n))
 _add("FILLER", ["the colour of", "the color of", "_s colour", "colour of", "each other", "one another",
