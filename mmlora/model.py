@@ -54,9 +54,10 @@ class RouterConfig:
 
     kind: str = "single"       # none | single | token_type (MM-LoRA) | sample_mode (Phi-4-MM) | scale (Matryoshka)
     adapter: str = "default"   # single: the adapter
-    token_map: dict = field(default_factory=lambda: {"text": "language", "image": "visual", "video": "visual",
-                                                     "audio": "language"})  # token_type: token type -> adapter
-    mode_map: dict = field(default_factory=lambda: {"text": None, "audio": "speech", "vision": "vision"})
+    token_map: dict[str, str | None] = field(default_factory=lambda: {"text": "language", "image": "visual",
+                                                                      "video": "visual", "audio": "language"})
+    # token_type: token type -> adapter
+    mode_map: dict[str, str | None] = field(default_factory=lambda: {"text": None, "audio": "speech", "vision": "vision"})
     # sample_mode: "text" | "audio" | "vision" (any image/video) or an exact "audio+video" -> adapter or None
     bank: str = "mss"          # scale: ms (shared only) | ss (scale-specific only) | mss (both)
     shared: str = "shared"     # scale: name of the shared adapter
@@ -67,9 +68,9 @@ class ModelConfig:
     """Everything needed to assemble a MultimodalLM."""
 
     llm: LLMConfig = field(default_factory=LLMConfig)
-    media: dict = field(default_factory=dict)        # modality name ("audio"/"video"/"image") -> MediaConfig
-    adapters: dict = field(default_factory=dict)     # adapter name -> LoRASpec
-    target_modules: list = field(default_factory=lambda: ["q_proj", "v_proj"])
+    media: dict[str, MediaConfig] = field(default_factory=dict)  # modality ("audio"/"video"/"image") -> MediaConfig
+    adapters: dict[str, LoRASpec] = field(default_factory=dict)  # adapter name -> LoRASpec
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # LoRA targets (suffix/regex)
     router: RouterConfig = field(default_factory=RouterConfig)
     markers: MarkerConfig = field(default_factory=MarkerConfig)
     system_prompt: str | None = None
@@ -185,16 +186,21 @@ class MultimodalLM(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def param_groups(self, projector_lr: float, lora_lr: float, weight_decay: float = 0.0) -> list[dict]:
-        """Optimizer groups: projectors and LoRA adapters with their own learning rates."""
+    def param_groups(self, projector_lr: float | None = None, lora_lr: float | None = None,
+                     weight_decay: float | None = None) -> list[dict]:
+        """Optimizer groups ``projectors`` and ``lora`` (each with its own learning rate when
+        given; the training loop's ``group_lr`` can set them by name)."""
         groups = []
         proj = [p for p in self.projectors.parameters() if p.requires_grad]
-        if proj:
-            groups.append({"name": "projectors", "params": proj, "lr": projector_lr, "weight_decay": weight_decay})
-        if adapter_names(self.llm):
-            lora = [p for p in adapter_parameters(self.llm) if p.requires_grad]
-            if lora:
-                groups.append({"name": "lora", "params": lora, "lr": lora_lr, "weight_decay": weight_decay})
+        lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if adapter_names(self.llm) else []
+        for name, params, lr in (("projectors", proj, projector_lr), ("lora", lora, lora_lr)):
+            if params:
+                g = {"name": name, "params": params}
+                if lr is not None:
+                    g["lr"] = lr
+                if weight_decay is not None:
+                    g["weight_decay"] = weight_decay
+                groups.append(g)
         return groups
 
     @property

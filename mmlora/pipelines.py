@@ -18,13 +18,10 @@ from typing import Any, Sequence
 import torch
 
 from .data.collate import collate_samples
+from .data.media import MediaError, load_audio, load_video
 from .model import MultimodalLM
 
 __all__ = ["load_pipeline", "MediaPipeline", "MediaError"]
-
-
-class MediaError(ValueError):
-    """An input file that cannot be used (missing, empty, corrupt); the message names it."""
 
 
 def _is_batch(x: Any) -> bool:
@@ -51,17 +48,7 @@ class MediaPipeline:
         path = Path(item)
         if not path.is_file():
             raise MediaError(f"{path}: no such {kind} file")
-        if path.stat().st_size == 0:
-            raise MediaError(f"{path}: empty {kind} file")
-        from .data.media import load_audio, load_video
-
-        try:
-            data = load_audio(path) if kind == "audio" else load_video(path)
-        except Exception as e:  # noqa: BLE001 - any decoder failure names the file
-            raise MediaError(f"{path}: cannot read {kind} ({type(e).__name__}: {e})") from None
-        if data.numel() == 0:
-            raise MediaError(f"{path}: {kind} has no samples")
-        return data
+        return load_audio(path) if kind == "audio" else load_video(path)
 
     def _samples(self, media: dict[str, list], prompt: str) -> list[dict]:
         n = len(next(iter(media.values())))

@@ -1,8 +1,10 @@
 """Speech recognition tasks (ASR / VSR / AVSR / Matryoshka AVSR): manifests, datasets, prompts.
 
 Llama-AVSR's prompt (SYSTEMS.md §2) is ``<audio> A </audio> <video> V </video> instruction``
-with the transcript as the assistant's answer; the loss is on the transcript only. The task
-modules (``asr``, ``vsr``, ``avsr``, ``avsr_matryoshka``) differ in which modalities they feed.
+with the transcript as the assistant's answer; the loss is on the transcript only. The four
+speech tasks registered here (``asr``, ``vsr``, ``avsr``, ``avsr_matryoshka``) share this
+module: they differ only in the modalities they feed (and, for Matryoshka, in the model's
+rate banks and router, set by the recipe).
 
 Manifest lines (JSONL), paths relative to the manifest's folder; either the short form
 ``{"id", "audio", "video", "text"}`` (+ optional ``voice``, ``split``, ``duration``) or the
@@ -105,7 +107,10 @@ def record_frames(rec: Record) -> int:
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Records → chat samples with decoded media for :func:`mmlora.data.collate.collate_samples`."""
+    """Records → chat samples with decoded media for :func:`mmlora.data.collate.collate_samples`.
+
+    Training noise (``noise_snrs`` with probability ``noise_prob``) is drawn per (seed, epoch,
+    index), so a resumed run sees the same noise; babble is made from other utterances."""
 
     def __init__(self, records: list[Record], modalities: tuple[str, ...], instruction: str = INSTRUCTION,
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
@@ -115,6 +120,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.instruction = instruction
         self.noise_snrs = list(noise_snrs or [])
         self.noise_prob = noise_prob
+        if noise_kind not in ("babble", "white"):
+            raise ValueError(f"noise_kind must be babble or white, got {noise_kind!r}")
         self.noise_kind = noise_kind
         self.seed = seed
         self.with_answer = with_answer
@@ -124,37 +131,34 @@ class SpeechDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def lengths(self) -> list[int]:
+        """Per-sample cost in 50 Hz frames (video at 25 fps costs the same per second)."""
         return [record_frames(r) for r in self.records]
 
     def prompt(self) -> str:
         return "".join(f"<{m}>" for m in self.modalities) + self.instruction
 
-    def _noise_for(self, idx: int, n: int) -> tuple[np.ndarray, float] | None:
-        if not self.noise_snrs or self.noise_prob <= 0:
-            return None
-        rng = random.Random(hash((self.seed, self.epoch, idx)))
-        if rng.random() >= self.noise_prob:
-            return None
-        snr = rng.choice(self.noise_snrs)
-        if self.noise_kind == "white":
-            return np.random.default_rng(rng.randrange(2**31)).standard_normal(n).astype(np.float32), snr
-        from mmlora.data.media import load_audio
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-        parts, total = [], 0
-        while total < n:  # babble: other utterances summed
-            other = self.records[rng.randrange(len(self.records))]
-            if other.audio is None:
-                break
-            try:
-                w = load_audio(other.audio).numpy()
-            except Exception:  # noqa: BLE001
-                break
-            parts.append(w)
-            total += len(w)
-        if not parts:
-            return None
-        babble = np.concatenate(parts)[:n]
-        return np.pad(babble, (0, n - len(babble))), snr
+    def noisy(self, wav: torch.Tensor, idx: int, snr_db: float, rng: np.random.Generator) -> torch.Tensor:
+        """``wav`` mixed with babble (other utterances of this set) or white noise at ``snr_db``."""
+        from mmlora.data.media import load_audio
+        from mmlora.data.speech_augment import babble_noise, mix_at_snr, white_noise
+
+        n = wav.shape[-1]
+        if self.noise_kind == "white":
+            noise = white_noise(n, rng)
+        else:
+            pool = []
+            for j in rng.choice(len(self.records), size=min(6, len(self.records)), replace=False):
+                other = self.records[int(j)]
+                if int(j) != idx and other.audio is not None:
+                    try:
+                        pool.append(load_audio(other.audio).numpy())
+                    except Exception:  # noqa: BLE001 - an unreadable talker is left out of the babble
+                        continue
+            noise = babble_noise(pool, n, rng) if pool else white_noise(n, rng)
+        return torch.from_numpy(mix_at_snr(wav.numpy(), noise, snr_db))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         from mmlora.data.media import load_audio, load_video
@@ -166,26 +170,96 @@ class SpeechDataset(torch.utils.data.Dataset):
         try:
             if "audio" in self.modalities:
                 wav = load_audio(rec.audio)
-                noise = self._noise_for(idx, wav.shape[-1])
-                if noise is not None:
-                    wav = mix_at_snr(wav, torch.from_numpy(noise[0]), noise[1])
+                rng = np.random.default_rng([self.seed, self.epoch, idx])
+                if self.noise_snrs and rng.random() < self.noise_prob:
+                    wav = self.noisy(wav, idx, float(rng.choice(self.noise_snrs)), rng)
                 sample["audios"] = [wav]
             if "video" in self.modalities:
                 sample["videos"] = [load_video(rec.video)]
-        except SampleError:
-            raise
         except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, named
-            raise SampleError(f"{rec.audio or rec.video}: cannot read sample {rec.id!r} ({e})", index=idx,
-                              path=str(rec.audio or rec.video)) from e
+            path = rec.audio if "audio" in self.modalities else rec.video
+            raise SampleError(f"{path}: cannot read sample {rec.id!r} ({e})", index=idx, path=str(path)) from e
         return sample
 
 
-def mix_at_snr(speech: torch.Tensor, noise: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """``speech + g · noise`` with ``g`` chosen so that 10·log10(P_speech / P_noise) = snr_db."""
-    noise = noise[: speech.shape[-1]]
-    if noise.shape[-1] < speech.shape[-1]:
-        noise = torch.nn.functional.pad(noise, (0, speech.shape[-1] - noise.shape[-1]))
-    p_s = speech.pow(2).mean().clamp(min=1e-10)
-    p_n = noise.pow(2).mean().clamp(min=1e-10)
-    g = torch.sqrt(p_s / (p_n * 10 ** (snr_db / 10)))
-    return speech + g * noise
+# ------------------------------------------------------------------------------ task hooks
+def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | None]:
+    """Training dataset and validation records for a speech run config."""
+    from . import get_task
+
+    mods = get_task(run_cfg.task).modalities
+    d: SpeechDataConfig = run_cfg.data
+    if not d.train_manifest:
+        raise ValueError("data.train_manifest is not set (give it in the recipe or as data.train_manifest=PATH)")
+    records = read_manifest(d.train_manifest, need=mods)
+    if d.max_samples:
+        records = records[: d.max_samples]
+    train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
+                          seed=run_cfg.train.seed)
+    val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
+    return train, val
+
+
+def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
+                    noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
+                    records: list[Record] | None = None, **gen) -> dict:
+    """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
+    normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
+    counted and named. ``snr`` mixes noise into the audio (babble from the same manifest)."""
+    from mmlora.data.collate import collate_samples
+    from mmlora.metrics.wer import compute_wer
+
+    model = pipeline.model
+    mods = tuple(m for m in pipeline.modalities if m in model.encoders)
+    if records is None:
+        records = read_manifest(manifest, need=mods)
+    if max_samples:
+        records = records[:max_samples]
+    ds = SpeechDataset(records, mods, pipeline.instruction, noise_kind=noise_kind, seed=seed, with_answer=False)
+    rates = dict(rates or model.default_rates())
+    samples, skipped = [], []
+    for i, rec in enumerate(records):
+        try:
+            s = ds[i]
+        except SampleError as e:
+            skipped.append({"id": rec.id, "line": rec.line, "error": str(e)})
+            continue
+        if snr is not None and "audio" in mods:
+            s["audios"] = [ds.noisy(s["audios"][0], i, snr, np.random.default_rng([seed, i]))]
+        samples.append((rec, s))
+    hyps: list[str] = []
+    bs = pipeline.batch_size
+    kw = {**pipeline.generation, **gen}
+    for start in range(0, len(samples), bs):
+        chunk = [s for _, s in samples[start:start + bs]]
+        batch = collate_samples(chunk, model.prompts, with_answer=False)
+        hyps.extend(model.generate(batch, rates=rates, **kw))
+    refs = [r.text for r, _ in samples]
+    ids = [r.id for r, _ in samples]
+    result = compute_wer(refs, hyps, ids=ids) if samples else None
+    report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
+              "noise": noise_kind if snr is not None else None, "decoding": kw,
+              "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates},
+              "skipped": skipped}
+    if result is not None:
+        report.update(result.to_dict())
+    report["n"] = len(samples)
+    report["n_skipped"] = len(skipped)
+    return report
+
+
+# ------------------------------------------------------------------------------ registration
+def _register() -> None:
+    from . import register
+    from .base import TaskSpec, run_config_class
+
+    for name, mods, doc in [
+        ("asr", ("audio",), "audio-only speech recognition (Whisper features, stack-4 projector, LoRA)"),
+        ("vsr", ("video",), "visual speech recognition (lip reading) from lip-video frame features"),
+        ("avsr", ("audio", "video"), "audio-visual speech recognition (Llama-AVSR): one projector per modality"),
+        ("avsr_matryoshka", ("audio", "video"),
+         "Llama-MTSK: rate banks, every rate pair per step, LoRA banks MS/SS/MSS, rates chosen at inference"),
+    ]:
+        cls_name = "".join(w.capitalize() for w in name.split("_")) + "RunConfig"
+        register(TaskSpec(name=name, modalities=mods, run_config=run_config_class(cls_name, SpeechDataConfig, name),
+                          build_data=build_speech_data, evaluate=evaluate_speech, description=doc))

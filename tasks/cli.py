@@ -1,0 +1,158 @@
+"""``mmlora train`` / ``mmlora evaluate`` / ``mmlora transcribe``: thin entry points over the tasks.
+
+    mmlora train recipes/asr_tiny.yaml train.max_steps=20 train.output_dir=outputs/asr_tiny
+    mmlora evaluate --model outputs/asr_tiny/final/model --manifest tests/data/speech/test.jsonl --out report.json
+    mmlora transcribe --model outputs/asr_tiny/final/model clip.flac [--video lips.mp4]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("mmlora")
+
+
+def _fail(msg: str) -> int:
+    print(f"mmlora: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def load_run_config(recipe: str, overrides: list[str]):
+    """Read a recipe's ``task`` (override wins), then the whole run config of that task."""
+    from mmlora.config import load_config, load_yaml
+
+    from . import get_task
+
+    task = load_yaml(recipe).get("task")
+    for o in overrides:
+        if o.startswith("task="):
+            task = o.split("=", 1)[1]
+    if not task:
+        raise ValueError(f"{recipe}: no 'task' key (one of the registered tasks)")
+    spec = get_task(task)
+    return spec, load_config(spec.run_config, recipe, overrides)
+
+
+def run_training(recipe: str, overrides: list[str] | None = None):
+    """Train a task from a recipe; returns ``(TrainResult, final model folder)``."""
+    import functools
+
+    from mmlora.config import dump_config
+    from mmlora.data.collate import collate_samples
+    from mmlora.model import MultimodalLM
+    from mmlora.pipelines import MediaPipeline
+    from mmlora.train import train
+
+    spec, cfg = load_run_config(recipe, list(overrides or []))
+    model = MultimodalLM.build(cfg.model)
+    model.pipeline_info = {"task": spec.name, "modalities": list(spec.modalities),
+                           "instruction": cfg.data.instruction,
+                           "generation": {"num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens}}
+    train_ds, val_records = spec.build_data(cfg, model)
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "run_config.yaml")
+    collate = functools.partial(collate_samples, prompts=model.prompts)
+
+    def eval_fn(m):
+        if not val_records:
+            return {}
+        pipe = MediaPipeline(m, batch_size=cfg.eval.batch_size)
+        rep = spec.evaluate(pipe, cfg.data.val_manifest, rates=cfg.eval.rates or None, records=val_records)
+        return {"val_wer": rep.get("wer") or 0.0}
+
+    result = train(model, train_ds, collate, cfg.train, param_groups=model.param_groups(), eval_fn=eval_fn,
+                   lengths=train_ds.lengths())
+    return result, Path(result.final_dir) / "model" if result.final_dir else None
+
+
+def train(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmlora train", description="Train a task from a YAML recipe.")
+    p.add_argument("recipe", help="recipes/<task>_<scale>.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4 data.max_samples=100")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        return _fail(f"overrides must look like key=value, got {bad}")
+    try:
+        result, final = run_training(args.recipe, args.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return _fail(str(e))
+    print(json.dumps({"final_loss": result.final_loss, "steps": result.global_step,
+                      "skipped_samples": result.skipped_samples, "model": str(final) if final else None}))
+    return 0
+
+
+def _parse_rates(text: str | None, modalities) -> dict[str, int] | None:
+    if not text:
+        return None
+    vals = [int(v) for v in text.split(",")]
+    mods = [m for m in ("audio", "video") if m in modalities]
+    if len(vals) != len(mods):
+        raise ValueError(f"--rates needs {len(mods)} value(s) for {mods}, got {text!r}")
+    return dict(zip(mods, vals))
+
+
+def evaluate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmlora evaluate", description="Score a trained model on a manifest.")
+    p.add_argument("--model", required=True, help="model folder (…/final/model or a checkpoint's model/)")
+    p.add_argument("--manifest", required=True, help="JSONL manifest")
+    p.add_argument("--rates", help="Matryoshka rate pair A,V (audio,video compression), e.g. 4,2")
+    p.add_argument("--snr", type=float, help="mix noise at this SNR (dB) into the audio")
+    p.add_argument("--noise", default="babble", choices=["babble", "white"])
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device")
+    p.add_argument("--out", help="write the full JSON report here")
+    args = p.parse_args(argv)
+    from mmlora.pipelines import load_pipeline
+
+    from . import get_task
+
+    try:
+        pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size)
+        spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
+        gen = {"num_beams": args.num_beams} if args.num_beams else {}
+        report = spec.evaluate(pipe, args.manifest, rates=_parse_rates(args.rates, pipe.modalities), snr=args.snr,
+                               noise_kind=args.noise, max_samples=args.max_samples, **gen)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return _fail(str(e))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
+                                          "insertions", "rates", "snr_db") if k in report}
+    print(json.dumps(summary))
+    return 0
+
+
+def transcribe(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmlora transcribe", description="Transcribe audio (+ lip video) files.")
+    p.add_argument("--model", required=True)
+    p.add_argument("audio", nargs="*", help="audio files")
+    p.add_argument("--video", nargs="*", help="lip videos (one per audio file, or alone for a VSR model)")
+    p.add_argument("--rates", help="Matryoshka rate pair A,V")
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--device")
+    args = p.parse_args(argv)
+    if not args.audio and not args.video:
+        return _fail("give at least one audio file (or --video)")
+    from mmlora.data.media import MediaError
+    from mmlora.pipelines import load_pipeline
+
+    try:
+        pipe = load_pipeline(args.model, device=args.device)
+        gen = {"num_beams": args.num_beams} if args.num_beams else {}
+        texts = pipe.transcribe(audio=args.audio or None, video=args.video or None,
+                                rates=_parse_rates(args.rates, pipe.modalities), **gen)
+    except (MediaError, ValueError, FileNotFoundError) as e:
+        return _fail(str(e))
+    names = args.audio or args.video
+    for name, text in zip(names, texts):
+        print(f"{name}\t{text}")
+    return 0
