@@ -10,6 +10,9 @@ For K adapters stacked along the first axis, a token ``x_t`` gets::
 * ``weights`` (soft routing): ``[T, K]`` per-token mixture weights.
 * ``shared`` (always-on adapters, e.g. Matryoshka's shared LoRA or a single adapter).
 
+``A`` and ``B`` may also be lists of per-adapter ``A_k [r_k, d_in]`` / ``B_k [d_out, r_k]``
+(e.g. the fp32 parameters themselves; they are cast to ``x``'s dtype).
+
 All three are optional and add up. Shapes::
 
     x [T, d_in]   A [K, r_max, d_in]   B [K, d_out, r_max]   ->  delta [T, d_out]
@@ -33,7 +36,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "lora_linear_reference", "register_backend",
+__all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "stack_adapters", "lora_linear_reference", "register_backend",
            "available_backends", "resolve_backend"]
 
 # name -> (predicate(x) -> bool, implementation with lora_delta's signature)
@@ -76,6 +79,20 @@ def _check(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequ
         raise ValueError(f"shared adapters {list(shared)} out of range for K={K}")
 
 
+def _check_lists(x: Tensor, A, B, ranks, scalings, index, weights, shared) -> None:
+    """:func:`_check` for lists of per-adapter ``A_k [r_k, d_in]`` / ``B_k [d_out, r_k]``."""
+    if len(A) != len(ranks) or len(B) != len(ranks) or len(scalings) != len(ranks):
+        raise ValueError(f"need {len(ranks)} A, B and scalings, got {len(A)}, {len(B)} and {len(scalings)}")
+    d_out = B[0].shape[0] if len(B) else 0
+    for k, (a, b, r) in enumerate(zip(A, B, ranks)):
+        if a.dim() != 2 or b.dim() != 2 or a.shape != (int(r), x.shape[1]) or b.shape != (d_out, int(r)):
+            raise ValueError(f"adapter {k}: need A [{r}, {x.shape[1]}] and B [{d_out}, {r}], got "
+                             f"{tuple(a.shape)} and {tuple(b.shape)}")
+    K, r_max = len(ranks), max([int(r) for r in ranks] or [0])
+    _check(x, torch.empty(K, r_max, x.shape[1], device="meta"), torch.empty(K, d_out, r_max, device="meta"), ranks,
+           scalings, index, weights, shared)
+
+
 def lora_delta_reference(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
                          index: Tensor | None = None, weights: Tensor | None = None,
                          shared: Sequence[int] | None = None) -> Tensor:
@@ -104,6 +121,26 @@ def lora_delta_reference(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], 
                 contrib = s * ((x.index_select(0, rows) @ Ak.t()) @ Bk.t())
                 out = out.index_add(0, rows, contrib)
     return out
+
+
+def stack_adapters(A, B, ranks: Sequence[int], dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """Stacked ``[K, r_max, d_in]`` / ``[K, d_out, r_max]`` (zero padding) from lists of
+    per-adapter ``A_k [r_k, d_in]`` / ``B_k [d_out, r_k]``; stacked input is returned as is."""
+    if isinstance(A, Tensor):
+        return A, B
+    A, B = list(A), list(B)
+    if len(A) != len(ranks) or len(B) != len(ranks):
+        raise ValueError(f"need {len(ranks)} A and B tensors, got {len(A)} and {len(B)}")
+    for k, (a, b, r) in enumerate(zip(A, B, ranks)):
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != int(r) or b.shape[1] != int(r):
+            raise ValueError(f"adapter {k}: A must be [r={r}, d_in] and B [d_out, r], got {tuple(a.shape)} "
+                             f"and {tuple(b.shape)}")
+    r_max = max(int(r) for r in ranks)
+    dtype = dtype or A[0].dtype
+    pad = torch.nn.functional.pad
+    A_s = torch.stack([pad(a.to(dtype), (0, 0, 0, r_max - a.shape[0])) for a in A])
+    B_s = torch.stack([pad(b.to(dtype), (0, r_max - b.shape[1])) for b in B])
+    return A_s, B_s
 
 
 def _backend_from_env() -> str | None:
@@ -147,8 +184,12 @@ def lora_delta(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: 
     """
     name = resolve_backend(x, backend)
     if name == "torch":
+        A, B = stack_adapters(A, B, ranks, x.dtype)
         return lora_delta_reference(x, A, B, ranks, scalings, index, weights, shared)
-    _check(x, A, B, ranks, scalings, index, weights, shared)
+    if isinstance(A, Tensor):
+        _check(x, A, B, ranks, scalings, index, weights, shared)
+    else:
+        _check_lists(x, A, B, ranks, scalings, index, weights, shared)
     return _BACKENDS[name][1](x, A, B, ranks, scalings, index, weights, shared)
 
 
@@ -158,6 +199,7 @@ def lora_linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None, A: Ten
                           x_lora: Tensor | None = None) -> Tensor:
     """Reference of :func:`lora_linear`: ``F.linear(x, weight, bias) + lora_delta_reference(x_lora or x, ...)``."""
     y = torch.nn.functional.linear(x, weight, bias)
+    A, B = stack_adapters(A, B, ranks, x.dtype)
     delta = lora_delta_reference(x if x_lora is None else x_lora, A, B, ranks, scalings, index, weights, shared)
     return y + delta.to(y.dtype)
 
@@ -176,7 +218,10 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, A: Tensor, B: Te
     if name == "torch":
         return lora_linear_reference(x, weight, bias, A, B, ranks, scalings, index, weights, shared, x_lora)
     xl = x if x_lora is None else x_lora
-    _check(xl, A, B, ranks, scalings, index, weights, shared)
+    if isinstance(A, Tensor):
+        _check(xl, A, B, ranks, scalings, index, weights, shared)
+    else:
+        _check_lists(xl, A, B, ranks, scalings, index, weights, shared)
     if name in _LINEAR:
         return _LINEAR[name](x, weight, bias, A, B, ranks, scalings, index, weights, shared, x_lora)
     y = torch.nn.functional.linear(x, weight, bias)

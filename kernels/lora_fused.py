@@ -32,43 +32,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TorchOps", "torch_ops", "rank_space", "fused_lora_linear", "fused_lora_delta"]
+__all__ = ["TorchOps", "torch_ops", "coefficients", "as_lists", "fused_lora_linear", "fused_lora_delta"]
 
 
 class TorchOps:
-    """The fused op set through torch/cuBLAS (contract documented in :mod:`.lora_triton`)."""
+    """The fused forward/backward through torch/cuBLAS (same contract as ``lora_triton.TritonOps``)."""
 
     name = "torch"
 
-    def shrink(self, x: Tensor, A: Tensor, M: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, A: Tensor, B: Tensor, M: Tensor, y: Tensor | None, store_h: bool
+                ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``y (+)= (x A^T * M) B^T``; returns ``(y, h or None, hm)``."""
         h = x @ A.t()
-        return h, (h.to(M.dtype) * M).to(x.dtype)
+        hm = torch.empty_like(h)
+        torch.mul(h, M, out=hm)  # one kernel: product in M's precision, rounded to x's dtype
+        y = hm @ B.t() if y is None else y.addmm_(hm, B.t())
+        return y, (h if store_h else None), hm
 
-    def expand_(self, y: Tensor, a: Tensor, b: Tensor) -> Tensor:
-        return y.addmm_(a, b.t())
-
-    def expand(self, a: Tensor, b: Tensor) -> Tensor:
-        return a @ b.t()
-
-    def dx_(self, dx: Tensor, dh: Tensor, A: Tensor) -> Tensor:
-        return dx.addmm_(dh, A)
-
-    def dx(self, dh: Tensor, A: Tensor) -> Tensor:
-        return dh @ A
-
-    def bwd_dy(self, dy: Tensor, B: Tensor, hm: Tensor, M: Tensor, need_dhm: bool
-               ) -> tuple[Tensor, Tensor, Tensor | None]:
-        dhm = (dy @ B).to(M.dtype)
+    def backward(self, dy: Tensor, x: Tensor, A: Tensor, B: Tensor, M: Tensor, hm: Tensor, dx: Tensor | None,
+                 need_dx: bool, need_dhm: bool) -> tuple[Tensor | None, Tensor, Tensor, Tensor | None]:
+        """``(dx_lora, dA [R, D], dB [N, R], dhm or None)``; ``dx`` given: ``dh A`` added in place."""
+        dhm = dy @ B
+        dh = torch.empty_like(dhm)
+        torch.mul(dhm, M, out=dh)
         dB = dy.t() @ hm
-        return (dhm * M).to(dy.dtype), dB, (dhm if need_dhm else None)
-
-    def grad_a(self, dh: Tensor, x: Tensor) -> Tensor:
-        return dh.t() @ x
+        dA = dh.t() @ x
+        if dx is not None:
+            dx.addmm_(dh, A)
+        elif need_dx:
+            dx = dh @ A
+        return dx, dA, dB, (dhm.to(M.dtype) if need_dhm else None)
 
 
 torch_ops = TorchOps()
 
-# (ranks, scalings, kept adapters, shared, device) -> (owner [R], kept [K'], svec [K'], shared mask [K'])
+# (ranks, scalings, kept adapters, shared, device, dtype) -> (owner [R], kept [K'], svec [K'], shared mask [K'])
 _SPACE_CACHE: dict = {}
 
 
@@ -80,26 +78,32 @@ def _space_consts(ranks: tuple[int, ...], scalings: tuple[float, ...], keep: tup
     hit = _SPACE_CACHE.get(key)
     if hit is None:
         owner = [j for j, k in enumerate(keep) for _ in range(ranks[k])]
-        rows = [k * max(ranks) + i for k in keep for i in range(ranks[k])]
         hit = (torch.tensor(owner, dtype=torch.long, device=device),
                torch.tensor(keep, dtype=torch.long, device=device),
                torch.tensor([scalings[k] for k in keep], dtype=dtype, device=device),
-               torch.tensor([float(k in shared) for k in keep], dtype=dtype, device=device),
-               torch.tensor(rows, dtype=torch.long, device=device))
+               torch.tensor([float(k in shared) for k in keep], dtype=dtype, device=device))
         if len(_SPACE_CACHE) > 4096:
             _SPACE_CACHE.clear()
         _SPACE_CACHE[key] = hit
     return hit
 
 
-def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float], T: int,
-               index: Tensor | None, weights: Tensor | None, shared: Sequence[int] | None,
-               coef_dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(A_cat [R, d_in], B_cat [d_out, R], M [T or 1, R])`` or None if no adapter acts;
-    ``M`` is in ``coef_dtype`` (fp32, or fp64 for fp64 inputs).
+def as_lists(A, B, ranks: Sequence[int]) -> tuple[list[Tensor], list[Tensor]]:
+    """Per-adapter ``A_k [r_k, d_in]`` / ``B_k [d_out, r_k]`` from stacked ``[K, r_max, d_in]`` /
+    ``[K, d_out, r_max]`` tensors (views) or from lists (returned as they are)."""
+    if isinstance(A, Tensor):
+        return [A[k, :int(r)] for k, r in enumerate(ranks)], [B[k, :, :int(r)] for k, r in enumerate(ranks)]
+    return list(A), list(B)
 
-    Differentiable in ``A``, ``B`` and ``weights`` (plain torch ops)."""
-    K, r_max, d_in = A.shape
+
+def coefficients(ranks: Sequence[int], scalings: Sequence[float], T: int, index: Tensor | None,
+                 weights: Tensor | None, shared: Sequence[int] | None, device: torch.device,
+                 coef_dtype: torch.dtype = torch.float32) -> tuple[tuple[int, ...], Tensor] | None:
+    """``(kept adapters, M [T or 1, R])``: the rank-space coefficients of the adapters that can
+    act (rank > 0, scaling != 0, routed or shared), ``R`` = their summed ranks; None if none.
+    Differentiable in ``weights``; hard-routing coefficients are cached on the index tensor
+    (the same tensor serves every layer of a forward)."""
+    K = len(ranks)
     ranks_t = tuple(int(r) for r in ranks)
     scal_t = tuple(float(s) for s in scalings)
     shared_t = tuple(sorted({int(k) for k in (shared or ())}))
@@ -107,101 +111,116 @@ def rank_space(A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[fl
     keep = tuple(k for k in range(K) if ranks_t[k] > 0 and scal_t[k] != 0.0 and (routed or k in shared_t))
     if not keep:
         return None
-    owner, keep_t, svec, shared_mask, rows = _space_consts(ranks_t, scal_t, keep, shared_t, A.device, coef_dtype)
-    if keep == tuple(range(K)) and all(ranks_t[k] == r_max for k in keep):
-        A_cat = A.reshape(K * r_max, d_in)
-        B_cat = B[0] if K == 1 else B.permute(1, 0, 2).reshape(B.shape[1], K * r_max)
-    else:
-        A_cat = A.reshape(K * r_max, d_in).index_select(0, rows)
-        B_cat = B.permute(1, 0, 2).reshape(B.shape[1], K * r_max).index_select(1, rows)
+    owner, keep_t, svec, shared_mask = _space_consts(ranks_t, scal_t, keep, shared_t, device, coef_dtype)
     if not routed:
-        M = (svec * shared_mask).index_select(0, owner)[None]
-    elif weights is None:  # hard routing: the same index tensor serves every layer of a forward
+        return keep, (svec * shared_mask).index_select(0, owner)[None]
+    if weights is None:
         cache = index.__dict__.setdefault("_mmlora_coef", {})
         ckey = (ranks_t, scal_t, keep, shared_t, coef_dtype)
         M = cache.get(ckey)
         if M is None:
             c = shared_mask + (index.to(torch.long)[:, None] == keep_t[None, :]).to(coef_dtype)
             M = cache[ckey] = (c * svec).index_select(1, owner).contiguous()
-    else:
-        c = shared_mask.expand(T, -1)
-        if index is not None:
-            c = c + (index.to(torch.long)[:, None] == keep_t[None, :]).to(coef_dtype)
-        if weights is not None:
-            c = c + weights.index_select(1, keep_t).to(coef_dtype)
-        M = (c * svec).index_select(1, owner)
-    return A_cat, B_cat.contiguous() if B_cat.stride(-1) != 1 else B_cat, M.contiguous()
+        return keep, M
+    c = shared_mask.expand(T, -1)
+    if index is not None:
+        c = c + (index.to(torch.long)[:, None] == keep_t[None, :]).to(coef_dtype)
+    c = c + weights.index_select(1, keep_t).to(coef_dtype)
+    return keep, (c * svec).index_select(1, owner).contiguous()
+
+
+class _Meta:
+    """Non-tensor arguments of the fused function."""
+
+    __slots__ = ("ops", "n")
+
+    def __init__(self, ops, n: int):
+        self.ops, self.n = ops, n
 
 
 class _FusedLoRA(torch.autograd.Function):
-    """``y = [W x + b] + (x_lora A^T * M) B^T``; W None means delta only."""
+    """``y = [x W^T + b] + (x_lora A^T * M) B^T`` with ``A = cat(A_k)``, ``B = cat(B_k)``
+    built from the raw (e.g. fp32) adapter parameters inside the function; ``W=None``: delta."""
 
     @staticmethod
-    def forward(ctx, x, x_lora, W, bias, A, B, M, ops):
+    def forward(ctx, x, x_lora, W, bias, M, meta, *ab):
+        ops, n = meta.ops, meta.n
+        dt = x.dtype
+        As, Bs = ab[:n], ab[n:]
+        A = (As[0] if n == 1 else torch.cat(As)).to(dt)
+        B = (Bs[0] if n == 1 else torch.cat(Bs, 1)).to(dt)
         xl = x if x_lora is None else x_lora
-        h, hm = ops.shrink(xl, A, M)
-        if W is None:
-            y = ops.expand(hm, B)
-        else:
+        y = None
+        if W is not None:
             y = F.linear(x, W, bias)
             if y.stride(-1) != 1:
                 y = y.contiguous()
-            ops.expand_(y, hm, B)
-        ctx.ops = ops
+        y, h, hm = ops.forward(xl, A, B, M, y, store_h=M.requires_grad)
+        ctx.meta = meta
         ctx.has_xl = x_lora is not None
+        ctx.ranks = [a.shape[0] for a in As]
+        ctx.dtypes = (As[0].dtype, Bs[0].dtype)
         need_x = x_lora is None or (W is not None and W.requires_grad)
-        ctx.save_for_backward(x if need_x else None, x_lora, W, A, B, M, h if M.requires_grad else None, hm)
+        ctx.save_for_backward(x if need_x else None, x_lora, W, A, B, M, h, hm)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, x_lora, W, A, B, M, h, hm = ctx.saved_tensors
-        ops = ctx.ops
-        need = ctx.needs_input_grad
-        xl = x_lora if ctx.has_xl else x
+        need = ctx.needs_input_grad  # x, x_lora, W, bias, M, meta, *params
+        has_xl = ctx.has_xl
+        xl = x_lora if has_xl else x
         dy = dy if dy.stride(-1) == 1 else dy.contiguous()
-        dh, dB, dhm = ops.bwd_dy(dy, B, hm, M, need_dhm=need[6])
-        dA = ops.grad_a(dh, xl) if need[4] else None
         dx = dxl = dW = db = dM = None
+        if W is not None and need[0]:
+            dx = dy @ W
+        fold = dx is not None and not has_xl            # dh A goes into dx in place
+        want_new = (has_xl and need[1]) or (W is None and need[0])
+        d_l, dA, dB, dhm = ctx.meta.ops.backward(dy, xl, A, B, M, hm, dx if fold else None,
+                                                 need_dx=fold or want_new, need_dhm=need[4])
         if W is None:
-            if need[0]:
-                dx = ops.dx(dh, A)
-        else:
-            if need[0]:
-                dx = dy @ W
-                if not ctx.has_xl:
-                    ops.dx_(dx, dh, A)
-            if need[2]:
-                dW = dy.t() @ x
-            if need[3]:
-                db = dy.sum(0)
-        if ctx.has_xl and need[1]:
-            dxl = ops.dx(dh, A)
-        if need[6]:
+            dx = d_l
+        elif fold:
+            dx = d_l
+        elif has_xl:
+            dxl = d_l
+        if W is not None and need[2]:
+            dW = dy.t() @ x
+        if need[3]:
+            db = dy.sum(0)
+        if need[4]:
             dM = dhm * h.to(dhm.dtype)
             if M.shape[0] == 1:
                 dM = dM.sum(0, keepdim=True)
-        return dx, dxl, dW, db, dA, (dB if need[5] else None), dM, None
+        ranks = ctx.ranks
+        dA = dA.to(ctx.dtypes[0])
+        dB = dB.to(ctx.dtypes[1])
+        dAs = (dA,) if len(ranks) == 1 else dA.split(ranks, 0)
+        dBs = (dB,) if len(ranks) == 1 else dB.split(ranks, 1)
+        return (dx, dxl, dW, db, dM, None, *dAs, *dBs)
 
 
-def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A: Tensor, B: Tensor,
-                      ranks: Sequence[int], scalings: Sequence[float], index: Tensor | None = None,
-                      weights: Tensor | None = None, shared: Sequence[int] | None = None,
-                      x_lora: Tensor | None = None, ops=torch_ops) -> Tensor:
+def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A, B, ranks: Sequence[int],
+                      scalings: Sequence[float], index: Tensor | None = None, weights: Tensor | None = None,
+                      shared: Sequence[int] | None = None, x_lora: Tensor | None = None, ops=torch_ops) -> Tensor:
     """``F.linear(x, weight, bias) + lora_delta(x_lora or x, ...)`` as one fused function
-    (``weight=None``: the delta alone). Shapes as :func:`.lora.lora_delta`, ``x`` 2-D."""
+    (``weight=None``: the delta alone). ``A``/``B`` stacked (as :func:`.lora.lora_delta`) or
+    lists of per-adapter ``[r_k, d_in]`` / ``[d_out, r_k]`` tensors (e.g. fp32 parameters:
+    they are cast to ``x``'s dtype inside, and their gradients come back in their own dtype)."""
     T = x.shape[0]
-    space = rank_space(A, B, ranks, scalings, T, index, weights, shared,
-                       coef_dtype=torch.promote_types(x.dtype, torch.float32))
+    As, Bs = as_lists(A, B, ranks)
+    space = coefficients(ranks, scalings, T, index, weights, shared, x.device,
+                         coef_dtype=torch.promote_types(x.dtype, torch.float32))
     if space is None:
         if weight is None:
-            return x.new_zeros(T, B.shape[1])
+            return x.new_zeros(T, Bs[0].shape[0])
         return F.linear(x, weight, bias)
-    A_cat, B_cat, M = space
-    return _FusedLoRA.apply(x, x_lora, weight, bias, A_cat.to(x.dtype), B_cat.to(x.dtype), M, ops)
+    keep, M = space
+    ab = [As[k] for k in keep] + [Bs[k] for k in keep]
+    return _FusedLoRA.apply(x, x_lora, weight, bias, M, _Meta(ops, len(keep)), *ab)
 
 
-def fused_lora_delta(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], scalings: Sequence[float],
+def fused_lora_delta(x: Tensor, A, B, ranks: Sequence[int], scalings: Sequence[float],
                      index: Tensor | None = None, weights: Tensor | None = None,
                      shared: Sequence[int] | None = None, ops=torch_ops) -> Tensor:
     """:func:`.lora.lora_delta` through the fused function (no base)."""

@@ -204,6 +204,12 @@ class MultiLoRALinear(nn.Module):
             shared = tuple(int(remap[k]) for k in shared if k in member_set)
             adapters = [adapters[j] for j in members]
         ranks = [ad.spec.rank for ad in adapters]
+        scalings = [ad.spec.scaling for ad in adapters]
+        if base is not None:  # fused backend: y = base(x_base) + delta(x), x = dropout(x_base) or x_base;
+            # the raw parameters go in (cast inside the fused function, no stacking)
+            return lora_linear(x_base, base.weight, base.bias, [ad.A for ad in adapters], [ad.B for ad in adapters],
+                               ranks, scalings, index=index, weights=weights, shared=shared,
+                               x_lora=None if x is x_base else x)
         r_max = max(ranks)
         dt = x.dtype
         if len(adapters) == 1:
@@ -212,10 +218,6 @@ class MultiLoRALinear(nn.Module):
         else:
             A = torch.stack([F.pad(ad.A.to(dt), (0, 0, 0, r_max - ad.spec.rank)) for ad in adapters])
             B = torch.stack([F.pad(ad.B.to(dt), (0, r_max - ad.spec.rank)) for ad in adapters])
-        scalings = [ad.spec.scaling for ad in adapters]
-        if base is not None:  # y = base(x_base) + delta(x), x = dropout(x_base) or x_base itself
-            return lora_linear(x_base, base.weight, base.bias, A, B, ranks, scalings, index=index, weights=weights,
-                               shared=shared, x_lora=None if x is x_base else x)
         return lora_delta(x, A, B, ranks, scalings, index=index, weights=weights, shared=shared)
 
     # ---------------------------------------------------------------- merge / reset

@@ -89,12 +89,14 @@ def time_steps(cfg: BenchConfig, step) -> tuple[float, float, list[float]]:
     for _ in range(cfg.warmup):
         step()
     _sync(dev)
-    times = []
+    times, host = [], []
     for _ in range(cfg.steps):
         if dev == "cuda":
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
+            t0 = time.perf_counter()
             step()
+            host.append((time.perf_counter() - t0) * 1e3)  # time to enqueue: ~= ms/step when host-bound
             b.record()
             b.synchronize()
             times.append(a.elapsed_time(b))
@@ -102,7 +104,9 @@ def time_steps(cfg: BenchConfig, step) -> tuple[float, float, list[float]]:
             t0 = time.perf_counter()
             step()
             times.append((time.perf_counter() - t0) * 1e3)
+            host.append(times[-1])
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if dev == "cuda" else float("nan")
+    time_steps.last_host = statistics.median(host)
     return statistics.median(times), peak, times
 
 
@@ -144,7 +148,21 @@ def plans(cfg: BenchConfig):
     }
 
 
-def run_training(cfg: BenchConfig, backends: list[str], log=print) -> list[dict]:
+def profile_step(step, title: str, rows: int = 14) -> str:
+    """Kernel-level profile of one step: top kernels by GPU time and the total GPU busy time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    avg = prof.key_averages()
+    key = "self_device_time_total" if hasattr(avg[0], "self_device_time_total") else "self_cuda_time_total"
+    busy = sum(getattr(e, key) for e in avg) / 1e3
+    table = avg.table(sort_by=key, row_limit=rows, max_name_column_width=60)
+    return f"[profile] {title}: GPU kernels busy {busy:.1f} ms per step\n{table}"
+
+
+def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool = False) -> list[dict]:
     from mmlora.lora import LoRASpec, adapter_parameters, attach
 
     rows = []
@@ -157,11 +175,18 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print) -> list[dict]
         except Exception as e:  # noqa: BLE001 - one broken row must not lose the others
             log(f"{name} [{backend}] FAILED: {type(e).__name__}: {e}")
             return
-        rows.append(dict(variant=name, backend=backend, ms=ms, peak=peak, times=times))
-        log(f"{name:24s} {backend:8s} {ms:9.2f} ms  peak {peak:6.2f} GiB  (all: {[round(t, 1) for t in times]})")
+        host = time_steps.last_host
+        rows.append(dict(variant=name, backend=backend, ms=ms, peak=peak, times=times, host=host))
+        log(f"{name:24s} {backend:8s} {ms:9.2f} ms  host {host:8.2f} ms  peak {peak:6.2f} GiB  "
+            f"(all: {[round(t, 1) for t in times]})")
+        if profile and backend != "-":
+            log(profile_step(step_fn, f"{name} [{backend}]"))
 
     model = build_model(cfg)
-    record("frozen base", "-", make_step(model, [], ids))
+    base_step = make_step(model, [], ids)
+    record("frozen base", "-", base_step)
+    if profile:
+        log(profile_step(base_step, "frozen base"))
     del model
     _free()
 
@@ -238,60 +263,91 @@ def run_inference(cfg: BenchConfig, backend: str, log=print) -> list[dict]:
 
 
 def run_ops(cfg: BenchConfig, log=print) -> list[dict]:
-    """Per-op times of the fused op sets at the reference shapes, with achieved bandwidth."""
+    """GPU time of the LoRA work of one layer call beyond the base GEMM, per op set, at the
+    reference shapes: eager (events around back-to-back calls: host-bound if launches dominate)
+    and CUDA-graph replay (pure GPU time)."""
     from mmlora.kernels.lora_fused import torch_ops
     from mmlora.kernels.lora_triton import triton_ops
 
     dt = getattr(torch, cfg.dtype)
     T = cfg.batch * cfg.seq
     rows = []
-    shapes = [("q/o  D=N=%d R=%d" % (cfg.hidden, cfg.rank), cfg.hidden, cfg.hidden, cfg.rank),
-              ("gate D=%d N=%d R=%d" % (cfg.hidden, cfg.ffn, cfg.rank), cfg.hidden, cfg.ffn, cfg.rank),
-              ("down D=%d N=%d R=%d" % (cfg.ffn, cfg.hidden, cfg.rank), cfg.ffn, cfg.hidden, cfg.rank),
-              ("gate 3 adapters R=%d" % (3 * cfg.rank), cfg.hidden, cfg.ffn, 3 * cfg.rank)]
-    e = 2  # bytes per element
-    for label, D, N, R in shapes:
+    shapes = [("q/o D=N=%d R=%d" % (cfg.hidden, cfg.rank), cfg.hidden, cfg.hidden, cfg.rank, False),
+              ("gate D=%d N=%d R=%d" % (cfg.hidden, cfg.ffn, cfg.rank), cfg.hidden, cfg.ffn, cfg.rank, False),
+              ("down D=%d N=%d R=%d" % (cfg.ffn, cfg.hidden, cfg.rank), cfg.ffn, cfg.hidden, cfg.rank, False),
+              ("gate routed 3 adapters R=%d" % (3 * cfg.rank), cfg.hidden, cfg.ffn, 3 * cfg.rank, True)]
+    e = torch.tensor([], dtype=dt).element_size()
+    for label, D, N, R, routed in shapes:
         x = torch.randn(T, D, device="cuda", dtype=dt)
         A = torch.randn(R, D, device="cuda", dtype=dt) * 0.02
         B = torch.randn(N, R, device="cuda", dtype=dt) * 0.02
-        M = torch.rand(T, R, device="cuda")
+        M = (torch.rand(T, R, device="cuda") < 0.3).float() * 2 if routed else torch.full((1, R), 2.0, device="cuda")
         y = torch.randn(T, N, device="cuda", dtype=dt)
         dy = torch.randn(T, N, device="cuda", dtype=dt)
         dx = torch.randn(T, D, device="cuda", dtype=dt)
-        h, hm = torch_ops.shrink(x, A, M)
         W = torch.randn(N, D, device="cuda", dtype=dt) * 0.02
-        base_ms = _bench(lambda: x @ W.t())
-        ops = {  # name: (fn(ops), minimal bytes)
-            "shrink": (lambda o: o.shrink(x, A, M), e * T * D + 2 * e * T * R),
-            "expand_ (y RMW)": (lambda o: o.expand_(y, hm, B), 2 * e * T * N),
-            "bwd_dy (dh, dB)": (lambda o: o.bwd_dy(dy, B, hm, M, False), e * T * N + e * T * R),
-            "grad_a (dA)": (lambda o: o.grad_a(hm, x), e * T * D),
-            "dx_ (dx RMW)": (lambda o: o.dx_(dx, hm, A), 2 * e * T * D),
+        hm = torch_ops.forward(x, A, B, M, None, False)[2]
+        cases = {  # name: (fn(ops) or fn(None) for the base, minimal extra bytes)
+            "base fwd GEMM x W^T": (lambda o: x @ W.t(), None),
+            "base bwd GEMM dy W": (lambda o: dy @ W, None),
+            "LoRA fwd extra (shrink+expand in place)": (lambda o: o.forward(x, A, B, M, y, False),
+                                                        e * (T * D + 2 * T * N + T * R)),
+            "LoRA bwd extra (dh, dA, dB, dx in place)": (lambda o: o.backward(dy, x, A, B, M, hm, dx, True, False),
+                                                         e * (T * N + T * D + 2 * T * D + T * R)),
         }
-        for name, (fn, nbytes) in ops.items():
-            r = dict(shape=label, op=name, base_gemm_ms=base_ms, min_us=nbytes / 4.3e12 * 1e6)
-            for o in (torch_ops, triton_ops):
-                r[o.name] = _bench(lambda: fn(o)) * 1e3
+        for name, (fn, nbytes) in cases.items():
+            r = dict(shape=label, op=name, floor_us=(nbytes or 0) / 4.3e12 * 1e6)
+            for o in ((None,) if nbytes is None else (torch_ops, triton_ops)):
+                key = "base" if o is None else o.name
+                r[key + "_eager"] = _bench(lambda: fn(o)) * 1e3
+                r[key + "_graph"] = _bench_graph(lambda: fn(o)) * 1e3
             rows.append(r)
-            log(f"[ops] {label:24s} {name:16s} torch {r['torch']:7.1f} us  triton {r['triton']:7.1f} us  "
-                f"floor {r['min_us']:6.1f} us  (base GEMM {base_ms * 1e3:.0f} us)")
-        del x, A, B, M, y, dy, dx, h, hm, W
+            log("[ops] " + label + " | " + name + " | " + ", ".join(
+                f"{k} {v:.1f}" for k, v in r.items() if k not in ("shape", "op")))
+        del x, A, B, M, y, dy, dx, W, hm
     return rows
 
 
-def _bench(fn, reps: int = 30) -> float:
-    """Median ms of ``fn`` on the GPU (events), after warm-up."""
+def _bench(fn, reps: int = 20) -> float:
+    """ms per call, eager: events around ``reps`` back-to-back calls (median of 5)."""
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
     ts = []
-    for _ in range(reps):
+    for _ in range(5):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        for _ in range(reps):
+            fn()
         b.record()
         b.synchronize()
-        ts.append(a.elapsed_time(b))
+        ts.append(a.elapsed_time(b) / reps)
+    return statistics.median(ts)
+
+
+def _bench_graph(fn, reps: int = 20) -> float:
+    """ms per call of ``fn`` captured in a CUDA graph (``reps`` calls per graph): GPU time only."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b) / reps)
+    del g
     return statistics.median(ts)
 
 
@@ -299,21 +355,27 @@ def markdown(cfg: BenchConfig, rows: list[dict], inf_rows: list[dict], op_rows: 
     base = next(r for r in rows if r["variant"] == "frozen base")
     dev = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
     out = [f"Device: {dev}; torch {torch.__version__}; config: {cfg}", f"Command: `{cmd}`", "",
-           "| variant | backend | ms/step | × frozen base | peak GiB | × base memory |",
-           "|---|---|---|---|---|---|"]
+           "| variant | backend | ms/step | × frozen base | host ms/step | peak GiB | × base memory |",
+           "|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['variant']} | {r['backend']} | {r['ms']:.1f} | {r['ms'] / base['ms']:.3f} | "
-                   f"{r['peak']:.2f} | {r['peak'] / base['peak']:.3f} |")
+                   f"{r['host']:.1f} | {r['peak']:.2f} | {r['peak'] / base['peak']:.3f} |")
     if inf_rows:
         ib = inf_rows[0]
         out += ["", "Forward only (inference), mixed adapters per sample (3 adapters + 1 base sample):", "",
                 "| variant | ms/forward | × frozen base |", "|---|---|---|"]
         out += [f"| {r['variant']} | {r['ms']:.1f} | {r['ms'] / ib['ms']:.3f} |" for r in inf_rows]
     if op_rows:
-        out += ["", "Per-op microbenchmark (µs, median of 30; floor = minimal bytes / 4.3 TB/s):", "",
-                "| shape | op | torch/cuBLAS | triton | floor | base GEMM |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['shape']} | {r['op']} | {r['torch']:.1f} | {r['triton']:.1f} | {r['min_us']:.1f} | "
-                f"{r['base_gemm_ms'] * 1e3:.0f} |" for r in op_rows]
+        out += ["", "One layer call at T = batch x seq (µs per call; eager = events around 20 back-to-back calls, "
+                "graph = CUDA-graph replay = GPU time only; floor = minimal extra bytes / 4.3 TB/s):", "",
+                "| shape | work | torch eager | torch graph | triton eager | triton graph | floor |",
+                "|---|---|---|---|---|---|---|"]
+        for r in op_rows:
+            if "base_graph" in r:
+                out.append(f"| {r['shape']} | {r['op']} | {r['base_eager']:.1f} | {r['base_graph']:.1f} | | | |")
+            else:
+                out.append(f"| {r['shape']} | {r['op']} | {r['torch_eager']:.1f} | {r['torch_graph']:.1f} | "
+                           f"{r['triton_eager']:.1f} | {r['triton_graph']:.1f} | {r['floor_us']:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -327,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="triton,fused", help="mmlora backends to measure (comma list)")
     ap.add_argument("--no-inference", action="store_true", help="skip the forward-only comparison")
     ap.add_argument("--ops", action="store_true", help="also run the per-op microbenchmark (CUDA)")
+    ap.add_argument("--profile", action="store_true", help="print a kernel profile of one step per row (CUDA)")
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else BenchConfig()
@@ -343,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown backends {unknown}; available: {available_backends()}", file=sys.stderr)
         return 2
-    rows = run_training(cfg, backends)
+    rows = run_training(cfg, backends, profile=args.profile and dev == "cuda")
     inf_rows = [] if args.no_inference else run_inference(cfg, backends[0])
     op_rows = run_ops(cfg) if args.ops and dev == "cuda" else []
     md = markdown(cfg, rows, inf_rows, op_rows, "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))

@@ -19,23 +19,34 @@ def main() -> int:
     t, r = TritonOps(), TorchOps()
     torch.manual_seed(0)
     bad = []
-    # (T, D, N, R): odd sizes, R=1 (padded to 16), R not a power of two, R=64
+    # (T, D, N, R): odd sizes, R=1 (padded to 16), R not a power of two, R=64, T=0
     for T, D, N, R in [(6, 64, 200, 1), (42, 200, 64, 24), (123, 576, 200, 16), (431, 64, 576, 64), (0, 64, 64, 8)]:
         x, A, B = torch.randn(T, D), torch.randn(R, D), torch.randn(N, R)
         dy, y, dx = torch.randn(T, N), torch.randn(T, N), torch.randn(T, D)
         for M in (torch.randn(T, R), torch.randn(1, R)):
             res = {}
-            res["shrink"] = [rel(a, b) for a, b in zip(t.shrink(x, A, M), r.shrink(x, A, M))]
-            h, hm = r.shrink(x, A, M)
-            res["expand_"] = [rel(t.expand_(y.clone(), hm, B), r.expand_(y.clone(), hm, B))]
-            res["expand"] = [rel(t.expand(hm, B), r.expand(hm, B))]
-            res["dx_"] = [rel(t.dx_(dx.clone(), hm, A), r.dx_(dx.clone(), hm, A))]
-            res["dx"] = [rel(t.dx(hm, A), r.dx(hm, A))]
-            for need in (True, False):
-                a, b = t.bwd_dy(dy, B, hm, M, need), r.bwd_dy(dy, B, hm, M, need)
-                res[f"bwd_dy{need}"] = [rel(a[0], b[0]), rel(a[1], b[1])] + ([rel(a[2], b[2])] if need else [])
-                assert (a[2] is None) == (not need)
-            res["grad_a"] = [rel(t.grad_a(hm, x), r.grad_a(hm, x))]
+            for base in (True, False):
+                for store_h in (True, False):
+                    a = t.forward(x, A, B, M, y.clone() if base else None, store_h)
+                    b = r.forward(x, A, B, M, y.clone() if base else None, store_h)
+                    res[f"fwd base={base} h={store_h}"] = [rel(a[0], b[0]), rel(a[2], b[2])] + (
+                        [rel(a[1], b[1])] if store_h else [])
+                    assert (a[1] is None) == (not store_h)
+            hm = b[2]
+            for mode in ("accum", "new", "none"):
+                for need_dhm in (True, False):
+                    dx_in = dx.clone() if mode == "accum" else None
+                    a = t.backward(dy, x, A, B, M, hm, dx_in, mode != "none", need_dhm)
+                    dx_in = dx.clone() if mode == "accum" else None
+                    b = r.backward(dy, x, A, B, M, hm, dx_in, mode != "none", need_dhm)
+                    errs = [rel(a[1], b[1]), rel(a[2], b[2])]
+                    if mode != "none":
+                        errs.append(rel(a[0], b[0]))
+                    else:
+                        assert a[0] is None and b[0] is None
+                    if need_dhm:
+                        errs.append(rel(a[3], b[3]))
+                    res[f"bwd {mode} dhm={need_dhm}"] = errs
             for op, errs in res.items():
                 if T and not all(e < 1e-5 for e in errs):
                     bad.append((T, D, N, R, tuple(M.shape), op, errs))
