@@ -1,0 +1,78 @@
+"""Audio augmentation for the speech corpus: speed perturbation, gain, and additive noise at a
+chosen SNR (white, or babble made from other utterances).
+
+SNR convention (also used by ``mmlora evaluate --snr``): powers are means of squares over the
+whole clip, ``snr_db = 10 log10(P_speech / P_noise)``; the noise is scaled to hit it exactly, then
+the mix is scaled down as a whole if it would clip (which keeps the SNR).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's windowed sinc), float32 in and out."""
+    if orig_sr == new_sr:
+        return x.astype(np.float32, copy=False)
+    import torch
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), orig_sr, new_sr).numpy()
+
+
+def speed_perturb(x: np.ndarray, sr: int, factor: float) -> np.ndarray:
+    """Kaldi-style speed perturbation: play `factor` times faster (tempo and pitch change);
+    the output has round(len(x) / factor) samples at the same rate."""
+    if factor == 1.0:
+        return x
+    return resample(x, int(round(sr * factor)), sr)
+
+
+def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
+    return (x * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+
+
+def power(x: np.ndarray) -> float:
+    return float(np.mean(np.square(x, dtype=np.float64))) if len(x) else 0.0
+
+
+def white_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.standard_normal(n).astype(np.float32)
+
+
+def babble_noise(pool: list[np.ndarray], n: int, rng: np.random.Generator, talkers: tuple[int, int] = (3, 6)) -> np.ndarray:
+    """Sum of k ~ U{talkers} utterances drawn from `pool`, each at unit power, looped to length n
+    and started at a random offset. Returns float32 [n] (unit-less; scale with mix_at_snr)."""
+    if not pool:
+        raise ValueError("babble_noise: the pool of utterances is empty")
+    k = int(rng.integers(talkers[0], talkers[1] + 1))
+    out = np.zeros(n, np.float64)
+    for j in rng.choice(len(pool), size=min(k, len(pool)), replace=False):
+        u = pool[int(j)]
+        p = power(u)
+        if p <= 0:
+            continue
+        reps = int(np.ceil((n + len(u)) / len(u)))
+        tiled = np.tile(u, reps)
+        off = int(rng.integers(0, len(u)))
+        out += tiled[off : off + n] / np.sqrt(p)
+    return out.astype(np.float32)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, peak: float = 0.99) -> np.ndarray:
+    """speech + a * noise with a chosen so that 10 log10(P(speech) / P(a * noise)) = snr_db.
+
+    speech, noise: float [n] (same length). If the mix peaks above `peak` it is scaled down as a
+    whole (the SNR is unchanged)."""
+    if speech.shape != noise.shape:
+        raise ValueError(f"mix_at_snr: speech {speech.shape} and noise {noise.shape} differ in shape")
+    ps, pn = power(speech), power(noise)
+    if ps <= 0 or pn <= 0:
+        raise ValueError("mix_at_snr: speech or noise is silent (zero power)")
+    a = np.sqrt(ps / (pn * 10.0 ** (snr_db / 10.0)))
+    y = speech.astype(np.float64) + a * noise.astype(np.float64)
+    m = float(np.max(np.abs(y)))
+    if m > peak:
+        y *= peak / m
+    return y.astype(np.float32)
+

@@ -1,0 +1,443 @@
+"""Generate a TTS speech corpus with aligned synthetic lip video (``mmlora make-speech-corpus``).
+
+Pipeline per split (train / val / test, whole voices held out for val and test)::
+
+    sentences (fortunes + KJV, cleaned; disjoint between splits)
+      → TTS voice (flite / espeak-ng / festival; phone timings from the engine itself)
+      → 16 kHz mono, augment (train only): speed {0.9,1,1.1}, gain, noise (white | babble) at an SNR
+      → audio/<id>.flac|ogg  +  video/<id>.mp4 (mouth drawn from the phone timings, 25 fps)
+      → manifest.jsonl (+ train/val/test.jsonl, <split>_babble_snr<S>.jsonl noisy copies)
+
+Manifest lines (short form of DESIGN.md "Data", paths relative to the manifest folder)::
+
+    {"id": "train-00012", "audio": "audio/train-00012.ogg", "video": "video/train-00012.mp4",
+     "text": "...", "voice": "flite:awb", "split": "train", "snr": 10.0, "noise": "babble",
+     "speed": 1.1, "gain_db": -3.2, "rate": 0.97, "pitch": null, "duration": 2.84, "frames": 72,
+     "source": "fortunes", "seed": [1234, 0, 12]}
+
+Reproducible: every random draw of utterance i of split s comes from
+``np.random.default_rng([seed, s, i])``; TTS runs in fresh worker processes per (voice, chunk)
+so engine state never leaks between runs; Ogg stream serial numbers are fixed. Same seed and
+arguments -> byte-identical files.
+
+CPU example (a few seconds)::
+
+    mmlora make-speech-corpus --out /tmp/sc --n-train 8 --n-val 2 --n-test 2 \
+        --voices flite:slt,flite:awb --val-voices flite:rms --test-voices flite:kal16
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import sys
+import time
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .lipvideo import Appearance, MouthConfig, lip_video
+from .speech_augment import apply_gain, babble_noise, mix_at_snr, resample, speed_perturb, white_noise
+from .speech_text import TextConfig, load_sentences
+
+SR = 16000
+SPLITS = ("train", "val", "test")
+DEFAULT_VAL_VOICES = ("festival:ked_diphone", "espeak:en-gb-scotland")
+DEFAULT_TEST_VOICES = ("flite:rms", "espeak:en-us+f4", "espeak:en-029")
+
+
+@dataclass
+class AugmentConfig:
+    speeds: tuple[float, ...] = (0.9, 1.0, 1.1)  # speed-perturbation factors (train only)
+    speed_probs: tuple[float, ...] = (0.2, 0.6, 0.2)  # probability of each factor
+    gain_db: tuple[float, float] = (-6.0, 6.0)  # uniform gain range in dB (train only)
+    noise_prob: float = 0.5  # fraction of training clips that get additive noise
+    babble_frac: float = 0.6  # among noisy clips, fraction with babble (rest: white)
+    train_snrs: tuple[float, ...] = (20.0, 10.0, 5.0, 0.0, -5.0)  # SNRs (dB) drawn uniformly for noisy train clips
+    eval_snrs: tuple[float, ...] = (0.0, -5.0)  # babble SNRs of the noisy copies of held-out clips
+    noisy_splits: tuple[str, ...] = ("val", "test")  # which held-out splits get noisy copies
+    babble_pool: int = 40  # utterances (own sentences) per babble pool; train and eval pools differ
+    rate_range: tuple[float, float] = (0.9, 1.12)  # TTS speaking-rate factor, uniform
+    pitch_range: tuple[int, int] = (35, 65)  # espeak-ng pitch (0-100), uniform
+
+
+@dataclass
+class CorpusConfig:
+    out: str = "speech_corpus"  # output folder (manifest + audio/ + video/)
+    seed: int = 0  # master seed
+    n: dict[str, int] = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 400})  # clips per split
+    voices: tuple[str, ...] = ()  # all voices to use (empty: every installed voice)
+    val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
+    test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
+    fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
+    engine_weights: dict[str, float] = field(default_factory=lambda: {"flite": 1.0, "festival": 1.0, "espeak": 1.0})  # share of clips per engine, split evenly among its voices
+    audio_format: str = "flac"  # "flac" (lossless) or "opus" (Ogg/Opus, ~17 kbit/s)
+    opus_level: float = 0.96  # libsndfile compression level for Opus (higher = smaller)
+    video: bool = True  # write lip videos
+    chunk: int = 150  # utterances per TTS worker process (fixed: part of reproducibility)
+    workers: int = 1  # parallel TTS worker processes
+    text: TextConfig = field(default_factory=TextConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mouth: MouthConfig = field(default_factory=MouthConfig)
+
+
+# --- TTS in fresh worker processes -------------------------------------------------------------
+def _run_tts(jobs: list[tuple[str, list]], workers: int) -> list[list]:
+    from .speech_tts import synth_batch_subprocess
+
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        return list(ex.map(lambda j: synth_batch_subprocess(*j), jobs))
+
+
+# --- planning -----------------------------------------------------------------------------------
+@dataclass
+class _Utt:
+    split: str
+    index: int
+    voice: str
+    text: str
+    source: str
+    rate: float
+    pitch: int | None
+    seed: list[int]
+
+
+def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str]]:
+    pool = list(cfg.voices) or installed
+    missing = [v for v in pool if v not in installed]
+    if missing:
+        raise SystemExit(f"make-speech-corpus: voices not installed: {', '.join(missing)} (run scripts/setup_tts.sh)")
+    val = [v for v in cfg.val_voices if v in installed]  # held-out voices may be outside `voices`
+    test = [v for v in cfg.test_voices if v in installed]
+    train = [v for v in pool if v not in val and v not in test]
+    out = {"train": train, "val": val, "test": test}
+    for s in SPLITS:
+        if cfg.n.get(s, 0) > 0 and not out[s]:
+            raise SystemExit(f"make-speech-corpus: split {s!r} has {cfg.n[s]} clips but no installed voice")
+    if set(train) & (set(val) | set(test)) or set(val) & set(test):
+        raise SystemExit("make-speech-corpus: a voice is in two splits")
+    return out
+
+
+def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, list[_Utt]], dict[str, list[_Utt]]]:
+    sents = load_sentences(cfg.text)
+    if not sents["fortunes"] and not sents["bible"]:
+        raise SystemExit("make-speech-corpus: no sentences found (install fortunes and bible-kjv; scripts/setup_tts.sh)")
+    rng = np.random.default_rng([cfg.seed, 99])
+    queues = {k: [v[i] for i in rng.permutation(len(v))] for k, v in sents.items()}
+    ptr = dict.fromkeys(queues, 0)
+
+    def take(r: np.random.Generator) -> tuple[str, str]:
+        src = "fortunes" if r.random() < cfg.fortune_frac else "bible"
+        if ptr[src] >= len(queues[src]):
+            src = "bible" if src == "fortunes" else "fortunes"
+        if ptr[src] >= len(queues[src]):
+            raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
+        ptr[src] += 1
+        return queues[src][ptr[src] - 1], src
+
+    a = cfg.augment
+    plan: dict[str, list[_Utt]] = {}
+    pools: dict[str, list[_Utt]] = {}
+    order = [("test", 2), ("val", 1), ("pool_eval", 4), ("pool_train", 3), ("train", 0)]
+    for name, code in order:
+        n = a.babble_pool if name.startswith("pool") else cfg.n.get(name, 0)
+        if name == "pool_eval" and not (cfg.n.get("val", 0) or cfg.n.get("test", 0)):
+            n = 0
+        if name == "pool_train" and (not cfg.n.get("train", 0) or a.noise_prob <= 0):
+            n = 0
+        vs = voices["train"] or voices["val"] or voices["test"]
+        vs = vs if name.startswith("pool") else voices[name]
+        utts = []
+        for i in range(n):
+            seed = [cfg.seed, code, i]
+            r = np.random.default_rng(seed + [1])
+            text, src = take(r)
+            v = vs[int(r.choice(len(vs), p=_voice_probs(vs, cfg.engine_weights)))]
+            pitch = int(r.integers(a.pitch_range[0], a.pitch_range[1] + 1)) if v.startswith("espeak:") else None
+            utts.append(_Utt(name, i, v, text, src, round(float(r.uniform(*a.rate_range)), 3), pitch, seed))
+        (pools if name.startswith("pool") else plan)[name] = utts
+    return plan, pools
+
+
+def _voice_probs(vs: list[str], weights: dict[str, float]) -> np.ndarray:
+    """P(voice) = weight(engine) / #voices of that engine in `vs`, normalized."""
+    eng = [v.split(":")[0] for v in vs]
+    w = np.array([weights.get(e, 1.0) / eng.count(e) for e in eng], dtype=np.float64)
+    if w.sum() <= 0:
+        raise SystemExit("make-speech-corpus: engine weights are all zero for the chosen voices")
+    return w / w.sum()
+
+
+def _synthesize(utts: list[_Utt], cfg: CorpusConfig) -> list[tuple[np.ndarray, list] | None]:
+    """TTS for a list of utterances, grouped by voice in fixed-size chunks; 16 kHz float32 out."""
+    by_voice: dict[str, list[int]] = {}
+    for k, u in enumerate(utts):
+        by_voice.setdefault(u.voice, []).append(k)
+    jobs, where = [], []
+    for v in sorted(by_voice):
+        idx = by_voice[v]
+        for c in range(0, len(idx), cfg.chunk):
+            part = idx[c : c + cfg.chunk]
+            items = [(utts[k].text, utts[k].rate, utts[k].pitch, zlib.crc32(json.dumps(utts[k].seed).encode())) for k in part]
+            jobs.append((v, items))
+            where.append(part)
+    results: list[tuple[np.ndarray, list] | None] = [None] * len(utts)
+    for part, res in zip(where, _run_tts(jobs, cfg.workers)):
+        for k, r in zip(part, res):
+            if r is None:
+                continue
+            audio, sr, phones = r
+            x = resample(audio, sr, SR)
+            results[k] = (x, phones)
+    return results
+
+
+# --- writing ------------------------------------------------------------------------------------
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    for b in data:
+        crc ^= b << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else (crc << 1)
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+_CRC_TABLE: list[int] = []
+
+
+def _ogg_fix_serial(path: Path, serial: int) -> None:
+    """Rewrite the (random) Ogg stream serial number of every page, recomputing page CRCs."""
+    global _CRC_TABLE
+    if not _CRC_TABLE:
+        _CRC_TABLE = [_ogg_crc(bytes([i])) for i in range(256)]
+    buf = bytearray(path.read_bytes())
+    pos = 0
+    while pos + 27 <= len(buf):
+        if buf[pos : pos + 4] != b"OggS":
+            raise ValueError(f"{path}: not an Ogg page at byte {pos}")
+        nseg = buf[pos + 26]
+        size = 27 + nseg + sum(buf[pos + 27 : pos + 27 + nseg])
+        buf[pos + 14 : pos + 18] = serial.to_bytes(4, "little")
+        buf[pos + 22 : pos + 26] = b"\0\0\0\0"
+        crc = 0
+        for b in buf[pos : pos + size]:
+            crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ b]
+        buf[pos + 22 : pos + 26] = crc.to_bytes(4, "little")
+        pos += size
+    path.write_bytes(bytes(buf))
+
+
+def write_audio(path: Path, x: np.ndarray, cfg: CorpusConfig, serial: int = 0x6D6D6C72) -> None:
+    import soundfile as sf
+
+    if cfg.audio_format == "opus":
+        sf.write(path, x, SR, format="OGG", subtype="OPUS", compression_level=cfg.opus_level)
+        _ogg_fix_serial(path, serial)
+    else:
+        sf.write(path, x, SR, format="FLAC", subtype="PCM_16")
+
+
+def _augment(x: np.ndarray, phones: list, u: _Utt, cfg: CorpusConfig, pool: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, list, dict]:
+    a = cfg.augment
+    meta = {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None}
+    if u.split != "train":
+        return x, phones, meta
+    f = float(rng.choice(a.speeds, p=np.asarray(a.speed_probs) / np.sum(a.speed_probs)))
+    x = speed_perturb(x, SR, f)
+    phones = [(p, s / f, e / f) for p, s, e in phones]
+    g = round(float(rng.uniform(*a.gain_db)), 2)
+    x = apply_gain(x, g)
+    meta.update(speed=f, gain_db=g)
+    if rng.random() < a.noise_prob and a.train_snrs:
+        snr = float(rng.choice(a.train_snrs))
+        kind = "babble" if (pool and rng.random() < a.babble_frac) else "white"
+        noise = babble_noise(pool, len(x), rng) if kind == "babble" else white_noise(len(x), rng)
+        x = mix_at_snr(x, noise, snr)
+        meta.update(snr=snr, noise=kind)
+    else:
+        m = float(np.max(np.abs(x))) if len(x) else 0.0
+        if m > 0.99:
+            x = (x * (0.99 / m)).astype(np.float32)
+    return x, phones, meta
+
+
+def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
+    """Generate the corpus described by `cfg`; returns its statistics (also in corpus.json)."""
+    from . import speech_tts as T
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    installed = T.available_voices()
+    voices = _split_voices(cfg, installed)
+    plan, pools = _plan(cfg, voices)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    if cfg.video:
+        (out / "video").mkdir(parents=True, exist_ok=True)
+    ext = "ogg" if cfg.audio_format == "opus" else "flac"
+
+    pool_audio: dict[str, list[np.ndarray]] = {}
+    for name, utts in pools.items():
+        pool_audio[name] = [r[0] for r in _synthesize(utts, cfg) if r is not None and len(r[0])]
+    looks = {v: Appearance.sample(np.random.default_rng([cfg.seed, 7, zlib.crc32(v.encode())])) for v in installed}
+
+    records: dict[str, list[dict]] = {}
+    failed = 0
+    for split in SPLITS:
+        utts = plan.get(split, [])
+        recs = records.setdefault(split, [])
+        if not utts:
+            continue
+        log(f"[{split}] synthesizing {len(utts)} clips over {len(voices[split])} voices")
+        synth = _synthesize(utts, cfg)
+        pool = pool_audio.get("pool_train" if split == "train" else "pool_eval", [])
+        for u, r in zip(utts, synth):
+            if r is None or len(r[0]) < SR // 10:
+                failed += 1
+                continue
+            rng = np.random.default_rng(u.seed + [2])
+            x, phones, meta = _augment(r[0], r[1], u, cfg, pool, rng)
+            uid = f"{split}-{u.index:05d}"
+            apath = Path("audio") / f"{uid}.{ext}"
+            write_audio(out / apath, x, cfg, serial=zlib.crc32(uid.encode()))
+            dur = len(x) / SR
+            rec = {"id": uid, "audio": str(apath), "video": None, "text": u.text, "voice": u.voice, "split": split,
+                   "snr": meta["snr"], "noise": meta["noise"], "speed": meta["speed"], "gain_db": meta["gain_db"],
+                   "rate": u.rate, "pitch": u.pitch, "duration": round(dur, 3), "frames": None,
+                   "source": u.source, "seed": u.seed}
+            if cfg.video:
+                vpath = Path("video") / f"{uid}.mp4"
+                rec["frames"] = lip_video(out / vpath, phones, dur, cfg.mouth, looks[u.voice], np.random.default_rng(u.seed + [3]))
+                rec["video"] = str(vpath)
+            rec["_clean"] = x if split != "train" else None
+            recs.append(rec)
+        log(f"[{split}] wrote {len(recs)} clips ({time.time() - t0:.0f} s)")
+
+    # noisy copies of the held-out splits (same video, babble at fixed SNRs)
+    noisy: dict[str, list[dict]] = {}
+    for split in cfg.augment.noisy_splits:
+        for snr in cfg.augment.eval_snrs:
+            name = f"{split}_babble_snr{snr:g}"
+            pool = pool_audio.get("pool_eval", [])
+            if not records.get(split) or not pool:
+                continue
+            lst = noisy.setdefault(name, [])
+            for rec in records[split]:
+                rng = np.random.default_rng(rec["seed"] + [4, int(round(snr * 10)) + 10000])
+                x = mix_at_snr(rec["_clean"], babble_noise(pool, len(rec["_clean"]), rng), snr)
+                uid = f"{rec['id']}_babble{snr:g}"
+                apath = Path("audio") / f"{uid}.{ext}"
+                write_audio(out / apath, x, cfg, serial=zlib.crc32(uid.encode()))
+                lst.append({**{k: v for k, v in rec.items() if k != "_clean"}, "id": uid, "audio": str(apath), "snr": snr, "noise": "babble"})
+    for recs in records.values():
+        for rec in recs:
+            rec.pop("_clean", None)
+
+    def dump(name: str, recs: list[dict]) -> None:
+        with open(out / name, "w") as f:
+            for rec in recs:
+                f.write(json.dumps(rec) + "\n")
+
+    dump("manifest.jsonl", [r for s in SPLITS for r in records.get(s, [])])
+    for s in SPLITS:
+        dump(f"{s}.jsonl", records.get(s, []))
+    for name, recs in noisy.items():
+        dump(f"{name}.jsonl", recs)
+
+    all_recs = [r for s in SPLITS for r in records.get(s, [])]
+    stats = {
+        "counts": {s: len(records.get(s, [])) for s in SPLITS} | {k: len(v) for k, v in noisy.items()},
+        "hours": {s: round(sum(r["duration"] for r in records.get(s, [])) / 3600, 3) for s in SPLITS},
+        "voices": {s: dict(sorted(Counter(r["voice"] for r in records.get(s, [])).items())) for s in SPLITS},
+        "failed": failed,
+        "mean_words": round(float(np.mean([len(r["text"].split()) for r in all_recs])), 2) if all_recs else 0.0,
+        "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "corpus.json"),
+    }
+    (out / "corpus.json").write_text(json.dumps({"config": _jsonable(asdict(cfg)), "stats": stats}, indent=1, sort_keys=True) + "\n")
+    return stats | {"seconds": round(time.time() - t0, 1)}
+
+
+def _jsonable(d):  # noqa: ANN001, ANN202
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items() if k != "out"}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    return d
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in s.split(",") if v.strip())
+
+
+def _weights(s: str) -> dict[str, float]:
+    out = {}
+    for part in _names(s):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise SystemExit(f"make-speech-corpus: --engine-weights item {part!r} is not ENGINE=WEIGHT")
+        out[k.strip()] = float(v)
+    return out
+
+
+def _names(s: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in s.split(",") if v.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mmlora make-speech-corpus", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--n-val", type=int, default=200)
+    p.add_argument("--n-test", type=int, default=400)
+    p.add_argument("--voices", default="", help="comma list of engine:name (default: all installed)")
+    p.add_argument("--val-voices", default=",".join(DEFAULT_VAL_VOICES))
+    p.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES))
+    p.add_argument("--audio-format", choices=("flac", "opus"), default="flac")
+    p.add_argument("--no-video", action="store_true", help="skip the lip videos")
+    p.add_argument("--size", type=int, default=64, help="lip video frame size (pixels)")
+    p.add_argument("--crf", type=int, default=36, help="H.264 CRF of the lip videos")
+    p.add_argument("--min-words", type=int, default=4)
+    p.add_argument("--max-words", type=int, default=20)
+    p.add_argument("--noise-prob", type=float, default=0.5, help="fraction of noisy training clips")
+    p.add_argument("--train-snrs", default="20,10,5,0,-5", help="SNRs (dB) for noisy training clips")
+    p.add_argument("--eval-snrs", default="0,-5", help="babble SNRs of the noisy held-out copies ('' for none)")
+    p.add_argument("--noisy-splits", default="val,test", help="held-out splits that get noisy copies")
+    p.add_argument("--opus-level", type=float, default=0.96, help="Opus compression level (0.96 ~ 17 kbit/s)")
+    p.add_argument("--engine-weights", default="flite=1,festival=1,espeak=1", help="share of clips per TTS engine")
+    p.add_argument("--fortune-frac", type=float, default=0.6, help="fraction of sentences from fortunes (rest: KJV)")
+    p.add_argument("--babble-pool", type=int, default=40, help="utterances per babble pool (train / eval)")
+    p.add_argument("--workers", type=int, default=1, help="parallel TTS processes")
+    p.add_argument("--list-voices", action="store_true", help="print the installed voices and exit")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a folder that has a manifest")
+    args = p.parse_args(argv)
+
+    if args.list_voices:
+        from .speech_tts import available_voices
+
+        print("\n".join(available_voices()))
+        return 0
+    if (Path(args.out) / "manifest.jsonl").exists() and not args.overwrite:
+        print(f"make-speech-corpus: {args.out}/manifest.jsonl exists (use --overwrite)", file=sys.stderr)
+        return 2
+    cfg = CorpusConfig(
+        out=args.out, seed=args.seed, n={"train": args.n_train, "val": args.n_val, "test": args.n_test},
+        voices=_names(args.voices), val_voices=_names(args.val_voices), test_voices=_names(args.test_voices),
+        audio_format=args.audio_format, video=not args.no_video, workers=args.workers, fortune_frac=args.fortune_frac,
+        engine_weights=_weights(args.engine_weights),
+        text=TextConfig(min_words=args.min_words, max_words=args.max_words),
+        opus_level=args.opus_level,
+        augment=AugmentConfig(noise_prob=args.noise_prob, babble_pool=args.babble_pool, noisy_splits=_names(args.noisy_splits), train_snrs=_floats(args.train_snrs), eval_snrs=_floats(args.eval_snrs)),
+        mouth=MouthConfig(size=args.size, crf=args.crf),
+    )
+    stats = generate(cfg, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

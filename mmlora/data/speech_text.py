@@ -1,0 +1,127 @@
+"""Public-domain sentences for TTS: Debian ``fortunes`` and the King James Bible (``bible-kjv``).
+
+Cleaning keeps sentences a TTS voice reads exactly as written, so the text is the transcript:
+ASCII only, no digits or symbols that voices expand differently (``$ % & / @ # ...``), no
+abbreviations with dots, whitespace collapsed, ALL-CAPS words (``LORD``) title-cased, quotes and
+brackets dropped, 4-20 words (configurable). Order is deterministic (sorted files, first
+occurrence wins), so a seeded shuffle downstream is reproducible.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORTUNE_DIR = Path("/usr/share/games/fortunes")
+# Fortune files with mostly readable prose (skipped: ascii art, code, lists, offensive ones).
+FORTUNE_FILES = (
+    "computers", "cookie", "education", "food", "fortunes", "goedel", "humorists", "kids", "law",
+    "literature", "love", "magic", "medicine", "miscellaneous", "news", "people", "pets",
+    "platitudes", "pratchett", "riddles", "science", "sports", "startrek", "tao", "wisdom", "work",
+)
+
+
+@dataclass
+class TextConfig:
+    min_words: int = 4  # shortest sentence kept
+    max_words: int = 20  # longest sentence kept
+    max_chars: int = 140  # longest sentence kept, in characters
+    max_proper_frac: float = 0.2  # reject sentences with more capitalized (non-first) words than this
+    fortune_dir: str = str(FORTUNE_DIR)  # where the fortune files live
+    fortune_files: tuple[str, ...] = field(default=FORTUNE_FILES)  # which fortune files to read
+    bible_cmd: str = "bible"  # the bible-kjv reader (prints the text of a verse range)
+
+
+_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_DROP_CHARS = re.compile(r"[\"`()\[\]{}<>*_]")
+_BAD = re.compile(r"[^A-Za-z ,.;:!?'\-]")  # anything else rejects the sentence
+_ABBREV = re.compile(r"\b(?:[A-Za-z]\.){1,}[A-Za-z]?|\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|vs|etc|Inc|Ltd|Co)\.")
+
+
+def clean_sentence(s: str, cfg: TextConfig) -> str | None:
+    """Normalize one sentence; None when it should not be read by a TTS voice."""
+    s = s.replace("\u2019", "'").replace("--", ", ")
+    s = _DROP_CHARS.sub("", s)
+    s = " ".join(s.split())
+    if not s or not s.isascii() or _BAD.search(s) or _ABBREV.search(s):
+        return None
+    s = s.strip(" ,;:-'")
+    words = s.split()
+    words = [w.capitalize() if len(w.strip(",.;:!?'-")) > 1 and w.isupper() else w for w in words]
+    if not (cfg.min_words <= len(words) <= cfg.max_words):
+        return None
+    s = " ".join(words)
+    if len(s) > cfg.max_chars or not s[0].isalpha() or "''" in s or " -" in s or "- " in s or ".." in s:
+        return None
+    caps = sum(w[0].isupper() and w not in ("I", "God", "Lord") for w in words[1:])
+    if caps > max(1, cfg.max_proper_frac * len(words)):  # lists of names
+        return None
+    if s[-1] not in ".!?":
+        s = s.rstrip(",;:") + "."
+    return s[0].upper() + s[1:]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split prose into sentences at . ! ? followed by whitespace and a capital letter."""
+    return [p for p in _SENT_END.split(" ".join(text.split())) if p]
+
+
+def fortune_sentences(cfg: TextConfig) -> list[str]:
+    """Sentences from the fortune files (entries are separated by lines holding '%')."""
+    out: list[str] = []
+    root = Path(cfg.fortune_dir)
+    for name in cfg.fortune_files:
+        f = root / name
+        if not f.is_file():
+            continue
+        for entry in f.read_text(encoding="latin-1").split("\n%\n"):
+            lines = [ln for ln in entry.splitlines() if not ln.strip().startswith(("--", "\t\t--"))]
+            # skip dialogues, verse and lists: keep entries that read as running prose
+            if any(re.match(r"^\s*[A-Z][A-Za-z]*:\s", ln) for ln in lines):
+                continue
+            for sent in split_sentences(" ".join(lines)):
+                c = clean_sentence(sent, cfg)
+                if c:
+                    out.append(c)
+    return out
+
+
+def bible_sentences(cfg: TextConfig) -> list[str]:
+    """Sentences from the KJV (verses, split further at sentence ends)."""
+    exe = shutil.which(cfg.bible_cmd)
+    if exe is None:
+        return []
+    text = subprocess.run(
+        [exe, "-l0", "gen1:1-rev22:21"], check=True, capture_output=True, text=True, encoding="latin-1"
+    ).stdout
+    verses: list[str] = []
+    for ln in text.splitlines():
+        m = re.match(r"^\s+\d+\s+(.*)$", ln)
+        if m:
+            verses.append(m.group(1))
+        elif ln and not ln.startswith(" ") and verses and not re.match(r"^[1-3 A-Za-z]+ \d+$", ln):
+            verses[-1] += " " + ln
+    out: list[str] = []
+    for v in verses:
+        for sent in re.split(r"(?<=[.!?:;])\s+(?=[A-Z])", v):
+            c = clean_sentence(sent, cfg)
+            if c:
+                out.append(c)
+    return out
+
+
+def load_sentences(cfg: TextConfig) -> dict[str, list[str]]:
+    """{'fortunes': [...], 'bible': [...]} with duplicates removed (first occurrence kept)."""
+    seen: set[str] = set()
+    res: dict[str, list[str]] = {}
+    for name, fn in (("fortunes", fortune_sentences), ("bible", bible_sentences)):
+        uniq = []
+        for s in fn(cfg):
+            k = s.lower()
+            if k not in seen:
+                seen.add(k)
+                uniq.append(s)
+        res[name] = uniq
+    return res

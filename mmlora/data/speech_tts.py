@@ -1,0 +1,353 @@
+"""TTS drivers that return audio *and* phone timings: flite and espeak-ng through their C
+libraries (ctypes), festival through a batch Scheme script (``utt.save.segs``).
+
+A voice is named ``engine:name``:
+
+- ``flite:kal`` (8 kHz diphone), ``flite:kal16``, ``flite:awb``, ``flite:rms``, ``flite:slt``:
+  ``flite_synth_text`` gives the waveform and the ``Segment`` relation (phone, end time);
+  ``rate`` sets the voice feature ``duration_stretch`` = 1/rate.
+- ``espeak:<variant>`` (e.g. ``espeak:en-us+m3``): ``espeak_Synth`` in synchronous mode with
+  phoneme events (``espeakINITIALIZE_PHONEME_EVENTS``); each event gives a phoneme mnemonic and
+  its start sample; a phone ends where the next event starts. ``rate`` scales the words per
+  minute (175 * rate), ``pitch`` sets espeakPITCH (0-100).
+- ``festival:kal_diphone``, ``festival:ked_diphone``, ``festival:cmu_us_slt_arctic_hts``: one
+  ``festival -b`` run per batch saves each utterance's wave and segs; ``rate`` sets the
+  ``Duration_Stretch`` parameter (diphone voices; the HTS voice ignores it).
+
+Phones are (label, start_s, end_s) on the returned waveform's time axis; labels are radio phones
+(festival, flite) or espeak mnemonics; :func:`mmlora.data.lipvideo.phone_to_visemes` maps both.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+ESPEAK_VOICES = (
+    "en-us", "en-us+m3", "en-us+m7", "en-us+f2", "en-us+f4", "en+m1", "en+f3", "en+m6",
+    "en-gb-scotland", "en-gb-x-rp+m5", "en-029", "en-us+klatt2",
+)
+_FESTIVAL_DIRS = {
+    "kal_diphone": "/usr/share/festival/voices/english/kal_diphone",
+    "ked_diphone": "/usr/share/festival/voices/english/ked_diphone",
+    "cmu_us_slt_arctic_hts": "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts",
+}
+
+
+@dataclass
+class Synth:
+    audio: np.ndarray  # float32 [n] mono in [-1, 1]
+    sr: int  # sample rate of `audio`
+    phones: list[tuple[str, float, float]]  # (label, start_s, end_s), sorted, non-overlapping
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sr
+
+
+class TTSError(RuntimeError):
+    pass
+
+
+def _load(name: str, mode: int = ctypes.RTLD_GLOBAL) -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(name, mode=mode)
+    except OSError:
+        return None
+
+
+# --- flite -------------------------------------------------------------------------------------
+class _CstWave(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_char_p), ("sample_rate", ctypes.c_int), ("num_samples", ctypes.c_int),
+        ("num_channels", ctypes.c_int), ("samples", ctypes.POINTER(ctypes.c_short)),
+    ]
+
+
+class _Flite:
+    def __init__(self) -> None:
+        L = _load("libflite.so.1")
+        if L is None or _load("libflite_usenglish.so.1") is None or _load("libflite_cmulex.so.1") is None:
+            raise TTSError("flite libraries not found (run scripts/setup_tts.sh)")
+        vp, cp = ctypes.c_void_p, ctypes.c_char_p
+        L.flite_init()
+        for fn, res, args in [
+            ("flite_synth_text", vp, [cp, vp]), ("utt_wave", ctypes.POINTER(_CstWave), [vp]),
+            ("utt_relation", vp, [vp, cp]), ("relation_head", vp, [vp]), ("item_next", vp, [vp]),
+            ("item_feat_float", ctypes.c_float, [vp, cp]), ("item_feat_string", cp, [vp, cp]),
+            ("delete_utterance", None, [vp]), ("feat_set_float", None, [vp, cp, ctypes.c_float]),
+        ]:
+            getattr(L, fn).restype = res
+            getattr(L, fn).argtypes = args
+        self.L = L
+        self.voices: dict[str, int] = {}
+
+    def voice(self, name: str) -> int:
+        if name not in self.voices:
+            lib = _load(f"libflite_cmu_us_{name}.so.1", mode=ctypes.RTLD_LOCAL)
+            if lib is None:
+                raise TTSError(f"flite voice {name!r} not installed")
+            reg = getattr(lib, f"register_cmu_us_{name}")
+            reg.restype, reg.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+            self.voices[name] = reg(None)
+        return self.voices[name]
+
+    def synth(self, name: str, text: str, rate: float = 1.0) -> Synth:
+        v = self.voice(name)
+        features = ctypes.cast(v, ctypes.POINTER(ctypes.c_void_p))[1]  # cst_voice.features
+        self.L.feat_set_float(features, b"duration_stretch", 1.0 / rate)
+        u = self.L.flite_synth_text(text.encode("ascii"), v)
+        if not u:
+            raise TTSError(f"flite:{name} failed on {text!r}")
+        try:
+            w = self.L.utt_wave(u).contents
+            n = w.num_samples * w.num_channels
+            x = np.ctypeslib.as_array(w.samples, shape=(n,)).astype(np.float32) / 32768.0
+            sr = int(w.sample_rate)
+            phones, prev = [], 0.0
+            it = self.L.relation_head(self.L.utt_relation(u, b"Segment"))
+            while it:
+                end = float(self.L.item_feat_float(it, b"end"))
+                phones.append((self.L.item_feat_string(it, b"name").decode(), prev, end))
+                prev = end
+                it = self.L.item_next(it)
+        finally:
+            self.L.delete_utterance(u)
+        return Synth(x, sr, _clip_phones(phones, len(x) / sr))
+
+
+# --- espeak-ng ---------------------------------------------------------------------------------
+class _EspeakId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _EspeakEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p), ("id", _EspeakId),
+    ]
+
+
+_ESPEAK_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent))
+_EV_END, _EV_PHONEME = 0, 7
+
+
+class _Espeak:
+    def __init__(self) -> None:
+        E = _load("libespeak-ng.so.1")
+        if E is None:
+            raise TTSError("libespeak-ng not found (run scripts/setup_tts.sh)")
+        E.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        E.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        # AUDIO_OUTPUT_SYNCHRONOUS = 2, options = espeakINITIALIZE_PHONEME_EVENTS (1)
+        self.sr = int(E.espeak_Initialize(2, 0, None, 1))
+        if self.sr <= 0:
+            raise TTSError("espeak_Initialize failed")
+        self.chunks: list[np.ndarray] = []
+        self.events: list[tuple[str, int]] = []
+        self._cb = _ESPEAK_CB(self._callback)  # keep a reference: ctypes does not
+        E.espeak_SetSynthCallback(self._cb)
+        self.E = E
+
+    def _callback(self, wav, n, ev) -> int:  # noqa: ANN001 (ctypes pointers)
+        if n > 0:
+            self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while ev[i].type != _EV_END:
+            if ev[i].type == _EV_PHONEME:
+                self.events.append((ev[i].id.string.decode("ascii", "replace"), int(ev[i].sample)))
+            i += 1
+        return 0
+
+    def synth(self, name: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
+        if self.E.espeak_SetVoiceByName(name.encode()) != 0:
+            raise TTSError(f"espeak-ng voice {name!r} not found")
+        self.E.espeak_SetParameter(1, int(round(175 * rate)), 0)  # espeakRATE (words per minute)
+        self.E.espeak_SetParameter(3, 50 if pitch is None else int(pitch), 0)  # espeakPITCH
+        self.chunks, self.events = [], []
+        b = text.encode("ascii")
+        if self.E.espeak_Synth(b, len(b) + 1, 0, 0, 0, 0, None, None) != 0:
+            raise TTSError(f"espeak:{name} failed on {text!r}")
+        self.E.espeak_Synchronize()
+        x = np.concatenate(self.chunks).astype(np.float32) / 32768.0 if self.chunks else np.zeros(0, np.float32)
+        dur = len(x) / self.sr
+        phones = []
+        for k, (lab, s) in enumerate(self.events):
+            end = self.events[k + 1][1] if k + 1 < len(self.events) else len(x)
+            if end > s:
+                phones.append((lab, s / self.sr, end / self.sr))
+        return Synth(x, self.sr, _clip_phones(phones, dur))
+
+
+# --- festival ----------------------------------------------------------------------------------
+def _scheme_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def festival_batch(name: str, items: list[tuple[str, float]], timeout: float = 600.0) -> list[Synth | None]:
+    """Synthesize [(text, rate), ...] with festival voice `name` in one process.
+
+    Returns one Synth per item (None where festival produced nothing for it)."""
+    exe = shutil.which("festival")
+    if exe is None:
+        raise TTSError("festival not installed (run scripts/setup_tts.sh)")
+    if name not in _FESTIVAL_DIRS:
+        raise TTSError(f"unknown festival voice {name!r}; known: {', '.join(_FESTIVAL_DIRS)}")
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="festival_") as td:
+        lines = [f"(voice_{name})"]
+        for i, (text, rate) in enumerate(items):
+            w, g = Path(td) / f"{i}.wav", Path(td) / f"{i}.segs"
+            lines.append(f"(Parameter.set 'Duration_Stretch {1.0 / rate:.4f})")
+            lines.append(
+                f"(set! u (utt.synth (Utterance Text {_scheme_str(text)})))"
+                f"(utt.save.wave u {_scheme_str(str(w))} 'riff)(utt.save.segs u {_scheme_str(str(g))})"
+            )
+        script = Path(td) / "run.scm"
+        script.write_text("\n".join(lines) + "\n")
+        subprocess.run([exe, "-b", str(script)], capture_output=True, timeout=timeout, check=False)
+        out: list[Synth | None] = []
+        for i in range(len(items)):
+            w, g = Path(td) / f"{i}.wav", Path(td) / f"{i}.segs"
+            if not (w.is_file() and g.is_file()):
+                out.append(None)
+                continue
+            x, sr = sf.read(w, dtype="float32")
+            phones, prev = [], 0.0
+            for ln in g.read_text().split("#", 1)[-1].splitlines():
+                parts = ln.split()
+                if len(parts) == 3:
+                    end = float(parts[0])
+                    phones.append((parts[2], prev, end))
+                    prev = end
+            out.append(Synth(x if x.ndim == 1 else x.mean(1), int(sr), _clip_phones(phones, len(x) / sr)))
+        return out
+
+
+# --- common ------------------------------------------------------------------------------------
+def _clip_phones(phones: list[tuple[str, float, float]], dur: float) -> list[tuple[str, float, float]]:
+    out = []
+    for lab, s, e in phones:
+        s, e = max(0.0, min(s, dur)), max(0.0, min(e, dur))
+        if e > s:
+            out.append((lab, s, e))
+    return out
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def _engine(kind: str):  # noqa: ANN202
+    if kind not in _ENGINES:
+        _ENGINES[kind] = _Flite() if kind == "flite" else _Espeak()
+    return _ENGINES[kind]
+
+
+def parse_voice(voice: str) -> tuple[str, str]:
+    engine, sep, name = voice.partition(":")
+    if not sep or engine not in ("flite", "espeak", "festival") or not name:
+        raise ValueError(f"voice {voice!r}: expected 'flite:NAME', 'espeak:VARIANT' or 'festival:NAME'")
+    return engine, name
+
+
+def synthesize(voice: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
+    """One utterance. rate > 1 speaks faster; pitch (0-100) only for espeak voices."""
+    engine, name = parse_voice(voice)
+    if engine == "flite":
+        return _engine("flite").synth(name, text, rate)
+    if engine == "espeak":
+        return _engine("espeak").synth(name, text, rate, pitch)
+    res = festival_batch(name, [(text, rate)])[0]
+    if res is None:
+        raise TTSError(f"{voice} failed on {text!r}")
+    return res
+
+
+def voice_available(voice: str) -> bool:
+    engine, name = parse_voice(voice)
+    if engine == "festival":
+        return shutil.which("festival") is not None and Path(_FESTIVAL_DIRS.get(name, "/nonexistent")).is_dir()
+    try:
+        if engine == "flite":
+            _engine("flite").voice(name)
+        else:
+            e = _engine("espeak")
+            if e.E.espeak_SetVoiceByName(name.encode()) != 0:
+                return False
+        return True
+    except TTSError:
+        return False
+
+
+def all_voices() -> list[str]:
+    return (
+        [f"flite:{v}" for v in FLITE_VOICES]
+        + [f"festival:{v}" for v in FESTIVAL_VOICES]
+        + [f"espeak:{v}" for v in ESPEAK_VOICES]
+    )
+
+
+def available_voices() -> list[str]:
+    """The voices of :func:`all_voices` that are installed here."""
+    return [v for v in all_voices() if voice_available(v)]
+
+
+# --- batch worker (fresh process per batch: engine state never leaks between batches) ------------
+def synth_batch(voice: str, items: list[tuple[str, float, int | None, int]]) -> list[tuple[np.ndarray, int, list] | None]:
+    """Synthesize [(text, rate, pitch, seed)] with one voice; None where the engine failed.
+
+    libc's rand() (used by flite's clustergen voices and espeak-ng for noise) is seeded per item."""
+    libc = ctypes.CDLL("libc.so.6")
+    engine, name = parse_voice(voice)
+    if engine == "festival":
+        res = festival_batch(name, [(t, r) for t, r, _, _ in items])
+        return [None if s is None else (s.audio, s.sr, s.phones) for s in res]
+    out: list[tuple[np.ndarray, int, list] | None] = []
+    for text, rate, pitch, seed in items:
+        libc.srand(seed & 0x7FFFFFFF)
+        try:
+            s = synthesize(voice, text, rate=rate, pitch=pitch)
+            out.append((s.audio, s.sr, s.phones))
+        except TTSError:
+            out.append(None)
+    return out
+
+
+def synth_batch_subprocess(voice: str, items: list[tuple[str, float, int | None, int]], timeout: float = 1800.0) -> list:
+    """Run :func:`synth_batch` in a fresh Python process (this file run as a script: no torch import)."""
+    import pickle
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker"],
+        input=pickle.dumps((voice, items)), capture_output=True, timeout=timeout, check=False,
+    )
+    if proc.returncode != 0:
+        raise TTSError(f"TTS worker for {voice} failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    return pickle.loads(proc.stdout)
+
+
+if __name__ == "__main__":
+    import pickle
+    import sys
+
+    if sys.argv[1:] == ["--worker"]:
+        v, its = pickle.loads(sys.stdin.buffer.read())
+        res = synth_batch(v, its)
+        sys.stdout.buffer.write(pickle.dumps(res))
+        sys.stdout.buffer.flush()
+    else:
+        print("\n".join(available_voices()))
