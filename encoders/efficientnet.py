@@ -139,7 +139,8 @@ def check_state_dict(model: nn.Module, sd: dict[str, Tensor], source: str | Path
 class EfficientNetConfig:
     """EfficientNet-Lite0 encoder settings."""
 
-    path: str = "efficientnet-lite0"  # asset name or a local .pth / .safetensors file (shipped key layout)
+    path: str = "efficientnet-lite0"  # asset name, a local .pth / .safetensors file (shipped key layout),
+    # or "random" (random weights: tests and CPU recipes)
     image_size: int = 224  # frames are resized to image_size × image_size
     pool: str = "mean"  # "mean": one token per frame; "grid": keep the spatial grid (row-major tokens)
     grid_size: int | None = None  # with pool="grid": adaptive-average the grid to grid_size² tokens (None: 7×7 at 224)
@@ -169,7 +170,10 @@ class EfficientNetEncoder(Encoder):
     def __init__(self, cfg: EfficientNetConfig, model: EfficientNetLite0 | None = None):
         super().__init__()
         self.cfg = cfg
-        if model is None:
+        if model is None and cfg.path == "random":
+            torch.manual_seed(0)
+            model = EfficientNetLite0()
+        elif model is None:
             from mmlora.assets import resolve
 
             model = load_efficientnet_lite0(resolve(cfg.path))

@@ -32,7 +32,8 @@ FRAMES_PER_SECOND = 50  # encoder frames per second of audio (hop 160 samples, c
 class WhisperEncoderConfig:
     """Which Whisper encoder and how it runs."""
 
-    path: str = "whisper-tiny.en"  # asset name (mmlora.assets) or a local HF folder / CTranslate2 model.bin
+    path: str = "whisper-tiny.en"  # asset name (mmlora.assets), a local HF folder / CTranslate2 model.bin,
+    # or "random:tiny" (random weights, d=32, 2 layers: tests and CPU recipes)
     full_context: bool = True  # pad every clip to 30 s as Whisper does; False: run the longest clip only
     dtype: str = "float32"  # compute dtype of the encoder ("float32", "bfloat16", "float16")
     device: str = "cpu"  # where the encoder runs
@@ -113,6 +114,19 @@ def load_whisper_encoder(path: str | Path, dtype: torch.dtype = torch.float32):
     return enc.eval(), fe
 
 
+def random_whisper_encoder(name: str, seed: int = 0):
+    """A randomly initialized Whisper encoder of a named tiny size (no weights needed)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    sizes = {"random:tiny": dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64)}
+    if name not in sizes:
+        raise ValueError(f"unknown random Whisper size {name!r}; choose from {sorted(sizes)}")
+    cfg = WhisperConfig(num_mel_bins=80, max_source_positions=1500, **sizes[name])
+    torch.manual_seed(seed)
+    return WhisperEncoder(cfg).eval(), feature_extractor_for(cfg)
+
+
 class WhisperAudioEncoder(Encoder):
     """``encode(list of 1-D float waveforms at 16 kHz) -> Features`` (50 Hz, trimmed to each clip).
 
@@ -126,7 +140,9 @@ class WhisperAudioEncoder(Encoder):
     def __init__(self, cfg: WhisperEncoderConfig, model=None, feature_extractor=None):
         super().__init__()
         self.cfg = cfg
-        if model is None:
+        if model is None and cfg.path.startswith("random:"):
+            model, feature_extractor = random_whisper_encoder(cfg.path)
+        elif model is None:
             from mmlora.assets import resolve
 
             model, feature_extractor = load_whisper_encoder(resolve(cfg.path), getattr(torch, cfg.dtype))

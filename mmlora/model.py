@@ -224,7 +224,9 @@ class MultimodalLM(nn.Module):
             if isinstance(items, Features):
                 feats = items
             elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
-                feats = Features.collate(items, rate_hz=getattr(self.encoders[mod], "rate_hz", None))
+                enc = self.encoders[mod]
+                feats = Features.collate(items, rate_hz=getattr(enc, "rate_hz", None),
+                                         tokens_per_step=int(getattr(enc, "tokens_per_step", 1) or 1))
             else:
                 feats = self.encoders[mod].encode(items, output_hidden_states=self.cfg.media[mod].hidden_states)
             out[mod] = feats.to(self.device)

@@ -75,6 +75,7 @@ def train(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4 data.max_samples=100")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         return _fail(f"overrides must look like key=value, got {bad}")

@@ -1,0 +1,115 @@
+"""The speech tasks end to end on CPU with tiny random models: train -> evaluate -> transcribe."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mmlora.cli import main
+from mmlora.config import ConfigError
+
+RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Eight short tone clips with noise-frame lip videos and three-word transcripts."""
+    from mmlora.data.lipvideo import write_mp4
+
+    out = tmp_path_factory.mktemp("speech")
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "green", "one", "two", "three"]
+    lines = []
+    for i in range(8):
+        n = 16000 + 4000 * (i % 3)
+        t = np.arange(n) / 16000
+        sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
+        write_mp4(out / f"u{i}.mp4", (rng.random((n * 25 // 16000, 32, 32)) * 255).astype(np.uint8))
+        lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "video": f"u{i}.mp4",
+                      "text": " ".join(words[j % 6] for j in range(i, i + 3))})
+    (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return out
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_every_shipped_recipe_parses(recipe):
+    from mmlora.tasks.cli import load_run_config
+
+    spec, cfg = load_run_config(str(recipe), [])
+    assert cfg.task == spec.name
+    assert set(cfg.model.media) == set(spec.modalities)
+
+
+def test_recipe_errors_name_the_field(tmp_path):
+    from mmlora.tasks.cli import load_run_config
+
+    with pytest.raises(ConfigError, match="lrr"):
+        load_run_config("recipes/asr_tiny.yaml", ["train.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: nope\n")
+    with pytest.raises(KeyError, match="unknown task 'nope'"):
+        load_run_config(str(bad), [])
+
+
+def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+               f"train.output_dir={out}", "train.max_steps=3", "train.save_every=0"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and summary["skipped_samples"] == 0
+    model_dir = Path(summary["model"])
+    assert sorted(p.name for p in model_dir.iterdir()) == ["adapters", "config.json", "projectors.safetensors"]
+    assert (out / "checkpoint-3" / "trainable.safetensors").is_file()
+
+    # a missing file in the manifest is skipped, counted and named
+    lines = (corpus / "train.jsonl").read_text().splitlines()
+    broken = json.loads(lines[0])
+    broken.update(id="gone", audio="missing.flac")
+    manifest = corpus / "with_missing.jsonl"
+    manifest.write_text("\n".join(lines[1:4] + [json.dumps(broken)]) + "\n")
+    report_path = tmp_path / "report.json"
+    assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--out", str(report_path)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads(report_path.read_text())
+    assert last["n"] == 3 and last["n_skipped"] == 1
+    assert report["skipped"][0]["id"] == "gone" and "missing.flac" in report["skipped"][0]["error"]
+    assert len(report["utterances"]) == 3 and {"reference", "hypothesis"} <= set(report["utterances"][0])
+
+    assert main(["transcribe", "--model", str(model_dir), str(corpus / "u1.flac")]) == 0
+    assert capsys.readouterr().out.startswith(str(corpus / "u1.flac") + "\t")
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio")
+    assert main(["transcribe", "--model", str(model_dir), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.flac" in err and "Traceback" not in err
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    assert main(["transcribe", "--model", str(model_dir), str(empty)]) == 2
+    assert "empty.flac" in capsys.readouterr().err
+
+
+def test_manifest_line_missing_a_field_is_named(tmp_path, capsys):
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "audio": "a.flac", "text": "hi"}\n{"id": "b", "text": "no audio"}\n')
+    from mmlora.tasks.speech import read_manifest
+
+    with pytest.raises(ValueError, match=r"m\.jsonl:2: missing field 'audio'"):
+        read_manifest(m)
+    rc = main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={m}", f"train.output_dir={tmp_path / 'o'}"])
+    assert rc == 2 and "m.jsonl:2" in capsys.readouterr().err
+
+
+def test_matryoshka_trains_all_pairs_and_decodes_at_a_chosen_pair(corpus, tmp_path, capsys):
+    out = tmp_path / "mtsk"
+    assert main(["train", "recipes/avsr_matryoshka_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={out}", "train.max_steps=2", "train.batch_size=2"]) == 0
+    model_dir = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"]
+    assert main(["evaluate", "--model", model_dir, "--manifest", str(corpus / "train.jsonl"), "--rates", "8,4",
+                 "--max-samples", "2", "--snr", "0"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["rates"] == {"audio": 8, "video": 4} and last["snr_db"] == 0.0 and last["n"] == 2
+    assert main(["evaluate", "--model", model_dir, "--manifest", str(corpus / "train.jsonl"), "--rates", "3,4"]) == 2
