@@ -18,7 +18,7 @@ as wildcards when a predicted event leaves them out; when it states them they mu
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Object colours and their RGB values (bright, so they stand out on every background).
@@ -171,14 +171,3 @@ def event_compatible(pred: Event, ref: Event) -> bool:
         return ((obj_compatible(pred.obj, ref.obj) and obj_compatible(pred.other, ref.other))
                 or (obj_compatible(pred.obj, ref.other) and obj_compatible(pred.other, ref.obj)))
     return obj_compatible(pred.obj, ref.obj)
-
-
-@dataclass
-class ClipSpec:
-    """Everything about one generated clip, as written to the manifest (sans media paths)."""
-
-    id: str
-    duration: float                       # seconds
-    size: int                             # frame side in pixels
-    events: list[Event] = field(default_factory=list)
-    objects: list[dict[str, Any]] = field(default_factory=list)  # initial attributes of each object

@@ -12,7 +12,8 @@ so a caption can be scored for what it missed and what it invented (``mmlora sco
 Still images (one frame, objects listed as ``present`` events) form an image-captioning set.
 
 Clip ``i`` is drawn from ``numpy.random.default_rng([seed, i])``: the same seed gives the same
-events, frames, audio and captions, and a larger corpus starts with the clips of a smaller one.
+events, captions, audio bytes and decoded frames, and a larger corpus starts with the clips of a
+smaller one.
 
 Example (CPU, a few seconds)::
 
@@ -297,8 +298,29 @@ def render_frame(scene: Scene, t: float, size: int) -> np.ndarray:
     return img
 
 
+def rgb_to_yuv420p(img: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3] → planar yuv420p uint8 [H·3/2, W]: BT.601 limited range (what decoders
+    assume for untagged SD video), chroma = mean of each 2×2 block.
+
+    Done in numpy rather than by libswscale, whose rgb24 path reads row padding and so made the
+    encoded bytes depend on the process's memory history."""
+    x = img.astype(np.float64)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    cb = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
+    cr = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
+    h, w = y.shape
+
+    def sub(c: np.ndarray) -> np.ndarray:
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)).reshape(-1)
+
+    planes = np.concatenate([y.reshape(-1), sub(cb), sub(cr)])
+    return np.clip(np.round(planes), 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """h264 (libx264, yuv420p, CRF 23, one thread so the bytes are reproducible) via PyAV."""
+    """h264 (libx264, yuv420p, CRF 23, one thread) via PyAV. The same frames always decode to the same
+    pictures; the bytes can differ slightly between processes (libx264 internals)."""
     import av
 
     h, w = frames[0].shape[:2]
@@ -309,7 +331,8 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": "23", "preset": "medium", "threads": "1"}
         for img in frames:
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(img), format="yuv420p")
+            for pkt in stream.encode(frame):
                 container.mux(pkt)
         for pkt in stream.encode():
             container.mux(pkt)
@@ -433,7 +456,8 @@ def make_corpus(cfg: CorpusConfig) -> dict:
             rec = {"id": iid,
                    "messages": [{"role": "user", "content": IMAGE_PROMPT}, {"role": "assistant", "content": refs[0]}],
                    "images": [f"images/{iid}.png"], "videos": [], "audios": [],
-                   "events": [e.to_json() for e in events], "references": refs, "size": cfg.world.size}
+                   "events": [e.to_json() for e in events], "references": refs, "size": cfg.world.size,
+                   "objects": [e.obj.to_json() for e in events if e.obj is not None]}
             f.write(json.dumps(rec) + "\n")
     summary = {"clips": cfg.clips, "images": cfg.images, "events": n_events, "tts": tts, "voices": voices,
                "tts_version": tts_version() if tts != "none" else None, "config": asdict(cfg)}

@@ -78,8 +78,12 @@ def _assert_same(ours, theirs, ids):
 
 
 @needs_java
-@pytest.mark.slow  # two METEOR JVM start-ups (~10 s each on a busy 2-core machine)
-def test_wrapper_equals_pycocoevalcap_with_java(corpus):
+@pytest.mark.slow  # one METEOR JVM start-up (~10 s on a busy 2-core machine)
+def test_wrapper_equals_pycocoevalcap_with_java(corpus, monkeypatch):
+    import pycocoevalcap.meteor.meteor as meteor_mod
+
+    shared = meteor_mod.Meteor()  # one JVM for both runs (the class is the same either way)
+    monkeypatch.setattr(meteor_mod, "Meteor", lambda: shared)
     refs, preds = corpus
     ours = coco_scores(refs, preds, CocoConfig(java="yes"))
     assert ours.tokenizer == "ptb" and ours.skipped == []
