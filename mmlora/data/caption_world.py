@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
     p.add_argument("--tts", choices=("auto", "espeak-ng", "none"), default="auto",
                    help="spoken words: auto = espeak-ng when installed, else tones only with a warning")
+    p.add_argument("--voices", default=",".join(SoundConfig.voices),
+                   help="comma-separated espeak-ng voices the spoken words are drawn from")
     a = p.parse_args(argv)
     if a.size % 2 or a.size < 16:
         p.error(f"--size must be even and >= 16, got {a.size}")
@@ -488,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     world = WorldConfig(size=a.size, min_duration=a.min_duration, max_duration=a.max_duration,
                         max_objects=a.max_objects)
     cfg = CorpusConfig(out=a.out, clips=a.clips, images=a.images, seed=a.seed, references=a.references,
-                       audio_format=a.audio_format, world=world, sound=SoundConfig(tts=a.tts))
+                       audio_format=a.audio_format, world=world,
+                       sound=SoundConfig(tts=a.tts, voices=tuple(v for v in a.voices.split(",") if v)))
     summary = make_corpus(cfg)
     print(json.dumps({k: summary[k] for k in ("clips", "images", "events", "tts")} | {"out": a.out}))
     return 0
