@@ -54,7 +54,7 @@ _add("SIZE", ["large", "big", "huge", "larger", "bigger"], "large")
 _add("DET", ["a", "an", "the", "another", "one", "some"])
 _add("PRON_IT", ["it", "this shape", "that shape", "the shape", "the object", "this object"])
 _add("PRON_THEY", ["they", "both of them", "the two shapes", "the two objects"])
-_add("BG", ["background", "backdrop", "background colour", "backdrop colour", "background _s colour"])
+_add("BG", ["background", "backdrop", "background colour", "backdrop colour", "background _s colour", "screen"])
 _add("APPEAR", _verb("appear", "appears", "appeared", "appearing") + _verb("show", "shows", "showed", "showing", "up")
      + _verb("come", "comes", "came", "coming", "into view") + _verb("pop", "pops", "popped", "popping", "up")
      + _verb("pop", "pops", "popped", "popping", "into view") + _verb("emerge", "emerges", "emerged", "emerging")
@@ -101,7 +101,9 @@ _add("COLLIDE", _verb("collide", "collides", "collided", "colliding", "with")
      + _verb("strike", "strikes", "struck", "striking") + _verb("collide", "collides", "collided", "colliding")
      + _verb("crash", "crashes", "crashed", "crashing") + _verb("bump", "bumps", "bumped", "bumping")
      + ["is hit by", "are hit by", "gets hit by", "was hit by", "is struck by", "was struck by",
-        "is bumped by", "makes contact with", "make contact with", "touches", "touch", "touched"])
+        "is bumped by", "makes contact with", "make contact with", "touches", "touch", "touched"]
+     + _verb("bounce", "bounces", "bounced", "bouncing", "off") + _verb("bounce", "bounces", "bounced", "bouncing", "into")
+     + _verb("knock", "knocks", "knocked", "knocking", "into") + _verb("smash", "smashes", "smashed", "smashing", "into"))
 _add("WITH", ["with", "accompanied by", "along with", "together with", "followed by a sound of"])
 _add("SOUNDN", ["bell", "bells"], "bell")
 _add("SOUNDN", ["whistle", "whistles"], "whistle")
@@ -126,14 +128,15 @@ _add("FILLER", (
     "at start beginning meanwhile same time while as soon before eventually also again too still now just "
     "suddenly quickly slowly gradually smoothly steadily briefly gently immediately shortly quietly loudly "
     "there is are was were be been being this these those of on against onto its their which where when who "
-    "video clip image picture frame scene scenes screen view shape shapes object objects visible seen "
+    "video clip image picture frame scene scenes view shape shapes object objects visible seen "
     "shows show showing see sees we you can could contains depicts features displays which here "
     "about around roughly approximately seconds sec s mark point instant by so it_s _s "
     "voice someone person speaker man woman narrator each other another both all whole entire "
     "corner center centre middle edge side top bottom area part way somewhat slightly little bit "
     "has have having had does do did will would whilst during throughout until through over across "
     "other one else happens happen happened occurs occur sits sit sitting rests lies stands remains stays "
-    "placed located dark light bright coloured").split())
+    "placed located dark light bright coloured two three four five six several many few begins starts "
+    "ends opens").split())
 for _n in range(0, 61):
     _add("FILLER", str(_n))
 _add("FILLER", ["the colour of", "the color of", "_s colour", "colour of", "each other", "one another",
@@ -218,7 +221,7 @@ class CaptionParser:
         out = ParsedCaption()
         self._entities: list[_Entity] = []
         self._last: list[_Entity] = []
-        for sent in re.split(r"[.!?;:\n]+", normalise(text)):
+        for sent in re.split(r"[.!?;\n]+", normalise(text)):
             if sent.strip():
                 self._sentence(sent.strip(), out)
         return out
@@ -400,6 +403,10 @@ class CaptionParser:
         if k in ("SOUNDV", "HEAR", "SAY"):
             if k == "HEAR":
                 m = self._skip(ch, j)
+                if m < len(ch) and ch[m].kind == "SAY":  # "we hear someone saying ..."
+                    for n in range(i, m):
+                        used[n] = True
+                    return m
                 if m < len(ch) and ch[m].kind == "SOUNDN":
                     sound_subj, j = ch[m].value, m + 1
                 elif m < len(ch) and ch[m].kind in ("QUOTE", "WORDINTRO"):
@@ -422,8 +429,10 @@ class CaptionParser:
             return j
         action = _OBJ_VERBS[k]
         subj = list(subjects)
-        if not subj and k == "APPEAR":  # "there appears a red circle"
-            subj, j = self._np_list(ch, j, used, most=1)
+        if not subj and k == "APPEAR":  # "there appears a red circle", "... appear: a red circle and a blue square"
+            trial, end = self._np_list(ch, j, list(used))
+            most = len(trial) - 1 if len(trial) > 1 and end < len(ch) and ch[end].kind in _VERBS else len(trial)
+            subj, j = self._np_list(ch, j, used, most=max(most, 1))
         if not subj and not (bg_subj and k == "RECOLOUR"):
             subj = pronoun_refs()  # "... moves left and turns blue"
         if not subj and not (bg_subj and k == "RECOLOUR"):
@@ -431,9 +440,15 @@ class CaptionParser:
         value, other, cue = None, None, None
         if k == "MOVE":
             m = self._skip(ch, j)
+            if m + 1 < len(ch) and ch[m].kind == "FROM" and ch[m + 1].kind == "DIR":  # "from left to right"
+                m = self._skip(ch, m + 2, ("FILLER", "DET", "TO"))
             if m >= len(ch) or ch[m].kind != "DIR":
                 return i + 1
             value, j = ch[m].value, m + 1
+        elif k in ("APPEAR", "LEAVE"):  # "enters from the left", "leaves to the right": where, not what
+            m = self._skip(ch, j, ("FILLER", "DET", "FROM", "TO"))
+            if m < len(ch) and ch[m].kind == "DIR" and m > j:
+                j = m + 1
         elif k == "RECOLOUR":
             m = self._skip(ch, j)
             src = None

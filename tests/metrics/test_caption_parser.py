@@ -105,6 +105,16 @@ HARD = [
     ("The red circle moves left, spins around and disappears.",
      ["move(red circle, left)", "leave(red circle)"], ["spins"]),
     ("The word \u201capple\u201d is spoken. Then a buzzer goes off.", ["speak(apple)", "sound(buzzer)"], []),
+    # free-form phrasings a model may write
+    ("The red circle moves from left to right.", ["move(red circle, right)"], []),
+    ("Two shapes appear: a red circle and a blue square.", ["appear(red circle)", "appear(blue square)"], []),
+    ("There appears a red circle and the blue square moves left.",
+     ["appear(red circle)", "move(blue square, left)"], []),
+    ("A red circle bounces off a blue square.", ["collide(red circle, blue square)"], []),
+    ("We hear someone saying the word banana.", ["speak(banana)"], []),
+    ("A blue square enters from the left.", ["appear(blue square)"], []),
+    ("The video begins with a gray screen. Then a yellow star appears.", ["background(gray)"],
+     ["yellow star appears"]),  # no stars in this world
 ]
 
 
