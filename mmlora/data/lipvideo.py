@@ -245,7 +245,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int 
         for i, f in enumerate(frames):
             # build yuv420p ourselves (U = V = 128): swscale's gray->yuv path left bytes that
             # varied between runs, which made x264's output differ
-            yuv = np.concatenate([f, np.full((f.shape[0] // 2, f.shape[1]), 128, np.uint8)], axis=0)
+            # limited-range luma (16-235), which decoders expand back to 0-255 when converting to RGB
+            y = np.round(16.0 + f.astype(np.float32) * (219.0 / 255.0)).astype(np.uint8)
+            yuv = np.concatenate([y, np.full((f.shape[0] // 2, f.shape[1]), 128, np.uint8)], axis=0)
             vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             vf.pts, vf.time_base = i, s.codec_context.time_base
             for p in s.encode(vf):

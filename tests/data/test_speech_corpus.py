@@ -1,0 +1,275 @@
+"""Speech corpus: committed sample set (no TTS needed), augmentation maths, lip video, text
+cleaning, and (skipped without the TTS binaries) seeded reproducible generation."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmlora.data import lipvideo as LV
+from mmlora.data import speech_augment as A
+from mmlora.data import speech_corpus as C
+from mmlora.data.speech_text import TextConfig, clean_sentence
+
+SAMPLE = Path(__file__).parent / "speech"
+FIELDS = {"id", "audio", "video", "text", "voice", "split", "snr", "noise", "speed", "gain_db", "duration", "frames", "seed"}
+
+
+def _read(name: str) -> list[dict]:
+    return [json.loads(ln) for ln in (SAMPLE / name).read_text().splitlines() if ln.strip()]
+
+
+def _frames(path: Path) -> np.ndarray:
+    import decord
+
+    vr = decord.VideoReader(str(path))
+    return vr.get_batch(list(range(len(vr)))).asnumpy()[..., 0].astype(np.float64)
+
+
+def _log_energy(x: np.ndarray, sr: int, T: int) -> np.ndarray:
+    hop = sr // 25
+    return np.log(np.array([np.sqrt(np.mean(x[i * hop : (i + 1) * hop] ** 2) + 1e-12) for i in range(T)]))
+
+
+# --- committed sample set (no TTS) --------------------------------------------------------------
+def test_committed_manifest_schema_and_files():
+    import decord
+    import soundfile as sf
+
+    recs = _read("manifest.jsonl")
+    assert 30 <= len(recs) <= 80
+    assert {r["split"] for r in recs} == {"train", "val", "test"}
+    voices = {s: {r["voice"] for r in recs if r["split"] == s} for s in ("train", "val", "test")}
+    assert not (voices["train"] & voices["val"]) and not (voices["train"] & voices["test"]) and not (voices["val"] & voices["test"])
+    texts = [r["text"] for r in recs]
+    assert len(set(texts)) == len(texts)  # sentences are not reused across clips
+    for r in recs:
+        assert FIELDS <= set(r), r["id"]
+        assert r["text"].isascii() and r["text"].strip() == r["text"] and "  " not in r["text"]
+        info = sf.info(str(SAMPLE / r["audio"]))
+        assert (info.samplerate, info.channels) == (16000, 1), r["audio"]
+        assert abs(info.frames / 16000 - r["duration"]) < 1e-3
+        vr = decord.VideoReader(str(SAMPLE / r["video"]))
+        assert len(vr) == r["frames"] == math.ceil(info.frames / 16000 * 25 - 1e-9)
+        assert abs(vr.get_avg_fps() - 25.0) < 1e-6
+        if r["split"] != "train":  # held-out clips are clean and unperturbed
+            assert r["snr"] is None and r["speed"] == 1.0 and r["gain_db"] == 0.0
+    by_split = {s: [r["id"] for r in _read(f"{s}.jsonl")] for s in ("train", "val", "test")}
+    assert sum(by_split.values(), []) == [r["id"] for r in recs]
+
+
+def test_committed_lip_video_follows_the_audio():
+    """Mouth opening (dark cavity pixels) correlates with the audio's log energy, best at lag 0."""
+    import soundfile as sf
+
+    by_lag = []
+    for r in _read("manifest.jsonl"):
+        if r["snr"] is not None:
+            continue
+        x, sr = sf.read(str(SAMPLE / r["audio"]), dtype="float32")
+        F = _frames(SAMPLE / r["video"])
+        T = len(F)
+        e = _log_energy(x, sr, T)
+        o = (F < 60).reshape(T, -1).sum(1).astype(np.float64)
+        row = []
+        for lag in (-4, 0, 4):
+            a, b = o[max(0, lag) : T + min(0, lag)], e[max(0, -lag) : T - max(0, lag)]
+            row.append(np.corrcoef(a, b)[0, 1])
+        by_lag.append(row)
+    m = np.nanmean(np.array(by_lag), axis=0)
+    assert m[1] > 0.3, m
+    assert m[1] > m[0] + 0.2 and m[1] > m[2] + 0.2, m
+
+
+def test_committed_noisy_copies_have_the_stated_snr():
+    import soundfile as sf
+
+    clean = {r["id"]: r for r in _read("test.jsonl")}
+    noisy = _read("test_babble_snr0.jsonl")
+    assert len(noisy) == len(clean)
+    for r in noisy:
+        c = clean[r["id"].rsplit("_", 1)[0]]
+        assert (r["video"], r["text"], r["voice"], r["snr"], r["noise"]) == (c["video"], c["text"], c["voice"], 0.0, "babble")
+        s, _ = sf.read(str(SAMPLE / c["audio"]), dtype="float64")
+        y, _ = sf.read(str(SAMPLE / r["audio"]), dtype="float64")
+        scale = np.dot(y, s) / np.dot(s, s)  # the mix may have been scaled down as a whole
+        snr = 10 * np.log10(np.mean((scale * s) ** 2) / np.mean((y - scale * s) ** 2))
+        assert abs(snr - 0.0) < 1.5, (r["id"], snr)
+
+
+# --- augmentation -------------------------------------------------------------------------------
+@pytest.mark.parametrize("snr", [-5.0, 0.0, 7.5, 20.0])
+def test_mix_at_snr_is_exact(snr):
+    rng = np.random.default_rng(0)
+    s = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    n = A.white_noise(16000, rng)
+    y = A.mix_at_snr(s, n, snr, peak=1e9).astype(np.float64)
+    got = 10 * np.log10(A.power(s) / A.power(y - s))
+    assert abs(got - snr) < 1e-3
+    # peak limiting scales the whole mix: the SNR stays the same
+    z = A.mix_at_snr(s * 20, n, snr, peak=0.5).astype(np.float64)
+    assert np.abs(z).max() <= 0.5 + 1e-6
+    k = np.dot(z, s) / np.dot(s, s) if snr > 10 else None
+    if k is not None:
+        assert abs(10 * np.log10(A.power(k * s) / A.power(z - k * s)) - snr) < 0.5
+
+
+def test_mix_at_snr_rejects_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        A.mix_at_snr(np.ones(10, np.float32), np.ones(11, np.float32), 0.0)
+    with pytest.raises(ValueError, match="silent"):
+        A.mix_at_snr(np.zeros(10, np.float32), np.ones(10, np.float32), 0.0)
+
+
+def test_babble_is_seeded_sum_of_pool_utterances():
+    pool = [np.sin(np.arange(n) * w).astype(np.float32) for n, w in [(3000, 0.1), (5000, 0.23), (7000, 0.31), (4000, 0.05)]]
+    a = A.babble_noise(pool, 12345, np.random.default_rng(3))
+    b = A.babble_noise(pool, 12345, np.random.default_rng(3))
+    c = A.babble_noise(pool, 12345, np.random.default_rng(4))
+    assert a.shape == (12345,) and np.array_equal(a, b) and not np.array_equal(a, c)
+    spec = np.abs(np.fft.rfft(a))
+    peaks = {round(2 * np.pi * k / 12345, 2) for k in np.argsort(spec)[-6:]}
+    assert peaks & {0.1, 0.23, 0.31, 0.05}  # made of the pool's talkers
+    with pytest.raises(ValueError, match="empty"):
+        A.babble_noise([], 10, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_scales_length_and_pitch(factor):
+    sr, f0 = 16000, 440.0
+    x = np.sin(2 * np.pi * f0 * np.arange(sr) / sr).astype(np.float32)
+    y = A.speed_perturb(x, sr, factor)
+    assert abs(len(y) - len(x) / factor) <= 1
+    k = np.argmax(np.abs(np.fft.rfft(y * np.hanning(len(y)))))
+    assert abs(k * sr / len(y) - f0 * factor) < 3.0
+
+
+# --- lip video ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "phone,visemes",
+    [("m", ("bilabial",)), ("pau", ("sil",)), ("aa", ("open",)), ("ay", ("open", "spread")), ("uw", ("round_close",)),
+     ("'aI", ("open", "spread")), ("_:", ("sil",)), ("tS", ("postalveolar",)), ("D", ("dental",)), ("i:", ("spread",))],
+)
+def test_phone_to_visemes(phone, visemes):
+    assert LV.phone_to_visemes(phone) == visemes
+
+
+def test_mouth_trajectory_closes_on_bilabials_and_opens_on_vowels():
+    cfg = LV.MouthConfig()
+    phones = [("pau", 0.0, 0.3), ("aa", 0.3, 0.7), ("m", 0.7, 1.1), ("iy", 1.1, 1.4), ("uw", 1.4, 1.8), ("pau", 1.8, 2.03)]
+    P = LV.mouth_trajectory(phones, 2.03, cfg)
+    assert P.shape == (math.ceil(2.03 * 25), 3) and P.dtype == np.float32
+    at = lambda t: P[int(t * 25)]  # noqa: E731
+    assert at(0.5)[0] > 0.6 and at(0.9)[0] < 0.1  # open 'aa', closed 'm'
+    assert at(1.25)[1] > 1.1 and at(1.6)[1] < 0.8 and at(1.6)[2] > 0.7  # spread 'iy', rounded 'uw'
+
+
+def test_write_mp4_roundtrip_and_reproducible(tmp_path):
+    cfg = LV.MouthConfig()
+    phones = [("pau", 0.0, 0.2), ("aa", 0.2, 0.5), ("m", 0.5, 0.6), ("iy", 0.6, 0.9), ("ow", 0.9, 1.3)]
+    frames = [LV.render_frames(LV.mouth_trajectory(phones, 1.5, cfg), cfg, LV.Appearance.sample(np.random.default_rng(s)),
+                               np.random.default_rng(s + 1)) for s in (1, 2)]
+    assert frames[0].shape == (38, 64, 64) and frames[0].dtype == np.uint8
+    for k in range(3):  # bytes do not depend on what was encoded before
+        LV.write_mp4(tmp_path / f"a{k}.mp4", frames[k % 2 if k < 2 else 0])
+    assert (tmp_path / "a0.mp4").read_bytes() == (tmp_path / "a2.mp4").read_bytes()
+    back = _frames(tmp_path / "a0.mp4")
+    assert back.shape == frames[0].shape
+    assert np.abs(back - frames[0]).mean() < 4.0
+    with pytest.raises(ValueError, match="uint8"):
+        LV.write_mp4(tmp_path / "bad.mp4", np.zeros((3, 63, 64), np.uint8))
+
+
+# --- text ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw,want",
+    [
+        ("And the LORD said   unto Moses,", "And the Lord said unto Moses."),
+        ('He said "hello there" to (nobody) today', "He said hello there to nobody today."),
+        ("It costs $5 to get in here today.", None),  # symbols and digits
+        ("Mr. Smith went to the market today.", None),  # abbreviation
+        ("Too short.", None),
+        ("caf\u00e9 au lait is what I drink every day.", None),  # non-ASCII
+        (" ".join(["word"] * 25) + ".", None),  # too long
+    ],
+)
+def test_clean_sentence(raw, want):
+    assert clean_sentence(raw, TextConfig()) == want
+
+
+# --- ogg ----------------------------------------------------------------------------------------
+def test_opus_files_are_byte_reproducible(tmp_path):
+    import soundfile as sf
+
+    cfg = C.CorpusConfig(audio_format="opus")
+    x = (0.3 * np.sin(np.arange(24000) * 0.07)).astype(np.float32)
+    C.write_audio(tmp_path / "a.ogg", x, cfg, serial=7)
+    C.write_audio(tmp_path / "b.ogg", x, cfg, serial=7)
+    assert (tmp_path / "a.ogg").read_bytes() == (tmp_path / "b.ogg").read_bytes()
+    y, sr = sf.read(str(tmp_path / "a.ogg"), dtype="float32")  # libogg checks the page CRCs
+    assert sr == 16000 and len(y) == len(x)
+    assert np.corrcoef(x[2000:-2000], y[2000:-2000])[0, 1] > 0.95
+
+
+# --- generation (needs TTS) ---------------------------------------------------------------------
+def _installed() -> list[str]:
+    if not (shutil.which("flite") or shutil.which("espeak-ng") or shutil.which("festival")):
+        return []
+    from mmlora.data.speech_tts import available_voices
+
+    return available_voices()
+
+
+needs_tts = pytest.mark.skipif(not _installed(), reason="no TTS voice installed (scripts/setup_tts.sh)")
+
+
+def _tiny_args(out: Path, seed: int) -> list[str]:
+    v = _installed()
+    fast = [x for x in v if not x.startswith("festival:")] or v
+    train, held = fast[:1], fast[1:3]
+    args = ["--out", str(out), "--seed", str(seed), "--n-train", "3", "--voices", ",".join(train),
+            "--babble-pool", "2", "--max-words", "8", "--eval-snrs", "0", "--audio-format", "opus"]
+    if len(held) == 2:
+        return args + ["--n-val", "1", "--n-test", "1", "--val-voices", held[0], "--test-voices", held[1]]
+    return args + ["--n-val", "0", "--n-test", "0", "--val-voices", "", "--test-voices", ""]
+
+
+@needs_tts
+def test_generation_is_seeded_and_reproducible(tmp_path):
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        assert C.main(_tiny_args(tmp_path / name, seed)) == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert any(str(f).endswith(".mp4") for f in files) and any(str(f).endswith(".ogg") for f in files)
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    ta = [r["text"] for r in map(json.loads, (tmp_path / "a" / "manifest.jsonl").read_text().splitlines())]
+    tc = [r["text"] for r in map(json.loads, (tmp_path / "c" / "manifest.jsonl").read_text().splitlines())]
+    assert ta != tc
+    # an existing corpus is not overwritten by accident
+    assert C.main(_tiny_args(tmp_path / "a", 5)) == 2
+
+
+@needs_tts
+def test_tts_phones_cover_the_audio():
+    from mmlora.data.speech_tts import synthesize
+
+    for voice in _installed()[:: max(1, len(_installed()) // 4)]:
+        s = synthesize(voice, "The quick brown fox jumps over the lazy dog.")
+        assert s.duration > 1.0 and np.abs(s.audio).max() > 0.05, voice
+        starts = [p[1] for p in s.phones]
+        assert starts == sorted(starts) and all(e > b for _, b, e in s.phones), voice
+        assert len(s.phones) >= 25 and s.phones[-1][2] > 0.8 * s.duration, voice
+
+
+def test_unknown_voice_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="expected"):
+        from mmlora.data.speech_tts import parse_voice
+
+        parse_voice("nonsense")
+    if _installed():
+        with pytest.raises(SystemExit, match="not installed"):
+            C.main(["--out", str(tmp_path / "x"), "--voices", "flite:nobody"])
