@@ -244,9 +244,7 @@ def caption_clip(events: list[Event], level: str, rng: random.Random, cfg: Gramm
             if n_overlap:
                 joiner, mode = ", while ", "np"
             elif same and r.p(cfg.p_pronoun):
-                joiner, mode = r.pick([(" and ", "ellipsis"), (" and then ", "ellipsis"), (", then it ", "pronoun")])
-                if mode == "pronoun":
-                    joiner = ", then "
+                joiner, mode = r.pick([(" and ", "ellipsis"), (" and then ", "ellipsis"), (", then ", "pronoun")])
             else:
                 joiner, mode = r.pick([", and then ", ", then ", " and ", ", after which "]), "np"
             t2, ev2 = r.clause(n, mode)
