@@ -226,3 +226,13 @@ def aggregate(judgements: Sequence[Judgement]) -> dict:
     mean = {k: (sum(r[k] for r in per) / len(per) if per else 0.0) for k in
             ("missing_rate", "hallucination_rate", "repetition_rate", "error_rate")}
     return {"counts": total, "global": rates_from_counts(total), "clip_mean": mean}
+
+
+def rank_captions(candidates: Sequence[str], reference_events: Sequence[Event] | None,
+                  references: Sequence[str] = (), judge: CaptionJudge | None = None) -> list[tuple[int, dict]]:
+    """Order candidate captions of one clip best first, by (error rate, repetition rate, index):
+    the ranking mrDPO uses to turn sampled captions into preference pairs (best vs worst).
+    Returns ``[(candidate index, rates), ...]``."""
+    judge = judge or ProceduralJudge()
+    scored = [(i, judge.judge(c, reference_events, references).rates()) for i, c in enumerate(candidates)]
+    return sorted(scored, key=lambda s: (s[1]["error_rate"], s[1]["repetition_rate"], s[0]))

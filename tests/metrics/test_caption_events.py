@@ -123,3 +123,16 @@ def test_llm_judge_counts_like_the_procedural_one():
         LLMJudge(lambda p: "I cannot answer").judge("x", None, ["y"])
     with pytest.raises(ValueError, match="ground-truth 'events'"):
         JUDGE.judge("x", None, ["y"])
+
+
+def test_rank_captions_orders_by_planted_errors():
+    from mmlora.metrics.event_metric import rank_captions
+
+    rng = np.random.default_rng([9, 0])
+    scene = simulate(rng, WorldConfig(min_duration=6.0, max_duration=8.0))
+    r = random.Random(0)
+    caps = [perturbed_caption(scene.events, r, n, n, 0)[0].text for n in (2, 0, 3, 1)]  # errors 4, 0, 6, 2
+    order = [i for i, _ in rank_captions(caps, scene.events)]
+    assert order == [1, 3, 0, 2]
+    rates = dict(rank_captions(caps, scene.events))
+    assert rates[1]["error_rate"] == 0.0 and rates[2]["error_rate"] > rates[0]["error_rate"]
