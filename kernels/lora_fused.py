@@ -35,6 +35,19 @@ from torch import Tensor
 __all__ = ["TorchOps", "torch_ops", "coefficients", "as_lists", "fused_lora_linear", "fused_lora_delta"]
 
 
+_MM_OUT_DTYPE = [True]  # torch.mm(..., out_dtype=fp32) usable (CUDA, bf16/fp16); switched off on first failure
+
+
+def _mm_f32(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` with an fp32 result (the parameters' gradient dtype) in one cuBLAS call where possible."""
+    if _MM_OUT_DTYPE[0] and a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (NotImplementedError, RuntimeError, TypeError):
+            _MM_OUT_DTYPE[0] = False
+    return torch.mm(a, b)
+
+
 class TorchOps:
     """The fused forward/backward through torch/cuBLAS (same contract as ``lora_triton.TritonOps``)."""
 
@@ -43,7 +56,7 @@ class TorchOps:
     def forward(self, x: Tensor, A: Tensor, B: Tensor, M: Tensor, y: Tensor | None, store_h: bool
                 ) -> tuple[Tensor, Tensor | None, Tensor]:
         """``y (+)= (x A^T * M) B^T``; returns ``(y, h or None, hm)``."""
-        h = x @ A.t()
+        h = F.linear(x, A)
         hm = torch.empty_like(h)
         torch.mul(h, M, out=hm)  # one kernel: product in M's precision, rounded to x's dtype
         y = hm @ B.t() if y is None else y.addmm_(hm, B.t())
@@ -55,8 +68,8 @@ class TorchOps:
         dhm = dy @ B
         dh = torch.empty_like(dhm)
         torch.mul(dhm, M, out=dh)
-        dB = dy.t() @ hm
-        dA = dh.t() @ x
+        dB = _mm_f32(dy.t(), hm)
+        dA = _mm_f32(dh.t(), x)
         if dx is not None:
             dx.addmm_(dh, A)
         elif need_dx:
@@ -111,9 +124,13 @@ def coefficients(ranks: Sequence[int], scalings: Sequence[float], T: int, index:
     keep = tuple(k for k in range(K) if ranks_t[k] > 0 and scal_t[k] != 0.0 and (routed or k in shared_t))
     if not keep:
         return None
-    owner, keep_t, svec, shared_mask = _space_consts(ranks_t, scal_t, keep, shared_t, device, coef_dtype)
-    if not routed:
-        return keep, (svec * shared_mask).index_select(0, owner)[None]
+    consts = _space_consts(ranks_t, scal_t, keep, shared_t, device, coef_dtype)
+    owner, keep_t, svec, shared_mask = consts[:4]
+    if not routed:  # shared adapters only: a constant row, built once
+        if len(consts) == 4:
+            consts = _SPACE_CACHE[(ranks_t, scal_t, keep, shared_t, device, coef_dtype)] = (
+                *consts, (svec * shared_mask).index_select(0, owner)[None])
+        return keep, consts[4]
     if weights is None:
         cache = index.__dict__.setdefault("_mmlora_coef", {})
         ckey = (ranks_t, scal_t, keep, shared_t, coef_dtype)

@@ -187,7 +187,7 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool
     record("frozen base", "-", base_step)
     if profile:
         log(profile_step(base_step, "frozen base"))
-    del model
+    del model, base_step
     _free()
 
     try:
