@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: install
-	@echo "make demo arrives with the speech-recognition issue (#5); see README.md"
+	bash scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

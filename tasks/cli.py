@@ -110,6 +110,7 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device")
     p.add_argument("--out", help="write the full JSON report here")
+    p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
     args = p.parse_args(argv)
     from mmlora.pipelines import load_pipeline
 
@@ -123,6 +124,9 @@ def evaluate(argv: list[str]) -> int:
                                noise_kind=args.noise, max_samples=args.max_samples, **gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
+    if args.show:
+        for u in report.get("utterances", []):
+            print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
