@@ -188,3 +188,34 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded(batch)["loss"], ref)
     n_train = sum(p.numel() for p in loaded.trainable_parameters())
     assert n_train == sum(p.numel() for p in model.trainable_parameters()) > 0
+
+
+class LayeredFakeEncoder(FakeEncoder):
+    """FakeEncoder that also reports two per-layer hidden states (for QLadder)."""
+
+    def _encode(self, batch, output_hidden_states):
+        f = super()._encode(batch, output_hidden_states)
+        if output_hidden_states:
+            f.hidden_states = (f.x * 0.5, f.x)
+            f.hidden_mask = f.mask
+        return f
+
+
+def test_arcana_qladder_and_mm_lora_token_routing_end_to_end():
+    cfg = ModelConfig(
+        llm=LLMConfig("random:tiny"),
+        media={"image": {"projector": {"compressor": "none", "rates": [1], "hidden_dim": None, "activation": "gelu",
+                                       "qladder": {"num_layers": 2, "num_queries": 3, "num_heads": 2}},
+                         "hidden_states": True}},
+        adapters={"visual": LoRASpec(4, 8), "language": LoRASpec(8, 16)},
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        router={"kind": "token_type", "token_map": {"text": "language", "image": "visual"}},
+    )
+    model = MultimodalLM.build(cfg, encoders={"image": LayeredFakeEncoder()}).train()
+    batch = collate_samples([sample(image=frames(5, 1)), sample(image=frames(2, 2))], model.prompts)
+    feats = model.encode_media(batch["media"])
+    _, _, _, types = model.assemble(batch["segments"], model.project(feats, {"image": 1}))
+    assert (types == TOKEN_TYPES["image"]).sum(1).tolist() == [5 + 3, 2 + 3]  # patches + appended queries
+    model(batch)["loss"].backward()
+    qladder = model.projectors["image"].qladder
+    assert all(p.grad is not None for p in qladder.parameters())  # the ladder trains through the LLM loss
