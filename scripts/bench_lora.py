@@ -110,6 +110,59 @@ def time_steps(cfg: BenchConfig, step) -> tuple[float, float, list[float]]:
     return statistics.median(times), peak, times
 
 
+def time_graph(cfg: BenchConfig, model, params, ids, plan=None) -> float | None:
+    """Median ms of the same train step captured once in a CUDA graph and replayed: the GPU's
+    time with the host's launch overhead removed (AdamW ``capturable``). None if capture fails."""
+    import contextlib
+
+    from mmlora.routing import routing
+
+    opt = torch.optim.AdamW(params, lr=1e-4, fused=True, capturable=True) if params else None
+
+    def body():
+        with (routing(model, plan) if plan is not None else contextlib.nullcontext()):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        if opt is not None:
+            opt.step()
+
+    g = None
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                body()
+        torch.cuda.current_stream().wait_stream(s)
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            body()
+        for _ in range(2):
+            g.replay()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(cfg.steps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+        return statistics.median(ts)
+    except Exception as e:  # noqa: BLE001 - report, keep the eager numbers
+        print(f"graph capture failed: {type(e).__name__}: {str(e)[:300]}")
+        torch.cuda.synchronize()
+        return None
+    finally:
+        del g
+        model.zero_grad(set_to_none=True)
+        _free()
+
+
 def make_step(model, params, ids, plan=None, fwd_kwargs=None):
     from mmlora.routing import routing
 
@@ -162,29 +215,31 @@ def profile_step(step, title: str, rows: int = 14) -> str:
     return f"[profile] {title}: GPU kernels busy {busy:.1f} ms per step\n{table}"
 
 
-def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool = False) -> list[dict]:
+def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool = False,
+                 graph: bool = False) -> list[dict]:
     from mmlora.lora import LoRASpec, adapter_parameters, attach
 
     rows = []
     ids = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), device=cfg.device,
                         generator=torch.Generator(cfg.device).manual_seed(0))
 
-    def record(name, backend, step_fn):
+    def record(name, backend, step_fn, graph_args=None):
         try:
             ms, peak, times = time_steps(cfg, step_fn)
         except Exception as e:  # noqa: BLE001 - one broken row must not lose the others
             log(f"{name} [{backend}] FAILED: {type(e).__name__}: {e}")
             return
         host = time_steps.last_host
-        rows.append(dict(variant=name, backend=backend, ms=ms, peak=peak, times=times, host=host))
-        log(f"{name:24s} {backend:8s} {ms:9.2f} ms  host {host:8.2f} ms  peak {peak:6.2f} GiB  "
-            f"(all: {[round(t, 1) for t in times]})")
+        gms = time_graph(cfg, *graph_args) if graph and graph_args is not None else None
+        rows.append(dict(variant=name, backend=backend, ms=ms, peak=peak, times=times, host=host, graph=gms))
+        log(f"{name:24s} {backend:8s} {ms:9.2f} ms  host {host:8.2f} ms  graph {gms or float('nan'):8.2f} ms  "
+            f"peak {peak:6.2f} GiB  (all: {[round(t, 1) for t in times]})")
         if profile and backend != "-":
             log(profile_step(step_fn, f"{name} [{backend}]"))
 
     model = build_model(cfg)
     base_step = make_step(model, [], ids)
-    record("frozen base", "-", base_step)
+    record("frozen base", "-", base_step, (model, [], ids))
     if profile:
         log(profile_step(base_step, "frozen base"))
     del model, base_step
@@ -195,8 +250,9 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool
         model = build_model(cfg)
         pcfg = peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules=TARGETS)
         model = peft.get_peft_model(model, pcfg)
-        record("PEFT LoRA, dropout 0", f"peft {peft.__version__}",
-               make_step(model, [p for p in model.parameters() if p.requires_grad], ids))
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        record("PEFT LoRA, dropout 0", f"peft {peft.__version__}", make_step(model, trainable, ids),
+               (model, trainable, ids))
         del model
         _free()
     except ImportError:
@@ -209,7 +265,7 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool
             model = build_model(cfg)
             attach(model, {n: spec for n in names}, TARGETS)
             params = [p for n in names for p in adapter_parameters(model, n)]
-            record(f"mmlora {name}", backend, make_step(model, params, ids, plan))
+            record(f"mmlora {name}", backend, make_step(model, params, ids, plan), (model, params, ids, plan))
             del model, params
             _free()
     os.environ.pop("MMLORA_KERNELS", None)
@@ -355,11 +411,14 @@ def markdown(cfg: BenchConfig, rows: list[dict], inf_rows: list[dict], op_rows: 
     base = next(r for r in rows if r["variant"] == "frozen base")
     dev = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
     out = [f"Device: {dev}; torch {torch.__version__}; config: {cfg}", f"Command: `{cmd}`", "",
-           "| variant | backend | ms/step | × frozen base | host ms/step | peak GiB | × base memory |",
-           "|---|---|---|---|---|---|---|"]
+           "| variant | backend | ms/step | × frozen base | host ms/step | CUDA-graph ms/step | × base (graph) "
+           "| peak GiB | × base memory |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        g, gb = r.get("graph"), base.get("graph")
+        gcol = f"{g:.1f} | {g / gb:.3f}" if g and gb else "– | –"
         out.append(f"| {r['variant']} | {r['backend']} | {r['ms']:.1f} | {r['ms'] / base['ms']:.3f} | "
-                   f"{r['host']:.1f} | {r['peak']:.2f} | {r['peak'] / base['peak']:.3f} |")
+                   f"{r['host']:.1f} | {gcol} | {r['peak']:.2f} | {r['peak'] / base['peak']:.3f} |")
     if inf_rows:
         ib = inf_rows[0]
         out += ["", "Forward only (inference), mixed adapters per sample (3 adapters + 1 base sample):", "",
@@ -389,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backends", default="triton,fused", help="mmlora backends to measure (comma list)")
     ap.add_argument("--no-inference", action="store_true", help="skip the forward-only comparison")
     ap.add_argument("--ops", action="store_true", help="also run the per-op microbenchmark (CUDA)")
+    ap.add_argument("--graph", action="store_true",
+                    help="also time each step captured in a CUDA graph (GPU time without host overhead; CUDA)")
     ap.add_argument("--profile", action="store_true", help="print a kernel profile of one step per row (CUDA)")
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
@@ -406,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown backends {unknown}; available: {available_backends()}", file=sys.stderr)
         return 2
-    rows = run_training(cfg, backends, profile=args.profile and dev == "cuda")
+    rows = run_training(cfg, backends, profile=args.profile and dev == "cuda", graph=args.graph and dev == "cuda")
     inf_rows = [] if args.no_inference else run_inference(cfg, backends[0])
     op_rows = run_ops(cfg) if args.ops and dev == "cuda" else []
     md = markdown(cfg, rows, inf_rows, op_rows, "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))
