@@ -85,11 +85,22 @@ class CorpusConfig:
 
 
 # --- TTS in fresh worker processes -------------------------------------------------------------
-def _run_tts(jobs: list[tuple[str, list]], workers: int) -> list[list]:
+def _run_tts(jobs: list[tuple[str, list]], workers: int):  # noqa: ANN202 (generator)
+    """Yield each job's results in job order, keeping at most `workers + 1` jobs in flight
+    (bounded memory: results are consumed as they arrive)."""
+    from collections import deque
+
     from .speech_tts import synth_batch_subprocess
 
-    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        return list(ex.map(lambda j: synth_batch_subprocess(*j), jobs))
+    workers = max(1, workers)
+    with cf.ThreadPoolExecutor(max_workers=workers) as ex:
+        todo, running = iter(jobs), deque()
+        for j in todo:
+            running.append(ex.submit(synth_batch_subprocess, *j))
+            if len(running) > workers:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -172,8 +183,10 @@ def _voice_probs(vs: list[str], weights: dict[str, float]) -> np.ndarray:
     return w / w.sum()
 
 
-def _synthesize(utts: list[_Utt], cfg: CorpusConfig) -> list[tuple[np.ndarray, list] | None]:
-    """TTS for a list of utterances, grouped by voice in fixed-size chunks; 16 kHz float32 out."""
+def _synthesize(utts: list[_Utt], cfg: CorpusConfig):  # noqa: ANN202 (generator)
+    """TTS for a list of utterances, grouped by voice in fixed-size chunks (the grouping is part
+    of reproducibility: espeak-ng carries state within a chunk). Yields (index into utts,
+    (audio float32 16 kHz, phones) or None) chunk by chunk."""
     by_voice: dict[str, list[int]] = {}
     for k, u in enumerate(utts):
         by_voice.setdefault(u.voice, []).append(k)
@@ -185,15 +198,9 @@ def _synthesize(utts: list[_Utt], cfg: CorpusConfig) -> list[tuple[np.ndarray, l
             items = [(utts[k].text, utts[k].rate, utts[k].pitch, zlib.crc32(json.dumps(utts[k].seed).encode())) for k in part]
             jobs.append((v, items))
             where.append(part)
-    results: list[tuple[np.ndarray, list] | None] = [None] * len(utts)
     for part, res in zip(where, _run_tts(jobs, cfg.workers)):
         for k, r in zip(part, res):
-            if r is None:
-                continue
-            audio, sr, phones = r
-            x = resample(audio, sr, SR)
-            results[k] = (x, phones)
-    return results
+            yield k, (None if r is None else (resample(r[0], r[1], SR), r[2]))
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -282,7 +289,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
 
     pool_audio: dict[str, list[np.ndarray]] = {}
     for name, utts in pools.items():
-        pool_audio[name] = [r[0] for r in _synthesize(utts, cfg) if r is not None and len(r[0])]
+        got = dict(_synthesize(utts, cfg))
+        pool_audio[name] = [got[k][0] for k in sorted(got) if got[k] is not None and len(got[k][0])]
     looks = {v: Appearance.sample(np.random.default_rng([cfg.seed, 7, zlib.crc32(v.encode())])) for v in installed}
 
     records: dict[str, list[dict]] = {}
@@ -293,9 +301,10 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
         if not utts:
             continue
         log(f"[{split}] synthesizing {len(utts)} clips over {len(voices[split])} voices")
-        synth = _synthesize(utts, cfg)
         pool = pool_audio.get("pool_train" if split == "train" else "pool_eval", [])
-        for u, r in zip(utts, synth):
+        done: dict[int, dict] = {}
+        for k, r in _synthesize(utts, cfg):
+            u = utts[k]
             if r is None or len(r[0]) < SR // 10:
                 failed += 1
                 continue
@@ -314,7 +323,10 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                 rec["frames"] = lip_video(out / vpath, phones, dur, cfg.mouth, looks[u.voice], np.random.default_rng(u.seed + [3]))
                 rec["video"] = str(vpath)
             rec["_clean"] = x if split != "train" else None
-            recs.append(rec)
+            done[k] = rec
+            if len(done) % 500 == 0:
+                log(f"[{split}] {len(done)} / {len(utts)} ({time.time() - t0:.0f} s)")
+        recs.extend(done[k] for k in sorted(done))
         log(f"[{split}] wrote {len(recs)} clips ({time.time() - t0:.0f} s)")
 
     # noisy copies of the held-out splits (same video, babble at fixed SNRs)
