@@ -1,18 +1,28 @@
-"""mmlora: frozen encoders + projectors + routed multi-LoRA on a frozen LLM."""
-from .lora import (LoRASpec, MultiLoRALinear, adapter_parameters, attach, export_peft, load_adapters, merge,
-                   reset, save_adapters, unmerge)
-from .routing import RoutingPlan, routing
+"""mmlora: frozen encoders + projectors + routed multi-LoRA on a frozen LLM.
+
+The public names below are imported lazily (PEP 562), so ``mmlora --help`` and sub-commands
+that need no torch start quickly. The routing context manager is ``mmlora.routing.routing``
+(``mmlora.routing`` is its module).
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LoRASpec", "MultiLoRALinear", "attach", "merge", "unmerge", "reset", "adapter_parameters",
-    "save_adapters", "load_adapters", "export_peft", "RoutingPlan", "routing", "load_pipeline",
-]
+_LAZY = {
+    "LoRASpec": "lora", "MultiLoRALinear": "lora", "attach": "lora", "merge": "lora", "unmerge": "lora",
+    "reset": "lora", "adapter_parameters": "lora", "save_adapters": "lora", "load_adapters": "lora",
+    "export_peft": "lora", "RoutingPlan": "routing", "load_pipeline": "pipelines",
+    "MultimodalLM": "model", "ModelConfig": "model",
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
-def load_pipeline(*args, **kwargs):
-    """Inference API (speech recognition, captioning): see :mod:`mmlora.pipelines`."""
-    from .pipelines import load_pipeline as _load
-
-    return _load(*args, **kwargs)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mmlora' has no attribute {name!r}")
