@@ -273,3 +273,27 @@ def test_unknown_voice_is_a_clear_error(tmp_path):
     if _installed():
         with pytest.raises(SystemExit, match="not installed"):
             C.main(["--out", str(tmp_path / "x"), "--voices", "flite:nobody"])
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
+                    reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
+def test_plan_holds_out_voices_and_never_reuses_sentences():
+    installed = ["flite:awb", "flite:slt", "festival:kal_diphone", "espeak:en-us", "espeak:en+m1", "espeak:en+f3",
+                 "flite:rms", "espeak:en-029"]
+    cfg = C.CorpusConfig(n={"train": 600, "val": 20, "test": 30}, val_voices=("flite:rms",), test_voices=("espeak:en-029",),
+                         engine_weights={"flite": 2.0, "festival": 1.0, "espeak": 1.0})
+    voices = C._split_voices(cfg, installed)
+    assert voices["val"] == ["flite:rms"] and voices["test"] == ["espeak:en-029"] and len(voices["train"]) == 6
+    plan, pools = C._plan(cfg, voices)
+    texts = [u.text for lst in (*plan.values(), *pools.values()) for u in lst]
+    assert len(texts) == 600 + 20 + 30 + 2 * cfg.augment.babble_pool and len(set(texts)) == len(texts)
+    assert {u.voice for u in plan["val"]} == {"flite:rms"} and {u.voice for u in plan["test"]} == {"espeak:en-029"}
+    share = {e: np.mean([u.voice.startswith(e) for u in plan["train"]]) for e in ("flite", "festival", "espeak")}
+    assert abs(share["flite"] - 0.5) < 0.07 and abs(share["festival"] - 0.25) < 0.06, share
+    assert all(u.pitch is None for u in plan["train"] if not u.voice.startswith("espeak:"))
+    again, _ = C._plan(cfg, voices)
+    assert [u.text for u in again["train"]] == [u.text for u in plan["train"]]
+    other, _ = C._plan(C.CorpusConfig(**{**cfg.__dict__, "seed": 1}), voices)
+    assert [u.text for u in other["train"]] != [u.text for u in plan["train"]]
+    with pytest.raises(SystemExit, match="no installed voice"):
+        C._split_voices(C.CorpusConfig(val_voices=("flite:nobody",)), installed)
