@@ -37,7 +37,7 @@ def _run(device: str, dtype: torch.dtype, backend: str | None, steps: int, seed:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         return losses
     finally:
         if old is None:
