@@ -128,7 +128,7 @@ def lora_delta_reference(x: Tensor, A: Tensor, B: Tensor, ranks: Sequence[int], 
             rows = (index == k).nonzero(as_tuple=True)[0]
             if rows.numel():
                 contrib = s * ((x.index_select(0, rows) @ Ak.t()) @ Bk.t())
-                out = out.index_add(0, rows, contrib)
+                out = out.index_add(0, rows, contrib.to(out.dtype))  # autocast: contrib may be lower precision
     return out
 
 

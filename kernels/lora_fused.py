@@ -224,6 +224,13 @@ def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A, 
     (``weight=None``: the delta alone). ``A``/``B`` stacked (as :func:`.lora.lora_delta`) or
     lists of per-adapter ``[r_k, d_in]`` / ``[d_out, r_k]`` tensors (e.g. fp32 parameters:
     they are cast to ``x``'s dtype inside, and their gradients come back in their own dtype)."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):  # do what autocast does for the base linear, once, outside the function
+        dt = torch.get_autocast_dtype(dev)
+        cast = (lambda t: None if t is None else t.to(dt))
+        with torch.autocast(dev, enabled=False):
+            return fused_lora_linear(cast(x), cast(weight), cast(bias), A, B, ranks, scalings, index, weights, shared,
+                                     cast(x_lora), ops)
     T = x.shape[0]
     As, Bs = as_lists(A, B, ranks)
     space = coefficients(ranks, scalings, T, index, weights, shared, x.device,

@@ -156,6 +156,29 @@ def test_fused_no_active_adapter_gives_base_cpu():
     assert lora_delta(c["x"], c["A"].nan_to_num(), c["B"].nan_to_num(), [8], [1.0], backend="fused").abs().max() == 0
 
 
+def _autocast_check(device, backend_under_test):
+    c = make_case(42, 64, 96, [8, 4], "shared+index", torch.float32, device)
+    outs = []
+    for backend in ("torch", backend_under_test):
+        x = c["x"].clone().requires_grad_(True)
+        A = c["A"].nan_to_num().requires_grad_(True)
+        B = c["B"].nan_to_num().requires_grad_(True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            y = lora_linear(x, c["W"], c["bias"], A, B, c["ranks"], c["scalings"], index=c["index"],
+                            shared=c["shared"], backend=backend)
+        assert y.dtype == torch.bfloat16
+        y.float().pow(2).sum().backward()
+        outs.append((y, x.grad, A.grad, B.grad))
+    for a, b in zip(outs[1], outs[0]):
+        assert rel(a, b) < 2e-2
+
+
+def test_fused_under_autocast_cpu():
+    """Under autocast (e.g. Accelerate mixed precision) the fused path computes in the autocast
+    dtype like the base linear would, and matches the reference path under the same autocast."""
+    _autocast_check("cpu", "fused")
+
+
 def test_dispatch_cpu(monkeypatch):
     x = torch.randn(3, 4)
     monkeypatch.delenv("MMLORA_KERNELS", raising=False)
@@ -246,6 +269,13 @@ def test_gpu_matches_reference(case, dtype, backend):
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 def test_gpu_separate_lora_input(backend):
     check(CASES[6], torch.bfloat16, "cuda", backend, separate=True)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_gpu_under_autocast(backend):
+    _autocast_check("cuda", backend)
 
 
 @gpu
