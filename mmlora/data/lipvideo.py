@@ -230,7 +230,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int 
     import av
 
     if frames.ndim != 3 or frames.dtype != np.uint8 or frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"write_mp4({path}): frames must be uint8 [T,H,W], got {frames.dtype} {frames.shape} (H, W must be even)")
+        raise ValueError(
+            f"write_mp4({path}): frames must be uint8 [T,H,W] with even H, W; got {frames.dtype} {frames.shape}"
+        )
     from fractions import Fraction
 
     with av.open(str(path), "w") as c:

@@ -73,7 +73,8 @@ class CorpusConfig:
     val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
     fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
-    engine_weights: dict[str, float] = field(default_factory=lambda: {"flite": 1.0, "festival": 1.0, "espeak": 1.0})  # share of clips per engine, split evenly among its voices
+    # share of clips per engine, split evenly among that engine's voices
+    engine_weights: dict[str, float] = field(default_factory=lambda: {"flite": 1.0, "festival": 1.0, "espeak": 1.0})
     audio_format: str = "flac"  # "flac" (lossless) or "opus" (Ogg/Opus, ~17 kbit/s)
     opus_level: float = 0.96  # libsndfile compression level for Opus (higher = smaller)
     video: bool = True  # write lip videos
@@ -195,7 +196,9 @@ def _synthesize(utts: list[_Utt], cfg: CorpusConfig):  # noqa: ANN202 (generator
         idx = by_voice[v]
         for c in range(0, len(idx), cfg.chunk):
             part = idx[c : c + cfg.chunk]
-            items = [(utts[k].text, utts[k].rate, utts[k].pitch, zlib.crc32(json.dumps(utts[k].seed).encode())) for k in part]
+            items = [
+                (utts[k].text, utts[k].rate, utts[k].pitch, zlib.crc32(json.dumps(utts[k].seed).encode())) for k in part
+            ]
             jobs.append((v, items))
             where.append(part)
     for part, res in zip(where, _run_tts(jobs, cfg.workers)):
@@ -249,7 +252,10 @@ def write_audio(path: Path, x: np.ndarray, cfg: CorpusConfig, serial: int = 0x6D
         sf.write(path, x, SR, format="FLAC", subtype="PCM_16")
 
 
-def _augment(x: np.ndarray, phones: list, u: _Utt, cfg: CorpusConfig, pool: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, list, dict]:
+def _augment(
+    x: np.ndarray, phones: list, u: _Utt, cfg: CorpusConfig, pool: list[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, list, dict]:
+    """Training clips: speed, gain, then noise (white or babble) at an SNR; held-out clips unchanged."""
     a = cfg.augment
     meta = {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None}
     if u.split != "train":
@@ -320,7 +326,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                    "source": u.source, "seed": u.seed}
             if cfg.video:
                 vpath = Path("video") / f"{uid}.mp4"
-                rec["frames"] = lip_video(out / vpath, phones, dur, cfg.mouth, looks[u.voice], np.random.default_rng(u.seed + [3]))
+                vrng = np.random.default_rng(u.seed + [3])
+                rec["frames"] = lip_video(out / vpath, phones, dur, cfg.mouth, looks[u.voice], vrng)
                 rec["video"] = str(vpath)
             rec["_clean"] = x if split != "train" else None
             done[k] = rec
@@ -344,7 +351,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                 uid = f"{rec['id']}_babble{snr:g}"
                 apath = Path("audio") / f"{uid}.{ext}"
                 write_audio(out / apath, x, cfg, serial=zlib.crc32(uid.encode()))
-                lst.append({**{k: v for k, v in rec.items() if k != "_clean"}, "id": uid, "audio": str(apath), "snr": snr, "noise": "babble"})
+                base = {k: v for k, v in rec.items() if k != "_clean"}
+                lst.append(base | {"id": uid, "audio": str(apath), "snr": snr, "noise": "babble"})
     for recs in records.values():
         for rec in recs:
             rec.pop("_clean", None)
@@ -369,7 +377,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
         "mean_words": round(float(np.mean([len(r["text"].split()) for r in all_recs])), 2) if all_recs else 0.0,
         "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "corpus.json"),
     }
-    (out / "corpus.json").write_text(json.dumps({"config": _jsonable(asdict(cfg)), "stats": stats}, indent=1, sort_keys=True) + "\n")
+    info = {"config": _jsonable(asdict(cfg)), "stats": stats}
+    (out / "corpus.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return stats | {"seconds": round(time.time() - t0, 1)}
 
 
@@ -443,7 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         engine_weights=_weights(args.engine_weights),
         text=TextConfig(min_words=args.min_words, max_words=args.max_words),
         opus_level=args.opus_level,
-        augment=AugmentConfig(noise_prob=args.noise_prob, babble_pool=args.babble_pool, noisy_splits=_names(args.noisy_splits), train_snrs=_floats(args.train_snrs), eval_snrs=_floats(args.eval_snrs)),
+        augment=AugmentConfig(
+            noise_prob=args.noise_prob, babble_pool=args.babble_pool, noisy_splits=_names(args.noisy_splits),
+            train_snrs=_floats(args.train_snrs), eval_snrs=_floats(args.eval_snrs),
+        ),
         mouth=MouthConfig(size=args.size, crf=args.crf),
     )
     stats = generate(cfg, log=lambda m: print(m, file=sys.stderr))

@@ -44,7 +44,8 @@ def test_committed_manifest_schema_and_files():
     assert 30 <= len(recs) <= 80
     assert {r["split"] for r in recs} == {"train", "val", "test"}
     voices = {s: {r["voice"] for r in recs if r["split"] == s} for s in ("train", "val", "test")}
-    assert not (voices["train"] & voices["val"]) and not (voices["train"] & voices["test"]) and not (voices["val"] & voices["test"])
+    tr, va, te = voices["train"], voices["val"], voices["test"]
+    assert not (tr & va) and not (tr & te) and not (va & te)
     texts = [r["text"] for r in recs]
     assert len(set(texts)) == len(texts)  # sentences are not reused across clips
     for r in recs:
@@ -93,7 +94,8 @@ def test_committed_noisy_copies_have_the_stated_snr():
     assert len(noisy) == len(clean)
     for r in noisy:
         c = clean[r["id"].rsplit("_", 1)[0]]
-        assert (r["video"], r["text"], r["voice"], r["snr"], r["noise"]) == (c["video"], c["text"], c["voice"], 0.0, "babble")
+        same = (r["video"], r["text"], r["voice"], r["snr"], r["noise"])
+        assert same == (c["video"], c["text"], c["voice"], 0.0, "babble")
         s, _ = sf.read(str(SAMPLE / c["audio"]), dtype="float64")
         y, _ = sf.read(str(SAMPLE / r["audio"]), dtype="float64")
         scale = np.dot(y, s) / np.dot(s, s)  # the mix may have been scaled down as a whole
