@@ -76,3 +76,25 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, peak: float
         y *= peak / m
     return y.astype(np.float32)
 
+
+
+def synthetic_rir(sr: int, rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Room impulse response: a unit direct path, then exponentially decaying Gaussian noise.
+
+    h[0] = 1; h[n] = a * e[n] * exp(-ln(1000) * n / (sr * rt60)) for n >= 1 (-60 dB at rt60);
+    `a` sets the direct-to-reverberant energy ratio 10 log10(1 / sum_{n>=1} h[n]^2) = drr_db."""
+    n = max(2, int(round(1.2 * rt60 * sr)))
+    t = np.arange(1, n) / sr
+    tail = rng.standard_normal(n - 1) * np.exp(-np.log(1000.0) * t / rt60)
+    tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / np.sum(tail**2))
+    return np.concatenate([[1.0], tail]).astype(np.float64)
+
+
+def add_reverb(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with `rir` (FFT), keep the first len(x) samples (the direct path is at lag 0, so
+    phone timings are unchanged), and restore the input's power."""
+    n = len(x) + len(rir) - 1
+    size = 1 << (n - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(rir, size), size)[: len(x)]
+    p = power(y)
+    return (y * np.sqrt(power(x) / p) if p > 0 else y).astype(np.float32)

@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from .lipvideo import Appearance, MouthConfig, lip_video
-from .speech_augment import apply_gain, babble_noise, mix_at_snr, resample, speed_perturb, white_noise
+from .speech_augment import (
+    add_reverb, apply_gain, babble_noise, mix_at_snr, resample, speed_perturb, synthetic_rir, white_noise,
+)
 from .speech_text import TextConfig, load_sentences
 
 SR = 16000
@@ -60,6 +62,9 @@ class AugmentConfig:
     eval_snrs: tuple[float, ...] = (0.0, -5.0)  # babble SNRs of the noisy copies of held-out clips
     noisy_splits: tuple[str, ...] = ("val", "test")  # which held-out splits get noisy copies
     babble_pool: int = 40  # utterances (own sentences) per babble pool; train and eval pools differ
+    reverb_prob: float = 0.0  # fraction of training clips convolved with a synthetic room response
+    rt60_range: tuple[float, float] = (0.2, 0.7)  # reverberation time (s), uniform
+    drr_range: tuple[float, float] = (0.0, 10.0)  # direct-to-reverberant ratio (dB), uniform
     rate_range: tuple[float, float] = (0.9, 1.12)  # TTS speaking-rate factor, uniform
     pitch_range: tuple[int, int] = (35, 65)  # espeak-ng pitch (0-100), uniform
 
@@ -263,6 +268,12 @@ def _augment(
     f = float(rng.choice(a.speeds, p=np.asarray(a.speed_probs) / np.sum(a.speed_probs)))
     x = speed_perturb(x, SR, f)
     phones = [(p, s / f, e / f) for p, s, e in phones]
+    if a.reverb_prob > 0:  # no draw when off, so corpora made without reverb are unchanged
+        meta["rt60"] = None
+        if rng.random() < a.reverb_prob:
+            rt60 = round(float(rng.uniform(*a.rt60_range)), 3)
+            x = add_reverb(x, synthetic_rir(SR, rt60, float(rng.uniform(*a.drr_range)), rng))
+            meta["rt60"] = rt60
     g = round(float(rng.uniform(*a.gain_db)), 2)
     x = apply_gain(x, g)
     meta.update(speed=f, gain_db=g)
@@ -324,6 +335,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                    "snr": meta["snr"], "noise": meta["noise"], "speed": meta["speed"], "gain_db": meta["gain_db"],
                    "rate": u.rate, "pitch": u.pitch, "duration": round(dur, 3), "frames": None,
                    "source": u.source, "seed": u.seed}
+            if "rt60" in meta:
+                rec["rt60"] = meta["rt60"]
             if cfg.video:
                 vpath = Path("video") / f"{uid}.mp4"
                 vrng = np.random.default_rng(u.seed + [3])
@@ -425,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=int, default=4)
     p.add_argument("--max-words", type=int, default=20)
     p.add_argument("--noise-prob", type=float, default=0.5, help="fraction of noisy training clips")
+    p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of training clips with room reverb")
     p.add_argument("--train-snrs", default="20,10,5,0,-5", help="SNRs (dB) for noisy training clips")
     p.add_argument("--eval-snrs", default="0,-5", help="babble SNRs of the noisy held-out copies ('' for none)")
     p.add_argument("--noisy-splits", default="val,test", help="held-out splits that get noisy copies")
@@ -453,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         text=TextConfig(min_words=args.min_words, max_words=args.max_words),
         opus_level=args.opus_level,
         augment=AugmentConfig(
-            noise_prob=args.noise_prob, babble_pool=args.babble_pool, noisy_splits=_names(args.noisy_splits),
+            noise_prob=args.noise_prob, babble_pool=args.babble_pool, reverb_prob=args.reverb_prob, noisy_splits=_names(args.noisy_splits),
             train_snrs=_floats(args.train_snrs), eval_snrs=_floats(args.eval_snrs),
         ),
         mouth=MouthConfig(size=args.size, crf=args.crf),

@@ -150,6 +150,39 @@ def test_speed_perturb_scales_length_and_pitch(factor):
     assert abs(k * sr / len(y) - f0 * factor) < 3.0
 
 
+@pytest.mark.parametrize("rt60", [0.25, 0.6])
+def test_synthetic_rir_decays_60db_at_rt60(rt60):
+    h = A.synthetic_rir(16000, rt60, 4.0, np.random.default_rng(1))
+    assert h[0] == 1.0 and abs(10 * np.log10(1.0 / np.sum(h[1:] ** 2)) - 4.0) < 1e-6
+    edc = np.cumsum(h[1:][::-1] ** 2)[::-1]
+    edc_db = 10 * np.log10(edc / edc[0])
+    t5, t25 = np.argmax(edc_db < -5) / 16000, np.argmax(edc_db < -25) / 16000
+    assert abs(3 * (t25 - t5) - rt60) < 0.1 * rt60  # T20 extrapolated to 60 dB
+
+
+def test_reverb_keeps_length_power_and_timing():
+    rng = np.random.default_rng(0)
+    x = np.zeros(16000, np.float32)
+    x[4000:4400] = rng.standard_normal(400)
+    y = A.add_reverb(x, A.synthetic_rir(16000, 0.4, 6.0, rng))
+    assert y.shape == x.shape and abs(A.power(y) / A.power(x) - 1) < 1e-5
+    assert np.argmax(np.abs(y)) in range(4000, 4400)  # the direct path is not delayed
+    assert np.abs(y[5000:8000]).max() > 1e-3 and np.abs(x[5000:8000]).max() == 0  # a tail after the burst
+
+
+def test_augment_train_clip_with_reverb_and_noise():
+    cfg = C.CorpusConfig(augment=C.AugmentConfig(reverb_prob=1.0, noise_prob=1.0, speeds=(1.1,), speed_probs=(1.0,)))
+    u = C._Utt("train", 0, "flite:slt", "x", "fortunes", 1.0, None, [0, 0, 0])
+    x = (0.3 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    pool = [np.sin(np.arange(8000) * 0.2).astype(np.float32)] * 4
+    y, phones, meta = C._augment(x, [("aa", 0.0, 0.55)], u, cfg, pool, np.random.default_rng(0))
+    assert abs(len(y) - 16000 / 1.1) <= 1 and phones == [("aa", 0.0, 0.55 / 1.1)]
+    assert 0.2 <= meta["rt60"] <= 0.7 and meta["snr"] in cfg.augment.train_snrs and meta["noise"] in ("white", "babble")
+    held = C._Utt("test", 0, "flite:rms", "x", "bible", 1.0, None, [0, 2, 0])
+    z, _, m2 = C._augment(x, [], held, cfg, pool, np.random.default_rng(0))
+    assert z is x and m2 == {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None}
+
+
 # --- lip video ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "phone,visemes",
