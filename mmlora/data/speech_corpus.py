@@ -62,7 +62,7 @@ class AugmentConfig:
     eval_snrs: tuple[float, ...] = (0.0, -5.0)  # babble SNRs of the noisy copies of held-out clips
     noisy_splits: tuple[str, ...] = ("val", "test")  # which held-out splits get noisy copies
     babble_pool: int = 40  # utterances (own sentences) per babble pool; train and eval pools differ
-    reverb_prob: float = 0.0  # fraction of training clips convolved with a synthetic room response
+    reverb_prob: float = 0.2  # fraction of training clips convolved with a synthetic room response
     rt60_range: tuple[float, float] = (0.2, 0.7)  # reverberation time (s), uniform
     drr_range: tuple[float, float] = (0.0, 10.0)  # direct-to-reverberant ratio (dB), uniform
     rate_range: tuple[float, float] = (0.9, 1.12)  # TTS speaking-rate factor, uniform
@@ -262,14 +262,13 @@ def _augment(
 ) -> tuple[np.ndarray, list, dict]:
     """Training clips: speed, gain, then noise (white or babble) at an SNR; held-out clips unchanged."""
     a = cfg.augment
-    meta = {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None}
+    meta = {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None, "rt60": None}
     if u.split != "train":
         return x, phones, meta
     f = float(rng.choice(a.speeds, p=np.asarray(a.speed_probs) / np.sum(a.speed_probs)))
     x = speed_perturb(x, SR, f)
     phones = [(p, s / f, e / f) for p, s, e in phones]
-    if a.reverb_prob > 0:  # no draw when off, so corpora made without reverb are unchanged
-        meta["rt60"] = None
+    if a.reverb_prob > 0:  # no draw when off
         if rng.random() < a.reverb_prob:
             rt60 = round(float(rng.uniform(*a.rt60_range)), 3)
             x = add_reverb(x, synthetic_rir(SR, rt60, float(rng.uniform(*a.drr_range)), rng))
@@ -334,9 +333,7 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
             rec = {"id": uid, "audio": str(apath), "video": None, "text": u.text, "voice": u.voice, "split": split,
                    "snr": meta["snr"], "noise": meta["noise"], "speed": meta["speed"], "gain_db": meta["gain_db"],
                    "rate": u.rate, "pitch": u.pitch, "duration": round(dur, 3), "frames": None,
-                   "source": u.source, "seed": u.seed}
-            if "rt60" in meta:
-                rec["rt60"] = meta["rt60"]
+                   "rt60": meta["rt60"], "source": u.source, "seed": u.seed}
             if cfg.video:
                 vpath = Path("video") / f"{uid}.mp4"
                 vrng = np.random.default_rng(u.seed + [3])
@@ -438,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=int, default=4)
     p.add_argument("--max-words", type=int, default=20)
     p.add_argument("--noise-prob", type=float, default=0.5, help="fraction of noisy training clips")
-    p.add_argument("--reverb-prob", type=float, default=0.0, help="fraction of training clips with room reverb")
+    p.add_argument("--reverb-prob", type=float, default=0.2, help="fraction of training clips with room reverb")
     p.add_argument("--train-snrs", default="20,10,5,0,-5", help="SNRs (dB) for noisy training clips")
     p.add_argument("--eval-snrs", default="0,-5", help="babble SNRs of the noisy held-out copies ('' for none)")
     p.add_argument("--noisy-splits", default="val,test", help="held-out splits that get noisy copies")

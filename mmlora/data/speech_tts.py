@@ -32,8 +32,9 @@ import numpy as np
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 ESPEAK_VOICES = (
-    "en-us", "en-us+m3", "en-us+m7", "en-us+f2", "en-us+f4", "en+m1", "en+f3", "en+m6",
-    "en-gb-scotland", "en-gb-x-rp+m5", "en-029", "en-us+klatt2",
+    "en-us", "en-us+m2", "en-us+m3", "en-us+m5", "en-us+m7", "en-us+f2", "en-us+f4", "en-us+f5", "en+m1", "en+m4",
+    "en+m6", "en+m8", "en+f2", "en+f3", "en-gb-scotland", "en-gb-x-rp+m5", "en-029", "en-us+klatt2",
+    "en-us+klatt3", "en-us+linda",
 )
 _FESTIVAL_DIRS = {
     "kal_diphone": "/usr/share/festival/voices/english/kal_diphone",

@@ -16,7 +16,8 @@ from mmlora.data import speech_corpus as C
 from mmlora.data.speech_text import TextConfig, clean_sentence
 
 SAMPLE = Path(__file__).parent / "speech"
-FIELDS = {"id", "audio", "video", "text", "voice", "split", "snr", "noise", "speed", "gain_db", "duration", "frames", "seed"}
+FIELDS = {"id", "audio", "video", "text", "voice", "split", "snr", "noise", "speed", "gain_db", "rt60", "duration", "frames",
+          "seed"}
 
 
 def _read(name: str) -> list[dict]:
@@ -58,7 +59,7 @@ def test_committed_manifest_schema_and_files():
         assert len(vr) == r["frames"] == math.ceil(info.frames / 16000 * 25 - 1e-9)
         assert abs(vr.get_avg_fps() - 25.0) < 1e-6
         if r["split"] != "train":  # held-out clips are clean and unperturbed
-            assert r["snr"] is None and r["speed"] == 1.0 and r["gain_db"] == 0.0
+            assert r["snr"] is None and r["speed"] == 1.0 and r["gain_db"] == 0.0 and r["rt60"] is None
     by_split = {s: [r["id"] for r in _read(f"{s}.jsonl")] for s in ("train", "val", "test")}
     assert sum(by_split.values(), []) == [r["id"] for r in recs]
 
@@ -180,7 +181,7 @@ def test_augment_train_clip_with_reverb_and_noise():
     assert 0.2 <= meta["rt60"] <= 0.7 and meta["snr"] in cfg.augment.train_snrs and meta["noise"] in ("white", "babble")
     held = C._Utt("test", 0, "flite:rms", "x", "bible", 1.0, None, [0, 2, 0])
     z, _, m2 = C._augment(x, [], held, cfg, pool, np.random.default_rng(0))
-    assert z is x and m2 == {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None}
+    assert z is x and m2 == {"speed": 1.0, "gain_db": 0.0, "snr": None, "noise": None, "rt60": None}
 
 
 # --- lip video ----------------------------------------------------------------------------------
