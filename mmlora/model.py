@@ -442,8 +442,11 @@ class MultimodalLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, in_dir: str | os.PathLike, encoders: dict[str, nn.Module] | None = None,
-                        llm: tuple[nn.Module, object] | None = None, **overrides) -> "MultimodalLM":
-        """Rebuild from :meth:`save_pretrained`'s folder (no pickle, no remote code)."""
+                        llm_instance: tuple[nn.Module, object] | None = None, **overrides) -> "MultimodalLM":
+        """Rebuild from :meth:`save_pretrained`'s folder (no pickle, no remote code).
+
+        ``overrides`` replace top-level config fields (e.g. ``llm={"path": ..., "dtype": "float32"}``);
+        ``encoders`` / ``llm_instance`` pass ready-made parts to :meth:`build`."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -457,7 +460,7 @@ class MultimodalLM(nn.Module):
         for k, v in overrides.items():
             d[k] = v
         cfg = ModelConfig.from_dict(d)
-        model = cls.build(cfg, encoders=encoders, llm=llm)
+        model = cls.build(cfg, encoders=encoders, llm=llm_instance)
         model.pipeline_info = dict(raw.get("pipeline") or {})
         proj_file = in_dir / "projectors.safetensors"
         if proj_file.is_file():
