@@ -124,6 +124,7 @@ class MultimodalLM(nn.Module):
         self.projectors = nn.ModuleDict(projectors)
         self.prompts = PromptBuilder(tokenizer, cfg.markers, cfg.system_prompt)
         self.pipeline_info: dict = {}  # task metadata saved with the model (see save_pretrained)
+        self.feature_cache = None  # optional mmlora.data.feature_cache.FeatureCache for media given as paths
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -213,22 +214,31 @@ class MultimodalLM(nn.Module):
         return {m: tuple(p.rates) for m, p in self.projectors.items()}
 
     def encode_media(self, media: dict[str, Any]) -> dict[str, Any]:
-        """Run the frozen encoders (items that are already Features pass through)."""
+        """Run the frozen encoders. Items may be decoded media, file paths (decoded here, or read
+        from ``self.feature_cache`` when set: no encoder work for files seen before), per-item
+        feature dicts, or a ready ``Features``."""
+        from .data import media as media_io
         from .encoders.base import Features
 
+        loaders = {"audio": media_io.load_audio, "video": media_io.load_video, "image": media_io.load_image}
         out = {}
         for mod, items in media.items():
             if mod not in self.encoders:
                 raise KeyError(f"batch has {mod!r} media but the model has no {mod} encoder "
                                f"(model.media has {sorted(self.encoders)})")
+            enc, hidden = self.encoders[mod], self.cfg.media[mod].hidden_states
             if isinstance(items, Features):
                 feats = items
+            elif items and all(isinstance(i, (str, os.PathLike)) for i in items):
+                if self.feature_cache is not None:
+                    feats = self.feature_cache.encode(enc, list(items), loaders[mod], output_hidden_states=hidden)
+                else:
+                    feats = enc.encode([loaders[mod](p) for p in items], output_hidden_states=hidden)
             elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
-                enc = self.encoders[mod]
                 feats = Features.collate(items, rate_hz=getattr(enc, "rate_hz", None),
                                          tokens_per_step=int(getattr(enc, "tokens_per_step", 1) or 1))
             else:
-                feats = self.encoders[mod].encode(items, output_hidden_states=self.cfg.media[mod].hidden_states)
+                feats = enc.encode(items, output_hidden_states=hidden)
             out[mod] = feats.to(self.device)
         return out
 
@@ -364,6 +374,9 @@ class MultimodalLM(nn.Module):
         if self.training:
             loss = loss + self._dummy_terms(feats, pairs)
         out = {"loss": loss, "num_tokens": n_tok}
+        if self.feature_cache is not None:
+            st = self.feature_cache.stats
+            out["metrics"] = {"feature_cache_hits": float(st.hits), "feature_cache_misses": float(st.misses)}
         if return_logits:
             out["logits"] = out_logits
         return out

@@ -44,6 +44,8 @@ class SpeechDataConfig:
     noise_prob: float = 0.0                  # probability a training sample gets noise
     noise_kind: str = "babble"               # babble (other utterances) | white
     val_samples: int = 64                    # val utterances decoded at each evaluation
+    feature_cache: str | None = None         # folder for cached encoder outputs (needs noise_prob 0): a second
+    # epoch runs no encoder; samples then carry file paths, decoded and encoded in the main process on a miss
 
 
 @dataclass
@@ -114,8 +116,9 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[Record], modalities: tuple[str, ...], instruction: str = INSTRUCTION,
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
-                 seed: int = 0, with_answer: bool = True):
+                 seed: int = 0, with_answer: bool = True, paths_only: bool = False):
         self.records = records
+        self.paths_only = paths_only  # media as file paths (for the model's feature cache)
         self.modalities = modalities
         self.instruction = instruction
         self.noise_snrs = list(noise_snrs or [])
@@ -167,6 +170,14 @@ class SpeechDataset(torch.utils.data.Dataset):
         sample: dict[str, Any] = {"id": rec.id, "messages": [{"role": "user", "content": self.prompt()}]}
         if self.with_answer:
             sample["messages"].append({"role": "assistant", "content": rec.text})
+        if self.paths_only:
+            for mod, path in (("audio", rec.audio), ("video", rec.video)):
+                if mod in self.modalities:
+                    if path is None or not path.is_file():
+                        raise SampleError(f"{path}: {mod} file not found for sample {rec.id!r}", index=idx,
+                                          path=str(path))
+                    sample[mod + "s"] = [str(path)]
+            return sample
         try:
             if "audio" in self.modalities:
                 wav = load_audio(rec.audio)
@@ -194,8 +205,15 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
     records = read_manifest(d.train_manifest, need=mods)
     if d.max_samples:
         records = records[: d.max_samples]
+    if d.feature_cache:
+        if d.noise_snrs and d.noise_prob > 0:
+            raise ValueError("data.feature_cache needs fixed inputs: set data.noise_prob=0 (online noise changes "
+                             "the audio every epoch) or data.feature_cache=null")
+        from mmlora.data.feature_cache import FeatureCache
+
+        model.feature_cache = FeatureCache(d.feature_cache)
     train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
-                          seed=run_cfg.train.seed)
+                          seed=run_cfg.train.seed, paths_only=bool(d.feature_cache))
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
 

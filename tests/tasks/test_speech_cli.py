@@ -113,3 +113,19 @@ def test_matryoshka_trains_all_pairs_and_decodes_at_a_chosen_pair(corpus, tmp_pa
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["rates"] == {"audio": 8, "video": 4} and last["snr_db"] == 0.0 and last["n"] == 2
     assert main(["evaluate", "--model", model_dir, "--manifest", str(corpus / "train.jsonl"), "--rates", "3,4"]) == 2
+
+
+def test_feature_cache_second_epoch_runs_no_encoder(corpus, tmp_path, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"data.feature_cache={cache}", f"train.output_dir={out}", "train.max_steps=4", "train.batch_size=4",
+                 "train.log_every=1", "train.save_every=0"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train/feature_cache_misses" in r]
+    assert [r["train/feature_cache_misses"] for r in steps] == [4, 8, 8, 8]  # epoch 1 encodes, epoch 2 reads
+    assert [r["train/feature_cache_hits"] for r in steps] == [0, 0, 4, 8]
+    assert len(list(cache.rglob("*.safetensors"))) == 8
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"data.feature_cache={cache}", "data.noise_snrs=[5]", "data.noise_prob=0.5",
+                 f"train.output_dir={tmp_path / 'x'}"]) == 2
+    assert "noise_prob" in capsys.readouterr().err
