@@ -98,8 +98,11 @@ class MultiLoRALinear(nn.Module):
     from the routing plan installed by :func:`mmlora.routing.routing`.
     """
 
+    created = 0  # instances ever made (invalidates cached layer lists, see routing._lora_layers)
+
     def __init__(self, base_layer: nn.Linear):
         super().__init__()
+        MultiLoRALinear.created += 1
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(f"MultiLoRALinear wraps nn.Linear, got {type(base_layer).__name__}")
         self.base_layer = base_layer

@@ -243,9 +243,16 @@ def _past_length(kwargs: dict) -> int:
 
 
 def _lora_layers(model: nn.Module):
+    """Every MultiLoRALinear of ``model``, cached on the model until a new one is created
+    anywhere (``MultiLoRALinear.created`` counts them), so a forward does not walk all modules."""
     from .lora import MultiLoRALinear
 
-    return [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
+    cached = model.__dict__.get("_mmlora_layer_cache")
+    if cached is not None and cached[0] == MultiLoRALinear.created:
+        return cached[1]
+    layers = [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
+    model.__dict__["_mmlora_layer_cache"] = (MultiLoRALinear.created, layers)
+    return layers
 
 
 def install_plan(model: nn.Module, plan: RoutingPlan | None) -> None:

@@ -115,3 +115,17 @@ def test_cli_help_and_version(capsys):
     assert main([]) == 0
     assert "assets" in capsys.readouterr().out
     assert main(["--version"]) == 0
+
+
+def test_layer_list_cache_follows_new_layers():
+    from torch import nn
+
+    from mmlora.lora import LoRASpec, attach
+    from mmlora.routing import _lora_layers
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    attach(model, {"a": LoRASpec(1, 1)}, ["0"])
+    assert len(_lora_layers(model)) == 1
+    assert _lora_layers(model) is _lora_layers(model)  # cached: no walk per forward
+    attach(model, {"a": LoRASpec(1, 1)}, ["1"])
+    assert len(_lora_layers(model)) == 2  # a new layer anywhere invalidates the cache
