@@ -8,14 +8,14 @@ import sys
 import torch
 
 from mmlora.data.collate import collate_samples
-from mmlora.model import MultimodalLM
+from mmlora.pipelines import load_pipeline
 from mmlora.tasks.speech import SpeechDataset, read_manifest
 
 
 def main(argv):
     model_dir, manifest = argv[0], argv[1]
     n = int(argv[2]) if len(argv) > 2 else 6
-    m = MultimodalLM.from_pretrained(model_dir).eval()
+    m = load_pipeline(model_dir, device="cpu", dtype="float32").model
     recs = read_manifest(manifest)[:n]
     ds = SpeechDataset(recs, ("audio",), m.pipeline_info.get("instruction", "Transcribe the speech."))
     samples = [ds[i] for i in range(len(recs))]
