@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .kernels import lora_delta, lora_linear, resolve_backend
 from .routing import ResolvedRouting, RoutingPlan, _ActiveRouting
+from .tensor_match import check_tensors_match
 
 __all__ = [
     "LoRASpec", "LoRAAdapter", "MultiLoRALinear", "attach", "lora_layers", "merge", "unmerge", "reset",
@@ -89,6 +90,19 @@ class LoRAAdapter(nn.Module):
     def extra_repr(self) -> str:
         s = self.spec
         return f"rank={s.rank}, alpha={s.alpha}, dropout={s.dropout}, rslora={s.use_rslora}"
+
+
+def _restrict(index: Tensor | None, weights: Tensor | None, shared: tuple[int, ...], keep: list[int],
+              n: int) -> tuple[Tensor | None, Tensor | None, tuple[int, ...]]:
+    """Routing over ``n`` adapters restricted to the adapters ``keep`` (renumbered 0..len-1);
+    tokens routed to a dropped adapter get -1, dropped shared adapters disappear."""
+    remap = torch.full((n,), -1, dtype=torch.int32)
+    remap[keep] = torch.arange(len(keep), dtype=torch.int32)
+    if index is not None:
+        index = torch.where(index >= 0, remap.to(index.device)[index.clamp(min=0).long()], index)
+    if weights is not None:
+        weights = weights[:, keep]
+    return index, weights, tuple(int(remap[k]) for k in shared if int(remap[k]) >= 0)
 
 
 class MultiLoRALinear(nn.Module):
@@ -166,14 +180,7 @@ class MultiLoRALinear(nn.Module):
             return None
         index, weights, shared = res.index, res.weights, res.shared
         if len(keep) != len(res.names):  # drop merged adapters from the index space
-            remap = torch.full((len(res.names),), -1, dtype=torch.int32)
-            remap[keep] = torch.arange(len(keep), dtype=torch.int32)
-            if index is not None:
-                valid = index >= 0
-                index = torch.where(valid, remap.to(index.device)[index.clamp(min=0).long()], index)
-            if weights is not None:
-                weights = weights[:, keep]
-            shared = tuple(int(remap[k]) for k in shared if int(remap[k]) >= 0)
+            index, weights, shared = _restrict(index, weights, shared, keep, len(res.names))
         adapters = [self.adapters[res.names[i]] for i in keep]
         # adapters with different dropout see differently dropped inputs: one call per group
         groups: dict[float, list[int]] = {}
@@ -196,15 +203,7 @@ class MultiLoRALinear(nn.Module):
     def _call_kernel(x: Tensor, adapters: list[LoRAAdapter], members: list[int], index, weights, shared,
                      partial: bool, base: nn.Linear | None = None, x_base: Tensor | None = None) -> Tensor:
         if partial:  # restrict routing to this dropout group's adapters
-            member_set = set(members)
-            remap = torch.full((len(adapters),), -1, dtype=torch.int32)
-            remap[members] = torch.arange(len(members), dtype=torch.int32)
-            if index is not None:
-                keep_tok = index >= 0
-                index = torch.where(keep_tok, remap.to(index.device)[index.clamp(min=0).long()], index)
-            if weights is not None:
-                weights = weights[:, members]
-            shared = tuple(int(remap[k]) for k in shared if k in member_set)
+            index, weights, shared = _restrict(index, weights, shared, members, len(adapters))
             adapters = [adapters[j] for j in members]
         ranks = [ad.spec.rank for ad in adapters]
         scalings = [ad.spec.scaling for ad in adapters]
@@ -494,16 +493,8 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
             p.requires_grad_(True)
 
     expected = {k: v.shape for k, v in _adapter_tensors(model).items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if strict and (missing or unexpected):
-        raise ValueError(f"{w_path}: adapters do not match the model: missing {missing[:5]}"
-                         f"{' …' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{' …' if len(unexpected) > 5 else ''}")
-    bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(s)}" for k, s in expected.items()
-           if k in tensors and tuple(tensors[k].shape) != tuple(s)]
-    if bad:
-        raise ValueError(f"{w_path}: shape mismatch: " + "; ".join(bad[:5]))
+    check_tensors_match(str(w_path), expected, tensors, allow_missing=not strict, allow_unexpected=not strict,
+                        what="adapters")
     for path, layer in lora_layers(model):
         for ad_name, ad in layer.adapters.items():
             saved_spec = config["layers"].get(path, {}).get(ad_name)

@@ -60,18 +60,12 @@ class Record:
 
 def read_manifest(path: str | Path, need: tuple[str, ...] = ("audio",)) -> list[Record]:
     """Read a speech manifest; a line lacking a needed field is named in the error."""
+    from mmlora.data.jsonl import iter_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found")
     root = path.parent
     out = []
-    for no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{no}: not valid JSON ({e.msg})") from None
+    for no, d in iter_jsonl(path):
         if "messages" in d:  # chat form
             msgs = d["messages"]
             text = next((m["content"] for m in reversed(msgs) if m.get("role") == "assistant"), None)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mmlora.data.caption_events import Event
+from mmlora.data.jsonl import read_jsonl
 
 from .coco import CocoConfig, coco_scores
 from .event_metric import CaptionJudge, ProceduralJudge, aggregate
@@ -41,23 +42,6 @@ class CaptionScoreConfig:
     java: str = "auto"                # COCO tokenizer + METEOR: "auto", "yes" or "no" (see coco.py)
     reference_field: str = "references"  # manifest field with reference captions (else the assistant turn)
     allow_missing: bool = False       # score clips without a prediction as the empty caption
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file; errors name the file and line."""
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
-            out.append(rec)
-    return out
 
 
 def load_predictions(path: str | Path) -> dict[str, str]:

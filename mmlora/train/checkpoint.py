@@ -27,6 +27,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..tensor_match import check_tensors_match
+
 log = logging.getLogger("mmlora.train")
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -135,16 +137,8 @@ def load_trainable(model: nn.Module, tensors: Mapping[str, torch.Tensor] | str |
         source = str(tensors)
         tensors = read_trainable(tensors)
     params = {_clean_name(n): p for n, p in model.named_parameters() if p.requires_grad}
-    unknown = sorted(set(tensors) - set(params))
-    missing = sorted(set(params) - set(tensors))
-    if unknown or (strict and missing):
-        raise ValueError(f"{source}: trainable weights do not match the model: "
-                         f"not in the model {unknown[:5]}{'…' if len(unknown) > 5 else ''}, "
-                         f"missing from the file {missing[:5]}{'…' if len(missing) > 5 else ''}")
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(params[k].shape)}" for k, v in tensors.items()
-           if tuple(v.shape) != tuple(params[k].shape)]
-    if bad:
-        raise ValueError(f"{source}: shape mismatch: {'; '.join(bad[:5])}")
+    check_tensors_match(source, {k: p.shape for k, p in params.items()}, tensors, allow_missing=not strict,
+                        what="trainable weights")
     with torch.no_grad():
         for k, v in tensors.items():
             params[k].copy_(v.to(params[k].device, params[k].dtype))
