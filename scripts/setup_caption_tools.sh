@@ -13,17 +13,6 @@ missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 java -version >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 
-if [[ "${1:-}" == "--check" ]]; then
-  if ((${#missing[@]})); then echo "missing: ${missing[*]}"; exit 1; fi
-  echo "espeak-ng and java are installed"; exit 0
-fi
-if ((${#missing[@]} == 0)); then
-  echo "espeak-ng and java are already installed"; exit 0
-fi
-
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "installed: ${missing[*]}"
+SETUP_MODE="${1:-}"
+source "$(dirname "$0")/apt_install_missing.sh"
+apt_install_missing "espeak-ng and java" "${missing[@]}"

