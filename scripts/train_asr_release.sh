@@ -18,8 +18,9 @@ $MM assets get smollm2-135m whisper-tiny.en
 $MM train recipes/asr_smollm2_whisper_tiny.yaml data.train_manifest="$DATA/train.jsonl" \
     data.val_manifest="$DATA/val.jsonl" train.output_dir="$OUT" "$@"
 for m in test test_babble_snr0 test_babble_snr-5; do
-  [ -f "$DATA/$m.jsonl" ] && $MM evaluate --model "$OUT/final/model" --manifest "$DATA/$m.jsonl" \
-      --batch-size 64 --out "$OUT/eval_$m.json"
+  if [ -f "$DATA/$m.jsonl" ]; then
+    $MM evaluate --model "$OUT/final/model" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_$m.json"
+  fi
 done
 mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/final/model" checkpoints/asr-smollm2-whisper-tiny
 echo "released: checkpoints/asr-smollm2-whisper-tiny"
