@@ -163,11 +163,13 @@ class WhisperAudioEncoder(Encoder):
         the last needed STFT window, so its values equal the 30 s computation's first frames exactly
         (padding is silence, which never raises the per-clip maximum used by Whisper's clamp)."""
         fe = self.feature_extractor
+        dev = str(self.device)  # the STFT runs where the encoder is (GPU in training)
         if frames is None:
-            return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length").input_features
+            return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length",
+                      device=dev).input_features
         n = min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
         mel = fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length", max_length=n,
-                 truncation=True).input_features
+                 truncation=True, device=dev).input_features
         return mel[..., : 2 * frames]
 
     def _encode(self, batch: list, output_hidden_states: bool) -> Features:
