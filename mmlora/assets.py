@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fsutil import replace_dir
+
 ENV_VAR = "MMLORA_CACHE"
 FORMAT_VERSION = 1  # bump when a converter's output changes; older entries are rebuilt
 MANIFEST = "mmlora_asset.json"
@@ -362,13 +364,7 @@ def ensure(name: str, install: bool = True, force: bool = False) -> Path:
                         "convert_seconds": round(time.time() - t0, 1),
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-            old = None
-            if final.exists():
-                old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-                final.rename(old)
-            tmp.rename(final)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, final)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if _is_disk_full(e):

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .kernels import lora_delta, lora_linear, resolve_backend
 from .routing import ResolvedRouting, RoutingPlan, _ActiveRouting
+from .fsutil import replace_dir
 from .tensor_match import check_tensors_match
 
 __all__ = [
@@ -421,13 +422,7 @@ def _atomic_dir(out_dir: str | os.PathLike, write) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         write(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

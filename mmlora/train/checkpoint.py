@@ -27,6 +27,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..fsutil import replace_dir
 from ..tensor_match import check_tensors_match
 
 log = logging.getLogger("mmlora.train")
@@ -211,14 +212,7 @@ def save_checkpoint(accelerator, model: nn.Module, output_dir: str | Path, step:
         state = dict(trainer_state, step=step, num_processes=accelerator.num_processes)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         _fsync_dir(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): swap, then delete the old one
-            old = out / f".old-checkpoint-{step}"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        replace_dir(tmp, final)  # re-saving a step (e.g. after a resume) swaps the old one out
         _fsync_dir(out)
     accelerator.wait_for_everyone()
     return final
@@ -263,12 +257,4 @@ def write_final(model: nn.Module, out_dir: str | Path, tensors: Mapping[str, tor
     if save_pretrained and callable(getattr(model, "save_pretrained", None)):
         model.save_pretrained(tmp / PRETRAINED_DIR)
     (tmp / "info.json").write_text(json.dumps(info, indent=2))
-    if out.exists():
-        old = out.with_name(f".old-{out.name}")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-    return out
+    return replace_dir(tmp, out)
