@@ -199,3 +199,15 @@ def test_real_whisper_tiny_2s_clip_gives_100_frames_of_384():
     L, C = pe.shape
     t = torch.arange(L)[:, None] * torch.exp(-math.log(10000) / (C // 2 - 1) * torch.arange(C // 2))[None]
     torch.testing.assert_close(pe, torch.cat([t.sin(), t.cos()], 1), rtol=0, atol=1e-3)  # fp16-stored
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_log_mel_and_encoder_on_gpu_match_cpu():
+    enc = WhisperAudioEncoder(WhisperEncoderConfig(path="random:tiny"))
+    waves = [torch.randn(32000, generator=torch.Generator().manual_seed(0)) * 0.1,
+             torch.randn(48000, generator=torch.Generator().manual_seed(1)) * 0.1]
+    cpu = enc.encode(waves).x
+    gpu = enc.to("cuda").encode(waves).x.cpu()  # the STFT runs on the GPU too
+    assert gpu.shape == cpu.shape == (2, 150, 32)
+    assert (gpu - cpu).abs().max() < 1e-4
