@@ -32,13 +32,12 @@ AUDIO_HZ, VIDEO_FPS = 50, 25  # Whisper frames / lip-video frames per second
 
 @dataclass
 class SpeechDataConfig:
-    """Where the data is and how batches are made."""
+    """Where the data is and what a sample holds. Batch sizes live in ``train``: ``batch_size``
+    samples, or ``batch_budget`` frames per batch (50 Hz, from each record's duration)."""
 
     train_manifest: str = ""                 # JSONL (short or chat form)
     val_manifest: str | None = None          # evaluated every train.eval_every steps (WER on a few)
     instruction: str = INSTRUCTION           # the user's text after the media slots
-    max_frames: int | None = 6000            # batch budget in audio frames (50 Hz; video counts x2), None: batch_size
-    batch_size: int = 16                     # max samples per batch
     max_samples: int | None = None           # use only the first N training samples
     noise_snrs: list[float] = field(default_factory=list)  # training noise SNRs (dB) to sample from; [] = clean
     noise_prob: float = 0.0                  # probability a training sample gets noise

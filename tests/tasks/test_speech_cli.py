@@ -129,3 +129,15 @@ def test_feature_cache_second_epoch_runs_no_encoder(corpus, tmp_path, capsys):
                  f"data.feature_cache={cache}", "data.noise_snrs=[5]", "data.noise_prob=0.5",
                  f"train.output_dir={tmp_path / 'x'}"]) == 2
     assert "noise_prob" in capsys.readouterr().err
+
+
+def test_frame_budget_batches_from_manifest_durations(corpus, tmp_path, capsys):
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    lengths = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("audio",)).lengths()
+    assert lengths == [50, 62, 75] * 2 + [50, 62]  # 1.0 / 1.25 / 1.5 s clips at 50 frames/s (soundfile headers)
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={tmp_path / 'b'}", "train.batch_size=0", "train.batch_budget=160",
+                 "train.num_epochs=1", "train.max_steps=0", "train.save_every=0"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["steps"] >= 4  # at most two clips (padded cost <= 160 frames) per batch: 8 clips -> >= 4 steps
