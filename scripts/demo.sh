@@ -22,3 +22,11 @@ fi
 
 echo "== 3/3 a short fine-tuning run (loss per step; CPU)"
 $MM train recipes/asr_demo.yaml "$@"
+.venv/bin/python - <<'PY'
+import json
+rows = [json.loads(l) for l in open("outputs/demo_finetune/metrics.jsonl") if '"train/loss"' in l]
+first, last = rows[0], rows[-1]
+mean = lambda rs: sum(r["train/loss"] for r in rs) / len(rs)
+print(f"loss: first 5 steps {mean(rows[:5]):.2f} -> last 5 steps {mean(rows[-5:]):.2f} "
+      f"(step {first['step']}: {first['train/loss']:.2f}, step {last['step']}: {last['train/loss']:.2f})")
+PY
