@@ -79,6 +79,19 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     assert report["skipped"][0]["id"] == "gone" and "missing.flac" in report["skipped"][0]["error"]
     assert len(report["utterances"]) == 3 and {"reference", "hypothesis"} <= set(report["utterances"][0])
 
+    assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--show"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("REF: ") == 3 and shown.count("HYP: ") == 3
+
+    import mmlora
+
+    asr = mmlora.load_pipeline(model_dir, device="cpu", dtype="float32")
+    texts = asr.transcribe(audio=[corpus / "u1.flac", corpus / "u2.flac"], max_new_tokens=4)
+    assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert isinstance(asr.transcribe(audio=str(corpus / "u1.flac"), max_new_tokens=4), str)
+    with pytest.raises(ValueError, match="takes"):
+        asr.transcribe(audio=corpus / "u1.flac", video=corpus / "u1.mp4")  # an audio-only model
+
     assert main(["transcribe", "--model", str(model_dir), str(corpus / "u1.flac")]) == 0
     assert capsys.readouterr().out.startswith(str(corpus / "u1.flac") + "\t")
     bad = tmp_path / "bad.flac"
