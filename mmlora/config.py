@@ -282,26 +282,18 @@ def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:  # noqa: C901 (
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{_where(path, value, source)}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{_where(path, value, source)}: expected an integer, got {value!r}")
-    if tp is float:
+    if tp in (int, float):
+        # ints and floats (an int field takes a whole float such as 1e3), or their text
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            if tp is float or isinstance(value, int) or value.is_integer():
+                return tp(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                return tp(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{_where(path, value, source)}: expected a number, got {value!r}")
+        kind = "an integer" if tp is int else "a number"
+        raise ConfigError(f"{_where(path, value, source)}: expected {kind}, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return str(value)
