@@ -154,3 +154,32 @@ def test_frame_budget_batches_from_manifest_durations(corpus, tmp_path, capsys):
                  "train.num_epochs=1", "train.max_steps=0", "train.save_every=0"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] >= 4  # at most two clips (padded cost <= 160 frames) per batch: 8 clips -> >= 4 steps
+
+
+@pytest.mark.slow
+def test_matryoshka_training_under_ddp_two_cpu_processes(corpus, tmp_path):
+    """`accelerate launch` (DDP over gloo, 2 CPU processes) of the real CLI: every trainable
+    parameter of the multimodal model takes part in each step (no unused-parameter error) and the
+    ranks agree on the reduced loss."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    launcher = Path(sys.executable).with_name("accelerate")
+    if not launcher.exists():
+        pytest.skip("accelerate launcher not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+           "no", "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "mmlora.cli", "train",
+           str(repo / "recipes/avsr_matryoshka_tiny.yaml"), f"data.train_manifest={corpus / 'train.jsonl'}",
+           f"train.output_dir={tmp_path / 'ddp'}", "train.max_steps=3", "train.batch_size=2", "train.save_every=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"final_loss"')]
+    assert len(finals) == 2 and finals[0] == finals[1] and finals[0]["steps"] == 3
+    assert (tmp_path / "ddp" / "final" / "model" / "adapters" / "adapters.safetensors").is_file()
