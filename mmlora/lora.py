@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernels import lora_delta, lora_linear, resolve_backend
-from .routing import ResolvedRouting, RoutingPlan, _ActiveRouting
+from .routing import ResolvedRouting, _ActiveRouting
 from .fsutil import replace_dir
 from .tensor_match import check_tensors_match
 
@@ -560,11 +560,6 @@ def export_peft(model: nn.Module, name: str, out_dir: str | os.PathLike,
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
     return _atomic_dir(out_dir, write)
-
-
-def spec_with(spec: LoRASpec, **changes) -> LoRASpec:
-    """A copy of ``spec`` with fields changed (convenience for overrides)."""
-    return replace(spec, **changes)
 
 
 def iter_adapters(model: nn.Module) -> Iterable[tuple[str, str, LoRAAdapter]]:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .llm import LLMConfig, load_llm
 from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
-from .prompt import MarkerConfig, MediaSegment, PromptBuilder, TextSegment
+from .prompt import MarkerConfig, PromptBuilder, TextSegment
 from .routing import RoutingPlan, install_plan
 
 __all__ = ["MediaConfig", "RouterConfig", "ModelConfig", "MultimodalLM", "TOKEN_TYPES"]
@@ -372,7 +372,7 @@ class MultimodalLM(nn.Module):
             out_logits = logits
         loss = total / len(pairs)
         if self.training:
-            loss = loss + self._dummy_terms(feats, pairs)
+            loss = loss + self._dummy_terms(feats)
         out = {"loss": loss, "num_tokens": n_tok}
         if self.feature_cache is not None:
             st = self.feature_cache.stats
@@ -394,7 +394,7 @@ class MultimodalLM(nn.Module):
         full = head(hidden).float() if return_logits else None
         return loss, n, full
 
-    def _dummy_terms(self, feats: dict, pairs: list[dict]) -> Tensor:
+    def _dummy_terms(self, feats: dict) -> Tensor:
         """Zero-weighted terms that keep unused trainable parameters in the graph (DDP)."""
         used_proj = set(feats)
         zero = 0.0

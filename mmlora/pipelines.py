@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .data.collate import collate_samples
+from .data.collate import MEDIA_KEYS, collate_samples
 from .data.media import MediaError, load_audio, load_video
 from .model import MultimodalLM
 
@@ -56,7 +56,7 @@ class MediaPipeline:
         for i in range(n):
             s = {"id": i, "messages": [{"role": "user", "content": "".join(f"<{m}>" for m in media) + prompt}]}
             for m, items in media.items():
-                s[{"audio": "audios", "video": "videos", "image": "images"}[m]] = [self._load(m, items[i])]
+                s[MEDIA_KEYS[m]] = [self._load(m, items[i])]
             samples.append(s)
         return samples
 

@@ -208,9 +208,7 @@ class RoutingPlan:
             if fill is not None:
                 parts.append(fill[:, None].expand(rows, n_new, *extra))
             else:
-                ref = table if table is not None else None
-                parts.append(torch.full((rows, n_new, *extra), default,
-                                        dtype=ref.dtype if ref is not None else torch.float32))
+                parts.append(torch.full((rows, n_new, *extra), default, dtype=table.dtype))  # no fill: table set
         out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         if rep > 1:
             out = out.repeat_interleave(rep, dim=0)

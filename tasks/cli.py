@@ -12,8 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-log = logging.getLogger("mmlora")
-
 
 def _fail(msg: str) -> int:
     print(f"mmlora: error: {msg}", file=sys.stderr)

@@ -12,9 +12,6 @@ canonical chat form with ``messages`` / ``audios`` / ``videos``.
 """
 from __future__ import annotations
 
-import json
-import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +20,6 @@ import numpy as np
 import torch
 
 from mmlora.data.errors import SampleError
-
-log = logging.getLogger(__name__)
 
 INSTRUCTION = "Transcribe the speech."
 AUDIO_HZ, VIDEO_FPS = 50, 25  # Whisper frames / lip-video frames per second
