@@ -458,7 +458,8 @@ class MultimodalLM(nn.Module):
                         llm_instance: tuple[nn.Module, object] | None = None, **overrides) -> "MultimodalLM":
         """Rebuild from :meth:`save_pretrained`'s folder (no pickle, no remote code).
 
-        ``overrides`` replace top-level config fields (e.g. ``llm={"path": ..., "dtype": "float32"}``);
+        ``overrides`` update top-level config fields; a dict updates the saved dict key by key
+        (``llm={"dtype": "float32"}`` keeps the saved path);
         ``encoders`` / ``llm_instance`` pass ready-made parts to :meth:`build`."""
         from safetensors.torch import load_file
 
@@ -471,7 +472,7 @@ class MultimodalLM(nn.Module):
             raise ValueError(f"{cfg_path}: not an mmlora model config")
         d = raw["model"]
         for k, v in overrides.items():
-            d[k] = v
+            d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
         cfg = ModelConfig.from_dict(d)
         model = cls.build(cfg, encoders=encoders, llm=llm_instance)
         model.pipeline_info = dict(raw.get("pipeline") or {})

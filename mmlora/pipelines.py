@@ -94,12 +94,7 @@ class MediaPipeline:
 def load_pipeline(model_dir: str | os.PathLike, device: str | torch.device | None = None,
                   dtype: str | None = None, **kwargs) -> MediaPipeline:
     """Load a model saved by training (``output_dir/final`` or a checkpoint) for inference."""
-    overrides = {}
-    if dtype is not None:
-        import json
-
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())["model"]
-        overrides["llm"] = {**cfg["llm"], "dtype": dtype}
+    overrides = {"llm": {"dtype": dtype}} if dtype is not None else {}
     model = MultimodalLM.from_pretrained(model_dir, **overrides)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
