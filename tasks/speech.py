@@ -117,6 +117,24 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.with_answer = with_answer
         self.epoch = 0
+        self._talkers: list[tuple[int, np.ndarray]] | None = None  # decoded once, see _babble_talkers
+
+    BABBLE_POOL = 40  # utterances decoded once per dataset (per worker) to make babble from
+
+    def _babble_talkers(self, load_audio) -> list[tuple[int, np.ndarray]]:
+        """``(index, waveform)`` of up to BABBLE_POOL utterances of this set, chosen by the seed
+        and decoded once, instead of decoding new files for every noisy sample."""
+        if self._talkers is None:
+            rng = np.random.default_rng([self.seed, 0xBABB1E])
+            chosen = rng.choice(len(self.records), size=min(self.BABBLE_POOL, len(self.records)), replace=False)
+            self._talkers = []
+            for j in sorted(int(j) for j in chosen):
+                if self.records[j].audio is not None:
+                    try:
+                        self._talkers.append((j, load_audio(self.records[j].audio).numpy()))
+                    except Exception:  # noqa: BLE001 - an unreadable talker is left out of the babble
+                        continue
+        return self._talkers
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,14 +158,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         if self.noise_kind == "white":
             noise = white_noise(n, rng)
         else:
-            pool = []
-            for j in rng.choice(len(self.records), size=min(6, len(self.records)), replace=False):
-                other = self.records[int(j)]
-                if int(j) != idx and other.audio is not None:
-                    try:
-                        pool.append(load_audio(other.audio).numpy())
-                    except Exception:  # noqa: BLE001 - an unreadable talker is left out of the babble
-                        continue
+            pool = [w for j, w in self._babble_talkers(load_audio) if j != idx]
             noise = babble_noise(pool, n, rng) if pool else white_noise(n, rng)
         return torch.from_numpy(mix_at_snr(wav.numpy(), noise, snr_db))
 

@@ -186,3 +186,24 @@ def test_matryoshka_training_under_ddp_two_cpu_processes(corpus, tmp_path):
     finals = [json.loads(m) for m in re.findall(r'\{"final_loss"[^{}]*\}', proc.stdout)]
     assert len(finals) == 2 and finals[0] == finals[1] and finals[0]["steps"] == 3
     assert (tmp_path / "ddp" / "final" / "model" / "adapters" / "adapters.safetensors").is_file()
+
+
+def test_babble_noise_at_the_asked_snr_from_a_pool_decoded_once(corpus, monkeypatch):
+    import torch
+
+    import mmlora.data.media as media
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    calls = []
+    real = media.load_audio
+    monkeypatch.setattr(media, "load_audio", lambda p, *a: calls.append(p) or real(p, *a))
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("audio",), noise_kind="babble", seed=1)
+    clean = real(corpus / "u0.flac")
+    mixes = [ds.noisy(clean, 0, 0.0, np.random.default_rng(i)) for i in range(3)]
+    assert len(calls) == 8  # the 8 talkers decoded once for all three mixes
+    for mix in mixes:
+        scale = float((mix @ clean) / (clean @ clean))  # the mix may be scaled down as a whole (peak)
+        snr = 10 * torch.log10((scale * clean).pow(2).mean() / (mix - scale * clean).pow(2).mean())
+        assert abs(float(snr)) < 1.0  # babble is ~uncorrelated with the target: about 0 dB
+        assert not torch.equal(mix, clean)
+    assert torch.equal(ds.noisy(clean, 0, 0.0, np.random.default_rng(5)), ds.noisy(clean, 0, 0.0, np.random.default_rng(5)))
