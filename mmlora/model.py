@@ -361,18 +361,19 @@ class MultimodalLM(nn.Module):
         pairs = [rates] if rates else self.rate_pairs()
         pairs = [{m: r for m, r in p.items() if m in feats} for p in pairs]
         pairs = list({tuple(sorted(p.items())): p for p in pairs}.values())
-        total, n_tok, out_logits = 0.0, None, None
+        total, n_tok, out_logits, used = 0.0, None, None, set()
         for pair in pairs:
             media_emb = self.project(feats, pair)
             x, attn, labels, types = self.assemble(batch["segments"], media_emb)
             plan = self.routing_plan(types, pair)
+            used |= plan.used_names()
             loss, n, logits = self._lm_loss(x, attn, labels, plan, return_logits)
             total = total + loss
             n_tok = n
             out_logits = logits
         loss = total / len(pairs)
         if self.training:
-            loss = loss + self._dummy_terms(feats)
+            loss = loss + self._dummy_terms(feats, used)
         out = {"loss": loss, "num_tokens": n_tok}
         if self.feature_cache is not None:
             st = self.feature_cache.stats
@@ -394,16 +395,17 @@ class MultimodalLM(nn.Module):
         full = head(hidden).float() if return_logits else None
         return loss, n, full
 
-    def _dummy_terms(self, feats: dict) -> Tensor:
-        """Zero-weighted terms that keep unused trainable parameters in the graph (DDP)."""
+    def _dummy_terms(self, feats: dict, used_adapters: set[str]) -> Tensor:
+        """Zero-weighted terms that keep the trainable parameters this forward did not use in the
+        graph (DDP): projectors of absent modalities, adapters no token was routed to."""
         used_proj = set(feats)
         zero = 0.0
         for mod, proj in self.projectors.items():
             if mod not in used_proj:
                 zero = zero + sum(p.sum() for p in proj.parameters() if p.requires_grad) * 0.0
         if self.cfg.adapters and self.cfg.train_adapters:
-            # adapters absent from this batch's plans (e.g. no image sample in a Phi-4-MM batch)
-            zero = zero + sum(p.sum() for p in adapter_parameters(self.llm)) * 0.0
+            for name in sorted(set(self.cfg.adapters) - used_adapters):  # e.g. no image in a Phi-4-MM batch
+                zero = zero + sum(p.sum() for p in adapter_parameters(self.llm, name)) * 0.0
         return zero if isinstance(zero, Tensor) else torch.zeros((), device=self.device)
 
     # ------------------------------------------------------------------ generation

@@ -145,6 +145,19 @@ class RoutingPlan:
         """Every adapter the plan may activate (indexed ones first, then shared ones)."""
         return self.names + tuple(n for n in self.shared if n not in self.names)
 
+    def used_names(self) -> set[str]:
+        """Adapters that act on at least one token of a forward over exactly the plan's tokens
+        (``index``/``weights`` where given, else ``fill``/``fill_weights``, plus ``shared``)."""
+        used = set(self.shared)
+        hard = self.index if self.index is not None else self.fill
+        if hard is not None:
+            used |= {self.names[int(k)] for k in torch.unique(hard.cpu()) if int(k) >= 0}
+        soft = self.weights if self.weights is not None else self.fill_weights
+        if soft is not None:
+            nonzero = (soft.reshape(-1, soft.shape[-1]) != 0).any(dim=0).cpu()
+            used |= {n for n, on in zip(self.names, nonzero.tolist()) if on}
+        return used
+
     @property
     def is_empty(self) -> bool:
         return not self.shared and self.index is None and self.weights is None and (

@@ -129,3 +129,14 @@ def test_layer_list_cache_follows_new_layers():
     assert _lora_layers(model) is _lora_layers(model)  # cached: no walk per forward
     attach(model, {"a": LoRASpec(1, 1)}, ["1"])
     assert len(_lora_layers(model)) == 2  # a new layer anywhere invalidates the cache
+
+
+def test_used_names_are_the_adapters_some_token_takes():
+    plan = RoutingPlan.by_token(torch.tensor([[0, 0, -1]]), ["vis", "lang", "img"])
+    assert plan.used_names() == {"vis"}  # "lang" only for generated tokens, "img" for none
+    assert RoutingPlan.by_sample(["a", None, "b"]).used_names() == {"a", "b"}
+    assert RoutingPlan.shared_specific("ms", "ss_4_2").used_names() == {"ms", "ss_4_2"}
+    w = torch.zeros(1, 2, 3)
+    w[0, 1, 2] = 0.5
+    assert RoutingPlan.soft(w, ["x", "y", "z"]).used_names() == {"z"}
+    assert RoutingPlan.none().used_names() == set()
