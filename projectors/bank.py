@@ -94,7 +94,7 @@ def build_projector(cfg: ProjectorConfig, d_in: int, d_llm: int) -> Projector | 
 
     def one(rate: int) -> Projector:
         comp = make_compressor(cfg, rate, d_in)
-        return Projector(comp, MLPProjector(comp.out_dim(d_in), d_llm, hidden, cfg.activation))
+        return Projector(comp, MLPProjector(comp.out_dim(d_in), d_llm, hidden, cfg.activation, cfg.init_scale))
 
     if len(cfg.rates) == 1:
         proj = one(cfg.rates[0])

@@ -2,6 +2,7 @@
 Phi-4-MM: the same with GELU)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["MLPProjector", "ACTIVATIONS"]
@@ -12,10 +13,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 class MLPProjector(nn.Module):
     """``y = W₂ · act(W₁ x + b₁) + b₂``; input ``(..., d_in)``, output ``(..., d_out)``.
 
-    ``fc1: Linear(d_in → hidden)``, ``fc2: Linear(hidden → d_out)``; PyTorch's default init.
+    ``fc1: Linear(d_in → hidden)``, ``fc2: Linear(hidden → d_out)``; PyTorch's default init, with
+    ``fc2``'s weight and bias multiplied by ``init_scale`` (so the initial outputs are ``init_scale``
+    times smaller, e.g. to start near the scale of the LLM's token embeddings).
     """
 
-    def __init__(self, d_in: int, d_out: int, hidden: int = 2048, activation: str = "relu"):
+    def __init__(self, d_in: int, d_out: int, hidden: int = 2048, activation: str = "relu",
+                 init_scale: float = 1.0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -25,6 +29,12 @@ class MLPProjector(nn.Module):
         self.fc1 = nn.Linear(d_in, hidden)
         self.act = ACTIVATIONS[activation]()
         self.fc2 = nn.Linear(hidden, d_out)
+        if not init_scale > 0:
+            raise ValueError(f"MLPProjector init_scale must be > 0, got {init_scale}")
+        if init_scale != 1.0:
+            with torch.no_grad():
+                self.fc2.weight.mul_(init_scale)
+                self.fc2.bias.mul_(init_scale)
 
     @property
     def d_in(self) -> int:

@@ -39,6 +39,8 @@ class ProjectorConfig:
     conv_kernel: int | None = None         # conv only: window K >= k (None: K = k, non-overlapping)
     conv_dim: int | None = None            # conv only: output channels (None: the frame width D)
     qladder: QLadderConfig | None = None   # Arcana QLadder before the compressor; shared by all rates of a bank
+    init_scale: float = 1.0                # multiplies the last MLP layer's initial weight and bias (outputs start
+                                           # that much smaller; 0.1 brings Whisper features near SmolLM2's embedding scale)
 
     def __post_init__(self) -> None:
         if isinstance(self.rates, int):
@@ -62,6 +64,8 @@ class ProjectorConfig:
             raise ValueError(f"ProjectorConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.hidden_dim is not None and self.hidden_dim < 1:
             raise ValueError(f"ProjectorConfig.hidden_dim must be >= 1, got {self.hidden_dim}")
+        if not self.init_scale > 0:
+            raise ValueError(f"ProjectorConfig.init_scale must be > 0, got {self.init_scale}")
         if self.conv_kernel is not None and self.conv_kernel < max(self.rates):
             raise ValueError(f"ProjectorConfig.conv_kernel ({self.conv_kernel}) must be >= every rate {self.rates}")
 

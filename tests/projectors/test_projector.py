@@ -22,6 +22,21 @@ def test_mlp_matches_formula(act, fn):
         MLPProjector(4, 4, activation="tanh")
 
 
+def test_init_scale_shrinks_only_the_last_layer_and_the_outputs_by_that_factor():
+    cfg = ProjectorConfig("stack", (2,), hidden_dim=16)
+    torch.manual_seed(3)
+    ref = build_projector(cfg, 6, 10)
+    torch.manual_seed(3)
+    small = build_projector(dataclasses.replace(cfg, init_scale=0.1), 6, 10)
+    torch.testing.assert_close(small.mlp.fc1.weight, ref.mlp.fc1.weight)
+    torch.testing.assert_close(small.mlp.fc2.weight, 0.1 * ref.mlp.fc2.weight)
+    torch.testing.assert_close(small.mlp.fc2.bias, 0.1 * ref.mlp.fc2.bias)
+    x, mask = torch.randn(2, 8, 6), torch.ones(2, 8, dtype=torch.bool)
+    torch.testing.assert_close(small(x, mask)[0], 0.1 * ref(x, mask)[0])
+    bank = build_projector(dataclasses.replace(cfg, rates=(2, 4), init_scale=0.5), 6, 10)
+    assert all(p.mlp.fc2.weight.abs().max() <= 0.5 / 16 ** 0.5 for p in bank.projectors.values())
+
+
 def test_llama_avsr_projector_layout_and_parameter_count():
     D, k, h, d = 8, 4, 16, 10
     proj = build_projector(ProjectorConfig("stack", (k,), hidden_dim=h, activation="relu"), D, d)
@@ -143,6 +158,7 @@ def test_builder_all_compressors_in_a_bank(kind):
     (dict(remainder="pad"), "remainder"),
     (dict(activation="tanh"), "activation"),
     (dict(hidden_dim=0), "hidden_dim"),
+    (dict(init_scale=0.0), "init_scale"),
     (dict(compressor="conv", rates=(2, 4), conv_kernel=3), "conv_kernel"),
 ])
 def test_config_validation(bad, match):
