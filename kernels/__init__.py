@@ -12,12 +12,12 @@ from functools import partial
 
 import torch
 
-from .lora import (available_backends, lora_delta, lora_delta_reference, lora_linear, lora_linear_reference,
-                   register_backend, resolve_backend)
+from .lora import (available_backends, backend_ops, lora_delta, lora_delta_reference, lora_linear,
+                   lora_linear_reference, register_backend, resolve_backend)
 from .lora_fused import fused_lora_delta, fused_lora_linear, torch_ops
 
 __all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "lora_linear_reference", "register_backend",
-           "available_backends", "resolve_backend", "HAS_TRITON"]
+           "available_backends", "resolve_backend", "backend_ops", "HAS_TRITON"]
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -30,6 +30,7 @@ except Exception:  # noqa: BLE001 - ImportError, or a Triton that cannot initial
 
 if HAS_TRITON:
     register_backend("triton", lambda x: x.is_cuda and x.dtype in _TRITON_DTYPES,
-                     partial(fused_lora_delta, ops=triton_ops), linear=partial(fused_lora_linear, ops=triton_ops))
+                     partial(fused_lora_delta, ops=triton_ops), linear=partial(fused_lora_linear, ops=triton_ops),
+                     ops=triton_ops)
 register_backend("fused", lambda x: x.is_cuda, partial(fused_lora_delta, ops=torch_ops),
-                 linear=partial(fused_lora_linear, ops=torch_ops))
+                 linear=partial(fused_lora_linear, ops=torch_ops), ops=torch_ops)

@@ -37,21 +37,34 @@ import torch
 from torch import Tensor
 
 __all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "stack_adapters", "lora_linear_reference", "register_backend",
-           "available_backends", "resolve_backend"]
+           "available_backends", "resolve_backend", "backend_ops"]
 
 # name -> (predicate(x) -> bool, implementation with lora_delta's signature)
 _BACKENDS: dict[str, tuple[Callable[[Tensor], bool], Callable[..., Tensor]]] = {}
 # name -> implementation with lora_linear's signature (optional per backend)
 _LINEAR: dict[str, Callable[..., Tensor]] = {}
+# name -> primitive set of the fused functions (lora_fused.TorchOps contract), for backends built on them
+_OPS: dict[str, object] = {}
 
 
 def register_backend(name: str, applies: Callable[[Tensor], bool], fn: Callable[..., Tensor],
-                     linear: Callable[..., Tensor] | None = None) -> None:
+                     linear: Callable[..., Tensor] | None = None, ops: object | None = None) -> None:
     """Register a fast implementation of :func:`lora_delta` (e.g. Triton on CUDA) and,
-    optionally, of :func:`lora_linear`. ``auto`` tries backends in registration order."""
+    optionally, of :func:`lora_linear`. ``auto`` tries backends in registration order.
+    ``ops``: the backend is the fused function of ``lora_fused.py`` on these primitives (layers
+    then call it directly with their cached routing, see :func:`backend_ops`)."""
     _BACKENDS[name] = (applies, fn)
     if linear is not None:
         _LINEAR[name] = linear
+    if ops is not None:
+        _OPS[name] = ops
+    else:
+        _OPS.pop(name, None)
+
+
+def backend_ops(name: str):
+    """The primitive set of backend ``name`` if it is the fused function of ``lora_fused.py``, else None."""
+    return _OPS.get(name)
 
 
 def available_backends() -> list[str]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TorchOps", "torch_ops", "coefficients", "as_lists", "fused_lora_linear", "fused_lora_delta"]
+__all__ = ["TorchOps", "torch_ops", "coefficients", "as_lists", "fused_lora_linear", "fused_lora_delta", "fused_call"]
 
 
 _MM_OUT_DTYPE = [True]  # torch.mm(..., out_dtype=fp32) usable (CUDA, bf16/fp16); switched off on first failure
@@ -147,12 +147,37 @@ def coefficients(ranks: Sequence[int], scalings: Sequence[float], T: int, index:
 
 
 class _Meta:
-    """Non-tensor arguments of the fused function."""
+    """Non-tensor arguments of the fused functions, built once per layer (or per direct call):
+    the primitive set, the number ``n`` of adapters, their ranks (split sizes of dA/dB) and the
+    parameters' dtype (that of their gradients)."""
 
-    __slots__ = ("ops", "n")
+    __slots__ = ("ops", "n", "ranks", "pdtype")
 
-    def __init__(self, ops, n: int):
-        self.ops, self.n = ops, n
+    def __init__(self, ops, ranks: tuple[int, ...], pdtype: torch.dtype):
+        self.ops, self.n, self.ranks, self.pdtype = ops, len(ranks), tuple(ranks), pdtype
+
+    def weights(self, ab, dt: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``A [R, D]``, ``B [N, R]`` in ``dt`` from the raw per-adapter ``A_k``, ``B_k`` (concatenated
+        and cast; a single adapter already in ``dt`` is used as it is)."""
+        n = self.n
+        if n == 1:
+            return ab[0].to(dt), ab[1].to(dt)
+        return torch.cat(ab[:n]).to(dt), torch.cat(ab[n:], 1).to(dt)
+
+    def param_grads(self, dA: Tensor, dB: Tensor) -> tuple[Tensor, ...]:
+        """Per-adapter gradients ``(dA_1..dA_n, dB_1..dB_n)`` (views) in the parameters' dtype."""
+        dA = dA.to(self.pdtype)
+        dB = dB.to(self.pdtype)
+        if self.n == 1:
+            return dA, dB
+        ranks = self.ranks
+        return (*dA.split(ranks, 0), *dB.split(ranks, 1))
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The autocast dtype that applies to a linear on ``x``'s device, or None."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
 
 
 class _FusedLoRA(torch.autograd.Function):
@@ -161,22 +186,16 @@ class _FusedLoRA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, x_lora, W, bias, M, meta, *ab):
-        ops, n = meta.ops, meta.n
-        dt = x.dtype
-        As, Bs = ab[:n], ab[n:]
-        A = (As[0] if n == 1 else torch.cat(As)).to(dt)
-        B = (Bs[0] if n == 1 else torch.cat(Bs, 1)).to(dt)
+        A, B = meta.weights(ab, x.dtype)
         xl = x if x_lora is None else x_lora
         y = None
         if W is not None:
             y = F.linear(x, W, bias)
             if y.stride(-1) != 1:
                 y = y.contiguous()
-        y, h, hm = ops.forward(xl, A, B, M, y, store_h=M.requires_grad)
+        y, h, hm = meta.ops.forward(xl, A, B, M, y, store_h=M.requires_grad)
         ctx.meta = meta
         ctx.has_xl = x_lora is not None
-        ctx.ranks = [a.shape[0] for a in As]
-        ctx.dtypes = (As[0].dtype, Bs[0].dtype)
         need_x = x_lora is None or (W is not None and W.requires_grad)
         ctx.save_for_backward(x if need_x else None, x_lora, W, A, B, M, h, hm)
         return y
@@ -209,12 +228,7 @@ class _FusedLoRA(torch.autograd.Function):
             dM = dhm * h.to(dhm.dtype)
             if M.shape[0] == 1:
                 dM = dM.sum(0, keepdim=True)
-        ranks = ctx.ranks
-        dA = dA.to(ctx.dtypes[0])
-        dB = dB.to(ctx.dtypes[1])
-        dAs = (dA,) if len(ranks) == 1 else dA.split(ranks, 0)
-        dBs = (dB,) if len(ranks) == 1 else dB.split(ranks, 1)
-        return (dx, dxl, dW, db, dM, None, *dAs, *dBs)
+        return (dx, dxl, dW, db, dM, None, *ctx.meta.param_grads(dA, dB))
 
 
 def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A, B, ranks: Sequence[int],
@@ -241,7 +255,36 @@ def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A, 
         return F.linear(x, weight, bias)
     keep, M = space
     ab = [As[k] for k in keep] + [Bs[k] for k in keep]
-    return _FusedLoRA.apply(x, x_lora, weight, bias, M, _Meta(ops, len(keep)), *ab)
+    meta = _Meta(ops, tuple(As[k].shape[0] for k in keep), As[keep[0]].dtype)
+    return _FusedLoRA.apply(x, x_lora, weight, bias, M, meta, *ab)
+
+
+def fast_apply(fn: type[torch.autograd.Function]):
+    """``fn.apply`` without ``torch.autograd.Function.apply``'s Python prologue (signature binding
+    checks, functorch dead-wrapper unwrapping: ~3-4 µs per call) unless a functorch transform
+    (vmap, grad, ...) is active, where the full ``fn.apply`` runs. For the layers' hot path."""
+    c_apply = super(torch.autograd.Function, fn).apply  # torch._C._FunctionBase.apply bound to fn
+    transforms_active = torch._C._are_functorch_transforms_active
+
+    def apply(*args):
+        return fn.apply(*args) if transforms_active() else c_apply(*args)
+    return apply
+
+
+_fused_apply = fast_apply(_FusedLoRA)
+
+
+def fused_call(x: Tensor, x_lora: Tensor | None, weight: Tensor | None, bias: Tensor | None, M: Tensor,
+               meta: _Meta, params) -> Tensor:
+    """The fused function with everything routing-dependent prepared by the caller (a layer
+    caches ``M`` and ``meta`` per routing plan): ``params`` are the kept adapters' ``A_k`` then
+    ``B_k``. No validation here: the caller built ``M``/``meta`` from these parameters."""
+    dt = autocast_dtype(x)
+    if dt is not None:
+        with torch.autocast(x.device.type, enabled=False):
+            cast = (lambda t: None if t is None else t.to(dt))
+            return _fused_apply(cast(x), cast(x_lora), cast(weight), cast(bias), M, meta, *params)
+    return _fused_apply(x, x_lora, weight, bias, M, meta, *params)
 
 
 def fused_lora_delta(x: Tensor, A, B, ranks: Sequence[int], scalings: Sequence[float],

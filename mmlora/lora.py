@@ -17,12 +17,14 @@ Public API: :class:`LoRASpec`, :class:`MultiLoRALinear`, :func:`attach`, :func:`
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -31,13 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kernels import lora_delta, lora_linear, resolve_backend
+from .kernels import backend_ops, lora_delta, lora_linear, resolve_backend
+from .kernels.lora_fused import _Meta, coefficients, fused_call
+from .kernels.lora_mlp import activation_kind, fused_gated_mlp
 from .routing import ResolvedRouting, _ActiveRouting
 from .fsutil import replace_dir
 from .tensor_match import check_tensors_match
 
 __all__ = [
-    "LoRASpec", "LoRAAdapter", "MultiLoRALinear", "attach", "lora_layers", "merge", "unmerge", "reset",
+    "LoRASpec", "LoRAAdapter", "MultiLoRALinear", "attach", "detach", "lora_layers", "merge", "unmerge", "reset",
     "adapter_parameters", "adapter_names", "save_adapters", "load_adapters", "export_peft",
     "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
 ]
@@ -45,6 +49,13 @@ __all__ = [
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapters.json"
 _INITS = ("kaiming", "gaussian")
+# bumped by every change of which adapters act or how (add, merge, unmerge, reset, a new spec):
+# layers cache their prepared kernel call per routing plan and rebuild it when this moves
+_GENERATION = [0]
+
+
+def _bump() -> None:
+    _GENERATION[0] += 1
 
 
 @dataclass(frozen=True)
@@ -75,10 +86,19 @@ class LoRAAdapter(nn.Module):
 
     def __init__(self, spec: LoRASpec, d_in: int, d_out: int, device=None, dtype=None):
         super().__init__()
-        self.spec = spec
+        self._spec = spec
         self.A = nn.Parameter(torch.empty(spec.rank, d_in, device=device, dtype=dtype))
         self.B = nn.Parameter(torch.empty(d_out, spec.rank, device=device, dtype=dtype))
         self.reset_parameters()
+
+    @property
+    def spec(self) -> LoRASpec:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: LoRASpec) -> None:  # rank/scaling/dropout may change: layers re-prepare their calls
+        self._spec = spec
+        _bump()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -106,6 +126,35 @@ def _restrict(index: Tensor | None, weights: Tensor | None, shared: tuple[int, .
     return index, weights, tuple(int(remap[k]) for k in shared if int(remap[k]) >= 0)
 
 
+_NONE, _FUSED, _GROUPS, _GENERIC = range(4)  # kinds of prepared layer calls
+
+
+class _Call:
+    """A layer's kernel call prepared for one resolved routing (see MultiLoRALinear._prepared).
+
+    ``kind``: ``_NONE`` (no adapter acts: base only), ``_FUSED`` (one fused function: ``adapters``
+    the kept ones, ``meta``, coefficients ``M`` or, for trainable soft weights, ``coef_args`` to
+    rebuild them per call, adapter-input dropout ``p``), ``_GROUPS`` (fused backend, several
+    dropout groups) or ``_GENERIC`` (reference backend)."""
+
+    __slots__ = ("res", "key", "kind", "adapters", "meta", "M", "coef_args", "p")
+
+    def __init__(self, res: ResolvedRouting, key: tuple, kind: int):
+        self.res, self.key, self.kind = res, key, kind
+        self.adapters, self.meta, self.M, self.coef_args, self.p = [], None, None, None, 0.0
+
+    def coefficients(self) -> Tensor:
+        return self.M if self.coef_args is None else coefficients(*self.coef_args)[1]
+
+    def params(self) -> list[Tensor]:
+        """The kept adapters' ``A_k`` then ``B_k`` (read per call: parameters may be replaced)."""
+        ads = self.adapters
+        if len(ads) == 1:
+            p = ads[0]._parameters
+            return [p["A"], p["B"]]
+        return [a._parameters["A"] for a in ads] + [a._parameters["B"] for a in ads]
+
+
 class MultiLoRALinear(nn.Module):
     """A frozen ``nn.Linear`` (``base_layer``) plus named adapters (``adapters[name]``).
 
@@ -125,6 +174,7 @@ class MultiLoRALinear(nn.Module):
         self.merged: set[str] = set()
         self._merge_backup: Tensor | None = None  # base weight before the first merge (CPU)
         self._routing: _ActiveRouting | None = None
+        self._call: _Call | None = None  # prepared kernel call of the last routing plan seen
 
     @property
     def in_features(self) -> int:
@@ -149,23 +199,94 @@ class MultiLoRALinear(nn.Module):
         dtype = w.dtype if w.dtype.is_floating_point else torch.float32
         self.adapters[name] = LoRAAdapter(spec, self.in_features, self.out_features, device=w.device,
                                           dtype=torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
+        _bump()
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
-        active = self._routing
-        if active is None or not self.adapters:
+        c = self._prepared(x)
+        if c is None or c.kind == _NONE:
             return self.base_layer(x)
-        res = active.plan.resolve(x.shape[:-1], active.offset, x.device)
         x2d = x.reshape(-1, x.shape[-1])
-        if resolve_backend(x2d) != "torch" and not self.base_layer.weight.requires_grad:
-            # fused backend (CUDA): base GEMM + shrink + routed in-place expand in one function
-            y = self._delta(x2d, res, base=self.base_layer)
+        if c.kind == _FUSED:  # base GEMM + shrink + routed in-place expand in one autograd function
+            base = self.base_layer
+            xl = F.dropout(x2d, p=c.p, training=True) if c.p > 0 else None
+            y = fused_call(x2d, xl, base.weight, base.bias, c.coefficients(), c.meta, c.params())
+            return y.view(*x.shape[:-1], y.shape[-1])
+        if c.kind == _GROUPS:  # fused backend, adapters with different dropout: one call per group
+            y = self._delta(x2d, c.res, base=self.base_layer)
             return self.base_layer(x) if y is None else y.view(*x.shape[:-1], y.shape[-1])
-        y = self.base_layer(x)
-        delta = self._delta(x2d, res)
+        y = self.base_layer(x)  # the reference (or a base weight that trains)
+        delta = self._delta(x2d, c.res)
         if delta is None:
             return y
         return y + delta.view(y.shape).to(y.dtype)
+
+    def _prepared(self, x: Tensor) -> "_Call | None":
+        """The prepared call for input ``x`` under the installed plan (None: no plan or no
+        adapters). Rebuilt only when the resolved routing, ``x``'s dtype, train/eval, the backend
+        flag, the adapters (:data:`_GENERATION`) or the base weight's ``requires_grad`` change."""
+        active = self._routing
+        if active is None or not self.adapters:
+            return None
+        res = active.plan.resolve(x.shape[:-1], active.offset, x.device)
+        key = (x.dtype, self.training, os.environ.get("MMLORA_KERNELS"), _GENERATION[0],
+               self.base_layer.weight.requires_grad)
+        c = self._call
+        if c is None or c.res is not res or c.key != key:
+            c = self._prepare(res, key, x)
+            self.__dict__["_call"] = c  # plain attribute (nn.Module.__setattr__ is slow)
+        return c
+
+    def _prepare(self, res: ResolvedRouting, key: tuple, x: Tensor) -> "_Call":
+        keep: list[int] = []  # plan space -> this layer's adapters; merged adapters already sit in the base weight
+        for i, name in enumerate(res.names):
+            if name not in self.adapters:
+                raise KeyError(f"routing plan names adapter {name!r}, this layer has {list(self.adapters)}")
+            if name not in self.merged:
+                keep.append(i)
+        if not keep:
+            return _Call(res, key, _NONE)
+        index, weights, shared = res.index, res.weights, res.shared
+        if len(keep) != len(res.names):  # drop merged adapters from the index space
+            index, weights, shared = _restrict(index, weights, shared, keep, len(res.names))
+        adapters = [self.adapters[res.names[i]] for i in keep]
+        backend = resolve_backend(x)
+        ops = backend_ops(backend) if backend != "torch" else None
+        if ops is None or self.base_layer.weight.requires_grad:
+            return _Call(res, key, _GENERIC)
+        drop = {ad.spec.dropout if self.training else 0.0 for ad in adapters}
+        if len(drop) > 1:
+            return _Call(res, key, _GROUPS)
+        ranks = [ad.spec.rank for ad in adapters]
+        scalings = [ad.spec.scaling for ad in adapters]
+        T = x.numel() // max(x.shape[-1], 1)
+        coef_args = (ranks, scalings, T, index, weights, shared, x.device,
+                     torch.float64 if x.dtype == torch.float64 else torch.float32)
+        space = coefficients(*coef_args)
+        if space is None:
+            return _Call(res, key, _NONE)
+        kept, M = space
+        c = _Call(res, key, _FUSED)
+        c.adapters = [adapters[k] for k in kept]
+        c.meta = _Meta(ops, tuple(ranks[k] for k in kept), adapters[0].A.dtype)
+        c.p = drop.pop()
+        if weights is not None and weights.requires_grad:  # coefficients take the soft weights' gradient: per call
+            c.coef_args = coef_args
+        else:
+            c.M = M
+        return c
+
+    def _mlp_call(self, h: Tensor) -> "_Call | None":
+        """The prepared fused call when this layer is a gated MLP's ``down_proj`` fed ``h`` (only
+        its shape, dtype and device are read): None where the fused MLP does not apply (no
+        adapter acts, reference backend, adapter dropout, hooks on this layer)."""
+        c = self._prepared(h)
+        if c is None or c.kind != _FUSED or c.p > 0:
+            return None
+        if self._forward_hooks or self._forward_pre_hooks or self.base_layer._forward_hooks or \
+                self.base_layer._forward_pre_hooks:
+            return None
+        return c
 
     def _delta(self, x2d: Tensor, res: ResolvedRouting, base: nn.Linear | None = None) -> Tensor | None:
         """Route ``x2d [T, d_in]`` through the adapters named in ``res``; None if none act.
@@ -239,12 +360,14 @@ class MultiLoRALinear(nn.Module):
             self._merge_backup = w.detach().to("cpu", copy=True)
         w.copy_((w.float() + self.delta_weight(name).to(w.device)).to(w.dtype))
         self.merged.add(name)
+        _bump()
 
     @torch.no_grad()
     def unmerge(self, name: str) -> None:
         if name not in self.merged:
             return
         self.merged.discard(name)
+        _bump()
         w = self.base_layer.weight
         w.copy_(self._merge_backup.to(w.device))  # exact restore, then re-apply the others
         if not self.merged:
@@ -258,6 +381,7 @@ class MultiLoRALinear(nn.Module):
         self.adapters[name].reset_parameters()
         if name in self.merged:
             self.merged.discard(name)
+            _bump()
             if not self.merged:
                 self._merge_backup = None
             else:  # base now = old base + this adapter's old update: that is the new backup point
@@ -295,7 +419,7 @@ def lora_layers(model: nn.Module) -> list[tuple[str, MultiLoRALinear]]:
 
 
 def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list[str] | str,
-           overrides: dict[str, dict[str, LoRASpec]] | None = None) -> list[MultiLoRALinear]:
+           overrides: dict[str, dict[str, LoRASpec]] | None = None, fused_mlp: bool = True) -> list[MultiLoRALinear]:
     """Wrap every ``nn.Linear`` whose name matches ``target_modules`` with a MultiLoRALinear
     holding all ``adapters``; freeze every base parameter; return the wrapped layers.
 
@@ -303,6 +427,10 @@ def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list
     ``"all-linear"`` (every linear except the output head). ``overrides`` maps a target
     (same matching) to per-adapter specs for those layers, e.g.
     ``{"o_proj": {"vision": LoRASpec(8, 16)}}``. Layers already wrapped get the new adapters.
+
+    ``fused_mlp``: gated MLPs whose ``down_proj`` gets adapters run ``act(gate) * up -> down``
+    as one function that recomputes the product in backward instead of keeping it (less
+    activation memory; used when a fused kernel backend applies, see :func:`_gated_mlp_forward`).
     """
     if not adapters:
         raise ValueError("attach() needs at least one adapter")
@@ -339,7 +467,101 @@ def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list
     for layer in wrapped:
         for p in layer.adapters.parameters():
             p.requires_grad_(True)
+    if fused_mlp:
+        _patch_gated_mlps(model)
     return wrapped
+
+
+# ----------------------------------------------------------------- fused gated MLP
+_GATED_EXPR = "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))"
+_GATED_CLASSES: dict[type, bool] = {}
+
+
+def _is_gated_mlp(module: nn.Module) -> bool:
+    """A Hugging Face gated MLP whose forward is exactly ``down(act(gate(x)) * up(x))`` (LlamaMLP,
+    Qwen2MLP, MistralMLP, ...; checked on the class's source once), with a down_proj that carries
+    adapters and an activation :func:`~mmlora.kernels.lora_mlp.activation_kind` implements."""
+    if not isinstance(getattr(module, "down_proj", None), MultiLoRALinear):
+        return False
+    if not all(isinstance(getattr(module, n, None), nn.Module) for n in ("gate_proj", "up_proj")):
+        return False
+    cls = type(module)
+    ok = _GATED_CLASSES.get(cls)
+    if ok is None:
+        try:
+            src = inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            src = ""
+        sig = list(inspect.signature(cls.forward).parameters)
+        ok = _GATED_CLASSES[cls] = sig == ["self", "x"] and _GATED_EXPR in re.sub(r"\s+", "", src)
+    return ok and activation_kind(getattr(module, "act_fn", None)) is not None
+
+
+def _gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """Instance forward of a patched gated MLP: ``down(act(gate(x)) * up(x))`` where down's
+    routed LoRA and the product run as one function that keeps ``gate(x)`` and ``up(x)`` for
+    backward but not the product (recomputed; kernels/lora_mlp.py). Anything the fused
+    function does not cover runs the original expression."""
+    g = self.gate_proj(x)
+    u = self.up_proj(x)
+    down = self.down_proj
+    act = self.act_fn
+    c = down._mlp_call(g) if isinstance(down, MultiLoRALinear) else None
+    if c is not None:
+        cached = self.__dict__.get("_mmlora_act")
+        if cached is None or cached[0] is not act:
+            cached = self.__dict__["_mmlora_act"] = (act, activation_kind(act))
+        if cached[1] is not None and g.shape == u.shape:
+            base = down.base_layer
+            y = fused_gated_mlp(g.reshape(-1, g.shape[-1]), u.reshape(-1, u.shape[-1]), base.weight, base.bias,
+                                c.coefficients(), c.meta, cached[1], c.params())
+            return y.view(*g.shape[:-1], y.shape[-1])
+    return down(act(g) * u)
+
+
+def _patch_gated_mlps(model: nn.Module) -> int:
+    """Give every gated MLP of ``model`` (see :func:`_is_gated_mlp`) the fused forward; returns
+    how many are patched. Used whenever a fused backend applies at call time (the patched
+    forward runs the original expression on the reference backend). Undone by :func:`detach`."""
+    n = 0
+    for module in model.modules():
+        if module.__dict__.get("_mmlora_fused_mlp"):
+            n += 1
+            continue
+        if "forward" in module.__dict__ or not _is_gated_mlp(module):  # e.g. accelerate hooks: leave alone
+            continue
+        module.forward = types.MethodType(_gated_mlp_forward, module)
+        module._mmlora_fused_mlp = True
+        n += 1
+    return n
+
+
+def _unpatch_gated_mlps(model: nn.Module) -> None:
+    for module in model.modules():
+        if module.__dict__.pop("_mmlora_fused_mlp", False):
+            fwd = module.__dict__.get("forward")
+            if isinstance(fwd, types.MethodType) and fwd.__func__ is _gated_mlp_forward:
+                del module.__dict__["forward"]
+            module.__dict__.pop("_mmlora_act", None)
+
+
+def detach(model: nn.Module) -> nn.Module:
+    """Remove every adapter from ``model``: merged adapters are unmerged (exact restore of the
+    base weights), each MultiLoRALinear is replaced by its base ``nn.Linear``, patched MLP
+    forwards and the routing hook are removed. The model then computes exactly what it did
+    before :func:`attach` (``requires_grad`` flags stay as attach left them: frozen)."""
+    for name, layer in lora_layers(model):
+        for ad_name in sorted(layer.merged):
+            layer.unmerge(ad_name)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.base_layer)
+    _unpatch_gated_mlps(model)
+    hook = model.__dict__.pop("_mmlora_route_hook", None)
+    if hook is not None:
+        hook.remove()
+    model.__dict__.pop("_mmlora_layer_cache", None)
+    _bump()
+    return model
 
 
 def _add_all(layer: MultiLoRALinear, name: str, adapters: dict[str, LoRASpec],
@@ -486,6 +708,7 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
             p.requires_grad_(False)
         for p in adapter_parameters(model):
             p.requires_grad_(True)
+        _patch_gated_mlps(model)
 
     expected = {k: v.shape for k, v in _adapter_tensors(model).items()}
     check_tensors_match(str(w_path), expected, tensors, allow_missing=not strict, allow_unexpected=not strict,

@@ -211,10 +211,10 @@ def test_multilora_layer_uses_fused_path_and_matches(monkeypatch):
     install_plan(layer, RoutingPlan.by_token(ids, ["a", "b"]))
     x = torch.randn(3, 7, 40, dtype=torch.float64)
     calls = []
-    from mmlora.kernels import lora as klora
+    import mmlora.lora as mlora
 
-    real = klora._LINEAR["fused"]
-    monkeypatch.setitem(klora._LINEAR, "fused", lambda *a: calls.append(1) or real(*a))
+    real = mlora.fused_call
+    monkeypatch.setattr(mlora, "fused_call", lambda *a: calls.append(1) or real(*a))
     outs, grads = [], []
     for backend in ("torch", "fused"):
         monkeypatch.setenv("MMLORA_KERNELS", backend)

@@ -1,0 +1,139 @@
+"""Fused gated MLP down-projection with routed multi-LoRA, recomputing its input in backward.
+
+A Hugging Face gated MLP (LlamaMLP, Qwen2MLP, MistralMLP, ...) computes, with ``g = gate(x)``
+and ``u = up(x)`` (``[T, F]``)::
+
+    h = act(g) * u                 [T, F]
+    y = h W^T + b + (h A^T * M) B^T       (down_proj + routed LoRA, see lora_fused.py)
+
+Autograd of the plain code keeps ``g`` (for act'), ``act(g)`` and ``u`` (for the product) and,
+because LoRA's ``dA = dh^T h`` needs the input of ``down``, also ``h``: four ``[T, F]`` tensors
+per layer where the frozen base keeps three. :class:`_FusedGatedMLP` keeps only ``g`` and
+``u`` and recomputes the rest in backward (two elementwise passes)::
+
+    a  = act(g) ;  h = a * u                          (recomputed)
+    dh = dy W  (+)=  (dy B * M) A                     (ops.backward, in place)
+    dA = (dy B * M)^T h ;  dB = dy^T hm               (ops.backward)
+    du = dh * a ;  dg = act'(g) * (dh * u)            (aten's silu/gelu backward)
+
+``act`` is SiLU, exact GELU or tanh-GELU (:data:`ACTIVATIONS`); other activations are not
+fused (the caller falls back to the plain code). The LoRA arithmetic is the same ``ops``
+(:class:`.lora_fused.TorchOps` or the Triton kernels) and the same coefficients ``M`` as the
+fused linear, so results equal the unfused path bit for bit in the forward and within rounding
+in the backward.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .lora_fused import _Meta, autocast_dtype, fast_apply
+
+__all__ = ["ACTIVATIONS", "activation_kind", "fused_gated_mlp"]
+
+
+def _silu(g: Tensor) -> Tensor:
+    return F.silu(g)
+
+
+def _gelu(g: Tensor) -> Tensor:
+    return F.gelu(g)
+
+
+def _gelu_tanh(g: Tensor) -> Tensor:
+    return F.gelu(g, approximate="tanh")
+
+
+# kind -> (act(g), d act: (grad of act(g), g) -> grad of g); the backward formulas are aten's own
+ACTIVATIONS = {
+    "silu": (_silu, lambda d, g: torch.ops.aten.silu_backward(d, g)),
+    "gelu": (_gelu, lambda d, g: torch.ops.aten.gelu_backward(d, g, approximate="none")),
+    "gelu_tanh": (_gelu_tanh, lambda d, g: torch.ops.aten.gelu_backward(d, g, approximate="tanh")),
+}
+
+
+def activation_kind(act) -> str | None:
+    """The :data:`ACTIVATIONS` key computing exactly what module/function ``act`` computes, or
+    None (unknown activation: do not fuse). Knows torch's ``nn.SiLU``/``nn.GELU``/``F.silu``/
+    ``F.gelu`` and transformers' ``SiLUActivation``, ``GELUActivation``, ``GELUTanh`` (C
+    kernels; their pure-Python variants compute the same formula but round differently and are
+    not fused)."""
+    if act is F.silu or isinstance(act, torch.nn.SiLU):
+        return "silu"
+    if act is F.gelu:
+        return "gelu"
+    if isinstance(act, torch.nn.GELU):
+        return "gelu_tanh" if act.approximate == "tanh" else "gelu"
+    name = type(act).__name__
+    if type(act).__module__.startswith("transformers."):
+        if name == "SiLUActivation" and type(act).forward.__qualname__ == "SiLUActivation.forward":
+            return "silu"
+        inner = getattr(act, "act", None)
+        if name == "GELUActivation" and inner is F.gelu:
+            return "gelu"
+        if name == "GELUTanh" and getattr(inner, "func", None) is F.gelu and \
+                getattr(inner, "keywords", None) == {"approximate": "tanh"} and not getattr(inner, "args", ()):
+            return "gelu_tanh"
+    return None
+
+
+class _FusedGatedMLP(torch.autograd.Function):
+    """``y = (act(g) * u) W^T + b + routed LoRA(act(g) * u)``; saves ``g``, ``u`` (not ``h``)."""
+
+    @staticmethod
+    def forward(ctx, g, u, W, bias, M, meta, act, *ab):
+        fwd = ACTIVATIONS[act][0]
+        h = fwd(g).mul_(u)  # same ops and rounding as act_fn(g) * u
+        A, B = meta.weights(ab, g.dtype)
+        y = F.linear(h, W, bias)
+        if y.stride(-1) != 1:
+            y = y.contiguous()
+        y, hl, hm = meta.ops.forward(h, A, B, M, y, store_h=M.requires_grad)
+        ctx.meta, ctx.act = meta, act
+        ctx.save_for_backward(g, u, W, A, B, M, hl, hm)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        g, u, W, A, B, M, hl, hm = ctx.saved_tensors
+        need = ctx.needs_input_grad  # g, u, W, bias, M, meta, act, *params
+        fwd, bwd = ACTIVATIONS[ctx.act]
+        dy = dy if dy.stride(-1) == 1 else dy.contiguous()
+        a = fwd(g)
+        h = a * u
+        dh = dy @ W
+        dh, dA, dB, dhm = ctx.meta.ops.backward(dy, h, A, B, M, hm, dh, need_dx=True, need_dhm=need[4])
+        del h
+        du = dh * a if need[1] else None
+        del a
+        dg = bwd(dh.mul_(u), g) if need[0] else None
+        dW = dM = db = None
+        if need[2]:  # only when the base weight trains (not the fused path's use)
+            dW = dy.t() @ (fwd(g) * u)
+        if need[3]:
+            db = dy.sum(0)
+        if need[4]:
+            dM = dhm * hl.to(dhm.dtype)
+            if M.shape[0] == 1:
+                dM = dM.sum(0, keepdim=True)
+        return (dg, du, dW, db, dM, None, None, *ctx.meta.param_grads(dA, dB))
+
+
+_mlp_apply = fast_apply(_FusedGatedMLP)
+
+
+def fused_gated_mlp(g: Tensor, u: Tensor, W: Tensor, bias: Tensor | None, M: Tensor, meta: _Meta, act: str,
+                    params) -> Tensor:
+    """``down(act(g) * u)`` with down's routed LoRA: ``g``, ``u`` ``[T, F]``, ``W`` ``[N, F]``,
+    ``M`` ``[T or 1, R]`` (:func:`.lora_fused.coefficients`), ``params`` the kept adapters'
+    ``A_k`` then ``B_k`` (raw parameters), ``meta`` their :class:`.lora_fused._Meta`. Under
+    autocast everything is cast to the autocast dtype first (as the plain code's linear would)."""
+    dt = autocast_dtype(g)
+    if dt is not None:
+        with torch.autocast(g.device.type, enabled=False):
+            cast = (lambda t: None if t is None else t.to(dt))
+            return _mlp_apply(cast(g), cast(u), cast(W), cast(bias), M, meta, act, *params)
+    if u.dtype != g.dtype:
+        raise TypeError(f"gate and up outputs differ in dtype: {g.dtype} vs {u.dtype}")
+    return _mlp_apply(g, u, W, bias, M, meta, act, *params)

@@ -1,0 +1,305 @@
+"""Fused gated MLP (kernels/lora_mlp.py, patched by mmlora.lora.attach) against the unpatched path.
+
+Two tiny models built from the same seed with the same random adapters: one attached with
+``fused_mlp=True`` (its MLP runs ``act(g) * u -> down + LoRA`` as one function that saves only
+``g`` and ``u``), one with ``fused_mlp=False``. Forward and every gradient (input embeddings,
+every adapter's A and B, soft routing weights) must agree, for every routing mode; the
+saved-tensor count per MLP must drop from 4 (``g``, ``act(g)``, ``u``, ``h``) to 2.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import randomize_adapters, tiny_llm
+from mmlora.kernels.lora_mlp import activation_kind
+from mmlora.lora import LoRASpec, adapter_parameters, attach, detach, iter_adapters, lora_layers, merge, unmerge
+from mmlora.routing import RoutingPlan, routing
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CUDA = torch.cuda.is_available()
+B_, L_ = 3, 7  # batch, sequence: T = 21 tokens (not a multiple of anything in the model)
+
+
+def _plan(mode: str):
+    """(plan, adapter names) for a routing mode."""
+    g = torch.Generator().manual_seed(5)
+    if mode == "single":
+        return RoutingPlan.single("a"), ["a"]
+    if mode == "by_token":  # with -1 tokens
+        return RoutingPlan.by_token(torch.randint(-1, 2, (B_, L_), generator=g), ["a", "b"]), ["a", "b"]
+    if mode == "by_sample":
+        return RoutingPlan.by_sample(["a", None, "b"]), ["a", "b"]
+    if mode == "shared_specific":
+        return RoutingPlan.shared_specific("s", ["a", None, "b"]), ["s", "a", "b"]
+    if mode == "soft":
+        w = torch.rand(B_, L_, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+        return RoutingPlan.soft(w, ["a", "b"]), ["a", "b"]
+    raise ValueError(mode)
+
+
+def _build(family, names, fused_mlp, dtype=torch.float64, device="cpu", spec=None, act=None):
+    model = tiny_llm(family)
+    if act is not None:
+        torch.manual_seed(0)
+        cfg = model.config
+        cfg.hidden_act = act
+        model = type(model)(cfg).eval()
+    specs = {n: spec or LoRASpec(4, 8) for n in names}
+    if "b" in specs and spec is None:
+        specs["b"] = LoRASpec(8, 8, use_rslora=True)  # mixed ranks and scalings
+    attach(model, specs, TARGETS, fused_mlp=fused_mlp)
+    model.to(device=device, dtype=dtype)
+    randomize_adapters(model, seed=3, std=0.2)
+    model.train()
+    return model
+
+
+def _run(model, plan, emb, dy):
+    """logits and {param name: grad} plus the input and soft-weight gradients."""
+    model.zero_grad(set_to_none=True)
+    x = emb.detach().clone().requires_grad_(True)
+    if plan.weights is not None:
+        plan.weights.grad = None
+    with routing(model, plan):
+        logits = model(inputs_embeds=x).logits
+    (logits * dy).sum().backward()
+    grads = {"x": x.grad}
+    for path, name, ad in iter_adapters(model):
+        grads[f"{path}.{name}.A"] = ad.A.grad
+        grads[f"{path}.{name}.B"] = ad.B.grad
+    if plan.weights is not None:
+        grads["soft weights"] = plan.weights.grad.clone()
+    return logits.detach(), grads
+
+
+def _inputs(model, dtype, device):
+    g = torch.Generator().manual_seed(11)
+    d, v = model.config.hidden_size, model.config.vocab_size
+    emb = torch.randn(B_, L_, d, generator=g).to(device=device, dtype=dtype)
+    dy = torch.randn(B_, L_, v, generator=g).to(device=device, dtype=dtype)
+    return emb, dy
+
+
+def _compare(family, mode, backend, monkeypatch, dtype=torch.float64, device="cpu", tol=1e-9, act=None):
+    monkeypatch.setenv("MMLORA_KERNELS", backend)
+    plan, names = _plan(mode)
+    if plan.weights is not None:
+        plan.weights = plan.weights.detach().to(device).requires_grad_(True)
+    ref = _build(family, names, fused_mlp=False, dtype=dtype, device=device, act=act)
+    fused = _build(family, names, fused_mlp=True, dtype=dtype, device=device, act=act)
+    emb, dy = _inputs(ref, dtype, device)
+    calls = []
+    import mmlora.lora as mlora
+
+    real = mlora.fused_gated_mlp
+    monkeypatch.setattr(mlora, "fused_gated_mlp", lambda *a: calls.append(1) or real(*a))
+    y_ref, g_ref = _run(ref, plan, emb, dy)
+    assert not calls  # the unpatched model never takes the fused MLP
+    y, g = _run(fused, plan, emb, dy)
+    assert len(calls) == fused.config.num_hidden_layers  # every MLP took the fused path
+    torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
+    assert set(g) == set(g_ref)
+    for k in g_ref:
+        assert g[k] is not None and g_ref[k] is not None, k
+        torch.testing.assert_close(g[k], g_ref[k], rtol=tol, atol=tol, msg=k)
+    return g
+
+
+MODES = ["single", "by_token", "by_sample", "shared_specific", "soft"]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_mlp_matches_unpatched_path(family, mode, monkeypatch):
+    """Forward and every gradient equal to the unpatched path (fp64 on the CPU, TorchOps)."""
+    g = _compare(family, mode, "fused", monkeypatch)
+    assert any(".mlp.down_proj." in k and g[k].abs().sum() > 0 for k in g)  # down's adapters got gradients
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh"])
+def test_fused_mlp_gelu_activations(act, monkeypatch):
+    _compare("llama", "by_token", "fused", monkeypatch, act=act)
+
+
+def test_fused_mlp_fp32_matches_reference_backend(monkeypatch):
+    """fp32: the patched model under the fused backend against the pure-torch reference."""
+    plan, names = _plan("shared_specific")
+    monkeypatch.setenv("MMLORA_KERNELS", "torch")
+    ref = _build("llama", names, fused_mlp=False, dtype=torch.float32)
+    emb, dy = _inputs(ref, torch.float32, "cpu")
+    y_ref, g_ref = _run(ref, plan, emb, dy)
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    fused = _build("llama", names, fused_mlp=True, dtype=torch.float32)
+    y, g = _run(fused, plan, emb, dy)
+    assert _rel(y, y_ref) < 1e-5
+    for k in g_ref:
+        assert _rel(g[k], g_ref[k]) < 1e-4, (k, _rel(g[k], g_ref[k]))
+
+
+def _rel(a, b):
+    """Relative L2 error."""
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def _saved_ffn_tensors(model, plan, emb, ffn):
+    """Distinct saved-for-backward tensors of shape [..., ffn] with T * ffn elements."""
+    T = emb.shape[0] * emb.shape[1]
+    saved = {}
+
+    def pack(t):
+        if t.shape[-1] == ffn and t.numel() == T * ffn:
+            saved[t.data_ptr()] = t
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with routing(model, plan):
+            model(inputs_embeds=emb.detach().requires_grad_(True)).logits.sum().backward()
+    return saved
+
+
+@pytest.mark.parametrize("mode", ["single", "by_token", "soft"])
+def test_fused_mlp_saves_only_gate_and_up(mode, monkeypatch):
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    plan, names = _plan(mode)
+    if plan.weights is not None:
+        plan.weights = plan.weights.detach().float().requires_grad_(True)
+    counts = {}
+    for fused_mlp in (False, True):
+        model = _build("llama", names, fused_mlp=fused_mlp, dtype=torch.float32)
+        ffn, n_layers = model.config.intermediate_size, model.config.num_hidden_layers
+        outs = []  # outputs of gate_proj and up_proj: what the fused path must save
+        for mlp in (m for n, m in model.named_modules() if n.endswith(".mlp")):
+            for proj in (mlp.gate_proj, mlp.up_proj):
+                proj.register_forward_hook(lambda _m, _i, out: outs.append(out.data_ptr()))
+        emb, _ = _inputs(model, torch.float32, "cpu")
+        saved = _saved_ffn_tensors(model, plan, emb, ffn)
+        counts[fused_mlp] = len(saved)
+        if fused_mlp:
+            assert set(saved) == set(outs)  # exactly g and u of every layer
+    base = tiny_llm("llama").train()
+    base.requires_grad_(False)
+    emb, _ = _inputs(base, torch.float32, "cpu")
+    counts["base"] = len(_saved_ffn_tensors(base, RoutingPlan.none(), emb, ffn))
+    assert counts == {"base": 3 * n_layers, False: 4 * n_layers, True: 2 * n_layers}
+
+
+def test_fused_mlp_falls_back_for_dropout_and_reference(monkeypatch):
+    """Adapter dropout on down_proj (training) and the reference backend run the plain
+    expression: same numbers as the unpatched model, same RNG stream, no fused call."""
+    import mmlora.lora as mlora
+
+    calls = []
+    real = mlora.fused_gated_mlp
+    monkeypatch.setattr(mlora, "fused_gated_mlp", lambda *a: calls.append(1) or real(*a))
+    plan, names = _plan("single")
+    for backend, spec in (("fused", LoRASpec(4, 8, dropout=0.3)), ("torch", LoRASpec(4, 8))):
+        monkeypatch.setenv("MMLORA_KERNELS", backend)
+        outs = []
+        for fused_mlp in (False, True):
+            model = _build("llama", names, fused_mlp=fused_mlp, spec=spec)
+            emb, dy = _inputs(model, torch.float64, "cpu")
+            torch.manual_seed(123)
+            outs.append(_run(model, plan, emb, dy))
+        torch.testing.assert_close(outs[1][0], outs[0][0], rtol=0, atol=0)
+        for k in outs[0][1]:
+            torch.testing.assert_close(outs[1][1][k], outs[0][1][k], rtol=0, atol=0)
+    assert not calls
+
+
+def test_only_gated_mlps_with_known_activations_are_patched():
+    for family, want in (("llama", True), ("qwen2", True), ("phi3", False)):  # Phi-3: fused gate_up_proj
+        model = tiny_llm(family)
+        attach(model, {"a": LoRASpec(2, 4)}, TARGETS if family != "phi3" else "all-linear")
+        mlps = [m for n, m in model.named_modules() if n.endswith(".mlp")]
+        assert all(("forward" in m.__dict__) == want for m in mlps), family
+    model = tiny_llm("llama")
+    attach(model, {"a": LoRASpec(2, 4)}, ["q_proj", "gate_proj"])  # down_proj has no adapter: nothing to fuse
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    model = tiny_llm("llama")
+    model.config.hidden_act = "relu"
+    relu = type(model)(model.config)
+    attach(relu, {"a": LoRASpec(2, 4)}, TARGETS)
+    assert not any("forward" in m.__dict__ for m in relu.modules())
+    from torch import nn
+    from transformers.activations import ACT2FN
+
+    assert activation_kind(ACT2FN["silu"]) == "silu" and activation_kind(nn.SiLU()) == "silu"
+    assert activation_kind(ACT2FN["gelu"]) == "gelu" and activation_kind(nn.GELU()) == "gelu"
+    assert activation_kind(ACT2FN["gelu_pytorch_tanh"]) == "gelu_tanh"
+    assert activation_kind(nn.GELU(approximate="tanh")) == "gelu_tanh"
+    for other in ("relu", "gelu_python", "gelu_new", "quick_gelu", "gelu_python_tanh"):
+        assert activation_kind(ACT2FN[other]) is None, other
+
+
+def test_merge_and_detach_restore_the_original_logits(monkeypatch):
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    model = tiny_llm("llama")
+    ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        original = model(input_ids=ids).logits
+        attach(model, {"a": LoRASpec(4, 8)}, TARGETS)
+        assert sum("forward" in m.__dict__ for m in model.modules()) == model.config.num_hidden_layers
+        with routing(model, RoutingPlan.single("a")):  # B = 0: the fused path adds exact zeros
+            assert torch.equal(model(input_ids=ids).logits, original)
+        randomize_adapters(model)
+        with routing(model, RoutingPlan.single("a")):
+            adapted = model(input_ids=ids).logits
+        assert not torch.allclose(adapted, original)
+        merge(model, "a")
+        with routing(model, RoutingPlan.single("a")):  # merged: in the weights, not the kernels
+            torch.testing.assert_close(model(input_ids=ids).logits, adapted, rtol=1e-4, atol=1e-5)
+        unmerge(model, "a")
+        with routing(model, RoutingPlan.none()):
+            assert torch.equal(model(input_ids=ids).logits, original)
+        merge(model, "a")
+        detach(model)  # unmerges, unwraps, unpatches
+        assert not lora_layers(model)
+        assert not any("forward" in m.__dict__ or "_mmlora_fused_mlp" in m.__dict__ for m in model.modules())
+        assert torch.equal(model(input_ids=ids).logits, original)
+
+
+# ------------------------------------------------------------------ CUDA (skip without a GPU)
+def _gpu_backends():
+    from mmlora.kernels import HAS_TRITON
+
+    return ["fused"] + (["triton"] if HAS_TRITON else [])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("backend", _gpu_backends())
+@pytest.mark.parametrize("mode", MODES)
+def test_gpu_bf16_fused_mlp_matches_unpatched(mode, backend, monkeypatch):
+    """bf16 on CUDA: forward and every gradient within bf16 rounding of the unpatched path."""
+    plan, names = _plan(mode)
+    if plan.weights is not None:
+        plan.weights = plan.weights.detach().float()
+    monkeypatch.setenv("MMLORA_KERNELS", backend)
+    outs = []
+    for fused_mlp in (False, True):
+        model = _build("llama", names, fused_mlp=fused_mlp, dtype=torch.bfloat16, device="cuda")
+        for p in adapter_parameters(model):
+            p.data = p.data.float()
+        if plan.weights is not None:
+            plan.weights = plan.weights.detach().cuda().requires_grad_(True)
+        emb, dy = _inputs(model, torch.bfloat16, "cuda")
+        outs.append(_run(model, plan, emb, dy))
+    (y_ref, g_ref), (y, g) = outs
+    assert _rel(y, y_ref) < 2e-2
+    for k in g_ref:
+        assert _rel(g[k], g_ref[k]) < 3e-2, (k, _rel(g[k], g_ref[k]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_bf16_fused_mlp_saves_only_gate_and_up(monkeypatch):
+    monkeypatch.delenv("MMLORA_KERNELS", raising=False)  # the CUDA default backend
+    plan, names = _plan("by_token")
+    counts = {}
+    for fused_mlp in (False, True):
+        model = _build("llama", names, fused_mlp=fused_mlp, dtype=torch.bfloat16, device="cuda")
+        emb, _ = _inputs(model, torch.bfloat16, "cuda")
+        counts[fused_mlp] = len(_saved_ffn_tensors(model, plan, emb, model.config.intermediate_size))
+    n = model.config.num_hidden_layers
+    assert counts == {False: 4 * n, True: 2 * n}
