@@ -151,15 +151,19 @@ class _Meta:
     the primitive set, the number ``n`` of adapters, their ranks (split sizes of dA/dB) and the
     parameters' dtype (that of their gradients)."""
 
-    __slots__ = ("ops", "n", "ranks", "pdtype")
+    __slots__ = ("ops", "n", "ranks", "pdtype", "raw")
 
     def __init__(self, ops, ranks: tuple[int, ...], pdtype: torch.dtype):
         self.ops, self.n, self.ranks, self.pdtype = ops, len(ranks), tuple(ranks), pdtype
+        self.raw = bool(getattr(ops, "params_any_dtype", False))
 
     def weights(self, ab, dt: torch.dtype) -> tuple[Tensor, Tensor]:
         """``A [R, D]``, ``B [N, R]`` in ``dt`` from the raw per-adapter ``A_k``, ``B_k`` (concatenated
-        and cast; a single adapter already in ``dt`` is used as it is)."""
+        and cast; a single adapter already in ``dt`` is used as it is). Ops with
+        ``params_any_dtype`` (the Triton kernels) get them uncast."""
         n = self.n
+        if self.raw:  # the kernels cast tiles after loading
+            return (ab[0], ab[1]) if n == 1 else (torch.cat(ab[:n]), torch.cat(ab[n:], 1))
         if n == 1:
             return ab[0].to(dt), ab[1].to(dt)
         return torch.cat(ab[:n]).to(dt), torch.cat(ab[n:], 1).to(dt)

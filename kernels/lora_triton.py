@@ -15,7 +15,8 @@ Two kernels, each one launch per layer call, working in the *concatenated rank s
         dx += dh A                          (dx = dy W from cuBLAS, in place)
 
 Any T, D, N (masked tails, no power-of-two assumption); R is padded to a power of two >= 16
-inside the kernels only. bf16/fp16 accumulate in fp32 (``hm`` and ``dh`` are rounded to the
+inside the kernels only. ``A``/``B`` may be in another dtype than ``x`` (the fp32 parameters):
+their tiles are cast to ``x``'s dtype after loading, which saves the two cast launches per call. bf16/fp16 accumulate in fp32 (``hm`` and ``dh`` are rounded to the
 input dtype before the second product, like the reference); fp32 inputs use IEEE dots.
 ``TorchOps`` in ``lora_fused.py`` is the cuBLAS twin with the same contract.
 """
@@ -53,7 +54,7 @@ def _fwd_kernel(x_ptr, a_ptr, m_ptr, b_ptr, y_ptr, h_ptr, hm_ptr, T, D, N, R,
         dmask = offs_d < D
         xt = tl.load(x_ptr + offs_t[:, None] * sxt + offs_d[None, :], mask=tmask[:, None] & dmask[None, :], other=0.0)
         at = tl.load(a_ptr + offs_r[None, :] * sar + offs_d[:, None], mask=dmask[:, None] & rmask[None, :], other=0.0)
-        acc = tl.dot(xt, at, acc, input_precision=PREC)
+        acc = tl.dot(xt, at.to(xt.dtype), acc, input_precision=PREC)
     trm = tmask[:, None] & rmask[None, :]
     m = tl.load(m_ptr + offs_t[:, None] * smt + offs_r[None, :], mask=trm, other=0.0)
     hm = (acc * m).to(hm_ptr.dtype.element_ty)
@@ -64,7 +65,7 @@ def _fwd_kernel(x_ptr, a_ptr, m_ptr, b_ptr, y_ptr, h_ptr, hm_ptr, T, D, N, R,
         offs_n = n0 + tl.arange(0, BLOCK_N)
         nmask = offs_n < N
         bt = tl.load(b_ptr + offs_n[None, :] * sbn + offs_r[:, None], mask=rmask[:, None] & nmask[None, :], other=0.0)
-        out = tl.dot(hm, bt, input_precision=PREC)
+        out = tl.dot(hm, bt.to(hm.dtype), input_precision=PREC)
         om = tmask[:, None] & nmask[None, :]
         yp = y_ptr + offs_t[:, None] * syt + offs_n[None, :]
         if ACCUM:
@@ -90,7 +91,7 @@ def _bwd_kernel(dy_ptr, b_ptr, hm_ptr, m_ptr, x_ptr, a_ptr, dx_ptr, da_ptr, db_p
         nmask = offs_n < N
         dy = tl.load(dy_ptr + offs_t[:, None] * sdt + offs_n[None, :], mask=tmask[:, None] & nmask[None, :], other=0.0)
         b = tl.load(b_ptr + offs_n[:, None] * sbn + offs_r[None, :], mask=nmask[:, None] & rmask[None, :], other=0.0)
-        acc = tl.dot(dy, b, acc, input_precision=PREC)
+        acc = tl.dot(dy, b.to(dy.dtype), acc, input_precision=PREC)
         dbp = tl.dot(tl.trans(dy), hm, input_precision=PREC)
         tl.atomic_add(db_ptr + offs_n[:, None] * R + offs_r[None, :], dbp, mask=nmask[:, None] & rmask[None, :],
                       sem="relaxed")
@@ -108,7 +109,7 @@ def _bwd_kernel(dy_ptr, b_ptr, hm_ptr, m_ptr, x_ptr, a_ptr, dx_ptr, da_ptr, db_p
                       sem="relaxed")
         if WRITE_DX:
             a = tl.load(a_ptr + offs_r[:, None] * sar + offs_d[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
-            upd = tl.dot(dh, a, input_precision=PREC)
+            upd = tl.dot(dh, a.to(dh.dtype), input_precision=PREC)
             dxp = dx_ptr + offs_t[:, None] * sdxt + offs_d[None, :]
             if DX_ACCUM:
                 upd += tl.load(dxp, mask=tdm, other=0.0).to(tl.float32)
@@ -128,6 +129,7 @@ class TritonOps:
     """Fused forward/backward of the rank-space LoRA (contract: ``lora_fused.TorchOps``)."""
 
     name = "triton"
+    params_any_dtype = True  # A, B may be the raw (fp32) parameters: tiles are cast to x's dtype after loading
     BT_FWD, BD_FWD, BN_FWD = 32, 128, 128
     BT_BWD, BD_BWD, BN_BWD = 64, 64, 64
 
@@ -145,7 +147,7 @@ class TritonOps:
         assert y.stride(-1) == 1
         if T:
             rp, es = _rpad(R), x.element_size()
-            st = _stages(es * (self.BT_FWD * self.BD_FWD + self.BD_FWD * rp), 4)
+            st = _stages(es * self.BT_FWD * self.BD_FWD + A.element_size() * self.BD_FWD * rp, 4)
             _fwd_kernel[(triton.cdiv(T, self.BT_FWD),)](
                 x, A, M, B, y, h, hm, T, D, N, R, x.stride(0), A.stride(0), M.stride(0) if M.shape[0] > 1 else 0,
                 B.stride(0), y.stride(0), hm.stride(0), ACCUM=accum, STORE_H=store_h, BLOCK_T=self.BT_FWD,
@@ -172,7 +174,8 @@ class TritonOps:
             assert dx.stride(-1) == 1
         if T:
             rp, es = _rpad(R), dy.element_size()
-            st = _stages(es * (self.BT_BWD * max(self.BN_BWD, self.BD_BWD) + max(self.BN_BWD, self.BD_BWD) * rp), 3)
+            bw = max(self.BN_BWD, self.BD_BWD)
+            st = _stages(es * self.BT_BWD * bw + max(A.element_size(), B.element_size()) * bw * rp, 3)
             _bwd_kernel[(triton.cdiv(T, self.BT_BWD),)](
                 dy, B, hm, M, x, A, dx if dx is not None else dy, da, db, dhm, T, D, N, R, dy.stride(0), B.stride(0),
                 hm.stride(0), M.stride(0) if M.shape[0] > 1 else 0, x.stride(0), A.stride(0),

@@ -15,6 +15,28 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
+def mixed_dtype_check(t: TritonOps, r: TorchOps) -> list:
+    """fp16 activations with the fp32 parameters given raw (``params_any_dtype``): the kernels
+    cast A/B tiles after loading; must equal TorchOps on pre-cast fp16 A/B."""
+    assert t.params_any_dtype and not getattr(r, "params_any_dtype", False)
+    bad = []
+    g = torch.Generator().manual_seed(1)
+    for T, D, N, R in [(42, 200, 64, 24), (123, 64, 200, 16)]:
+        x, dy, dx = (torch.randn(s, generator=g).half() for s in ((T, D), (T, N), (T, D)))
+        A, B = torch.randn(R, D, generator=g) / D ** 0.5, torch.randn(N, R, generator=g) / R ** 0.5
+        M = torch.randn(T, R, generator=g)
+        a = t.forward(x, A, B, M, None, False)
+        b = r.forward(x, A.half(), B.half(), M, None, False)
+        errs = [rel(a[0], b[0]), rel(a[2], b[2])]
+        a = t.backward(dy, x, A, B, M, b[2], dx.clone(), True, False)
+        b = r.backward(dy, x, A.half(), B.half(), M, b[2], dx.clone(), True, False)
+        errs += [rel(a[0], b[0]), rel(a[1], b[1].float()), rel(a[2], b[2].float())]
+        assert a[1].dtype == a[2].dtype == torch.float32
+        if not all(e < 5e-3 for e in errs):
+            bad.append((T, D, N, R, "fp16 x, fp32 params", errs))
+    return bad
+
+
 def main() -> int:
     t, r = TritonOps(), TorchOps()
     torch.manual_seed(0)
@@ -50,6 +72,7 @@ def main() -> int:
             for op, errs in res.items():
                 if T and not all(e < 1e-5 for e in errs):
                     bad.append((T, D, N, R, tuple(M.shape), op, errs))
+    bad += mixed_dtype_check(t, r)
     for b in bad:
         print("MISMATCH", b)
     if bad:
