@@ -10,7 +10,9 @@ forward + backward + AdamW on the adapters, median of ``--steps`` after ``--warm
 * ``mmlora per-sample`` — Phi-4-MM style: 3 adapters + one text-only sample, one adapter per sample;
 
 each mmlora row for every backend in ``--backends`` (``triton``, ``fused`` = plain-torch fused
-function, ``torch`` = reference). Then a forward-only mixed-adapter inference comparison
+function, ``torch`` = reference). mmlora rows use the fused gated MLP (``attach(fused_mlp=True)``,
+the default: down_proj's input is recomputed in backward instead of kept); ``--no-fused-mlp``
+adds the same rows without it (backend column ``<backend>, no fused MLP``). Then a forward-only mixed-adapter inference comparison
 against PEFT's ``adapter_names`` mixed batch, and (``--ops``) a per-op microbenchmark with
 achieved bandwidth. Writes a Markdown report (``--out``).
 
@@ -216,7 +218,7 @@ def profile_step(step, title: str, rows: int = 14) -> str:
 
 
 def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool = False,
-                 graph: bool = False) -> list[dict]:
+                 graph: bool = False, without_fused_mlp: bool = False) -> list[dict]:
     from mmlora.lora import LoRASpec, adapter_parameters, attach
 
     rows = []
@@ -261,13 +263,15 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool
     spec = LoRASpec(cfg.rank, cfg.alpha)
     for backend in backends:
         os.environ["MMLORA_KERNELS"] = backend
-        for name, (plan, names) in plans(cfg).items():
-            model = build_model(cfg)
-            attach(model, {n: spec for n in names}, TARGETS)
-            params = [p for n in names for p in adapter_parameters(model, n)]
-            record(f"mmlora {name}", backend, make_step(model, params, ids, plan), (model, params, ids, plan))
-            del model, params
-            _free()
+        for fused_mlp in ((True, False) if without_fused_mlp else (True,)):
+            label = backend if fused_mlp else f"{backend}, no fused MLP"
+            for name, (plan, names) in plans(cfg).items():
+                model = build_model(cfg)
+                attach(model, {n: spec for n in names}, TARGETS, fused_mlp=fused_mlp)
+                params = [p for n in names for p in adapter_parameters(model, n)]
+                record(f"mmlora {name}", label, make_step(model, params, ids, plan), (model, params, ids, plan))
+                del model, params
+                _free()
     os.environ.pop("MMLORA_KERNELS", None)
     return rows
 
@@ -451,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph", action="store_true",
                     help="also time each step captured in a CUDA graph (GPU time without host overhead; CUDA)")
     ap.add_argument("--profile", action="store_true", help="print a kernel profile of one step per row (CUDA)")
+    ap.add_argument("--no-fused-mlp", action="store_true",
+                    help="also measure every mmlora row without the fused gated MLP (attach(fused_mlp=False))")
     ap.add_argument("--out", default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
     cfg = TINY if args.tiny else BenchConfig()
@@ -467,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown backends {unknown}; available: {available_backends()}", file=sys.stderr)
         return 2
-    rows = run_training(cfg, backends, profile=args.profile and dev == "cuda", graph=args.graph and dev == "cuda")
+    rows = run_training(cfg, backends, profile=args.profile and dev == "cuda", graph=args.graph and dev == "cuda",
+                        without_fused_mlp=args.no_fused_mlp)
     inf_rows = [] if args.no_inference else run_inference(cfg, backends[0])
     op_rows = run_ops(cfg) if args.ops and dev == "cuda" else []
     md = markdown(cfg, rows, inf_rows, op_rows, "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]))

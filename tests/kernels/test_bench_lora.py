@@ -21,11 +21,12 @@ def _load():
 def test_bench_tiny_cpu_writes_table(tmp_path):
     pytest.importorskip("peft")
     out = tmp_path / "bench.md"
-    rc = _load().main(["--tiny", "--device", "cpu", "--backends", "fused", "--out", str(out)])
+    rc = _load().main(["--tiny", "--device", "cpu", "--backends", "fused", "--no-fused-mlp", "--out", str(out)])
     assert rc == 0
     text = out.read_text()
     for row in ("| frozen base |", "| PEFT LoRA, dropout 0 |", "| mmlora single | fused |",
                 "| mmlora routed 25/75 | fused |", "| mmlora per-sample 3+text | fused |",
+                "| mmlora single | fused, no fused MLP |", "| mmlora per-sample 3+text | fused, no fused MLP |",
                 "PEFT adapter_names mixed batch", "mmlora by_sample (fused)"):
         assert row in text, row
     assert "FAILED" not in text
