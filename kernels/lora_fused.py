@@ -170,12 +170,15 @@ class _Meta:
 
     def param_grads(self, dA: Tensor, dB: Tensor) -> tuple[Tensor, ...]:
         """Per-adapter gradients ``(dA_1..dA_n, dB_1..dB_n)`` (views) in the parameters' dtype."""
-        dA = dA.to(self.pdtype)
-        dB = dB.to(self.pdtype)
+        pd = self.pdtype
+        if dA.dtype != pd:
+            dA = dA.to(pd)
+        if dB.dtype != pd:
+            dB = dB.to(pd)
         if self.n == 1:
             return dA, dB
         ranks = self.ranks
-        return (*dA.split(ranks, 0), *dB.split(ranks, 1))
+        return (*torch.split_with_sizes(dA, ranks, 0), *torch.split_with_sizes(dB, ranks, 1))
 
 
 def autocast_dtype(x: Tensor) -> torch.dtype | None:

@@ -208,9 +208,9 @@ class MultiLoRALinear(nn.Module):
             return self.base_layer(x)
         x2d = x.reshape(-1, x.shape[-1])
         if c.kind == _FUSED:  # base GEMM + shrink + routed in-place expand in one autograd function
-            base = self.base_layer
+            bp = self._modules["base_layer"]._parameters  # (dict reads: nn.Module.__getattr__ is slow)
             xl = F.dropout(x2d, p=c.p, training=True) if c.p > 0 else None
-            y = fused_call(x2d, xl, base.weight, base.bias, c.coefficients(), c.meta, c.params())
+            y = fused_call(x2d, xl, bp["weight"], bp.get("bias"), c.coefficients(), c.meta, c.params())
             return y.view(*x.shape[:-1], y.shape[-1])
         if c.kind == _GROUPS:  # fused backend, adapters with different dropout: one call per group
             y = self._delta(x2d, c.res, base=self.base_layer)
@@ -230,7 +230,7 @@ class MultiLoRALinear(nn.Module):
             return None
         res = active.plan.resolve(x.shape[:-1], active.offset, x.device)
         key = (x.dtype, self.training, os.environ.get("MMLORA_KERNELS"), _GENERATION[0],
-               self.base_layer.weight.requires_grad)
+               self._modules["base_layer"]._parameters["weight"].requires_grad)
         c = self._call
         if c is None or c.res is not res or c.key != key:
             c = self._prepare(res, key, x)
@@ -283,8 +283,8 @@ class MultiLoRALinear(nn.Module):
         c = self._prepared(h)
         if c is None or c.kind != _FUSED or c.p > 0:
             return None
-        if self._forward_hooks or self._forward_pre_hooks or self.base_layer._forward_hooks or \
-                self.base_layer._forward_pre_hooks:
+        base = self._modules["base_layer"]
+        if self._forward_hooks or self._forward_pre_hooks or base._forward_hooks or base._forward_pre_hooks:
             return None
         return c
 
@@ -502,9 +502,10 @@ def _gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
     routed LoRA and the product run as one function that keeps ``gate(x)`` and ``up(x)`` for
     backward but not the product (recomputed; kernels/lora_mlp.py). Anything the fused
     function does not cover runs the original expression."""
-    g = self.gate_proj(x)
-    u = self.up_proj(x)
-    down = self.down_proj
+    mods = self._modules  # (dict reads: nn.Module.__getattr__ is slow)
+    g = mods["gate_proj"](x)
+    u = mods["up_proj"](x)
+    down = mods["down_proj"]
     act = self.act_fn
     c = down._mlp_call(g) if isinstance(down, MultiLoRALinear) else None
     if c is not None:
@@ -512,8 +513,8 @@ def _gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
         if cached is None or cached[0] is not act:
             cached = self.__dict__["_mmlora_act"] = (act, activation_kind(act))
         if cached[1] is not None and g.shape == u.shape:
-            base = down.base_layer
-            y = fused_gated_mlp(g.reshape(-1, g.shape[-1]), u.reshape(-1, u.shape[-1]), base.weight, base.bias,
+            bp = down._modules["base_layer"]._parameters
+            y = fused_gated_mlp(g.reshape(-1, g.shape[-1]), u.reshape(-1, u.shape[-1]), bp["weight"], bp.get("bias"),
                                 c.coefficients(), c.meta, cached[1], c.params())
             return y.view(*g.shape[:-1], y.shape[-1])
     return down(act(g) * u)
