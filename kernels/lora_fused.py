@@ -184,6 +184,8 @@ class _Meta:
 def autocast_dtype(x: Tensor) -> torch.dtype | None:
     """The autocast dtype that applies to a linear on ``x``'s device, or None."""
     dev = x.device.type
+    if dev == "meta":  # shape-only runs (e.g. counting saved bytes): autocast has no meta dispatch key
+        return None
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
 
 

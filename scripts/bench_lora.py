@@ -411,6 +411,68 @@ def _bench_graph(fn, reps: int = 20) -> float:
     return statistics.median(ts)
 
 
+def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> list[dict]:
+    """GiB of distinct tensors autograd saves for backward in one training forward (parameters and
+    views of them excluded, views of one tensor counted once), counted with ``saved_tensors_hooks`` on the ``meta`` device: shapes only, no GPU
+    and no arithmetic, so the full reference config runs anywhere in seconds. Rows: frozen base,
+    mmlora single without and with the fused gated MLP. (On meta, SDPA takes the math path and
+    saves the attention probabilities, which the CUDA kernels do not: compare the differences.)"""
+    import transformers as tf
+
+    from mmlora.lora import LoRASpec, adapter_parameters, attach
+    from mmlora.routing import RoutingPlan, routing
+
+    mcfg = tf.LlamaConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
+                          num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                          num_key_value_heads=cfg.kv_heads, max_position_embeddings=max(cfg.seq, 64),
+                          attn_implementation="sdpa")
+    ids = torch.zeros(cfg.batch, cfg.seq, dtype=torch.long, device="meta")
+    old = os.environ.get("MMLORA_KERNELS")
+    os.environ["MMLORA_KERNELS"] = backend
+    rows = []
+    try:
+        for name, fused_mlp in (("frozen base", None), ("mmlora single, no fused MLP", False),
+                                ("mmlora single, fused MLP", True)):
+            with torch.device("meta"):
+                model = tf.LlamaForCausalLM(mcfg)
+            model.to(getattr(torch, cfg.dtype)).requires_grad_(False)
+            model.enable_input_require_grads()
+            model.train()
+            plan = None
+            if fused_mlp is not None:
+                attach(model, {"a": LoRASpec(cfg.rank, cfg.alpha)}, TARGETS, fused_mlp=fused_mlp)
+                plan = RoutingPlan.single("a")
+            skip = {id(p) for p in model.parameters()} | {id(p) for p in adapter_parameters(model)} if plan else \
+                {id(p) for p in model.parameters()}
+            saved: dict[int, int] = {}
+
+            def pack(t, saved=saved, skip=skip):
+                owner = t if t._base is None else t._base  # views count once, with what they view
+                if id(owner) not in skip:
+                    saved[id(owner)] = owner.numel() * owner.element_size()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with (routing(model, plan) if plan is not None else _null()):
+                    model(input_ids=ids, labels=ids)
+            gib = sum(saved.values()) / 2 ** 30
+            rows.append(dict(variant=name, gib=gib, n=len(saved)))
+            log(f"[saved] {name:30s} {gib:8.3f} GiB in {len(saved)} tensors")
+            del model
+    finally:
+        if old is None:
+            os.environ.pop("MMLORA_KERNELS", None)
+        else:
+            os.environ["MMLORA_KERNELS"] = old
+    return rows
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def markdown(cfg: BenchConfig, rows: list[dict], inf_rows: list[dict], op_rows: list[dict], cmd: str) -> str:
     base = next(r for r in rows if r["variant"] == "frozen base")
     dev = torch.cuda.get_device_name() if cfg.device == "cuda" else "cpu"
@@ -455,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--graph", action="store_true",
                     help="also time each step captured in a CUDA graph (GPU time without host overhead; CUDA)")
     ap.add_argument("--profile", action="store_true", help="print a kernel profile of one step per row (CUDA)")
+    ap.add_argument("--saved", action="store_true",
+                    help="only count the activation bytes saved for backward (meta device: no GPU, seconds) and exit")
     ap.add_argument("--no-fused-mlp", action="store_true",
                     help="also measure every mmlora row without the fused gated MLP (attach(fused_mlp=False))")
     ap.add_argument("--out", default=None, help="write the Markdown report here")
@@ -466,6 +530,17 @@ def main(argv: list[str] | None = None) -> int:
     if dev == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    if args.saved:
+        rows = saved_activations(cfg)
+        base = rows[0]["gib"]
+        md = "\n".join([f"Saved-for-backward activations per training forward (meta device); config: {cfg}", "",
+                        "| variant | saved GiB | − frozen base GiB |", "|---|---|---|"] +
+                       [f"| {r['variant']} | {r['gib']:.3f} | {r['gib'] - base:+.3f} |" for r in rows]) + "\n"
+        print(md)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(md)
+        return 0
     backends = [b for b in args.backends.split(",") if b]
     from mmlora.kernels import available_backends
 

@@ -35,3 +35,20 @@ def test_bench_tiny_cpu_writes_table(tmp_path):
 def test_bench_rejects_unknown_backend(capsys):
     assert _load().main(["--tiny", "--device", "cpu", "--backends", "nope", "--no-inference"]) == 2
     assert "unknown backends" in capsys.readouterr().err
+
+
+def test_bench_saved_activations_drop_with_fused_mlp(tmp_path):
+    """--saved counts saved-for-backward bytes on the meta device: the fused gated MLP keeps
+    2 [T, ffn] tensors per layer where the frozen base keeps 3 and plain LoRA 4 (+ h = act(g)*u),
+    so per layer plain LoRA - base = T*ffn*e + the adapters' inputs, fused - base = that - 2*T*ffn*e."""
+    mod = _load()
+    cfg = mod.TINY
+    rows = {r["variant"]: r["gib"] * 2 ** 30 for r in mod.saved_activations(cfg, log=lambda *a: None)}
+    T, e = cfg.batch * cfg.seq, 4  # fp32 tiny config
+    plain = rows["mmlora single, no fused MLP"] - rows["frozen base"]
+    fused = rows["mmlora single, fused MLP"] - rows["frozen base"]
+    assert plain - fused == cfg.layers * 2 * T * cfg.ffn * e
+    assert fused < plain / 2
+    out = tmp_path / "saved.md"
+    assert mod.main(["--tiny", "--saved", "--out", str(out)]) == 0
+    assert "| mmlora single, fused MLP |" in out.read_text()
