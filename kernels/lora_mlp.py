@@ -17,7 +17,10 @@ per layer where the frozen base keeps three. :class:`_FusedGatedMLP` keeps only 
     du = dh * a ;  dg = act'(g) * (dh * u)            (aten's silu/gelu backward)
 
 ``act`` is SiLU, exact GELU or tanh-GELU (:data:`ACTIVATIONS`); other activations are not
-fused (the caller falls back to the plain code). The LoRA arithmetic is the same ``ops``
+fused (the caller falls back to the plain code). With ops that have ``act_mul`` /
+``act_mul_backward`` (the Triton kernels) ``h`` is one elementwise pass (forward and recompute)
+and ``du, dg`` another, with ``act(g)`` never stored: fewer bytes than the plain MLP's
+``act``, ``mul`` / ``mul``, ``mul``, ``act'`` passes. The LoRA arithmetic is the same ``ops``
 (:class:`.lora_fused.TorchOps` or the Triton kernels) and the same coefficients ``M`` as the
 fused linear, so results equal the unfused path bit for bit in the forward and within rounding
 in the backward.
@@ -78,13 +81,38 @@ def activation_kind(act) -> str | None:
     return None
 
 
+def _act_mul(ops, g: Tensor, u: Tensor, act: str, keep_a: bool) -> tuple[Tensor, Tensor | None]:
+    """``(h = act(g) * u, act(g) or None)``: one Triton pass where ``ops`` has ``act_mul``
+    (then ``act(g)`` is never materialised), else torch's two ops (``act(g)`` kept if asked)."""
+    fused = getattr(ops, "act_mul", None)
+    if fused is not None and g.is_contiguous() and u.is_contiguous() and g.dtype == u.dtype:
+        return fused(g, u, act), None
+    a = ACTIVATIONS[act][0](g)
+    if keep_a:
+        return a * u, a
+    return a.mul_(u), None  # same ops and rounding as act_fn(g) * u
+
+
+def _act_mul_backward(ops, dh: Tensor, g: Tensor, u: Tensor, a: Tensor | None, act: str, need_g: bool,
+                      need_u: bool) -> tuple[Tensor | None, Tensor | None]:
+    """``(dg, du)`` of ``h = act(g) * u``; ``dh`` may be overwritten. ``a`` = ``act(g)`` if the
+    forward kept it (torch path), None after the one-pass Triton forward."""
+    if a is None:
+        fused = getattr(ops, "act_mul_backward", None)
+        if fused is not None and dh.is_contiguous():
+            return fused(dh, g, u, act, need_g, need_u)
+        a = ACTIVATIONS[act][0](g)
+    du = dh * a if need_u else None
+    dg = ACTIVATIONS[act][1](dh.mul_(u), g) if need_g else None
+    return dg, du
+
+
 class _FusedGatedMLP(torch.autograd.Function):
     """``y = (act(g) * u) W^T + b + routed LoRA(act(g) * u)``; saves ``g``, ``u`` (not ``h``)."""
 
     @staticmethod
     def forward(ctx, g, u, W, bias, M, meta, act, *ab):
-        fwd = ACTIVATIONS[act][0]
-        h = fwd(g).mul_(u)  # same ops and rounding as act_fn(g) * u
+        h = _act_mul(meta.ops, g, u, act, keep_a=False)[0]
         A, B = meta.weights(ab, g.dtype)
         y = F.linear(h, W, bias)
         if y.stride(-1) != 1:
@@ -98,19 +126,16 @@ class _FusedGatedMLP(torch.autograd.Function):
     def backward(ctx, dy):
         g, u, W, A, B, M, hl, hm = ctx.saved_tensors
         need = ctx.needs_input_grad  # g, u, W, bias, M, meta, act, *params
-        fwd, bwd = ACTIVATIONS[ctx.act]
+        ops = ctx.meta.ops
         dy = dy if dy.stride(-1) == 1 else dy.contiguous()
-        a = fwd(g)
-        h = a * u
+        h, a = _act_mul(ops, g, u, ctx.act, keep_a=True)
         dh = dy @ W
-        dh, dA, dB, dhm = ctx.meta.ops.backward(dy, h, A, B, M, hm, dh, need_dx=True, need_dhm=need[4])
-        del h
-        du = dh * a if need[1] else None
-        del a
-        dg = bwd(dh.mul_(u), g) if need[0] else None
+        dh, dA, dB, dhm = ops.backward(dy, h, A, B, M, hm, dh, need_dx=True, need_dhm=need[4])
         dW = dM = db = None
         if need[2]:  # only when the base weight trains (not the fused path's use)
-            dW = dy.t() @ (fwd(g) * u)
+            dW = dy.t() @ h
+        del h
+        dg, du = _act_mul_backward(ops, dh, g, u, a, ctx.act, need[0], need[1])
         if need[3]:
             db = dy.sum(0)
         if need[4]:

@@ -116,6 +116,64 @@ def _bwd_kernel(dy_ptr, b_ptr, hm_ptr, m_ptr, x_ptr, a_ptr, dx_ptr, da_ptr, db_p
             tl.store(dxp, upd.to(dx_ptr.dtype.element_ty), mask=tdm)
 
 
+# ---------------------------------------------------------------- gated-MLP elementwise (lora_mlp.py)
+_ACT_CODE = {"silu": 0, "gelu": 1, "gelu_tanh": 2}
+
+
+@triton.jit
+def _act(g, ACT: tl.constexpr):
+    """act(g) in fp32: SiLU, exact GELU, tanh GELU (torch's formulas)."""
+    if ACT == 0:
+        return g / (1.0 + tl.exp(-g))
+    elif ACT == 1:
+        return 0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))
+    else:
+        inner = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+        return 0.5 * g * (2.0 * tl.sigmoid(2.0 * inner))  # 1 + tanh(z) = 2 sigmoid(2z)
+
+
+@triton.jit
+def _act_grad(g, ACT: tl.constexpr):
+    """d act / d g in fp32 (torch's silu_backward / gelu_backward formulas)."""
+    if ACT == 0:
+        s = 1.0 / (1.0 + tl.exp(-g))
+        return s * (1.0 + g * (1.0 - s))
+    elif ACT == 1:
+        cdf = 0.5 * (1.0 + tl.math.erf(g * 0.7071067811865476))
+        return cdf + g * tl.exp(-0.5 * g * g) * 0.3989422804014327
+    else:
+        inner = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+        t = 2.0 * tl.sigmoid(2.0 * inner) - 1.0
+        return 0.5 * (1.0 + t) + 0.5 * g * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * g * g)
+
+
+@triton.jit
+def _act_mul_fwd_kernel(g_ptr, u_ptr, h_ptr, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    u = tl.load(u_ptr + offs, mask=mask, other=0.0)
+    a = _act(g.to(tl.float32), ACT).to(g.dtype)  # rounded like act_fn(g)'s output, then the product
+    tl.store(h_ptr + offs, (a.to(tl.float32) * u.to(tl.float32)).to(h_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _act_mul_bwd_kernel(dh_ptr, g_ptr, u_ptr, dg_ptr, du_ptr, n, ACT: tl.constexpr, WRITE_DG: tl.constexpr,
+                        WRITE_DU: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    dh = tl.load(dh_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+    gf = g.to(tl.float32)
+    if WRITE_DU:  # du = dh * act(g)
+        a = _act(gf, ACT).to(g.dtype).to(tl.float32)
+        tl.store(du_ptr + offs, (dh * a).to(du_ptr.dtype.element_ty), mask=mask)
+    if WRITE_DG:  # dg = act'(g) * (dh * u), the product rounded like the unfused graph's
+        u = tl.load(u_ptr + offs, mask=mask, other=0.0)
+        t = (dh * u.to(tl.float32)).to(g.dtype).to(tl.float32)
+        tl.store(dg_ptr + offs, (t * _act_grad(gf, ACT)).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
 def _rows(x: Tensor) -> Tensor:
     """Unit column stride (any row stride)."""
     return x if x.stride(-1) == 1 else x.contiguous()
@@ -185,6 +243,30 @@ class TritonOps:
         elif dx is not None and not accum:
             dx.zero_()
         return dx, da, db, (dhm if need_dhm else None)
+
+
+    BLOCK_EW = 1024
+
+    def act_mul(self, g: Tensor, u: Tensor, act: str) -> Tensor:
+        """``act(g) * u`` in one pass (contiguous ``g``, ``u`` of one shape and dtype)."""
+        h = torch.empty_like(g)
+        n = g.numel()
+        if n:
+            _act_mul_fwd_kernel[(triton.cdiv(n, self.BLOCK_EW),)](g, u, h, n, ACT=_ACT_CODE[act], BLOCK=self.BLOCK_EW,
+                                                                 num_warps=4)
+        return h
+
+    def act_mul_backward(self, dh: Tensor, g: Tensor, u: Tensor, act: str, need_g: bool, need_u: bool
+                         ) -> tuple[Tensor | None, Tensor | None]:
+        """``(dg, du)`` of ``h = act(g) * u`` for ``dh`` in one pass (act recomputed in registers)."""
+        dg = torch.empty_like(g) if need_g else None
+        du = torch.empty_like(u) if need_u else None
+        n = g.numel()
+        if n and (need_g or need_u):
+            _act_mul_bwd_kernel[(triton.cdiv(n, self.BLOCK_EW),)](
+                dh, g, u, g if dg is None else dg, u if du is None else du, n, ACT=_ACT_CODE[act], WRITE_DG=need_g,
+                WRITE_DU=need_u, BLOCK=self.BLOCK_EW, num_warps=4)
+        return dg, du
 
 
 triton_ops = TritonOps()

@@ -37,6 +37,57 @@ def mixed_dtype_check(t: TritonOps, r: TorchOps) -> list:
     return bad
 
 
+def act_mul_check(t: TritonOps) -> list:
+    """The gated-MLP elementwise kernels against torch (act(g) * u and its backward)."""
+    from mmlora.kernels.lora_mlp import ACTIVATIONS
+
+    bad = []
+    g0 = torch.Generator().manual_seed(2)
+    for dt, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
+        for act, (fwd, bwd) in ACTIVATIONS.items():
+            g, u, dh = (torch.randn(7, 333, generator=g0).mul(3).to(dt) for _ in range(3))
+            a = fwd(g)
+            errs = [rel(t.act_mul(g, u, act), a * u)]
+            dg, du = t.act_mul_backward(dh, g, u, act, True, True)
+            errs += [rel(du, dh * a), rel(dg, bwd(dh * u, g))]
+            only_g = t.act_mul_backward(dh, g, u, act, True, False)
+            assert only_g[1] is None and torch.equal(only_g[0], dg)
+            if not all(e < tol for e in errs):
+                bad.append((str(dt), act, "act_mul", errs))
+    return bad
+
+
+def fused_mlp_check() -> list:
+    """The fused gated MLP function on the Triton ops (LoRA kernels with raw fp32 parameters,
+    elementwise kernels) against the same function on TorchOps: output and every gradient."""
+    from mmlora.kernels.lora_fused import _Meta, coefficients, torch_ops
+    from mmlora.kernels.lora_mlp import fused_gated_mlp
+    from mmlora.kernels.lora_triton import triton_ops
+
+    bad = []
+    g0 = torch.Generator().manual_seed(3)
+    T, F, N, ranks = 37, 96, 40, [8, 4]
+    index = torch.randint(-1, 2, (T,), generator=g0, dtype=torch.int32)
+    for act in ("silu", "gelu", "gelu_tanh"):
+        base = [torch.randn(T, F, generator=g0), torch.randn(T, F, generator=g0)]
+        params = [torch.randn(r, F, generator=g0) / F ** 0.5 for r in ranks] + \
+            [torch.randn(N, r, generator=g0) / r ** 0.5 for r in ranks]
+        W = torch.randn(N, F, generator=g0) / F ** 0.5
+        dy = torch.randn(T, N, generator=g0)
+        kept, M = coefficients(ranks, [2.0, 0.5], T, index, None, None, torch.device("cpu"))
+        outs = []
+        for ops in (triton_ops, torch_ops):
+            g, u = (b.clone().requires_grad_(True) for b in base)
+            ps = [p.clone().requires_grad_(True) for p in params]
+            y = fused_gated_mlp(g, u, W, None, M, _Meta(ops, tuple(ranks), torch.float32), act, ps)
+            (y * dy).sum().backward()
+            outs.append([y, g.grad, u.grad] + [p.grad for p in ps])
+        errs = [rel(a, b) for a, b in zip(*outs)]
+        if not all(e < 1e-5 for e in errs):
+            bad.append(("fused mlp", act, errs))
+    return bad
+
+
 def main() -> int:
     t, r = TritonOps(), TorchOps()
     torch.manual_seed(0)
@@ -73,6 +124,8 @@ def main() -> int:
                 if T and not all(e < 1e-5 for e in errs):
                     bad.append((T, D, N, R, tuple(M.shape), op, errs))
     bad += mixed_dtype_check(t, r)
+    bad += act_mul_check(t)
+    bad += fused_mlp_check()
     for b in bad:
         print("MISMATCH", b)
     if bad:
