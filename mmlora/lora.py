@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import tempfile
-import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -520,6 +519,19 @@ def _gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
     return down(act(g) * u)
 
 
+class _FusedMLPForward:
+    """The instance ``forward`` installed on a gated MLP: calls :func:`_gated_mlp_forward`. An
+    object rather than a bound method so that the model still pickles and deep-copies."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _gated_mlp_forward(self.module, x)
+
+
 def _patch_gated_mlps(model: nn.Module) -> int:
     """Give every gated MLP of ``model`` (see :func:`_is_gated_mlp`) the fused forward; returns
     how many are patched. Used whenever a fused backend applies at call time (the patched
@@ -531,7 +543,7 @@ def _patch_gated_mlps(model: nn.Module) -> int:
             continue
         if "forward" in module.__dict__ or not _is_gated_mlp(module):  # e.g. accelerate hooks: leave alone
             continue
-        module.forward = types.MethodType(_gated_mlp_forward, module)
+        module.__dict__["forward"] = _FusedMLPForward(module)
         module._mmlora_fused_mlp = True
         n += 1
     return n
@@ -540,8 +552,7 @@ def _patch_gated_mlps(model: nn.Module) -> int:
 def _unpatch_gated_mlps(model: nn.Module) -> None:
     for module in model.modules():
         if module.__dict__.pop("_mmlora_fused_mlp", False):
-            fwd = module.__dict__.get("forward")
-            if isinstance(fwd, types.MethodType) and fwd.__func__ is _gated_mlp_forward:
+            if isinstance(module.__dict__.get("forward"), _FusedMLPForward):
                 del module.__dict__["forward"]
             module.__dict__.pop("_mmlora_act", None)
 

@@ -14,7 +14,7 @@ import torch
 from conftest import randomize_adapters, tiny_llm
 from mmlora.kernels.lora_mlp import activation_kind
 from mmlora.lora import LoRASpec, adapter_parameters, attach, detach, iter_adapters, lora_layers, merge, unmerge
-from mmlora.routing import RoutingPlan, routing
+from mmlora.routing import RoutingPlan, clear_plan, install_plan, routing
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CUDA = torch.cuda.is_available()
@@ -55,15 +55,24 @@ def _build(family, names, fused_mlp, dtype=torch.float64, device="cpu", spec=Non
     return model
 
 
-def _run(model, plan, emb, dy):
-    """logits and {param name: grad} plus the input and soft-weight gradients."""
+def _run(model, plan, emb, dy, installed=False):
+    """logits and {param name: grad} plus the input and soft-weight gradients. ``installed``:
+    the plan stays installed through backward (gradient checkpointing recomputes there)."""
     model.zero_grad(set_to_none=True)
     x = emb.detach().clone().requires_grad_(True)
     if plan.weights is not None:
         plan.weights.grad = None
-    with routing(model, plan):
-        logits = model(inputs_embeds=x).logits
-    (logits * dy).sum().backward()
+    if installed:
+        install_plan(model, plan)
+        try:
+            logits = model(inputs_embeds=x).logits
+            (logits * dy).sum().backward()
+        finally:
+            clear_plan(model)
+    else:
+        with routing(model, plan):
+            logits = model(inputs_embeds=x).logits
+        (logits * dy).sum().backward()
     grads = {"x": x.grad}
     for path, name, ad in iter_adapters(model):
         grads[f"{path}.{name}.A"] = ad.A.grad
@@ -257,6 +266,31 @@ def test_merge_and_detach_restore_the_original_logits(monkeypatch):
         assert not lora_layers(model)
         assert not any("forward" in m.__dict__ or "_mmlora_fused_mlp" in m.__dict__ for m in model.modules())
         assert torch.equal(model(input_ids=ids).logits, original)
+
+
+def test_fused_mlp_with_gradient_checkpointing_and_copies(monkeypatch):
+    """The patched MLP under HF gradient checkpointing gives the same gradients; a patched model
+    survives pickle and deepcopy (the copies' MLPs call their own submodules)."""
+    import copy
+    import pickle
+
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    plan, names = _plan("by_token")
+    ref = _build("llama", names, fused_mlp=False)
+    fused = _build("llama", names, fused_mlp=True)
+    fused.gradient_checkpointing_enable()
+    emb, dy = _inputs(ref, torch.float64, "cpu")
+    y_ref, g_ref = _run(ref, plan, emb, dy)
+    y, g = _run(fused, plan, emb, dy, installed=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
+    for k in g_ref:
+        torch.testing.assert_close(g[k], g_ref[k], rtol=1e-9, atol=1e-9, msg=k)
+    fused = _build("llama", names, fused_mlp=True)  # (HF's checkpointing hooks do not pickle)
+    for clone in (copy.deepcopy(fused), pickle.loads(pickle.dumps(fused))):
+        mlp = clone.model.layers[0].mlp
+        assert mlp.forward.module is mlp
+        y2, g2 = _run(clone, plan, emb, dy)
+        torch.testing.assert_close(y2, y_ref, rtol=1e-9, atol=1e-9)
 
 
 # ------------------------------------------------------------------ CUDA (skip without a GPU)
