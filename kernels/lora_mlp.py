@@ -24,16 +24,23 @@ and ``du, dg`` another, with ``act(g)`` never stored: fewer bytes than the plain
 (:class:`.lora_fused.TorchOps` or the Triton kernels) and the same coefficients ``M`` as the
 fused linear, so results equal the unfused path bit for bit in the forward and within rounding
 in the backward.
+
+:func:`patch_gated_mlps` (called by ``mmlora.lora.attach``) installs :func:`gated_mlp_forward`
+on every HF gated MLP instance whose ``down_proj`` carries adapters.
 """
 from __future__ import annotations
 
+import inspect
+import re
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .lora_fused import _Meta, autocast_dtype, fast_apply
 
-__all__ = ["ACTIVATIONS", "activation_kind", "fused_gated_mlp"]
+__all__ = ["ACTIVATIONS", "activation_kind", "fused_gated_mlp", "is_gated_mlp", "gated_mlp_forward", "patch_gated_mlps",
+           "unpatch_gated_mlps"]
 
 
 def _silu(g: Tensor) -> Tensor:
@@ -162,3 +169,93 @@ def fused_gated_mlp(g: Tensor, u: Tensor, W: Tensor, bias: Tensor | None, M: Ten
     if u.dtype != g.dtype:
         raise TypeError(f"gate and up outputs differ in dtype: {g.dtype} vs {u.dtype}")
     return _mlp_apply(g, u, W, bias, M, meta, act, *params)
+
+
+# ----------------------------------------------------------------- patching HF gated MLPs
+_GATED_EXPR = "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))"
+_GATED_CLASSES: dict[type, bool] = {}
+
+
+def is_gated_mlp(module: nn.Module) -> bool:
+    """A Hugging Face gated MLP whose forward is exactly ``down(act(gate(x)) * up(x))`` (LlamaMLP,
+    Qwen2MLP, MistralMLP, ...; checked on the class's source once), with a down_proj that carries
+    adapters and an activation :func:`~mmlora.kernels.lora_mlp.activation_kind` implements."""
+    if not callable(getattr(getattr(module, "down_proj", None), "_mlp_call", None)):  # a MultiLoRALinear
+        return False
+    if not all(isinstance(getattr(module, n, None), nn.Module) for n in ("gate_proj", "up_proj")):
+        return False
+    cls = type(module)
+    ok = _GATED_CLASSES.get(cls)
+    if ok is None:
+        try:
+            src = inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            src = ""
+        sig = list(inspect.signature(cls.forward).parameters)
+        ok = _GATED_CLASSES[cls] = sig == ["self", "x"] and _GATED_EXPR in re.sub(r"\s+", "", src)
+    return ok and activation_kind(getattr(module, "act_fn", None)) is not None
+
+
+def gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """Instance forward of a patched gated MLP: ``down(act(gate(x)) * up(x))`` where down's
+    routed LoRA and the product run as one function that keeps ``gate(x)`` and ``up(x)`` for
+    backward but not the product (recomputed: :func:`fused_gated_mlp`). Anything the fused
+    function does not cover runs the original expression.
+
+    ``down_proj._mlp_call(g)`` (``mmlora.lora.MultiLoRALinear``) returns None (not fusable now)
+    or its prepared call: ``coefficients()``, ``meta``, ``params()`` as for the fused linear."""
+    mods = self._modules  # (dict reads: nn.Module.__getattr__ is slow)
+    g = mods["gate_proj"](x)
+    u = mods["up_proj"](x)
+    down = mods["down_proj"]
+    act = self.act_fn
+    c = down._mlp_call(g) if hasattr(down, "_mlp_call") else None
+    if c is not None:
+        cached = self.__dict__.get("_mmlora_act")
+        if cached is None or cached[0] is not act:
+            cached = self.__dict__["_mmlora_act"] = (act, activation_kind(act))
+        if cached[1] is not None and g.shape == u.shape:
+            bp = down._modules["base_layer"]._parameters
+            y = fused_gated_mlp(g.reshape(-1, g.shape[-1]), u.reshape(-1, u.shape[-1]), bp["weight"], bp.get("bias"),
+                                c.coefficients(), c.meta, cached[1], c.params())
+            return y.view(*g.shape[:-1], y.shape[-1])
+    return down(act(g) * u)
+
+
+class FusedMLPForward:
+    """The instance ``forward`` installed on a gated MLP: calls :func:`gated_mlp_forward`. An
+    object rather than a bound method so that the model still pickles and deep-copies."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return gated_mlp_forward(self.module, x)
+
+
+def patch_gated_mlps(model: nn.Module) -> int:
+    """Give every gated MLP of ``model`` (see :func:`is_gated_mlp`) the fused forward; returns
+    how many are patched. Used whenever a fused backend applies at call time (the patched
+    forward runs the original expression on the reference backend). Undone by
+    :func:`unpatch_gated_mlps` (``mmlora.lora.detach``)."""
+    n = 0
+    for module in model.modules():
+        if module.__dict__.get("_mmlora_fused_mlp"):
+            n += 1
+            continue
+        if "forward" in module.__dict__ or not is_gated_mlp(module):  # e.g. accelerate hooks: leave alone
+            continue
+        module.__dict__["forward"] = FusedMLPForward(module)
+        module._mmlora_fused_mlp = True
+        n += 1
+    return n
+
+
+def unpatch_gated_mlps(model: nn.Module) -> None:
+    for module in model.modules():
+        if module.__dict__.pop("_mmlora_fused_mlp", False):
+            if isinstance(module.__dict__.get("forward"), FusedMLPForward):
+                del module.__dict__["forward"]
+            module.__dict__.pop("_mmlora_act", None)

@@ -17,7 +17,6 @@ Public API: :class:`LoRASpec`, :class:`MultiLoRALinear`, :func:`attach`, :func:`
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from .kernels import backend_ops, lora_delta, lora_linear, resolve_backend
 from .kernels.lora_fused import _Meta, coefficients, fused_call
-from .kernels.lora_mlp import activation_kind, fused_gated_mlp
+from .kernels.lora_mlp import patch_gated_mlps, unpatch_gated_mlps
 from .routing import ResolvedRouting, _ActiveRouting
 from .fsutil import replace_dir
 from .tensor_match import check_tensors_match
@@ -429,7 +428,8 @@ def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list
 
     ``fused_mlp``: gated MLPs whose ``down_proj`` gets adapters run ``act(gate) * up -> down``
     as one function that recomputes the product in backward instead of keeping it (less
-    activation memory; used when a fused kernel backend applies, see :func:`_gated_mlp_forward`).
+    activation memory; used when a fused kernel backend applies, see
+    :func:`mmlora.kernels.lora_mlp.gated_mlp_forward`).
     """
     if not adapters:
         raise ValueError("attach() needs at least one adapter")
@@ -467,94 +467,8 @@ def attach(model: nn.Module, adapters: dict[str, LoRASpec], target_modules: list
         for p in layer.adapters.parameters():
             p.requires_grad_(True)
     if fused_mlp:
-        _patch_gated_mlps(model)
+        patch_gated_mlps(model)
     return wrapped
-
-
-# ----------------------------------------------------------------- fused gated MLP
-_GATED_EXPR = "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))"
-_GATED_CLASSES: dict[type, bool] = {}
-
-
-def _is_gated_mlp(module: nn.Module) -> bool:
-    """A Hugging Face gated MLP whose forward is exactly ``down(act(gate(x)) * up(x))`` (LlamaMLP,
-    Qwen2MLP, MistralMLP, ...; checked on the class's source once), with a down_proj that carries
-    adapters and an activation :func:`~mmlora.kernels.lora_mlp.activation_kind` implements."""
-    if not isinstance(getattr(module, "down_proj", None), MultiLoRALinear):
-        return False
-    if not all(isinstance(getattr(module, n, None), nn.Module) for n in ("gate_proj", "up_proj")):
-        return False
-    cls = type(module)
-    ok = _GATED_CLASSES.get(cls)
-    if ok is None:
-        try:
-            src = inspect.getsource(cls.forward)
-        except (OSError, TypeError):
-            src = ""
-        sig = list(inspect.signature(cls.forward).parameters)
-        ok = _GATED_CLASSES[cls] = sig == ["self", "x"] and _GATED_EXPR in re.sub(r"\s+", "", src)
-    return ok and activation_kind(getattr(module, "act_fn", None)) is not None
-
-
-def _gated_mlp_forward(self: nn.Module, x: Tensor) -> Tensor:
-    """Instance forward of a patched gated MLP: ``down(act(gate(x)) * up(x))`` where down's
-    routed LoRA and the product run as one function that keeps ``gate(x)`` and ``up(x)`` for
-    backward but not the product (recomputed; kernels/lora_mlp.py). Anything the fused
-    function does not cover runs the original expression."""
-    mods = self._modules  # (dict reads: nn.Module.__getattr__ is slow)
-    g = mods["gate_proj"](x)
-    u = mods["up_proj"](x)
-    down = mods["down_proj"]
-    act = self.act_fn
-    c = down._mlp_call(g) if isinstance(down, MultiLoRALinear) else None
-    if c is not None:
-        cached = self.__dict__.get("_mmlora_act")
-        if cached is None or cached[0] is not act:
-            cached = self.__dict__["_mmlora_act"] = (act, activation_kind(act))
-        if cached[1] is not None and g.shape == u.shape:
-            bp = down._modules["base_layer"]._parameters
-            y = fused_gated_mlp(g.reshape(-1, g.shape[-1]), u.reshape(-1, u.shape[-1]), bp["weight"], bp.get("bias"),
-                                c.coefficients(), c.meta, cached[1], c.params())
-            return y.view(*g.shape[:-1], y.shape[-1])
-    return down(act(g) * u)
-
-
-class _FusedMLPForward:
-    """The instance ``forward`` installed on a gated MLP: calls :func:`_gated_mlp_forward`. An
-    object rather than a bound method so that the model still pickles and deep-copies."""
-
-    __slots__ = ("module",)
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return _gated_mlp_forward(self.module, x)
-
-
-def _patch_gated_mlps(model: nn.Module) -> int:
-    """Give every gated MLP of ``model`` (see :func:`_is_gated_mlp`) the fused forward; returns
-    how many are patched. Used whenever a fused backend applies at call time (the patched
-    forward runs the original expression on the reference backend). Undone by :func:`detach`."""
-    n = 0
-    for module in model.modules():
-        if module.__dict__.get("_mmlora_fused_mlp"):
-            n += 1
-            continue
-        if "forward" in module.__dict__ or not _is_gated_mlp(module):  # e.g. accelerate hooks: leave alone
-            continue
-        module.__dict__["forward"] = _FusedMLPForward(module)
-        module._mmlora_fused_mlp = True
-        n += 1
-    return n
-
-
-def _unpatch_gated_mlps(model: nn.Module) -> None:
-    for module in model.modules():
-        if module.__dict__.pop("_mmlora_fused_mlp", False):
-            if isinstance(module.__dict__.get("forward"), _FusedMLPForward):
-                del module.__dict__["forward"]
-            module.__dict__.pop("_mmlora_act", None)
 
 
 def detach(model: nn.Module) -> nn.Module:
@@ -567,7 +481,7 @@ def detach(model: nn.Module) -> nn.Module:
             layer.unmerge(ad_name)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.base_layer)
-    _unpatch_gated_mlps(model)
+    unpatch_gated_mlps(model)
     hook = model.__dict__.pop("_mmlora_route_hook", None)
     if hook is not None:
         hook.remove()
@@ -720,7 +634,7 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
             p.requires_grad_(False)
         for p in adapter_parameters(model):
             p.requires_grad_(True)
-        _patch_gated_mlps(model)
+        patch_gated_mlps(model)
 
     expected = {k: v.shape for k, v in _adapter_tensors(model).items()}
     check_tensors_match(str(w_path), expected, tensors, allow_missing=not strict, allow_unexpected=not strict,

@@ -99,7 +99,7 @@ def _compare(family, mode, backend, monkeypatch, dtype=torch.float64, device="cp
     fused = _build(family, names, fused_mlp=True, dtype=dtype, device=device, act=act)
     emb, dy = _inputs(ref, dtype, device)
     calls = []
-    import mmlora.lora as mlora
+    import mmlora.kernels.lora_mlp as mlora
 
     real = mlora.fused_gated_mlp
     monkeypatch.setattr(mlora, "fused_gated_mlp", lambda *a: calls.append(1) or real(*a))
@@ -196,7 +196,7 @@ def test_fused_mlp_saves_only_gate_and_up(mode, monkeypatch):
 def test_fused_mlp_falls_back_for_dropout_and_reference(monkeypatch):
     """Adapter dropout on down_proj (training) and the reference backend run the plain
     expression: same numbers as the unpatched model, same RNG stream, no fused call."""
-    import mmlora.lora as mlora
+    import mmlora.kernels.lora_mlp as mlora
 
     calls = []
     real = mlora.fused_gated_mlp
