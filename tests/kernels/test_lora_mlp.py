@@ -337,3 +337,54 @@ def test_gpu_bf16_fused_mlp_saves_only_gate_and_up(monkeypatch):
         counts[fused_mlp] = len(_saved_ffn_tensors(model, plan, emb, model.config.intermediate_size))
     n = model.config.num_hidden_layers
     assert counts == {False: 4 * n, True: 2 * n}
+
+
+def _layer_setup(device, dtype, mode):
+    """One decoder layer of a patched model with the plan installed, and a step function:
+    forward + backward through its q_proj and its fused MLP."""
+    plan, names = _plan(mode)
+    if plan.weights is not None:
+        plan.weights = plan.weights.detach().to(device=device, dtype=torch.float32).requires_grad_(True)
+    model = _build("llama", names, fused_mlp=True, dtype=dtype, device=device)
+    for p in adapter_parameters(model):
+        p.data = p.data.float()
+    layer = model.model.layers[0]
+    x = torch.randn(B_, L_, model.config.hidden_size, device=device, dtype=dtype, requires_grad=True)
+    install_plan(model, plan)
+
+    def step():
+        y = layer.mlp(x) + layer.self_attn.q_proj(x).sum(-1, keepdim=True)
+        y.float().pow(2).sum().backward()
+    return model, layer, step
+
+
+@pytest.mark.parametrize("mode", ["by_token", "soft"])
+def test_layer_steps_cpu(mode, monkeypatch):
+    """The steady-state body of the GPU no-sync test, on the CPU (fused backend)."""
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    model, layer, step = _layer_setup("cpu", torch.float32, mode)
+    step()
+    first = layer.mlp.down_proj._call
+    step()
+    assert layer.mlp.down_proj._call is first and first.kind == 1  # the cached _FUSED call is reused
+    clear_plan(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["single", "by_token", "by_sample", "soft"])
+def test_gpu_steady_state_has_no_host_sync(mode, monkeypatch):
+    """After the first step (Triton compilation, cached coefficients), forward + backward of the
+    LoRA projections and the fused MLP never synchronise the host with the GPU (a sync would
+    stall the launch queue of a host-bound step)."""
+    monkeypatch.delenv("MMLORA_KERNELS", raising=False)
+    model, _, step = _layer_setup("cuda", torch.bfloat16, mode)
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        clear_plan(model)
