@@ -7,8 +7,16 @@ that need no torch start quickly. The routing context manager is ``mmlora.routin
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 __version__ = "0.1.0"
+
+# pyproject maps the checkout's top-level encoders/, projectors/, tasks/ and kernels/ to mmlora.<name>. A wheel or
+# setuptools' editable finder resolves them; a path-based editable install, or running from the checkout root with
+# the checkout itself on sys.path, does not. There the checkout root joins the package path so they resolve.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "tasks" / "__init__.py").is_file() and not (Path(__file__).parent / "tasks").exists():
+    __path__.append(str(_CHECKOUT))  # noqa: F821  (the package's own __path__)
 
 _LAZY = {
     "LoRASpec": "lora", "MultiLoRALinear": "lora", "attach": "lora", "merge": "lora", "unmerge": "lora",
