@@ -38,7 +38,7 @@ def _plan(mode: str):
     raise ValueError(mode)
 
 
-def _build(family, names, fused_mlp, dtype=torch.float64, device="cpu", spec=None, act=None):
+def _build(family, names, fused_mlp, dtype=torch.float64, device="cpu", spec=None, act=None, targets=TARGETS):
     model = tiny_llm(family)
     if act is not None:
         torch.manual_seed(0)
@@ -48,7 +48,7 @@ def _build(family, names, fused_mlp, dtype=torch.float64, device="cpu", spec=Non
     specs = {n: spec or LoRASpec(4, 8) for n in names}
     if "b" in specs and spec is None:
         specs["b"] = LoRASpec(8, 8, use_rslora=True)  # mixed ranks and scalings
-    attach(model, specs, TARGETS, fused_mlp=fused_mlp)
+    attach(model, specs, targets, fused_mlp=fused_mlp)
     model.to(device=device, dtype=dtype)
     randomize_adapters(model, seed=3, std=0.2)
     model.train()
@@ -90,13 +90,14 @@ def _inputs(model, dtype, device):
     return emb, dy
 
 
-def _compare(family, mode, backend, monkeypatch, dtype=torch.float64, device="cpu", tol=1e-9, act=None):
+def _compare(family, mode, backend, monkeypatch, dtype=torch.float64, device="cpu", tol=1e-9, act=None,
+             targets=TARGETS):
     monkeypatch.setenv("MMLORA_KERNELS", backend)
     plan, names = _plan(mode)
     if plan.weights is not None:
         plan.weights = plan.weights.detach().to(device).requires_grad_(True)
-    ref = _build(family, names, fused_mlp=False, dtype=dtype, device=device, act=act)
-    fused = _build(family, names, fused_mlp=True, dtype=dtype, device=device, act=act)
+    ref = _build(family, names, fused_mlp=False, dtype=dtype, device=device, act=act, targets=targets)
+    fused = _build(family, names, fused_mlp=True, dtype=dtype, device=device, act=act, targets=targets)
     emb, dy = _inputs(ref, dtype, device)
     calls = []
     import mmlora.kernels.lora_mlp as mlora
@@ -129,6 +130,35 @@ def test_fused_mlp_matches_unpatched_path(family, mode, monkeypatch):
 @pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh"])
 def test_fused_mlp_gelu_activations(act, monkeypatch):
     _compare("llama", "by_token", "fused", monkeypatch, act=act)
+
+
+def test_fused_mlp_with_adapters_on_down_proj_only(monkeypatch):
+    g = _compare("qwen2", "shared_specific", "fused", monkeypatch, targets=["down_proj"])
+    assert all(".mlp.down_proj." in k for k in g if k != "x")
+
+
+def test_fused_mlp_under_autocast(monkeypatch):
+    """fp32 model under CPU bf16 autocast (Accelerate mixed precision): the fused MLP computes
+    in bf16 like the plain path does, same result within bf16 rounding."""
+    import mmlora.kernels.lora_mlp as mlora
+
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    calls = []
+    real = mlora._mlp_apply
+    monkeypatch.setattr(mlora, "_mlp_apply", lambda *a: calls.append(a[0].dtype) or real(*a))
+    plan, names = _plan("by_token")
+    outs = []
+    for fused_mlp in (False, True):
+        model = _build("llama", names, fused_mlp=fused_mlp, dtype=torch.float32)
+        emb, dy = _inputs(model, torch.float32, "cpu")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(_run(model, plan, emb, dy))
+    (y_ref, g_ref), (y, g) = outs
+    assert calls == [torch.bfloat16] * model.config.num_hidden_layers  # fused, in the autocast dtype
+    assert y.dtype == y_ref.dtype
+    assert _rel(y, y_ref) < 2e-2
+    for k in g_ref:
+        assert _rel(g[k], g_ref[k]) < 3e-2, (k, _rel(g[k], g_ref[k]))
 
 
 def test_fused_mlp_fp32_matches_reference_backend(monkeypatch):
