@@ -22,6 +22,8 @@ input dtype before the second product, like the reference); fp32 inputs use IEEE
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -204,12 +206,11 @@ class TritonOps:
             y = torch.empty(T, N, device=x.device, dtype=x.dtype)
         assert y.stride(-1) == 1
         if T:
-            rp, es = _rpad(R), x.element_size()
-            st = _stages(es * self.BT_FWD * self.BD_FWD + A.element_size() * self.BD_FWD * rp, 4)
+            rp, st, prec = self._fwd_config(R, x.dtype, A.dtype)
             _fwd_kernel[(triton.cdiv(T, self.BT_FWD),)](
                 x, A, M, B, y, h, hm, T, D, N, R, x.stride(0), A.stride(0), M.stride(0) if M.shape[0] > 1 else 0,
                 B.stride(0), y.stride(0), hm.stride(0), ACCUM=accum, STORE_H=store_h, BLOCK_T=self.BT_FWD,
-                BLOCK_D=self.BD_FWD, BLOCK_N=self.BN_FWD, R_PAD=rp, PREC=_prec(x.dtype), num_warps=4, num_stages=st)
+                BLOCK_D=self.BD_FWD, BLOCK_N=self.BN_FWD, R_PAD=rp, PREC=prec, num_warps=4, num_stages=st)
         elif not accum:
             y.zero_()
         return y, (h if store_h else None), hm
@@ -231,19 +232,32 @@ class TritonOps:
         if dx is not None:
             assert dx.stride(-1) == 1
         if T:
-            rp, es = _rpad(R), dy.element_size()
-            bw = max(self.BN_BWD, self.BD_BWD)
-            st = _stages(es * self.BT_BWD * bw + max(A.element_size(), B.element_size()) * bw * rp, 3)
+            rp, st, prec = self._bwd_config(R, dy.dtype, A.dtype, B.dtype)
             _bwd_kernel[(triton.cdiv(T, self.BT_BWD),)](
                 dy, B, hm, M, x, A, dx if dx is not None else dy, da, db, dhm, T, D, N, R, dy.stride(0), B.stride(0),
                 hm.stride(0), M.stride(0) if M.shape[0] > 1 else 0, x.stride(0), A.stride(0),
                 dx.stride(0) if dx is not None else 0, DX_ACCUM=accum, WRITE_DX=dx is not None,
                 WRITE_DHM=need_dhm, BLOCK_T=self.BT_BWD, BLOCK_D=self.BD_BWD, BLOCK_N=self.BN_BWD, R_PAD=rp,
-                PREC=_prec(dy.dtype), num_warps=4, num_stages=st)
+                PREC=prec, num_warps=4, num_stages=st)
         elif dx is not None and not accum:
             dx.zero_()
         return dx, da, db, (dhm if need_dhm else None)
 
+    @functools.lru_cache(maxsize=256)
+    def _fwd_config(self, R: int, xdt: torch.dtype, adt: torch.dtype) -> tuple[int, int, str]:
+        """``(R_PAD, num_stages, input precision)`` of the forward kernel (cached: host time)."""
+        rp = _rpad(R)
+        es, ea = torch.empty(0, dtype=xdt).element_size(), torch.empty(0, dtype=adt).element_size()
+        return rp, _stages(es * self.BT_FWD * self.BD_FWD + ea * self.BD_FWD * rp, 4), _prec(xdt)
+
+    @functools.lru_cache(maxsize=256)
+    def _bwd_config(self, R: int, dt: torch.dtype, adt: torch.dtype, bdt: torch.dtype) -> tuple[int, int, str]:
+        """``(R_PAD, num_stages, input precision)`` of the backward kernel (cached: host time)."""
+        rp = _rpad(R)
+        es = torch.empty(0, dtype=dt).element_size()
+        ep = max(torch.empty(0, dtype=adt).element_size(), torch.empty(0, dtype=bdt).element_size())
+        bw = max(self.BN_BWD, self.BD_BWD)
+        return rp, _stages(es * self.BT_BWD * bw + ep * bw * rp, 3), _prec(dt)
 
     BLOCK_EW = 1024
 
