@@ -8,6 +8,7 @@ tensors on the CPU the arithmetic is negligible, so wall time ≈ host time. Two
   forward + backward, against the same chain of plain ``nn.Linear`` (frozen, input gradient
   only, like the frozen base). Reported: µs per layer call (forward + backward) and the extra
   over ``nn.Linear``.
+* ``triton-python``: the Python of ``TritonOps.forward``/``backward`` with the kernels stubbed.
 * ``model``: one forward + backward of a tiny Llama (``layers`` decoder layers, LoRA on
   q,k,v,o,gate,up,down), ms per step and extra µs per LoRA layer call over the frozen base.
 
@@ -16,6 +17,7 @@ Routing modes: ``single`` (one adapter on every token), ``routed`` (two adapters
 weights that train).
 
     MMLORA_KERNELS=fused python scripts/bench_lora_host.py            # defaults: 16 layers, T=8, d=64
+    python scripts/bench_lora_host.py --what triton-python            # Python around TritonOps' launches
 """
 from __future__ import annotations
 
@@ -168,6 +170,40 @@ def bench_model(cfg: HostBenchConfig, modes, log=print) -> dict[str, float]:
     return out
 
 
+def bench_triton_python(cfg: HostBenchConfig, log=print) -> dict[str, float]:
+    """µs of Python around the Triton launches of one ``TritonOps`` forward / backward, with the
+    kernels replaced by stubs (no GPU needed; Triton's own launcher cost is not included)."""
+    import mmlora.kernels.lora_triton as lt
+
+    class _Stub:
+        def __getitem__(self, grid):
+            return lambda *a, **k: None
+
+    saved = lt._fwd_kernel, lt._bwd_kernel
+    lt._fwd_kernel, lt._bwd_kernel = _Stub(), _Stub()
+    try:
+        ops = lt.TritonOps()
+        T, d, r = cfg.tokens, cfg.dim, cfg.rank
+        x, y, dy, dx = (torch.randn(T, d) for _ in range(4))
+        A, B, M, hm = torch.randn(r, d), torch.randn(d, r), torch.randn(1, r), torch.randn(T, r)
+        n = cfg.iters * 100
+        out = {}
+        for name, fn in (("forward", lambda: ops.forward(x, A, B, M, y, False)),
+                         ("backward", lambda: ops.backward(dy, x, A, B, M, hm, dx, True, False))):
+            fn()
+            best = float("inf")
+            for _ in range(cfg.repeats):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                best = min(best, (time.perf_counter() - t0) / n)
+            out[name] = best * 1e6
+            log(f"[triton-python] TritonOps.{name:8s} {out[name]:6.1f} us/call (kernels stubbed)")
+        return out
+    finally:
+        lt._fwd_kernel, lt._bwd_kernel = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=16, help="decoder layers (7 LoRA calls each)")
@@ -176,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=30, help="passes per timing sample")
     ap.add_argument("--repeats", type=int, default=7, help="timing samples (median)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
-    ap.add_argument("--what", default="layers,model", help="layers, model or both")
+    ap.add_argument("--what", default="layers,model", help="comma list of layers, model, triton-python")
     ap.add_argument("--no-fused-mlp", action="store_true", help="model: attach without the fused gated-MLP path")
     args = ap.parse_args(argv)
     if args.tokens % 4 or args.tokens < 4:
@@ -196,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_layers(cfg, modes)
     if "model" in what:
         bench_model(cfg, modes)
+    if "triton-python" in what:
+        bench_triton_python(cfg)
     return 0
 
 
