@@ -165,7 +165,8 @@ class _Meta:
         if self.raw:  # the kernels cast tiles after loading
             return (ab[0], ab[1]) if n == 1 else (torch.cat(ab[:n]), torch.cat(ab[n:], 1))
         if n == 1:
-            return ab[0].to(dt), ab[1].to(dt)
+            A, B = ab
+            return (A if A.dtype == dt else A.to(dt)), (B if B.dtype == dt else B.to(dt))
         return torch.cat(ab[:n]).to(dt), torch.cat(ab[n:], 1).to(dt)
 
     def param_grads(self, dA: Tensor, dB: Tensor) -> tuple[Tensor, ...]:

@@ -511,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps per row")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per row")
     ap.add_argument("--layers", type=int, default=None, help="override the number of layers")
-    ap.add_argument("--backends", default="triton,fused", help="mmlora backends to measure (comma list)")
+    ap.add_argument("--backends", default=None,
+                    help="mmlora backends to measure (comma list; default triton,fused on CUDA, fused on the CPU)")
     ap.add_argument("--no-inference", action="store_true", help="skip the forward-only comparison")
     ap.add_argument("--ops", action="store_true", help="also run the per-op microbenchmark (CUDA)")
     ap.add_argument("--graph", action="store_true",
@@ -541,8 +542,12 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(md)
         return 0
-    backends = [b for b in args.backends.split(",") if b]
+    backends = [b for b in (args.backends or ("triton,fused" if dev == "cuda" else "fused")).split(",") if b]
     from mmlora.kernels import available_backends
+
+    if dev != "cuda" and "triton" in backends:
+        print("error: the triton backend needs CUDA (use --backends fused,torch on the CPU)", file=sys.stderr)
+        return 2
 
     unknown = [b for b in backends if b not in available_backends()]
     if unknown:

@@ -52,3 +52,9 @@ def test_bench_saved_activations_drop_with_fused_mlp(tmp_path):
     out = tmp_path / "saved.md"
     assert mod.main(["--tiny", "--saved", "--out", str(out)]) == 0
     assert "| mmlora single, fused MLP |" in out.read_text()
+
+
+def test_bench_cpu_default_backends_and_triton_refusal(capsys):
+    mod = _load()
+    assert mod.main(["--tiny", "--device", "cpu", "--backends", "triton", "--no-inference"]) == 2
+    assert "needs CUDA" in capsys.readouterr().err
