@@ -17,13 +17,14 @@ per layer where the frozen base keeps three. :class:`_FusedGatedMLP` keeps only 
     du = dh * a ;  dg = act'(g) * (dh * u)            (aten's silu/gelu backward)
 
 ``act`` is SiLU, exact GELU or tanh-GELU (:data:`ACTIVATIONS`); other activations are not
-fused (the caller falls back to the plain code). With ops that have ``act_mul`` /
-``act_mul_backward`` (the Triton kernels) ``h`` is one elementwise pass (forward and recompute)
-and ``du, dg`` another, with ``act(g)`` never stored: fewer bytes than the plain MLP's
-``act``, ``mul`` / ``mul``, ``mul``, ``act'`` passes. The LoRA arithmetic is the same ``ops``
-(:class:`.lora_fused.TorchOps` or the Triton kernels) and the same coefficients ``M`` as the
-fused linear, so results equal the unfused path bit for bit in the forward and within rounding
-in the backward.
+fused (the caller falls back to the plain code). On CUDA with Triton (``act_mul`` /
+``act_mul_backward`` of :class:`.lora_triton.TritonOps`, whichever ops do the LoRA products)
+``h`` is one elementwise pass (forward and recompute) and ``du, dg`` another, with ``act(g)``
+never stored: fewer bytes than the plain MLP's ``act``, ``mul`` / ``mul``, ``mul``, ``act'``
+passes. The LoRA arithmetic is the same ``ops`` (:class:`.lora_fused.TorchOps` or the Triton
+kernels) and the same coefficients ``M`` as the fused linear. With torch's elementwise ops (CPU)
+the forward equals the unfused path bit for bit and the backward within rounding; the Triton
+elementwise kernels follow torch's rounding steps but not its ``exp``/``erf`` bit for bit.
 
 :func:`patch_gated_mlps` (called by ``mmlora.lora.attach``) installs :func:`gated_mlp_forward`
 on every HF gated MLP instance whose ``down_proj`` carries adapters.
@@ -88,12 +89,33 @@ def activation_kind(act) -> str | None:
     return None
 
 
+_TRITON_EW: list = []  # [TritonOps or None], imported on first CUDA use
+
+
+def _elementwise_ops(ops, x: Tensor):
+    """The ops that run the elementwise passes: ``ops`` itself if it has them (Triton), else the
+    Triton kernels on CUDA when Triton imports (TorchOps keeps cuBLAS for the LoRA products but
+    need not pay torch's 5 elementwise passes), else None (torch ops)."""
+    if hasattr(ops, "act_mul"):
+        return ops
+    if not x.is_cuda:
+        return None
+    if not _TRITON_EW:
+        try:
+            from .lora_triton import triton_ops
+        except Exception:  # noqa: BLE001 - no (working) Triton: torch's elementwise ops
+            triton_ops = None
+        _TRITON_EW.append(triton_ops)
+    return _TRITON_EW[0]
+
+
 def _act_mul(ops, g: Tensor, u: Tensor, act: str, keep_a: bool) -> tuple[Tensor, Tensor | None]:
-    """``(h = act(g) * u, act(g) or None)``: one Triton pass where ``ops`` has ``act_mul``
-    (then ``act(g)`` is never materialised), else torch's two ops (``act(g)`` kept if asked)."""
-    fused = getattr(ops, "act_mul", None)
-    if fused is not None and g.is_contiguous() and u.is_contiguous() and g.dtype == u.dtype:
-        return fused(g, u, act), None
+    """``(h = act(g) * u, act(g) or None)``: one Triton pass where available (then ``act(g)``
+    is never materialised, see :func:`_elementwise_ops`), else torch's two ops (``act(g)`` kept
+    if asked)."""
+    ew = _elementwise_ops(ops, g)
+    if ew is not None and g.is_contiguous() and u.is_contiguous() and g.dtype == u.dtype:
+        return ew.act_mul(g, u, act), None
     a = ACTIVATIONS[act][0](g)
     if keep_a:
         return a * u, a
@@ -105,9 +127,9 @@ def _act_mul_backward(ops, dh: Tensor, g: Tensor, u: Tensor, a: Tensor | None, a
     """``(dg, du)`` of ``h = act(g) * u``; ``dh`` may be overwritten. ``a`` = ``act(g)`` if the
     forward kept it (torch path), None after the one-pass Triton forward."""
     if a is None:
-        fused = getattr(ops, "act_mul_backward", None)
-        if fused is not None and dh.is_contiguous():
-            return fused(dh, g, u, act, need_g, need_u)
+        ew = _elementwise_ops(ops, g)
+        if ew is not None and dh.is_contiguous():
+            return ew.act_mul_backward(dh, g, u, act, need_g, need_u)
         a = ACTIVATIONS[act][0](g)
     du = dh * a if need_u else None
     dg = ACTIVATIONS[act][1](dh.mul_(u), g) if need_g else None
