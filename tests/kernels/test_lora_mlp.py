@@ -418,3 +418,28 @@ def test_gpu_steady_state_has_no_host_sync(mode, monkeypatch):
     finally:
         torch.cuda.set_sync_debug_mode("default")
         clear_plan(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh"])
+def test_gpu_act_mul_kernels_match_torch(act, dtype):
+    """The Triton elementwise passes (h = act(g) * u; du, dg) against torch's ops, odd sizes."""
+    from mmlora.kernels import HAS_TRITON
+    from mmlora.kernels.lora_mlp import ACTIVATIONS
+
+    if not HAS_TRITON:
+        pytest.skip("needs triton")
+    from mmlora.kernels.lora_triton import triton_ops
+
+    fwd, bwd = ACTIVATIONS[act]
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for shape in ((6, 42), (123, 431), (3, 1029)):
+        g, u, dh = (torch.randn(shape, device="cuda", generator=gen).mul(3).to(dtype) for _ in range(3))
+        a = fwd(g)
+        assert _rel(triton_ops.act_mul(g, u, act), a * u) < tol
+        dg, du = triton_ops.act_mul_backward(dh, g, u, act, True, True)
+        assert _rel(du, dh * a) < tol
+        assert _rel(dg, bwd(dh * u, g)) < tol
