@@ -35,6 +35,9 @@ class WhisperEncoderConfig:
     path: str = "whisper-tiny.en"  # asset name (mmlora.assets), a local HF folder / CTranslate2 model.bin,
     # or "random:tiny" (random weights, d=32, 2 layers: tests and CPU recipes)
     full_context: bool = True  # pad every clip to 30 s as Whisper does; False: run the longest clip only
+    mask_padding: bool = True  # full_context False: attention ignores the frames past each clip's end, so a clip's
+    # features no longer depend on how long the other clips of its batch are (only its last frame's convolution still
+    # sees the padding). False attends to the padding (as Whisper did on its 30 s windows): batch-dependent outputs.
     dtype: str = "float32"  # compute dtype of the encoder ("float32", "bfloat16", "float16")
     device: str = "cpu"  # where the encoder runs
 
@@ -155,7 +158,8 @@ class WhisperAudioEncoder(Encoder):
     def preprocess_config(self) -> dict:
         fe = self.feature_extractor
         return {"sample_rate": fe.sampling_rate, "n_mels": fe.feature_size, "hop": fe.hop_length, "n_fft": fe.n_fft,
-                "full_context": self.cfg.full_context, "dtype": self.cfg.dtype}
+                "full_context": self.cfg.full_context, "dtype": self.cfg.dtype,
+                **({"mask_padding": True} if self.cfg.mask_padding and not self.cfg.full_context else {})}
 
     def log_mel(self, waves: list[np.ndarray], frames: int | None = None) -> Tensor:
         """``[B, n_mels, 3000]`` log-mel features of the clips zero-padded to 30 s, or only the first
@@ -184,7 +188,10 @@ class WhisperAudioEncoder(Encoder):
             waves.append(w)
         n = [frames_for(w.size) for w in waves]
         mel = self.log_mel(waves, None if self.cfg.full_context else max(n)).to(self.device, self.dtype)
-        h, hidden = self._forward(mel, output_hidden_states)
+        valid = None
+        if self.cfg.mask_padding and not self.cfg.full_context:
+            valid = torch.arange(max(n), device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
+        h, hidden = self._forward(mel, output_hidden_states, valid)
         mask = torch.arange(h.shape[1], device=h.device)[None, :] < torch.tensor(n, device=h.device)[:, None]
         N = max(n)
         mask = mask[:, :N]
@@ -192,15 +199,22 @@ class WhisperAudioEncoder(Encoder):
         hs = tuple(t[:, :N] * mask[..., None] for t in hidden) if output_hidden_states else None
         return Features(x, mask, self.rate_hz, 1, hs, mask if hs is not None else None)
 
-    def _forward(self, mel: Tensor, output_hidden_states: bool) -> tuple[Tensor, list[Tensor]]:
-        """transformers' WhisperEncoder forward, positions sliced to the ``mel.shape[-1] / 2`` frames given."""
+    def _forward(self, mel: Tensor, output_hidden_states: bool, valid: Tensor | None = None
+                 ) -> tuple[Tensor, list[Tensor]]:
+        """transformers' WhisperEncoder forward, positions sliced to the ``mel.shape[-1] / 2`` frames given;
+        ``valid [B, T]``: keys outside it get an additive ``-inf``-like mask (every query of a row sees its clip)."""
         m = self.model
         gelu = torch.nn.functional.gelu
         h = gelu(m.conv2(gelu(m.conv1(mel)))).permute(0, 2, 1)
         h = h + m.embed_positions.weight[: h.shape[1]]
+        attn = None
+        if valid is not None:
+            T = h.shape[1]
+            attn = torch.zeros(valid.shape, dtype=h.dtype, device=h.device)
+            attn = attn.masked_fill(~valid, torch.finfo(h.dtype).min)[:, None, None, :].expand(-1, 1, T, T)
         hidden = []
         for layer in m.layers:
-            h = layer(h, None)
+            h = layer(h, attn)
             h = h[0] if isinstance(h, tuple) else h
             if output_hidden_states:
                 hidden.append(h)

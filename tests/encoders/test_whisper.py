@@ -144,6 +144,25 @@ def test_short_context_mode_trims_and_runs_fewer_positions(ct2_file):
     assert full.encoder_id != ours.encoder_id and full.encoder_id.startswith("whisper:")
 
 
+def test_mask_padding_makes_a_clips_features_independent_of_its_batch(ct2_file):
+    _, path = ct2_file
+    parts = load_whisper_encoder(path)
+    short, long = waves(0.2, 0.4)  # 10 and 20 frames
+    for masked in (False, True):
+        enc = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path), full_context=False, mask_padding=masked), *parts)
+        alone = enc.encode([short]).x[0]
+        in_batch = enc.encode([short, long]).x[0, :10]
+        gap = (alone[:9] - in_batch[:9]).abs().max().item()  # the last frame's convolution sees the padding
+        if masked:
+            assert gap < 1e-4, gap  # fp32 rounding
+        else:
+            assert gap > 1e-2, gap  # attending to the other clip's padding changes every frame
+    # the long clip (no padding) is unchanged by masking, and the cache keys differ
+    plain = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path), full_context=False, mask_padding=False), *parts)
+    torch.testing.assert_close(enc.encode([short, long]).x[1], plain.encode([short, long]).x[1])
+    assert enc.encoder_id != plain.encoder_id
+
+
 def test_bad_inputs_and_files(tmp_path, ct2_file):
     enc, path = ct2_file
     ours = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path)), *load_whisper_encoder(path))
