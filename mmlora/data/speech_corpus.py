@@ -78,6 +78,8 @@ class CorpusConfig:
     val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
     fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
+    exclude_texts: frozenset[str] = frozenset()  # sentences never used (compared lower-cased), e.g. the held-out
+    # transcripts of another corpus, so that a second run adds training clips without leaking test sentences
     # share of clips per engine, split evenly among that engine's voices
     engine_weights: dict[str, float] = field(default_factory=lambda: {"flite": 1.0, "festival": 1.0, "espeak": 1.0})
     audio_format: str = "flac"  # "flac" (lossless) or "opus" (Ogg/Opus, ~17 kbit/s)
@@ -124,6 +126,11 @@ class _Utt:
 
 def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str]]:
     pool = list(cfg.voices) or installed
+    from .speech_tts import voice_available
+
+    # voices beyond the default list (e.g. any espeak-ng "accent+variant") count when the engine has them
+    installed = installed + [v for v in dict.fromkeys([*pool, *cfg.val_voices, *cfg.test_voices])
+                             if v not in installed and voice_available(v)]
     missing = [v for v in pool if v not in installed]
     if missing:
         raise SystemExit(f"make-speech-corpus: voices not installed: {', '.join(missing)} (run scripts/setup_tts.sh)")
@@ -141,6 +148,9 @@ def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str
 
 def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, list[_Utt]], dict[str, list[_Utt]]]:
     sents = load_sentences(cfg.text)
+    if cfg.exclude_texts:
+        drop = {t.lower() for t in cfg.exclude_texts}
+        sents = {k: [t for t in v if t.lower() not in drop] for k, v in sents.items()}
     if not sents["fortunes"] and not sents["bible"]:
         raise SystemExit("make-speech-corpus: no sentences found (install fortunes and bible-kjv; scripts/setup_tts.sh)")
     rng = np.random.default_rng([cfg.seed, 99])
@@ -397,6 +407,8 @@ def _jsonable(d):  # noqa: ANN001, ANN202
         return {k: _jsonable(v) for k, v in d.items() if k != "out"}
     if isinstance(d, (list, tuple)):
         return [_jsonable(v) for v in d]
+    if isinstance(d, (set, frozenset)):
+        return sorted(d)
     return d
 
 
@@ -416,6 +428,24 @@ def _weights(s: str) -> dict[str, float]:
 
 def _names(s: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in s.split(",") if v.strip())
+
+
+def _manifest_texts(paths: tuple[str, ...]) -> frozenset[str]:
+    """The ``text`` fields of JSONL manifests (a missing file or a line without text names itself)."""
+    out: set[str] = set()
+    for path in paths:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise SystemExit(f"make-speech-corpus: --exclude-text {path}: {e.strerror or e}") from None
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                out.add(str(json.loads(line)["text"]))
+            except (ValueError, KeyError, TypeError):
+                raise SystemExit(f"make-speech-corpus: --exclude-text {path}:{i}: not a JSON object with 'text'") from None
+    return frozenset(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine-weights", default="flite=1,festival=1,espeak=1", help="share of clips per TTS engine")
     p.add_argument("--fortune-frac", type=float, default=0.6, help="fraction of sentences from fortunes (rest: KJV)")
     p.add_argument("--babble-pool", type=int, default=40, help="utterances per babble pool (train / eval)")
+    p.add_argument("--exclude-text", default="", help="comma list of JSONL manifests whose 'text' sentences are never "
+                   "used (e.g. another corpus's val/test splits)")
     p.add_argument("--workers", type=int, default=1, help="parallel TTS processes")
     p.add_argument("--list-voices", action="store_true", help="print the installed voices and exit")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a folder that has a manifest")
@@ -460,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, seed=args.seed, n={"train": args.n_train, "val": args.n_val, "test": args.n_test},
         voices=_names(args.voices), val_voices=_names(args.val_voices), test_voices=_names(args.test_voices),
         audio_format=args.audio_format, video=not args.no_video, workers=args.workers, fortune_frac=args.fortune_frac,
-        engine_weights=_weights(args.engine_weights),
+        engine_weights=_weights(args.engine_weights), exclude_texts=_manifest_texts(_names(args.exclude_text)),
         text=TextConfig(min_words=args.min_words, max_words=args.max_words),
         opus_level=args.opus_level,
         augment=AugmentConfig(

@@ -161,6 +161,14 @@ class _Espeak:
         self._cb = _ESPEAK_CB(self._callback)  # keep a reference: ctypes does not
         E.espeak_SetSynthCallback(self._cb)
         self.E = E
+        E.espeak_Info.restype = ctypes.c_char_p
+        data = ctypes.c_char_p()
+        E.espeak_Info(ctypes.byref(data))
+        self.data_path = Path(data.value.decode()) if data.value else None  # espeak-ng-data folder
+
+    def has_variant(self, variant: str) -> bool:
+        """espeak-ng silently ignores an unknown ``+variant``; this checks its file exists."""
+        return self.data_path is not None and (self.data_path / "voices" / "!v" / variant).is_file()
 
     def _callback(self, wav, n, ev) -> int:  # noqa: ANN001 (ctypes pointers)
         if n > 0:
@@ -287,6 +295,8 @@ def voice_available(voice: str) -> bool:
         else:
             e = _engine("espeak")
             if e.E.espeak_SetVoiceByName(name.encode()) != 0:
+                return False
+            if "+" in name and not e.has_variant(name.split("+", 1)[1]):
                 return False
         return True
     except TTSError:

@@ -333,3 +333,33 @@ def test_plan_holds_out_voices_and_never_reuses_sentences():
     assert [u.text for u in other["train"]] != [u.text for u in plan["train"]]
     with pytest.raises(SystemExit, match="no installed voice"):
         C._split_voices(C.CorpusConfig(val_voices=("flite:nobody",)), installed)
+    # a second corpus that excludes this one's held-out sentences never uses them (case-insensitively)
+    held = {u.text for s in ("val", "test") for u in plan[s]}
+    excl = C.CorpusConfig(**{**cfg.__dict__, "seed": 1, "exclude_texts": frozenset(t.upper() for t in held)})
+    more, _ = C._plan(excl, voices)
+    used = {u.text for lst in more.values() for u in lst}
+    assert not used & held and len(used) == 650
+    crossing, _ = C._plan(C.CorpusConfig(**{**cfg.__dict__, "seed": 1, "n": {"train": 20000, "val": 0, "test": 0}}), voices)
+    assert {u.text for u in crossing["train"]} & held  # without the exclusion a large second corpus reuses them
+
+
+def test_any_installed_espeak_variant_can_be_named_but_not_an_unknown_one(tmp_path):
+    if not shutil.which("espeak-ng") or "espeak:en-us" not in _installed():
+        pytest.skip("espeak-ng not installed (scripts/setup_tts.sh)")
+    cfg = C.CorpusConfig(voices=("espeak:en-us+Storm", "espeak:en-gb-x-gbclan+m3"), val_voices=(), test_voices=(),
+                         n={"train": 10, "val": 0, "test": 0})
+    assert C._split_voices(cfg, _installed())["train"] == ["espeak:en-us+Storm", "espeak:en-gb-x-gbclan+m3"]
+    with pytest.raises(SystemExit, match=r"not installed: espeak:en-us\+nobody"):
+        C._split_voices(C.CorpusConfig(voices=("espeak:en-us+nobody",)), _installed())
+
+
+def test_exclude_text_reads_manifests_and_names_bad_lines(tmp_path):
+    good = tmp_path / "test.jsonl"
+    good.write_text('{"id": "a", "text": "One two."}\n\n{"id": "b", "text": "Three."}\n')
+    assert C._manifest_texts((str(good),)) == {"One two.", "Three."}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl:2: not a JSON object with 'text'"):
+        C._manifest_texts((str(bad),))
+    with pytest.raises(SystemExit, match="nothere.jsonl"):
+        C._manifest_texts((str(tmp_path / "nothere.jsonl"),))
