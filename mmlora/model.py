@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .data.spec_augment import SpecAugmentConfig, spec_augment
 from .llm import LLMConfig, load_llm
 from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
 from .prompt import MarkerConfig, PromptBuilder, TextSegment
@@ -46,6 +47,17 @@ class MediaConfig:
     encoder: dict = field(default_factory=dict)    # mmlora.encoders config (e.g. {"kind": "whisper", "path": ...})
     projector: dict = field(default_factory=dict)  # mmlora.projectors.ProjectorConfig fields
     hidden_states: bool = False                    # pass every encoder layer to the projector (QLadder)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)  # feature masking in training only
+
+    def __post_init__(self) -> None:
+        if isinstance(self.spec_augment, dict):
+            from dataclasses import fields as _fields
+
+            names = {f.name for f in _fields(SpecAugmentConfig)}
+            bad = sorted(set(self.spec_augment) - names)
+            if bad:
+                raise ValueError(f"media.spec_augment: unknown field(s) {bad}; valid: {sorted(names)}")
+            self.spec_augment = SpecAugmentConfig(**self.spec_augment)
 
 
 @dataclass
@@ -254,6 +266,9 @@ class MultimodalLM(nn.Module):
             if not self.cfg.media[mod].hidden_states:
                 f = _replace(f, hidden_states=None, hidden_mask=None)
             f = _replace(f, x=f.x.to(self._proj_dtype(proj)))
+            aug = self.cfg.media[mod].spec_augment
+            if self.training and aug.active:
+                f = _replace(f, x=spec_augment(f.x, f.mask, aug))
             emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = [emb[i, mask[i]] for i in range(emb.shape[0])]
         return out
