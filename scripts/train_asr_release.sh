@@ -6,7 +6,10 @@
 #
 # The corpus is two generator runs over the same voices: seed 1 (3,400 train clips with lip videos, plus the
 # validation and test splits on held-out voices) and seed 2 (6,600 more train clips, audio only, the same
-# held-out voices excluded), merged into DATA_DIR/train_all.jsonl (10,000 clips, 9.3 h). It needs the TTS voices
+# held-out voices excluded), merged into DATA_DIR/train_all.jsonl (10,000 clips, 9.3 h). As run for the release,
+# seed 2 did not exclude seed 1's held-out sentences (112 of the 300 test sentences recur in its training clips,
+# spoken by other voices; docs/ASR.md): new corpora should add --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl".
+# It needs the TTS voices
 # (bash scripts/setup_tts.sh); on a machine without them, make the two corpora elsewhere and pass their parent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
