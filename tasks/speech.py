@@ -50,6 +50,7 @@ class Record:
     video: Path | None
     frames: int  # cost in 50 Hz frames (for the batch budget)
     line: int
+    voice: str | None = None  # the speaker / TTS voice, when the manifest names it (per-voice WER in evaluate)
 
 
 def read_manifest(path: str | Path, need: tuple[str, ...] = ("audio",)) -> list[Record]:
@@ -75,7 +76,7 @@ def read_manifest(path: str | Path, need: tuple[str, ...] = ("audio",)) -> list[
         frames = int(round(float(dur) * AUDIO_HZ)) if dur is not None else 0
         out.append(Record(id=str(d.get("id", f"{path.stem}-{no}")), text=str(text),
                           audio=root / audio if audio else None, video=root / video if video else None,
-                          frames=frames, line=no))
+                          frames=frames, line=no, voice=None if d.get("voice") is None else str(d["voice"])))
     if not out:
         raise ValueError(f"{path}: manifest has no samples")
     return out
@@ -224,7 +225,7 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
     counted and named. ``snr`` mixes noise into the audio (babble from the same manifest)."""
     from mmlora.data.collate import collate_samples
-    from mmlora.metrics.wer import compute_wer
+    from mmlora.metrics.wer import compute_wer, group_wer
 
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
@@ -260,6 +261,8 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
               "skipped": skipped}
     if result is not None:
         report.update(result.to_dict())
+        if any(r.voice for r, _ in samples):
+            report["by_voice"] = group_wer(result.utterances, [r.voice for r, _ in samples])
     report["n"] = len(samples)
     report["n_skipped"] = len(skipped)
     return report

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import jiwer
 
-__all__ = ["normalize_text", "number_to_words", "ordinal_words", "compute_wer", "WERResult", "UtteranceScore"]
+__all__ = ["normalize_text", "number_to_words", "ordinal_words", "compute_wer", "group_wer", "WERResult", "UtteranceScore"]
 
 # ------------------------------------------------------------------ numbers as words (US English, no "and")
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -241,3 +241,23 @@ def compute_wer(references: Sequence[str], hypotheses: Sequence[str], ids: Seque
     return WERResult(wer=(S + D + I) / (S + D + H), cer=c_edits / n_chars, n=len(utts), ref_words=S + D + H,
                      hits=H, substitutions=S, deletions=D, insertions=I, ref_chars=n_chars, char_edits=c_edits,
                      utterances=utts)
+
+
+def group_wer(utterances: Sequence[UtteranceScore], groups: Sequence[str | None]) -> dict[str, dict]:
+    """Corpus WER within each group (e.g. the voice of each utterance): ``{group: {wer, n, ref_words,
+    substitutions, deletions, insertions}}``, sorted by group; utterances whose group is None are left out."""
+    if len(groups) != len(utterances):
+        raise ValueError(f"group_wer: {len(groups)} groups for {len(utterances)} utterances")
+    acc: dict[str, list[int]] = {}
+    for u, g in zip(utterances, groups):
+        if g is None:
+            continue
+        a = acc.setdefault(str(g), [0, 0, 0, 0, 0])
+        for i, v in enumerate((1, u.ref_words, u.substitutions, u.deletions, u.insertions)):
+            a[i] += v
+    out = {}
+    for g in sorted(acc):
+        n, N, S, D, I = acc[g]
+        out[g] = {"wer": (S + D + I) / N if N else None, "n": n, "ref_words": N, "substitutions": S,
+                  "deletions": D, "insertions": I}
+    return out

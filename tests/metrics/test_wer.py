@@ -8,7 +8,7 @@ import random
 import jiwer
 import pytest
 
-from mmlora.metrics.wer import compute_wer, normalize_text, number_to_words, ordinal_words
+from mmlora.metrics.wer import compute_wer, group_wer, normalize_text, number_to_words, ordinal_words
 
 VOCAB = "the a cat dog sat on mat and then ran away quickly over hill don't it's o'clock".split()
 
@@ -97,6 +97,23 @@ def test_per_utterance_details_match_jiwer_per_pair():
     assert res.insertions == 3  # the empty reference's insertion still counts in the corpus
     json.dumps(res.to_dict())  # the report is plain JSON
     assert set(res.summary()) >= {"wer", "cer", "n", "substitutions", "deletions", "insertions"}
+
+
+def test_group_wer_equals_jiwer_on_each_group():
+    rng = random.Random(3)
+    vocab = "the cat sat on a mat and then ran far away".split()
+    refs = [" ".join(rng.choices(vocab, k=rng.randint(2, 9))) for _ in range(40)]
+    hyps = [" ".join(w for w in r.split() if rng.random() > 0.2) + rng.choice(["", " cat"]) for r in refs]
+    groups = [rng.choice(["a", "b", "c", None]) for _ in refs]
+    res = compute_wer(refs, hyps)
+    by = group_wer(res.utterances, groups)
+    assert sorted(by) == sorted({g for g in groups if g is not None})
+    for g, row in by.items():
+        sel = [i for i, x in enumerate(groups) if x == g]
+        assert row["n"] == len(sel)
+        assert row["wer"] == pytest.approx(jiwer.wer([refs[i] for i in sel], [hyps[i] for i in sel]))
+    with pytest.raises(ValueError, match="3 groups for 40"):
+        group_wer(res.utterances, ["a"] * 3)
 
 
 def test_normalize_false_and_custom_callable():

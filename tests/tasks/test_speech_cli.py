@@ -29,7 +29,7 @@ def corpus(tmp_path_factory):
         sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
         write_mp4(out / f"u{i}.mp4", (rng.random((n * 25 // 16000, 32, 32)) * 255).astype(np.uint8))
         lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "video": f"u{i}.mp4",
-                      "text": " ".join(words[j % 6] for j in range(i, i + 3))})
+                      "text": " ".join(words[j % 6] for j in range(i, i + 3)), "voice": f"v{i % 2}"})
     (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return out
 
@@ -78,6 +78,9 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     assert last["n"] == 3 and last["n_skipped"] == 1
     assert report["skipped"][0]["id"] == "gone" and "missing.flac" in report["skipped"][0]["error"]
     assert len(report["utterances"]) == 3 and {"reference", "hypothesis"} <= set(report["utterances"][0])
+    voices = [json.loads(line).get("voice") for line in lines[1:4]]
+    assert sum(v["n"] for v in report["by_voice"].values()) == 3 and set(report["by_voice"]) == set(voices)
+    assert sum(v["ref_words"] for v in report["by_voice"].values()) == report["ref_words"]
 
     assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--show"]) == 0
     shown = capsys.readouterr().out
