@@ -78,6 +78,8 @@ class CorpusConfig:
     val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
     fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
+    word_salad_frac: float = 0.0  # fraction of training clips reading a random word sequence (words of the sentence
+    # pools, seen >= 3 times) instead of a sentence: no language model can guess those, the audio must carry them
     exclude_texts: frozenset[str] = frozenset()  # sentences never used (compared lower-cased), e.g. the held-out
     # transcripts of another corpus, so that a second run adds training clips without leaking test sentences
     # share of clips per engine, split evenly among that engine's voices
@@ -166,6 +168,15 @@ def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, li
         ptr[src] += 1
         return queues[src][ptr[src] - 1], src
 
+    if not 0.0 <= cfg.word_salad_frac <= 1.0:
+        raise SystemExit(f"make-speech-corpus: --word-salad-frac must be in [0, 1], got {cfg.word_salad_frac}")
+    vocab = _salad_vocabulary(sents) if cfg.word_salad_frac > 0 else []
+
+    def salad(r: np.random.Generator) -> str:
+        k = int(r.integers(cfg.text.min_words, cfg.text.max_words + 1))
+        words = [vocab[int(i)] for i in r.integers(0, len(vocab), size=k)]
+        return words[0][:1].upper() + words[0][1:] + (" " if k > 1 else "") + " ".join(words[1:]) + "."
+
     a = cfg.augment
     plan: dict[str, list[_Utt]] = {}
     pools: dict[str, list[_Utt]] = {}
@@ -183,11 +194,27 @@ def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, li
             seed = [cfg.seed, code, i]
             r = np.random.default_rng(seed + [1])
             text, src = take(r)
+            if name == "train" and cfg.word_salad_frac > 0:  # its own generator: other draws stay as without it
+                rs = np.random.default_rng(seed + [2])
+                if rs.random() < cfg.word_salad_frac:
+                    text, src = salad(rs), "words"
             v = vs[int(r.choice(len(vs), p=_voice_probs(vs, cfg.engine_weights)))]
             pitch = int(r.integers(a.pitch_range[0], a.pitch_range[1] + 1)) if v.startswith("espeak:") else None
             utts.append(_Utt(name, i, v, text, src, round(float(r.uniform(*a.rate_range)), 3), pitch, seed))
         (pools if name.startswith("pool") else plan)[name] = utts
     return plan, pools
+
+
+def _salad_vocabulary(sents: dict[str, list[str]], min_count: int = 3) -> list[str]:
+    """Lower-case words (letters, inner ' or -) seen at least ``min_count`` times in the sentence pools, sorted."""
+    import re
+    from collections import Counter
+
+    counts = Counter(w for v in sents.values() for t in v for w in re.findall(r"[a-z]+(?:['-][a-z]+)*", t.lower()))
+    vocab = sorted(w for w, c in counts.items() if c >= min_count and w != "i")
+    if not vocab:
+        raise SystemExit("make-speech-corpus: no words for --word-salad-frac (the sentence pools are empty)")
+    return vocab
 
 
 def _voice_probs(vs: list[str], weights: dict[str, float]) -> np.ndarray:
@@ -473,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine-weights", default="flite=1,festival=1,espeak=1", help="share of clips per TTS engine")
     p.add_argument("--fortune-frac", type=float, default=0.6, help="fraction of sentences from fortunes (rest: KJV)")
     p.add_argument("--babble-pool", type=int, default=40, help="utterances per babble pool (train / eval)")
+    p.add_argument("--word-salad-frac", type=float, default=0.0,
+                   help="fraction of training clips that read a random word sequence instead of a sentence")
     p.add_argument("--exclude-text", default="", help="comma list of JSONL manifests whose 'text' sentences are never "
                    "used (e.g. another corpus's val/test splits)")
     p.add_argument("--workers", type=int, default=1, help="parallel TTS processes")
@@ -492,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, seed=args.seed, n={"train": args.n_train, "val": args.n_val, "test": args.n_test},
         voices=_names(args.voices), val_voices=_names(args.val_voices), test_voices=_names(args.test_voices),
         audio_format=args.audio_format, video=not args.no_video, workers=args.workers, fortune_frac=args.fortune_frac,
-        engine_weights=_weights(args.engine_weights), exclude_texts=_manifest_texts(_names(args.exclude_text)),
+        engine_weights=_weights(args.engine_weights), word_salad_frac=args.word_salad_frac, exclude_texts=_manifest_texts(_names(args.exclude_text)),
         text=TextConfig(min_words=args.min_words, max_words=args.max_words),
         opus_level=args.opus_level,
         augment=AugmentConfig(

@@ -353,6 +353,32 @@ def test_any_installed_espeak_variant_can_be_named_but_not_an_unknown_one(tmp_pa
         C._split_voices(C.CorpusConfig(voices=("espeak:en-us+nobody",)), _installed())
 
 
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
+                    reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
+def test_word_salad_replaces_only_training_texts_and_keeps_every_other_draw():
+    installed = ["flite:awb", "flite:slt", "espeak:en-us", "flite:rms", "espeak:en-029"]
+    base = C.CorpusConfig(n={"train": 400, "val": 10, "test": 10}, val_voices=("flite:rms",), test_voices=("espeak:en-029",))
+    voices = C._split_voices(base, installed)
+    plain, _ = C._plan(base, voices)
+    mixed, _ = C._plan(C.CorpusConfig(**{**base.__dict__, "word_salad_frac": 0.5}), voices)
+    again, _ = C._plan(C.CorpusConfig(**{**base.__dict__, "word_salad_frac": 0.5}), voices)
+    assert [u.text for u in again["train"]] == [u.text for u in mixed["train"]]
+    for split in ("val", "test"):
+        assert [u.text for u in mixed[split]] == [u.text for u in plain[split]]
+    salad = [u for u in mixed["train"] if u.source == "words"]
+    assert 0.4 < len(salad) / 400 < 0.6
+    vocab = set(C._salad_vocabulary(C.load_sentences(base.text)))
+    for u in salad:
+        words = u.text.rstrip(".").lower().split()
+        assert base.text.min_words <= len(words) <= base.text.max_words and set(words) <= vocab, u.text
+        assert u.text[0].isupper() and u.text.endswith(".")
+    for p, m in zip(plain["train"], mixed["train"]):  # voice, rate, pitch, seed drawn as without salad
+        assert (p.voice, p.rate, p.pitch, p.seed) == (m.voice, m.rate, m.pitch, m.seed)
+        assert m.source == "words" or m.text == p.text
+    with pytest.raises(SystemExit, match="word-salad-frac"):
+        C._plan(C.CorpusConfig(**{**base.__dict__, "word_salad_frac": 1.5}), voices)
+
+
 def test_exclude_text_reads_manifests_and_names_bad_lines(tmp_path):
     good = tmp_path / "test.jsonl"
     good.write_text('{"id": "a", "text": "One two."}\n\n{"id": "b", "text": "Three."}\n')
