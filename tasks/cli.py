@@ -60,7 +60,7 @@ def run_training(recipe: str, overrides: list[str] | None = None):
             return {}
         pipe = MediaPipeline(m, batch_size=cfg.eval.batch_size)
         rep = spec.evaluate(pipe, cfg.data.val_manifest, rates=cfg.eval.rates or None, records=val_records)
-        return {"val_wer": rep.get("wer") or 0.0}
+        return {} if rep.get("wer") is None else {"val_wer": rep["wer"]}
 
     result = train(model, train_ds, collate, cfg.train, param_groups=model.param_groups(), eval_fn=eval_fn,
                    lengths=train_ds.lengths())
@@ -82,7 +82,8 @@ def train(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
     print(json.dumps({"final_loss": result.final_loss, "steps": result.global_step,
-                      "skipped_samples": result.skipped_samples, "model": str(final) if final else None}))
+                      "skipped_samples": result.skipped_samples, "model": str(final) if final else None,
+                      **({"best": result.best, "best_model": str(Path(result.best_dir) / "model")} if result.best else {})}))
     return 0
 
 

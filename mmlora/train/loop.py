@@ -22,6 +22,7 @@ At the end ``output_dir/final`` holds the last weights, or the mean of the last
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -72,6 +73,8 @@ class TrainConfig:
     save_every: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 3  # newest checkpoints kept on disk; 0 = keep all
     eval_every: int = 0  # steps between eval_fn calls; 0 = only at the end
+    best_metric: str = ""  # an eval_fn metric (e.g. "wer"): output_dir/best holds the weights of its best evaluation
+    best_mode: Literal["min", "max"] = "min"  # whether lower or higher best_metric is better
     seed: int = 0  # seeds python/numpy/torch and the batch order
     resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | none | path to checkpoint-N
     average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
@@ -92,6 +95,7 @@ class TrainConfig:
                   (self.warmup_steps >= 0, "warmup_steps must be >= 0"), (self.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
                   (self.average_last >= 0, "average_last must be >= 0"), (self.num_workers >= 0, "num_workers must be >= 0"),
                   (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+                  (self.best_mode in ("min", "max"), "best_mode must be 'min' or 'max'"),
                   (len(self.betas) == 2, "betas must be two numbers")]
         for ok, msg in checks:
             if not ok:
@@ -110,6 +114,8 @@ class TrainResult:
     epoch: int  # passes over the data completed
     history: list[dict] = field(default_factory=list)  # logged scalars of this invocation, one dict per log step
     eval_history: list[dict] = field(default_factory=list)  # {"step", **eval_fn(...)} per evaluation
+    best_dir: str | None = None  # output_dir/best (weights of the best evaluation), when best_metric is set
+    best: dict | None = None  # {"step", "metric", "value"} of that evaluation
     skipped_samples: int = 0  # unreadable samples skipped over the whole run (all processes)
     tokens_seen: int = 0  # sum of num_tokens over the whole run (all processes)
     checkpoints: list[str] = field(default_factory=list)  # checkpoint folders on disk at the end
@@ -346,10 +352,17 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                         generator=torch.Generator().manual_seed(cfg.seed))  # leaves the global RNG alone
 
     step, pos, skipped, tokens_seen = 0, _Position(), 0, 0
+    best: dict | None = None  # {"step", "metric", "value"} of the best evaluation so far (restored on resume)
     if resume_from is not None:
         state = ck.load_checkpoint(accelerator, model, resume_from)
         step, pos = state["step"], _Position(state["epoch"], state["batch_in_epoch"])
         skipped, tokens_seen = state.get("skipped_samples", 0), state.get("tokens_seen", 0)
+        best = state.get("best")
+        on_disk = out_dir / "best" / "info.json"  # also covers a best found by the end-of-run evaluation
+        if cfg.best_metric and on_disk.is_file():
+            saved = json.loads(on_disk.read_text())
+            if saved.get("metric") == cfg.best_metric and "value" in saved:
+                best = {k: saved[k] for k in ("step", "metric", "value")}
         if state.get("num_processes", world) != world:
             log.warning("%s was written by %d processes, now %d: the data order after the resume differs",
                         resume_from, state["num_processes"], world)
@@ -372,7 +385,22 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
 
     def trainer_state() -> dict:
         return {"epoch": pos.epoch, "batch_in_epoch": pos.batch, "skipped_samples": skipped,
-                "tokens_seen": tokens_seen}
+                "tokens_seen": tokens_seen, "best": best}
+
+    def evaluate_and_keep_best() -> None:
+        nonlocal best
+        metrics = _evaluate(accelerator, model, eval_fn, step, result, logger)
+        if not cfg.best_metric:
+            return
+        value = metrics.get(cfg.best_metric)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            log.warning("best_metric %r is missing or not a finite number in the evaluation at step %d (%s)",
+                        cfg.best_metric, step, sorted(metrics))
+            return
+        if best is not None and (value >= best["value"] if cfg.best_mode == "min" else value <= best["value"]):
+            return
+        best = {"step": step, "metric": cfg.best_metric, "value": float(value)}
+        _write_best(accelerator, model, unwrapped, cfg, out_dir, best)
 
     result = TrainResult(global_step=step, epoch=pos.epoch,
                          resumed_from=str(resume_from) if resume_from is not None else None)
@@ -455,7 +483,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                 result.history.append({"step": step, **scalars})
                 logger.log(step, scalars)
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                _evaluate(accelerator, model, eval_fn, step, result, logger)
+                evaluate_and_keep_best()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 n_skip, n_tok = window.fold(accelerator)
                 skipped, tokens_seen = skipped + n_skip, tokens_seen + n_tok
@@ -470,7 +498,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
             ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(), save_pretrained=cfg.save_pretrained)
         result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
         if eval_fn is not None:
-            _evaluate(accelerator, model, eval_fn, step, result, logger)
+            evaluate_and_keep_best()
     finally:
         data.close()  # ends the epoch iterator (and its worker processes)
         logger.close()
@@ -482,10 +510,12 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     result.epoch = pos.epoch + int(pos.batch >= sampler.num_batches(pos.epoch))
     result.skipped_samples, result.tokens_seen = skipped, tokens_seen
     result.checkpoints = [str(p) for p in ck.list_checkpoints(out_dir)]
+    if best is not None:
+        result.best, result.best_dir = best, str(out_dir / "best")
     return result
 
 
-def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logger: RunLogger) -> None:
+def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logger: RunLogger) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     try:
@@ -495,6 +525,18 @@ def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logge
         model.train()
     result.eval_history.append({"step": step, **metrics})
     logger.log(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    return metrics
+
+
+def _write_best(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, best: dict) -> None:
+    """output_dir/best: the current trainable weights (+ model folder) and ``info.json`` = ``best``."""
+    fsdp = ck._is_fsdp(accelerator)
+    full = accelerator.get_state_dict(model) if fsdp else None
+    tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
+    if accelerator.is_main_process:
+        ck.write_final(unwrapped, out_dir / "best", tensors, dict(best), save_pretrained=cfg.save_pretrained and not fsdp)
+        log.info("best %s so far: %.4g at step %d -> %s", best["metric"], best["value"], best["step"], out_dir / "best")
+    accelerator.wait_for_everyone()
 
 
 def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step: int) -> Path:

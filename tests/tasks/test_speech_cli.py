@@ -108,6 +108,18 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     assert "empty.flac" in capsys.readouterr().err
 
 
+def test_train_keeps_the_best_validation_wer(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+               f"data.val_manifest={corpus / 'train.jsonl'}", "data.val_samples=2", "eval.max_new_tokens=3",
+               f"train.output_dir={out}", "train.max_steps=4", "train.eval_every=2", "train.best_metric=val_wer"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    info = json.loads((out / "best" / "info.json").read_text())
+    assert summary["best"] == info and info["metric"] == "val_wer" and info["step"] in (2, 4)
+    assert Path(summary["best_model"]) == out / "best" / "model" and (out / "best" / "model" / "config.json").is_file()
+
+
 def test_manifest_line_missing_a_field_is_named(tmp_path, capsys):
     m = tmp_path / "m.jsonl"
     m.write_text('{"id": "a", "audio": "a.flac", "text": "hi"}\n{"id": "b", "text": "no audio"}\n')

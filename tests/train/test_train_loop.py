@@ -243,3 +243,39 @@ def test_bf16_autocast_on_cpu_after_fp32_run(tmp_path):
     assert dtypes and all(d == torch.bfloat16 for d in dtypes)
     assert model.head.weight.dtype == torch.float32 and math.isfinite(res.final_loss)
     train(ToyRegressor(), ToySequences(n=8), pad_collate, cfg_for(tmp_path / "c", max_steps=1, mixed_precision="no"))
+
+
+def _scripted_eval(values):
+    it = iter(values)
+    return lambda model: {"score": next(it)}
+
+
+@pytest.mark.parametrize("mode,best_step", [("min", 4), ("max", 2)])
+def test_best_metric_keeps_the_weights_of_the_best_evaluation(tmp_path, mode, best_step):
+    from safetensors.torch import load_file
+
+    cfg = cfg_for(tmp_path, max_steps=6, eval_every=2, save_every=2, keep_last=0, best_metric="score", best_mode=mode)
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate, cfg, eval_fn=_scripted_eval([3.0, 1.0, 2.0]))
+    run = tmp_path / "run"
+    assert res.best == {"step": best_step, "metric": "score", "value": {4: 1.0, 2: 3.0}[best_step]}
+    assert json.loads((run / "best" / "info.json").read_text()) == res.best and res.best_dir == str(run / "best")
+    best = load_file(run / "best" / "trainable.safetensors")
+    same = load_file(run / f"checkpoint-{best_step}" / "trainable.safetensors")
+    last = load_file(run / "checkpoint-6" / "trainable.safetensors")
+    assert all(torch.equal(best[k], same[k]) for k in same) and any(not torch.equal(best[k], last[k]) for k in last)
+
+
+def test_best_metric_survives_resume_and_ignores_missing_values(tmp_path, caplog):
+    cfg = cfg_for(tmp_path, max_steps=4, eval_every=2, save_every=2, best_metric="score", resume="auto")
+    first = train(ToyRegressor(), ToySequences(n=16), pad_collate, cfg, eval_fn=_scripted_eval([3.0, 1.0]))
+    assert first.best["step"] == 4  # found by the end-of-run evaluation, after checkpoint-4 was written
+    cfg6 = cfg_for(tmp_path, max_steps=6, eval_every=2, save_every=2, best_metric="score", resume="auto")
+    again = train(ToyRegressor(), ToySequences(n=16), pad_collate, cfg6, eval_fn=_scripted_eval([2.0]))
+    assert again.best == {"step": 4, "metric": "score", "value": 1.0}  # 2.0 at step 6 is worse
+    with caplog.at_level("WARNING"):
+        res = train(ToyRegressor(), ToySequences(n=16), pad_collate,
+                    cfg_for(tmp_path / "b", max_steps=2, best_metric="wer"), eval_fn=lambda m: {"score": 1.0})
+    assert res.best is None and not (tmp_path / "b" / "run" / "best").exists()
+    assert "best_metric 'wer' is missing" in caplog.text
+    with pytest.raises(ValueError, match="best_mode"):
+        cfg_for(tmp_path, best_mode="lowest")
