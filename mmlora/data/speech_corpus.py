@@ -344,7 +344,8 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
     for name, utts in pools.items():
         got = dict(_synthesize(utts, cfg))
         pool_audio[name] = [got[k][0] for k in sorted(got) if got[k] is not None and len(got[k][0])]
-    looks = {v: Appearance.sample(np.random.default_rng([cfg.seed, 7, zlib.crc32(v.encode())])) for v in installed}
+    everyone = sorted(set(installed) | {v for vs in voices.values() for v in vs})  # named voices beyond the defaults too
+    looks = {v: Appearance.sample(np.random.default_rng([cfg.seed, 7, zlib.crc32(v.encode())])) for v in everyone}
 
     records: dict[str, list[dict]] = {}
     failed = 0

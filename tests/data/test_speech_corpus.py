@@ -351,6 +351,12 @@ def test_any_installed_espeak_variant_can_be_named_but_not_an_unknown_one(tmp_pa
     assert C._split_voices(cfg, _installed())["train"] == ["espeak:en-us+Storm", "espeak:en-gb-x-gbclan+m3"]
     with pytest.raises(SystemExit, match=r"not installed: espeak:en-us\+nobody"):
         C._split_voices(C.CorpusConfig(voices=("espeak:en-us+nobody",)), _installed())
+    # a whole corpus with lip videos over such a voice (each voice gets its own mouth appearance)
+    out = tmp_path / "c"
+    assert C.main(["--out", str(out), "--voices", "espeak:en-us+Storm", "--val-voices", "", "--test-voices", "",
+                   "--n-train", "2", "--n-val", "0", "--n-test", "0", "--max-words", "6", "--babble-pool", "2"]) == 0
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["voice"] for r in rows] == ["espeak:en-us+Storm"] * 2 and all((out / r["video"]).is_file() for r in rows)
 
 
 @pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
