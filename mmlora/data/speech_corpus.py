@@ -127,9 +127,9 @@ class _Utt:
 
 
 def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str]]:
-    pool = list(cfg.voices) or installed
     from .speech_tts import voice_available
 
+    pool = list(cfg.voices) or installed
     # voices beyond the default list (e.g. any espeak-ng "accent+variant") count when the engine has them
     installed = installed + [v for v in dict.fromkeys([*pool, *cfg.val_voices, *cfg.test_voices])
                              if v not in installed and voice_available(v)]
