@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The wider training corpora for the next ASR/AVSR run (docs/ASR.md "Next"): 336 voices (flite and festival training
+# voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
+# clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
+#
+#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS]
+#
+# FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
+# voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}
+PY=${PYTHON:-.venv/bin/python}
+ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
+VARIANTS="m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f5 klatt klatt2 klatt3 klatt4 klatt5 klatt6 Andy Annie Alex Alicia adam anika
+antonio aunty belinda benjamin boris caleb david ed edward grandma grandpa iven john linda max michel norbert paul pedro
+Mike Michael Lee Hugo Denis Marco Mario Storm Jacky Gene Henrique Diogo"
+VOICES="flite:kal,flite:kal16,flite:awb,flite:slt,festival:kal_diphone,festival:cmu_us_slt_arctic_hts"
+for a in $ACCENTS; do for v in $VARIANTS; do VOICES="$VOICES,espeak:$a+$v"; done; done
+COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 1 --voices "$VOICES"
+        --val-voices espeak:en-gb-scotland,festival:ked_diphone --test-voices espeak:en-029,espeak:en-us+f4,flite:rms
+        --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl" --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS")
+[ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
+    --no-video "${COMMON[@]}"
+for s in 4 5 6 7; do
+  [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
+      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}"
+done
