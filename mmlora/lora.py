@@ -235,19 +235,24 @@ class MultiLoRALinear(nn.Module):
             self.__dict__["_call"] = c  # plain attribute (nn.Module.__setattr__ is slow)
         return c
 
-    def _prepare(self, res: ResolvedRouting, key: tuple, x: Tensor) -> "_Call":
-        keep: list[int] = []  # plan space -> this layer's adapters; merged adapters already sit in the base weight
+    def _active(self, res: ResolvedRouting) -> tuple[list["LoRAAdapter"], Tensor | None, Tensor | None, tuple]:
+        """The adapters of ``res`` that act on this layer (merged ones already sit in the base
+        weight) and the routing ``(index, weights, shared)`` restricted to them; no adapters: ``[]``."""
+        keep: list[int] = []  # plan space -> this layer's adapters
         for i, name in enumerate(res.names):
             if name not in self.adapters:
                 raise KeyError(f"routing plan names adapter {name!r}, this layer has {list(self.adapters)}")
             if name not in self.merged:
                 keep.append(i)
-        if not keep:
-            return _Call(res, key, _NONE)
         index, weights, shared = res.index, res.weights, res.shared
-        if len(keep) != len(res.names):  # drop merged adapters from the index space
+        if keep and len(keep) != len(res.names):  # drop merged adapters from the index space
             index, weights, shared = _restrict(index, weights, shared, keep, len(res.names))
-        adapters = [self.adapters[res.names[i]] for i in keep]
+        return [self.adapters[res.names[i]] for i in keep], index, weights, shared
+
+    def _prepare(self, res: ResolvedRouting, key: tuple, x: Tensor) -> "_Call":
+        adapters, index, weights, shared = self._active(res)
+        if not adapters:
+            return _Call(res, key, _NONE)
         backend = resolve_backend(x)
         ops = backend_ops(backend) if backend != "torch" else None
         if ops is None or self.base_layer.weight.requires_grad:
@@ -289,19 +294,9 @@ class MultiLoRALinear(nn.Module):
     def _delta(self, x2d: Tensor, res: ResolvedRouting, base: nn.Linear | None = None) -> Tensor | None:
         """Route ``x2d [T, d_in]`` through the adapters named in ``res``; None if none act.
         With ``base``, return ``base(x2d) + delta`` (fused by the kernel backend when it can)."""
-        # plan space -> this layer's adapters; merged adapters already sit in the base weight
-        keep: list[int] = []
-        for i, name in enumerate(res.names):
-            if name not in self.adapters:
-                raise KeyError(f"routing plan names adapter {name!r}, this layer has {list(self.adapters)}")
-            if name not in self.merged:
-                keep.append(i)
-        if not keep:
+        adapters, index, weights, shared = self._active(res)
+        if not adapters:
             return None
-        index, weights, shared = res.index, res.weights, res.shared
-        if len(keep) != len(res.names):  # drop merged adapters from the index space
-            index, weights, shared = _restrict(index, weights, shared, keep, len(res.names))
-        adapters = [self.adapters[res.names[i]] for i in keep]
         # adapters with different dropout see differently dropped inputs: one call per group
         groups: dict[float, list[int]] = {}
         for j, ad in enumerate(adapters):
