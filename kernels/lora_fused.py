@@ -232,13 +232,21 @@ class _FusedLoRA(torch.autograd.Function):
             dxl = d_l
         if W is not None and need[2]:
             dW = dy.t() @ x
-        if need[3]:
-            db = dy.sum(0)
-        if need[4]:
-            dM = dhm * h.to(dhm.dtype)
-            if M.shape[0] == 1:
-                dM = dM.sum(0, keepdim=True)
+        db, dM = bias_and_coef_grads(dy, dhm, h, M, need[3], need[4])
         return (dx, dxl, dW, db, dM, None, *ctx.meta.param_grads(dA, dB))
+
+
+def bias_and_coef_grads(dy: Tensor, dhm: Tensor | None, h: Tensor | None, M: Tensor, need_bias: bool,
+                        need_coef: bool) -> tuple[Tensor | None, Tensor | None]:
+    """``(d bias, d M)`` of ``y = ... + b + (h * M) B^T``: ``sum_t dy`` and ``dhm * h`` (summed over
+    tokens when ``M`` is one broadcast row); None where not needed."""
+    db = dy.sum(0) if need_bias else None
+    dM = None
+    if need_coef:
+        dM = dhm * h.to(dhm.dtype)
+        if M.shape[0] == 1:
+            dM = dM.sum(0, keepdim=True)
+    return db, dM
 
 
 def fused_lora_linear(x: Tensor, weight: Tensor | None, bias: Tensor | None, A, B, ranks: Sequence[int],

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lora_fused import _Meta, autocast_dtype, fast_apply
+from .lora_fused import _Meta, autocast_dtype, bias_and_coef_grads, fast_apply
 
 __all__ = ["ACTIVATIONS", "activation_kind", "fused_gated_mlp", "is_gated_mlp", "gated_mlp_forward", "patch_gated_mlps",
            "unpatch_gated_mlps"]
@@ -160,17 +160,12 @@ class _FusedGatedMLP(torch.autograd.Function):
         h, a = _act_mul(ops, g, u, ctx.act, keep_a=True)
         dh = dy @ W
         dh, dA, dB, dhm = ops.backward(dy, h, A, B, M, hm, dh, need_dx=True, need_dhm=need[4])
-        dW = dM = db = None
+        dW = None
         if need[2]:  # only when the base weight trains (not the fused path's use)
             dW = dy.t() @ h
         del h
         dg, du = _act_mul_backward(ops, dh, g, u, a, ctx.act, need[0], need[1])
-        if need[3]:
-            db = dy.sum(0)
-        if need[4]:
-            dM = dhm * hl.to(dhm.dtype)
-            if M.shape[0] == 1:
-                dM = dM.sum(0, keepdim=True)
+        db, dM = bias_and_coef_grads(dy, dhm, hl, M, need[3], need[4])
         return (dg, du, dW, db, dM, None, None, *ctx.meta.param_grads(dA, dB))
 
 
