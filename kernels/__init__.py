@@ -12,12 +12,12 @@ from functools import partial
 
 import torch
 
-from .lora import (available_backends, backend_ops, lora_delta, lora_delta_reference, lora_linear,
+from .lora import (available_backends, backend_ops, forced_backend, lora_delta, lora_delta_reference, lora_linear,
                    lora_linear_reference, register_backend, resolve_backend)
 from .lora_fused import fused_lora_delta, fused_lora_linear, torch_ops
 
 __all__ = ["lora_delta", "lora_delta_reference", "lora_linear", "lora_linear_reference", "register_backend",
-           "available_backends", "resolve_backend", "backend_ops", "HAS_TRITON"]
+           "available_backends", "resolve_backend", "backend_ops", "forced_backend", "HAS_TRITON"]
 
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 

@@ -31,7 +31,8 @@ adapter's shrink and the in-place routed expand in one autograd function (``lora
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -163,6 +164,24 @@ def stack_adapters(A, B, ranks: Sequence[int], dtype: torch.dtype | None = None)
     A_s = torch.stack([pad(a.to(dtype), (0, 0, 0, r_max - a.shape[0])) for a in A])
     B_s = torch.stack([pad(b.to(dtype), (0, r_max - b.shape[1])) for b in B])
     return A_s, B_s
+
+
+@contextmanager
+def forced_backend(name: str | None) -> Iterator[None]:
+    """Set ``MMLORA_KERNELS`` to ``name`` (None: unset, i.e. the device default) inside the block;
+    the previous value comes back afterwards."""
+    old = os.environ.get("MMLORA_KERNELS")
+    if name is None:
+        os.environ.pop("MMLORA_KERNELS", None)
+    else:
+        os.environ["MMLORA_KERNELS"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MMLORA_KERNELS", None)
+        else:
+            os.environ["MMLORA_KERNELS"] = old
 
 
 def _backend_from_env() -> str | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -219,6 +218,7 @@ def profile_step(step, title: str, rows: int = 14) -> str:
 
 def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool = False,
                  graph: bool = False, without_fused_mlp: bool = False) -> list[dict]:
+    from mmlora.kernels import forced_backend
     from mmlora.lora import LoRASpec, adapter_parameters, attach
 
     rows = []
@@ -262,17 +262,16 @@ def run_training(cfg: BenchConfig, backends: list[str], log=print, profile: bool
 
     spec = LoRASpec(cfg.rank, cfg.alpha)
     for backend in backends:
-        os.environ["MMLORA_KERNELS"] = backend
-        for fused_mlp in ((True, False) if without_fused_mlp else (True,)):
-            label = backend if fused_mlp else f"{backend}, no fused MLP"
-            for name, (plan, names) in plans(cfg).items():
-                model = build_model(cfg)
-                attach(model, {n: spec for n in names}, TARGETS, fused_mlp=fused_mlp)
-                params = [p for n in names for p in adapter_parameters(model, n)]
-                record(f"mmlora {name}", label, make_step(model, params, ids, plan), (model, params, ids, plan))
-                del model, params
-                _free()
-    os.environ.pop("MMLORA_KERNELS", None)
+        with forced_backend(backend):
+            for fused_mlp in ((True, False) if without_fused_mlp else (True,)):
+                label = backend if fused_mlp else f"{backend}, no fused MLP"
+                for name, (plan, names) in plans(cfg).items():
+                    model = build_model(cfg)
+                    attach(model, {n: spec for n in names}, TARGETS, fused_mlp=fused_mlp)
+                    params = [p for n in names for p in adapter_parameters(model, n)]
+                    record(f"mmlora {name}", label, make_step(model, params, ids, plan), (model, params, ids, plan))
+                    del model, params
+                    _free()
     return rows
 
 
@@ -281,6 +280,7 @@ def run_inference(cfg: BenchConfig, backend: str, log=print) -> list[dict]:
     """Forward only, mixed adapters per sample: PEFT ``adapter_names`` vs mmlora by_sample."""
     import peft
 
+    from mmlora.kernels import forced_backend
     from mmlora.lora import LoRASpec, attach
     from mmlora.routing import RoutingPlan, routing
 
@@ -310,13 +310,12 @@ def run_inference(cfg: BenchConfig, backend: str, log=print) -> list[dict]:
     model = build_model(cfg).eval()
     attach(model, {n: LoRASpec(cfg.rank, cfg.alpha) for n in ADAPTERS[:3]}, TARGETS)
     plan = RoutingPlan.by_sample(per_sample)
-    os.environ["MMLORA_KERNELS"] = backend
 
     def fwd():
         with routing(model, plan):
             model(input_ids=ids)
-    rec(f"mmlora by_sample ({backend})", fwd)
-    os.environ.pop("MMLORA_KERNELS", None)
+    with forced_backend(backend):
+        rec(f"mmlora by_sample ({backend})", fwd)
     del model
     _free()
     return rows
@@ -419,6 +418,7 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
     saves the attention probabilities, which the CUDA kernels do not: compare the differences.)"""
     import transformers as tf
 
+    from mmlora.kernels import forced_backend
     from mmlora.lora import LoRASpec, adapter_parameters, attach
     from mmlora.routing import RoutingPlan, routing
 
@@ -427,10 +427,8 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
                           num_key_value_heads=cfg.kv_heads, max_position_embeddings=max(cfg.seq, 64),
                           attn_implementation="sdpa")
     ids = torch.zeros(cfg.batch, cfg.seq, dtype=torch.long, device="meta")
-    old = os.environ.get("MMLORA_KERNELS")
-    os.environ["MMLORA_KERNELS"] = backend
     rows = []
-    try:
+    with forced_backend(backend):
         for name, fused_mlp in (("frozen base", None), ("mmlora single, no fused MLP", False),
                                 ("mmlora single, fused MLP", True)):
             with torch.device("meta"):
@@ -459,11 +457,6 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
             rows.append(dict(variant=name, gib=gib, n=len(saved)))
             log(f"[saved] {name:30s} {gib:8.3f} GiB in {len(saved)} tensors")
             del model
-    finally:
-        if old is None:
-            os.environ.pop("MMLORA_KERNELS", None)
-        else:
-            os.environ["MMLORA_KERNELS"] = old
     return rows
 
 

@@ -296,3 +296,20 @@ def test_gpu_training_same_loss_curve(dtype, tol):
     ref, fused = torch.tensor(ref), torch.tensor(fused)
     assert ref[-1] < ref[0]  # it trains
     assert ((fused - ref).abs() / ref.abs()).max() < tol, (ref, fused)
+
+
+def test_forced_backend_sets_and_restores_the_env(monkeypatch):
+    from mmlora.kernels import forced_backend
+
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    x = torch.zeros(2, 3)
+    with forced_backend("torch"):
+        assert os.environ["MMLORA_KERNELS"] == "torch" and resolve_backend(x) == "torch"
+        with forced_backend(None):
+            assert "MMLORA_KERNELS" not in os.environ
+        assert os.environ["MMLORA_KERNELS"] == "torch"
+    assert os.environ["MMLORA_KERNELS"] == "fused"
+    monkeypatch.delenv("MMLORA_KERNELS")
+    with pytest.raises(RuntimeError), forced_backend("fused"):
+        raise RuntimeError("boom")
+    assert "MMLORA_KERNELS" not in os.environ

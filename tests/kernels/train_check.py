@@ -1,9 +1,9 @@
 """A short training run of a tiny Llama with routed adapters, reference vs fused backend."""
 from __future__ import annotations
 
-import os
-
 import torch
+
+from mmlora.kernels import forced_backend
 
 
 def _run(device: str, dtype: torch.dtype, backend: str | None, steps: int, seed: int = 0) -> list[float]:
@@ -12,12 +12,7 @@ def _run(device: str, dtype: torch.dtype, backend: str | None, steps: int, seed:
     from mmlora.lora import LoRASpec, adapter_parameters, attach
     from mmlora.routing import RoutingPlan, routing
 
-    old = os.environ.get("MMLORA_KERNELS")
-    if backend is None:
-        os.environ.pop("MMLORA_KERNELS", None)
-    else:
-        os.environ["MMLORA_KERNELS"] = backend
-    try:
+    with forced_backend(backend):
         torch.manual_seed(seed)
         cfg = tf.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
@@ -39,11 +34,6 @@ def _run(device: str, dtype: torch.dtype, backend: str | None, steps: int, seed:
             opt.zero_grad(set_to_none=True)
             losses.append(loss.detach().item())
         return losses
-    finally:
-        if old is None:
-            os.environ.pop("MMLORA_KERNELS", None)
-        else:
-            os.environ["MMLORA_KERNELS"] = old
 
 
 def loss_curves(device: str, dtype: torch.dtype, backend: str | None, steps: int = 10) -> tuple[list[float], list[float]]:
