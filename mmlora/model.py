@@ -51,13 +51,9 @@ class MediaConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.spec_augment, dict):
-            from dataclasses import fields as _fields
+            from .config import from_dict
 
-            names = {f.name for f in _fields(SpecAugmentConfig)}
-            bad = sorted(set(self.spec_augment) - names)
-            if bad:
-                raise ValueError(f"media.spec_augment: unknown field(s) {bad}; valid: {sorted(names)}")
-            self.spec_augment = SpecAugmentConfig(**self.spec_augment)
+            self.spec_augment = from_dict(SpecAugmentConfig, self.spec_augment, source="media.spec_augment")
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_model_masks_features_in_training_only():
                                        "spec_augment": {"time_masks": 2, "time_width": 0.5}}})
     model = MultimodalLM.build(cfg, encoders={"audio": FakeEncoder()})
     assert ModelConfig.from_dict(cfg.to_dict()).media["audio"].spec_augment == cfg.media["audio"].spec_augment
-    with pytest.raises(ValueError, match="spec_augment: unknown field"):
+    with pytest.raises(ValueError, match="media.spec_augment: field 'time_mask': unknown key 'time_mask'"):
         ModelConfig(media={"audio": {"spec_augment": {"time_mask": 1}}})
     feats = {"audio": Features(torch.randn(2, 40, 12), torch.ones(2, 40, dtype=torch.bool), 50.0)}
     model.eval()
