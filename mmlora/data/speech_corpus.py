@@ -460,19 +460,17 @@ def _names(s: str) -> tuple[str, ...]:
 
 def _manifest_texts(paths: tuple[str, ...]) -> frozenset[str]:
     """The ``text`` fields of JSONL manifests (a missing file or a line without text names itself)."""
+    from .jsonl import iter_jsonl
+
     out: set[str] = set()
     for path in paths:
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise SystemExit(f"make-speech-corpus: --exclude-text {path}: {e.strerror or e}") from None
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                out.add(str(json.loads(line)["text"]))
-            except (ValueError, KeyError, TypeError):
-                raise SystemExit(f"make-speech-corpus: --exclude-text {path}:{i}: not a JSON object with 'text'") from None
+            for i, rec in iter_jsonl(path):
+                if "text" not in rec:
+                    raise ValueError(f"{path}:{i}: no 'text' field")
+                out.add(str(rec["text"]))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"make-speech-corpus: --exclude-text {e}") from None
     return frozenset(out)
 
 

@@ -391,7 +391,10 @@ def test_exclude_text_reads_manifests_and_names_bad_lines(tmp_path):
     assert C._manifest_texts((str(good),)) == {"One two.", "Three."}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
-    with pytest.raises(SystemExit, match=r"bad.jsonl:2: not a JSON object with 'text'"):
+    with pytest.raises(SystemExit, match=r"bad.jsonl:2: no 'text' field"):
         C._manifest_texts((str(bad),))
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{oops\n')
+    with pytest.raises(SystemExit, match=r"broken.jsonl:2: not valid JSON"):
+        C._manifest_texts((str(tmp_path / "broken.jsonl"),))
     with pytest.raises(SystemExit, match="nothere.jsonl"):
         C._manifest_texts((str(tmp_path / "nothere.jsonl"),))
