@@ -530,19 +530,15 @@ def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logge
 
 def _write_best(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, best: dict) -> None:
     """output_dir/best: the current trainable weights (+ model folder) and ``info.json`` = ``best``."""
-    fsdp = ck._is_fsdp(accelerator)
-    full = accelerator.get_state_dict(model) if fsdp else None
-    tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
+    _write_weights(accelerator, model, unwrapped, cfg, out_dir / "best", dict(best))
     if accelerator.is_main_process:
-        ck.write_final(unwrapped, out_dir / "best", tensors, dict(best), save_pretrained=cfg.save_pretrained and not fsdp)
         log.info("best %s so far: %.4g at step %d -> %s", best["metric"], best["value"], best["step"], out_dir / "best")
-    accelerator.wait_for_everyone()
 
 
 def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step: int) -> Path:
     """Write output_dir/final: last weights, or the mean of the last N checkpoints (loaded too)."""
-    fsdp = ck._is_fsdp(accelerator)
     info: dict = {"step": step}
+    tensors = None
     if cfg.average_last > 1:
         ckpts = ck.list_checkpoints(out_dir)[-cfg.average_last:]
         if len(ckpts) < cfg.average_last:
@@ -550,16 +546,23 @@ def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step
                         cfg.average_last, len(ckpts))
         tensors = ck.average_checkpoints(ckpts)
         info["averaged"] = [p.name for p in ckpts]
-        if not fsdp:
+        if not ck._is_fsdp(accelerator):
             ck.load_trainable(unwrapped, tensors)
-    else:
+    return _write_weights(accelerator, model, unwrapped, cfg, out_dir / "final", info, tensors)
+
+
+def _write_weights(accelerator, model, unwrapped, cfg: TrainConfig, out: Path, info: dict,
+                   tensors: dict | None = None) -> Path:
+    """``out`` via :func:`checkpoint.write_final` (main process) from ``tensors``, or the model's current
+    trainable weights (gathered under FSDP); every process waits for it."""
+    fsdp = ck._is_fsdp(accelerator)
+    if tensors is None:
         full = accelerator.get_state_dict(model) if fsdp else None
         tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
-    final = out_dir / "final"
     if accelerator.is_main_process:
-        ck.write_final(unwrapped, final, tensors, info, save_pretrained=cfg.save_pretrained and not fsdp)
+        ck.write_final(unwrapped, out, tensors, info, save_pretrained=cfg.save_pretrained and not fsdp)
     accelerator.wait_for_everyone()
-    return final
+    return out
 
 
 class _Window:
