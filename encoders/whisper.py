@@ -188,13 +188,10 @@ class WhisperAudioEncoder(Encoder):
             waves.append(w)
         n = [frames_for(w.size) for w in waves]
         mel = self.log_mel(waves, None if self.cfg.full_context else max(n)).to(self.device, self.dtype)
-        valid = None
-        if self.cfg.mask_padding and not self.cfg.full_context:
-            valid = torch.arange(max(n), device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
-        h, hidden = self._forward(mel, output_hidden_states, valid)
-        mask = torch.arange(h.shape[1], device=h.device)[None, :] < torch.tensor(n, device=h.device)[:, None]
         N = max(n)
-        mask = mask[:, :N]
+        mask = torch.arange(N, device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
+        h, hidden = self._forward(mel, output_hidden_states,
+                                  mask if self.cfg.mask_padding and not self.cfg.full_context else None)
         x = h[:, :N] * mask[..., None]
         hs = tuple(t[:, :N] * mask[..., None] for t in hidden) if output_hidden_states else None
         return Features(x, mask, self.rate_hz, 1, hs, mask if hs is not None else None)
