@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("mmlora.assets:main", "install/convert the offline pretrained weights and show their status"),
     "train": ("mmlora.tasks.cli:train", "train a task from a YAML recipe: mmlora train RECIPE.yaml key=value ..."),
     "evaluate": ("mmlora.tasks.cli:evaluate", "evaluate a trained model on a manifest (WER, caption metrics)"),
+    "cache-features": ("mmlora.tasks.cli:cache_features", "fill a recipe's data.feature_cache before training (parallel decoding)"),
     "transcribe": ("mmlora.tasks.cli:transcribe", "transcribe audio (and optional lip video) files"),
     "make-speech-corpus": ("mmlora.data.speech_corpus:main", "generate a TTS speech (+ lip video) corpus"),
     "make-caption-corpus": ("mmlora.data.caption_world:main", "generate procedural audio-visual caption clips"),

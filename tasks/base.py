@@ -26,6 +26,8 @@ class TaskSpec:
     build_data: Callable[[Any, Any], tuple]  # (run_cfg, model) -> (train_dataset, val_records or None)
     evaluate: Callable[..., dict]        # (pipeline, manifest, **opts) -> report dict
     description: str = ""
+    media_paths: Callable[..., dict] | None = None  # (manifests, modalities) -> {modality: [file paths]}
+    # (mmlora cache-features); None: the task has no feature cache
 
 
 def run_config_class(name: str, data_cls: type, default_task: str) -> type:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -159,4 +160,54 @@ def transcribe(argv: list[str]) -> int:
     names = args.audio or args.video
     for name, text in zip(names, texts):
         print(f"{name}\t{text}")
+    return 0
+
+
+def cache_features(argv: list[str]) -> int:
+    """Fill a recipe's ``data.feature_cache`` before training, decoding in parallel workers."""
+    p = argparse.ArgumentParser(
+        prog="mmlora cache-features",
+        description="Encode every media file of the recipe's manifests with its frozen encoders and write the "
+                    "entries to data.feature_cache, so training reads features from the first step. Files "
+                    "already cached are skipped; unreadable files are skipped, counted and named.")
+    p.add_argument("recipe", help="the training recipe (its model.media encoders and data.feature_cache are used)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, as for mmlora train")
+    p.add_argument("--manifest", action="append", help="manifest(s) to cache (default: data.train_manifest)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    args = p.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        return _fail(f"overrides must look like key=value, got {bad}")
+    import torch
+
+    from mmlora.data import media as media_io
+    from mmlora.data.feature_cache import FeatureCache
+    from mmlora.encoders import build_encoder
+    from mmlora.train.loop import _mixed_precision
+
+    try:
+        spec, cfg = load_run_config(args.recipe, args.overrides)
+        root = getattr(cfg.data, "feature_cache", None)
+        if not root:
+            raise ValueError(f"{args.recipe}: data.feature_cache is not set (give data.feature_cache=DIR)")
+        manifests = args.manifest or [cfg.data.train_manifest]
+        mods = [m for m in spec.modalities if m in cfg.model.media]
+        if spec.media_paths is None:
+            raise ValueError(f"task {spec.name!r} has no feature cache")
+        paths = spec.media_paths(manifests, mods)
+    except (ValueError, FileNotFoundError, KeyError, AttributeError) as e:
+        return _fail(str(e))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = _mixed_precision(cfg.train.mixed_precision) if device.type == "cuda" else "no"
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "no")
+    loaders = {"audio": media_io.load_audio, "video": media_io.load_video, "image": media_io.load_image}
+    cache, report = FeatureCache(root), {}
+    for mod in mods:
+        enc = build_encoder(cfg.model.media[mod].encoder).to(device)
+        report[mod] = cache.fill(enc, paths[mod], loaders[mod], output_hidden_states=cfg.model.media[mod].hidden_states,
+                                 batch_size=args.batch_size, workers=args.workers, autocast=autocast,
+                                 progress=sys.stderr.isatty())
+    print(json.dumps({"feature_cache": str(root), **report}))
     return 0

@@ -218,6 +218,16 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
     return train, val
 
 
+def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
+    """Every media file the manifests name, per modality, in manifest order (``mmlora cache-features``)."""
+    out: dict[str, list[Path]] = {m: [] for m in modalities}
+    for manifest in manifests:
+        for rec in read_manifest(manifest, need=tuple(modalities)):
+            for m in modalities:
+                out[m].append(getattr(rec, m))
+    return out
+
+
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
                     records: list[Record] | None = None, **gen) -> dict:
@@ -282,4 +292,5 @@ def _register() -> None:
     ]:
         cls_name = "".join(w.capitalize() for w in name.split("_")) + "RunConfig"
         register(TaskSpec(name=name, modalities=mods, run_config=run_config_class(cls_name, SpeechDataConfig, name),
-                          build_data=build_speech_data, evaluate=evaluate_speech, description=doc))
+                          build_data=build_speech_data, evaluate=evaluate_speech, description=doc,
+                          media_paths=speech_media_paths))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.data
 from torch import Tensor
 
 
@@ -160,11 +161,82 @@ class FeatureCache:
         todo = [i for i, it in enumerate(items) if it is None]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s : s + batch_size]
-            feats = encoder.encode([loader(Path(paths[i])) for i in chunk], output_hidden_states=output_hidden_states)
-            rate, tps = feats.rate_hz, feats.tokens_per_step
-            for i, item in zip(chunk, feats.unbatch()):
-                items[i] = {k: v.cpu() for k, v in item.items()}
-                self.save(keys[i], items[i], {"rate_hz": rate, "tokens_per_step": tps, "encoder_id": eid,
-                                              "source": str(paths[i])})
-            self.stats.misses += len(chunk)
+            done, rate, tps = self._encode_and_save(encoder, [paths[i] for i in chunk], [keys[i] for i in chunk],
+                                                    [loader(Path(paths[i])) for i in chunk], output_hidden_states)
+            for i, item in zip(chunk, done):
+                items[i] = item
         return Features.collate(items, rate_hz=rate, tokens_per_step=tps)
+
+    def _encode_and_save(self, encoder, paths: Sequence, keys: Sequence[str], decoded: list,
+                         output_hidden_states: bool) -> tuple[list[dict[str, Tensor]], float | None, int]:
+        """Encode one batch of decoded items and write one entry per item: ``(items, rate_hz, tokens_per_step)``."""
+        feats = encoder.encode(decoded, output_hidden_states=output_hidden_states)
+        out = []
+        for path, key, item in zip(paths, keys, feats.unbatch()):
+            item = {k: v.cpu() for k, v in item.items()}
+            self.save(key, item, {"rate_hz": feats.rate_hz, "tokens_per_step": feats.tokens_per_step,
+                                  "encoder_id": encoder.encoder_id, "source": str(path)})
+            out.append(item)
+        self.stats.misses += len(out)
+        return out, feats.rate_hz, feats.tokens_per_step
+
+    def fill(self, encoder, paths: Sequence[str | os.PathLike], loader: Callable[[Path], Any],
+             preprocess: Any = None, output_hidden_states: bool = False, batch_size: int = 32, workers: int = 0,
+             autocast: torch.dtype | None = None, progress: bool = False) -> dict[str, int]:
+        """Write an entry for every path that has none yet, before training (``mmlora cache-features``).
+
+        Files are decoded by ``loader`` in ``workers`` DataLoader processes while the main process
+        encodes (under ``torch.autocast(autocast)`` when given, as the training loop does) and writes:
+        the first epoch of a run then reads only. Keys are those of :meth:`encode`. A file that cannot
+        be decoded is skipped, counted and named in one warning. Returns ``{"files", "cached",
+        "written", "failed"}`` (``cached``: entries already there).
+        """
+        from torch.utils.data import DataLoader
+
+        unique = list(dict.fromkeys(str(p) for p in paths))
+        eid = encoder.encoder_id
+        keys = {p: self.key(p, eid, preprocess, output_hidden_states) for p in unique}
+        todo = [p for p in unique if not self.entry_path(keys[p]).is_file()]
+        counts = {"files": len(unique), "cached": len(unique) - len(todo), "written": 0, "failed": 0}
+        failed: list[str] = []
+        dl = DataLoader(_Decoded(todo, loader), batch_size=batch_size, num_workers=workers, collate_fn=list)
+        device = encoder.device
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"caching {encoder.kind}", unit="file")
+        for batch in dl:
+            good = [(p, x) for p, x, err in batch if err is None]
+            failed += [f"{p} ({err})" for p, _, err in batch if err is not None]
+            if good:
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    done, _, _ = self._encode_and_save(encoder, [p for p, _ in good], [keys[p] for p, _ in good],
+                                                       [x for _, x in good], output_hidden_states)
+                counts["written"] += len(done)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        counts["failed"] = len(failed)
+        if failed:
+            warnings.warn(f"feature cache: skipped {len(failed)} unreadable file(s): " + "; ".join(failed[:5])
+                          + (" ..." if len(failed) > 5 else ""), stacklevel=2)
+        return counts
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """``(path, decoded item or None, error or None)`` per path: decoding runs in the DataLoader's workers."""
+
+    def __init__(self, paths: list[str], loader: Callable[[Path], Any]):
+        self.paths, self.loader = paths, loader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        p = self.paths[i]
+        try:
+            return p, self.loader(Path(p)), None
+        except Exception as e:  # noqa: BLE001 - any decode failure: skip the file, named
+            return p, None, f"{type(e).__name__}: {e}"

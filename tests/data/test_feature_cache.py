@@ -126,3 +126,25 @@ def test_hidden_states_round_trip(tmp_path, clips):
     assert torch.equal(a.hidden_mask, b.hidden_mask) and torch.equal(b.hidden_mask, b.mask)
     with pytest.raises(FileNotFoundError, match="gone.wav"):
         cache.encode(enc, [tmp_path / "gone.wav"], load_audio)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_fill_writes_the_entries_encode_reads(tmp_path, clips, workers):
+    """``fill`` (decoding in worker processes) writes exactly the entries ``encode`` looks up;
+    an unreadable file is skipped, counted and named; a second fill writes nothing."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    enc, cache = Counting(), FeatureCache(tmp_path / "cache")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable file.*bad.wav"):
+        counts = cache.fill(enc, [*clips, bad, clips[0]], load_audio, preprocess=AudioConfig(), batch_size=2,
+                            workers=workers)
+    assert counts == {"files": 4, "cached": 0, "written": 3, "failed": 1}
+    assert enc.encoded == 3
+    enc.encoded = 0
+    got = FeatureCache(tmp_path / "cache").encode(enc, clips, load_audio, preprocess=AudioConfig())
+    assert enc.encoded == 0  # all hits
+    direct = enc.encode([load_audio(p) for p in clips])
+    torch.testing.assert_close(got.x, direct.x, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.mask, direct.mask)
+    assert cache.fill(enc, clips, load_audio, preprocess=AudioConfig()) == {"files": 3, "cached": 3, "written": 0,
+                                                                           "failed": 0}

@@ -222,3 +222,23 @@ def test_babble_noise_at_the_asked_snr_from_a_pool_decoded_once(corpus, monkeypa
         assert abs(float(snr)) < 1.0  # babble is ~uncorrelated with the target: about 0 dB
         assert not torch.equal(mix, clean)
     assert torch.equal(ds.noisy(clean, 0, 0.0, np.random.default_rng(5)), ds.noisy(clean, 0, 0.0, np.random.default_rng(5)))
+
+
+def test_cache_features_fills_the_cache_training_reads(corpus, tmp_path, capsys):
+    """`mmlora cache-features` writes an entry per audio and video file of the manifest, with the
+    keys training uses: the first epoch then has no cache miss."""
+    cache = tmp_path / "cache"
+    args = ["recipes/avsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", f"data.feature_cache={cache}"]
+    assert main(["cache-features", *args, "--workers", "2", "--batch-size", "3"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["audio"] == {"files": 8, "cached": 0, "written": 8, "failed": 0}
+    assert report["video"] == {"files": 8, "cached": 0, "written": 8, "failed": 0}
+    out = tmp_path / "run"
+    assert main(["train", *args, f"train.output_dir={out}", "train.max_steps=2", "train.batch_size=4",
+                 "train.log_every=1", "train.save_every=0"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train/feature_cache_misses" in r]
+    assert [r["train/feature_cache_misses"] for r in steps] == [0, 0]
+    assert [r["train/feature_cache_hits"] for r in steps] == [8, 16]  # audio + video per sample
+    assert main(["cache-features", *args[:2]]) == 2
+    assert "data.feature_cache is not set" in capsys.readouterr().err
