@@ -84,8 +84,9 @@ def train(argv: list[str]) -> int:
         return _fail(str(e))
     print(json.dumps({"final_loss": result.final_loss, "steps": result.global_step,
                       "skipped_samples": result.skipped_samples, "model": str(final) if final else None,
-                      **({"best": result.best, "best_model": str(Path(result.best_dir) / "model")} if result.best else {})}))
-    return 0
+                      **({"best": result.best, "best_model": str(Path(result.best_dir) / "model")} if result.best else {}),
+                      **({"interrupted": True} if result.interrupted else {})}))
+    return 3 if result.interrupted else 0  # 3: stopped by SIGTERM/SIGINT, checkpoint saved: rerun to resume
 
 
 def _parse_rates(text: str | None, modalities) -> dict[str, int] | None:

@@ -121,6 +121,7 @@ class TrainResult:
     checkpoints: list[str] = field(default_factory=list)  # checkpoint folders on disk at the end
     final_dir: str | None = None  # output_dir/final
     resumed_from: str | None = None  # checkpoint this invocation started from
+    interrupted: bool = False  # stopped early by SIGTERM / SIGINT: checkpoint written, no final/; rerun to resume
 
     @property
     def final_loss(self) -> float | None:
@@ -411,7 +412,18 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     data = stream()
     last_good = None
     n_reasons_logged = 0
+    def save_checkpoint() -> None:
+        nonlocal skipped, tokens_seen, last_saved
+        n_skip, n_tok = window.fold(accelerator)
+        skipped, tokens_seen = skipped + n_skip, tokens_seen + n_tok
+        ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(), save_pretrained=cfg.save_pretrained)
+        last_saved = step
+        if main:
+            ck.prune_checkpoints(out_dir, cfg.keep_last)
+        accelerator.wait_for_everyone()
+
     model.train()
+    stop = _StopRequest()
     try:
         while step < total_steps:
             micro = [next(data) for _ in range(cfg.grad_accum)]
@@ -485,21 +497,24 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 evaluate_and_keep_best()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                n_skip, n_tok = window.fold(accelerator)
-                skipped, tokens_seen = skipped + n_skip, tokens_seen + n_tok
-                ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(),
-                                   save_pretrained=cfg.save_pretrained)
-                last_saved = step
+                save_checkpoint()
+            if stop.agreed(accelerator) and step < total_steps:
+                if last_saved != step:
+                    save_checkpoint()
                 if main:
-                    ck.prune_checkpoints(out_dir, cfg.keep_last)
-                accelerator.wait_for_everyone()
+                    log.warning("%s: stopped at step %d of %d; %s is saved, run the same command to resume",
+                                stop.reason, step, total_steps, f"checkpoint-{step}")
+                result.interrupted = True
+                break
 
-        if last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
+        if not result.interrupted and last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
             ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(), save_pretrained=cfg.save_pretrained)
-        result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
-        if eval_fn is not None:
-            evaluate_and_keep_best()
+        if not result.interrupted:
+            result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
+            if eval_fn is not None:
+                evaluate_and_keep_best()
     finally:
+        stop.restore()
         data.close()  # ends the epoch iterator (and its worker processes)
         logger.close()
         for h in hooks:
@@ -513,6 +528,55 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     if best is not None:
         result.best, result.best_dir = best, str(out_dir / "best")
     return result
+
+
+class _StopRequest:
+    """SIGTERM / SIGINT during training: finish the current step, write a checkpoint, return with
+    ``interrupted=True`` (a scheduler's time limit or preemption loses no work). A second signal
+    stops at once (the default behaviour). Handlers are installed only in the main thread."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.reason: str | None = None
+        self._old: dict = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.reason is not None:  # second signal: stop now
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.reason = name
+        log.warning("%s received: stopping after this step (send it again to stop at once)", name)
+
+    def agreed(self, accelerator) -> bool:
+        """Whether any process was asked to stop (all processes take part when there are several)."""
+        if accelerator.num_processes == 1:
+            return self.reason is not None
+        flag = torch.tensor(float(self.reason is not None), device=accelerator.device)
+        stop = bool(accelerator.reduce(flag, "sum").item() > 0)
+        if stop and self.reason is None:
+            self.reason = "stop requested by another process"
+        return stop
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def _evaluate(accelerator, model, eval_fn, step: int, result: TrainResult, logger: RunLogger) -> dict:

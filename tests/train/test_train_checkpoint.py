@@ -173,3 +173,57 @@ def test_load_trainable_names_mismatches(tmp_path):
         load_trainable(model, {"head.weight": torch.zeros(2, 16), "head.bias": torch.zeros(1)})
     load_trainable(model, {"head.weight": torch.zeros(1, 16), "head.bias": torch.ones(1)})
     assert model.head.bias.item() == 1.0 and model.head.weight.abs().sum() == 0
+
+
+class SignalAt(ToySequences):
+    """Sends ``sig`` ``count`` times to this process the first time sample ``at`` is read (the loop's
+    main process: num_workers=0)."""
+
+    def __init__(self, at: int, sig, count: int = 1, **kw):
+        super().__init__(**kw)
+        self.at, self.sig, self.count = at, sig, count
+
+    def __getitem__(self, i):
+        if i == self.at:
+            import os
+
+            for _ in range(self.count):
+                os.kill(os.getpid(), self.sig)
+            self.count = 0
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_path, signame):
+    """A SIGTERM/SIGINT mid-run (scheduler time limit, preemption, Ctrl-C) finishes the current step,
+    writes checkpoint-<step> (not only the last periodic one), returns interrupted without final/,
+    and restores the previous handler; rerunning resumes to bitwise the uninterrupted result."""
+    import signal
+
+    sig = getattr(signal, signame)
+    before = signal.getsignal(sig)
+    ds = ToySequences(n=40, seed=1)
+    full = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "full", max_steps=12, save_every=5))
+    stopping = SignalAt(at=0, sig=sig, n=40, seed=1)  # sample 0 is read in epoch 1 (steps 1-5)
+    cut = train(ToyRegressor(dropout=0.2), stopping, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=5))
+    assert cut.interrupted and cut.final_dir is None and not (tmp_path / "cut" / "final").exists()
+    assert 1 <= cut.global_step < 5
+    assert latest_checkpoint(tmp_path / "cut").name == f"checkpoint-{cut.global_step}"
+    assert signal.getsignal(sig) is before
+    resumed = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=5))
+    assert not resumed.interrupted and resumed.resumed_from.endswith(f"checkpoint-{cut.global_step}")
+    assert sorted(losses(resumed)) == list(range(cut.global_step + 1, 13))
+    for s, v in losses(resumed).items():
+        assert v == losses(full)[s]
+    a, b = read_trainable(tmp_path / "full" / "final"), read_trainable(tmp_path / "cut" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_second_signal_stops_at_once(tmp_path):
+    import signal
+
+    ds = SignalAt(at=0, sig=signal.SIGINT, count=2, n=40, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path / "x", max_steps=12))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert latest_checkpoint(tmp_path / "x") is None
