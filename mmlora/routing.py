@@ -52,6 +52,14 @@ class RoutingPlan:
     shared: tuple[str, ...] = ()
     _cache: dict = field(default_factory=dict, repr=False)
 
+    def __setattr__(self, name: str, value) -> None:
+        # resolve() caches per call signature: a changed routing field (e.g. new weights) must not
+        # be served the resolution of the old one
+        cache = self.__dict__.get("_cache")
+        if cache and name != "_cache":
+            cache.clear()
+        object.__setattr__(self, name, value)
+
     def __post_init__(self) -> None:
         self.names = tuple(self.names)
         self.shared = tuple(self.shared)

@@ -127,6 +127,23 @@ def test_fused_mlp_matches_unpatched_path(family, mode, monkeypatch):
     assert any(".mlp.down_proj." in k and g[k].abs().sum() > 0 for k in g)  # down's adapters got gradients
 
 
+def test_new_soft_weights_on_a_used_plan_get_the_gradient(monkeypatch):
+    """Assigning new routing weights to a plan that has already routed a forward: the next
+    forward uses (and differentiates) the new tensor, not the cached resolution of the old one."""
+    monkeypatch.setenv("MMLORA_KERNELS", "fused")
+    plan, names = _plan("soft")
+    model = _build("llama", names, fused_mlp=True)
+    emb, dy = _inputs(model, torch.float64, "cpu")
+    _run(model, plan, emb, dy)
+    w_new = (plan.weights.detach() * 0.5 + 0.1).requires_grad_(True)
+    plan.weights = w_new
+    y, g = _run(model, plan, emb, dy)
+    fresh = RoutingPlan.soft(w_new.detach().clone().requires_grad_(True), names)
+    y_ref, g_ref = _run(model, fresh, emb, dy)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(g["soft weights"], g_ref["soft weights"])
+
+
 @pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh"])
 def test_fused_mlp_gelu_activations(act, monkeypatch):
     _compare("llama", "by_token", "fused", monkeypatch, act=act)
@@ -187,7 +204,7 @@ def _saved_ffn_tensors(model, plan, emb, ffn):
     saved = {}
 
     def pack(t):
-        if t.shape[-1] == ffn and t.numel() == T * ffn:
+        if t.dim() and t.shape[-1] == ffn and t.numel() == T * ffn:  # (SDPA on CUDA saves 0-d RNG state)
             saved[t.data_ptr()] = t
         return t
 
