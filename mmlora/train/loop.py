@@ -349,7 +349,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
 
     loader = DataLoader(_SafeDataset(train_dataset), batch_sampler=sampler, collate_fn=_SafeCollate(collate_fn),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.num_workers > 0,
+                        persistent_workers=cfg.num_workers > 0, worker_init_fn=_ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.seed))  # leaves the global RNG alone
 
     step, pos, skipped, tokens_seen = 0, _Position(), 0, 0
@@ -528,6 +528,18 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     if best is not None:
         result.best, result.best_dir = best, str(out_dir / "best")
     return result
+
+
+def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn signature
+    """DataLoader workers ignore SIGTERM / SIGINT: ``timeout``, schedulers and Ctrl-C signal the whole
+    process group, and a dead worker would crash the run before the main process can stop cleanly
+    (:class:`_StopRequest`). The main process still ends them (and they exit when it dies)."""
+    import signal
+
+    for name in _StopRequest.SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 class _StopRequest:

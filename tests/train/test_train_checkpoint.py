@@ -227,3 +227,32 @@ def test_second_signal_stops_at_once(tmp_path):
         train(ToyRegressor(), ds, pad_collate, cfg_for(tmp_path / "x", max_steps=12))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert latest_checkpoint(tmp_path / "x") is None
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_to_the_process_group_spares_dataloader_workers(tmp_path, signame):
+    """`timeout`, schedulers and Ctrl-C signal the whole process group: the DataLoader workers
+    ignore it (they used to die and crash the run with 'DataLoader worker killed') and the main
+    process stops cleanly with a checkpoint."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(HERE / "signal_script.py"), str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not ((out / "metrics.jsonl").is_file()
+                                              and (out / "metrics.jsonl").read_text().count("\n") >= 3):
+            time.sleep(0.1)
+        os.killpg(proc.pid, getattr(signal, signame))
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr[-2000:]
+    res = json.loads(stdout.strip().splitlines()[-1])
+    assert res["interrupted"] and res["final_dir"] is None and res["global_step"] >= 3
+    assert latest_checkpoint(out).name == f"checkpoint-{res['global_step']}"
+    assert "DataLoader worker" not in stderr
