@@ -190,25 +190,34 @@ def to_frames(item: Tensor) -> tuple[Tensor, bool]:
     return x, is_video
 
 
-def encode_frames(batch: list, sampling: FrameSampling, frame_fn) -> Features:
+def encode_frames(batch: list, sampling: FrameSampling, frame_fn, device: torch.device | str | None = None
+                  ) -> Features:
     """Shared image/video path: ``frame_fn(frames [M, 3, H, W]) -> [M, P, D]`` per frame.
 
     Images give ``N = P`` tokens and ``rate_hz=None``; videos keep the time axis: every
     ``stride``-th frame, ``N = T' · P`` tokens (step-major), ``rate_hz = fps / stride``.
-    A batch holds either images or videos, not both.
+    A batch holds either images or videos, not both. Frames of equal size are encoded together
+    across items, ``sampling.chunk`` per call (one clip's frames no longer need calls of their own);
+    ``device``: items are moved there before the conversion to float (uint8 moves 4× fewer bytes).
     """
+    if device is not None:
+        batch = [torch.as_tensor(b).to(device, non_blocking=True) for b in batch]
     frames, kinds = zip(*(to_frames(b) for b in batch))
     if len(set(kinds)) > 1:
         raise ValueError("a batch must hold only images or only videos")
     is_video = kinds[0]
     if is_video and sampling.stride > 1:
         frames = tuple(f[:: sampling.stride] for f in frames)
-    items, P = [], None
-    for f in frames:
-        outs = [frame_fn(f[s : s + sampling.chunk]) for s in range(0, f.shape[0], sampling.chunk)]
-        y = torch.cat(outs, dim=0)  # [T', P, D]
-        P = y.shape[1]
-        items.append({"x": y.reshape(-1, y.shape[-1])})
+
+    def run(f: Tensor) -> Tensor:
+        return torch.cat([frame_fn(f[s : s + sampling.chunk]) for s in range(0, f.shape[0], sampling.chunk)], dim=0)
+
+    if len({tuple(f.shape[1:]) for f in frames}) == 1:  # one frame size: batch across items
+        ys = run(torch.cat(frames) if len(frames) > 1 else frames[0]).split([f.shape[0] for f in frames])
+    else:
+        ys = [run(f) for f in frames]
+    P = ys[0].shape[1]
+    items = [{"x": y.reshape(-1, y.shape[-1])} for y in ys]
     rate = sampling.fps / sampling.stride if is_video else None
     return Features.collate(items, rate_hz=rate, tokens_per_step=P)
 

@@ -201,4 +201,4 @@ class EfficientNetEncoder(Encoder):
         if output_hidden_states:
             raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
                              "tower: use HFVisionEncoder)")
-        return encode_frames(batch, self.cfg.frames, self.encode_frames)
+        return encode_frames(batch, self.cfg.frames, self.encode_frames, device=self.device)

@@ -111,7 +111,7 @@ class HFVisionEncoder(Encoder):
 
     def _encode(self, batch: list, output_hidden_states: bool) -> Features:
         if not output_hidden_states:
-            return encode_frames(batch, self.cfg.frames, self.encode_frames)
+            return encode_frames(batch, self.cfg.frames, self.encode_frames, device=self.device)
         frames, is_video = zip(*(to_frames(b) for b in batch))
         if any(is_video):
             raise ValueError("hidden states are returned for images only, not videos")

@@ -55,3 +55,36 @@ def test_encoder_contract_no_grad_eval_and_ids():
         config_fingerprint({"a": 2})
     with pytest.raises(ValueError, match="empty batch"):
         enc.encode([])
+
+
+def test_encode_frames_batches_frames_across_items():
+    """Videos of one frame size are encoded together (``chunk`` frames per call across clips) and
+    split back per clip: the same features as one clip at a time, in fewer calls; images of
+    different sizes fall back to one item at a time."""
+    from mmlora.encoders.base import FrameSampling, encode_frames
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 5)
+    calls = []
+
+    def frame_fn(f):  # [M, 3, H, W] -> [M, 2, 5]: per-frame, two "patches"
+        calls.append(f.shape[0])
+        pooled = f.mean(dim=(2, 3)) @ w
+        return torch.stack([pooled, pooled * f[:, :, 0, 0].sum(1, keepdim=True)], dim=1)
+
+    clips = [torch.randint(0, 256, (n, 6, 4, 3), dtype=torch.uint8) for n in (7, 3, 10)]
+    sampling = FrameSampling(fps=25.0, stride=2, chunk=4)
+    got = encode_frames(clips, sampling, frame_fn, device="cpu")
+    assert calls == [4, 4, 3]  # 4 + 2 + 5 = 11 frames after stride 2, across clips
+    calls.clear()
+    one = [encode_frames([c], sampling, frame_fn) for c in clips]
+    assert calls == [4, 2, 4, 1]
+    assert got.rate_hz == 12.5 and got.tokens_per_step == 2
+    for i, o in enumerate(one):
+        n = int(got.mask[i].sum())
+        assert n == o.x.shape[1] == 2 * len(range(0, clips[i].shape[0], 2))
+        torch.testing.assert_close(got.x[i, :n], o.x[0])
+    calls.clear()
+    imgs = [torch.rand(3, 8, 8), torch.rand(3, 6, 10)]
+    got = encode_frames(imgs, sampling, frame_fn)
+    assert calls == [1, 1] and got.x.shape[:2] == (2, 2) and got.rate_hz is None
