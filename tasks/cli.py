@@ -35,18 +35,28 @@ def load_run_config(recipe: str, overrides: list[str]):
     return spec, load_config(spec.run_config, recipe, overrides)
 
 
+def build_model(cfg):
+    """The run's model, its fresh weights (projectors, LoRA) drawn after seeding with ``train.seed``:
+    the same command builds the same model whatever ran before it in the process."""
+    from accelerate.utils import set_seed
+
+    from mmlora.model import MultimodalLM
+
+    set_seed(cfg.train.seed)
+    return MultimodalLM.build(cfg.model)
+
+
 def run_training(recipe: str, overrides: list[str] | None = None):
     """Train a task from a recipe; returns ``(TrainResult, final model folder)``."""
     import functools
 
     from mmlora.config import dump_config
     from mmlora.data.collate import collate_samples
-    from mmlora.model import MultimodalLM
     from mmlora.pipelines import MediaPipeline
     from mmlora.train import train
 
     spec, cfg = load_run_config(recipe, list(overrides or []))
-    model = MultimodalLM.build(cfg.model)
+    model = build_model(cfg)
     model.pipeline_info = {"task": spec.name, "modalities": list(spec.modalities),
                            "instruction": cfg.data.instruction,
                            "generation": {"num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens}}

@@ -242,3 +242,4 @@ def test_cache_features_fills_the_cache_training_reads(corpus, tmp_path, capsys)
     assert [r["train/feature_cache_hits"] for r in steps] == [8, 16]  # audio + video per sample
     assert main(["cache-features", *args[:2]]) == 2
     assert "data.feature_cache is not set" in capsys.readouterr().err
+
