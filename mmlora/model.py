@@ -372,17 +372,20 @@ class MultimodalLM(nn.Module):
         pairs = [rates] if rates else self.rate_pairs()
         pairs = [{m: r for m, r in p.items() if m in feats} for p in pairs]
         pairs = list({tuple(sorted(p.items())): p for p in pairs}.values())
-        total, n_tok, out_logits, used = 0.0, None, None, set()
-        for pair in pairs:
-            media_emb = self.project(feats, pair)
-            x, attn, labels, types = self.assemble(batch["segments"], media_emb)
-            plan = self.routing_plan(types, pair)
-            used |= plan.used_names()
-            loss, n, logits = self._lm_loss(x, attn, labels, plan, return_logits)
-            total = total + loss
-            n_tok = n
-            out_logits = logits
-        loss = total / len(pairs)
+        if len(pairs) > 1 and self.cfg.router.kind in ("scale", "single", "none"):
+            loss, n_tok, out_logits, used = self._pairs_in_one_pass(batch["segments"], feats, pairs, return_logits)
+        else:
+            total, n_tok, out_logits, used = 0.0, None, None, set()
+            for pair in pairs:
+                media_emb = self.project(feats, pair)
+                x, attn, labels, types = self.assemble(batch["segments"], media_emb)
+                plan = self.routing_plan(types, pair)
+                used |= plan.used_names()
+                loss, n, logits = self._lm_loss(x, attn, labels, plan, return_logits)
+                total = total + loss
+                n_tok = n
+                out_logits = logits
+            loss = total / len(pairs)
         if self.training:
             loss = loss + self._dummy_terms(feats, used)
         out = {"loss": loss, "num_tokens": n_tok}
@@ -393,7 +396,43 @@ class MultimodalLM(nn.Module):
             out["logits"] = out_logits
         return out
 
-    def _lm_loss(self, x, attn, labels, plan: RoutingPlan, return_logits: bool):
+    def _pairs_in_one_pass(self, segments, feats: dict, pairs: list[dict[str, int]], return_logits: bool):
+        """All Matryoshka rate pairs as one LLM pass over ``P · B`` rows (pair-major), each row routed
+        to its pair's adapters, instead of P passes over B rows: the same mean of per-pair losses
+        with P times fewer, larger kernels. Used for routers whose plan is per sample (scale,
+        single, none)."""
+        rows = []
+        for pair in pairs:
+            rows.append(self.assemble(segments, self.project(feats, pair)))
+        B = rows[0][0].shape[0]
+        L = max(r[0].shape[1] for r in rows)
+
+        def pad(t: Tensor, value) -> Tensor:  # right padding to L (training assembles right-padded rows)
+            extra = L - t.shape[1]
+            if not extra:
+                return t
+            return torch.cat([t, t.new_full((t.shape[0], extra, *t.shape[2:]), value)], dim=1)
+
+        x = torch.cat([pad(r[0], 0.0) for r in rows])
+        attn = torch.cat([pad(r[1], 0) for r in rows])
+        labels = torch.cat([pad(r[2], -100) for r in rows])
+        plans = [self.routing_plan(r[3], pair) for r, pair in zip(rows, pairs)]
+        used = set().union(*(p.used_names() for p in plans))
+        r = self.cfg.router
+        if r.kind == "scale" and r.bank != "ms":
+            specific = [scale_adapter_name(pair) for pair in pairs for _ in range(B)]
+            plan = RoutingPlan.shared_specific(r.shared if r.bank == "mss" else (), specific)
+        else:  # the same plan for every pair
+            plan = plans[0]
+        row_loss, row_tok, logits = self._lm_loss(x, attn, labels, plan, return_logits, per_row=True)
+        per_pair = row_loss.view(len(pairs), B).sum(1) / row_tok.view(len(pairs), B).sum(1).clamp(min=1)
+        n_tok = row_tok[:B].sum()
+        out_logits = logits[-B:, : rows[-1][0].shape[1]] if logits is not None else None
+        return per_pair.mean(), n_tok, out_logits, used
+
+    def _lm_loss(self, x, attn, labels, plan: RoutingPlan, return_logits: bool, per_row: bool = False):
+        """Mean cross-entropy over answer tokens, the answer-token count and optional logits;
+        ``per_row``: the summed cross-entropy and token count of every row instead."""
         install_plan(self.llm, plan)  # stays installed for backward (activation recomputation)
         decoder = self.llm.get_decoder()
         hidden = decoder(inputs_embeds=x, attention_mask=attn).last_hidden_state
@@ -401,9 +440,14 @@ class MultimodalLM(nn.Module):
         sel = target != -100
         head = self.llm.get_output_embeddings()
         logits = head(hidden[:, :-1][sel]).float()  # only answer positions reach the vocab
+        full = head(hidden).float() if return_logits else None
+        if per_row:
+            ce = F.cross_entropy(logits, target[sel], reduction="none")
+            row = torch.arange(sel.shape[0], device=sel.device)[:, None].expand_as(sel)[sel]
+            sums = torch.zeros(sel.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, row, ce)
+            return sums, sel.sum(1), full
         n = sel.sum()
         loss = F.cross_entropy(logits, target[sel], reduction="sum") / n.clamp(min=1)
-        full = head(hidden).float() if return_logits else None
         return loss, n, full
 
     def _dummy_terms(self, feats: dict, used_adapters: set[str]) -> Tensor:

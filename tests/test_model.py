@@ -147,6 +147,42 @@ def test_matryoshka_loss_is_the_mean_over_rate_pairs_and_routes_scale_adapters()
     assert plan.shared == ("shared", "scale_a3_v2")
 
 
+@pytest.mark.parametrize("bank", ["mss", "ss", "ms"])
+def test_rate_pairs_in_one_pass_equal_one_pass_per_pair(bank):
+    """Training with every rate pair runs one LLM pass over P·B rows (each row routed to its pair's
+    adapters): loss and every gradient equal the mean of the P single-pair passes, for a batch of
+    clips and answers of different lengths."""
+    rates = (2, 3)
+    pairs = [{"audio": a, "video": v} for a in rates for v in rates]
+    adapters = {"shared": LoRASpec(4, 8), **{scale_adapter_name(p): LoRASpec(2, 4) for p in pairs}}
+    model = build(router={"kind": "scale", "bank": bank}, adapters=adapters, rates=rates).train()
+    randomize_adapters(model.llm)
+    batch = collate_samples([sample(audio=frames(12, 1), video=frames(7, 2), answer="ok then"),
+                             sample(audio=frames(5, 3), video=frames(9, 4), answer="no", id=1),
+                             sample(audio=frames(17, 5), video=frames(4, 6), answer="a much longer answer", id=2)],
+                            model.prompts)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn()
+        loss.backward()
+        return loss.detach(), [None if p.grad is None else p.grad.clone() for p in params]
+
+    calls = []
+    real = model._pairs_in_one_pass
+    model._pairs_in_one_pass = lambda *a, **k: calls.append(1) or real(*a, **k)
+    one, g_one = run(lambda: model(batch)["loss"])
+    assert calls == [1]
+    each, g_each = run(lambda: torch.stack([model({**batch, "rates": p})["loss"] for p in pairs]).mean())
+    assert calls == [1]  # single-pair calls take the plain path
+    torch.testing.assert_close(one, each, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_one, g_each):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_absent_modality_parameters_stay_in_the_graph():
     model = build(router={"kind": "sample_mode"}, adapters={"speech": LoRASpec(2, 4), "vision": LoRASpec(2, 4)},
                   media=("audio", "image")).train()
