@@ -498,7 +498,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                 evaluate_and_keep_best()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint()
-            if stop.agreed(accelerator) and step < total_steps:
+            if stop.agreed(accelerator, step % cfg.log_every == 0) and step < total_steps:
                 if last_saved != step:
                     save_checkpoint()
                 if main:
@@ -507,9 +507,10 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                 result.interrupted = True
                 break
 
-        if not result.interrupted and last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
-            ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(), save_pretrained=cfg.save_pretrained)
         if not result.interrupted:
+            if last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
+                ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(),
+                                   save_pretrained=cfg.save_pretrained)
             result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
             if eval_fn is not None:
                 evaluate_and_keep_best()
@@ -573,10 +574,14 @@ class _StopRequest:
         self.reason = name
         log.warning("%s received: stopping after this step (send it again to stop at once)", name)
 
-    def agreed(self, accelerator) -> bool:
-        """Whether any process was asked to stop (all processes take part when there are several)."""
+    def agreed(self, accelerator, sync_step: bool = True) -> bool:
+        """Whether any process was asked to stop. With several processes they agree by an all-reduce,
+        done only on ``sync_step`` steps (the loop's log steps, which synchronise anyway), so that
+        other steps keep the host running ahead of the GPU."""
         if accelerator.num_processes == 1:
             return self.reason is not None
+        if not sync_step:
+            return False
         flag = torch.tensor(float(self.reason is not None), device=accelerator.device)
         stop = bool(accelerator.reduce(flag, "sum").item() > 0)
         if stop and self.reason is None:

@@ -75,3 +75,35 @@ def test_shipped_accelerate_configs_parse(name, kind):
     assert cfg.distributed_type.name == kind and cfg.mixed_precision == "bf16" and cfg.num_machines == 1
     if kind == "FSDP":
         assert cfg.fsdp_config["fsdp_version"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate launcher not installed")
+def test_ddp_signal_to_one_rank_stops_every_rank_at_a_log_step(tmp_path):
+    """SIGTERM to rank 1 only: the ranks agree at the next log step (log_every=2), both stop at the
+    same step with one checkpoint, and the launcher exits 0."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(HERE / "ddp_signal_script.py"), str(tmp_path / "o")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        metrics = tmp_path / "o" / "run" / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+            time.sleep(0.1)
+        os.kill(int((tmp_path / "o" / "pid-1").read_text()), signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
+    r0, r1 = (json.loads((tmp_path / "o" / f"result-{r}.json").read_text()) for r in (0, 1))
+    assert r0["interrupted"] and r1["interrupted"] and r0["final_dir"] is None
+    assert r0["global_step"] == r1["global_step"] and r0["global_step"] % 2 == 0
+    from mmlora.train import latest_checkpoint
+
+    assert latest_checkpoint(tmp_path / "o" / "run").name == f"checkpoint-{r0['global_step']}"

@@ -1,0 +1,33 @@
+"""Run by test_train_ddp.py under `accelerate launch` (2 CPU processes): a long, slow toy run; each
+rank writes OUT/pid-<rank> at start and OUT/result-<rank>.json (its TrainResult) at the end."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mmlora.train import TrainConfig, train  # noqa: E402
+from train_toys import ToyRegressor, ToySequences, pad_collate  # noqa: E402
+
+
+class Slow(ToySequences):
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return super().__getitem__(i)
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    rank = int(os.environ.get("RANK", "0"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"pid-{rank}").write_text(str(os.getpid()))
+    cfg = TrainConfig(output_dir=str(out / "run"), max_steps=100_000, batch_size=2, log_every=2, save_every=0,
+                      progress=False, tensorboard=False, lr=1e-2, seed=3)
+    res = train(ToyRegressor(dropout=0.0), Slow(n=40, seed=4), pad_collate, cfg)
+    (out / f"result-{rank}.json").write_text(json.dumps(
+        {k: v for k, v in asdict(res).items() if k in ("interrupted", "global_step", "final_dir")}))
