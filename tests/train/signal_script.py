@@ -1,9 +1,13 @@
-"""Run by test_train_checkpoint.py in its own process group: a slow toy run with DataLoader
-worker processes, so that a signal sent to the whole group (``timeout``, a scheduler, Ctrl-C in
-a terminal) reaches the workers too. Prints the TrainResult as JSON."""
+"""Run by the signal tests in its own process (or under `accelerate launch`, one per rank): a long,
+slow toy run. Each rank writes OUT/pid-<rank> at the start and OUT/result-<rank>.json (its
+TrainResult) at the end; the run itself goes to OUT/run.
+
+    python signal_script.py OUT NUM_WORKERS LOG_EVERY
+"""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -17,12 +21,17 @@ from train_toys import ToyRegressor, ToySequences, pad_collate  # noqa: E402
 
 class Slow(ToySequences):
     def __getitem__(self, i):
-        time.sleep(0.02)
+        time.sleep(0.01)
         return super().__getitem__(i)
 
 
 if __name__ == "__main__":
-    cfg = TrainConfig(output_dir=sys.argv[1], max_steps=10_000, batch_size=4, num_workers=2, log_every=1,
-                      save_every=0, progress=False, tensorboard=False, lr=1e-2)
-    res = train(ToyRegressor(), Slow(n=64, seed=2), pad_collate, cfg)
-    print(json.dumps({k: v for k, v in asdict(res).items() if k in ("interrupted", "global_step", "final_dir")}))
+    out, workers, log_every = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    rank = int(os.environ.get("RANK", "0"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"pid-{rank}").write_text(str(os.getpid()))
+    cfg = TrainConfig(output_dir=str(out / "run"), max_steps=100_000, batch_size=2, num_workers=workers,
+                      log_every=log_every, save_every=0, progress=False, tensorboard=False, lr=1e-2, seed=3)
+    res = train(ToyRegressor(dropout=0.0), Slow(n=40, seed=4), pad_collate, cfg)
+    (out / f"result-{rank}.json").write_text(json.dumps(
+        {k: v for k, v in asdict(res).items() if k in ("interrupted", "global_step", "final_dir")}))

@@ -238,21 +238,21 @@ def test_signal_to_the_process_group_spares_dataloader_workers(tmp_path, signame
     import signal
     import time
 
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(HERE / "signal_script.py"), str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, str(HERE / "signal_script.py"), str(out), "2", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
+        metrics = out / "run" / "metrics.jsonl"
         deadline = time.time() + 60
-        while time.time() < deadline and not ((out / "metrics.jsonl").is_file()
-                                              and (out / "metrics.jsonl").read_text().count("\n") >= 3):
+        while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
             time.sleep(0.1)
         os.killpg(proc.pid, getattr(signal, signame))
-        stdout, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-2000:]
-    res = json.loads(stdout.strip().splitlines()[-1])
+    res = json.loads((out / "result-0.json").read_text())
     assert res["interrupted"] and res["final_dir"] is None and res["global_step"] >= 3
-    assert latest_checkpoint(out).name == f"checkpoint-{res['global_step']}"
+    assert latest_checkpoint(out / "run").name == f"checkpoint-{res['global_step']}"
     assert "DataLoader worker" not in stderr

@@ -88,7 +88,7 @@ def test_ddp_signal_to_one_rank_stops_every_rank_at_a_log_step(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(HERE / "ddp_signal_script.py"), str(tmp_path / "o")]
+           str(HERE / "signal_script.py"), str(tmp_path / "o"), "0", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         metrics = tmp_path / "o" / "run" / "metrics.jsonl"
