@@ -321,8 +321,10 @@ class MultimodalLM(nn.Module):
         return x, attn, lab_t, typ_t
 
     # ------------------------------------------------------------------ routing
-    def routing_plan(self, token_types: Tensor, rates: dict[str, int] | None = None) -> RoutingPlan:
-        """The plan for one forward, from the token types ``[B, L]`` and the rate pair."""
+    def routing_plan(self, token_types: Tensor, rates: dict[str, int] | list[dict[str, int]] | None = None
+                     ) -> RoutingPlan:
+        """The plan for one forward, from the token types ``[B, L]`` and the rate pair (or, for the
+        scale router, one rate pair per row)."""
         r = self.cfg.router
         if r.kind == "none" or not self.cfg.adapters:
             return RoutingPlan.none()
@@ -340,7 +342,7 @@ class MultimodalLM(nn.Module):
         if r.kind == "sample_mode":
             return RoutingPlan.by_sample([self._mode_adapter(t) for t in token_types.cpu()])
         # scale (Matryoshka)
-        specific = scale_adapter_name(rates or {})
+        specific = [scale_adapter_name(p) for p in rates] if isinstance(rates, list) else scale_adapter_name(rates or {})
         if r.bank == "ms":
             return RoutingPlan.shared_specific(r.shared, None)
         if r.bank == "ss":
@@ -401,9 +403,7 @@ class MultimodalLM(nn.Module):
         to its pair's adapters, instead of P passes over B rows: the same mean of per-pair losses
         with P times fewer, larger kernels. Used for routers whose plan is per sample (scale,
         single, none)."""
-        rows = []
-        for pair in pairs:
-            rows.append(self.assemble(segments, self.project(feats, pair)))
+        rows = [self.assemble(segments, self.project(feats, pair)) for pair in pairs]
         B = rows[0][0].shape[0]
         L = max(r[0].shape[1] for r in rows)
 
@@ -416,19 +416,13 @@ class MultimodalLM(nn.Module):
         x = torch.cat([pad(r[0], 0.0) for r in rows])
         attn = torch.cat([pad(r[1], 0) for r in rows])
         labels = torch.cat([pad(r[2], -100) for r in rows])
-        plans = [self.routing_plan(r[3], pair) for r, pair in zip(rows, pairs)]
-        used = set().union(*(p.used_names() for p in plans))
-        r = self.cfg.router
-        if r.kind == "scale" and r.bank != "ms":
-            specific = [scale_adapter_name(pair) for pair in pairs for _ in range(B)]
-            plan = RoutingPlan.shared_specific(r.shared if r.bank == "mss" else (), specific)
-        else:  # the same plan for every pair
-            plan = plans[0]
+        types = torch.cat([pad(r[3], TOKEN_TYPES["pad"]) for r in rows])
+        plan = self.routing_plan(types, [pair for pair in pairs for _ in range(B)])
         row_loss, row_tok, logits = self._lm_loss(x, attn, labels, plan, return_logits, per_row=True)
         per_pair = row_loss.view(len(pairs), B).sum(1) / row_tok.view(len(pairs), B).sum(1).clamp(min=1)
         n_tok = row_tok[:B].sum()
         out_logits = logits[-B:, : rows[-1][0].shape[1]] if logits is not None else None
-        return per_pair.mean(), n_tok, out_logits, used
+        return per_pair.mean(), n_tok, out_logits, plan.used_names()
 
     def _lm_loss(self, x, attn, labels, plan: RoutingPlan, return_logits: bool, per_row: bool = False):
         """Mean cross-entropy over answer tokens, the answer-token count and optional logits;
