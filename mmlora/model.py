@@ -228,7 +228,6 @@ class MultimodalLM(nn.Module):
         from .data import media as media_io
         from .encoders.base import Features
 
-        loaders = {"audio": media_io.load_audio, "video": media_io.load_video, "image": media_io.load_image}
         out = {}
         for mod, items in media.items():
             if mod not in self.encoders:
@@ -239,9 +238,9 @@ class MultimodalLM(nn.Module):
                 feats = items
             elif items and all(isinstance(i, (str, os.PathLike)) for i in items):
                 if self.feature_cache is not None:
-                    feats = self.feature_cache.encode(enc, list(items), loaders[mod], output_hidden_states=hidden)
+                    feats = self.feature_cache.encode(enc, list(items), media_io.LOADERS[mod], output_hidden_states=hidden)
                 else:
-                    feats = enc.encode([loaders[mod](p) for p in items], output_hidden_states=hidden)
+                    feats = enc.encode([media_io.LOADERS[mod](p) for p in items], output_hidden_states=hidden)
             elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
                 feats = Features.collate(items, rate_hz=getattr(enc, "rate_hz", None),
                                          tokens_per_step=int(getattr(enc, "tokens_per_step", 1) or 1))

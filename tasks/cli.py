@@ -19,6 +19,12 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _bad_overrides(overrides: list[str]) -> str | None:
+    """The error for command-line overrides that are not ``key=value``, or None."""
+    bad = [o for o in overrides if "=" not in o]
+    return f"overrides must look like key=value, got {bad}" if bad else None
+
+
 def load_run_config(recipe: str, overrides: list[str]):
     """Read a recipe's ``task`` (override wins), then the whole run config of that task."""
     from mmlora.config import load_config, load_yaml
@@ -85,9 +91,8 @@ def train(argv: list[str]) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        return _fail(f"overrides must look like key=value, got {bad}")
+    if (bad := _bad_overrides(args.overrides)) is not None:
+        return _fail(bad)
     try:
         result, final = run_training(args.recipe, args.overrides)
     except (ValueError, FileNotFoundError, KeyError) as e:
@@ -188,9 +193,8 @@ def cache_features(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="default: cuda when available, else cpu")
     args = p.parse_args(argv)
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        return _fail(f"overrides must look like key=value, got {bad}")
+    if (bad := _bad_overrides(args.overrides)) is not None:
+        return _fail(bad)
     import torch
 
     from mmlora.data import media as media_io
@@ -213,11 +217,10 @@ def cache_features(argv: list[str]) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = _mixed_precision(cfg.train.mixed_precision) if device.type == "cuda" else "no"
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "no")
-    loaders = {"audio": media_io.load_audio, "video": media_io.load_video, "image": media_io.load_image}
     cache, report = FeatureCache(root), {}
     for mod in mods:
         enc = build_encoder(cfg.model.media[mod].encoder).to(device)
-        report[mod] = cache.fill(enc, paths[mod], loaders[mod], output_hidden_states=cfg.model.media[mod].hidden_states,
+        report[mod] = cache.fill(enc, paths[mod], media_io.LOADERS[mod], output_hidden_states=cfg.model.media[mod].hidden_states,
                                  batch_size=args.batch_size, workers=args.workers, autocast=autocast,
                                  progress=sys.stderr.isatty())
     print(json.dumps({"feature_cache": str(root), **report}))

@@ -200,12 +200,10 @@ class FeatureCache:
         counts = {"files": len(unique), "cached": len(unique) - len(todo), "written": 0, "failed": 0}
         failed: list[str] = []
         dl = DataLoader(_Decoded(todo, loader), batch_size=batch_size, num_workers=workers, collate_fn=list)
-        device = encoder.device
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo), desc=f"caching {encoder.kind}", unit="file")
+        device = encoder.device
+        bar = tqdm(total=len(todo), desc=f"caching {encoder.kind}", unit="file", disable=not progress)
         for batch in dl:
             good = [(p, x) for p, x, err in batch if err is None]
             failed += [f"{p} ({err})" for p, _, err in batch if err is not None]
@@ -214,10 +212,8 @@ class FeatureCache:
                     done, _, _ = self._encode_and_save(encoder, [p for p, _ in good], [keys[p] for p, _ in good],
                                                        [x for _, x in good], output_hidden_states)
                 counts["written"] += len(done)
-            if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
+            bar.update(len(batch))
+        bar.close()
         counts["failed"] = len(failed)
         if failed:
             warnings.warn(f"feature cache: skipped {len(failed)} unreadable file(s): " + "; ".join(failed[:5])

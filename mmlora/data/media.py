@@ -129,3 +129,7 @@ def load_image(path: str | Path) -> Tensor:
     except (UnidentifiedImageError, OSError) as e:
         raise MediaError(f"{p}: cannot decode image ({type(e).__name__}: {e})") from e
     return torch.from_numpy(arr.copy())
+
+
+# decoder of a media file per modality, default settings (what a model uses for items given as paths)
+LOADERS = {"audio": load_audio, "video": load_video, "image": load_image}
