@@ -200,6 +200,37 @@ def greedy_answer(model, tokenizer, question: str, max_new_tokens: int = 24) -> 
     return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
+def join_parts(parts: list[Path], dest: Path) -> Path:
+    """Concatenate a file shipped in parts (e.g. Whisper base's ``model.bin.part1/2``) into ``dest``."""
+    with open(dest, "wb") as f:
+        for part in parts:
+            with open(part, "rb") as g:
+                shutil.copyfileobj(g, f, 16 << 20)
+    return dest
+
+
+def whisper_ct2_folder(name: str, install: bool = False) -> Path:
+    """The CTranslate2 folder (``model.bin``, ``tokenizer.json``, ``config.json``) of a packaged
+    Whisper asset, decoder included: the package's own folder, or for a ``model.bin`` shipped in
+    parts, the parts joined once into ``<cache>/<name>-ct2`` (for the complete model, e.g.
+    ``scripts/whisper_reference_wer.py``; mmlora itself converts only the encoder)."""
+    spec = _spec(name)
+    if spec.kind != "whisper":
+        raise AssetError(f"asset {name!r} is not a Whisper model")
+    sources = locate_sources(spec, install=install)
+    if len(sources) == 1:
+        return sources[0].parent
+    out = cache_dir() / f"{name}-ct2"
+    if not (out / "model.bin").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("tokenizer.json", "vocabulary.txt", "config.json"):
+            if (sources[0].parent / f).is_file():
+                shutil.copyfile(sources[0].parent / f, out / f)
+        tmp = join_parts(sources, out / f".model.bin.{uuid.uuid4().hex[:8]}.tmp")
+        os.replace(tmp, out / "model.bin")
+    return out
+
+
 def convert_whisper(spec: AssetSpec, sources: list[Path], out: Path) -> dict:
     """CTranslate2 model.bin (parts concatenated) → HF ``WhisperEncoder`` folder + feature extractor."""
     import torch
@@ -210,11 +241,7 @@ def convert_whisper(spec: AssetSpec, sources: list[Path], out: Path) -> dict:
 
     bin_path = sources[0]
     if len(sources) > 1:
-        bin_path = out / ".model.bin"
-        with open(bin_path, "wb") as f:
-            for part in sources:
-                with open(part, "rb") as g:
-                    shutil.copyfileobj(g, f, 16 << 20)
+        bin_path = join_parts(sources, out / ".model.bin")
     try:
         cfg, sd = whisper_encoder_from_ct2(read_ct2(bin_path, prefix="encoder/"), sources[0])
     except CT2FormatError as e:

