@@ -537,10 +537,8 @@ def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's
     (:class:`_StopRequest`). The main process still ends them (and they exit when it dies)."""
     import signal
 
-    for name in _StopRequest.SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    for sig in _StopRequest.signals():
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class _StopRequest:
@@ -548,7 +546,12 @@ class _StopRequest:
     ``interrupted=True`` (a scheduler's time limit or preemption loses no work). A second signal
     stops at once (the default behaviour). Handlers are installed only in the main thread."""
 
-    SIGNALS = ("SIGTERM", "SIGINT")
+    @staticmethod
+    def signals() -> list:
+        """SIGTERM and SIGINT, where the platform has them."""
+        import signal
+
+        return [s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT")) if s is not None]
 
     def __init__(self) -> None:
         import signal
@@ -558,10 +561,8 @@ class _StopRequest:
         self._old: dict = {}
         if threading.current_thread() is not threading.main_thread():
             return
-        for name in self.SIGNALS:
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                self._old[sig] = signal.signal(sig, self._handle)
+        for sig in self.signals():
+            self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         import signal
