@@ -170,18 +170,18 @@ def stack_adapters(A, B, ranks: Sequence[int], dtype: torch.dtype | None = None)
 def forced_backend(name: str | None) -> Iterator[None]:
     """Set ``MMLORA_KERNELS`` to ``name`` (None: unset, i.e. the device default) inside the block;
     the previous value comes back afterwards."""
+    def put(value: str | None) -> None:
+        if value is None:
+            os.environ.pop("MMLORA_KERNELS", None)
+        else:
+            os.environ["MMLORA_KERNELS"] = value
+
     old = os.environ.get("MMLORA_KERNELS")
-    if name is None:
-        os.environ.pop("MMLORA_KERNELS", None)
-    else:
-        os.environ["MMLORA_KERNELS"] = name
+    put(name)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("MMLORA_KERNELS", None)
-        else:
-            os.environ["MMLORA_KERNELS"] = old
+        put(old)
 
 
 def _backend_from_env() -> str | None:

@@ -520,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, seed=args.seed, n={"train": args.n_train, "val": args.n_val, "test": args.n_test},
         voices=_names(args.voices), val_voices=_names(args.val_voices), test_voices=_names(args.test_voices),
         audio_format=args.audio_format, video=not args.no_video, workers=args.workers, fortune_frac=args.fortune_frac,
-        engine_weights=_weights(args.engine_weights), word_salad_frac=args.word_salad_frac, exclude_texts=_manifest_texts(_names(args.exclude_text)),
+        engine_weights=_weights(args.engine_weights), word_salad_frac=args.word_salad_frac,
+        exclude_texts=_manifest_texts(_names(args.exclude_text)),
         text=TextConfig(min_words=args.min_words, max_words=args.max_words),
         opus_level=args.opus_level,
         augment=AugmentConfig(
