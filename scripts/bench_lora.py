@@ -416,10 +416,12 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
     and no arithmetic, so the full reference config runs anywhere in seconds. Rows: frozen base,
     mmlora single without and with the fused gated MLP. (On meta, SDPA takes the math path and
     saves the attention probabilities, which the CUDA kernels do not: compare the differences.)"""
+    import contextlib
+
     import transformers as tf
 
     from mmlora.kernels import forced_backend
-    from mmlora.lora import LoRASpec, adapter_parameters, attach
+    from mmlora.lora import LoRASpec, attach
     from mmlora.routing import RoutingPlan, routing
 
     mcfg = tf.LlamaConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
@@ -440,8 +442,7 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
             if fused_mlp is not None:
                 attach(model, {"a": LoRASpec(cfg.rank, cfg.alpha)}, TARGETS, fused_mlp=fused_mlp)
                 plan = RoutingPlan.single("a")
-            skip = {id(p) for p in model.parameters()} | {id(p) for p in adapter_parameters(model)} if plan else \
-                {id(p) for p in model.parameters()}
+            skip = {id(p) for p in model.parameters()}  # (attached adapters are parameters of the model too)
             saved: dict[int, int] = {}
 
             def pack(t, saved=saved, skip=skip):
@@ -451,19 +452,13 @@ def saved_activations(cfg: BenchConfig, backend: str = "fused", log=print) -> li
                 return t
 
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with (routing(model, plan) if plan is not None else _null()):
+                with routing(model, plan) if plan is not None else contextlib.nullcontext():
                     model(input_ids=ids, labels=ids)
             gib = sum(saved.values()) / 2 ** 30
             rows.append(dict(variant=name, gib=gib, n=len(saved)))
             log(f"[saved] {name:30s} {gib:8.3f} GiB in {len(saved)} tensors")
             del model
     return rows
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def markdown(cfg: BenchConfig, rows: list[dict], inf_rows: list[dict], op_rows: list[dict], cmd: str) -> str:
