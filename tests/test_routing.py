@@ -99,6 +99,7 @@ def test_lora_delta_validates_and_forces_backend(monkeypatch):
     from mmlora import kernels
 
     kernels.register_backend("spy", lambda t: True, lambda *a: calls.append(1) or lora_delta_reference(*a))
+    monkeypatch.delenv("MMLORA_KERNELS", raising=False)  # the device default, whatever the caller's environment says
     try:
         lora_delta(x, A, B, [3, 3], [1.0, 1.0], shared=[0])
         assert calls == [1]
