@@ -9,8 +9,8 @@
 # DATA/wv4..wv7: 4 x 2,500 with lip video and 30 % word sequences; 336 voices; none of st's val/test sentences or
 # voices), merged into DATA/train_all.jsonl. The generator needs the TTS voices (bash scripts/setup_tts.sh); on a
 # machine without them, make the corpora elsewhere and pass their parent.
-# As released, the run stopped at step 2300 of 3000 (device budget) and the release is its best validation step,
-# 2250; this script runs to step 3000 and releases the best validation step, which may come later.
+# As released (GPU run 4, batch 64), the run stopped at step 2150 of 3000 (device budget) and the release is its best
+# validation step, 2000; this script runs to step 3000 and releases the best validation step, which may come later.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_smollm2_whisper_tiny}; shift $(( $# < 2 ? $# : 2 ))
