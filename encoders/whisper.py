@@ -35,9 +35,9 @@ class WhisperEncoderConfig:
     path: str = "whisper-tiny.en"  # asset name (mmlora.assets), a local HF folder / CTranslate2 model.bin,
     # or "random:tiny" (random weights, d=32, 2 layers: tests and CPU recipes)
     full_context: bool = True  # pad every clip to 30 s as Whisper does; False: run the longest clip only
-    mask_padding: bool = True  # full_context False: attention ignores the frames past each clip's end, so a clip's
-    # features no longer depend on how long the other clips of its batch are (only its last frame's convolution still
-    # sees the padding). False attends to the padding (as Whisper did on its 30 s windows): batch-dependent outputs.
+    mask_padding: bool = True  # full_context False: attention ignores the frames past each clip's end and every
+    # clip's last frame sees one frame of silence after it, so a clip's features do not depend on the other clips of
+    # its batch. False attends to the padding (as Whisper did on its 30 s windows): batch-dependent outputs.
     dtype: str = "float32"  # compute dtype of the encoder ("float32", "bfloat16", "float16")
     device: str = "cpu"  # where the encoder runs
 
@@ -159,7 +159,8 @@ class WhisperAudioEncoder(Encoder):
         fe = self.feature_extractor
         return {"sample_rate": fe.sampling_rate, "n_mels": fe.feature_size, "hop": fe.hop_length, "n_fft": fe.n_fft,
                 "full_context": self.cfg.full_context, "dtype": self.cfg.dtype,
-                **({"mask_padding": True} if self.cfg.mask_padding and not self.cfg.full_context else {})}
+                **({"mask_padding": True, "edge": "silence"} if self.cfg.mask_padding and not self.cfg.full_context
+                   else {})}
 
     def log_mel(self, waves: list[np.ndarray], frames: int | None = None) -> Tensor:
         """``[B, n_mels, 3000]`` log-mel features of the clips zero-padded to 30 s, or only the first
@@ -187,11 +188,18 @@ class WhisperAudioEncoder(Encoder):
                                  f"{self.max_samples / SAMPLE_RATE:.0f} s window; split the audio first")
             waves.append(w)
         n = [frames_for(w.size) for w in waves]
-        mel = self.log_mel(waves, None if self.cfg.full_context else max(n)).to(self.device, self.dtype)
         N = max(n)
-        mask = torch.arange(N, device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
-        h, hidden = self._forward(mel, output_hidden_states,
-                                  mask if self.cfg.mask_padding and not self.cfg.full_context else None)
+        masked = self.cfg.mask_padding and not self.cfg.full_context
+        # Masked short form: one frame more than the longest clip, so that every clip's last frame (whose
+        # convolution reaches past its end) sees silence after it, as in Whisper's 30 s window and as a
+        # shorter clip of the same batch does; the extra frame is masked and trimmed. A clip's features
+        # then do not depend on its batch at all.
+        frames = None if self.cfg.full_context else min(N + 1 if masked else N, self.model.config.max_source_positions)
+        mel = self.log_mel(waves, frames).to(self.device, self.dtype)
+        T = mel.shape[-1] // 2
+        valid = torch.arange(T, device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
+        h, hidden = self._forward(mel, output_hidden_states, valid if masked else None)
+        mask = valid[:, :N]
         x = h[:, :N] * mask[..., None]
         hs = tuple(t[:, :N] * mask[..., None] for t in hidden) if output_hidden_states else None
         return Features(x, mask, self.rate_hz, 1, hs, mask if hs is not None else None)
