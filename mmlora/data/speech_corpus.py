@@ -3,10 +3,14 @@
 Pipeline per split (train / val / test, whole voices held out for val and test)::
 
     sentences (fortunes + KJV, cleaned; disjoint between splits)
-      → TTS voice (flite / espeak-ng / festival; phone timings from the engine itself)
+      → TTS voice (flite / espeak-ng / festival; phone timings from the engine itself;
+                   optional rhvoice / piper: no phone timings)
       → 16 kHz mono, augment (train only): speed {0.9,1,1.1}, gain, noise (white | babble) at an SNR
       → audio/<id>.flac|ogg  +  video/<id>.mp4 (mouth drawn from the phone timings, 25 fps)
       → manifest.jsonl (+ train/val/test.jsonl, <split>_babble_snr<S>.jsonl noisy copies)
+
+A clip whose voice gives no phone timings (``rhvoice:*``, ``piper:*``) gets no lip video:
+``"video": null, "frames": null`` (audio-only, for ASR), as every clip does with ``--no-video``.
 
 Manifest lines (short form of DESIGN.md "Data", paths relative to the manifest folder)::
 
@@ -372,7 +376,7 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                    "snr": meta["snr"], "noise": meta["noise"], "speed": meta["speed"], "gain_db": meta["gain_db"],
                    "rate": u.rate, "pitch": u.pitch, "duration": round(dur, 3), "frames": None,
                    "rt60": meta["rt60"], "source": u.source, "seed": u.seed}
-            if cfg.video:
+            if cfg.video and phones:  # no phone timings (rhvoice, piper): audio-only clip, video null
                 vpath = Path("video") / f"{uid}.mp4"
                 vrng = np.random.default_rng(u.seed + [3])
                 rec["frames"] = lip_video(out / vpath, phones, dur, cfg.mouth, looks[u.voice], vrng)
