@@ -139,7 +139,8 @@ def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str
                              if v not in installed and voice_available(v)]
     missing = [v for v in pool if v not in installed]
     if missing:
-        raise SystemExit(f"make-speech-corpus: voices not installed: {', '.join(missing)} (run scripts/setup_tts.sh)")
+        raise SystemExit(f"make-speech-corpus: voices not installed: {', '.join(missing)} (run scripts/setup_tts.sh; "
+                         "rhvoice/piper voices: scripts/setup_tts.sh --natural)")
     val = [v for v in cfg.val_voices if v in installed]  # held-out voices may be outside `voices`
     test = [v for v in cfg.test_voices if v in installed]
     train = [v for v in pool if v not in val and v not in test]
