@@ -9,8 +9,9 @@ Pipeline per split (train / val / test, whole voices held out for val and test):
       → audio/<id>.flac|ogg  +  video/<id>.mp4 (mouth drawn from the phone timings, 25 fps)
       → manifest.jsonl (+ train/val/test.jsonl, <split>_babble_snr<S>.jsonl noisy copies)
 
-A clip whose voice gives no phone timings (``rhvoice:*``, ``piper:*``) gets no lip video:
-``"video": null, "frames": null`` (audio-only, for ASR), as every clip does with ``--no-video``.
+A clip whose voice gives no phone timings (``rhvoice:*``, ``piper:*``; used only when named in
+``--voices``) gets no lip video: ``"video": null, "frames": null`` (audio-only, for ASR), as every
+clip does with ``--no-video``.
 
 Manifest lines (short form of DESIGN.md "Data", paths relative to the manifest folder)::
 
@@ -78,7 +79,7 @@ class CorpusConfig:
     out: str = "speech_corpus"  # output folder (manifest + audio/ + video/)
     seed: int = 0  # master seed
     n: dict[str, int] = field(default_factory=lambda: {"train": 4000, "val": 200, "test": 400})  # clips per split
-    voices: tuple[str, ...] = ()  # all voices to use (empty: every installed voice)
+    voices: tuple[str, ...] = ()  # all voices to use (empty: every installed voice with phone timings)
     val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
     fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
@@ -486,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--n-test", type=int, default=400)
-    p.add_argument("--voices", default="", help="comma list of engine:name (default: all installed)")
+    p.add_argument("--voices", default="", help="comma list of engine:name (default: all installed voices with "
+                   "phone timings; rhvoice:*/piper:* only when named)")
     p.add_argument("--val-voices", default=",".join(DEFAULT_VAL_VOICES))
     p.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES))
     p.add_argument("--audio-format", choices=("flac", "opus"), default="flac")
@@ -516,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_voices:
         from .speech_tts import available_voices
 
-        print("\n".join(available_voices()))
+        print("\n".join(available_voices(natural=True)))  # rhvoice/piper too (used only when named)
         return 0
     if (Path(args.out) / "manifest.jsonl").exists() and not args.overwrite:
         print(f"make-speech-corpus: {args.out}/manifest.jsonl exists (use --overwrite)", file=sys.stderr)

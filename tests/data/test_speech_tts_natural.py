@@ -5,6 +5,7 @@ runs everywhere (the TTS worker is replaced by a fake that returns no phones for
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -53,9 +54,28 @@ def test_natural_voice_batch_worker_is_reproducible(voice):
         assert sra == srb and pa == pb == [] and np.array_equal(xa, xb) and len(xa) > sra
 
 
+def test_natural_voices_are_listed_but_not_in_the_default_pool():
+    natural = [v for v in T.all_voices(natural=True) if v not in T.all_voices()]
+    assert natural == ["rhvoice:alan", "rhvoice:bdl", "rhvoice:clb", "rhvoice:slt", "piper:joe"]
+    assert not any(v.startswith(("rhvoice:", "piper:")) for v in T.available_voices())
+
+
+def test_piper_after_espeak_in_one_process():
+    """piper's espeak bridge must not bind to the system libespeak-ng the espeak driver loaded."""
+    if not _ok("piper:joe") or not T.voice_available("espeak:en-us"):
+        pytest.skip("needs piper:joe and espeak-ng")
+    code = ("from mmlora.data import speech_tts as T\n"
+            "a = T.synthesize('espeak:en-us', 'The quick brown fox.')\n"
+            "b = T.synthesize('piper:joe', 'The quick brown fox.')\n"
+            "c = T.synthesize('espeak:en-us', 'The quick brown fox.')\n"
+            "print(len(a.phones) == len(c.phones) > 5, 0.8 < b.duration < 3.0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout.split() == ["True", "True"], (r.returncode, r.stdout, r.stderr[-500:])
+
+
 def test_non_commercial_rhvoice_voices_are_refused():
     for v in ("rhvoice:evgeniy-eng", "rhvoice:lyubov"):
-        assert v not in T.all_voices() and not T.voice_available(v)
+        assert v not in T.all_voices(natural=True) and not T.voice_available(v)
     if _ok("rhvoice:alan"):
         with pytest.raises(T.TTSError, match="not available"):
             T.synthesize("rhvoice:lyubov", "Hello.")
@@ -96,7 +116,8 @@ def test_corpus_writes_video_null_for_voices_without_phones(tmp_path, monkeypatc
 
     voices = ["flite:slt", "piper:joe", "rhvoice:alan", "rhvoice:bdl"]
     monkeypatch.setattr(T, "synth_batch_subprocess", _fake_batch)
-    monkeypatch.setattr(T, "available_voices", lambda: list(voices))
+    monkeypatch.setattr(T, "available_voices", lambda natural=False: ["flite:slt"])  # the default pool
+    monkeypatch.setattr(T, "voice_available", lambda v: v in voices)  # named voices are checked one by one
     sents = {"fortunes": [f"Sentence number {w} has a few words." for w in
                           "one two three four five six seven eight nine ten eleven twelve".split()] * 1,
              "bible": [f"And the {w} went unto the city of the plain." for w in
