@@ -271,7 +271,7 @@ def festival_batch(name: str, items: list[tuple[str, float]], timeout: float = 6
 # --- RHVoice (Debian debs unpacked under a prefix, PyPI rhvoice-wrapper) -------------------------
 def tts_prefix() -> Path:
     """Folder the Debian debs of the natural voices are unpacked into (``dpkg -x``)."""
-    return Path(os.environ.get("MMLORA_TTS_PREFIX", "~/.cache/mmlora/tts/root")).expanduser()
+    return Path(os.environ.get("MMLORA_TTS_PREFIX") or "~/.cache/mmlora/tts/root").expanduser()
 
 
 def _rhvoice_paths() -> tuple[Path, Path, Path]:
@@ -314,9 +314,9 @@ class _RHVoice:
     def synth(self, name: str, text: str, rate: float = 1.0) -> Synth:
         if name not in RHVOICE_VOICES or name not in self.voices:
             raise TTSError(f"RHVoice voice {name!r} not available; known: {', '.join(RHVOICE_VOICES)}")
-        params = self.engine.params.copy_with({"voice_profile": self.voices[name], "relative_rate": float(rate)})
         self.chunks, self.sr = [], 0
-        try:
+        try:  # relative_rate outside [-2, 2.5] is refused by the wrapper (RuntimeError)
+            params = self.engine.params.copy_with({"voice_profile": self.voices[name], "relative_rate": float(rate)})
             self.engine.generate(text, params)
         except RuntimeError as e:
             raise TTSError(f"rhvoice:{name} failed on {text!r}: {e}") from None
@@ -444,7 +444,8 @@ def all_voices(natural: bool = False) -> list[str]:
         [f"flite:{v}" for v in FLITE_VOICES]
         + [f"festival:{v}" for v in FESTIVAL_VOICES]
         + [f"espeak:{v}" for v in ESPEAK_VOICES]
-        + ([f"rhvoice:{v}" for v in RHVOICE_VOICES] + [f"piper:{v}" for v in PIPER_VOICES] if natural else [])
+        + ([f"rhvoice:{v}" for v in RHVOICE_VOICES] if natural else [])
+        + ([f"piper:{v}" for v in PIPER_VOICES] if natural else [])
     )
 
 

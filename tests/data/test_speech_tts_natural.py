@@ -42,6 +42,9 @@ def test_natural_voice_synthesizes_and_rate_sets_duration(voice, sr):
     slow, mid, fast = (_check_clip(T.synthesize(voice, SENT, rate=r), sr) for r in (0.8, 1.0, 1.25))
     assert slow > mid * 1.08 and fast < mid / 1.08, (slow, mid, fast)
     assert T.voice_available(voice)
+    if voice.startswith("rhvoice:"):
+        with pytest.raises(T.TTSError, match="relative_rate"):
+            T.synthesize(voice, "Hello.", rate=3.0)
 
 
 @pytest.mark.parametrize("voice", ["piper:joe", "rhvoice:slt"])
