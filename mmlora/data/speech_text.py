@@ -1,4 +1,5 @@
-"""Public-domain sentences for TTS: Debian ``fortunes`` and the King James Bible (``bible-kjv``).
+"""Sentences for TTS: Debian ``fortunes``, the King James Bible (``bible-kjv``), the example sentences
+of WordNet 3.0 (``wordnet-base``: modern English) and any one-sentence-per-line files.
 
 Cleaning keeps sentences a TTS voice reads exactly as written, so the text is the transcript:
 ASCII only, no digits or symbols that voices expand differently (``$ % & / @ # ...``), no
@@ -32,6 +33,9 @@ class TextConfig:
     fortune_dir: str = str(FORTUNE_DIR)  # where the fortune files live
     fortune_files: tuple[str, ...] = field(default=FORTUNE_FILES)  # which fortune files to read
     bible_cmd: str = "bible"  # the bible-kjv reader (prints the text of a verse range)
+    wordnet_dir: str = "/usr/share/wordnet"  # WordNet 3.0 (Debian wordnet-base): its example sentences are the
+    # "wordnet" pool (modern English, ~25k clauses; empty when not installed)
+    files: tuple[tuple[str, str], ...] = ()  # extra sentence pools (name, path): one sentence per line, cleaned
 
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -112,11 +116,83 @@ def bible_sentences(cfg: TextConfig) -> list[str]:
     return out
 
 
+def file_sentences(path: str | Path, cfg: TextConfig) -> list[str]:
+    """Sentences of a text file, one per line (blank lines and ``#`` comments skipped), cleaned by
+    :func:`clean_sentence`; lines it rejects are dropped."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"sentence file not found: {p}")
+    out = []
+    for ln in p.read_text(encoding="utf-8").splitlines():
+        if ln.strip() and not ln.lstrip().startswith("#"):
+            c = clean_sentence(ln, cfg)
+            if c:
+                out.append(c)
+    return out
+
+
+_CLAUSE_WORDS = frozenset("""is are was were be been being am has have had do does did will would can could should may
+might must shall i you he she we they it me him her us them my your his our their there this that these those""".split())
+
+
+def wordnet_examples(wordnet_dir: str | Path, clauses_only: bool = True) -> list[str]:
+    """The example sentences of WordNet 3.0's glosses (the quoted strings after ``|`` in
+    ``data.{noun,verb,adj,adv}``), first letter capitalised and a full stop added when missing.
+    ``clauses_only`` keeps those that read as a clause (an auxiliary or pronoun, or a past-tense verb
+    form after the first word: ``-ed`` of a WordNet verb, or an irregular form of ``verb.exc``) and drops
+    noun-phrase fragments such as "a quick brush"."""
+    d = Path(wordnet_dir)
+    files = [d / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"{d}: no WordNet data.noun/verb/adj/adv files (Debian wordnet-base: /usr/share/wordnet)")
+
+    def first_words(name: str) -> set[str]:
+        f = d / name
+        return {ln.split()[0] for ln in f.read_text(encoding="latin-1").splitlines()
+                if ln.strip() and not ln.startswith(" ")} if f.is_file() else set()
+
+    lemmas, irregular = (first_words("index.verb"), first_words("verb.exc")) if clauses_only else (set(), set())
+
+    def is_past(t: str) -> bool:  # "walked" (walk), "danced" (dance), "stopped" (stop), "ate" (verb.exc)
+        return t in irregular or (t.endswith("ed") and any(t[:-k] in lemmas for k in (1, 2, 3)))
+
+    out = []
+    for f in files:
+        for ln in f.read_text(encoding="latin-1").splitlines():
+            if ln.startswith(" ") or "|" not in ln:  # the licence header lines start with spaces
+                continue
+            for q in re.findall(r'"([^"]+)"', ln.split("|", 1)[1]):
+                q = " ".join(q.split())
+                if not q or not q[0].isalpha():
+                    continue
+                q = q[0].upper() + q[1:] + ("" if q[-1] in ".?!" else ".")
+                if clauses_only:
+                    toks = [t.strip(".,;:!?'").lower() for t in q.replace("'", " '").split()]
+                    if not (any(t in _CLAUSE_WORDS for t in toks) or any(is_past(t) for t in toks[1:])):
+                        continue
+                out.append(q)
+    return out
+
+
+def wordnet_sentences(cfg: TextConfig) -> list[str]:
+    """:func:`wordnet_examples` of ``cfg.wordnet_dir`` cleaned by :func:`clean_sentence` ([] when WordNet is
+    not installed)."""
+    if not (Path(cfg.wordnet_dir) / "data.noun").is_file():
+        return []
+    return [c for c in (clean_sentence(s, cfg) for s in wordnet_examples(cfg.wordnet_dir)) if c]
+
+
 def load_sentences(cfg: TextConfig) -> dict[str, list[str]]:
-    """{'fortunes': [...], 'bible': [...]} with duplicates removed (first occurrence kept)."""
+    """{'fortunes': [...], 'bible': [...], 'wordnet': [...], <name of each cfg.files entry>: [...]} with
+    duplicates removed across all pools (first occurrence kept, in that order)."""
     seen: set[str] = set()
     res: dict[str, list[str]] = {}
-    for name, fn in (("fortunes", fortune_sentences), ("bible", bible_sentences)):
+    sources = [("fortunes", fortune_sentences), ("bible", bible_sentences), ("wordnet", wordnet_sentences)]
+    for name, path in cfg.files:
+        if name in dict(sources):
+            raise ValueError(f"sentence file name {name!r} is used twice or clashes with a built-in pool")
+        sources.append((name, lambda c, path=path: file_sentences(path, c)))
+    for name, fn in sources:
         uniq = []
         for s in fn(cfg):
             k = s.lower()

@@ -1,0 +1,98 @@
+"""Sentence pools beyond fortunes and the KJV: WordNet's example sentences, sentence files, and the
+per-pool shares of make-speech-corpus (--text-file / --text-weights)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mmlora.data import speech_corpus as C
+from mmlora.data.speech_text import TextConfig, file_sentences, load_sentences, wordnet_examples
+
+HEADER = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
+
+
+def fake_wordnet(d):
+    d.mkdir()
+    noun = (HEADER + '00001740 03 n 01 brush 0 000 | a quick brushing; "he gave his hair a quick brush"; '
+            '"a quick brush"\n'
+            '00001741 03 n 01 day 0 000 | a period; "I\'ve had an exasperating day"\n')
+    verb = (HEADER + '00002000 29 v 01 walk 0 000 | use one\'s feet; "the children walked home"; "walk slowly!"\n'
+            '00002001 29 v 01 eat 0 000 | take in food; "the dog ate the bone"; "1990 was a good year"\n')
+    (d / "data.noun").write_text(noun)
+    (d / "data.verb").write_text(verb)
+    (d / "data.adj").write_text(HEADER + '00003000 00 a 01 placid 0 000 | calm; "a placid temperament"; '
+                                         '"Not everyone shared his placid temperament."\n')
+    (d / "data.adv").write_text(HEADER)
+    (d / "index.verb").write_text(HEADER + "walk v 1 0 1 0 00002000\neat v 1 0 1 0 00002001\n")
+    (d / "verb.exc").write_text("ate eat\n")
+    return d
+
+
+def test_wordnet_examples_keep_clauses_and_drop_fragments(tmp_path):
+    d = fake_wordnet(tmp_path / "wn")
+    allq = wordnet_examples(d, clauses_only=False)
+    assert allq == ["He gave his hair a quick brush.", "A quick brush.", "I've had an exasperating day.",
+                    "The children walked home.", "Walk slowly!", "The dog ate the bone.",
+                    "A placid temperament.", "Not everyone shared his placid temperament."]  # "1990 ..." starts with a digit
+    clauses = wordnet_examples(d)
+    # "walked" (walk + ed) and "ate" (verb.exc) are past tenses, "his"/"I" clause words; fragments go
+    assert clauses == ["He gave his hair a quick brush.", "I've had an exasperating day.", "The children walked home.",
+                       "The dog ate the bone.", "Not everyone shared his placid temperament."]
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        wordnet_examples(tmp_path)
+
+
+def test_sentence_files_are_cleaned_and_pools_deduplicated(tmp_path):
+    f = tmp_path / "mine.txt"
+    f.write_text("# a comment\n\nThe birch canoe slid on the smooth planks.\nToo short.\nCosts $5 at 10% off today.\n"
+                 "Glue the sheet to the dark blue background.\n")
+    cfg = TextConfig(fortune_dir=str(tmp_path / "none"), bible_cmd="no-such-bible", wordnet_dir=str(tmp_path / "none"))
+    assert file_sentences(f, cfg) == ["The birch canoe slid on the smooth planks.",
+                                      "Glue the sheet to the dark blue background."]
+    g = tmp_path / "other.txt"
+    g.write_text("glue the sheet to the dark blue background.\nRice is often served in round bowls.\n")
+    pools = load_sentences(TextConfig(**{**cfg.__dict__, "files": (("mine", str(f)), ("other", str(g)))}))
+    assert pools["fortunes"] == pools["bible"] == pools["wordnet"] == []
+    assert pools["other"] == ["Rice is often served in round bowls."]  # the duplicate (any case) stays in "mine"
+    with pytest.raises(ValueError, match="clashes"):
+        load_sentences(TextConfig(**{**cfg.__dict__, "files": (("bible", str(f)),)}))
+    with pytest.raises(FileNotFoundError, match="sentence file not found"):
+        file_sentences(tmp_path / "missing.txt", cfg)
+
+
+def pools(n=400):
+    return {"fortunes": [f"Fortune {i} is a short line." for i in range(n)],
+            "bible": [f"Verse {i} says a short thing." for i in range(n)],
+            "wordnet": [f"Example {i} reads like modern speech." for i in range(n)]}
+
+
+def test_text_weights_set_the_share_of_each_pool(monkeypatch):
+    monkeypatch.setattr(C, "load_sentences", lambda cfg: pools(2000))
+    voices = {"train": ["flite:awb"], "val": ["flite:rms"], "test": ["espeak:en-029"]}
+    cfg = C.CorpusConfig(n={"train": 600, "val": 0, "test": 0}, text_weights={"wordnet": 3.0, "fortunes": 1.0})
+    plan, _ = C._plan(cfg, voices)
+    share = Counter(u.source for u in plan["train"])
+    assert set(share) == {"wordnet", "fortunes"} and abs(share["wordnet"] / 600 - 0.75) < 0.06, share
+    # a pool that runs out hands over to the others
+    small = pools(2000) | {"wordnet": ["Example one reads like modern speech.", "Example two reads like modern speech."]}
+    monkeypatch.setattr(C, "load_sentences", lambda cfg: small)
+    plan, babble = C._plan(cfg, voices)
+    share = Counter(u.source for lst in (plan["train"], *babble.values()) for u in lst)  # babble pools draw text too
+    n_babble = sum(len(lst) for lst in babble.values())
+    assert share["wordnet"] == 2 and share["fortunes"] == 600 + n_babble - 2 and not share["bible"]
+    # without weights: the old fortunes/KJV split, never the new pool
+    plan, _ = C._plan(C.CorpusConfig(n={"train": 300, "val": 0, "test": 0}), voices)
+    assert set(Counter(u.source for u in plan["train"])) == {"fortunes", "bible"}
+    with pytest.raises(SystemExit, match="unknown: \\['news'\\]"):
+        C._plan(C.CorpusConfig(n={"train": 10, "val": 0, "test": 0}, text_weights={"news": 1.0}), voices)
+
+
+def test_cli_text_options_name_bad_items(tmp_path):
+    with pytest.raises(SystemExit, match="--text-file 'wordnet' is not NAME=PATH"):
+        C._text_files(["wordnet"])
+    with pytest.raises(SystemExit, match="no such file"):
+        C._text_files([f"mine={tmp_path / 'nope.txt'}"])
+    with pytest.raises(SystemExit, match="--text-weights item 'wordnet' is not NAME=WEIGHT"):
+        C._weights("wordnet", "--text-weights")
+    assert C._weights("wordnet=0.5, fortunes=0.3", "--text-weights") == {"wordnet": 0.5, "fortunes": 0.3}
