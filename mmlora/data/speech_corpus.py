@@ -2,7 +2,8 @@
 
 Pipeline per split (train / val / test, whole voices held out for val and test)::
 
-    sentences (fortunes + KJV, cleaned; disjoint between splits)
+    sentences (fortunes + KJV, or pools by --text-weights: + WordNet examples, --text-file files;
+               cleaned; disjoint between splits)
       → TTS voice (flite / espeak-ng / festival; phone timings from the engine itself;
                    optional rhvoice / piper: no phone timings)
       → 16 kHz mono, augment (train only): speed {0.9,1,1.1}, gain, noise (white | babble) at an SNR
@@ -84,7 +85,7 @@ class CorpusConfig:
     test_voices: tuple[str, ...] = DEFAULT_TEST_VOICES  # voices held out for test
     fortune_frac: float = 0.6  # fraction of sentences from fortunes (rest: KJV); used when text_weights is empty
     text_weights: dict[str, float] = field(default_factory=dict)  # share of sentences per pool ("fortunes",
-    # "bible" and the names of text.files), e.g. {"wordnet": 0.5, "fortunes": 0.3, "bible": 0.2}
+    # "bible", "wordnet" and the names of text.files), e.g. {"wordnet": 0.5, "fortunes": 0.3, "bible": 0.2}
     word_salad_frac: float = 0.0  # fraction of training clips reading a random word sequence (words of the sentence
     # pools, seen >= 3 times) instead of a sentence: no language model can guess those, the audio must carry them
     exclude_texts: frozenset[str] = frozenset()  # sentences never used (compared lower-cased), e.g. the held-out
