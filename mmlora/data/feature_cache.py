@@ -76,11 +76,8 @@ class FeatureCache:
             raise FileNotFoundError(f"media file not found: {p}") from None
         memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
         if memo not in self._hashes:
-            h = hashlib.sha256()
             with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._hashes[memo] = h.hexdigest()
+                self._hashes[memo] = hashlib.file_digest(f, "sha256").hexdigest()
         return self._hashes[memo]
 
     def key(self, path: str | os.PathLike, encoder_id: str, preprocess: Any = None,

@@ -140,7 +140,7 @@ def test_missing_member_is_named_and_exits_nonzero(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert gone in err and "praatio-6.2.2.tar.gz" in err and "no member" in err and "Traceback" not in err
     with pytest.raises(mod.FetchError, match="praatio-6.2.2.tar.gz: no member praatio-6.2.2/examples/files/none.wav"):
-        mod.read_member(archives["praatio"], "praatio-6.2.2/examples/files/none.wav")
+        mod.read_members(archives["praatio"], ["praatio-6.2.2/examples/files/none.wav"])
 
 
 def test_download_runs_pip_skips_cached_archives_and_checks_the_hash(tmp_path, monkeypatch, capsys):
