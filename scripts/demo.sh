@@ -11,28 +11,26 @@ CKPT=checkpoints/asr-smollm2-whisper-tiny
 echo "== 1/4 offline pretrained weights (installed and converted once into ~/.cache/mmlora)"
 $MM assets get smollm2-135m whisper-tiny.en
 
-echo "== 2/4 released checkpoint ($CKPT) on the held-out test voices (tests/data/speech/test.jsonl)"
 if [ -f "$CKPT/config.json" ]; then
+  echo "== 2/4 released checkpoint ($CKPT) on the held-out test voices (tests/data/speech/test.jsonl)"
   $MM evaluate --model "$CKPT" --manifest tests/data/speech/test.jsonl --show --batch-size 8 \
       --out outputs/demo/report_clean.json
   echo "-- the same clips under babble noise at 0 dB SNR"
   $MM evaluate --model "$CKPT" --manifest tests/data/speech/test_babble_snr0.jsonl --batch-size 8 \
       --out outputs/demo/report_babble0.json
-else
-  echo "no released checkpoint at $CKPT yet (docs/ASR.md says how to train it); skipping"
-fi
 
-echo "== 3/4 released checkpoint on real human speech (16 clips, 53 s: LibriVox, CMU, whisper.cpp's JFK, ...)"
-HUMAN=data/human_speech
-mkdir -p outputs/demo
-if [ ! -f "$CKPT/config.json" ]; then
-  echo "no released checkpoint; skipping"
-elif [ -f "$HUMAN/test.jsonl" ] || .venv/bin/python scripts/fetch_human_speech.py --out "$HUMAN" \
-    > outputs/demo/fetch_human_speech.log 2>&1; then
-  $MM evaluate --model "$CKPT" --manifest "$HUMAN/test.jsonl" --show --batch-size 8 \
-      --out outputs/demo/report_human.json
+  echo "== 3/4 released checkpoint on real human speech (16 clips, 53 s: LibriVox, CMU, whisper.cpp's JFK, ...)"
+  HUMAN=data/human_speech
+  mkdir -p outputs/demo
+  if [ -f "$HUMAN/test.jsonl" ] || .venv/bin/python scripts/fetch_human_speech.py --out "$HUMAN" \
+      > outputs/demo/fetch_human_speech.log 2>&1; then
+    $MM evaluate --model "$CKPT" --manifest "$HUMAN/test.jsonl" --show --batch-size 8 \
+        --out outputs/demo/report_human.json
+  else
+    echo "could not fetch the clips (package registry unreachable?): outputs/demo/fetch_human_speech.log; skipping"
+  fi
 else
-  echo "could not fetch the clips (package registry unreachable?): outputs/demo/fetch_human_speech.log; skipping"
+  echo "== 2/4, 3/4: no released checkpoint at $CKPT yet (docs/ASR.md says how to train it); skipping"
 fi
 
 echo "== 4/4 a short fine-tuning run (loss per step; CPU)"

