@@ -158,7 +158,7 @@ def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str
 
 
 def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, list[_Utt]], dict[str, list[_Utt]]]:
-    sents = load_sentences(cfg.text)
+    sents = load_sentences(cfg.text, wordnet="wordnet" in cfg.text_weights)
     if cfg.exclude_texts:
         drop = {t.lower() for t in cfg.exclude_texts}
         sents = {k: [t for t in v if t.lower() not in drop] for k, v in sents.items()}

@@ -182,14 +182,18 @@ def wordnet_sentences(cfg: TextConfig) -> list[str]:
     return [c for c in (clean_sentence(s, cfg) for s in wordnet_examples(cfg.wordnet_dir)) if c]
 
 
-def load_sentences(cfg: TextConfig) -> dict[str, list[str]]:
-    """{'fortunes': [...], 'bible': [...], 'wordnet': [...], <name of each cfg.files entry>: [...]} with
-    duplicates removed across all pools (first occurrence kept, in that order)."""
+def load_sentences(cfg: TextConfig, wordnet: bool = False) -> dict[str, list[str]]:
+    """{'fortunes': [...], 'bible': [...], 'wordnet': [...] (only when ``wordnet``), <name of each cfg.files
+    entry>: [...]} with duplicates removed across all pools (first occurrence kept, in that order). WordNet
+    is parsed only when asked for: a corpus that does not use it stays the same (word-salad vocabulary
+    included) whether or not wordnet-base is installed."""
     seen: set[str] = set()
     res: dict[str, list[str]] = {}
-    sources = [("fortunes", fortune_sentences), ("bible", bible_sentences), ("wordnet", wordnet_sentences)]
+    sources = [("fortunes", fortune_sentences), ("bible", bible_sentences)]
+    if wordnet:
+        sources.append(("wordnet", wordnet_sentences))
     for name, path in cfg.files:
-        if name in dict(sources):
+        if name in ("fortunes", "bible", "wordnet") or name in dict(sources):
             raise ValueError(f"sentence file name {name!r} is used twice or clashes with a built-in pool")
         sources.append((name, lambda c, path=path: file_sentences(path, c)))
     for name, fn in sources:

@@ -52,13 +52,30 @@ def test_sentence_files_are_cleaned_and_pools_deduplicated(tmp_path):
                                       "Glue the sheet to the dark blue background."]
     g = tmp_path / "other.txt"
     g.write_text("glue the sheet to the dark blue background.\nRice is often served in round bowls.\n")
-    pools = load_sentences(TextConfig(**{**cfg.__dict__, "files": (("mine", str(f)), ("other", str(g)))}))
+    pools = load_sentences(TextConfig(**{**cfg.__dict__, "files": (("mine", str(f)), ("other", str(g)))}), wordnet=True)
     assert pools["fortunes"] == pools["bible"] == pools["wordnet"] == []
     assert pools["other"] == ["Rice is often served in round bowls."]  # the duplicate (any case) stays in "mine"
     with pytest.raises(ValueError, match="clashes"):
         load_sentences(TextConfig(**{**cfg.__dict__, "files": (("bible", str(f)),)}))
     with pytest.raises(FileNotFoundError, match="sentence file not found"):
         file_sentences(tmp_path / "missing.txt", cfg)
+
+
+def test_wordnet_is_read_only_when_a_corpus_asks_for_it(tmp_path, monkeypatch):
+    """Without a wordnet share the pools (and so the word-salad vocabulary) do not depend on
+    whether WordNet is installed; with one it is read."""
+    cfg = TextConfig(fortune_dir=str(tmp_path / "none"), bible_cmd="no-such-bible",
+                     wordnet_dir=str(fake_wordnet(tmp_path / "wn")))
+    assert set(load_sentences(cfg)) == {"fortunes", "bible"}
+    assert load_sentences(cfg, wordnet=True)["wordnet"] == [
+        "He gave his hair a quick brush.", "I've had an exasperating day.", "The children walked home.",
+        "The dog ate the bone.", "Not everyone shared his placid temperament."]
+    asked = []
+    monkeypatch.setattr(C, "load_sentences", lambda c, wordnet=False: asked.append(wordnet) or pools(200))
+    voices = {"train": ["flite:awb"], "val": ["flite:rms"], "test": ["espeak:en-029"]}
+    C._plan(C.CorpusConfig(n={"train": 10, "val": 0, "test": 0}), voices)
+    C._plan(C.CorpusConfig(n={"train": 10, "val": 0, "test": 0}, text_weights={"wordnet": 1.0}), voices)
+    assert asked == [False, True]
 
 
 def pools(n=400):
@@ -68,7 +85,7 @@ def pools(n=400):
 
 
 def test_text_weights_set_the_share_of_each_pool(monkeypatch):
-    monkeypatch.setattr(C, "load_sentences", lambda cfg: pools(2000))
+    monkeypatch.setattr(C, "load_sentences", lambda cfg, **kw: pools(2000))
     voices = {"train": ["flite:awb"], "val": ["flite:rms"], "test": ["espeak:en-029"]}
     cfg = C.CorpusConfig(n={"train": 600, "val": 0, "test": 0}, text_weights={"wordnet": 3.0, "fortunes": 1.0})
     plan, _ = C._plan(cfg, voices)
@@ -76,7 +93,7 @@ def test_text_weights_set_the_share_of_each_pool(monkeypatch):
     assert set(share) == {"wordnet", "fortunes"} and abs(share["wordnet"] / 600 - 0.75) < 0.06, share
     # a pool that runs out hands over to the others
     small = pools(2000) | {"wordnet": ["Example one reads like modern speech.", "Example two reads like modern speech."]}
-    monkeypatch.setattr(C, "load_sentences", lambda cfg: small)
+    monkeypatch.setattr(C, "load_sentences", lambda cfg, **kw: small)
     plan, babble = C._plan(cfg, voices)
     share = Counter(u.source for lst in (plan["train"], *babble.values()) for u in lst)  # babble pools draw text too
     n_babble = sum(len(lst) for lst in babble.values())

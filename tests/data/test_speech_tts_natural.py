@@ -126,7 +126,7 @@ def test_corpus_writes_video_null_for_voices_without_phones(tmp_path, monkeypatc
              "bible": [f"And the {w} went unto the city of the plain." for w in
                        "man woman king prophet servant child elder priest".split()]}
     sents["fortunes"] += [f"Another {w} line to read aloud today." for w in "red blue green pink gray".split()]
-    monkeypatch.setattr(C, "load_sentences", lambda cfg: {k: list(v) for k, v in sents.items()})
+    monkeypatch.setattr(C, "load_sentences", lambda cfg, **kw: {k: list(v) for k, v in sents.items()})
     cfg = C.CorpusConfig(
         out=str(tmp_path / "sc"), seed=3, n={"train": 6, "val": 2, "test": 0},
         voices=("flite:slt", "piper:joe", "rhvoice:alan"), val_voices=("rhvoice:bdl",), test_voices=(),
