@@ -26,6 +26,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -535,8 +537,6 @@ def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's
     """DataLoader workers ignore SIGTERM / SIGINT: ``timeout``, schedulers and Ctrl-C signal the whole
     process group, and a dead worker would crash the run before the main process can stop cleanly
     (:class:`_StopRequest`). The main process still ends them (and they exit when it dies)."""
-    import signal
-
     for sig in _StopRequest.signals():
         signal.signal(sig, signal.SIG_IGN)
 
@@ -549,14 +549,9 @@ class _StopRequest:
     @staticmethod
     def signals() -> list:
         """SIGTERM and SIGINT, where the platform has them."""
-        import signal
-
         return [s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT")) if s is not None]
 
     def __init__(self) -> None:
-        import signal
-        import threading
-
         self.reason: str | None = None
         self._old: dict = {}
         if threading.current_thread() is not threading.main_thread():
@@ -565,8 +560,6 @@ class _StopRequest:
             self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        import signal
-
         name = signal.Signals(signum).name
         if self.reason is not None:  # second signal: stop now
             self.restore()
@@ -590,8 +583,6 @@ class _StopRequest:
         return stop
 
     def restore(self) -> None:
-        import signal
-
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
