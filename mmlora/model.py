@@ -511,8 +511,6 @@ class MultimodalLM(nn.Module):
         ``overrides`` update top-level config fields; a dict updates the saved dict key by key
         (``llm={"dtype": "float32"}`` keeps the saved path);
         ``encoders`` / ``llm_instance`` pass ready-made parts to :meth:`build`."""
-        from safetensors.torch import load_file
-
         in_dir = Path(in_dir)
         cfg_path = in_dir / "config.json"
         if not cfg_path.is_file():
@@ -526,14 +524,31 @@ class MultimodalLM(nn.Module):
         cfg = ModelConfig.from_dict(d)
         model = cls.build(cfg, encoders=encoders, llm=llm_instance)
         model.pipeline_info = dict(raw.get("pipeline") or {})
+        return model.load_trainable(in_dir)
+
+    def load_trainable(self, in_dir: str | os.PathLike) -> "MultimodalLM":
+        """Load the trained weights (projectors, LoRA adapters) of :meth:`save_pretrained`'s folder
+        into this model, which must have the same shapes (e.g. ``train.init_from``: continue
+        training a released model on new data). The saved LoRA specs (alpha, dropout) are taken
+        over with the weights."""
+        from safetensors.torch import load_file
+
+        in_dir = Path(in_dir)
+        if not (in_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{in_dir / 'config.json'}: missing (not an mmlora model folder)")
         proj_file = in_dir / "projectors.safetensors"
         if proj_file.is_file():
             state = load_file(str(proj_file))
-            missing, unexpected = model.projectors.load_state_dict(state, strict=False)
-            if missing or unexpected:
+            expected = self.projectors.state_dict()
+            missing = [k for k in expected if k not in state]
+            unexpected = [k for k in state if k not in expected]
+            shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                      if k in state and state[k].shape != v.shape]
+            if missing or unexpected or shapes:
                 raise ValueError(f"{proj_file}: projector weights do not match the config: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}")
+                                 f"unexpected {unexpected[:5]}, shapes (saved vs model) {shapes[:3]}")
+            self.projectors.load_state_dict(state)
         if (in_dir / "adapters").is_dir():
-            load_adapters(model.llm, in_dir / "adapters")
-        model._freeze()
-        return model
+            load_adapters(self.llm, in_dir / "adapters")
+        self._freeze()
+        return self

@@ -43,13 +43,17 @@ def load_run_config(recipe: str, overrides: list[str]):
 
 def build_model(cfg):
     """The run's model, its fresh weights (projectors, LoRA) drawn after seeding with ``train.seed``:
-    the same command builds the same model whatever ran before it in the process."""
+    the same command builds the same model whatever ran before it in the process. With
+    ``train.init_from`` the trained weights of that model folder replace the fresh ones."""
     from accelerate.utils import set_seed
 
     from mmlora.model import MultimodalLM
 
     set_seed(cfg.train.seed)
-    return MultimodalLM.build(cfg.model)
+    model = MultimodalLM.build(cfg.model)
+    if cfg.train.init_from:
+        model.load_trainable(cfg.train.init_from)
+    return model
 
 
 def run_training(recipe: str, overrides: list[str] | None = None):

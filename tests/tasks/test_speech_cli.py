@@ -243,3 +243,34 @@ def test_cache_features_fills_the_cache_training_reads(corpus, tmp_path, capsys)
     assert main(["cache-features", *args[:2]]) == 2
     assert "data.feature_cache is not set" in capsys.readouterr().err
 
+
+
+def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
+    """train.init_from loads the projector + LoRA weights of a saved model (not the fresh draw), and
+    a model folder whose shapes differ is refused with the file named."""
+    import torch
+
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    out = tmp_path / "run"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={out}", "train.max_steps=3", "train.lr=1e-2"]) == 0
+    saved = MultimodalLM.from_pretrained(out / "final" / "model")
+    want = {k: v for k, v in saved.named_parameters() if v.requires_grad}
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", [f"train.init_from={out / 'final' / 'model'}"])
+    got = {k: v for k, v in build_model(cfg).named_parameters() if v.requires_grad}
+    _, cfg0 = load_run_config("recipes/asr_tiny.yaml", [])
+    fresh = {k: v for k, v in build_model(cfg0).named_parameters() if v.requires_grad}
+    assert got.keys() == want.keys() == fresh.keys() and any("lora" in k.lower() or ".A" in k for k in got)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    assert any(not torch.equal(fresh[k], want[k]) for k in want)  # training moved them: the test can fail
+
+    _, bad = load_run_config("recipes/asr_tiny.yaml", [f"train.init_from={out / 'final' / 'model'}",
+                                                        "model.adapters={default: {rank: 3, alpha: 6}}"])
+    with pytest.raises(ValueError, match="adapters"):
+        build_model(bad)
+    _, bad = load_run_config("recipes/asr_tiny.yaml", [f"train.init_from={tmp_path / 'nowhere'}"])
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        build_model(bad)
