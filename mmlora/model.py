@@ -524,21 +524,28 @@ class MultimodalLM(nn.Module):
         cfg = ModelConfig.from_dict(d)
         model = cls.build(cfg, encoders=encoders, llm=llm_instance)
         model.pipeline_info = dict(raw.get("pipeline") or {})
-        return model.load_trainable(in_dir)
+        model.load_trainable(in_dir)
+        return model
 
-    def load_trainable(self, in_dir: str | os.PathLike) -> "MultimodalLM":
+    def load_trainable(self, in_dir: str | os.PathLike, new_modalities: bool = False) -> list[str]:
         """Load the trained weights (projectors, LoRA adapters) of :meth:`save_pretrained`'s folder
         into this model, which must have the same shapes (e.g. ``train.init_from``: continue
         training a released model on new data). The saved LoRA specs (alpha, dropout) are taken
-        over with the weights."""
+        over with the weights. With ``new_modalities`` the projector of a modality the folder
+        lacks keeps its fresh weights (an ASR model starting an AVSR run); returns those modalities."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
         if not (in_dir / "config.json").is_file():
             raise FileNotFoundError(f"{in_dir / 'config.json'}: missing (not an mmlora model folder)")
         proj_file = in_dir / "projectors.safetensors"
+        fresh: list[str] = []
         if proj_file.is_file():
             state = load_file(str(proj_file))
+            if new_modalities:
+                fresh = [m for m in self.projectors if not any(k.startswith(f"{m}.") for k in state)]
+                state = {**state, **{k: v for k, v in self.projectors.state_dict().items()
+                                     if k.split(".", 1)[0] in fresh}}
             expected = self.projectors.state_dict()
             missing = [k for k in expected if k not in state]
             unexpected = [k for k in state if k not in expected]
@@ -551,4 +558,4 @@ class MultimodalLM(nn.Module):
         if (in_dir / "adapters").is_dir():
             load_adapters(self.llm, in_dir / "adapters")
         self._freeze()
-        return self
+        return fresh

@@ -52,7 +52,9 @@ def build_model(cfg):
     set_seed(cfg.train.seed)
     model = MultimodalLM.build(cfg.model)
     if cfg.train.init_from:
-        model.load_trainable(cfg.train.init_from)
+        fresh = model.load_trainable(cfg.train.init_from, new_modalities=True)
+        logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
+                                               f"; fresh projector(s): {', '.join(fresh)}" if fresh else "")
     return model
 
 

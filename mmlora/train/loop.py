@@ -80,7 +80,8 @@ class TrainConfig:
     seed: int = 0  # seeds python/numpy/torch and the batch order
     resume: str = "auto"  # auto (latest checkpoint in output_dir, if any) | none | path to checkpoint-N
     init_from: str = ""  # a saved model folder (…/best/model, checkpoints/…): start from its projector and LoRA
-    # weights instead of fresh ones (same shapes; read by the task's model builder; a resumed checkpoint wins)
+    # weights instead of fresh ones (same shapes; a modality the folder lacks, e.g. video after ASR, starts fresh;
+    # read by the task's model builder; a resumed checkpoint wins)
     average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
     num_workers: int = 0  # DataLoader worker processes
     tensorboard: bool = True  # write TensorBoard scalars under output_dir/runs

@@ -274,3 +274,13 @@ def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
     _, bad = load_run_config("recipes/asr_tiny.yaml", [f"train.init_from={tmp_path / 'nowhere'}"])
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_model(bad)
+
+    # an AVSR run from the ASR model: audio projector + LoRA loaded, the video projector as a fresh AVSR build's
+    _, av = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_from={out / 'final' / 'model'}"])
+    got = dict(build_model(av).named_parameters())
+    _, av0 = load_run_config("recipes/avsr_tiny.yaml", [])
+    fresh_av = dict(build_model(av0).named_parameters())
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    video = [k for k in got if k.startswith("projectors.video.")]
+    assert video and all(torch.equal(got[k], fresh_av[k]) for k in video)
