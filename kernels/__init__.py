@@ -3,8 +3,8 @@
 Backends of :func:`lora_delta` / :func:`lora_linear` (``MMLORA_KERNELS`` or ``backend=``):
 
 * ``torch``  — the pure-torch reference (always; the default on CPU);
-* ``triton`` — fused autograd function with Triton kernels (default on CUDA when Triton imports);
-* ``fused``  — the same fused autograd function on cuBLAS through torch (any device; CUDA fallback).
+* ``fused``  — fused autograd function on cuBLAS through torch (any device; the default on CUDA);
+* ``triton`` — the same fused autograd function with Triton kernels (CUDA, when Triton imports).
 """
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ except Exception:  # noqa: BLE001 - ImportError, or a Triton that cannot initial
     triton_ops = None
     HAS_TRITON = False
 
+# Registration order is the CUDA default order: ``fused`` (cuBLAS) first, because it beat the Triton
+# kernels in every eager comparison of benchmark runs 6 and 7 (docs/PERFORMANCE.md).
+register_backend("fused", lambda x: x.is_cuda, partial(fused_lora_delta, ops=torch_ops),
+                 linear=partial(fused_lora_linear, ops=torch_ops), ops=torch_ops)
 if HAS_TRITON:
     register_backend("triton", lambda x: x.is_cuda and x.dtype in _TRITON_DTYPES,
                      partial(fused_lora_delta, ops=triton_ops), linear=partial(fused_lora_linear, ops=triton_ops),
                      ops=triton_ops)
-register_backend("fused", lambda x: x.is_cuda, partial(fused_lora_delta, ops=torch_ops),
-                 linear=partial(fused_lora_linear, ops=torch_ops), ops=torch_ops)

@@ -282,7 +282,7 @@ def test_gpu_under_autocast(backend):
 @needs_cuda
 def test_gpu_default_backend_is_fast():
     x = torch.randn(2, 2, device="cuda")
-    assert resolve_backend(x) == ("triton" if HAS_TRITON else "fused")
+    assert resolve_backend(x) == "fused"  # faster than triton in every eager benchmark row (runs 6, 7)
 
 
 @gpu
