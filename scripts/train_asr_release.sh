@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Reproduce the released ASR checkpoint in one command (GPU): corpora -> assets -> feature cache -> train -> evaluate
-# -> copy the best-validation model folder to checkpoints/. Every step is skipped when its output already exists.
+# Reproduce the released ASR checkpoint in one command (GPU): corpora -> assets -> feature cache -> two training stages
+# -> evaluate -> copy the best-validation model folder to checkpoints/. Every step is skipped when its output exists.
 #
 #   bash scripts/train_asr_release.sh [DATA_DIR] [OUT_DIR] [key=value overrides for the recipe ...]
 #
-# Corpora (18,400 training clips): seed 1 (DATA/st: 3,400 train clips with lip videos, plus the validation and test
-# splits on held-out voices) and the wide corpora of scripts/make_wide_speech_corpora.sh (DATA/w3: 5,000 audio clips,
-# DATA/wv4..wv7: 4 x 2,500 with lip video and 30 % word sequences; 336 voices; none of st's val/test sentences or
-# voices), merged into DATA/train_all.jsonl. The generator needs the TTS voices (bash scripts/setup_tts.sh); on a
-# machine without them, make the corpora elsewhere and pass their parent.
-# As released (GPU run 4, batch 64), the run stopped at step 2150 of 3000 (device budget) and the release is its best
-# validation step, 2000; this script runs to step 3000 and releases the best validation step, which may come later.
+# Stage 1 (the release of GPU run 4), 18,400 synthetic clips: seed 1 (DATA/st: 3,400 train clips with lip videos, plus
+# the validation and test splits on held-out voices) and the wide corpora of scripts/make_wide_speech_corpora.sh
+# (DATA/w3: 5,000 audio clips, DATA/wv4..wv7: 4 x 2,500 with lip video and 30 % word sequences; 336 voices; none of
+# st's val/test sentences or voices), merged into DATA/train_all.jsonl. Trained from fresh weights.
+# Stage 2 (the release of GPU run 5, session 11): the natural voices (RHVoice alan/bdl/slt, Piper joe; rhvoice:clb is
+# held out for DATA/natt/test.jsonl) reading 60 % WordNet example sentences: DATA/nat1 (5,000 clips, its clb clips left
+# out) and DATA/nat2 (8,000), each listed twice, plus stage 1's 18,400 clips (DATA/train_nat.jsonl, 42,400 lines),
+# trained from stage 1's best weights (train.init_from).
+# The generator needs the TTS voices (bash scripts/setup_tts.sh --natural); on a machine without them, make the corpora
+# elsewhere and pass their parent.
+# As released, stage 1 stopped at step 2150 of 3000 (device budget; best validation step 2000) and stage 2 at step 1774
+# of 3000 (best 1750); this script runs both to step 3000 and releases stage 2's best validation step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_smollm2_whisper_tiny}; shift $(( $# < 2 ? $# : 2 ))
@@ -32,13 +37,39 @@ with open(f"{root}/train_all.jsonl", "w") as out:
             r["video"] = f"{sub}/{r['video']}" if r.get("video") else None
             out.write(json.dumps(r) + "\n")
 PY
+NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus --no-video
+     --max-words 16 --workers "$WORKERS")
+[ -f "$DATA/nat1/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat1" --seed 21 --n-train 5000 "${NAT[@]}" \
+    --voices rhvoice:alan,rhvoice:bdl,rhvoice:clb,rhvoice:slt,piper:joe --engine-weights rhvoice=0.8,piper=0.2 \
+    --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl"
+[ -f "$DATA/natt/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/natt" --seed 23 --n-train 0 --n-val 0 --n-test 240 \
+    --voices rhvoice:clb --test-voices rhvoice:clb --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus \
+    --no-video --max-words 16 --workers "$WORKERS" \
+    --exclude-text "$DATA/nat1/train.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
+[ -f "$DATA/nat2/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat2" --seed 22 --n-train 8000 "${NAT[@]}" \
+    --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe --engine-weights rhvoice=0.75,piper=0.25 \
+    --exclude-text "$DATA/natt/test.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
+$PY - "$DATA" <<'PY'
+import json, sys
+root = sys.argv[1]
+with open(f"{root}/train_nat.jsonl", "w") as out:
+    for sub, rep in (("st", 1), ("w3", 1), ("wv4", 1), ("wv5", 1), ("wv6", 1), ("wv7", 1), ("nat1", 2), ("nat2", 2)):
+        for line in open(f"{root}/{sub}/train.jsonl"):
+            r = json.loads(line)
+            if r.get("voice") == "rhvoice:clb":  # held out: natt/test.jsonl
+                continue
+            r["audio"], r["video"] = f"{sub}/{r['audio']}", None
+            for j in range(rep):
+                out.write(json.dumps({**r, "id": f"{sub}-{r['id']}" + (f"-{j}" if rep > 1 else "")}) + "\n")
+PY
 $MM assets get smollm2-135m whisper-tiny.en
-ARGS=(recipes/asr_smollm2_whisper_tiny.yaml data.train_manifest="$DATA/train_all.jsonl" data.val_manifest="$DATA/st/val.jsonl"
-      data.feature_cache="$OUT/feature_cache" train.output_dir="$OUT" "$@")
-$MM cache-features "${ARGS[@]}" --workers "$WORKERS"
-$MM train "${ARGS[@]}"
-for m in test test_babble_snr0 test_babble_snr-5; do
-  $MM evaluate --model "$OUT/best/model" --manifest "$DATA/st/$m.jsonl" --batch-size 64 --out "$OUT/eval_$m.json"
+COMMON=(recipes/asr_smollm2_whisper_tiny.yaml data.val_manifest="$DATA/st/val.jsonl" data.feature_cache="$OUT/feature_cache")
+$MM cache-features "${COMMON[@]}" data.train_manifest="$DATA/train_nat.jsonl" --workers "$WORKERS"
+$MM train "${COMMON[@]}" data.train_manifest="$DATA/train_all.jsonl" train.output_dir="$OUT/stage1" "$@"
+$MM train "${COMMON[@]}" data.train_manifest="$DATA/train_nat.jsonl" train.output_dir="$OUT/stage2" \
+    train.init_from="$OUT/stage1/best/model" "$@"
+for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test; do
+  $MM evaluate --model "$OUT/stage2/best/model" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
 done
-mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/best/model" checkpoints/asr-smollm2-whisper-tiny
-echo "released: checkpoints/asr-smollm2-whisper-tiny"
+mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/stage2/best/model" checkpoints/asr-smollm2-whisper-tiny
+echo "released: checkpoints/asr-smollm2-whisper-tiny (real human speech: python scripts/fetch_human_speech.py, then mmlora evaluate)"
