@@ -460,7 +460,8 @@ class MultimodalLM(nn.Module):
     @torch.no_grad()
     def generate(self, batch: dict, rates: dict[str, int] | None = None, **gen_kwargs) -> list[str]:
         """Greedy / beam / sampled decoding for each sample's prompt (answers in the batch are
-        ignored). Each sample is routed at prefill and at every decode step."""
+        ignored). Each sample is routed at prefill and at every decode step. ``stop_strings``
+        (e.g. ``["\\n"]``) end a sample's answer where its text first contains one of them."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -471,6 +472,10 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
+        if kw.get("stop_strings"):  # transformers matches them on the decoded tokens
+            kw["tokenizer"] = self.tokenizer
+        else:
+            kw.pop("stop_strings", None)
         install_plan(self.llm, plan)
         try:
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)

@@ -16,6 +16,8 @@ class EvalConfig:
     max_new_tokens: int = 48    # longest answer (Llama-AVSR: 32)
     batch_size: int = 16        # utterances per generate() call
     rates: dict[str, int] = field(default_factory=dict)  # Matryoshka rate pair to decode at; {} = finest
+    stop_strings: list[str] = field(default_factory=list)  # decoding also ends at any of these (speech recipes:
+    # a line break, since a transcript is one line; a model that misses its end-of-text otherwise repeats the sentence)
 
 
 @dataclass

@@ -208,6 +208,23 @@ def test_generate_batched_equals_one_by_one_and_routes_decode_steps():
     assert len(beams) == 2
 
 
+def test_generate_stops_each_sample_at_a_stop_string():
+    """stop_strings end a sample's answer where its text first contains one (the rest of the batch
+    goes on): each answer is the free answer cut just after that point."""
+    model = build(media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    samples = [sample(audio=frames(20, 1)), sample(audio=frames(8, 2))]
+    batch = collate_samples(samples, model.prompts)
+    free = model.generate(batch, max_new_tokens=12)
+    # a printable character of the first answer after its start (the random tiny model writes raw bytes)
+    stop = next(c for c in free[0][2:] if c.isascii() and c.isprintable() and not c.isspace())
+    cut = model.generate(batch, max_new_tokens=12, stop_strings=[stop])
+    assert cut[0] != free[0] and free[0].startswith(cut[0]) and stop in cut[0]
+    assert cut[0].endswith(stop)  # byte tokens: the answer ends with the token that completed the stop string
+    assert cut[1] == free[1] or (stop in cut[1] and free[1].startswith(cut[1]))
+    assert model.generate(batch, max_new_tokens=12, stop_strings=[]) == free
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = build(adapters={"default": LoRASpec(4, 8)}).eval()
     randomize_adapters(model.llm)
