@@ -316,6 +316,11 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
         accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=kwargs)
     main, world, device = accelerator.is_main_process, accelerator.num_processes, accelerator.device
     out_dir = Path(cfg.output_dir)
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched != world:  # e.g. `use_cpu: true` in an FSDP accelerate config: each process trains alone
+        raise ValueError(f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {world}: they would "
+                         f"train separately and overwrite each other's checkpoints in {out_dir}; check the accelerate "
+                         "config (an FSDP config with use_cpu: true is not distributed by accelerate)")
     set_seed(cfg.seed)
 
     # -- resume point -----------------------------------------------------------------------------

@@ -107,3 +107,24 @@ def test_ddp_signal_to_one_rank_stops_every_rank_at_a_log_step(tmp_path):
     from mmlora.train import latest_checkpoint
 
     assert latest_checkpoint(tmp_path / "o" / "run").name == f"checkpoint-{r0['global_step']}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate launcher not installed")
+def test_processes_that_accelerate_does_not_group_are_refused(tmp_path):
+    """accelerate runs an FSDP config with ``use_cpu: true`` as separate one-process trainings;
+    they would overwrite each other's checkpoints, so the loop refuses before training."""
+    root = HERE.parents[1]
+    cfg = (root / "recipes" / "accelerate" / "fsdp.yaml").read_text()
+    cfg = cfg.replace("use_cpu: false", "use_cpu: true").replace("mixed_precision: bf16", "mixed_precision: 'no'")
+    assert "use_cpu: true" in cfg
+    (tmp_path / "fsdp_cpu.yaml").write_text(cfg)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(tmp_path / "fsdp_cpu.yaml"), "--num_processes", "2",
+           "--main_process_port", str(_free_port()), "-m", "mmlora.cli", "train", str(root / "recipes" / "asr_tiny.yaml"),
+           f"data.train_manifest={root / 'tests' / 'data' / 'speech' / 'train.jsonl'}",
+           f"train.output_dir={tmp_path / 'out'}", "train.max_steps=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=root)
+    assert proc.returncode != 0
+    assert "2 processes were launched (WORLD_SIZE) but accelerate set up 1" in proc.stderr, proc.stderr[-3000:]
+    assert not any((tmp_path / "out").glob("checkpoint-*"))
