@@ -20,9 +20,10 @@ All three are optional and add up. Shapes::
 Rows ``r_k:`` of ``A_k`` and columns ``r_k:`` of ``B_k`` are padding and never read.
 Tokens routed to ``-1`` (and adapters with no tokens) cost no arithmetic.
 
-``lora_delta`` dispatches to a Triton kernel on CUDA when one is registered and to
-``lora_delta_reference`` (pure torch, differentiable) otherwise; ``backend="torch"`` or the
-environment variable ``MMLORA_KERNELS=torch`` forces the reference.
+``lora_delta`` dispatches to the first registered backend that applies to its input (on CUDA:
+``fused``, then ``triton``; see ``kernels/__init__.py``) and to ``lora_delta_reference`` (pure
+torch, differentiable) otherwise; ``backend="torch"`` or the environment variable
+``MMLORA_KERNELS=torch`` forces the reference.
 
 ``lora_linear`` is the same with the frozen base projection folded in
 (``F.linear(x, W, b) + lora_delta(...)``): fused backends compute the base GEMM, every
