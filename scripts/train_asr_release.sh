@@ -26,25 +26,13 @@ WORKERS=${WORKERS:-$(nproc)}
 [ -f "$DATA/st/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$DATA/st" --seed 1 --n-train 3400 \
     --n-val 150 --n-test 300 --max-words 16 --audio-format opus --noisy-splits test --workers "$WORKERS"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS"
-$PY - "$DATA" <<'PY'
-import json, sys
-root = sys.argv[1]
-with open(f"{root}/train_all.jsonl", "w") as out:
-    for sub in ("st", "w3", "wv4", "wv5", "wv6", "wv7"):
-        for line in open(f"{root}/{sub}/train.jsonl"):
-            r = json.loads(line)
-            r["id"], r["audio"] = f"{sub}-{r['id']}", f"{sub}/{r['audio']}"
-            r["video"] = f"{sub}/{r['video']}" if r.get("video") else None
-            out.write(json.dumps(r) + "\n")
-PY
 NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus --no-video
      --max-words 16 --workers "$WORKERS")
 [ -f "$DATA/nat1/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat1" --seed 21 --n-train 5000 "${NAT[@]}" \
     --voices rhvoice:alan,rhvoice:bdl,rhvoice:clb,rhvoice:slt,piper:joe --engine-weights rhvoice=0.8,piper=0.2 \
     --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl"
-[ -f "$DATA/natt/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/natt" --seed 23 --n-train 0 --n-val 0 --n-test 240 \
-    --voices rhvoice:clb --test-voices rhvoice:clb --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus \
-    --no-video --max-words 16 --workers "$WORKERS" \
+[ -f "$DATA/natt/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/natt" --seed 23 --n-train 0 "${NAT[@]}" \
+    --n-test 240 --voices rhvoice:clb --test-voices rhvoice:clb \
     --exclude-text "$DATA/nat1/train.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
 [ -f "$DATA/nat2/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat2" --seed 22 --n-train 8000 "${NAT[@]}" \
     --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe --engine-weights rhvoice=0.75,piper=0.25 \
@@ -52,15 +40,25 @@ NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --
 $PY - "$DATA" <<'PY'
 import json, sys
 root = sys.argv[1]
-with open(f"{root}/train_nat.jsonl", "w") as out:
-    for sub, rep in (("st", 1), ("w3", 1), ("wv4", 1), ("wv5", 1), ("wv6", 1), ("wv7", 1), ("nat1", 2), ("nat2", 2)):
-        for line in open(f"{root}/{sub}/train.jsonl"):
-            r = json.loads(line)
-            if r.get("voice") == "rhvoice:clb":  # held out: natt/test.jsonl
-                continue
-            r["audio"], r["video"] = f"{sub}/{r['audio']}", None
-            for j in range(rep):
-                out.write(json.dumps({**r, "id": f"{sub}-{r['id']}" + (f"-{j}" if rep > 1 else "")}) + "\n")
+
+
+def merge(name, parts, keep_video):
+    """One manifest of several corpora (paths made relative to DATA), each listed `rep` times."""
+    with open(f"{root}/{name}", "w") as out:
+        for sub, rep in parts:
+            for line in open(f"{root}/{sub}/train.jsonl"):
+                r = json.loads(line)
+                if r.get("voice") == "rhvoice:clb":  # held out: natt/test.jsonl
+                    continue
+                r["audio"] = f"{sub}/{r['audio']}"
+                r["video"] = f"{sub}/{r['video']}" if keep_video and r.get("video") else None
+                for j in range(rep):
+                    out.write(json.dumps({**r, "id": f"{sub}-{r['id']}" + (f"-{j}" if rep > 1 else "")}) + "\n")
+
+
+synthetic = [(sub, 1) for sub in ("st", "w3", "wv4", "wv5", "wv6", "wv7")]
+merge("train_all.jsonl", synthetic, keep_video=True)  # stage 1
+merge("train_nat.jsonl", synthetic + [("nat1", 2), ("nat2", 2)], keep_video=False)  # stage 2
 PY
 $MM assets get smollm2-135m whisper-tiny.en
 COMMON=(recipes/asr_smollm2_whisper_tiny.yaml data.val_manifest="$DATA/st/val.jsonl" data.feature_cache="$OUT/feature_cache")
