@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from mmlora.data.media import to_mono
+
 SR = 16_000  # output sample rate (Hz)
 
 
@@ -148,11 +150,11 @@ def download(pkg: str, dest: Path) -> Path:
 
 
 def _decode(data: bytes, raw: bool) -> tuple[np.ndarray, int]:
-    """Bytes of one member -> (float32 mono in [-1, 1), sample rate)."""
+    """Bytes of one member -> (float32 samples ``(frames,)`` or ``(frames, channels)`` in [-1, 1), sample rate)."""
     if raw:
         return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0, SR
-    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (frames, channels)
-    return x.mean(axis=1), int(sr)
+    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return x, int(sr)
 
 
 def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarray, int]]:
@@ -178,16 +180,9 @@ def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarra
 
 def to_16k_mono(x: np.ndarray, sr: int) -> np.ndarray:
     """``(n,)`` or ``(n, channels)`` at ``sr`` -> ``(round(n * 16000 / sr),)`` float32 at 16 kHz,
-    channels averaged, resampled with ``torchaudio.functional.resample``, clipped to [-1, 1]."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if sr != SR:
-        import torch
-        import torchaudio.functional as AF
-
-        x = AF.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, SR).numpy()
-    return np.clip(x, -1.0, 1.0)
+    channels averaged and resampled by :func:`mmlora.data.media.to_mono` (as ``load_audio`` does),
+    clipped to [-1, 1]."""
+    return np.clip(to_mono(x, sr, SR).numpy(), -1.0, 1.0)
 
 
 def build(out: Path, archives: dict[str, Path]) -> list[dict]:

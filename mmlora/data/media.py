@@ -52,6 +52,18 @@ def _existing(path: str | Path, what: str) -> Path:
     return p
 
 
+def to_mono(samples: np.ndarray, sr: int, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """``[n]`` or ``[n, channels]`` samples at ``sr`` Hz -> ``[m]`` float32 mono (channel mean) at
+    ``sample_rate`` (``torchaudio.functional.resample``, its defaults, when the rates differ)."""
+    x = np.asarray(samples, dtype=np.float32)
+    wav = torch.from_numpy(np.ascontiguousarray(x.mean(axis=1) if x.ndim == 2 else x))
+    if sr != sample_rate:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, orig_freq=int(sr), new_freq=sample_rate)
+    return wav
+
+
 def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> Tensor:
     """Decode ``path`` (wav/flac/ogg/… via soundfile) to mono float32 at ``cfg.sample_rate``: ``[n]``."""
     import soundfile as sf
@@ -66,11 +78,7 @@ def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> Tensor:
         raise MediaError(f"{p}: audio has no samples")
     if not np.isfinite(data).all():
         raise MediaError(f"{p}: audio contains NaN or infinite samples")
-    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if sr != cfg.sample_rate:
-        import torchaudio.functional as AF
-
-        wav = AF.resample(wav, orig_freq=int(sr), new_freq=cfg.sample_rate)
+    wav = to_mono(data, sr, cfg.sample_rate)
     if cfg.max_seconds is not None:
         wav = wav[: int(round(cfg.max_seconds * cfg.sample_rate))]
     return wav.contiguous()
