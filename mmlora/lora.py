@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -542,12 +542,21 @@ def adapter_parameters(model: nn.Module, name: str | None = None) -> list[nn.Par
 
 
 # -------------------------------------------------------------------- save / load / export
-def _adapter_tensors(model: nn.Module) -> dict[str, Tensor]:
+def _adapter_tensors(model: nn.Module, state_dict: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """A/B of every adapter, by ``layer.adapter.A``; with ``state_dict`` (whole tensors by the
+    parameter names of ``model``, e.g. gathered under FSDP) the values come from there."""
     out = {}
     for path, layer in lora_layers(model):
         for ad_name, ad in layer.adapters.items():
-            out[f"{path}.{ad_name}.A"] = ad.A.detach().contiguous().cpu()
-            out[f"{path}.{ad_name}.B"] = ad.B.detach().contiguous().cpu()
+            for part in ("A", "B"):
+                if state_dict is None:
+                    t = getattr(ad, part)
+                else:
+                    name = f"{path}.adapters.{ad_name}.{part}"
+                    if name not in state_dict:
+                        raise KeyError(f"state_dict lacks the adapter weight {name!r}")
+                    t = state_dict[name]
+                out[f"{path}.{ad_name}.{part}"] = t.detach().contiguous().cpu()
     return out
 
 
@@ -572,12 +581,15 @@ def _atomic_dir(out_dir: str | os.PathLike, write) -> Path:
     return out
 
 
-def save_adapters(model: nn.Module, out_dir: str | os.PathLike) -> Path:
+def save_adapters(model: nn.Module, out_dir: str | os.PathLike,
+                  state_dict: Mapping[str, Tensor] | None = None) -> Path:
     """Write ``adapters.safetensors`` (adapter A/B only) and ``adapters.json`` (specs per
-    layer) into ``out_dir``, atomically. Base weights are never written."""
+    layer) into ``out_dir``, atomically. Base weights are never written. ``state_dict``: take
+    the values from there (whole tensors by ``model``'s parameter names) instead of the
+    module's own parameters, which under FSDP are shards."""
     from safetensors.torch import save_file
 
-    tensors, config = _adapter_tensors(model), _adapter_config(model)
+    tensors, config = _adapter_tensors(model, state_dict), _adapter_config(model)
     if not tensors:
         raise ValueError("the model has no adapters to save")
 

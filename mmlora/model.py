@@ -22,7 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -488,14 +488,29 @@ class MultimodalLM(nn.Module):
         return {m: r[0] for m, r in self.rate_choices().items()}
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, out_dir: str | os.PathLike, pipeline: dict | None = None) -> Path:
+    def save_pretrained(self, out_dir: str | os.PathLike, pipeline: dict | None = None,
+                        state_dict: Mapping[str, Tensor] | None = None) -> Path:
         """config.json + projectors.safetensors + adapters (safetensors/JSON); base weights
         are referenced by the config, never copied. Written atomically. ``pipeline`` (task,
-        instruction, modalities, …) is stored for :func:`mmlora.pipelines.load_pipeline`."""
+        instruction, modalities, …) is stored for :func:`mmlora.pipelines.load_pipeline`.
+        ``state_dict``: whole tensors by this module's names (``projectors.…``, ``llm.…``), e.g.
+        gathered under FSDP, where the module's own parameters are shards; the saved weights
+        then come from there, and a missing entry is a ``KeyError``."""
         pipeline = pipeline if pipeline is not None else self.pipeline_info
         from safetensors.torch import save_file
 
-        proj_state = {k: v.detach().contiguous().cpu() for k, v in self.projectors.state_dict().items()}
+        def pick(prefix: str, own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+            if state_dict is None:
+                return dict(own)
+            missing = [f"{prefix}{k}" for k in own if f"{prefix}{k}" not in state_dict]
+            if missing:
+                raise KeyError(f"state_dict lacks {missing[:3]}")
+            return {k: state_dict[f"{prefix}{k}"] for k in own}
+
+        proj_state = {k: v.detach().contiguous().cpu()
+                      for k, v in pick("projectors.", self.projectors.state_dict()).items()}
+        llm_state = None if state_dict is None else {k[len("llm."):]: v for k, v in state_dict.items()
+                                                     if k.startswith("llm.")}
 
         def write(tmp: Path) -> None:
             (tmp / "config.json").write_text(json.dumps({"format": "mmlora-model", "version": 1,
@@ -504,7 +519,7 @@ class MultimodalLM(nn.Module):
             if proj_state:
                 save_file(proj_state, str(tmp / "projectors.safetensors"))
             if adapter_names(self.llm):
-                save_adapters(self.llm, tmp / "adapters")
+                save_adapters(self.llm, tmp / "adapters", llm_state)
 
         return _atomic_dir(out_dir, write)
 

@@ -243,6 +243,45 @@ def test_save_and_load_round_trip(tmp_path):
     assert n_train == sum(p.numel() for p in model.trainable_parameters()) > 0
 
 
+def test_fsdp_checkpoint_saves_the_gathered_weights_not_the_shards(tmp_path):
+    """Under FSDP a module's own parameters are shards: the checkpoint's model folder must be
+    written from the gathered state dict (names with FSDP's wrapper parts). GPU run 9 found
+    save_pretrained refusing that dict; the fake accelerator here takes the same code path."""
+    from accelerate.utils import DistributedType
+
+    from mmlora.train.checkpoint import _write_trainable, read_trainable
+
+    model = build(adapters={"default": LoRASpec(4, 8)})
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    gathered = {k.replace("layers.", "layers._fsdp_wrapped_module."): v + 1.0 for k, v in own.items()}
+
+    class FakeFSDPAccelerator:
+        distributed_type, is_main_process = DistributedType.FSDP, True
+
+        def unwrap_model(self, m):
+            return m
+
+        def get_state_dict(self, m):
+            return gathered
+
+    _write_trainable(FakeFSDPAccelerator(), model, tmp_path, save_pretrained=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(".adapters." in n for n in trainable) and any(n.startswith("projectors.") for n in trainable)
+    saved = read_trainable(tmp_path)
+    assert sorted(saved) == sorted(trainable)
+    fresh = build(adapters={"default": LoRASpec(4, 8)}, seed=1)
+    fresh.load_trainable(tmp_path / "model")
+    for n, p in fresh.named_parameters():
+        if p.requires_grad:  # both files hold the gathered values: the module's own plus one
+            assert torch.equal(saved[n], own[n] + 1.0) and torch.equal(p.detach(), own[n] + 1.0), n
+    assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())  # the module is untouched
+    short = {k: v for k, v in own.items() if not k.endswith("adapters.default.B")}
+    with pytest.raises(KeyError, match=r"adapters\.default\.B"):
+        model.save_pretrained(tmp_path / "short", state_dict=short)
+    with pytest.raises(KeyError, match="projectors"):
+        model.save_pretrained(tmp_path / "short", state_dict={k: v for k, v in own.items() if "projectors" not in k})
+
+
 class LayeredFakeEncoder(FakeEncoder):
     """FakeEncoder that also reports two per-layer hidden states (for QLadder)."""
 

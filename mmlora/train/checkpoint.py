@@ -181,8 +181,9 @@ def _write_trainable(accelerator, model: nn.Module, folder: Path, save_pretraine
     if accelerator.is_main_process:
         save_trainable(trainable_state_dict(unwrapped, full), folder / TRAINABLE_FILE)
         if save_pretrained and callable(getattr(unwrapped, "save_pretrained", None)):
-            if full is not None:
-                unwrapped.save_pretrained(folder / PRETRAINED_DIR, state_dict=full)
+            if full is not None:  # the module's own parameters are shards: save the gathered tensors
+                unwrapped.save_pretrained(folder / PRETRAINED_DIR,
+                                          state_dict={_clean_name(k): v for k, v in full.items()})
             else:
                 unwrapped.save_pretrained(folder / PRETRAINED_DIR)
 
