@@ -250,6 +250,7 @@ def test_fsdp_checkpoint_saves_the_gathered_weights_not_the_shards(tmp_path):
     from accelerate.utils import DistributedType
 
     from mmlora.train.checkpoint import _write_trainable, read_trainable
+    from mmlora.train.loop import TrainConfig, _write_weights
 
     model = build(adapters={"default": LoRASpec(4, 8)})
     own = {k: v.clone() for k, v in model.state_dict().items()}
@@ -264,16 +265,22 @@ def test_fsdp_checkpoint_saves_the_gathered_weights_not_the_shards(tmp_path):
         def get_state_dict(self, m):
             return gathered
 
-    _write_trainable(FakeFSDPAccelerator(), model, tmp_path, save_pretrained=True)
+        def wait_for_everyone(self):
+            pass
+
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any(".adapters." in n for n in trainable) and any(n.startswith("projectors.") for n in trainable)
-    saved = read_trainable(tmp_path)
-    assert sorted(saved) == sorted(trainable)
-    fresh = build(adapters={"default": LoRASpec(4, 8)}, seed=1)
-    fresh.load_trainable(tmp_path / "model")
-    for n, p in fresh.named_parameters():
-        if p.requires_grad:  # both files hold the gathered values: the module's own plus one
-            assert torch.equal(saved[n], own[n] + 1.0) and torch.equal(p.detach(), own[n] + 1.0), n
+    (tmp_path / "ckpt").mkdir()
+    _write_trainable(FakeFSDPAccelerator(), model, tmp_path / "ckpt", save_pretrained=True)  # checkpoint-N
+    _write_weights(FakeFSDPAccelerator(), model, model, TrainConfig(), tmp_path / "final", {"step": 1})  # final/, best/
+    for folder in (tmp_path / "ckpt", tmp_path / "final"):
+        saved = read_trainable(folder)
+        assert sorted(saved) == sorted(trainable)
+        fresh = build(adapters={"default": LoRASpec(4, 8)}, seed=1)
+        fresh.load_trainable(folder / "model")
+        for n, p in fresh.named_parameters():
+            if p.requires_grad:  # both files hold the gathered values: the module's own plus one
+                assert torch.equal(saved[n], own[n] + 1.0) and torch.equal(p.detach(), own[n] + 1.0), (folder, n)
     assert all(torch.equal(v, own[k]) for k, v in model.state_dict().items())  # the module is untouched
     short = {k: v for k, v in own.items() if not k.endswith("adapters.default.B")}
     with pytest.raises(KeyError, match=r"adapters\.default\.B"):

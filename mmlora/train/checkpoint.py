@@ -247,15 +247,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_final(model: nn.Module, out_dir: str | Path, tensors: Mapping[str, torch.Tensor], info: dict,
-                save_pretrained: bool = True) -> Path:
+                save_pretrained: bool = True, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
     """``out_dir`` (e.g. ``output_dir/final``) with ``trainable.safetensors``, ``model/`` and
-    ``info.json``; ``model`` (unwrapped) must already hold ``tensors``. Main process only."""
+    ``info.json``; ``model`` (unwrapped) must already hold ``tensors``, unless ``state_dict``
+    (whole tensors by clean names, under FSDP) is given: ``model/`` is then written from it.
+    Main process only."""
     out = Path(out_dir)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_trainable(tensors, tmp / TRAINABLE_FILE)
     if save_pretrained and callable(getattr(model, "save_pretrained", None)):
-        model.save_pretrained(tmp / PRETRAINED_DIR)
+        if state_dict is not None:
+            model.save_pretrained(tmp / PRETRAINED_DIR, state_dict=state_dict)
+        else:
+            model.save_pretrained(tmp / PRETRAINED_DIR)
     (tmp / "info.json").write_text(json.dumps(info, indent=2))
     return replace_dir(tmp, out)

@@ -636,12 +636,13 @@ def _write_weights(accelerator, model, unwrapped, cfg: TrainConfig, out: Path, i
                    tensors: dict | None = None) -> Path:
     """``out`` via :func:`checkpoint.write_final` (main process) from ``tensors``, or the model's current
     trainable weights (gathered under FSDP); every process waits for it."""
-    fsdp = ck._is_fsdp(accelerator)
+    full = accelerator.get_state_dict(model) if ck._is_fsdp(accelerator) else None  # collective
     if tensors is None:
-        full = accelerator.get_state_dict(model) if fsdp else None
         tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
-        ck.write_final(unwrapped, out, tensors, info, save_pretrained=cfg.save_pretrained and not fsdp)
+        # under FSDP the module holds shards: model/ is written from the gathered tensors (+ ``tensors``)
+        state = None if full is None else {**{ck._clean_name(k): v for k, v in full.items()}, **tensors}
+        ck.write_final(unwrapped, out, tensors, info, save_pretrained=cfg.save_pretrained, state_dict=state)
     accelerator.wait_for_everyone()
     return out
 
