@@ -1,0 +1,87 @@
+"""How much of the drawn mouth shape do the frozen lip features keep? A linear probe.
+
+Renders lip frames of the corpus's mouth model (``mmlora.data.lipvideo``) with a random viseme
+per frame, writes and re-reads them as H.264 mp4 (as the corpus does), encodes them with the
+recipe's frozen video encoder, and fits ridge regressions on the clips of some faces, tested on
+held-out faces:
+  * viseme classification accuracy (13 classes; a linear map to one-hot, argmax),
+  * R² of the three mouth parameters (open, width, round),
+for the encoder's features and, as the reference, for the raw pixels (downsampled to 16x16).
+
+    python scripts/lip_feature_probe.py --faces 80 --frames 50
+    python scripts/lip_feature_probe.py --encoder '{"preset": "efficientnet-lite0", "image_size": 96, "stage": "blocks"}'
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def ridge(x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ridge on standardized inputs, targets centred (the intercept is not shrunk)."""
+    sd = x_tr.std(0)
+    mu, sd, ym = x_tr.mean(0), sd.clamp_min(0.01 * float(sd.mean())), y_tr.mean(0)  # near-constant dims stay small
+    a, b = (x_tr - mu) / sd, (x_te - mu) / sd
+    w = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ (y_tr - ym))
+    return b @ w + ym
+
+
+def scores(x_tr, x_te, lab_tr, lab_te, par_tr, par_te, lam) -> dict:
+    n_cls = int(max(lab_tr.max(), lab_te.max())) + 1
+    pred = ridge(x_tr, torch.nn.functional.one_hot(lab_tr, n_cls).double(), x_te, lam).argmax(1)
+    p = ridge(x_tr, par_tr, x_te, lam)
+    r2 = 1 - ((p - par_te) ** 2).sum(0) / ((par_te - par_te.mean(0)) ** 2).sum(0)
+    return {"viseme_acc": round(float((pred == lab_te).double().mean()), 3),
+            "r2_open_width_round": [round(float(v), 3) for v in r2]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=int, default=40, help="appearances (one clip each); the last quarter is held out")
+    ap.add_argument("--frames", type=int, default=50, help="frames per clip, one random viseme each")
+    ap.add_argument("--encoder", default='{"preset": "efficientnet-lite0", "image_size": 96}',
+                    help="video encoder config (JSON), as in a recipe's model.media.video.encoder")
+    ap.add_argument("--lam", type=float, default=1000.0, help="ridge strength (on standardized inputs)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    from mmlora.data.lipvideo import VISEME_NAMES, VISEMES, Appearance, MouthConfig, render_frames, write_mp4
+    from mmlora.data.media import load_video
+    from mmlora.encoders import build_encoder
+
+    rng = np.random.default_rng(args.seed)
+    cfg = MouthConfig()
+    enc = build_encoder(json.loads(args.encoder)).eval()
+    feats, pixels, labels, params, face = [], [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for f in range(args.faces):
+            lab = rng.integers(0, len(VISEME_NAMES), args.frames)
+            par = np.array([VISEMES[VISEME_NAMES[i]] for i in lab], dtype=np.float64)
+            frames = render_frames(par, cfg, Appearance.sample(rng), rng)
+            path = Path(tmp) / f"{f}.mp4"
+            write_mp4(path, frames, cfg.fps, cfg.crf)
+            video = load_video(path)  # [T, H, W, 3] uint8, as training reads it
+            x = enc([video]).x[0].double()  # [T * P, D]
+            feats.append(x.reshape(len(video), -1))
+            small = torch.nn.functional.adaptive_avg_pool2d(video[..., 0].double()[:, None], 16)
+            pixels.append(small.reshape(len(video), -1))
+            labels.append(torch.as_tensor(lab[: len(video)]))
+            params.append(torch.as_tensor(par[: len(video)]))
+            face.append(torch.full((len(video),), f))
+    face = torch.cat(face)
+    tr, te = face < int(args.faces * 0.75), face >= int(args.faces * 0.75)
+    lab, par = torch.cat(labels), torch.cat(params)
+    out = {"frames_train": int(tr.sum()), "frames_test": int(te.sum()), "chance": round(1 / len(VISEME_NAMES), 3)}
+    for name, x in (("features", torch.cat(feats)), ("pixels_16x16", torch.cat(pixels))):
+        out[name] = {"dim": x.shape[1], **scores(x[tr], x[te], lab[tr], lab[te], par[tr], par[te], args.lam)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
