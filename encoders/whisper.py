@@ -169,12 +169,15 @@ class WhisperAudioEncoder(Encoder):
         (padding is silence, which never raises the per-clip maximum used by Whisper's clamp)."""
         fe = self.feature_extractor
         dev = str(self.device)  # the STFT runs where the encoder is (GPU in training)
-        if frames is None:
-            return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length",
-                      device=dev).input_features
-        n = min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
-        mel = fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length", max_length=n,
-                 truncation=True, device=dev).input_features
+        # fp32 whatever autocast surrounds it: under CPU bf16 autocast (accelerate's mixed_precision=bf16
+        # on CPU) the extractor's mel matmul came out in bf16 and its .numpy() raised
+        with torch.autocast(self.device.type, enabled=False):
+            if frames is None:
+                return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length",
+                          device=dev).input_features
+            n = min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
+            mel = fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length", max_length=n,
+                     truncation=True, device=dev).input_features
         return mel[..., : 2 * frames]
 
     def _encode(self, batch: list, output_hidden_states: bool) -> Features:

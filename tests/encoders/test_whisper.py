@@ -138,6 +138,10 @@ def test_short_context_mode_trims_and_runs_fewer_positions(ct2_file):
     # the short log-mel equals the first frames of the 30 s (here 2 s) log-mel exactly
     w = [x.numpy() for x in waves(0.4, 0.2)]
     assert torch.equal(ours.log_mel(w, 20), ours.log_mel(w)[..., :40])
+    ref = ours.log_mel(w, 20)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # accelerate's bf16 on CPU: the mel stays fp32, unchanged
+        got = ours.log_mel(w, 20)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
     # deterministic, and a different preprocessing gives a different id
     assert torch.equal(f.x, ours.encode(waves(0.4, 0.2)).x)
     full = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path)), *load_whisper_encoder(path))
