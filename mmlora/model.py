@@ -547,6 +547,57 @@ class MultimodalLM(nn.Module):
         model.load_trainable(in_dir)
         return model
 
+    def load_trainable_renamed(self, in_dir: str | os.PathLike, rename: Mapping[str, str]) -> list[str]:
+        """Load :meth:`save_pretrained`'s weights under other names, into part of this model:
+        ``rename`` maps a substring of the saved names (``projectors.<modality>.…``,
+        ``llm.<layer>.adapters.<adapter>.<A|B>``) to its replacement (first occurrence, entries in
+        order), e.g. an ASR model's ``default`` adapter and rate-4 projector into a Matryoshka
+        model's ``shared`` adapter and ``projectors.4``. Every renamed weight must exist here with
+        its shape (and an adapter its rank and alpha), else ``ValueError`` names it; the model's
+        weights not covered keep their values. Returns the names of those (fresh) weights."""
+        from safetensors.torch import load_file
+
+        in_dir = Path(in_dir)
+        if not (in_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{in_dir / 'config.json'}: missing (not an mmlora model folder)")
+        saved: dict[str, Tensor] = {}
+        specs: dict[str, dict] = {}  # renamed adapter weight -> its saved LoRA spec
+        if (in_dir / "projectors.safetensors").is_file():
+            saved.update({f"projectors.{k}": v for k, v in load_file(str(in_dir / "projectors.safetensors")).items()})
+        ad_dir = in_dir / "adapters"
+        if ad_dir.is_dir():
+            layers = json.loads((ad_dir / "adapters.json").read_text())["layers"]
+            for key, v in load_file(str(ad_dir / "adapters.safetensors")).items():
+                layer, ad_name, part = key.rsplit(".", 2)
+                name = f"llm.{layer}.adapters.{ad_name}.{part}"
+                saved[name], specs[name] = v, layers[layer][ad_name]
+
+        def renamed(name: str) -> str:
+            for old, new in rename.items():
+                name = name.replace(old, new, 1)
+            return name
+
+        own = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        target = {renamed(k): v for k, v in saved.items()}
+        problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]
+        problems += [f"{k} (saved {tuple(v.shape)}, here {tuple(own[k].shape)})" for k, v in target.items()
+                     if k in own and v.shape != own[k].shape]
+        from .lora import lora_layers
+
+        ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
+        for old_name, spec in specs.items():
+            k = renamed(old_name)
+            ad = ads.get(k.rsplit(".", 1)[0])
+            if ad is not None and (spec["rank"], spec["alpha"]) != (ad.spec.rank, ad.spec.alpha):
+                problems.append(f"{k} (saved rank/alpha {spec['rank']}/{spec['alpha']}, here {ad.spec.rank}/{ad.spec.alpha})")
+        if problems:
+            raise ValueError(f"{in_dir}: weights renamed by {dict(rename)} do not fit this model: "
+                             + "; ".join(sorted(set(problems))[:5]))
+        with torch.no_grad():
+            for k, v in target.items():
+                own[k].copy_(v)
+        return [n for n in own if n not in target]
+
     def load_trainable(self, in_dir: str | os.PathLike, new_modalities: bool = False) -> list[str]:
         """Load the trained weights (projectors, LoRA adapters) of :meth:`save_pretrained`'s folder
         into this model, which must have the same shapes (e.g. ``train.init_from``: continue

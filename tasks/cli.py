@@ -51,7 +51,11 @@ def build_model(cfg):
 
     set_seed(cfg.train.seed)
     model = MultimodalLM.build(cfg.model)
-    if cfg.train.init_from:
+    if cfg.train.init_from and cfg.train.init_map:
+        fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map)
+        logging.getLogger("mmlora.train").info("weights from %s renamed by %s; %d weight(s) fresh%s", cfg.train.init_from,
+                                               cfg.train.init_map, len(fresh), f" (e.g. {fresh[0]})" if fresh else "")
+    elif cfg.train.init_from:
         fresh = model.load_trainable(cfg.train.init_from, new_modalities=True)
         logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
                                                f"; fresh projector(s): {', '.join(fresh)}" if fresh else "")

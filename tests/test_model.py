@@ -289,6 +289,39 @@ def test_fsdp_checkpoint_saves_the_gathered_weights_not_the_shards(tmp_path):
         model.save_pretrained(tmp_path / "short", state_dict={k: v for k, v in own.items() if "projectors" not in k})
 
 
+def test_renamed_partial_load_puts_an_asr_model_into_a_matryoshka_model(tmp_path):
+    asr = build(adapters={"default": LoRASpec(4, 8)}, media=("audio",), rates=(2,), seed=1)
+    randomize_adapters(asr.llm)
+    asr.save_pretrained(tmp_path / "asr")
+    saved = {n: p.detach().clone() for n, p in asr.named_parameters() if p.requires_grad}
+
+    def mtsk(shared=LoRASpec(4, 8)):
+        pairs = [{"audio": a, "video": v} for a in (2, 3) for v in (2, 3)]
+        adapters = {"shared": shared, **{scale_adapter_name(q): LoRASpec(2, 4) for q in pairs}}
+        return build(router={"kind": "scale", "bank": "mss"}, adapters=adapters, rates=(2, 3), seed=2)
+
+    model = mtsk()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    rename = {"adapters.default.": "adapters.shared.", "projectors.audio.": "projectors.audio.projectors.2."}
+    fresh = model.load_trainable_renamed(tmp_path / "asr", rename)
+    now = dict(model.named_parameters())
+    loaded = {n.replace("adapters.default.", "adapters.shared.").replace("projectors.audio.", "projectors.audio.projectors.2.")
+              for n in saved}
+    assert sorted(fresh) == sorted(set(before) - loaded) and fresh  # rate 3, video, scale adapters
+    assert any(".scale_a2_v2." in n for n in fresh) and any("projectors.video." in n for n in fresh)
+    for n in saved:
+        k = n.replace("adapters.default.", "adapters.shared.").replace("projectors.audio.", "projectors.audio.projectors.2.")
+        assert torch.equal(now[k], saved[n]) and not torch.equal(before[k], saved[n]), k
+    for n in fresh:
+        assert torch.equal(now[n], before[n]), n
+    with pytest.raises(ValueError, match=r"rank/alpha 4/8, here 8/16"):
+        mtsk(shared=LoRASpec(8, 16)).load_trainable_renamed(tmp_path / "asr", rename)
+    with pytest.raises(ValueError, match=r"projectors\.audio\.projectors\.3\..*saved \("):  # stack 2 into stack 3
+        mtsk().load_trainable_renamed(tmp_path / "asr", {**rename, "projectors.audio.": "projectors.audio.projectors.3."})
+    with pytest.raises(ValueError, match="no such trainable weight"):
+        mtsk().load_trainable_renamed(tmp_path / "asr", {"adapters.default.": "adapters.nope."})
+
+
 class LayeredFakeEncoder(FakeEncoder):
     """FakeEncoder that also reports two per-layer hidden states (for QLadder)."""
 

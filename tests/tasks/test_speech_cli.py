@@ -284,3 +284,19 @@ def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
     video = [k for k in got if k.startswith("projectors.video.")]
     assert video and all(torch.equal(got[k], fresh_av[k]) for k in video)
+
+    # Matryoshka AVSR from the ASR model, renamed (a YAML mapping on the command line): the LoRA into the
+    # shared adapter, the rate-4 projector into the rate bank's 4; the rest as a fresh build's
+    rename = ("train.init_map={'adapters.default.': 'adapters.shared.', "
+              "'projectors.audio.': 'projectors.audio.projectors.4.'}")
+    _, mt = load_run_config("recipes/avsr_matryoshka_tiny.yaml", [f"train.init_from={out / 'final' / 'model'}", rename])
+    got = dict(build_model(mt).named_parameters())
+    _, mt0 = load_run_config("recipes/avsr_matryoshka_tiny.yaml", [])
+    fresh_mt = {k: v for k, v in build_model(mt0).named_parameters() if v.requires_grad}
+    moved = {k.replace("adapters.default.", "adapters.shared.").replace("projectors.audio.", "projectors.audio.projectors.4."): k
+             for k in want}
+    for k, src in moved.items():
+        torch.testing.assert_close(got[k], want[src], rtol=0, atol=0)
+    rest = [k for k in fresh_mt if k not in moved]
+    assert any(".scale_a4_v2." in k for k in rest) and any(".projectors.8." in k for k in rest)
+    assert all(torch.equal(got[k], fresh_mt[k]) for k in rest)
