@@ -40,7 +40,7 @@ from .tensor_match import check_tensors_match
 
 __all__ = [
     "LoRASpec", "LoRAAdapter", "MultiLoRALinear", "attach", "detach", "lora_layers", "merge", "unmerge", "reset",
-    "adapter_parameters", "adapter_names", "save_adapters", "load_adapters", "export_peft",
+    "adapter_parameters", "adapter_names", "save_adapters", "load_adapters", "read_adapter_folder", "export_peft",
     "ADAPTER_WEIGHTS", "ADAPTER_CONFIG",
 ]
 
@@ -600,13 +600,10 @@ def save_adapters(model: nn.Module, out_dir: str | os.PathLike,
     return _atomic_dir(out_dir, write)
 
 
-def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
-    """Load adapters saved by :func:`save_adapters`.
-
-    A model without adapters gets them attached from the saved specs; a model with adapters
-    must match the file exactly (names and shapes), else ``ValueError`` says what differs.
-    Only safetensors and JSON are read: nothing is unpickled or executed.
-    """
+def read_adapter_folder(in_dir: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
+    """``(config, tensors)`` of a :func:`save_adapters` folder: the specs (``config["layers"]
+    [layer][adapter]``) and the weights by ``layer.adapter.A|B``. Missing, unparsable or foreign
+    files raise an error naming the file; only safetensors and JSON are read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -625,6 +622,19 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
         tensors = load_file(str(w_path))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise ValueError(f"{w_path}: unreadable safetensors file ({e})") from None
+    return config, tensors
+
+
+def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load adapters saved by :func:`save_adapters`.
+
+    A model without adapters gets them attached from the saved specs; a model with adapters
+    must match the file exactly (names and shapes), else ``ValueError`` says what differs.
+    Only safetensors and JSON are read: nothing is unpickled or executed.
+    """
+    in_dir = Path(in_dir)
+    cfg_path, w_path = in_dir / ADAPTER_CONFIG, in_dir / ADAPTER_WEIGHTS
+    config, tensors = read_adapter_folder(in_dir)
 
     if not lora_layers(model):  # attach what the file describes, layer by layer
         modules = dict(model.named_modules())

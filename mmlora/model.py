@@ -119,6 +119,14 @@ def scale_adapter_name(rates: dict[str, int]) -> str:
     return "scale_" + "_".join(f"{m[0]}{rates[m]}" for m in sorted(rates))
 
 
+def _model_config(in_dir: Path) -> Path:
+    """``in_dir/config.json`` of a :meth:`MultimodalLM.save_pretrained` folder; missing: an error naming it."""
+    cfg_path = in_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: missing (not an mmlora model folder)")
+    return cfg_path
+
+
 class MultimodalLM(nn.Module):
     """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
 
@@ -532,9 +540,7 @@ class MultimodalLM(nn.Module):
         (``llm={"dtype": "float32"}`` keeps the saved path);
         ``encoders`` / ``llm_instance`` pass ready-made parts to :meth:`build`."""
         in_dir = Path(in_dir)
-        cfg_path = in_dir / "config.json"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path}: missing (not an mmlora model folder)")
+        cfg_path = _model_config(in_dir)
         raw = json.loads(cfg_path.read_text())
         if raw.get("format") != "mmlora-model":
             raise ValueError(f"{cfg_path}: not an mmlora model config")
@@ -557,20 +563,20 @@ class MultimodalLM(nn.Module):
         weights not covered keep their values. Returns the names of those (fresh) weights."""
         from safetensors.torch import load_file
 
+        from .lora import lora_layers, read_adapter_folder
+
         in_dir = Path(in_dir)
-        if not (in_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{in_dir / 'config.json'}: missing (not an mmlora model folder)")
+        _model_config(in_dir)
         saved: dict[str, Tensor] = {}
         specs: dict[str, dict] = {}  # renamed adapter weight -> its saved LoRA spec
         if (in_dir / "projectors.safetensors").is_file():
             saved.update({f"projectors.{k}": v for k, v in load_file(str(in_dir / "projectors.safetensors")).items()})
-        ad_dir = in_dir / "adapters"
-        if ad_dir.is_dir():
-            layers = json.loads((ad_dir / "adapters.json").read_text())["layers"]
-            for key, v in load_file(str(ad_dir / "adapters.safetensors")).items():
+        if (in_dir / "adapters").is_dir():
+            config, tensors = read_adapter_folder(in_dir / "adapters")
+            for key, v in tensors.items():
                 layer, ad_name, part = key.rsplit(".", 2)
                 name = f"llm.{layer}.adapters.{ad_name}.{part}"
-                saved[name], specs[name] = v, layers[layer][ad_name]
+                saved[name], specs[name] = v, config["layers"][layer][ad_name]
 
         def renamed(name: str) -> str:
             for old, new in rename.items():
@@ -582,8 +588,6 @@ class MultimodalLM(nn.Module):
         problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]
         problems += [f"{k} (saved {tuple(v.shape)}, here {tuple(own[k].shape)})" for k, v in target.items()
                      if k in own and v.shape != own[k].shape]
-        from .lora import lora_layers
-
         ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
         for old_name, spec in specs.items():
             k = renamed(old_name)
@@ -607,8 +611,7 @@ class MultimodalLM(nn.Module):
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
-        if not (in_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{in_dir / 'config.json'}: missing (not an mmlora model folder)")
+        _model_config(in_dir)
         proj_file = in_dir / "projectors.safetensors"
         fresh: list[str] = []
         if proj_file.is_file():

@@ -180,12 +180,20 @@ def _write_trainable(accelerator, model: nn.Module, folder: Path, save_pretraine
         full = accelerator.get_state_dict(model)  # collective; whole tensors on the main process
     if accelerator.is_main_process:
         save_trainable(trainable_state_dict(unwrapped, full), folder / TRAINABLE_FILE)
-        if save_pretrained and callable(getattr(unwrapped, "save_pretrained", None)):
-            if full is not None:  # the module's own parameters are shards: save the gathered tensors
-                unwrapped.save_pretrained(folder / PRETRAINED_DIR,
-                                          state_dict={_clean_name(k): v for k, v in full.items()})
-            else:
-                unwrapped.save_pretrained(folder / PRETRAINED_DIR)
+        if save_pretrained:
+            _save_pretrained(unwrapped, folder / PRETRAINED_DIR, full)
+
+
+def _save_pretrained(model: nn.Module, folder: Path, state_dict: Mapping[str, torch.Tensor] | None) -> None:
+    """``model.save_pretrained(folder)`` when the model has one; with ``state_dict`` (gathered under
+    FSDP, where the module's own parameters are shards; wrapper parts in the names are removed, a
+    later entry wins over an earlier one of the same clean name) the weights come from there."""
+    if not callable(getattr(model, "save_pretrained", None)):
+        return
+    if state_dict is None:
+        model.save_pretrained(folder)
+    else:
+        model.save_pretrained(folder, state_dict={_clean_name(k): v for k, v in state_dict.items()})
 
 
 def _is_fsdp(accelerator) -> bool:
@@ -250,17 +258,14 @@ def write_final(model: nn.Module, out_dir: str | Path, tensors: Mapping[str, tor
                 save_pretrained: bool = True, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
     """``out_dir`` (e.g. ``output_dir/final``) with ``trainable.safetensors``, ``model/`` and
     ``info.json``; ``model`` (unwrapped) must already hold ``tensors``, unless ``state_dict``
-    (whole tensors by clean names, under FSDP) is given: ``model/`` is then written from it.
+    (whole tensors, under FSDP) is given: ``model/`` is then written from it.
     Main process only."""
     out = Path(out_dir)
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_trainable(tensors, tmp / TRAINABLE_FILE)
-    if save_pretrained and callable(getattr(model, "save_pretrained", None)):
-        if state_dict is not None:
-            model.save_pretrained(tmp / PRETRAINED_DIR, state_dict=state_dict)
-        else:
-            model.save_pretrained(tmp / PRETRAINED_DIR)
+    if save_pretrained:
+        _save_pretrained(model, tmp / PRETRAINED_DIR, state_dict)
     (tmp / "info.json").write_text(json.dumps(info, indent=2))
     return replace_dir(tmp, out)

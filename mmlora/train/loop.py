@@ -644,7 +644,7 @@ def _write_weights(accelerator, model, unwrapped, cfg: TrainConfig, out: Path, i
         tensors = ck.trainable_state_dict(unwrapped, full) if accelerator.is_main_process else {}
     if accelerator.is_main_process:
         # under FSDP the module holds shards: model/ is written from the gathered tensors (+ ``tensors``)
-        state = None if full is None else {**{ck._clean_name(k): v for k, v in full.items()}, **tensors}
+        state = None if full is None else {**full, **tensors}
         ck.write_final(unwrapped, out, tensors, info, save_pretrained=cfg.save_pretrained, state_dict=state)
     accelerator.wait_for_everyone()
     return out
