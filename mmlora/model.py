@@ -553,12 +553,14 @@ class MultimodalLM(nn.Module):
         model.load_trainable(in_dir)
         return model
 
-    def load_trainable_renamed(self, in_dir: str | os.PathLike, rename: Mapping[str, str]) -> list[str]:
+    def load_trainable_renamed(self, in_dir: str | os.PathLike, rename: Mapping[str, str | None]) -> list[str]:
         """Load :meth:`save_pretrained`'s weights under other names, into part of this model:
         ``rename`` maps a substring of the saved names (``projectors.<modality>.…``,
         ``llm.<layer>.adapters.<adapter>.<A|B>``) to its replacement (first occurrence, entries in
         order), e.g. an ASR model's ``default`` adapter and rate-4 projector into a Matryoshka
-        model's ``shared`` adapter and ``projectors.4``. Every renamed weight must exist here with
+        model's ``shared`` adapter and ``projectors.4``; a replacement ``None`` leaves the saved
+        weights whose names hold that key unloaded (e.g. an adapter the model has no place for).
+        Every renamed weight must exist here with
         its shape (and an adapter its rank and alpha), else ``ValueError`` names it; the model's
         weights not covered keep their values. Returns the names of those (fresh) weights."""
         from safetensors.torch import load_file
@@ -583,6 +585,10 @@ class MultimodalLM(nn.Module):
                 name = name.replace(old, new, 1)
             return name
 
+        skip = [old for old, new in rename.items() if new is None]
+        rename = {old: new for old, new in rename.items() if new is not None}
+        saved = {k: v for k, v in saved.items() if not any(old in k for old in skip)}
+        specs = {k: v for k, v in specs.items() if k in saved}
         own = {n: p for n, p in self.named_parameters() if p.requires_grad}
         target = {renamed(k): v for k, v in saved.items()}
         problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]

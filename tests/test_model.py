@@ -320,6 +320,22 @@ def test_renamed_partial_load_puts_an_asr_model_into_a_matryoshka_model(tmp_path
         mtsk().load_trainable_renamed(tmp_path / "asr", {**rename, "projectors.audio.": "projectors.audio.projectors.3."})
     with pytest.raises(ValueError, match="no such trainable weight"):
         mtsk().load_trainable_renamed(tmp_path / "asr", {"adapters.default.": "adapters.nope."})
+    # a key mapped to None: those saved weights stay unloaded (the SS bank has no place for a rank-4 "default")
+    ss = mtsk()
+    ss_before = {n: p.detach().clone() for n, p in ss.named_parameters() if p.requires_grad}
+    with pytest.raises(ValueError, match="no such trainable weight"):  # without the skip the adapter has no place
+        mtsk().load_trainable_renamed(tmp_path / "asr", {"projectors.audio.": "projectors.audio.projectors.2.",
+                                                         "adapters.default.": "adapters.nope."})
+    fresh = ss.load_trainable_renamed(tmp_path / "asr", {"adapters.default.": None,
+                                                         "projectors.audio.": "projectors.audio.projectors.2."})
+    ss_now = dict(ss.named_parameters())
+    proj = {n for n in saved if n.startswith("projectors.audio.")}
+    assert proj and len(proj) < len(saved)
+    for n in proj:
+        assert torch.equal(ss_now[n.replace("projectors.audio.", "projectors.audio.projectors.2.")], saved[n]), n
+    assert sorted(fresh) == sorted(set(ss_before) - {n.replace("projectors.audio.", "projectors.audio.projectors.2.") for n in proj})
+    for n in fresh:
+        assert torch.equal(ss_now[n], ss_before[n]), n
 
 
 class LayeredFakeEncoder(FakeEncoder):

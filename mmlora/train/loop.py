@@ -82,9 +82,10 @@ class TrainConfig:
     init_from: str = ""  # a saved model folder (…/best/model, checkpoints/…): start from its projector and LoRA
     # weights instead of fresh ones (same shapes; a modality the folder lacks, e.g. video after ASR, starts fresh;
     # read by the task's model builder; a resumed checkpoint wins)
-    init_map: dict[str, str] = field(default_factory=dict)  # with init_from: rename the saved weights (first
+    init_map: dict[str, str | None] = field(default_factory=dict)  # with init_from: rename the saved weights (first
     # occurrence of each key, in order; e.g. {"adapters.default.": "adapters.shared.", "projectors.audio.":
-    # "projectors.audio.projectors.4."}: an ASR model into Matryoshka AVSR); model weights not covered stay fresh
+    # "projectors.audio.projectors.4."}: an ASR model into Matryoshka AVSR; a key mapped to null: those saved
+    # weights are not loaded); model weights not covered stay fresh
     average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
     num_workers: int = 0  # DataLoader worker processes
     tensorboard: bool = True  # write TensorBoard scalars under output_dir/runs
