@@ -3,13 +3,16 @@
 # voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
 # clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
 #
-#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS]
+#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE]]
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
 # voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
+# With MORE_EXCLUDE (comma-separated manifests whose sentences to leave out too, e.g. the natural-voice test set) it
+# also writes OUT_PARENT/w8: 10,000 audio clips of the same voices reading mostly modern text (70 % WordNet example
+# sentences, 20 % fortunes, 10 % KJV; stage 3 of the release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}
+FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}
 PY=${PYTHON:-.venv/bin/python}
 ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
 VARIANTS="m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f5 klatt klatt2 klatt3 klatt4 klatt5 klatt6 Andy Annie Alex Alicia adam anika
@@ -26,3 +29,7 @@ for s in 4 5 6 7; do
   [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
       --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}"
 done
+if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
+  nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \
+      --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$MORE_EXCLUDE" --text-weights wordnet=0.7,fortunes=0.2,bible=0.1
+fi
