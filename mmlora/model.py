@@ -580,15 +580,16 @@ class MultimodalLM(nn.Module):
                 name = f"llm.{layer}.adapters.{ad_name}.{part}"
                 saved[name], specs[name] = v, config["layers"][layer][ad_name]
 
+        skip = [old for old, new in rename.items() if new is None]
+        moves = {old: new for old, new in rename.items() if new is not None}
+        saved = {k: v for k, v in saved.items() if not any(old in k for old in skip)}
+        specs = {k: v for k, v in specs.items() if k in saved}
+
         def renamed(name: str) -> str:
-            for old, new in rename.items():
+            for old, new in moves.items():
                 name = name.replace(old, new, 1)
             return name
 
-        skip = [old for old, new in rename.items() if new is None]
-        rename = {old: new for old, new in rename.items() if new is not None}
-        saved = {k: v for k, v in saved.items() if not any(old in k for old in skip)}
-        specs = {k: v for k, v in specs.items() if k in saved}
         own = {n: p for n, p in self.named_parameters() if p.requires_grad}
         target = {renamed(k): v for k, v in saved.items()}
         problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]
@@ -601,7 +602,7 @@ class MultimodalLM(nn.Module):
             if ad is not None and (spec["rank"], spec["alpha"]) != (ad.spec.rank, ad.spec.alpha):
                 problems.append(f"{k} (saved rank/alpha {spec['rank']}/{spec['alpha']}, here {ad.spec.rank}/{ad.spec.alpha})")
         if problems:
-            raise ValueError(f"{in_dir}: weights renamed by {dict(rename)} do not fit this model: "
+            raise ValueError(f"{in_dir}: weights renamed by {moves} do not fit this model: "
                              + "; ".join(sorted(set(problems))[:5]))
         with torch.no_grad():
             for k, v in target.items():
