@@ -31,6 +31,7 @@ WORKERS=${WORKERS:-$(nproc)}
 [ -f "$DATA/st/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$DATA/st" --seed 1 --n-train 3400 \
     --n-val 150 --n-test 300 --max-words 16 --audio-format opus --noisy-splits test --workers "$WORKERS"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS"
+# the natural corpora's options; an option given again after "${NAT[@]}" replaces its value (argparse: the last wins)
 NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus --no-video
      --max-words 16 --workers "$WORKERS")
 [ -f "$DATA/nat1/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat1" --seed 21 --n-train 5000 "${NAT[@]}" \
@@ -42,10 +43,9 @@ NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --
 [ -f "$DATA/nat2/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat2" --seed 22 --n-train 8000 "${NAT[@]}" \
     --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe --engine-weights rhvoice=0.75,piper=0.25 \
     --exclude-text "$DATA/natt/test.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
-[ -f "$DATA/nat3/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat3" --seed 24 --n-train 8000 \
-    --n-val 0 --n-test 0 --text-weights wordnet=0.85,fortunes=0.15 --audio-format opus --no-video --max-words 16 \
-    --workers "$WORKERS" --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe --engine-weights rhvoice=0.75,piper=0.25 \
-    --exclude-text "$DATA/natt/test.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
+[ -f "$DATA/nat3/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/nat3" --seed 24 --n-train 8000 "${NAT[@]}" \
+    --text-weights wordnet=0.85,fortunes=0.15 --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe \
+    --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$DATA/natt/test.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS" "$DATA/natt/test.jsonl"  # + DATA/w8
 $PY - "$DATA" <<'PY'
 import json, sys
