@@ -72,6 +72,22 @@ class RouterConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Cross-modal alignment, a training objective: the projected tokens of ``source`` (e.g. lip video)
+    learn to match those of ``target`` (e.g. audio) of the same clip, token by token (the shorter
+    length), as the summed squared error over the target's summed square (0 = equal, 1 = as far as
+    zeros); the target is detached and not masked (no SpecAugment). Both must give the same tokens per
+    second at their one rate (video 25 fps / 2 = audio 50 Hz / 4). ``lm: false``: alignment is the whole
+    loss, no LLM pass, and only the source projector trains (a fast first stage that puts a new modality
+    where the adapters already read the other one); ``true``: ``weight`` × it is added to the cross-entropy."""
+
+    source: str = ""       # modality whose projector learns (video); "" = off
+    target: str = "audio"  # modality whose projected tokens are the target
+    weight: float = 1.0    # lm true: loss = cross-entropy + weight · alignment
+    lm: bool = True        # false: alignment only (no LLM forward; only the source projector trains)
+
+
+@dataclass
 class ModelConfig:
     """Everything needed to assemble a MultimodalLM."""
 
@@ -84,6 +100,7 @@ class ModelConfig:
     system_prompt: str | None = None
     train_projectors: bool = True                    # projector parameters train
     train_adapters: bool = True                      # LoRA parameters train
+    align: AlignConfig = field(default_factory=AlignConfig)  # cross-modal alignment objective (off by default)
 
     def __post_init__(self) -> None:
         if isinstance(self.llm, dict):
@@ -99,6 +116,21 @@ class ModelConfig:
             self.markers = MarkerConfig(**{k: tuple(v) for k, v in self.markers.items()})
         if self.router.kind not in ("none", "single", "token_type", "sample_mode", "scale"):
             raise ValueError(f"model.router.kind: unknown router {self.router.kind!r}")
+        if isinstance(self.align, dict):
+            from .config import from_dict
+
+            self.align = from_dict(AlignConfig, self.align, source="model.align")
+        a = self.align
+        if a.source:
+            for role, mod in (("source", a.source), ("target", a.target)):
+                if mod not in self.media:
+                    raise ValueError(f"model.align.{role}: {mod!r} is not one of model.media {sorted(self.media)}")
+            if a.source == a.target:
+                raise ValueError(f"model.align: source and target are both {a.source!r}")
+            for mod in (a.source, a.target):
+                rates = self.media[mod].projector.get("rates", [1])
+                if len(rates) != 1:
+                    raise ValueError(f"model.align: the {mod} projector has rates {list(rates)}; alignment needs one")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -176,10 +208,13 @@ class MultimodalLM(nn.Module):
         """The one place that decides what trains."""
         for p in self.parameters():
             p.requires_grad_(False)
+        align_only = bool(self.cfg.align.source) and not self.cfg.align.lm
         if self.cfg.train_projectors:
-            for p in self.projectors.parameters():
-                p.requires_grad_(True)
-        if self.cfg.train_adapters and adapter_names(self.llm):
+            for mod, proj in self.projectors.items():
+                if not align_only or mod == self.cfg.align.source:
+                    for p in proj.parameters():
+                        p.requires_grad_(True)
+        if self.cfg.train_adapters and adapter_names(self.llm) and not align_only:
             for p in adapter_parameters(self.llm):
                 p.requires_grad_(True)
         for enc in self.encoders.values():
@@ -257,8 +292,9 @@ class MultimodalLM(nn.Module):
             out[mod] = feats.to(self.device)
         return out
 
-    def project(self, feats: dict[str, Any], rates: dict[str, int]) -> dict[str, list[Tensor]]:
-        """Projected embeddings per modality: a list with one ``[n_i, d_llm]`` tensor per item."""
+    def project(self, feats: dict[str, Any], rates: dict[str, int], augment: bool = True) -> dict[str, list[Tensor]]:
+        """Projected embeddings per modality: a list with one ``[n_i, d_llm]`` tensor per item
+        (``augment``: SpecAugment in training, where configured)."""
         from dataclasses import replace as _replace
 
         from .projectors import project_features
@@ -270,7 +306,7 @@ class MultimodalLM(nn.Module):
                 f = _replace(f, hidden_states=None, hidden_mask=None)
             f = _replace(f, x=f.x.to(self._proj_dtype(proj)))
             aug = self.cfg.media[mod].spec_augment
-            if self.training and aug.active:
+            if self.training and augment and aug.active:
                 f = _replace(f, x=spec_augment(f.x, f.mask, aug))
             emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = [emb[i, mask[i]] for i in range(emb.shape[0])]
@@ -378,6 +414,13 @@ class MultimodalLM(nn.Module):
         bank and ``batch["rates"]`` unset). Returns ``{"loss", "num_tokens"[, "logits"]}``."""
         feats = self.encode_media(batch.get("media") or {})
         rates = batch.get("rates")
+        al = self.cfg.align
+        align = self.align_loss(feats, rates) if self.training and al.source else None
+        if align is not None and not al.lm:  # alignment only: no LLM pass
+            out = {"loss": align[0], "num_tokens": align[1], "metrics": {"align_loss": align[0].detach()}}
+            if return_logits:
+                out["logits"] = None
+            return out
         pairs = [rates] if rates else self.rate_pairs()
         pairs = [{m: r for m, r in p.items() if m in feats} for p in pairs]
         pairs = list({tuple(sorted(p.items())): p for p in pairs}.values())
@@ -397,13 +440,44 @@ class MultimodalLM(nn.Module):
             loss = total / len(pairs)
         if self.training:
             loss = loss + self._dummy_terms(feats, used)
-        out = {"loss": loss, "num_tokens": n_tok}
+        out = {"loss": loss, "num_tokens": n_tok, "metrics": {}}
+        if align is not None:
+            out["metrics"]["align_loss"] = align[0].detach()
+            out["loss"] = loss + al.weight * align[0]
         if self.feature_cache is not None:
             st = self.feature_cache.stats
-            out["metrics"] = {"feature_cache_hits": float(st.hits), "feature_cache_misses": float(st.misses)}
+            out["metrics"].update(feature_cache_hits=float(st.hits), feature_cache_misses=float(st.misses))
         if return_logits:
             out["logits"] = out_logits
         return out
+
+    def align_loss(self, feats: dict, rates: dict[str, int] | None = None) -> tuple[Tensor, Tensor]:
+        """``model.align``'s loss (see :class:`AlignConfig`) and the number of aligned tokens, from the
+        encoded features of a batch whose items all carry both modalities."""
+        src, tgt = self.cfg.align.source, self.cfg.align.target
+        missing = [m for m in (src, tgt) if m not in feats]
+        if missing:
+            raise ValueError(f"model.align needs {src} and {tgt} in every batch; this one has no {missing[0]}")
+        r = {m: (rates or {}).get(m, self.rate_choices()[m][0]) for m in (src, tgt)}
+        hz = {m: feats[m].rate_hz and feats[m].rate_hz * (feats[m].tokens_per_step or 1) / r[m] for m in (src, tgt)}
+        if hz[src] and hz[tgt] and abs(hz[src] - hz[tgt]) > 1e-6:
+            raise ValueError(f"model.align: {src} gives {hz[src]:g} tokens/s at rate {r[src]} but {tgt} "
+                             f"{hz[tgt]:g} at rate {r[tgt]}; choose rates with equal tokens per second")
+        s_emb = self.project({src: feats[src]}, r)[src]
+        with torch.no_grad():
+            t_emb = self.project({tgt: feats[tgt]}, r, augment=False)[tgt]
+        if len(s_emb) != len(t_emb):
+            raise ValueError(f"model.align: {len(s_emb)} {src} items but {len(t_emb)} {tgt} items in a batch")
+        err = den = 0.0
+        n = 0
+        for s, t in zip(s_emb, t_emb):
+            k = min(s.shape[0], t.shape[0])
+            s, t = s[:k].float(), t[:k].float()
+            err = err + (s - t).pow(2).sum()
+            den = den + t.pow(2).sum()
+            n += k
+        loss = err / torch.as_tensor(den, device=self.device).clamp(min=1e-12)
+        return loss, torch.tensor(n, device=self.device)
 
     def _pairs_in_one_pass(self, segments, feats: dict, pairs: list[dict[str, int]], return_logits: bool):
         """All Matryoshka rate pairs as one LLM pass over ``P · B`` rows (pair-major), each row routed

@@ -367,3 +367,86 @@ def test_arcana_qladder_and_mm_lora_token_routing_end_to_end():
     model(batch)["loss"].backward()
     qladder = model.projectors["image"].qladder
     assert all(p.grad is not None for p in qladder.parameters())  # the ladder trains through the LLM loss
+
+
+def _align_model(lm, rates=(2,), weight=1.0):
+    cfg = ModelConfig(
+        llm=LLMConfig("random:tiny", seed=0),
+        media={m: {"projector": {"compressor": "stack", "rates": list(rates), "hidden_dim": 32}}
+               for m in ("audio", "video")},
+        adapters={"default": LoRASpec(4, 8)}, target_modules=["q_proj", "v_proj"],
+        align={"source": "video", "target": "audio", "weight": weight, "lm": lm},
+    )
+    return MultimodalLM.build(cfg, encoders={"audio": FakeEncoder(seed=0), "video": FakeEncoder(seed=1)})
+
+
+def _align_batch(model):
+    # two clips; video one token shorter than audio in the first (the loss compares the common length)
+    items = [sample(audio=frames(8, 1), video=frames(6, 2), id=0), sample(audio=frames(4, 3), video=frames(4, 4), id=1)]
+    return collate_samples(items, model.prompts)
+
+
+def _reference_align(model, batch):
+    """The alignment loss by hand: projected video vs projected audio, common length, Σ err² / Σ target²."""
+    from mmlora.projectors import project_features
+
+    with torch.no_grad():
+        feats = model.encode_media(batch["media"])
+        err = den = 0.0
+        a_emb, a_mask = project_features(model.projectors["audio"], feats["audio"], rate=2)
+        v_emb, v_mask = project_features(model.projectors["video"], feats["video"], rate=2)
+        for i in range(a_emb.shape[0]):
+            a, v = a_emb[i, a_mask[i]], v_emb[i, v_mask[i]]
+            k = min(len(a), len(v))
+            err += (v[:k] - a[:k]).pow(2).sum()
+            den += a[:k].pow(2).sum()
+    return err / den, sum(min(int(a_mask[i].sum()), int(v_mask[i].sum())) for i in range(a_emb.shape[0]))
+
+
+def test_align_only_trains_the_source_projector_against_the_detached_target():
+    model = _align_model(lm=False).train()
+    randomize_adapters(model.llm, seed=3)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("projectors.video.") for n in trainable)
+    batch = _align_batch(model)
+    out = model(batch)
+    ref, n = _reference_align(model, batch)
+    assert torch.allclose(out["loss"], ref, rtol=1e-5) and int(out["num_tokens"]) == n == 3 + 2
+    assert 0.0 < float(out["loss"].detach()) and torch.equal(out["metrics"]["align_loss"], out["loss"].detach())
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.projectors["video"].parameters())
+    assert all(p.grad is None for p in model.projectors["audio"].parameters())
+    # a few steps of Adam on the source projector bring the loss down; the target projector is untouched
+    before = {k: v.clone() for k, v in model.projectors["audio"].state_dict().items()}
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-2)
+    first = float(out["loss"])
+    for _ in range(30):
+        opt.zero_grad()
+        loss = model(batch)["loss"]
+        loss.backward()
+        opt.step()
+    assert float(model(batch)["loss"]) < 0.5 * first
+    assert all(torch.equal(v, before[k]) for k, v in model.projectors["audio"].state_dict().items())
+
+
+def test_align_with_lm_adds_weight_times_alignment_to_the_cross_entropy():
+    torch.manual_seed(0)
+    model = _align_model(lm=True, weight=0.5).eval()  # eval: no SpecAugment / dropout, deterministic
+    batch = _align_batch(model)
+    ce = model(batch)["loss"]  # eval mode: no alignment term
+    model.train()  # the adapters have no dropout and the fake encoders no SpecAugment: the same CE
+    out = model(batch)
+    ref, _ = _reference_align(model, batch)
+    assert torch.allclose(out["loss"], ce + 0.5 * ref, rtol=1e-5)
+    assert all(p.requires_grad for p in model.projectors["audio"].parameters())  # with the LM everything trains
+
+
+def test_align_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="model.align.source: 'image'"):
+        ModelConfig(llm=LLMConfig("random:tiny"), media={"audio": {}, "video": {}}, align={"source": "image"})
+    with pytest.raises(ValueError, match="the audio projector has rates \\[4, 16\\]"):
+        ModelConfig(llm=LLMConfig("random:tiny"), media={"audio": {"projector": {"rates": [4, 16]}}, "video": {}},
+                    align={"source": "video"})
+    with pytest.raises(ValueError, match="tokens/s"):
+        model = _align_model(lm=False).train()
+        model.align_loss(model.encode_media(_align_batch(model)["media"]), {"audio": 2, "video": 4})

@@ -300,3 +300,35 @@ def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
     rest = [k for k in fresh_mt if k not in moved]
     assert any(".scale_a4_v2." in k for k in rest) and any(".projectors.8." in k for k in rest)
     assert all(torch.equal(got[k], fresh_mt[k]) for k in rest)
+
+
+def test_align_stage_then_vsr_from_it(corpus, tmp_path, capsys):
+    """ASR model → an AVSR run with ``model.align`` (video tokens learn the audio tokens, no LLM pass: only
+    the video projector moves and the alignment loss falls) → a VSR run started from its video projector
+    and LoRA (``train.init_map`` skips the audio projector)."""
+    import torch
+
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    man = f"data.train_manifest={corpus / 'train.jsonl'}"
+    asr = tmp_path / "asr"
+    assert main(["train", "recipes/asr_tiny.yaml", man, f"train.output_dir={asr}", "train.max_steps=2"]) == 0
+    al = tmp_path / "align"
+    assert main(["train", "recipes/avsr_tiny.yaml", man, f"train.output_dir={al}", "train.max_steps=12",
+                 "train.log_every=1", "train.lr=1e-2", f"train.init_from={asr / 'final' / 'model'}",
+                 "model.align={source: video, target: audio, lm: false}"]) == 0
+    logs = [json.loads(x) for x in (al / "metrics.jsonl").read_text().splitlines()]
+    align = [x["train/align_loss"] for x in logs if "train/align_loss" in x]
+    assert len(align) == 12 and align[-1] < 0.7 * align[0]
+    before, after = MultimodalLM.from_pretrained(asr / "final" / "model"), MultimodalLM.from_pretrained(al / "final" / "model")
+    a, b = dict(before.named_parameters()), dict(after.named_parameters())
+    kept = [k for k in a if k.startswith("projectors.audio.") or ".adapters." in k]
+    assert kept and all(torch.equal(a[k], b[k]) for k in kept)  # the teacher side did not move
+
+    _, vsr = load_run_config("recipes/vsr_tiny.yaml", [man, f"train.init_from={al / 'final' / 'model'}",
+                                                       "train.init_map={'projectors.audio.': null}"])
+    got = dict(build_model(vsr).named_parameters())
+    loaded = [k for k in b if k.startswith("projectors.video.") or ".adapters." in k]
+    assert loaded and all(torch.equal(got[k], b[k]) for k in loaded)
+    assert not any(k.startswith("projectors.audio.") for k in got)
