@@ -241,12 +241,15 @@ class MultimodalLM(nn.Module):
     def param_groups(self, projector_lr: float | None = None, lora_lr: float | None = None,
                      weight_decay: float | None = None) -> list[dict]:
         """Optimizer groups ``projectors`` and ``lora`` (each with its own learning rate when
-        given; the training loop's ``group_lr`` can set them by name)."""
+        given; the training loop's ``group_lr`` can set them by name). A group the model has but
+        keeps frozen (LoRA under ``align.lm: false``) comes with no parameters, so that a recipe's
+        ``group_lr`` for it stays valid; the loop leaves it out."""
         groups = []
         proj = [p for p in self.projectors.parameters() if p.requires_grad]
-        lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if adapter_names(self.llm) else []
+        has_lora = bool(adapter_names(self.llm))
+        lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if has_lora else []
         for name, params, lr in (("projectors", proj, projector_lr), ("lora", lora, lora_lr)):
-            if params:
+            if params or (name == "lora" and has_lora) or (name == "projectors" and len(self.projectors)):
                 g = {"name": name, "params": params}
                 if lr is not None:
                     g["lr"] = lr

@@ -205,13 +205,15 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
     ``"all"`` of every trainable parameter; ``cfg.group_lr[name]`` overrides a group's lr."""
     if param_groups is None:
         param_groups = [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]
-    groups, seen = [], {}
+    groups, seen, names = [], {}, set()
     for i, g in enumerate(param_groups):
         g = dict(g)
         name = str(g.setdefault("name", f"group{i}"))
+        names.add(name)
         params = list(g["params"])
-        if not params:
-            raise ValueError(f"parameter group {name!r} is empty")
+        if not params:  # a group the model keeps frozen in this run (its group_lr is then unused)
+            log.info("parameter group %r has no trainable parameters in this run; left out", name)
+            continue
         frozen = sum(not p.requires_grad for p in params)
         if frozen:
             raise ValueError(f"parameter group {name!r} has {frozen} parameter(s) with requires_grad=False")
@@ -223,7 +225,9 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
         g["lr"] = float(cfg.group_lr.get(name, g.get("lr", cfg.lr)))
         g.setdefault("weight_decay", cfg.weight_decay)
         groups.append(g)
-    unknown = set(cfg.group_lr) - {g["name"] for g in groups}
+    if not groups:
+        raise ValueError("no trainable parameters: every parameter group is empty")
+    unknown = set(cfg.group_lr) - names
     if unknown:
         raise ValueError(f"group_lr names {sorted(unknown)} are not parameter groups "
                          f"(groups: {[g['name'] for g in groups]})")
