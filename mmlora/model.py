@@ -667,7 +667,8 @@ class MultimodalLM(nn.Module):
                 name = name.replace(old, new, 1)
             return name
 
-        own = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        # projector and adapter weights, also those a run keeps frozen (align lm: false trains one projector)
+        own = {n: p for n, p in self.named_parameters() if n.startswith("projectors.") or ".adapters." in n}
         target = {renamed(k): v for k, v in saved.items()}
         problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]
         problems += [f"{k} (saved {tuple(v.shape)}, here {tuple(own[k].shape)})" for k, v in target.items()

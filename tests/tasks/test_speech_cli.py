@@ -327,6 +327,13 @@ def test_align_stage_then_vsr_from_it(corpus, tmp_path, capsys):
     kept = [k for k in a if k.startswith("projectors.audio.") or ".adapters." in k]
     assert kept and all(torch.equal(a[k], b[k]) for k in kept)  # the teacher side did not move
 
+    # a renamed load reaches the weights an align-only run keeps frozen (they are not trainable there)
+    _, ren = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_from={asr / 'final' / 'model'}",
+                                                        "train.init_map={'projectors.audio.': 'projectors.audio.'}",
+                                                        "model.align={source: video, lm: false}"])
+    got = dict(build_model(ren).named_parameters())
+    assert all(torch.equal(got[k], a[k]) and not got[k].requires_grad for k in kept)
+
     _, vsr = load_run_config("recipes/vsr_tiny.yaml", [man, f"train.init_from={al / 'final' / 'model'}",
                                                        "train.init_map={'projectors.audio.': null}"])
     got = dict(build_model(vsr).named_parameters())
