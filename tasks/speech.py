@@ -163,6 +163,11 @@ class SpeechDataset(torch.utils.data.Dataset):
             noise = babble_noise(pool, n, rng) if pool else white_noise(n, rng)
         return torch.from_numpy(mix_at_snr(wav.numpy(), noise, snr_db))
 
+    def eval_noisy(self, wav: torch.Tensor, idx: int, snr_db: float) -> torch.Tensor:
+        """The evaluation's noise for item ``idx``: drawn from ``(seed, idx)`` alone, so that every
+        model scored on a manifest (and the Whisper reference) hears the same mixture."""
+        return self.noisy(wav, idx, snr_db, np.random.default_rng([self.seed, idx]))
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
         from mmlora.data.media import load_audio, load_video
 
@@ -252,7 +257,7 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
             skipped.append({"id": rec.id, "line": rec.line, "error": str(e)})
             continue
         if snr is not None and "audio" in mods:
-            s["audios"] = [ds.noisy(s["audios"][0], i, snr, np.random.default_rng([seed, i]))]
+            s["audios"] = [ds.eval_noisy(s["audios"][0], i, snr)]
         samples.append((rec, s))
     hyps: list[str] = []
     bs = pipeline.batch_size

@@ -49,6 +49,25 @@ def test_report_scores_what_the_transcriber_says(tmp_path):
         assert g["wer"] == pytest.approx(compute_wer([r.text for r in mine], [fake[r.text] for r in mine]).wer)
 
 
+def test_snr_mixes_the_same_noise_as_evaluate():
+    """--snr: the transcriber hears each clip mixed with the evaluation's babble for that index (what
+    ``mmlora evaluate --snr`` feeds the model), not the clean clip."""
+    import torch
+
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import SpeechDataset
+
+    mod = _script()
+    heard = []
+    mod.reference_report(CLIPS, lambda waves: heard.extend(waves) or ["x"] * len(waves), batch_size=4, snr=0.0)
+    recs = read_manifest(CLIPS)
+    ds = SpeechDataset(recs, ("audio",), seed=0, with_answer=False)
+    assert len(heard) == len(recs)
+    for i, (rec, w) in enumerate(zip(recs, heard)):
+        clean = load_audio(rec.audio)
+        assert torch.equal(w, ds.eval_noisy(clean, i, 0.0)) and not torch.equal(w, clean)
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="whisper-tiny.en, whisper-base"):
         _script().model_dir("whisper-huge")
