@@ -245,11 +245,11 @@ class MultimodalLM(nn.Module):
         keeps frozen (LoRA under ``align.lm: false``) comes with no parameters, so that a recipe's
         ``group_lr`` for it stays valid; the loop leaves it out."""
         groups = []
+        has = {"projectors": len(self.projectors) > 0, "lora": bool(adapter_names(self.llm))}
         proj = [p for p in self.projectors.parameters() if p.requires_grad]
-        has_lora = bool(adapter_names(self.llm))
-        lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if has_lora else []
+        lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if has["lora"] else []
         for name, params, lr in (("projectors", proj, projector_lr), ("lora", lora, lora_lr)):
-            if params or (name == "lora" and has_lora) or (name == "projectors" and len(self.projectors)):
+            if has[name]:
                 g = {"name": name, "params": params}
                 if lr is not None:
                     g["lr"] = lr

@@ -68,10 +68,11 @@ def reference_report(manifest: str | Path, transcribe, batch_size: int = 16, max
     for i, rec in enumerate(records):
         try:
             w = load_audio(rec.audio)
-            waves.append(noisy.eval_noisy(w, i, snr) if noisy is not None else w)
-            used.append(rec)
         except Exception as e:  # noqa: BLE001 - an unreadable file is skipped and named
             skipped.append({"id": rec.id, "line": rec.line, "error": f"{rec.audio}: {e}"})
+            continue
+        waves.append(noisy.eval_noisy(w, i, snr) if noisy is not None else w)  # a mixing error is not a bad file
+        used.append(rec)
     hyps: list[str] = []
     for s in range(0, len(waves), batch_size):
         hyps.extend(transcribe(waves[s : s + batch_size]))
