@@ -343,6 +343,24 @@ def test_plan_holds_out_voices_and_never_reuses_sentences():
     assert {u.text for u in crossing["train"]} & held  # without the exclusion a large second corpus reuses them
 
 
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
+                    reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
+def test_held_out_splits_do_not_depend_on_the_training_size():
+    """val / test (and the babble pool of their noisy copies) are planned before train, so a corpus's
+    held-out splits can be regenerated alone with --n-train 0 (GPU run 9 did so for st/test)."""
+    installed = ["flite:awb", "espeak:en-us", "espeak:en+m1", "flite:rms", "espeak:en-029"]
+    full = C.CorpusConfig(seed=1, n={"train": 500, "val": 15, "test": 25}, val_voices=("flite:rms",),
+                          test_voices=("espeak:en-029",))
+    voices = C._split_voices(full, installed)
+    plan, pools = C._plan(full, voices)
+    alone, alone_pools = C._plan(C.CorpusConfig(**{**full.__dict__, "n": {"train": 0, "val": 15, "test": 25}}), voices)
+    key = lambda us: [(u.text, u.voice, u.rate, u.pitch, u.seed) for u in us]  # noqa: E731
+    for split in ("val", "test"):
+        assert key(alone[split]) == key(plan[split]) and len(plan[split]) == full.n[split]
+    assert key(alone_pools["pool_eval"]) == key(pools["pool_eval"]) and alone["train"] == []
+    assert not {u.text for u in plan["train"]} & {u.text for s in ("val", "test") for u in plan[s]}
+
+
 def test_any_installed_espeak_variant_can_be_named_but_not_an_unknown_one(tmp_path):
     if not shutil.which("espeak-ng") or "espeak:en-us" not in _installed():
         pytest.skip("espeak-ng not installed (scripts/setup_tts.sh)")
