@@ -290,6 +290,21 @@ def test_generation_is_seeded_and_reproducible(tmp_path):
 
 
 @needs_tts
+def test_files_do_not_depend_on_the_number_of_workers(tmp_path):
+    """TTS processes and the encoding threads beside them (--workers) change only the speed."""
+    for name, w in (("one", "1"), ("three", "3")):
+        assert C.main(_tiny_args(tmp_path / name, 9) + ["--n-train", "7", "--workers", w]) == 0
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert sum(str(f).endswith(".ogg") for f in files) >= 7 and any(str(f).endswith(".mp4") for f in files)
+    assert files == sorted(p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*") if p.is_file())
+    for f in files:
+        if f.name != "corpus.json":  # it records --workers
+            assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "three" / f).read_bytes(), f
+    rows = [json.loads(r) for r in (tmp_path / "three" / "train.jsonl").read_text().splitlines()]
+    assert all(r["frames"] and r["frames"] > 0 for r in rows if r["video"])  # frame counts come back from the threads
+
+
+@needs_tts
 def test_tts_phones_cover_the_audio():
     from mmlora.data.speech_tts import synthesize
 
