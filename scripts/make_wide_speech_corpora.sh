@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}
 PY=${PYTHON:-.venv/bin/python}
+NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
 ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
 VARIANTS="m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f5 klatt klatt2 klatt3 klatt4 klatt5 klatt6 Andy Annie Alex Alicia adam anika
 antonio aunty belinda benjamin boris caleb david ed edward grandma grandpa iven john linda max michel norbert paul pedro
@@ -27,7 +28,7 @@ COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 
     --no-video "${COMMON[@]}"
 for s in 4 5 6 7; do
   [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
-      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}"
+      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}" "${NOVID[@]}"
 done
 if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
   nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \

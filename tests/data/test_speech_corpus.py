@@ -305,6 +305,20 @@ def test_files_do_not_depend_on_the_number_of_workers(tmp_path):
 
 
 @needs_tts
+def test_no_video_leaves_every_audio_file_unchanged(tmp_path):
+    """--no-video only skips the lip videos (AUDIO_ONLY=1 scripts/train_asr_release.sh relies on it)."""
+    assert C.main(_tiny_args(tmp_path / "v", 3) + ["--n-train", "4"]) == 0
+    assert C.main(_tiny_args(tmp_path / "n", 3) + ["--n-train", "4", "--no-video"]) == 0
+    audio = sorted(p.relative_to(tmp_path / "v") for p in (tmp_path / "v" / "audio").iterdir())
+    assert len(audio) >= 4 and audio == sorted(p.relative_to(tmp_path / "n") for p in (tmp_path / "n" / "audio").iterdir())
+    for f in audio:
+        assert (tmp_path / "v" / f).read_bytes() == (tmp_path / "n" / f).read_bytes(), f
+    rv, rn = ([json.loads(r) for r in (tmp_path / d / "manifest.jsonl").read_text().splitlines()] for d in ("v", "n"))
+    assert [r["text"] for r in rv] == [r["text"] for r in rn] and all(r["video"] is None for r in rn)
+    assert any(r["video"] for r in rv) and not (tmp_path / "n" / "video").exists()
+
+
+@needs_tts
 def test_tts_phones_cover_the_audio():
     from mmlora.data.speech_tts import synthesize
 
