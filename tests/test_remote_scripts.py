@@ -41,6 +41,8 @@ def test_pieces_go_back_together_in_order_only(packed):
     assert bad.returncode == 2 and "out of order" in bad.stderr and "the next is p00" in bad.stderr
     for p in pieces[:2]:
         sh(REMOTE, "put", f"pk/{p}", cwd=repo, env=env)
+    with open(tmp / "work/all.tar", "ab") as f:  # what a call killed in the middle of an append leaves behind
+        f.write(os.urandom(5000))
     again = sh(REMOTE, "put", f"pk/{pieces[1]}", cwd=repo, env=env)  # a call repeated after a failed transfer
     assert "already there" in again.stdout
     skip = sh(REMOTE, "put", f"pk/{pieces[3]}", cwd=repo, env=env, check=False)

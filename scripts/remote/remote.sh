@@ -25,7 +25,10 @@ case "${1:-}" in
     if [ "$name" != "$(printf 'p%02d' "$have")" ]; then
       echo "remote.sh: $name is out of order: $have piece(s) there, the next is $(printf 'p%02d' "$have")" >&2; exit 2
     fi
-    cat "$piece" >> "$WORK/all.tar"; touch "$WORK/got/$name"; have=$((have + 1)); echo "$name: $have / $need"
+    # cut off whatever an interrupted earlier append left behind: the archive holds exactly the pieces marked got
+    size=0; for m in "$WORK"/got/p*; do [ -f "$m" ] && size=$((size + $(cat "$m"))); done
+    touch "$WORK/all.tar"; truncate -s "$size" "$WORK/all.tar"
+    cat "$piece" >> "$WORK/all.tar"; stat -c %s "$piece" > "$WORK/got/$name"; have=$((have + 1)); echo "$name: $have / $need"
     if [ "$have" -eq "$need" ]; then
       tar -xf "$WORK/all.tar" -C "$WORK" && rm "$WORK/all.tar"; echo "unpacked into $WORK"
       if [ -n "$job" ]; then
