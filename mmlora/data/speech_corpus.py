@@ -96,7 +96,7 @@ class CorpusConfig:
     opus_level: float = 0.96  # libsndfile compression level for Opus (higher = smaller)
     video: bool = True  # write lip videos
     chunk: int = 150  # utterances per TTS worker process (fixed: part of reproducibility)
-    workers: int = 1  # parallel TTS worker processes
+    workers: int = 1  # parallel TTS worker processes, and as many file-encoding threads
     text: TextConfig = field(default_factory=TextConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mouth: MouthConfig = field(default_factory=MouthConfig)
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of training clips that read a random word sequence instead of a sentence")
     p.add_argument("--exclude-text", default="", help="comma list of JSONL manifests whose 'text' sentences are never "
                    "used (e.g. another corpus's val/test splits)")
-    p.add_argument("--workers", type=int, default=1, help="parallel TTS processes")
+    p.add_argument("--workers", type=int, default=1, help="parallel TTS processes (and as many encoding threads)")
     p.add_argument("--list-voices", action="store_true", help="print the installed voices and exit")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a folder that has a manifest")
     args = p.parse_args(argv)
