@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.collate import MEDIA_KEYS, collate_samples
-from .data.media import MediaError, load_audio, load_video
+from .data.media import MediaError, load_audio, load_video, split_at_pauses
 from .model import MultimodalLM
 
 __all__ = ["load_pipeline", "MediaPipeline", "MediaError"]
@@ -32,13 +32,15 @@ class MediaPipeline:
     """Prompted generation over media: ``transcribe`` for speech, ``caption`` for video/images."""
 
     def __init__(self, model: MultimodalLM, instruction: str | None = None, modalities: Sequence[str] | None = None,
-                 batch_size: int = 8, generation: dict | None = None):
+                 batch_size: int = 8, generation: dict | None = None, piece_seconds: float | None = None):
         self.model = model.eval()
         info = model.pipeline_info
         self.instruction = instruction or info.get("instruction", "Transcribe the speech.")
         self.modalities = tuple(modalities or info.get("modalities") or sorted(model.encoders))
         self.batch_size = batch_size
         self.generation = {"max_new_tokens": 48, "num_beams": 1, **info.get("generation", {}), **(generation or {})}
+        # audio longer than this is cut at pauses into pieces decoded one by one (None: the encoder's window)
+        self.piece_seconds = piece_seconds if piece_seconds is not None else info.get("piece_seconds")
 
     # --------------------------------------------------------------- media
     @staticmethod
@@ -83,12 +85,46 @@ class MediaPipeline:
     # --------------------------------------------------------------- tasks
     def transcribe(self, audio=None, video=None, rates: dict[str, int] | None = None, **gen) -> str | list[str]:
         """Transcribe one input (path or array) or a list of them; ``video`` is the lip video.
-        ``rates`` picks a Matryoshka rate pair, e.g. ``{"audio": 16, "video": 5}``."""
-        return self._run({"audio": audio, "video": video}, self.instruction, rates, gen)
+        ``rates`` picks a Matryoshka rate pair, e.g. ``{"audio": 16, "video": 5}``. Audio longer than
+        the encoder's window (Whisper: 30 s) is cut at pauses (:func:`split_at_pauses`), the pieces are
+        transcribed in one batch and their texts joined; with a lip video it must fit the window."""
+        limit = self.piece_limit()
+        if audio is None or video is not None or not limit:
+            return self._run({"audio": audio, "video": video}, self.instruction, rates, gen)
+        batched = _is_batch(audio)
+        waves = [self._load("audio", a) for a in (audio if batched else [audio])]
+        pieces, owner = cut_long_audio(waves, limit)
+        joined = join_pieces(self._run({"audio": pieces}, self.instruction, rates, gen), owner, len(waves))
+        return joined if batched else joined[0]
+
+    def piece_limit(self) -> int | None:
+        """Longest audio (samples) decoded in one piece: the audio encoder's window, or ``piece_seconds``
+        if shorter; None for a model without an audio encoder that has a window."""
+        enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
+        limit = getattr(enc, "max_samples", None)
+        if limit and self.piece_seconds:
+            limit = min(limit, int(self.piece_seconds * 16000))
+        return limit
 
     def caption(self, video=None, audio=None, image=None, prompt: str | None = None, **gen) -> str | list[str]:
         """Describe a video (with its soundtrack) or an image."""
         return self._run({"audio": audio, "video": video, "image": image}, prompt or self.instruction, None, gen)
+
+
+def cut_long_audio(waves: Sequence[torch.Tensor], limit: int) -> tuple[list[torch.Tensor], list[int]]:
+    """Each waveform longer than ``limit`` samples cut at pauses (:func:`split_at_pauses`); returns the
+    pieces in order and, for each piece, the index of the waveform it came from."""
+    pieces, owner = [], []
+    for i, w in enumerate(waves):
+        parts = split_at_pauses(w, limit) if w.ndim == 1 and w.numel() > limit else [w]
+        pieces += parts
+        owner += [i] * len(parts)
+    return pieces, owner
+
+
+def join_pieces(texts: Sequence[str], owner: Sequence[int], n: int) -> list[str]:
+    """The texts of each waveform's pieces, in order, joined by spaces (empty ones left out)."""
+    return [" ".join(t for t, o in zip(texts, owner) if o == i and t) for i in range(n)]
 
 
 def load_pipeline(model_dir: str | os.PathLike, device: str | torch.device | None = None,

@@ -16,6 +16,8 @@ class EvalConfig:
     max_new_tokens: int = 48    # longest answer (Llama-AVSR: 32)
     batch_size: int = 16        # utterances per generate() call
     rates: dict[str, int] = field(default_factory=dict)  # Matryoshka rate pair to decode at; {} = finest
+    piece_seconds: float | None = None  # speech: longer audio is cut at pauses into pieces of at most this
+    # length, decoded one by one, texts joined (None: only audio longer than the encoder's window is cut)
     stop_strings: list[str] = field(default_factory=list)  # decoding also ends at any of these (speech recipes:
     # a line break, since a transcript is one line; a model that misses its end-of-text otherwise repeats the sentence)
 

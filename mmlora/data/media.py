@@ -84,6 +84,33 @@ def load_audio(path: str | Path, cfg: AudioConfig | None = None) -> Tensor:
     return wav.contiguous()
 
 
+def split_at_pauses(wav: Tensor, max_samples: int, sample_rate: int = SAMPLE_RATE, search_s: float = 5.0,
+                    frame_s: float = 0.02) -> list[Tensor]:
+    """Cut a waveform longer than ``max_samples`` into consecutive pieces of at most ``max_samples``:
+    each cut lies at the centre of the quietest ``frame_s`` frame (mean square) within the last
+    ``search_s`` seconds before the limit, so it falls in a pause between words where there is one.
+    Concatenated, the pieces are the input; a waveform within the limit comes back whole."""
+    wav = torch.as_tensor(wav)
+    if wav.ndim != 1 or max_samples < 2:
+        raise ValueError(f"split_at_pauses: expected a 1-D waveform and max_samples >= 2, got {tuple(wav.shape)}, "
+                         f"{max_samples}")
+    frame = max(1, int(round(frame_s * sample_rate)))
+    search = min(int(search_s * sample_rate), max_samples // 2)
+    pieces, start, n = [], 0, wav.numel()
+    while n - start > max_samples:
+        lo, hi = start + max_samples - search, start + max_samples
+        k = (hi - lo) // frame
+        if k >= 1:
+            energy = wav[lo : lo + k * frame].float().reshape(k, frame).pow(2).mean(1)
+            cut = lo + int(torch.argmin(energy)) * frame + frame // 2
+        else:
+            cut = hi
+        pieces.append(wav[start:cut])
+        start = cut
+    pieces.append(wav[start:])
+    return pieces
+
+
 def frame_indices(n_frames: int, native_fps: float, fps: float, max_seconds: float | None = None) -> np.ndarray:
     """Indices of the source frames shown at ``t = i / fps`` (nearest earlier frame, no repeat past the end).
 

@@ -10,7 +10,8 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from mmlora.data.media import AudioConfig, MediaError, VideoConfig, frame_indices, load_audio, load_image, load_video
+from mmlora.data.media import (AudioConfig, MediaError, VideoConfig, frame_indices, load_audio, load_image, load_video,
+                               split_at_pauses)
 
 
 def test_stereo_44k1_becomes_16k_mono_sine(tmp_path):
@@ -101,3 +102,24 @@ def test_image_rgba_to_rgb(tmp_path):
     img = load_image(tmp_path / "i.png")
     assert img.shape == (5, 7, 3) and img.dtype == torch.uint8
     assert torch.equal(img, torch.from_numpy(np.array(Image.fromarray(arr, "RGBA").convert("RGB"))))
+
+
+def test_split_at_pauses_cuts_in_the_silences_and_loses_nothing():
+    sr = 16000
+    rng = np.random.default_rng(0)
+    parts, gaps = [], []
+    for k in range(8):  # 1.1-1.6 s of "speech" (noise), then 0.3 s of silence
+        parts.append(torch.from_numpy(rng.uniform(-0.5, 0.5, int(sr * (1.1 + 0.07 * k))).astype(np.float32)))
+        start = sum(p.numel() for p in parts)
+        parts.append(torch.zeros(int(0.3 * sr)))
+        gaps.append((start, start + int(0.3 * sr)))
+    wav = torch.cat(parts)
+    limit = int(3.0 * sr)
+    pieces = split_at_pauses(wav, limit, sr, search_s=1.5)
+    assert len(pieces) >= 4 and all(0 < p.numel() <= limit for p in pieces)
+    assert torch.equal(torch.cat(pieces), wav)
+    cuts = np.cumsum([p.numel() for p in pieces])[:-1]
+    assert all(any(a <= c < b for a, b in gaps) for c in cuts), (cuts, gaps)
+    assert split_at_pauses(wav[:limit], limit, sr)[0].numel() == limit  # within the limit: whole
+    with pytest.raises(ValueError, match="1-D"):
+        split_at_pauses(torch.zeros(2, 10), 5)

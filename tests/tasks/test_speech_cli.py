@@ -92,6 +92,31 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     texts = asr.transcribe(audio=[corpus / "u1.flac", corpus / "u2.flac"], max_new_tokens=4)
     assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert isinstance(asr.transcribe(audio=str(corpus / "u1.flac"), max_new_tokens=4), str)
+    # audio longer than piece_seconds (or than the encoder's window): cut at pauses, pieces transcribed, texts joined
+    import torch
+
+    from mmlora.data.media import load_audio, split_at_pauses
+
+    w = load_audio(corpus / "u2.flac")
+    asr.piece_seconds = 0.4
+    pieces = split_at_pauses(w, int(0.4 * 16000))
+    assert len(pieces) >= 3
+    real_run = asr._run
+    asr._run = lambda media, *a: [str(x.numel()) for x in media["audio"]]  # each piece's length stands for its text
+    def joined(x):
+        return " ".join(str(p.numel()) for p in split_at_pauses(x, int(0.4 * 16000)))
+
+    assert asr.transcribe(audio=w) == joined(w) == " ".join(str(p.numel()) for p in pieces)
+    u1 = load_audio(corpus / "u1.flac")
+    assert asr.transcribe(audio=[corpus / "u1.flac", w]) == [joined(u1), joined(w)]  # each text to its own input
+    asr.piece_seconds = 10.0
+    assert asr.transcribe(audio=w) == str(w.numel())  # within the limit: one piece
+    asr._run = real_run
+    assert isinstance(asr.transcribe(audio=w, max_new_tokens=4), str)  # the real model through the same path
+    asr.piece_seconds = None
+    window = asr.model.encoders["audio"].max_samples
+    long = torch.cat([w] * (window // w.numel() + 1))
+    assert long.numel() > window and isinstance(asr.transcribe(audio=long, max_new_tokens=4), str)
     with pytest.raises(ValueError, match="takes"):
         asr.transcribe(audio=corpus / "u1.flac", video=corpus / "u1.mp4")  # an audio-only model
 
