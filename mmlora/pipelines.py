@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.collate import MEDIA_KEYS, collate_samples
-from .data.media import MediaError, load_audio, load_video, split_at_pauses
+from .data.media import SAMPLE_RATE, MediaError, load_audio, load_video, split_at_pauses
 from .model import MultimodalLM
 
 __all__ = ["load_pipeline", "MediaPipeline", "MediaError"]
@@ -86,8 +86,9 @@ class MediaPipeline:
     def transcribe(self, audio=None, video=None, rates: dict[str, int] | None = None, **gen) -> str | list[str]:
         """Transcribe one input (path or array) or a list of them; ``video`` is the lip video.
         ``rates`` picks a Matryoshka rate pair, e.g. ``{"audio": 16, "video": 5}``. Audio longer than
-        the encoder's window (Whisper: 30 s) is cut at pauses (:func:`split_at_pauses`), the pieces are
-        transcribed in one batch and their texts joined; with a lip video it must fit the window."""
+        ``piece_seconds`` (saved with the model; else the encoder's window, Whisper's 30 s) is cut at
+        pauses (:func:`split_at_pauses`), the pieces are transcribed in one batch and their texts
+        joined; with a lip video the audio is decoded whole and must fit the window."""
         limit = self.piece_limit()
         if audio is None or video is not None or not limit:
             return self._run({"audio": audio, "video": video}, self.instruction, rates, gen)
@@ -103,7 +104,7 @@ class MediaPipeline:
         enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
         limit = getattr(enc, "max_samples", None)
         if limit and self.piece_seconds:
-            limit = min(limit, int(self.piece_seconds * 16000))
+            limit = min(limit, int(self.piece_seconds * SAMPLE_RATE))
         return limit
 
     def caption(self, video=None, audio=None, image=None, prompt: str | None = None, **gen) -> str | list[str]:
