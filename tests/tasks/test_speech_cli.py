@@ -112,6 +112,17 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     asr.piece_seconds = 10.0
     assert asr.transcribe(audio=w) == str(w.numel())  # within the limit: one piece
     asr._run = real_run
+    # evaluate decodes the same pieces (a fake generate writes each piece's length as its text)
+    from mmlora.tasks.speech import evaluate_speech
+
+    asr.piece_seconds = 0.4
+    real_generate = asr.model.generate
+    asr.model.generate = lambda batch, **kw: [str(x.numel()) for x in batch["media"]["audio"]]
+    rep = evaluate_speech(asr, manifest)
+    asr.model.generate = real_generate
+    hyps = {u["id"]: u["hypothesis"] for u in rep["utterances"]}
+    assert hyps and all(hyps[json.loads(line)["id"]] == joined(load_audio(corpus / json.loads(line)["audio"]))
+                        for line in lines[1:4]) and rep["decoding"]["piece_seconds"] == 0.4
     assert isinstance(asr.transcribe(audio=w, max_new_tokens=4), str)  # the real model through the same path
     asr.piece_seconds = None
     window = asr.model.encoders["audio"].max_samples
