@@ -117,7 +117,7 @@ def cut_long_audio(waves: Sequence[torch.Tensor], limit: int) -> tuple[list[torc
     pieces in order and, for each piece, the index of the waveform it came from."""
     pieces, owner = [], []
     for i, w in enumerate(waves):
-        parts = split_at_pauses(w, limit) if w.ndim == 1 and w.numel() > limit else [w]
+        parts = split_at_pauses(w, limit) if w.ndim == 1 else [w]  # not 1-D: the encoder names the problem
         pieces += parts
         owner += [i] * len(parts)
     return pieces, owner
@@ -125,7 +125,11 @@ def cut_long_audio(waves: Sequence[torch.Tensor], limit: int) -> tuple[list[torc
 
 def join_pieces(texts: Sequence[str], owner: Sequence[int], n: int) -> list[str]:
     """The texts of each waveform's pieces, in order, joined by spaces (empty ones left out)."""
-    return [" ".join(t for t, o in zip(texts, owner) if o == i and t) for i in range(n)]
+    parts: list[list[str]] = [[] for _ in range(n)]
+    for t, o in zip(texts, owner):
+        if t:
+            parts[o].append(t)
+    return [" ".join(p) for p in parts]
 
 
 def load_pipeline(model_dir: str | os.PathLike, device: str | torch.device | None = None,

@@ -260,12 +260,11 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
             s["audios"] = [ds.eval_noisy(s["audios"][0], i, snr)]
         samples.append((rec, s))
     # audio-only models decode long clips in pieces cut at pauses, as MediaPipeline.transcribe does
-    limit = pipeline.piece_limit() if mods == ("audio",) else None
-    owner = list(range(len(samples)))
-    pieces = [s for _, s in samples]
-    if limit:
-        from mmlora.pipelines import cut_long_audio
+    from mmlora.pipelines import cut_long_audio, join_pieces
 
+    limit = pipeline.piece_limit() if mods == ("audio",) else None
+    pieces, owner = [s for _, s in samples], list(range(len(samples)))
+    if limit:
         waves, owner = cut_long_audio([s["audios"][0] for s in pieces], limit)
         pieces = [{**pieces[o], "audios": [w]} for w, o in zip(waves, owner)]
     hyps: list[str] = []
@@ -274,10 +273,7 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     for start in range(0, len(pieces), bs):
         batch = collate_samples(pieces[start:start + bs], model.prompts, with_answer=False)
         hyps.extend(model.generate(batch, rates=rates, **kw))
-    if limit:
-        from mmlora.pipelines import join_pieces
-
-        hyps = join_pieces(hyps, owner, len(samples))
+    hyps = join_pieces(hyps, owner, len(samples))
     report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
               "noise": noise_kind if snr is not None else None,
               "decoding": {**kw, **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {})},
