@@ -142,14 +142,25 @@ class Encoder(nn.Module):
         p = next(self.parameters(), None)
         return p.dtype if p is not None else torch.float32
 
+    supports_warp: bool = False  # encode(..., warp=...) takes per-item frequency-warp factors (training VTLP)
+
     @torch.no_grad()
-    def encode(self, batch: Sequence, output_hidden_states: bool = False) -> Features:
-        """Encode a list of media items (see the subclass for the item format)."""
+    def encode(self, batch: Sequence, output_hidden_states: bool = False,
+               warp: Sequence[float] | None = None) -> Features:
+        """Encode a list of media items (see the subclass for the item format). ``warp``: one
+        frequency-warp factor per item (vocal tract length perturbation, training only), for
+        encoders with ``supports_warp``."""
         if len(batch) == 0:
             raise ValueError(f"{type(self).__name__}.encode: empty batch")
-        return self._encode(list(batch), output_hidden_states)
+        if warp is None:
+            return self._encode(list(batch), output_hidden_states)
+        if not self.supports_warp:
+            raise ValueError(f"{type(self).__name__} has no frequency warp (vtlp); only spectrogram encoders do")
+        if len(warp) != len(batch):
+            raise ValueError(f"warp has {len(warp)} factors for {len(batch)} items")
+        return self._encode(list(batch), output_hidden_states, warp=list(warp))
 
-    def _encode(self, batch: list, output_hidden_states: bool) -> Features:
+    def _encode(self, batch: list, output_hidden_states: bool, warp: list[float] | None = None) -> Features:
         raise NotImplementedError
 
     def forward(self, batch: Sequence, output_hidden_states: bool = False) -> Features:

@@ -6,6 +6,8 @@
 
 ``full_context=True`` (default) runs the full 30 s window like Whisper was trained; ``False`` runs
 only the batch's longest clip (positions sliced), much cheaper for short clips but not identical.
+``encode(..., warp=[a_i])`` scales every frequency of item i's log-mel by ``a_i`` first (vocal tract
+length perturbation, :func:`warp_matrix`): the model's ``media.audio.vtlp`` range draws them in training.
 
 Weights come from a transformers folder (an encoder-only folder as written by ``mmlora assets``, or a
 full ``WhisperModel`` / ``WhisperForConditionalGeneration`` checkpoint: only the encoder is read) or
@@ -45,6 +47,41 @@ class WhisperEncoderConfig:
 def frames_for(n_samples: int, sample_rate: int = SAMPLE_RATE) -> int:
     """Encoder frames covering ``n_samples`` of audio: ``ceil(n · 50 / sr)`` (2.0 s → 100)."""
     return math.ceil(n_samples * FRAMES_PER_SECOND / sample_rate)
+
+
+def _slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Hz → mel on the Slaney scale of Whisper's (librosa's) filter bank: linear below 1 kHz, log above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    lin = hz / (200.0 / 3)
+    return np.where(hz < 1000.0, lin, 15.0 + np.log(np.maximum(hz, 1e-9) / 1000.0) / (np.log(6.4) / 27.0))
+
+
+def _slaney_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel < 15.0, mel * (200.0 / 3), 1000.0 * np.exp((mel - 15.0) * (np.log(6.4) / 27.0)))
+
+
+def warp_matrix(alpha: float, n_mels: int = 80, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """``[n_mels, n_mels]`` matrix ``W`` with ``W @ mel`` = the mel spectrogram with every frequency
+    scaled by ``alpha`` (vocal tract length perturbation, Jaitly & Hinton 2013): bin ``j`` of the
+    result reads the input at ``f_j / alpha`` (``f_j``: bin j's centre on Whisper's 0–8 kHz Slaney mel
+    scale), linearly interpolated between neighbouring bins and clamped at the edges. ``alpha`` > 1
+    moves formants and harmonics up (a shorter vocal tract), < 1 down; 1 is the identity."""
+    if not 0.5 <= alpha <= 2.0:
+        raise ValueError(f"frequency warp factor must be in [0.5, 2], got {alpha}")
+    lo, hi = _slaney_mel(np.array(0.0)), _slaney_mel(np.array(sample_rate / 2))
+    step = (hi - lo) / (n_mels + 1)
+    centres = lo + step * np.arange(1, n_mels + 1)
+    src = (_slaney_mel(_slaney_hz(centres) / alpha) - lo) / step - 1  # fractional input bin
+    src = np.clip(src, 0.0, n_mels - 1)
+    j0 = np.floor(src).astype(np.int64)
+    j1 = np.minimum(j0 + 1, n_mels - 1)
+    frac = src - j0
+    w = np.zeros((n_mels, n_mels))
+    rows = np.arange(n_mels)
+    np.add.at(w, (rows, j0), 1.0 - frac)
+    np.add.at(w, (rows, j1), frac)
+    return torch.from_numpy(w).float()
 
 
 def _is_hf_whisper_folder(p: Path) -> bool:
@@ -139,6 +176,7 @@ class WhisperAudioEncoder(Encoder):
     """
 
     kind = "whisper"
+    supports_warp = True
 
     def __init__(self, cfg: WhisperEncoderConfig, model=None, feature_extractor=None):
         super().__init__()
@@ -180,7 +218,7 @@ class WhisperAudioEncoder(Encoder):
                      truncation=True, device=dev).input_features
         return mel[..., : 2 * frames]
 
-    def _encode(self, batch: list, output_hidden_states: bool) -> Features:
+    def _encode(self, batch: list, output_hidden_states: bool, warp: list[float] | None = None) -> Features:
         waves = []
         for i, w in enumerate(batch):
             w = w.detach().cpu().float().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float32)
@@ -198,7 +236,11 @@ class WhisperAudioEncoder(Encoder):
         # shorter clip of the same batch does; the extra frame is masked and trimmed. A clip's features
         # then do not depend on its batch at all.
         frames = None if self.cfg.full_context else min(N + 1 if masked else N, self.model.config.max_source_positions)
-        mel = self.log_mel(waves, frames).to(self.device, self.dtype)
+        mel = self.log_mel(waves, frames)
+        if warp is not None and any(a != 1.0 for a in warp):  # on the normalised log-mel, padding included
+            W = torch.stack([warp_matrix(float(a), mel.shape[1]) for a in warp]).to(mel.device)
+            mel = W @ mel.float()
+        mel = mel.to(self.device, self.dtype)
         T = mel.shape[-1] // 2
         valid = torch.arange(T, device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
         h, hidden = self._forward(mel, output_hidden_states, valid if masked else None)

@@ -48,8 +48,16 @@ class MediaConfig:
     projector: dict = field(default_factory=dict)  # mmlora.projectors.ProjectorConfig fields
     hidden_states: bool = False                    # pass every encoder layer to the projector (QLadder)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)  # feature masking in training only
+    vtlp: list[float] = field(default_factory=list)  # [lo, hi]: in training, each clip's spectrum is scaled in
+    # frequency by a factor ~ U(lo, hi) before the encoder (vocal tract length perturbation; Whisper only; needs
+    # raw audio, so not with data.feature_cache). [] = off
 
     def __post_init__(self) -> None:
+        if self.vtlp:
+            lo, hi = (float(v) for v in self.vtlp) if len(self.vtlp) == 2 else (0.0, 0.0)
+            if not 0.5 <= lo <= hi <= 2.0:
+                raise ValueError(f"media.vtlp must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {self.vtlp}")
+            self.vtlp = [lo, hi]
         if isinstance(self.spec_augment, dict):
             from .config import from_dict
 
@@ -191,6 +199,9 @@ class MultimodalLM(nn.Module):
                 from .encoders import build_encoder
 
                 encs[mod] = build_encoder(mcfg.encoder)
+            if mcfg.vtlp and not getattr(encs[mod], "supports_warp", False):
+                raise ValueError(f"model.media.{mod}.vtlp: the {type(encs[mod]).__name__} encoder has no frequency "
+                                 "warp (only spectrogram encoders such as Whisper do)")
         from .projectors import ProjectorConfig, build_projector
 
         projs = {}
@@ -280,18 +291,27 @@ class MultimodalLM(nn.Module):
                 raise KeyError(f"batch has {mod!r} media but the model has no {mod} encoder "
                                f"(model.media has {sorted(self.encoders)})")
             enc, hidden = self.encoders[mod], self.cfg.media[mod].hidden_states
+            vtlp = self.cfg.media[mod].vtlp if self.training else None
+            warp = None
+            if vtlp and not isinstance(items, Features):  # torch's generator: seeded and restored by the loop
+                warp = (vtlp[0] + (vtlp[1] - vtlp[0]) * torch.rand(len(items))).tolist()
             if isinstance(items, Features):
                 feats = items
             elif items and all(isinstance(i, (str, os.PathLike)) for i in items):
                 if self.feature_cache is not None:
+                    if warp is not None:
+                        raise ValueError(f"media.{mod}.vtlp changes the encoder's input every step: it cannot "
+                                         "read cached features (set data.feature_cache=null)")
                     feats = self.feature_cache.encode(enc, list(items), media_io.LOADERS[mod], output_hidden_states=hidden)
                 else:
-                    feats = enc.encode([media_io.LOADERS[mod](p) for p in items], output_hidden_states=hidden)
+                    feats = enc.encode([media_io.LOADERS[mod](p) for p in items], output_hidden_states=hidden, warp=warp)
             elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
+                if warp is not None:
+                    raise ValueError(f"media.{mod}.vtlp needs raw audio, got cached features")
                 feats = Features.collate(items, rate_hz=getattr(enc, "rate_hz", None),
                                          tokens_per_step=int(getattr(enc, "tokens_per_step", 1) or 1))
             else:
-                feats = enc.encode(items, output_hidden_states=hidden)
+                feats = enc.encode(items, output_hidden_states=hidden, warp=warp)
             out[mod] = feats.to(self.device)
         return out
 

@@ -37,6 +37,9 @@ class SpeechDataConfig:
     noise_snrs: list[float] = field(default_factory=list)  # training noise SNRs (dB) to sample from; [] = clean
     noise_prob: float = 0.0                  # probability a training sample gets noise
     noise_kind: str = "babble"               # babble (other utterances) | white
+    speed_range: list[float] = field(default_factory=list)  # [lo, hi]: training clips played faster/slower by a
+    # factor ~ U(lo, hi) in steps of 0.01 (tempo and pitch, Kaldi-style); [] = off
+    speed_prob: float = 1.0                  # probability a training sample is speed-perturbed (with speed_range)
     val_samples: int = 64                    # val utterances decoded at each evaluation
     feature_cache: str | None = None         # folder for cached encoder outputs (needs noise_prob 0): a second
     # epoch runs no encoder; samples then carry file paths, decoded and encoded in the main process on a miss
@@ -105,7 +108,8 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[Record], modalities: tuple[str, ...], instruction: str = INSTRUCTION,
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
-                 seed: int = 0, with_answer: bool = True, paths_only: bool = False):
+                 seed: int = 0, with_answer: bool = True, paths_only: bool = False,
+                 speed_range: list[float] | None = None, speed_prob: float = 1.0):
         self.records = records
         self.paths_only = paths_only  # media as file paths (for the model's feature cache)
         self.modalities = modalities
@@ -115,6 +119,12 @@ class SpeechDataset(torch.utils.data.Dataset):
         if noise_kind not in ("babble", "white"):
             raise ValueError(f"noise_kind must be babble or white, got {noise_kind!r}")
         self.noise_kind = noise_kind
+        self.speed_range = [float(v) for v in speed_range or []]
+        if self.speed_range and not (len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0):
+            raise ValueError(f"data.speed_range must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {speed_range}")
+        if not 0.0 <= speed_prob <= 1.0:
+            raise ValueError(f"data.speed_prob must be in [0, 1], got {speed_prob}")
+        self.speed_prob = speed_prob
         self.seed = seed
         self.with_answer = with_answer
         self.epoch = 0
@@ -163,6 +173,15 @@ class SpeechDataset(torch.utils.data.Dataset):
             noise = babble_noise(pool, n, rng) if pool else white_noise(n, rng)
         return torch.from_numpy(mix_at_snr(wav.numpy(), noise, snr_db))
 
+    @staticmethod
+    def speed(wav: torch.Tensor, factor: float) -> torch.Tensor:
+        """``wav`` played ``factor`` times faster (rounded to 0.01: the resampler's kernel stays small)."""
+        from mmlora.data.media import SAMPLE_RATE
+        from mmlora.data.speech_augment import speed_perturb
+
+        f = round(factor, 2)
+        return wav if f == 1.0 else torch.from_numpy(speed_perturb(wav.numpy(), SAMPLE_RATE, f))
+
     def eval_noisy(self, wav: torch.Tensor, idx: int, snr_db: float) -> torch.Tensor:
         """The evaluation's noise for item ``idx``: drawn from ``(seed, idx)`` alone, so that every
         model scored on a manifest (and the Whisper reference) hears the same mixture."""
@@ -187,6 +206,10 @@ class SpeechDataset(torch.utils.data.Dataset):
             if "audio" in self.modalities:
                 wav = load_audio(rec.audio)
                 rng = np.random.default_rng([self.seed, self.epoch, idx])
+                if self.speed_range:  # drawn from its own stream: switching it on leaves the noise draws as they were
+                    srng = np.random.default_rng([self.seed, self.epoch, idx, 5])
+                    if srng.random() < self.speed_prob:
+                        wav = self.speed(wav, float(srng.uniform(*self.speed_range)))
                 if self.noise_snrs and rng.random() < self.noise_prob:
                     wav = self.noisy(wav, idx, float(rng.choice(self.noise_snrs)), rng)
                 sample["audios"] = [wav]
@@ -214,11 +237,19 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
         if d.noise_snrs and d.noise_prob > 0:
             raise ValueError("data.feature_cache needs fixed inputs: set data.noise_prob=0 (online noise changes "
                              "the audio every epoch) or data.feature_cache=null")
+        if d.speed_range:
+            raise ValueError("data.feature_cache needs fixed inputs: set data.speed_range=[] (online speed "
+                             "perturbation changes the audio every epoch) or data.feature_cache=null")
+        warped = [m for m, mc in model.cfg.media.items() if mc.vtlp]
+        if warped:
+            raise ValueError(f"data.feature_cache needs fixed inputs: model.media.{warped[0]}.vtlp warps the "
+                             "spectrogram every step; set it to [] or data.feature_cache=null")
         from mmlora.data.feature_cache import FeatureCache
 
         model.feature_cache = FeatureCache(d.feature_cache)
     train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
-                          seed=run_cfg.train.seed, paths_only=bool(d.feature_cache))
+                          seed=run_cfg.train.seed, paths_only=bool(d.feature_cache), speed_range=d.speed_range,
+                          speed_prob=d.speed_prob)
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
 

@@ -376,3 +376,54 @@ def test_align_stage_then_vsr_from_it(corpus, tmp_path, capsys):
     loaded = [k for k in b if k.startswith("projectors.video.") or ".adapters." in k]
     assert loaded and all(torch.equal(got[k], b[k]) for k in loaded)
     assert not any(k.startswith("projectors.audio.") for k in got)
+
+
+def test_online_speed_perturbation_is_seeded_per_epoch_and_keeps_the_noise(corpus):
+    import torch
+
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    recs = read_manifest(corpus / "train.jsonl")
+    n = load_audio(corpus / "u0.flac").numel()
+    ds = SpeechDataset(recs, ("audio",), seed=3, speed_range=[0.8, 1.2])
+    lens = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        a, b = ds[0]["audios"][0], ds[0]["audios"][0]
+        assert torch.equal(a, b)  # the same draw for (seed, epoch, index)
+        lens.append(a.numel())
+    factors = [n / m for m in lens]
+    assert all(0.79 < f < 1.21 for f in factors) and len(set(lens)) > 1, factors
+    # a speed-perturbed tone keeps its waveform shape, played faster: its frequency scales by the factor
+    ds.set_epoch(0)
+    wav = ds[0]["audios"][0].numpy()
+    f0 = np.argmax(np.abs(np.fft.rfft(wav))) * 16000 / wav.size
+    assert abs(f0 - 200 * factors[0]) < 3, (f0, factors[0])
+    # off by probability 0; the noise draws do not depend on the speed option
+    assert torch.equal(SpeechDataset(recs, ("audio",), seed=3, speed_range=[0.8, 1.2], speed_prob=0.0)[0]["audios"][0],
+                       load_audio(corpus / "u0.flac"))
+    noisy = dict(noise_snrs=[0.0], noise_prob=1.0, noise_kind="white", seed=3)
+    plain = SpeechDataset(recs, ("audio",), **noisy)[1]["audios"][0]
+    fast = SpeechDataset(recs, ("audio",), speed_range=[1.0, 1.0], **noisy)[1]["audios"][0]
+    assert torch.equal(plain, fast)
+    with pytest.raises(ValueError, match="speed_range"):
+        SpeechDataset(recs, ("audio",), speed_range=[1.2, 0.8])
+
+
+def test_feature_cache_refuses_online_speed_and_vtlp(corpus, tmp_path, capsys):
+    base = ["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+            f"data.feature_cache={tmp_path / 'cache'}", f"train.output_dir={tmp_path / 'x'}"]
+    assert main([*base, "data.speed_range=[0.9,1.1]"]) == 2
+    assert "speed_range" in capsys.readouterr().err
+    assert main([*base, "model.media.audio.vtlp=[0.9,1.1]"]) == 2
+    assert "vtlp" in capsys.readouterr().err
+
+
+def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 "data.speed_range=[0.9,1.1]", "model.media.audio.vtlp=[0.9,1.1]", f"train.output_dir={out}",
+                 "train.max_steps=2", "train.save_every=0"]) == 0
+    saved = json.loads((out / "final" / "model" / "config.json").read_text())
+    assert saved["model"]["media"]["audio"]["vtlp"] == [0.9, 1.1]  # recorded; inference never warps (eval mode)
