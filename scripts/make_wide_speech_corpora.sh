@@ -3,16 +3,18 @@
 # voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
 # clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
 #
-#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE]]
+#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE]]]
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
 # voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
 # With MORE_EXCLUDE (comma-separated manifests whose sentences to leave out too, e.g. the natural-voice test set) it
 # also writes OUT_PARENT/w8: 10,000 audio clips of the same voices reading mostly modern text (70 % WordNet example
-# sentences, 20 % fortunes, 10 % KJV; stage 3 of the release).
+# sentences, 20 % fortunes, 10 % KJV; stage 3 of the release). With STAGE4_EXCLUDE (the stage-4 held-out sets natt9 and
+# nv9; OUT_PARENT/n9 must exist, scripts/train_asr_release.sh makes it first) it also writes OUT_PARENT/w9 (6,000 clips,
+# none of n9's sentences) and OUT_PARENT/w10 (8,000, none of w9's) with the same text mix (stage 4, GPU runs 9 and 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}
+FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}; STAGE4_EXCLUDE=${5:-}
 PY=${PYTHON:-.venv/bin/python}
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
 ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
@@ -33,4 +35,11 @@ done
 if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
   nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \
       --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$MORE_EXCLUDE" --text-weights wordnet=0.7,fortunes=0.2,bible=0.1
+fi
+if [ -n "$STAGE4_EXCLUDE" ]; then
+  MODERN=(--n-val 0 --n-test 0 --no-video --text-weights wordnet=0.7,fortunes=0.2,bible=0.1)
+  [ -f "$OUT/w9/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w9" --seed 9 --n-train 6000 \
+      "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/n9/train.jsonl"
+  [ -f "$OUT/w10/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w10" --seed 40 --n-train 8000 \
+      "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/w9/train.jsonl"
 fi

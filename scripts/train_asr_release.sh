@@ -21,8 +21,12 @@
 # elsewhere and pass their parent. AUDIO_ONLY=1 skips the lip videos of st and wv4..wv7 (the ASR release reads none;
 # every audio file stays byte-identical, tests/data/test_speech_corpus.py): 100 clips of five espeak-ng / flite /
 # festival voices took 17.0 s instead of 21.6 s on 2 cores (session 15).
+# Stage 4 (the release of GPU run 10, session 16): stage 3's final weights trained 2,000 more steps on 27,000 new clips
+# (natural n9 + n10, wide w9 + w10; mostly WordNet text) with online voice augmentation (data.speed_range and
+# model.media.audio.vtlp, docs/ASR.md); its final weights are released (they also had the lowest nv9 validation WER
+# of the two stage-4 candidates, the rule fixed before the run).
 # As released, stage 1 stopped at step 2150 of 3000 (device budget; best validation step 2000) and stage 2 at step 1774
-# of 3000 (best 1750); this script runs both to step 3000, then stage 3 to its end (1,600 steps, as released).
+# of 3000 (best 1750); this script runs both to step 3000, then stage 3 to its end (1,600 steps, as released) and stage 4 (2,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_smollm2_whisper_tiny}; shift $(( $# < 2 ? $# : 2 ))
@@ -50,6 +54,23 @@ NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --
     --text-weights wordnet=0.85,fortunes=0.15 --voices rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe \
     --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$DATA/natt/test.jsonl,$DATA/st/val.jsonl,$DATA/st/test.jsonl"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS" "$DATA/natt/test.jsonl"  # + DATA/w8
+# stage 4's corpora (GPU runs 9 and 10): held-out natt9 (rhvoice:clb) and nv9 (the natural training voices reading
+# sentences no other corpus uses: stage 4's validation set), natural n9 / n10 and wide w9 / w10
+NAT9=(--n-val 0 --n-test 0 --audio-format opus --no-video --max-words 16 --noisy-splits '' --workers "$WORKERS"
+      --text-weights wordnet=0.85,fortunes=0.15)
+NV=rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe
+EX9="$DATA/st/val.jsonl,$DATA/st/test.jsonl,$DATA/natt9/test.jsonl,$DATA/nv9/test.jsonl"
+[ -f "$DATA/natt9/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/natt9" --seed 33 --n-train 0 "${NAT9[@]}" \
+    --n-test 200 --voices rhvoice:clb --test-voices rhvoice:clb --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl"
+[ -f "$DATA/nv9/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/nv9" --seed 35 --n-train 0 "${NAT9[@]}" \
+    --n-test 120 --voices $NV --test-voices $NV --engine-weights rhvoice=0.75,piper=0.25 \
+    --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl,$DATA/natt9/test.jsonl"
+[ -f "$DATA/n9/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/n9" --seed 31 --n-train 6000 "${NAT9[@]}" \
+    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9"
+[ -f "$DATA/n10/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/n10" --seed 41 --n-train 7000 "${NAT9[@]}" \
+    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9,$DATA/n9/train.jsonl"
+bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS" "$DATA/natt/test.jsonl" \
+    "$DATA/natt9/test.jsonl,$DATA/nv9/test.jsonl"  # + DATA/w9, DATA/w10
 $PY - "$DATA" <<'PY'
 import json, sys
 root = sys.argv[1]
@@ -74,6 +95,7 @@ merge("train_all.jsonl", synthetic, keep_video=True)  # stage 1
 merge("train_nat.jsonl", synthetic + [("nat1", 2), ("nat2", 2)], keep_video=False)  # stage 2
 merge("train_s3.jsonl", [("w8", 1), ("nat3", 2), ("nat2", 1), ("nat1", 1), ("st", 1), ("wv4", 1), ("wv5", 1)],
       keep_video=False)  # stage 3
+merge("train_s4.jsonl", [("n10", 1), ("w10", 1), ("n9", 1), ("w9", 1)], keep_video=False)  # stage 4
 PY
 $MM assets get smollm2-135m whisper-tiny.en
 COMMON=(recipes/asr_smollm2_whisper_tiny.yaml data.val_manifest="$DATA/st/val.jsonl" data.feature_cache="$OUT/feature_cache")
@@ -85,8 +107,15 @@ $MM train "${COMMON[@]}" data.train_manifest="$DATA/train_nat.jsonl" train.outpu
 $MM train "${COMMON[@]}" data.train_manifest="$DATA/train_s3.jsonl" train.output_dir="$OUT/stage3" \
     train.init_from="$OUT/stage2/best/model" train.max_steps=1600 train.warmup_steps=50 \
     train.group_lr.projectors=5e-4 train.group_lr.lora=2.5e-4 "$@"
-for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test; do
-  $MM evaluate --model "$OUT/stage3/final/model" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
+# stage 4 (GPU run 10): 27,000 new clips, voice augmentation on (speed and vocal tract length, drawn afresh every step:
+# the encoder runs on raw audio, so no feature cache), validation on nv9
+$MM train recipes/asr_smollm2_whisper_tiny.yaml data.train_manifest="$DATA/train_s4.jsonl" \
+    data.val_manifest="$DATA/nv9/test.jsonl" data.feature_cache=null train.output_dir="$OUT/stage4" \
+    train.init_from="$OUT/stage3/final/model" train.max_steps=2000 train.warmup_steps=50 train.eval_every=300 \
+    train.save_every=300 train.group_lr.projectors=5e-4 train.group_lr.lora=2.5e-4 train.num_workers=8 \
+    "data.speed_range=[0.9,1.1]" "model.media.audio.vtlp=[0.9,1.1]" "$@"
+for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test natt9/test; do
+  $MM evaluate --model "$OUT/stage4/final/model" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
 done
-mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/stage3/final/model" checkpoints/asr-smollm2-whisper-tiny
+mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/stage4/final/model" checkpoints/asr-smollm2-whisper-tiny
 echo "released: checkpoints/asr-smollm2-whisper-tiny (real human speech: python scripts/fetch_human_speech.py, then mmlora evaluate)"
