@@ -40,6 +40,9 @@ class SpeechDataConfig:
     speed_range: list[float] = field(default_factory=list)  # [lo, hi]: training clips played faster/slower by a
     # factor ~ U(lo, hi) in steps of 0.01 (tempo and pitch, Kaldi-style); [] = off
     speed_prob: float = 1.0                  # probability a training sample is speed-perturbed (with speed_range)
+    concat_prob: float = 0.0                 # probability a training sample joins 2..concat_max utterances of its
+    concat_max: int = 3                      # voice (0.15-0.6 s of silence between them, texts joined by a space),
+    concat_max_seconds: float = 28.0         # at most this long: longer clips than the corpus has (audio-only tasks)
     val_samples: int = 64                    # val utterances decoded at each evaluation
     feature_cache: str | None = None         # folder for cached encoder outputs (needs noise_prob 0): a second
     # epoch runs no encoder; samples then carry file paths, decoded and encoded in the main process on a miss
@@ -109,7 +112,8 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __init__(self, records: list[Record], modalities: tuple[str, ...], instruction: str = INSTRUCTION,
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
                  seed: int = 0, with_answer: bool = True, paths_only: bool = False,
-                 speed_range: list[float] | None = None, speed_prob: float = 1.0):
+                 speed_range: list[float] | None = None, speed_prob: float = 1.0,
+                 concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0):
         self.records = records
         self.paths_only = paths_only  # media as file paths (for the model's feature cache)
         self.modalities = modalities
@@ -125,6 +129,13 @@ class SpeechDataset(torch.utils.data.Dataset):
         if not 0.0 <= speed_prob <= 1.0:
             raise ValueError(f"data.speed_prob must be in [0, 1], got {speed_prob}")
         self.speed_prob = speed_prob
+        if not 0.0 <= concat_prob <= 1.0 or concat_max < 2 or concat_max_seconds <= 0:
+            raise ValueError(f"data.concat_prob must be in [0, 1], concat_max >= 2 and concat_max_seconds > 0, got "
+                             f"{concat_prob}, {concat_max}, {concat_max_seconds}")
+        if concat_prob > 0 and tuple(modalities) != ("audio",):
+            raise ValueError(f"data.concat_prob joins audio clips only; this task reads {', '.join(modalities)}")
+        self.concat_prob, self.concat_max, self.concat_max_seconds = concat_prob, int(concat_max), concat_max_seconds
+        self._by_voice: dict[str | None, list[int]] | None = None
         self.seed = seed
         self.with_answer = with_answer
         self.epoch = 0
@@ -182,6 +193,39 @@ class SpeechDataset(torch.utils.data.Dataset):
         f = round(factor, 2)
         return wav if f == 1.0 else torch.from_numpy(speed_perturb(wav.numpy(), SAMPLE_RATE, f))
 
+    CONCAT_GAP = (0.15, 0.6)  # seconds of silence between joined utterances
+
+    def joined(self, idx: int, wav: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Item ``idx``'s audio and text, joined (with probability ``concat_prob``) with 1 to ``concat_max - 1``
+        other utterances of the same voice (any voice when the manifest names none), as one longer recording.
+        Drawn per (seed, epoch, index) from its own stream; an unreadable partner is left out."""
+        from mmlora.data.media import SAMPLE_RATE, load_audio
+
+        text = self.records[idx].text
+        rng = np.random.default_rng([self.seed, self.epoch, idx, 7])
+        if self.concat_prob <= 0 or rng.random() >= self.concat_prob:
+            return wav, text
+        if self._by_voice is None:
+            self._by_voice = {}
+            for j, r in enumerate(self.records):
+                self._by_voice.setdefault(r.voice, []).append(j)
+        pool = [j for j in self._by_voice[self.records[idx].voice] if j != idx]
+        k = min(int(rng.integers(2, self.concat_max + 1)) - 1, len(pool))
+        parts, texts, total = [wav], [text], wav.numel()
+        limit = int(self.concat_max_seconds * SAMPLE_RATE)
+        for j in rng.choice(pool, size=k, replace=False) if k > 0 else []:
+            gap = int(rng.uniform(*self.CONCAT_GAP) * SAMPLE_RATE)
+            try:
+                w = load_audio(self.records[int(j)].audio)
+            except Exception:  # noqa: BLE001 - a partner that cannot be read is left out
+                continue
+            if total + gap + w.numel() > limit:
+                break
+            parts += [wav.new_zeros(gap), w]
+            texts.append(self.records[int(j)].text)
+            total += gap + w.numel()
+        return torch.cat(parts), " ".join(texts)
+
     def eval_noisy(self, wav: torch.Tensor, idx: int, snr_db: float) -> torch.Tensor:
         """The evaluation's noise for item ``idx``: drawn from ``(seed, idx)`` alone, so that every
         model scored on a manifest (and the Whisper reference) hears the same mixture."""
@@ -205,6 +249,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         try:
             if "audio" in self.modalities:
                 wav = load_audio(rec.audio)
+                if self.concat_prob > 0:
+                    wav, text = self.joined(idx, wav)
+                    if self.with_answer:
+                        sample["messages"][-1]["content"] = text
                 rng = np.random.default_rng([self.seed, self.epoch, idx])
                 if self.speed_range:  # drawn from its own stream: switching it on leaves the noise draws as they were
                     srng = np.random.default_rng([self.seed, self.epoch, idx, 5])
@@ -237,9 +285,10 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
         if d.noise_snrs and d.noise_prob > 0:
             raise ValueError("data.feature_cache needs fixed inputs: set data.noise_prob=0 (online noise changes "
                              "the audio every epoch) or data.feature_cache=null")
-        if d.speed_range:
-            raise ValueError("data.feature_cache needs fixed inputs: set data.speed_range=[] (online speed "
-                             "perturbation changes the audio every epoch) or data.feature_cache=null")
+        if d.speed_range or d.concat_prob > 0:
+            opt = "speed_range=[] (online speed perturbation" if d.speed_range else "concat_prob=0 (joining clips"
+            raise ValueError(f"data.feature_cache needs fixed inputs: set data.{opt} changes the audio every "
+                             "epoch) or data.feature_cache=null")
         warped = [m for m, mc in model.cfg.media.items() if mc.vtlp]
         if warped:
             raise ValueError(f"data.feature_cache needs fixed inputs: model.media.{warped[0]}.vtlp warps the "
@@ -249,7 +298,8 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
         model.feature_cache = FeatureCache(d.feature_cache)
     train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
                           seed=run_cfg.train.seed, paths_only=bool(d.feature_cache), speed_range=d.speed_range,
-                          speed_prob=d.speed_prob)
+                          speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
+                          concat_max_seconds=d.concat_max_seconds)
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
 

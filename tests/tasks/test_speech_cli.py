@@ -427,3 +427,54 @@ def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
                  "train.max_steps=2", "train.save_every=0"]) == 0
     saved = json.loads((out / "final" / "model" / "config.json").read_text())
     assert saved["model"]["media"]["audio"]["vtlp"] == [0.9, 1.1]  # recorded; inference never warps (eval mode)
+
+
+def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus, tmp_path, capsys):
+    import torch
+
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    from dataclasses import replace
+
+    recs = [replace(r, text=f"{r.text} {r.id}") for r in read_manifest(corpus / "train.jsonl")]  # 4 words, unique
+    by_text = {r.text: r for r in recs}
+    assert len(by_text) == len(recs)
+    ds = SpeechDataset(recs, ("audio",), seed=2, concat_prob=1.0, concat_max=3)
+    joined = 0
+    for idx in range(len(recs)):
+        s = ds[idx]
+        wav, text = s["audios"][0], s["messages"][-1]["content"]
+        assert torch.equal(wav, ds[idx]["audios"][0])  # the same draw for (seed, epoch, index)
+        # the answer is 1-3 whole transcripts (4 words each), the first one the item's own
+        words = text.split()
+        parts = [" ".join(words[i:i + 4]) for i in range(0, len(words), 4)]
+        assert parts[0] == recs[idx].text and 1 <= len(parts) <= 3
+        assert len({by_text[p].voice for p in parts}) == 1  # one voice
+        lens = [load_audio(by_text[p].audio).numel() for p in parts]
+        gaps = wav.numel() - sum(lens)
+        assert (len(parts) - 1) * 0.15 * 16000 - 1 <= gaps <= (len(parts) - 1) * 0.6 * 16000 + 1
+        # the audio is the clips in order, with silence between them
+        assert torch.equal(wav[: lens[0]], load_audio(recs[idx].audio))
+        if len(parts) > 1:
+            joined += 1
+            tail = load_audio(by_text[parts[-1]].audio)
+            assert torch.equal(wav[-tail.numel():], tail)
+            assert wav[lens[0]: lens[0] + int(0.15 * 16000)].abs().max() == 0
+    assert joined >= 4
+    # a length limit keeps single clips; probability 0 changes nothing
+    short = SpeechDataset(recs, ("audio",), seed=2, concat_prob=1.0, concat_max_seconds=1.3)
+    assert all(short[i]["messages"][-1]["content"] == recs[i].text for i in range(len(recs)))
+    off = SpeechDataset(recs, ("audio",), seed=2)
+    assert off[3]["messages"][-1]["content"] == recs[3].text
+    with pytest.raises(ValueError, match="audio clips only"):
+        SpeechDataset(recs, ("audio", "video"), concat_prob=0.5)
+    with pytest.raises(ValueError, match="concat_max"):
+        SpeechDataset(recs, ("audio",), concat_prob=0.5, concat_max=1)
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"data.feature_cache={tmp_path / 'c'}", "data.concat_prob=0.5",
+                 f"train.output_dir={tmp_path / 'x'}"]) == 2
+    assert "concat_prob" in capsys.readouterr().err
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 "data.concat_prob=0.5", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
+                 "train.save_every=0"]) == 0
