@@ -478,3 +478,28 @@ def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus,
     assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
                  "data.concat_prob=0.5", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
                  "train.save_every=0"]) == 0
+
+
+def test_answer_loss_is_token_weighted_and_falls_on_trained_clips(corpus, tmp_path):
+    """scripts/answer_loss.py: the same loss in batches of 3 as in one batch (token weighting), and lower
+    for a model trained on the clips than for its fresh start."""
+    import importlib.util
+
+    from mmlora.pipelines import load_pipeline
+
+    spec = importlib.util.spec_from_file_location("answer_loss", Path(__file__).resolve().parents[2] / "scripts/answer_loss.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    man = str(corpus / "train.jsonl")
+    runs = {}
+    for steps in (1, 30):
+        out = tmp_path / f"run{steps}"
+        assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={man}", f"train.output_dir={out}",
+                     f"train.max_steps={steps}", "train.save_every=0", "train.lr=3e-3", "train.warmup_steps=1"]) == 0
+        runs[steps] = load_pipeline(out / "final" / "model")
+    whole = mod.answer_loss(runs[1], man, batch_size=8)
+    parts = mod.answer_loss(runs[1], man, batch_size=3)
+    assert whole["clips"] == 8 and whole["tokens"] == parts["tokens"] > 8
+    assert abs(whole["loss"] - parts["loss"]) < 1e-4, (whole, parts)
+    assert mod.answer_loss(runs[30], man)["loss"] < whole["loss"] - 0.1  # 5.51 -> 5.24 here
+    assert mod.main(["--model", str(tmp_path / "run1" / "final" / "model"), "--max-samples", "2", man]) == 0
