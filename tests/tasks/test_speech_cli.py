@@ -503,3 +503,25 @@ def test_answer_loss_is_token_weighted_and_falls_on_trained_clips(corpus, tmp_pa
     assert abs(whole["loss"] - parts["loss"]) < 1e-4, (whole, parts)
     assert mod.answer_loss(runs[30], man)["loss"] < whole["loss"] - 0.1  # 5.51 -> 5.24 here
     assert mod.main(["--model", str(tmp_path / "run1" / "final" / "model"), "--max-samples", "2", man]) == 0
+
+
+def test_online_augmentation_resumes_exactly(corpus, tmp_path):
+    """Speed, vocal tract length and joined utterances are drawn from (seed, epoch, index) and torch's
+    restored generator: steps 4-6 resumed from checkpoint-3 have bitwise the losses of the first run."""
+    import shutil
+
+    out = tmp_path / "run"
+    args = ["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", f"train.output_dir={out}",
+            "train.max_steps=6", "train.save_every=3", "train.log_every=1", "data.speed_range=[0.85,1.15]",
+            "model.media.audio.vtlp=[0.85,1.15]", "data.concat_prob=0.5", "train.keep_last=3"]
+    assert main(args) == 0
+    first = {r["step"]: r["train/loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if "train/loss" in r}
+    shutil.rmtree(out / "checkpoint-6")
+    shutil.rmtree(out / "final")
+    (out / "metrics.jsonl").unlink()
+    assert main([*args, "train.resume=auto"]) == 0
+    again = {r["step"]: r["train/loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if "train/loss" in r}
+    assert sorted(again) == [4, 5, 6] and all(again[s] == first[s] for s in again), (first, again)
+    assert len(set(first.values())) == 6
