@@ -53,11 +53,9 @@ class MediaConfig:
     # raw audio, so not with data.feature_cache). [] = off
 
     def __post_init__(self) -> None:
-        if self.vtlp:
-            lo, hi = (float(v) for v in self.vtlp) if len(self.vtlp) == 2 else (0.0, 0.0)
-            if not 0.5 <= lo <= hi <= 2.0:
-                raise ValueError(f"media.vtlp must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {self.vtlp}")
-            self.vtlp = [lo, hi]
+        from .data.speech_augment import factor_range
+
+        self.vtlp = factor_range(self.vtlp, "media.vtlp")
         if isinstance(self.spec_augment, dict):
             from .config import from_dict
 

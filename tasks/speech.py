@@ -123,9 +123,9 @@ class SpeechDataset(torch.utils.data.Dataset):
         if noise_kind not in ("babble", "white"):
             raise ValueError(f"noise_kind must be babble or white, got {noise_kind!r}")
         self.noise_kind = noise_kind
-        self.speed_range = [float(v) for v in speed_range or []]
-        if self.speed_range and not (len(self.speed_range) == 2 and 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0):
-            raise ValueError(f"data.speed_range must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {speed_range}")
+        from mmlora.data.speech_augment import factor_range
+
+        self.speed_range = factor_range(speed_range, "data.speed_range")
         if not 0.0 <= speed_prob <= 1.0:
             raise ValueError(f"data.speed_prob must be in [0, 1], got {speed_prob}")
         self.speed_prob = speed_prob
@@ -282,17 +282,17 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
     if d.max_samples:
         records = records[: d.max_samples]
     if d.feature_cache:
-        if d.noise_snrs and d.noise_prob > 0:
-            raise ValueError("data.feature_cache needs fixed inputs: set data.noise_prob=0 (online noise changes "
-                             "the audio every epoch) or data.feature_cache=null")
-        if d.speed_range or d.concat_prob > 0:
-            opt = "speed_range=[] (online speed perturbation" if d.speed_range else "concat_prob=0 (joining clips"
-            raise ValueError(f"data.feature_cache needs fixed inputs: set data.{opt} changes the audio every "
+        # (setting that turns it off, what it does): each changes the encoder's input every epoch or step
+        online = [("data.noise_prob=0", "online noise") if d.noise_snrs and d.noise_prob > 0 else None,
+                  ("data.speed_range=[]", "online speed perturbation") if d.speed_range else None,
+                  ("data.concat_prob=0", "joining clips") if d.concat_prob > 0 else None,
+                  *((f"model.media.{m}.vtlp=[]", "warping the spectrogram") for m, mc in model.cfg.media.items()
+                    if mc.vtlp)]
+        online = [o for o in online if o]
+        if online:
+            off, what = online[0]
+            raise ValueError(f"data.feature_cache needs fixed inputs: set {off} ({what} changes the audio every "
                              "epoch) or data.feature_cache=null")
-        warped = [m for m, mc in model.cfg.media.items() if mc.vtlp]
-        if warped:
-            raise ValueError(f"data.feature_cache needs fixed inputs: model.media.{warped[0]}.vtlp warps the "
-                             "spectrogram every step; set it to [] or data.feature_cache=null")
         from mmlora.data.feature_cache import FeatureCache
 
         model.feature_cache = FeatureCache(d.feature_cache)

@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def factor_range(values, name: str) -> list[float]:
+    """An augmentation's ``[lo, hi]`` factor range (speed, vocal tract length), checked:
+    ``0.5 <= lo <= hi <= 2``; an empty range (off) stays empty."""
+    out = [float(v) for v in values or []]
+    if out and not (len(out) == 2 and 0.5 <= out[0] <= out[1] <= 2.0):
+        raise ValueError(f"{name} must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {list(values)}")
+    return out
+
+
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc), float32 in and out."""
     if orig_sr == new_sr:
