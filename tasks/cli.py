@@ -126,6 +126,20 @@ def _parse_rates(text: str | None, modalities) -> dict[str, int] | None:
     return dict(zip(mods, vals))
 
 
+def _add_piece_seconds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--piece-seconds", type=float, metavar="S",
+                   help="audio longer than S seconds is cut at pauses into pieces decoded one by one (default: the "
+                        "model's saved value; 0: up to the audio encoder's whole window, e.g. Whisper's 30 s)")
+
+
+def _piece_seconds(args) -> dict:
+    if args.piece_seconds is None:
+        return {}
+    if args.piece_seconds < 0:
+        raise ValueError(f"--piece-seconds must be >= 0 (0: the encoder's window), got {args.piece_seconds:g}")
+    return {"piece_seconds": args.piece_seconds}
+
+
 def evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmlora evaluate", description="Score a trained model on a manifest.")
     p.add_argument("--model", required=True, help="model folder (…/final/model or a checkpoint's model/)")
@@ -139,13 +153,14 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--device")
     p.add_argument("--out", help="write the full JSON report here")
     p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
+    _add_piece_seconds(p)
     args = p.parse_args(argv)
     from mmlora.pipelines import load_pipeline
 
     from . import get_task
 
     try:
-        pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size)
+        pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size, **_piece_seconds(args))
         spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
         gen = {"num_beams": args.num_beams} if args.num_beams else {}
         report = spec.evaluate(pipe, args.manifest, rates=_parse_rates(args.rates, pipe.modalities), snr=args.snr,
@@ -172,6 +187,7 @@ def transcribe(argv: list[str]) -> int:
     p.add_argument("--rates", help="Matryoshka rate pair A,V")
     p.add_argument("--num-beams", type=int)
     p.add_argument("--device")
+    _add_piece_seconds(p)
     args = p.parse_args(argv)
     if not args.audio and not args.video:
         return _fail("give at least one audio file (or --video)")
@@ -179,7 +195,7 @@ def transcribe(argv: list[str]) -> int:
     from mmlora.pipelines import load_pipeline
 
     try:
-        pipe = load_pipeline(args.model, device=args.device)
+        pipe = load_pipeline(args.model, device=args.device, **_piece_seconds(args))
         gen = {"num_beams": args.num_beams} if args.num_beams else {}
         texts = pipe.transcribe(audio=args.audio or None, video=args.video or None,
                                 rates=_parse_rates(args.rates, pipe.modalities), **gen)

@@ -85,6 +85,15 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--show"]) == 0
     shown = capsys.readouterr().out
     assert shown.count("REF: ") == 3 and shown.count("HYP: ") == 3
+    # --piece-seconds reaches the pipeline (recorded in the report) and a negative value is refused by name
+    assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--out", str(report_path),
+                 "--piece-seconds", "0.5"]) == 0
+    assert json.loads(report_path.read_text())["decoding"]["piece_seconds"] == 0.5
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model_dir), "--manifest", str(manifest), "--piece-seconds", "-1"]) == 2
+    assert "--piece-seconds must be >= 0" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(model_dir), "--piece-seconds", "-2", str(corpus / "u1.flac")]) == 2
+    assert "--piece-seconds" in capsys.readouterr().err
 
     import mmlora
 
