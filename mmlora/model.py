@@ -648,7 +648,8 @@ class MultimodalLM(nn.Module):
         model.load_trainable(in_dir)
         return model
 
-    def load_trainable_renamed(self, in_dir: str | os.PathLike, rename: Mapping[str, str | None]) -> list[str]:
+    def load_trainable_renamed(self, in_dir: str | os.PathLike, rename: Mapping[str, str | None],
+                               grow_rank: bool = False) -> list[str]:
         """Load :meth:`save_pretrained`'s weights under other names, into part of this model:
         ``rename`` maps a substring of the saved names (``projectors.<modality>.…``,
         ``llm.<layer>.adapters.<adapter>.<A|B>``) to its replacement (first occurrence, entries in
@@ -657,7 +658,10 @@ class MultimodalLM(nn.Module):
         weights whose names hold that key unloaded (e.g. an adapter the model has no place for).
         Every renamed weight must exist here with
         its shape (and an adapter its rank and alpha), else ``ValueError`` names it; the model's
-        weights not covered keep their values. Returns the names of those (fresh) weights."""
+        weights not covered keep their values. Returns the names of those (fresh) weights.
+        With ``grow_rank`` a saved adapter of lower rank than its place here fills the first ranks
+        (``A[:r]``, ``B[:, :r]`` rescaled by the ratio of the two scalings, so the adapter's output is
+        unchanged) and the added ranks keep their fresh values (``B`` = 0: they start silent)."""
         from safetensors.torch import load_file
 
         from .lora import lora_layers, read_adapter_folder
@@ -688,21 +692,43 @@ class MultimodalLM(nn.Module):
         # projector and adapter weights, also those a run keeps frozen (align lm: false trains one projector)
         own = {n: p for n, p in self.named_parameters() if n.startswith("projectors.") or ".adapters." in n}
         target = {renamed(k): v for k, v in saved.items()}
-        problems = [f"{k} (no such trainable weight here)" for k in target if k not in own]
-        problems += [f"{k} (saved {tuple(v.shape)}, here {tuple(own[k].shape)})" for k, v in target.items()
-                     if k in own and v.shape != own[k].shape]
         ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
+        problems: list[str] = []
+        grown: dict[str, float] = {}  # adapter weight -> factor on its saved values (B: saved scaling / scaling here)
         for old_name, spec in specs.items():
             k = renamed(old_name)
             ad = ads.get(k.rsplit(".", 1)[0])
-            if ad is not None and (spec["rank"], spec["alpha"]) != (ad.spec.rank, ad.spec.alpha):
-                problems.append(f"{k} (saved rank/alpha {spec['rank']}/{spec['alpha']}, here {ad.spec.rank}/{ad.spec.alpha})")
+            if ad is None or (spec["rank"], spec["alpha"]) == (ad.spec.rank, ad.spec.alpha):
+                continue
+            if grow_rank and spec["rank"] <= ad.spec.rank:
+                saved_scaling = LoRASpec(rank=spec["rank"], alpha=spec["alpha"],
+                                         use_rslora=spec.get("use_rslora", False)).scaling
+                grown[k] = saved_scaling / ad.spec.scaling if k.endswith(".B") else 1.0
+            else:
+                problems.append(f"{k} (saved rank/alpha {spec['rank']}/{spec['alpha']}, here {ad.spec.rank}/{ad.spec.alpha}"
+                                + ("" if grow_rank else "; train.init_grow_rank=true loads a lower rank into a higher one")
+                                + ")")
+
+        def fits(k: str, v: Tensor) -> bool:
+            if k not in grown:
+                return v.shape == own[k].shape
+            here = own[k].shape  # A [R, d_in] takes [r, d_in]; B [d_out, R] takes [d_out, r]
+            return (v.shape[1] == here[1] and v.shape[0] <= here[0]) if k.endswith(".A") else \
+                (v.shape[0] == here[0] and v.shape[1] <= here[1])
+
+        problems += [f"{k} (no such trainable weight here)" for k in target if k not in own]
+        problems += [f"{k} (saved {tuple(v.shape)}, here {tuple(own[k].shape)})" for k, v in target.items()
+                     if k in own and not fits(k, v)]
         if problems:
             raise ValueError(f"{in_dir}: weights renamed by {moves} do not fit this model: "
                              + "; ".join(sorted(set(problems))[:5]))
         with torch.no_grad():
             for k, v in target.items():
-                own[k].copy_(v)
+                if k in grown:  # the leading ranks: A's rows, B's columns
+                    r = v.shape[0] if k.endswith(".A") else v.shape[1]
+                    (own[k][:r] if k.endswith(".A") else own[k][:, :r]).copy_(v * grown[k])
+                else:
+                    own[k].copy_(v)
         return [n for n in own if n not in target]
 
     def load_trainable(self, in_dir: str | os.PathLike, new_modalities: bool = False) -> list[str]:

@@ -51,12 +51,19 @@ def build_model(cfg):
 
     set_seed(cfg.train.seed)
     model = MultimodalLM.build(cfg.model)
-    if cfg.train.init_from and cfg.train.init_map:
-        fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map)
-        logging.getLogger("mmlora.train").info("weights from %s renamed by %s; %d weight(s) fresh%s", cfg.train.init_from,
-                                               cfg.train.init_map, len(fresh), f" (e.g. {fresh[0]})" if fresh else "")
+    if cfg.train.init_from and (cfg.train.init_map or cfg.train.init_grow_rank):
+        fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map, grow_rank=cfg.train.init_grow_rank)
+        logging.getLogger("mmlora.train").info("weights from %s renamed by %s%s; %d weight(s) fresh%s", cfg.train.init_from,
+                                               cfg.train.init_map, ", lower ranks grown" if cfg.train.init_grow_rank else "",
+                                               len(fresh), f" (e.g. {fresh[0]})" if fresh else "")
     elif cfg.train.init_from:
-        fresh = model.load_trainable(cfg.train.init_from, new_modalities=True)
+        try:
+            fresh = model.load_trainable(cfg.train.init_from, new_modalities=True)
+        except ValueError as e:
+            if "shape mismatch" not in str(e):
+                raise
+            raise ValueError(f"{e} (a LoRA rank changed? train.init_grow_rank=true loads a lower saved rank into a "
+                             "higher one)") from None
         logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
                                                f"; fresh projector(s): {', '.join(fresh)}" if fresh else "")
     return model

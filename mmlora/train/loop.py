@@ -86,6 +86,8 @@ class TrainConfig:
     # occurrence of each key, in order; e.g. {"adapters.default.": "adapters.shared.", "projectors.audio.":
     # "projectors.audio.projectors.4."}: an ASR model into Matryoshka AVSR; a key mapped to null: those saved
     # weights are not loaded); model weights not covered stay fresh
+    init_grow_rank: bool = False  # with init_from: an adapter saved at a lower rank fills the first ranks of this
+    # run's (e.g. model.adapters.default.rank=16 from a rank-8 release; its output unchanged), the added ranks start at 0
     average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
     num_workers: int = 0  # DataLoader worker processes
     tensorboard: bool = True  # write TensorBoard scalars under output_dir/runs

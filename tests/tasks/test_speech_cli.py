@@ -347,6 +347,49 @@ def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
     assert all(torch.equal(got[k], fresh_mt[k]) for k in rest)
 
 
+def test_init_grow_rank_loads_a_lower_rank_into_a_higher_one_with_the_same_output(corpus, tmp_path):
+    """``train.init_grow_rank``: a rank-r model's adapters fill the first r ranks of a rank-R run (B rescaled for
+    the other alpha), so every adapter's update s·B·A is unchanged; the added ranks are the fresh build's A rows
+    and zero B columns. Without the flag the rank change is refused and the message names the flag."""
+    import torch
+
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    out = tmp_path / "r4"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={out}", "train.max_steps=3", "train.lr=1e-2",
+                 "model.adapters={default: {rank: 4, alpha: 8}}"]) == 0
+    small = MultimodalLM.from_pretrained(out / "final" / "model")
+    grow = [f"train.init_from={out / 'final' / 'model'}", "model.adapters={default: {rank: 12, alpha: 6}}"]
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", grow + ["train.init_grow_rank=true"])
+    big = build_model(cfg)
+    _, cfg0 = load_run_config("recipes/asr_tiny.yaml", grow[1:])
+    fresh = dict(build_model(cfg0).named_parameters())
+    got = dict(big.named_parameters())
+    from mmlora.lora import lora_layers
+
+    pairs = 0
+    for (path, s_layer), (_, b_layer) in zip(lora_layers(small.llm), lora_layers(big.llm)):
+        a, b = s_layer.adapters["default"], b_layer.adapters["default"]
+        assert (a.spec.rank, b.spec.rank) == (4, 12) and a.B.abs().sum() > 0  # trained: B is not zero any more
+        torch.testing.assert_close(b.spec.scaling * b.B @ b.A, a.spec.scaling * a.B @ a.A, rtol=1e-5, atol=1e-6)
+        name = f"llm.{path}.adapters.default"
+        assert torch.equal(got[name + ".A"][4:], fresh[name + ".A"][4:]) and not got[name + ".B"][:, 4:].any()
+        pairs += 1
+    assert pairs > 0
+    proj = [k for k in got if k.startswith("projectors.")]
+    sp = dict(small.named_parameters())
+    assert proj and all(torch.equal(got[k], sp[k]) for k in proj)
+
+    with pytest.raises(ValueError, match="init_grow_rank=true"):
+        build_model(load_run_config("recipes/asr_tiny.yaml", grow)[1])
+    _, shrink = load_run_config("recipes/asr_tiny.yaml", [grow[0], "model.adapters={default: {rank: 2, alpha: 4}}",
+                                                          "train.init_grow_rank=true"])
+    with pytest.raises(ValueError, match="saved rank/alpha 4/8.0, here 2/4"):
+        build_model(shrink)
+
+
 def test_align_stage_then_vsr_from_it(corpus, tmp_path, capsys):
     """ASR model → an AVSR run with ``model.align`` (video tokens learn the audio tokens, no LLM pass: only
     the video projector moves and the alignment loss falls) → a VSR run started from its video projector
