@@ -564,7 +564,9 @@ class MultimodalLM(nn.Module):
     def generate(self, batch: dict, rates: dict[str, int] | None = None, **gen_kwargs) -> list[str]:
         """Greedy / beam / sampled decoding for each sample's prompt (answers in the batch are
         ignored). Each sample is routed at prefill and at every decode step. ``stop_strings``
-        (e.g. ``["\\n"]``) end a sample's answer where its text first contains one of them."""
+        (e.g. ``["\\n"]``) end a sample's answer where its text first contains one of them;
+        ``ascii_only=True`` suppresses every token whose text is not pure ASCII (another script's
+        letters, a piece of a multi-byte character: an English transcript needs none of them)."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -575,6 +577,8 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
+        if kw.pop("ascii_only", False):
+            kw["suppress_tokens"] = sorted(set(kw.get("suppress_tokens") or ()) | set(self.non_ascii_token_ids()))
         if kw.get("stop_strings"):  # transformers matches them on the decoded tokens
             kw["tokenizer"] = self.tokenizer
         else:
@@ -585,6 +589,16 @@ class MultimodalLM(nn.Module):
         finally:
             install_plan(self.llm, None)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def non_ascii_token_ids(self) -> list[int]:
+        """Ids of the tokens whose decoded text holds a character outside ASCII (a partial UTF-8
+        byte decodes to U+FFFD, so it counts); special tokens are never listed. Cached."""
+        if getattr(self, "_non_ascii_ids", None) is None:
+            tok = self.tokenizer
+            texts = tok.batch_decode([[i] for i in range(len(tok))])
+            special = set(tok.all_special_ids)
+            self._non_ascii_ids = [i for i, t in enumerate(texts) if i not in special and not t.isascii()]
+        return self._non_ascii_ids
 
     def default_rates(self) -> dict[str, int]:
         """The first (finest) rate of each modality."""

@@ -20,6 +20,8 @@ class EvalConfig:
     # length, decoded one by one, texts joined (None: only audio longer than the encoder's window is cut)
     stop_strings: list[str] = field(default_factory=list)  # decoding also ends at any of these (speech recipes:
     # a line break, since a transcript is one line; a model that misses its end-of-text otherwise repeats the sentence)
+    ascii_only: bool = False    # answers use ASCII characters only: tokens whose text is anything else (Cyrillic
+    # letters, a piece of a multi-byte character) are never generated (speech recipes: English transcripts)
 
 
 @dataclass

@@ -83,7 +83,8 @@ def run_training(recipe: str, overrides: list[str] | None = None):
     model.pipeline_info = {"task": spec.name, "modalities": list(spec.modalities),
                            "instruction": cfg.data.instruction,
                            "generation": {"num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens,
-                                          **({"stop_strings": list(cfg.eval.stop_strings)} if cfg.eval.stop_strings else {})},
+                                          **({"stop_strings": list(cfg.eval.stop_strings)} if cfg.eval.stop_strings else {}),
+                                          **({"ascii_only": True} if cfg.eval.ascii_only else {})},
                            **({"piece_seconds": cfg.eval.piece_seconds} if cfg.eval.piece_seconds else {})}
     train_ds, val_records = spec.build_data(cfg, model)
     out = Path(cfg.train.output_dir)

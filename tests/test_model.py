@@ -225,6 +225,26 @@ def test_generate_stops_each_sample_at_a_stop_string():
     assert model.generate(batch, max_new_tokens=12, stop_strings=[]) == free
 
 
+def test_generate_ascii_only_suppresses_exactly_the_non_ascii_tokens():
+    """ascii_only: the suppressed ids are the tokens whose own text is not ASCII (the byte tokenizer's 128
+    high bytes), answers hold ASCII only, and up to the first non-ASCII character of the free answer the
+    two answers agree (greedy: only the suppressed choices change)."""
+    model = build(media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    tok = model.tokenizer
+    ref = [i for i in range(len(tok)) if i not in tok.all_special_ids and not tok.decode([i]).isascii()]
+    assert model.non_ascii_token_ids() == ref and len(ref) == 128
+    samples = [sample(audio=frames(20, s)) for s in range(1, 7)]
+    batch = collate_samples(samples, model.prompts)
+    free = model.generate(batch, max_new_tokens=24, min_new_tokens=24)
+    assert any(not t.isascii() for t in free)  # the random model writes high bytes when it may
+    ascii = model.generate(batch, max_new_tokens=24, min_new_tokens=24, ascii_only=True)
+    assert all(t.isascii() for t in ascii)
+    for f, a in zip(free, ascii):
+        k = next((j for j, c in enumerate(f) if not c.isascii()), len(f))
+        assert a[:k].rstrip() == f[:k].rstrip()
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = build(adapters={"default": LoRASpec(4, 8)}).eval()
     randomize_adapters(model.llm)

@@ -153,6 +153,25 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     assert "empty.flac" in capsys.readouterr().err
 
 
+def test_eval_ascii_only_is_saved_with_the_model_and_used_by_its_pipeline(corpus, tmp_path):
+    """eval.ascii_only goes into the saved pipeline settings, and the loaded pipeline's decoding then suppresses
+    the model's non-ASCII tokens (their effect on answers: tests/test_model.py); a call can turn it off."""
+    import mmlora
+
+    out = tmp_path / "run"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={out}", "train.max_steps=1", "eval.ascii_only=true"]) == 0
+    saved = json.loads((out / "final" / "model" / "config.json").read_text())["pipeline"]["generation"]
+    assert saved["ascii_only"] is True
+    asr = mmlora.load_pipeline(out / "final" / "model", device="cpu")
+    seen = []
+    real = asr.model.llm.generate
+    asr.model.llm.generate = lambda **kw: seen.append(kw.get("suppress_tokens")) or real(**kw)
+    asr.transcribe(audio=corpus / "u1.flac", max_new_tokens=4)
+    asr.transcribe(audio=corpus / "u1.flac", max_new_tokens=4, ascii_only=False)
+    assert seen[0] == asr.model.non_ascii_token_ids() and len(seen[0]) == 128 and seen[1] is None
+
+
 def test_train_keeps_the_best_validation_wer(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
