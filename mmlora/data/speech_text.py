@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,67 @@ def clean_sentence(s: str, cfg: TextConfig) -> str | None:
 def split_sentences(text: str) -> list[str]:
     """Split prose into sentences at . ! ? followed by whitespace and a capital letter."""
     return [p for p in _SENT_END.split(" ".join(text.split())) if p]
+
+
+_TITLES = re.compile(r"\b(Mr|Mrs)\.(?=\s)")
+_SPOKEN_TITLE = {"Mr": "Mister", "Mrs": "Missus"}  # as readers say them (and LibriSpeech writes them)
+
+
+def book_sentences(lines: list[str]) -> list[str]:
+    """The sentences of a book given as its lines (blank lines between paragraphs): paragraphs joined,
+    "Mr." / "Mrs." written as spoken ("Mister", "Missus": the dot would end the sentence there and a TTS
+    voice might read the abbreviation otherwise), then :func:`split_sentences`. Not cleaned: the corpus
+    cleans every pool with its own :class:`TextConfig`."""
+    paras, cur = [], []
+    for line in list(lines) + [""]:
+        if line.strip():
+            cur.append(line.strip())
+        elif cur:
+            paras.append(" ".join(cur))
+            cur = []
+    return [t for p in paras for t in split_sentences(_TITLES.sub(lambda m: _SPOKEN_TITLE[m.group(1)], p))]
+
+
+def read_r_lazyload(prefix: str | Path) -> dict[str, list[str]]:
+    """The objects of an R lazy-load database (``PREFIX.rdx``: gzip-compressed index, ``PREFIX.rdb``: one
+    compressed serialized object per entry), e.g. an R data package's ``data/Rdata`` such as Debian's
+    ``r-cran-janeaustenr`` (a character vector of lines per novel), converted by the ``rdata`` package
+    (``pip install rdata``): {name: list of strings} for the character vectors. Each entry is a 4-byte
+    big-endian length and a zlib stream, or (R's compression types 2 and 3) a type byte ``Z`` / ``2`` / ``X`` /
+    ``0`` before zlib / bzip2 / xz / uncompressed data."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    try:
+        import rdata
+    except ImportError as e:
+        raise ImportError("reading an R lazy-load database needs the rdata package: pip install rdata") from e
+
+    prefix = Path(prefix)
+    rdx, rdb = prefix.with_name(prefix.name + ".rdx"), prefix.with_name(prefix.name + ".rdb")
+    for f in (rdx, rdb):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such file (an R lazy-load database is PREFIX.rdx + PREFIX.rdb)")
+
+    def load(raw: bytes):
+        with warnings.catch_warnings():  # raw serialized objects carry no file header: rdata says so
+            warnings.filterwarnings("ignore", message="Unknown file type")
+            return rdata.conversion.convert(rdata.parser.parse_data(raw))
+
+    index = load(gzip.decompress(rdx.read_bytes()))
+    blob = rdb.read_bytes()
+    out: dict[str, list[str]] = {}
+    for name, (off, length) in index["variables"].items():
+        chunk = blob[int(off):int(off) + int(length)]
+        kind, body = chunk[4:5], chunk[5:]
+        data = {b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress,
+                b"0": lambda b: b}.get(kind, lambda _: zlib.decompress(chunk[4:]))(body)
+        obj = load(data)
+        if getattr(obj, "dtype", None) is not None and obj.dtype.kind in "OUS":
+            out[str(name)] = [str(x) for x in obj]
+    return out
 
 
 def fortune_sentences(cfg: TextConfig) -> list[str]:

@@ -113,3 +113,47 @@ def test_cli_text_options_name_bad_items(tmp_path):
     with pytest.raises(SystemExit, match="--text-weights item 'wordnet' is not NAME=WEIGHT"):
         C._weights("wordnet", "--text-weights")
     assert C._weights("wordnet=0.5, fortunes=0.3", "--text-weights") == {"wordnet": 0.5, "fortunes": 0.3}
+
+
+def test_book_sentences_join_paragraphs_and_say_the_titles():
+    from mmlora.data.speech_text import book_sentences
+
+    lines = ["CHAPTER I", "", "Mr. Knightley came in. He", "sat  down.", "", "", "Mrs. Elton spoke! Mr.Smith stayed."]
+    assert book_sentences(lines) == ["CHAPTER I", "Mister Knightley came in.", "He sat down.", "Missus Elton spoke!",
+                                     "Mr.Smith stayed."]
+
+
+def test_read_r_lazyload_returns_the_character_vectors_of_each_compression(tmp_path):
+    """An R lazy-load database written here as R lays it out (gzip index of offsets, one length-prefixed
+    compressed object per entry; zlib without a type byte, and bzip2 / uncompressed with one); a numeric
+    object is left out."""
+    import bz2
+    import gzip
+    import struct
+    import zlib
+
+    import numpy as np
+    rdata = pytest.importorskip("rdata")
+    from mmlora.data.speech_text import read_r_lazyload
+
+    def rds(obj) -> bytes:
+        rdata.write_rds(tmp_path / "o.rds", obj, compression=None)
+        return (tmp_path / "o.rds").read_bytes()
+
+    objects = {"emma": (["EMMA", "", "By Jane Austen"], lambda b: zlib.compress(b)),
+               "persuasion": (["Chapter 1", "Sir Walter Elliot."], lambda b: b"2" + bz2.compress(b)),
+               "plain": (["one line"], lambda b: b"0" + b),
+               "numbers": (np.array([1.5, 2.5]), lambda b: zlib.compress(b))}
+    blob, where = b"", {}
+    for name, (value, pack) in objects.items():
+        raw = rds(np.array(value, dtype=object) if isinstance(value, list) else value)
+        chunk = struct.pack(">I", len(raw)) + pack(raw)
+        where[name] = np.array([len(blob), len(chunk)], dtype=np.int32)
+        blob += chunk
+    (tmp_path / "Rdata.rdb").write_bytes(blob)
+    (tmp_path / "Rdata.rdx").write_bytes(gzip.compress(rds({"variables": where, "references": {}, "compressed": True})))
+    got = read_r_lazyload(tmp_path / "Rdata")
+    assert got == {"emma": ["EMMA", "", "By Jane Austen"], "persuasion": ["Chapter 1", "Sir Walter Elliot."],
+                   "plain": ["one line"]}
+    with pytest.raises(FileNotFoundError, match="Missing.rdx"):
+        read_r_lazyload(tmp_path / "Missing")
