@@ -5,7 +5,11 @@ from typing import Mapping, Sequence
 
 from torch import Tensor
 
-__all__ = ["check_tensors_match"]
+__all__ = ["TensorShapeError", "check_tensors_match"]
+
+
+class TensorShapeError(ValueError):
+    """Saved tensors whose names fit the model but whose shapes do not (e.g. another LoRA rank)."""
 
 
 def _few(names: Sequence[str]) -> str:
@@ -15,7 +19,8 @@ def _few(names: Sequence[str]) -> str:
 def check_tensors_match(source: str, expected: Mapping[str, Sequence[int]], tensors: Mapping[str, Tensor], *,
                         allow_missing: bool = False, allow_unexpected: bool = False, what: str = "weights") -> None:
     """Raise ``ValueError`` naming ``source`` when ``tensors`` (name -> tensor) and ``expected``
-    (name -> shape) differ: names missing from the file, names the model lacks, or shapes."""
+    (name -> shape) differ: names missing from the file, names the model lacks, or shapes (then
+    :class:`TensorShapeError`, a ``ValueError``)."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if (missing and not allow_missing) or (unexpected and not allow_unexpected):
@@ -24,4 +29,4 @@ def check_tensors_match(source: str, expected: Mapping[str, Sequence[int]], tens
     bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(s)}" for k, s in expected.items()
            if k in tensors and tuple(tensors[k].shape) != tuple(s)]
     if bad:
-        raise ValueError(f"{source}: shape mismatch: " + "; ".join(bad[:5]))
+        raise TensorShapeError(f"{source}: shape mismatch: " + "; ".join(bad[:5]))

@@ -57,11 +57,11 @@ def build_model(cfg):
                                                cfg.train.init_map, ", lower ranks grown" if cfg.train.init_grow_rank else "",
                                                len(fresh), f" (e.g. {fresh[0]})" if fresh else "")
     elif cfg.train.init_from:
+        from mmlora.tensor_match import TensorShapeError
+
         try:
             fresh = model.load_trainable(cfg.train.init_from, new_modalities=True)
-        except ValueError as e:
-            if "shape mismatch" not in str(e):
-                raise
+        except TensorShapeError as e:
             raise ValueError(f"{e} (a LoRA rank changed? train.init_grow_rank=true loads a lower saved rank into a "
                              "higher one)") from None
         logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
