@@ -126,8 +126,14 @@ def read_r_lazyload(prefix: str | Path) -> dict[str, list[str]]:
     for name, (off, length) in index["variables"].items():
         chunk = blob[int(off):int(off) + int(length)]
         kind, body = chunk[4:5], chunk[5:]
-        data = {b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress,
-                b"0": lambda b: b}.get(kind, lambda _: zlib.decompress(chunk[4:]))(body)
+        if kind == b"2":
+            data = bz2.decompress(body)
+        elif kind == b"X":
+            data = lzma.decompress(body)
+        elif kind == b"0":
+            data = body
+        else:  # b"Z" + zlib, or (compression type 1) the zlib stream right after the length
+            data = zlib.decompress(body if kind == b"Z" else chunk[4:])
         obj = load(data)
         if getattr(obj, "dtype", None) is not None and obj.dtype.kind in "OUS":
             out[str(name)] = [str(x) for x in obj]
