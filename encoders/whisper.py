@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mmlora.hostdev import to_device
+
 from .base import Encoder, Features
 
 SAMPLE_RATE = 16000
@@ -67,20 +69,27 @@ def warp_matrix(alpha: float, n_mels: int = 80, sample_rate: int = SAMPLE_RATE) 
     result reads the input at ``f_j / alpha`` (``f_j``: bin j's centre on Whisper's 0–8 kHz Slaney mel
     scale), linearly interpolated between neighbouring bins and clamped at the edges. ``alpha`` > 1
     moves formants and harmonics up (a shorter vocal tract), < 1 down; 1 is the identity."""
-    if not 0.5 <= alpha <= 2.0:
-        raise ValueError(f"frequency warp factor must be in [0.5, 2], got {alpha}")
+    return warp_matrices([alpha], n_mels, sample_rate)[0]
+
+
+def warp_matrices(alphas, n_mels: int = 80, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """:func:`warp_matrix` of every factor in ``alphas`` at once: ``[len(alphas), n_mels, n_mels]`` (float32)."""
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1, 1)
+    bad = a[(a < 0.5) | (a > 2.0)]
+    if bad.size:
+        raise ValueError(f"frequency warp factor must be in [0.5, 2], got {float(bad[0])}")
     lo, hi = _slaney_mel(np.array(0.0)), _slaney_mel(np.array(sample_rate / 2))
     step = (hi - lo) / (n_mels + 1)
     centres = lo + step * np.arange(1, n_mels + 1)
-    src = (_slaney_mel(_slaney_hz(centres) / alpha) - lo) / step - 1  # fractional input bin
+    src = (_slaney_mel(_slaney_hz(centres)[None, :] / a) - lo) / step - 1  # [K, n_mels] fractional input bins
     src = np.clip(src, 0.0, n_mels - 1)
     j0 = np.floor(src).astype(np.int64)
     j1 = np.minimum(j0 + 1, n_mels - 1)
     frac = src - j0
-    w = np.zeros((n_mels, n_mels))
-    rows = np.arange(n_mels)
-    np.add.at(w, (rows, j0), 1.0 - frac)
-    np.add.at(w, (rows, j1), frac)
+    w = np.zeros((a.shape[0], n_mels, n_mels))
+    k, rows = np.meshgrid(np.arange(a.shape[0]), np.arange(n_mels), indexing="ij")
+    np.add.at(w, (k, rows, j0), 1.0 - frac)
+    np.add.at(w, (k, rows, j1), frac)
     return torch.from_numpy(w).float()
 
 
@@ -204,19 +213,39 @@ class WhisperAudioEncoder(Encoder):
         """``[B, n_mels, 3000]`` log-mel features of the clips zero-padded to 30 s, or only the first
         ``2 · frames`` mel frames (``frames`` encoder frames). The short form pads the audio just past
         the last needed STFT window, so its values equal the 30 s computation's first frames exactly
-        (padding is silence, which never raises the per-clip maximum used by Whisper's clamp)."""
+        (padding is silence, which never raises the per-clip maximum used by Whisper's clamp).
+
+        The arithmetic of ``WhisperFeatureExtractor``'s torch path (its STFT, filter bank, per-clip
+        clamp at max − 8 and scaling; tested equal), run in one batch on the encoder's device: the
+        extractor would pad every clip on the host and send the result back through host memory."""
         fe = self.feature_extractor
-        dev = str(self.device)  # the STFT runs where the encoder is (GPU in training)
-        # fp32 whatever autocast surrounds it: under CPU bf16 autocast (accelerate's mixed_precision=bf16
-        # on CPU) the extractor's mel matmul came out in bf16 and its .numpy() raised
+        n = fe.n_samples if frames is None else min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
+        buf = np.zeros((len(waves), n), dtype=np.float32)
+        for i, w in enumerate(waves):
+            k = min(len(w), n)
+            buf[i, :k] = w[:k]
+        x = to_device(torch.from_numpy(buf), self.device)
+        window, filters = self._mel_constants()
+        # fp32 whatever autocast surrounds it (accelerate's mixed_precision=bf16 would run the filter bank in bf16)
         with torch.autocast(self.device.type, enabled=False):
-            if frames is None:
-                return fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length",
-                          device=dev).input_features
-            n = min(self.max_samples, 2 * frames * fe.hop_length + fe.n_fft)
-            mel = fe(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="max_length", max_length=n,
-                     truncation=True, device=dev).input_features
-        return mel[..., : 2 * frames]
+            if getattr(fe, "dither", 0.0):
+                x = x + fe.dither * torch.randn_like(x)
+            stft = torch.stft(x, fe.n_fft, fe.hop_length, window=window, return_complex=True)
+            mel = filters @ (stft[..., :-1].abs() ** 2).contiguous()
+            log_spec = torch.clamp(mel, min=1e-10).log10()
+            log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+            log_spec = (log_spec + 4.0) / 4.0
+        return log_spec if frames is None else log_spec[..., : 2 * frames]
+
+    def _mel_constants(self) -> tuple[Tensor, Tensor]:
+        """Hann window and ``[n_mels, n_freq]`` filter bank on the encoder's device (made once per device)."""
+        dev = self.device
+        cache = self.__dict__.setdefault("_mel_cache", {})
+        if dev not in cache:
+            fe = self.feature_extractor
+            cache[dev] = (torch.hann_window(fe.n_fft, device=dev),
+                          torch.from_numpy(np.ascontiguousarray(fe.mel_filters.T)).to(dev, torch.float32))
+        return cache[dev]
 
     def _encode(self, batch: list, output_hidden_states: bool, warp: list[float] | None = None) -> Features:
         waves = []
@@ -238,11 +267,10 @@ class WhisperAudioEncoder(Encoder):
         frames = None if self.cfg.full_context else min(N + 1 if masked else N, self.model.config.max_source_positions)
         mel = self.log_mel(waves, frames)
         if warp is not None and any(a != 1.0 for a in warp):  # on the normalised log-mel, padding included
-            W = torch.stack([warp_matrix(float(a), mel.shape[1]) for a in warp]).to(mel.device)
-            mel = W @ mel.float()
+            mel = to_device(warp_matrices(warp, mel.shape[1]), mel.device) @ mel.float()
         mel = mel.to(self.device, self.dtype)
         T = mel.shape[-1] // 2
-        valid = torch.arange(T, device=mel.device)[None, :] < torch.tensor(n, device=mel.device)[:, None]
+        valid = to_device(torch.arange(T)[None, :] < torch.tensor(n)[:, None], mel.device)
         h, hidden = self._forward(mel, output_hidden_states, valid if masked else None)
         mask = valid[:, :N]
         x = h[:, :N] * mask[..., None]

@@ -22,13 +22,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.spec_augment import SpecAugmentConfig, spec_augment
+from .hostdev import to_device
 from .llm import LLMConfig, load_llm
 from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
 from .prompt import MarkerConfig, PromptBuilder, TextSegment
@@ -38,6 +41,26 @@ __all__ = ["MediaConfig", "RouterConfig", "ModelConfig", "MultimodalLM", "TOKEN_
 
 TOKEN_TYPES = {"pad": -1, "text": 0, "audio": 1, "video": 2, "image": 3}
 _VISUAL = ("image", "video")
+
+
+class Assembled(NamedTuple):
+    """One batch spliced for the LLM (:meth:`MultimodalLM.assemble`)."""
+
+    x: Tensor  # [B, L, d] inputs_embeds
+    attn: Tensor  # [B, L] attention mask (1 = token)
+    labels: Tensor  # [B, L] answer token ids, -100 elsewhere
+    types: Tensor  # [B, L] TOKEN_TYPES (-1 = pad)
+    answer_pos: Tensor  # [2, K] (row, column) of every position whose next token is an answer token, row-major
+
+
+def _unpad_rows(emb: Tensor, mask: Tensor) -> list[Tensor]:
+    """``[n_i, d]`` rows of each item of ``emb [B, N, d]`` where ``mask [B, N]`` is True. One copy of the mask
+    to the host (instead of a device sync per item); a prefix mask (what compressors give) yields views."""
+    m = mask.cpu()
+    n = m.sum(1)
+    if torch.equal(m, torch.arange(m.shape[1])[None, :] < n[:, None]):
+        return [emb[i, :k] for i, k in enumerate(n.tolist())]
+    return [emb[i, m[i].to(emb.device)] for i in range(emb.shape[0])]
 
 
 @dataclass
@@ -330,7 +353,7 @@ class MultimodalLM(nn.Module):
             if self.training and augment and aug.active:
                 f = _replace(f, x=spec_augment(f.x, f.mask, aug))
             emb, mask = project_features(proj, f, rate=rates.get(mod))
-            out[mod] = [emb[i, mask[i]] for i in range(emb.shape[0])]
+            out[mod] = _unpad_rows(emb, mask)
         return out
 
     @staticmethod
@@ -339,50 +362,75 @@ class MultimodalLM(nn.Module):
         return p.dtype if p is not None else torch.float32
 
     # ------------------------------------------------------------------ sequence assembly
-    def assemble(self, segments: list[list], media_emb: dict[str, list[Tensor]], left_pad: bool = False):
+    def assemble(self, segments: list[list], media_emb: dict[str, list[Tensor]], left_pad: bool = False
+                 ) -> "Assembled":
         """Splice text embeddings and media embeddings into padded sequences.
 
-        Returns ``inputs_embeds [B, L, d]``, ``attention_mask [B, L]``, ``labels [B, L]``
-        (answer tokens only, else -100) and ``token_types [B, L]`` (TOKEN_TYPES; -1 = pad).
+        Returns :class:`Assembled`: ``inputs_embeds [B, L, d]``, ``attention_mask [B, L]``,
+        ``labels [B, L]`` (answer tokens only, else -100), ``token_types [B, L]`` (TOKEN_TYPES;
+        -1 = pad) and the answer positions. The layout is worked out on the host (every length is
+        known there) and reaches the device in one copy; the embeddings are gathered in one
+        ``index_select`` from the text embeddings and the media rows (no per-row device work).
         """
         embed = self.llm.get_input_embeddings()
         dev = embed.weight.device
-        all_ids = [s.ids for segs in segments for s in segs if isinstance(s, TextSegment)]
-        text_emb = embed(torch.cat(all_ids).to(dev)) if all_ids else None
-        rows, labels, types = [], [], []
-        pos = 0
+        text_ids = [s.ids for segs in segments for s in segs if isinstance(s, TextSegment)]
+        n_text = sum(int(t.numel()) for t in text_ids)
+        media_start, m_off = {}, 1 + n_text  # source rows: 0 = zeros (padding), then text, then media items
+        for mod, items in media_emb.items():
+            media_start[mod] = []
+            for e in items:
+                media_start[mod].append(m_off)
+                m_off += e.shape[0]
+        lengths = []
         for segs in segments:
-            parts, lab, typ = [], [], []
+            n = 0
             for s in segs:
                 if isinstance(s, TextSegment):
-                    n = s.ids.numel()
-                    parts.append(text_emb[pos:pos + n])
-                    pos += n
-                    lab.append(s.ids.to(dev) if s.is_answer else torch.full((n,), -100, device=dev))
-                    typ.append(torch.full((n,), TOKEN_TYPES["text"], device=dev))
+                    n += int(s.ids.numel())
                 else:
                     try:
-                        e = media_emb[s.modality][s.index]
+                        n += media_emb[s.modality][s.index].shape[0]
                     except (KeyError, IndexError):
                         raise ValueError(f"prompt has a <{s.modality}> slot with no {s.modality} input "
                                          f"(item {s.index})") from None
-                    parts.append(e.to(text_emb.dtype if text_emb is not None else e.dtype))
-                    lab.append(torch.full((e.shape[0],), -100, device=dev))
-                    typ.append(torch.full((e.shape[0],), TOKEN_TYPES[s.modality], device=dev))
-            rows.append(torch.cat(parts))
-            labels.append(torch.cat(lab))
-            types.append(torch.cat(typ))
-        L = max(r.shape[0] for r in rows)
-        B, d = len(rows), rows[0].shape[1]
-        x = rows[0].new_zeros(B, L, d)
-        attn = torch.zeros(B, L, dtype=torch.long, device=dev)
-        lab_t = torch.full((B, L), -100, dtype=torch.long, device=dev)
-        typ_t = torch.full((B, L), TOKEN_TYPES["pad"], dtype=torch.long, device=dev)
-        for i, (r, lb, ty) in enumerate(zip(rows, labels, types)):
-            n = r.shape[0]
-            sl = slice(L - n, L) if left_pad else slice(0, n)
-            x[i, sl], attn[i, sl], lab_t[i, sl], typ_t[i, sl] = r, 1, lb, ty
-        return x, attn, lab_t, typ_t
+            lengths.append(n)
+        B, L = len(segments), max(lengths)
+        # host layout: [4, B, L] = source row, attention, label, token type
+        lay = np.zeros((4, B, L), dtype=np.int64)
+        lay[2] = -100
+        lay[3] = TOKEN_TYPES["pad"]
+        t_off = 1
+        for i, segs in enumerate(segments):
+            p = L - lengths[i] if left_pad else 0
+            lay[1, i, p:p + lengths[i]] = 1
+            for s in segs:
+                if isinstance(s, TextSegment):
+                    n = int(s.ids.numel())
+                    lay[0, i, p:p + n] = np.arange(t_off, t_off + n)
+                    if s.is_answer:
+                        lay[2, i, p:p + n] = s.ids.cpu().numpy()
+                    lay[3, i, p:p + n] = TOKEN_TYPES["text"]
+                    t_off += n
+                else:
+                    n = media_emb[s.modality][s.index].shape[0]
+                    st = media_start[s.modality][s.index]
+                    lay[0, i, p:p + n] = np.arange(st, st + n)
+                    lay[3, i, p:p + n] = TOKEN_TYPES[s.modality]
+                p += n
+        ans = np.nonzero(lay[2, :, 1:] != -100)  # positions whose next token is an answer token, row-major
+        host = torch.from_numpy(np.concatenate([lay.reshape(-1), ans[0], ans[1]]))
+        flat = to_device(host, dev)
+        src_idx, attn, labels, types = flat[: 4 * B * L].view(4, B, L).unbind(0)
+        answer_pos = flat[4 * B * L:].view(2, -1)
+        media = [e for items in media_emb.values() for e in items]
+        text_emb = embed(to_device(torch.cat(text_ids), dev)) if text_ids else None
+        dtype = text_emb.dtype if text_emb is not None else media[0].dtype
+        d = text_emb.shape[1] if text_emb is not None else media[0].shape[1]
+        src = torch.cat([torch.zeros(1, d, dtype=dtype, device=dev)]
+                        + ([text_emb] if text_emb is not None else []) + [e.to(dtype) for e in media])
+        x = src.index_select(0, src_idx.reshape(-1)).view(B, L, d)
+        return Assembled(x, attn, labels, types, answer_pos)
 
     # ------------------------------------------------------------------ routing
     def routing_plan(self, token_types: Tensor, rates: dict[str, int] | list[dict[str, int]] | None = None
@@ -451,10 +499,10 @@ class MultimodalLM(nn.Module):
             total, n_tok, out_logits, used = 0.0, None, None, set()
             for pair in pairs:
                 media_emb = self.project(feats, pair)
-                x, attn, labels, types = self.assemble(batch["segments"], media_emb)
-                plan = self.routing_plan(types, pair)
+                a = self.assemble(batch["segments"], media_emb)
+                plan = self.routing_plan(a.types, pair)
                 used |= plan.used_names()
-                loss, n, logits = self._lm_loss(x, attn, labels, plan, return_logits)
+                loss, n, logits = self._lm_loss(a, plan, return_logits)
                 total = total + loss
                 n_tok = n
                 out_logits = logits
@@ -506,8 +554,8 @@ class MultimodalLM(nn.Module):
         with P times fewer, larger kernels. Used for routers whose plan is per sample (scale,
         single, none)."""
         rows = [self.assemble(segments, self.project(feats, pair)) for pair in pairs]
-        B = rows[0][0].shape[0]
-        L = max(r[0].shape[1] for r in rows)
+        B = rows[0].x.shape[0]
+        L = max(r.x.shape[1] for r in rows)
 
         def pad(t: Tensor, value) -> Tensor:  # right padding to L (training assembles right-padded rows)
             extra = L - t.shape[1]
@@ -515,35 +563,38 @@ class MultimodalLM(nn.Module):
                 return t
             return torch.cat([t, t.new_full((t.shape[0], extra, *t.shape[2:]), value)], dim=1)
 
-        x = torch.cat([pad(r[0], 0.0) for r in rows])
-        attn = torch.cat([pad(r[1], 0) for r in rows])
-        labels = torch.cat([pad(r[2], -100) for r in rows])
-        types = torch.cat([pad(r[3], TOKEN_TYPES["pad"]) for r in rows])
-        plan = self.routing_plan(types, [pair for pair in pairs for _ in range(B)])
-        row_loss, row_tok, logits = self._lm_loss(x, attn, labels, plan, return_logits, per_row=True)
+        # answer positions keep their column; pair k's rows come after k * B others
+        answer_pos = torch.cat([torch.stack([r.answer_pos[0] + k * B, r.answer_pos[1]]) for k, r in enumerate(rows)], dim=1)
+        a = Assembled(torch.cat([pad(r.x, 0.0) for r in rows]), torch.cat([pad(r.attn, 0) for r in rows]),
+                      torch.cat([pad(r.labels, -100) for r in rows]),
+                      torch.cat([pad(r.types, TOKEN_TYPES["pad"]) for r in rows]), answer_pos)
+        plan = self.routing_plan(a.types, [pair for pair in pairs for _ in range(B)])
+        row_loss, row_tok, logits = self._lm_loss(a, plan, return_logits, per_row=True)
         per_pair = row_loss.view(len(pairs), B).sum(1) / row_tok.view(len(pairs), B).sum(1).clamp(min=1)
         n_tok = row_tok[:B].sum()
-        out_logits = logits[-B:, : rows[-1][0].shape[1]] if logits is not None else None
+        out_logits = logits[-B:, : rows[-1].x.shape[1]] if logits is not None else None
         return per_pair.mean(), n_tok, out_logits, plan.used_names()
 
-    def _lm_loss(self, x, attn, labels, plan: RoutingPlan, return_logits: bool, per_row: bool = False):
+    def _lm_loss(self, a: "Assembled", plan: RoutingPlan, return_logits: bool, per_row: bool = False):
         """Mean cross-entropy over answer tokens, the answer-token count and optional logits;
         ``per_row``: the summed cross-entropy and token count of every row instead."""
         install_plan(self.llm, plan)  # stays installed for backward (activation recomputation)
         decoder = self.llm.get_decoder()
-        hidden = decoder(inputs_embeds=x, attention_mask=attn).last_hidden_state
-        target = labels[:, 1:]
-        sel = target != -100
+        hidden = decoder(inputs_embeds=a.x, attention_mask=a.attn).last_hidden_state
+        B, L = a.labels.shape
+        row, col = a.answer_pos
+        flat = row * L + col  # answer positions (whose next token is an answer token), row-major
         head = self.llm.get_output_embeddings()
-        logits = head(hidden[:, :-1][sel]).float()  # only answer positions reach the vocab
+        logits = head(hidden.reshape(B * L, -1).index_select(0, flat)).float()  # only they reach the vocab
+        target = a.labels.reshape(-1).index_select(0, flat + 1)
         full = head(hidden).float() if return_logits else None
+        counts = (a.labels[:, 1:] != -100).sum(1)
         if per_row:
-            ce = F.cross_entropy(logits, target[sel], reduction="none")
-            row = torch.arange(sel.shape[0], device=sel.device)[:, None].expand_as(sel)[sel]
-            sums = torch.zeros(sel.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, row, ce)
-            return sums, sel.sum(1), full
-        n = sel.sum()
-        loss = F.cross_entropy(logits, target[sel], reduction="sum") / n.clamp(min=1)
+            ce = F.cross_entropy(logits, target, reduction="none")
+            sums = torch.zeros(B, dtype=ce.dtype, device=ce.device).index_add(0, row, ce)
+            return sums, counts, full
+        n = counts.sum()
+        loss = F.cross_entropy(logits, target, reduction="sum") / n.clamp(min=1)
         return loss, n, full
 
     def _dummy_terms(self, feats: dict, used_adapters: set[str]) -> Tensor:
@@ -572,8 +623,9 @@ class MultimodalLM(nn.Module):
         pair = {m: r for m, r in rates.items() if m in feats}
         segments = [[s for s in segs if not (isinstance(s, TextSegment) and s.is_answer)]
                     for segs in batch["segments"]]
-        x, attn, _, types = self.assemble(segments, self.project(feats, pair), left_pad=True)
-        plan = self.routing_plan(types, pair)
+        a = self.assemble(segments, self.project(feats, pair), left_pad=True)
+        x, attn = a.x, a.attn
+        plan = self.routing_plan(a.types, pair)
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)

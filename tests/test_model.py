@@ -73,7 +73,7 @@ def test_media_spliced_with_markers_and_labels_only_on_answer():
     model = build().eval()
     batch = collate_samples([sample(audio=frames(9, 1), video=frames(4, 2)), sample("no media")], model.prompts)
     feats = model.encode_media(batch["media"])
-    x, attn, labels, types = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
+    x, attn, labels, types, _ = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
     assert int((types[0] == TOKEN_TYPES["audio"]).sum()) == 4  # 9 frames, stack 2, remainder dropped
     assert int((types[0] == TOKEN_TYPES["video"]).sum()) == 2
     assert int((types[1] > 0).sum()) == 0
@@ -109,7 +109,7 @@ def test_token_type_routing_sends_exactly_media_tokens_to_the_visual_lora():
     randomize_adapters(model.llm)
     batch = collate_samples([sample(audio=frames(6, 1), video=frames(6, 2))], model.prompts)
     feats = model.encode_media(batch["media"])
-    _, _, _, types = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
+    _, _, _, types, _ = model.assemble(batch["segments"], model.project(feats, {"audio": 2, "video": 2}))
     layer, x, delta = _delta_rows(model, lambda: model(batch))
     expect_vis = x @ layer.delta_weight("visual").t()
     expect_lang = x @ layer.delta_weight("language").t()
@@ -382,7 +382,7 @@ def test_arcana_qladder_and_mm_lora_token_routing_end_to_end():
     model = MultimodalLM.build(cfg, encoders={"image": LayeredFakeEncoder()}).train()
     batch = collate_samples([sample(image=frames(5, 1)), sample(image=frames(2, 2))], model.prompts)
     feats = model.encode_media(batch["media"])
-    _, _, _, types = model.assemble(batch["segments"], model.project(feats, {"image": 1}))
+    _, _, _, types, _ = model.assemble(batch["segments"], model.project(feats, {"image": 1}))
     assert (types == TOKEN_TYPES["image"]).sum(1).tolist() == [5 + 3, 2 + 3]  # patches + appended queries
     model(batch)["loss"].backward()
     qladder = model.projectors["image"].qladder
@@ -470,3 +470,54 @@ def test_align_config_errors_name_the_field():
     with pytest.raises(ValueError, match="tokens/s"):
         model = _align_model(lm=False).train()
         model.align_loss(model.encode_media(_align_batch(model)["media"]), {"audio": 2, "video": 4})
+
+
+def _assemble_reference(model, segments, media_emb, left_pad):
+    """Row-by-row splice (the layout written out directly): embeddings, attention, labels, types."""
+    embed = model.llm.get_input_embeddings()
+    rows = []
+    for segs in segments:
+        parts, lab, typ = [], [], []
+        for s in segs:
+            if hasattr(s, "ids"):
+                parts.append(embed(s.ids))
+                lab += s.ids.tolist() if s.is_answer else [-100] * s.ids.numel()
+                typ += [TOKEN_TYPES["text"]] * s.ids.numel()
+            else:
+                e = media_emb[s.modality][s.index]
+                parts.append(e.to(parts[0].dtype if parts else e.dtype))
+                lab += [-100] * e.shape[0]
+                typ += [TOKEN_TYPES[s.modality]] * e.shape[0]
+        rows.append((torch.cat(parts), lab, typ))
+    L = max(r[0].shape[0] for r in rows)
+    B, d = len(rows), rows[0][0].shape[1]
+    x, attn = torch.zeros(B, L, d), torch.zeros(B, L, dtype=torch.long)
+    labels, types = torch.full((B, L), -100), torch.full((B, L), TOKEN_TYPES["pad"])
+    for i, (r, lab, typ) in enumerate(rows):
+        sl = slice(L - r.shape[0], L) if left_pad else slice(0, r.shape[0])
+        x[i, sl], attn[i, sl], labels[i, sl], types[i, sl] = r, 1, torch.tensor(lab), torch.tensor(typ)
+    return x, attn, labels, types
+
+
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_assemble_and_loss_match_a_row_by_row_reference(left_pad):
+    model = build().eval()
+    batch = collate_samples([sample("a longer question about it", "yes indeed", audio=frames(9, 1), video=frames(4, 2)),
+                             sample("no media", "no"), sample("x", "the longest answer of all three", audio=frames(15, 3)),
+                             sample("only video", "v", video=frames(8, 4))], model.prompts)
+    feats = model.encode_media(batch["media"])
+    emb = model.project(feats, {"audio": 2, "video": 2})
+    got = model.assemble(batch["segments"], emb, left_pad=left_pad)
+    ref = _assemble_reference(model, batch["segments"], emb, left_pad)
+    for g, r, name in zip(got[:4], ref, ("x", "attn", "labels", "types")):
+        assert g.shape == r.shape, name
+        assert torch.equal(g, r.to(g.dtype)), name
+    want = torch.nonzero(ref[2][:, 1:] != -100).t()  # row-major answer positions
+    assert torch.equal(got.answer_pos, want)
+    if not left_pad:  # the training loss: mean cross-entropy of the answer tokens from the full logits
+        with torch.no_grad():
+            out = model(batch, return_logits=True)
+        logits, labels = out["logits"][:, :-1], ref[2][:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        torch.testing.assert_close(out["loss"], ce, rtol=1e-5, atol=1e-6)
+        assert int(out["num_tokens"]) == int((labels != -100).sum())

@@ -479,7 +479,7 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                             raise ValueError("loss_weighting='tokens' needs model(batch) to return num_tokens")
                         w = ntok_t * (0.0 if dummy else 1.0)
                     else:
-                        w = torch.tensor(0.0 if dummy else 1.0 / max(n_good, 1), device=device)
+                        w = torch.full((), 0.0 if dummy else 1.0 / max(n_good, 1), device=device)  # a fill, not a host copy
                     accelerator.backward(loss * w)
                 if not dummy:
                     lw = ntok_t if cfg.loss_weighting == "tokens" else torch.ones((), device=device)

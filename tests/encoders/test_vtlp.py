@@ -93,3 +93,31 @@ def test_vtlp_config_errors():
                                   projector={"compressor": "stack", "rates": [2], "hidden_dim": 16}, vtlp=[0.9, 1.1])}
     with pytest.raises(ValueError, match="no frequency warp"):
         MultimodalLM.build(ModelConfig(llm={"path": "random:tiny"}, media=video))
+
+
+def _warp_reference(alpha: float, n_mels: int = 80) -> torch.Tensor:
+    """One factor's matrix written out row by row (the scalar form warp_matrices vectorises)."""
+    from mmlora.encoders.whisper import _slaney_hz, _slaney_mel
+
+    lo, hi = float(_slaney_mel(np.array(0.0))), float(_slaney_mel(np.array(8000.0)))
+    step = (hi - lo) / (n_mels + 1)
+    w = torch.zeros(n_mels, n_mels)
+    for j in range(n_mels):
+        src = (float(_slaney_mel(_slaney_hz(np.array(lo + step * (j + 1))) / alpha)) - lo) / step - 1
+        src = min(max(src, 0.0), n_mels - 1)
+        j0 = int(np.floor(src))
+        w[j, j0] += 1.0 - (src - j0)
+        w[j, min(j0 + 1, n_mels - 1)] += src - j0
+    return w
+
+
+def test_warp_matrices_match_the_row_by_row_reference():
+    from mmlora.encoders.whisper import warp_matrices
+
+    alphas = [0.9, 1.0, 1.137, 0.85, 1.2]
+    got = warp_matrices(alphas, 80)
+    assert got.shape == (5, 80, 80) and got.dtype == torch.float32
+    for a, m in zip(alphas, got):
+        torch.testing.assert_close(m, _warp_reference(a), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="warp factor"):
+        warp_matrices([1.0, 2.5])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import WhisperConfig, WhisperModel
@@ -237,3 +238,25 @@ def test_log_mel_and_encoder_on_gpu_match_cpu():
     gpu = enc.to("cuda").encode(waves).x.cpu()  # the STFT runs on the GPU too
     assert gpu.shape == cpu.shape == (2, 150, 32)
     assert (gpu - cpu).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_log_mel_equals_the_transformers_feature_extractor(ct2_file, full):
+    """Reference: WhisperFeatureExtractor itself (its torch path, zero padding to the window or to the short
+    form's length). Our batched computation must give the same features for clips of unequal length."""
+    _, path = ct2_file
+    ours = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path), full_context=full), *load_whisper_encoder(path))
+    fe = ours.feature_extractor
+    rng = np.random.default_rng(3)
+    w = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (7000, 3100, 16000, 11)]
+    w[1][:500] *= 30.0  # clips with very different maxima: the clamp at max - 8 is per clip
+    frames = None if full else 36
+    n = fe.n_samples if full else 2 * frames * fe.hop_length + fe.n_fft
+    ref = fe(w, sampling_rate=16000, return_tensors="pt", padding="max_length", max_length=n, truncation=True,
+             device="cpu").input_features
+    if not full:
+        ref = ref[..., : 2 * frames]
+    got = ours.log_mel(w, frames)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    assert not torch.allclose(got[0], got[1])  # not a constant
