@@ -3,7 +3,7 @@
 # voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
 # clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
 #
-#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE]]]
+#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE [STAGE5_EXCLUDE]]]]
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
 # voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
@@ -12,9 +12,13 @@
 # sentences, 20 % fortunes, 10 % KJV; stage 3 of the release). With STAGE4_EXCLUDE (the stage-4 held-out sets natt9 and
 # nv9; OUT_PARENT/n9 must exist, scripts/train_asr_release.sh makes it first) it also writes OUT_PARENT/w9 (6,000 clips,
 # none of n9's sentences) and OUT_PARENT/w10 (8,000, none of w9's) with the same text mix (stage 4, GPU runs 9 and 10).
+# With STAGE5_EXCLUDE as well (the human clips' manifest; OUT_PARENT/n13 and data/text/austen.txt must exist) it writes
+# stage 5's OUT_PARENT/w11 and w12 (6,000 each, w10's text mix, none of w9-w11's sentences) and OUT_PARENT/w13 (4,000,
+# Jane Austen's sentences, scripts/make_text_pool.py, none of n13's; GPU run 12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}; STAGE4_EXCLUDE=${5:-}
+STAGE5_EXCLUDE=${6:-}
 PY=${PYTHON:-.venv/bin/python}
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
 ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
@@ -42,4 +46,14 @@ if [ -n "$STAGE4_EXCLUDE" ]; then
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/n9/train.jsonl"
   [ -f "$OUT/w10/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w10" --seed 40 --n-train 8000 \
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/w9/train.jsonl"
+fi
+if [ -n "$STAGE4_EXCLUDE" ] && [ -n "$STAGE5_EXCLUDE" ]; then
+  EX4="$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE"
+  [ -f "$OUT/w11/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w11" --seed 50 --n-train 6000 \
+      "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$EX4,$OUT/w9/train.jsonl,$OUT/w10/train.jsonl"
+  [ -f "$OUT/w12/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w12" --seed 60 --n-train 6000 \
+      "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$EX4,$OUT/w9/train.jsonl,$OUT/w10/train.jsonl,$OUT/w11/train.jsonl"
+  [ -f "$OUT/w13/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w13" --seed 70 --n-train 4000 \
+      "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file austen=data/text/austen.txt --text-weights austen=1 \
+      --exclude-text "$EX4,$STAGE5_EXCLUDE,$OUT/n13/train.jsonl"
 fi

@@ -521,3 +521,28 @@ def test_assemble_and_loss_match_a_row_by_row_reference(left_pad):
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         torch.testing.assert_close(out["loss"], ce, rtol=1e-5, atol=1e-6)
         assert int(out["num_tokens"]) == int((labels != -100).sum())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_assemble_does_not_wait_for_the_gpu_and_matches_the_cpu():
+    """On CUDA the batch layout reaches the device in pinned, asynchronous copies: assemble() must not
+    synchronise the host with the GPU (each sync drains the launch queue of a host-bound step), and its
+    result must equal the CPU model's."""
+    model = build().eval()
+    batch = collate_samples([sample("a question", "an answer", audio=frames(9, 1), video=frames(4, 2)),
+                             sample("no media", "no")], model.prompts)
+    feats = model.encode_media(batch["media"])
+    emb = model.project(feats, {"audio": 2, "video": 2})
+    ref = model.assemble(batch["segments"], emb)
+    model.to("cuda")
+    emb_gpu = {m: [e.to("cuda") for e in items] for m, items in emb.items()}
+    model.assemble(batch["segments"], emb_gpu)  # first call: allocations, embedding weights on the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = model.assemble(batch["segments"], emb_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for g, r in zip(got, ref):
+        assert torch.equal(g.cpu(), r)

@@ -260,3 +260,22 @@ def test_log_mel_equals_the_transformers_feature_extractor(ct2_file, full):
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
     assert not torch.allclose(got[0], got[1])  # not a constant
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_log_mel_matches_the_cpu_and_does_not_wait_for_the_gpu(ct2_file):
+    _, path = ct2_file
+    ours = WhisperAudioEncoder(WhisperEncoderConfig(path=str(path), full_context=False), *load_whisper_encoder(path))
+    rng = np.random.default_rng(4)
+    w = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (7000, 3100, 16000)]
+    ref = ours.log_mel(w, 36)
+    ours.to("cuda")
+    ours.log_mel(w, 36)  # first call: the window and filter bank move to the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = ours.log_mel(w, 36)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got.cpu(), ref, rtol=0, atol=1e-4)
