@@ -446,7 +446,9 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     stop = _StopRequest()
     try:
         while step < total_steps:
+            t_wait = time.perf_counter()
             micro = [next(data) for _ in range(cfg.grad_accum)]
+            window.data_wait += time.perf_counter() - t_wait
             n_good = sum(b is not None for b, _, _ in micro)
             for _, n_bad, reasons in micro:
                 window.pend_skipped += n_bad
@@ -676,6 +678,7 @@ class _Window:
         self.metrics: dict[str, list[float]] = {}
         self.t0 = time.perf_counter()
         self.steps = 0
+        self.data_wait = 0.0  # seconds the loop waited for the data loader
 
     def add_step(self, loss, weight, tokens, grad_norm: float) -> None:
         self.loss += loss
@@ -709,6 +712,7 @@ class _Window:
                "train/lr": groups[0]["lr"],
                "train/grad_norm": sum(self.grad_norms) / max(len(self.grad_norms), 1),
                "train/steps_per_s": self.steps / dt,
+               "train/data_wait": self.data_wait / dt,  # share of the time spent waiting for batches
                "train/memory_gib": memory_gib(self.device),
                "train/epoch": pos.epoch + pos.batch / max(sampler.num_batches(pos.epoch), 1)}
         if tokens > 0:

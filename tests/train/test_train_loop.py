@@ -279,3 +279,28 @@ def test_best_metric_survives_resume_and_ignores_missing_values(tmp_path, caplog
     assert "best_metric 'wer' is missing" in caplog.text
     with pytest.raises(ValueError, match="best_mode"):
         cfg_for(tmp_path, best_mode="lowest")
+
+
+class _SlowSequences(ToySequences):
+    """ToySequences whose every sample takes ``delay`` seconds to produce."""
+
+    def __init__(self, delay: float, **kw):
+        super().__init__(**kw)
+        self.delay = delay
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(self.delay)
+        return super().__getitem__(i)
+
+
+def test_data_wait_is_the_share_of_time_spent_waiting_for_batches(tmp_path):
+    """A loader that needs 4 x 20 ms per batch of a millisecond step: the loop waits most of the time; the
+    same data without the delay: little."""
+    slow = train(ToyRegressor(), _SlowSequences(0.02, n=32), pad_collate, cfg_for(tmp_path / "s", max_steps=8, log_every=4))
+    fast = train(ToyRegressor(), ToySequences(n=32), pad_collate, cfg_for(tmp_path / "f", max_steps=8, log_every=4))
+    w_slow = [h["train/data_wait"] for h in slow.history]
+    w_fast = [h["train/data_wait"] for h in fast.history]
+    assert len(w_slow) == 2 and all(0.6 < w <= 1.0 for w in w_slow), w_slow
+    assert all(0.0 <= w < w_s for w, w_s in zip(w_fast, w_slow)), (w_fast, w_slow)
