@@ -2,11 +2,15 @@
 per-pool shares of make-speech-corpus (--text-file / --text-weights)."""
 from __future__ import annotations
 
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from mmlora.data import speech_corpus as C
+
+ROOT = Path(__file__).resolve().parents[2]
 from mmlora.data.speech_text import TextConfig, file_sentences, load_sentences, wordnet_examples
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
@@ -123,37 +127,88 @@ def test_book_sentences_join_paragraphs_and_say_the_titles():
                                      "Mr.Smith stayed."]
 
 
-def test_read_r_lazyload_returns_the_character_vectors_of_each_compression(tmp_path):
-    """An R lazy-load database written here as R lays it out (gzip index of offsets, one length-prefixed
-    compressed object per entry; zlib without a type byte, and bzip2 / uncompressed with one); a numeric
-    object is left out."""
-    import bz2
+def _write_lazyload(folder, objects: dict) -> None:
+    """``folder/Rdata.rdx`` + ``.rdb`` as R lays out a lazy-load database: a gzip index of offsets, one
+    length-prefixed compressed object per entry. ``objects``: {name: (value, pack)}, pack(bytes) -> stored bytes."""
     import gzip
     import struct
-    import zlib
 
     import numpy as np
     rdata = pytest.importorskip("rdata")
-    from mmlora.data.speech_text import read_r_lazyload
 
     def rds(obj) -> bytes:
-        rdata.write_rds(tmp_path / "o.rds", obj, compression=None)
-        return (tmp_path / "o.rds").read_bytes()
+        rdata.write_rds(folder / "o.rds", obj, compression=None)
+        return (folder / "o.rds").read_bytes()
 
-    objects = {"emma": (["EMMA", "", "By Jane Austen"], lambda b: zlib.compress(b)),
-               "persuasion": (["Chapter 1", "Sir Walter Elliot."], lambda b: b"2" + bz2.compress(b)),
-               "plain": (["one line"], lambda b: b"0" + b),
-               "numbers": (np.array([1.5, 2.5]), lambda b: zlib.compress(b))}
     blob, where = b"", {}
     for name, (value, pack) in objects.items():
         raw = rds(np.array(value, dtype=object) if isinstance(value, list) else value)
         chunk = struct.pack(">I", len(raw)) + pack(raw)
         where[name] = np.array([len(blob), len(chunk)], dtype=np.int32)
         blob += chunk
-    (tmp_path / "Rdata.rdb").write_bytes(blob)
-    (tmp_path / "Rdata.rdx").write_bytes(gzip.compress(rds({"variables": where, "references": {}, "compressed": True})))
+    (folder / "Rdata.rdb").write_bytes(blob)
+    (folder / "Rdata.rdx").write_bytes(gzip.compress(rds({"variables": where, "references": {}, "compressed": True})))
+
+
+def test_read_r_lazyload_returns_the_character_vectors_of_each_compression(tmp_path):
+    """An R lazy-load database written here as R lays it out (zlib without a type byte, and bzip2 /
+    uncompressed with one); a numeric object is left out."""
+    import bz2
+    import zlib
+
+    import numpy as np
+    from mmlora.data.speech_text import read_r_lazyload
+
+    _write_lazyload(tmp_path, {"emma": (["EMMA", "", "By Jane Austen"], lambda b: zlib.compress(b)),
+                               "persuasion": (["Chapter 1", "Sir Walter Elliot."], lambda b: b"2" + bz2.compress(b)),
+                               "plain": (["one line"], lambda b: b"0" + b),
+                               "numbers": (np.array([1.5, 2.5]), lambda b: zlib.compress(b))})
     got = read_r_lazyload(tmp_path / "Rdata")
     assert got == {"emma": ["EMMA", "", "By Jane Austen"], "persuasion": ["Chapter 1", "Sir Walter Elliot."],
                    "plain": ["one line"]}
     with pytest.raises(FileNotFoundError, match="Missing.rdx"):
         read_r_lazyload(tmp_path / "Missing")
+
+
+def _text_pool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_text_pool", ROOT / "scripts" / "make_text_pool.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["make_text_pool"] = mod  # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_text_pool_gutenberg_books_by_title_with_the_default_skip(tmp_path, capsys):
+    """tidytext's books.rda (a data frame of line, title) written here with rdata: each title's lines become
+    sentences; Pride and Prejudice (in the austen pool already) is left out unless --skip says otherwise."""
+    import pandas as pd
+    rdata = pytest.importorskip("rdata")
+
+    frame = pd.DataFrame({"gutenberg_id": [36, 36, 36, 36, 1342],
+                          "text": ["CHAPTER I", "", "No one would have believed in the last", "years of the century.",
+                                   "It is a truth universally acknowledged."],
+                          "title": ["The War of the Worlds"] * 4 + ["Pride and Prejudice"]})
+    rdata.write_rda(tmp_path / "books.rda", {"books": frame})
+    out = tmp_path / "g.txt"
+    pool = _text_pool()
+    assert pool.main(["gutenberg", "--rdata", str(tmp_path / "books.rda"), "--out", str(out)]) == 0
+    assert out.read_text().splitlines() == ["CHAPTER I", "No one would have believed in the last years of the century."]
+    assert "thewaroftheworlds: 2 sentences, 1 pass" in capsys.readouterr().out
+    assert pool.main(["gutenberg", "--rdata", str(tmp_path / "books.rda"), "--out", str(out), "--skip", ""]) == 0
+    assert out.read_text().splitlines()[0] == "It is a truth universally acknowledged."  # books in name order
+    with pytest.raises(SystemExit, match="no such book"):
+        pool.main(["gutenberg", "--rdata", str(tmp_path / "books.rda"), "--out", str(out), "--skip", "emma"])
+
+
+def test_text_pool_harvard_sentences_one_per_element(tmp_path):
+    import zlib
+
+    _write_lazyload(tmp_path, {"sentences": (["The birch canoe slid on the smooth planks.", "Glue the sheet to the"
+                                              " dark blue background."], lambda b: zlib.compress(b)),
+                               "words": (["a", "able"], lambda b: zlib.compress(b))})
+    out = tmp_path / "h.txt"
+    assert _text_pool().main(["harvard", "--rdata", str(tmp_path / "Rdata"), "--out", str(out)]) == 0
+    assert out.read_text().splitlines() == ["The birch canoe slid on the smooth planks.",
+                                            "Glue the sheet to the dark blue background."]  # never joined
