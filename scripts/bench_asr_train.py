@@ -114,7 +114,7 @@ def profile_table(model, batches: list, accelerator, rows: int = 25) -> str:
     dev = model.device
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     params = [p for p in model.parameters() if p.requires_grad]
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, acc_events=True) as prof:
         for b in batches[:4]:
             with accelerator.autocast():
                 out = model(b)
