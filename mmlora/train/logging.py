@@ -74,8 +74,9 @@ class RunLogger:
             short = {}
             for key, name, fmt in (("train/loss", "loss", "{:.4f}"), ("train/lr", "lr", "{:.2e}"),
                                    ("train/tokens_per_s", "tok/s", "{:.0f}"), ("train/memory_gib", "mem", "{:.2f}G"),
-                                   ("train/skipped_samples", "skipped", "{:.0f}")):
-                if key in clean and (key != "train/skipped_samples" or clean[key] > 0):
+                                   ("train/data_wait", "wait", "{:.0%}"), ("train/skipped_samples", "skipped", "{:.0f}")):
+                quiet = key in ("train/skipped_samples", "train/data_wait") and clean.get(key, 0) < 0.005
+                if key in clean and not quiet:  # a loader that keeps up, no skipped samples: not shown
                     short[name] = fmt.format(clean[key])
             self.bar.set_postfix(short, refresh=False)
 

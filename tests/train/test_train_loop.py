@@ -304,3 +304,16 @@ def test_data_wait_is_the_share_of_time_spent_waiting_for_batches(tmp_path):
     w_fast = [h["train/data_wait"] for h in fast.history]
     assert len(w_slow) == 2 and all(0.6 < w <= 1.0 for w in w_slow), w_slow
     assert all(0.0 <= w < w_s for w, w_s in zip(w_fast, w_slow)), (w_fast, w_slow)
+
+
+def test_progress_bar_shows_loader_waits_only_when_there_are_some(tmp_path):
+    from mmlora.train.logging import RunLogger
+
+    logger = RunLogger(tmp_path, total_steps=2, tensorboard=False, progress=True)
+    try:
+        logger.log(1, {"train/loss": 1.0, "train/data_wait": 0.41})
+        assert "wait=41%" in logger.bar.postfix
+        logger.log(2, {"train/loss": 0.9, "train/data_wait": 0.0})
+        assert "wait" not in logger.bar.postfix and "loss=0.9000" in logger.bar.postfix
+    finally:
+        logger.close()
