@@ -2,15 +2,14 @@
 originals), other media kept, failures named and left pointing to the original file, reruns incremental."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_script
 from mmlora.data.media import load_audio
 from mmlora.tasks.speech import read_manifest
 
@@ -19,11 +18,7 @@ CLIPS = ROOT / "tests" / "data" / "speech"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("decode_audio", ROOT / "scripts" / "decode_audio.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["decode_audio"] = mod  # its worker function must be importable by name in the worker processes
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("decode_audio")  # its worker function must be importable by name in the worker processes
 
 
 def _corpus(tmp_path: Path, n: int = 4) -> Path:

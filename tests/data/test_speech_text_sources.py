@@ -2,15 +2,12 @@
 per-pool shares of make-speech-corpus (--text-file / --text-weights)."""
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from mmlora.data import speech_corpus as C
-
-ROOT = Path(__file__).resolve().parents[2]
 from mmlora.data.speech_text import TextConfig, file_sentences, load_sentences, wordnet_examples
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
@@ -171,13 +168,7 @@ def test_read_r_lazyload_returns_the_character_vectors_of_each_compression(tmp_p
 
 
 def _text_pool():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_text_pool", ROOT / "scripts" / "make_text_pool.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["make_text_pool"] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("make_text_pool")
 
 
 def test_text_pool_gutenberg_books_by_title_with_the_default_skip(tmp_path, capsys):

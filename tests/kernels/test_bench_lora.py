@@ -1,21 +1,13 @@
 """CPU smoke test of scripts/bench_lora.py with the tiny config."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_lora.py"
+from conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_lora", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_lora"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_lora")
 
 
 def test_bench_tiny_cpu_writes_table(tmp_path):

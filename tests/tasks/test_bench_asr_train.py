@@ -2,18 +2,15 @@
 a variant, and writes the tables (a smoke test: the timings themselves are for docs/PERFORMANCE.md, not tests)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_asr_train_writes_step_tables_for_each_variant(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_asr_train", ROOT / "scripts" / "bench_asr_train.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_asr_train"] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script("bench_asr_train")
     out = tmp_path / "bench.md"
     rc = mod.main([str(ROOT / "recipes" / "asr_tiny.yaml"), f"data.train_manifest={ROOT}/tests/data/speech/train.jsonl",
                    "data.val_manifest=null", "--batch-sizes", "2,3", "--steps", "1", "--workers", "0",

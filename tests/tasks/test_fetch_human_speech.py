@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -16,17 +14,14 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from conftest import load_script
 from mmlora.tasks.speech import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("fetch_human_speech", ROOT / "scripts" / "fetch_human_speech.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up while being defined
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("fetch_human_speech")
 
 
 def _wav(x: np.ndarray, sr: int) -> bytes:

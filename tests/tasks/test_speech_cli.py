@@ -554,13 +554,10 @@ def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus,
 def test_answer_loss_is_token_weighted_and_falls_on_trained_clips(corpus, tmp_path):
     """scripts/answer_loss.py: the same loss in batches of 3 as in one batch (token weighting), and lower
     for a model trained on the clips than for its fresh start."""
-    import importlib.util
-
+    from conftest import load_script
     from mmlora.pipelines import load_pipeline
 
-    spec = importlib.util.spec_from_file_location("answer_loss", Path(__file__).resolve().parents[2] / "scripts/answer_loss.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("answer_loss")
     man = str(corpus / "train.jsonl")
     runs = {}
     for steps in (1, 30):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from mmlora.metrics.wer import compute_wer
 from mmlora.tasks.speech import read_manifest
 
@@ -15,10 +16,7 @@ CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("whisper_reference_wer", ROOT / "scripts" / "whisper_reference_wer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("whisper_reference_wer")
 
 
 def test_report_scores_what_the_transcriber_says(tmp_path):
