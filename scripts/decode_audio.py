@@ -77,22 +77,16 @@ def plan(manifests: list[Path], out: Path):
     rewritten), and the (source, WAV) pairs to decode."""
     outputs: dict[Path, list[tuple[dict, list]]] = {}
     jobs: dict[str, str] = {}
+    from mmlora.data.jsonl import iter_jsonl
+
     for m in manifests:
         m = m.resolve()
-        if not m.is_file():
-            raise FileNotFoundError(f"{m}: manifest not found")
         dst_dir = out / m.parent.name
         dst = dst_dir / m.name
         if dst in outputs:
             raise ValueError(f"{m}: two manifests would be written to {dst} (same folder and file names)")
         rows = []
-        for no, text in enumerate(m.read_text().splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{m}:{no}: not valid JSON ({e})") from None
+        for _, d in iter_jsonl(m):  # names the file and line of a bad one
             audio, other = _media_fields(d)
             todo = []
             for loc in audio:

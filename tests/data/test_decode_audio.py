@@ -82,3 +82,12 @@ def test_rerun_keeps_existing_wavs_and_chat_form_is_rewritten(tmp_path):
     got = read_manifest(out / "corp" / "chat.jsonl")
     assert [r.audio.resolve() for r in got] == [r.audio.resolve() for r in read_manifest(out / "corp" / "test.jsonl")]
     assert mod.main([str(man), str(man), "--out", str(out)]) == 2  # the same output twice: refused
+
+
+def test_a_bad_manifest_is_named_with_its_line(tmp_path, capsys):
+    man = _corpus(tmp_path, n=1)
+    man.write_text(man.read_text() + "not json\n")
+    assert _script().main([str(man), "--out", str(tmp_path / "out"), "--workers", "1"]) == 2
+    assert f"{man.resolve()}:2: not valid JSON" in capsys.readouterr().err
+    assert _script().main([str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")]) == 2
+    assert "missing.jsonl: file not found" in capsys.readouterr().err
