@@ -367,6 +367,8 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
              accelerator.register_load_state_pre_hook(lambda models, d: models.clear())]
     unwrapped = accelerator.unwrap_model(model)
 
+    if cfg.num_workers > 0:
+        _share_worker_tensors(cfg.num_workers, cfg.batch_size if cfg.batch_size > 0 and not cfg.batch_budget else 512)
     loader = DataLoader(_SafeDataset(train_dataset), batch_sampler=sampler, collate_fn=_SafeCollate(collate_fn),
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.num_workers > 0, worker_init_fn=_ignore_stop_signals,
@@ -551,6 +553,43 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
     if best is not None:
         result.best, result.best_dir = best, str(out_dir / "best")
     return result
+
+
+TENSORS_PER_SAMPLE = 8  # an upper estimate: a speech sample's waveform and its prompt segments' token ids
+
+
+def _share_worker_tensors(num_workers: int, batch_size: int, prefetch: int = 2) -> str:
+    """Make sure DataLoader workers can hand their batches over. torch's default ("file_descriptor")
+    passes every tensor of a batch as an open file descriptor; a full prefetch queue holds
+    ``num_workers * prefetch`` batches, and past the process's open-file limit the hand-over fails
+    ("received 0 items of ancdata", "Pin memory thread exited unexpectedly": GPU run 13, 13 workers x 2
+    batches x 256 clips x a few tensors each against a limit of 20,000, once the loader outran the GPU).
+    Raise the soft limit to the hard one; if that is still below the estimate, switch torch to the
+    "file_system" strategy (shared-memory files by name, no descriptor per tensor) and say so.
+    Returns the strategy in use."""
+    import torch.multiprocessing as tmp
+
+    need = num_workers * prefetch * batch_size * TENSORS_PER_SAMPLE + 1024
+    try:
+        import resource
+    except ImportError:  # not Unix: torch's default there is not descriptor-based
+        return tmp.get_sharing_strategy()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need and (hard == resource.RLIM_INFINITY or hard > soft):
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if (soft == resource.RLIM_INFINITY or soft >= need or tmp.get_sharing_strategy() != "file_descriptor"
+            or "file_system" not in tmp.get_all_sharing_strategies()):
+        return tmp.get_sharing_strategy()
+    log.info("%d workers x %d batches of %d samples may hold about %d tensors at once, above the open-file "
+             "limit %d: DataLoader workers share tensors through named shared memory (torch 'file_system')",
+             num_workers, prefetch, batch_size, need - 1024, soft)
+    tmp.set_sharing_strategy("file_system")
+    return "file_system"
 
 
 def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn signature

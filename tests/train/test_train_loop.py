@@ -317,3 +317,47 @@ def test_progress_bar_shows_loader_waits_only_when_there_are_some(tmp_path):
         assert "wait" not in logger.bar.postfix and "loss=0.9000" in logger.bar.postfix
     finally:
         logger.close()
+
+
+def test_worker_batches_of_many_tensors_under_a_low_open_file_limit(tmp_path):
+    """GPU run 13 died at its first steps ("received 0 items of ancdata") once its loader outran the GPU:
+    full worker queues of batches with a tensor per clip and prompt segment held more descriptors than
+    the open-file limit. Under a limit of 128 a plain DataLoader fails the same way here; train() switches
+    to torch's 'file_system' sharing and finishes the epoch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "fd_script.py"
+
+    def run(mode):
+        p = subprocess.run([sys.executable, str(script), mode, str(tmp_path / mode), "128"], capture_output=True,
+                           text=True, timeout=300)
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    plain = run("plain")
+    assert not plain["ok"] and plain["strategy"] == "file_descriptor", plain
+    trained = run("train")
+    assert trained == {"ok": True, "steps": 6, "strategy": "file_system"}, trained
+
+
+def test_share_worker_tensors_raises_the_soft_limit_first(monkeypatch):
+    """A soft open-file limit below the estimate is raised to what is needed when the hard limit allows:
+    the default strategy stays; only when it cannot be raised far enough does the strategy change."""
+    import resource
+
+    import torch.multiprocessing as tmp
+
+    from mmlora.train import loop
+
+    limits = {"soft": 1024, "hard": 10**6}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, v: limits.update(soft=v[0]))
+    switched = []
+    monkeypatch.setattr(tmp, "set_sharing_strategy", switched.append)
+    monkeypatch.setattr(tmp, "get_sharing_strategy", lambda: "file_descriptor")
+    need = 13 * 2 * 256 * loop.TENSORS_PER_SAMPLE + 1024
+    assert loop._share_worker_tensors(13, 256) == "file_descriptor" and limits["soft"] == need and not switched
+    limits.update(soft=1024, hard=4096)
+    assert loop._share_worker_tensors(13, 256) == "file_system" and limits["soft"] == 4096
+    assert switched == ["file_system"]
