@@ -15,23 +15,34 @@ installed: R is not needed; read with the rdata package):
              default (the austen pool has it).
   harvard    the 720 Harvard sentences (IEEE 1969 phonetically balanced lists) of r-cran-stringr.
 
+and one dictionary (a dictd database, unpacked the same way; no dictd needed):
+
+  gcide      the quotations of the GNU Collaborative International Dictionary of English (dict-gcide: Webster
+             1913 and later additions; "The climate affected their health and spirits. --Macaulay."): whole
+             sentences of prose, author dropped; Bible verses (the KJV pool has them), verse, cut quotations,
+             archaic ones (thee, hath, -eth), phrases without a verb and clauses without a main clause left out
+             (gcide_quotations; counts printed).
+
 --rdata PATH reads an unpacked copy instead (the lazy-load prefix, e.g. /usr/lib/R/site-library/janeaustenr/data/
-Rdata, or tidytext's extdata/books.rda). Lines are the books' sentences (paragraphs joined, "Mr."/"Mrs." as
-"Mister"/"Missus"), not yet cleaned: make-speech-corpus cleans each pool; the count that passes its default
-cleaning (4-16 words) is printed per book.
+Rdata, or tidytext's extdata/books.rda; for gcide /usr/share/dictd/gcide.dict.dz, or gcide.dict unpacked). Lines
+are the books' sentences (paragraphs joined, "Mr."/"Mrs." as "Mister"/"Missus"), not yet cleaned: make-speech-corpus
+cleans each pool; the count that passes its default cleaning (4-16 words) is printed per book.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mmlora.data.speech_text import TextConfig, book_sentences, clean_sentence, read_r_lazyload  # noqa: E402
+from mmlora.data.speech_text import (TextConfig, book_sentences, clean_sentence, read_r_lazyload,  # noqa: E402
+                                     split_sentences)
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,8 @@ class Source:
     package: str  # the Debian package holding the data
     path: str  # the data inside it: a lazy-load prefix or an .rda file
     skip: str  # books left out by default
-    read: str  # "lazyload": {name: lines}; "books.rda": a data frame of (text, title) lines; "sentences": one per line
+    read: str  # "lazyload": {name: lines}; "books.rda": a data frame of (text, title) lines; "sentences": one per line;
+    # "gcide": the quotations of a dictd dictionary (gcide_quotations)
 
 
 SOURCES = {
@@ -47,6 +59,7 @@ SOURCES = {
     "gutenberg": Source("r-cran-tidytext", "usr/lib/R/site-library/tidytext/extdata/books.rda", "prideandprejudice",
                         "books.rda"),
     "harvard": Source("r-cran-stringr", "usr/lib/R/site-library/stringr/data/Rdata", "", "sentences"),
+    "gcide": Source("dict-gcide", "usr/share/dictd/gcide.dict.dz", "", "gcide"),
 }
 
 
@@ -69,6 +82,152 @@ def fetch(package: str, tmp: Path) -> Path:
     return tmp / "x"
 
 
+# GCIDE (dictd text of Webster 1913 + additions). An entry is a headword line ("Affect \Af*fect"\, v. t. [imp. & p. p.
+# {Affected}; ...]") and its senses (indented 3, continued at 6); each sense and each quotation ends with a source
+# line ("[1913 Webster]", "[PJC]", ...). A quotation is a paragraph indented 9 or more (12 under a numbered sense),
+# its author after "--" at its end or right-aligned on lines of their own (column 50).
+_GCIDE_SOURCE_LINE = re.compile(r"^\s*\[[^\]]*\]\s*$")
+_GCIDE_HEADWORD = re.compile(r"^\S[^\\\n]* \\[^\\\n]+\\")
+_GCIDE_ATTRIBUTION = re.compile(r"(?:^|\s)--(?:[^\s-].*)?$")  # "--Shak.", "--Acts xxxvi. 13.", a bare "--"
+_GCIDE_MARKUP = re.compile(r"[\[\]{}<>|\\=^~`*#]")  # pronunciation and Greek marks ([=a], ['e], [alpha]), cross refs
+_GCIDE_GAP = re.compile(r"\?\w|\. \. \.|\.\.|\. [a-z]")  # "?" for a lost character ("imperial ?way"); ". . ." (cut
+# quotation); a period before a small letter ("I pray, sir. why am I beaten?", "i. e.")
+_GCIDE_ABBREV = re.compile(r"\b(?:Cf|cf|viz|Obs|Gr|Lat|OE|AS|Fr|Ger|Heb|Icel|Goth|Sax|Skr|Prov|Eng|Scot|Colloq|Ps|Gen|"
+                           r"Matt|Deut|Rom|Cor|Rev|Ex|Is|Jer|ch|vol|pp|pl|sing|esp|fig|prob|Syn)\.(?=\s|$)")
+_GCIDE_ARCHAIC = re.compile(r"\b(?:thee|thou|thy|thine|thyself|hath|doth|ye|hast|dost|didst|hadst|shalt|wilt|canst|"
+                            r"wouldst|couldst|shouldst|wast|wert|ere|o'er|ne'er|e'er|(?-i:[a-z]{3,}(?<!i)eth))\b"
+                            r"|(?<!\w)'t(?:is|was)?\b", re.I)  # "-eth" verbs (not "twentieth"), "'t is", "'Twas"
+_GCIDE_BIBLE = re.compile(  # an attribution to a book of the Bible, chapter in Roman numerals: "--1 Cor. xiii. 4."
+    r"--\s*(?:[1-4]\s*)?(?:Gen|Exod?|Lev|Levit|Numb?|Deut|Josh|Judg|Judges|Ruth|Sam|Kings|Chron|Ezra|Neh|Esth|Esther|"
+    r"Job|Ps|Prov|Eccl|Eccles|Cant|Isa?|Jer|Lam|Ezek|Dan|Hos|Hosea|Joel|Amos|Jonah|Mic|Micah|Nah|Nahum|Hab|Zeph|Zech|Mal|"
+    r"Matt|Math|Mark|Luke|John|Acts|Rom|Romans|Cor|Gal|Eph|Phil|Philip|Col|Thess?|Tim|Tit|Titus|Heb|James|Jas|Pet|"
+    r"Peter|Jude|Rev|Wisd|Wisdom|Ecclus|Macc?|Esd|Tobit|Judith|Baruch)\.?\s+[ivxlc]+\b")
+GCIDE_QUOTE_FILTERS = ("bible", "markup", "gap", "verse")  # gcide_quotations' reasons, in the order applied
+GCIDE_SENTENCE_FILTERS = ("not whole", "abbreviation", "cleaning", "archaic", "no verb", "fragment", "duplicate")
+_GCIDE_WIDTH = 64  # the wrap column of quotation prose: a line ending earlier than the next word needs is verse
+# Words that GCIDE also lists as (obsolete) verbs ("The, v. i. to thrive") but never are one in a quotation.
+_FUNCTION_WORDS = frozenset("""the a an of and or nor but to in on at by for with from into upon over under this that
+    these those his her its my our their your no not all some any each every such what which who whom whose as than so
+    then there here now very most more much many well ill one""".split())
+_AUXILIARIES = frozenset("""is are was were am has have had do does did will would shall should can could may might must
+    ain't won't can't don't doesn't didn't isn't aren't wasn't weren't hasn't haven't hadn't wouldn't shouldn't
+    couldn't mustn't""".split())
+_SUBJECTS = frozenset("i we you they he she it".split())
+_SUBORDINATORS = frozenset("""to if when till until though although because whether unless while whilst lest which
+    whose whom wherein whereby where as than""".split())  # first, and no comma: no main clause ("To do some ...")
+_MODIFIERS = frozenset("""the a an his her its my our their your this that these those and or with by so very most
+    more well ill half all some any no every each""".split())  # before an "-ed" word: a participle, not a verb
+
+
+def gcide_verbs(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(verbs, past forms) in lower case from GCIDE's own entries: headwords marked "v. t." / "v. i.", and the forms
+    of their "[imp. & p. p. {Abdicated}; p. pr. ...]" and "[imp. {Came}; p. p. {Come} ...]" brackets."""
+    verbs = {m.group(1).lower() for m in re.finditer(
+        r"^([A-Za-z]+) \\[^\\\n]*\\(?:\s*\([^)\n]*\))?,\s+v\. [ti]\.", text, re.M)}
+    past = {re.sub(r"[^a-z]", "", w.lower()) for m in re.finditer(r"\[imp\.([^\]]*)", text)
+            for w in re.findall(r"\{([^}]*)\}", m.group(1))}
+    past = {w for w in past if w and not w.endswith("ing")}
+    return frozenset(verbs - _FUNCTION_WORDS), frozenset(past - _FUNCTION_WORDS)
+
+
+def has_finite_verb(sentence: str, verbs: frozenset[str], past: frozenset[str]) -> bool:
+    """Whether ``sentence`` has a verb that makes it a clause, not a phrase ("The flightness of her temper."): an
+    auxiliary, a past form (not after an article or a possessive: "the premised flames"), a third-person "-s" form,
+    a contraction ("that's", "we'll"), a verb after a subject pronoun, or a verb first (an imperative: "Take heed that
+    ...")."""
+    ws = [w.strip(",.;:!?'").lower() for w in sentence.split()]
+    for i, w in enumerate(ws):
+        prev = ws[i - 1] if i else ""
+        if w in _AUXILIARIES or re.search(r"\w'(?:re|ve|ll|d|t)$|^(?:it|he|she|that|there|here|what|who|where|let)'s$",
+                                          w):  # "you'll", "that's", not "the poet's"
+            return True
+        if prev not in _MODIFIERS and (w in past or w.endswith("ed") and (w[:-2] in verbs or w[:-1] in verbs)):
+            return True
+        if i and prev not in _MODIFIERS and w.endswith("s") and not w.endswith("ss") and (
+                w[:-1] in verbs or w.endswith("es") and w[:-2] in verbs or w.endswith("ies") and w[:-3] + "y" in verbs):
+            return True
+        if w in verbs and (i == 0 or prev in _SUBJECTS or i == 1 and ws[0] in ("and", "but", "or", "nor", "then")):
+            return True
+    return False
+
+
+def gcide_quotations(text: str, cfg: TextConfig | None = None) -> tuple[list[str], Counter]:
+    """The whole modern sentences of the quotations in GCIDE's dictd text (``gcide.dict``, unpacked): each block
+    quotation without its "--Author.", joined, split into sentences. Removed, counted by reason in the Counter (the
+    first reason that applies, in this order): "bible" (quoting the Bible, "--Gen. xxiv. 1.": the KJV pool has those
+    verses already), "markup" (brackets, braces, pronunciation marks, non-ASCII), "gap" (". . .", a lost character,
+    a period before a small letter), "verse" (lines broken before the wrap column: poetry), then per sentence "not
+    whole" (not starting with a capital or not ending with . ! ?), "abbreviation" (Cf., Obs., Gen., ...), "cleaning"
+    (``clean_sentence`` with ``cfg``, default 4-16 words), "archaic" (thee, thou, hath, "-eth" verbs, o'er, ...),
+    "no verb" (a phrase: :func:`has_finite_verb`), "fragment" (with no comma, starting with a past form, "Delivered
+    him to ...", with "To" or a subordinate clause, "If I can fasten but one cup upon him.") and "duplicate" (the same
+    cleaned sentence again). Sentences are returned as written (not cleaned), but for contractions closed up ("we
+    'll" -> "we'll")."""
+    cfg = cfg or TextConfig(max_words=16)
+    verbs, past = gcide_verbs(text)
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _GCIDE_HEADWORD.match(line)), len(lines))  # after the preamble
+    paras, cur = [], []
+    for line in lines[start:] + [""]:
+        if _GCIDE_SOURCE_LINE.match(line) or not line.strip():
+            if cur:
+                paras.append(cur)
+            cur = []
+        else:
+            cur.append(line)
+    indent = lambda line: len(line) - len(line.lstrip(" "))  # noqa: E731
+    counts: Counter = Counter()
+    out, seen = [], set()
+    for para in paras:
+        first = indent(para[0])
+        if first < 9:  # headword, definition, note, synonyms, sub-sense
+            continue
+        body = []  # the quotation's lines: its author's right-aligned lines left out, up to a line indented less
+        for line in para:
+            if indent(line) >= 40:
+                continue
+            if indent(line) < first:
+                break
+            body.append(line)
+        if not body:
+            continue
+        counts["quotations"] += 1
+        if _GCIDE_BIBLE.search(" ".join(line.strip() for line in para)):
+            counts["bible"] += 1
+            continue
+        quote = _GCIDE_ATTRIBUTION.sub("", " ".join(re.sub(r"\s{2,}--.*$", "", line.strip()) for line in body)).strip()
+        quote = re.sub(r"(?<=\w) '(?=(?:ll|s|re|ve|d)\b)", "'", quote)  # "we 'll" (not "on 't": archaic)
+        if _GCIDE_MARKUP.search(quote) or not quote.isascii():
+            counts["markup"] += 1
+            continue
+        if _GCIDE_GAP.search(quote):
+            counts["gap"] += 1
+            continue
+        if any(len(a.rstrip()) + 1 + len(b.split()[0]) <= _GCIDE_WIDTH for a, b in zip(body, body[1:])):
+            counts["verse"] += 1
+            continue
+        for sent in split_sentences(quote):
+            counts["sentences"] += 1
+            clean = clean_sentence(sent, cfg) if sent[0].isupper() and sent[-1] in ".!?" else None
+            words = clean.split() if clean else []
+            first_word = words[0].strip(",;:'").lower() if words else ""
+            reason = ("not whole" if not (sent[0].isupper() and sent[-1] in ".!?") else
+                      "abbreviation" if _GCIDE_ABBREV.search(sent) else
+                      "cleaning" if clean is None else
+                      "archaic" if _GCIDE_ARCHAIC.search(clean) else
+                      "no verb" if not has_finite_verb(clean, verbs, past) else
+                      "fragment" if "," not in clean and ((first_word in past or first_word.endswith("ed")) and
+                                                          first_word not in verbs | _AUXILIARIES or
+                                                          first_word in _SUBORDINATORS and clean[-1] != "?") else
+                      "duplicate" if clean in seen else "")
+            if reason:
+                counts[reason] += 1
+                continue
+            seen.add(clean)
+            out.append(sent)
+    return out, counts
+
+
 def read_books(src: Source, path: Path) -> dict[str, list[str]]:
     """{book name: its lines (blank lines between paragraphs)} of one source's data at ``path``."""
     if src.read == "lazyload":
@@ -76,6 +235,16 @@ def read_books(src: Source, path: Path) -> dict[str, list[str]]:
     if src.read == "sentences":  # one sentence per element: each its own paragraph
         sents = read_r_lazyload(path)["sentences"]
         return {"sentences": [line for s in sents for line in (s, "")]}
+    if src.read == "gcide":  # dictzip is gzip (with an index in its header): .dict.dz, or an unpacked .dict
+        if not path.is_file():
+            raise SystemExit(f"make_text_pool: {path}: no such file")
+        raw = gzip.decompress(path.read_bytes()) if path.suffix in (".dz", ".gz") else path.read_bytes()
+        sents, counts = gcide_quotations(raw.decode("utf-8", errors="replace"))  # 3 stray cp1252 bytes
+        removed = lambda reasons: ", ".join(f"{k} {counts[k]}" for k in reasons)  # noqa: E731
+        print(f"gcide: {counts['quotations']} quotations; removed {removed(GCIDE_QUOTE_FILTERS)}; "
+              f"{counts['sentences']} sentences in the rest; removed {removed(GCIDE_SENTENCE_FILTERS)}; "
+              f"kept {len(sents)}")
+        return {"quotations": [line for s in sents for line in (s, "")]}
     import warnings
 
     import rdata
@@ -96,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", choices=sorted(SOURCES))
     p.add_argument("--out", required=True, help="sentence file to write (one per line)")
     p.add_argument("--skip", help="comma-separated books to leave out ('' for none; default: the source's)")
-    p.add_argument("--rdata", help="the R data of an unpacked copy (lazy-load prefix or .rda); default: fetch the .deb")
+    p.add_argument("--rdata", help="the data of an unpacked copy (R lazy-load prefix or .rda; for gcide the dictd "
+                   "gcide.dict.dz or unpacked gcide.dict); default: fetch the .deb")
     args = p.parse_args(argv)
     src = SOURCES[args.source]
     skip = {b for b in (src.skip if args.skip is None else args.skip).split(",") if b}

@@ -203,3 +203,225 @@ def test_text_pool_harvard_sentences_one_per_element(tmp_path):
     assert _text_pool().main(["harvard", "--rdata", str(tmp_path / "Rdata"), "--out", str(out)]) == 0
     assert out.read_text().splitlines() == ["The birch canoe slid on the smooth planks.",
                                             "Glue the sheet to the dark blue background."]  # never joined
+
+
+# Four entries of Debian dict-gcide 0.48.5 (usr/share/dictd/gcide.dict.dz, unpacked), verbatim, after the start of
+# its dictd header: definitions, etymologies, notes and synonyms around quotations with their authors (at the end
+# of the line or right-aligned below it), Bible verses, verse, a cut quotation and a phrase.
+GCIDE_EXCERPT = r"""00-database-short
+   The Collaborative International Dictionary of English v.0.48
+
+Accept \Ac*cept"\ ([a^]k*s[e^]pt"), v. t. [imp. & p. p.
+   {Accepted}; p. pr. & vb. n. {Accepting}.] [F. accepter, L.
+   acceptare, freq. of accipere; ad + capere to take; akin to E.
+   heave.]
+   [1913 Webster]
+   1. To receive with a consenting mind (something offered); as,
+      to accept a gift; -- often followed by of.
+      [1913 Webster]
+
+            If you accept them, then their worth is great.
+                                                  --Shak.
+      [1913 Webster]
+
+            To accept of ransom for my son.       --Milton.
+      [1913 Webster]
+
+            She accepted of a treat.              --Addison.
+      [1913 Webster]
+
+   2. To receive with favor; to approve.
+      [1913 Webster]
+
+            The Lord accept thy burnt sacrifice. --Ps. xx. 3.
+      [1913 Webster]
+
+            Peradventure he will accept of me. --Gen. xxxii. 20.
+      [1913 Webster]
+
+   3. To receive or admit and agree to; to assent to; as, I
+      accept your proposal, amendment, or excuse.
+      [1913 Webster]
+
+   4. To take by the mind; to understand; as, How are these
+      words to be accepted?
+      [1913 Webster]
+
+   5. (Com.) To receive as obligatory and promise to pay; as, to
+      accept a bill of exchange. --Bouvier.
+      [1913 Webster]
+
+   6. In a deliberate body, to receive in acquittance of a duty
+      imposed; as, to accept the report of a committee. [This
+      makes it the property of the body, and the question is
+      then on its adoption.]
+      [1913 Webster]
+
+   {To accept a bill} (Law), to agree (on the part of the
+      drawee) to pay it when due.
+
+   {To accept service} (Law), to agree that a writ or process
+      shall be considered as regularly served, when it has not
+      been.
+
+   {To accept the person} (Eccl.), to show favoritism. "God
+      accepteth no man's person." --Gal. ii. 6.
+      [1913 Webster]
+
+   Syn: To receive; take; admit. See {Receive}.
+        [1913 Webster]
+
+Affect \Af*fect"\, v. t. [imp. & p. p. {Affected}; p. pr. & vb.
+   n. {Affecting}.] [L. affectus, p. p. of afficere to affect by
+   active agency; ad + facere to make: cf. F. affectere, L.
+   affectare, freq. of afficere. See {Fact}.]
+   1. To act upon; to produce an effect or change upon.
+      [1913 Webster]
+
+            As might affect the earth with cold heat. --Milton.
+      [1913 Webster]
+
+            The climate affected their health and spirits.
+                                                  --Macaulay.
+      [1913 Webster]
+
+   2. To influence or move, as the feelings or passions; to
+      touch.
+      [1913 Webster]
+
+            A consideration of the rationale of our passions
+            seems to me very necessary for all who would affect
+            them upon solid and pure principles.
+      [1913 Webster]
+
+   3. To love; to regard with affection. [Obs.]
+      [1913 Webster]
+
+            As for Queen Katharine, he rather respected than
+            affected, rather honored than loved, her. --Fuller.
+      [1913 Webster]
+
+   4. To show a fondness for; to like to use or practice; to
+      choose; hence, to frequent habitually.
+      [1913 Webster]
+
+            For he does neither affect company, nor is he fit
+            for it, indeed.                       --Shak.
+      [1913 Webster]
+
+            Do not affect the society of your inferiors in rank,
+            nor court that of the great. --Hazlitt.
+      [1913 Webster]
+
+   5. To dispose or incline.
+      [1913 Webster]
+
+            Men whom they thought best affected to religion and
+            their country's liberty.              --Milton.
+      [1913 Webster]
+
+   6. To aim at; to aspire; to covet. [Obs.]
+      [1913 Webster]
+
+            This proud man affects imperial ?way. --Dryden.
+      [1913 Webster]
+
+   7. To tend to by affinity or disposition.
+      [1913 Webster]
+
+            The drops of every fluid affect a round figure.
+                                                  --Newton.
+      [1913 Webster]
+
+   8. To make a show of; to put on a pretense of; to feign; to
+      assume; as, to affect ignorance.
+      [1913 Webster]
+
+            Careless she is with artful care,
+            Affecting to seem unaffected.         --Congreve.
+      [1913 Webster]
+
+            Thou dost affect my manners.          --Shak.
+      [1913 Webster]
+
+   9. To assign; to appoint. [R.]
+      [1913 Webster]
+
+            One of the domestics was affected to his special
+            service.                              --Thackeray.
+      [1913 Webster]
+
+   Syn: To influence; operate; act on; concern; move; melt;
+        soften; subdue; overcome; pretend; assume.
+        [1913 Webster]
+
+Ail \Ail\ ([=a]l), v. t. [imp. & p. p. {Ailed} ([=a]ld); p. pr.
+   & vb. n. {Ailing}.] [OE. eilen, ailen, AS. eglan to trouble,
+   pain; akin to Goth. us-agljan to distress, agls troublesome,
+   irksome, aglo, aglitha, pain, and prob. to E. awe. [root]3.]
+   To affect with pain or uneasiness, either physical or mental;
+   to trouble; to be the matter with; -- used to express some
+   uneasiness or affection, whose cause is unknown; as, what
+   ails the man? I know not what ails him.
+   [1913 Webster]
+
+         What aileth thee, Hagar?                 --Gen. xxi.
+                                                  17.
+   [1913 Webster]
+
+   Note: It is never used to express a specific disease. We do
+         not say, a fever ails him; but, something ails him.
+         [1913 Webster]
+
+Ail \Ail\, v. i.
+   To be affected with pain or uneasiness of any sort; to be ill
+   or indisposed or in trouble.
+   [1913 Webster]
+
+         When he ails ever so little . . . he is so peevish.
+                                                  --Richardson.
+   [1913 Webster]
+
+Flightiness \Flight"i*ness\, n.
+   The state or quality of being flighty.
+   [1913 Webster]
+
+         The flightness of her temper.            --Hawthorne.
+
+   Syn: Levity; giddiness; volatility; lightness; wildness;
+        eccentricity. See {Levity}.
+        [1913 Webster]
+"""
+
+
+def test_text_pool_gcide_keeps_whole_quotations_without_author_definition_or_etymology(tmp_path, capsys):
+    """The dictd text, compressed as the package ships it (dictzip is gzip) or unpacked: only the quotations'
+    whole sentences come out, their authors dropped; the definitions ("To receive with favor; to approve."), the
+    etymologies ("[F. accepter, L. ..."), the note and the synonyms never; Bible verses, verse, the archaic "Thou
+    dost affect my manners.", the cut "When he ails ever so little . . ." and phrases ("The flightness of her
+    temper.", "To accept of ransom for my son.") are left out and counted."""
+    import gzip
+
+    kept = ["If you accept them, then their worth is great.",  # author on a line of its own
+            "She accepted of a treat.",
+            "The climate affected their health and spirits.",
+            "As for Queen Katharine, he rather respected than affected, rather honored than loved, her.",
+            "For he does neither affect company, nor is he fit for it, indeed.",
+            "Do not affect the society of your inferiors in rank, nor court that of the great.",
+            "Men whom they thought best affected to religion and their country's liberty.",
+            "One of the domestics was affected to his special service."]
+    pool = _text_pool()
+    (tmp_path / "gcide.dict.dz").write_bytes(gzip.compress(GCIDE_EXCERPT.encode()))
+    (tmp_path / "gcide.dict").write_text(GCIDE_EXCERPT)
+    for name in ("gcide.dict.dz", "gcide.dict"):
+        out = tmp_path / f"{name}.txt"
+        assert pool.main(["gcide", "--rdata", str(tmp_path / name), "--out", str(out)]) == 0
+        assert out.read_text().splitlines() == kept
+        printed = capsys.readouterr().out
+        assert ("gcide: 20 quotations; removed bible 3, markup 0, gap 2, verse 1; 14 sentences in the rest; "
+                "removed not whole 0, abbreviation 0, cleaning 1, archaic 1, no verb 3, fragment 1, duplicate 0; "
+                "kept 8") in printed
+        assert f"wrote 8 sentences (8 usable) to {out}" in printed
+    sents, counts = pool.gcide_quotations(GCIDE_EXCERPT)
+    assert sents == kept and counts["verse"] == 1  # "Careless she is with artful care, / Affecting to seem ..."
+    assert pool.gcide_verbs(GCIDE_EXCERPT) == ({"accept", "affect", "ail"}, {"accepted", "affected", "ailed"})
