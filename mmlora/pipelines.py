@@ -79,7 +79,7 @@ class MediaPipeline:
         for start in range(0, n, self.batch_size):
             chunk = {m: v[start:start + self.batch_size] for m, v in media.items()}
             batch = collate_samples(self._samples(chunk, prompt), self.model.prompts, with_answer=False)
-            out.extend(self.model.generate(batch, rates=rates, **kw))
+            out.extend(tidy_text(t) for t in self.model.generate(batch, rates=rates, **kw))
         return out if batched else out[0]
 
     # --------------------------------------------------------------- tasks
@@ -123,10 +123,20 @@ def cut_long_audio(waves: Sequence[torch.Tensor], limit: int) -> tuple[list[torc
     return pieces, owner
 
 
+def tidy_text(text: str) -> str:
+    """A generated answer as shown to users and scored: without U+FFFD, what a byte-level tokenizer decodes
+    from a piece of a multi-byte character the model left unfinished ("not an\ufffd an\ufffd disposed" ->
+    "not an an disposed"), and without the double spaces that leaves."""
+    if "\ufffd" not in text:
+        return text
+    return " ".join(t for t in text.replace("\ufffd", "").split(" ") if t).strip()
+
+
 def join_pieces(texts: Sequence[str], owner: Sequence[int], n: int) -> list[str]:
-    """The texts of each waveform's pieces, in order, joined by spaces (empty ones left out)."""
+    """The texts of each waveform's pieces (:func:`tidy_text`), in order, joined by spaces (empty ones left out)."""
     parts: list[list[str]] = [[] for _ in range(n)]
     for t, o in zip(texts, owner):
+        t = tidy_text(t)
         if t:
             parts[o].append(t)
     return [" ".join(p) for p in parts]

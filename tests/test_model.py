@@ -546,3 +546,25 @@ def test_gpu_assemble_does_not_wait_for_the_gpu_and_matches_the_cpu():
         torch.cuda.set_sync_debug_mode("default")
     for g, r in zip(got, ref):
         assert torch.equal(g.cpu(), r)
+
+
+def test_pipeline_answers_drop_unfinished_multibyte_pieces():
+    """A byte-level tokenizer decodes a piece of a multi-byte character as U+FFFD; the random tiny model
+    writes such pieces. What generate() returns keeps them; the pipeline's answers (transcribe, and
+    evaluation through join_pieces) drop them and the double spaces they leave, and change nothing else."""
+    from mmlora.pipelines import MediaPipeline, join_pieces, tidy_text
+
+    model = build(media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    inputs = [frames(20, s) for s in range(1, 7)]
+    batch = collate_samples([sample(audio=x) for x in inputs], model.prompts)
+    gen = {"max_new_tokens": 24, "min_new_tokens": 24}
+    raw = model.generate(batch, **gen)
+    assert any("\ufffd" in t for t in raw)
+    pipe = MediaPipeline(model, instruction="hi there", batch_size=8, generation=gen)
+    out = pipe.transcribe(audio=inputs)
+    assert out == [tidy_text(t) for t in raw] and not any("\ufffd" in t for t in out)
+    assert [t.replace(" ", "") for t in out] == [t.replace("\ufffd", "").replace(" ", "").strip() for t in raw]
+    assert tidy_text("He was not an\ufffd an\ufffd disposed young man.") == "He was not an an disposed young man."
+    assert tidy_text("a  b") == "a  b"  # no U+FFFD: untouched
+    assert join_pieces(["x\ufffd y", "", "\ufffd"], [0, 0, 1], 2) == ["x y", ""]
