@@ -244,10 +244,15 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
 
 def _mixed_precision(choice: str) -> str | None:
     """``auto``: what ``accelerate launch`` was told (``--mixed_precision`` / config file), else
-    bf16 on a CUDA device that has it, else fp32."""
+    bf16 on a CUDA device that has it, else fp32 (also when told to run on the CPU: ``ACCELERATE_USE_CPU``,
+    ``accelerate launch --cpu``)."""
     if choice == "auto":
         if os.environ.get("ACCELERATE_MIXED_PRECISION"):
             return None  # Accelerator reads the launcher's choice
+        from accelerate.utils import parse_flag_from_env
+
+        if parse_flag_from_env("ACCELERATE_USE_CPU"):
+            return "no"
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     return choice
 

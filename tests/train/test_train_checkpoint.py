@@ -59,6 +59,7 @@ def test_exact_resume_gives_the_same_loss_curve(tmp_path, monkeypatch, batching)
     shutil.rmtree(tmp_path / "cut" / "checkpoint-12")
     shutil.rmtree(tmp_path / "cut" / "checkpoint-9")
     monkeypatch.setattr(torch, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: None)  # on a GPU, dropout draws from CUDA's
     no_rng = train(ToyRegressor(dropout=0.2), ds, pad_collate, cfg_for(tmp_path / "cut", max_steps=12, save_every=3, **batching))
     assert no_rng.resumed_from.endswith("checkpoint-6")
     assert losses(no_rng)[7] != losses(full)[7]

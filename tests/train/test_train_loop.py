@@ -21,7 +21,7 @@ def cfg_for(tmp_path, **kw) -> TrainConfig:
 
 def first_moment(run_dir, step: int) -> list[torch.Tensor]:
     """AdamW's exp_avg after step 1 is (1 - beta1) * grad: the step's gradient, per parameter."""
-    opt = torch.load(run_dir / f"checkpoint-{step}" / "state" / "optimizer.bin", weights_only=True)
+    opt = torch.load(run_dir / f"checkpoint-{step}" / "state" / "optimizer.bin", weights_only=True, map_location="cpu")
     return [opt["state"][i]["exp_avg"] for i in sorted(opt["state"])]
 
 
@@ -361,3 +361,17 @@ def test_share_worker_tensors_raises_the_soft_limit_first(monkeypatch):
     limits.update(soft=1024, hard=4096)
     assert loop._share_worker_tensors(13, 256) == "file_system" and limits["soft"] == 4096
     assert switched == ["file_system"]
+
+
+def test_auto_precision_is_fp32_when_told_to_use_the_cpu(monkeypatch):
+    """mixed_precision=auto: bf16 where CUDA has it, but fp32 when accelerate is told to run on the CPU
+    (ACCELERATE_USE_CPU, as `accelerate launch --cpu` sets it), even on a GPU machine."""
+    from mmlora.train.loop import _mixed_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert _mixed_precision("auto") == "bf16"
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    assert _mixed_precision("auto") == "no" and _mixed_precision("bf16") == "bf16"
