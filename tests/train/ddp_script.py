@@ -16,7 +16,7 @@ from train_toys import ToyRegressor, ToySequences, pad_collate  # noqa: E402
 def config(out: str, max_steps: int, **kw) -> TrainConfig:
     return TrainConfig(output_dir=out, max_steps=max_steps, batch_size=2, grad_accum=1, loss_weighting="tokens",
                        schedule="constant", lr=2e-2, max_grad_norm=0.0, log_every=1, save_every=2, seed=3,
-                       progress=False, tensorboard=False, **kw)
+                       progress=False, tensorboard=False, mixed_precision="no", **kw)
 
 
 def dataset(bad: set[int]) -> ToySequences:

@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 
 def cfg_for(out, **kw) -> TrainConfig:
     base = dict(output_dir=str(out), batch_size=4, grad_accum=2, lr=2e-2, warmup_steps=2, log_every=1,
-                progress=False, tensorboard=False, seed=7)
+                progress=False, tensorboard=False, seed=7, mixed_precision="no")  # bitwise checks: fp32, also on a GPU
     base.update(kw)
     return TrainConfig(**base)
 
@@ -132,7 +132,7 @@ def test_average_last_n(tmp_path):
     for k in want:
         torch.testing.assert_close(final[k], want[k], rtol=0, atol=1e-7)
         assert not torch.equal(final[k], ckpts[-1][k])  # the average is not just the last one
-    torch.testing.assert_close(model.head.weight.detach(), want["head.weight"], rtol=0, atol=1e-7)  # loaded
+    torch.testing.assert_close(model.head.weight.detach().cpu(), want["head.weight"], rtol=0, atol=1e-7)  # loaded
     info = json.loads((Path(res.final_dir) / "info.json").read_text())
     assert info["averaged"] == ["checkpoint-3", "checkpoint-4", "checkpoint-5"]
     with pytest.raises(ValueError, match="keep_last"):

@@ -36,7 +36,7 @@ def test_ddp_two_cpu_processes_match_single_process_accumulation(tmp_path):
     bad = set(batches[3])
     # `accelerate launch --cpu --num_processes 2` wants mpirun; `--multi_gpu` with
     # ACCELERATE_USE_CPU runs torchrun's 2 processes on CPU with gloo instead
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", CUDA_VISIBLE_DEVICES="")  # CPU on a GPU machine too
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(HERE / "ddp_script.py"), str(tmp_path / "ddp"), ",".join(map(str, sorted(bad)))]
@@ -85,7 +85,7 @@ def test_ddp_signal_to_one_rank_stops_every_rank_at_a_log_step(tmp_path):
     import signal
     import time
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", CUDA_VISIBLE_DEVICES="")  # CPU on a GPU machine too
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            str(HERE / "signal_script.py"), str(tmp_path / "o"), "0", "2"]
@@ -119,7 +119,7 @@ def test_processes_that_accelerate_does_not_group_are_refused(tmp_path):
     cfg = cfg.replace("use_cpu: false", "use_cpu: true").replace("mixed_precision: bf16", "mixed_precision: 'no'")
     assert "use_cpu: true" in cfg
     (tmp_path / "fsdp_cpu.yaml").write_text(cfg)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     cmd = [str(ACCELERATE), "launch", "--config_file", str(tmp_path / "fsdp_cpu.yaml"), "--num_processes", "2",
            "--main_process_port", str(_free_port()), "-m", "mmlora.cli", "train", str(root / "recipes" / "asr_tiny.yaml"),
            f"data.train_manifest={root / 'tests' / 'data' / 'speech' / 'train.jsonl'}",

@@ -14,7 +14,8 @@ from train_toys import ToyRegressor, ToySequences, pad_collate
 
 def cfg_for(tmp_path, **kw) -> TrainConfig:
     base = dict(output_dir=str(tmp_path / "run"), batch_size=4, lr=1e-2, log_every=1, progress=False,
-                tensorboard=False, resume="none", seed=0)
+                tensorboard=False, resume="none", seed=0,
+                mixed_precision="no")  # fp32 references, also on a GPU machine
     base.update(kw)
     return TrainConfig(**base)
 
