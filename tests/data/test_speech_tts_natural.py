@@ -59,8 +59,9 @@ def test_natural_voice_batch_worker_is_reproducible(voice):
 
 def test_natural_voices_are_listed_but_not_in_the_default_pool():
     natural = [v for v in T.all_voices(natural=True) if v not in T.all_voices()]
-    assert natural == ["rhvoice:alan", "rhvoice:bdl", "rhvoice:clb", "rhvoice:slt", "piper:joe"]
-    assert not any(v.startswith(("rhvoice:", "piper:")) for v in T.available_voices())
+    assert natural == ["rhvoice:alan", "rhvoice:bdl", "rhvoice:clb", "rhvoice:slt", "piper:joe", "pico:en-US",
+                       "pico:en-GB"]
+    assert not any(v.startswith(("rhvoice:", "piper:", "pico:")) for v in T.available_voices())
 
 
 def test_piper_after_espeak_in_one_process():
