@@ -342,6 +342,23 @@ def test_unknown_voice_is_a_clear_error(tmp_path):
 
 @pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
                     reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
+def test_plan_draws_a_pitch_for_espeak_and_pico_voices_only():
+    """A pitch from pitch_range for every clip of an espeak or pico voice (engines that take one), None for the
+    others."""
+    installed = ["flite:awb", "festival:kal_diphone", "espeak:en-us", "pico:en-US", "rhvoice:alan"]
+    cfg = C.CorpusConfig(n={"train": 300, "val": 0, "test": 0}, val_voices=(), test_voices=())
+    plan, _ = C._plan(cfg, C._split_voices(cfg, installed))
+    by = {e: [u.pitch for u in plan["train"] if u.voice.startswith(e)] for e in ("flite", "festival", "espeak",
+                                                                                    "pico", "rhvoice")}
+    assert all(len(v) > 20 for v in by.values()), {e: len(v) for e, v in by.items()}
+    lo, hi = cfg.augment.pitch_range
+    for e in ("espeak", "pico"):
+        assert all(lo <= p <= hi for p in by[e]) and len(set(by[e])) > 10
+    assert all(p is None for e in ("flite", "festival", "rhvoice") for p in by[e])
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
+                    reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
 def test_plan_holds_out_voices_and_never_reuses_sentences():
     installed = ["flite:awb", "flite:slt", "festival:kal_diphone", "espeak:en-us", "espeak:en+m1", "espeak:en+f3",
                  "flite:rms", "espeak:en-029"]
