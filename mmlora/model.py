@@ -74,9 +74,15 @@ class MediaConfig:
     vtlp: list[float] = field(default_factory=list)  # [lo, hi]: in training, each clip's spectrum is scaled in
     # frequency by a factor ~ U(lo, hi) before the encoder (vocal tract length perturbation; Whisper only; needs
     # raw audio, so not with data.feature_cache). [] = off
+    dropout: float = 0.0  # modality dropout, in training only: the probability that an item's tokens of this
+    # modality are zeroed, so that the model learns to read the other modalities (AV-HuBERT); never every
+    # modality of a sample at once (MultimodalLM.drop_modalities)
 
     def __post_init__(self) -> None:
         from .data.speech_augment import factor_range
+
+        if not 0.0 <= self.dropout <= 1.0:
+            raise ValueError(f"media.dropout must be in [0, 1], got {self.dropout}")
 
         self.vtlp = factor_range(self.vtlp, "media.vtlp")
         if isinstance(self.spec_augment, dict):
@@ -354,7 +360,29 @@ class MultimodalLM(nn.Module):
                 f = _replace(f, x=spec_augment(f.x, f.mask, aug))
             emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = _unpad_rows(emb, mask)
+        if self.training and augment:
+            out = self.drop_modalities(out)
         return out
+
+    def drop_modalities(self, emb: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:
+        """Modality dropout (``media.<m>.dropout``): item i's tokens of modality m are zeroed with that
+        probability (draws from torch's global generator, so a resumed run repeats them). Where every modality
+        has the same number of items (one per sample: AVSR), item i of each belongs to sample i, and a
+        sample whose draws would zero all of its modalities keeps the one with the lowest dropout (the
+        first in config order on a tie). Positions and lengths stay: the LLM sees zero vectors."""
+        probs = {m: self.cfg.media[m].dropout for m in emb if m in self.cfg.media}
+        if not any(probs.values()):
+            return emb
+        mods = list(probs)
+        counts = {len(emb[m]) for m in mods}
+        drop = {m: (torch.rand(len(emb[m])) < probs[m]).tolist() for m in mods}
+        if len(mods) > 1 and len(counts) == 1:
+            keep = min(mods, key=lambda m: (probs[m], mods.index(m)))
+            for i in range(counts.pop()):
+                if all(drop[m][i] for m in mods):
+                    drop[keep][i] = False
+        return {m: [t * 0 if m in drop and drop[m][i] else t for i, t in enumerate(items)]
+                for m, items in emb.items()}
 
     @staticmethod
     def _proj_dtype(proj: nn.Module) -> torch.dtype:

@@ -568,3 +568,42 @@ def test_pipeline_answers_drop_unfinished_multibyte_pieces():
     assert tidy_text("He was not an\ufffd an\ufffd disposed young man.") == "He was not an an disposed young man."
     assert tidy_text("a  b") == "a  b"  # no U+FFFD: untouched
     assert join_pieces(["x\ufffd y", "", "\ufffd"], [0, 0, 1], 2) == ["x y", ""]
+
+
+def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_modality():
+    """media.<m>.dropout: in training an item's projected tokens of m are zeroed with that probability (lengths
+    unchanged); a sample never loses all its modalities (the lower-dropout one stays); in eval nothing changes;
+    the draws come from torch's global generator (a seeded run repeats them)."""
+    model = build()
+    for m, p in (("audio", 0.5), ("video", 0.5)):
+        model.cfg.media[m].dropout = p
+    n = 200
+    feats = model.encode_media({"audio": [frames(8, i) for i in range(n)], "video": [frames(4, n + i) for i in range(n)]})
+    rates = model.default_rates()
+    model.eval()
+    ref = model.project(feats, rates)
+    model.train()
+    torch.manual_seed(0)
+    got = model.project(feats, rates)
+    torch.manual_seed(0)
+    again = model.project(feats, rates)
+    assert all(torch.equal(a, b) for m in got for a, b in zip(got[m], again[m]))
+    zero = {m: [bool((t == 0).all()) for t in got[m]] for m in got}
+    for m in got:
+        assert [t.shape for t in got[m]] == [t.shape for t in ref[m]]
+        assert all(z or torch.equal(t, r) for z, t, r in zip(zero[m], got[m], ref[m]))  # kept items are untouched
+    # video: 0.5; audio: 0.5 less the quarter of samples where both were drawn (audio is kept on the tie)
+    assert 0.4 < sum(zero["video"]) / n < 0.6 and 0.17 < sum(zero["audio"]) / n < 0.33, (sum(zero["video"]), sum(zero["audio"]))
+    assert not any(a and v for a, v in zip(zero["audio"], zero["video"]))
+    model.cfg.media["audio"].dropout, model.cfg.media["video"].dropout = 1.0, 1.0
+    both = model.project(feats, rates)
+    assert all((t == 0).all() for t in both["video"]) and not any((t == 0).all() for t in both["audio"])  # tie: audio kept
+    model.cfg.media["audio"].dropout = 0.0
+    model.cfg.media["video"].dropout = 0.3
+    batch = collate_samples([sample(audio=frames(8, 1), video=frames(4, 2))], model.prompts)
+    model.eval()
+    assert torch.equal(model(batch)["loss"], model(batch)["loss"])  # eval: no draws
+    with pytest.raises(ValueError, match="media.dropout"):
+        from mmlora.model import MediaConfig
+
+        MediaConfig(dropout=1.5)

@@ -500,6 +500,15 @@ def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
     assert saved["model"]["media"]["audio"]["vtlp"] == [0.9, 1.1]  # recorded; inference never warps (eval mode)
 
 
+def test_avsr_training_with_modality_dropout_runs_and_records_it(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "recipes/avsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 "model.media.audio.dropout=0.5", "model.media.video.dropout=0.25", f"train.output_dir={out}",
+                 "train.max_steps=2", "train.save_every=0"]) == 0
+    saved = json.loads((out / "final" / "model" / "config.json").read_text())
+    assert saved["model"]["media"]["audio"]["dropout"] == 0.5 and saved["model"]["media"]["video"]["dropout"] == 0.25
+
+
 def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus, tmp_path, capsys):
     import torch
 
