@@ -244,8 +244,8 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
 
 def _mixed_precision(choice: str) -> str | None:
     """``auto``: what ``accelerate launch`` was told (``--mixed_precision`` / config file), else
-    bf16 on a CUDA device that has it, else fp32 (also when told to run on the CPU: ``ACCELERATE_USE_CPU``,
-    ``accelerate launch --cpu``)."""
+    bf16 on a CUDA device that has it, else fp32 (also when ``ACCELERATE_USE_CPU`` is set: the run is on the
+    CPU even where CUDA exists; ``accelerate launch`` always sets its own precision, read first)."""
     if choice == "auto":
         if os.environ.get("ACCELERATE_MIXED_PRECISION"):
             return None  # Accelerator reads the launcher's choice

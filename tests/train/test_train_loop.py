@@ -365,8 +365,8 @@ def test_share_worker_tensors_raises_the_soft_limit_first(monkeypatch):
 
 
 def test_auto_precision_is_fp32_when_told_to_use_the_cpu(monkeypatch):
-    """mixed_precision=auto: bf16 where CUDA has it, but fp32 when accelerate is told to run on the CPU
-    (ACCELERATE_USE_CPU, as `accelerate launch --cpu` sets it), even on a GPU machine."""
+    """mixed_precision=auto: bf16 where CUDA has it, but fp32 when ACCELERATE_USE_CPU puts the run on the CPU,
+    even on a GPU machine."""
     from mmlora.train.loop import _mixed_precision
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
