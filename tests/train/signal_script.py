@@ -9,20 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from mmlora.train import TrainConfig, train  # noqa: E402
-from train_toys import ToyRegressor, ToySequences, pad_collate  # noqa: E402
-
-
-class Slow(ToySequences):
-    def __getitem__(self, i):
-        time.sleep(0.01)
-        return super().__getitem__(i)
+from train_toys import SlowSequences, ToyRegressor, pad_collate  # noqa: E402
 
 
 if __name__ == "__main__":
@@ -32,6 +25,6 @@ if __name__ == "__main__":
     (out / f"pid-{rank}").write_text(str(os.getpid()))
     cfg = TrainConfig(output_dir=str(out / "run"), max_steps=100_000, batch_size=2, num_workers=workers,
                       log_every=log_every, save_every=0, progress=False, tensorboard=False, lr=1e-2, seed=3)
-    res = train(ToyRegressor(dropout=0.0), Slow(n=40, seed=4), pad_collate, cfg)
+    res = train(ToyRegressor(dropout=0.0), SlowSequences(0.01, n=40, seed=4), pad_collate, cfg)
     (out / f"result-{rank}.json").write_text(json.dumps(
         {k: v for k, v in asdict(res).items() if k in ("interrupted", "global_step", "final_dir")}))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mmlora.train import BudgetBatchSampler, SampleError, TrainConfig, train
-from train_toys import ToyRegressor, ToySequences, pad_collate
+from train_toys import SlowSequences, ToyRegressor, ToySequences, pad_collate
 
 
 def cfg_for(tmp_path, **kw) -> TrainConfig:
@@ -282,24 +282,10 @@ def test_best_metric_survives_resume_and_ignores_missing_values(tmp_path, caplog
         cfg_for(tmp_path, best_mode="lowest")
 
 
-class _SlowSequences(ToySequences):
-    """ToySequences whose every sample takes ``delay`` seconds to produce."""
-
-    def __init__(self, delay: float, **kw):
-        super().__init__(**kw)
-        self.delay = delay
-
-    def __getitem__(self, i):
-        import time
-
-        time.sleep(self.delay)
-        return super().__getitem__(i)
-
-
 def test_data_wait_is_the_share_of_time_spent_waiting_for_batches(tmp_path):
     """A loader that needs 4 x 20 ms per batch of a millisecond step: the loop waits most of the time; the
     same data without the delay: little."""
-    slow = train(ToyRegressor(), _SlowSequences(0.02, n=32), pad_collate, cfg_for(tmp_path / "s", max_steps=8, log_every=4))
+    slow = train(ToyRegressor(), SlowSequences(0.02, n=32), pad_collate, cfg_for(tmp_path / "s", max_steps=8, log_every=4))
     fast = train(ToyRegressor(), ToySequences(n=32), pad_collate, cfg_for(tmp_path / "f", max_steps=8, log_every=4))
     w_slow = [h["train/data_wait"] for h in slow.history]
     w_fast = [h["train/data_wait"] for h in fast.history]

@@ -1,6 +1,8 @@
 """Tiny models and datasets for the training-loop tests (CPU, fp32, milliseconds per step)."""
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -61,6 +63,18 @@ class ToySequences(Dataset):
             return None
         x, y = self.items[i]
         return {"x": x, "y": y, "index": i}
+
+
+class SlowSequences(ToySequences):
+    """ToySequences whose every sample takes ``delay`` seconds to produce (a loader slower than the step)."""
+
+    def __init__(self, delay: float, **kw):
+        super().__init__(**kw)
+        self.delay = delay
+
+    def __getitem__(self, i):
+        time.sleep(self.delay)
+        return super().__getitem__(i)
 
 
 def pad_collate(items):
