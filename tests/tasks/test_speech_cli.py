@@ -491,22 +491,23 @@ def test_feature_cache_refuses_online_speed_and_vtlp(corpus, tmp_path, capsys):
     assert "vtlp" in capsys.readouterr().err
 
 
-def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
-                 "data.speed_range=[0.9,1.1]", "model.media.audio.vtlp=[0.9,1.1]", f"train.output_dir={out}",
+def _train_two_steps(recipe: str, corpus: Path, out: Path, *overrides: str) -> dict:
+    """`mmlora train RECIPE` on the corpus for 2 steps with the overrides; the saved model's media config."""
+    assert main(["train", recipe, f"data.train_manifest={corpus / 'train.jsonl'}", *overrides, f"train.output_dir={out}",
                  "train.max_steps=2", "train.save_every=0"]) == 0
-    saved = json.loads((out / "final" / "model" / "config.json").read_text())
-    assert saved["model"]["media"]["audio"]["vtlp"] == [0.9, 1.1]  # recorded; inference never warps (eval mode)
+    return json.loads((out / "final" / "model" / "config.json").read_text())["model"]["media"]
+
+
+def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
+    media = _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "run", "data.speed_range=[0.9,1.1]",
+                             "model.media.audio.vtlp=[0.9,1.1]")
+    assert media["audio"]["vtlp"] == [0.9, 1.1]  # recorded; inference never warps (eval mode)
 
 
 def test_avsr_training_with_modality_dropout_runs_and_records_it(corpus, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "recipes/avsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
-                 "model.media.audio.dropout=0.5", "model.media.video.dropout=0.25", f"train.output_dir={out}",
-                 "train.max_steps=2", "train.save_every=0"]) == 0
-    saved = json.loads((out / "final" / "model" / "config.json").read_text())
-    assert saved["model"]["media"]["audio"]["dropout"] == 0.5 and saved["model"]["media"]["video"]["dropout"] == 0.25
+    media = _train_two_steps("recipes/avsr_tiny.yaml", corpus, tmp_path / "run", "model.media.audio.dropout=0.5",
+                             "model.media.video.dropout=0.25")
+    assert media["audio"]["dropout"] == 0.5 and media["video"]["dropout"] == 0.25
 
 
 def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus, tmp_path, capsys):
