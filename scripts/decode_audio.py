@@ -45,16 +45,17 @@ def _decode(job: tuple[str, str]) -> str | None:
 
 
 def _media_fields(d: dict) -> tuple[list[tuple[str, int | None]], list[tuple[str, int | None]]]:
-    """(audio, other media) locations of a manifest line: ``(key, None)`` for plain form, ``(key, i)`` for chat form."""
+    """(audio, other media) locations of a manifest line: ``(key, None)`` for plain form (``audio``, ``video``,
+    ``image``), ``(key, i)`` for chat form (``audios``, ... : the collate's MEDIA_KEYS)."""
+    from mmlora.data.collate import MEDIA_KEYS
+
     audio, other = [], []
-    if "messages" in d:
-        audio += [("audios", i) for i, _ in enumerate(d.get("audios") or [])]
-        for key in ("videos", "images"):
-            other += [(key, i) for i, _ in enumerate(d.get(key) or [])]
-    else:
-        if d.get("audio"):
-            audio.append(("audio", None))
-        other += [(k, None) for k in ("video", "image") if d.get(k)]
+    for mod, key in MEDIA_KEYS.items():
+        if "messages" in d:
+            locs = [(key, i) for i, _ in enumerate(d.get(key) or [])]
+        else:
+            locs = [(mod, None)] if d.get(mod) else []
+        (audio if mod == "audio" else other).extend(locs)
     return audio, other
 
 
