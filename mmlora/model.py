@@ -208,6 +208,7 @@ class MultimodalLM(nn.Module):
         self.prompts = PromptBuilder(tokenizer, cfg.markers, cfg.system_prompt)
         self.pipeline_info: dict = {}  # task metadata saved with the model (see save_pretrained)
         self.feature_cache = None  # optional mmlora.data.feature_cache.FeatureCache for media given as paths
+        self.zeroed_modalities: frozenset[str] = frozenset()  # ablation: these modalities' tokens are zeroed (always)
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -362,6 +363,8 @@ class MultimodalLM(nn.Module):
             out[mod] = _unpad_rows(emb, mask)
         if self.training and augment:
             out = self.drop_modalities(out)
+        if self.zeroed_modalities:  # e.g. an AVSR model read as VSR: the audio tokens as modality dropout leaves them
+            out = {m: [t * 0 for t in items] if m in self.zeroed_modalities else items for m, items in out.items()}
         return out
 
     def drop_modalities(self, emb: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:

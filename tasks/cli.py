@@ -155,6 +155,8 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--rates", help="Matryoshka rate pair A,V (audio,video compression), e.g. 4,2")
     p.add_argument("--snr", type=float, help="mix noise at this SNR (dB) into the audio")
     p.add_argument("--noise", default="babble", choices=["babble", "white"])
+    p.add_argument("--zero-modality", action="append", default=[], choices=["audio", "video"],
+                   help="zero this modality's tokens (repeatable): e.g. an AVSR model read as VSR with 'audio'")
     p.add_argument("--max-samples", type=int)
     p.add_argument("--num-beams", type=int)
     p.add_argument("--batch-size", type=int, default=16)
@@ -172,7 +174,8 @@ def evaluate(argv: list[str]) -> int:
         spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
         gen = {"num_beams": args.num_beams} if args.num_beams else {}
         report = spec.evaluate(pipe, args.manifest, rates=_parse_rates(args.rates, pipe.modalities), snr=args.snr,
-                               noise_kind=args.noise, max_samples=args.max_samples, **gen)
+                               noise_kind=args.noise, max_samples=args.max_samples,
+                               **({"zero": tuple(args.zero_modality)} if args.zero_modality else {}), **gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
     if args.show:
@@ -182,7 +185,7 @@ def evaluate(argv: list[str]) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
-                                          "insertions", "rates", "snr_db") if k in report}
+                                          "insertions", "rates", "snr_db", "zeroed") if k in report}
     print(json.dumps(summary))
     return 0
 

@@ -316,14 +316,30 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
 
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
-                    records: list[Record] | None = None, **gen) -> dict:
+                    records: list[Record] | None = None, zero: tuple[str, ...] = (), **gen) -> dict:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
-    counted and named. ``snr`` mixes noise into the audio (babble from the same manifest)."""
-    from mmlora.data.collate import collate_samples
-
+    counted and named. ``snr`` mixes noise into the audio (babble from the same manifest).
+    ``zero``: modalities whose tokens are zeroed (an AVSR model trained with modality dropout read
+    as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
+    bad = [m for m in zero if m not in mods]
+    if bad:
+        raise ValueError(f"cannot zero {', '.join(bad)}: the model reads {', '.join(mods)}")
+    if set(zero) >= set(mods):
+        raise ValueError(f"zeroing {', '.join(zero)} leaves the model no input")
+    before, model.zeroed_modalities = model.zeroed_modalities, frozenset(zero)
+    try:
+        report = _evaluate_speech(pipeline, model, mods, manifest, rates, snr, noise_kind, max_samples, seed, records, **gen)
+    finally:
+        model.zeroed_modalities = before
+    return {**report, "zeroed": sorted(zero)} if zero else report
+
+
+def _evaluate_speech(pipeline, model, mods, manifest, rates, snr, noise_kind, max_samples, seed, records, **gen) -> dict:
+    from mmlora.data.collate import collate_samples
+
     if records is None:
         records = read_manifest(manifest, need=mods)
     if max_samples:

@@ -510,6 +510,46 @@ def test_avsr_training_with_modality_dropout_runs_and_records_it(corpus, tmp_pat
     assert media["audio"]["dropout"] == 0.5 and media["video"]["dropout"] == 0.25
 
 
+def test_evaluate_with_a_zeroed_modality_reads_the_other_alone(corpus, tmp_path, capsys):
+    """`mmlora evaluate --zero-modality audio`: an AVSR model read as VSR. With the audio tokens zeroed the
+    hypotheses cannot depend on the audio (noise mixed in changes nothing); the tokens are zero in the model,
+    the video's are not, and the model's setting is restored afterwards."""
+    from mmlora.pipelines import load_pipeline
+    from mmlora.tasks.speech import evaluate_speech
+
+    _train_two_steps("recipes/avsr_tiny.yaml", corpus, tmp_path / "run", "model.media.audio.dropout=0.5")
+    model_dir, m = str(tmp_path / "run" / "final" / "model"), str(corpus / "train.jsonl")
+    hyps = {}
+    for snr in (None, -5):
+        out = tmp_path / f"z{snr}.json"
+        assert main(["evaluate", "--model", model_dir, "--manifest", m, "--zero-modality", "audio", "--out", str(out),
+                     *(["--snr", str(snr)] if snr is not None else [])]) == 0
+        rep = json.loads(out.read_text())
+        assert rep["zeroed"] == ["audio"] and rep["n"] == 8
+        hyps[snr] = [u["hypothesis"] for u in rep["utterances"]]
+    assert hyps[None] == hyps[-5]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["zeroed"] == ["audio"]
+
+    pipe = load_pipeline(model_dir, device="cpu")
+    feats = pipe.model.encode_media({"audio": [str(corpus / "u0.flac")], "video": [str(corpus / "u0.mp4")]})
+    pipe.model.zeroed_modalities = frozenset({"audio"})
+    emb = pipe.model.project(feats, pipe.model.default_rates())
+    assert not emb["audio"][0].any() and emb["video"][0].any()
+    pipe.model.zeroed_modalities = frozenset()
+    assert pipe.model.project(feats, pipe.model.default_rates())["audio"][0].any()
+    evaluate_speech(pipe, m, zero=("audio",), max_samples=1)
+    assert pipe.model.zeroed_modalities == frozenset()  # restored
+    with pytest.raises(ValueError, match="leaves the model no input"):
+        evaluate_speech(pipe, m, zero=("audio", "video"))
+    assert main(["evaluate", "--model", model_dir, "--manifest", m, "--zero-modality", "audio",
+                 "--zero-modality", "video"]) == 2
+    asr = _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "asr")
+    assert set(asr) == {"audio"}
+    assert main(["evaluate", "--model", str(tmp_path / "asr" / "final" / "model"), "--manifest", m,
+                 "--zero-modality", "video"]) == 2
+    assert "cannot zero video: the model reads audio" in capsys.readouterr().err
+
+
 def test_concatenated_training_samples_join_clips_and_texts_of_one_voice(corpus, tmp_path, capsys):
     import torch
 
