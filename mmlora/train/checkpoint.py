@@ -145,27 +145,103 @@ def load_trainable(model: nn.Module, tensors: Mapping[str, torch.Tensor] | str |
             params[k].copy_(v.to(params[k].device, params[k].dtype))
 
 
+def mean_tensors(sets: list[Mapping[str, torch.Tensor]], weights: list[float] | None = None,
+                 sources: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Weighted element-wise mean of several sets of named tensors (``weights``: one per set, >= 0, normalized
+    to sum 1; default equal), accumulated in float64 and returned in the first set's dtypes. All sets must hold
+    the same names and shapes; ``sources`` (one label per set) name the offender in the error."""
+    if not sets:
+        raise ValueError("no tensors to average")
+    sources = [str(x) for x in sources] if sources is not None else [f"set {i}" for i in range(len(sets))]
+    w = [1.0] * len(sets) if weights is None else [float(x) for x in weights]
+    if len(w) != len(sets):
+        raise ValueError(f"{len(w)} weight(s) for {len(sets)} set(s) of tensors")
+    if any(x < 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"weights must be >= 0 with a positive sum, got {w}")
+    first = sets[0]
+    for t, src in zip(sets[1:], sources[1:]):
+        if set(t) != set(first):
+            diff = sorted(set(t) ^ set(first))[:3]
+            raise ValueError(f"{src}: its weights have other names than {sources[0]} (e.g. {', '.join(diff)})")
+        for k, v in t.items():
+            if v.shape != first[k].shape:
+                raise ValueError(f"{src}: {k} has shape {tuple(v.shape)}, {sources[0]} has {tuple(first[k].shape)}")
+    total = sum(w)
+    out = {}
+    for k, v0 in first.items():
+        acc = torch.zeros(v0.shape, dtype=torch.float64)
+        for t, x in zip(sets, w):
+            acc += t[k].to(torch.float64) * x
+        out[k] = (acc / total).to(v0.dtype)
+    return out
+
+
 def average_checkpoints(dirs: Iterable[str | Path]) -> dict[str, torch.Tensor]:
     """Element-wise mean of the trainable weights of several checkpoints (accumulated in
     float64, returned in each tensor's saved dtype). All must hold the same names and shapes."""
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise ValueError("no checkpoints to average")
-    acc: dict[str, torch.Tensor] = {}
-    dtypes: dict[str, torch.dtype] = {}
-    for d in dirs:
-        t = read_trainable(d)
-        if not acc:
-            acc = {k: v.to(torch.float64) for k, v in t.items()}
-            dtypes = {k: v.dtype for k, v in t.items()}
-            continue
-        if set(t) != set(acc):
-            raise ValueError(f"{d}: its trainable weights have other names than {dirs[0]}")
-        for k, v in t.items():
-            if v.shape != acc[k].shape:
-                raise ValueError(f"{d}: {k} has shape {tuple(v.shape)}, {dirs[0]} has {tuple(acc[k].shape)}")
-            acc[k] += v.to(torch.float64)
-    return {k: (v / len(dirs)).to(dtypes[k]) for k, v in acc.items()}
+    return mean_tensors([read_trainable(d) for d in dirs], sources=[str(d) for d in dirs])
+
+
+def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
+    """A model folder (what ``load_pipeline`` reads) whose weights are the weighted mean of ``models``' (every
+    ``*.safetensors`` file: projectors, adapters, routers). The models must have the same files, tensor names and
+    shapes (fine-tuned from one another: averaging a model with its continuation is a weight-space ensemble);
+    everything else (config.json) is copied from the first. Written to a temp folder, then renamed to ``out``,
+    which must not exist; ``averaged.json`` records the sources and weights."""
+    from safetensors.torch import load_file, save_file
+
+    models, out = [Path(m) for m in models], Path(out)
+    if len(models) < 2:
+        raise ValueError("average_model_dirs: give at least two model folders")
+    for m in models:
+        if not (m / "config.json").is_file():
+            raise FileNotFoundError(f"{m}: not a model folder (no config.json)")
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose a new output folder")
+    files = sorted(p.relative_to(models[0]) for p in models[0].rglob("*.safetensors"))
+    for m in models[1:]:
+        other = sorted(p.relative_to(m) for p in m.rglob("*.safetensors"))
+        if other != files:
+            raise ValueError(f"{m}: its weight files {[str(f) for f in other]} differ from {models[0]}'s "
+                             f"{[str(f) for f in files]}")
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(models[0], tmp)
+    try:
+        for rel in files:
+            tensors = mean_tensors([load_file(str(m / rel)) for m in models], weights, [str(m / rel) for m in models])
+            save_file(tensors, str(tmp / rel))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    w = [1.0] * len(models) if weights is None else [float(x) for x in weights]
+    (tmp / "averaged.json").write_text(json.dumps(
+        {"models": [str(m) for m in models], "weights": [x / sum(w) for x in w]}, indent=2) + "\n")
+    return replace_dir(tmp, out)
+
+
+def average_main(argv: list[str]) -> int:
+    """``mmlora average-models OUT MODEL MODEL [...] [--weights W,W,...]``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="mmlora average-models",
+                                description="Average the weights of model folders fine-tuned from one another.")
+    p.add_argument("out", help="new model folder")
+    p.add_argument("models", nargs="+", help="model folders (…/final/model, a checkpoint's model/)")
+    p.add_argument("--weights", help="one weight per model, comma-separated (default: equal)")
+    args = p.parse_args(argv)
+    try:
+        weights = [float(x) for x in args.weights.split(",")] if args.weights else None
+        out = average_model_dirs(args.models, args.out, weights)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"mmlora average-models: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model": str(out), **json.loads((out / "averaged.json").read_text())}))
+    return 0
 
 
 # ----------------------------------------------------------------------------- whole checkpoints

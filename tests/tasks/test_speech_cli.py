@@ -643,3 +643,43 @@ def test_online_augmentation_resumes_exactly(corpus, tmp_path):
              if "train/loss" in r}
     assert sorted(again) == [4, 5, 6] and all(again[s] == first[s] for s in again), (first, again)
     assert len(set(first.values())) == 6
+
+
+def test_average_models_is_the_weighted_mean_and_loads(corpus, tmp_path, capsys):
+    """`mmlora average-models OUT A B --weights 1,3`: every weight file of the new folder is the float64 weighted
+    mean of A's and B's (weights normalized), in their dtype; weights 1,0 give A back exactly; the folder
+    evaluates; mismatched models and an existing OUT are refused with the reason."""
+    import torch
+    from safetensors.torch import load_file
+
+    _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "a")
+    _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "b", "train.seed=1", "train.lr=3e-3")
+    a, b = tmp_path / "a" / "final" / "model", tmp_path / "b" / "final" / "model"
+    files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors"))
+    assert len(files) >= 2  # projectors and adapters
+    capsys.readouterr()
+    assert main(["average-models", str(tmp_path / "avg"), str(a), str(b), "--weights", "1,3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["weights"] == [0.25, 0.75]
+    changed = 0
+    for rel in files:
+        ta, tb, tm = (load_file(str(d / rel)) for d in (a, b, tmp_path / "avg"))
+        for k in ta:
+            want = ((ta[k].double() + 3 * tb[k].double()) / 4).to(ta[k].dtype)
+            assert torch.equal(tm[k], want), (rel, k)
+            changed += int(not torch.equal(ta[k], tb[k]))
+    assert changed > 0  # the two models differ, so the test compares something
+    assert main(["average-models", str(tmp_path / "first"), str(a), str(b), "--weights", "1,0"]) == 0
+    for rel in files:
+        ta, tf = load_file(str(a / rel)), load_file(str(tmp_path / "first" / rel))
+        assert all(torch.equal(ta[k], tf[k]) for k in ta)
+    assert main(["evaluate", "--model", str(tmp_path / "avg"), "--manifest", str(corpus / "train.jsonl"),
+                 "--max-samples", "2"]) == 0
+    capsys.readouterr()
+    assert main(["average-models", str(tmp_path / "avg"), str(a), str(b)]) == 2
+    assert "exists" in capsys.readouterr().err
+    _train_two_steps("recipes/avsr_tiny.yaml", corpus, tmp_path / "av")
+    assert main(["average-models", str(tmp_path / "x"), str(a), str(tmp_path / "av" / "final" / "model")]) == 2
+    assert "other names" in capsys.readouterr().err  # the AVSR model has a video projector
+    assert not (tmp_path / "x").exists() and not (tmp_path / ".tmp-x").exists()
+    assert main(["average-models", str(tmp_path / "y"), str(a), str(b), "--weights", "1"]) == 2
+    assert "1 weight(s) for 2" in capsys.readouterr().err
