@@ -3,7 +3,7 @@
 # voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
 # clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
 #
-#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE [STAGE5_EXCLUDE]]]]
+#   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE [STAGE5_EXCLUDE [STAGE6]]]]]
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
 # voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
@@ -14,11 +14,14 @@
 # none of n9's sentences) and OUT_PARENT/w10 (8,000, none of w9's) with the same text mix (stage 4, GPU runs 9 and 10).
 # With STAGE5_EXCLUDE as well (the human clips' manifest; OUT_PARENT/n13 and data/text/austen.txt must exist) it writes
 # stage 5's OUT_PARENT/w11 and w12 (6,000 each, w10's text mix, none of w9-w11's sentences) and OUT_PARENT/w13 (4,000,
-# Jane Austen's sentences, scripts/make_text_pool.py, none of n13's; GPU run 12).
+# Jane Austen's sentences, scripts/make_text_pool.py, none of n13's; GPU run 12). With STAGE6=1 as well (OUT_PARENT/n14
+# and n15 and the text pools data/text/{gutenberg,harvard,austen,gcide}.txt must exist) it writes stage 6's
+# OUT_PARENT/w14 (3,500 clips: 80 % Gutenberg novels, 8 % Harvard sentences, 12 % Austen; none of n13/w13/n14's) and,
+# once OUT_PARENT/n15 exists, OUT_PARENT/w15 (4,000: dictionary quotations, gcide; none of n15's; GPU run 14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}; STAGE4_EXCLUDE=${5:-}
-STAGE5_EXCLUDE=${6:-}
+STAGE5_EXCLUDE=${6:-}; STAGE6=${7:-}
 PY=${PYTHON:-.venv/bin/python}
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
 ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
@@ -56,4 +59,15 @@ if [ -n "$STAGE4_EXCLUDE" ] && [ -n "$STAGE5_EXCLUDE" ]; then
   [ -f "$OUT/w13/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w13" --seed 70 --n-train 4000 \
       "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file austen=data/text/austen.txt --text-weights austen=1 \
       --exclude-text "$EX4,$STAGE5_EXCLUDE,$OUT/n13/train.jsonl"
+fi
+if [ -n "$STAGE4_EXCLUDE" ] && [ -n "$STAGE5_EXCLUDE" ] && [ -n "$STAGE6" ]; then
+  EX5="$EX4,$STAGE5_EXCLUDE,$OUT/n13/train.jsonl,$OUT/w13/train.jsonl"
+  [ -f "$OUT/w14/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w14" --seed 80 --n-train 3500 \
+      "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file gutenberg=data/text/gutenberg.txt \
+      --text-file harvard=data/text/harvard.txt --text-file austen=data/text/austen.txt \
+      --text-weights gutenberg=0.8,harvard=0.08,austen=0.12 --exclude-text "$EX5,$OUT/n14/train.jsonl"
+  # w15 once n15 exists (n15 excludes w14's sentences, w15 n15's: scripts/train_asr_release.sh calls this twice)
+  [ -f "$OUT/w15/train.jsonl" ] || [ ! -f "$OUT/n15/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w15" --seed 90 --n-train 4000 \
+      "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file gcide=data/text/gcide.txt --text-weights gcide=1 \
+      --exclude-text "$EX5,$OUT/n14/train.jsonl,$OUT/w14/train.jsonl,$OUT/n15/train.jsonl"
 fi
