@@ -191,6 +191,7 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
     shapes (fine-tuned from one another: averaging a model with its continuation is a weight-space ensemble);
     everything else (config.json) is copied from the first. Written to a temp folder, then renamed to ``out``,
     which must not exist; ``averaged.json`` records the sources and weights."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     models, out = [Path(m) for m in models], Path(out)
@@ -213,7 +214,9 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
     try:
         for rel in files:
             tensors = mean_tensors([load_file(str(m / rel)) for m in models], weights, [str(m / rel) for m in models])
-            save_file(tensors, str(tmp / rel))
+            with safe_open(str(models[0] / rel), "pt") as f:
+                meta = f.metadata()  # e.g. the adapters file's format tag, kept as the first model has it
+            save_file(tensors, str(tmp / rel), metadata=meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -660,8 +660,12 @@ def test_average_models_is_the_weighted_mean_and_loads(corpus, tmp_path, capsys)
     capsys.readouterr()
     assert main(["average-models", str(tmp_path / "avg"), str(a), str(b), "--weights", "1,3"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["weights"] == [0.25, 0.75]
+    from safetensors import safe_open
+
     changed = 0
     for rel in files:
+        with safe_open(str(a / rel), "pt") as fa, safe_open(str(tmp_path / "avg" / rel), "pt") as fm:
+            assert fm.metadata() == fa.metadata()  # e.g. the adapters' format tag
         ta, tb, tm = (load_file(str(d / rel)) for d in (a, b, tmp_path / "avg"))
         for k in ta:
             want = ((ta[k].double() + 3 * tb[k].double()) / 4).to(ta[k].dtype)
