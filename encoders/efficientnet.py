@@ -11,6 +11,13 @@ The network (Tan & Le 2019, "Lite" variant: ReLU6, no squeeze-excite, fixed 32-c
       ─▶ [M, 1280, 7, 7]  (stride 32)  ─ pool ─▶ [M, P, 1280], P = 1 (mean) or g·g (grid)
 
 Images: ``N = P`` tokens. Videos: every ``stride``-th frame, ``N = T' · P``, ``rate_hz = fps / stride``.
+
+The encoder runs :class:`FoldedLite0`, an inference form of the same network: each BatchNorm folded into the
+conv before it (one conv with a bias instead of conv + BN), ReLU6 and the residual add in place, TF padding given
+to the conv where it is symmetric (every stride-1 conv) instead of an ``F.pad`` copy, weights cast once to the
+compute dtype (the autocast dtype under autocast, as the plain network's convs ran there), channels-last on CUDA.
+Same function as ``EfficientNetLite0.features`` up to float rounding, with per call 49 convs, 33 clamps, 9 adds
+and 5 pads instead of 49 convs, 49 BatchNorms, 33 ReLU6, 9 adds, 17 pads and, under autocast, 49 weight casts.
 """
 from __future__ import annotations
 
@@ -98,6 +105,66 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x).mean(dim=(2, 3)))
 
 
+def same_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int, int, int]:
+    """TF 'SAME' zero padding ``(left, right, top, bottom)`` of a conv over an ``(h, w)`` input (extra pixel at the end)."""
+    out = []
+    for n, k, s in zip(size, kernel, stride):
+        p = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        out.append((p // 2, p - p // 2))
+    (top, bottom), (left, right) = out
+    return left, right, top, bottom
+
+
+class FoldedLite0:
+    """``EfficientNetLite0.features`` for a frozen network: a list of convs with the following BatchNorm folded in.
+
+    ``w' = w · γ/√(σ²+ε)``, ``b' = β − μ · γ/√(σ²+ε)`` (computed in float64, then cast once to ``dtype``). Not a
+    module and not part of any state dict (the encoder's weights and ``encoder_id`` stay those of the network);
+    :class:`EfficientNetEncoder` rebuilds it when the network's weights, device or the compute dtype change (folding
+    runs on the weights' device: a few milliseconds, also where DDP rewrites the BN buffers at every forward).
+    """
+
+    def __init__(self, net: EfficientNetLite0, stage: str, dtype: torch.dtype, channels_last: bool):
+        self.dtype, self.channels_last = dtype, channels_last
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.stem = self._fold(net._conv_stem, net._bn0)
+        self.blocks = []
+        for b in net._blocks:
+            expand = self._fold(b._expand_conv, b._bn0) if hasattr(b, "_expand_conv") else None
+            self.blocks.append((expand, self._fold(b._depthwise_conv, b._bn1), self._fold(b._project_conv, b._bn2),
+                                b.residual))
+        self.head = self._fold(net._conv_head, net._bn1) if stage == "head" else None
+
+    def _fold(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple:
+        work = torch.float32 if conv.weight.device.type == "mps" else torch.float64  # MPS has no float64
+        scale = bn.weight.detach().to(work) / torch.sqrt(bn.running_var.detach().to(work) + bn.eps)
+        w = conv.weight.detach().to(work) * scale.view(-1, 1, 1, 1)
+        b = bn.bias.detach().to(work) - bn.running_mean.detach().to(work) * scale
+        if conv.bias is not None:
+            b = b + conv.bias.detach().to(work) * scale
+        w = w.to(self.dtype).contiguous(memory_format=self.fmt)
+        return w, b.to(self.dtype), tuple(conv.stride), conv.groups
+
+    @staticmethod
+    def _conv(x: Tensor, c: tuple, relu6: bool) -> Tensor:
+        w, b, stride, groups = c
+        left, right, top, bottom = same_padding(tuple(x.shape[-2:]), tuple(w.shape[-2:]), stride)
+        if left == right and top == bottom:  # symmetric: the conv pads (no copy of the input)
+            y = F.conv2d(x, w, b, stride, (top, left), 1, groups)
+        else:
+            y = F.conv2d(F.pad(x, [left, right, top, bottom]), w, b, stride, 0, 1, groups)
+        return F.hardtanh_(y, 0.0, 6.0) if relu6 else y
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``[M, 3, H, W]`` normalized → ``[M, C, ceil(H/32), ceil(W/32)]`` in ``dtype`` (call under no_grad)."""
+        x = self._conv(x.to(self.dtype).contiguous(memory_format=self.fmt), self.stem, True)
+        for expand, dw, project, residual in self.blocks:
+            h = self._conv(x, expand, True) if expand is not None else x
+            h = self._conv(self._conv(h, dw, True), project, False)
+            x = h.add_(x) if residual else h
+        return x if self.head is None else self._conv(x, self.head, True)
+
+
 def load_efficientnet_lite0(path: str | Path) -> EfficientNetLite0:
     """Load the shipped ``.pth`` (tensors only, ``weights_only``) or our ``.safetensors``; every key must be used."""
     p = Path(path)
@@ -180,6 +247,17 @@ class EfficientNetEncoder(Encoder):
         self.model = model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype)).eval()
         self.output_dim = 1280 if cfg.stage == "head" else 320
         self.rate_hz = cfg.frames.fps / cfg.frames.stride
+        self._folded: tuple[tuple, FoldedLite0] | None = None  # (key, program); see folded()
+
+    def folded(self, dtype: torch.dtype) -> FoldedLite0:
+        """The network's :class:`FoldedLite0` in ``dtype``, rebuilt when a weight or buffer was changed in place
+        (load_state_dict), replaced, or moved."""
+        ts = list(self.model.parameters()) + list(self.model.buffers())
+        key = (dtype, self.cfg.stage, tuple((t.data_ptr(), t._version, t.device) for t in ts))
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, FoldedLite0(self.model, self.cfg.stage, dtype,
+                                             channels_last=self.device.type == "cuda"))
+        return self._folded[1]
 
     def preprocess_config(self) -> dict:
         c = self.cfg
@@ -187,10 +265,18 @@ class EfficientNetEncoder(Encoder):
                 "mean": list(c.mean), "std": list(c.std), "fps": c.frames.fps, "stride": c.frames.stride,
                 "dtype": c.dtype}
 
-    def encode_frames(self, frames: Tensor) -> Tensor:
-        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]``."""
+    def compute_dtype(self) -> torch.dtype:
+        """The autocast dtype under autocast (where the plain network's convs ran, re-casting every frozen weight
+        on every call), else the encoder's own dtype."""
+        dev = self.device.type
+        return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else self.dtype
+
+    def encode_frames(self, frames: Tensor, program: FoldedLite0 | None = None) -> Tensor:
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch)."""
+        program = program or self.folded(self.compute_dtype())
         x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
-        f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
+        with torch.autocast(self.device.type, enabled=False):  # the program runs in its own dtype
+            f = program(x)  # [M, C, h, w]
         if self.cfg.pool == "mean":
             return f.mean(dim=(2, 3)).unsqueeze(1)
         if self.cfg.grid_size is not None:
@@ -201,4 +287,5 @@ class EfficientNetEncoder(Encoder):
         if output_hidden_states:
             raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
                              "tower: use HFVisionEncoder)")
-        return encode_frames(batch, self.cfg.frames, self.encode_frames, device=self.device)
+        program = self.folded(self.compute_dtype())
+        return encode_frames(batch, self.cfg.frames, lambda f: self.encode_frames(f, program), device=self.device)

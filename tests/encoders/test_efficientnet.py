@@ -2,6 +2,7 @@
 implementation (efficientnet-lite-pytorch, when installed), pooling/grid/video shapes, ids."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from conftest import installed
 from mmlora.encoders import (EfficientNetConfig, EfficientNetEncoder, EfficientNetLite0, build_encoder,
                              config_from_dict, load_efficientnet_lite0, preset)
-from mmlora.encoders.efficientnet import SameConv2d
+from mmlora.encoders.efficientnet import FoldedLite0, SameConv2d
 
 
 def random_lite0(seed: int = 0) -> EfficientNetLite0:
@@ -114,6 +115,76 @@ def test_encoder_pooling_grid_and_video(shipped):
         enc.encode([img], output_hidden_states=True)
     with pytest.raises(ValueError, match="channels-last"):
         enc.encode([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+
+
+def reference_features(m: EfficientNetLite0, x: torch.Tensor, stage: str = "head") -> torch.Tensor:
+    """The network before folding, in plain torch ops: F.pad to TF 'SAME' → conv → eval BatchNorm → ReLU6."""
+    F = torch.nn.functional
+
+    def conv_bn(x, conv, bn, act=True):
+        k, s = conv.weight.shape[-1], conv.stride[0]
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):  # F.pad order: width, then height
+            p = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [p // 2, p - p // 2]
+        y = F.conv2d(F.pad(x, pads), conv.weight, None, s, 0, 1, conv.groups)
+        y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return y.clamp(0, 6) if act else y
+
+    with torch.no_grad():
+        x = conv_bn(x, m._conv_stem, m._bn0)
+        for b in m._blocks:
+            h = conv_bn(x, b._expand_conv, b._bn0) if hasattr(b, "_expand_conv") else x
+            h = conv_bn(conv_bn(h, b._depthwise_conv, b._bn1), b._project_conv, b._bn2, act=False)
+            x = h + x if b.residual else h
+        return x if stage == "blocks" else conv_bn(x, m._conv_head, m._bn1)
+
+
+@pytest.mark.parametrize("hw,stage", [((64, 64), "head"), ((33, 40), "blocks")])  # odd/even: (a)symmetric SAME pads
+def test_folded_program_equals_the_network(shipped, hw, stage):
+    """BatchNorm folded into the convs, pads given to the conv where symmetric: the same function in fp32."""
+    m, _ = shipped
+    x = torch.rand(2, 3, *hw) * 2 - 1
+    ref = reference_features(m, x, stage)
+    with torch.no_grad():
+        for cl in (False, True):
+            y = FoldedLite0(m, stage, torch.float32, channels_last=cl)(x)
+            assert y.dtype == torch.float32 and y.shape == ref.shape
+            torch.testing.assert_close(y, ref, rtol=1e-4, atol=2e-4)
+
+
+def test_encoder_runs_the_folded_program(shipped):
+    """encode() calls no BatchNorm (folded), equals the plain network on video frames, runs in the autocast dtype
+    with weights cast once (the program is kept), and refolds when the weights change in place."""
+    m = copy.deepcopy(shipped[0])  # its weights are replaced below
+    vid = torch.randint(0, 256, (3, 48, 48, 3), dtype=torch.uint8)
+    frames = torch.nn.functional.interpolate(vid.permute(0, 3, 1, 2).float() / 255, size=(64, 64), mode="bilinear",
+                                             antialias=True)
+    ref = reference_features(m, (frames - 0.5) / 0.5).mean(dim=(2, 3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the plain network as autocast ran it
+        before = m.features((frames - 0.5) / 0.5).mean(dim=(2, 3)).float()
+    enc = EfficientNetEncoder(EfficientNetConfig(image_size=64, frames={"chunk": 2}), m)
+    bn_calls = []
+    for mod in enc.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.register_forward_hook(lambda *a: bn_calls.append(1))
+    out = enc.encode([vid])
+    assert bn_calls == [] and out.x.dtype == torch.float32
+    torch.testing.assert_close(out.x[0], ref, rtol=1e-4, atol=2e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as accelerate's mixed_precision runs the model
+        lo = enc.encode([vid])
+        program = enc._folded[1]
+        enc.encode([vid])
+        assert program.dtype == torch.bfloat16 and enc._folded[1] is program  # weights cast once, then kept
+    assert lo.x.dtype == torch.bfloat16
+    torch.testing.assert_close(lo.x[0].float(), ref, rtol=0.05, atol=0.1)
+    torch.testing.assert_close(lo.x[0].float(), before, rtol=0.05, atol=0.1)
+    assert enc.encode([vid]).x.dtype == torch.float32  # autocast off again: the fp32 program
+    enc.model.load_state_dict(random_lite0(seed=3).state_dict())  # in place: the program is folded again
+    again = enc.encode([vid])
+    torch.testing.assert_close(again.x[0], reference_features(m, (frames - 0.5) / 0.5).mean(dim=(2, 3)),
+                               rtol=1e-4, atol=2e-4)
+    assert not torch.allclose(again.x, out.x) and bn_calls == []
 
 
 def test_encoder_id_is_stable_and_sensitive(shipped):
