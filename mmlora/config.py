@@ -202,8 +202,14 @@ def _strip_optional(tp: Any) -> Any:
 def _coerce(value: Any, tp: Any, path: str, source: str) -> Any:  # noqa: C901 (one dispatch table)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     source = _with_origin(value, source)
-    if tp is Any or tp is object:
-        return yaml.safe_load(value) if isinstance(value, _Raw) else value
+    if tp is Any or tp is object:  # free-form (e.g. an encoder's dict): override text parsed as YAML at any depth
+        if isinstance(value, _Raw):
+            return yaml.safe_load(value)
+        if isinstance(value, Mapping):
+            return {k: _coerce(v, Any, f"{path}.{k}", source) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(_coerce(v, Any, f"{path}[{i}]", source) for i, v in enumerate(value))
+        return value
     if origin in (Union, types.UnionType):
         if isinstance(value, _Raw) and str(value).lower() in ("null", "none", "~") and type(None) in args:
             return None

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     batches = {}
     for bs in sizes:
         g = torch.Generator().manual_seed(bs)
-        idx = torch.randperm(len(ds), generator=g)[: bs * 4].tolist()
+        reps = -(-bs * 4 // len(ds))  # a manifest smaller than four batches is cycled (no empty batch)
+        idx = torch.cat([torch.randperm(len(ds), generator=g) for _ in range(reps)])[: bs * 4].tolist()
         batches[bs] = [collate([ds[j] for j in idx[k * bs:(k + 1) * bs]]) for k in range(4)]
     variants = [("base", [])] + [(v.split(":", 1)[0], [o for o in v.split(":", 1)[1].split(";") if o])
                                  for v in args.variant]

@@ -159,3 +159,16 @@ def test_train_config_from_yaml(tmp_path):
         load_config(TrainConfig, p, ["average_last=5"])
     with pytest.raises(ConfigError, match=r"'mixed_precision'.*'fp8' is not one of"):
         load_config(TrainConfig, p, ["mixed_precision=fp8"])
+
+
+def test_override_deep_in_a_free_form_dict_is_parsed():
+    """A free-form ``dict`` field (an encoder's config) takes overrides at any depth as YAML values, also where the
+    recipe already has a nested mapping there (``frames: {chunk: 1024}``): an int stays an int, not override text."""
+    from mmlora.tasks.cli import load_run_config
+
+    _, cfg = load_run_config("recipes/avsr_smollm2_whisper_tiny.yaml", [
+        "model.media.video.encoder.frames.chunk=8", "model.media.video.encoder.mean=[0.5, 0.5, 0.5]"])
+    enc = cfg.model.media["video"].encoder
+    assert enc["frames"]["chunk"] == 8 and type(enc["frames"]["chunk"]) is int
+    assert enc["mean"] == [0.5, 0.5, 0.5] and enc["image_size"] == 96
+    assert all(type(x) is float for x in enc["mean"])
