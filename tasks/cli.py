@@ -148,6 +148,14 @@ def _piece_seconds(args) -> dict:
     return {"piece_seconds": args.piece_seconds}
 
 
+def _parse_talkers(text: str) -> tuple[int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--noise-talkers takes LO,HI (or N), got {text!r}") from None
+    return (parts[0], parts[0]) if len(parts) == 1 else parts  # checked by the dataset
+
+
 def evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmlora evaluate", description="Score a trained model on a manifest.")
     p.add_argument("--model", required=True, help="model folder (…/final/model or a checkpoint's model/)")
@@ -155,6 +163,8 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--rates", help="Matryoshka rate pair A,V (audio,video compression), e.g. 4,2")
     p.add_argument("--snr", type=float, help="mix noise at this SNR (dB) into the audio")
     p.add_argument("--noise", default="babble", choices=["babble", "white"])
+    p.add_argument("--noise-talkers", default="3,6", help="babble: LO,HI other utterances summed (default 3,6; "
+                   "1,1 = one competing talker)")
     p.add_argument("--zero-modality", action="append", default=[], choices=["audio", "video"],
                    help="zero this modality's tokens (repeatable): e.g. an AVSR model read as VSR with 'audio'")
     p.add_argument("--max-samples", type=int)
@@ -173,9 +183,12 @@ def evaluate(argv: list[str]) -> int:
         pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size, **_piece_seconds(args))
         spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
         gen = {"num_beams": args.num_beams} if args.num_beams else {}
+        if args.zero_modality:  # speech-task options, passed only when asked (other tasks' evaluate lacks them)
+            gen["zero"] = tuple(args.zero_modality)
+        if args.noise_talkers != "3,6":
+            gen["noise_talkers"] = _parse_talkers(args.noise_talkers)
         report = spec.evaluate(pipe, args.manifest, rates=_parse_rates(args.rates, pipe.modalities), snr=args.snr,
-                               noise_kind=args.noise, max_samples=args.max_samples,
-                               **({"zero": tuple(args.zero_modality)} if args.zero_modality else {}), **gen)
+                               noise_kind=args.noise, max_samples=args.max_samples, **gen)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
     if args.show:
@@ -185,7 +198,7 @@ def evaluate(argv: list[str]) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
     summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
-                                          "insertions", "rates", "snr_db", "zeroed") if k in report}
+                                          "insertions", "rates", "snr_db", "noise_talkers", "zeroed") if k in report}
     print(json.dumps(summary))
     return 0
 

@@ -37,6 +37,8 @@ class SpeechDataConfig:
     noise_snrs: list[float] = field(default_factory=list)  # training noise SNRs (dB) to sample from; [] = clean
     noise_prob: float = 0.0                  # probability a training sample gets noise
     noise_kind: str = "babble"               # babble (other utterances) | white
+    noise_talkers: list[int] = field(default_factory=lambda: [3, 6])  # babble: [lo, hi] other utterances summed
+    # (k ~ U{lo..hi}); [1, 1] = one competing talker, where lips can tell which voice is the speaker's
     speed_range: list[float] = field(default_factory=list)  # [lo, hi]: training clips played faster/slower by a
     # factor ~ U(lo, hi) in steps of 0.01 (tempo and pitch, Kaldi-style); [] = off
     speed_prob: float = 1.0                  # probability a training sample is speed-perturbed (with speed_range)
@@ -113,7 +115,8 @@ class SpeechDataset(torch.utils.data.Dataset):
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
                  seed: int = 0, with_answer: bool = True, paths_only: bool = False,
                  speed_range: list[float] | None = None, speed_prob: float = 1.0,
-                 concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0):
+                 concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0,
+                 noise_talkers: tuple[int, int] | list[int] = (3, 6)):
         self.records = records
         self.paths_only = paths_only  # media as file paths (for the model's feature cache)
         self.modalities = modalities
@@ -123,6 +126,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         if noise_kind not in ("babble", "white"):
             raise ValueError(f"noise_kind must be babble or white, got {noise_kind!r}")
         self.noise_kind = noise_kind
+        lo_hi = tuple(int(t) for t in noise_talkers)
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f"data.noise_talkers must be [lo, hi] with 1 <= lo <= hi, got {list(noise_talkers)}")
+        self.noise_talkers = lo_hi
         from mmlora.data.speech_augment import factor_range
 
         self.speed_range = factor_range(speed_range, "data.speed_range")
@@ -181,7 +188,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             noise = white_noise(n, rng)
         else:
             pool = [w for j, w in self._babble_talkers(load_audio) if j != idx]
-            noise = babble_noise(pool, n, rng) if pool else white_noise(n, rng)
+            noise = babble_noise(pool, n, rng, self.noise_talkers) if pool else white_noise(n, rng)
         return torch.from_numpy(mix_at_snr(wav.numpy(), noise, snr_db))
 
     @staticmethod
@@ -299,7 +306,7 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
     train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
                           seed=run_cfg.train.seed, paths_only=bool(d.feature_cache), speed_range=d.speed_range,
                           speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
-                          concat_max_seconds=d.concat_max_seconds)
+                          concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers)
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
 
@@ -316,11 +323,12 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
 
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
-                    records: list[Record] | None = None, zero: tuple[str, ...] = (), **gen) -> dict:
+                    records: list[Record] | None = None, zero: tuple[str, ...] = (),
+                    noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
-    counted and named. ``snr`` mixes noise into the audio (babble from the same manifest).
-    ``zero``: modalities whose tokens are zeroed (an AVSR model trained with modality dropout read
+    counted and named. ``snr`` mixes noise into the audio (babble of ``noise_talkers`` [lo, hi] other utterances of
+    the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed (an AVSR model trained with modality dropout read
     as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
@@ -331,20 +339,24 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
         raise ValueError(f"zeroing {', '.join(zero)} leaves the model no input")
     before, model.zeroed_modalities = model.zeroed_modalities, frozenset(zero)
     try:
-        report = _evaluate_speech(pipeline, model, mods, manifest, rates, snr, noise_kind, max_samples, seed, records, **gen)
+        if records is None:
+            records = read_manifest(manifest, need=mods)
+        if max_samples:
+            records = records[:max_samples]
+        ds = SpeechDataset(records, mods, pipeline.instruction, noise_kind=noise_kind, seed=seed, with_answer=False,
+                           noise_talkers=noise_talkers)
+        report = _evaluate_speech(pipeline, model, mods, manifest, ds, rates, snr, **gen)
     finally:
         model.zeroed_modalities = before
+    if snr is not None and noise_kind == "babble":
+        report["noise_talkers"] = list(ds.noise_talkers)
     return {**report, "zeroed": sorted(zero)} if zero else report
 
 
-def _evaluate_speech(pipeline, model, mods, manifest, rates, snr, noise_kind, max_samples, seed, records, **gen) -> dict:
+def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, **gen) -> dict:
     from mmlora.data.collate import collate_samples
 
-    if records is None:
-        records = read_manifest(manifest, need=mods)
-    if max_samples:
-        records = records[:max_samples]
-    ds = SpeechDataset(records, mods, pipeline.instruction, noise_kind=noise_kind, seed=seed, with_answer=False)
+    records, noise_kind = ds.records, ds.noise_kind
     rates = dict(rates or model.default_rates())
     samples, skipped = [], []
     for i, rec in enumerate(records):

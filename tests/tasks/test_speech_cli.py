@@ -288,6 +288,49 @@ def test_babble_noise_at_the_asked_snr_from_a_pool_decoded_once(corpus, monkeypa
     assert torch.equal(ds.noisy(clean, 0, 0.0, np.random.default_rng(5)), ds.noisy(clean, 0, 0.0, np.random.default_rng(5)))
 
 
+def test_babble_of_one_competing_talker(corpus, tmp_path, capsys):
+    """data.noise_talkers / --noise-talkers: with [1, 1] the babble under a clip is one other utterance (the corpus
+    clips are tones of distinct pitch: the residual's energy sits at one other clip's pitch), with the default [3, 6]
+    at three or more; the default's draws are those of before the option; bad values are refused."""
+    import torch
+
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    recs = read_manifest(corpus / "train.jsonl")
+    clean = load_audio(corpus / "u0.flac")
+    pitches = [200 + 50 * i for i in range(1, 8)]  # the other clips' tones (u1..u7)
+
+    def talkers_heard(ds, seed):
+        mix = ds.noisy(clean, 0, 0.0, np.random.default_rng(seed))
+        scale = float((mix @ clean) / (clean @ clean))
+        spec = torch.fft.rfft(mix - scale * clean).abs() ** 2
+        hz = torch.fft.rfftfreq(len(clean), 1 / 16000)
+        energy = [float(spec[(hz - f).abs() < 8].sum()) for f in pitches]
+        return sum(e > 0.05 * sum(energy) for e in energy)
+
+    one = SpeechDataset(recs, ("audio",), seed=1, noise_talkers=[1, 1])
+    many = SpeechDataset(recs, ("audio",), seed=1)
+    assert [talkers_heard(one, s) for s in range(6)] == [1] * 6
+    assert all(talkers_heard(many, s) >= 3 for s in range(6))
+    assert torch.equal(many.noisy(clean, 0, 0.0, np.random.default_rng(3)),
+                       SpeechDataset(recs, ("audio",), seed=1, noise_talkers=(3, 6)).noisy(clean, 0, 0.0, np.random.default_rng(3)))
+    with pytest.raises(ValueError, match="noise_talkers"):
+        SpeechDataset(recs, ("audio",), noise_talkers=[0, 2])
+    _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "run", "data.noise_snrs=[0]", "data.noise_prob=1",
+                     "data.noise_talkers=[1,1]")
+    m = str(tmp_path / "run" / "final" / "model")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", m, "--manifest", str(corpus / "train.jsonl"), "--snr", "0",
+                 "--noise-talkers", "1", "--max-samples", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["noise_talkers"] == [1, 1]
+    assert main(["evaluate", "--model", m, "--manifest", str(corpus / "train.jsonl"), "--snr", "0",
+                 "--noise-talkers", "2,1"]) == 2
+    assert "noise_talkers" in capsys.readouterr().err
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 "data.noise_talkers=[0,1]", f"train.output_dir={tmp_path / 'bad'}"]) == 2
+
+
 def test_cache_features_fills_the_cache_training_reads(corpus, tmp_path, capsys):
     """`mmlora cache-features` writes an entry per audio and video file of the manifest, with the
     keys training uses: the first epoch then has no cache miss."""
