@@ -328,8 +328,8 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
     counted and named. ``snr`` mixes noise into the audio (babble of ``noise_talkers`` [lo, hi] other utterances of
-    the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed (an AVSR model trained with modality dropout read
-    as VSR: ``zero=("audio",)``); the media are still read."""
+    the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed (an AVSR model trained with
+    modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
     bad = [m for m in zero if m not in mods]

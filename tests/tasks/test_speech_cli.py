@@ -313,8 +313,9 @@ def test_babble_of_one_competing_talker(corpus, tmp_path, capsys):
     many = SpeechDataset(recs, ("audio",), seed=1)
     assert [talkers_heard(one, s) for s in range(6)] == [1] * 6
     assert all(talkers_heard(many, s) >= 3 for s in range(6))
+    explicit = SpeechDataset(recs, ("audio",), seed=1, noise_talkers=(3, 6))
     assert torch.equal(many.noisy(clean, 0, 0.0, np.random.default_rng(3)),
-                       SpeechDataset(recs, ("audio",), seed=1, noise_talkers=(3, 6)).noisy(clean, 0, 0.0, np.random.default_rng(3)))
+                       explicit.noisy(clean, 0, 0.0, np.random.default_rng(3)))
     with pytest.raises(ValueError, match="noise_talkers"):
         SpeechDataset(recs, ("audio",), noise_talkers=[0, 2])
     _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "run", "data.noise_snrs=[0]", "data.noise_prob=1",
