@@ -261,6 +261,11 @@ def cache_features(argv: list[str]) -> int:
             raise ValueError(f"{args.recipe}: data.feature_cache is not set (give data.feature_cache=DIR)")
         manifests = args.manifest or [cfg.data.train_manifest]
         mods = [m for m in spec.modalities if m in cfg.model.media]
+        only = getattr(cfg.data, "feature_cache_modalities", None)  # speech: cache only these (e.g. [video])
+        if only:
+            from .speech import cached_modalities
+
+            mods = [m for m in mods if m in cached_modalities(cfg.data, spec.modalities)]
         if spec.media_paths is None:
             raise ValueError(f"task {spec.name!r} has no feature cache")
         paths = spec.media_paths(manifests, mods)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ class SpeechDataConfig:
     val_samples: int = 64                    # val utterances decoded at each evaluation
     feature_cache: str | None = None         # folder for cached encoder outputs (needs noise_prob 0): a second
     # epoch runs no encoder; samples then carry file paths, decoded and encoded in the main process on a miss
+    feature_cache_modalities: list[str] = field(default_factory=list)  # cache only these ([] = all the task's):
+    # e.g. [video] for AVSR with online audio noise/speed/warp (they change only the audio; the lip features are fixed)
 
 
 @dataclass
@@ -113,12 +115,13 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: list[Record], modalities: tuple[str, ...], instruction: str = INSTRUCTION,
                  noise_snrs: list[float] | None = None, noise_prob: float = 0.0, noise_kind: str = "babble",
-                 seed: int = 0, with_answer: bool = True, paths_only: bool = False,
+                 seed: int = 0, with_answer: bool = True, paths_only: bool | Iterable[str] = False,
                  speed_range: list[float] | None = None, speed_prob: float = 1.0,
                  concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0,
                  noise_talkers: tuple[int, int] | list[int] = (3, 6)):
         self.records = records
-        self.paths_only = paths_only  # media as file paths (for the model's feature cache)
+        # modalities handed over as file paths (for the model's feature cache): True = all, False = none
+        self.path_mods = frozenset(modalities if paths_only is True else (paths_only or ()))
         self.modalities = modalities
         self.instruction = instruction
         self.noise_snrs = list(noise_snrs or [])
@@ -245,16 +248,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         sample: dict[str, Any] = {"id": rec.id, "messages": [{"role": "user", "content": self.prompt()}]}
         if self.with_answer:
             sample["messages"].append({"role": "assistant", "content": rec.text})
-        if self.paths_only:
-            for mod, path in (("audio", rec.audio), ("video", rec.video)):
-                if mod in self.modalities:
-                    if path is None or not path.is_file():
-                        raise SampleError(f"{path}: {mod} file not found for sample {rec.id!r}", index=idx,
-                                          path=str(path))
-                    sample[mod + "s"] = [str(path)]
+        for mod, path in (("audio", rec.audio), ("video", rec.video)):
+            if mod in self.modalities and mod in self.path_mods:
+                if path is None or not path.is_file():
+                    raise SampleError(f"{path}: {mod} file not found for sample {rec.id!r}", index=idx,
+                                      path=str(path))
+                sample[mod + "s"] = [str(path)]
+        if self.path_mods >= set(self.modalities):
             return sample
         try:
-            if "audio" in self.modalities:
+            if "audio" in self.modalities and "audio" not in self.path_mods:
                 wav = load_audio(rec.audio)
                 if self.concat_prob > 0:
                     wav, text = self.joined(idx, wav)
@@ -268,10 +271,10 @@ class SpeechDataset(torch.utils.data.Dataset):
                 if self.noise_snrs and rng.random() < self.noise_prob:
                     wav = self.noisy(wav, idx, float(rng.choice(self.noise_snrs)), rng)
                 sample["audios"] = [wav]
-            if "video" in self.modalities:
+            if "video" in self.modalities and "video" not in self.path_mods:
                 sample["videos"] = [load_video(rec.video)]
         except Exception as e:  # noqa: BLE001 - any decode failure is a bad sample, named
-            path = rec.audio if "audio" in self.modalities else rec.video
+            path = rec.audio if "audio" in self.modalities and "audio" not in self.path_mods else rec.video
             raise SampleError(f"{path}: cannot read sample {rec.id!r} ({e})", index=idx, path=str(path)) from e
         return sample
 
@@ -288,27 +291,39 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
     records = read_manifest(d.train_manifest, need=mods)
     if d.max_samples:
         records = records[: d.max_samples]
+    cached = cached_modalities(d, mods)
     if d.feature_cache:
-        # (setting that turns it off, what it does): each changes the encoder's input every epoch or step
+        # (setting that turns it off, what it does): each changes the audio encoder's input every epoch or step
         online = [("data.noise_prob=0", "online noise") if d.noise_snrs and d.noise_prob > 0 else None,
                   ("data.speed_range=[]", "online speed perturbation") if d.speed_range else None,
                   ("data.concat_prob=0", "joining clips") if d.concat_prob > 0 else None,
                   *((f"model.media.{m}.vtlp=[]", "warping the spectrogram") for m, mc in model.cfg.media.items()
-                    if mc.vtlp)]
-        online = [o for o in online if o]
+                    if mc.vtlp and m in cached)]
+        online = [o for o in online if o and "audio" in cached]
         if online:
             off, what = online[0]
             raise ValueError(f"data.feature_cache needs fixed inputs: set {off} ({what} changes the audio every "
-                             "epoch) or data.feature_cache=null")
+                             "epoch), data.feature_cache_modalities to the others (e.g. [video]) or "
+                             "data.feature_cache=null")
         from mmlora.data.feature_cache import FeatureCache
 
         model.feature_cache = FeatureCache(d.feature_cache)
     train = SpeechDataset(records, mods, d.instruction, d.noise_snrs, d.noise_prob, d.noise_kind,
-                          seed=run_cfg.train.seed, paths_only=bool(d.feature_cache), speed_range=d.speed_range,
+                          seed=run_cfg.train.seed, paths_only=cached if d.feature_cache else False,
+                          speed_range=d.speed_range,
                           speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
                           concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers)
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
+
+
+def cached_modalities(d: "SpeechDataConfig", mods: Sequence[str]) -> frozenset[str]:
+    """The modalities ``data.feature_cache`` holds: ``data.feature_cache_modalities``, or all of ``mods``."""
+    bad = [m for m in d.feature_cache_modalities if m not in mods]
+    if bad:
+        raise ValueError(f"data.feature_cache_modalities: {', '.join(bad)} is not a modality of this task "
+                         f"({', '.join(mods)})")
+    return frozenset(d.feature_cache_modalities or mods)
 
 
 def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:

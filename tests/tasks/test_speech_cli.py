@@ -223,6 +223,32 @@ def test_feature_cache_second_epoch_runs_no_encoder(corpus, tmp_path, capsys):
     assert "noise_prob" in capsys.readouterr().err
 
 
+def test_feature_cache_of_the_video_alone_beside_online_audio_noise(corpus, tmp_path, capsys):
+    """data.feature_cache_modalities=[video]: AVSR caches the lip features only, so online noise and warping of the
+    audio stay allowed; epoch 2 reads every video from the cache; `cache-features` fills only the video; caching
+    the audio with online noise, or a modality the task lacks, is refused with the field named."""
+    cache = tmp_path / "cache"
+    base = ["recipes/avsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", f"data.feature_cache={cache}"]
+    assert main(["cache-features", *base, "data.feature_cache_modalities=[video]", "--workers", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "audio" not in report and report["video"]["written"] == 8
+    out = tmp_path / "run"
+    assert main(["train", *base, "data.feature_cache_modalities=[video]", "data.noise_snrs=[0]", "data.noise_prob=1",
+                 "model.media.audio.vtlp=[0.9,1.1]", f"train.output_dir={out}", "train.max_steps=4",
+                 "train.batch_size=4", "train.log_every=1", "train.save_every=0"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "train/feature_cache_hits" in r]
+    assert [r["train/feature_cache_hits"] for r in steps] == [4, 8, 12, 16]  # filled beforehand: no miss
+    assert all(r["train/feature_cache_misses"] == 0 for r in steps)
+    assert len(list(cache.rglob("*.safetensors"))) == 8  # the videos only
+    capsys.readouterr()
+    assert main(["train", *base, "data.feature_cache_modalities=[audio]", "data.noise_snrs=[0]", "data.noise_prob=1",
+                 f"train.output_dir={tmp_path / 'x'}"]) == 2
+    assert "feature_cache_modalities" in capsys.readouterr().err
+    assert main(["train", *base, "data.feature_cache_modalities=[lips]", f"train.output_dir={tmp_path / 'y'}"]) == 2
+    assert "lips is not a modality" in capsys.readouterr().err
+
+
 def test_frame_budget_batches_from_manifest_durations(corpus, tmp_path, capsys):
     from mmlora.tasks.speech import SpeechDataset, read_manifest
 
