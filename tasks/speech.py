@@ -42,6 +42,10 @@ class SpeechDataConfig:
     speed_range: list[float] = field(default_factory=list)  # [lo, hi]: training clips played faster/slower by a
     # factor ~ U(lo, hi) in steps of 0.01 (tempo and pitch, Kaldi-style); [] = off
     speed_prob: float = 1.0                  # probability a training sample is speed-perturbed (with speed_range)
+    pad_seconds: list[float] = field(default_factory=list)  # [lo, hi]: each end of a training clip padded with
+    # U(lo, hi) s of quiet room tone (white noise 35-60 dB below the speech), before any noise is mixed in; TTS clips
+    # start at the voice, human recordings after ~0.2-1.3 s of room (ASR.md); [] = off; audio-only tasks
+    pad_prob: float = 1.0                    # probability a training sample is padded (with pad_seconds)
     concat_prob: float = 0.0                 # probability a training sample joins 2..concat_max utterances of its
     concat_max: int = 3                      # voice (0.15-0.6 s of silence between them, texts joined by a space),
     concat_max_seconds: float = 28.0         # at most this long: longer clips than the corpus has (audio-only tasks)
@@ -118,7 +122,8 @@ class SpeechDataset(torch.utils.data.Dataset):
                  seed: int = 0, with_answer: bool = True, paths_only: bool | Iterable[str] = False,
                  speed_range: list[float] | None = None, speed_prob: float = 1.0,
                  concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0,
-                 noise_talkers: tuple[int, int] | list[int] = (3, 6)):
+                 noise_talkers: tuple[int, int] | list[int] = (3, 6), pad_seconds: list[float] | None = None,
+                 pad_prob: float = 1.0):
         self.records = records
         # modalities handed over as file paths (for the model's feature cache): True = all, False = none
         self.path_mods = frozenset(modalities if paths_only is True else (paths_only or ()))
@@ -145,6 +150,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         if concat_prob > 0 and tuple(modalities) != ("audio",):
             raise ValueError(f"data.concat_prob joins audio clips only; this task reads {', '.join(modalities)}")
         self.concat_prob, self.concat_max, self.concat_max_seconds = concat_prob, int(concat_max), concat_max_seconds
+        self.pad_seconds = [float(x) for x in pad_seconds or []]
+        lo_hi_ok = len(self.pad_seconds) == 2 and 0 <= self.pad_seconds[0] <= self.pad_seconds[1] <= 5
+        if self.pad_seconds and not lo_hi_ok:
+            raise ValueError(f"data.pad_seconds must be [lo, hi] with 0 <= lo <= hi <= 5, got {list(pad_seconds)}")
+        if not 0.0 <= pad_prob <= 1.0:
+            raise ValueError(f"data.pad_prob must be in [0, 1], got {pad_prob}")
+        if self.pad_seconds and tuple(modalities) != ("audio",):
+            raise ValueError(f"data.pad_seconds pads audio clips only (it would move them against the video); this "
+                             f"task reads {', '.join(modalities)}")
+        self.pad_prob = pad_prob
         self._by_voice: dict[str | None, list[int]] | None = None
         self.seed = seed
         self.with_answer = with_answer
@@ -172,8 +187,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def lengths(self) -> list[int]:
-        """Per-sample cost in 50 Hz frames (video at 25 fps costs the same per second)."""
-        return [record_frames(r) for r in self.records]
+        """Per-sample cost in 50 Hz frames (video at 25 fps costs the same per second); with ``pad_seconds`` the
+        most padding a clip can get is counted, so a frame budget is never exceeded by it."""
+        extra = int(round(2 * self.pad_seconds[1] * AUDIO_HZ)) if self.pad_seconds else 0
+        return [record_frames(r) + extra for r in self.records]
 
     def prompt(self) -> str:
         return "".join(f"<{m}>" for m in self.modalities) + self.instruction
@@ -202,6 +219,17 @@ class SpeechDataset(torch.utils.data.Dataset):
 
         f = round(factor, 2)
         return wav if f == 1.0 else torch.from_numpy(speed_perturb(wav.numpy(), SAMPLE_RATE, f))
+
+    PAD_LEVEL_DB = (-60.0, -35.0)  # room tone below the speech's RMS
+
+    def padded(self, wav: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """``wav`` with U(pad_seconds) s of quiet room tone before and after it (``PAD_LEVEL_DB`` below its RMS)."""
+        from mmlora.data.media import SAMPLE_RATE
+        from mmlora.data.speech_augment import pad_with_room_tone
+
+        lead, trail = (int(round(rng.uniform(*self.pad_seconds) * SAMPLE_RATE)) for _ in range(2))
+        level = float(rng.uniform(*self.PAD_LEVEL_DB))
+        return torch.from_numpy(pad_with_room_tone(wav.numpy(), lead, trail, level, rng))
 
     CONCAT_GAP = (0.15, 0.6)  # seconds of silence between joined utterances
 
@@ -268,6 +296,10 @@ class SpeechDataset(torch.utils.data.Dataset):
                     srng = np.random.default_rng([self.seed, self.epoch, idx, 5])
                     if srng.random() < self.speed_prob:
                         wav = self.speed(wav, float(srng.uniform(*self.speed_range)))
+                if self.pad_seconds:  # its own stream too; before the noise, which then covers the room tone
+                    prng = np.random.default_rng([self.seed, self.epoch, idx, 7])
+                    if prng.random() < self.pad_prob:
+                        wav = self.padded(wav, prng)
                 if self.noise_snrs and rng.random() < self.noise_prob:
                     wav = self.noisy(wav, idx, float(rng.choice(self.noise_snrs)), rng)
                 sample["audios"] = [wav]
@@ -297,6 +329,7 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
         online = [("data.noise_prob=0", "online noise") if d.noise_snrs and d.noise_prob > 0 else None,
                   ("data.speed_range=[]", "online speed perturbation") if d.speed_range else None,
                   ("data.concat_prob=0", "joining clips") if d.concat_prob > 0 else None,
+                  ("data.pad_seconds=[]", "padding with room tone") if d.pad_seconds else None,
                   *((f"model.media.{m}.vtlp=[]", "warping the spectrogram") for m, mc in model.cfg.media.items()
                     if mc.vtlp and m in cached)]
         online = [o for o in online if o and "audio" in cached]
@@ -312,7 +345,8 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
                           seed=run_cfg.train.seed, paths_only=cached if d.feature_cache else False,
                           speed_range=d.speed_range,
                           speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
-                          concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers)
+                          concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers,
+                          pad_seconds=d.pad_seconds, pad_prob=d.pad_prob)
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
 

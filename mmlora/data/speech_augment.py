@@ -19,6 +19,17 @@ def factor_range(values, name: str) -> list[float]:
     return out
 
 
+def pad_with_room_tone(x: np.ndarray, lead: int, trail: int, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with ``lead`` samples before and ``trail`` after of white noise ``level_db`` dB below x's RMS (a quiet
+    room before and after the speaker: TTS clips start and end at the voice, real recordings do not). The speech
+    itself is unchanged; float32 out."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    scale = rms * 10.0 ** (level_db / 20.0)
+    pre = (rng.standard_normal(lead) * scale).astype(np.float32)
+    post = (rng.standard_normal(trail) * scale).astype(np.float32)
+    return np.concatenate([pre, x.astype(np.float32, copy=False), post])
+
+
 def resample(x: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     """Band-limited resampling (torchaudio's windowed sinc), float32 in and out."""
     if orig_sr == new_sr:

@@ -223,6 +223,48 @@ def test_feature_cache_second_epoch_runs_no_encoder(corpus, tmp_path, capsys):
     assert "noise_prob" in capsys.readouterr().err
 
 
+def test_training_clips_padded_with_room_tone(corpus, tmp_path, capsys):
+    """data.pad_seconds: each end of a training clip gets U(lo, hi) s of white noise 35-60 dB below the speech, the
+    speech itself untouched; drawn per (seed, epoch, index); off by default and in evaluation; counted in the frame
+    budget; refused for AVSR (it would shift audio against video) and with a feature cache."""
+    import torch
+
+    from mmlora.data.media import load_audio
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    recs = read_manifest(corpus / "train.jsonl")
+    clean = load_audio(recs[0].audio)
+    ds = SpeechDataset(recs, ("audio",), seed=3, pad_seconds=[0.25, 0.75])
+    wav = ds[0]["audios"][0]
+    extra = len(wav) - len(clean)
+    assert 2 * 0.25 * 16000 <= extra <= 2 * 0.75 * 16000
+    starts = [i for i in range(extra + 1) if torch.equal(wav[i:i + len(clean)], clean)]
+    assert len(starts) == 1  # the speech, whole and unchanged, somewhere inside
+    lead, trail = wav[:starts[0]], wav[starts[0] + len(clean):]
+    assert 0.25 * 16000 <= len(lead) <= 0.75 * 16000 and 0.25 * 16000 <= len(trail) <= 0.75 * 16000
+    rms = clean.pow(2).mean().sqrt()
+    for part in (lead, trail):
+        level = 20 * torch.log10(part.pow(2).mean().sqrt() / rms)
+        assert -62 < float(level) < -33
+    assert torch.equal(wav, ds[0]["audios"][0])  # the same draw again
+    ds.set_epoch(1)
+    assert not torch.equal(wav, ds[0]["audios"][0])  # a new one in the next epoch
+    assert torch.equal(SpeechDataset(recs, ("audio",), seed=3)[0]["audios"][0], clean)  # off by default
+    never = SpeechDataset(recs, ("audio",), seed=3, pad_seconds=[0.25, 0.75], pad_prob=0.0)
+    assert torch.equal(never[0]["audios"][0], clean)
+    assert ds.lengths()[0] == SpeechDataset(recs, ("audio",)).lengths()[0] + 75  # + 2 x 0.75 s at 50 Hz
+    with pytest.raises(ValueError, match="pad_seconds"):
+        SpeechDataset(recs, ("audio", "video"), pad_seconds=[0, 1])
+    with pytest.raises(ValueError, match="pad_seconds"):
+        SpeechDataset(recs, ("audio",), pad_seconds=[1, 0])
+    _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "run", "data.pad_seconds=[0.2,0.5]")
+    capsys.readouterr()
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"data.feature_cache={tmp_path / 'c'}", "data.pad_seconds=[0.2,0.5]",
+                 f"train.output_dir={tmp_path / 'x'}"]) == 2
+    assert "data.pad_seconds=[]" in capsys.readouterr().err
+
+
 def test_feature_cache_of_the_video_alone_beside_online_audio_noise(corpus, tmp_path, capsys):
     """data.feature_cache_modalities=[video]: AVSR caches the lip features only, so online noise and warping of the
     audio stay allowed; epoch 2 reads every video from the cache; `cache-features` fills only the video; caching
