@@ -138,7 +138,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
             raise ValueError(f"data.noise_talkers must be [lo, hi] with 1 <= lo <= hi, got {list(noise_talkers)}")
         self.noise_talkers = lo_hi
-        from mmlora.data.speech_augment import factor_range
+        from mmlora.data.speech_augment import bounded_range, factor_range
 
         self.speed_range = factor_range(speed_range, "data.speed_range")
         if not 0.0 <= speed_prob <= 1.0:
@@ -150,10 +150,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         if concat_prob > 0 and tuple(modalities) != ("audio",):
             raise ValueError(f"data.concat_prob joins audio clips only; this task reads {', '.join(modalities)}")
         self.concat_prob, self.concat_max, self.concat_max_seconds = concat_prob, int(concat_max), concat_max_seconds
-        self.pad_seconds = [float(x) for x in pad_seconds or []]
-        lo_hi_ok = len(self.pad_seconds) == 2 and 0 <= self.pad_seconds[0] <= self.pad_seconds[1] <= 5
-        if self.pad_seconds and not lo_hi_ok:
-            raise ValueError(f"data.pad_seconds must be [lo, hi] with 0 <= lo <= hi <= 5, got {list(pad_seconds)}")
+        self.pad_seconds = bounded_range(pad_seconds, "data.pad_seconds", 0.0, 5.0)
         if not 0.0 <= pad_prob <= 1.0:
             raise ValueError(f"data.pad_prob must be in [0, 1], got {pad_prob}")
         if self.pad_seconds and tuple(modalities) != ("audio",):

@@ -10,13 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def factor_range(values, name: str) -> list[float]:
-    """An augmentation's ``[lo, hi]`` factor range (speed, vocal tract length), checked:
-    ``0.5 <= lo <= hi <= 2``; an empty range (off) stays empty."""
+def bounded_range(values, name: str, low: float, high: float) -> list[float]:
+    """An augmentation's ``[lo, hi]`` range, checked: ``low <= lo <= hi <= high``; an empty range (off) stays empty."""
     out = [float(v) for v in values or []]
-    if out and not (len(out) == 2 and 0.5 <= out[0] <= out[1] <= 2.0):
-        raise ValueError(f"{name} must be [lo, hi] with 0.5 <= lo <= hi <= 2, got {list(values)}")
+    if out and not (len(out) == 2 and low <= out[0] <= out[1] <= high):
+        raise ValueError(f"{name} must be [lo, hi] with {low:g} <= lo <= hi <= {high:g}, got {list(values)}")
     return out
+
+
+def factor_range(values, name: str) -> list[float]:
+    """A factor range (speed, vocal tract length): ``0.5 <= lo <= hi <= 2``."""
+    return bounded_range(values, name, 0.5, 2.0)
 
 
 def pad_with_room_tone(x: np.ndarray, lead: int, trail: int, level_db: float, rng: np.random.Generator) -> np.ndarray:
