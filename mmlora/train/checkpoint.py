@@ -153,11 +153,7 @@ def mean_tensors(sets: list[Mapping[str, torch.Tensor]], weights: list[float] | 
     if not sets:
         raise ValueError("no tensors to average")
     sources = [str(x) for x in sources] if sources is not None else [f"set {i}" for i in range(len(sets))]
-    w = [1.0] * len(sets) if weights is None else [float(x) for x in weights]
-    if len(w) != len(sets):
-        raise ValueError(f"{len(w)} weight(s) for {len(sets)} set(s) of tensors")
-    if any(x < 0 for x in w) or sum(w) <= 0:
-        raise ValueError(f"weights must be >= 0 with a positive sum, got {w}")
+    w = mean_weights(weights, len(sets))
     first = sets[0]
     for t, src in zip(sets[1:], sources[1:]):
         if set(t) != set(first):
@@ -174,6 +170,16 @@ def mean_tensors(sets: list[Mapping[str, torch.Tensor]], weights: list[float] | 
             acc += t[k].to(torch.float64) * x
         out[k] = (acc / total).to(v0.dtype)
     return out
+
+
+def mean_weights(weights: list[float] | None, n: int) -> list[float]:
+    """``n`` averaging weights as given (``None``: all 1), checked: one per set, >= 0, a positive sum."""
+    w = [1.0] * n if weights is None else [float(x) for x in weights]
+    if len(w) != n:
+        raise ValueError(f"{len(w)} weight(s) for {n} set(s) of tensors")
+    if any(x < 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"weights must be >= 0 with a positive sum, got {w}")
+    return w
 
 
 def average_checkpoints(dirs: Iterable[str | Path]) -> dict[str, torch.Tensor]:
@@ -208,19 +214,19 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
         if other != files:
             raise ValueError(f"{m}: its weight files {[str(f) for f in other]} differ from {models[0]}'s "
                              f"{[str(f) for f in files]}")
+    w = mean_weights(weights, len(models))
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(models[0], tmp)
     try:
         for rel in files:
-            tensors = mean_tensors([load_file(str(m / rel)) for m in models], weights, [str(m / rel) for m in models])
             with safe_open(str(models[0] / rel), "pt") as f:
                 meta = f.metadata()  # e.g. the adapters file's format tag, kept as the first model has it
+            tensors = mean_tensors([load_file(str(m / rel)) for m in models], w, [str(m / rel) for m in models])
             save_file(tensors, str(tmp / rel), metadata=meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    w = [1.0] * len(models) if weights is None else [float(x) for x in weights]
     (tmp / "averaged.json").write_text(json.dumps(
         {"models": [str(m) for m in models], "weights": [x / sum(w) for x in w]}, indent=2) + "\n")
     return replace_dir(tmp, out)
