@@ -174,6 +174,11 @@ class FrameSampling:
     fps: float = 25.0  # frame rate of the decoded video (mmlora.data.media.load_video default)
     stride: int = 1  # encode every stride-th frame: feature rate = fps / stride
     chunk: int = 64  # frames per encoder call (memory bound)
+    # pad a batch's last, shorter chunk with blank frames up to a power of two (at most ``chunk``) and drop their
+    # outputs: the encoder then sees at most log2(chunk) + 1 distinct shapes instead of a new one on most batches
+    # (cuDNN plans each new conv shape; scripts/bench_shape_churn.py). Frames are encoded independently, so the
+    # features do not change.
+    pad_chunks: bool = True
 
 
 def to_frames(item: Tensor) -> tuple[Tensor, bool]:
@@ -221,7 +226,15 @@ def encode_frames(batch: list, sampling: FrameSampling, frame_fn, device: torch.
         frames = tuple(f[:: sampling.stride] for f in frames)
 
     def run(f: Tensor) -> Tensor:
-        return torch.cat([frame_fn(f[s : s + sampling.chunk]) for s in range(0, f.shape[0], sampling.chunk)], dim=0)
+        outs = []
+        for s in range(0, f.shape[0], sampling.chunk):
+            c = f[s : s + sampling.chunk]
+            m = c.shape[0]
+            size = min(sampling.chunk, 1 << (m - 1).bit_length()) if sampling.pad_chunks else m
+            if size > m:
+                c = torch.cat([c, c.new_zeros((size - m, *c.shape[1:]))])
+            outs.append(frame_fn(c)[:m])
+        return torch.cat(outs, dim=0)
 
     if len({tuple(f.shape[1:]) for f in frames}) == 1:  # one frame size: batch across items
         ys = run(torch.cat(frames) if len(frames) > 1 else frames[0]).split([f.shape[0] for f in frames])

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="decoded frame size (the lip corpus: 64x64)")
     p.add_argument("--image-size", type=int, default=96, help="encoder input size (the AVSR recipe: 96)")
     p.add_argument("--chunks", default="64,256,1024,0")
-    p.add_argument("--paths", default="plain,folded,folded-nchw")
+    p.add_argument("--paths", default="plain,folded,folded-nchw",
+                   help="also folded-nopad: folded with frames.pad_chunks=false (the last chunk at its own size)")
+    p.add_argument("--vary", action="store_true",
+                   help="new clip lengths (frames/2 .. 3*frames/2) on every repeat, as training batches have: the "
+                        "last chunk then has a new size on most calls")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-autocast", action="store_true")
     p.add_argument("--profile", action="store_true", help="count CUDA kernels of one batch per row")
@@ -51,10 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
-    clips = [torch.randint(0, 256, (args.frames, args.size, args.size, 3), dtype=torch.uint8, generator=g)
-             for _ in range(args.clips)]
+    longest = args.frames * 3 // 2 if args.vary else args.frames
+    full = [torch.randint(0, 256, (longest, args.size, args.size, 3), dtype=torch.uint8, generator=g)
+            for _ in range(args.clips)]
     if dev.type == "cuda":
-        clips = [c.pin_memory() for c in clips]
+        full = [c.pin_memory() for c in full]
+
+    def batch(i: int) -> list[torch.Tensor]:  # repeat i's clips (the same lengths for every path and chunk)
+        if not args.vary:
+            return full
+        n = torch.randint(args.frames // 2, longest + 1, (len(full),), generator=torch.Generator().manual_seed(i))
+        return [c[: int(k)] for c, k in zip(full, n)]
+
+    clips = batch(0)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not args.no_autocast)
     lines = [f"# EfficientNet-Lite0 video encoder: {args.clips} clips x {args.frames} frames {args.size}x{args.size} "
              f"-> {args.image_size}x{args.image_size}", "",
@@ -62,29 +75,30 @@ def main(argv: list[str] | None = None) -> int:
              f"autocast bf16: {not args.no_autocast}", "",
              "| path | chunk | wall ms | host ms | frames/s | peak GiB | kernels |", "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    n_frames = args.clips * args.frames
+    n_frames = args.clips * args.frames  # the mean with --vary
     ref = None
     for path in args.paths.split(","):
         for chunk in (int(c) for c in args.chunks.split(",")):
-            ch = chunk if chunk > 0 else n_frames
+            ch = chunk if chunk > 0 else args.clips * longest
             torch.manual_seed(0)
-            enc = EfficientNetEncoder(EfficientNetConfig(path="random", image_size=args.image_size,
-                                                         frames=FrameSampling(chunk=ch))).to(dev)
+            enc = EfficientNetEncoder(EfficientNetConfig(
+                path="random", image_size=args.image_size,
+                frames=FrameSampling(chunk=ch, pad_chunks=path != "folded-nopad"))).to(dev)
             if path == "plain":
                 def frame_fn(fr, enc=enc):
                     x = preprocess_frames(fr.to(enc.device), enc.cfg.image_size, enc.cfg.mean, enc.cfg.std)
                     return enc.model.features(x.to(enc.dtype), enc.cfg.stage).mean(dim=(2, 3)).unsqueeze(1)
 
-                def run(enc=enc, frame_fn=frame_fn):
+                def run(clips, enc=enc, frame_fn=frame_fn):
                     with torch.no_grad():
                         return encode_frames(clips, enc.cfg.frames, frame_fn, device=enc.device)
-            elif path in ("folded", "folded-nchw"):
+            elif path in ("folded", "folded-nchw", "folded-nopad"):
                 if path == "folded-nchw":  # the same program without channels-last
                     prog = {}
                     enc.folded = lambda dtype, enc=enc, prog=prog: prog.setdefault(
                         dtype, FoldedLite0(enc.model, enc.cfg.stage, dtype, channels_last=False))
 
-                def run(enc=enc):
+                def run(clips, enc=enc):
                     return enc.encode(clips)
             else:
                 raise SystemExit(f"unknown path {path!r}")
@@ -96,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 t0 = time.perf_counter()
                 with amp:
-                    f = run()
+                    f = run(batch(i))
                 t1 = time.perf_counter()
                 sync()
                 t2 = time.perf_counter()
                 if i:
                     walls.append(1000 * (t2 - t0))
                     hosts.append(1000 * (t1 - t0))
+            with amp:
+                f = run(clips)  # the reference batch (repeat 0's) for the comparison across rows
             x = f.x.float()
             if ref is None:
                 ref = x
@@ -112,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 from torch.profiler import ProfilerActivity, profile
 
                 with profile(activities=[ProfilerActivity.CUDA]) as prof, amp:
-                    run()
+                    run(clips)
                     sync()
                 kernels = str(sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA"))
             wall = statistics.median(walls)

@@ -75,7 +75,7 @@ def test_encode_frames_batches_frames_across_items():
     clips = [torch.randint(0, 256, (n, 6, 4, 3), dtype=torch.uint8) for n in (7, 3, 10)]
     sampling = FrameSampling(fps=25.0, stride=2, chunk=4)
     got = encode_frames(clips, sampling, frame_fn, device="cpu")
-    assert calls == [4, 4, 3]  # 4 + 2 + 5 = 11 frames after stride 2, across clips
+    assert calls == [4, 4, 4]  # 4 + 2 + 5 = 11 frames after stride 2, across clips; the last 3 padded to 4
     calls.clear()
     one = [encode_frames([c], sampling, frame_fn) for c in clips]
     assert calls == [4, 2, 4, 1]
@@ -88,3 +88,29 @@ def test_encode_frames_batches_frames_across_items():
     imgs = [torch.rand(3, 8, 8), torch.rand(3, 6, 10)]
     got = encode_frames(imgs, sampling, frame_fn)
     assert calls == [1, 1] and got.x.shape[:2] == (2, 2) and got.rate_hz is None
+
+
+def test_encode_frames_pads_the_last_chunk_to_a_power_of_two():
+    """``pad_chunks`` (default): a batch's last, shorter chunk is padded with blank frames to a power of two (at
+    most ``chunk``) so the encoder sees few shapes; the padded frames' outputs are dropped and every clip's
+    features equal those without padding."""
+    from mmlora.encoders.base import FrameSampling, encode_frames
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 5)
+    calls = []
+
+    def frame_fn(f):
+        calls.append(f.shape[0])
+        return (f.mean(dim=(2, 3)) @ w).unsqueeze(1)
+
+    for total, want in ((37, [16, 16, 8]), (41, [16, 16, 16]), (1, [1]), (3, [4]), (32, [16, 16])):
+        clips = [torch.randint(0, 256, (n, 4, 4, 3), dtype=torch.uint8) for n in (total - total // 2, total // 2) if n]
+        calls.clear()
+        got = encode_frames(clips, FrameSampling(chunk=16), frame_fn)
+        assert calls == want, (total, calls)
+        calls.clear()
+        ref = encode_frames(clips, FrameSampling(chunk=16, pad_chunks=False), frame_fn)
+        assert sum(calls) == total
+        torch.testing.assert_close(got.x, ref.x)
+        torch.testing.assert_close(got.mask, ref.mask)
