@@ -2,6 +2,7 @@
 tiny model (``random:tiny``) with a byte-level tokenizer for tests and CPU recipes."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,22 @@ class LLMConfig:
     dtype: str = "float32"     # weights dtype: float32 | bfloat16 | float16
     seed: int = 0              # init seed for random:* models
     attn_implementation: str = "sdpa"  # passed to from_pretrained / the config
+    # let scaled_dot_product_attention pick cuDNN's kernel on CUDA (False: flash / memory-efficient / math only).
+    # cuDNN is torch's first choice on Hopper and plans every new sequence length: 104-147 ms (forward + backward)
+    # at a length not seen before against ~1 ms at a repeat, where the memory-efficient kernel takes 0.6-1.0 ms at
+    # both (H200, torch 2.11, cuDNN 9.19; docs/PERFORMANCE.md). Training and decoding batches have new lengths on
+    # most steps. Covers the LLM and the encoders run inside the model (Whisper's attention too).
+    cudnn_attention: bool = False
+
+
+def attention_backends(cfg: LLMConfig, device: torch.device | str):
+    """Context for a model call on ``device``: SDPA without its cuDNN backend (``cfg.cudnn_attention`` False, on
+    CUDA), else nothing changed. The backward of an attention call uses the kernel its forward chose."""
+    if cfg.cudnn_attention or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def byte_tokenizer():

@@ -17,6 +17,7 @@ The batch (made by :func:`mmlora.data.collate.collate_samples`) is a dict::
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from .data.spec_augment import SpecAugmentConfig, spec_augment
 from .hostdev import to_device
-from .llm import LLMConfig, load_llm
+from .llm import LLMConfig, attention_backends, load_llm
 from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
 from .prompt import MarkerConfig, PromptBuilder, TextSegment
 from .routing import RoutingPlan, install_plan
@@ -179,6 +180,15 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"model: unknown field(s) {unknown}; valid: {sorted(names)}")
         return cls(**d)
+
+
+def _in_attention_backends(fn):
+    """Run a :class:`MultimodalLM` method under :func:`mmlora.llm.attention_backends` for the model's device."""
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        with attention_backends(self.cfg.llm, self.device):
+            return fn(self, *args, **kwargs)
+    return run
 
 
 def scale_adapter_name(rates: dict[str, int]) -> str:
@@ -509,6 +519,7 @@ class MultimodalLM(nn.Module):
         return [dict(zip(mods, combo)) for combo in itertools.product(*(choices[m] for m in mods))]
 
     # ------------------------------------------------------------------ forward
+    @_in_attention_backends
     def forward(self, batch: dict, return_logits: bool = False) -> dict[str, Tensor]:
         """Mean cross-entropy over answer tokens (averaged over rate pairs with a Matryoshka
         bank and ``batch["rates"]`` unset). Returns ``{"loss", "num_tokens"[, "logits"]}``."""
@@ -642,6 +653,7 @@ class MultimodalLM(nn.Module):
         return zero if isinstance(zero, Tensor) else torch.zeros((), device=self.device)
 
     # ------------------------------------------------------------------ generation
+    @_in_attention_backends
     @torch.no_grad()
     def generate(self, batch: dict, rates: dict[str, int] | None = None, **gen_kwargs) -> list[str]:
         """Greedy / beam / sampled decoding for each sample's prompt (answers in the batch are

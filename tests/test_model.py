@@ -607,3 +607,36 @@ def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_mo
         from mmlora.model import MediaConfig
 
         MediaConfig(dropout=1.5)
+
+
+def test_attention_backends_leave_out_cudnn_on_cuda_only_and_wrap_forward_and_generate(monkeypatch):
+    """``model.llm.cudnn_attention`` False (default): on CUDA, SDPA may use flash / memory-efficient / math but not
+    cuDNN (which plans every new sequence length) while the model runs; on CPU, or with the flag set, nothing
+    changes. forward and generate both run inside the context."""
+    import contextlib
+
+    import mmlora.model as mm
+    from mmlora.llm import attention_backends
+
+    cuda = torch.backends.cuda
+    before = (cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled())
+    assert before[0], "this test expects torch's default: cuDNN SDPA allowed"
+    with attention_backends(LLMConfig(), "cuda"):
+        assert (cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(),
+                cuda.math_sdp_enabled()) == (False, True, True, True)
+    assert (cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled()) == before
+    for cfg, dev in ((LLMConfig(), "cpu"), (LLMConfig(cudnn_attention=True), "cuda")):
+        with attention_backends(cfg, dev):
+            assert cuda.cudnn_sdp_enabled()
+    model = build().eval()
+    calls = []
+
+    def record(cfg, device):
+        calls.append((cfg.cudnn_attention, torch.device(device).type))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(mm, "attention_backends", record)
+    batch = collate_samples([sample("hi", "ok", audio=frames(6, 1))], model.prompts)
+    model(batch)
+    model.generate(batch, max_new_tokens=2)
+    assert calls == [(False, "cpu"), (False, "cpu")]
