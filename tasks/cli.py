@@ -279,6 +279,6 @@ def cache_features(argv: list[str]) -> int:
         enc = build_encoder(cfg.model.media[mod].encoder).to(device)
         report[mod] = cache.fill(enc, paths[mod], media_io.LOADERS[mod], output_hidden_states=cfg.model.media[mod].hidden_states,
                                  batch_size=args.batch_size, workers=args.workers, autocast=autocast,
-                                 progress=sys.stderr.isatty())
+                                 progress=sys.stderr.isatty(), log_every_s=0.0 if sys.stderr.isatty() else 30.0)
     print(json.dumps({"feature_cache": str(root), **report}))
     return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -179,14 +181,17 @@ class FeatureCache:
 
     def fill(self, encoder, paths: Sequence[str | os.PathLike], loader: Callable[[Path], Any],
              preprocess: Any = None, output_hidden_states: bool = False, batch_size: int = 32, workers: int = 0,
-             autocast: torch.dtype | None = None, progress: bool = False) -> dict[str, int]:
+             autocast: torch.dtype | None = None, progress: bool = False,
+             log_every_s: float = 0.0) -> dict[str, int]:
         """Write an entry for every path that has none yet, before training (``mmlora cache-features``).
 
         Files are decoded by ``loader`` in ``workers`` DataLoader processes while the main process
         encodes (under ``torch.autocast(autocast)`` when given, as the training loop does) and writes:
         the first epoch of a run then reads only. Keys are those of :meth:`encode`. A file that cannot
         be decoded is skipped, counted and named in one warning. Returns ``{"files", "cached",
-        "written", "failed"}`` (``cached``: entries already there).
+        "written", "failed"}`` (``cached``: entries already there). ``progress``: a tqdm bar (a terminal);
+        ``log_every_s`` > 0: a line ``caching video: 1,024 / 10,000 files (26.1 files/s)`` on stderr at most that
+        often and at the end (a log file).
         """
         from torch.utils.data import DataLoader
 
@@ -201,6 +206,13 @@ class FeatureCache:
 
         device = encoder.device
         bar = tqdm(total=len(todo), desc=f"caching {encoder.kind}", unit="file", disable=not progress)
+        t0 = last = time.monotonic()
+        done_n = 0
+
+        def log(now: float) -> None:
+            print(f"caching {encoder.kind}: {done_n:,} / {len(todo):,} files ({done_n / max(now - t0, 1e-9):.1f} files/s)",
+                  file=sys.stderr, flush=True)
+
         for batch in dl:
             good = [(p, x) for p, x, err in batch if err is None]
             failed += [f"{p} ({err})" for p, _, err in batch if err is not None]
@@ -210,7 +222,13 @@ class FeatureCache:
                                                        [x for _, x in good], output_hidden_states)
                 counts["written"] += len(done)
             bar.update(len(batch))
+            done_n += len(batch)
+            if log_every_s > 0 and (now := time.monotonic()) - last >= log_every_s:
+                log(now)
+                last = now
         bar.close()
+        if log_every_s > 0 and todo:
+            log(time.monotonic())
         counts["failed"] = len(failed)
         if failed:
             warnings.warn(f"feature cache: skipped {len(failed)} unreadable file(s): " + "; ".join(failed[:5])

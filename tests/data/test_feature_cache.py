@@ -148,3 +148,16 @@ def test_fill_writes_the_entries_encode_reads(tmp_path, clips, workers):
     assert torch.equal(got.mask, direct.mask)
     assert cache.fill(enc, clips, load_audio, preprocess=AudioConfig()) == {"files": 3, "cached": 3, "written": 0,
                                                                            "failed": 0}
+
+
+def test_fill_logs_progress_lines_for_a_log_file(tmp_path, clips, capsys):
+    """``log_every_s``: lines on stderr while filling (here after every batch) and one at the end, none without it
+    or when everything is cached."""
+    enc = Counting()
+    FeatureCache(tmp_path / "c").fill(enc, clips, load_audio, preprocess=AudioConfig(), batch_size=1, log_every_s=1e-9)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and lines[0].startswith(f"caching {enc.kind}: 1 / 3 files (")
+    assert lines[-1].startswith(f"caching {enc.kind}: 3 / 3 files (") and lines[-1].endswith(" files/s)")
+    FeatureCache(tmp_path / "c").fill(enc, clips, load_audio, preprocess=AudioConfig(), log_every_s=1e-9)
+    FeatureCache(tmp_path / "d").fill(enc, clips, load_audio, preprocess=AudioConfig())
+    assert capsys.readouterr().err == ""
