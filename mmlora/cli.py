@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache-features": ("mmlora.tasks.cli:cache_features", "fill a recipe's data.feature_cache before training (parallel decoding)"),
     "transcribe": ("mmlora.tasks.cli:transcribe", "transcribe audio (and optional lip video) files"),
     "average-models": ("mmlora.train.checkpoint:average_main", "average the weights of model folders (weight-space ensemble)"),
+    "compare-wer": ("mmlora.metrics.wer:compare_main", "is one evaluation report's WER different from another's (paired bootstrap)"),
     "make-speech-corpus": ("mmlora.data.speech_corpus:main", "generate a TTS speech (+ lip video) corpus"),
     "make-caption-corpus": ("mmlora.data.caption_world:main", "generate procedural audio-visual caption clips"),
     "score-captions": ("mmlora.metrics.caption:main", "score captions: COCO metrics + event-level rates"),

@@ -13,14 +13,18 @@ Public API: :func:`normalize_text`, :func:`number_to_words`, :func:`ordinal_word
 """
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import jiwer
+import numpy as np
 
-__all__ = ["normalize_text", "number_to_words", "ordinal_words", "compute_wer", "group_wer", "WERResult", "UtteranceScore"]
+__all__ = ["normalize_text", "number_to_words", "ordinal_words", "compute_wer", "group_wer", "WERResult", "UtteranceScore",
+           "paired_bootstrap", "compare_reports"]
 
 # ------------------------------------------------------------------ numbers as words (US English, no "and")
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -261,3 +265,102 @@ def group_wer(utterances: Sequence[UtteranceScore], groups: Sequence[str | None]
         out[g] = {"wer": (S + D + I) / N if N else None, "n": n, "ref_words": N, "substitutions": S,
                   "deletions": D, "insertions": I}
     return out
+
+
+# ------------------------------------------------------------------ comparing two systems
+def paired_bootstrap(errors_a: Sequence[int], errors_b: Sequence[int], ref_words: Sequence[int],
+                     samples: int = 10_000, seed: int = 0, chunk: int = 1_000) -> dict:
+    """Paired bootstrap over utterances (Bisani & Ney, 2004) of the corpus WER difference B - A.
+
+    ``errors_*[i]``: S + D + I of utterance i for each system, ``ref_words[i]`` its reference words (the same
+    utterances, in the same order). Each of ``samples`` resamples draws len(utterances) indices with replacement
+    (numpy, ``seed``) and scores both systems on the same draw. Returns ``{"wer_a", "wer_b", "diff", "ci95":
+    [lo, hi], "p_two_sided", "samples", "better", "worse", "equal"}``: ``diff`` in WER units (B - A; negative: B
+    makes fewer errors), ``ci95`` the 2.5 / 97.5 percentiles of the resampled differences, ``p_two_sided`` twice
+    the smaller share of resamples on either side of zero (capped at 1; a difference never reversed in any
+    resample reads 0, i.e. below 1 / samples), and ``better`` / ``worse`` / ``equal`` the utterances where B makes
+    fewer / more / as many errors as A.
+    """
+    a, b, n = (np.asarray(v, dtype=np.int64) for v in (errors_a, errors_b, ref_words))
+    if not (a.shape == b.shape == n.shape) or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_bootstrap: need three equal, non-empty lists, got {len(a)} / {len(b)} / {len(n)}")
+    if n.sum() <= 0:
+        raise ValueError("paired_bootstrap: the references hold no words")
+    if samples < 1:
+        raise ValueError(f"paired_bootstrap: samples must be at least 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(samples)
+    d = b - a
+    for start in range(0, samples, chunk):
+        idx = rng.integers(0, len(a), size=(min(chunk, samples - start), len(a)))
+        words = n[idx].sum(axis=1)
+        diffs[start : start + len(idx)] = d[idx].sum(axis=1) / np.maximum(words, 1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return {"wer_a": float(a.sum() / n.sum()), "wer_b": float(b.sum() / n.sum()), "diff": float(d.sum() / n.sum()),
+            "ci95": [float(lo), float(hi)], "p_two_sided": p, "samples": samples,
+            "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum())}
+
+
+def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
+    """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order."""
+    try:
+        report = json.loads(Path(path).read_text())
+        utts = report["utterances"]
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such report") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not an mmlora evaluate report with per-utterance results ({e})") from None
+    keys, errs, words = [], [], []
+    for i, u in enumerate(utts):
+        try:
+            keys.append(f"{u.get('id') if u.get('id') is not None else u['index']}\t{u['ref_norm']}")
+            errs.append(int(u["substitutions"]) + int(u["deletions"]) + int(u["insertions"]))
+            words.append(int(u["ref_words"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: utterance {i} lacks its counts ({e})") from None
+    return keys, errs, words
+
+
+def compare_reports(path_a: str | Path, path_b: str | Path, samples: int = 10_000, seed: int = 0) -> dict:
+    """:func:`paired_bootstrap` of two ``mmlora evaluate`` reports on the same utterances (matched by id and
+    normalized reference; the order may differ). Raises ValueError naming the file when they do not match."""
+    ka, ea, na = _report_errors(path_a)
+    kb, eb, _ = _report_errors(path_b)
+    pos = {k: i for i, k in enumerate(kb)}
+    if len(pos) != len(kb) or set(ka) != set(pos):
+        only_a, only_b = len(set(ka) - set(pos)), len(set(pos) - set(ka))
+        raise ValueError(f"{path_b}: not the utterances of {path_a} ({only_a} only in the first, {only_b} only in "
+                         f"the second{', repeated ids' if len(pos) != len(kb) else ''}); compare reports of one manifest")
+    eb = [eb[pos[k]] for k in ka]
+    return {"a": str(path_a), "b": str(path_b), **paired_bootstrap(ea, eb, na, samples=samples, seed=seed)}
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """``mmlora compare-wer A.json B.json``: is B's WER different from A's beyond chance (paired bootstrap)?"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="mmlora compare-wer",
+        description="Compare two `mmlora evaluate` reports of the same utterances: corpus WER of each, the "
+                    "difference B - A with a 95 % paired-bootstrap interval and a two-sided p-value, and how many "
+                    "utterances B does better / worse on. Prints a table, then one JSON line.")
+    p.add_argument("a", help="report of system A (the baseline)")
+    p.add_argument("b", help="report of system B")
+    p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        r = compare_reports(args.a, args.b, samples=args.samples, seed=args.seed)
+    except ValueError as e:
+        print(f"mmlora compare-wer: {e}", file=sys.stderr)
+        return 2
+    lo, hi = r["ci95"]
+    p_txt = f"< {1 / r['samples']:.0e}" if r["p_two_sided"] == 0 else f"{r['p_two_sided']:.3f}"
+    print(f"A {r['wer_a']:.2%}  {r['a']}\nB {r['wer_b']:.2%}  {r['b']}\n"
+          f"B - A {100 * r['diff']:+.2f} points, 95 % CI [{100 * lo:+.2f}, {100 * hi:+.2f}], p = {p_txt} "
+          f"({r['samples']} paired resamples); B better on {r['better']}, worse on {r['worse']}, "
+          f"equal on {r['equal']} utterances")
+    print(json.dumps(r))
+    return 0

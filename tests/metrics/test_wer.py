@@ -202,3 +202,81 @@ def test_number_range():
     with pytest.raises(ValueError, match="10\\*\\*21"):
         number_to_words(10 ** 21)
     assert normalize_text("1" * 22) == " ".join(["one"] * 22)  # too long: digit by digit
+
+
+# ------------------------------------------------------------------ paired bootstrap (mmlora compare-wer)
+def _reference_bootstrap(a, b, n, samples, seed, chunk=1_000):
+    """The formula one resample at a time, in plain Python, on the same index draws as the implementation."""
+    import numpy as np
+
+    rng, diffs = np.random.default_rng(seed), []
+    for start in range(0, samples, chunk):
+        for row in rng.integers(0, len(a), size=(min(chunk, samples - start), len(a))):
+            diffs.append(sum(b[i] - a[i] for i in row) / sum(n[i] for i in row))
+    diffs.sort()
+    return diffs
+
+
+def test_paired_bootstrap_matches_the_formula_resample_by_resample():
+    import numpy as np
+
+    from mmlora.metrics.wer import paired_bootstrap
+
+    rnd = random.Random(3)
+    n = [rnd.randint(3, 20) for _ in range(40)]
+    a = [rnd.randint(0, k) for k in n]
+    b = [max(0, e + rnd.randint(-2, 1)) for e in a]
+    r = paired_bootstrap(a, b, n, samples=2_500, seed=5)
+    ref = _reference_bootstrap(a, b, n, 2_500, 5)
+    assert r["ci95"] == pytest.approx(list(np.percentile(ref, [2.5, 97.5])), abs=1e-12)
+    below, above = sum(d <= 0 for d in ref) / len(ref), sum(d >= 0 for d in ref) / len(ref)
+    assert r["p_two_sided"] == pytest.approx(min(1.0, 2 * min(below, above)))
+    assert r["diff"] == pytest.approx((sum(b) - sum(a)) / sum(n)) and r["wer_a"] == pytest.approx(sum(a) / sum(n))
+    d = [y - x for x, y in zip(a, b)]
+    assert (r["better"], r["worse"], r["equal"]) == (sum(v < 0 for v in d), sum(v > 0 for v in d), d.count(0))
+
+
+def test_paired_bootstrap_extremes_and_bad_input():
+    from mmlora.metrics.wer import paired_bootstrap
+
+    n = [10] * 30
+    same = paired_bootstrap([3] * 30, [3] * 30, n, samples=500)
+    assert same["diff"] == 0 and same["ci95"] == [0, 0] and same["p_two_sided"] == 1.0 and same["equal"] == 30
+    better = paired_bootstrap([4] * 30, [2] * 30, n, samples=500)  # B better on every utterance: never reversed
+    assert better["ci95"][1] < 0 and better["p_two_sided"] == 0 and better["better"] == 30
+    # a small, noisy difference: the interval covers zero
+    noisy = paired_bootstrap([5, 0] * 15, [0, 5] * 14 + [0, 4], n, samples=2_000)
+    assert noisy["ci95"][0] < 0 < noisy["ci95"][1] and noisy["p_two_sided"] > 0.5
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_bootstrap([1, 2], [1], [3, 3])
+    with pytest.raises(ValueError, match="no words"):
+        paired_bootstrap([0], [0], [0])
+
+
+def _report(path, utts):
+    path.write_text(json.dumps({"wer": 0.0, "utterances": [
+        {"index": i, "id": uid, "ref_norm": ref, "ref_words": len(ref.split()), "substitutions": s, "deletions": 0,
+         "insertions": ins} for i, (uid, ref, s, ins) in enumerate(utts)]}))
+    return path
+
+
+def test_compare_reports_matches_utterances_by_id_and_names_the_bad_file(tmp_path, capsys):
+    from mmlora.cli import main
+    from mmlora.metrics.wer import compare_reports
+
+    a = _report(tmp_path / "a.json", [("u1", "one two three", 1, 0), ("u2", "four five", 0, 1), ("u3", "six", 1, 0)])
+    b = _report(tmp_path / "b.json", [("u3", "six", 0, 0), ("u1", "one two three", 0, 0), ("u2", "four five", 0, 1)])
+    r = compare_reports(a, b, samples=200)
+    assert r["wer_a"] == pytest.approx(3 / 6) and r["wer_b"] == pytest.approx(1 / 6)
+    assert (r["better"], r["worse"], r["equal"]) == (2, 0, 1)
+    other = _report(tmp_path / "c.json", [("u1", "one two three", 1, 0), ("u9", "seven", 0, 0)])
+    with pytest.raises(ValueError, match=r"c\.json: not the utterances of .*a\.json \(2 only in the first, 1 only"):
+        compare_reports(a, other)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"bad\.json: not an mmlora evaluate report"):
+        compare_reports(tmp_path / "bad.json", a)
+    assert main(["compare-wer", str(a), str(b), "--samples", "200"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("B - A -33.33 points, 95 % CI [") and json.loads(out[-1])["better"] == 2
+    assert main(["compare-wer", str(a), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: no such report" in capsys.readouterr().err
