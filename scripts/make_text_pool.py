@@ -23,6 +23,13 @@ and one dictionary (a dictd database, unpacked the same way; no dictd needed):
              archaic ones (thee, hath, -eth), phrases without a verb and clauses without a main clause left out
              (gcide_quotations; counts printed).
 
+and one grammar, no package:
+
+  grid       the 64,000 sentences of the GRID audio-visual corpus's grammar (Cooke et al., 2006): command (bin lay
+             place set), colour (blue green red white), preposition (at by in with), letter (A-Z without W), digit
+             (zero-nine), adverb (again now please soon): "Place red by A zero please." A closed vocabulary of 51
+             words, the usual first test of lip reading and audio-visual speech recognition with little data.
+
 --rdata PATH reads an unpacked copy instead (the lazy-load prefix, e.g. /usr/lib/R/site-library/janeaustenr/data/
 Rdata, or tidytext's extdata/books.rda; for gcide /usr/share/dictd/gcide.dict.dz, or gcide.dict unpacked). Lines
 are the books' sentences (paragraphs joined, "Mr."/"Mrs." as "Mister"/"Missus"), not yet cleaned: make-speech-corpus
@@ -61,6 +68,18 @@ SOURCES = {
     "harvard": Source("r-cran-stringr", "usr/lib/R/site-library/stringr/data/Rdata", "", "sentences"),
     "gcide": Source("dict-gcide", "usr/share/dictd/gcide.dict.dz", "", "gcide"),
 }
+
+
+GRID = (("bin", "lay", "place", "set"), ("blue", "green", "red", "white"), ("at", "by", "in", "with"),
+        tuple("ABCDEFGHIJKLMNOPQRSTUVXYZ"),
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"), ("again", "now", "please", "soon"))
+
+
+def grid_sentences() -> list[str]:
+    """Every sentence of the GRID grammar, in grammar order ("Bin blue at A zero again." first)."""
+    from itertools import product
+
+    return [f"{t[0].upper()}{t[1:]}." for t in (" ".join(w) for w in product(*GRID))]
 
 
 def book_key(title: str) -> str:
@@ -262,12 +281,18 @@ def read_books(src: Source, path: Path) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("source", choices=sorted(SOURCES))
+    p.add_argument("source", choices=sorted([*SOURCES, "grid"]))
     p.add_argument("--out", required=True, help="sentence file to write (one per line)")
     p.add_argument("--skip", help="comma-separated books to leave out ('' for none; default: the source's)")
     p.add_argument("--rdata", help="the data of an unpacked copy (R lazy-load prefix or .rda; for gcide the dictd "
                    "gcide.dict.dz or unpacked gcide.dict); default: fetch the .deb")
     args = p.parse_args(argv)
+    if args.source == "grid":
+        lines = grid_sentences()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {len(lines)} GRID sentences to {args.out}")
+        return 0
     src = SOURCES[args.source]
     skip = {b for b in (src.skip if args.skip is None else args.skip).split(",") if b}
     with tempfile.TemporaryDirectory() as tmp:

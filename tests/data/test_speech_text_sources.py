@@ -8,7 +8,7 @@ import pytest
 
 from conftest import load_script
 from mmlora.data import speech_corpus as C
-from mmlora.data.speech_text import TextConfig, file_sentences, load_sentences, wordnet_examples
+from mmlora.data.speech_text import TextConfig, clean_sentence, file_sentences, load_sentences, wordnet_examples
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by Princeton University\n"
 
@@ -203,6 +203,20 @@ def test_text_pool_harvard_sentences_one_per_element(tmp_path):
     assert _text_pool().main(["harvard", "--rdata", str(tmp_path / "Rdata"), "--out", str(out)]) == 0
     assert out.read_text().splitlines() == ["The birch canoe slid on the smooth planks.",
                                             "Glue the sheet to the dark blue background."]  # never joined
+
+
+def test_text_pool_grid_is_the_whole_grammar_and_passes_the_corpus_cleaning(tmp_path, capsys):
+    out = tmp_path / "grid.txt"
+    assert _text_pool().main(["grid", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 4 * 4 * 4 * 25 * 10 * 4
+    assert lines[0] == "Bin blue at A zero again." and lines[-1] == "Set white with Z nine soon."
+    assert {w.strip(".").lower() for t in lines for w in t.split()} == {
+        *"bin lay place set blue green red white at by in with again now please soon".split(),
+        *"zero one two three four five six seven eight nine".split(), *"abcdefghijklmnopqrstuvxyz"}  # 51 words, no w
+    cfg = TextConfig(max_words=16)
+    assert all(clean_sentence(t, cfg) == t for t in lines[::997])  # the corpus reads them as written
+    assert "wrote 64000 GRID sentences" in capsys.readouterr().out
 
 
 # Four entries of Debian dict-gcide 0.48.5 (usr/share/dictd/gcide.dict.dz, unpacked), verbatim, after the start of
