@@ -845,7 +845,9 @@ class MultimodalLM(nn.Module):
         into this model, which must have the same shapes (e.g. ``train.init_from``: continue
         training a released model on new data). The saved LoRA specs (alpha, dropout) are taken
         over with the weights. With ``new_modalities`` the projector of a modality the folder
-        lacks keeps its fresh weights (an ASR model starting an AVSR run); returns those modalities."""
+        lacks keeps its fresh weights (an ASR model starting an AVSR run; returned), and the saved
+        projector of a modality this model lacks is left out (an ASR model starting a VSR run: its
+        LoRA loads, its audio projector does not; logged)."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -856,6 +858,13 @@ class MultimodalLM(nn.Module):
             state = load_file(str(proj_file))
             if new_modalities:
                 fresh = [m for m in self.projectors if not any(k.startswith(f"{m}.") for k in state)]
+                unused = sorted({k.split(".", 1)[0] for k in state} - set(self.projectors))
+                if unused:
+                    import logging
+
+                    logging.getLogger("mmlora.model").info("%s: projector(s) of %s left out (this model has no such "
+                                                           "modality)", proj_file, ", ".join(unused))
+                    state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in unused}
                 state = {**state, **{k: v for k, v in self.projectors.state_dict().items()
                                      if k.split(".", 1)[0] in fresh}}
             expected = self.projectors.state_dict()

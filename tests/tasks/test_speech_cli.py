@@ -461,6 +461,17 @@ def test_init_from_starts_from_a_saved_models_weights(corpus, tmp_path, capsys):
     video = [k for k in got if k.startswith("projectors.video.")]
     assert video and all(torch.equal(got[k], fresh_av[k]) for k in video)
 
+    # a VSR run from the ASR model: the LoRA loaded, the audio projector left out, the video projector fresh
+    _, vs = load_run_config("recipes/vsr_tiny.yaml", [f"train.init_from={out / 'final' / 'model'}"])
+    got = dict(build_model(vs).named_parameters())
+    _, vs0 = load_run_config("recipes/vsr_tiny.yaml", [])
+    fresh_vs = dict(build_model(vs0).named_parameters())
+    lora = [k for k in want if not k.startswith("projectors.")]
+    assert lora and all(torch.equal(got[k], want[k]) for k in lora)
+    assert not any(k.startswith("projectors.audio.") for k in got)
+    video = [k for k in got if k.startswith("projectors.video.")]
+    assert video and all(torch.equal(got[k], fresh_vs[k]) for k in video)
+
     # Matryoshka AVSR from the ASR model, renamed (a YAML mapping on the command line): the LoRA into the
     # shared adapter, the rate-4 projector into the rate bank's 4; the rest as a fresh build's
     rename = ("train.init_map={'adapters.default.': 'adapters.shared.', "
