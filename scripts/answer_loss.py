@@ -4,7 +4,7 @@ augmentation), weighted by tokens: separates what the model reads from what it g
     python scripts/answer_loss.py --model checkpoints/asr-smollm2-whisper-tiny --max-samples 96 A.jsonl B.jsonl
 
 Prints one JSON line per manifest: ``{"manifest", "loss", "tokens", "clips"}``. GPU run 10 used it to
-tell clean from noisy training clips and trained from new sentences (docs/ASR.md).
+tell clean from noisy training clips and trained from new sentences (docs/ASR_RUNS.md, "GPU run 10").
 """
 from __future__ import annotations
 

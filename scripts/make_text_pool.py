@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a sentence pool for `mmlora make-speech-corpus --text-file NAME=PATH` (one sentence per line) from a
 text package, for corpora that need sentences beyond fortunes, KJV and WordNet (whose 24,061 example clauses the
-corpora of GPU runs 9-11 used up; docs/ASR.md "Next").
+corpora of GPU runs 9-11 used up; docs/ASR_RUNS.md, plans after runs 9-11).
 
     python scripts/make_text_pool.py SOURCE --out data/text/SOURCE.txt [--skip BOOK,...] [--rdata PATH]
 

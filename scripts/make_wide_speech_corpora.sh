@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wider training corpora for the next ASR/AVSR run (docs/ASR.md "Next"): 336 voices (flite and festival training
+# The wider training corpora for the next ASR/AVSR run (docs/ASR_RUNS.md, the plans after each run): 336 voices (flite and festival training
 # voices + 6 espeak-ng English accents x 55 variants), no sentence of the first corpus's val/test splits, and (for the
 # clips with lip video) 30 % random word sequences. Seeds 3-7, byte-reproducible like every corpus.
 #

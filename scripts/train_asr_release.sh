@@ -178,7 +178,7 @@ $MM train recipes/asr_smollm2_whisper_tiny.yaml data.train_manifest="$DATA/train
 # stage 6 (GPU run 14): stage 5's best weights continued on 95,000 lines (stage 5's corpora, n14 / w14, and n15 / w15 /
 # p15 twice) at lower learning rates; then the mean of stage 5's and stage 6's best-validation weights
 # (mmlora average-models, weights 1:1) is released: stage 6 alone was better on every synthetic test set but made 4
-# more errors on the 16 human clips, the mean none (docs/ASR.md, "GPU run 14")
+# more errors on the 16 human clips, the mean none (docs/ASR_RUNS.md, "GPU run 14")
 $MM train recipes/asr_smollm2_whisper_tiny.yaml data.train_manifest="$DATA/train_s6.jsonl" \
     data.val_manifest="$DATA/nv9/test.jsonl" data.feature_cache=null train.output_dir="$OUT/stage6" \
     train.init_from="$OUT/stage5/best/model" \

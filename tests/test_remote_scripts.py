@@ -1,5 +1,5 @@
 """scripts/remote: a folder cut into pieces, put back together in order on the other side, a job started
-detached, waited for and collected (what the GPU runs of docs/ASR.md use)."""
+detached, waited for and collected (what the GPU runs of docs/ASR_RUNS.md use)."""
 from __future__ import annotations
 
 import os
