@@ -41,11 +41,12 @@ def probe(train: list[tuple[torch.Tensor, list[str]]], test: list[tuple[torch.Te
     from lip_feature_probe import ridge
 
     out = {}
+    ftr = torch.stack([slot_features(f) for f, _ in train]).double()  # [N, slots, 3 D], once per clip
+    fte = torch.stack([slot_features(f) for f, _ in test]).double()
     for k, name in enumerate(SLOTS):
         vocab = sorted({w[k] for _, w in train} | {w[k] for _, w in test})
         idx = {w: i for i, w in enumerate(vocab)}
-        xtr = torch.stack([slot_features(f)[k] for f, _ in train]).double()
-        xte = torch.stack([slot_features(f)[k] for f, _ in test]).double()
+        xtr, xte = ftr[:, k], fte[:, k]
         ytr = torch.nn.functional.one_hot(torch.tensor([idx[w[k]] for _, w in train]), len(vocab)).double()
         yte = torch.tensor([idx[w[k]] for _, w in test])
         pred = ridge(xtr, ytr, xte, lam).argmax(1)
