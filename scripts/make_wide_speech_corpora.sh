@@ -24,14 +24,9 @@ FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}
 STAGE5_EXCLUDE=${6:-}; STAGE6=${7:-}
 PY=${PYTHON:-.venv/bin/python}
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
-ACCENTS="en en-us en-gb-x-rp en-gb-x-gbclan en-gb-x-gbcwmd en-us-nyc"
-VARIANTS="m1 m2 m3 m4 m5 m6 m7 m8 f1 f2 f3 f5 klatt klatt2 klatt3 klatt4 klatt5 klatt6 Andy Annie Alex Alicia adam anika
-antonio aunty belinda benjamin boris caleb david ed edward grandma grandpa iven john linda max michel norbert paul pedro
-Mike Michael Lee Hugo Denis Marco Mario Storm Jacky Gene Henrique Diogo"
-VOICES="flite:kal,flite:kal16,flite:awb,flite:slt,festival:kal_diphone,festival:cmu_us_slt_arctic_hts"
-for a in $ACCENTS; do for v in $VARIANTS; do VOICES="$VOICES,espeak:$a+$v"; done; done
-COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 1 --voices "$VOICES"
-        --val-voices espeak:en-gb-scotland,festival:ked_diphone --test-voices espeak:en-029,espeak:en-us+f4,flite:rms
+source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
+COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 1 --voices "$WIDE_VOICES"
+        --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES"
         --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl" --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS")
 [ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
     --no-video "${COMMON[@]}"
