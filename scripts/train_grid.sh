@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Lip reading and audio-visual recognition on the GRID grammar in one command (GPU run 16; docs/ASR.md "VSR and AVSR
+# on GRID"): the GRID text pool -> corpora g16 (6,000 training clips with lip video; 200 validation and 300 test
+# clips of held-out voices and faces) and g17 (12,000 more training clips, none of g16's sentences) -> three models
+# from the released ASR checkpoint, batch 64, 1,500 steps, validation on g16/val every 250:
+#   GV   VSR (lips only)
+#   GAV  AVSR, audio dropout 0.3, one competing talker at -5 / 0 / 5 dB on half the training clips
+#   GAO  its ASR control (the same noise)
+# -> each model's best-validation weights on g16/test: clean; at 0 and -5 dB with one competing talker, babble of 3-6
+# talkers and white noise; as VSR; and the wrong-lips control (every test clip given the next clip's lip video)
+# -> `mmlora compare-wer` of AVSR against ASR in every condition and of each lip reader against its wrong-lips
+# control (OUT/eval/compare.txt). Every step is skipped when its output exists.
+#
+#   bash scripts/train_grid.sh [DATA_DIR] [OUT_DIR] [key=value overrides for the three trainings ...]
+#
+# JOBS="GV GAV GAO" (default) picks the models; WORKERS=N corpus processes (default 2). The corpora need the TTS
+# voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
+# jobs side by side on one H200 for 560 s each, stopping by time at steps ~1,350 (GV), ~1,125 (GAV) and ~1,475 (GAO)
+# of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-data/grid}; OUT=${2:-outputs/grid}; shift $(( $# < 2 ? $# : 2 ))
+PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-2}; JOBS=${JOBS:-GV GAV GAO}
+REL=checkpoints/asr-smollm2-whisper-tiny
+source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
+mkdir -p "$DATA" "$OUT/eval"
+
+# corpora
+[ -s data/text/grid.txt ] || $PY scripts/make_text_pool.py grid --out data/text/grid.txt
+G=(--text-file grid=data/text/grid.txt --text-weights grid=1 --max-words 16 --audio-format opus --noisy-splits ''
+   --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS" --voices "$WIDE_VOICES")
+[ -f "$DATA/g16/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/g16" --seed 161 --n-train 6000 --n-val 200 \
+    --n-test 300 --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}"
+[ -f "$DATA/g17/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/g17" --seed 171 --n-train 12000 --n-val 0 \
+    --n-test 0 --val-voices '' --test-voices '' "${G[@]}" \
+    --exclude-text "$DATA/g16/val.jsonl,$DATA/g16/test.jsonl,$DATA/g16/train.jsonl"
+[ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl g16 g17 --video
+T=$DATA/g16/test.jsonl; TR=$DATA/g16/test_wrong_lips.jsonl
+[ -f "$TR" ] || $PY - "$T" "$TR" <<'PY'
+import json, sys  # the wrong-lips control: every test clip with the next clip's lip video (the same audio and noise)
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+with open(sys.argv[2], "w") as out:
+    for i, r in enumerate(rows):
+        out.write(json.dumps({**r, "video": rows[(i + 1) % len(rows)]["video"]}) + "\n")
+PY
+$MM assets get smollm2-135m whisper-tiny.en efficientnet-lite0
+
+# training
+C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train.jsonl" data.val_manifest="$DATA/g16/val.jsonl"
+   "model.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
+   "model.adapters={default: {rank: 16, alpha: 32, dropout: 0.05}}" train.max_steps=1500 train.warmup_steps=30
+   train.log_every=25 train.eval_every=250 train.save_every=250 train.batch_size=64 train.group_lr.projectors=5e-4
+   train.group_lr.lora=2.5e-4 train.resume=auto)
+NOISE=("model.media.audio.vtlp=[0.85,1.15]" "data.noise_snrs=[-5,0,5]" data.noise_prob=0.5 "data.noise_talkers=[1,1]")
+want() { [[ " $JOBS " == *" $1 "* ]]; }
+train() {  # NAME RECIPE [overrides]
+  local name=$1 recipe=$2; shift 2
+  want "$name" || return 0
+  [ -d "$OUT/$name/final/model" ] || $MM train "recipes/$recipe.yaml" "${C[@]}" "$@" train.output_dir="$OUT/$name" "${EXTRA[@]}"
+}
+EXTRA=("$@")
+train GV vsr_smollm2
+train GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
+train GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
+
+# evaluation
+best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
+ev() {  # TAG MODEL [evaluate args]
+  local tag=$1 model=$2; shift 2
+  [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
+}
+NOISY=(t1_0 "--snr 0 --noise-talkers 1" t1_-5 "--snr -5 --noise-talkers 1" b_0 "--snr 0" b_-5 "--snr -5"
+       w_0 "--snr 0 --noise white" w_-5 "--snr -5 --noise white")
+for J in GAV GAO; do
+  want $J || continue
+  ev ${J}_clean "$(best $J)" --manifest "$T"
+  for ((i = 0; i < ${#NOISY[@]}; i += 2)); do
+    ev ${J}_${NOISY[i]} "$(best $J)" --manifest "$T" ${NOISY[i+1]}  # word-split on purpose: the flags
+  done
+done
+if want GAV; then
+  ev GAV_vsr "$(best GAV)" --manifest "$T" --zero-modality audio
+  ev GAV_b_0_wrong_lips "$(best GAV)" --manifest "$TR" --snr 0
+  ev GAV_b_-5_wrong_lips "$(best GAV)" --manifest "$TR" --snr -5
+fi
+if want GV; then
+  ev GV_vsr "$(best GV)" --manifest "$T"
+  ev GV_vsr_wrong_lips "$(best GV)" --manifest "$TR"
+fi
+{
+  pair() { [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
+          echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"; }
+  for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do pair GAV_$c GAO_$c; done
+  pair GAV_b_0 GAV_b_0_wrong_lips; pair GAV_b_-5 GAV_b_-5_wrong_lips; pair GV_vsr GV_vsr_wrong_lips
+} | tee "$OUT/eval/compare.txt"
