@@ -15,7 +15,7 @@
 #
 # JOBS="GV GAV GAO" (default) picks the models; WORKERS=N corpus processes (default 2). The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
-# jobs side by side on one H200 for 560 s each, stopping by time at steps ~1,350 (GV), ~1,125 (GAV) and ~1,475 (GAO)
+# jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
 set -euo pipefail
 cd "$(dirname "$0")/.."
