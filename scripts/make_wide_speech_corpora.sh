@@ -6,7 +6,8 @@
 #   bash scripts/make_wide_speech_corpora.sh FIRST_CORPUS_DIR OUT_PARENT [WORKERS [MORE_EXCLUDE [STAGE4_EXCLUDE [STAGE5_EXCLUDE [STAGE6]]]]]
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
-# voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video).
+# voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video;
+# MORE_LIPS=N adds N more such, wv201 ...).
 # With MORE_EXCLUDE (comma-separated manifests whose sentences to leave out too, e.g. the natural-voice test set) it
 # also writes OUT_PARENT/w8: 10,000 audio clips of the same voices reading mostly modern text (70 % WordNet example
 # sentences, 20 % fortunes, 10 % KJV; stage 3 of the release). With STAGE4_EXCLUDE (the stage-4 held-out sets natt9 and
@@ -33,6 +34,12 @@ COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 
 for s in 4 5 6 7; do
   [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
       --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}" "${NOVID[@]}"
+done
+# MORE_LIPS=N: N more lip-video corpora of wv4-7's recipe, OUT_PARENT/wv201 ... (seeds 201 ...; session 22, for GPU
+# run 17's open-text AVSR)
+for ((s = 201; s < 201 + ${MORE_LIPS:-0}; s++)); do
+  [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
+      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}"
 done
 if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
   nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \
