@@ -37,23 +37,26 @@ def merge(root: str | Path, name: str, parts: list[tuple[str, int]], keep_video:
             raise FileNotFoundError(f"{src}: no such manifest")
     n = 0
     tmp = root / f".{name}.tmp"
-    with open(tmp, "w") as out:
-        for (sub, rep), src in zip(parts, sources):
-            for k, line in enumerate(open(src), 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                    r["audio"] = f"{sub}/{r['audio']}"
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{src}:{k}: not a manifest line with an 'audio' field ({e})") from None
-                if r.get("voice") in drop_voices:
-                    continue
-                r["video"] = f"{sub}/{r['video']}" if keep_video and r.get("video") else None
-                for j in range(rep):
-                    out.write(json.dumps({**r, "id": f"{sub}-{r['id']}" + (f"-{j}" if rep > 1 else "")}) + "\n")
-                    n += 1
-    tmp.replace(root / name)
+    try:
+        with open(tmp, "w") as out:
+            for (sub, rep), src in zip(parts, sources):
+                for k, line in enumerate(open(src), 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        r = json.loads(line)
+                        r["audio"], rid = f"{sub}/{r['audio']}", f"{sub}-{r['id']}"
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"{src}:{k}: not a manifest line with 'audio' and 'id' fields ({e})") from None
+                    if r.get("voice") in drop_voices:
+                        continue
+                    r["video"] = f"{sub}/{r['video']}" if keep_video and r.get("video") else None
+                    for j in range(rep):
+                        out.write(json.dumps({**r, "id": rid + (f"-{j}" if rep > 1 else "")}) + "\n")
+                        n += 1
+        tmp.replace(root / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 

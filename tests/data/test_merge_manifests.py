@@ -48,9 +48,11 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path, capsys):
     assert mm.main([str(tmp_path), "m.jsonl", "a", "missing"]) == 2
     assert "missing/train.jsonl: no such manifest" in capsys.readouterr().err
     assert not (tmp_path / "m.jsonl").exists()
-    (tmp_path / "a" / "train.jsonl").write_text('{"id": "x"}\n')
-    assert mm.main([str(tmp_path), "m.jsonl", "a"]) == 2
-    assert "a/train.jsonl:1: not a manifest line with an 'audio' field" in capsys.readouterr().err
+    for bad in ('{"id": "x"}', '{"audio": "a.ogg"}', "not json"):
+        (tmp_path / "a" / "train.jsonl").write_text('{"id": "ok", "audio": "ok.ogg"}\n' + bad + "\n")
+        assert mm.main([str(tmp_path), "m.jsonl", "a"]) == 2
+        assert "a/train.jsonl:2: not a manifest line with 'audio' and 'id' fields" in capsys.readouterr().err
+        assert not (tmp_path / "m.jsonl").exists() and not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(ValueError, match="at least 1"):
         mm.parse_part("ax0")
     assert mm.parse_part("wx") == ("wx", 1) and mm.parse_part("n15x2") == ("n15", 2) and mm.parse_part("x3") == ("x3", 1)
