@@ -17,11 +17,13 @@
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
+# Run 16 started from the release of its day (session 20's mean of stages 5 and 6); this script starts from
+# today's checkpoints/asr-smollm2-whisper-tiny (REL=... to choose another).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/grid}; OUT=${2:-outputs/grid}; shift $(( $# < 2 ? $# : 2 ))
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-2}; JOBS=${JOBS:-GV GAV GAO}
-REL=checkpoints/asr-smollm2-whisper-tiny
+REL=${REL:-checkpoints/asr-smollm2-whisper-tiny}
 source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
 mkdir -p "$DATA" "$OUT/eval"
 
