@@ -24,22 +24,18 @@ cd "$(dirname "$0")/.."
 FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}; STAGE4_EXCLUDE=${5:-}
 STAGE5_EXCLUDE=${6:-}; STAGE6=${7:-}
 PY=${PYTHON:-.venv/bin/python}
-NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 without lip videos, same audio
+NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 (and wv201 ...) without lip videos, same audio
 source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
 COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 1 --voices "$WIDE_VOICES"
         --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES"
         --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl" --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS")
 [ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
     --no-video "${COMMON[@]}"
-for s in 4 5 6 7; do
-  [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
-      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}" "${NOVID[@]}"
-done
 # MORE_LIPS=N: N more lip-video corpora of wv4-7's recipe, OUT_PARENT/wv201 ... (seeds 201 ...; session 22, for GPU
 # run 17's open-text AVSR)
-for ((s = 201; s < 201 + ${MORE_LIPS:-0}; s++)); do
+for s in 4 5 6 7 $(seq 201 $((200 + ${MORE_LIPS:-0}))); do
   [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
-      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}"
+      --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}" "${NOVID[@]}"
 done
 if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
   nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \

@@ -40,7 +40,8 @@ def merge(root: str | Path, name: str, parts: list[tuple[str, int]], keep_video:
     try:
         with open(tmp, "w") as out:
             for (sub, rep), src in zip(parts, sources):
-                for k, line in enumerate(open(src), 1):
+                lines = src.read_text().splitlines()
+                for k, line in enumerate(lines, 1):
                     if not line.strip():
                         continue
                     try:

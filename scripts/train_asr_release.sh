@@ -174,9 +174,9 @@ $MM train "${S6[@]}" train.output_dir="$OUT/stage6" train.init_from="$OUT/stage5
 # on nv9 and no more word errors on all 40 human clips (docs/ASR_RUNS.md, "GPU run 16")
 $MM train "${S6[@]}" train.output_dir="$OUT/stage7" train.init_from="$OUT/stage6_mean" train.max_steps=1200 \
     train.num_workers=12 "data.pad_seconds=[0.2,1.2]" data.pad_prob=0.5 "$@"
-[ -d "$OUT/release" ] || cp -r "$OUT/stage7/best/model" "$OUT/release"
+RELEASE="$OUT/stage7/best/model"
 for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test natt9/test nv9/test pico9/test; do
-  $MM evaluate --model "$OUT/release" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
+  $MM evaluate --model "$RELEASE" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
 done
-mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$OUT/release" checkpoints/asr-smollm2-whisper-tiny
+mkdir -p checkpoints && rm -rf checkpoints/asr-smollm2-whisper-tiny && cp -r "$RELEASE" checkpoints/asr-smollm2-whisper-tiny
 echo "released: checkpoints/asr-smollm2-whisper-tiny (real human speech: python scripts/fetch_human_speech.py, then mmlora evaluate)"

@@ -27,16 +27,16 @@ def test_probe_reads_words_that_the_features_carry_and_not_others():
     code = {w: torch.randn(8, generator=torch.Generator().manual_seed(i)) for i, w in
             enumerate(sorted({w for c in choices for w in c}))}
 
-    def clip(informative: bool):
+    def clip():
         words = [rnd.choice(c) for c in choices]
         frames = []
-        for k, w in enumerate(words):  # 5 frames per word; the colour slot carries nothing unless informative
-            v = code[w] if (k != 1 or informative) else torch.zeros(8)
+        for k, w in enumerate(words):  # 5 frames per word; the colour slot carries nothing
+            v = code[w] if k != 1 else torch.zeros(8)
             frames += [v + 0.1 * torch.randn(8)] * 5
         return torch.stack(frames).double(), words
 
-    train = [clip(False) for _ in range(200)]
-    test = [clip(False) for _ in range(100)]
+    train = [clip() for _ in range(200)]
+    test = [clip() for _ in range(100)]
     out = mod.probe(train, test, lam=1.0)
     assert out["command"]["accuracy"] == 1.0 and out["letter"]["accuracy"] > 0.9 and out["letter"]["chance"] == 0.25
     assert out["colour"]["accuracy"] < 0.6  # nothing to read: near chance (1/3), far from the other slots
