@@ -30,6 +30,15 @@ and one grammar, no package:
              (zero-nine), adverb (again now please soon): "Place red by A zero please." A closed vocabulary of 51
              words, the usual first test of lip reading and audio-visual speech recognition with little data.
 
+and a grammar of the same shape with larger word lists (WordNet, Debian wordnet-base, no fetch):
+
+  gridwide   GRID's six slots with K words in each open one (--slot-words K, default 100): verb (command),
+             adjective (colour), one of 20 prepositions, noun (letter), one of 28 numbers (zero-twenty, thirty-
+             ninety: digit), adverb; the K most frequent single words of each part of speech by WordNet's sense-
+             tagged counts (cntlist.rev), each word in one slot only. "Give small into house twelve very." K = 100:
+             448 words. --n sentences (default 60,000), drawn with --seed (default 0), all different. A point between
+             GRID's 51 words and open text, to find how far lip reading's help carries as the vocabulary grows.
+
 --rdata PATH reads an unpacked copy instead (the lazy-load prefix, e.g. /usr/lib/R/site-library/janeaustenr/data/
 Rdata, or tidytext's extdata/books.rda; for gcide /usr/share/dictd/gcide.dict.dz, or gcide.dict unpacked). Lines
 are the books' sentences (paragraphs joined, "Mr."/"Mrs." as "Mister"/"Missus"), not yet cleaned: make-speech-corpus
@@ -80,6 +89,62 @@ def grid_sentences() -> list[str]:
     from itertools import product
 
     return [f"{t[0].upper()}{t[1:]}." for t in (" ".join(w) for w in product(*GRID))]
+
+
+NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+           "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety").split()
+PREPOSITIONS = ("about above across after against along among around at before behind below by down for from in "
+                "into near over").split()
+_POS = {"1": "noun", "2": "verb", "3": "adj", "4": "adv", "5": "adj"}  # sense-key ss_type (5: adjective satellite)
+
+
+def wordnet_frequent(wordnet_dir: str | Path) -> dict[str, list[str]]:
+    """Single lowercase words of each part of speech, most frequent first by the summed sense-tagged counts of
+    WordNet's cntlist.rev ("give%2:40:00:: 3 1017"); ties alphabetically."""
+    path = Path(wordnet_dir) / "cntlist.rev"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no WordNet sense counts (Debian wordnet-base: /usr/share/wordnet)")
+    counts: dict[str, Counter] = {pos: Counter() for pos in ("noun", "verb", "adj", "adv")}
+    for line in path.read_text().splitlines():
+        key, _, cnt = line.split()
+        lemma, _, rest = key.partition("%")
+        if lemma.isalpha() and lemma.islower() and lemma.isascii() and len(lemma) >= 3:
+            counts[_POS[rest[0]]][lemma] += int(cnt)
+    return {pos: [w for w, _ in sorted(c.items(), key=lambda wc: (-wc[1], wc[0]))] for pos, c in counts.items()}
+
+
+def grid_wide_slots(wordnet_dir: str | Path, k: int) -> list[list[str]]:
+    """GRID's six slots with K WordNet words in each open one (verb, adjective, noun, adverb); the fixed slots keep
+    a closed list (PREPOSITIONS, NUMBERS). A word is in one slot only: the fixed lists first, then verbs, adverbs,
+    adjectives, nouns each take their K most frequent words not taken yet."""
+    freq = wordnet_frequent(wordnet_dir)
+    taken = set(NUMBERS) | set(PREPOSITIONS)
+    open_slots = {}
+    for pos in ("verb", "adv", "adj", "noun"):
+        words = [w for w in freq[pos] if w not in taken][:k]
+        if len(words) < k:
+            raise ValueError(f"WordNet has only {len(words)} {pos}s for --slot-words {k}")
+        taken.update(words)
+        open_slots[pos] = words
+    return [open_slots["verb"], open_slots["adj"], list(PREPOSITIONS), open_slots["noun"], list(NUMBERS),
+            open_slots["adv"]]
+
+
+def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
+    """N different sentences, one word from each slot drawn uniformly (random.Random(seed))."""
+    import random
+    from math import prod
+
+    if n > prod(len(s) for s in slots) // 2:
+        raise ValueError(f"--n {n}: the grammar has only {prod(len(s) for s in slots)} sentences")
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        words = tuple(rng.choice(s) for s in slots)
+        if words not in seen:
+            seen.add(words)
+            t = " ".join(words)
+            out.append(f"{t[0].upper()}{t[1:]}.")
+    return out
 
 
 def book_key(title: str) -> str:
@@ -281,12 +346,24 @@ def read_books(src: Source, path: Path) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("source", choices=sorted([*SOURCES, "grid"]))
+    p.add_argument("source", choices=sorted([*SOURCES, "grid", "gridwide"]))
     p.add_argument("--out", required=True, help="sentence file to write (one per line)")
     p.add_argument("--skip", help="comma-separated books to leave out ('' for none; default: the source's)")
     p.add_argument("--rdata", help="the data of an unpacked copy (R lazy-load prefix or .rda; for gcide the dictd "
                    "gcide.dict.dz or unpacked gcide.dict); default: fetch the .deb")
+    p.add_argument("--slot-words", type=int, default=100, help="gridwide: words in each open slot")
+    p.add_argument("--n", type=int, default=60000, help="gridwide: sentences to draw")
+    p.add_argument("--seed", type=int, default=0, help="gridwide: random seed")
+    p.add_argument("--wordnet", default="/usr/share/wordnet", help="gridwide: WordNet's dict folder")
     args = p.parse_args(argv)
+    if args.source == "gridwide":
+        slots = grid_wide_slots(args.wordnet, args.slot_words)
+        lines = grid_wide_sentences(slots, args.n, args.seed)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {len(lines)} sentences of a {sum(map(len, slots))}-word grammar "
+              f"({' / '.join(str(len(s)) for s in slots)} words per slot) to {args.out}")
+        return 0
     if args.source == "grid":
         lines = grid_sentences()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,35 @@ def test_text_pool_grid_is_the_whole_grammar_and_passes_the_corpus_cleaning(tmp_
     assert "wrote 64000 GRID sentences" in capsys.readouterr().out
 
 
+def test_text_pool_gridwide_fills_each_slot_by_wordnet_frequency(tmp_path, capsys):
+    tp = _text_pool()
+    # cntlist.rev lines as WordNet writes them; counts summed over a lemma's senses per part of speech
+    rows = ["give%2:40:00:: 1 50", "give%2:40:01:: 2 60", "take%2:40:05:: 1 100", "run%2:38:00:: 1 30",
+            "run%1:04:00:: 1 500", "take%1:04:00:: 1 600", "house%1:06:00:: 1 40", "cat%1:05:00:: 1 45", "big%3:00:01:: 1 9",
+            "red%5:00:00:chromatic:00 1 8", "old%3:00:02:: 1 7", "very%4:02:00:: 1 90", "soon%4:02:01:: 1 20",
+            "now%4:02:05:: 1 99", "New_York%1:15:00:: 1 999", "an%1:10:00:: 1 999", "four%1:23:00:: 1 999",
+            "up%4:02:00:: 1 5"]
+    (tmp_path / "cntlist.rev").write_text("\n".join(rows) + "\n")
+    assert tp.wordnet_frequent(tmp_path)["verb"] == ["give", "take", "run"]  # 110 > 100 > 30
+    slots = tp.grid_wide_slots(tmp_path, 2)
+    # "take", the most frequent noun, is a verb already (verbs choose first); "run", not among the 2 verbs, is a
+    # noun; "four" (a number) and "New_York" / "an" (not single lowercase words of 3+ letters) are in no open slot
+    assert slots == [["give", "take"], ["big", "red"], tp.PREPOSITIONS, ["run", "cat"], tp.NUMBERS, ["now", "very"]]
+    lines = tp.grid_wide_sentences(slots, 300, seed=3)
+    assert len(set(lines)) == 300 and lines == tp.grid_wide_sentences(slots, 300, seed=3)
+    assert lines != tp.grid_wide_sentences(slots, 300, seed=4)
+    for t in lines:
+        words = t.rstrip(".").lower().split()
+        assert len(words) == 6 and all(w in s for w, s in zip(words, slots))
+        assert clean_sentence(t, TextConfig(max_words=16)) == t
+    with pytest.raises(ValueError, match="only 2 nouns"):
+        tp.grid_wide_slots(tmp_path, 3)
+    out = tmp_path / "gw.txt"
+    assert tp.main(["gridwide", "--wordnet", str(tmp_path), "--slot-words", "2", "--n", "50", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 50
+    assert "56-word grammar (2 / 2 / 20 / 2 / 28 / 2 words per slot)" in capsys.readouterr().out
+
+
 # Four entries of Debian dict-gcide 0.48.5 (usr/share/dictd/gcide.dict.dz, unpacked), verbatim, after the start of
 # its dictd header: definitions, etymologies, notes and synonyms around quotations with their authors (at the end
 # of the line or right-aligned below it), Bible verses, verse, a cut quotation and a phrase.
