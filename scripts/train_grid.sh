@@ -13,6 +13,10 @@
 #
 #   bash scripts/train_grid.sh [DATA_DIR] [OUT_DIR] [key=value overrides for the three trainings ...]
 #
+# POOL=gridwide does the same on a grammar of GRID's shape with 448 words (make_text_pool.py gridwide, K=100;
+# GPU run 17): one corpus gw18 of 12,000 training clips and the same validation / test splits. A training stopped by
+# SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
+# that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; WORKERS=N corpus processes (default 2). The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
@@ -21,23 +25,37 @@
 # today's checkpoints/asr-smollm2-whisper-tiny (REL=... to choose another).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:-data/grid}; OUT=${2:-outputs/grid}; shift $(( $# < 2 ? $# : 2 ))
+POOL=${POOL:-grid}; DATA=${1:-data/$POOL}; OUT=${2:-outputs/$POOL}; shift $(( $# < 2 ? $# : 2 ))
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-2}; JOBS=${JOBS:-GV GAV GAO}
 REL=${REL:-checkpoints/asr-smollm2-whisper-tiny}
 source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
 mkdir -p "$DATA" "$OUT/eval"
 
-# corpora
-[ -s data/text/grid.txt ] || $PY scripts/make_text_pool.py grid --out data/text/grid.txt
-G=(--text-file grid=data/text/grid.txt --text-weights grid=1 --max-words 16 --audio-format opus --noisy-splits ''
-   --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS" --voices "$WIDE_VOICES")
-[ -f "$DATA/g16/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/g16" --seed 161 --n-train 6000 --n-val 200 \
-    --n-test 300 --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}"
-[ -f "$DATA/g17/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/g17" --seed 171 --n-train 12000 --n-val 0 \
-    --n-test 0 --val-voices '' --test-voices '' "${G[@]}" \
-    --exclude-text "$DATA/g16/val.jsonl,$DATA/g16/test.jsonl,$DATA/g16/train.jsonl"
-[ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl g16 g17 --video
-T=$DATA/g16/test.jsonl; TR=$DATA/g16/test_wrong_lips.jsonl
+# corpora (POOL=grid: g16 + g17; POOL=gridwide: gw18, the same generator on the 448-word grammar)
+pool() {  # NAME [make_text_pool args]: the sentence file, made once
+  local name=$1; shift
+  [ -s data/text/$name.txt ] || $PY scripts/make_text_pool.py "$@" --out data/text/$name.txt
+}
+G=(--max-words 16 --audio-format opus --noisy-splits '' --engine-weights flite=1,festival=1,espeak=2
+   --workers "$WORKERS" --voices "$WIDE_VOICES")
+SPLITS=(--n-val 200 --n-test 300 --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES")
+if [ "$POOL" = grid ]; then
+  C0=g16; G+=(--text-file grid=data/text/grid.txt --text-weights grid=1)
+  [ -f "$DATA/g16/train.jsonl" ] || { pool grid grid; $MM make-speech-corpus --out "$DATA/g16" --seed 161 \
+      --n-train 6000 "${SPLITS[@]}" "${G[@]}"; }
+  [ -f "$DATA/g17/train.jsonl" ] || { pool grid grid; $MM make-speech-corpus --out "$DATA/g17" --seed 171 \
+      --n-train 12000 --n-val 0 --n-test 0 --val-voices '' --test-voices '' "${G[@]}" \
+      --exclude-text "$DATA/g16/val.jsonl,$DATA/g16/test.jsonl,$DATA/g16/train.jsonl"; }
+  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl g16 g17 --video
+elif [ "$POOL" = gridwide ]; then
+  C0=gw18; G+=(--text-file gw=data/text/gridwide100.txt --text-weights gw=1)
+  [ -f "$DATA/gw18/train.jsonl" ] || { pool gridwide100 gridwide --slot-words 100 --n 60000 --seed 0
+      $MM make-speech-corpus --out "$DATA/gw18" --seed 181 --n-train 12000 "${SPLITS[@]}" "${G[@]}"; }
+  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl gw18 --video
+else
+  echo "train_grid.sh: POOL=$POOL: grid or gridwide" >&2; exit 2
+fi
+T=$DATA/$C0/test.jsonl; TR=$DATA/$C0/test_wrong_lips.jsonl
 [ -f "$TR" ] || $PY - "$T" "$TR" <<'PY'
 import json, sys  # the wrong-lips control: every test clip with the next clip's lip video (the same audio and noise)
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
@@ -48,7 +66,7 @@ PY
 $MM assets get smollm2-135m whisper-tiny.en efficientnet-lite0
 
 # training
-C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train.jsonl" data.val_manifest="$DATA/g16/val.jsonl"
+C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train.jsonl" data.val_manifest="$DATA/$C0/val.jsonl"
    "model.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
    "model.adapters={default: {rank: 16, alpha: 32, dropout: 0.05}}" train.max_steps=1500 train.warmup_steps=30
    train.log_every=25 train.eval_every=250 train.save_every=250 train.batch_size=64 train.group_lr.projectors=5e-4
@@ -58,7 +76,11 @@ want() { [[ " $JOBS " == *" $1 "* ]]; }
 train() {  # NAME RECIPE [overrides]
   local name=$1 recipe=$2; shift 2
   want "$name" || return 0
-  [ -d "$OUT/$name/final/model" ] || $MM train "recipes/$recipe.yaml" "${C[@]}" "$@" train.output_dir="$OUT/$name" "${EXTRA[@]}"
+  [ -d "$OUT/$name/final/model" ] || [ -e "$OUT/$name/STOPPED" ] || $MM train "recipes/$recipe.yaml" "${C[@]}" "$@" \
+      train.output_dir="$OUT/$name" "${EXTRA[@]}" || {
+    local rc=$?  # 3: stopped by SIGTERM (a time limit), checkpoint written: evaluate its best weights so far
+    [ $rc -eq 3 ] && touch "$OUT/$name/STOPPED" && echo "$name stopped early: evaluating its best checkpoint" || exit $rc
+  }
 }
 EXTRA=("$@")
 train GV vsr_smollm2
