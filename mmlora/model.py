@@ -840,6 +840,33 @@ class MultimodalLM(nn.Module):
                     own[k].copy_(v)
         return [n for n in own if n not in target]
 
+    def load_projector(self, modality: str, in_dir: str | os.PathLike) -> None:
+        """Load one modality's projector from :meth:`save_pretrained`'s folder into this model, whose projector
+        for it must have the same weights and shapes (``train.init_projectors``: the lip side of an AVSR run from
+        a VSR model, the audio side from an ASR model); every other weight keeps its value."""
+        from safetensors.torch import load_file
+
+        in_dir = Path(in_dir)
+        _model_config(in_dir)
+        if modality not in self.projectors:
+            raise ValueError(f"{in_dir}: no {modality} projector to load into: this model has "
+                             f"{', '.join(self.projectors) or 'none'}")
+        proj_file = in_dir / "projectors.safetensors"
+        saved = load_file(str(proj_file)) if proj_file.is_file() else {}
+        state = {k.split(".", 1)[1]: v for k, v in saved.items() if k.split(".", 1)[0] == modality}
+        if not state:
+            raise ValueError(f"{proj_file}: holds no {modality} projector (it has "
+                             f"{', '.join(sorted({k.split('.', 1)[0] for k in saved})) or 'none'})")
+        expected = self.projectors[modality].state_dict()
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in state and state[k].shape != v.shape]
+        if set(state) != set(expected) or shapes:
+            raise ValueError(f"{proj_file}: the {modality} projector does not match the config: missing "
+                             f"{sorted(set(expected) - set(state))[:5]}, unexpected {sorted(set(state) - set(expected))[:5]}, "
+                             f"shapes (saved vs model) {shapes[:3]}")
+        self.projectors[modality].load_state_dict(state)
+        self._freeze()
+
     def load_trainable(self, in_dir: str | os.PathLike, new_modalities: bool = False) -> list[str]:
         """Load the trained weights (projectors, LoRA adapters) of :meth:`save_pretrained`'s folder
         into this model, which must have the same shapes (e.g. ``train.init_from``: continue

@@ -44,7 +44,8 @@ def load_run_config(recipe: str, overrides: list[str]):
 def build_model(cfg):
     """The run's model, its fresh weights (projectors, LoRA) drawn after seeding with ``train.seed``:
     the same command builds the same model whatever ran before it in the process. With
-    ``train.init_from`` the trained weights of that model folder replace the fresh ones."""
+    ``train.init_from`` the trained weights of that model folder replace the fresh ones, then
+    ``train.init_projectors`` loads single modalities' projectors from other folders."""
     from accelerate.utils import set_seed
 
     from mmlora.model import MultimodalLM
@@ -66,6 +67,9 @@ def build_model(cfg):
                              "higher one)") from None
         logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
                                                f"; fresh projector(s): {', '.join(fresh)}" if fresh else "")
+    for modality, folder in cfg.train.init_projectors.items():
+        model.load_projector(modality, folder)
+        logging.getLogger("mmlora.train").info("%s projector from %s", modality, folder)
     return model
 
 
@@ -77,6 +81,7 @@ def run_training(recipe: str, overrides: list[str] | None = None):
     from mmlora.data.collate import collate_samples
     from mmlora.pipelines import MediaPipeline
     from mmlora.train import train
+    from .speech import validation_noise
 
     spec, cfg = load_run_config(recipe, list(overrides or []))
     model = build_model(cfg)
@@ -96,7 +101,8 @@ def run_training(recipe: str, overrides: list[str] | None = None):
         if not val_records:
             return {}
         pipe = MediaPipeline(m, batch_size=cfg.eval.batch_size)
-        rep = spec.evaluate(pipe, cfg.data.val_manifest, rates=cfg.eval.rates or None, records=val_records)
+        rep = spec.evaluate(pipe, cfg.data.val_manifest, rates=cfg.eval.rates or None, records=val_records,
+                            **validation_noise(cfg.data))
         return {} if rep.get("wer") is None else {"val_wer": rep["wer"]}
 
     result = train(model, train_ds, collate, cfg.train, param_groups=model.param_groups(), eval_fn=eval_fn,

@@ -50,6 +50,11 @@ class SpeechDataConfig:
     concat_max: int = 3                      # voice (0.15-0.6 s of silence between them, texts joined by a space),
     concat_max_seconds: float = 28.0         # at most this long: longer clips than the corpus has (audio-only tasks)
     val_samples: int = 64                    # val utterances decoded at each evaluation
+    val_snr: float | None = None             # validate with noise mixed in at this SNR (dB), drawn per utterance as
+    # `mmlora evaluate --snr` does: best/ then holds the weights that read noisy speech best (AVSR, whose lips
+    # matter only in noise; best-on-clean picked early steps in GPU run 17); null = clean
+    val_noise_kind: str = "babble"           # with val_snr: babble (other val utterances) | white
+    val_noise_talkers: list[int] = field(default_factory=lambda: [3, 6])  # with val_snr, babble: [lo, hi] talkers
     feature_cache: str | None = None         # folder for cached encoder outputs (needs noise_prob 0): a second
     # epoch runs no encoder; samples then carry file paths, decoded and encoded in the main process on a miss
     feature_cache_modalities: list[str] = field(default_factory=list)  # cache only these ([] = all the task's):
@@ -344,8 +349,22 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
                           speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
                           concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers,
                           pad_seconds=d.pad_seconds, pad_prob=d.pad_prob)
+    if d.val_snr is not None:
+        if d.val_noise_kind not in ("babble", "white"):
+            raise ValueError(f"data.val_noise_kind must be babble or white, got {d.val_noise_kind!r}")
+        if len(d.val_noise_talkers) != 2 or not 1 <= d.val_noise_talkers[0] <= d.val_noise_talkers[1]:
+            raise ValueError(f"data.val_noise_talkers must be [lo, hi] with 1 <= lo <= hi, got {d.val_noise_talkers}")
+        if not d.val_manifest:
+            raise ValueError("data.val_snr needs data.val_manifest (the utterances to validate on)")
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
+
+
+def validation_noise(d) -> dict:
+    """The noise options of ``evaluate_speech`` for training's validation (``data.val_snr``); {} = clean."""
+    if getattr(d, "val_snr", None) is None:
+        return {}
+    return {"snr": float(d.val_snr), "noise_kind": d.val_noise_kind, "noise_talkers": tuple(d.val_noise_talkers)}
 
 
 def cached_modalities(d: "SpeechDataConfig", mods: Sequence[str]) -> frozenset[str]:

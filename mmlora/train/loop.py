@@ -88,6 +88,9 @@ class TrainConfig:
     # weights are not loaded); model weights not covered stay fresh
     init_grow_rank: bool = False  # with init_from: an adapter saved at a lower rank fills the first ranks of this
     # run's (e.g. model.adapters.default.rank=16 from a rank-8 release; its output unchanged), the added ranks start at 0
+    init_projectors: dict[str, str] = field(default_factory=dict)  # {modality: saved model folder}: after init_from,
+    # that modality's projector from another model (same shapes), e.g. an AVSR run with init_from a VSR model (its
+    # LoRA and lip projector) and {audio: the ASR release}: both sides start trained
     average_last: int = 0  # N > 1: final/ holds the mean of the last N checkpoints' trainable weights
     num_workers: int = 0  # DataLoader worker processes
     tensorboard: bool = True  # write TensorBoard scalars under output_dir/runs

@@ -572,6 +572,85 @@ def test_align_stage_then_vsr_from_it(corpus, tmp_path, capsys):
     assert not any(k.startswith("projectors.audio.") for k in got)
 
 
+def test_init_projectors_takes_one_modalitys_projector_from_another_model(corpus, tmp_path):
+    """An AVSR run from a VSR model (its LoRA and lip projector, train.init_from) with the audio projector of an
+    ASR model (train.init_projectors): every trained weight comes from the model named for it; a folder without
+    that projector, or a modality the model lacks, is refused with the file or modality named."""
+    import torch
+
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    man = f"data.train_manifest={corpus / 'train.jsonl'}"
+    asr, vsr = tmp_path / "asr", tmp_path / "vsr"
+    assert main(["train", "recipes/asr_tiny.yaml", man, f"train.output_dir={asr}", "train.max_steps=3",
+                 "train.lr=1e-2"]) == 0
+    assert main(["train", "recipes/vsr_tiny.yaml", man, f"train.output_dir={vsr}", "train.max_steps=3",
+                 "train.lr=1e-2", "train.seed=5"]) == 0
+    a = dict(MultimodalLM.from_pretrained(asr / "final" / "model").named_parameters())
+    v = dict(MultimodalLM.from_pretrained(vsr / "final" / "model").named_parameters())
+    _, cfg = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_from={vsr / 'final' / 'model'}",
+                                                        f"train.init_projectors={{audio: {asr / 'final' / 'model'}}}"])
+    got = dict(build_model(cfg).named_parameters())
+    audio = [k for k in got if k.startswith("projectors.audio.")]
+    video = [k for k in got if k.startswith("projectors.video.")]
+    lora = [k for k in got if ".adapters." in k]
+    assert audio and video and lora
+    assert all(torch.equal(got[k], a[k]) for k in audio) and all(torch.equal(got[k], v[k]) for k in video + lora)
+    assert not all(torch.equal(a[k], v[k]) for k in lora)  # the two sources differ: the test can fail
+    assert all(got[k].requires_grad for k in audio + video)  # loaded weights still train
+
+    _, bad = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_projectors={{video: {asr / 'final' / 'model'}}}"])
+    with pytest.raises(ValueError, match=r"projectors.safetensors: holds no video projector \(it has audio\)"):
+        build_model(bad)
+    _, bad = load_run_config("recipes/asr_tiny.yaml", [f"train.init_projectors={{video: {vsr / 'final' / 'model'}}}"])
+    with pytest.raises(ValueError, match="no video projector to load into: this model has audio"):
+        build_model(bad)
+
+
+def test_validation_in_noise_picks_the_best_weights_by_noisy_wer(corpus, tmp_path, capsys, monkeypatch):
+    """data.val_snr: training's validation mixes noise in as `mmlora evaluate --snr` does, so best/ is chosen by
+    the WER in noise; the last validation's WER is that evaluation's on the final weights."""
+    from mmlora.pipelines import MediaPipeline
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks import TASKS
+    from mmlora.tasks.speech import evaluate_speech
+
+    calls = []
+    real = TASKS["asr"].evaluate
+
+    def spy(*args, **kwargs):
+        rep = real(*args, **kwargs)
+        calls.append(({k: kwargs.get(k) for k in ("snr", "noise_kind", "noise_talkers")}, rep["wer"],
+                      [u["hypothesis"] for u in rep["utterances"]]))
+        return rep
+
+    monkeypatch.setattr(TASKS["asr"], "evaluate", spy)
+    out = tmp_path / "run"
+    val = corpus / "train.jsonl"
+    rc = main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={val}", f"data.val_manifest={val}",
+               "data.val_samples=4", "eval.max_new_tokens=4", f"train.output_dir={out}", "train.max_steps=4",
+               "train.eval_every=2", "train.best_metric=val_wer", "data.val_snr=0", "data.val_noise_talkers=[1,1]"])
+    assert rc == 0
+    assert [c[0] for c in calls] == [{"snr": 0.0, "noise_kind": "babble", "noise_talkers": (1, 1)}] * 2
+    hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval/val_wer" in x]
+    assert [h["eval/val_wer"] for h in hist] == [c[1] for c in calls]
+    model = MultimodalLM.from_pretrained(out / "final" / "model")
+    pipe = MediaPipeline(model, batch_size=8)  # the generation options saved with the model (max_new_tokens 4)
+    rep = evaluate_speech(pipe, val, snr=0.0, noise_talkers=(1, 1), max_samples=4)
+    assert rep["wer"] == calls[-1][1] and [u["hypothesis"] for u in rep["utterances"]] == calls[-1][2]
+    # the noise itself (evaluate_speech's snr) is tested with `mmlora evaluate --snr`; here: it is asked for
+
+    for bad, msg in (("data.val_noise_kind=pink", "val_noise_kind must be babble or white"),
+                     ("data.val_noise_talkers=[3,1]", "val_noise_talkers must be"),):
+        assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={val}", f"data.val_manifest={val}",
+                     "data.val_snr=0", bad, f"train.output_dir={tmp_path / 'bad'}", "train.max_steps=1"]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={val}", "data.val_snr=0",
+                 f"train.output_dir={tmp_path / 'bad'}", "train.max_steps=1"]) == 2
+    assert "data.val_snr needs data.val_manifest" in capsys.readouterr().err
+
+
 def test_online_speed_perturbation_is_seeded_per_epoch_and_keeps_the_noise(corpus):
     import torch
 
