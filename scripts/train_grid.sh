@@ -17,7 +17,8 @@
 # GPU run 17): one corpus gw18 of 12,000 training clips and the same validation / test splits. A training stopped by
 # SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
 # that file to resume the training instead).
-# JOBS="GV GAV GAO" (default) picks the models; WORKERS=N corpus processes (default 2). The corpora need the TTS
+# JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
+# validated in noise; after GV) is the fourth; WORKERS=N corpus processes (default 2). The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
@@ -73,6 +74,7 @@ C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train
    train.group_lr.lora=2.5e-4 train.resume=auto)
 NOISE=("model.media.audio.vtlp=[0.85,1.15]" "data.noise_snrs=[-5,0,5]" data.noise_prob=0.5 "data.noise_talkers=[1,1]")
 want() { [[ " $JOBS " == *" $1 "* ]]; }
+best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
 train() {  # NAME RECIPE [overrides]
   local name=$1 recipe=$2; shift 2
   want "$name" || return 0
@@ -86,27 +88,35 @@ EXTRA=("$@")
 train GV vsr_smollm2
 train GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
 train GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
+# GAVL (session 23, not yet run on the GPU): AVSR that starts reading both, its LoRA and lip projector from GV's
+# best weights and its audio projector from the release; validated in one-talker noise at 0 dB (clean validation
+# picked GAV's step 500 of 1,500 in run 17, where it hardly read lips). Needs GV first.
+if want GAVL; then
+  [ -d "$(best GV)" ] || { echo "train_grid.sh: GAVL starts from GV's weights: train GV first (JOBS=\"GV GAVL\")" >&2; exit 2; }
+  train GAVL avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3 train.init_from="$(best GV)" \
+      "train.init_projectors={audio: $REL}" data.val_snr=0 "data.val_noise_talkers=[1,1]"
+fi
 
 # evaluation
-best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
 ev() {  # TAG MODEL [evaluate args]
   local tag=$1 model=$2; shift 2
   [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
 }
 NOISY=(t1_0 "--snr 0 --noise-talkers 1" t1_-5 "--snr -5 --noise-talkers 1" b_0 "--snr 0" b_-5 "--snr -5"
        w_0 "--snr 0 --noise white" w_-5 "--snr -5 --noise white")
-for J in GAV GAO; do
+for J in GAV GAO GAVL; do
   want $J || continue
   ev ${J}_clean "$(best $J)" --manifest "$T"
   for ((i = 0; i < ${#NOISY[@]}; i += 2)); do
     ev ${J}_${NOISY[i]} "$(best $J)" --manifest "$T" ${NOISY[i+1]}  # word-split on purpose: the flags
   done
 done
-if want GAV; then
-  ev GAV_vsr "$(best GAV)" --manifest "$T" --zero-modality audio
-  ev GAV_b_0_wrong_lips "$(best GAV)" --manifest "$TR" --snr 0
-  ev GAV_b_-5_wrong_lips "$(best GAV)" --manifest "$TR" --snr -5
-fi
+for J in GAV GAVL; do
+  want $J || continue
+  ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
+  ev ${J}_b_0_wrong_lips "$(best $J)" --manifest "$TR" --snr 0
+  ev ${J}_b_-5_wrong_lips "$(best $J)" --manifest "$TR" --snr -5
+done
 if want GV; then
   ev GV_vsr "$(best GV)" --manifest "$T"
   ev GV_vsr_wrong_lips "$(best GV)" --manifest "$TR"
@@ -114,6 +124,9 @@ fi
 {
   pair() { [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
           echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"; }
-  for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do pair GAV_$c GAO_$c; done
-  pair GAV_b_0 GAV_b_0_wrong_lips; pair GAV_b_-5 GAV_b_-5_wrong_lips; pair GV_vsr GV_vsr_wrong_lips
+  for J in GAV GAVL; do
+    for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do pair ${J}_$c GAO_$c; done
+    pair ${J}_b_0 ${J}_b_0_wrong_lips; pair ${J}_b_-5 ${J}_b_-5_wrong_lips
+  done
+  pair GV_vsr GV_vsr_wrong_lips
 } | tee "$OUT/eval/compare.txt"
