@@ -89,12 +89,13 @@ train GV vsr_smollm2
 train GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
 train GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
 # GAVL (session 23, not yet run on the GPU): AVSR that starts reading both, its LoRA and lip projector from GV's
-# best weights and its audio projector from the release; validated in one-talker noise at 0 dB (clean validation
-# picked GAV's step 500 of 1,500 in run 17, where it hardly read lips). Needs GV first.
+# best weights and its audio projector from the release; validated on all 200 validation clips (the others: 64) in
+# one-talker noise at 0 dB (clean validation picked GAV's step 500 of 1,500 in run 17, where it hardly read lips).
+# Needs GV first.
 if want GAVL; then
   [ -d "$(best GV)" ] || { echo "train_grid.sh: GAVL starts from GV's weights: train GV first (JOBS=\"GV GAVL\")" >&2; exit 2; }
   train GAVL avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3 train.init_from="$(best GV)" \
-      "train.init_projectors={audio: $REL}" data.val_snr=0 "data.val_noise_talkers=[1,1]"
+      "train.init_projectors={audio: $REL}" data.val_snr=0 "data.val_noise_talkers=[1,1]" data.val_samples=200
 fi
 
 # evaluation
