@@ -204,6 +204,18 @@ def _model_config(in_dir: Path) -> Path:
     return cfg_path
 
 
+def _state_mismatch(expected: Mapping[str, Tensor], saved: Mapping[str, Tensor]) -> str:
+    """How saved weights differ from a module's state ("missing […], unexpected […], shapes (saved vs model) […]"),
+    or "" when they fit."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in saved and saved[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return ""
+    return f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes (saved vs model) {shapes[:3]}"
+
+
 class MultimodalLM(nn.Module):
     """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
 
@@ -857,13 +869,9 @@ class MultimodalLM(nn.Module):
         if not state:
             raise ValueError(f"{proj_file}: holds no {modality} projector (it has "
                              f"{', '.join(sorted({k.split('.', 1)[0] for k in saved})) or 'none'})")
-        expected = self.projectors[modality].state_dict()
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                  if k in state and state[k].shape != v.shape]
-        if set(state) != set(expected) or shapes:
-            raise ValueError(f"{proj_file}: the {modality} projector does not match the config: missing "
-                             f"{sorted(set(expected) - set(state))[:5]}, unexpected {sorted(set(state) - set(expected))[:5]}, "
-                             f"shapes (saved vs model) {shapes[:3]}")
+        mismatch = _state_mismatch(self.projectors[modality].state_dict(), state)
+        if mismatch:
+            raise ValueError(f"{proj_file}: the {modality} projector does not match the config: {mismatch}")
         self.projectors[modality].load_state_dict(state)
         self._freeze()
 
@@ -894,14 +902,9 @@ class MultimodalLM(nn.Module):
                     state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in unused}
                 state = {**state, **{k: v for k, v in self.projectors.state_dict().items()
                                      if k.split(".", 1)[0] in fresh}}
-            expected = self.projectors.state_dict()
-            missing = [k for k in expected if k not in state]
-            unexpected = [k for k in state if k not in expected]
-            shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                      if k in state and state[k].shape != v.shape]
-            if missing or unexpected or shapes:
-                raise ValueError(f"{proj_file}: projector weights do not match the config: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}, shapes (saved vs model) {shapes[:3]}")
+            mismatch = _state_mismatch(self.projectors.state_dict(), state)
+            if mismatch:
+                raise ValueError(f"{proj_file}: projector weights do not match the config: {mismatch}")
             self.projectors.load_state_dict(state)
         if (in_dir / "adapters").is_dir():
             load_adapters(self.llm, in_dir / "adapters")

@@ -136,7 +136,7 @@ def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
     from math import prod
 
     if n > prod(len(s) for s in slots) // 2:
-        raise ValueError(f"--n {n}: the grammar has only {prod(len(s) for s in slots)} sentences")
+        raise ValueError(f"--n {n}: at most half of the grammar's {prod(len(s) for s in slots)} sentences are drawn")
     rng, seen, out = random.Random(seed), set(), []
     while len(out) < n:
         words = tuple(rng.choice(s) for s in slots)
@@ -356,19 +356,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="gridwide: random seed")
     p.add_argument("--wordnet", default="/usr/share/wordnet", help="gridwide: WordNet's dict folder")
     args = p.parse_args(argv)
-    if args.source == "gridwide":
-        slots = grid_wide_slots(args.wordnet, args.slot_words)
-        lines = grid_wide_sentences(slots, args.n, args.seed)
+    if args.source in ("grid", "gridwide"):  # grammars: no package to fetch
+        if args.source == "grid":
+            lines = grid_sentences()
+            what = f"{len(lines)} GRID sentences"
+        else:
+            slots = grid_wide_slots(args.wordnet, args.slot_words)
+            lines = grid_wide_sentences(slots, args.n, args.seed)
+            what = (f"{len(lines)} sentences of a {sum(map(len, slots))}-word grammar "
+                    f"({' / '.join(str(len(s)) for s in slots)} words per slot)")
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(lines) + "\n")
-        print(f"wrote {len(lines)} sentences of a {sum(map(len, slots))}-word grammar "
-              f"({' / '.join(str(len(s)) for s in slots)} words per slot) to {args.out}")
-        return 0
-    if args.source == "grid":
-        lines = grid_sentences()
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
-        print(f"wrote {len(lines)} GRID sentences to {args.out}")
+        print(f"wrote {what} to {args.out}")
         return 0
     src = SOURCES[args.source]
     skip = {b for b in (src.skip if args.skip is None else args.skip).split(",") if b}

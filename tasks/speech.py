@@ -136,13 +136,8 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.instruction = instruction
         self.noise_snrs = list(noise_snrs or [])
         self.noise_prob = noise_prob
-        if noise_kind not in ("babble", "white"):
-            raise ValueError(f"noise_kind must be babble or white, got {noise_kind!r}")
         self.noise_kind = noise_kind
-        lo_hi = tuple(int(t) for t in noise_talkers)
-        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
-            raise ValueError(f"data.noise_talkers must be [lo, hi] with 1 <= lo <= hi, got {list(noise_talkers)}")
-        self.noise_talkers = lo_hi
+        self.noise_talkers = check_noise(noise_kind, noise_talkers, kind_name="noise_kind")
         from mmlora.data.speech_augment import bounded_range, factor_range
 
         self.speed_range = factor_range(speed_range, "data.speed_range")
@@ -350,14 +345,22 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
                           concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers,
                           pad_seconds=d.pad_seconds, pad_prob=d.pad_prob)
     if d.val_snr is not None:
-        if d.val_noise_kind not in ("babble", "white"):
-            raise ValueError(f"data.val_noise_kind must be babble or white, got {d.val_noise_kind!r}")
-        if len(d.val_noise_talkers) != 2 or not 1 <= d.val_noise_talkers[0] <= d.val_noise_talkers[1]:
-            raise ValueError(f"data.val_noise_talkers must be [lo, hi] with 1 <= lo <= hi, got {d.val_noise_talkers}")
+        check_noise(d.val_noise_kind, d.val_noise_talkers, kind_name="data.val_noise_kind",
+                    talkers_name="data.val_noise_talkers")
         if not d.val_manifest:
             raise ValueError("data.val_snr needs data.val_manifest (the utterances to validate on)")
     val = read_manifest(d.val_manifest, need=mods)[: d.val_samples] if d.val_manifest else None
     return train, val
+
+
+def check_noise(kind: str, talkers, kind_name: str, talkers_name: str = "data.noise_talkers") -> tuple[int, int]:
+    """``(lo, hi)`` of a babble talker range after checking both noise options; ValueError names the field."""
+    if kind not in ("babble", "white"):
+        raise ValueError(f"{kind_name} must be babble or white, got {kind!r}")
+    lo_hi = tuple(int(t) for t in talkers)
+    if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
+        raise ValueError(f"{talkers_name} must be [lo, hi] with 1 <= lo <= hi, got {list(talkers)}")
+    return lo_hi
 
 
 def validation_noise(d) -> dict:

@@ -240,6 +240,8 @@ def test_text_pool_gridwide_fills_each_slot_by_wordnet_frequency(tmp_path, capsy
         words = t.rstrip(".").lower().split()
         assert len(words) == 6 and all(w in s for w, s in zip(words, slots))
         assert clean_sentence(t, TextConfig(max_words=16)) == t
+    with pytest.raises(ValueError, match="at most half of the grammar's 8960 sentences"):
+        tp.grid_wide_sentences(slots, 4481, seed=0)  # 2 x 2 x 20 x 2 x 28 x 2: drawing more would crawl
     with pytest.raises(ValueError, match="only 2 nouns"):
         tp.grid_wide_slots(tmp_path, 3)
     out = tmp_path / "gw.txt"
