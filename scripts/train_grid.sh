@@ -18,7 +18,8 @@
 # SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
 # that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
-# validated in noise; after GV) is the fourth; WORKERS=N corpus processes (default 2). The corpora need the TTS
+# validated in noise; after GV), GAVLD (the same, audio dropout 0.5) and GAOL (their ASR control, validated the same
+# way) are the others; WORKERS=N corpus processes (default 2). The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
@@ -88,15 +89,19 @@ EXTRA=("$@")
 train GV vsr_smollm2
 train GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
 train GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
-# GAVL (session 23, not yet run on the GPU): AVSR that starts reading both, its LoRA and lip projector from GV's
-# best weights and its audio projector from the release; validated on all 200 validation clips (the others: 64) in
-# one-talker noise at 0 dB (clean validation picked GAV's step 500 of 1,500 in run 17, where it hardly read lips).
-# Needs GV first.
-if want GAVL; then
-  [ -d "$(best GV)" ] || { echo "train_grid.sh: GAVL starts from GV's weights: train GV first (JOBS=\"GV GAVL\")" >&2; exit 2; }
-  train GAVL avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3 train.init_from="$(best GV)" \
-      "train.init_projectors={audio: $REL}" data.val_snr=0 "data.val_noise_talkers=[1,1]" data.val_samples=200
-fi
+# GAVL (session 23): AVSR that starts reading both, its LoRA and lip projector from GV's best weights and its audio
+# projector from the release; validated on all 200 validation clips (the others: 64) in one-talker noise at 0 dB
+# (clean validation picked GAV's step 500 of 1,500 in run 17, where it hardly read lips). Needs GV first.
+# GAVLD: the same with audio dropout 0.5. GAOL: their ASR control, from the release, chosen by the same validation.
+VALN=(data.val_snr=0 "data.val_noise_talkers=[1,1]" data.val_samples=200)
+for J in GAVL GAVLD; do
+  want $J || continue
+  [ -d "$(best GV)" ] || { echo "train_grid.sh: $J starts from GV's weights: train GV first (JOBS=\"GV $J\")" >&2; exit 2; }
+  drop=0.3; [ $J = GAVLD ] && drop=0.5
+  train $J avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=$drop train.init_from="$(best GV)" \
+      "train.init_projectors={audio: $REL}" "${VALN[@]}"
+done
+train GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
 # evaluation
 ev() {  # TAG MODEL [evaluate args]
@@ -105,14 +110,20 @@ ev() {  # TAG MODEL [evaluate args]
 }
 NOISY=(t1_0 "--snr 0 --noise-talkers 1" t1_-5 "--snr -5 --noise-talkers 1" b_0 "--snr 0" b_-5 "--snr -5"
        w_0 "--snr 0 --noise white" w_-5 "--snr -5 --noise white")
-for J in GAV GAO GAVL; do
+for J in GAV GAO GAVL GAVLD GAOL; do
   want $J || continue
   ev ${J}_clean "$(best $J)" --manifest "$T"
   for ((i = 0; i < ${#NOISY[@]}; i += 2)); do
     ev ${J}_${NOISY[i]} "$(best $J)" --manifest "$T" ${NOISY[i+1]}  # word-split on purpose: the flags
   done
+  # the noise-validated models: their final weights too, where best/ is an earlier step
+  if [[ $J == *L* ]] && [ -d "$OUT/$J/best/model" ] && [ -d "$OUT/$J/final/model" ]; then
+    ev ${J}_final_clean "$OUT/$J/final/model" --manifest "$T"
+    ev ${J}_final_t1_0 "$OUT/$J/final/model" --manifest "$T" --snr 0 --noise-talkers 1
+    ev ${J}_final_b_0 "$OUT/$J/final/model" --manifest "$T" --snr 0
+  fi
 done
-for J in GAV GAVL; do
+for J in GAV GAVL GAVLD; do
   want $J || continue
   ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
   ev ${J}_b_0_wrong_lips "$(best $J)" --manifest "$TR" --snr 0
@@ -125,8 +136,9 @@ fi
 {
   pair() { [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
           echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"; }
-  for J in GAV GAVL; do
-    for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do pair ${J}_$c GAO_$c; done
+  for J in GAV GAVL GAVLD; do
+    ctl=GAO; [ $J = GAV ] || ctl=GAOL  # each AVSR model against the ASR control chosen the same way
+    for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5 final_clean final_t1_0 final_b_0; do pair ${J}_$c ${ctl}_$c; done
     pair ${J}_b_0 ${J}_b_0_wrong_lips; pair ${J}_b_-5 ${J}_b_-5_wrong_lips
   done
   pair GV_vsr GV_vsr_wrong_lips
