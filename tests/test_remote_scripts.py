@@ -67,3 +67,9 @@ def test_job_starts_after_the_last_piece_and_is_collected(packed):
     with tarfile.open(tmp / "out/res.tgz") as t:
         assert t.extractfile("res/copy.txt").read() == b"hello\n"
         assert "log/j.log" in t.getnames()
+
+
+def test_wait_on_a_machine_without_the_job_ends_at_once(tmp_path):
+    # a lease that ended between calls leaves a bare machine: the wait must say so, not sit out its seconds
+    out = sh(REMOTE, "wait", "600", cwd=tmp_path, env={"WORK": str(tmp_path / "work")}, check=False)
+    assert out.returncode == 3 and "fresh machine" in out.stderr and not (tmp_path / "work").exists()

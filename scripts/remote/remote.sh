@@ -6,13 +6,19 @@
 #   bash scripts/remote/remote.sh put PIECES/pNN [JOB.sh]  # append piece NN (in order; a repeat is ignored); after the
 #                                                          # last one unpack into WORK and start JOB.sh there, detached
 #   bash scripts/remote/remote.sh wait SECONDS             # until WORK/DONE exists or SECONDS pass; tails of WORK/log/*
+#                                                          # (exit 3 at once where no job was started: a fresh machine)
 #   bash scripts/remote/remote.sh collect OUT_DIR          # WORK/res and WORK/log -> OUT_DIR/res.tgz
 #
 # The job runs with WORK as its working directory and the caller's repository in $REPO; it writes its logs to
 # WORK/log, its results to WORK/res and touches WORK/DONE at the end. Set OMP_NUM_THREADS in it when it starts
 # several processes: torch takes one thread per core in each, and a few jobs on 16 cores then run 5x slower.
 set -euo pipefail
-WORK=${WORK:-/root/mmlora_remote}; mkdir -p "$WORK/got" "$WORK/log" "$WORK/res"
+WORK=${WORK:-/root/mmlora_remote}
+# a machine given back between calls comes back bare: waiting there for a job's DONE would spend the whole wait
+if [ "${1:-}" = wait ] && [ ! -e "$WORK/job.sh" ]; then
+  echo "remote.sh: no job in $WORK: a fresh machine (the previous one was given back); send the pieces again" >&2; exit 3
+fi
+mkdir -p "$WORK/got" "$WORK/log" "$WORK/res"
 tails() {
   for f in "$WORK"/log/*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -n "${TAILN:-4}" "$f" | cut -c1-300; }; done
   return 0
