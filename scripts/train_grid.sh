@@ -14,7 +14,8 @@
 #   bash scripts/train_grid.sh [DATA_DIR] [OUT_DIR] [key=value overrides for the three trainings ...]
 #
 # POOL=gridwide does the same on a grammar of GRID's shape with 448 words (make_text_pool.py gridwide, K=100;
-# GPU run 17): one corpus gw18 of 12,000 training clips and the same validation / test splits. A training stopped by
+# GPU runs 17-18): one corpus gw18 of 12,000 training clips and the same validation / test splits; SLOT_WORDS=K
+# takes K words per open slot instead (K=300: 1,248 words, corpus gw300). A training stopped by
 # SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
 # that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
@@ -50,10 +51,13 @@ if [ "$POOL" = grid ]; then
       --exclude-text "$DATA/g16/val.jsonl,$DATA/g16/test.jsonl,$DATA/g16/train.jsonl"; }
   [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl g16 g17 --video
 elif [ "$POOL" = gridwide ]; then
-  C0=gw18; G+=(--text-file gw=data/text/gridwide100.txt --text-weights gw=1)
-  [ -f "$DATA/gw18/train.jsonl" ] || { pool gridwide100 gridwide --slot-words 100 --n 60000 --seed 0
-      $MM make-speech-corpus --out "$DATA/gw18" --seed 181 --n-train 12000 "${SPLITS[@]}" "${G[@]}"; }
-  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl gw18 --video
+  # K words per open slot: K=100 (448 words) is run 17's gw18 (seed 181); another K makes gwK with seed K
+  K=${SLOT_WORDS:-100}; [[ $K =~ ^[1-9][0-9]*$ ]] || { echo "train_grid.sh: SLOT_WORDS=$K: a positive integer" >&2; exit 2; }
+  if [ "$K" = 100 ]; then C0=gw18; SEED=181; else C0=gw$K; SEED=$K; fi
+  G+=(--text-file gw=data/text/gridwide$K.txt --text-weights gw=1)
+  [ -f "$DATA/$C0/train.jsonl" ] || { pool gridwide$K gridwide --slot-words "$K" --n 60000 --seed 0
+      $MM make-speech-corpus --out "$DATA/$C0" --seed "$SEED" --n-train 12000 "${SPLITS[@]}" "${G[@]}"; }
+  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
 else
   echo "train_grid.sh: POOL=$POOL: grid or gridwide" >&2; exit 2
 fi
