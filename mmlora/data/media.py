@@ -88,8 +88,11 @@ def split_at_pauses(wav: Tensor, max_samples: int, sample_rate: int = SAMPLE_RAT
                     frame_s: float = 0.02) -> list[Tensor]:
     """Cut a waveform longer than ``max_samples`` into consecutive pieces of at most ``max_samples``:
     each cut lies at the centre of the quietest ``frame_s`` frame (mean square) within the last
-    ``search_s`` seconds before the limit, so it falls in a pause between words where there is one.
-    Concatenated, the pieces are the input; a waveform within the limit comes back whole."""
+    ``search_s`` seconds (at most half the limit) before the limit, so it falls in a pause between words
+    where there is one, and at least a quarter of the limit before the end, so no sliver is left to be
+    decoded on its own (a 6.05 s recording under a 6 s limit once became 5.99 + 0.06 s, and the model
+    "read" the 60 ms of silence as its instruction). Concatenated, the pieces are the input; a waveform
+    within the limit comes back whole."""
     wav = torch.as_tensor(wav)
     if wav.ndim != 1 or max_samples < 2:
         raise ValueError(f"split_at_pauses: expected a 1-D waveform and max_samples >= 2, got {tuple(wav.shape)}, "
@@ -98,7 +101,10 @@ def split_at_pauses(wav: Tensor, max_samples: int, sample_rate: int = SAMPLE_RAT
     search = min(int(search_s * sample_rate), max_samples // 2)
     pieces, start, n = [], 0, wav.numel()
     while n - start > max_samples:
-        lo, hi = start + max_samples - search, start + max_samples
+        # the rest keeps at least a quarter of the limit; where that moves the window, the rest is under 1.25 x the
+        # limit and fits in one piece after the cut
+        hi = min(start + max_samples, n - max_samples // 4)
+        lo = max(start + 1, min(start + max_samples - search, hi - search // 2))
         k = (hi - lo) // frame
         if k >= 1:
             energy = wav[lo : lo + k * frame].float().reshape(k, frame).pow(2).mean(1)

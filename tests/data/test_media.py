@@ -114,8 +114,8 @@ def test_split_at_pauses_cuts_in_the_silences_and_loses_nothing():
         parts.append(torch.zeros(int(0.3 * sr)))
         gaps.append((start, start + int(0.3 * sr)))
     wav = torch.cat(parts)
-    limit = int(3.0 * sr)
-    pieces = split_at_pauses(wav, limit, sr, search_s=1.5)
+    limit = int(4.0 * sr)  # searched: 2 s around each cut, longer than any speech part and the pause after it
+    pieces = split_at_pauses(wav, limit, sr, search_s=2.0)
     assert len(pieces) >= 4 and all(0 < p.numel() <= limit for p in pieces)
     assert torch.equal(torch.cat(pieces), wav)
     cuts = np.cumsum([p.numel() for p in pieces])[:-1]
@@ -123,3 +123,21 @@ def test_split_at_pauses_cuts_in_the_silences_and_loses_nothing():
     assert split_at_pauses(wav[:limit], limit, sr)[0].numel() == limit  # within the limit: whole
     with pytest.raises(ValueError, match="1-D"):
         split_at_pauses(torch.zeros(2, 10), 5)
+
+
+def test_split_at_pauses_leaves_no_sliver_of_a_recording_just_over_the_limit():
+    # 6.05 s: speech, a pause at 2.8-3.1 s, speech to 5.5 s, then 0.55 s of trailing silence; limit 6 s.
+    # Cutting at the quietest point before the limit gave 5.99 + 0.06 s, and the 60 ms piece was decoded on its own.
+    sr = 16000
+    rng = np.random.default_rng(1)
+    speech = lambda s: torch.from_numpy(rng.uniform(-0.5, 0.5, int(sr * s)).astype(np.float32))  # noqa: E731
+    pause = speech(0.3) * 0.002  # a pause between words is quiet, the digital silence at the end is quieter
+    wav = torch.cat([speech(2.8), pause, speech(2.4), torch.zeros(int(0.55 * sr))])
+    pieces = split_at_pauses(wav, 6 * sr, sr)
+    assert len(pieces) == 2 and torch.equal(torch.cat(pieces), wav)
+    assert int(2.8 * sr) <= pieces[0].numel() < int(3.1 * sr)  # in the pause near the middle, not in the tail
+    # any length: no piece longer than the limit, none shorter than a quarter of it, nothing lost
+    for seconds in (6.01, 7.4, 12.05, 13.0, 17.5, 30.2):
+        x = torch.cat([wav] * 6)[: int(seconds * sr)]
+        sizes = [p.numel() for p in split_at_pauses(x, 6 * sr, sr)]
+        assert max(sizes) <= 6 * sr and min(sizes) >= 6 * sr // 4 and sum(sizes) == x.numel(), (seconds, sizes)
