@@ -1,0 +1,135 @@
+"""scripts/train_grid.sh (GPU runs 16-18) run against a stand-in for Python that records every command and makes
+the files each one would: the corpora and models it asks for, the order of the jobs, what GAVL starts from, how a
+training stopped by a time limit is evaluated, and which reports are compared. No model runs; seconds on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE = r'''
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+if args[:1] == ["-"]:  # a here-document for Python: run it as Python would
+    sys.argv = args
+    exec(compile(sys.stdin.read(), "<stdin>", "exec"))
+    raise SystemExit(0)
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+def opt(name):
+    return args[args.index(name) + 1]
+def over(key):
+    return next((a.split("=", 1)[1] for a in args if a.startswith(key + "=")), None)
+def manifest(path, n):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(json.dumps({"id": f"u{i}", "audio": f"a{i}.flac", "video": f"v{i}.mp4",
+                                              "text": "x"}) + "\n" for i in range(n)))
+if args[0].endswith("make_text_pool.py"):
+    Path(opt("--out")).parent.mkdir(parents=True, exist_ok=True)
+    Path(opt("--out")).write_text("Give small into house twelve very.\n")
+elif args[0].endswith("merge_manifests.py"):
+    manifest(Path(args[1]) / args[2], 4)
+elif args[:2] == ["-m", "mmlora.cli"]:
+    cmd = args[2]
+    if cmd == "make-speech-corpus":
+        for split in ("train", "val", "test"):
+            manifest(Path(opt("--out")) / f"{split}.jsonl", 3)
+    elif cmd == "train":
+        out = Path(over("train.output_dir"))
+        name = out.name
+        (out / "best/model").mkdir(parents=True, exist_ok=True)
+        if name in os.environ.get("FAKE_STOP", "").split():
+            raise SystemExit(3)  # stopped by SIGTERM after a checkpoint
+        (out / "final/model").mkdir(parents=True, exist_ok=True)
+    elif cmd == "evaluate":
+        Path(opt("--out")).write_text(json.dumps({"wer": 0.5, "model": opt("--model")}))
+        print(json.dumps({"wer": 0.5}))
+    elif cmd == "compare-wer":
+        print(json.dumps({"a": args[3], "b": args[4], "diff": 0.0}))
+'''
+
+
+def run_grid(tmp_path: Path, jobs: str, *extra: str, env: dict | None = None, check: bool = True):
+    fake = tmp_path / "fake_python.py"
+    fake.write_text(FAKE)
+    log = tmp_path / "calls.jsonl"
+    e = {**os.environ, "PYTHON": f"{sys.executable} {fake}", "FAKE_LOG": str(log), "POOL": "gridwide",
+         "JOBS": jobs, **(env or {})}
+    # the pool's sentence file goes to data/text/ of the repository: point it at a copy-free temp tree
+    repo = tmp_path / "repo"
+    if not repo.exists():
+        (repo / "scripts").mkdir(parents=True)
+        for f in ("train_grid.sh", "wide_voices.sh"):
+            (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
+        (repo / "recipes").symlink_to(ROOT / "recipes")
+    p = subprocess.run(["bash", str(repo / "scripts/train_grid.sh"), str(tmp_path / "data"), str(tmp_path / "out"),
+                        *extra], env=e, text=True, capture_output=True, timeout=120, cwd=repo)
+    if check:
+        assert p.returncode == 0, p.stderr[-2000:]
+    log = Path(e["FAKE_LOG"])
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return p, calls
+
+
+def trainings(calls):
+    return {next(a.split("=", 1)[1] for a in c if a.startswith("train.output_dir=")).rsplit("/", 1)[1]: c
+            for c in calls if c[:3] == ["-m", "mmlora.cli", "train"]}
+
+
+def test_vocabulary_point_gavl_from_the_lip_reader_and_its_noise_validated_control(tmp_path):
+    p, calls = run_grid(tmp_path, "GV GAVL GAOL", "train.num_workers=4", env={"SLOT_WORDS": "300"})
+    pool = next(c for c in calls if c[0].endswith("make_text_pool.py"))
+    assert pool[pool.index("--slot-words") + 1] == "300"
+    corpus = next(c for c in calls if c[2:3] == ["make-speech-corpus"])
+    assert corpus[corpus.index("--out") + 1].endswith("/data/gw300") and corpus[corpus.index("--seed") + 1] == "300"
+    t = trainings(calls)
+    assert list(t) == ["GV", "GAVL", "GAOL"]  # GAVL after the lip reader it starts from
+    out = tmp_path / "out"
+    gavl, gaol = t["GAVL"], t["GAOL"]
+    assert f"train.init_from={out}/GV/best/model" in gavl and "model.media.audio.dropout=0.3" in gavl
+    assert any(a.startswith("train.init_projectors={audio: ") for a in gavl)
+    for c in (gavl, gaol):  # chosen the same way: 200 validation clips with one competing talker at 0 dB
+        assert {"data.val_snr=0", "data.val_noise_talkers=[1,1]", "data.val_samples=200",
+                "train.num_workers=4"} <= set(c)
+        assert c.index("train.num_workers=4") > c.index("data.val_samples=200")  # the caller's overrides win
+    assert "data.val_snr=0" not in t["GV"] and f"data.val_manifest={tmp_path}/data/gw300/val.jsonl" in t["GV"]
+    evals = {Path(c[c.index("--out") + 1]).stem: c for c in calls if c[2:3] == ["evaluate"]}
+    assert {"GAVL_clean", "GAVL_t1_0", "GAVL_b_-5", "GAVL_w_-5", "GAVL_vsr", "GAVL_b_0_wrong_lips",
+            "GAVL_final_t1_0", "GAOL_final_b_0", "GV_vsr", "GV_vsr_wrong_lips"} <= set(evals)
+    assert "GAOL_vsr" not in evals
+    assert evals["GAVL_t1_0"][evals["GAVL_t1_0"].index("--model") + 1] == f"{out}/GAVL/best/model"
+    assert evals["GAVL_final_t1_0"][evals["GAVL_final_t1_0"].index("--model") + 1] == f"{out}/GAVL/final/model"
+    wrong = [json.loads(x) for x in (tmp_path / "data/gw300/test_wrong_lips.jsonl").read_text().splitlines()]
+    assert [r["video"] for r in wrong] == ["v1.mp4", "v2.mp4", "v0.mp4"]  # each clip with the next clip's lips
+    compare = (out / "eval/compare.txt").read_text().splitlines()
+    assert "GAOL_t1_-5 - GAVL_t1_-5: " in "\n".join(compare) and "GAO_" not in "\n".join(compare)
+    assert len([x for x in compare if x.startswith("GAOL_final_")]) == 3
+    # a second run finds everything made: nothing trains or evaluates again
+    _, again = run_grid(tmp_path, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_LOG": str(tmp_path / "again")})
+    assert not [c for c in again if c[2:3] in (["train"], ["evaluate"], ["make-speech-corpus"])]
+
+
+def test_a_training_stopped_by_time_is_evaluated_at_its_best_checkpoint(tmp_path):
+    p, calls = run_grid(tmp_path, "GV GAVL", env={"FAKE_STOP": "GV"})
+    out = tmp_path / "out"
+    assert (out / "GV/STOPPED").exists() and "GV stopped early" in p.stdout
+    assert f"train.init_from={out}/GV/best/model" in trainings(calls)["GAVL"]
+    _, again = run_grid(tmp_path, "GV GAVL", env={"FAKE_LOG": str(tmp_path / "again")})
+    assert "GV" not in trainings(again)  # STOPPED: not resumed unless the marker is deleted
+
+
+@pytest.mark.parametrize("jobs,env,message", [
+    ("GAVL", {}, "train GV first"),
+    ("GV", {"SLOT_WORDS": "abc"}, "SLOT_WORDS=abc"),
+    ("GV", {"POOL": "words"}, "POOL=words"),
+])
+def test_bad_settings_stop_with_a_message(tmp_path, jobs, env, message):
+    p, _ = run_grid(tmp_path, jobs, env=env, check=False)
+    assert p.returncode == 2 and message in p.stderr
