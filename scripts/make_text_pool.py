@@ -39,6 +39,13 @@ and a grammar of the same shape with larger word lists (WordNet, Debian wordnet-
              448 words. --n sentences (default 60,000), drawn with --seed (default 0), all different. A point between
              GRID's 51 words and open text, to find how far lip reading's help carries as the vocabulary grows.
 
+and the same words without the grammar:
+
+  freewords  the gridwide lexicon at --slot-words K (all six slots' words, one list) in free order: each sentence
+             --length words (default 6, GRID's length; MIN,MAX for a range) drawn uniformly with repetition, so no
+             slot tells the reader which words can come next. "Twelve very house give into small." The step after
+             gridwide towards open text: the same vocabulary, no syntax.
+
 --rdata PATH reads an unpacked copy instead (the lazy-load prefix, e.g. /usr/lib/R/site-library/janeaustenr/data/
 Rdata, or tidytext's extdata/books.rda; for gcide /usr/share/dictd/gcide.dict.dz, or gcide.dict unpacked). Lines
 are the books' sentences (paragraphs joined, "Mr."/"Mrs." as "Mister"/"Missus"), not yet cleaned: make-speech-corpus
@@ -144,6 +151,26 @@ def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
             seen.add(words)
             t = " ".join(words)
             out.append(f"{t[0].upper()}{t[1:]}.")
+    return out
+
+
+def free_word_sentences(words: list[str], n: int, seed: int, length: tuple[int, int] = (6, 6)) -> list[str]:
+    """N different sentences of length[0]..length[1] words drawn uniformly, with repetition, from WORDS
+    (random.Random(seed))."""
+    import random
+
+    lo, hi = length
+    if not 1 <= lo <= hi:
+        raise ValueError(f"--length {lo},{hi}: expected 1 <= MIN <= MAX")
+    if n > len(set(words)) ** lo // 2:
+        raise ValueError(f"--n {n}: at most half of the {len(set(words)) ** lo} shortest sentences are drawn")
+    rng, seen, out = random.Random(seed), set(), []
+    while len(out) < n:
+        t = tuple(rng.choice(words) for _ in range(rng.randint(lo, hi)))
+        if t not in seen:
+            seen.add(t)
+            text = " ".join(t)
+            out.append(f"{text[0].upper()}{text[1:]}.")
     return out
 
 
@@ -346,20 +373,33 @@ def read_books(src: Source, path: Path) -> dict[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("source", choices=sorted([*SOURCES, "grid", "gridwide"]))
+    p.add_argument("source", choices=sorted([*SOURCES, "grid", "gridwide", "freewords"]))
     p.add_argument("--out", required=True, help="sentence file to write (one per line)")
     p.add_argument("--skip", help="comma-separated books to leave out ('' for none; default: the source's)")
     p.add_argument("--rdata", help="the data of an unpacked copy (R lazy-load prefix or .rda; for gcide the dictd "
                    "gcide.dict.dz or unpacked gcide.dict); default: fetch the .deb")
-    p.add_argument("--slot-words", type=int, default=100, help="gridwide: words in each open slot")
-    p.add_argument("--n", type=int, default=60000, help="gridwide: sentences to draw")
-    p.add_argument("--seed", type=int, default=0, help="gridwide: random seed")
-    p.add_argument("--wordnet", default="/usr/share/wordnet", help="gridwide: WordNet's dict folder")
+    p.add_argument("--slot-words", type=int, default=100, help="gridwide, freewords: words in each open slot")
+    p.add_argument("--n", type=int, default=60000, help="gridwide, freewords: sentences to draw")
+    p.add_argument("--seed", type=int, default=0, help="gridwide, freewords: random seed")
+    p.add_argument("--length", default="6", help="freewords: words per sentence, N or MIN,MAX")
+    p.add_argument("--wordnet", default="/usr/share/wordnet", help="gridwide, freewords: WordNet's dict folder")
     args = p.parse_args(argv)
-    if args.source in ("grid", "gridwide"):  # grammars: no package to fetch
+    if args.source in ("grid", "gridwide", "freewords"):  # grammars: no package to fetch
         if args.source == "grid":
             lines = grid_sentences()
             what = f"{len(lines)} GRID sentences"
+        elif args.source == "freewords":
+            try:
+                bounds = [int(x) for x in args.length.split(",")]
+                length = (bounds[0], bounds[-1]) if len(bounds) in (1, 2) else None
+            except ValueError:
+                length = None
+            if length is None:
+                raise SystemExit(f"make_text_pool: --length {args.length!r}: expected N or MIN,MAX")
+            words = [w for slot in grid_wide_slots(args.wordnet, args.slot_words) for w in slot]
+            lines = free_word_sentences(words, args.n, args.seed, length)
+            what = (f"{len(lines)} sentences of {length[0]}-{length[1]} free words from a {len(words)}-word "
+                    f"lexicon")
         else:
             slots = grid_wide_slots(args.wordnet, args.slot_words)
             lines = grid_wide_sentences(slots, args.n, args.seed)

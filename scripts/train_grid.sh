@@ -15,7 +15,8 @@
 #
 # POOL=gridwide does the same on a grammar of GRID's shape with 448 words (make_text_pool.py gridwide, K=100;
 # GPU runs 17-18): one corpus gw18 of 12,000 training clips and the same validation / test splits; SLOT_WORDS=K
-# takes K words per open slot instead (K=300: 1,248 words, corpus gw300). A training stopped by
+# takes K words per open slot instead (K=300: 1,248 words, corpus gw300). POOL=freewords: the same K's words in free
+# order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text. A training stopped by
 # SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
 # that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
@@ -50,16 +51,19 @@ if [ "$POOL" = grid ]; then
       --n-train 12000 --n-val 0 --n-test 0 --val-voices '' --test-voices '' "${G[@]}" \
       --exclude-text "$DATA/g16/val.jsonl,$DATA/g16/test.jsonl,$DATA/g16/train.jsonl"; }
   [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl g16 g17 --video
-elif [ "$POOL" = gridwide ]; then
-  # K words per open slot: K=100 (448 words) is run 17's gw18 (seed 181); another K makes gwK with seed K
+elif [ "$POOL" = gridwide ] || [ "$POOL" = freewords ]; then
+  # K words per open slot: K=100 (448 words) is run 17's gw18 (seed 181); another K makes gwK with seed K.
+  # freewords: the same K's lexicon in free order (make_text_pool.py freewords), corpus fwK with seed 1000 + K
   K=${SLOT_WORDS:-100}; [[ $K =~ ^[1-9][0-9]*$ ]] || { echo "train_grid.sh: SLOT_WORDS=$K: a positive integer" >&2; exit 2; }
-  if [ "$K" = 100 ]; then C0=gw18; SEED=181; else C0=gw$K; SEED=$K; fi
-  G+=(--text-file gw=data/text/gridwide$K.txt --text-weights gw=1)
-  [ -f "$DATA/$C0/train.jsonl" ] || { pool gridwide$K gridwide --slot-words "$K" --n 60000 --seed 0
+  if [ "$POOL" = freewords ]; then C0=fw$K; SEED=$((1000 + K)); TAG=fw
+  elif [ "$K" = 100 ]; then C0=gw18; SEED=181; TAG=gw
+  else C0=gw$K; SEED=$K; TAG=gw; fi
+  G+=(--text-file $TAG=data/text/$POOL$K.txt --text-weights $TAG=1)
+  [ -f "$DATA/$C0/train.jsonl" ] || { pool $POOL$K $POOL --slot-words "$K" --n 60000 --seed 0
       $MM make-speech-corpus --out "$DATA/$C0" --seed "$SEED" --n-train 12000 "${SPLITS[@]}" "${G[@]}"; }
   [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
 else
-  echo "train_grid.sh: POOL=$POOL: grid or gridwide" >&2; exit 2
+  echo "train_grid.sh: POOL=$POOL: grid, gridwide or freewords" >&2; exit 2
 fi
 T=$DATA/$C0/test.jsonl; TR=$DATA/$C0/test_wrong_lips.jsonl
 [ -f "$TR" ] || $PY - "$T" "$TR" <<'PY'

@@ -125,6 +125,17 @@ def test_a_training_stopped_by_time_is_evaluated_at_its_best_checkpoint(tmp_path
     assert "GV" not in trainings(again)  # STOPPED: not resumed unless the marker is deleted
 
 
+def test_free_words_pool_makes_its_own_corpus(tmp_path):
+    _, calls = run_grid(tmp_path, "GV", env={"POOL": "freewords", "SLOT_WORDS": "300"})
+    pool = next(c for c in calls if c[0].endswith("make_text_pool.py"))
+    assert pool[1] == "freewords" and pool[pool.index("--slot-words") + 1] == "300"
+    assert pool[pool.index("--out") + 1] == "data/text/freewords300.txt"
+    corpus = next(c for c in calls if c[2:3] == ["make-speech-corpus"])
+    assert corpus[corpus.index("--out") + 1].endswith("/data/fw300") and corpus[corpus.index("--seed") + 1] == "1300"
+    assert "fw=data/text/freewords300.txt" in corpus
+    assert f"data.val_manifest={tmp_path}/data/fw300/val.jsonl" in trainings(calls)["GV"]
+
+
 @pytest.mark.parametrize("jobs,env,message", [
     ("GAVL", {}, "train GV first"),
     ("GV", {"SLOT_WORDS": "abc"}, "SLOT_WORDS=abc"),

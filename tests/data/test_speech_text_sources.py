@@ -248,6 +248,22 @@ def test_text_pool_gridwide_fills_each_slot_by_wordnet_frequency(tmp_path, capsy
     assert tp.main(["gridwide", "--wordnet", str(tmp_path), "--slot-words", "2", "--n", "50", "--out", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 50
     assert "56-word grammar (2 / 2 / 20 / 2 / 28 / 2 words per slot)" in capsys.readouterr().out
+    # freewords: the same lexicon without the slots, free order, seeded, each sentence once
+    lex = [w for slot in slots for w in slot]
+    free = tp.free_word_sentences(lex, 400, seed=1, length=(4, 8))
+    assert len(set(free)) == 400 and free == tp.free_word_sentences(lex, 400, seed=1, length=(4, 8))
+    sizes = [len(t.rstrip(".").split()) for t in free]
+    assert min(sizes) == 4 and max(sizes) == 8 and all(clean_sentence(t, TextConfig(max_words=16)) == t for t in free)
+    assert {w for t in free for w in t.rstrip(".").lower().split()} == set(lex)  # every word, in any position
+    assert any(t.rstrip(".").lower().split()[0] in tp.NUMBERS for t in free)  # a number first: no slot order
+    with pytest.raises(ValueError, match="at most half"):
+        tp.free_word_sentences(["a", "b"], 3, seed=0, length=(2, 2))
+    out = tmp_path / "fw.txt"
+    assert tp.main(["freewords", "--wordnet", str(tmp_path), "--slot-words", "2", "--n", "30", "--out", str(out)]) == 0
+    assert [len(t.split()) for t in out.read_text().splitlines()] == [6] * 30
+    assert "30 sentences of 6-6 free words from a 56-word lexicon" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--length 'x'"):
+        tp.main(["freewords", "--wordnet", str(tmp_path), "--length", "x", "--out", str(out)])
 
 
 # Four entries of Debian dict-gcide 0.48.5 (usr/share/dictd/gcide.dict.dz, unpacked), verbatim, after the start of
