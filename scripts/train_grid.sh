@@ -16,9 +16,9 @@
 # POOL=gridwide does the same on a grammar of GRID's shape with 448 words (make_text_pool.py gridwide, K=100;
 # GPU runs 17-18): one corpus gw18 of 12,000 training clips and the same validation / test splits; SLOT_WORDS=K
 # takes K words per open slot instead (K=300: 1,248 words, corpus gw300). POOL=freewords: the same K's words in free
-# order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text. A training stopped by
-# SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete
-# that file to resume the training instead).
+# order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text.
+# A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far
+# (OUT/NAME/STOPPED marks it; delete that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
 # validated in noise; after GV), GAVLD (the same, audio dropout 0.5) and GAOL (their ASR control, validated the same
 # way) are the others; WORKERS=N corpus processes (default 2). The corpora need the TTS
