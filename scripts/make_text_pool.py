@@ -137,16 +137,14 @@ def grid_wide_slots(wordnet_dir: str | Path, k: int) -> list[list[str]]:
             open_slots["adv"]]
 
 
-def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
-    """N different sentences, one word from each slot drawn uniformly (random.Random(seed))."""
+def _distinct_sentences(draw, n: int, seed: int) -> list[str]:
+    """N different word tuples from ``draw(rng)`` (rng = random.Random(seed)), in the order drawn, each written as
+    a sentence: first letter upper-case, a full stop."""
     import random
-    from math import prod
 
-    if n > prod(len(s) for s in slots) // 2:
-        raise ValueError(f"--n {n}: at most half of the grammar's {prod(len(s) for s in slots)} sentences are drawn")
     rng, seen, out = random.Random(seed), set(), []
     while len(out) < n:
-        words = tuple(rng.choice(s) for s in slots)
+        words = draw(rng)
         if words not in seen:
             seen.add(words)
             t = " ".join(words)
@@ -154,24 +152,24 @@ def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
     return out
 
 
+def grid_wide_sentences(slots: list[list[str]], n: int, seed: int) -> list[str]:
+    """N different sentences, one word from each slot drawn uniformly (random.Random(seed))."""
+    from math import prod
+
+    if n > prod(len(s) for s in slots) // 2:
+        raise ValueError(f"--n {n}: at most half of the grammar's {prod(len(s) for s in slots)} sentences are drawn")
+    return _distinct_sentences(lambda rng: tuple(rng.choice(s) for s in slots), n, seed)
+
+
 def free_word_sentences(words: list[str], n: int, seed: int, length: tuple[int, int] = (6, 6)) -> list[str]:
     """N different sentences of length[0]..length[1] words drawn uniformly, with repetition, from WORDS
     (random.Random(seed))."""
-    import random
-
     lo, hi = length
     if not 1 <= lo <= hi:
         raise ValueError(f"--length {lo},{hi}: expected 1 <= MIN <= MAX")
     if n > len(set(words)) ** lo // 2:
         raise ValueError(f"--n {n}: at most half of the {len(set(words)) ** lo} shortest sentences are drawn")
-    rng, seen, out = random.Random(seed), set(), []
-    while len(out) < n:
-        t = tuple(rng.choice(words) for _ in range(rng.randint(lo, hi)))
-        if t not in seen:
-            seen.add(t)
-            text = " ".join(t)
-            out.append(f"{text[0].upper()}{text[1:]}.")
-    return out
+    return _distinct_sentences(lambda rng: tuple(rng.choice(words) for _ in range(rng.randint(lo, hi))), n, seed)
 
 
 def book_key(title: str) -> str:

@@ -59,10 +59,9 @@ elif args[:2] == ["-m", "mmlora.cli"]:
 def run_grid(tmp_path: Path, jobs: str, *extra: str, env: dict | None = None, check: bool = True):
     fake = tmp_path / "fake_python.py"
     fake.write_text(FAKE)
-    log = tmp_path / "calls.jsonl"
-    e = {**os.environ, "PYTHON": f"{sys.executable} {fake}", "FAKE_LOG": str(log), "POOL": "gridwide",
-         "JOBS": jobs, **(env or {})}
-    # the pool's sentence file goes to data/text/ of the repository: point it at a copy-free temp tree
+    e = {**os.environ, "PYTHON": f"{sys.executable} {fake}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
+         "POOL": "gridwide", "JOBS": jobs, **(env or {})}
+    # the script runs in a tree of links to it, so that the sentence file it writes (data/text/) lands there
     repo = tmp_path / "repo"
     if not repo.exists():
         (repo / "scripts").mkdir(parents=True)
