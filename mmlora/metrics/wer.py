@@ -336,6 +336,12 @@ def compare_reports(path_a: str | Path, path_b: str | Path, samples: int = 10_00
     return {"a": str(path_a), "b": str(path_b), **paired_bootstrap(ea, eb, na, samples=samples, seed=seed)}
 
 
+def format_p(p: float, samples: int, spec: str = ".3g") -> str:
+    """A bootstrap p-value for print (format ``spec``): 0 (the difference never reversed in any of ``samples``
+    resamples) reads ``< 1e-04`` for 10,000."""
+    return f"< {1 / samples:.0e}" if p == 0 else f"{p:{spec}}"
+
+
 def compare_main(argv: list[str] | None = None) -> int:
     """``mmlora compare-wer A.json B.json``: is B's WER different from A's beyond chance (paired bootstrap)?"""
     import argparse
@@ -357,7 +363,7 @@ def compare_main(argv: list[str] | None = None) -> int:
         print(f"mmlora compare-wer: {e}", file=sys.stderr)
         return 2
     lo, hi = r["ci95"]
-    p_txt = f"< {1 / r['samples']:.0e}" if r["p_two_sided"] == 0 else f"{r['p_two_sided']:.3f}"
+    p_txt = format_p(r["p_two_sided"], r["samples"], ".3f")
     print(f"A {r['wer_a']:.2%}  {r['a']}\nB {r['wer_b']:.2%}  {r['b']}\n"
           f"B - A {100 * r['diff']:+.2f} points, 95 % CI [{100 * lo:+.2f}, {100 * hi:+.2f}], p = {p_txt} "
           f"({r['samples']} paired resamples); B better on {r['better']}, worse on {r['worse']}, "
