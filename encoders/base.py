@@ -1,6 +1,7 @@
 """The frozen-encoder interface: ``encode(batch) -> Features``.
 
-Every encoder is an ``nn.Module`` that stays in eval mode and runs under ``torch.no_grad``::
+Every encoder is an ``nn.Module`` that stays in eval mode and runs under ``torch.no_grad`` (unless LoRA
+adapters inside it train: ``media.<m>.encoder_lora``, :func:`mmlora.model.attach_encoder_lora`)::
 
     media batch (list of B waveforms / images / videos)
         └─ encode ─▶ Features(x [B, N, D], mask [B, N], rate_hz, tokens_per_step,
@@ -144,12 +145,22 @@ class Encoder(nn.Module):
 
     supports_warp: bool = False  # encode(..., warp=...) takes per-item frequency-warp factors (training VTLP)
 
-    @torch.no_grad()
     def encode(self, batch: Sequence, output_hidden_states: bool = False,
                warp: Sequence[float] | None = None) -> Features:
         """Encode a list of media items (see the subclass for the item format). ``warp``: one
         frequency-warp factor per item (vocal tract length perturbation, training only), for
-        encoders with ``supports_warp``."""
+        encoders with ``supports_warp``. Runs under ``torch.no_grad`` unless LoRA adapters inside the
+        encoder train (``media.<m>.encoder_lora``) and gradients are on: its own weights never get a graph,
+        whatever their ``requires_grad`` says."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.adapters_train()):
+            return self._encode_checked(batch, output_hidden_states, warp)
+
+    def adapters_train(self) -> bool:
+        """Whether a LoRA adapter attached inside this encoder trains (mmlora.lora names their weights
+        ``….adapters.<name>.A|B``)."""
+        return any(p.requires_grad for n, p in self.named_parameters() if ".adapters." in n)
+
+    def _encode_checked(self, batch: Sequence, output_hidden_states: bool, warp: Sequence[float] | None) -> Features:
         if len(batch) == 0:
             raise ValueError(f"{type(self).__name__}.encode: empty batch")
         if warp is None:

@@ -41,6 +41,9 @@ from .routing import RoutingPlan, install_plan
 __all__ = ["MediaConfig", "RouterConfig", "ModelConfig", "MultimodalLM", "TOKEN_TYPES"]
 
 TOKEN_TYPES = {"pad": -1, "text": 0, "audio": 1, "video": 2, "image": 3}
+ENCODER_LORA = "encoder"  # the adapter name of media.encoder_lora inside an encoder
+ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # Whisper's encoder layers
+ENCODER_ADAPTERS = "encoder_adapters"  # a saved model's folder of encoder LoRA, one sub-folder per modality
 _VISUAL = ("image", "video")
 
 
@@ -52,6 +55,18 @@ class Assembled(NamedTuple):
     labels: Tensor  # [B, L] answer token ids, -100 elsewhere
     types: Tensor  # [B, L] TOKEN_TYPES (-1 = pad)
     answer_pos: Tensor  # [2, K] (row, column) of every position whose next token is an answer token, row-major
+
+
+def encoder_lora_cache_error(modality: str) -> str:
+    return (f"model.media.{modality}.encoder_lora changes the {modality} encoder's output as it trains: its features "
+            f"cannot be cached (set data.feature_cache=null, or data.feature_cache_modalities to the others)")
+
+
+def _cached_items(items) -> bool:
+    """Media items that are cached per-item features (``{"x": ...}`` dicts) or a ready Features batch."""
+    from .encoders.base import Features
+
+    return isinstance(items, Features) or bool(items) and isinstance(items[0], dict) and "x" in items[0]
 
 
 def _unpad_rows(emb: Tensor, mask: Tensor) -> list[Tensor]:
@@ -78,18 +93,47 @@ class MediaConfig:
     dropout: float = 0.0  # modality dropout, in training only: the probability that an item's tokens of this
     # modality are zeroed, so that the model learns to read the other modalities (AV-HuBERT); never every
     # modality of a sample at once (MultimodalLM.drop_modalities)
+    encoder_lora: dict = field(default_factory=dict)  # LoRA on the frozen encoder's linear layers, trained with
+    # this modality's projector: {rank, alpha, targets, init, use_rslora}; targets: name suffixes (default
+    # ENCODER_LORA_TARGETS, Whisper's attention and MLP). {} = none. The encoder then runs with gradients in
+    # training and its features cannot be cached (data.feature_cache=null)
 
     def __post_init__(self) -> None:
         from .data.speech_augment import factor_range
 
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"media.dropout must be in [0, 1], got {self.dropout}")
+        if self.encoder_lora:
+            self.encoder_lora_spec()  # validate now: a bad recipe fails before anything loads
 
         self.vtlp = factor_range(self.vtlp, "media.vtlp")
         if isinstance(self.spec_augment, dict):
             from .config import from_dict
 
             self.spec_augment = from_dict(SpecAugmentConfig, self.spec_augment, source="media.spec_augment")
+
+    def encoder_lora_spec(self) -> tuple[LoRASpec, list[str]] | None:
+        """``(spec, targets)`` of :attr:`encoder_lora`, or None when it is off. The encoder always runs in eval
+        mode, so adapter dropout would never act: it is refused rather than silently ignored."""
+        if not self.encoder_lora:
+            return None
+        d = dict(self.encoder_lora)
+        targets = d.pop("targets", list(ENCODER_LORA_TARGETS))
+        if isinstance(targets, str):
+            targets = [targets]
+        allowed = {f.name for f in fields(LoRASpec)} - {"dropout"}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ValueError(f"media.encoder_lora: unknown key(s) {unknown} (allowed: {sorted(allowed | {'targets'})}; "
+                             "no dropout: the frozen encoder always runs in eval mode)")
+        if "rank" not in d or "alpha" not in d:
+            raise ValueError(f"media.encoder_lora needs rank and alpha, got {self.encoder_lora}")
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"media.encoder_lora.targets must be a non-empty list of layer names, got {targets!r}")
+        try:
+            return LoRASpec(**d), list(targets)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"media.encoder_lora: {e}") from None
 
 
 @dataclass
@@ -216,6 +260,17 @@ def _state_mismatch(expected: Mapping[str, Tensor], saved: Mapping[str, Tensor])
     return f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes (saved vs model) {shapes[:3]}"
 
 
+def attach_encoder_lora(encoder: nn.Module, mcfg: MediaConfig, where: str = "media.encoder_lora") -> None:
+    """LoRA adapter :data:`ENCODER_LORA` on the linear layers of ``encoder`` named by ``mcfg.encoder_lora``
+    (its base weights stay frozen), routed to every frame: the plan is installed once and stays."""
+    spec, targets = mcfg.encoder_lora_spec()
+    try:
+        attach(encoder, {ENCODER_LORA: spec}, targets, fused_mlp=False)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} (the {type(encoder).__name__} encoder)") from None
+    install_plan(encoder, RoutingPlan(names=(ENCODER_LORA,), shared=(ENCODER_LORA,)))
+
+
 class MultimodalLM(nn.Module):
     """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
 
@@ -261,6 +316,9 @@ class MultimodalLM(nn.Module):
         adapters = dict(cfg.adapters)
         if adapters:
             attach(model, adapters, cfg.target_modules)
+        for mod, mcfg in cfg.media.items():  # last: the fresh weights drawn before stay what they were without it
+            if mcfg.encoder_lora:
+                attach_encoder_lora(encs[mod], mcfg, where=f"model.media.{mod}.encoder_lora")
         self = cls(cfg, model, tokenizer, encs, projs)
         self._freeze()
         return self
@@ -270,10 +328,10 @@ class MultimodalLM(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         align_only = bool(self.cfg.align.source) and not self.cfg.align.lm
-        if self.cfg.train_projectors:
+        if self.cfg.train_projectors:  # a modality's encoder LoRA trains with its projector
             for mod, proj in self.projectors.items():
                 if not align_only or mod == self.cfg.align.source:
-                    for p in proj.parameters():
+                    for p in itertools.chain(proj.parameters(), self.encoder_adapter_parameters(mod)):
                         p.requires_grad_(True)
         if self.cfg.train_adapters and adapter_names(self.llm) and not align_only:
             for p in adapter_parameters(self.llm):
@@ -299,17 +357,24 @@ class MultimodalLM(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def encoder_adapter_parameters(self, modality: str | None = None) -> list[nn.Parameter]:
+        """The LoRA weights inside the encoders (``media.<m>.encoder_lora``), of one modality or all."""
+        mods = [modality] if modality is not None else list(self.encoders)
+        return [p for m in mods if m in self.encoders for p in adapter_parameters(self.encoders[m])]
+
     def param_groups(self, projector_lr: float | None = None, lora_lr: float | None = None,
                      weight_decay: float | None = None) -> list[dict]:
-        """Optimizer groups ``projectors`` and ``lora`` (each with its own learning rate when
-        given; the training loop's ``group_lr`` can set them by name). A group the model has but
+        """Optimizer groups ``projectors``, ``lora`` and, with ``media.<m>.encoder_lora``, ``encoder`` (each with
+        its own learning rate when given; the training loop's ``group_lr`` can set them by name). A group the model has but
         keeps frozen (LoRA under ``align.lm: false``) comes with no parameters, so that a recipe's
         ``group_lr`` for it stays valid; the loop leaves it out."""
         groups = []
-        has = {"projectors": len(self.projectors) > 0, "lora": bool(adapter_names(self.llm))}
+        enc_all = self.encoder_adapter_parameters()
+        has = {"projectors": len(self.projectors) > 0, "lora": bool(adapter_names(self.llm)), "encoder": bool(enc_all)}
         proj = [p for p in self.projectors.parameters() if p.requires_grad]
         lora = [p for p in adapter_parameters(self.llm) if p.requires_grad] if has["lora"] else []
-        for name, params, lr in (("projectors", proj, projector_lr), ("lora", lora, lora_lr)):
+        enc = [p for p in enc_all if p.requires_grad]
+        for name, params, lr in (("projectors", proj, projector_lr), ("lora", lora, lora_lr), ("encoder", enc, None)):
             if has[name]:
                 g = {"name": name, "params": params}
                 if lr is not None:
@@ -341,13 +406,17 @@ class MultimodalLM(nn.Module):
                 raise KeyError(f"batch has {mod!r} media but the model has no {mod} encoder "
                                f"(model.media has {sorted(self.encoders)})")
             enc, hidden = self.encoders[mod], self.cfg.media[mod].hidden_states
+            paths = bool(items) and not isinstance(items, Features) and all(isinstance(i, (str, os.PathLike))
+                                                                            for i in items)
+            if self.cfg.media[mod].encoder_lora and (_cached_items(items) or paths and self.feature_cache is not None):
+                raise ValueError(encoder_lora_cache_error(mod))
             vtlp = self.cfg.media[mod].vtlp if self.training else None
             warp = None
             if vtlp and not isinstance(items, Features):  # torch's generator: seeded and restored by the loop
                 warp = (vtlp[0] + (vtlp[1] - vtlp[0]) * torch.rand(len(items))).tolist()
             if isinstance(items, Features):
                 feats = items
-            elif items and all(isinstance(i, (str, os.PathLike)) for i in items):
+            elif paths:
                 if self.feature_cache is not None:
                     if warp is not None:
                         raise ValueError(f"media.{mod}.vtlp changes the encoder's input every step: it cannot "
@@ -355,7 +424,7 @@ class MultimodalLM(nn.Module):
                     feats = self.feature_cache.encode(enc, list(items), media_io.LOADERS[mod], output_hidden_states=hidden)
                 else:
                     feats = enc.encode([media_io.LOADERS[mod](p) for p in items], output_hidden_states=hidden, warp=warp)
-            elif items and isinstance(items[0], dict) and "x" in items[0]:  # cached per-item features
+            elif _cached_items(items):  # cached per-item features
                 if warp is not None:
                     raise ValueError(f"media.{mod}.vtlp needs raw audio, got cached features")
                 feats = Features.collate(items, rate_hz=getattr(enc, "rate_hz", None),
@@ -733,8 +802,10 @@ class MultimodalLM(nn.Module):
 
         proj_state = {k: v.detach().contiguous().cpu()
                       for k, v in pick("projectors.", self.projectors.state_dict()).items()}
-        llm_state = None if state_dict is None else {k[len("llm."):]: v for k, v in state_dict.items()
-                                                     if k.startswith("llm.")}
+
+        def sub(prefix: str) -> dict[str, Tensor] | None:
+            return None if state_dict is None else {k[len(prefix):]: v for k, v in state_dict.items()
+                                                    if k.startswith(prefix)}
 
         def write(tmp: Path) -> None:
             (tmp / "config.json").write_text(json.dumps({"format": "mmlora-model", "version": 1,
@@ -743,7 +814,10 @@ class MultimodalLM(nn.Module):
             if proj_state:
                 save_file(proj_state, str(tmp / "projectors.safetensors"))
             if adapter_names(self.llm):
-                save_adapters(self.llm, tmp / "adapters", llm_state)
+                save_adapters(self.llm, tmp / "adapters", sub("llm."))
+            for mod, enc in self.encoders.items():  # media.<m>.encoder_lora: encoder_adapters/<m>/
+                if adapter_names(enc):
+                    save_adapters(enc, tmp / ENCODER_ADAPTERS / mod, sub(f"encoders.{mod}."))
 
         return _atomic_dir(out_dir, write)
 
@@ -882,7 +956,8 @@ class MultimodalLM(nn.Module):
         over with the weights. With ``new_modalities`` the projector of a modality the folder
         lacks keeps its fresh weights (an ASR model starting an AVSR run; returned), and the saved
         projector of a modality this model lacks is left out (an ASR model starting a VSR run: its
-        LoRA loads, its audio projector does not; logged)."""
+        LoRA loads, its audio projector does not; logged), and encoder LoRA (``media.<m>.encoder_lora``) the
+        folder lacks keeps its fresh weights (returned as ``"encoder:<m>"``)."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -908,5 +983,30 @@ class MultimodalLM(nn.Module):
             self.projectors.load_state_dict(state)
         if (in_dir / "adapters").is_dir():
             load_adapters(self.llm, in_dir / "adapters")
+        fresh += self._load_encoder_adapters(in_dir, missing_ok=new_modalities)
         self._freeze()
+        return fresh
+
+    def _load_encoder_adapters(self, in_dir: Path, missing_ok: bool) -> list[str]:
+        """Load ``encoder_adapters/<m>/`` into the encoders with ``media.<m>.encoder_lora``. A folder without
+        them for such an encoder is an error unless ``missing_ok`` (``train.init_from`` a model trained without
+        encoder LoRA: they keep their fresh weights, which leave the encoder's output unchanged; returned as
+        ``"encoder:<m>"``); saved encoder adapters this model has no place for are an error either way."""
+        saved = sorted(p.name for p in (in_dir / ENCODER_ADAPTERS).iterdir() if p.is_dir()) \
+            if (in_dir / ENCODER_ADAPTERS).is_dir() else []
+        extra = [m for m in saved if m not in self.encoders or not adapter_names(self.encoders[m])]
+        if extra:
+            raise ValueError(f"{in_dir / ENCODER_ADAPTERS}: holds encoder LoRA for {', '.join(extra)}, which this "
+                             f"model's config has none for (model.media.<m>.encoder_lora)")
+        fresh = []
+        for mod, enc in self.encoders.items():
+            if not adapter_names(enc):
+                continue
+            if mod in saved:
+                load_adapters(enc, in_dir / ENCODER_ADAPTERS / mod)
+            elif missing_ok:
+                fresh.append(f"encoder:{mod}")
+            else:
+                raise ValueError(f"{in_dir}: no {ENCODER_ADAPTERS}/{mod}/ although the config has "
+                                 f"model.media.{mod}.encoder_lora")
         return fresh

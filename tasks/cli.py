@@ -66,7 +66,7 @@ def build_model(cfg):
             raise ValueError(f"{e} (a LoRA rank changed? train.init_grow_rank=true loads a lower saved rank into a "
                              "higher one)") from None
         logging.getLogger("mmlora.train").info("weights from %s%s", cfg.train.init_from,
-                                               f"; fresh projector(s): {', '.join(fresh)}" if fresh else "")
+                                               f"; fresh: {', '.join(fresh)}" if fresh else "")
     for modality, folder in cfg.train.init_projectors.items():
         model.load_projector(modality, folder)
         logging.getLogger("mmlora.train").info("%s projector from %s", modality, folder)
@@ -280,6 +280,11 @@ def cache_features(argv: list[str]) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = _mixed_precision(cfg.train.mixed_precision) if device.type == "cuda" else "no"
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "no")
+    lora = [m for m in mods if cfg.model.media[m].encoder_lora]
+    if lora:
+        from mmlora.model import encoder_lora_cache_error
+
+        return _fail(encoder_lora_cache_error(lora[0]))
     cache, report = FeatureCache(root), {}
     for mod in mods:
         enc = build_encoder(cfg.model.media[mod].encoder).to(device)

@@ -1,0 +1,209 @@
+"""LoRA inside the frozen audio encoder (``model.media.audio.encoder_lora``): PEFT's numerics, gradients that reach
+it and nothing else of the encoder, a fresh adapter that changes nothing, save / load / init_from, and the clear
+errors (feature cache, unknown keys, an encoder without linear layers)."""
+from __future__ import annotations
+
+import copy
+import json
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from mmlora.cli import main
+
+LORA = "model.media.audio.encoder_lora={rank: 2, alpha: 4}"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Six short tone clips with three-word transcripts."""
+    out = tmp_path_factory.mktemp("speech")
+    words = ["red", "blue", "green", "one", "two", "three"]
+    lines = []
+    for i in range(6):
+        n = 12000 + 4000 * (i % 3)
+        t = np.arange(n) / 16000
+        sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 60 * i) * t)).astype(np.float32), 16000)
+        lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "text": " ".join(words[j % 6] for j in range(i, i + 3)),
+                      "voice": f"v{i % 2}"})
+    (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return out
+
+
+def _model(*overrides: str):
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", list(overrides))
+    return build_model(cfg)
+
+
+def _waves(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(8000 + 1600 * i).astype(np.float32) * 0.1 for i in range(n)]
+
+
+def _randomize_b(enc, seed=1):
+    """Non-zero B (a fresh adapter's B is 0, which would make every comparison trivial)."""
+    from mmlora.lora import iter_adapters
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, _, ad in iter_adapters(enc):
+            ad.B.copy_(torch.randn(ad.B.shape, generator=g) * 0.1)
+
+
+def test_encoder_lora_matches_peft_and_a_fresh_one_changes_nothing():
+    from peft import LoraConfig, get_peft_model
+
+    from mmlora.encoders.whisper import WhisperAudioEncoder
+    from mmlora.lora import iter_adapters
+
+    plain = _model()
+    model = _model(LORA)
+    enc, enc0 = model.encoders["audio"], plain.encoders["audio"]
+    waves = _waves()
+    # fresh adapters (B = 0): the encoder's output is exactly what it was without them
+    torch.testing.assert_close(enc.encode(waves).x, enc0.encode(waves).x, rtol=0, atol=0)
+
+    _randomize_b(enc)
+    targets = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+    peft_model = get_peft_model(copy.deepcopy(enc0.model), LoraConfig(r=2, lora_alpha=4, target_modules=targets,
+                                                                       lora_dropout=0.0))
+    mods = dict(peft_model.base_model.model.named_modules())
+    n = 0
+    for path, name, ad in iter_adapters(enc):
+        layer = mods[path.removeprefix("model.")]
+        with torch.no_grad():
+            layer.lora_A["default"].weight.copy_(ad.A)
+            layer.lora_B["default"].weight.copy_(ad.B)
+        n += 1
+    assert n == 6 * 2  # six linear layers in each of random:tiny's two encoder layers
+    ref = WhisperAudioEncoder(enc0.cfg, model=peft_model.base_model.model, feature_extractor=enc0.feature_extractor)
+    got, want = enc.encode(waves), ref.encode(waves)
+    torch.testing.assert_close(got.x, want.x, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got.x, enc0.encode(waves).x, atol=1e-3)  # the adapters act: the test can fail
+
+
+def test_gradients_reach_the_encoder_lora_and_no_frozen_weight(corpus):
+    model = _model(LORA)
+    model.train()
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    enc_names = {n for n in names if n.startswith("encoders.audio.")}
+    assert enc_names and all(".adapters.encoder." in n for n in enc_names)
+    groups = {g["name"]: g["params"] for g in model.param_groups()}
+    assert {id(p) for p in groups["encoder"]} == {id(p) for p in model.encoder_adapter_parameters("audio")}
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("audio",))
+    batch = collate_samples([ds[i] for i in range(3)], model.prompts)
+    model(batch)["loss"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if n in enc_names}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if n.endswith(".B"))  # B gets a gradient at once
+    frozen = [n for n, p in model.named_parameters() if n.startswith("encoders.") and not p.requires_grad]
+    assert frozen and all(dict(model.named_parameters())[n].grad is None for n in frozen)
+    # outside training (no_grad / eval) the encoder builds no graph
+    with torch.no_grad():
+        assert not model.encoders["audio"].encode(_waves(1)).x.requires_grad
+
+
+def test_train_saves_loads_and_init_from_keeps_a_missing_encoder_lora_fresh(corpus, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from mmlora.model import MultimodalLM
+
+    out = tmp_path / "run"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", LORA,
+                 f"train.output_dir={out}", "train.max_steps=3", "train.lr=1e-2", "train.save_every=0",
+                 "train.group_lr={encoder: 5e-2}"]) == 0
+    folder = out / "final" / "model"
+    saved = load_file(str(folder / "encoder_adapters" / "audio" / "adapters.safetensors"))
+    assert saved and any(k.endswith(".B") and v.abs().sum() > 0 for k, v in saved.items())  # trained away from 0
+    loaded = MultimodalLM.from_pretrained(folder)
+    got = {k.split("encoders.audio.", 1)[1]: v for k, v in loaded.named_parameters() if k.startswith("encoders.audio")
+           and ".adapters." in k}
+    assert len(got) == len(saved)
+    for k, v in got.items():  # saved key: layer path . adapter . A|B
+        torch.testing.assert_close(v, saved[k.replace(".adapters.", ".")], rtol=0, atol=0)
+    assert main(["evaluate", "--model", str(folder), "--manifest", str(corpus / "train.jsonl"), "--max-samples", "2"]) == 0
+    capsys.readouterr()
+
+    # a model trained without encoder LoRA starts one with it: its encoder adapters stay fresh (B = 0)
+    plain = tmp_path / "plain"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={plain}", "train.max_steps=2", "train.save_every=0"]) == 0
+    model = _model(LORA, f"train.init_from={plain / 'final' / 'model'}")
+    bs = [p for n, p in model.named_parameters() if n.startswith("encoders.") and n.endswith(".B")]
+    assert bs and all(torch.equal(b, torch.zeros_like(b)) for b in bs)
+    ref = MultimodalLM.from_pretrained(plain / "final" / "model")
+    for n, p in ref.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
+    # ... but a saved folder that lacks them for a config that has them is refused, and the reverse too
+    with pytest.raises(ValueError, match="no encoder_adapters/audio/"):
+        MultimodalLM.from_pretrained(plain / "final" / "model", media={"audio": {
+            **json.loads((plain / "final" / "model" / "config.json").read_text())["model"]["media"]["audio"],
+            "encoder_lora": {"rank": 2, "alpha": 4}}})
+    with pytest.raises(ValueError, match="encoder LoRA for audio"):
+        _model(f"train.init_from={folder}")
+
+
+def test_encoder_lora_errors_name_the_field(corpus, tmp_path, capsys):
+    base = ["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", LORA,
+            f"train.output_dir={tmp_path / 'x'}"]
+    assert main([*base, f"data.feature_cache={tmp_path / 'cache'}"]) == 2
+    assert "encoder_lora" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+    assert main(["cache-features", "recipes/asr_tiny.yaml", LORA, f"data.feature_cache={tmp_path / 'cache'}"]) == 2
+    assert "encoder_lora" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="encoder_lora: unknown key.*dropout"):
+        _model("model.media.audio.encoder_lora={rank: 2, alpha: 4, dropout: 0.1}")
+    with pytest.raises(ValueError, match="encoder_lora needs rank and alpha"):
+        _model("model.media.audio.encoder_lora={rank: 2}")
+    with pytest.raises(ValueError, match=r"model\.media\.audio\.encoder_lora: no nn.Linear"):
+        _model("model.media.audio.encoder_lora={rank: 2, alpha: 4, targets: [nope]}")
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/vsr_tiny.yaml", ["model.media.video.encoder_lora={rank: 2, alpha: 4}"])
+    with pytest.raises(ValueError, match=r"model\.media\.video\.encoder_lora: .*EfficientNet"):
+        build_model(cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_encoder_lora_forward_and_gradients_match_the_cpu(corpus):
+    """On CUDA the encoder's adapters run through the kernel backend the LLM's use; its features and the adapters'
+    gradients must equal the CPU reference (fp32), and under bf16 autocast (training) stay close to it."""
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    model = _model(LORA)
+    _randomize_b(model.encoders["audio"])
+    model.train()
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("audio",))
+    batch = collate_samples([ds[i] for i in range(4)], model.prompts)
+    waves = _waves(4)
+
+    def run(m, device, autocast=False):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            x = m.encoders["audio"].encode(waves).x
+            loss = m(batch)["loss"]
+        loss.backward()
+        grads = {n: p.grad.float().cpu() for n, p in m.named_parameters() if n.startswith("encoders.") and p.requires_grad}
+        return x.float().detach().cpu(), grads
+
+    torch.manual_seed(0)
+    x_cpu, g_cpu = run(model, "cpu")
+    gpu = copy.deepcopy(model).to("cuda")
+    torch.manual_seed(0)
+    x_gpu, g_gpu = run(gpu, "cuda")
+    torch.testing.assert_close(x_gpu, x_cpu, rtol=1e-3, atol=1e-3)
+    assert g_cpu and g_gpu.keys() == g_cpu.keys()
+    for n in g_cpu:
+        torch.testing.assert_close(g_gpu[n], g_cpu[n], rtol=2e-2, atol=2e-3)
+    torch.manual_seed(0)
+    x_bf, g_bf = run(gpu, "cuda", autocast=True)
+    assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
