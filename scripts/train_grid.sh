@@ -82,21 +82,11 @@ C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train
    train.log_every=25 train.eval_every=250 train.save_every=250 train.batch_size=64 train.group_lr.projectors=5e-4
    train.group_lr.lora=2.5e-4 train.resume=auto)
 NOISE=("model.media.audio.vtlp=[0.85,1.15]" "data.noise_snrs=[-5,0,5]" data.noise_prob=0.5 "data.noise_talkers=[1,1]")
-want() { [[ " $JOBS " == *" $1 "* ]]; }
-best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
-train() {  # NAME RECIPE [overrides]
-  local name=$1 recipe=$2; shift 2
-  want "$name" || return 0
-  [ -d "$OUT/$name/final/model" ] || [ -e "$OUT/$name/STOPPED" ] || $MM train "recipes/$recipe.yaml" "${C[@]}" "$@" \
-      train.output_dir="$OUT/$name" "${EXTRA[@]}" || {
-    local rc=$?  # 3: stopped by SIGTERM (a time limit), checkpoint written: evaluate its best weights so far
-    [ $rc -eq 3 ] && touch "$OUT/$name/STOPPED" && echo "$name stopped early: evaluating its best checkpoint" || exit $rc
-  }
-}
+source scripts/lib_train.sh  # want, best, train_job
 EXTRA=("$@")
-train GV vsr_smollm2
-train GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
-train GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
+train_job GV vsr_smollm2
+train_job GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
+train_job GAO asr_smollm2_whisper_tiny "${NOISE[@]}"
 # GAVL (session 23): AVSR that starts reading both, its LoRA and lip projector from GV's best weights and its audio
 # projector from the release; validated on all 200 validation clips (the others: 64) in one-talker noise at 0 dB
 # (clean validation picked GAV's step 500 of 1,500 in run 17, where it hardly read lips). Needs GV first.
@@ -106,10 +96,10 @@ for J in GAVL GAVLD; do
   want $J || continue
   [ -d "$(best GV)" ] || { echo "train_grid.sh: $J starts from GV's weights: train GV first (JOBS=\"GV $J\")" >&2; exit 2; }
   drop=0.3; [ $J = GAVLD ] && drop=0.5
-  train $J avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=$drop train.init_from="$(best GV)" \
+  train_job $J avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=$drop train.init_from="$(best GV)" \
       "train.init_projectors={audio: $REL}" "${VALN[@]}"
 done
-train GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
+train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
 # evaluation
 ev() {  # TAG MODEL [evaluate args]

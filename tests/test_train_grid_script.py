@@ -65,7 +65,7 @@ def run_grid(tmp_path: Path, jobs: str, *extra: str, env: dict | None = None, ch
     repo = tmp_path / "repo"
     if not repo.exists():
         (repo / "scripts").mkdir(parents=True)
-        for f in ("train_grid.sh", "wide_voices.sh"):
+        for f in ("train_grid.sh", "wide_voices.sh", "lib_train.sh"):
             (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
         (repo / "recipes").symlink_to(ROOT / "recipes")
     p = subprocess.run(["bash", str(repo / "scripts/train_grid.sh"), str(tmp_path / "data"), str(tmp_path / "out"),

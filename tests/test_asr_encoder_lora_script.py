@@ -1,0 +1,65 @@
+"""scripts/asr_encoder_lora.sh (staged as GPU run 20) run against test_train_grid_script's stand-in for Python: the
+corpora it needs, the two trainings and what differs between them, what is evaluated and compared. Seconds on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_train_grid_script import FAKE, ROOT, trainings
+
+NEED = ["st/train", "st/test", "st/test_babble_snr0", "w3/train", "natt9/test", "nv9/test", "n9/train", "n10/train"]
+
+
+def run_ab(tmp_path: Path, *extra: str, env: dict | None = None, skip: str = ""):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    fake = tmp_path / "fake_python.py"
+    fake.write_text(FAKE)
+    data, human = tmp_path / "data", tmp_path / "human"
+    for m in NEED:
+        if m != skip:
+            (data / m).parent.mkdir(parents=True, exist_ok=True)
+            (data / f"{m}.jsonl").write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
+    human.mkdir(exist_ok=True)
+    (human / "test.jsonl").write_text('{"id": "h0", "audio": "h.flac", "text": "x"}\n')
+    e = {**os.environ, "PYTHON": f"{sys.executable} {fake}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
+         "HUMAN": str(human), **(env or {})}
+    p = subprocess.run(["bash", str(ROOT / "scripts/asr_encoder_lora.sh"), str(data), str(tmp_path / "out"), *extra],
+                       env=e, text=True, capture_output=True, timeout=120)
+    log = Path(e["FAKE_LOG"])
+    return p, [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_path):
+    p, calls = run_ab(tmp_path, "train.num_workers=12")
+    assert p.returncode == 0, p.stderr[-2000:]
+    merge = next(c for c in calls if c[0].endswith("merge_manifests.py"))
+    assert merge[2:] == ["train_ab.jsonl", "st", "w3", "n9", "n10", "--drop-voice", "rhvoice:clb"]
+    t = trainings(calls)
+    assert list(t) == ["E0", "E1"]
+    e0, e1 = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
+    assert e1 - e0 == {"model.media.audio.encoder_lora={rank: 8, alpha: 16}", "train.group_lr.encoder=5e-4"}
+    assert e0 <= e1 and "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in e0 and "train.num_workers=12" in e0
+    assert t["E1"][-1] == "train.num_workers=12"  # the caller's overrides come last: they win
+    evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
+    sets = ["st", "st_b0", "natt9", "nv9", "human_test"]
+    assert set(evals) == {f"{j}_{s}" for j in ("REL", "E0", "E1") for s in sets}  # human_extra absent: not there
+    assert evals["E1_nv9"] == f"{tmp_path}/out/E1/best/model"
+    assert evals["REL_st"] == "checkpoints/asr-smollm2-whisper-tiny"
+    compare = (tmp_path / "out/eval/compare.txt").read_text()
+    assert "E1_st - E0_st: " in compare and "E0_human_test - REL_human_test: " in compare
+    assert len(compare.splitlines()) == 3 * len(sets)
+
+
+def test_a_missing_corpus_is_named_and_a_stopped_training_is_evaluated_at_its_best(tmp_path):
+    p, calls = run_ab(tmp_path, skip="nv9/test")
+    assert p.returncode == 2 and "nv9/test.jsonl is missing" in p.stderr and not calls
+    p, calls = run_ab(tmp_path / "b", env={"FAKE_STOP": "E1", "JOBS": "E1", "ENC_LR": "1e-3"})
+    assert p.returncode == 0 and "E1 stopped early" in p.stdout
+    assert list(trainings(calls)) == ["E1"] and "train.group_lr.encoder=1e-3" in trainings(calls)["E1"]
+    assert (tmp_path / "b/out/E1/STOPPED").exists()
+    p, calls = run_ab(tmp_path / "c", env={"EVAL": "0"})
+    assert p.returncode == 0 and list(trainings(calls)) == ["E0", "E1"]
+    assert not [c for c in calls if c[2:3] in (["evaluate"], ["compare-wer"])]
