@@ -364,9 +364,9 @@ class MultimodalLM(nn.Module):
 
     def param_groups(self, projector_lr: float | None = None, lora_lr: float | None = None,
                      weight_decay: float | None = None) -> list[dict]:
-        """Optimizer groups ``projectors``, ``lora`` and, with ``media.<m>.encoder_lora``, ``encoder`` (each with
-        its own learning rate when given; the training loop's ``group_lr`` can set them by name). A group the model has but
-        keeps frozen (LoRA under ``align.lm: false``) comes with no parameters, so that a recipe's
+        """Optimizer groups ``projectors``, ``lora`` and, with ``media.<m>.encoder_lora``, ``encoder`` (each
+        with its own learning rate when given; the training loop's ``group_lr`` can set them by name). A group
+        the model has but keeps frozen (LoRA under ``align.lm: false``) comes with no parameters, so that a recipe's
         ``group_lr`` for it stays valid; the loop leaves it out."""
         groups = []
         enc_all = self.encoder_adapter_parameters()
