@@ -4,7 +4,7 @@
 # speed and vocal-tract perturbation 0.85-1.15, room tone on half the clips, validation on nv9 every 250 steps):
 #   E0  the release continued as it was trained (the control)
 #   E1  the same plus LoRA on the encoder's attention and MLP (model.media.audio.encoder_lora, rank 8, alpha 16;
-#       its own learning rate ENC_LR, default 5e-4), fresh: at step 0 both models are the release
+#       its own learning rate ENC_LR, default 3e-4 as the projector's), fresh: at step 0 both models are the release
 # -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9 and the
 # human clips where present -> `mmlora compare-wer` of E1 against E0 and of each against the release (OUT/eval/compare.txt).
 # Every step is skipped when its output exists.
@@ -42,7 +42,7 @@ source scripts/lib_train.sh  # want, best, train_job
 EXTRA=("$@")
 train_job E0 asr_smollm2_whisper_tiny
 train_job E1 asr_smollm2_whisper_tiny "model.media.audio.encoder_lora={rank: 8, alpha: 16}" \
-    train.group_lr.encoder=${ENC_LR:-5e-4}
+    train.group_lr.encoder=${ENC_LR:-3e-4}
 
 [ "${EVAL:-1}" = 1 ] || exit 0  # EVAL=0: train only (e.g. several trainings side by side, then one run evaluates)
 

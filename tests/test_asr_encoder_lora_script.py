@@ -40,7 +40,7 @@ def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_
     t = trainings(calls)
     assert list(t) == ["E0", "E1"]
     e0, e1 = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
-    assert e1 - e0 == {"model.media.audio.encoder_lora={rank: 8, alpha: 16}", "train.group_lr.encoder=5e-4"}
+    assert e1 - e0 == {"model.media.audio.encoder_lora={rank: 8, alpha: 16}", "train.group_lr.encoder=3e-4"}
     assert e0 <= e1 and "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in e0 and "train.num_workers=12" in e0
     assert t["E1"][-1] == "train.num_workers=12"  # the caller's overrides come last: they win
     evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
