@@ -63,10 +63,11 @@ def encoder_lora_cache_error(modality: str) -> str:
 
 
 def _cached_items(items) -> bool:
-    """Media items that are cached per-item features (``{"x": ...}`` dicts) or a ready Features batch."""
+    """Media items that are cached per-item features (``{"x": ...}`` dicts). (A ready ``Features`` batch is
+    not: :meth:`MultimodalLM.encode_media`'s own output passes through, with its graph when the encoder trains.)"""
     from .encoders.base import Features
 
-    return isinstance(items, Features) or bool(items) and isinstance(items[0], dict) and "x" in items[0]
+    return not isinstance(items, Features) and bool(items) and isinstance(items[0], dict) and "x" in items[0]
 
 
 def _unpad_rows(emb: Tensor, mask: Tensor) -> list[Tensor]:

@@ -207,3 +207,21 @@ def test_gpu_encoder_lora_forward_and_gradients_match_the_cpu(corpus):
     x_bf, g_bf = run(gpu, "cuda", autocast=True)
     assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
+
+
+def test_features_from_encode_media_pass_through_with_their_graph(corpus):
+    """A benchmark (scripts/bench_asr_train.py) times the encoder apart: encode_media's Features handed back to the
+    model keep the graph into the encoder LoRA; cached per-item features are refused."""
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    model = _model(LORA)
+    model.train()
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("audio",))
+    batch = collate_samples([ds[i] for i in range(2)], model.prompts)
+    feats = model.encode_media(batch["media"])
+    model({**batch, "media": feats})["loss"].backward()
+    assert all(p.grad is not None for p in model.encoder_adapter_parameters())
+    cached = [{"x": torch.zeros(5, feats["audio"].x.shape[-1])}]
+    with pytest.raises(ValueError, match="encoder_lora .*cannot be cached"):
+        model.encode_media({"audio": cached})
