@@ -857,7 +857,8 @@ class MultimodalLM(nn.Module):
         weights not covered keep their values. Returns the names of those (fresh) weights.
         With ``grow_rank`` a saved adapter of lower rank than its place here fills the first ranks
         (``A[:r]``, ``B[:, :r]`` rescaled by the ratio of the two scalings, so the adapter's output is
-        unchanged) and the added ranks keep their fresh values (``B`` = 0: they start silent)."""
+        unchanged) and the added ranks keep their fresh values (``B`` = 0: they start silent). Encoder LoRA
+        (``media.<m>.encoder_lora``) is not renamed: it loads as :meth:`load_trainable` loads it."""
         from safetensors.torch import load_file
 
         from .lora import lora_layers, read_adapter_folder
@@ -886,7 +887,8 @@ class MultimodalLM(nn.Module):
             return name
 
         # projector and adapter weights, also those a run keeps frozen (align lm: false trains one projector)
-        own = {n: p for n, p in self.named_parameters() if n.startswith("projectors.") or ".adapters." in n}
+        own = {n: p for n, p in self.named_parameters()  # (encoder LoRA: loaded by name below, never renamed)
+               if n.startswith("projectors.") or ".adapters." in n and not n.startswith("encoders.")}
         target = {renamed(k): v for k, v in saved.items()}
         ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
         problems: list[str] = []
@@ -925,7 +927,8 @@ class MultimodalLM(nn.Module):
                     (own[k][:r] if k.endswith(".A") else own[k][:, :r]).copy_(v * grown[k])
                 else:
                     own[k].copy_(v)
-        return [n for n in own if n not in target]
+        fresh = [n for n in own if n not in target]
+        return fresh + self._load_encoder_adapters(in_dir, missing_ok=True)
 
     def load_projector(self, modality: str, in_dir: str | os.PathLike) -> None:
         """Load one modality's projector from :meth:`save_pretrained`'s folder into this model, whose projector

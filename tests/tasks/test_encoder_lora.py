@@ -130,6 +130,11 @@ def test_train_saves_loads_and_init_from_keeps_a_missing_encoder_lora_fresh(corp
     assert main(["evaluate", "--model", str(folder), "--manifest", str(corpus / "train.jsonl"), "--max-samples", "2"]) == 0
     capsys.readouterr()
 
+    # train.init_map renames the LLM's weights; the encoder LoRA loads by name all the same
+    renamed = _model(LORA, f"train.init_from={folder}", "train.init_map={'adapters.default.': 'adapters.default.'}")
+    for k, v in got.items():
+        torch.testing.assert_close(dict(renamed.named_parameters())[f"encoders.audio.{k}"], v, rtol=0, atol=0)
+
     # a model trained without encoder LoRA starts one with it: its encoder adapters stay fresh (B = 0)
     plain = tmp_path / "plain"
     assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
