@@ -67,3 +67,28 @@ def load_script(name: str):
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Eight short tone clips with noise-frame lip videos and three-word transcripts (the speech task tests)."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from mmlora.data.lipvideo import write_mp4
+
+    out = tmp_path_factory.mktemp("speech")
+    rng = np.random.default_rng(0)
+    words = ["red", "blue", "green", "one", "two", "three"]
+    lines = []
+    for i in range(8):
+        n = 16000 + 4000 * (i % 3)
+        t = np.arange(n) / 16000
+        sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
+        write_mp4(out / f"u{i}.mp4", (rng.random((n * 25 // 16000, 32, 32)) * 255).astype(np.uint8))
+        lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "video": f"u{i}.mp4",
+                      "text": " ".join(words[j % 6] for j in range(i, i + 3)), "voice": f"v{i % 2}"})
+    (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return out

@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from mmlora.cli import main
 
 LORA = "model.media.audio.encoder_lora={rank: 2, alpha: 4}"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Six short tone clips with three-word transcripts."""
-    out = tmp_path_factory.mktemp("speech")
-    words = ["red", "blue", "green", "one", "two", "three"]
-    lines = []
-    for i in range(6):
-        n = 12000 + 4000 * (i % 3)
-        t = np.arange(n) / 16000
-        sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 60 * i) * t)).astype(np.float32), 16000)
-        lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "text": " ".join(words[j % 6] for j in range(i, i + 3)),
-                      "voice": f"v{i % 2}"})
-    (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return out
 
 
 def _model(*overrides: str):

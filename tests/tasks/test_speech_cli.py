@@ -6,32 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from mmlora.cli import main
 from mmlora.config import ConfigError
 
 RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Eight short tone clips with noise-frame lip videos and three-word transcripts."""
-    from mmlora.data.lipvideo import write_mp4
-
-    out = tmp_path_factory.mktemp("speech")
-    rng = np.random.default_rng(0)
-    words = ["red", "blue", "green", "one", "two", "three"]
-    lines = []
-    for i in range(8):
-        n = 16000 + 4000 * (i % 3)
-        t = np.arange(n) / 16000
-        sf.write(out / f"u{i}.flac", (0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32), 16000)
-        write_mp4(out / f"u{i}.mp4", (rng.random((n * 25 // 16000, 32, 32)) * 255).astype(np.uint8))
-        lines.append({"id": f"u{i}", "audio": f"u{i}.flac", "video": f"u{i}.mp4",
-                      "text": " ".join(words[j % 6] for j in range(i, i + 3)), "voice": f"v{i % 2}"})
-    (out / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return out
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
