@@ -62,6 +62,13 @@ def encoder_lora_cache_error(modality: str) -> str:
             f"cannot be cached (set data.feature_cache=null, or data.feature_cache_modalities to the others)")
 
 
+def check_uncached_encoder_lora(media: Mapping[str, "MediaConfig"], cached) -> None:
+    """ValueError (:func:`encoder_lora_cache_error`) when a modality in ``cached`` has ``encoder_lora``."""
+    for m in cached:
+        if m in media and media[m].encoder_lora:
+            raise ValueError(encoder_lora_cache_error(m))
+
+
 def _cached_items(items) -> bool:
     """Media items that are cached per-item features (``{"x": ...}`` dicts). (A ready ``Features`` batch is
     not: :meth:`MultimodalLM.encode_media`'s own output passes through, with its graph when the encoder trains.)"""

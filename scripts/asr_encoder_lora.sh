@@ -38,7 +38,7 @@ C=(train.init_from=$REL data.train_manifest="$DATA/train_ab.jsonl" data.val_mani
    train.max_steps=${MAX_STEPS:-800} train.eval_every=250 train.save_every=250 train.log_every=25
    train.group_lr.projectors=3e-4 train.group_lr.lora=2e-4 "data.speed_range=[0.85,1.15]"
    "model.media.audio.vtlp=[0.85,1.15]" "data.pad_seconds=[0.2,1.2]" data.pad_prob=0.5 train.resume=auto)
-source scripts/lib_train.sh  # want, best, train_job
+source scripts/lib_train.sh  # want, best, train_job, ev, pair
 EXTRA=("$@")
 train_job E0 asr_smollm2_whisper_tiny
 train_job E1 asr_smollm2_whisper_tiny "model.media.audio.encoder_lora={rank: 8, alpha: 16}" \
@@ -47,10 +47,6 @@ train_job E1 asr_smollm2_whisper_tiny "model.media.audio.encoder_lora={rank: 8, 
 [ "${EVAL:-1}" = 1 ] || exit 0  # EVAL=0: train only (e.g. several trainings side by side, then one run evaluates)
 
 # evaluation
-ev() {  # TAG MODEL [evaluate args]
-  local tag=$1 model=$2; shift 2
-  [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
-}
 SETS=(st "$DATA/st/test.jsonl" st_b0 "$DATA/st/test_babble_snr0.jsonl" natt9 "$DATA/natt9/test.jsonl"
       nv9 "$DATA/nv9/test.jsonl")
 for h in test extra; do [ -f "$HUMAN/$h.jsonl" ] && SETS+=(human_$h "$HUMAN/$h.jsonl"); done
@@ -60,8 +56,6 @@ for J in REL E0 E1; do
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do ev ${J}_${SETS[i]} "$model" --manifest "${SETS[i+1]}"; done
 done
 {
-  pair() { [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
-          echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"; }
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do
     s=${SETS[i]}; pair E0_$s E1_$s; pair REL_$s E0_$s; pair REL_$s E1_$s
   done

@@ -1,6 +1,7 @@
-# Sourced by the experiment scripts (train_grid.sh, asr_encoder_lora.sh): named trainings that a time limit may stop.
-# The caller sets MM (the mmlora command), OUT (the run folder), JOBS (the names to run), C (the overrides every
-# training shares) and EXTRA (the command line's overrides, last).
+# Sourced by the experiment scripts (train_grid.sh, asr_encoder_lora.sh): named trainings that a time limit may stop,
+# their evaluations into OUT/eval/TAG.json and paired comparisons of two of those. The caller sets MM (the mmlora
+# command), OUT (the run folder), JOBS (the names to run), C (the overrides every training shares) and EXTRA (the
+# command line's overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
 best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
 train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unless done or stopped before
@@ -11,4 +12,12 @@ train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unl
     local rc=$?  # 3: stopped by SIGTERM (a time limit), checkpoint written: evaluate its best weights so far
     [ $rc -eq 3 ] && touch "$OUT/$name/STOPPED" && echo "$name stopped early: evaluating its best checkpoint" || exit $rc
   }
+}
+ev() {  # TAG MODEL [evaluate args]: OUT/eval/TAG.json, unless there
+  local tag=$1 model=$2; shift 2
+  [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
+}
+pair() {  # A B: "B - A: {compare-wer JSON}" where both reports exist
+  [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
+  echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"
 }

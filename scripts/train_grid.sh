@@ -82,7 +82,7 @@ C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train
    train.log_every=25 train.eval_every=250 train.save_every=250 train.batch_size=64 train.group_lr.projectors=5e-4
    train.group_lr.lora=2.5e-4 train.resume=auto)
 NOISE=("model.media.audio.vtlp=[0.85,1.15]" "data.noise_snrs=[-5,0,5]" data.noise_prob=0.5 "data.noise_talkers=[1,1]")
-source scripts/lib_train.sh  # want, best, train_job
+source scripts/lib_train.sh  # want, best, train_job, ev, pair
 EXTRA=("$@")
 train_job GV vsr_smollm2
 train_job GAV avsr_smollm2_whisper_tiny "${NOISE[@]}" model.media.audio.dropout=0.3
@@ -102,10 +102,6 @@ done
 train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
 # evaluation
-ev() {  # TAG MODEL [evaluate args]
-  local tag=$1 model=$2; shift 2
-  [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
-}
 NOISY=(t1_0 "--snr 0 --noise-talkers 1" t1_-5 "--snr -5 --noise-talkers 1" b_0 "--snr 0" b_-5 "--snr -5"
        w_0 "--snr 0 --noise white" w_-5 "--snr -5 --noise white")
 for J in GAV GAO GAVL GAVLD GAOL; do
@@ -132,8 +128,6 @@ if want GV; then
   ev GV_vsr_wrong_lips "$(best GV)" --manifest "$TR"
 fi
 {
-  pair() { [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
-          echo "$2 - $1: $($MM compare-wer "$OUT/eval/$1.json" "$OUT/eval/$2.json" | tail -n 1)"; }
   for J in GAV GAVL GAVLD; do
     ctl=GAO; [ $J = GAV ] || ctl=GAOL  # each AVSR model against the ASR control chosen the same way
     for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5 final_clean final_t1_0 final_b_0; do pair ${J}_$c ${ctl}_$c; done

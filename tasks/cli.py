@@ -272,6 +272,9 @@ def cache_features(argv: list[str]) -> int:
             from .speech import cached_modalities
 
             mods = [m for m in mods if m in cached_modalities(cfg.data, spec.modalities)]
+        from mmlora.model import check_uncached_encoder_lora
+
+        check_uncached_encoder_lora(cfg.model.media, mods)  # before the manifests are read
         if spec.media_paths is None:
             raise ValueError(f"task {spec.name!r} has no feature cache")
         paths = spec.media_paths(manifests, mods)
@@ -280,11 +283,6 @@ def cache_features(argv: list[str]) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = _mixed_precision(cfg.train.mixed_precision) if device.type == "cuda" else "no"
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision or "no")
-    lora = [m for m in mods if cfg.model.media[m].encoder_lora]
-    if lora:
-        from mmlora.model import encoder_lora_cache_error
-
-        return _fail(encoder_lora_cache_error(lora[0]))
     cache, report = FeatureCache(root), {}
     for mod in mods:
         enc = build_encoder(cfg.model.media[mod].encoder).to(device)

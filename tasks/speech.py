@@ -330,11 +330,9 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
                   *((f"model.media.{m}.vtlp=[]", "warping the spectrogram") for m, mc in model.cfg.media.items()
                     if mc.vtlp and m in cached)]
         online = [o for o in online if o and "audio" in cached]
-        lora = [m for m, mc in model.cfg.media.items() if mc.encoder_lora and m in cached]
-        if lora:
-            from mmlora.model import encoder_lora_cache_error
+        from mmlora.model import check_uncached_encoder_lora
 
-            raise ValueError(encoder_lora_cache_error(lora[0]))
+        check_uncached_encoder_lora(model.cfg.media, cached)
         if online:
             off, what = online[0]
             raise ValueError(f"data.feature_cache needs fixed inputs: set {off} ({what} changes the audio every "
