@@ -5,15 +5,21 @@
 #   E0  the release continued as it was trained (the control)
 #   E1  the same plus LoRA on the encoder's attention and MLP (model.media.audio.encoder_lora, rank 8, alpha 16;
 #       its own learning rate ENC_LR, default 3e-4 as the projector's), fresh: at step 0 both models are the release
+#   E2  E1 with the LLM's LoRA held at the release's (train.group_lr.lora=0: AdamW leaves it unchanged), so the
+#       language side cannot drift: only the audio projector and the encoder LoRA learn (GPU run 21)
+#   E3  E2 with the projector held too: only the encoder LoRA learns, feeding the release's projector and LLM
 # -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9 and the
-# human clips where present -> `mmlora compare-wer` of E1 against E0 and of each against the release (OUT/eval/compare.txt).
+# human clips where present -> `mmlora compare-wer` of E1 against E0, of E2 and E3 against E1, and of each against
+# the release (OUT/eval/compare.txt).
 # Every step is skipped when its output exists.
 #
 #   bash scripts/asr_encoder_lora.sh [DATA_DIR] [OUT_DIR] [key=value overrides for both trainings ...]
 #
 # DATA_DIR (default data/speech_release) must hold the corpora of scripts/train_asr_release.sh named below (its
 # commands make them: st with AUDIO_ONLY=1 is enough, the wide w3, the stage-4 sets natt9 / nv9 and the natural n9 /
-# n10); the training manifest is st + w3 + n9 + n10 (21,400 clips, rhvoice:clb left out). JOBS="E0 E1" (default)
+# n10); the training manifest is st + w3 + n9 + n10 (21,400 clips, rhvoice:clb left out; GPU run 20). MIX="SUB[xREP] ..."
+# trains on those corpora instead (e.g. MIX="st w3 n9 n10 n14x2 n15x2", GPU run 21: n14 and n15 are the release
+# script's modern-text corpora; its manifest is DATA/train_ab_<the parts joined by _>.jsonl). JOBS="E0 E1" (default)
 # picks the models; MAX_STEPS (default 800); HUMAN=DIR (default data/human_speech, scripts/fetch_human_speech.py):
 # its test.jsonl and extra.jsonl are evaluated too when present. A training stopped by SIGTERM (exit 3, e.g. a time
 # limit) is evaluated at its best checkpoint so far (OUT/NAME/STOPPED marks it; delete it to resume instead). EVAL=0
@@ -24,15 +30,19 @@ DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_encoder_lora}; shift $(( $#
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; JOBS=${JOBS:-E0 E1}
 REL=${REL:-checkpoints/asr-smollm2-whisper-tiny}; HUMAN=${HUMAN:-data/human_speech}
 mkdir -p "$OUT/eval"
-for m in st/train st/test st/test_babble_snr0 w3/train natt9/test nv9/test n9/train n10/train; do
+MIX=(${MIX:-st w3 n9 n10}); TRAIN=train_ab.jsonl
+[ "${MIX[*]}" = "st w3 n9 n10" ] || TRAIN=$(IFS=_; echo "train_ab_${MIX[*]}.jsonl")
+NEED=(st/test st/test_babble_snr0 natt9/test nv9/test)
+for part in "${MIX[@]}"; do NEED+=("${part%x[0-9]*}/train"); done
+for m in "${NEED[@]}"; do
   [ -f "$DATA/$m.jsonl" ] || { echo "asr_encoder_lora.sh: $DATA/$m.jsonl is missing: make it with the commands of" \
                                     "scripts/train_asr_release.sh (see this script's header)" >&2; exit 2; }
 done
-[ -f "$DATA/train_ab.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train_ab.jsonl st w3 n9 n10 --drop-voice rhvoice:clb
+[ -f "$DATA/$TRAIN" ] || $PY scripts/merge_manifests.py "$DATA" "$TRAIN" "${MIX[@]}" --drop-voice rhvoice:clb
 $MM assets get smollm2-135m whisper-tiny.en
 
 # training (stage 7's recipe, docs/ASR_RUNS.md "Stage 7")
-C=(train.init_from=$REL data.train_manifest="$DATA/train_ab.jsonl" data.val_manifest="$DATA/nv9/test.jsonl"
+C=(train.init_from=$REL data.train_manifest="$DATA/$TRAIN" data.val_manifest="$DATA/nv9/test.jsonl"
    data.feature_cache=null "model.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
    "model.adapters={default: {rank: 16, alpha: 32, dropout: 0.05}}" train.batch_size=256 train.warmup_steps=50
    train.max_steps=${MAX_STEPS:-800} train.eval_every=250 train.save_every=250 train.log_every=25
@@ -41,8 +51,10 @@ C=(train.init_from=$REL data.train_manifest="$DATA/train_ab.jsonl" data.val_mani
 source scripts/lib_train.sh  # want, best, train_job, ev, pair
 EXTRA=("$@")
 train_job E0 asr_smollm2_whisper_tiny
-train_job E1 asr_smollm2_whisper_tiny "model.media.audio.encoder_lora={rank: 8, alpha: 16}" \
-    train.group_lr.encoder=${ENC_LR:-3e-4}
+ENC=("model.media.audio.encoder_lora={rank: 8, alpha: 16}" train.group_lr.encoder=${ENC_LR:-3e-4})
+train_job E1 asr_smollm2_whisper_tiny "${ENC[@]}"
+train_job E2 asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0
+train_job E3 asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0 train.group_lr.projectors=0
 
 [ "${EVAL:-1}" = 1 ] || exit 0  # EVAL=0: train only (e.g. several trainings side by side, then one run evaluates)
 
@@ -50,13 +62,14 @@ train_job E1 asr_smollm2_whisper_tiny "model.media.audio.encoder_lora={rank: 8, 
 SETS=(st "$DATA/st/test.jsonl" st_b0 "$DATA/st/test_babble_snr0.jsonl" natt9 "$DATA/natt9/test.jsonl"
       nv9 "$DATA/nv9/test.jsonl")
 for h in test extra; do [ -f "$HUMAN/$h.jsonl" ] && SETS+=(human_$h "$HUMAN/$h.jsonl"); done
-for J in REL E0 E1; do
+for J in REL E0 E1 E2 E3; do
   [ $J = REL ] || want $J || continue
   model=$REL; [ $J = REL ] || model=$(best $J)
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do ev ${J}_${SETS[i]} "$model" --manifest "${SETS[i+1]}"; done
 done
 {
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do
-    s=${SETS[i]}; pair E0_$s E1_$s; pair REL_$s E0_$s; pair REL_$s E1_$s
+    s=${SETS[i]}; pair E0_$s E1_$s; pair E1_$s E2_$s; pair E1_$s E3_$s
+    for J in E0 E1 E2 E3; do pair REL_$s ${J}_$s; done
   done
 } | tee "$OUT/eval/compare.txt"

@@ -1,4 +1,4 @@
-"""scripts/asr_encoder_lora.sh (staged as GPU run 20) run against test_train_grid_script's stand-in for Python: the
+"""scripts/asr_encoder_lora.sh (GPU runs 20 and 21) run against test_train_grid_script's stand-in for Python: the
 corpora it needs, the two trainings and what differs between them, what is evaluated and compared. Seconds on CPU."""
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from test_train_grid_script import FAKE, ROOT, trainings
 NEED = ["st/train", "st/test", "st/test_babble_snr0", "w3/train", "natt9/test", "nv9/test", "n9/train", "n10/train"]
 
 
-def run_ab(tmp_path: Path, *extra: str, env: dict | None = None, skip: str = ""):
+def run_ab(tmp_path: Path, *extra: str, env: dict | None = None, skip: str = "", more: tuple = ()):
     tmp_path.mkdir(parents=True, exist_ok=True)
     fake = tmp_path / "fake_python.py"
     fake.write_text(FAKE)
     data, human = tmp_path / "data", tmp_path / "human"
-    for m in NEED:
+    for m in NEED + list(more):
         if m != skip:
             (data / m).parent.mkdir(parents=True, exist_ok=True)
             (data / f"{m}.jsonl").write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
@@ -63,3 +63,24 @@ def test_a_missing_corpus_is_named_and_a_stopped_training_is_evaluated_at_its_be
     p, calls = run_ab(tmp_path / "c", env={"EVAL": "0"})
     assert p.returncode == 0 and list(trainings(calls)) == ["E0", "E1"]
     assert not [c for c in calls if c[2:3] in (["evaluate"], ["compare-wer"])]
+
+
+def test_a_corpus_mix_and_the_runs_that_hold_the_language_side_at_the_release(tmp_path):
+    """GPU run 21: MIX names the corpora (xREP repeats one); E2 holds the LLM's LoRA at lr 0, E3 the projector too,
+    each otherwise E1; E2 and E3 are compared with E1 and with the release."""
+    p, calls = run_ab(tmp_path, skip="n9/train", more=("n14/train",), env={"JOBS": "E1 E2 E3", "MIX": "st n14x2"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    merge = next(c for c in calls if c[0].endswith("merge_manifests.py"))
+    assert merge[2:] == ["train_ab_st_n14x2.jsonl", "st", "n14x2", "--drop-voice", "rhvoice:clb"]
+    t = trainings(calls)
+    assert list(t) == ["E1", "E2", "E3"]
+    assert f"data.train_manifest={tmp_path}/data/train_ab_st_n14x2.jsonl" in t["E1"]
+    e1, e2, e3 = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
+    assert e2 - e1 == {"train.group_lr.lora=0"} and e1 <= e2
+    assert e3 - e1 == {"train.group_lr.lora=0", "train.group_lr.projectors=0"} and e1 <= e3
+    assert "model.media.audio.encoder_lora={rank: 8, alpha: 16}" in e1
+    compare = (tmp_path / "out/eval/compare.txt").read_text().splitlines()
+    st = [line.split(":")[0] for line in compare if line.startswith("E") and "_st - " in line]
+    assert st == ["E2_st - E1_st", "E3_st - E1_st", "E1_st - REL_st", "E2_st - REL_st", "E3_st - REL_st"]
+    p, calls = run_ab(tmp_path / "b", env={"MIX": "st n15x2"})
+    assert p.returncode == 2 and "n15/train.jsonl is missing" in p.stderr and not calls

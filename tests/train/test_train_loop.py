@@ -119,6 +119,20 @@ def test_param_groups_lrs_and_group_lr_override(tmp_path):
     assert h["train/lr/weight"] == pytest.approx(1e-2) and h["train/lr/bias"] == pytest.approx(2e-3)
 
 
+def test_group_lr_zero_holds_a_group_bit_identical_while_the_others_train(tmp_path):
+    """group_lr {name: 0} is how a run holds a group at its starting weights (scripts/asr_encoder_lora.sh's E2 and
+    E3 hold the LLM's LoRA at the release's), through warmup, cosine decay, clipping and weight decay."""
+    model = ToyRegressor()
+    w0, b0 = model.head.weight.detach().clone(), model.head.bias.detach().clone()
+    groups = [{"name": "weight", "params": [model.head.weight], "lr": 1e-2, "weight_decay": 0.1},
+              {"name": "bias", "params": [model.head.bias], "lr": 1e-2, "weight_decay": 0.1}]
+    train(model, ToySequences(n=16), pad_collate,
+          cfg_for(tmp_path, max_steps=6, warmup_steps=2, max_grad_norm=0.01, group_lr={"weight": 0.0}),
+          param_groups=groups)
+    assert torch.equal(model.head.weight.detach(), w0)
+    assert not torch.equal(model.head.bias.detach(), b0)
+
+
 def test_param_group_errors(tmp_path):
     model = ToyRegressor()
     with pytest.raises(ValueError, match="both group"):
