@@ -42,6 +42,7 @@ def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_
     e0, e1 = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
     assert e1 - e0 == {"model.media.audio.encoder_lora={rank: 8, alpha: 16}", "train.group_lr.encoder=3e-4"}
     assert e0 <= e1 and "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in e0 and "train.num_workers=12" in e0
+    assert f"data.val_manifest={tmp_path}/data/nv9/test.jsonl" in e0  # the release rule's set, by default
     assert t["E1"][-1] == "train.num_workers=12"  # the caller's overrides come last: they win
     evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
     sets = ["st", "st_b0", "natt9", "nv9", "human_test"]
@@ -68,13 +69,15 @@ def test_a_missing_corpus_is_named_and_a_stopped_training_is_evaluated_at_its_be
 def test_a_corpus_mix_and_the_runs_that_hold_the_language_side_at_the_release(tmp_path):
     """GPU run 21: MIX names the corpora (xREP repeats one); E2 holds the LLM's LoRA at lr 0, E3 the projector too,
     each otherwise E1; E2 and E3 are compared with E1 and with the release."""
-    p, calls = run_ab(tmp_path, skip="n9/train", more=("n14/train",), env={"JOBS": "E1 E2 E3", "MIX": "st n14x2"})
+    p, calls = run_ab(tmp_path, skip="n9/train", more=("n14/train", "nv10/test"),
+                      env={"JOBS": "E1 E2 E3", "MIX": "st n14x2", "VAL": "nv10/test"})
     assert p.returncode == 0, p.stderr[-2000:]
     merge = next(c for c in calls if c[0].endswith("merge_manifests.py"))
     assert merge[2:] == ["train_ab_st_n14x2.jsonl", "st", "n14x2", "--drop-voice", "rhvoice:clb"]
     t = trainings(calls)
     assert list(t) == ["E1", "E2", "E3"]
     assert f"data.train_manifest={tmp_path}/data/train_ab_st_n14x2.jsonl" in t["E1"]
+    assert f"data.val_manifest={tmp_path}/data/nv10/test.jsonl" in t["E1"]  # VAL: nv9 stays a test set only
     e1, e2, e3 = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
     assert e2 - e1 == {"train.group_lr.lora=0"} and e1 <= e2
     assert e3 - e1 == {"train.group_lr.lora=0", "train.group_lr.projectors=0"} and e1 <= e3
@@ -84,3 +87,5 @@ def test_a_corpus_mix_and_the_runs_that_hold_the_language_side_at_the_release(tm
     assert st == ["E2_st - E1_st", "E3_st - E1_st", "E1_st - REL_st", "E2_st - REL_st", "E3_st - REL_st"]
     p, calls = run_ab(tmp_path / "b", env={"MIX": "st n15x2"})
     assert p.returncode == 2 and "n15/train.jsonl is missing" in p.stderr and not calls
+    p, calls = run_ab(tmp_path / "c", env={"VAL": "nv10/test"})
+    assert p.returncode == 2 and "nv10/test.jsonl is missing" in p.stderr and not calls
