@@ -302,8 +302,9 @@ def paired_bootstrap(errors_a: Sequence[int], errors_b: Sequence[int], ref_words
             "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum())}
 
 
-def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
-    """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order."""
+def report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
+    """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order; a key is
+    the utterance's id (or index) and normalized reference."""
     try:
         report = json.loads(Path(path).read_text())
         utts = report["utterances"]
@@ -322,18 +323,34 @@ def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
     return keys, errs, words
 
 
-def compare_reports(path_a: str | Path, path_b: str | Path, samples: int = 10_000, seed: int = 0) -> dict:
-    """:func:`paired_bootstrap` of two ``mmlora evaluate`` reports on the same utterances (matched by id and
-    normalized reference; the order may differ). Raises ValueError naming the file when they do not match."""
-    ka, ea, na = _report_errors(path_a)
-    kb, eb, _ = _report_errors(path_b)
+def _matched_errors(path_a: str | Path, path_b: str | Path) -> tuple[list[int], list[int], list[int]]:
+    """A's errors, B's errors (in A's order) and the reference words of two reports of one manifest."""
+    ka, ea, na = report_errors(path_a)
+    kb, eb, _ = report_errors(path_b)
     pos = {k: i for i, k in enumerate(kb)}
     if len(pos) != len(kb) or set(ka) != set(pos):
         only_a, only_b = len(set(ka) - set(pos)), len(set(pos) - set(ka))
         raise ValueError(f"{path_b}: not the utterances of {path_a} ({only_a} only in the first, {only_b} only in "
                          f"the second{', repeated ids' if len(pos) != len(kb) else ''}); compare reports of one manifest")
-    eb = [eb[pos[k]] for k in ka]
-    return {"a": str(path_a), "b": str(path_b), **paired_bootstrap(ea, eb, na, samples=samples, seed=seed)}
+    return ea, [eb[pos[k]] for k in ka], na
+
+
+def compare_reports(path_a: str | Path | Sequence[str | Path], path_b: str | Path | Sequence[str | Path],
+                    samples: int = 10_000, seed: int = 0) -> dict:
+    """:func:`paired_bootstrap` of two ``mmlora evaluate`` reports on the same utterances (matched by id and
+    normalized reference; the order may differ). Raises ValueError naming the file when they do not match.
+    ``path_a`` and ``path_b`` may also be equal-length lists: A's i-th report pairs with B's i-th (one manifest
+    each, e.g. two human test sets), and the utterances of all pairs are resampled together as one test set."""
+    pa = [path_a] if isinstance(path_a, (str, Path)) else list(path_a)
+    pb = [path_b] if isinstance(path_b, (str, Path)) else list(path_b)
+    if len(pa) != len(pb) or not pa:
+        raise ValueError(f"compare_reports: {len(pa)} report(s) of A against {len(pb)} of B; pair one with one")
+    ea, eb, na = [], [], []
+    for a, b in zip(pa, pb):
+        xa, xb, n = _matched_errors(a, b)
+        ea, eb, na = ea + xa, eb + xb, na + n
+    return {"a": " + ".join(map(str, pa)), "b": " + ".join(map(str, pb)),
+            **paired_bootstrap(ea, eb, na, samples=samples, seed=seed)}
 
 
 def format_p(p: float, samples: int, spec: str = ".3g") -> str:
@@ -354,11 +371,15 @@ def compare_main(argv: list[str] | None = None) -> int:
                     "utterances B does better / worse on. Prints a table, then one JSON line.")
     p.add_argument("a", help="report of system A (the baseline)")
     p.add_argument("b", help="report of system B")
+    p.add_argument("--also", nargs=2, action="append", default=[], metavar=("A2", "B2"),
+                   help="another pair of reports (A's and B's on another manifest) resampled together with the "
+                        "first as one test set; repeatable")
     p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
-        r = compare_reports(args.a, args.b, samples=args.samples, seed=args.seed)
+        r = compare_reports([args.a] + [a for a, _ in args.also], [args.b] + [b for _, b in args.also],
+                            samples=args.samples, seed=args.seed)
     except ValueError as e:
         print(f"mmlora compare-wer: {e}", file=sys.stderr)
         return 2

@@ -280,3 +280,25 @@ def test_compare_reports_matches_utterances_by_id_and_names_the_bad_file(tmp_pat
     assert out[2].startswith("B - A -33.33 points, 95 % CI [") and json.loads(out[-1])["better"] == 2
     assert main(["compare-wer", str(a), str(tmp_path / "missing.json")]) == 2
     assert "missing.json: no such report" in capsys.readouterr().err
+
+
+def test_compare_reports_joins_pairs_of_reports_as_one_test_set(tmp_path, capsys):
+    """Two manifests (the 16 + 24 human clips): A's i-th report pairs with B's i-th, ids may repeat across the pairs,
+    and the bootstrap runs on all utterances at once, as paired_bootstrap on the concatenated counts."""
+    from mmlora.cli import main
+    from mmlora.metrics.wer import compare_reports, paired_bootstrap
+
+    a1 = _report(tmp_path / "a1.json", [("u1", "one two three", 1, 0), ("u2", "four five", 0, 1)])
+    b1 = _report(tmp_path / "b1.json", [("u2", "four five", 0, 0), ("u1", "one two three", 2, 0)])
+    a2 = _report(tmp_path / "a2.json", [("u1", "six seven", 1, 1)])  # the id u1 again, on another manifest
+    b2 = _report(tmp_path / "b2.json", [("u1", "six seven", 0, 0)])
+    r = compare_reports([a1, a2], [b1, b2], samples=300, seed=3)
+    want = paired_bootstrap([1, 1, 2], [2, 0, 0], [3, 2, 2], samples=300, seed=3)
+    assert {k: r[k] for k in want} == want and r["a"] == f"{a1} + {a2}"
+    assert r["wer_a"] == pytest.approx(4 / 7) and r["wer_b"] == pytest.approx(2 / 7)
+    with pytest.raises(ValueError, match=r"b2\.json: not the utterances of .*a1\.json"):
+        compare_reports([a1, a2], [b2, b1])
+    with pytest.raises(ValueError, match="2 report.* of A against 1 of B"):
+        compare_reports([a1, a2], [b1])
+    assert main(["compare-wer", str(a1), str(b1), "--also", str(a2), str(b2), "--samples", "300", "--seed", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["diff"] == pytest.approx(want["diff"])

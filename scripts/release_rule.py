@@ -1,0 +1,117 @@
+"""The ASR release rule (fixed in session 21, used since GPU run 16; docs/ASR.md "The released checkpoint"): a
+candidate replaces the released checkpoint when, both measured on the CPU, it has a lower WER on nv9 (the training
+voices reading unseen sentences; ``--batch-size 32``) and makes no more word errors than the release on all 40 human
+clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech.py``; ``--batch-size 8``).
+
+    python scripts/release_rule.py CANDIDATE_MODEL [CANDIDATE_MODEL ...] [--release checkpoints/asr-smollm2-whisper-tiny]
+        [--nv9 data/speech_release/nv9/test.jsonl] [--human data/human_speech] [--out outputs/release_rule]
+
+Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into OUT/NAME/{nv9,human_test,human_extra}.json
+(NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is.
+Prints a table, then one JSON line per candidate: both numbers of both models, ``passes``, and the paired bootstrap
+(``mmlora compare-wer``) of the candidate against the release on nv9 and on the 40 human clips as one set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.metrics.wer import compare_reports, format_p  # noqa: E402
+
+SETS = (("nv9", 32), ("human_test", 8), ("human_extra", 8))  # the rule's sets and their CPU batch sizes
+
+
+def evaluate(model: str, manifest: Path, batch_size: int, out: Path) -> None:
+    """``mmlora evaluate`` on the CPU into ``out``, on one thread: the LLM runs in bf16 on the CPU too, so the batch
+    size and the number of threads change its rounding and, on near-ties, greedy choices (the release on the 24
+    extra human clips: 159 word errors on one thread, 161 on two, session 26), while the rule allows no error more."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mmlora.cli", "evaluate", "--model", model, "--manifest", str(manifest),
+           "--batch-size", str(batch_size), "--device", "cpu", "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def named(spec: str) -> tuple[str, str]:
+    """``NAME=PATH`` or ``PATH`` (named after the path)."""
+    name, sep, path = spec.partition("=")
+    return (name, path) if sep and name and "/" not in name else (spec.strip("/").replace("/", "_"), spec)
+
+
+def reports(name: str, model: str, manifests: dict[str, Path], out: Path) -> dict[str, Path]:
+    """The three reports of one model, evaluated where missing."""
+    got = {}
+    for tag, batch in SETS:
+        path = out / name / f"{tag}.json"
+        if not path.is_file():
+            if not Path(model).is_dir():
+                raise ValueError(f"{model}: no such model folder (and no report {path})")
+            evaluate(model, manifests[tag], batch, path)
+        got[tag] = path
+    return got
+
+
+def counts(path: Path) -> tuple[float, int, int]:
+    """(WER, word errors, reference words) of a report."""
+    try:
+        r = json.loads(path.read_text())
+        errors = int(r["substitutions"]) + int(r["deletions"]) + int(r["insertions"])
+        return float(r["wer"]), errors, int(r["ref_words"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not an mmlora evaluate report ({e})") from None
+
+
+def verdict(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000) -> dict:
+    """The rule on two models' reports: nv9 WER strictly lower, human word errors (test + extra) no more."""
+    nv9_c, nv9_r = counts(cand["nv9"])[0], counts(rel["nv9"])[0]
+    human = ("human_test", "human_extra")
+    err_c = sum(counts(cand[t])[1] for t in human)
+    err_r = sum(counts(rel[t])[1] for t in human)
+    words = sum(counts(rel[t])[2] for t in human)
+    nv9_cmp = compare_reports(rel["nv9"], cand["nv9"], samples=samples)
+    human_cmp = compare_reports([rel[t] for t in human], [cand[t] for t in human], samples=samples)
+    return {"nv9_wer": nv9_c, "release_nv9_wer": nv9_r, "human_errors": err_c, "release_human_errors": err_r,
+            "human_words": words, "passes": nv9_c < nv9_r and err_c <= err_r,
+            "nv9_diff": nv9_cmp["diff"], "nv9_p": nv9_cmp["p_two_sided"],
+            "human_diff": human_cmp["diff"], "human_p": human_cmp["p_two_sided"], "samples": samples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("candidates", nargs="+", help="candidate model folders (NAME=PATH to name one)")
+    p.add_argument("--release", default="checkpoints/asr-smollm2-whisper-tiny")
+    p.add_argument("--nv9", type=Path, default=Path("data/speech_release/nv9/test.jsonl"))
+    p.add_argument("--human", type=Path, default=Path("data/human_speech"),
+                   help="folder with test.jsonl and extra.jsonl (scripts/fetch_human_speech.py)")
+    p.add_argument("--out", type=Path, default=Path("outputs/release_rule"))
+    p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    a = p.parse_args(argv)
+    manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
+    try:
+        rel_name, rel_path = named(a.release)
+        rel = reports(rel_name, rel_path, manifests, a.out)
+        rows = []
+        for c in a.candidates:
+            name, path = named(c)
+            rows.append(((name, path), verdict(reports(name, path, manifests, a.out), rel, a.samples)))
+    except (ValueError, subprocess.CalledProcessError) as e:
+        print(f"release_rule: {e}", file=sys.stderr)
+        return 2
+    r_nv9, r_err = counts(rel["nv9"])[0], sum(counts(rel[t])[1] for t in ("human_test", "human_extra"))
+    print("| model | nv9 WER (− release, p) | word errors on the human clips (− release, p) | passes |\n|---|---|---|---|")
+    print(f"| release: {rel_path} | {100 * r_nv9:.1f} % | {r_err} | |")
+    for (name, _), v in rows:
+        print(f"| {name} | {100 * v['nv9_wer']:.1f} % ({100 * v['nv9_diff']:+.1f}, p {format_p(v['nv9_p'], v['samples'])}) "
+              f"| {v['human_errors']} ({100 * v['human_diff']:+.1f} points, p {format_p(v['human_p'], v['samples'])}) "
+              f"| {'yes' if v['passes'] else 'no'} |")
+    for (name, path), v in rows:
+        print(json.dumps({"candidate": name, "model": path, "release": rel_path, **v}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""scripts/release_rule.py: the ASR release rule on evaluation reports (nv9 WER strictly lower, no more word errors on
+the human clips' two sets together), the paired bootstrap it reports, and the CPU evaluations it runs for missing
+reports. Seconds on CPU: the reports are written here; evaluation is replaced where a report is missing."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import release_rule  # noqa: E402
+
+from mmlora.metrics.wer import paired_bootstrap  # noqa: E402
+
+
+def write_report(path: Path, errors: list[int], words: list[int]) -> Path:
+    """An mmlora evaluate report whose utterance i has errors[i] substitutions among words[i] reference words."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    utts = [{"index": i, "id": f"u{i}", "ref_norm": " ".join(["w"] * n), "ref_words": n, "substitutions": e,
+             "deletions": 0, "insertions": 0} for i, (e, n) in enumerate(zip(errors, words))]
+    path.write_text(json.dumps({"wer": sum(errors) / sum(words), "substitutions": sum(errors), "deletions": 0,
+                                "insertions": 0, "ref_words": sum(words), "utterances": utts}))
+    return path
+
+
+WORDS = {"nv9": [5, 5, 5, 5], "human_test": [4, 4], "human_extra": [6, 6, 6]}
+RELEASE = {"nv9": [1, 1, 0, 1], "human_test": [1, 0], "human_extra": [2, 1, 0]}  # nv9 3 / 20, human 4 errors
+
+
+def model(out: Path, name: str, errors: dict[str, list[int]]) -> dict[str, Path]:
+    return {t: write_report(out / name / f"{t}.json", errors[t], WORDS[t]) for t in WORDS}
+
+
+@pytest.mark.parametrize("nv9, human, passes", [
+    ([1, 1, 0, 0], {"human_test": [1, 1], "human_extra": [1, 1, 0]}, True),   # nv9 better, human errors equal
+    ([1, 1, 0, 1], {"human_test": [0, 0], "human_extra": [0, 0, 0]}, False),  # nv9 only level: not better
+    ([0, 0, 0, 0], {"human_test": [1, 1], "human_extra": [2, 1, 0]}, False),  # one human error more
+])
+def test_the_rule_and_its_paired_comparisons(tmp_path, nv9, human, passes):
+    rel = model(tmp_path, "rel", RELEASE)
+    cand = model(tmp_path, "cand", {"nv9": nv9, **human})
+    v = release_rule.verdict(cand, rel, samples=200)
+    assert v["passes"] is passes
+    assert v["nv9_wer"] == pytest.approx(sum(nv9) / 20) and v["release_nv9_wer"] == pytest.approx(3 / 20)
+    assert v["human_errors"] == sum(map(sum, human.values())) and v["release_human_errors"] == 4
+    # the human clips' two sets are one test set: the bootstrap runs over all 5 clips at once
+    joined = paired_bootstrap(RELEASE["human_test"] + RELEASE["human_extra"],
+                              human["human_test"] + human["human_extra"], WORDS["human_test"] + WORDS["human_extra"],
+                              samples=200)
+    assert v["human_diff"] == pytest.approx(joined["diff"]) and v["human_p"] == pytest.approx(joined["p_two_sided"])
+
+
+def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
+        (data / f).parent.mkdir(parents=True, exist_ok=True)
+        (data / f).write_text("")
+    out = tmp_path / "out"
+    model(out, "rel", RELEASE)
+    cand_dir = tmp_path / "cand_model"
+    cand_dir.mkdir()
+    cand = {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]}
+    write_report(out / "E2" / "human_test.json", cand["human_test"], WORDS["human_test"])  # two of three missing
+    calls = []
+
+    def fake_evaluate(model_dir, manifest, batch_size, report):
+        calls.append((model_dir, Path(manifest).name, batch_size))
+        tag = report.stem
+        write_report(report, cand[tag], WORDS[tag])
+
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    argv = [f"E2={cand_dir}", "--release", f"rel={tmp_path}/rel_model", "--nv9", str(data / "nv9.jsonl"),
+            "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
+    assert release_rule.main(argv) == 0
+    assert calls == [(str(cand_dir), "nv9.jsonl", 32), (str(cand_dir), "extra.jsonl", 8)]
+    lines = capsys.readouterr().out.splitlines()
+    v = json.loads(lines[-1])
+    assert v["candidate"] == "E2" and v["passes"] is True and v["human_errors"] == 3 and v["nv9_wer"] == 0.05
+    assert any(line.startswith("| E2 | 5.0 % (-10.0, p ") and line.endswith("| yes |") for line in lines)
+    # a model that is neither a folder nor already evaluated is named
+    assert release_rule.main([str(tmp_path / "nowhere")] + argv[1:]) == 2
+    assert "nowhere: no such model folder" in capsys.readouterr().err
+
+
+def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(release_rule.subprocess, "run", lambda cmd, **kw: seen.update(cmd=cmd, **kw))
+    release_rule.evaluate("M", Path("h/extra.jsonl"), 8, tmp_path / "r" / "human_extra.json")
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "mmlora.cli", "evaluate"] and seen["check"] is True
+    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--batch-size") + 1] == "8"
+    assert seen["env"]["OMP_NUM_THREADS"] == "1"  # threads change bf16 rounding on the CPU: the rule pins one
+    assert (tmp_path / "r").is_dir()
