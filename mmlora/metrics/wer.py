@@ -302,7 +302,7 @@ def paired_bootstrap(errors_a: Sequence[int], errors_b: Sequence[int], ref_words
             "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum())}
 
 
-def report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
+def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
     """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order; a key is
     the utterance's id (or index) and normalized reference."""
     try:
@@ -325,8 +325,8 @@ def report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
 
 def _matched_errors(path_a: str | Path, path_b: str | Path) -> tuple[list[int], list[int], list[int]]:
     """A's errors, B's errors (in A's order) and the reference words of two reports of one manifest."""
-    ka, ea, na = report_errors(path_a)
-    kb, eb, _ = report_errors(path_b)
+    ka, ea, na = _report_errors(path_a)
+    kb, eb, _ = _report_errors(path_b)
     pos = {k: i for i, k in enumerate(kb)}
     if len(pos) != len(kb) or set(ka) != set(pos):
         only_a, only_b = len(set(ka) - set(pos)), len(set(pos) - set(ka))
