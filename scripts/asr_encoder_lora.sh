@@ -51,7 +51,7 @@ C=(train.init_from=$REL data.train_manifest="$DATA/$TRAIN" data.val_manifest="$D
    train.max_steps=${MAX_STEPS:-800} train.eval_every=250 train.save_every=250 train.log_every=25
    train.group_lr.projectors=3e-4 train.group_lr.lora=2e-4 "data.speed_range=[0.85,1.15]"
    "model.media.audio.vtlp=[0.85,1.15]" "data.pad_seconds=[0.2,1.2]" data.pad_prob=0.5 train.resume=auto)
-source scripts/lib_train.sh  # want, best, train_job, ev, pair
+source scripts/lib_train.sh  # want, best, train_job, ev_sets, pair
 EXTRA=("$@")
 train_job E0 asr_smollm2_whisper_tiny
 ENC=("model.media.audio.encoder_lora={rank: 8, alpha: 16}" train.group_lr.encoder=${ENC_LR:-3e-4})
@@ -68,7 +68,7 @@ for h in test extra; do [ -f "$HUMAN/$h.jsonl" ] && SETS+=(human_$h "$HUMAN/$h.j
 for J in REL E0 E1 E2 E3; do
   [ $J = REL ] || want $J || continue
   model=$REL; [ $J = REL ] || model=$(best $J)
-  for ((i = 0; i < ${#SETS[@]}; i += 2)); do ev ${J}_${SETS[i]} "$model" --manifest "${SETS[i+1]}"; done
+  ev_sets $J "$model" "${SETS[@]}"
 done
 {
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do

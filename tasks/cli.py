@@ -165,7 +165,9 @@ def _parse_talkers(text: str) -> tuple[int, int]:
 def evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmlora evaluate", description="Score a trained model on a manifest.")
     p.add_argument("--model", required=True, help="model folder (…/final/model or a checkpoint's model/)")
-    p.add_argument("--manifest", required=True, help="JSONL manifest")
+    p.add_argument("--manifest", required=True, action="append",
+                   help="JSONL manifest; repeatable: the model is loaded once and scored on each in turn (with as "
+                        "many --out, paired in order)")
     p.add_argument("--rates", help="Matryoshka rate pair A,V (audio,video compression), e.g. 4,2")
     p.add_argument("--snr", type=float, help="mix noise at this SNR (dB) into the audio")
     p.add_argument("--noise", default="babble", choices=["babble", "white"])
@@ -177,10 +179,14 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--num-beams", type=int)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device")
-    p.add_argument("--out", help="write the full JSON report here")
+    p.add_argument("--out", action="append", help="write the full JSON report here (one per --manifest)")
     p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
     _add_piece_seconds(p)
     args = p.parse_args(argv)
+    outs = args.out or [None] * len(args.manifest)
+    if len(outs) != len(args.manifest):
+        return _fail(f"{len(args.manifest)} --manifest but {len(outs)} --out: give one --out per --manifest, "
+                     "in the same order (or none)")
     from mmlora.pipelines import load_pipeline
 
     from . import get_task
@@ -193,19 +199,26 @@ def evaluate(argv: list[str]) -> int:
             gen["zero"] = tuple(args.zero_modality)
         if args.noise_talkers != "3,6":
             gen["noise_talkers"] = _parse_talkers(args.noise_talkers)
-        report = spec.evaluate(pipe, args.manifest, rates=_parse_rates(args.rates, pipe.modalities), snr=args.snr,
-                               noise_kind=args.noise, max_samples=args.max_samples, **gen)
+        rates = _parse_rates(args.rates, pipe.modalities)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
-    if args.show:
-        for u in report.get("utterances", []):
-            print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
-                                          "insertions", "rates", "snr_db", "noise_talkers", "zeroed") if k in report}
-    print(json.dumps(summary))
+    for manifest, out in zip(args.manifest, outs):  # one report and one summary line per manifest, in order
+        try:
+            report = spec.evaluate(pipe, manifest, rates=rates, snr=args.snr, noise_kind=args.noise,
+                                   max_samples=args.max_samples, **gen)
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            return _fail(str(e))
+        if args.show:
+            for u in report.get("utterances", []):
+                print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(report, indent=2))
+        summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
+                                              "insertions", "rates", "snr_db", "noise_talkers", "zeroed") if k in report}
+        if len(args.manifest) > 1:
+            summary["manifest"] = manifest
+        print(json.dumps(summary))
     return 0
 
 

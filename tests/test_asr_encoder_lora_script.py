@@ -44,14 +44,24 @@ def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_
     assert e0 <= e1 and "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in e0 and "train.num_workers=12" in e0
     assert f"data.val_manifest={tmp_path}/data/nv9/test.jsonl" in e0  # the release rule's set, by default
     assert t["E1"][-1] == "train.num_workers=12"  # the caller's overrides come last: they win
-    evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
+    ev_calls = [c for c in calls if c[2:3] == ["evaluate"]]
+    evals = {Path(c[i + 1]).stem: c[c.index("--model") + 1] for c in ev_calls for i, a in enumerate(c) if a == "--out"}
     sets = ["st", "st_b0", "natt9", "nv9", "human_test"]
     assert set(evals) == {f"{j}_{s}" for j in ("REL", "E0", "E1") for s in sets}  # human_extra absent: not there
+    assert len(ev_calls) == 3  # one call per model: its test sets in one go (the model loads once)
+    st = ev_calls[0]
+    assert st[st.index("--manifest") + 1].endswith("/st/test.jsonl") and st[st.index("--out") + 1].endswith("/REL_st.json")
     assert evals["E1_nv9"] == f"{tmp_path}/out/E1/best/model"
     assert evals["REL_st"] == "checkpoints/asr-smollm2-whisper-tiny"
     compare = (tmp_path / "out/eval/compare.txt").read_text()
     assert "E1_st - E0_st: " in compare and "E0_human_test - REL_human_test: " in compare
     assert len(compare.splitlines()) == 3 * len(sets)
+    (tmp_path / "out/eval/E1_nv9.json").unlink()  # run again: only the missing report is made, in one call
+    (tmp_path / "calls.jsonl").unlink()
+    p, calls = run_ab(tmp_path, "train.num_workers=12")
+    ev_calls = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert p.returncode == 0 and not trainings(calls) and len(ev_calls) == 1
+    assert ev_calls[0].count("--out") == 1 and ev_calls[0][ev_calls[0].index("--out") + 1].endswith("/E1_nv9.json")
 
 
 def test_a_missing_corpus_is_named_and_a_stopped_training_is_evaluated_at_its_best(tmp_path):

@@ -48,9 +48,11 @@ elif args[:2] == ["-m", "mmlora.cli"]:
         if name in os.environ.get("FAKE_STOP", "").split():
             raise SystemExit(3)  # stopped by SIGTERM after a checkpoint
         (out / "final/model").mkdir(parents=True, exist_ok=True)
-    elif cmd == "evaluate":
-        Path(opt("--out")).write_text(json.dumps({"wer": 0.5, "model": opt("--model")}))
-        print(json.dumps({"wer": 0.5}))
+    elif cmd == "evaluate":  # one report and summary line per --out (several --manifest / --out pairs: one call)
+        for i, a in enumerate(args):
+            if a == "--out":
+                Path(args[i + 1]).write_text(json.dumps({"wer": 0.5, "model": opt("--model")}))
+                print(json.dumps({"wer": 0.5}))
     elif cmd == "compare-wer":
         print(json.dumps({"a": args[3], "b": args[4], "diff": 0.0}))
 '''

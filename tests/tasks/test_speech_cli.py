@@ -868,3 +868,38 @@ def test_average_models_is_the_weighted_mean_and_loads(corpus, tmp_path, capsys)
     assert not (tmp_path / "x").exists() and not (tmp_path / ".tmp-x").exists()
     assert main(["average-models", str(tmp_path / "y"), str(a), str(b), "--weights", "1"]) == 2
     assert "1 weight(s) for 2" in capsys.readouterr().err
+
+
+def test_evaluate_scores_several_manifests_with_one_model_load(corpus, tmp_path, capsys, monkeypatch):
+    """--manifest repeated (with as many --out): the model loads once, each manifest gets the report and summary
+    line a call of its own gives (the noise of --snr drawn per utterance as alone), in order."""
+    out = tmp_path / "run"
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.output_dir={out}", "train.max_steps=2", "train.save_every=0"]) == 0
+    model_dir = str(out / "final" / "model")
+    lines = (corpus / "train.jsonl").read_text().splitlines()
+    m1, m2 = corpus / "first3.jsonl", corpus / "next5.jsonl"  # beside the clips: their paths are relative
+    m1.write_text("\n".join(lines[:3]) + "\n")
+    m2.write_text("\n".join(lines[3:8]) + "\n")
+    for i, m in enumerate((m1, m2)):
+        assert main(["evaluate", "--model", model_dir, "--manifest", str(m), "--snr", "5",
+                     "--out", str(tmp_path / f"alone{i}.json")]) == 0
+    capsys.readouterr()
+    import mmlora.pipelines as pipelines
+
+    loads = []
+    real = pipelines.load_pipeline
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: loads.append(a) or real(*a, **k))
+    assert main(["evaluate", "--model", model_dir, "--snr", "5", "--manifest", str(m1), "--out",
+                 str(tmp_path / "both0.json"), "--manifest", str(m2), "--out", str(tmp_path / "both1.json")]) == 0
+    assert len(loads) == 1
+    summaries = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert [s["manifest"] for s in summaries] == [str(m1), str(m2)] and [s["n"] for s in summaries] == [3, 5]
+    for i in range(2):
+        alone, both = (json.loads((tmp_path / f"{k}{i}.json").read_text()) for k in ("alone", "both"))
+        alone.pop("tokens_per_second", None)
+        both.pop("tokens_per_second", None)
+        assert both == alone
+    assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--manifest", str(m2),
+                 "--out", str(tmp_path / "x.json")]) == 2
+    assert "2 --manifest but 1 --out" in capsys.readouterr().err
