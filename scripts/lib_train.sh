@@ -18,7 +18,7 @@ ev() {  # TAG MODEL [evaluate args]: OUT/eval/TAG.json, unless there
   [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
 }
 ev_sets() {  # PREFIX MODEL TAG MANIFEST [TAG MANIFEST ...]: OUT/eval/PREFIX_TAG.json for each report not there yet,
-  # in one `mmlora evaluate` call (the model loads once; run 20 spent about half of each call's 27 s on loading)
+  # in one `mmlora evaluate` call (the model loads once, where each call also pays Python's and CUDA's start)
   local prefix=$1 model=$2 args=(); shift 2
   while [ $# -ge 2 ]; do
     [ -f "$OUT/eval/${prefix}_$1.json" ] || args+=(--manifest "$2" --out "$OUT/eval/${prefix}_$1.json")
