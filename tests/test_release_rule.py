@@ -66,20 +66,26 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     write_report(out / "E2" / "human_test.json", cand["human_test"], WORDS["human_test"])  # two of three missing
     calls = []
 
-    def fake_evaluate(model_dir, manifest, batch_size, report):
-        calls.append((model_dir, Path(manifest).name, batch_size))
-        tag = report.stem
-        write_report(report, cand[tag], WORDS[tag])
+    def fake_evaluate(model_dir, pairs, batch_size):
+        calls.append((model_dir, [Path(m).name for m, _ in pairs], batch_size))
+        for _, report in pairs:
+            write_report(report, cand[report.stem], WORDS[report.stem])
 
     monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
     argv = [f"E2={cand_dir}", "--release", f"rel={tmp_path}/rel_model", "--nv9", str(data / "nv9.jsonl"),
             "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
     assert release_rule.main(argv) == 0
-    assert calls == [(str(cand_dir), "nv9.jsonl", 32), (str(cand_dir), "extra.jsonl", 8)]
+    assert calls == [(str(cand_dir), ["nv9.jsonl"], 32), (str(cand_dir), ["extra.jsonl"], 8)]
     lines = capsys.readouterr().out.splitlines()
     v = json.loads(lines[-1])
     assert v["candidate"] == "E2" and v["passes"] is True and v["human_errors"] == 3 and v["nv9_wer"] == 0.05
     assert any(line.startswith("| E2 | 5.0 % (-10.0, p ") and line.endswith("| yes |") for line in lines)
+    calls.clear()  # a model with no reports: one call per batch size, the two human sets together
+    cand2 = tmp_path / "cand2_model"
+    cand2.mkdir()
+    assert release_rule.main([f"E3={cand2}"] + argv[1:]) == 0
+    assert calls == [(str(cand2), ["nv9.jsonl"], 32), (str(cand2), ["test.jsonl", "extra.jsonl"], 8)]
+    capsys.readouterr()
     # a model that is neither a folder nor already evaluated is named
     assert release_rule.main([str(tmp_path / "nowhere")] + argv[1:]) == 2
     assert "nowhere: no such model folder" in capsys.readouterr().err
@@ -88,9 +94,12 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
 def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(release_rule.subprocess, "run", lambda cmd, **kw: seen.update(cmd=cmd, **kw))
-    release_rule.evaluate("M", Path("h/extra.jsonl"), 8, tmp_path / "r" / "human_extra.json")
+    release_rule.evaluate("M", [(Path("h/test.jsonl"), tmp_path / "r" / "human_test.json"),
+                                (Path("h/extra.jsonl"), tmp_path / "r" / "human_extra.json")], 8)
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "mmlora.cli", "evaluate"] and seen["check"] is True
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--manifest"] == ["h/test.jsonl", "h/extra.jsonl"]
+    assert [Path(cmd[i + 1]).name for i, a in enumerate(cmd) if a == "--out"] == ["human_test.json", "human_extra.json"]
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--batch-size") + 1] == "8"
     assert seen["env"]["OMP_NUM_THREADS"] == "1"  # threads change bf16 rounding on the CPU: the rule pins one
     assert (tmp_path / "r").is_dir()
