@@ -73,3 +73,49 @@ def test_wait_on_a_machine_without_the_job_ends_at_once(tmp_path):
     # a lease that ended between calls leaves a bare machine: the wait must say so, not sit out its seconds
     out = sh(REMOTE, "wait", "600", cwd=tmp_path, env={"WORK": str(tmp_path / "work")}, check=False)
     assert out.returncode == 3 and "fresh machine" in out.stderr and not (tmp_path / "work").exists()
+
+
+def test_ship_brings_back_what_is_there_so_far_across_calls_and_join_unpacks_it(tmp_path):
+    # a machine can be lost between calls (the lease ends 30 s after one): every call brings back the logs and the
+    # folders written so far (e.g. a training's best weights), in parts small enough for a call's $OUT
+    work = tmp_path / "work"
+    for d in ("log", "res", "out/E1/best/model"):
+        (work / d).mkdir(parents=True)
+    (work / "log/E1.log").write_text("step 250\n")
+    (work / "res/big.bin").write_bytes(os.urandom(3 * 1024 * 1024))  # over 2 MB: left out of state.tgz
+    w1 = os.urandom(100_000)
+    (work / "out/E1/best/model/w.bin").write_bytes(w1)
+    (work / "out/E1/best/info.json").write_text('{"step": 250}')
+    env = {"WORK": str(work), "PIECE": "40K", "MAXBYTES": str(90 * 1024)}
+    o1 = sh(REMOTE, "ship", tmp_path / "c1", "out/E1/best", "out/E2/best", cwd=tmp_path, env=env)
+    assert "queued out/E1/best" in o1.stdout and "E2" not in o1.stdout  # a folder not there yet is skipped
+    with tarfile.open(tmp_path / "c1/state.tgz") as t:
+        assert set(t.getnames()) == {"log/E1.log"}
+    got1 = sorted(p.name for p in (tmp_path / "c1").iterdir() if p.name != "state.tgz")
+    assert len(got1) == 2 and all(n.startswith("out_E1_best.") and n.endswith("-of-03") for n in got1), got1
+    part = sh(REMOTE, "join", tmp_path / "here", tmp_path / "c1", cwd=tmp_path)
+    assert "2 of 3 parts so far" in part.stdout and [p.name for p in (tmp_path / "here").iterdir()] == ["parts"]
+    o2 = sh(REMOTE, "ship", tmp_path / "c2", "out/E1/best", cwd=tmp_path, env=env)  # unchanged: nothing queued
+    assert "queued" not in o2.stdout and "1 part(s); 0 left" in o2.stdout
+    done = sh(REMOTE, "join", tmp_path / "here", tmp_path / "c1", tmp_path / "c2", cwd=tmp_path)
+    (first,) = [p for p in (tmp_path / "here").iterdir() if p.name.startswith("out_E1_best.")]
+    assert "unpacked" in done.stdout and (first / "out/E1/best/model/w.bin").read_bytes() == w1
+    # a new best replaces the folder: shipped again under a new signature, and unpacked beside the old one
+    w2 = os.urandom(1000)
+    (work / "out/E1/best/model/w.bin").write_bytes(w2)
+    (work / "out/E1/best/info.json").write_text('{"step": 500}')
+    o3 = sh(REMOTE, "ship", tmp_path / "c3", "out/E1/best", cwd=tmp_path, env=env)
+    assert "queued out/E1/best" in o3.stdout and "1 part(s); 0 left" in o3.stdout
+    sh(REMOTE, "join", tmp_path / "here", tmp_path / "c1", tmp_path / "c2", tmp_path / "c3", cwd=tmp_path)
+    new = [p for p in (tmp_path / "here").iterdir() if p.name.startswith("out_E1_best.") and p != first]
+    assert len(new) == 1 and (new[0] / "out/E1/best/model/w.bin").read_bytes() == w2
+    assert (first / "out/E1/best/model/w.bin").read_bytes() == w1
+    # a folder rewritten while parts of its older version wait in the queue: the older parts are dropped
+    (work / "out/E1/best/model/w.bin").write_bytes(os.urandom(100_000))
+    (work / "out/E1/best/info.json").write_text('{"step": 750}')
+    sh(REMOTE, "ship", tmp_path / "c4", "out/E1/best", cwd=tmp_path, env=env)  # 2 of 3 parts go, 1 waits
+    (work / "out/E1/best/info.json").write_text('{"step": 1000}')
+    o5 = sh(REMOTE, "ship", tmp_path / "c5", "out/E1/best", cwd=tmp_path, env=env)
+    sigs = {p.name.split(".")[1] for p in (tmp_path / "c5").iterdir() if p.name != "state.tgz"}
+    assert len(sigs) == 1 and "1 left" in o5.stdout
+    assert not any(p.name.split(".")[1] in sigs for p in (tmp_path / "c4").iterdir() if p.name != "state.tgz")

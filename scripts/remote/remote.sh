@@ -8,6 +8,14 @@
 #   bash scripts/remote/remote.sh wait SECONDS             # until WORK/DONE exists or SECONDS pass; tails of WORK/log/*
 #                                                          # (exit 3 at once where no job was started: a fresh machine)
 #   bash scripts/remote/remote.sh collect OUT_DIR          # WORK/res and WORK/log -> OUT_DIR/res.tgz
+#   bash scripts/remote/remote.sh ship OUT_DIR [FOLDER ...] # what is there so far, for a call's $OUT: the small files
+#                                                          # (< 2 MB) of SMALL (default "log res") -> OUT_DIR/state.tgz,
+#                                                          # and each FOLDER (relative to WORK, e.g. out/E1/best) that is
+#                                                          # new or changed since it was last queued, as PIECE-sized parts
+#                                                          # NAME.SIG.NN-of-MM; as many queued parts as one call brings
+#                                                          # back (7 files, MAXBYTES, 60 MiB), the rest in the next call
+#   bash scripts/remote/remote.sh join DEST SRC_DIR ...    # here: gather the parts from the calls' folders into DEST/parts
+#                                                          # and unpack each complete set into DEST/NAME.SIG/
 #
 # The job runs with WORK as its working directory and the caller's repository in $REPO; it writes its logs to
 # WORK/log, its results to WORK/res and touches WORK/DONE at the end. Set OMP_NUM_THREADS in it when it starts
@@ -15,6 +23,21 @@
 set -euo pipefail
 WORK=${WORK:-/root/mmlora_remote}
 # a machine given back between calls comes back bare: waiting there for a job's DONE would spend the whole wait
+if [ "${1:-}" = join ]; then  # runs here, not on the machine: touches no WORK
+  dest=${2:?destination folder}; shift 2; mkdir -p "$dest/parts"
+  for src in "$@"; do find "$src" -maxdepth 1 -type f -name '*.[0-9][0-9]-of-[0-9][0-9]' -exec cp -n {} "$dest/parts/" \;; done
+  for first in "$dest"/parts/*.00-of-[0-9][0-9]; do
+    [ -e "$first" ] || continue
+    base=$(basename "$first"); set_=${base%.00-of-*}; n=${base##*-of-}; n=$((10#$n))
+    [ -d "$dest/$set_" ] && { echo "$set_: unpacked before"; continue; }
+    have=$(ls "$dest/parts" | grep -c "^$set_\.[0-9][0-9]-of-") || true
+    [ "$have" -eq "$n" ] || { echo "$set_: $have of $n parts so far"; continue; }
+    mkdir -p "$dest/$set_.tmp"
+    cat "$dest/parts/$set_".[0-9][0-9]-of-* | tar -xf - -C "$dest/$set_.tmp" && mv "$dest/$set_.tmp" "$dest/$set_" \
+      && echo "$set_: unpacked into $dest/$set_" || { echo "$set_: the parts do not make a whole archive" >&2; exit 4; }
+  done
+  exit 0
+fi
 if [ "${1:-}" = wait ] && [ ! -e "$WORK/job.sh" ]; then
   echo "remote.sh: no job in $WORK: a fresh machine (the previous one was given back); send the pieces again" >&2; exit 3
 fi
@@ -46,7 +69,29 @@ case "${1:-}" in
   wait)
     left=${2:?seconds}; while [ "$left" -gt 0 ] && [ ! -e "$WORK/DONE" ]; do sleep 5; left=$((left - 5)); done
     [ -e "$WORK/DONE" ] && echo "DONE" || echo "still running"; tails ;;
+  ship)
+    out=${2:?output folder}; shift 2; mkdir -p "$out" "$WORK/ship/q" "$WORK/ship/sig"
+    (cd "$WORK" && { find ${SMALL:-log res} -type f -size -2M 2>/dev/null || true; } | tar -czf "$out/state.tgz" -T -)
+    for f in "$@"; do  # queue a folder's new contents (a second look after tar: it was not rewritten meanwhile)
+      [ -d "$WORK/$f" ] || continue
+      sig() { (cd "$WORK" && find "$f" -type f -printf '%P %s %T@\n' | sort | md5sum | cut -c1-8); }
+      name=$(echo "$f" | tr -c 'A-Za-z0-9_\n' '_'); s1=$(sig)
+      [ "$(cat "$WORK/ship/sig/$name" 2>/dev/null)" = "$s1" ] && continue
+      tar -cf "$WORK/ship/t.tar" -C "$WORK" "$f" 2>/dev/null && [ "$(sig)" = "$s1" ] || { echo "$f: changing, next call"; continue; }
+      rm -f "$WORK/ship/q/$name".*  # an older version still queued is no longer wanted
+      split -b "${PIECE:-15M}" -d -a 2 "$WORK/ship/t.tar" "$WORK/ship/t.part."; parts=("$WORK"/ship/t.part.*)
+      for ((i = 0; i < ${#parts[@]}; i++)); do
+        mv "${parts[i]}" "$WORK/ship/q/$(printf '%s.%s.%02d-of-%02d' "$name" "$s1" "$i" "${#parts[@]}")"
+      done
+      rm -f "$WORK/ship/t.tar"; echo "$s1" > "$WORK/ship/sig/$name"; echo "queued $f ($s1, ${#parts[@]} part(s))"
+    done
+    left=$(( ${MAXBYTES:-62914560} - $(stat -c %s "$out/state.tgz") )); n=0
+    for q in $(ls "$WORK/ship/q" | sort); do  # in order, so a set's parts go together
+      sz=$(stat -c %s "$WORK/ship/q/$q"); [ $n -lt 7 ] && [ "$sz" -le "$left" ] || break
+      cp "$WORK/ship/q/$q" "$out/$q" && rm "$WORK/ship/q/$q"; n=$((n + 1)); left=$((left - sz)); echo "shipped $q"
+    done
+    echo "ship: state.tgz + $n part(s); $(ls "$WORK/ship/q" | wc -l) left for the next call" ;;
   collect)
     out=${2:?output folder}; mkdir -p "$out"; tar -czf "$out/res.tgz" -C "$WORK" res log; ls -la "$out/res.tgz" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
