@@ -22,7 +22,6 @@
 # several processes: torch takes one thread per core in each, and a few jobs on 16 cores then run 5x slower.
 set -euo pipefail
 WORK=${WORK:-/root/mmlora_remote}
-# a machine given back between calls comes back bare: waiting there for a job's DONE would spend the whole wait
 if [ "${1:-}" = join ]; then  # runs here, not on the machine: touches no WORK
   dest=${2:?destination folder}; shift 2; mkdir -p "$dest/parts"
   for src in "$@"; do find "$src" -maxdepth 1 -type f -name '*.[0-9][0-9]-of-[0-9][0-9]' -exec cp -n {} "$dest/parts/" \;; done
@@ -38,6 +37,7 @@ if [ "${1:-}" = join ]; then  # runs here, not on the machine: touches no WORK
   done
   exit 0
 fi
+# a machine given back between calls comes back bare: waiting there for a job's DONE would spend the whole wait
 if [ "${1:-}" = wait ] && [ ! -e "$WORK/job.sh" ]; then
   echo "remote.sh: no job in $WORK: a fresh machine (the previous one was given back); send the pieces again" >&2; exit 3
 fi
