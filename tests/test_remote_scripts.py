@@ -119,3 +119,13 @@ def test_ship_brings_back_what_is_there_so_far_across_calls_and_join_unpacks_it(
     sigs = {p.name.split(".")[1] for p in (tmp_path / "c5").iterdir() if p.name != "state.tgz"}
     assert len(sigs) == 1 and "1 left" in o5.stdout
     assert not any(p.name.split(".")[1] in sigs for p in (tmp_path / "c4").iterdir() if p.name != "state.tgz")
+
+
+def test_join_refuses_parts_that_do_not_make_an_archive(tmp_path):
+    calls = tmp_path / "c1"
+    calls.mkdir()
+    (calls / "out_E1_best.abcd1234.00-of-02").write_bytes(os.urandom(10_000))  # not a tar: a damaged transfer
+    (calls / "out_E1_best.abcd1234.01-of-02").write_bytes(os.urandom(10_000))
+    bad = sh(REMOTE, "join", tmp_path / "here", calls, cwd=tmp_path, check=False)
+    assert bad.returncode == 4 and "do not make a whole archive" in bad.stderr
+    assert not (tmp_path / "here/out_E1_best.abcd1234").exists()  # never a half-unpacked folder under the set's name
