@@ -129,3 +129,21 @@ def test_join_refuses_parts_that_do_not_make_an_archive(tmp_path):
     bad = sh(REMOTE, "join", tmp_path / "here", calls, cwd=tmp_path, check=False)
     assert bad.returncode == 4 and "do not make a whole archive" in bad.stderr
     assert not (tmp_path / "here/out_E1_best.abcd1234").exists()  # never a half-unpacked folder under the set's name
+
+
+def test_ship_waits_for_a_folder_rewritten_while_it_is_packed(tmp_path):
+    # a training may replace best/ while the call packs it: the parts must not mix two versions
+    work = tmp_path / "work"
+    (work / "out/E1/best").mkdir(parents=True)
+    (work / "out/E1/best/w.bin").write_bytes(os.urandom(1000))
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real_tar = subprocess.run(["bash", "-c", "command -v tar"], capture_output=True, text=True).stdout.strip()
+    (shim / "tar").write_text(f'#!/bin/bash\n[ "$1" = -cf ] && echo new >> "$WORK/out/E1/best/info.json"\n'
+                              f'exec {real_tar} "$@"\n')
+    (shim / "tar").chmod(0o755)
+    env = {"WORK": str(work), "PATH": f"{shim}:{os.environ['PATH']}"}
+    o = sh(REMOTE, "ship", tmp_path / "c1", "out/E1/best", cwd=tmp_path, env=env)
+    assert "out/E1/best: changing, next call" in o.stdout and "0 part(s)" in o.stdout
+    o2 = sh(REMOTE, "ship", tmp_path / "c2", "out/E1/best", cwd=tmp_path, env={"WORK": str(work)})
+    assert "queued out/E1/best" in o2.stdout and "1 part(s)" in o2.stdout  # quiet now: it goes

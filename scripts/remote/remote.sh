@@ -72,12 +72,12 @@ case "${1:-}" in
   ship)
     out=${2:?output folder}; shift 2; mkdir -p "$out" "$WORK/ship/q" "$WORK/ship/sig"
     (cd "$WORK" && { find ${SMALL:-log res} -type f -size -2M 2>/dev/null || true; } | tar -czf "$out/state.tgz" -T -)
+    sig() { (cd "$WORK" && find "$1" -type f -printf '%P %s %T@\n' | sort | md5sum | cut -c1-8); }  # FOLDER's files
     for f in "$@"; do  # queue a folder's new contents (a second look after tar: it was not rewritten meanwhile)
       [ -d "$WORK/$f" ] || continue
-      sig() { (cd "$WORK" && find "$f" -type f -printf '%P %s %T@\n' | sort | md5sum | cut -c1-8); }
-      name=$(echo "$f" | tr -c 'A-Za-z0-9_\n' '_'); s1=$(sig)
+      name=$(echo "$f" | tr -c 'A-Za-z0-9_\n' '_'); s1=$(sig "$f")
       [ "$(cat "$WORK/ship/sig/$name" 2>/dev/null)" = "$s1" ] && continue
-      tar -cf "$WORK/ship/t.tar" -C "$WORK" "$f" 2>/dev/null && [ "$(sig)" = "$s1" ] || { echo "$f: changing, next call"; continue; }
+      tar -cf "$WORK/ship/t.tar" -C "$WORK" "$f" 2>/dev/null && [ "$(sig "$f")" = "$s1" ] || { echo "$f: changing, next call"; continue; }
       rm -f "$WORK/ship/q/$name".*  # an older version still queued is no longer wanted
       split -b "${PIECE:-15M}" -d -a 2 "$WORK/ship/t.tar" "$WORK/ship/t.part."; parts=("$WORK"/ship/t.part.*)
       for ((i = 0; i < ${#parts[@]}; i++)); do
