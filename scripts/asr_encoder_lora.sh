@@ -8,8 +8,8 @@
 #   E2  E1 with the LLM's LoRA held at the release's (train.group_lr.lora=0: AdamW leaves it unchanged), so the
 #       language side cannot drift: only the audio projector and the encoder LoRA learn (GPU run 21)
 #   E3  E2 with the projector held too: only the encoder LoRA learns, feeding the release's projector and LLM
-# -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9 and the
-# human clips where present -> `mmlora compare-wer` of E1 against E0, of E2 and E3 against E1, and of each against
+# -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9, the
+# validation set when it is another (VAL) and the human clips where present -> `mmlora compare-wer` of E1 against E0, of E2 and E3 against E1, and of each against
 # the release (OUT/eval/compare.txt).
 # Every step is skipped when its output exists.
 #
@@ -64,8 +64,9 @@ train_job E3 asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0 train.gr
 # evaluation
 SETS=(st "$DATA/st/test.jsonl" st_b0 "$DATA/st/test_babble_snr0.jsonl" natt9 "$DATA/natt9/test.jsonl"
       nv9 "$DATA/nv9/test.jsonl")
+[ "$VAL" = nv9/test ] || SETS+=("$(echo "${VAL%/test}" | tr / _)" "$DATA/$VAL.jsonl")  # run 21: nv10
 for h in test extra; do [ -f "$HUMAN/$h.jsonl" ] && SETS+=(human_$h "$HUMAN/$h.jsonl"); done
-for J in REL E0 E1 E2 E3; do
+for J in E0 E1 E2 E3 REL; do  # the candidates first: a time limit cuts the release's reports, which exist elsewhere
   [ $J = REL ] || want $J || continue
   model=$REL; [ $J = REL ] || model=$(best $J)
   ev_sets $J "$model" "${SETS[@]}"

@@ -31,6 +31,7 @@ COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 
         --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl" --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS")
 [ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
     --no-video "${COMMON[@]}"
+[ -z "${W3_ONLY:-}" ] || exit 0  # W3_ONLY=1: w3 alone (the ASR runs 20-21 read no lip videos)
 # MORE_LIPS=N: N more lip-video corpora of wv4-7's recipe, OUT_PARENT/wv201 ... (seeds 201 ...; session 22, for GPU
 # run 17's open-text AVSR)
 for s in 4 5 6 7 $(seq 201 $((200 + ${MORE_LIPS:-0}))); do

@@ -49,7 +49,10 @@ def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_
     sets = ["st", "st_b0", "natt9", "nv9", "human_test"]
     assert set(evals) == {f"{j}_{s}" for j in ("REL", "E0", "E1") for s in sets}  # human_extra absent: not there
     assert len(ev_calls) == 3  # one call per model: its test sets in one go (the model loads once)
-    st = ev_calls[0]
+    assert [c[c.index("--model") + 1] for c in ev_calls] == [f"{tmp_path}/out/E0/best/model",
+                                                             f"{tmp_path}/out/E1/best/model",
+                                                             "checkpoints/asr-smollm2-whisper-tiny"]  # the release last
+    st = ev_calls[2]
     assert st[st.index("--manifest") + 1].endswith("/st/test.jsonl") and st[st.index("--out") + 1].endswith("/REL_st.json")
     assert evals["E1_nv9"] == f"{tmp_path}/out/E1/best/model"
     assert evals["REL_st"] == "checkpoints/asr-smollm2-whisper-tiny"
@@ -92,6 +95,8 @@ def test_a_corpus_mix_and_the_runs_that_hold_the_language_side_at_the_release(tm
     assert e2 - e1 == {"train.group_lr.lora=0"} and e1 <= e2
     assert e3 - e1 == {"train.group_lr.lora=0", "train.group_lr.projectors=0"} and e1 <= e3
     assert "model.media.audio.encoder_lora={rank: 8, alpha: 16}" in e1
+    reports = {p.stem for p in (tmp_path / "out/eval").glob("*.json")}
+    assert {"E1_nv10", "E2_nv10", "REL_nv10", "E3_nv9"} <= reports  # the validation set is a test set too
     compare = (tmp_path / "out/eval/compare.txt").read_text().splitlines()
     st = [line.split(":")[0] for line in compare if line.startswith("E") and "_st - " in line]
     assert st == ["E2_st - E1_st", "E3_st - E1_st", "E1_st - REL_st", "E2_st - REL_st", "E3_st - REL_st"]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The corpora of GPU run 21 (docs/ASR.md "LoRA inside the Whisper encoder"), in one command on a fresh machine:
+# st (audio only), w3, natt9, nv9, n9 and n10 with the commands of scripts/train_asr_release.sh, the human test clips,
+# then n14, n15 and the validation set nv10 as made in session 26 (train_asr_release.sh's n14 / n15 commands, whose
+# exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
+# each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
+# n14 17, n15 13 min). Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
+#
+#   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
+#
+# Then: MIX="st w3 n9 n10 n14x2 n15x2" VAL=nv10/test JOBS="E1 E2" bash scripts/asr_encoder_lora.sh DATA_DIR OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-data/speech_release}; H=${2:-data/human_speech}
+PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; W=${WORKERS:-$(nproc)}
+NV=rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe
+NAT9=(--n-val 0 --n-test 0 --audio-format opus --no-video --max-words 16 --noisy-splits '' --workers "$W"
+      --text-weights wordnet=0.85,fortunes=0.15)
+step() { echo "$(date +%T) $*"; }
+# train_asr_release.sh's first corpora (AUDIO_ONLY: no lip videos, the same audio)
+[ -f "$D/st/train.jsonl" ] || { step st; $MM make-speech-corpus --out "$D/st" --seed 1 --n-train 3400 --n-val 150 \
+    --n-test 300 --max-words 16 --audio-format opus --noisy-splits test --workers "$W" --no-video; }
+[ -f "$D/w3/train.jsonl" ] || { step w3; W3_ONLY=1 bash scripts/make_wide_speech_corpora.sh "$D/st" "$D" "$W"; }
+EX9="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl"
+[ -f "$D/natt9/test.jsonl" ] || { step natt9; $MM make-speech-corpus --out "$D/natt9" --seed 33 --n-train 0 "${NAT9[@]}" \
+    --n-test 200 --voices rhvoice:clb --test-voices rhvoice:clb --exclude-text "$D/st/val.jsonl,$D/st/test.jsonl"; }
+[ -f "$D/nv9/test.jsonl" ] || { step nv9; $MM make-speech-corpus --out "$D/nv9" --seed 35 --n-train 0 "${NAT9[@]}" \
+    --n-test 120 --voices $NV --test-voices $NV --engine-weights rhvoice=0.75,piper=0.25 \
+    --exclude-text "$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl"; }
+[ -f "$D/n9/train.jsonl" ] || { step n9; $MM make-speech-corpus --out "$D/n9" --seed 31 --n-train 6000 "${NAT9[@]}" \
+    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9"; }
+[ -f "$D/n10/train.jsonl" ] || { step n10; $MM make-speech-corpus --out "$D/n10" --seed 41 --n-train 7000 "${NAT9[@]}" \
+    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9,$D/n9/train.jsonl"; }
+# the human clips (their sentences are excluded from n14 / n15; they are test sets of the run)
+[ -f "$H/test.jsonl" ] || { step human; $PY scripts/fetch_human_speech.py --out "$H"; }
+[ -f "$H/extra.jsonl" ] || { step human extra; $PY scripts/fetch_human_speech.py --set extra --out "$H"; }
+for p in austen gutenberg harvard gcide; do [ -f data/text/$p.txt ] || $PY scripts/make_text_pool.py $p --out data/text/$p.txt; done
+# session 26's n14, n15 and nv10
+N=("${NAT9[@]}" --voices $NV --engine-weights rhvoice=0.75,piper=0.25)
+EX="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/test.jsonl,$H/extra.jsonl"
+[ -f "$D/n14/train.jsonl" ] || { step n14; $MM make-speech-corpus --out "$D/n14" --seed 81 --n-train 4500 "${N[@]}" \
+    --text-file gutenberg=data/text/gutenberg.txt --text-file harvard=data/text/harvard.txt \
+    --text-file austen=data/text/austen.txt --text-weights gutenberg=0.8,harvard=0.08,austen=0.12 --exclude-text "$EX"; }
+[ -f "$D/n15/train.jsonl" ] || { step n15; $MM make-speech-corpus --out "$D/n15" --seed 91 --n-train 5000 "${N[@]}" \
+    --text-file gcide=data/text/gcide.txt --text-weights gcide=1 --exclude-text "$EX,$D/n14/train.jsonl"; }
+[ -f "$D/nv10/test.jsonl" ] || { step nv10; $MM make-speech-corpus --out "$D/nv10" --seed 36 --n-train 0 "${N[@]}" \
+    --n-test 120 --test-voices $NV --exclude-text \
+    "$EX,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl,$D/st/train.jsonl,$D/w3/train.jsonl"; }
+step done
