@@ -16,6 +16,7 @@
 #   SMALL="log res out/eval out/E1/metrics.jsonl out/E2/metrics.jsonl out/E1/best/info.json out/E2/best/info.json" \
 #   WORK=W bash scripts/remote/remote.sh ship "$OUT" out/E1/best/model out/E2/best/model
 set -euo pipefail
+trap 'rc=$?; echo "$(date +%T) job ended, exit $rc"; touch DONE' EXIT  # a failed step ends the monitor's wait too
 W=$(pwd); JOBS=${JOBS:-E1 E2}; T=${T:-540}; D=$W/data/speech_release
 MIX=${MIX:-st w3 n9 n10 n14x2 n15x2}; VAL=${VAL:-nv10/test}
 echo "$(date +%T) job: JOBS=$JOBS T=$T MAX_STEPS=${MAX_STEPS:-500} MIX=$MIX VAL=$VAL"
@@ -47,4 +48,3 @@ kill $stopper 2>/dev/null || true
 echo "$(date +%T) trainings ended: $(ls -d out/*/final out/*/STOPPED 2>/dev/null | tr '\n' ' ')"
 OMP_NUM_THREADS=8 JOBS="$JOBS" run > log/eval.log 2>&1 || echo "evaluation failed: log/eval.log"
 cp -r out/eval res/ 2>/dev/null || true
-echo "$(date +%T) job done"; touch DONE
