@@ -11,7 +11,8 @@
 # clips to WAV once (scripts/decode_audio.py), trains JOBS (default "E1 E2") side by side with EVAL=0, each stopped
 # by SIGTERM after T seconds (default 540) if still running, then evaluates every model with
 # scripts/asr_encoder_lora.sh into WORK/out (reports in out/eval, compare.txt) and touches WORK/DONE. MAX_STEPS
-# (default 500) and further key=value overrides in OVERRIDES pass to the trainings.
+# (default 500) and further key=value overrides in OVERRIDES pass to the trainings; PYTEST names tests to run there
+# afterwards.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540;
 #   SMALL="log res out/eval out/E1/metrics.jsonl out/E2/metrics.jsonl out/E1/best/info.json out/E2/best/info.json" \
 #   WORK=W bash scripts/remote/remote.sh ship "$OUT" out/E1/best/model out/E2/best/model
@@ -48,3 +49,6 @@ kill $stopper 2>/dev/null || true
 echo "$(date +%T) trainings ended: $(ls -d out/*/final out/*/STOPPED 2>/dev/null | tr '\n' ' ')"
 OMP_NUM_THREADS=8 JOBS="$JOBS" run > log/eval.log 2>&1 || echo "evaluation failed: log/eval.log"
 cp -r out/eval res/ 2>/dev/null || true
+# PYTEST="tests/train ...": those tests on this machine afterwards (log/pytest.log), at most 300 s
+[ -z "${PYTEST:-}" ] || (cd repo && timeout 300 python3 -m pytest -q -p no:cacheprovider $PYTEST > "$W/log/pytest.log" 2>&1) \
+  || echo "pytest: exit $? (log/pytest.log)"
