@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the released ASR checkpoint in one command (GPU): corpora -> assets -> feature cache -> seven training stages
+# Reproduce the released ASR checkpoint in one command (GPU): corpora -> assets -> feature cache -> eight training stages
 # (stage 7 starts from the mean of stages 5 and 6) -> evaluate -> copy that model folder to checkpoints/. Every step is skipped when its output exists.
 #
 #   bash scripts/train_asr_release.sh [DATA_DIR] [OUT_DIR] [key=value overrides for the recipe ...]
@@ -30,12 +30,14 @@
 # best-validation weights (nv9) were released (session 18).
 # Stage 6 (GPU run 14, session 20): stage 5's weights continued on new text (Gutenberg, Harvard, gcide) and a new voice
 # (pico:en-US); the previous release is the mean of stage 5's and stage 6's best-validation weights (mmlora average-models).
-# Stage 7 (GPU run 16, session 22; the release): that mean continued on stage 6's corpora with room tone on half the
-# clips; its best-validation weights are released.
+# Stage 7 (GPU run 16, session 22): that mean continued on stage 6's corpora with room tone on half the clips.
+# Stage 8 (GPU run 21, session 28; the release): stage 7's best-validation weights with LoRA inside the Whisper encoder,
+# the LLM's LoRA held; its best-validation weights are released.
 # As released, stage 1 stopped at step 2150 of 3000 (device budget; best validation step 2000) and stage 2 at step 1774
 # of 3000 (best 1750); this script runs both to step 3000, then stage 3 to its end (1,600 steps, as released), stage 4
 # (2,000), stage 5 to its planned 1,459 steps (released: step 974, the best validation of the steps reached) and stage 6
-# to its 1,000 (as run; its best validation: step 500) and stage 7 to its 1,200 (as run: 814, best 750).
+# to its 1,000 (as run; its best validation: step 500), stage 7 to its 1,200 (as run: 814, best 750) and stage 8 to its
+# 500 (as run; best 250).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_smollm2_whisper_tiny}; shift $(( $# < 2 ? $# : 2 ))
@@ -174,7 +176,19 @@ $MM train "${S6[@]}" train.output_dir="$OUT/stage6" train.init_from="$OUT/stage5
 # on nv9 and no more word errors on all 40 human clips (docs/ASR_RUNS.md, "GPU run 16")
 $MM train "${S6[@]}" train.output_dir="$OUT/stage7" train.init_from="$OUT/stage6_mean" train.max_steps=1200 \
     train.num_workers=12 "data.pad_seconds=[0.2,1.2]" data.pad_prob=0.5 "$@"
-RELEASE="$OUT/stage7/best/model"
+# stage 8 (GPU run 21, session 28; the release): stage 7 continued with LoRA inside the Whisper encoder (rank 8) while
+# the LLM's LoRA is held at stage 7's (E2 of scripts/asr_encoder_lora.sh: only the encoder LoRA and the audio projector
+# learn), 500 steps on st + w3 + n9 + n10 + n14x2 + n15x2, validated on nv10; its best-validation weights (step 250)
+# passed the release rule. Its n14 / n15 are session 26's remakes (scripts/make_encoder_lora_corpora.sh; other
+# exclusion lists than stage 6's, so other clips), made in DATA/r21 beside links to this script's st, w3, natt9, nv9,
+# n9 and n10 (the same commands).
+R21=$DATA/r21; mkdir -p "$R21"
+for s in st w3 natt9 nv9 n9 n10; do [ -e "$R21/$s" ] || ln -s "$(cd "$DATA/$s" && pwd)" "$R21/$s"; done
+bash scripts/make_encoder_lora_corpora.sh "$R21" "$(dirname "$HUMAN")"
+[ -d "$OUT/stage8/E2/final/model" ] || REL="$OUT/stage7/best/model" JOBS=E2 EVAL=0 \
+    MIX="st w3 n9 n10 n14x2 n15x2" VAL=nv10/test MAX_STEPS=500 \
+    bash scripts/asr_encoder_lora.sh "$R21" "$OUT/stage8" data.val_samples=120 "$@"
+RELEASE="$OUT/stage8/E2/best/model"
 for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test natt9/test nv9/test pico9/test; do
   $MM evaluate --model "$RELEASE" --manifest "$DATA/$m.jsonl" --batch-size 64 --out "$OUT/eval_${m//\//_}.json"
 done
