@@ -7,7 +7,7 @@
 #
 # FIRST_CORPUS_DIR: the seed-1 corpus of scripts/train_asr_release.sh (its val/test sentences are excluded, its held-out
 # voices stay held out). Writes OUT_PARENT/w3 (5,000 clips, audio only) and OUT_PARENT/wv4..wv7 (2,500 each, with video;
-# MORE_LIPS=N adds N more such, wv201 ...).
+# MORE_LIPS=N adds N more such, wv201 ...; W3_ONLY=1 stops after w3).
 # With MORE_EXCLUDE (comma-separated manifests whose sentences to leave out too, e.g. the natural-voice test set) it
 # also writes OUT_PARENT/w8: 10,000 audio clips of the same voices reading mostly modern text (70 % WordNet example
 # sentences, 20 % fortunes, 10 % KJV; stage 3 of the release). With STAGE4_EXCLUDE (the stage-4 held-out sets natt9 and
