@@ -9,8 +9,8 @@
 #       language side cannot drift: only the audio projector and the encoder LoRA learn (GPU run 21)
 #   E3  E2 with the projector held too: only the encoder LoRA learns, feeding the release's projector and LLM
 # -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9, the
-# validation set when it is another (VAL) and the human clips where present -> `mmlora compare-wer` of E1 against E0, of E2 and E3 against E1, and of each against
-# the release (OUT/eval/compare.txt).
+# validation set when it is another (VAL) and the human clips where present -> `mmlora compare-wer` of E1 against
+# E0, of E2 and E3 against E1, and of each against the release (OUT/eval/compare.txt).
 # Every step is skipped when its output exists.
 #
 #   bash scripts/asr_encoder_lora.sh [DATA_DIR] [OUT_DIR] [key=value overrides for both trainings ...]

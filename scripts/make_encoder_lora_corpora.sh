@@ -12,25 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-data/speech_release}; H=${2:-data/human_speech}
-PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; W=${WORKERS:-$(nproc)}
-NV=rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe
-NAT9=(--n-val 0 --n-test 0 --audio-format opus --no-video --max-words 16 --noisy-splits '' --workers "$W"
-      --text-weights wordnet=0.85,fortunes=0.15)
+PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-$(nproc)}
+source scripts/lib_speech_corpora.sh  # corpus_st, corpora_stage4, NAT9, NV (train_asr_release.sh's commands)
 step() { echo "$(date +%T) $*"; }
-# train_asr_release.sh's first corpora (AUDIO_ONLY: no lip videos, the same audio)
-[ -f "$D/st/train.jsonl" ] || { step st; $MM make-speech-corpus --out "$D/st" --seed 1 --n-train 3400 --n-val 150 \
-    --n-test 300 --max-words 16 --audio-format opus --noisy-splits test --workers "$W" --no-video; }
-[ -f "$D/w3/train.jsonl" ] || { step w3; W3_ONLY=1 bash scripts/make_wide_speech_corpora.sh "$D/st" "$D" "$W"; }
-EX9="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl"
-[ -f "$D/natt9/test.jsonl" ] || { step natt9; $MM make-speech-corpus --out "$D/natt9" --seed 33 --n-train 0 "${NAT9[@]}" \
-    --n-test 200 --voices rhvoice:clb --test-voices rhvoice:clb --exclude-text "$D/st/val.jsonl,$D/st/test.jsonl"; }
-[ -f "$D/nv9/test.jsonl" ] || { step nv9; $MM make-speech-corpus --out "$D/nv9" --seed 35 --n-train 0 "${NAT9[@]}" \
-    --n-test 120 --voices $NV --test-voices $NV --engine-weights rhvoice=0.75,piper=0.25 \
-    --exclude-text "$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl"; }
-[ -f "$D/n9/train.jsonl" ] || { step n9; $MM make-speech-corpus --out "$D/n9" --seed 31 --n-train 6000 "${NAT9[@]}" \
-    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9"; }
-[ -f "$D/n10/train.jsonl" ] || { step n10; $MM make-speech-corpus --out "$D/n10" --seed 41 --n-train 7000 "${NAT9[@]}" \
-    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9,$D/n9/train.jsonl"; }
+step st; corpus_st "$D" --no-video  # AUDIO_ONLY, as train_asr_release.sh runs it: no lip videos, the same audio
+[ -f "$D/w3/train.jsonl" ] || { step w3; W3_ONLY=1 bash scripts/make_wide_speech_corpora.sh "$D/st" "$D" "$WORKERS"; }
+step natt9 nv9 n9 n10; corpora_stage4 "$D"
 # the human clips (their sentences are excluded from n14 / n15; they are test sets of the run)
 [ -f "$H/test.jsonl" ] || { step human; $PY scripts/fetch_human_speech.py --out "$H"; }
 [ -f "$H/extra.jsonl" ] || { step human extra; $PY scripts/fetch_human_speech.py --set extra --out "$H"; }

@@ -46,8 +46,8 @@ MM="$PY -m mmlora.cli"
 WORKERS=${WORKERS:-$(nproc)}
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)
 
-[ -f "$DATA/st/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$DATA/st" --seed 1 --n-train 3400 \
-    --n-val 150 --n-test 300 --max-words 16 --audio-format opus --noisy-splits test --workers "$WORKERS" "${NOVID[@]}"
+source scripts/lib_speech_corpora.sh  # corpus_st, corpora_stage4, NAT9, NV, ex9 (shared with make_encoder_lora_corpora.sh)
+corpus_st "$DATA" "${NOVID[@]}"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS"
 # the natural corpora's options; an option given again after "${NAT[@]}" replaces its value (argparse: the last wins)
 NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --audio-format opus --no-video
@@ -67,19 +67,8 @@ NAT=(--n-val 0 --n-test 0 --text-weights wordnet=0.6,fortunes=0.25,bible=0.15 --
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS" "$DATA/natt/test.jsonl"  # + DATA/w8
 # stage 4's corpora (GPU runs 9 and 10): held-out natt9 (rhvoice:clb) and nv9 (the natural training voices reading
 # sentences no other corpus uses: stage 4's validation set), natural n9 / n10 and wide w9 / w10
-NAT9=(--n-val 0 --n-test 0 --audio-format opus --no-video --max-words 16 --noisy-splits '' --workers "$WORKERS"
-      --text-weights wordnet=0.85,fortunes=0.15)
-NV=rhvoice:alan,rhvoice:bdl,rhvoice:slt,piper:joe
-EX9="$DATA/st/val.jsonl,$DATA/st/test.jsonl,$DATA/natt9/test.jsonl,$DATA/nv9/test.jsonl"
-[ -f "$DATA/natt9/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/natt9" --seed 33 --n-train 0 "${NAT9[@]}" \
-    --n-test 200 --voices rhvoice:clb --test-voices rhvoice:clb --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl"
-[ -f "$DATA/nv9/test.jsonl" ] || $MM make-speech-corpus --out "$DATA/nv9" --seed 35 --n-train 0 "${NAT9[@]}" \
-    --n-test 120 --voices $NV --test-voices $NV --engine-weights rhvoice=0.75,piper=0.25 \
-    --exclude-text "$DATA/st/val.jsonl,$DATA/st/test.jsonl,$DATA/natt9/test.jsonl"
-[ -f "$DATA/n9/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/n9" --seed 31 --n-train 6000 "${NAT9[@]}" \
-    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9"
-[ -f "$DATA/n10/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/n10" --seed 41 --n-train 7000 "${NAT9[@]}" \
-    --voices $NV --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EX9,$DATA/n9/train.jsonl"
+EX9=$(ex9 "$DATA")
+corpora_stage4 "$DATA"
 bash scripts/make_wide_speech_corpora.sh "$DATA/st" "$DATA" "$WORKERS" "$DATA/natt/test.jsonl" \
     "$DATA/natt9/test.jsonl,$DATA/nv9/test.jsonl"  # + DATA/w9, DATA/w10
 # stage 5's corpora (GPU runs 11 and 12): natural n11 / n12 (WordNet and fortunes, none of the earlier corpora's
@@ -185,8 +174,7 @@ $MM train "${S6[@]}" train.output_dir="$OUT/stage7" train.init_from="$OUT/stage6
 R21=$DATA/r21; mkdir -p "$R21"
 for s in st w3 natt9 nv9 n9 n10; do [ -e "$R21/$s" ] || ln -s "$(cd "$DATA/$s" && pwd)" "$R21/$s"; done
 bash scripts/make_encoder_lora_corpora.sh "$R21" "$(dirname "$HUMAN")"
-[ -d "$OUT/stage8/E2/final/model" ] || REL="$OUT/stage7/best/model" JOBS=E2 EVAL=0 \
-    MIX="st w3 n9 n10 n14x2 n15x2" VAL=nv10/test MAX_STEPS=500 \
+REL="$OUT/stage7/best/model" JOBS=E2 EVAL=0 MIX="st w3 n9 n10 n14x2 n15x2" VAL=nv10/test MAX_STEPS=500 \
     bash scripts/asr_encoder_lora.sh "$R21" "$OUT/stage8" data.val_samples=120 "$@"
 RELEASE="$OUT/stage8/E2/best/model"
 for m in st/test st/test_babble_snr0 st/test_babble_snr-5 natt/test natt9/test nv9/test pico9/test; do

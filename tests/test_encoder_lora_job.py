@@ -35,13 +35,12 @@ CORPORA = ["st/train", "st/test", "st/test_babble_snr0", "w3/train", "n9/train",
            "natt9/test", "nv9/test", "nv10/test"]
 
 
-def run_job(tmp_path: Path, env: dict, skip: str = "") -> tuple[subprocess.CompletedProcess, Path, list]:
+def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
     work, repo, bin_ = tmp_path / "work", tmp_path / "repo", tmp_path / "bin"
     for m in CORPORA:
-        if m != skip:
-            f = work / "data/speech_release" / f"{m}.jsonl"
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
+        f = work / "data/speech_release" / f"{m}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
     (work / "data/human_speech").mkdir(parents=True)
     (work / "data/human_speech/test.jsonl").write_text('{"id": "h0", "audio": "h.flac", "text": "x"}\n')
     (work / "whl").mkdir()

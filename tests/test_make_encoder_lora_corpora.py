@@ -1,0 +1,57 @@
+"""scripts/make_encoder_lora_corpora.sh (GPU run 21's corpora) against test_train_grid_script's stand-in for Python:
+each corpus with its seed and the exclusions that keep its sentences apart, train_asr_release.sh's commands for the
+corpora both scripts make (scripts/lib_speech_corpora.sh), and nothing made twice. Seconds on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_train_grid_script import FAKE, ROOT
+
+
+def run(tmp_path: Path) -> list[list[str]]:
+    repo = tmp_path / "repo"  # links to the scripts, so that the text pools it writes (data/text/) land here
+    if not repo.exists():
+        (repo / "scripts").mkdir(parents=True)
+        for f in ("make_encoder_lora_corpora.sh", "lib_speech_corpora.sh", "make_wide_speech_corpora.sh",
+                  "wide_voices.sh"):
+            (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
+    (tmp_path / "fake_python.py").write_text(FAKE)
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
+         "WORKERS": "2"}
+    p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(tmp_path / "d"),
+                        str(tmp_path / "h")], env=e, text=True, capture_output=True, timeout=120, cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_each_corpus_once_with_its_seed_and_exclusions(tmp_path):
+    calls = run(tmp_path)
+    d = tmp_path / "d"
+    corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
+    seeds = {name: c[c.index("--seed") + 1] for name, c in corpora.items()}
+    assert seeds == {"st": "1", "w3": "3", "natt9": "33", "nv9": "35", "n9": "31", "n10": "41", "n14": "81",
+                     "n15": "91", "nv10": "36"}
+    assert "--no-video" in corpora["st"] and corpora["st"][corpora["st"].index("--noisy-splits") + 1] == "test"
+    excl = {name: c[c.index("--exclude-text") + 1].split(",") for name, c in corpora.items() if "--exclude-text" in c}
+    held = [f"{d}/st/val.jsonl", f"{d}/st/test.jsonl", f"{d}/natt9/test.jsonl", f"{d}/nv9/test.jsonl"]
+    assert excl["n9"] == held and excl["n10"] == held + [f"{d}/n9/train.jsonl"]
+    assert excl["n14"] == held + [f"{tmp_path}/h/test.jsonl", f"{tmp_path}/h/extra.jsonl"]
+    assert excl["n15"] == excl["n14"] + [f"{d}/n14/train.jsonl"]
+    assert set(excl["nv10"]) >= {f"{d}/{c}/train.jsonl" for c in ("st", "w3", "n9", "n10", "n14", "n15")}
+    assert "--n-train" in corpora["nv10"] and corpora["nv10"][corpora["nv10"].index("--n-train") + 1] == "0"
+    assert [c for c in calls if c[0].endswith("fetch_human_speech.py")]  # the human clips, for the exclusions
+    assert not [c for c in run(tmp_path) if c[2:3] == ["make-speech-corpus"]]  # again: every corpus is there
+
+
+def test_the_release_script_makes_the_shared_corpora_with_the_same_commands():
+    """st, natt9, nv9, n9 and n10 come from one definition (scripts/lib_speech_corpora.sh) in both scripts."""
+    for script in ("train_asr_release.sh", "make_encoder_lora_corpora.sh"):
+        text = (ROOT / "scripts" / script).read_text()
+        assert "source scripts/lib_speech_corpora.sh" in text and "corpora_stage4" in text and "corpus_st" in text
+        assert "--seed 31" not in text and "--seed 35" not in text  # no second copy of n9's or nv9's command
