@@ -1,0 +1,86 @@
+"""scripts/remote/lips_job.sh (GPU run 23's job: a gw300 -> fw300 curriculum for the lip reader against fw300 alone)
+started the way remote.sh starts it, with `python3` the stand-in of test_encoder_lora_job that records every
+command: what each lip reader starts from and how many steps it is sized for, the time each part gets before
+SIGTERM, the reports and the comparison, and DONE with the exit status when a part fails."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_encoder_lora_job import FAKE_JOB
+from test_train_grid_script import ROOT
+
+FAIL = r'''
+if args[2:3] == ["train"] and "/out/gw/" in over("train.output_dir") and os.environ.get("FAKE_FAIL") == "gw":
+    raise SystemExit(1)
+'''
+FAKE_LIPS = FAKE_JOB.replace("import shutil, signal, time\n", "import shutil, signal, time\n" + FAIL)
+
+
+def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
+    work, repo, bin_ = tmp_path / "work", tmp_path / "repo", tmp_path / "bin"
+    for pool, c in (("gridwide", "gw300"), ("freewords", "fw300")):
+        d = work / "data" / pool
+        for f in ("train.jsonl", f"{c}/train.jsonl", f"{c}/val.jsonl", f"{c}/test.jsonl", f"{c}/test_wrong_lips.jsonl"):
+            (d / f).parent.mkdir(parents=True, exist_ok=True)
+            (d / f).write_text('{"id": "u0", "audio": "a.ogg", "video": "v.mp4", "text": "x"}\n')
+    (work / "whl").mkdir()
+    (repo / "scripts").mkdir(parents=True)  # the repository the job copies: links to what it runs
+    for f in ("train_grid.sh", "wide_voices.sh", "lib_train.sh"):
+        (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
+    (repo / "recipes").symlink_to(ROOT / "recipes")
+    bin_.mkdir()
+    (tmp_path / "fake_python.py").write_text(FAKE_LIPS)
+    (bin_ / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "fake_python.py"}" "$@"\n')
+    (bin_ / "python3").chmod(0o755)
+    e = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
+         "REPO": str(repo), **env}
+    p = subprocess.run(["bash", str(ROOT / "scripts/remote/lips_job.sh")], cwd=work, env=e, text=True,
+                       capture_output=True, timeout=120)
+    log = tmp_path / "calls.jsonl"
+    return p, work, [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def trainings(calls: list, work: Path) -> dict:
+    return {next(a.split("=", 1)[1] for a in c if a.startswith("train.output_dir=")).split("/out/")[1]: c
+            for c in calls if c[2:3] == ["train"]}
+
+
+def test_the_curriculum_continues_from_gw300_and_the_control_gets_all_the_steps(tmp_path):
+    p, work, calls = run_job(tmp_path, {"S1": "30", "S2": "20"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (work / "DONE").exists() and "job ended, exit 0" in p.stdout
+    t = trainings(calls, work)
+    assert set(t) == {"gw/GV", "cur/GV", "ctl/GV"}
+    rel = "train.init_from=checkpoints/asr-smollm2-whisper-tiny"
+    assert rel in t["gw/GV"] and rel in t["ctl/GV"]
+    assert f"train.init_from={work}/out/gw/GV/best/model" in t["cur/GV"]  # the second part starts from the first
+    for name, steps, val in (("gw/GV", 30, "gridwide/gw300"), ("cur/GV", 20, "freewords/fw300"),
+                             ("ctl/GV", 50, "freewords/fw300")):
+        c = t[name]  # the last max_steps wins: the job's, after the script's own 1,500
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == f"train.max_steps={steps}"
+        assert f"data.val_manifest={work}/data/{val}/val.jsonl" in c and "train.num_workers=6" in c
+    for r in ("gw", "cur", "ctl"):
+        assert {f.name for f in (work / f"res/eval_{r}").iterdir()} == {"GV_vsr.json", "GV_vsr_wrong_lips.json"}
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["cur_GV_vsr - ctl_GV_vsr",
+                                                       "cur_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+    assert json.loads(compare[0].split(": ", 1)[1])["a"] == "out/ctl/eval/GV_vsr.json"
+
+
+def test_each_part_is_stopped_when_its_time_is_up_and_evaluated_at_its_best(tmp_path):
+    p, work, calls = run_job(tmp_path, {"FAKE_SLOW": "GV", "T": "6"})  # every training would run for 60 s
+    assert p.returncode == 0, p.stderr[-2000:]
+    for r in ("gw", "cur", "ctl"):  # gw300 after 3 s, fw300 from it for what is left of 6, the control after 6
+        assert (work / f"out/{r}/GV/STOPPED").exists() and not (work / f"out/{r}/GV/final").exists()
+        report = json.loads((work / f"out/{r}/eval/GV_vsr.json").read_text())
+        assert report["model"] == f"{work}/out/{r}/GV/best/model"
+
+
+def test_a_failed_first_part_ends_the_job_with_its_status_and_done(tmp_path):
+    p, work, calls = run_job(tmp_path, {"FAKE_FAIL": "gw"})
+    assert p.returncode != 0 and (work / "DONE").exists() and "job ended, exit 0" not in p.stdout
+    assert set(trainings(calls, work)) == {"gw/GV", "ctl/GV"}  # the curriculum's second part never started
