@@ -967,8 +967,8 @@ class MultimodalLM(nn.Module):
         over with the weights. With ``new_modalities`` the projector of a modality the folder
         lacks keeps its fresh weights (an ASR model starting an AVSR run; returned), and the saved
         projector of a modality this model lacks is left out (an ASR model starting a VSR run: its
-        LoRA loads, its audio projector does not; logged), and encoder LoRA (``media.<m>.encoder_lora``) the
-        folder lacks keeps its fresh weights (returned as ``"encoder:<m>"``)."""
+        LoRA loads, its audio projector and audio encoder LoRA do not; logged), and encoder LoRA
+        (``media.<m>.encoder_lora``) the folder lacks keeps its fresh weights (returned as ``"encoder:<m>"``)."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -1002,9 +1002,18 @@ class MultimodalLM(nn.Module):
         """Load ``encoder_adapters/<m>/`` into the encoders with ``media.<m>.encoder_lora``. A folder without
         them for such an encoder is an error unless ``missing_ok`` (``train.init_from`` a model trained without
         encoder LoRA: they keep their fresh weights, which leave the encoder's output unchanged; returned as
-        ``"encoder:<m>"``); saved encoder adapters this model has no place for are an error either way."""
+        ``"encoder:<m>"``). With ``missing_ok`` the saved adapters of a modality this model lacks altogether are
+        left out, as its projector is (an ASR model starting a VSR run; logged); saved adapters for an encoder
+        this model has without ``encoder_lora`` are an error either way (it would read its input differently)."""
         saved = sorted(p.name for p in (in_dir / ENCODER_ADAPTERS).iterdir() if p.is_dir()) \
             if (in_dir / ENCODER_ADAPTERS).is_dir() else []
+        absent = [m for m in saved if m not in self.encoders]
+        if absent and missing_ok:
+            import logging
+
+            logging.getLogger("mmlora.model").info("%s: encoder LoRA of %s left out (this model has no such modality)",
+                                                   in_dir / ENCODER_ADAPTERS, ", ".join(absent))
+            saved = [m for m in saved if m not in absent]
         extra = [m for m in saved if m not in self.encoders or not adapter_names(self.encoders[m])]
         if extra:
             raise ValueError(f"{in_dir / ENCODER_ADAPTERS}: holds encoder LoRA for {', '.join(extra)}, which this "

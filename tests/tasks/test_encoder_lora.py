@@ -138,6 +138,16 @@ def test_train_saves_loads_and_init_from_keeps_a_missing_encoder_lora_fresh(corp
     with pytest.raises(ValueError, match="encoder LoRA for audio"):
         _model(f"train.init_from={folder}")
 
+    # a lip reader starting from it has no audio at all: the LLM's LoRA loads, the audio encoder LoRA is left out
+    # as the audio projector is (train_grid.sh's GV from the release)
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/vsr_tiny.yaml", [f"train.init_from={folder}"])
+    vsr, ref = build_model(cfg), dict(loaded.named_parameters())
+    assert "audio" not in vsr.encoders
+    lora = {n: p for n, p in vsr.named_parameters() if n.startswith("llm.") and ".adapters." in n}
+    assert lora and all(torch.equal(p, ref[n]) for n, p in lora.items())
+
 
 def test_encoder_lora_errors_name_the_field(corpus, tmp_path, capsys):
     base = ["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", LORA,
