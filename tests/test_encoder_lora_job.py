@@ -35,30 +35,39 @@ CORPORA = ["st/train", "st/test", "st/test_babble_snr0", "w3/train", "n9/train",
            "natt9/test", "nv9/test", "nv10/test"]
 
 
-def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
+def run_remote_job(tmp_path: Path, job: str, scripts: tuple[str, ...], fake: str, env: dict):
+    """Start scripts/remote/JOB in tmp_path/work (made by the caller: the unpacked pieces) as remote.sh starts it,
+    with $REPO a tree of links to SCRIPTS and the recipes, and `python3` the stand-in FAKE; returns the finished
+    process, the work folder and the stand-in's calls."""
     work, repo, bin_ = tmp_path / "work", tmp_path / "repo", tmp_path / "bin"
+    (work / "whl").mkdir(parents=True, exist_ok=True)
+    (repo / "scripts").mkdir(parents=True)  # the repository the job copies: links to what it runs
+    for f in scripts:
+        (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
+    (repo / "recipes").symlink_to(ROOT / "recipes")
+    bin_.mkdir()
+    (tmp_path / "fake_python.py").write_text(fake)
+    (bin_ / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "fake_python.py"}" "$@"\n')
+    (bin_ / "python3").chmod(0o755)
+    e = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
+         "REPO": str(repo), **env}
+    p = subprocess.run(["bash", str(ROOT / "scripts/remote" / job)], cwd=work, env=e, text=True,
+                       capture_output=True, timeout=120)
+    log = tmp_path / "calls.jsonl"
+    return p, work, [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+
+def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
+    work = tmp_path / "work"
     for m in CORPORA:
         f = work / "data/speech_release" / f"{m}.jsonl"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
     (work / "data/human_speech").mkdir(parents=True)
     (work / "data/human_speech/test.jsonl").write_text('{"id": "h0", "audio": "h.flac", "text": "x"}\n')
-    (work / "whl").mkdir()
     (work / "log").mkdir()
-    (repo / "scripts").mkdir(parents=True)  # the repository the job copies: links to what it runs
-    for f in ("asr_encoder_lora.sh", "lib_train.sh", "merge_manifests.py", "decode_audio.py"):
-        (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
-    (repo / "recipes").symlink_to(ROOT / "recipes")
-    bin_.mkdir()
-    (tmp_path / "fake_python.py").write_text(FAKE_JOB)
-    (bin_ / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "fake_python.py"}" "$@"\n')
-    (bin_ / "python3").chmod(0o755)
-    e = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
-         "REPO": str(repo), **env}
-    p = subprocess.run(["bash", str(ROOT / "scripts/remote/encoder_lora_job.sh")], cwd=work, env=e, text=True,
-                       capture_output=True, timeout=120)
-    log = tmp_path / "calls.jsonl"
-    return p, work, [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return run_remote_job(tmp_path, "encoder_lora_job.sh",
+                          ("asr_encoder_lora.sh", "lib_train.sh", "merge_manifests.py", "decode_audio.py"), FAKE_JOB, env)
 
 
 def test_the_job_trains_on_the_decoded_manifest_stops_a_slow_training_and_evaluates(tmp_path):

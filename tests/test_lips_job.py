@@ -5,13 +5,10 @@ SIGTERM, the reports and the comparison, and DONE with the exit status when a pa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from test_encoder_lora_job import FAKE_JOB
-from test_train_grid_script import ROOT
+from test_encoder_lora_job import FAKE_JOB, run_remote_job
 
 FAIL = r'''
 if args[2:3] == ["train"] and "/out/gw/" in over("train.output_dir") and os.environ.get("FAKE_FAIL") == "gw":
@@ -21,27 +18,13 @@ FAKE_LIPS = FAKE_JOB.replace("import shutil, signal, time\n", "import shutil, si
 
 
 def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
-    work, repo, bin_ = tmp_path / "work", tmp_path / "repo", tmp_path / "bin"
+    work = tmp_path / "work"
     for pool, c in (("gridwide", "gw300"), ("freewords", "fw300")):
         d = work / "data" / pool
         for f in ("train.jsonl", f"{c}/train.jsonl", f"{c}/val.jsonl", f"{c}/test.jsonl", f"{c}/test_wrong_lips.jsonl"):
             (d / f).parent.mkdir(parents=True, exist_ok=True)
             (d / f).write_text('{"id": "u0", "audio": "a.ogg", "video": "v.mp4", "text": "x"}\n')
-    (work / "whl").mkdir()
-    (repo / "scripts").mkdir(parents=True)  # the repository the job copies: links to what it runs
-    for f in ("train_grid.sh", "wide_voices.sh", "lib_train.sh"):
-        (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
-    (repo / "recipes").symlink_to(ROOT / "recipes")
-    bin_.mkdir()
-    (tmp_path / "fake_python.py").write_text(FAKE_LIPS)
-    (bin_ / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "fake_python.py"}" "$@"\n')
-    (bin_ / "python3").chmod(0o755)
-    e = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "calls.jsonl"),
-         "REPO": str(repo), **env}
-    p = subprocess.run(["bash", str(ROOT / "scripts/remote/lips_job.sh")], cwd=work, env=e, text=True,
-                       capture_output=True, timeout=120)
-    log = tmp_path / "calls.jsonl"
-    return p, work, [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    return run_remote_job(tmp_path, "lips_job.sh", ("train_grid.sh", "wide_voices.sh", "lib_train.sh"), FAKE_LIPS, env)
 
 
 def trainings(calls: list, work: Path) -> dict:
