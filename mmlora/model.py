@@ -940,7 +940,9 @@ class MultimodalLM(nn.Module):
     def load_projector(self, modality: str, in_dir: str | os.PathLike) -> None:
         """Load one modality's projector from :meth:`save_pretrained`'s folder into this model, whose projector
         for it must have the same weights and shapes (``train.init_projectors``: the lip side of an AVSR run from
-        a VSR model, the audio side from an ASR model); every other weight keeps its value."""
+        a VSR model, the audio side from an ASR model); every other weight keeps its value. The folder's LoRA inside
+        that modality's encoder (``encoder_adapters/<m>/``), which the projector was trained on, loads with it: the
+        config must have ``media.<m>.encoder_lora`` then (``mmlora train`` takes it from the folder)."""
         from safetensors.torch import load_file
 
         in_dir = Path(in_dir)
@@ -957,7 +959,14 @@ class MultimodalLM(nn.Module):
         mismatch = _state_mismatch(self.projectors[modality].state_dict(), state)
         if mismatch:
             raise ValueError(f"{proj_file}: the {modality} projector does not match the config: {mismatch}")
+        enc_dir = in_dir / ENCODER_ADAPTERS / modality  # the projector learned on this encoder LoRA's output
+        if enc_dir.is_dir() and not (modality in self.encoders and adapter_names(self.encoders[modality])):
+            raise ValueError(f"{enc_dir}: the {modality} projector was trained with LoRA inside its encoder, which "
+                             f"this model's config has none for: set model.media.{modality}.encoder_lora as in "
+                             f"{in_dir / 'config.json'}")
         self.projectors[modality].load_state_dict(state)
+        if enc_dir.is_dir():
+            load_adapters(self.encoders[modality], enc_dir)
         self._freeze()
 
     def load_trainable(self, in_dir: str | os.PathLike, new_modalities: bool = False) -> list[str]:

@@ -41,6 +41,31 @@ def load_run_config(recipe: str, overrides: list[str]):
     return spec, load_config(spec.run_config, recipe, overrides)
 
 
+def adopt_encoder_lora(cfg) -> None:
+    """A saved folder the run starts from (``train.init_from``; ``train.init_projectors`` for its modality) with
+    encoder LoRA (``encoder_adapters/<m>/``) for a modality whose recipe has none: the run takes the folder's
+    ``media.<m>.encoder_lora``, so that its encoder reads as the saved model's did, and the adapters then load with
+    the weights (logged). Without this, a recipe starting from the release of session 28 (LoRA inside Whisper)
+    was refused, or its audio projector would have read an encoder it was not trained on."""
+    from mmlora.model import ENCODER_ADAPTERS
+
+    sources = [(cfg.train.init_from, None)] if cfg.train.init_from else []
+    sources += [(folder, m) for m, folder in cfg.train.init_projectors.items()]
+    for folder, only in sources:
+        enc_dir = Path(folder) / ENCODER_ADAPTERS
+        if not enc_dir.is_dir():
+            continue
+        saved = json.loads((Path(folder) / "config.json").read_text())["model"]["media"]
+        for m in sorted(d.name for d in enc_dir.iterdir() if d.is_dir()):
+            media = cfg.model.media.get(m)
+            if (only and m != only) or media is None or media.encoder_lora or not saved.get(m, {}).get("encoder_lora"):
+                continue
+            media.encoder_lora = dict(saved[m]["encoder_lora"])
+            media.encoder_lora_spec()  # validated as a recipe's would be
+            logging.getLogger("mmlora.train").info("model.media.%s.encoder_lora=%s from %s (its encoder adapters load "
+                                                   "with it)", m, media.encoder_lora, folder)
+
+
 def build_model(cfg):
     """The run's model, its fresh weights (projectors, LoRA) drawn after seeding with ``train.seed``:
     the same command builds the same model whatever ran before it in the process. With
@@ -51,6 +76,7 @@ def build_model(cfg):
     from mmlora.model import MultimodalLM
 
     set_seed(cfg.train.seed)
+    adopt_encoder_lora(cfg)
     model = MultimodalLM.build(cfg.model)
     if cfg.train.init_from and (cfg.train.init_map or cfg.train.init_grow_rank):
         fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map, grow_rank=cfg.train.init_grow_rank)

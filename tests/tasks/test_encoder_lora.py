@@ -135,13 +135,31 @@ def test_train_saves_loads_and_init_from_keeps_a_missing_encoder_lora_fresh(corp
         MultimodalLM.from_pretrained(plain / "final" / "model", media={"audio": {
             **json.loads((plain / "final" / "model" / "config.json").read_text())["model"]["media"]["audio"],
             "encoder_lora": {"rank": 2, "alpha": 4}}})
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    # a recipe without encoder LoRA that starts from it takes the folder's (mmlora train; logged), so the encoder
+    # reads as the saved model's did; the model API without that step refuses
+    adopted = _model(f"train.init_from={folder}")
+    assert adopted.cfg.media["audio"].encoder_lora == {"rank": 2, "alpha": 4}
+    for k, v in got.items():
+        torch.testing.assert_close(dict(adopted.named_parameters())[f"encoders.audio.{k}"], v, rtol=0, atol=0)
     with pytest.raises(ValueError, match="encoder LoRA for audio"):
-        _model(f"train.init_from={folder}")
+        _model().load_trainable(folder, new_modalities=True)
+
+    # an AVSR run taking only its audio projector (train.init_projectors) takes the encoder LoRA that projector was
+    # trained on, weights and spec; without the spec the model API refuses the projector alone
+    _, cfg = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_projectors={{audio: {folder}}}"])
+    avsr = build_model(cfg)
+    assert avsr.cfg.media["audio"].encoder_lora == {"rank": 2, "alpha": 4} and not avsr.cfg.media["video"].encoder_lora
+    for k, v in got.items():
+        torch.testing.assert_close(dict(avsr.named_parameters())[f"encoders.audio.{k}"], v, rtol=0, atol=0)
+    torch.testing.assert_close(avsr.projectors["audio"].state_dict(), loaded.projectors["audio"].state_dict())
+    _, plain_cfg = load_run_config("recipes/avsr_tiny.yaml", [])
+    with pytest.raises(ValueError, match="trained with LoRA inside its encoder"):
+        build_model(plain_cfg).load_projector("audio", folder)
 
     # a lip reader starting from it has no audio at all: the LLM's LoRA loads, the audio encoder LoRA is left out
     # as the audio projector is (train_grid.sh's GV from the release)
-    from mmlora.tasks.cli import build_model, load_run_config
-
     _, cfg = load_run_config("recipes/vsr_tiny.yaml", [f"train.init_from={folder}"])
     vsr, ref = build_model(cfg), dict(loaded.named_parameters())
     assert "audio" not in vsr.encoders
