@@ -139,10 +139,11 @@ def test_train_saves_loads_and_init_from_keeps_a_missing_encoder_lora_fresh(corp
 
     # a recipe without encoder LoRA that starts from it takes the folder's (mmlora train; logged), so the encoder
     # reads as the saved model's did; the model API without that step refuses
-    adopted = _model(f"train.init_from={folder}")
-    assert adopted.cfg.media["audio"].encoder_lora == {"rank": 2, "alpha": 4}
-    for k, v in got.items():
-        torch.testing.assert_close(dict(adopted.named_parameters())[f"encoders.audio.{k}"], v, rtol=0, atol=0)
+    for extra in ([], ["train.init_map={'adapters.default.': 'adapters.default.'}"]):  # also with renaming
+        adopted = _model(f"train.init_from={folder}", *extra)
+        assert adopted.cfg.media["audio"].encoder_lora == {"rank": 2, "alpha": 4}
+        for k, v in got.items():
+            torch.testing.assert_close(dict(adopted.named_parameters())[f"encoders.audio.{k}"], v, rtol=0, atol=0)
     with pytest.raises(ValueError, match="encoder LoRA for audio"):
         _model().load_trainable(folder, new_modalities=True)
 
