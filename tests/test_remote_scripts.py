@@ -63,8 +63,8 @@ def test_job_starts_after_the_last_piece_and_is_collected(packed):
     assert "started job.sh" in out.stdout
     waited = sh(REMOTE, "wait", "30", cwd=repo, env=env)
     assert waited.stdout.startswith("DONE") and f"repo={repo}" in waited.stdout
-    sh(REMOTE, "collect", tmp / "out", cwd=repo, env=env)
-    with tarfile.open(tmp / "out/res.tgz") as t:
+    sh(REMOTE, "ship", tmp / "out", cwd=repo, env=env)  # no folders named: the logs and results alone
+    with tarfile.open(tmp / "out/state.tgz") as t:
         assert t.extractfile("res/copy.txt").read() == b"hello\n"
         assert "log/j.log" in t.getnames()
 

@@ -7,7 +7,6 @@
 #                                                          # last one unpack into WORK and start JOB.sh there, detached
 #   bash scripts/remote/remote.sh wait SECONDS             # until WORK/DONE exists or SECONDS pass; tails of WORK/log/*
 #                                                          # (exit 3 at once where no job was started: a fresh machine)
-#   bash scripts/remote/remote.sh collect OUT_DIR          # WORK/res and WORK/log -> OUT_DIR/res.tgz
 #   bash scripts/remote/remote.sh ship OUT_DIR [FOLDER ...] # what is there so far, for a call's $OUT: the small files
 #                                                          # (< 2 MB) of SMALL (default "log res") -> OUT_DIR/state.tgz,
 #                                                          # and each FOLDER (relative to WORK, e.g. out/E1/best) that is
@@ -91,7 +90,5 @@ case "${1:-}" in
       cp "$WORK/ship/q/$q" "$out/$q" && rm "$WORK/ship/q/$q"; n=$((n + 1)); left=$((left - sz)); echo "shipped $q"
     done
     echo "ship: state.tgz + $n part(s); $(ls "$WORK/ship/q" | wc -l) left for the next call" ;;
-  collect)
-    out=${2:?output folder}; mkdir -p "$out"; tar -czf "$out/res.tgz" -C "$WORK" res log; ls -la "$out/res.tgz" ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
