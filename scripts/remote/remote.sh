@@ -90,5 +90,5 @@ case "${1:-}" in
       cp "$WORK/ship/q/$q" "$out/$q" && rm "$WORK/ship/q/$q"; n=$((n + 1)); left=$((left - sz)); echo "shipped $q"
     done
     echo "ship: state.tgz + $n part(s); $(ls "$WORK/ship/q" | wc -l) left for the next call" ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;  # the header
 esac
