@@ -51,6 +51,16 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+def pointwise(layer: nn.Module, x: Tensor) -> Tensor:
+    """A 1×1 stride-1 conv of ``[M, C, H, W]``, held as a conv or, once :meth:`EfficientNetEncoder.prepare_lora` has
+    turned it into a linear layer (which LoRA adapters wrap), applied over the channels of every pixel."""
+    if not (isinstance(layer, nn.Linear) or isinstance(getattr(layer, "base_layer", None), nn.Linear)):
+        return layer(x)  # a conv (or a wrapper of one)
+    m, c, h, w = x.shape
+    y = layer(x.permute(0, 2, 3, 1).reshape(m, h * w, c))
+    return y.reshape(m, h, w, -1).permute(0, 3, 1, 2)
+
+
 class MBConv(nn.Module):
     """Inverted residual: [1×1 expand → BN → ReLU6] → k×k depthwise/s → BN → ReLU6 → 1×1 project → BN (+ x)."""
 
@@ -69,9 +79,9 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x
         if hasattr(self, "_expand_conv"):
-            h = F.relu6(self._bn0(self._expand_conv(h)))
+            h = F.relu6(self._bn0(pointwise(self._expand_conv, h)))
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
-        h = self._bn2(self._project_conv(h))
+        h = self._bn2(pointwise(self._project_conv, h))
         return h + x if self.residual else h
 
 
@@ -98,7 +108,7 @@ class EfficientNetLite0(nn.Module):
             x = b(x)
         if stage == "blocks":
             return x
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(pointwise(self._conv_head, x)))
 
     def forward(self, x: Tensor) -> Tensor:
         """ImageNet logits ``[M, 1000]`` (dropout is identity at inference)."""
@@ -233,6 +243,9 @@ class EfficientNetEncoder(Encoder):
     """``encode(list of images or videos) -> Features``; see :func:`mmlora.encoders.base.to_frames` for inputs."""
 
     kind = "efficientnet-lite0"
+    # media.<m>.encoder_lora's default targets here: every 1×1 conv (the MBConv blocks' expansion and projection,
+    # the head), which prepare_lora turns into linear layers; the stem and the depthwise convs take none
+    lora_targets = ("_expand_conv", "_project_conv", "_conv_head")
 
     def __init__(self, cfg: EfficientNetConfig, model: EfficientNetLite0 | None = None):
         super().__init__()
@@ -248,6 +261,29 @@ class EfficientNetEncoder(Encoder):
         self.output_dim = 1280 if cfg.stage == "head" else 320
         self.rate_hz = cfg.frames.fps / cfg.frames.stride
         self._folded: tuple[tuple, FoldedLite0] | None = None  # (key, program); see folded()
+        self.linearized = False  # prepare_lora ran: the plain network runs, not the folded program
+
+    def prepare_lora(self, targets: list[str]) -> None:
+        """Before LoRA is attached (``media.<m>.encoder_lora``): every 1×1 stride-1 conv whose name matches
+        ``targets`` (suffixes or regexes, as LoRA targets) becomes an ``nn.Linear`` with the same weights, which
+        the adapters then wrap. The folded program (BatchNorm folded into frozen convs) has no place for trained
+        adapters, so from now on the plain network runs: BatchNorm in eval mode, gradients reaching the adapters."""
+        from mmlora.lora import _matches
+
+        for name, mod in list(self.named_modules()):
+            if not (isinstance(mod, nn.Conv2d) and mod.kernel_size == (1, 1) and mod.stride == (1, 1)
+                    and mod.groups == 1 and any(_matches(name, t) for t in targets)):
+                continue
+            lin = nn.Linear(mod.in_channels, mod.out_channels, bias=mod.bias is not None,
+                            device=mod.weight.device, dtype=mod.weight.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(mod.weight[:, :, 0, 0])
+                if mod.bias is not None:
+                    lin.bias.copy_(mod.bias)
+            lin.requires_grad_(False)
+            parent, _, child = name.rpartition(".")
+            setattr(self.get_submodule(parent), child, lin)
+            self.linearized = True
 
     def folded(self, dtype: torch.dtype) -> FoldedLite0:
         """The network's :class:`FoldedLite0` in ``dtype``, rebuilt when a weight or buffer was changed in place
@@ -272,11 +308,15 @@ class EfficientNetEncoder(Encoder):
         return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else self.dtype
 
     def encode_frames(self, frames: Tensor, program: FoldedLite0 | None = None) -> Tensor:
-        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch)."""
-        program = program or self.folded(self.compute_dtype())
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch; with
+        LoRA inside, :meth:`prepare_lora`, the plain network instead)."""
         x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
-        with torch.autocast(self.device.type, enabled=False):  # the program runs in its own dtype
-            f = program(x)  # [M, C, h, w]
+        if self.linearized:
+            f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
+        else:
+            program = program or self.folded(self.compute_dtype())
+            with torch.autocast(self.device.type, enabled=False):  # the program runs in its own dtype
+                f = program(x)  # [M, C, h, w]
         if self.cfg.pool == "mean":
             return f.mean(dim=(2, 3)).unsqueeze(1)
         if self.cfg.grid_size is not None:
@@ -287,5 +327,5 @@ class EfficientNetEncoder(Encoder):
         if output_hidden_states:
             raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
                              "tower: use HFVisionEncoder)")
-        program = self.folded(self.compute_dtype())
+        program = None if self.linearized else self.folded(self.compute_dtype())
         return encode_frames(batch, self.cfg.frames, lambda f: self.encode_frames(f, program), device=self.device)

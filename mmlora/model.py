@@ -102,9 +102,10 @@ class MediaConfig:
     # modality are zeroed, so that the model learns to read the other modalities (AV-HuBERT); never every
     # modality of a sample at once (MultimodalLM.drop_modalities)
     encoder_lora: dict = field(default_factory=dict)  # LoRA on the frozen encoder's linear layers, trained with
-    # this modality's projector: {rank, alpha, targets, init, use_rslora}; targets: name suffixes (default
-    # ENCODER_LORA_TARGETS, Whisper's attention and MLP). {} = none. The encoder then runs with gradients in
-    # training and its features cannot be cached (data.feature_cache=null)
+    # this modality's projector: {rank, alpha, targets, init, use_rslora}; targets: name suffixes (default: the
+    # encoder's lora_targets, e.g. EfficientNet's 1×1 convs, else ENCODER_LORA_TARGETS, Whisper's attention and
+    # MLP). {} = none. The encoder then runs with gradients in training and its features cannot be cached
+    # (data.feature_cache=null)
 
     def __post_init__(self) -> None:
         from .data.speech_augment import factor_range
@@ -120,13 +121,14 @@ class MediaConfig:
 
             self.spec_augment = from_dict(SpecAugmentConfig, self.spec_augment, source="media.spec_augment")
 
-    def encoder_lora_spec(self) -> tuple[LoRASpec, list[str]] | None:
-        """``(spec, targets)`` of :attr:`encoder_lora`, or None when it is off. The encoder always runs in eval
+    def encoder_lora_spec(self) -> tuple[LoRASpec, list[str] | None] | None:
+        """``(spec, targets)`` of :attr:`encoder_lora` (targets None: the encoder's default), or None when it is
+        off. The encoder always runs in eval
         mode, so adapter dropout would never act: it is refused rather than silently ignored."""
         if not self.encoder_lora:
             return None
         d = dict(self.encoder_lora)
-        targets = d.pop("targets", list(ENCODER_LORA_TARGETS))
+        targets = d.pop("targets", None)  # None: the encoder's own default (lora_targets), else Whisper's
         if isinstance(targets, str):
             targets = [targets]
         allowed = {f.name for f in fields(LoRASpec)} - {"dropout"}
@@ -136,10 +138,10 @@ class MediaConfig:
                              "no dropout: the frozen encoder always runs in eval mode)")
         if "rank" not in d or "alpha" not in d:
             raise ValueError(f"media.encoder_lora needs rank and alpha, got {self.encoder_lora}")
-        if not targets or not all(isinstance(t, str) and t for t in targets):
+        if targets is not None and (not targets or not all(isinstance(t, str) and t for t in targets)):
             raise ValueError(f"media.encoder_lora.targets must be a non-empty list of layer names, got {targets!r}")
         try:
-            return LoRASpec(**d), list(targets)
+            return LoRASpec(**d), None if targets is None else list(targets)
         except (TypeError, ValueError) as e:
             raise ValueError(f"media.encoder_lora: {e}") from None
 
@@ -272,7 +274,12 @@ def attach_encoder_lora(encoder: nn.Module, mcfg: MediaConfig, where: str = "med
     """LoRA adapter :data:`ENCODER_LORA` on the linear layers of ``encoder`` named by ``mcfg.encoder_lora``
     (its base weights stay frozen), routed to every frame: the plan is installed once and stays."""
     spec, targets = mcfg.encoder_lora_spec()
+    if targets is None:
+        targets = list(getattr(encoder, "lora_targets", ENCODER_LORA_TARGETS))
     try:
+        prepare = getattr(encoder, "prepare_lora", None)  # e.g. EfficientNet: its 1×1 convs become linear layers
+        if prepare is not None:
+            prepare(targets)
         attach(encoder, {ENCODER_LORA: spec}, targets, fused_mlp=False)
     except ValueError as e:
         raise ValueError(f"{where}: {e} (the {type(encoder).__name__} encoder)") from None

@@ -183,9 +183,85 @@ def test_encoder_lora_errors_name_the_field(corpus, tmp_path, capsys):
         _model("model.media.audio.encoder_lora={rank: 2, alpha: 4, targets: [nope]}")
     from mmlora.tasks.cli import build_model, load_run_config
 
-    _, cfg = load_run_config("recipes/vsr_tiny.yaml", ["model.media.video.encoder_lora={rank: 2, alpha: 4}"])
-    with pytest.raises(ValueError, match=r"model\.media\.video\.encoder_lora: .*EfficientNet"):
+    _, cfg = load_run_config("recipes/vsr_tiny.yaml", ["model.media.video.encoder_lora={rank: 2, alpha: 4, "
+                                                       "targets: [_depthwise_conv]}"])  # k×k convs take none
+    with pytest.raises(ValueError, match=r"model\.media\.video\.encoder_lora: no nn.Linear.*EfficientNet"):
         build_model(cfg)
+
+
+VLORA = "model.media.video.encoder_lora={rank: 2, alpha: 4}"
+
+
+def _vsr(*overrides: str):
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/vsr_tiny.yaml", list(overrides))
+    return build_model(cfg)
+
+
+def test_efficientnet_lora_on_its_1x1_convs_matches_peft_and_a_fresh_one_changes_nothing():
+    """The lip encoder (EfficientNet-Lite0) takes LoRA on its 1×1 convs (expansion, projection, head), turned into
+    linear layers with the same weights: against PEFT's LoRA on the untouched network's Conv2d layers."""
+    from peft import LoraConfig, get_peft_model
+
+    from mmlora.encoders.efficientnet import EfficientNetEncoder
+    from mmlora.lora import iter_adapters
+
+    def rel(a, b):  # the random network's features are tiny (about 1e-8): compare relative to their size
+        return ((a - b).abs().max() / b.abs().max()).item()
+
+    plain, model = _vsr(), _vsr(VLORA)
+    enc, enc0 = model.encoders["video"], plain.encoders["video"]
+    frames = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # fresh adapters (B = 0): the plain network reads as the folded program did (BatchNorm folded in float64)
+        base = enc0.encode_frames(frames)
+        assert base.abs().max() > 0 and rel(enc.encode_frames(frames), base) < 1e-4
+    _randomize_b(enc)
+    ad = {path.removeprefix("model."): a for path, _, a in iter_adapters(enc)}
+    assert len(ad) == 16 * 2 - 1 + 1  # 16 blocks: expansion (all but the first) and projection; the head
+    peft_model = get_peft_model(copy.deepcopy(enc0.model), LoraConfig(
+        r=2, lora_alpha=4, target_modules=["_expand_conv", "_project_conv", "_conv_head"], lora_dropout=0.0))
+    mods = dict(peft_model.base_model.model.named_modules())
+    with torch.no_grad():
+        for path, a in ad.items():
+            mods[path].lora_A["default"].weight.copy_(a.A[:, :, None, None])
+            mods[path].lora_B["default"].weight.copy_(a.B[:, :, None, None])
+        ref = EfficientNetEncoder(enc0.cfg, model=peft_model.base_model.model)
+        ref.linearized = True  # the PEFT network runs as it is (not folded)
+        got, want = enc.encode_frames(frames), ref.encode_frames(frames)
+    assert rel(got, want) < 1e-4
+    assert rel(got, base) > 1e-2  # the adapters act: the comparison can fail
+
+
+def test_efficientnet_lora_trains_saves_and_loads(corpus, tmp_path, capsys):
+    from mmlora.data.collate import collate_samples
+    from mmlora.model import MultimodalLM
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    model = _vsr(VLORA)
+    model.train()
+    enc_names = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoders.video.")}
+    assert enc_names and all(".adapters.encoder." in n for n in enc_names)
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("video",))
+    model(collate_samples([ds[i] for i in range(2)], model.prompts))["loss"].backward()
+    params = dict(model.named_parameters())
+    assert any(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in enc_names if n.endswith(".B"))
+    assert all(p.grad is None for n, p in params.items() if n.startswith("encoders.") and n not in enc_names)
+
+    out = tmp_path / "vsr"
+    assert main(["train", "recipes/vsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}", VLORA,
+                 f"train.output_dir={out}", "train.max_steps=2", "train.save_every=0",
+                 "train.group_lr={encoder: 5e-2}"]) == 0
+    folder = out / "final" / "model"
+    assert (folder / "encoder_adapters" / "video" / "adapters.safetensors").is_file()
+    saved = {n: p for n, p in MultimodalLM.from_pretrained(folder).named_parameters() if ".adapters.encoder." in n}
+    assert saved and any(p.abs().sum() > 0 for n, p in saved.items() if n.endswith(".B"))  # trained away from 0
+    again = _vsr(f"train.init_from={folder}")  # the recipe without encoder_lora takes the folder's
+    for n, p in saved.items():
+        torch.testing.assert_close(dict(again.named_parameters())[n], p, rtol=0, atol=0)
+    assert main(["evaluate", "--model", str(folder), "--manifest", str(corpus / "train.jsonl"), "--max-samples", "2"]) == 0
+    capsys.readouterr()
 
 
 @pytest.mark.gpu
@@ -222,6 +298,43 @@ def test_gpu_encoder_lora_forward_and_gradients_match_the_cpu(corpus):
     for n in g_cpu:
         torch.testing.assert_close(g_gpu[n], g_cpu[n], rtol=2e-2, atol=2e-3)
     torch.manual_seed(0)
+    x_bf, g_bf = run(gpu, "cuda", autocast=True)
+    assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_efficientnet_lora_forward_and_gradients_match_the_cpu(corpus):
+    """The lip encoder's adapters on CUDA (the plain network, as in training) against the CPU (fp32): features and
+    the adapters' gradients; under bf16 autocast finite gradients of every B. Relative to the random network's
+    tiny features."""
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    model = _vsr(VLORA)
+    _randomize_b(model.encoders["video"])
+    model.train()
+    ds = SpeechDataset(read_manifest(corpus / "train.jsonl"), ("video",))
+    batch = collate_samples([ds[i] for i in range(4)], model.prompts)
+    frames = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def run(m, device, autocast=False):
+        m.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            x = m.encoders["video"].encode_frames(frames)
+            loss = m(batch)["loss"]
+        loss.backward()
+        grads = {n: p.grad.float().cpu() for n, p in m.named_parameters() if n.startswith("encoders.") and p.requires_grad}
+        return x.float().detach().cpu(), grads
+
+    x_cpu, g_cpu = run(model, "cpu")
+    gpu = copy.deepcopy(model).to("cuda")
+    x_gpu, g_gpu = run(gpu, "cuda")
+    assert (x_gpu - x_cpu).abs().max() < 1e-3 * x_cpu.abs().max()
+    assert g_cpu and g_gpu.keys() == g_cpu.keys()
+    for n in g_cpu:
+        assert (g_gpu[n] - g_cpu[n]).abs().max() <= 2e-2 * g_cpu[n].abs().max() + 1e-30
     x_bf, g_bf = run(gpu, "cuda", autocast=True)
     assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
