@@ -67,3 +67,27 @@ def test_a_failed_first_part_ends_the_job_with_its_status_and_done(tmp_path):
     p, work, calls = run_job(tmp_path, {"FAKE_FAIL": "gw"})
     assert p.returncode != 0 and (work / "DONE").exists() and "job ended, exit 0" not in p.stdout
     assert set(trainings(calls, work)) == {"gw/GV", "ctl/GV"}  # the curriculum's second part never started
+
+
+def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_encoder(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "gridwide", "ENC_RANK": "4", "S1": "5",
+                                        "S2": "5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"enc/GV", "ctl/GV"}
+    lora = "model.media.video.encoder_lora={rank: 4, alpha: 8}"
+    assert lora in t["enc/GV"] and "train.group_lr.encoder=5e-4" in t["enc/GV"]
+    assert not [a for a in t["ctl/GV"] if a.startswith(("model.media.video.encoder_lora", "train.group_lr.encoder"))]
+    for c in t.values():  # both on the chosen corpus, from the release, for S1 + S2 steps
+        assert f"data.val_manifest={work}/data/gridwide/gw300/val.jsonl" in c
+        assert "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in c
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["enc_GV_vsr - ctl_GV_vsr",
+                                                       "enc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+
+
+def test_a_bad_mode_stops_with_a_message_and_done(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "grid"})
+    assert p.returncode == 2 and "ENC_POOL freewords or gridwide" in p.stderr and (work / "DONE").exists()
+    assert not calls

@@ -14,12 +14,22 @@
 # comparison of CUR against CTL on fw300 (res/compare.txt), every report into res/eval_{gw,cur,ctl}/, and WORK/DONE
 # (touched on any exit, so a failed step ends the monitor's wait too). S1 = S2 = 1,000 and T = 600 by default;
 # further key=value overrides in OVERRIDES pass to every training.
+# MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
+# lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
+# that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, or gridwide) for S1 + S2 steps and T seconds;
+# the comparison is then ENC against CTL.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
 trap 'rc=$?; echo "$(date +%T) job ended, exit $rc"; touch DONE' EXIT
 mkdir -p log res
-W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}
-echo "$(date +%T) job: T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
+W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum}; EP=${ENC_POOL:-freewords}
+case "$MODE/$EP" in
+  curriculum/*) B=cur ;;
+  encoder_lora/freewords | encoder_lora/gridwide) B=enc ;;
+  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum or encoder_lora, ENC_POOL freewords or gridwide" >&2
+     exit 2 ;;
+esac
+echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
 rm -rf repo && cp -r "$REPO" repo
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target site whl/*.whl
 export PYTHONPATH=$W/site:$W/repo PYTHON=python3 MMLORA_CACHE=$W/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -40,16 +50,22 @@ cur() {
   left=$((T - (SECONDS - t0))); [ $left -gt 0 ] || left=1
   REL=$from grid freewords "$W/data/freewords" "$W/out/cur" $left train.max_steps=$S2
 }
+enc() {
+  local r=${ENC_RANK:-8}
+  grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) \
+      "model.media.video.encoder_lora={rank: $r, alpha: $((2 * r))}" train.group_lr.encoder=${ENC_LR:-5e-4}
+}
+CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
-cur > log/cur.log 2>&1 & c=$!
-grid freewords "$W/data/freewords" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) > log/ctl.log 2>&1 & k=$!
+$B > log/$B.log 2>&1 & c=$!
+grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) > log/ctl.log 2>&1 & k=$!
 rc=0; wait $c || rc=$?; wait $k || rc=$?
-for r in gw cur ctl; do mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; done
-for r in gw cur ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/null || true; done
+for r in gw $B ctl; do mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; done
+for r in gw $B ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/null || true; done
 {
   for t in GV_vsr GV_vsr_wrong_lips; do
-    [ -f out/ctl/eval/$t.json ] && [ -f out/cur/eval/$t.json ] || continue
-    echo "cur_$t - ctl_$t: $(python3 -m mmlora.cli compare-wer out/ctl/eval/$t.json out/cur/eval/$t.json | tail -n 1)"
+    [ -f out/ctl/eval/$t.json ] && [ -f out/$B/eval/$t.json ] || continue
+    echo "${B}_$t - ctl_$t: $(python3 -m mmlora.cli compare-wer out/ctl/eval/$t.json out/$B/eval/$t.json | tail -n 1)"
   done
 } | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
