@@ -11,7 +11,10 @@ Random weights (speed does not depend on them) and random uint8 clips ``[T, size
 * ``plain``: ``preprocess_frames`` + ``EfficientNetLite0.features`` per chunk (the encoder before the folded program:
   conv → BatchNorm → ReLU6 with an ``F.pad`` per SAME conv, frozen fp32 weights re-cast by autocast per call);
 * ``folded``: ``EfficientNetEncoder.encode`` (``FoldedLite0``: BN folded into the convs, weights cast once,
-  channels-last on CUDA); ``folded-nchw`` the same without channels-last.
+  channels-last on CUDA); ``folded-nchw`` the same without channels-last;
+* ``lora``: LoRA inside the encoder (``media.video.encoder_lora``, rank ``--lora-rank``, its default targets: the 1×1
+  convs), which runs the plain network with the adapters, under no_grad; ``lora-train`` the same forward with its
+  graph and a backward pass from the features' sum (what a training step adds for the encoder).
 
 ``chunk`` = frames per encoder call (``model.media.video.encoder.frames.chunk``; 0: all frames in one call). Columns:
 wall ms per batch (synchronized), host ms (time until the Python loop returned, before the sync: close to wall means
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vary", action="store_true",
                    help="new clip lengths (frames/2 .. 3*frames/2) on every repeat, as training batches have: the "
                         "last chunk then has a new size on most calls")
+    p.add_argument("--lora-rank", type=int, default=8, help="the lora paths' rank (alpha twice that)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-autocast", action="store_true")
     p.add_argument("--profile", action="store_true", help="count CUDA kernels of one batch per row")
@@ -92,6 +96,21 @@ def main(argv: list[str] | None = None) -> int:
                 def run(clips, enc=enc, frame_fn=frame_fn):
                     with torch.no_grad():
                         return encode_frames(clips, enc.cfg.frames, frame_fn, device=enc.device)
+            elif path in ("lora", "lora-train"):
+                from types import SimpleNamespace
+
+                from mmlora.lora import LoRASpec
+                from mmlora.model import attach_encoder_lora
+
+                spec = LoRASpec(rank=args.lora_rank, alpha=2 * args.lora_rank)
+                attach_encoder_lora(enc, SimpleNamespace(encoder_lora_spec=lambda spec=spec: (spec, None)))
+
+                def run(clips, enc=enc, train=path == "lora-train"):
+                    with torch.set_grad_enabled(train):
+                        f = enc.encode(clips)
+                        if train:
+                            f.x.float().sum().backward()
+                    return f
             elif path in ("folded", "folded-nchw", "folded-nopad"):
                 if path == "folded-nchw":  # the same program without channels-last
                     prog = {}
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.vary:  # the last timed batch had its own lengths: encode repeat 0's for the comparison across rows
                 with amp:
                     f = run(clips)
-            x = f.x.float()
+            x = f.x.float().detach()
             if ref is None:
                 ref = x
             err = ((x - ref).abs().max() / ref.abs().max().clamp(min=1e-12)).item()
