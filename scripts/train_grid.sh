@@ -26,7 +26,10 @@
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
 # Run 16 started from the release of its day (session 20's mean of stages 5 and 6); this script starts from
-# today's checkpoints/asr-smollm2-whisper-tiny (REL=... to choose another).
+# today's checkpoints/asr-smollm2-whisper-tiny (REL=... to choose another). Since session 28 that release has LoRA
+# inside the Whisper encoder: the models that read audio take it with the release's weights (train.init_from and
+# init_projectors give it) and train it at the run's learning rate (train.group_lr.encoder=0 holds it); GV, which
+# reads no audio, leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 POOL=${POOL:-grid}; DATA=${1:-data/$POOL}; OUT=${2:-outputs/$POOL}; shift $(( $# < 2 ? $# : 2 ))
