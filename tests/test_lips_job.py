@@ -71,7 +71,7 @@ def test_a_failed_first_part_ends_the_job_with_its_status_and_done(tmp_path):
 
 def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_encoder(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "gridwide", "ENC_RANK": "4", "S1": "5",
-                                        "S2": "5"})
+                                        "S2": "5", "PYTEST": "tests/tasks/test_encoder_lora.py"})
     assert p.returncode == 0, p.stderr[-2000:]
     t = trainings(calls, work)
     assert set(t) == {"enc/GV", "ctl/GV"}
@@ -82,6 +82,7 @@ def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_e
         assert f"data.val_manifest={work}/data/gridwide/gw300/val.jsonl" in c
         assert "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in c
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    assert calls[-1][:2] == ["-m", "pytest"] and calls[-1][-1] == "tests/tasks/test_encoder_lora.py"  # last
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["enc_GV_vsr - ctl_GV_vsr",
                                                        "enc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]

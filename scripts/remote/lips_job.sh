@@ -17,7 +17,7 @@
 # MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, or gridwide) for S1 + S2 steps and T seconds;
-# the comparison is then ENC against CTL.
+# the comparison is then ENC against CTL. PYTEST names tests to run there afterwards.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
 trap 'rc=$?; echo "$(date +%T) job ended, exit $rc"; touch DONE' EXIT
@@ -69,4 +69,7 @@ for r in gw $B ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/
   done
 } | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
+# PYTEST="tests/tasks/test_encoder_lora.py ...": those tests on this machine afterwards (log/pytest.log), at most 300 s
+[ -z "${PYTEST:-}" ] || (cd repo && timeout 300 python3 -m pytest -q -p no:cacheprovider $PYTEST > "$W/log/pytest.log" 2>&1) \
+  || echo "pytest: exit $? (log/pytest.log)"
 exit $rc

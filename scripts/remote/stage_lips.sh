@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage GPU run 23 (the lips without a grammar; scripts/remote/lips_job.sh says what it expects) for a machine that
-# cannot download: the wheels its image lacks (decord too, which reads the lip videos), the converted Whisper and
+# cannot download: the wheels its image lacks (decord, which reads the lip videos, and av), the converted Whisper and
 # EfficientNet encoders, and the corpora gw300 and fw300 with their merged training manifests, hard-linked into
 # STAGE, then cut into pieces with scripts/remote/pack.sh.
 #
@@ -20,7 +20,7 @@ for c in "$GW/gw300" "$FW/fw300"; do
 done
 source scripts/remote/lib_stage.sh  # BASE_WHEELS, stage_wheels, stage_assets
 rm -rf "$STAGE"; mkdir -p "$STAGE/data/gridwide" "$STAGE/data/freewords"
-stage_wheels "$STAGE" "${BASE_WHEELS[@]}" decord==0.6.0
+stage_wheels "$STAGE" "${BASE_WHEELS[@]}" decord==0.6.0 av==18.1.0  # av: the tests' lip-video fixture writes mp4
 stage_assets "$STAGE" whisper-tiny.en efficientnet-lite0
 cp -al "$GW/gw300" "$STAGE/data/gridwide/gw300"; cp "$GW/train.jsonl" "$STAGE/data/gridwide/"
 cp -al "$FW/fw300" "$STAGE/data/freewords/fw300"; cp "$FW/train.jsonl" "$STAGE/data/freewords/"
