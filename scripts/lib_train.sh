@@ -1,5 +1,5 @@
 # Sourced by the experiment scripts (train_grid.sh, asr_encoder_lora.sh): named trainings that a time limit may stop,
-# their evaluations into OUT/eval/TAG.json (ev; ev_sets: one model on several manifests in one call) and paired
+# their evaluations into OUT/eval/TAG.json (ev; ev_sets: one model on several manifests in one call; both through evaluate) and paired
 # comparisons of two of those. The caller sets MM (the mmlora command), OUT (the run folder), JOBS (the names to
 # run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
@@ -13,9 +13,12 @@ train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unl
     [ $rc -eq 3 ] && touch "$OUT/$name/STOPPED" && echo "$name stopped early: evaluating its best checkpoint" || exit $rc
   }
 }
+evaluate() {  # MODEL [evaluate args]: `mmlora evaluate` as every experiment script runs it (GPU batch 100)
+  $MM evaluate --model "$1" --batch-size 100 "${@:2}"
+}
 ev() {  # TAG MODEL [evaluate args]: OUT/eval/TAG.json, unless there
   local tag=$1 model=$2; shift 2
-  [ -f "$OUT/eval/$tag.json" ] || $MM evaluate --model "$model" --batch-size 100 --out "$OUT/eval/$tag.json" "$@" | tail -n 1
+  [ -f "$OUT/eval/$tag.json" ] || evaluate "$model" --out "$OUT/eval/$tag.json" "$@" | tail -n 1
 }
 ev_sets() {  # PREFIX MODEL TAG MANIFEST [TAG MANIFEST ...]: OUT/eval/PREFIX_TAG.json for each report not there yet,
   # in one `mmlora evaluate` call (the model loads once, where each call also pays Python's and CUDA's start)
@@ -24,7 +27,7 @@ ev_sets() {  # PREFIX MODEL TAG MANIFEST [TAG MANIFEST ...]: OUT/eval/PREFIX_TAG
     [ -f "$OUT/eval/${prefix}_$1.json" ] || args+=(--manifest "$2" --out "$OUT/eval/${prefix}_$1.json")
     shift 2
   done
-  [ ${#args[@]} -eq 0 ] || $MM evaluate --model "$model" --batch-size 100 "${args[@]}" | grep '^{'
+  [ ${#args[@]} -eq 0 ] || evaluate "$model" "${args[@]}" | grep '^{'
 }
 pair() {  # A B: "B - A: {compare-wer JSON}" where both reports exist
   [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0
