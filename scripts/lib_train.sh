@@ -1,7 +1,7 @@
 # Sourced by the experiment scripts (train_grid.sh, asr_encoder_lora.sh): named trainings that a time limit may stop,
-# their evaluations into OUT/eval/TAG.json (ev; ev_sets: one model on several manifests in one call; both through evaluate) and paired
-# comparisons of two of those. The caller sets MM (the mmlora command), OUT (the run folder), JOBS (the names to
-# run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
+# their evaluations into OUT/eval/TAG.json (ev; ev_sets: one model on several manifests in one call; both through
+# evaluate) and paired comparisons of two of those. The caller sets MM (the mmlora command), OUT (the run folder),
+# JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
 best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
 train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unless done or stopped before
