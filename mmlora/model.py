@@ -270,10 +270,11 @@ def _state_mismatch(expected: Mapping[str, Tensor], saved: Mapping[str, Tensor])
     return f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes (saved vs model) {shapes[:3]}"
 
 
-def attach_encoder_lora(encoder: nn.Module, mcfg: MediaConfig, where: str = "media.encoder_lora") -> None:
-    """LoRA adapter :data:`ENCODER_LORA` on the linear layers of ``encoder`` named by ``mcfg.encoder_lora``
-    (its base weights stay frozen), routed to every frame: the plan is installed once and stays."""
-    spec, targets = mcfg.encoder_lora_spec()
+def attach_encoder_lora(encoder: nn.Module, spec: LoRASpec, targets: list[str] | None,
+                        where: str = "media.encoder_lora") -> None:
+    """LoRA adapter :data:`ENCODER_LORA` of ``spec`` on the linear layers of ``encoder`` named by ``targets``
+    (:meth:`MediaConfig.encoder_lora_spec`'s; None: the encoder's ``lora_targets``, else Whisper's), its base
+    weights frozen, routed to every frame: the plan is installed once and stays."""
     if targets is None:
         targets = list(getattr(encoder, "lora_targets", ENCODER_LORA_TARGETS))
     try:
@@ -333,7 +334,7 @@ class MultimodalLM(nn.Module):
             attach(model, adapters, cfg.target_modules)
         for mod, mcfg in cfg.media.items():  # last: the fresh weights drawn before stay what they were without it
             if mcfg.encoder_lora:
-                attach_encoder_lora(encs[mod], mcfg, where=f"model.media.{mod}.encoder_lora")
+                attach_encoder_lora(encs[mod], *mcfg.encoder_lora_spec(), where=f"model.media.{mod}.encoder_lora")
         self = cls(cfg, model, tokenizer, encs, projs)
         self._freeze()
         return self

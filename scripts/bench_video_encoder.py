@@ -97,13 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                     with torch.no_grad():
                         return encode_frames(clips, enc.cfg.frames, frame_fn, device=enc.device)
             elif path in ("lora", "lora-train"):
-                from types import SimpleNamespace
-
                 from mmlora.lora import LoRASpec
                 from mmlora.model import attach_encoder_lora
 
-                spec = LoRASpec(rank=args.lora_rank, alpha=2 * args.lora_rank)
-                attach_encoder_lora(enc, SimpleNamespace(encoder_lora_spec=lambda spec=spec: (spec, None)))
+                attach_encoder_lora(enc, LoRASpec(rank=args.lora_rank, alpha=2 * args.lora_rank), None)
 
                 def run(clips, enc=enc, train=path == "lora-train"):
                     with torch.set_grad_enabled(train):

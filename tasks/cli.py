@@ -47,7 +47,7 @@ def adopt_encoder_lora(cfg) -> None:
     ``media.<m>.encoder_lora``, so that its encoder reads as the saved model's did, and the adapters then load with
     the weights (logged). Without this, a recipe starting from the release of session 28 (LoRA inside Whisper)
     was refused, or its audio projector would have read an encoder it was not trained on."""
-    from mmlora.model import ENCODER_ADAPTERS
+    from mmlora.model import ENCODER_ADAPTERS, _model_config
 
     sources = [(cfg.train.init_from, None)] if cfg.train.init_from else []
     sources += [(folder, m) for m, folder in cfg.train.init_projectors.items()]
@@ -55,7 +55,7 @@ def adopt_encoder_lora(cfg) -> None:
         enc_dir = Path(folder) / ENCODER_ADAPTERS
         if not enc_dir.is_dir():
             continue
-        saved = json.loads((Path(folder) / "config.json").read_text())["model"]["media"]
+        saved = json.loads(_model_config(Path(folder)).read_text())["model"]["media"]
         for m in sorted(d.name for d in enc_dir.iterdir() if d.is_dir()):
             media = cfg.model.media.get(m)
             if (only and m != only) or media is None or media.encoder_lora or not saved.get(m, {}).get("encoder_lora"):
