@@ -42,7 +42,8 @@ def run_remote_job(tmp_path: Path, job: str, scripts: tuple[str, ...], fake: str
     work, repo, bin_ = tmp_path / "work", tmp_path / "repo", tmp_path / "bin"
     (work / "whl").mkdir(parents=True, exist_ok=True)
     (repo / "scripts").mkdir(parents=True)  # the repository the job copies: links to what it runs
-    for f in scripts:
+    for f in (*scripts, "remote/lib_job.sh"):
+        (repo / "scripts" / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / "scripts" / f).symlink_to(ROOT / "scripts" / f)
     (repo / "recipes").symlink_to(ROOT / "recipes")
     bin_.mkdir()

@@ -17,15 +17,12 @@
 #   SMALL="log res out/eval out/E1/metrics.jsonl out/E2/metrics.jsonl out/E1/best/info.json out/E2/best/info.json" \
 #   WORK=W bash scripts/remote/remote.sh ship "$OUT" out/E1/best/model out/E2/best/model
 set -euo pipefail
-trap 'rc=$?; echo "$(date +%T) job ended, exit $rc"; touch DONE' EXIT  # a failed step ends the monitor's wait too
-mkdir -p log res  # as remote.sh makes them (the job also runs without it)
+source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
+job_begin
 W=$(pwd); JOBS=${JOBS:-E1 E2}; T=${T:-540}; D=$W/data/speech_release
 MIX=${MIX:-st w3 n9 n10 n14x2 n15x2}; VAL=${VAL:-nv10/test}
 echo "$(date +%T) job: JOBS=$JOBS T=$T MAX_STEPS=${MAX_STEPS:-500} MIX=$MIX VAL=$VAL"
-rm -rf repo && cp -r "$REPO" repo
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target site whl/*.whl
-export PYTHONPATH=$W/site:$W/repo PYTHON=python3 MMLORA_CACHE=$W/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-python3 -m mmlora.cli assets get smollm2-135m whisper-tiny.en --no-install 2>&1 | { grep -v '%|' || true; }
+job_setup smollm2-135m whisper-tiny.en
 TRAIN=train_ab_$(echo $MIX | tr ' ' _).jsonl
 # the training manifest, its clips decoded to WAV (5.4 ms -> 0.4 ms a clip in the loader); the test sets stay Opus
 if [ ! -f "$W/dec/speech_release/$TRAIN" ]; then
@@ -50,6 +47,4 @@ kill $stopper 2>/dev/null || true
 echo "$(date +%T) trainings ended: $(ls -d out/*/final out/*/STOPPED 2>/dev/null | tr '\n' ' ')"
 OMP_NUM_THREADS=8 JOBS="$JOBS" run > log/eval.log 2>&1 || echo "evaluation failed: log/eval.log"
 cp -r out/eval res/ 2>/dev/null || true
-# PYTEST="tests/train ...": those tests on this machine afterwards (log/pytest.log), at most 300 s
-[ -z "${PYTEST:-}" ] || (cd repo && timeout 300 python3 -m pytest -q -p no:cacheprovider $PYTEST > "$W/log/pytest.log" 2>&1) \
-  || echo "pytest: exit $? (log/pytest.log)"
+job_pytest  # PYTEST="tests/train ...": those tests on this machine afterwards

@@ -20,8 +20,8 @@
 # the comparison is then ENC against CTL. PYTEST names tests to run there afterwards.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
-trap 'rc=$?; echo "$(date +%T) job ended, exit $rc"; touch DONE' EXIT
-mkdir -p log res
+source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
+job_begin
 W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum}; EP=${ENC_POOL:-freewords}
 case "$MODE/$EP" in
   curriculum/*) B=cur ;;
@@ -30,10 +30,7 @@ case "$MODE/$EP" in
      exit 2 ;;
 esac
 echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
-rm -rf repo && cp -r "$REPO" repo
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target site whl/*.whl
-export PYTHONPATH=$W/site:$W/repo PYTHON=python3 MMLORA_CACHE=$W/cache PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-python3 -m mmlora.cli assets get smollm2-135m whisper-tiny.en efficientnet-lite0 --no-install 2>&1 | { grep -v '%|' || true; }
+job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 grid() {  # POOL DATA OUT SECONDS [overrides]: one lip reader by train_grid.sh, its training stopped after SECONDS
   local pool=$1 data=$2 out=$3 secs=$4 rc=0; shift 4
   ( sleep "$secs"; pkill -TERM -f "mmlora.cli train .*train.output_dir=$out/" ) & local stopper=$!
@@ -69,7 +66,5 @@ for r in gw $B ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/
   done
 } | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
-# PYTEST="tests/tasks/test_encoder_lora.py ...": those tests on this machine afterwards (log/pytest.log), at most 300 s
-[ -z "${PYTEST:-}" ] || (cd repo && timeout 300 python3 -m pytest -q -p no:cacheprovider $PYTEST > "$W/log/pytest.log" 2>&1) \
-  || echo "pytest: exit $? (log/pytest.log)"
+job_pytest  # PYTEST="tests/tasks/test_encoder_lora.py ...": those tests on this machine afterwards
 exit $rc
