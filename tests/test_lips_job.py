@@ -71,7 +71,8 @@ def test_a_failed_first_part_ends_the_job_with_its_status_and_done(tmp_path):
 
 def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_encoder(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "gridwide", "ENC_RANK": "4", "S1": "5",
-                                        "S2": "5", "PYTEST": "tests/tasks/test_encoder_lora.py"})
+                                        "S2": "5", "PYTEST": "tests/tasks/test_encoder_lora.py -k gpu",
+                                        "BENCH": "--paths folded,lora --chunks 1024"})
     assert p.returncode == 0, p.stderr[-2000:]
     t = trainings(calls, work)
     assert set(t) == {"enc/GV", "ctl/GV"}
@@ -82,7 +83,12 @@ def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_e
         assert f"data.val_manifest={work}/data/gridwide/gw300/val.jsonl" in c
         assert "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in c
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
-    assert calls[-1][:2] == ["-m", "pytest"] and calls[-1][-1] == "tests/tasks/test_encoder_lora.py"  # last
+    # the benchmark, then the tests, both before the first training (a time limit cannot cut them off)
+    bench = next(i for i, c in enumerate(calls) if c[0].endswith("scripts/bench_video_encoder.py"))
+    assert calls[bench][1:] == ["--paths", "folded,lora", "--chunks", "1024", "--out", "res/bench_video_encoder.md"]
+    test = next(i for i, c in enumerate(calls) if c[:2] == ["-m", "pytest"])
+    assert calls[test][-3:] == ["tests/tasks/test_encoder_lora.py", "-k", "gpu"]
+    assert bench < test < min(i for i, c in enumerate(calls) if c[2:3] == ["train"])
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["enc_GV_vsr - ctl_GV_vsr",
                                                        "enc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]

@@ -17,7 +17,9 @@
 # MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, or gridwide) for S1 + S2 steps and T seconds;
-# the comparison is then ENC against CTL. PYTEST names tests to run there afterwards.
+# the comparison is then ENC against CTL. Before the trainings (so that a time limit cannot cut them off), BENCH
+# passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
+# PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
@@ -31,6 +33,9 @@ case "$MODE/$EP" in
 esac
 echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
+[ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
+    > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
+job_pytest  # PYTEST="tests/tasks/test_encoder_lora.py -k gpu": those tests on this machine
 grid() {  # POOL DATA OUT SECONDS [overrides]: one lip reader by train_grid.sh, its training stopped after SECONDS
   local pool=$1 data=$2 out=$3 secs=$4 rc=0; shift 4
   ( sleep "$secs"; pkill -TERM -f "mmlora.cli train .*train.output_dir=$out/" ) & local stopper=$!
@@ -66,5 +71,4 @@ for r in gw $B ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/
   done
 } | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
-job_pytest  # PYTEST="tests/tasks/test_encoder_lora.py ...": those tests on this machine afterwards
 exit $rc
