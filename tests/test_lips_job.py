@@ -98,3 +98,56 @@ def test_a_bad_mode_stops_with_a_message_and_done(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "grid"})
     assert p.returncode == 2 and "ENC_POOL freewords or gridwide" in p.stderr and (work / "DONE").exists()
     assert not calls
+
+
+def test_avsr_mode_trains_avsr_from_the_staged_lip_reader_against_its_asr_control(tmp_path):
+    (tmp_path / "work/lipreader").mkdir(parents=True)
+    (tmp_path / "work/lipreader/config.json").write_text("{}")
+    p, work, calls = run_job(tmp_path, {"MODE": "avsr", "S1": "5", "S2": "5", "ENC_LR": "1e-4"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"avl/GAVL", "ctl/GAOL"}
+    # AVSR from the staged lip reader (through train_grid.sh's GV slot), the audio projector from the release
+    assert f"train.init_from={work}/out/avl/GV/best/model" in t["avl/GAVL"]
+    assert (work / "out/avl/GV/best/model").resolve() == (work / "lipreader").resolve()
+    assert "train.init_projectors={audio: checkpoints/asr-smollm2-whisper-tiny}" in t["avl/GAVL"]
+    assert "train.init_from=checkpoints/asr-smollm2-whisper-tiny" in t["ctl/GAOL"]
+    for c in t.values():  # both chosen on noisy validation of fw300, ENC_LR for every encoder LoRA, S1 + S2 steps
+        assert f"data.val_manifest={work}/data/freewords/fw300/val.jsonl" in c and "data.val_snr=0" in c
+        assert "train.group_lr.encoder=1e-4" in c
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == [
+        f"avl_GAVL_{n} - ctl_GAOL_{n}" for n in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")]
+    assert (work / "res/eval_avl/GAVL_vsr.json").exists() and (work / "res/eval_ctl/GAOL_clean.json").exists()
+
+
+def test_avsr_mode_without_a_staged_lip_reader_stops_before_any_work(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODE": "avsr"})
+    assert p.returncode == 2 and "LIPREADER=DIR" in p.stderr and (work / "DONE").exists()
+    assert not calls
+
+
+def _stage(tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    """scripts/remote/stage_lips.sh on fake corpora (made on the first call), for its checks before any download."""
+    import os
+    for pool, c in (("gw", "gw300"), ("fw", "fw300")) if not (tmp_path / "fw").exists() else ():
+        for f in ("train.jsonl", f"{c}/val.jsonl", f"{c}/test.jsonl", f"{c}/test_wrong_lips.jsonl"):
+            (tmp_path / pool / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / pool / f).touch()
+    return subprocess.run(["bash", "scripts/remote/stage_lips.sh", str(tmp_path / "st"), str(tmp_path / "pk"),
+                           str(tmp_path / "gw"), str(tmp_path / "fw")], cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, **env}, text=True, capture_output=True, timeout=60)
+
+
+def test_staging_checks_the_pools_and_the_lip_reader_before_any_download(tmp_path):
+    p = _stage(tmp_path, {"LIPREADER": str(tmp_path / "nothing")})
+    assert p.returncode == 2 and "LIPREADER=" in p.stderr and "no config.json" in p.stderr
+    p = _stage(tmp_path, {"POOLS": "freewords grid"})
+    assert p.returncode == 2 and "each is gridwide or freewords" in p.stderr
+    (tmp_path / "gw/gw300/test.jsonl").unlink()  # only the pools asked for are checked
+    p = _stage(tmp_path, {"POOLS": "gridwide", "LIPREADER": str(tmp_path / "nothing")})
+    assert p.returncode == 2 and "gw300/test.jsonl is missing" in p.stderr
+    p = _stage(tmp_path, {"POOLS": "freewords", "LIPREADER": str(tmp_path / "nothing")})
+    assert p.returncode == 2 and "no config.json" in p.stderr
+    assert not (tmp_path / "st").exists()

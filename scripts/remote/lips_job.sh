@@ -17,7 +17,13 @@
 # MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, or gridwide) for S1 + S2 steps and T seconds;
-# the comparison is then ENC against CTL. Before the trainings (so that a time limit cannot cut them off), BENCH
+# the comparison is then ENC against CTL.
+# MODE=avsr (GPU run 25's plan) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
+# LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
+# train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
+# chosen on noisy validation) against CTL = GAOL (the ASR control, the same noise and validation), both on ENC_POOL
+# for S1 + S2 steps and T seconds, ENC_LR (if set) for every encoder LoRA; compared clean and in each of
+# train_grid.sh's noises. Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
@@ -28,18 +34,26 @@ W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum};
 case "$MODE/$EP" in
   curriculum/*) B=cur ;;
   encoder_lora/freewords | encoder_lora/gridwide) B=enc ;;
-  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum or encoder_lora, ENC_POOL freewords or gridwide" >&2
+  avsr/freewords | avsr/gridwide) B=avl ;;
+  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora or avsr, ENC_POOL freewords or" \
+          "gridwide" >&2
      exit 2 ;;
 esac
+if [ $B = avl ] && [ ! -f lipreader/config.json ]; then
+  echo "lips_job.sh: MODE=avsr starts from a lip reader in $W/lipreader, and it has no config.json: stage one with" \
+       "LIPREADER=DIR bash scripts/remote/stage_lips.sh" >&2
+  exit 2
+fi
 echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 [ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
     > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
 job_pytest  # PYTEST="tests/tasks/test_encoder_lora.py -k gpu": those tests on this machine
-grid() {  # POOL DATA OUT SECONDS [overrides]: one lip reader by train_grid.sh, its training stopped after SECONDS
+grid() {  # POOL DATA OUT SECONDS [overrides]: one model by train_grid.sh (its job GJ, default GV: a lip reader), the
+  # training stopped after SECONDS
   local pool=$1 data=$2 out=$3 secs=$4 rc=0; shift 4
   ( sleep "$secs"; pkill -TERM -f "mmlora.cli train .*train.output_dir=$out/" ) & local stopper=$!
-  POOL=$pool SLOT_WORDS=300 JOBS=GV bash repo/scripts/train_grid.sh "$data" "$out" train.num_workers=6 \
+  POOL=$pool SLOT_WORDS=300 JOBS=${GJ:-GV} bash repo/scripts/train_grid.sh "$data" "$out" train.num_workers=6 \
       ${OVERRIDES:-} "$@" || rc=$?
   kill $stopper 2>/dev/null || true
   return $rc
@@ -57,17 +71,25 @@ enc() {
   grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) \
       "model.media.video.encoder_lora={rank: $r, alpha: $((2 * r))}" train.group_lr.encoder=${ENC_LR:-5e-4}
 }
+avl() {
+  mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
+  GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
+}
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
+CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 $B > log/$B.log 2>&1 & c=$!
-grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) > log/ctl.log 2>&1 & k=$!
+GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & k=$!
 rc=0; wait $c || rc=$?; wait $k || rc=$?
 for r in gw $B ctl; do mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; done
-for r in gw $B ctl; do cp out/$r/GV/metrics.jsonl "res/metrics_$r.jsonl" 2>/dev/null || true; done
+for r in gw $B ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
+P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips)  # pairs: the control's report, the other arm's
+[ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n); done; }
 {
-  for t in GV_vsr GV_vsr_wrong_lips; do
-    [ -f out/ctl/eval/$t.json ] && [ -f out/$B/eval/$t.json ] || continue
-    echo "${B}_$t - ctl_$t: $(python3 -m mmlora.cli compare-wer out/ctl/eval/$t.json out/$B/eval/$t.json | tail -n 1)"
+  for ((i = 0; i < ${#P[@]}; i += 2)); do
+    a=out/ctl/eval/${P[i]}.json b=out/$B/eval/${P[i+1]}.json
+    [ -f $a ] && [ -f $b ] || continue
+    echo "${B}_${P[i+1]} - ctl_${P[i]}: $(python3 -m mmlora.cli compare-wer $a $b | tail -n 1)"
   done
 } | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
