@@ -4,6 +4,12 @@
 # JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
 best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
+same_step() {  # DIR_A DIR_B: both info.json name the same training step (a best/ that is the final/ weights)
+  local a b
+  a=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$1/info.json" 2>/dev/null | head -n 1)
+  b=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$2/info.json" 2>/dev/null | head -n 1)
+  [ -n "$a" ] && [ "$a" = "$b" ]
+}
 train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unless done or stopped before
   local name=$1 recipe=$2; shift 2
   want "$name" || return 0

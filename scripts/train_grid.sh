@@ -113,8 +113,9 @@ for J in GAV GAO GAVL GAVLD GAOL; do
   for ((i = 0; i < ${#NOISY[@]}; i += 2)); do
     ev ${J}_${NOISY[i]} "$(best $J)" --manifest "$T" ${NOISY[i+1]}  # word-split on purpose: the flags
   done
-  # the noise-validated models: their final weights too, where best/ is an earlier step
-  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -d "$OUT/$J/final/model" ]; then
+  # the noise-validated models: their final weights too, where best/ is an earlier step (both info.json say)
+  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -d "$OUT/$J/final/model" ] \
+      && ! same_step "$OUT/$J/best" "$OUT/$J/final"; then
     ev ${J}_final_clean "$OUT/$J/final/model" --manifest "$T"
     ev ${J}_final_t1_0 "$OUT/$J/final/model" --manifest "$T" --snr 0 --noise-talkers 1
     ev ${J}_final_b_0 "$OUT/$J/final/model" --manifest "$T" --snr 0

@@ -48,6 +48,9 @@ elif args[:2] == ["-m", "mmlora.cli"]:
         if name in os.environ.get("FAKE_STOP", "").split():
             raise SystemExit(3)  # stopped by SIGTERM after a checkpoint
         (out / "final/model").mkdir(parents=True, exist_ok=True)
+        if os.environ.get("FAKE_BEST_STEP"):  # best/ at that step, final/ at step 1500 (the trainer's info.json)
+            (out / "best/info.json").write_text(json.dumps({"step": int(os.environ["FAKE_BEST_STEP"])}))
+            (out / "final/info.json").write_text(json.dumps({"step": 1500}))
     elif cmd == "evaluate":  # one report and summary line per --out (several --manifest / --out pairs: one call)
         for i, a in enumerate(args):
             if a == "--out":
@@ -145,3 +148,15 @@ def test_free_words_pool_makes_its_own_corpus(tmp_path):
 def test_bad_settings_stop_with_a_message(tmp_path, jobs, env, message):
     p, _ = run_grid(tmp_path, jobs, env=env, check=False)
     assert p.returncode == 2 and message in p.stderr
+
+
+def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path):
+    def finals(step):
+        d = tmp_path / step
+        d.mkdir()
+        _, calls = run_grid(d, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_BEST_STEP": step})
+        outs = [Path(c[i + 1]).stem for c in calls if c[2:3] == ["evaluate"] for i, a in enumerate(c) if a == "--out"]
+        assert "GAVL_clean" in outs and "GAOL_t1_0" in outs
+        return sorted(o for o in outs if "_final_" in o)
+    assert finals("1500") == []  # best/ is the final step: its weights were evaluated already
+    assert finals("750") == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "b_0"))
