@@ -120,6 +120,7 @@ def test_avsr_mode_trains_avsr_from_the_staged_lip_reader_against_its_asr_contro
     assert [line.split(":")[0] for line in compare] == [
         f"avl_GAVL_{n} - ctl_GAOL_{n}" for n in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")]
     assert (work / "res/eval_avl/GAVL_vsr.json").exists() and (work / "res/eval_ctl/GAOL_clean.json").exists()
+    assert not (work / "res/eval_gw").exists()  # no curriculum: no empty folder for it
 
 
 def test_avsr_mode_without_a_staged_lip_reader_stops_before_any_work(tmp_path):
