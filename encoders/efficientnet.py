@@ -125,6 +125,22 @@ def same_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[i
     return left, right, top, bottom
 
 
+def conv_weight(layer: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, tuple, int]:
+    """``(weight [O, I/groups, k, k] in dtype, bias, stride, groups)`` of a conv, or of a 1×1 conv that
+    :meth:`EfficientNetEncoder.prepare_lora` turned into a linear layer, with the adapters of a LoRA wrapper merged
+    in (``W + Σ s·B A`` over the adapters not merged already; the encoder's one adapter acts on every frame)."""
+    if isinstance(layer, nn.Conv2d):
+        return layer.weight.detach().to(dtype), layer.bias, tuple(layer.stride), layer.groups
+    base = getattr(layer, "base_layer", layer)
+    if not isinstance(base, nn.Linear):
+        raise TypeError(f"expected a conv or a linear layer, got {type(layer).__name__}")
+    w = base.weight.detach().to(dtype)
+    for name in getattr(layer, "adapters", {}):
+        if name not in layer.merged:
+            w = w + layer.delta_weight(name).detach().to(dtype)
+    return w[:, :, None, None], base.bias, (1, 1), 1
+
+
 class FoldedLite0:
     """``EfficientNetLite0.features`` for a frozen network: a list of convs with the following BatchNorm folded in.
 
@@ -145,15 +161,16 @@ class FoldedLite0:
                                 b.residual))
         self.head = self._fold(net._conv_head, net._bn1) if stage == "head" else None
 
-    def _fold(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple:
+    def _fold(self, conv: nn.Module, bn: nn.BatchNorm2d) -> tuple:
         work = torch.float32 if conv.weight.device.type == "mps" else torch.float64  # MPS has no float64
+        weight, bias, stride, groups = conv_weight(conv, work)
         scale = bn.weight.detach().to(work) / torch.sqrt(bn.running_var.detach().to(work) + bn.eps)
-        w = conv.weight.detach().to(work) * scale.view(-1, 1, 1, 1)
+        w = weight * scale.view(-1, 1, 1, 1)
         b = bn.bias.detach().to(work) - bn.running_mean.detach().to(work) * scale
-        if conv.bias is not None:
-            b = b + conv.bias.detach().to(work) * scale
+        if bias is not None:
+            b = b + bias.detach().to(work) * scale
         w = w.to(self.dtype).contiguous(memory_format=self.fmt)
-        return w, b.to(self.dtype), tuple(conv.stride), conv.groups
+        return w, b.to(self.dtype), stride, groups
 
     @staticmethod
     def _conv(x: Tensor, c: tuple, relu6: bool) -> Tensor:
@@ -261,13 +278,14 @@ class EfficientNetEncoder(Encoder):
         self.output_dim = 1280 if cfg.stage == "head" else 320
         self.rate_hz = cfg.frames.fps / cfg.frames.stride
         self._folded: tuple[tuple, FoldedLite0] | None = None  # (key, program); see folded()
-        self.linearized = False  # prepare_lora ran: the plain network runs, not the folded program
+        self.linearized = False  # prepare_lora ran: where adapters train, the plain network runs (needs_graph)
 
     def prepare_lora(self, targets: list[str]) -> None:
         """Before LoRA is attached (``media.<m>.encoder_lora``): every 1×1 stride-1 conv whose name matches
         ``targets`` (suffixes or regexes, as LoRA targets) becomes an ``nn.Linear`` with the same weights, which
         the adapters then wrap. The folded program (BatchNorm folded into frozen convs) has no place for trained
-        adapters, so from now on the plain network runs: BatchNorm in eval mode, gradients reaching the adapters."""
+        adapters, so from now on the plain network runs where the adapters train (BatchNorm in eval mode, gradients
+        reaching the adapters); elsewhere the folded program takes them merged (:meth:`needs_graph`)."""
         from mmlora.lora import _matches
 
         for name, mod in list(self.named_modules()):
@@ -287,9 +305,12 @@ class EfficientNetEncoder(Encoder):
 
     def folded(self, dtype: torch.dtype) -> FoldedLite0:
         """The network's :class:`FoldedLite0` in ``dtype``, rebuilt when a weight or buffer was changed in place
-        (load_state_dict), replaced, or moved."""
+        (load_state_dict, an optimizer step on the adapters), replaced, or moved; with LoRA inside, the adapters
+        merged into their convs."""
+        from mmlora.lora import _GENERATION
+
         ts = list(self.model.parameters()) + list(self.model.buffers())
-        key = (dtype, self.cfg.stage, tuple((t.data_ptr(), t._version, t.device) for t in ts))
+        key = (dtype, self.cfg.stage, _GENERATION[0], tuple((t.data_ptr(), t._version, t.device) for t in ts))
         if self._folded is None or self._folded[0] != key:
             self._folded = (key, FoldedLite0(self.model, self.cfg.stage, dtype,
                                              channels_last=self.device.type == "cuda"))
@@ -307,11 +328,17 @@ class EfficientNetEncoder(Encoder):
         dev = self.device.type
         return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else self.dtype
 
+    def needs_graph(self) -> bool:
+        """With LoRA inside (:meth:`prepare_lora`): gradients are recorded and an adapter trains, so the plain
+        network must run. Otherwise (inference, validation, frozen adapters) the folded program runs with the
+        adapters merged into their convs: the same function up to float rounding, at the frozen encoder's speed."""
+        return self.linearized and torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters())
+
     def encode_frames(self, frames: Tensor, program: FoldedLite0 | None = None) -> Tensor:
-        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch; with
-        LoRA inside, :meth:`prepare_lora`, the plain network instead)."""
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch; where
+        trained adapters need the graph, :meth:`needs_graph`, the plain network instead)."""
         x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
-        if self.linearized:
+        if self.needs_graph():
             f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
         else:
             program = program or self.folded(self.compute_dtype())
@@ -327,5 +354,5 @@ class EfficientNetEncoder(Encoder):
         if output_hidden_states:
             raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
                              "tower: use HFVisionEncoder)")
-        program = None if self.linearized else self.folded(self.compute_dtype())
+        program = None if self.needs_graph() else self.folded(self.compute_dtype())
         return encode_frames(batch, self.cfg.frames, lambda f: self.encode_frames(f, program), device=self.device)

@@ -13,7 +13,8 @@ Random weights (speed does not depend on them) and random uint8 clips ``[T, size
 * ``folded``: ``EfficientNetEncoder.encode`` (``FoldedLite0``: BN folded into the convs, weights cast once,
   channels-last on CUDA); ``folded-nchw`` the same without channels-last;
 * ``lora``: LoRA inside the encoder (``media.video.encoder_lora``, rank ``--lora-rank``, its default targets: the 1×1
-  convs), which runs the plain network with the adapters, under no_grad; ``lora-train`` the same forward with its
+  convs), under no_grad: the folded program with the adapters merged into their convs (since session 30; before,
+  the plain network with the adapters ran here); ``lora-train`` the plain network's forward with its
   graph and a backward pass from the features' sum (what a training step adds for the encoder).
 
 ``chunk`` = frames per encoder call (``model.media.video.encoder.frames.chunk``; 0: all frames in one call). Columns:

@@ -229,10 +229,52 @@ def test_efficientnet_lora_on_its_1x1_convs_matches_peft_and_a_fresh_one_changes
             mods[path].lora_A["default"].weight.copy_(a.A[:, :, None, None])
             mods[path].lora_B["default"].weight.copy_(a.B[:, :, None, None])
         ref = EfficientNetEncoder(enc0.cfg, model=peft_model.base_model.model)
-        ref.linearized = True  # the PEFT network runs as it is (not folded)
-        got, want = enc.encode_frames(frames), ref.encode_frames(frames)
-    assert rel(got, want) < 1e-4
+        ref.linearized = True  # the PEFT network runs as it is (not folded): its adapters train, with a graph
+        got = enc.encode_frames(frames)  # no graph: the folded program with the adapters merged into their convs
+    with torch.enable_grad():  # a graph: the plain network with the adapters, as training runs it
+        assert enc.needs_graph() and ref.needs_graph()
+        plain_lora, want = enc.encode_frames(frames).detach(), ref.encode_frames(frames).detach()
+    assert rel(plain_lora, want) < 1e-4 and rel(got, want) < 1e-4
+    assert rel(got, plain_lora) < 1e-5  # merged and folded in float64, then fp32: the same function
     assert rel(got, base) > 1e-2  # the adapters act: the comparison can fail
+
+
+def test_efficientnet_lora_folded_program_follows_the_adapters_and_frozen_adapters_run_folded():
+    """Inference with LoRA inside the lip encoder runs the folded program with the adapters merged: rebuilt after an
+    optimizer step changes them in place, and used also with grad enabled where no adapter trains."""
+    from mmlora.encoders.efficientnet import FoldedLite0
+
+    enc = _vsr(VLORA).encoders["video"]
+    _randomize_b(enc)
+    frames = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    calls = []
+    real_call = FoldedLite0.__call__
+
+    def spy(self, x):
+        calls.append(self)
+        return real_call(self, x)
+
+    FoldedLite0.__call__ = spy
+    try:
+        with torch.no_grad():
+            a = enc.encode_frames(frames)
+            assert len(calls) == 1
+            params = [p for p in enc.parameters() if p.requires_grad]
+            for p in params:  # an optimizer step on the adapters (in place)
+                p.mul_(1.5)
+            b = enc.encode_frames(frames)
+        assert calls[1] is not calls[0]  # rebuilt: the merged weights follow the adapters
+        with torch.enable_grad():
+            want = enc.encode_frames(frames).detach()  # the plain network with the changed adapters
+            assert len(calls) == 2
+            for p in params:
+                p.requires_grad_(False)
+            frozen = enc.encode_frames(frames)  # nothing trains: the folded program, built once for these weights
+            assert len(calls) == 3 and calls[2] is calls[1] and not frozen.requires_grad
+    finally:
+        FoldedLite0.__call__ = real_call
+    rel = lambda x, y: ((x - y).abs().max() / y.abs().max()).item()  # noqa: E731
+    assert rel(b, want) < 1e-5 and rel(frozen, want) < 1e-5 and rel(a, want) > 1e-3
 
 
 def test_efficientnet_lora_trains_saves_and_loads(corpus, tmp_path, capsys):
