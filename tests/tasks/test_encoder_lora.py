@@ -396,6 +396,14 @@ def test_gpu_efficientnet_lora_forward_and_gradients_match_the_cpu(corpus):
     x_bf, g_bf = run(gpu, "cuda", autocast=True)
     assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
+    with torch.no_grad(), _no_tf32():  # inference: the folded program with the adapters merged (channels-last)
+        enc = gpu.encoders["video"]
+        assert not enc.needs_graph()
+        x_fold = enc.encode_frames(frames).float().cpu()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            x_fold_bf = enc.encode_frames(frames).float().cpu()
+    assert (x_fold - x_cpu).abs().max() < 1e-3 * x_cpu.abs().max()
+    assert (x_fold_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
 
 
 def test_features_from_encode_media_pass_through_with_their_graph(corpus):
