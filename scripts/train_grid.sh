@@ -17,6 +17,8 @@
 # GPU runs 17-18): one corpus gw18 of 12,000 training clips and the same validation / test splits; SLOT_WORDS=K
 # takes K words per open slot instead (K=300: 1,248 words, corpus gw300). POOL=freewords: the same K's words in free
 # order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text.
+# POOL=open: open text (the ASR release's mix of WordNet examples, fortunes and KJV, up to 16 words; corpus op12,
+# about 40 minutes on 2 cores), what the issue's targets ask of VSR and AVSR.
 # A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far
 # (OUT/NAME/STOPPED marks it; delete that file to resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
@@ -65,8 +67,15 @@ elif [ "$POOL" = gridwide ] || [ "$POOL" = freewords ]; then
   [ -f "$DATA/$C0/train.jsonl" ] || { pool $POOL$K $POOL --slot-words "$K" --n 60000 --seed 0
       $MM make-speech-corpus --out "$DATA/$C0" --seed "$SEED" --n-train 12000 "${SPLITS[@]}" "${G[@]}"; }
   [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
+elif [ "$POOL" = open ]; then
+  # open text (session 30): the ASR release's text mix (70 % WordNet example sentences, 20 % fortunes, 10 % KJV),
+  # at most 16 words, the same voices and splits; one corpus op12 (seed 2012) of 12,000 training clips with lip video
+  C0=op12; G+=(--text-weights wordnet=0.7,fortunes=0.2,bible=0.1)
+  [ -f "$DATA/$C0/train.jsonl" ] || $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 \
+      "${SPLITS[@]}" "${G[@]}"
+  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
 else
-  echo "train_grid.sh: POOL=$POOL: grid, gridwide or freewords" >&2; exit 2
+  echo "train_grid.sh: POOL=$POOL: grid, gridwide, freewords or open" >&2; exit 2
 fi
 T=$DATA/$C0/test.jsonl; TR=$DATA/$C0/test_wrong_lips.jsonl
 [ -f "$TR" ] || $PY - "$T" "$TR" <<'PY'

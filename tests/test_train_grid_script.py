@@ -140,6 +140,17 @@ def test_free_words_pool_makes_its_own_corpus(tmp_path):
     assert f"data.val_manifest={tmp_path}/data/fw300/val.jsonl" in trainings(calls)["GV"]
 
 
+def test_open_text_pool_makes_its_corpus_from_the_release_text_mix(tmp_path):
+    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open"})
+    assert not [c for c in calls if c[0].endswith("make_text_pool.py")]  # the generator's own text pools
+    corpus = next(c for c in calls if c[2:3] == ["make-speech-corpus"])
+    assert corpus[corpus.index("--out") + 1].endswith("/data/op12") and corpus[corpus.index("--seed") + 1] == "2012"
+    assert corpus[corpus.index("--text-weights") + 1] == "wordnet=0.7,fortunes=0.2,bible=0.1"
+    assert corpus[corpus.index("--max-words") + 1] == "16" and corpus[corpus.index("--n-train") + 1] == "12000"
+    assert "--no-video" not in corpus and corpus[corpus.index("--test-voices") + 1]  # lips, held-out voices
+    assert f"data.val_manifest={tmp_path}/data/op12/val.jsonl" in trainings(calls)["GV"]
+
+
 @pytest.mark.parametrize("jobs,env,message", [
     ("GAVL", {}, "train GV first"),
     ("GV", {"SLOT_WORDS": "abc"}, "SLOT_WORDS=abc"),
