@@ -19,7 +19,7 @@ FAKE_LIPS = FAKE_JOB.replace("import shutil, signal, time\n", "import shutil, si
 
 def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Path, list]:
     work = tmp_path / "work"
-    for pool, c in (("gridwide", "gw300"), ("freewords", "fw300")):
+    for pool, c in (("gridwide", "gw300"), ("freewords", "fw300"), ("open", "op12")):
         d = work / "data" / pool
         for f in ("train.jsonl", f"{c}/train.jsonl", f"{c}/val.jsonl", f"{c}/test.jsonl", f"{c}/test_wrong_lips.jsonl"):
             (d / f).parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_e
 
 def test_a_bad_mode_stops_with_a_message_and_done(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "grid"})
-    assert p.returncode == 2 and "ENC_POOL freewords or gridwide" in p.stderr and (work / "DONE").exists()
+    assert p.returncode == 2 and "ENC_POOL freewords, gridwide or open" in p.stderr and (work / "DONE").exists()
     assert not calls
 
 
@@ -145,10 +145,21 @@ def test_staging_checks_the_pools_and_the_lip_reader_before_any_download(tmp_pat
     p = _stage(tmp_path, {"LIPREADER": str(tmp_path / "nothing")})
     assert p.returncode == 2 and "LIPREADER=" in p.stderr and "no config.json" in p.stderr
     p = _stage(tmp_path, {"POOLS": "freewords grid"})
-    assert p.returncode == 2 and "each is gridwide or freewords" in p.stderr
+    assert p.returncode == 2 and "each is gridwide, freewords or open" in p.stderr
+    p = _stage(tmp_path, {"POOLS": "open", "OPEN_DATA": str(tmp_path / "op")})
+    assert p.returncode == 2 and "op/train.jsonl is missing" in p.stderr  # OPEN_DATA: where the open pool lies
     (tmp_path / "gw/gw300/test.jsonl").unlink()  # only the pools asked for are checked
     p = _stage(tmp_path, {"POOLS": "gridwide", "LIPREADER": str(tmp_path / "nothing")})
     assert p.returncode == 2 and "gw300/test.jsonl is missing" in p.stderr
     p = _stage(tmp_path, {"POOLS": "freewords", "LIPREADER": str(tmp_path / "nothing")})
     assert p.returncode == 2 and "no config.json" in p.stderr
     assert not (tmp_path / "st").exists()
+
+
+def test_encoder_lora_mode_on_open_text(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODE": "encoder_lora", "ENC_POOL": "open", "S1": "5", "S2": "5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"enc/GV", "ctl/GV"}
+    for c in t.values():
+        assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c

@@ -16,7 +16,8 @@
 # further key=value overrides in OVERRIDES pass to every training.
 # MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
-# that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, or gridwide) for S1 + S2 steps and T seconds;
+# that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, gridwide, or open: train_grid.sh POOL=open's open
+# text) for S1 + S2 steps and T seconds;
 # the comparison is then ENC against CTL.
 # MODE=avsr (GPU run 25's plan) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
@@ -33,10 +34,10 @@ job_begin
 W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum}; EP=${ENC_POOL:-freewords}
 case "$MODE/$EP" in
   curriculum/*) B=cur ;;
-  encoder_lora/freewords | encoder_lora/gridwide) B=enc ;;
-  avsr/freewords | avsr/gridwide) B=avl ;;
-  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora or avsr, ENC_POOL freewords or" \
-          "gridwide" >&2
+  encoder_lora/freewords | encoder_lora/gridwide | encoder_lora/open) B=enc ;;
+  avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
+  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora or avsr, ENC_POOL freewords," \
+          "gridwide or open" >&2
      exit 2 ;;
 esac
 if [ $B = avl ] && [ ! -f lipreader/config.json ]; then

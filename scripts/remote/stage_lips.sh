@@ -10,7 +10,9 @@
 #   POOL=gridwide  SLOT_WORDS=300 JOBS=NONE bash scripts/train_grid.sh data/gridwide  outputs/gw300_corpus
 #   POOL=freewords SLOT_WORDS=300 JOBS=NONE bash scripts/train_grid.sh data/freewords outputs/fw300_corpus
 # (each about 22 minutes on 2 cores with the TTS voices): DATA/train.jsonl and DATA/gw300|fw300/ with its splits.
-# POOLS (default "gridwide freewords") names the corpora to stage; LIPREADER=DIR adds a lip reader's model folder
+# POOLS (default "gridwide freewords") names the corpora to stage (open: OPEN_DATA, default data/open, from
+#   POOL=open JOBS=NONE bash scripts/train_grid.sh data/open outputs/open_corpus   # about 40 minutes on 2 cores
+# ); LIPREADER=DIR adds a lip reader's model folder
 # as STAGE/lipreader (lips_job.sh MODE=avsr starts AVSR from it), e.g. run 25's:
 #   POOLS=freewords LIPREADER=outputs/lipreader_r24 \
 #     bash scripts/remote/stage_lips.sh .gpu/st25 .gpu/pk25
@@ -18,9 +20,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGE=${1:?stage folder}; PIECES=${2:?pieces folder}; GW=${3:-data/gridwide}; FW=${4:-data/freewords}
 POOLS=${POOLS:-gridwide freewords}; LR=${LIPREADER:-}
-declare -A DIR=([gridwide]=$GW [freewords]=$FW) CORPUS=([gridwide]=gw300 [freewords]=fw300)
+declare -A DIR=([gridwide]=$GW [freewords]=$FW [open]=${OPEN_DATA:-data/open}) \
+  CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
 for pool in $POOLS; do
-  [ -n "${DIR[$pool]:-}" ] || { echo "stage_lips.sh: POOLS=$POOLS: each is gridwide or freewords" >&2; exit 2; }
+  [ -n "${DIR[$pool]:-}" ] || { echo "stage_lips.sh: POOLS=$POOLS: each is gridwide, freewords or open" >&2; exit 2; }
   c=${DIR[$pool]}/${CORPUS[$pool]}
   for f in "${DIR[$pool]}/train.jsonl" "$c/val.jsonl" "$c/test.jsonl" "$c/test_wrong_lips.jsonl"; do
     [ -f "$f" ] || { echo "stage_lips.sh: $f is missing: make it with the command in this script's header" >&2; exit 2; }
