@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU run 23's job on the lent machine (docs/ASR.md "Next": the lips without a grammar): does a lip reader learn free
-# word order (fw300) better when it first learns the same 1,248 words in the six-slot grammar (gw300)? Started by
+# The lip-reading jobs of GPU runs 23-25 on the lent machine (docs/ASR.md "Next"; MODE below). Run 23's question
+# (MODE=curriculum, the default): does a lip reader learn free word order (fw300) better when it first learns the
+# same 1,248 words in the six-slot grammar (gw300)? Started by
 # `remote.sh put PIECES/pLAST scripts/remote/lips_job.sh` in WORK, where the pieces of scripts/remote/stage_lips.sh
 # unpacked whl/*.whl (the packages the image lacks, decord and the LLM's package among them), cache/ (the converted
 # Whisper and EfficientNet encoders) and data/gridwide, data/freewords (the corpora gw300 and fw300).
@@ -17,8 +18,7 @@
 # MODE=encoder_lora asks another question with the same machinery: instead of CUR, ENC (OUT/enc) trains the same
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, gridwide, or open: train_grid.sh POOL=open's open
-# text) for S1 + S2 steps and T seconds;
-# the comparison is then ENC against CTL.
+# text) for S1 + S2 steps and T seconds; the comparison is then ENC against CTL (run 24).
 # MODE=avsr (GPU run 25's plan) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
