@@ -63,6 +63,10 @@ class TrainConfig:
     loss_weighting: Literal["mean", "tokens"] = "mean"  # weight micro-batches equally or by their num_tokens
     lr: float = 1e-4  # learning rate of parameter groups that set none
     group_lr: dict[str, float] = field(default_factory=dict)  # lr per named group, e.g. {projector: 1e-3}
+    freeze_groups: list[str] = field(default_factory=list)  # named groups frozen for this run: no gradients, not in
+    # the optimizer or the clipping norm, not in checkpoints (they keep their starting weights, which the model
+    # folder still saves), e.g. [encoder]: an encoder's LoRA held without a backward pass through the encoder.
+    # (group_lr 0 holds a group too, but computes its gradients and counts them in the clipping norm.)
     weight_decay: float = 0.0  # AdamW decoupled weight decay of groups that set none
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     eps: float = 1e-8  # AdamW epsilon
@@ -207,7 +211,8 @@ def _unpack(out: Any) -> tuple[torch.Tensor, Any, Mapping | None]:
 
 def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequence[Mapping] | None) -> list[dict]:
     """AdamW groups: the caller's (``{"params", "lr", "weight_decay", "name"}``) or one group
-    ``"all"`` of every trainable parameter; ``cfg.group_lr[name]`` overrides a group's lr."""
+    ``"all"`` of every trainable parameter; ``cfg.group_lr[name]`` overrides a group's lr; the groups named in
+    ``cfg.freeze_groups`` are frozen here (``requires_grad`` off) and left out."""
     if param_groups is None:
         param_groups = [{"name": "all", "params": [p for p in model.parameters() if p.requires_grad]}]
     groups, seen, names = [], {}, set()
@@ -222,6 +227,12 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
         frozen = sum(not p.requires_grad for p in params)
         if frozen:
             raise ValueError(f"parameter group {name!r} has {frozen} parameter(s) with requires_grad=False")
+        if name in cfg.freeze_groups:
+            for p in params:
+                p.requires_grad_(False)
+            log.info("parameter group %r frozen for this run (train.freeze_groups): %d weights keep their starting "
+                     "values, no gradients computed", name, sum(p.numel() for p in params))
+            continue
         for p in params:
             if id(p) in seen:
                 raise ValueError(f"a parameter is in both group {seen[id(p)]!r} and group {name!r}")
@@ -230,12 +241,13 @@ def build_param_groups(model: nn.Module, cfg: TrainConfig, param_groups: Sequenc
         g["lr"] = float(cfg.group_lr.get(name, g.get("lr", cfg.lr)))
         g.setdefault("weight_decay", cfg.weight_decay)
         groups.append(g)
+    for key, asked in (("group_lr", set(cfg.group_lr)), ("freeze_groups", set(cfg.freeze_groups))):
+        if asked - names:
+            raise ValueError(f"{key} names {sorted(asked - names)} are not parameter groups (groups: {sorted(names)})")
+    if not groups and cfg.freeze_groups:
+        raise ValueError(f"no trainable parameters: freeze_groups {list(cfg.freeze_groups)} left no group to train")
     if not groups:
         raise ValueError("no trainable parameters: every parameter group is empty")
-    unknown = set(cfg.group_lr) - names
-    if unknown:
-        raise ValueError(f"group_lr names {sorted(unknown)} are not parameter groups "
-                         f"(groups: {[g['name'] for g in groups]})")
     left_out = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
     if left_out:
         log.warning("%d trainable parameter(s) are in no parameter group and will not train (e.g. %s)",

@@ -304,6 +304,16 @@ def test_efficientnet_lora_trains_saves_and_loads(corpus, tmp_path, capsys):
     for n, p in saved.items():
         torch.testing.assert_close(dict(again.named_parameters())[n], p, rtol=0, atol=0)
     assert main(["evaluate", "--model", str(folder), "--manifest", str(corpus / "train.jsonl"), "--max-samples", "2"]) == 0
+    # continued with the encoder's LoRA frozen (train.freeze_groups): it saves unchanged, the LLM's LoRA trains
+    held = tmp_path / "held"
+    assert main(["train", "recipes/vsr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 f"train.init_from={folder}", f"train.output_dir={held}", "train.max_steps=2", "train.save_every=0",
+                 "train.freeze_groups=[encoder]", "train.group_lr={encoder: 5e-2}"]) == 0
+    after = dict(MultimodalLM.from_pretrained(held / "final" / "model").named_parameters())
+    for n, p in saved.items():
+        torch.testing.assert_close(after[n], p, rtol=0, atol=0)
+    before = dict(MultimodalLM.from_pretrained(folder).named_parameters())
+    assert any(not torch.equal(after[n], before[n]) for n in after if n.startswith("llm.") and n.endswith(".B"))
     capsys.readouterr()
 
 

@@ -376,3 +376,45 @@ def test_auto_precision_is_fp32_when_told_to_use_the_cpu(monkeypatch):
     assert _mixed_precision("auto") == "bf16"
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     assert _mixed_precision("auto") == "no" and _mixed_precision("bf16") == "bf16"
+
+
+def test_freeze_groups_freezes_a_group_out_of_the_optimizer_the_clipping_norm_and_the_checkpoints(tmp_path):
+    """train.freeze_groups: the group keeps its weights bit for bit with no gradient computed, and the others train
+    exactly as if it had never been trainable (its gradient is not in the clipping norm, unlike group_lr 0)."""
+    from safetensors.torch import load_file
+
+    def run(name, freeze=(), group_lr=None, drop_weight=False):
+        model = ToyRegressor()
+        w0 = model.head.weight.detach().clone()
+        groups = [{"name": "weight", "params": [model.head.weight]}, {"name": "bias", "params": [model.head.bias]}]
+        if drop_weight:  # the reference: the weight never trainable
+            model.head.weight.requires_grad_(False)
+            groups = groups[1:]
+        train(model, ToySequences(n=16), pad_collate,
+              cfg_for(tmp_path / name, max_steps=4, warmup_steps=1, max_grad_norm=0.01, save_every=4,
+                      freeze_groups=list(freeze), group_lr=group_lr or {}), param_groups=groups)
+        return model, w0
+
+    frozen, w0 = run("frozen", freeze=["weight"])
+    assert torch.equal(frozen.head.weight.detach().cpu(), w0) and frozen.head.weight.grad is None
+    assert not frozen.head.weight.requires_grad
+    ref, _ = run("ref", drop_weight=True)
+    assert torch.equal(frozen.head.bias.detach().cpu(), ref.head.bias.detach().cpu())
+    held, _ = run("held", group_lr={"weight": 0.0})  # held by lr 0: the weight's gradient shrinks the clipped step
+    assert not torch.equal(held.head.bias.detach().cpu(), ref.head.bias.detach().cpu())
+    saved = load_file(str(tmp_path / "frozen/run/checkpoint-4/trainable.safetensors"))
+    assert set(saved) == {"head.bias"}
+
+
+def test_freeze_groups_errors(tmp_path):
+    def groups(m):
+        return [{"name": "weight", "params": [m.head.weight]}, {"name": "bias", "params": [m.head.bias]}]
+
+    m = ToyRegressor()
+    with pytest.raises(ValueError, match=r"freeze_groups names \['lora'\] are not parameter groups"):
+        train(m, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1, freeze_groups=["lora"]),
+              param_groups=groups(m))
+    m = ToyRegressor()
+    with pytest.raises(ValueError, match="left no group to train"):
+        train(m, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1, freeze_groups=["weight", "bias"]),
+              param_groups=groups(m))
