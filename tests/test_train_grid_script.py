@@ -140,15 +140,28 @@ def test_free_words_pool_makes_its_own_corpus(tmp_path):
     assert f"data.val_manifest={tmp_path}/data/fw300/val.jsonl" in trainings(calls)["GV"]
 
 
-def test_open_text_pool_makes_its_corpus_from_the_release_text_mix(tmp_path):
-    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open"})
-    assert not [c for c in calls if c[0].endswith("make_text_pool.py")]  # the generator's own text pools
+def test_open_text_pool_reads_novels_and_leaves_out_the_release_corpora_sentences(tmp_path):
+    ex = [tmp_path / "rel_a.jsonl", tmp_path / "rel_b.jsonl"]
+    for f in ex:
+        f.write_text("")
+    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_EXCLUDE": ",".join(map(str, ex))})
+    assert {c[1] for c in calls if c[0].endswith("make_text_pool.py")} == {"gutenberg", "austen"}
     corpus = next(c for c in calls if c[2:3] == ["make-speech-corpus"])
     assert corpus[corpus.index("--out") + 1].endswith("/data/op12") and corpus[corpus.index("--seed") + 1] == "2012"
-    assert corpus[corpus.index("--text-weights") + 1] == "wordnet=0.7,fortunes=0.2,bible=0.1"
+    assert corpus[corpus.index("--text-weights") + 1] == "gutenberg=0.5,austen=0.5"
+    assert corpus[corpus.index("--exclude-text") + 1] == ",".join(map(str, ex))
     assert corpus[corpus.index("--max-words") + 1] == "16" and corpus[corpus.index("--n-train") + 1] == "12000"
     assert "--no-video" not in corpus and corpus[corpus.index("--test-voices") + 1]  # lips, held-out voices
     assert f"data.val_manifest={tmp_path}/data/op12/val.jsonl" in trainings(calls)["GV"]
+
+
+def test_open_text_pool_stops_where_a_manifest_to_leave_out_is_missing(tmp_path):
+    p, calls = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_EXCLUDE": str(tmp_path / "gone.jsonl")},
+                        check=False)
+    assert p.returncode == 2 and "gone.jsonl, which is missing" in p.stderr and "OPEN_EXCLUDE" in p.stderr
+    assert not [c for c in calls if c[2:3] == ["make-speech-corpus"]]
+    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_EXCLUDE": ""})  # '' leaves nothing out
+    assert "--exclude-text" not in next(c for c in calls if c[2:3] == ["make-speech-corpus"])
 
 
 @pytest.mark.parametrize("jobs,env,message", [
