@@ -78,14 +78,12 @@ elif [ "$POOL" = open ]; then
   EXCL=${OPEN_EXCLUDE-data/speech_release/st/train.jsonl,data/speech_release/w3/train.jsonl,data/speech_release/n9/train.jsonl,data/speech_release/n10/train.jsonl,data/speech_release/n14/train.jsonl,data/speech_release/n15/train.jsonl,data/human_speech/test.jsonl,data/human_speech/extra.jsonl}
   G+=(--text-file gutenberg=data/text/gutenberg.txt --text-file austen=data/text/austen.txt
       --text-weights gutenberg=0.5,austen=0.5)
-  if [ -n "$EXCL" ]; then
+  if [ ! -f "$DATA/$C0/train.jsonl" ]; then  # (a staged op12 needs none of this: the lent machine has no release corpora)
     for f in ${EXCL//,/ }; do
       [ -f "$f" ] || { echo "train_grid.sh: POOL=open leaves out the sentences of $f, which is missing: make it" \
                             "(scripts/make_encoder_lora_corpora.sh) or set OPEN_EXCLUDE ('' for none)" >&2; exit 2; }
     done
-    G+=(--exclude-text "$EXCL")
-  fi
-  if [ ! -f "$DATA/$C0/train.jsonl" ]; then
+    [ -z "$EXCL" ] || G+=(--exclude-text "$EXCL")
     pool gutenberg gutenberg; pool austen austen
     $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}"
   fi
