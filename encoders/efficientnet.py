@@ -144,7 +144,8 @@ def conv_weight(layer: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | 
 class FoldedLite0:
     """``EfficientNetLite0.features`` for a frozen network: a list of convs with the following BatchNorm folded in.
 
-    ``w' = w · γ/√(σ²+ε)``, ``b' = β − μ · γ/√(σ²+ε)`` (computed in float64, then cast once to ``dtype``). Not a
+    ``w' = w · γ/√(σ²+ε)``, ``b' = β − μ · γ/√(σ²+ε)`` (computed in float64, then cast once to ``dtype``); a 1×1
+    conv that carries LoRA enters with its adapters merged, ``w = W + s·B A`` (:func:`conv_weight`). Not a
     module and not part of any state dict (the encoder's weights and ``encoder_id`` stay those of the network);
     :class:`EfficientNetEncoder` rebuilds it when the network's weights, device or the compute dtype change (folding
     runs on the weights' device: a few milliseconds, also where DDP rewrites the BN buffers at every forward).
