@@ -317,6 +317,18 @@ def test_efficientnet_lora_trains_saves_and_loads(corpus, tmp_path, capsys):
     capsys.readouterr()
 
 
+def _features_and_encoder_grads(m, device, batch, encode, autocast=False):
+    """One training forward and backward of model ``m`` on ``device``: ``encode(m)``'s features and the loss of
+    ``batch`` (under bf16 autocast if asked), then the gradients of the encoders' trainable weights (CPU, fp32)."""
+    m.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+        x = encode(m)
+        loss = m(batch)["loss"]
+    loss.backward()
+    grads = {n: p.grad.float().cpu() for n, p in m.named_parameters() if n.startswith("encoders.") and p.requires_grad}
+    return x.float().detach().cpu(), grads
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_encoder_lora_forward_and_gradients_match_the_cpu(corpus):
@@ -333,13 +345,7 @@ def test_gpu_encoder_lora_forward_and_gradients_match_the_cpu(corpus):
     waves = _waves(4)
 
     def run(m, device, autocast=False):
-        m.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            x = m.encoders["audio"].encode(waves).x
-            loss = m(batch)["loss"]
-        loss.backward()
-        grads = {n: p.grad.float().cpu() for n, p in m.named_parameters() if n.startswith("encoders.") and p.requires_grad}
-        return x.float().detach().cpu(), grads
+        return _features_and_encoder_grads(m, device, batch, lambda m: m.encoders["audio"].encode(waves).x, autocast)
 
     torch.manual_seed(0)
     x_cpu, g_cpu = run(model, "cpu")
@@ -384,13 +390,8 @@ def test_gpu_efficientnet_lora_forward_and_gradients_match_the_cpu(corpus):
     frames = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
     def run(m, device, autocast=False):
-        m.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-            x = m.encoders["video"].encode_frames(frames)
-            loss = m(batch)["loss"]
-        loss.backward()
-        grads = {n: p.grad.float().cpu() for n, p in m.named_parameters() if n.startswith("encoders.") and p.requires_grad}
-        return x.float().detach().cpu(), grads
+        return _features_and_encoder_grads(m, device, batch, lambda m: m.encoders["video"].encode_frames(frames),
+                                           autocast)
 
     torch.manual_seed(0)
     x_cpu, g_cpu = run(model, "cpu")
