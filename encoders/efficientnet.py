@@ -336,10 +336,11 @@ class EfficientNetEncoder(Encoder):
         return self.linearized and torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters())
 
     def encode_frames(self, frames: Tensor, program: FoldedLite0 | None = None) -> Tensor:
-        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch; where
-        trained adapters need the graph, :meth:`needs_graph`, the plain network instead)."""
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch by
+        :meth:`_encode`, which gives none where trained adapters need the graph, :meth:`needs_graph`: the plain
+        network then runs)."""
         x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
-        if self.needs_graph():
+        if program is None and self.needs_graph():
             f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
         else:
             program = program or self.folded(self.compute_dtype())
