@@ -10,10 +10,10 @@
 #   POOL=gridwide  SLOT_WORDS=300 JOBS=NONE bash scripts/train_grid.sh data/gridwide  outputs/gw300_corpus
 #   POOL=freewords SLOT_WORDS=300 JOBS=NONE bash scripts/train_grid.sh data/freewords outputs/fw300_corpus
 # (each about 22 minutes on 2 cores with the TTS voices): DATA/train.jsonl and DATA/gw300|fw300/ with its splits.
-# POOLS (default "gridwide freewords") names the corpora to stage (open: OPEN_DATA, default data/open, from
-#   POOL=open JOBS=NONE bash scripts/train_grid.sh data/open outputs/open_corpus   # about 40 minutes on 2 cores
-# ); LIPREADER=DIR adds a lip reader's model folder
-# as STAGE/lipreader (lips_job.sh MODE=avsr starts AVSR from it), e.g. run 25's:
+# POOLS (default "gridwide freewords") names the corpora to stage; open (op12) comes from OPEN_DATA (default data/open):
+#   POOL=open JOBS=NONE bash scripts/train_grid.sh data/open outputs/open_corpus   # 24.7 min on 2 cores (session 30)
+# LIPREADER=DIR adds a lip reader's model folder as STAGE/lipreader (lips_job.sh MODE=avsr starts AVSR from it),
+# e.g. run 25's:
 #   POOLS=freewords LIPREADER=outputs/lipreader_r24 \
 #     bash scripts/remote/stage_lips.sh .gpu/st25 .gpu/pk25
 set -euo pipefail
