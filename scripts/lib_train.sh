@@ -3,7 +3,15 @@
 # evaluate) and paired comparisons of two of those. The caller sets MM (the mmlora command), OUT (the run folder),
 # JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
-best() { [ -d "$OUT/$1/best/model" ] && echo "$OUT/$1/best/model" || echo "$OUT/$1/final/model"; }
+best() {  # NAME: the weights to evaluate: best/ (validation's choice), else final/, else (a training stopped before
+  # its first validation, run 25's GAVL) the latest checkpoint's model/; else final/model, whose absence evaluate names
+  local d n top=-1
+  for d in best final; do [ -d "$OUT/$1/$d/model" ] && { echo "$OUT/$1/$d/model"; return; }; done
+  for d in "$OUT/$1"/checkpoint-[0-9]*/model; do
+    [ -d "$d" ] || continue; n=${d%/model}; n=${n##*/checkpoint-}; [ "$n" -gt "$top" ] && top=$n
+  done
+  [ "$top" -ge 0 ] && echo "$OUT/$1/checkpoint-$top/model" || echo "$OUT/$1/final/model"
+}
 same_step() {  # DIR_A DIR_B: both info.json name the same training step (a best/ that is the final/ weights)
   local a b
   a=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$1/info.json" 2>/dev/null | head -n 1)
@@ -17,6 +25,7 @@ train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unl
       train.output_dir="$OUT/$name" "${EXTRA[@]}" || {
     local rc=$?  # 3: stopped by SIGTERM (a time limit), checkpoint written: evaluate its best weights so far
     [ $rc -eq 3 ] && touch "$OUT/$name/STOPPED" && echo "$name stopped early: evaluating its best checkpoint" || exit $rc
+    [ -d "$OUT/$name/best/model" ] || echo "$name stopped before its first validation: evaluating $(best "$name")"
   }
 }
 evaluate() {  # MODEL [evaluate args]: `mmlora evaluate` as every experiment script runs it (GPU batch 100)

@@ -19,8 +19,9 @@
 # order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text.
 # POOL=open: open text (novels' sentences, none of the ASR release corpora's, up to 16 words; corpus op12, about
 # 25 minutes on 2 cores), what the issue's targets ask of VSR and AVSR.
-# A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far
-# (OUT/NAME/STOPPED marks it; delete that file to resume the training instead).
+# A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far, or at its
+# latest checkpoint where it stopped before its first validation (OUT/NAME/STOPPED marks it; delete that file to
+# resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
 # validated in noise; after GV), GAVLD (the same, audio dropout 0.5) and GAOL (their ASR control, validated the same
 # way) are the others; WORKERS=N corpus processes (default 2). The corpora need the TTS

@@ -44,6 +44,10 @@ elif args[:2] == ["-m", "mmlora.cli"]:
     elif cmd == "train":
         out = Path(over("train.output_dir"))
         name = out.name
+        if name in os.environ.get("FAKE_NO_VAL", "").split():  # stopped before its first validation
+            for step in (50, 200, 100):
+                (out / f"checkpoint-{step}/model").mkdir(parents=True, exist_ok=True)
+            raise SystemExit(3)
         (out / "best/model").mkdir(parents=True, exist_ok=True)
         if name in os.environ.get("FAKE_STOP", "").split():
             raise SystemExit(3)  # stopped by SIGTERM after a checkpoint
@@ -127,6 +131,18 @@ def test_a_training_stopped_by_time_is_evaluated_at_its_best_checkpoint(tmp_path
     assert f"train.init_from={out}/GV/best/model" in trainings(calls)["GAVL"]
     _, again = run_grid(tmp_path, "GV GAVL", env={"FAKE_LOG": str(tmp_path / "again")})
     assert "GV" not in trainings(again)  # STOPPED: not resumed unless the marker is deleted
+
+
+def test_a_training_stopped_before_its_first_validation_is_evaluated_at_its_latest_checkpoint(tmp_path):
+    # run 25: GAVL stopped at step 231 of a 250-step validation interval, with no best/ and no final/, and its
+    # evaluations died on final/model; now they read the latest checkpoint's weights (200, not 50 or 100)
+    p, calls = run_grid(tmp_path, "GV GAVL GAOL", env={"FAKE_NO_VAL": "GAVL"})
+    out = tmp_path / "out"
+    assert f"GAVL stopped before its first validation: evaluating {out}/GAVL/checkpoint-200/model" in p.stdout
+    evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
+    assert evals["GAVL_clean"] == evals["GAVL_b_-5"] == f"{out}/GAVL/checkpoint-200/model"
+    assert "GAVL_final_clean" not in evals and evals["GAOL_clean"] == f"{out}/GAOL/best/model"
+    assert "GAOL_b_-5 - GAVL_b_-5: " in (out / "eval/compare.txt").read_text()
 
 
 def test_free_words_pool_makes_its_own_corpus(tmp_path):
