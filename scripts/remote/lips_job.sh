@@ -19,7 +19,7 @@
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, gridwide, or open: train_grid.sh POOL=open's open
 # text) for S1 + S2 steps and T seconds; the comparison is then ENC against CTL (run 24).
-# MODE=avsr (GPU run 25's plan) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
+# MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
 # chosen on noisy validation) against CTL = GAOL (the ASR control, the same noise and validation), both on ENC_POOL

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage GPU runs 23-25 (the lips without a grammar; scripts/remote/lips_job.sh says what it expects) for a machine that
+# Stage GPU runs 23-26 (the lips without a grammar; scripts/remote/lips_job.sh says what it expects) for a machine that
 # cannot download: the wheels its image lacks (decord, which reads the lip videos, and av), the converted Whisper and
 # EfficientNet encoders, and the corpora gw300 and fw300 with their merged training manifests, hard-linked into
 # STAGE, then cut into pieces with scripts/remote/pack.sh.
@@ -13,9 +13,8 @@
 # POOLS (default "gridwide freewords") names the corpora to stage; open (op12) comes from OPEN_DATA (default data/open):
 #   POOL=open JOBS=NONE bash scripts/train_grid.sh data/open outputs/open_corpus   # 24.7 min on 2 cores (session 30)
 # LIPREADER=DIR adds a lip reader's model folder as STAGE/lipreader (lips_job.sh MODE=avsr starts AVSR from it),
-# e.g. run 25's:
-#   POOLS=freewords LIPREADER=outputs/lipreader_r24 \
-#     bash scripts/remote/stage_lips.sh .gpu/st25 .gpu/pk25
+# e.g. run 26's (run 25's LoRA lip reader on open text):
+#   POOLS=open LIPREADER=outputs/lipreader_r25 bash scripts/remote/stage_lips.sh .gpu/st26 .gpu/pk26
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGE=${1:?stage folder}; PIECES=${2:?pieces folder}; GW=${3:-data/gridwide}; FW=${4:-data/freewords}
