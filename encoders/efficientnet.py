@@ -18,9 +18,13 @@ to the conv where it is symmetric (every stride-1 conv) instead of an ``F.pad`` 
 compute dtype (the autocast dtype under autocast, as the plain network's convs ran there), channels-last on CUDA.
 Same function as ``EfficientNetLite0.features`` up to float rounding, with per call 49 convs, 33 clamps, 9 adds
 and 5 pads instead of 49 convs, 49 BatchNorms, 33 ReLU6, 9 adds, 17 pads and, under autocast, 49 weight casts.
+LoRA inside the encoder (``media.video.encoder_lora``, on the 1×1 convs) runs in it too: merged into the convs at
+inference, and in training folded into them once per batch with the adapters' graph (``FoldedLite0(live=True)``),
+so that the backward reaches them through the same convs.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +129,22 @@ def same_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[i
     return left, right, top, bottom
 
 
+def live_adapters(layer: nn.Module) -> list:
+    """The adapters of a LoRA wrapper that act through it (not merged into its base weight); [] for a plain layer."""
+    merged = getattr(layer, "merged", ())
+    return [ad for name, ad in getattr(layer, "adapters", {}).items() if name not in merged]
+
+
+def adapter_delta(layer: nn.Module, dtype: torch.dtype) -> Tensor | None:
+    """``Σ s·B A`` (``[O, I]`` in ``dtype``) of the adapters :func:`live_adapters` names, with the adapters' graph
+    where gradients are recorded; None where none acts."""
+    d = None
+    for ad in live_adapters(layer):
+        t = ad.spec.scaling * (ad.B.to(dtype) @ ad.A.to(dtype))
+        d = t if d is None else d + t
+    return d
+
+
 def conv_weight(layer: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, tuple, int]:
     """``(weight [O, I/groups, k, k] in dtype, bias, stride, groups)`` of a conv, or of a 1×1 conv that
     :meth:`EfficientNetEncoder.prepare_lora` turned into a linear layer, with the adapters of a LoRA wrapper merged
@@ -135,10 +155,25 @@ def conv_weight(layer: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | 
     if not isinstance(base, nn.Linear):
         raise TypeError(f"expected a conv or a linear layer, got {type(layer).__name__}")
     w = base.weight.detach().to(dtype)
-    for name in getattr(layer, "adapters", {}):
-        if name not in layer.merged:
-            w = w + layer.delta_weight(name).detach().to(dtype)
+    with torch.no_grad():
+        d = adapter_delta(layer, dtype)
+    if d is not None:
+        w = w + d
     return w[:, :, None, None], base.bias, (1, 1), 1
+
+
+class _LiveWeight:
+    """The folded weight of a 1×1 conv whose adapters train: ``(W + Σ s·B A) · γ/√(σ²+ε)`` in the program's
+    dtype, recomputed from the adapters at every call with their graph (``W · scale`` and ``scale`` kept in the
+    folding's precision), so that the adapters' gradients flow through the folded program."""
+
+    def __init__(self, layer: nn.Module, w_scaled: Tensor, scale: Tensor, dtype: torch.dtype, fmt):
+        self.layer, self.w_scaled, self.scale, self.dtype, self.fmt = layer, w_scaled, scale, dtype, fmt
+
+    def __call__(self) -> Tensor:
+        d = adapter_delta(self.layer, self.w_scaled.dtype)
+        w = self.w_scaled if d is None else self.w_scaled + d * self.scale.view(-1, 1)
+        return w.to(self.dtype)[:, :, None, None].contiguous(memory_format=self.fmt)
 
 
 class FoldedLite0:
@@ -149,10 +184,16 @@ class FoldedLite0:
     module and not part of any state dict (the encoder's weights and ``encoder_id`` stay those of the network);
     :class:`EfficientNetEncoder` rebuilds it when the network's weights, device or the compute dtype change (folding
     runs on the weights' device: a few milliseconds, also where DDP rewrites the BN buffers at every forward).
+
+    ``live=True`` (training LoRA inside the encoder): the 1×1 convs whose adapters act keep them unmerged and fold
+    ``W + s·B A`` into their weight at every call, with the adapters' graph (:class:`_LiveWeight`); the rest is
+    folded once as above. Its backward then reaches the adapters through the same convs, without the plain
+    network's BatchNorms, pads and channel permutes.
     """
 
-    def __init__(self, net: EfficientNetLite0, stage: str, dtype: torch.dtype, channels_last: bool):
-        self.dtype, self.channels_last = dtype, channels_last
+    def __init__(self, net: EfficientNetLite0, stage: str, dtype: torch.dtype, channels_last: bool,
+                 live: bool = False):
+        self.dtype, self.channels_last, self.live = dtype, channels_last, live
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.stem = self._fold(net._conv_stem, net._bn0)
         self.blocks = []
@@ -164,18 +205,27 @@ class FoldedLite0:
 
     def _fold(self, conv: nn.Module, bn: nn.BatchNorm2d) -> tuple:
         work = torch.float32 if conv.weight.device.type == "mps" else torch.float64  # MPS has no float64
-        weight, bias, stride, groups = conv_weight(conv, work)
+        live = self.live and bool(live_adapters(conv))
+        if live:  # the frozen base only; the adapters enter at every call
+            base = conv.base_layer
+            weight, bias, stride, groups = base.weight.detach().to(work)[:, :, None, None], base.bias, (1, 1), 1
+        else:
+            weight, bias, stride, groups = conv_weight(conv, work)
         scale = bn.weight.detach().to(work) / torch.sqrt(bn.running_var.detach().to(work) + bn.eps)
         w = weight * scale.view(-1, 1, 1, 1)
         b = bn.bias.detach().to(work) - bn.running_mean.detach().to(work) * scale
         if bias is not None:
             b = b + bias.detach().to(work) * scale
+        if live:
+            return _LiveWeight(conv, w[:, :, 0, 0], scale, self.dtype, self.fmt), b.to(self.dtype), stride, groups
         w = w.to(self.dtype).contiguous(memory_format=self.fmt)
         return w, b.to(self.dtype), stride, groups
 
     @staticmethod
     def _conv(x: Tensor, c: tuple, relu6: bool) -> Tensor:
         w, b, stride, groups = c
+        if isinstance(w, _LiveWeight):
+            w = w()
         left, right, top, bottom = same_padding(tuple(x.shape[-2:]), tuple(w.shape[-2:]), stride)
         if left == right and top == bottom:  # symmetric: the conv pads (no copy of the input)
             y = F.conv2d(x, w, b, stride, (top, left), 1, groups)
@@ -183,8 +233,23 @@ class FoldedLite0:
             y = F.conv2d(F.pad(x, [left, right, top, bottom]), w, b, stride, 0, 1, groups)
         return F.hardtanh_(y, 0.0, 6.0) if relu6 else y
 
+    def materialize(self) -> "FoldedLite0":
+        """A live program with its adapters folded in now, with their graph: one weight computation for all the
+        chunks of a batch (the same program otherwise)."""
+        if not self.live:
+            return self
+        out = copy.copy(self)
+
+        def bind(c):
+            return c if c is None or not isinstance(c[0], _LiveWeight) else (c[0](), *c[1:])
+
+        out.stem, out.head = bind(self.stem), bind(self.head)
+        out.blocks = [(bind(e), bind(d), bind(p), r) for e, d, p, r in self.blocks]
+        return out
+
     def __call__(self, x: Tensor) -> Tensor:
-        """``[M, 3, H, W]`` normalized → ``[M, C, ceil(H/32), ceil(W/32)]`` in ``dtype`` (call under no_grad)."""
+        """``[M, 3, H, W]`` normalized → ``[M, C, ceil(H/32), ceil(W/32)]`` in ``dtype`` (under no_grad, unless
+        ``live``)."""
         x = self._conv(x.to(self.dtype).contiguous(memory_format=self.fmt), self.stem, True)
         for expand, dw, project, residual in self.blocks:
             h = self._conv(x, expand, True) if expand is not None else x
@@ -245,6 +310,9 @@ class EfficientNetConfig:
     frames: FrameSampling = field(default_factory=FrameSampling)  # video: fps, frame stride, chunk size
     dtype: str = "float32"  # compute dtype
     device: str = "cpu"  # where the encoder runs
+    # LoRA inside the encoder (media.<m>.encoder_lora) trains through the folded program, the adapters folded into
+    # their convs at every step (FoldedLite0 live); false: through the plain network (conv, BatchNorm, LoRA linear)
+    folded_training: bool = True
 
     def __post_init__(self):
         if self.pool not in ("mean", "grid"):
@@ -279,14 +347,16 @@ class EfficientNetEncoder(Encoder):
         self.output_dim = 1280 if cfg.stage == "head" else 320
         self.rate_hz = cfg.frames.fps / cfg.frames.stride
         self._folded: tuple[tuple, FoldedLite0] | None = None  # (key, program); see folded()
-        self.linearized = False  # prepare_lora ran: where adapters train, the plain network runs (needs_graph)
+        self._live: tuple[tuple, FoldedLite0] | None = None  # (key, program); see folded_live()
+        self.linearized = False  # prepare_lora ran: where adapters train, a graph must reach them (needs_graph)
 
     def prepare_lora(self, targets: list[str]) -> None:
         """Before LoRA is attached (``media.<m>.encoder_lora``): every 1×1 stride-1 conv whose name matches
         ``targets`` (suffixes or regexes, as LoRA targets) becomes an ``nn.Linear`` with the same weights, which
-        the adapters then wrap. The folded program (BatchNorm folded into frozen convs) has no place for trained
-        adapters, so from now on the plain network runs where the adapters train (BatchNorm in eval mode, gradients
-        reaching the adapters); elsewhere the folded program takes them merged (:meth:`needs_graph`)."""
+        the adapters then wrap. Where the adapters train, the live folded program runs (``W + s·B A`` folded into
+        each conv at every batch, with the adapters' graph; :meth:`program`), or the plain network (BatchNorm in eval
+        mode) where it cannot (:meth:`folds_in_training`); elsewhere the folded program takes them merged
+        (:meth:`needs_graph`)."""
         from mmlora.lora import _matches
 
         for name, mod in list(self.named_modules()):
@@ -317,6 +387,39 @@ class EfficientNetEncoder(Encoder):
                                              channels_last=self.device.type == "cuda"))
         return self._folded[1]
 
+    def folded_live(self, dtype: torch.dtype) -> FoldedLite0:
+        """The live :class:`FoldedLite0` in ``dtype`` (training the adapters): rebuilt only when a frozen weight or
+        buffer changes or the adapters are added, merged or removed, not when an optimizer step moves them."""
+        from mmlora.lora import _GENERATION
+
+        ts = [t for t in list(self.model.parameters()) + list(self.model.buffers()) if not t.requires_grad]
+        key = (dtype, self.cfg.stage, _GENERATION[0], tuple((t.data_ptr(), t._version, t.device) for t in ts))
+        if self._live is None or self._live[0] != key:
+            self._live = (key, FoldedLite0(self.model, self.cfg.stage, dtype,
+                                           channels_last=self.device.type == "cuda", live=True))
+        return self._live[1]
+
+    def folds_in_training(self) -> bool:
+        """Whether :meth:`folded_live` can train what trains here: ``cfg.folded_training``, and every weight with
+        ``requires_grad`` is an A or B of an adapter on a 1×1 conv, with no adapter dropout in training mode (the
+        folded weight cannot drop the adapters' input per pixel). Otherwise the plain network runs."""
+        if not self.cfg.folded_training:
+            return False
+        owned = set()
+        for mod in self.model.modules():
+            for ad in live_adapters(mod):
+                if ad.spec.dropout > 0 and mod.training:
+                    return False
+                owned.update((id(ad.A), id(ad.B)))
+        return all(id(p) in owned for p in self.model.parameters() if p.requires_grad)
+
+    def program(self) -> FoldedLite0 | None:
+        """What encodes frames now: the folded program with the adapters merged where no graph must reach them,
+        the live one where they train (:meth:`folds_in_training`), else None (the plain network)."""
+        if not self.needs_graph():
+            return self.folded(self.compute_dtype())
+        return self.folded_live(self.compute_dtype()).materialize() if self.folds_in_training() else None
+
     def preprocess_config(self) -> dict:
         c = self.cfg
         return {"image_size": c.image_size, "pool": c.pool, "grid_size": c.grid_size, "stage": c.stage,
@@ -330,20 +433,21 @@ class EfficientNetEncoder(Encoder):
         return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else self.dtype
 
     def needs_graph(self) -> bool:
-        """With LoRA inside (:meth:`prepare_lora`): gradients are recorded and an adapter trains, so the plain
-        network must run. Otherwise (inference, validation, frozen adapters) the folded program runs with the
-        adapters merged into their convs: the same function up to float rounding, at the frozen encoder's speed."""
+        """With LoRA inside (:meth:`prepare_lora`): gradients are recorded and an adapter trains, so a graph must
+        reach the adapters (the live folded program or the plain network, :meth:`program`). Otherwise (inference,
+        validation, frozen adapters) the folded program runs with the adapters merged into their convs: the same
+        function up to float rounding, at the frozen encoder's speed."""
         return self.linearized and torch.is_grad_enabled() and any(p.requires_grad for p in self.model.parameters())
 
-    def encode_frames(self, frames: Tensor, program: FoldedLite0 | None = None) -> Tensor:
-        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`folded`'s, found once per batch by
-        :meth:`_encode`, which gives none where trained adapters need the graph, :meth:`needs_graph`: the plain
-        network then runs)."""
+    def encode_frames(self, frames: Tensor, program: FoldedLite0 | None | str = "find") -> Tensor:
+        """``[M, 3, H, W]`` in [0, 1] → ``[M, P, D]`` (``program``: :meth:`program`'s, found once per batch by
+        :meth:`_encode`; None: the plain network)."""
         x = preprocess_frames(frames.to(self.device), self.cfg.image_size, self.cfg.mean, self.cfg.std)
-        if program is None and self.needs_graph():
+        if isinstance(program, str):
+            program = self.program()
+        if program is None:
             f = self.model.features(x.to(self.dtype), self.cfg.stage)  # [M, C, h, w]
         else:
-            program = program or self.folded(self.compute_dtype())
             with torch.autocast(self.device.type, enabled=False):  # the program runs in its own dtype
                 f = program(x)  # [M, C, h, w]
         if self.cfg.pool == "mean":
@@ -356,5 +460,5 @@ class EfficientNetEncoder(Encoder):
         if output_hidden_states:
             raise ValueError("EfficientNetEncoder has no per-layer token hidden states (QLadder needs a transformer "
                              "tower: use HFVisionEncoder)")
-        program = None if self.needs_graph() else self.folded(self.compute_dtype())
+        program = self.program()
         return encode_frames(batch, self.cfg.frames, lambda f: self.encode_frames(f, program), device=self.device)

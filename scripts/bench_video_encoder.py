@@ -14,12 +14,15 @@ Random weights (speed does not depend on them) and random uint8 clips ``[T, size
   channels-last on CUDA); ``folded-nchw`` the same without channels-last;
 * ``lora``: LoRA inside the encoder (``media.video.encoder_lora``, rank ``--lora-rank``, its default targets: the 1×1
   convs), under no_grad: the folded program with the adapters merged into their convs (since session 30; before,
-  the plain network with the adapters ran here); ``lora-train`` the plain network's forward with its
-  graph and a backward pass from the features' sum (what a training step adds for the encoder).
+  the plain network with the adapters ran here); ``lora-train`` a forward with the adapters' graph and a backward
+  pass from the features' sum (what a training step adds for the encoder): through the live folded program, the
+  adapters folded into their convs per batch (the default since session 31); ``lora-train-plain`` the same through
+  the plain network (``encoder.folded_training=false``, the only way before).
 
 ``chunk`` = frames per encoder call (``model.media.video.encoder.frames.chunk``; 0: all frames in one call). Columns:
 wall ms per batch (synchronized), host ms (time until the Python loop returned, before the sync: close to wall means
-the GPU waits on the host, i.e. launch-bound), peak GiB allocated, and with ``--profile`` the CUDA kernels per batch.
+the GPU waits on the host, i.e. launch-bound), peak GiB allocated, and with ``--profile`` the CUDA kernels per batch;
+the ``lora-train`` rows also print the MB a frame that autograd saves for the backward (what training adds).
 """
 from __future__ import annotations
 
@@ -97,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 def run(clips, enc=enc, frame_fn=frame_fn):
                     with torch.no_grad():
                         return encode_frames(clips, enc.cfg.frames, frame_fn, device=enc.device)
-            elif path in ("lora", "lora-train"):
+            elif path in ("lora", "lora-train", "lora-train-plain"):
                 from mmlora.lora import LoRASpec
                 from mmlora.model import attach_encoder_lora
 
                 attach_encoder_lora(enc, LoRASpec(rank=args.lora_rank, alpha=2 * args.lora_rank), None)
+                enc.cfg.folded_training = path != "lora-train-plain"
 
-                def run(clips, enc=enc, train=path == "lora-train"):
+                def run(clips, enc=enc, train=path.startswith("lora-train")):
                     with torch.set_grad_enabled(train):
                         f = enc.encode(clips)
                         if train:
@@ -153,13 +157,30 @@ def main(argv: list[str] | None = None) -> int:
             peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
             lines.append(f"| {path} | {chunk or 'all'} | {wall:.1f} | {statistics.median(hosts):.1f} | "
                          f"{n_frames / wall * 1000:.0f} | {peak:.2f} | {kernels} |")
-            print(lines[-1], f"(max rel. diff to the first row {err:.2e})", flush=True)
+            note = ""
+            if path.startswith("lora-train"):  # what the backward keeps: the memory a training step adds per frame
+                note = f"; saved for the backward {saved_mb(enc, clips, amp) / sum(len(c) for c in clips):.2f} MB a frame"
+            print(lines[-1], f"(max rel. diff to the first row {err:.2e}{note})", flush=True)
             del enc, f
     text = "\n".join(lines) + "\n"
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     return 0
+
+
+def saved_mb(enc, clips, amp) -> float:
+    """MiB of the distinct tensors autograd saves for the backward of one forward of ``enc`` on ``clips``
+    (``torch.autograd.graph.saved_tensors_hooks``; each storage counted once)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
+        enc.encode(clips)
+    return sum(seen.values()) / 2**20
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ def test_every_path_reads_as_the_folded_program(tmp_path, capsys):
     spec.loader.exec_module(bench)
     out = tmp_path / "r.md"
     assert bench.main(["--clips", "2", "--frames", "3", "--size", "32", "--image-size", "32", "--chunks", "4",
-                       "--repeats", "1", "--paths", "folded,plain,lora,lora-train", "--no-autocast",
+                       "--repeats", "1", "--paths", "folded,plain,lora,lora-train,lora-train-plain", "--no-autocast",
                        "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if re.match(r"\| (folded|plain|lora)", line)]
-    assert [r.split(" | ")[0][2:] for r in rows] == ["folded", "plain", "lora", "lora-train"]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["folded", "plain", "lora", "lora-train", "lora-train-plain"]
     diffs = [float(d) for d in re.findall(r"max rel\. diff to the first row ([0-9.e+-]+)", capsys.readouterr().out)]
-    assert len(diffs) == 4 and max(diffs) < 1e-4
+    assert len(diffs) == 5 and max(diffs) < 1e-4

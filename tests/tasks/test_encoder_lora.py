@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -241,7 +242,9 @@ def test_efficientnet_lora_on_its_1x1_convs_matches_peft_and_a_fresh_one_changes
 
 def test_efficientnet_lora_folded_program_follows_the_adapters_and_frozen_adapters_run_folded():
     """Inference with LoRA inside the lip encoder runs the folded program with the adapters merged: rebuilt after an
-    optimizer step changes them in place, and used also with grad enabled where no adapter trains."""
+    optimizer step changes them in place, and used also with grad enabled where no adapter trains. Where they train,
+    the live program (adapters folded in at every batch) runs, built once: an optimizer step does not rebuild it;
+    with ``folded_training`` off the plain network runs."""
     from mmlora.encoders.efficientnet import FoldedLite0
 
     enc = _vsr(VLORA).encoders["video"]
@@ -258,23 +261,107 @@ def test_efficientnet_lora_folded_program_follows_the_adapters_and_frozen_adapte
     try:
         with torch.no_grad():
             a = enc.encode_frames(frames)
-            assert len(calls) == 1
+            assert len(calls) == 1 and not calls[0].live
             params = [p for p in enc.parameters() if p.requires_grad]
             for p in params:  # an optimizer step on the adapters (in place)
                 p.mul_(1.5)
             b = enc.encode_frames(frames)
         assert calls[1] is not calls[0]  # rebuilt: the merged weights follow the adapters
         with torch.enable_grad():
+            live = enc.encode_frames(frames)  # the adapters train: the live program, with their graph
+            assert len(calls) == 3 and calls[2].live and live.requires_grad
+            enc.cfg.folded_training = False
             want = enc.encode_frames(frames).detach()  # the plain network with the changed adapters
-            assert len(calls) == 2
+            assert len(calls) == 3
+            enc.cfg.folded_training = True
             for p in params:
+                p.data.mul_(0.5)  # an optimizer step: the live program stays
+            again = enc.encode_frames(frames)
+            assert len(calls) == 4 and enc._live[1] is not None and calls[3].live
+            live_program = enc._live[1]
+            enc.encode_frames(frames)
+            assert enc._live[1] is live_program  # not rebuilt for the same frozen weights
+            for p in params:
+                p.data.mul_(2.0)
                 p.requires_grad_(False)
             frozen = enc.encode_frames(frames)  # nothing trains: the folded program, built once for these weights
-            assert len(calls) == 3 and calls[2] is calls[1] and not frozen.requires_grad
+            assert len(calls) == 6 and calls[5] is calls[1] and not frozen.requires_grad
     finally:
         FoldedLite0.__call__ = real_call
     rel = lambda x, y: ((x - y).abs().max() / y.abs().max()).item()  # noqa: E731
-    assert rel(b, want) < 1e-5 and rel(frozen, want) < 1e-5 and rel(a, want) > 1e-3
+    assert rel(b, want) < 1e-5 and rel(frozen, want) < 1e-5 and rel(live.detach(), want) < 1e-5
+    assert rel(a, want) > 1e-3 and rel(again.detach(), want) > 1e-3  # the adapters' changes show: it can fail
+
+
+def _bn_randomized_lora_encoder(seed=3, dtype=torch.float64):
+    """The tiny VSR model's lip encoder with LoRA, non-zero B and BatchNorms whose statistics and affine weights are
+    not the identity (a fresh network's are), so that folding them is tested, in ``dtype``."""
+    enc = _vsr(VLORA).encoders["video"]
+    _randomize_b(enc)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in enc.model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return enc.to(dtype)
+
+
+def _features_and_adapter_grads(enc, frames, folded: bool):
+    enc.cfg.folded_training = folded
+    params = [p for p in enc.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    with torch.enable_grad():
+        f = enc.encode_frames(frames)
+        probe = torch.randn(f.shape, generator=torch.Generator().manual_seed(5), dtype=f.dtype)
+        (f * probe).sum().backward()
+    return f.detach(), [p.grad.clone() for p in params]
+
+
+def test_efficientnet_lora_trains_through_the_folded_program_as_through_the_plain_network():
+    """Training LoRA inside the lip encoder runs the folded program with ``(W + s·B A)`` folded into each conv at
+    every batch: in float64 its features and every adapter's gradient equal the plain network's (conv, BatchNorm,
+    LoRA linear), the reference for what LoRA computes (PEFT's, above)."""
+    enc = _bn_randomized_lora_encoder()
+    frames = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.enable_grad():
+        assert enc.needs_graph() and enc.folds_in_training() and enc.program().live
+    f_live, g_live = _features_and_adapter_grads(enc, frames, folded=True)
+    f_plain, g_plain = _features_and_adapter_grads(enc, frames, folded=False)
+    assert f_plain.dtype == torch.float64 and len(g_plain) == 2 * 32
+    torch.testing.assert_close(f_live, f_plain, rtol=1e-9, atol=1e-9 * f_plain.abs().max().item())
+    for gl, gp in zip(g_live, g_plain):
+        assert gp.abs().max() > 0
+        torch.testing.assert_close(gl, gp, rtol=1e-7, atol=1e-9 * gp.abs().max().item())
+
+
+def test_efficientnet_lora_trains_through_the_plain_network_where_folding_cannot():
+    """Adapter dropout in training mode (the folded weight cannot drop each pixel's input) or a trained weight that is
+    not an adapter's (here a BatchNorm's) sends training through the plain network; gradients still reach them."""
+    enc = _bn_randomized_lora_encoder(dtype=torch.float32)
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    bn = enc.model._bn0.weight
+    with torch.enable_grad():
+        assert enc.folds_in_training()
+        bn.requires_grad_(True)
+        assert not enc.folds_in_training() and enc.program() is None
+        enc.encode_frames(frames).sum().backward()
+        assert bn.grad is not None and bn.grad.abs().sum() > 0
+        bn.requires_grad_(False)
+        from mmlora.lora import iter_adapters
+
+        ad = next(a for _, _, a in iter_adapters(enc))
+        ad.spec = dataclasses.replace(ad.spec, dropout=0.1)
+        layer = next(m for m in enc.modules() if ad in getattr(m, "adapters", {}).values())
+        enc.train()  # an encoder stays in eval mode (frozen BatchNorm): its adapters' dropout never acts
+        assert not layer.training and enc.folds_in_training()
+        layer.train()  # unless a layer is put in training mode by hand
+        assert not enc.folds_in_training() and enc.program() is None
+        enc.encode_frames(frames).sum().backward()
+        assert ad.A.grad is not None
 
 
 def test_efficientnet_lora_trains_saves_and_loads(corpus, tmp_path, capsys):
@@ -376,9 +463,9 @@ def _no_tf32():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_efficientnet_lora_forward_and_gradients_match_the_cpu(corpus):
-    """The lip encoder's adapters on CUDA (the plain network, as in training) against the CPU (fp32): features and
-    the adapters' gradients; under bf16 autocast finite gradients of every B. Relative to the random network's
-    tiny features."""
+    """The lip encoder's adapters on CUDA (the live folded program, channels-last, as in training; and the plain
+    network) against the CPU (fp32): features and the adapters' gradients; under bf16 autocast finite gradients of
+    every B. Relative to the random network's tiny features."""
     from mmlora.data.collate import collate_samples
     from mmlora.tasks.speech import SpeechDataset, read_manifest
 
@@ -404,6 +491,14 @@ def test_gpu_efficientnet_lora_forward_and_gradients_match_the_cpu(corpus):
     for n in g_cpu:
         err = ((g_gpu[n] - g_cpu[n]).abs().max() / g_cpu[n].abs().max()).item()
         assert err <= 2e-2, f"{n}: gradient off by {err:.3g} of its largest value"
+    gpu.encoders["video"].cfg.folded_training = False  # the plain network on CUDA: the same
+    with _no_tf32():
+        x_plain, g_plain = run(gpu, "cuda")
+    gpu.encoders["video"].cfg.folded_training = True
+    assert (x_plain - x_cpu).abs().max() < 1e-3 * x_cpu.abs().max()
+    for n in g_cpu:
+        err = ((g_plain[n] - g_cpu[n]).abs().max() / g_cpu[n].abs().max()).item()
+        assert err <= 2e-2, f"{n} (plain network): gradient off by {err:.3g} of its largest value"
     x_bf, g_bf = run(gpu, "cuda", autocast=True)
     assert (x_bf - x_cpu).abs().max() < 0.1 * x_cpu.abs().max()
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for n, g in g_bf.items() if n.endswith(".B"))
