@@ -1,7 +1,8 @@
 # Sourced by the experiment scripts (train_grid.sh, asr_encoder_lora.sh): named trainings that a time limit may stop,
-# their evaluations into OUT/eval/TAG.json (ev; ev_sets: one model on several manifests in one call; both through
-# evaluate) and paired comparisons of two of those. The caller sets MM (the mmlora command), OUT (the run folder),
-# JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's overrides, last).
+# their evaluations into OUT/eval/TAG.json (ev; ev_many, ev_sets: one model on several manifests and conditions in one
+# call; all through evaluate) and paired comparisons of two of those. The caller sets MM (the mmlora command), OUT
+# (the run folder), JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's
+# overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
 best() {  # NAME: the weights to evaluate: best/ (validation's choice), else final/, else (a training stopped before
   # its first validation, run 25's GAVL) the latest checkpoint's model/; else final/model, whose absence evaluate names
@@ -35,14 +36,21 @@ ev() {  # TAG MODEL [evaluate args]: OUT/eval/TAG.json, unless there
   local tag=$1 model=$2; shift 2
   [ -f "$OUT/eval/$tag.json" ] || evaluate "$model" --out "$OUT/eval/$tag.json" "$@" | tail -n 1
 }
-ev_sets() {  # PREFIX MODEL TAG MANIFEST [TAG MANIFEST ...]: OUT/eval/PREFIX_TAG.json for each report not there yet,
-  # in one `mmlora evaluate` call (the model loads once, where each call also pays Python's and CUDA's start)
-  local prefix=$1 model=$2 args=(); shift 2
-  while [ $# -ge 2 ]; do
-    [ -f "$OUT/eval/${prefix}_$1.json" ] || args+=(--manifest "$2" --out "$OUT/eval/${prefix}_$1.json")
-    shift 2
+ev_many() {  # MODEL TAG MANIFEST SNR NOISE TALKERS [TAG ...]: OUT/eval/TAG.json for each report not there yet, in
+  # one `mmlora evaluate` call (the model loads once, where each call also pays Python's and CUDA's start), each in
+  # its own condition (SNR in dB or none, NOISE babble or white, TALKERS LO,HI: evaluate's per-manifest options)
+  local model=$1 args=(); shift
+  while [ $# -ge 5 ]; do
+    [ -f "$OUT/eval/$1.json" ] || args+=(--manifest "$2" --out "$OUT/eval/$1.json" --snr "$3" --noise "$4"
+                                         --noise-talkers "$5")
+    shift 5
   done
   [ ${#args[@]} -eq 0 ] || evaluate "$model" "${args[@]}" | grep '^{'
+}
+ev_sets() {  # PREFIX MODEL TAG MANIFEST [TAG MANIFEST ...]: ev_many of clean PREFIX_TAG reports
+  local prefix=$1 model=$2 args=(); shift 2
+  while [ $# -ge 2 ]; do args+=("${prefix}_$1" "$2" none babble 3,6); shift 2; done
+  ev_many "$model" "${args[@]}"
 }
 pair() {  # A B: "B - A: {compare-wer JSON}" where both reports exist
   [ -f "$OUT/eval/$1.json" ] && [ -f "$OUT/eval/$2.json" ] || return 0

@@ -128,32 +128,35 @@ for J in GAVL GAVLD; do
 done
 train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
-# evaluation
-NOISY=(t1_0 "--snr 0 --noise-talkers 1" t1_-5 "--snr -5 --noise-talkers 1" b_0 "--snr 0" b_-5 "--snr -5"
-       w_0 "--snr 0 --noise white" w_-5 "--snr -5 --noise white")
+# evaluation: each model's reports in as few `mmlora evaluate` calls as their options allow (ev_many: one model load
+# for all its conditions)
+COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
+      w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
+conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME on MANIFEST in each condition NAME
+  local prefix=$1 man=$2 c i; shift 2
+  for c in "$@"; do
+    for ((i = 0; i < ${#COND[@]}; i += 4)); do
+      [ "${COND[i]}" != "$c" ] || EVS+=("${prefix}_$c" "$man" "${COND[@]:i+1:3}")
+    done
+  done
+}
 for J in GAV GAO GAVL GAVLD GAOL; do
   want $J || continue
-  ev ${J}_clean "$(best $J)" --manifest "$T"
-  for ((i = 0; i < ${#NOISY[@]}; i += 2)); do
-    ev ${J}_${NOISY[i]} "$(best $J)" --manifest "$T" ${NOISY[i+1]}  # word-split on purpose: the flags
-  done
+  EVS=(); conds $J "$T" clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5
+  if [[ " GAV GAVL GAVLD " == *" $J "* ]]; then  # AVSR: the babble with the next clip's lips too
+    EVS+=("${J}_b_0_wrong_lips" "$TR" 0 babble 3,6 "${J}_b_-5_wrong_lips" "$TR" -5 babble 3,6)
+  fi
+  ev_many "$(best $J)" "${EVS[@]}"
   # the noise-validated models: their final weights too, where best/ is an earlier step (both info.json say)
   if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -d "$OUT/$J/final/model" ] \
       && ! same_step "$OUT/$J/best" "$OUT/$J/final"; then
-    ev ${J}_final_clean "$OUT/$J/final/model" --manifest "$T"
-    ev ${J}_final_t1_0 "$OUT/$J/final/model" --manifest "$T" --snr 0 --noise-talkers 1
-    ev ${J}_final_b_0 "$OUT/$J/final/model" --manifest "$T" --snr 0
+    EVS=(); conds ${J}_final "$T" clean t1_0 b_0
+    ev_many "$OUT/$J/final/model" "${EVS[@]}"
   fi
-done
-for J in GAV GAVL GAVLD; do
-  want $J || continue
-  ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
-  ev ${J}_b_0_wrong_lips "$(best $J)" --manifest "$TR" --snr 0
-  ev ${J}_b_-5_wrong_lips "$(best $J)" --manifest "$TR" --snr -5
+  [[ " GAV GAVL GAVLD " != *" $J "* ]] || ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
 done
 if want GV; then
-  ev GV_vsr "$(best GV)" --manifest "$T"
-  ev GV_vsr_wrong_lips "$(best GV)" --manifest "$TR"
+  ev_many "$(best GV)" GV_vsr "$T" none babble 3,6 GV_vsr_wrong_lips "$TR" none babble 3,6
 fi
 {
   for J in GAV GAVL GAVLD; do

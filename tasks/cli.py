@@ -188,6 +188,25 @@ def _parse_talkers(text: str) -> tuple[int, int]:
     return (parts[0], parts[0]) if len(parts) == 1 else parts  # checked by the dataset
 
 
+def _parse_snr(text: str) -> float | None:
+    if text.lower() in ("none", "clean"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--snr takes a number of dB or 'none', got {text!r}") from None
+
+
+def _per_manifest(flag: str, given: list[str] | None, n: int, default, parse) -> list:
+    """One value of ``flag`` per manifest: the default where not given, one value for all, or one per manifest."""
+    if not given:
+        return [default] * n
+    if len(given) not in (1, n):
+        raise ValueError(f"{len(given)} {flag} for {n} --manifest: give it once (for all) or once per --manifest")
+    values = [parse(g) for g in given]
+    return values * n if len(values) == 1 else values
+
+
 def evaluate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmlora evaluate", description="Score a trained model on a manifest.")
     p.add_argument("--model", required=True, help="model folder (…/final/model or a checkpoint's model/)")
@@ -195,9 +214,11 @@ def evaluate(argv: list[str]) -> int:
                    help="JSONL manifest; repeatable: the model is loaded once and scored on each in turn (with as "
                         "many --out, paired in order)")
     p.add_argument("--rates", help="Matryoshka rate pair A,V (audio,video compression), e.g. 4,2")
-    p.add_argument("--snr", type=float, help="mix noise at this SNR (dB) into the audio")
-    p.add_argument("--noise", default="babble", choices=["babble", "white"])
-    p.add_argument("--noise-talkers", default="3,6", help="babble: LO,HI other utterances summed (default 3,6; "
+    p.add_argument("--snr", action="append", help="mix noise at this SNR (dB) into the audio ('none': clean). Given "
+                   "once, for every --manifest; given once per --manifest, the i-th for the i-th (so one call can "
+                   "score clean and noisy conditions); the same for --noise and --noise-talkers")
+    p.add_argument("--noise", action="append", choices=["babble", "white"], help="babble (default) or white")
+    p.add_argument("--noise-talkers", action="append", help="babble: LO,HI other utterances summed (default 3,6; "
                    "1,1 = one competing talker)")
     p.add_argument("--zero-modality", action="append", default=[], choices=["audio", "video"],
                    help="zero this modality's tokens (repeatable): e.g. an AVSR model read as VSR with 'audio'")
@@ -209,10 +230,17 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
     _add_piece_seconds(p)
     args = p.parse_args(argv)
-    outs = args.out or [None] * len(args.manifest)
-    if len(outs) != len(args.manifest):
-        return _fail(f"{len(args.manifest)} --manifest but {len(outs)} --out: give one --out per --manifest, "
+    n = len(args.manifest)
+    outs = args.out or [None] * n
+    if len(outs) != n:
+        return _fail(f"{n} --manifest but {len(outs)} --out: give one --out per --manifest, "
                      "in the same order (or none)")
+    try:
+        snrs = _per_manifest("--snr", args.snr, n, None, _parse_snr)
+        kinds = _per_manifest("--noise", args.noise, n, "babble", str)
+        talkers = _per_manifest("--noise-talkers", args.noise_talkers, n, None, _parse_talkers)
+    except ValueError as e:
+        return _fail(str(e))
     from mmlora.pipelines import load_pipeline
 
     from . import get_task
@@ -223,15 +251,14 @@ def evaluate(argv: list[str]) -> int:
         gen = {"num_beams": args.num_beams} if args.num_beams else {}
         if args.zero_modality:  # speech-task options, passed only when asked (other tasks' evaluate lacks them)
             gen["zero"] = tuple(args.zero_modality)
-        if args.noise_talkers != "3,6":
-            gen["noise_talkers"] = _parse_talkers(args.noise_talkers)
         rates = _parse_rates(args.rates, pipe.modalities)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
-    for manifest, out in zip(args.manifest, outs):  # one report and one summary line per manifest, in order
+    for manifest, out, snr, kind, talk in zip(args.manifest, outs, snrs, kinds, talkers):  # in order
         try:
-            report = spec.evaluate(pipe, manifest, rates=rates, snr=args.snr, noise_kind=args.noise,
-                                   max_samples=args.max_samples, **gen)
+            extra = {} if talk is None or talk == (3, 6) else {"noise_talkers": talk}  # the default: not passed
+            report = spec.evaluate(pipe, manifest, rates=rates, snr=snr, noise_kind=kind,
+                                   max_samples=args.max_samples, **gen, **extra)
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
         if args.show:

@@ -91,6 +91,26 @@ def trainings(calls):
             for c in calls if c[:3] == ["-m", "mmlora.cli", "train"]}
 
 
+def reports(calls):
+    """Every report the evaluate calls write, by name: its model, manifest and condition (an evaluate call pairs
+    each --out with the --manifest, --snr, --noise and --noise-talkers at the same position, or takes one for all;
+    the stand-in reads them as mmlora evaluate does), and the call's --zero-modality."""
+    got = {}
+    for c in calls:
+        if c[2:3] != ["evaluate"]:
+            continue
+        opt = {k: [c[i + 1] for i, a in enumerate(c) if a == k]
+               for k in ("--out", "--manifest", "--snr", "--noise", "--noise-talkers", "--zero-modality")}
+        for n, out in enumerate(opt["--out"]):
+            def at(k, default=None):
+                v = opt[k]
+                return v[n] if len(v) == len(opt["--out"]) else (v[0] if v else default)
+            got[Path(out).stem] = {"model": c[c.index("--model") + 1], "manifest": at("--manifest"),
+                                   "snr": at("--snr", "none"), "noise": at("--noise", "babble"),
+                                   "talkers": at("--noise-talkers", "3,6"), "zero": opt["--zero-modality"]}
+    return got
+
+
 def test_vocabulary_point_gavl_from_the_lip_reader_and_its_noise_validated_control(tmp_path):
     p, calls = run_grid(tmp_path, "GV GAVL GAOL", "train.num_workers=4", env={"SLOT_WORDS": "300"})
     pool = next(c for c in calls if c[0].endswith("make_text_pool.py"))
@@ -108,12 +128,26 @@ def test_vocabulary_point_gavl_from_the_lip_reader_and_its_noise_validated_contr
                 "train.num_workers=4"} <= set(c)
         assert c.index("train.num_workers=4") > c.index("data.val_samples=200")  # the caller's overrides win
     assert "data.val_snr=0" not in t["GV"] and f"data.val_manifest={tmp_path}/data/gw300/val.jsonl" in t["GV"]
-    evals = {Path(c[c.index("--out") + 1]).stem: c for c in calls if c[2:3] == ["evaluate"]}
+    evals = reports(calls)
     assert {"GAVL_clean", "GAVL_t1_0", "GAVL_b_-5", "GAVL_w_-5", "GAVL_vsr", "GAVL_b_0_wrong_lips",
             "GAVL_final_t1_0", "GAOL_final_b_0", "GV_vsr", "GV_vsr_wrong_lips"} <= set(evals)
     assert "GAOL_vsr" not in evals
-    assert evals["GAVL_t1_0"][evals["GAVL_t1_0"].index("--model") + 1] == f"{out}/GAVL/best/model"
-    assert evals["GAVL_final_t1_0"][evals["GAVL_final_t1_0"].index("--model") + 1] == f"{out}/GAVL/final/model"
+    assert evals["GAVL_t1_0"]["model"] == f"{out}/GAVL/best/model"
+    assert evals["GAVL_final_t1_0"]["model"] == f"{out}/GAVL/final/model"
+    test, wrong = f"{tmp_path}/data/gw300/test.jsonl", f"{tmp_path}/data/gw300/test_wrong_lips.jsonl"
+    cond = lambda r: (r["manifest"], r["snr"], r["noise"], r["talkers"], r["zero"])  # noqa: E731
+    for j in ("GAVL", "GAOL"):  # each report in its own condition, whichever call wrote it
+        assert cond(evals[f"{j}_clean"]) == (test, "none", "babble", "3,6", [])
+        assert cond(evals[f"{j}_t1_-5"]) == (test, "-5", "babble", "1,1", [])
+        assert cond(evals[f"{j}_b_0"]) == (test, "0", "babble", "3,6", [])
+        assert cond(evals[f"{j}_w_-5"]) == (test, "-5", "white", "3,6", [])
+        assert cond(evals[f"{j}_final_t1_0"]) == (test, "0", "babble", "1,1", [])
+    assert cond(evals["GAVL_b_-5_wrong_lips"]) == (wrong, "-5", "babble", "3,6", [])
+    assert cond(evals["GAVL_vsr"]) == (test, "none", "babble", "3,6", ["audio"])
+    assert cond(evals["GV_vsr_wrong_lips"]) == (wrong, "none", "babble", "3,6", [])
+    n_calls = len([c for c in calls if c[2:3] == ["evaluate"]])
+    # GAVL: 9 reports, its final 3, its VSR; GAOL: 7, its final 3; GV: 2 (25 reports, one call each before)
+    assert n_calls == 6
     wrong = [json.loads(x) for x in (tmp_path / "data/gw300/test_wrong_lips.jsonl").read_text().splitlines()]
     assert [r["video"] for r in wrong] == ["v1.mp4", "v2.mp4", "v0.mp4"]  # each clip with the next clip's lips
     compare = (out / "eval/compare.txt").read_text().splitlines()
@@ -139,7 +173,7 @@ def test_a_training_stopped_before_its_first_validation_is_evaluated_at_its_late
     p, calls = run_grid(tmp_path, "GV GAVL GAOL", env={"FAKE_NO_VAL": "GAVL"})
     out = tmp_path / "out"
     assert f"GAVL stopped before its first validation: evaluating {out}/GAVL/checkpoint-200/model" in p.stdout
-    evals = {Path(c[c.index("--out") + 1]).stem: c[c.index("--model") + 1] for c in calls if c[2:3] == ["evaluate"]}
+    evals = {k: r["model"] for k, r in reports(calls).items()}
     assert evals["GAVL_clean"] == evals["GAVL_b_-5"] == f"{out}/GAVL/checkpoint-200/model"
     assert "GAVL_final_clean" not in evals and evals["GAOL_clean"] == f"{out}/GAOL/best/model"
     assert "GAOL_b_-5 - GAVL_b_-5: " in (out / "eval/compare.txt").read_text()

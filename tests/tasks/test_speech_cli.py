@@ -903,3 +903,31 @@ def test_evaluate_scores_several_manifests_with_one_model_load(corpus, tmp_path,
     assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--manifest", str(m2),
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "2 --manifest but 1 --out" in capsys.readouterr().err
+    # noise given once per --manifest: each pair scored in its own condition, as a call of its own scores it
+    conds = [("none", "babble", "3,6"), ("5", "babble", "1,1"), ("-5", "white", "3,6")]
+    for i, (snr, kind, talk) in enumerate(conds):
+        assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--snr", snr, "--noise", kind,
+                     "--noise-talkers", talk, "--out", str(tmp_path / f"c_alone{i}.json")]) == 0
+    argv = ["evaluate", "--model", model_dir]
+    for i, (snr, kind, talk) in enumerate(conds):
+        argv += ["--manifest", str(m1), "--out", str(tmp_path / f"c_one{i}.json"), "--snr", snr, "--noise", kind,
+                 "--noise-talkers", talk]
+    capsys.readouterr()
+    assert main(argv) == 0
+    summaries = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-3:]]
+    assert [s["snr_db"] for s in summaries] == [None, 5.0, -5.0] and summaries[1]["noise_talkers"] == [1, 1]
+    reports = []
+    for i in range(3):
+        alone, one = (json.loads((tmp_path / f"{k}{i}.json").read_text()) for k in ("c_alone", "c_one"))
+        alone.pop("tokens_per_second", None)
+        one.pop("tokens_per_second", None)
+        assert one == alone
+        reports.append(one)
+    # each report names its own condition (the tiny model's hypotheses are empty: the reports' equality with the
+    # single calls is the check that each pair's audio was mixed as asked)
+    assert [(r["snr_db"], r["noise"]) for r in reports] == [(None, None), (5.0, "babble"), (-5.0, "white")]
+    assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--manifest", str(m2),
+                 "--manifest", str(m1), "--snr", "0", "--snr", "5"]) == 2
+    assert "2 --snr for 3 --manifest" in capsys.readouterr().err
+    assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--snr", "loud"]) == 2
+    assert "--snr takes a number of dB or 'none', got 'loud'" in capsys.readouterr().err
