@@ -18,7 +18,8 @@
 # takes K words per open slot instead (K=300: 1,248 words, corpus gw300). POOL=freewords: the same K's words in free
 # order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text.
 # POOL=open: open text (novels' sentences, none of the ASR release corpora's, up to 16 words; corpus op12, about
-# 25 minutes on 2 cores), what the issue's targets ask of VSR and AVSR.
+# 25 minutes on 2 cores), what the issue's targets ask of VSR and AVSR; OPEN_MORE=K adds K training corpora of new
+# sentences (op13, ...; the models then train on train_more$K.jsonl, op12's validation and test clips as before).
 # A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far, or at its
 # latest checkpoint where it stopped before its first validation (OUT/NAME/STOPPED marks it; delete that file to
 # resume the training instead).
@@ -79,16 +80,36 @@ elif [ "$POOL" = open ]; then
   EXCL=${OPEN_EXCLUDE-data/speech_release/st/train.jsonl,data/speech_release/w3/train.jsonl,data/speech_release/n9/train.jsonl,data/speech_release/n10/train.jsonl,data/speech_release/n14/train.jsonl,data/speech_release/n15/train.jsonl,data/human_speech/test.jsonl,data/human_speech/extra.jsonl}
   G+=(--text-file gutenberg=data/text/gutenberg.txt --text-file austen=data/text/austen.txt
       --text-weights gutenberg=0.5,austen=0.5)
-  if [ ! -f "$DATA/$C0/train.jsonl" ]; then  # (a staged op12 needs none of this: the lent machine has no release corpora)
+  open_text() {  # before making a corpus (a staged one needs none of this: the lent machine has no release corpora)
+    local f
     for f in ${EXCL//,/ }; do
       [ -f "$f" ] || { echo "train_grid.sh: POOL=open leaves out the sentences of $f, which is missing: make it" \
                             "(scripts/make_encoder_lora_corpora.sh) or set OPEN_EXCLUDE ('' for none)" >&2; exit 2; }
     done
-    [ -z "$EXCL" ] || G+=(--exclude-text "$EXCL")
     pool gutenberg gutenberg; pool austen austen
-    $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}"
+  }
+  if [ ! -f "$DATA/$C0/train.jsonl" ]; then
+    open_text
+    $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}" \
+        ${EXCL:+--exclude-text "$EXCL"}
   fi
-  [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
+  # OPEN_MORE=K (session 31): K more training corpora op13, op14, ... (seed 2012 + k, 12,000 clips each, no val or
+  # test clips, the same held-out voices and faces left out) of sentences that none of the corpora before them reads
+  # (nor OPEN_EXCLUDE's), merged with op12's training clips into train_more$K.jsonl; validated and tested on op12
+  MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[0-9]$ ]] || { echo "train_grid.sh: OPEN_MORE=$MORE: 0 to 9" >&2; exit 2; }
+  CS=($C0)
+  for ((k = 1; k <= MORE; k++)); do
+    c=op$((12 + k)); prev=$(for d in "${CS[@]}"; do printf '%s,' "$DATA/$d"/{train,val,test}.jsonl; done)
+    if [ ! -f "$DATA/$c/train.jsonl" ]; then
+      open_text
+      $MM make-speech-corpus --out "$DATA/$c" --seed $((2012 + k)) --n-train 12000 --n-val 0 --n-test 0 \
+          --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}" \
+          --exclude-text "${prev%,}${EXCL:+,$EXCL}"
+    fi
+    CS+=($c)
+  done
+  [ "$MORE" = 0 ] || TRAIN=train_more$MORE.jsonl
+  [ -f "$DATA/${TRAIN:-train.jsonl}" ] || $PY scripts/merge_manifests.py "$DATA" "${TRAIN:-train.jsonl}" "${CS[@]}" --video
 else
   echo "train_grid.sh: POOL=$POOL: grid, gridwide, freewords or open" >&2; exit 2
 fi
@@ -103,7 +124,7 @@ PY
 $MM assets get smollm2-135m whisper-tiny.en efficientnet-lite0
 
 # training
-C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/train.jsonl" data.val_manifest="$DATA/$C0/val.jsonl"
+C=(train.init_from=$REL data.feature_cache=null data.train_manifest="$DATA/${TRAIN:-train.jsonl}" data.val_manifest="$DATA/$C0/val.jsonl"
    "model.target_modules=[q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]"
    "model.adapters={default: {rank: 16, alpha: 32, dropout: 0.05}}" train.max_steps=1500 train.warmup_steps=30
    train.log_every=25 train.eval_every=250 train.save_every=250 train.batch_size=64 train.group_lr.projectors=5e-4

@@ -24,6 +24,9 @@ def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Pat
         for f in ("train.jsonl", f"{c}/train.jsonl", f"{c}/val.jsonl", f"{c}/test.jsonl", f"{c}/test_wrong_lips.jsonl"):
             (d / f).parent.mkdir(parents=True, exist_ok=True)
             (d / f).write_text('{"id": "u0", "audio": "a.ogg", "video": "v.mp4", "text": "x"}\n')
+    for f in ("op13/train.jsonl", "train_more1.jsonl"):  # stage_lips.sh OPEN_MORE=1's op13 and merged manifest
+        (work / "data/open" / f).parent.mkdir(parents=True, exist_ok=True)
+        (work / "data/open" / f).write_text('{"id": "u1", "audio": "a.ogg", "video": "v.mp4", "text": "y"}\n')
     return run_remote_job(tmp_path, "lips_job.sh", ("train_grid.sh", "wide_voices.sh", "lib_train.sh"), FAKE_LIPS, env)
 
 
@@ -153,6 +156,15 @@ def test_staging_checks_the_pools_and_the_lip_reader_before_any_download(tmp_pat
     assert p.returncode == 2 and "gw300/test.jsonl is missing" in p.stderr
     p = _stage(tmp_path, {"POOLS": "freewords", "LIPREADER": str(tmp_path / "nothing")})
     assert p.returncode == 2 and "no config.json" in p.stderr
+    op = tmp_path / "op"  # OPEN_MORE=1: op13's training clips and the merged train_more1.jsonl are checked too
+    for f in ("train.jsonl", "op12/val.jsonl", "op12/test.jsonl", "op12/test_wrong_lips.jsonl"):
+        (op / f).parent.mkdir(parents=True, exist_ok=True)
+        (op / f).touch()
+    p = _stage(tmp_path, {"POOLS": "open", "OPEN_DATA": str(op), "OPEN_MORE": "1"})
+    assert p.returncode == 2 and "op/train_more1.jsonl is missing" in p.stderr
+    (op / "train_more1.jsonl").touch()
+    p = _stage(tmp_path, {"POOLS": "open", "OPEN_DATA": str(op), "OPEN_MORE": "1"})
+    assert p.returncode == 2 and "op/op13/train.jsonl is missing" in p.stderr
     assert not (tmp_path / "st").exists()
 
 
@@ -163,3 +175,24 @@ def test_encoder_lora_mode_on_open_text(tmp_path):
     assert set(t) == {"enc/GV", "ctl/GV"}
     for c in t.values():
         assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c
+
+
+def test_more_mode_trains_the_lip_reader_on_more_open_text_against_op12_alone(tmp_path):
+    """MODE=more: the same lip reader with LoRA inside its encoder, on op12 + op13 (train_more1.jsonl) against op12
+    alone, both validated and tested on op12; nothing regenerated (the staged corpora are there)."""
+    p, work, calls = run_job(tmp_path, {"MODE": "more", "ENC_POOL": "open", "S1": "5", "S2": "5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not [c for c in calls if c[2:3] == ["make-speech-corpus"]]
+    t = trainings(calls, work)
+    assert set(t) == {"more/GV", "ctl/GV"}
+    d = work / "data/open"
+    assert f"data.train_manifest={d}/train_more1.jsonl" in t["more/GV"]
+    assert f"data.train_manifest={d}/train.jsonl" in t["ctl/GV"]
+    for c in t.values():
+        assert f"data.val_manifest={d}/op12/val.jsonl" in c and "train.group_lr.encoder=5e-4" in c
+        assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["more_GV_vsr - ctl_GV_vsr",
+                                                       "more_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+    p, _, _ = run_job(tmp_path / "b", {"MODE": "more", "ENC_POOL": "freewords"})
+    assert p.returncode == 2 and "MODE=more: open only" in p.stderr

@@ -19,6 +19,9 @@
 # lip reader as CTL with LoRA inside the lip encoder (model.media.video.encoder_lora, rank ENC_RANK = 8, alpha twice
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, gridwide, or open: train_grid.sh POOL=open's open
 # text) for S1 + S2 steps and T seconds; the comparison is then ENC against CTL (run 24).
+# MODE=more (ENC_POOL=open) asks whether more open text teaches the lips more: MORE (OUT/more) trains ENC's lip
+# reader on op12 and MORE (default 1) more corpora (train_grid.sh OPEN_MORE; staged by stage_lips.sh OPEN_MORE=K)
+# against CTL, the same lip reader on op12 alone; both validated and tested on op12.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -36,8 +39,9 @@ case "$MODE/$EP" in
   curriculum/*) B=cur ;;
   encoder_lora/freewords | encoder_lora/gridwide | encoder_lora/open) B=enc ;;
   avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
+  more/open) B=more ;;
   *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora or avsr, ENC_POOL freewords," \
-          "gridwide or open" >&2
+          "gridwide or open (MODE=more: open only)" >&2
      exit 2 ;;
 esac
 if [ $B = avl ] && [ ! -f lipreader/config.json ]; then
@@ -67,17 +71,17 @@ cur() {
   left=$((T - (SECONDS - t0))); [ $left -gt 0 ] || left=1
   REL=$from grid freewords "$W/data/freewords" "$W/out/cur" $left train.max_steps=$S2
 }
-enc() {
-  local r=${ENC_RANK:-8}
-  grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) \
-      "model.media.video.encoder_lora={rank: $r, alpha: $((2 * r))}" train.group_lr.encoder=${ENC_LR:-5e-4}
-}
+ENCX=("model.media.video.encoder_lora={rank: ${ENC_RANK:-8}, alpha: $((2 * ${ENC_RANK:-8}))}"
+      train.group_lr.encoder=${ENC_LR:-5e-4})  # LoRA inside the lip encoder
+enc() { grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
+more() { OPEN_MORE=${MORE:-1} grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
 avl() {
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
 }
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
+[ $B = more ] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 $B > log/$B.log 2>&1 & c=$!
 GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & k=$!
