@@ -18,8 +18,8 @@
 # takes K words per open slot instead (K=300: 1,248 words, corpus gw300). POOL=freewords: the same K's words in free
 # order, six per sentence (make_text_pool.py freewords; corpus fwK), the step after the grammars towards open text.
 # POOL=open: open text (novels' sentences, none of the ASR release corpora's, up to 16 words; corpus op12, about
-# 25 minutes on 2 cores), what the issue's targets ask of VSR and AVSR; OPEN_MORE=K adds K training corpora of new
-# sentences (op13, ...; the models then train on train_more$K.jsonl, op12's validation and test clips as before).
+# 25 minutes on 2 cores), what the issue's targets ask of VSR and AVSR; OPEN_MORE=1 adds a training corpus of new
+# sentences (op13; the models then train on train_more1.jsonl, op12's validation and test clips as before).
 # A training stopped by SIGTERM (exit 3, e.g. a time limit) is evaluated at its best checkpoint so far, or at its
 # latest checkpoint where it stopped before its first validation (OUT/NAME/STOPPED marks it; delete that file to
 # resume the training instead).
@@ -78,8 +78,7 @@ elif [ "$POOL" = open ]; then
   # make_encoder_lora_corpora.sh makes and the human clips) leaves their sentences out; '' for none.
   C0=op12
   EXCL=${OPEN_EXCLUDE-data/speech_release/st/train.jsonl,data/speech_release/w3/train.jsonl,data/speech_release/n9/train.jsonl,data/speech_release/n10/train.jsonl,data/speech_release/n14/train.jsonl,data/speech_release/n15/train.jsonl,data/human_speech/test.jsonl,data/human_speech/extra.jsonl}
-  G+=(--text-file gutenberg=data/text/gutenberg.txt --text-file austen=data/text/austen.txt
-      --text-weights gutenberg=0.5,austen=0.5)
+  NOVELS=(--text-file gutenberg=data/text/gutenberg.txt --text-file austen=data/text/austen.txt)
   open_text() {  # before making a corpus (a staged one needs none of this: the lent machine has no release corpora)
     local f
     for f in ${EXCL//,/ }; do
@@ -90,20 +89,24 @@ elif [ "$POOL" = open ]; then
   }
   if [ ! -f "$DATA/$C0/train.jsonl" ]; then
     open_text
-    $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}" \
-        ${EXCL:+--exclude-text "$EXCL"}
+    $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}" "${NOVELS[@]}" \
+        --text-weights gutenberg=0.5,austen=0.5 ${EXCL:+--exclude-text "$EXCL"}
   fi
-  # OPEN_MORE=K (session 31): K more training corpora op13, op14, ... (seed 2012 + k, 12,000 clips each, no val or
-  # test clips, the same held-out voices and faces left out) of sentences that none of the corpora before them reads
-  # (nor OPEN_EXCLUDE's), merged with op12's training clips into train_more$K.jsonl; validated and tested on op12
-  MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[0-9]$ ]] || { echo "train_grid.sh: OPEN_MORE=$MORE: 0 to 9" >&2; exit 2; }
+  # OPEN_MORE=1 (session 31): one more training corpus op13 (seed 2013, 12,000 clips, no val or test clips, the same
+  # held-out voices and faces left out) of sentences that op12 (all its splits) and OPEN_EXCLUDE's do not read, merged
+  # with op12's training clips into train_more1.jsonl; validated and tested on op12. The novels hold too few unread
+  # sentences of up to 16 words after op12 (about 4,800 Gutenberg, 7,200 Austen), so op13 adds the dictionary
+  # quotations of gcide (make_text_pool.py): Gutenberg 0.3, Austen 0.4, gcide 0.3.
+  MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[01]$ ]] || { echo "train_grid.sh: OPEN_MORE=$MORE: 0 or 1 (the sentences" \
+                                                         "for one more corpus)" >&2; exit 2; }
   CS=($C0)
   for ((k = 1; k <= MORE; k++)); do
     c=op$((12 + k)); prev=$(for d in "${CS[@]}"; do printf '%s,' "$DATA/$d"/{train,val,test}.jsonl; done)
     if [ ! -f "$DATA/$c/train.jsonl" ]; then
-      open_text
+      open_text; pool gcide gcide
       $MM make-speech-corpus --out "$DATA/$c" --seed $((2012 + k)) --n-train 12000 --n-val 0 --n-test 0 \
-          --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}" \
+          --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}" "${NOVELS[@]}" \
+          --text-file gcide=data/text/gcide.txt --text-weights gutenberg=0.3,austen=0.4,gcide=0.3 \
           --exclude-text "${prev%,}${EXCL:+,$EXCL}"
     fi
     CS+=($c)

@@ -205,29 +205,32 @@ def test_open_text_pool_reads_novels_and_leaves_out_the_release_corpora_sentence
     assert f"data.val_manifest={tmp_path}/data/op12/val.jsonl" in trainings(calls)["GV"]
 
 
-def test_open_text_pool_with_more_training_corpora_of_new_sentences(tmp_path):
-    """OPEN_MORE=2: op13 and op14, training clips only, each leaving out the sentences of every corpus before it
-    (all splits: op12's test sentences never train) and OPEN_EXCLUDE's; the models train on op12 + op13 + op14 and
+def test_open_text_pool_with_one_more_training_corpus_of_new_sentences(tmp_path):
+    """OPEN_MORE=1: op13, training clips only, leaving out the sentences of op12 (all splits: op12's test sentences
+    never train) and OPEN_EXCLUDE's, with gcide's quotations beside the novels; the models train on op12 + op13 and
     validate on op12."""
     ex = tmp_path / "rel.jsonl"
     ex.write_text("")
-    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_EXCLUDE": str(ex), "OPEN_MORE": "2"})
+    _, calls = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_EXCLUDE": str(ex), "OPEN_MORE": "1"})
     corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
-    assert list(corpora) == ["op12", "op13", "op14"]
+    assert list(corpora) == ["op12", "op13"]
+    assert {c[1] for c in calls if c[0].endswith("make_text_pool.py")} == {"gutenberg", "austen", "gcide"}
     d = tmp_path / "data"
-    for name, seed, before in (("op13", "2013", ["op12"]), ("op14", "2014", ["op12", "op13"])):
-        c = corpora[name]
-        assert c[c.index("--seed") + 1] == seed and c[c.index("--n-train") + 1] == "12000"
-        assert c[c.index("--n-val") + 1] == "0" and c[c.index("--n-test") + 1] == "0"
-        assert c[c.index("--test-voices") + 1] == corpora["op12"][corpora["op12"].index("--test-voices") + 1]
-        want = [f"{d}/{b}/{s}.jsonl" for b in before for s in ("train", "val", "test")] + [str(ex)]
-        assert c[c.index("--exclude-text") + 1].split(",") == want
+    op12, op13 = corpora["op12"], corpora["op13"]
+    assert op12[op12.index("--text-weights") + 1] == "gutenberg=0.5,austen=0.5"  # op12 as it was made
+    assert "gcide=data/text/gcide.txt" not in op12 and "gcide=data/text/gcide.txt" in op13
+    assert op13[op13.index("--text-weights") + 1] == "gutenberg=0.3,austen=0.4,gcide=0.3"
+    assert op13[op13.index("--seed") + 1] == "2013" and op13[op13.index("--n-train") + 1] == "12000"
+    assert op13[op13.index("--n-val") + 1] == "0" and op13[op13.index("--n-test") + 1] == "0"
+    assert op13[op13.index("--test-voices") + 1] == op12[op12.index("--test-voices") + 1]
+    want = [f"{d}/op12/{s}.jsonl" for s in ("train", "val", "test")] + [str(ex)]
+    assert op13[op13.index("--exclude-text") + 1].split(",") == want
     merge = next(c for c in calls if c[0].endswith("merge_manifests.py"))
-    assert merge[1:] == [str(d), "train_more2.jsonl", "op12", "op13", "op14", "--video"]
+    assert merge[1:] == [str(d), "train_more1.jsonl", "op12", "op13", "--video"]
     gv = trainings(calls)["GV"]
-    assert f"data.train_manifest={d}/train_more2.jsonl" in gv and f"data.val_manifest={d}/op12/val.jsonl" in gv
-    p, _ = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_MORE": "x"}, check=False)
-    assert p.returncode == 2 and "OPEN_MORE=x: 0 to 9" in p.stderr
+    assert f"data.train_manifest={d}/train_more1.jsonl" in gv and f"data.val_manifest={d}/op12/val.jsonl" in gv
+    p, _ = run_grid(tmp_path, "GV", env={"POOL": "open", "OPEN_MORE": "2"}, check=False)
+    assert p.returncode == 2 and "OPEN_MORE=2: 0 or 1" in p.stderr
 
 
 def test_open_text_pool_stops_where_a_manifest_to_leave_out_is_missing(tmp_path):
