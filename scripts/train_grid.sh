@@ -92,11 +92,12 @@ elif [ "$POOL" = open ]; then
     $MM make-speech-corpus --out "$DATA/$C0" --seed 2012 --n-train 12000 "${SPLITS[@]}" "${G[@]}" "${NOVELS[@]}" \
         --text-weights gutenberg=0.5,austen=0.5 ${EXCL:+--exclude-text "$EXCL"}
   fi
-  # OPEN_MORE=1 (session 31): one more training corpus op13 (seed 2013, 12,000 clips, no val or test clips, the same
+  # OPEN_MORE=1 (session 31): one more training corpus op13 (seed 2013, 11,000 clips, no val or test clips, the same
   # held-out voices and faces left out) of sentences that op12 (all its splits) and OPEN_EXCLUDE's do not read, merged
-  # with op12's training clips into train_more1.jsonl; validated and tested on op12. The novels hold too few unread
-  # sentences of up to 16 words after op12 (about 4,800 Gutenberg, 7,200 Austen), so op13 adds the dictionary
-  # quotations of gcide (make_text_pool.py): Gutenberg 0.3, Austen 0.4, gcide 0.3.
+  # with op12's training clips into train_more1.jsonl; validated and tested on op12. After op12 and the release
+  # corpora here the novels hold few unread sentences of 4-16 words (44 Gutenberg, 1,548 Austen), so op13 draws on
+  # the dictionary quotations of gcide too (10,195 unread; make_text_pool.py), equal weights among the pools that
+  # still have sentences: about 86 % of op13 is gcide.
   MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[01]$ ]] || { echo "train_grid.sh: OPEN_MORE=$MORE: 0 or 1 (the sentences" \
                                                          "for one more corpus)" >&2; exit 2; }
   CS=($C0)
@@ -104,9 +105,9 @@ elif [ "$POOL" = open ]; then
     c=op$((12 + k)); prev=$(for d in "${CS[@]}"; do printf '%s,' "$DATA/$d"/{train,val,test}.jsonl; done)
     if [ ! -f "$DATA/$c/train.jsonl" ]; then
       open_text; pool gcide gcide
-      $MM make-speech-corpus --out "$DATA/$c" --seed $((2012 + k)) --n-train 12000 --n-val 0 --n-test 0 \
+      $MM make-speech-corpus --out "$DATA/$c" --seed $((2012 + k)) --n-train 11000 --n-val 0 --n-test 0 \
           --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}" "${NOVELS[@]}" \
-          --text-file gcide=data/text/gcide.txt --text-weights gutenberg=0.3,austen=0.4,gcide=0.3 \
+          --text-file gcide=data/text/gcide.txt --text-weights gutenberg=1,austen=1,gcide=1 \
           --exclude-text "${prev%,}${EXCL:+,$EXCL}"
     fi
     CS+=($c)

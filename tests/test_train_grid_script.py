@@ -219,8 +219,8 @@ def test_open_text_pool_with_one_more_training_corpus_of_new_sentences(tmp_path)
     op12, op13 = corpora["op12"], corpora["op13"]
     assert op12[op12.index("--text-weights") + 1] == "gutenberg=0.5,austen=0.5"  # op12 as it was made
     assert "gcide=data/text/gcide.txt" not in op12 and "gcide=data/text/gcide.txt" in op13
-    assert op13[op13.index("--text-weights") + 1] == "gutenberg=0.3,austen=0.4,gcide=0.3"
-    assert op13[op13.index("--seed") + 1] == "2013" and op13[op13.index("--n-train") + 1] == "12000"
+    assert op13[op13.index("--text-weights") + 1] == "gutenberg=1,austen=1,gcide=1"
+    assert op13[op13.index("--seed") + 1] == "2013" and op13[op13.index("--n-train") + 1] == "11000"
     assert op13[op13.index("--n-val") + 1] == "0" and op13[op13.index("--n-test") + 1] == "0"
     assert op13[op13.index("--test-voices") + 1] == op12[op12.index("--test-voices") + 1]
     want = [f"{d}/op12/{s}.jsonl" for s in ("train", "val", "test")] + [str(ex)]
