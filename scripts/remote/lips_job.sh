@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The lip-reading jobs of GPU runs 23-25 on the lent machine (docs/ASR.md "Next"; MODE below). Run 23's question
+# The lip-reading jobs of GPU runs 23-27 on the lent machine (docs/ASR.md "Next"; MODE below). Run 23's question
 # (MODE=curriculum, the default): does a lip reader learn free word order (fw300) better when it first learns the
 # same 1,248 words in the six-slot grammar (gw300)? Started by
 # `remote.sh put PIECES/pLAST scripts/remote/lips_job.sh` in WORK, where the pieces of scripts/remote/stage_lips.sh
