@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -528,3 +529,22 @@ def test_features_from_encode_media_pass_through_with_their_graph(corpus):
     cached = [{"x": torch.zeros(5, feats["audio"].x.shape[-1])}]
     with pytest.raises(ValueError, match="encoder_lora .*cannot be cached"):
         model.encode_media({"audio": cached})
+
+
+def test_check_lip_encoder_paths_script_compares_the_two_training_paths(corpus, tmp_path, capsys):
+    """scripts/check_lip_encoder_paths.py on a saved lip reader with LoRA inside its encoder: both fp32 paths against
+    float64, printed; a model whose lip encoder has no LoRA is named."""
+    from conftest import load_script
+
+    check = load_script("check_lip_encoder_paths")
+    model = _vsr(VLORA)
+    _randomize_b(model.encoders["video"])
+    model.save_pretrained(tmp_path / "m")
+    assert check.main([str(tmp_path / "m"), str(corpus / "train.jsonl"), "--frames", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "64 adapter weights, 8 frames" in out
+    diffs = [float(x) for x in re.findall(r"features ([0-9.e+-]+);", out)]
+    assert len(diffs) == 3 and max(diffs) < 1e-4
+    _vsr().save_pretrained(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="no LoRA that trains"):
+        check.main([str(tmp_path / "plain"), str(corpus / "train.jsonl")])
