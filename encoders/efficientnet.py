@@ -129,36 +129,40 @@ def same_padding(size: tuple[int, int], kernel: tuple[int, int], stride: tuple[i
     return left, right, top, bottom
 
 
-def live_adapters(layer: nn.Module) -> list:
-    """The adapters of a LoRA wrapper that act through it (not merged into its base weight); [] for a plain layer."""
+def live_adapters(layer: nn.Module) -> list[str]:
+    """The names of a LoRA wrapper's adapters that act through it (not merged into its base weight); [] for a plain
+    layer."""
     merged = getattr(layer, "merged", ())
-    return [ad for name, ad in getattr(layer, "adapters", {}).items() if name not in merged]
+    return [name for name in getattr(layer, "adapters", {}) if name not in merged]
 
 
 def adapter_delta(layer: nn.Module, dtype: torch.dtype) -> Tensor | None:
-    """``Σ s·B A`` (``[O, I]`` in ``dtype``) of the adapters :func:`live_adapters` names, with the adapters' graph
-    where gradients are recorded; None where none acts."""
+    """``Σ s·B A`` (``[O, I]`` in ``dtype``, ``MultiLoRALinear.delta_weight``) of the adapters :func:`live_adapters`
+    names, with the adapters' graph where gradients are recorded; None where none acts."""
     d = None
-    for ad in live_adapters(layer):
-        t = ad.spec.scaling * (ad.B.to(dtype) @ ad.A.to(dtype))
+    for name in live_adapters(layer):
+        t = layer.delta_weight(name, dtype)
         d = t if d is None else d + t
     return d
 
 
-def conv_weight(layer: nn.Module, dtype: torch.dtype) -> tuple[Tensor, Tensor | None, tuple, int]:
+def conv_weight(layer: nn.Module, dtype: torch.dtype,
+                adapters: bool = True) -> tuple[Tensor, Tensor | None, tuple, int]:
     """``(weight [O, I/groups, k, k] in dtype, bias, stride, groups)`` of a conv, or of a 1×1 conv that
     :meth:`EfficientNetEncoder.prepare_lora` turned into a linear layer, with the adapters of a LoRA wrapper merged
-    in (``W + Σ s·B A`` over the adapters not merged already; the encoder's one adapter acts on every frame)."""
+    in (``W + Σ s·B A`` over the adapters not merged already; the encoder's one adapter acts on every frame), or
+    without them (``adapters=False``: the frozen base alone)."""
     if isinstance(layer, nn.Conv2d):
         return layer.weight.detach().to(dtype), layer.bias, tuple(layer.stride), layer.groups
     base = getattr(layer, "base_layer", layer)
     if not isinstance(base, nn.Linear):
         raise TypeError(f"expected a conv or a linear layer, got {type(layer).__name__}")
     w = base.weight.detach().to(dtype)
-    with torch.no_grad():
-        d = adapter_delta(layer, dtype)
-    if d is not None:
-        w = w + d
+    if adapters:
+        with torch.no_grad():
+            d = adapter_delta(layer, dtype)
+        if d is not None:
+            w = w + d
     return w[:, :, None, None], base.bias, (1, 1), 1
 
 
@@ -205,12 +209,8 @@ class FoldedLite0:
 
     def _fold(self, conv: nn.Module, bn: nn.BatchNorm2d) -> tuple:
         work = torch.float32 if conv.weight.device.type == "mps" else torch.float64  # MPS has no float64
-        live = self.live and bool(live_adapters(conv))
-        if live:  # the frozen base only; the adapters enter at every call
-            base = conv.base_layer
-            weight, bias, stride, groups = base.weight.detach().to(work)[:, :, None, None], base.bias, (1, 1), 1
-        else:
-            weight, bias, stride, groups = conv_weight(conv, work)
+        live = self.live and bool(live_adapters(conv))  # live: the frozen base only, the adapters enter per call
+        weight, bias, stride, groups = conv_weight(conv, work, adapters=not live)
         scale = bn.weight.detach().to(work) / torch.sqrt(bn.running_var.detach().to(work) + bn.eps)
         w = weight * scale.view(-1, 1, 1, 1)
         b = bn.bias.detach().to(work) - bn.running_mean.detach().to(work) * scale
@@ -407,7 +407,8 @@ class EfficientNetEncoder(Encoder):
             return False
         owned = set()
         for mod in self.model.modules():
-            for ad in live_adapters(mod):
+            for name in live_adapters(mod):
+                ad = mod.adapters[name]
                 if ad.spec.dropout > 0 and mod.training:
                     return False
                 owned.update((id(ad.A), id(ad.B)))

@@ -338,11 +338,12 @@ class MultiLoRALinear(nn.Module):
         return lora_delta(x, A, B, ranks, scalings, index=index, weights=weights, shared=shared)
 
     # ---------------------------------------------------------------- merge / reset
-    @torch.no_grad()
-    def delta_weight(self, name: str) -> Tensor:
-        """``s · B A`` of adapter ``name`` as a ``[d_out, d_in]`` fp32 matrix."""
+    def delta_weight(self, name: str, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``s · B A`` of adapter ``name`` as a ``[d_out, d_in]`` matrix in ``dtype``, with the adapter's graph where
+        gradients are recorded (merge, unmerge and reset call it under no_grad; the lip encoder's live folded
+        program trains through it)."""
         ad = self.adapters[name]
-        return ad.spec.scaling * (ad.B.float() @ ad.A.float())
+        return ad.spec.scaling * (ad.B.to(dtype) @ ad.A.to(dtype))
 
     @torch.no_grad()
     def merge(self, name: str) -> None:
