@@ -100,20 +100,19 @@ elif [ "$POOL" = open ]; then
   # still have sentences: about 86 % of op13 is gcide.
   MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[01]$ ]] || { echo "train_grid.sh: OPEN_MORE=$MORE: 0 or 1 (the sentences" \
                                                          "for one more corpus)" >&2; exit 2; }
-  CS=($C0)
-  for ((k = 1; k <= MORE; k++)); do
-    c=op$((12 + k)); prev=$(for d in "${CS[@]}"; do printf '%s,' "$DATA/$d"/{train,val,test}.jsonl; done)
-    if [ ! -f "$DATA/$c/train.jsonl" ]; then
+  if [ "$MORE" = 1 ]; then
+    if [ ! -f "$DATA/op13/train.jsonl" ]; then
       open_text; pool gcide gcide
-      $MM make-speech-corpus --out "$DATA/$c" --seed $((2012 + k)) --n-train 11000 --n-val 0 --n-test 0 \
+      $MM make-speech-corpus --out "$DATA/op13" --seed 2013 --n-train 11000 --n-val 0 --n-test 0 \
           --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES" "${G[@]}" "${NOVELS[@]}" \
           --text-file gcide=data/text/gcide.txt --text-weights gutenberg=1,austen=1,gcide=1 \
-          --exclude-text "${prev%,}${EXCL:+,$EXCL}"
+          --exclude-text "$DATA/$C0/train.jsonl,$DATA/$C0/val.jsonl,$DATA/$C0/test.jsonl${EXCL:+,$EXCL}"
     fi
-    CS+=($c)
-  done
-  [ "$MORE" = 0 ] || TRAIN=train_more$MORE.jsonl
-  [ -f "$DATA/${TRAIN:-train.jsonl}" ] || $PY scripts/merge_manifests.py "$DATA" "${TRAIN:-train.jsonl}" "${CS[@]}" --video
+    TRAIN=train_more1.jsonl
+    [ -f "$DATA/$TRAIN" ] || $PY scripts/merge_manifests.py "$DATA" "$TRAIN" "$C0" op13 --video
+  else
+    [ -f "$DATA/train.jsonl" ] || $PY scripts/merge_manifests.py "$DATA" train.jsonl "$C0" --video
+  fi
 else
   echo "train_grid.sh: POOL=$POOL: grid, gridwide, freewords or open" >&2; exit 2
 fi

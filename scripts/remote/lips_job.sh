@@ -20,8 +20,8 @@
 # that, learning rate ENC_LR = 5e-4), both on ENC_POOL (freewords, gridwide, or open: train_grid.sh POOL=open's open
 # text) for S1 + S2 steps and T seconds; the comparison is then ENC against CTL (run 24).
 # MODE=more (ENC_POOL=open) asks whether more open text teaches the lips more: MORE (OUT/more) trains ENC's lip
-# reader on op12 and MORE (default 1) more corpora (train_grid.sh OPEN_MORE; staged by stage_lips.sh OPEN_MORE=K)
-# against CTL, the same lip reader on op12 alone; both validated and tested on op12.
+# reader on op12 and op13 (train_grid.sh OPEN_MORE=1; staged by stage_lips.sh OPEN_MORE=1) against CTL, the same
+# lip reader on op12 alone; both validated and tested on op12.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -74,7 +74,7 @@ cur() {
 ENCX=("model.media.video.encoder_lora={rank: ${ENC_RANK:-8}, alpha: $((2 * ${ENC_RANK:-8}))}"
       train.group_lr.encoder=${ENC_LR:-5e-4})  # LoRA inside the lip encoder
 enc() { grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
-more() { OPEN_MORE=${MORE:-1} grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
+more() { OPEN_MORE=1 grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
 avl() {
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
