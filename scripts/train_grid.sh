@@ -156,11 +156,11 @@ train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 # for all its conditions)
 COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
       w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
-conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME on MANIFEST in each condition NAME
+conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$SUFFIX on MANIFEST in each condition
   local prefix=$1 man=$2 c i; shift 2
   for c in "$@"; do
     for ((i = 0; i < ${#COND[@]}; i += 4)); do
-      [ "${COND[i]}" != "$c" ] || EVS+=("${prefix}_$c" "$man" "${COND[@]:i+1:3}")
+      [ "${COND[i]}" != "$c" ] || EVS+=("${prefix}_$c${SUFFIX:-}" "$man" "${COND[@]:i+1:3}")
     done
   done
 }
@@ -168,7 +168,7 @@ for J in GAV GAO GAVL GAVLD GAOL; do
   want $J || continue
   EVS=(); conds $J "$T" clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5
   if [[ " GAV GAVL GAVLD " == *" $J "* ]]; then  # AVSR: the babble with the next clip's lips too
-    EVS+=("${J}_b_0_wrong_lips" "$TR" 0 babble 3,6 "${J}_b_-5_wrong_lips" "$TR" -5 babble 3,6)
+    SUFFIX=_wrong_lips conds $J "$TR" b_0 b_-5
   fi
   ev_many "$(best $J)" "${EVS[@]}"
   # the noise-validated models: their final weights too, where best/ is an earlier step (both info.json say)
@@ -180,7 +180,7 @@ for J in GAV GAO GAVL GAVLD GAOL; do
   [[ " GAV GAVL GAVLD " != *" $J "* ]] || ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
 done
 if want GV; then
-  ev_many "$(best GV)" GV_vsr "$T" none babble 3,6 GV_vsr_wrong_lips "$TR" none babble 3,6
+  ev_sets GV "$(best GV)" vsr "$T" vsr_wrong_lips "$TR"
 fi
 {
   for J in GAV GAVL GAVLD; do
