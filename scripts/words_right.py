@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
 import jiwer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.metrics.wer import report_utterances  # noqa: E402
+
 
 def utterances(path: Path) -> list[dict]:
     try:
-        return json.loads(path.read_text())["utterances"]
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"{path}: not an mmlora evaluate report with per-clip utterances ({e})") from None
+        return report_utterances(path)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def words_right(utts: list[dict]) -> tuple[collections.Counter, collections.Counter]:

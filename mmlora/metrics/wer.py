@@ -302,16 +302,20 @@ def paired_bootstrap(errors_a: Sequence[int], errors_b: Sequence[int], ref_words
             "better": int((d < 0).sum()), "worse": int((d > 0).sum()), "equal": int((d == 0).sum())}
 
 
-def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
-    """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order; a key is
-    the utterance's id (or index) and normalized reference."""
+def report_utterances(path: str | Path) -> list[dict]:
+    """The per-utterance results of an ``mmlora evaluate`` report; ValueError naming the file otherwise."""
     try:
-        report = json.loads(Path(path).read_text())
-        utts = report["utterances"]
+        return json.loads(Path(path).read_text())["utterances"]
     except FileNotFoundError:
         raise ValueError(f"{path}: no such report") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not an mmlora evaluate report with per-utterance results ({e})") from None
+
+
+def _report_errors(path: str | Path) -> tuple[list[str], list[int], list[int]]:
+    """(keys, errors, reference words) per utterance of an ``mmlora evaluate`` report, in report order; a key is
+    the utterance's id (or index) and normalized reference."""
+    utts = report_utterances(path)
     keys, errs, words = [], [], []
     for i, u in enumerate(utts):
         try:
