@@ -39,6 +39,8 @@ class SpeechDataConfig:
     noise_kind: str = "babble"               # babble (other utterances) | white
     noise_talkers: list[int] = field(default_factory=lambda: [3, 6])  # babble: [lo, hi] other utterances summed
     # (k ~ U{lo..hi}); [1, 1] = one competing talker, where lips can tell which voice is the speaker's
+    noise_white_prob: float = 0.0            # with noise_kind babble: the fraction of noisy training clips that get
+    # white noise instead (drawn from its own stream: 0 leaves every draw as it was); several kinds in one training
     speed_range: list[float] = field(default_factory=list)  # [lo, hi]: training clips played faster/slower by a
     # factor ~ U(lo, hi) in steps of 0.01 (tempo and pitch, Kaldi-style); [] = off
     speed_prob: float = 1.0                  # probability a training sample is speed-perturbed (with speed_range)
@@ -128,7 +130,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                  speed_range: list[float] | None = None, speed_prob: float = 1.0,
                  concat_prob: float = 0.0, concat_max: int = 3, concat_max_seconds: float = 28.0,
                  noise_talkers: tuple[int, int] | list[int] = (3, 6), pad_seconds: list[float] | None = None,
-                 pad_prob: float = 1.0):
+                 pad_prob: float = 1.0, noise_white_prob: float = 0.0):
         self.records = records
         # modalities handed over as file paths (for the model's feature cache): True = all, False = none
         self.path_mods = frozenset(modalities if paths_only is True else (paths_only or ()))
@@ -138,6 +140,12 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.noise_prob = noise_prob
         self.noise_kind = noise_kind
         self.noise_talkers = check_noise(noise_kind, noise_talkers, kind_name="noise_kind")
+        if not 0.0 <= noise_white_prob <= 1.0:
+            raise ValueError(f"data.noise_white_prob must be in [0, 1], got {noise_white_prob}")
+        if noise_white_prob > 0 and noise_kind != "babble":
+            raise ValueError(f"data.noise_white_prob mixes white noise into babble training; data.noise_kind is "
+                             f"{noise_kind!r}")
+        self.noise_white_prob = noise_white_prob
         from mmlora.data.speech_augment import bounded_range, factor_range
 
         self.speed_range = factor_range(speed_range, "data.speed_range")
@@ -195,13 +203,15 @@ class SpeechDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def noisy(self, wav: torch.Tensor, idx: int, snr_db: float, rng: np.random.Generator) -> torch.Tensor:
-        """``wav`` mixed with babble (other utterances of this set) or white noise at ``snr_db``."""
+    def noisy(self, wav: torch.Tensor, idx: int, snr_db: float, rng: np.random.Generator,
+              kind: str | None = None) -> torch.Tensor:
+        """``wav`` mixed with babble (other utterances of this set) or white noise at ``snr_db``; ``kind``
+        overrides the set's ``noise_kind`` for this clip."""
         from mmlora.data.media import load_audio
         from mmlora.data.speech_augment import babble_noise, mix_at_snr, white_noise
 
         n = wav.shape[-1]
-        if self.noise_kind == "white":
+        if (kind or self.noise_kind) == "white":
             noise = white_noise(n, rng)
         else:
             pool = [w for j, w in self._babble_talkers(load_audio) if j != idx]
@@ -298,7 +308,12 @@ class SpeechDataset(torch.utils.data.Dataset):
                     if prng.random() < self.pad_prob:
                         wav = self.padded(wav, prng)
                 if self.noise_snrs and rng.random() < self.noise_prob:
-                    wav = self.noisy(wav, idx, float(rng.choice(self.noise_snrs)), rng)
+                    snr = float(rng.choice(self.noise_snrs))
+                    kind = None  # the kind's own stream: the noise itself is drawn from rng as without the option
+                    if self.noise_white_prob and np.random.default_rng([self.seed, self.epoch, idx, 11]).random() \
+                            < self.noise_white_prob:
+                        kind = "white"
+                    wav = self.noisy(wav, idx, snr, rng, kind)
                 sample["audios"] = [wav]
             if "video" in self.modalities and "video" not in self.path_mods:
                 sample["videos"] = [load_video(rec.video)]
@@ -346,7 +361,7 @@ def build_speech_data(run_cfg, model) -> tuple[SpeechDataset, list[Record] | Non
                           speed_range=d.speed_range,
                           speed_prob=d.speed_prob, concat_prob=d.concat_prob, concat_max=d.concat_max,
                           concat_max_seconds=d.concat_max_seconds, noise_talkers=d.noise_talkers,
-                          pad_seconds=d.pad_seconds, pad_prob=d.pad_prob)
+                          pad_seconds=d.pad_seconds, pad_prob=d.pad_prob, noise_white_prob=d.noise_white_prob)
     if d.val_snr is not None:
         check_noise(d.val_noise_kind, d.val_noise_talkers, kind_name="data.val_noise_kind",
                     talkers_name="data.val_noise_talkers")

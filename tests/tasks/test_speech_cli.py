@@ -630,6 +630,42 @@ def test_validation_in_noise_picks_the_best_weights_by_noisy_wer(corpus, tmp_pat
     assert "data.val_snr needs data.val_manifest" in capsys.readouterr().err
 
 
+def test_training_noise_of_two_kinds(corpus, tmp_path, capsys):
+    """data.noise_white_prob: that fraction of the noisy training clips gets white noise instead of babble, chosen
+    per (seed, epoch, index) from its own stream: each clip is exactly the babble-only or the white-only set's clip,
+    0 gives the babble-only draws and 1 the white-only ones; bad values name the field."""
+    import torch
+
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    recs = read_manifest(corpus / "train.jsonl")
+    noisy = dict(noise_snrs=[-5.0, 0.0, 5.0], noise_prob=1.0, seed=2, noise_talkers=[1, 2])
+    babble = SpeechDataset(recs, ("audio",), **noisy)
+    white = SpeechDataset(recs, ("audio",), **{**noisy, "noise_kind": "white"})
+    mixed = {p: SpeechDataset(recs, ("audio",), **noisy, noise_white_prob=p) for p in (0.0, 0.5, 1.0)}
+    kinds = {p: [] for p in mixed}
+    for epoch in range(4):
+        for ds in (babble, white, *mixed.values()):
+            ds.set_epoch(epoch)
+        for i in range(len(recs)):
+            b, w = babble[i]["audios"][0], white[i]["audios"][0]
+            assert not torch.equal(b, w)
+            for p, ds in mixed.items():
+                m = ds[i]["audios"][0]
+                assert torch.equal(m, b) or torch.equal(m, w), (p, epoch, i)
+                kinds[p].append("white" if torch.equal(m, w) else "babble")
+    n = 4 * len(recs)
+    assert kinds[0.0] == ["babble"] * n and kinds[1.0] == ["white"] * n
+    assert 0.3 < kinds[0.5].count("white") / n < 0.7, kinds[0.5]
+    for bad, msg in (({"noise_white_prob": 1.5}, "noise_white_prob must be in"),
+                     ({"noise_white_prob": 0.5, "noise_kind": "white"}, "noise_white_prob mixes white noise")):
+        with pytest.raises(ValueError, match=msg):
+            SpeechDataset(recs, ("audio",), **{**noisy, **bad})
+    assert main(["train", "recipes/asr_tiny.yaml", f"data.train_manifest={corpus / 'train.jsonl'}",
+                 "data.noise_white_prob=-1", f"train.output_dir={tmp_path / 'bad'}"]) == 2
+    assert "data.noise_white_prob must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_online_speed_perturbation_is_seeded_per_epoch_and_keeps_the_noise(corpus):
     import torch
 
