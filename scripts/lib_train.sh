@@ -4,19 +4,30 @@
 # (the run folder), JOBS (the names to run), C (the overrides every training shares) and EXTRA (the command line's
 # overrides, last).
 want() { [[ " $JOBS " == *" $1 "* ]]; }
-best() {  # NAME: the weights to evaluate: best/ (validation's choice), else final/, else (a training stopped before
-  # its first validation, run 25's GAVL) the latest checkpoint's model/; else final/model, whose absence evaluate names
+last() {  # NAME: the last weights a training left: final/model, else (stopped by a time limit) the latest checkpoint's
+  # model/; nothing where there are none
   local d n top=-1
-  for d in best final; do [ -d "$OUT/$1/$d/model" ] && { echo "$OUT/$1/$d/model"; return; }; done
+  [ -d "$OUT/$1/final/model" ] && { echo "$OUT/$1/final/model"; return 0; }
   for d in "$OUT/$1"/checkpoint-[0-9]*/model; do
     [ -d "$d" ] || continue; n=${d%/model}; n=${n##*/checkpoint-}; [ "$n" -gt "$top" ] && top=$n
   done
-  [ "$top" -ge 0 ] && echo "$OUT/$1/checkpoint-$top/model" || echo "$OUT/$1/final/model"
+  [ "$top" -lt 0 ] || echo "$OUT/$1/checkpoint-$top/model"
 }
-same_step() {  # DIR_A DIR_B: both info.json name the same training step (a best/ that is the final/ weights)
+best() {  # NAME: the weights to evaluate: best/ (validation's choice), else last's (a training stopped before its first
+  # validation, run 25's GAVL: the latest checkpoint); else final/model, whose absence evaluate names
+  local l
+  [ -d "$OUT/$1/best/model" ] && { echo "$OUT/$1/best/model"; return; }
+  l=$(last "$1"); echo "${l:-$OUT/$1/final/model}"
+}
+step_of() {  # DIR (a best/, final/ or checkpoint-N/ folder): its training step, from its info.json, else N
+  local s
+  s=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$1/info.json" 2>/dev/null | head -n 1)
+  [ -n "$s" ] || [[ ! $1 =~ /checkpoint-([0-9]+)/?$ ]] || s=${BASH_REMATCH[1]}
+  echo "$s"
+}
+same_step() {  # DIR_A DIR_B: both name the same training step (a best/ that is the last weights)
   local a b
-  a=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$1/info.json" 2>/dev/null | head -n 1)
-  b=$(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$2/info.json" 2>/dev/null | head -n 1)
+  a=$(step_of "$1"); b=$(step_of "$2")
   [ -n "$a" ] && [ "$a" = "$b" ]
 }
 train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unless done or stopped before

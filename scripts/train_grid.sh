@@ -171,11 +171,13 @@ for J in GAV GAO GAVL GAVLD GAOL; do
     SUFFIX=_wrong_lips conds $J "$TR" b_0 b_-5
   fi
   ev_many "$(best $J)" "${EVS[@]}"
-  # the noise-validated models: their final weights too, where best/ is an earlier step (both info.json say)
-  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -d "$OUT/$J/final/model" ] \
-      && ! same_step "$OUT/$J/best" "$OUT/$J/final"; then
+  # the noise-validated models: their last weights too (final/, or the latest checkpoint of a training stopped by a
+  # time limit, as runs 25-26's were), where best/ is an earlier step
+  L=$(last $J)
+  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -n "$L" ] \
+      && ! same_step "$OUT/$J/best" "${L%/model}"; then
     EVS=(); conds ${J}_final "$T" clean t1_0 b_0
-    ev_many "$OUT/$J/final/model" "${EVS[@]}"
+    ev_many "$L" "${EVS[@]}"
   fi
   [[ " GAV GAVL GAVLD " != *" $J "* ]] || ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
 done

@@ -49,6 +49,11 @@ elif args[:2] == ["-m", "mmlora.cli"]:
                 (out / f"checkpoint-{step}/model").mkdir(parents=True, exist_ok=True)
             raise SystemExit(3)
         (out / "best/model").mkdir(parents=True, exist_ok=True)
+        if name in os.environ.get("FAKE_STOP_LATE", "").split():  # stopped by SIGTERM: best/ at FAKE_BEST_STEP,
+            (out / "best/info.json").write_text(json.dumps({"step": int(os.environ["FAKE_BEST_STEP"])}))
+            for step in (1000, 1187, 250):  # checkpoints every 250 steps and the one SIGTERM wrote, no final/
+                (out / f"checkpoint-{step}/model").mkdir(parents=True, exist_ok=True)
+            raise SystemExit(3)
         if name in os.environ.get("FAKE_STOP", "").split():
             raise SystemExit(3)  # stopped by SIGTERM after a checkpoint
         (out / "final/model").mkdir(parents=True, exist_ok=True)
@@ -267,3 +272,22 @@ def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path
         return sorted(o for o in outs if "_final_" in o)
     assert finals("1500") == []  # best/ is the final step: its weights were evaluated already
     assert finals("750") == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "b_0"))
+
+
+@pytest.mark.parametrize("best_step", ["250", "1187"])
+def test_a_noise_validated_training_stopped_by_time_is_also_evaluated_at_its_latest_checkpoint(tmp_path, best_step):
+    # runs 25-26: GAOL stopped by T at step 1,831 with best/ at 250 and no final/; its last weights went unevaluated.
+    # Now the latest checkpoint stands in for final/, unless best/ is that step
+    _, calls = run_grid(tmp_path, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_STOP_LATE": "GAVL GAOL",
+                                                       "FAKE_BEST_STEP": best_step})
+    out = tmp_path / "out"
+    evals = {k: r["model"] for k, r in reports(calls).items()}
+    finals = sorted(k for k in evals if "_final_" in k)
+    if best_step == "1187":
+        assert finals == []
+    else:
+        assert finals == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "b_0"))
+        assert evals["GAOL_final_clean"] == f"{out}/GAOL/checkpoint-1187/model"
+        assert evals["GAVL_final_b_0"] == f"{out}/GAVL/checkpoint-1187/model"
+        assert "GAOL_final_clean - GAVL_final_clean: " in (out / "eval/compare.txt").read_text()
+    assert evals["GAVL_clean"] == f"{out}/GAVL/best/model" and evals["GAOL_b_-5"] == f"{out}/GAOL/best/model"
