@@ -8,6 +8,9 @@ clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech
 
 Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into OUT/NAME/{nv9,human_test,human_extra}.json
 (NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is.
+All models decode alike: with ``--num-beams N``, by default the release's saved ``num_beams`` (4 since session 32;
+reports of N > 1 are named ``TAG_beamsN.json``), so that a candidate saved with the recipe's greedy setting is not
+compared greedy against a release that searches.
 Prints a table, then one JSON line per candidate: both numbers of both models, ``passes``, and the paired bootstrap
 (``mmlora compare-wer``) of the candidate against the release on nv9 and on the 40 human clips as one set.
 """
@@ -26,13 +29,13 @@ from mmlora.metrics.wer import compare_reports, format_p  # noqa: E402
 SETS = (("nv9", 32), ("human_test", 8), ("human_extra", 8))  # the rule's sets and their CPU batch sizes
 
 
-def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int) -> None:
+def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams: int = 1) -> None:
     """``mmlora evaluate`` on the CPU, one call for every (manifest, report) pair (the model loads once), on one
     thread: the LLM runs in bf16 on the CPU too, so the batch size and the number of threads change its rounding
     and, on near-ties, greedy choices (the release on the 24 extra human clips: 159 word errors on one thread, 161
     on two, session 26), while the rule allows no error more."""
     cmd = [sys.executable, "-m", "mmlora.cli", "evaluate", "--model", model, "--batch-size", str(batch_size),
-           "--device", "cpu"]
+           "--device", "cpu", "--num-beams", str(beams)]
     for manifest, out in pairs:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--manifest", str(manifest), "--out", str(out)]
@@ -45,14 +48,24 @@ def named(spec: str) -> tuple[str, str]:
     return (name, path) if sep and name and "/" not in name else (spec.strip("/").replace("/", "_"), spec)
 
 
-def reports(name: str, model: str, manifests: dict[str, Path], out: Path) -> dict[str, Path]:
-    """The three reports of one model, those missing evaluated in one call per batch size."""
-    got = {tag: out / name / f"{tag}.json" for tag, _ in SETS}
+def saved_beams(model: str) -> int:
+    """The ``num_beams`` a model folder's config.json saves for decoding (1: greedy, also where it has none)."""
+    try:
+        cfg = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 1
+    return int(cfg.get("pipeline", {}).get("generation", {}).get("num_beams", 1))
+
+
+def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1) -> dict[str, Path]:
+    """The three reports of one model decoded with ``beams``, those missing evaluated in one call per batch size."""
+    suffix = f"_beams{beams}" if beams > 1 else ""
+    got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in SETS}
     missing = {tag: batch for tag, batch in SETS if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
     for batch in sorted(set(missing.values()), reverse=True):
-        evaluate(model, [(manifests[t], got[t]) for t, b in missing.items() if b == batch], batch)
+        evaluate(model, [(manifests[t], got[t]) for t, b in missing.items() if b == batch], batch, beams)
     return got
 
 
@@ -89,19 +102,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder with test.jsonl and extra.jsonl (scripts/fetch_human_speech.py)")
     p.add_argument("--out", type=Path, default=Path("outputs/release_rule"))
     p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    p.add_argument("--num-beams", type=int, help="beams for every model (default: the release's saved num_beams)")
     a = p.parse_args(argv)
     manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
     try:
         rel_name, rel_path = named(a.release)
-        rel = reports(rel_name, rel_path, manifests, a.out)
+        beams = a.num_beams if a.num_beams is not None else saved_beams(rel_path)
+        if beams < 1:
+            raise ValueError(f"--num-beams must be at least 1, got {beams}")
+        rel = reports(rel_name, rel_path, manifests, a.out, beams)
         rows = []
         for c in a.candidates:
             name, path = named(c)
-            rows.append(((name, path), verdict(reports(name, path, manifests, a.out), rel, a.samples)))
+            rows.append(((name, path), verdict(reports(name, path, manifests, a.out, beams), rel, a.samples)))
     except (ValueError, subprocess.CalledProcessError) as e:
         print(f"release_rule: {e}", file=sys.stderr)
         return 2
     first = rows[0][1]  # the release's numbers, as every verdict has them
+    print(f"decoding: {'greedy' if beams == 1 else f'{beams} beams'}, every model")
     print("| model | nv9 WER (− release, p) | word errors on the human clips (− release, p) | passes |\n|---|---|---|---|")
     print(f"| release: {rel_path} | {100 * first['release_nv9_wer']:.1f} % | {first['release_human_errors']} | |")
     for (name, _), v in rows:
@@ -109,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {v['human_errors']} ({100 * v['human_diff']:+.1f} points, p {format_p(v['human_p'], v['samples'])}) "
               f"| {'yes' if v['passes'] else 'no'} |")
     for (name, path), v in rows:
-        print(json.dumps({"candidate": name, "model": path, "release": rel_path, **v}))
+        print(json.dumps({"candidate": name, "model": path, "release": rel_path, "num_beams": beams, **v}))
     return 0
 
 

@@ -66,8 +66,9 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     write_report(out / "E2" / "human_test.json", cand["human_test"], WORDS["human_test"])  # two of three missing
     calls = []
 
-    def fake_evaluate(model_dir, pairs, batch_size):
+    def fake_evaluate(model_dir, pairs, batch_size, beams):
         calls.append((model_dir, [Path(m).name for m, _ in pairs], batch_size))
+        assert beams == 1  # the release folder has no config.json: greedy
         for _, report in pairs:
             write_report(report, cand[report.stem], WORDS[report.stem])
 
@@ -91,12 +92,51 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     assert "nowhere: no such model folder" in capsys.readouterr().err
 
 
+def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkeypatch, capsys):
+    """Since session 32 the release saves num_beams 4: the candidates decode with it too (a recipe-trained candidate
+    saves greedy), their reports named TAG_beams4.json beside the greedy ones; --num-beams 1 goes back to those."""
+    data = tmp_path / "data"
+    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
+        (data / f).parent.mkdir(parents=True, exist_ok=True)
+        (data / f).write_text("")
+    rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
+    for d, beams in ((rel_dir, 4), (cand_dir, 1)):
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"pipeline": {"generation": {"num_beams": beams}}}))
+    errors = {"rel_model": RELEASE, "cand_model": {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]}}
+    calls = []
+
+    def fake_evaluate(model_dir, pairs, batch_size, beams):
+        calls.append((Path(model_dir).name, beams))
+        for _, report in pairs:
+            tag = report.stem.removesuffix(f"_beams{beams}")
+            write_report(report, errors[Path(model_dir).name][tag], WORDS[tag])
+
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    out = tmp_path / "out"
+    argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"),
+            "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
+    assert release_rule.main(argv) == 0
+    assert sorted(calls) == [("cand_model", 4)] * 2 + [("rel_model", 4)] * 2
+    assert sorted(p.name for p in (out / "E2").iterdir()) == ["human_extra_beams4.json", "human_test_beams4.json",
+                                                              "nv9_beams4.json"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "decoding: 4 beams, every model" and json.loads(lines[-1])["num_beams"] == 4
+    calls.clear()
+    assert release_rule.main(argv + ["--num-beams", "1"]) == 0
+    assert sorted(calls) == [("cand_model", 1)] * 2 + [("rel_model", 1)] * 2
+    assert (out / "E2" / "nv9.json").is_file()
+    assert release_rule.main(argv + ["--num-beams", "0"]) == 2
+    assert "--num-beams must be at least 1" in capsys.readouterr().err
+
+
 def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(release_rule.subprocess, "run", lambda cmd, **kw: seen.update(cmd=cmd, **kw))
     release_rule.evaluate("M", [(Path("h/test.jsonl"), tmp_path / "r" / "human_test.json"),
-                                (Path("h/extra.jsonl"), tmp_path / "r" / "human_extra.json")], 8)
+                                (Path("h/extra.jsonl"), tmp_path / "r" / "human_extra.json")], 8, 4)
     cmd = seen["cmd"]
+    assert cmd[cmd.index("--num-beams") + 1] == "4"
     assert cmd[1:4] == ["-m", "mmlora.cli", "evaluate"] and seen["check"] is True
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--manifest"] == ["h/test.jsonl", "h/extra.jsonl"]
     assert [Path(cmd[i + 1]).name for i, a in enumerate(cmd) if a == "--out"] == ["human_test.json", "human_extra.json"]
