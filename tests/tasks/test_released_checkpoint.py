@@ -25,6 +25,8 @@ def test_released_checkpoint_is_committed_and_complete():
 
     cfg = json.loads((CKPT / "config.json").read_text())
     assert cfg["format"] == "mmlora-model" and cfg["pipeline"]["task"] == "asr"
+    # since session 32 it decodes with 4 beams (through the release rule; docs/ASR.md "The released checkpoint")
+    assert cfg["pipeline"]["generation"]["num_beams"] == 4
     audio = cfg["model"]["media"]["audio"]
     assert audio["encoder"]["preset"] == "whisper-tiny.en" and audio["projector"]["rates"] == [4]
     with safe_open(str(CKPT / "projectors.safetensors"), "pt") as f:
