@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import itertools
-import json
 import math
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.data.jsonl import iter_jsonl  # noqa: E402
 from mmlora.data.lipvideo import VISEMES, phone_to_visemes  # noqa: E402
 from mmlora.metrics.wer import normalize_text  # noqa: E402
 
@@ -57,11 +57,13 @@ def merge_map(below: float) -> dict[str, str]:
 
 def viseme_string(phonemes: str, merge: dict[str, str] | None = None) -> tuple[str, ...]:
     """The visemes of a word's phonemes ("_"-separated), merged, rests dropped, repeats collapsed."""
+    merge = merge or {}
+    rest = merge.get("sil", "sil")
     out: list[str] = []
     for p in phonemes.replace(" ", "_").split("_"):
         for v in phone_to_visemes(p) if p else ():
-            v = (merge or {}).get(v, v)
-            if v != (merge or {}).get("sil", "sil") and (not out or out[-1] != v):
+            v = merge.get(v, v)
+            if v != rest and (not out or out[-1] != v):
                 out.append(v)
     return tuple(out)
 
@@ -87,11 +89,15 @@ def ceiling(train: list[list[str]], test: list[list[str]], phonemes: dict[str, s
 
 
 def sentences(manifest: Path) -> list[list[str]]:
+    """Each line's normalized words (``mmlora.data.jsonl`` reads the lines and names a bad one)."""
     try:
-        return [normalize_text(json.loads(line)["text"]).split() for line in manifest.read_text().splitlines()
-                if line.strip()]
-    except (OSError, ValueError, KeyError) as e:
+        rows = list(iter_jsonl(manifest))
+    except (OSError, ValueError) as e:
         raise ValueError(f"{manifest}: not a manifest with a text field ({e})") from None
+    missing = next((n for n, r in rows if not isinstance(r.get("text"), str)), None)
+    if missing is not None:
+        raise ValueError(f"{manifest}: not a manifest with a text field (line {missing} has none)")
+    return [normalize_text(r["text"]).split() for _, r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
