@@ -10,6 +10,10 @@ for the encoder's features and, as the reference, for the raw pixels (downsample
 
     python scripts/lip_feature_probe.py --faces 80 --frames 50
     python scripts/lip_feature_probe.py --encoder '{"preset": "efficientnet-lite0", "image_size": 96, "stage": "blocks"}'
+    python scripts/lip_feature_probe.py --model outputs/lipreader_r25     # a trained model's lip encoder, its LoRA in
+
+``--model DIR`` probes the video encoder of a saved mmlora model as that model runs it (``model.media.video``'s
+encoder with the LoRA trained inside it, ``encoder_adapters/video/``) instead of a freshly built frozen one.
 """
 from __future__ import annotations
 
@@ -31,13 +35,33 @@ def ridge(x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor, lam: float
     return b @ w + ym
 
 
-def scores(x_tr, x_te, lab_tr, lab_te, par_tr, par_te, lam) -> dict:
-    n_cls = int(max(lab_tr.max(), lab_te.max())) + 1
-    pred = ridge(x_tr, torch.nn.functional.one_hot(lab_tr, n_cls).double(), x_te, lam).argmax(1)
+def top_confusions(true: torch.Tensor, pred: torch.Tensor, names: list[str], k: int = 6) -> list[str]:
+    """The k most frequent wrong (true -> predicted) pairs, as "true->pred N" (most frequent first)."""
+    pairs: dict[tuple[int, int], int] = {}
+    for t, p in zip(true.tolist(), pred.tolist()):
+        if t != p:
+            pairs[t, p] = pairs.get((t, p), 0) + 1
+    top = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [f"{names[t]}->{names[p]} {n}" for (t, p), n in top]
+
+
+def scores(x_tr, x_te, lab_tr, lab_te, par_tr, par_te, lam, names: list[str]) -> dict:
+    pred = ridge(x_tr, torch.nn.functional.one_hot(lab_tr, len(names)).double(), x_te, lam).argmax(1)
     p = ridge(x_tr, par_tr, x_te, lam)
     r2 = 1 - ((p - par_te) ** 2).sum(0) / ((par_te - par_te.mean(0)) ** 2).sum(0)
     return {"viseme_acc": round(float((pred == lab_te).double().mean()), 3),
-            "r2_open_width_round": [round(float(v), 3) for v in r2]}
+            "r2_open_width_round": [round(float(v), 3) for v in r2],
+            "top_confusions": top_confusions(lab_te, pred, names)}
+
+
+def load_encoder(model_dir: str) -> torch.nn.Module:
+    """The video encoder of a saved model, its encoder LoRA loaded (what the model itself runs), in eval mode."""
+    from mmlora.model import MultimodalLM
+
+    model = MultimodalLM.from_pretrained(model_dir, llm={"dtype": "float32"})
+    if "video" not in model.encoders:
+        raise SystemExit(f"{model_dir}: the model has no video encoder (model.media.video)")
+    return model.encoders["video"].eval()
 
 
 def main() -> None:
@@ -46,6 +70,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=50, help="frames per clip, one random viseme each")
     ap.add_argument("--encoder", default='{"preset": "efficientnet-lite0", "image_size": 96}',
                     help="video encoder config (JSON), as in a recipe's model.media.video.encoder")
+    ap.add_argument("--model", help="a saved mmlora model folder: probe its video encoder (with its encoder LoRA) "
+                                    "instead of --encoder")
     ap.add_argument("--lam", type=float, default=1000.0, help="ridge strength (on standardized inputs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -57,7 +83,7 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     cfg = MouthConfig()
-    enc = build_encoder(json.loads(args.encoder)).eval()
+    enc = load_encoder(args.model) if args.model else build_encoder(json.loads(args.encoder)).eval()
     feats, pixels, labels, params, face = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for f in range(args.faces):
@@ -79,7 +105,7 @@ def main() -> None:
     lab, par = torch.cat(labels), torch.cat(params)
     out = {"frames_train": int(tr.sum()), "frames_test": int(te.sum()), "chance": round(1 / len(VISEME_NAMES), 3)}
     for name, x in (("features", torch.cat(feats)), ("pixels_16x16", torch.cat(pixels))):
-        out[name] = {"dim": x.shape[1], **scores(x[tr], x[te], lab[tr], lab[te], par[tr], par[te], args.lam)}
+        out[name] = {"dim": x.shape[1], **scores(x[tr], x[te], lab[tr], lab[te], par[tr], par[te], args.lam, VISEME_NAMES)}
     print(json.dumps(out))
 
 
