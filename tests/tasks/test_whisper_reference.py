@@ -66,6 +66,33 @@ def test_snr_mixes_the_same_noise_as_evaluate():
         assert torch.equal(w, ds.eval_noisy(clean, i, 0.0)) and not torch.equal(w, clean)
 
 
+def test_beam_size_reaches_the_transcriber_and_the_report(tmp_path, monkeypatch, capsys):
+    """--beam-size N goes to CTranslate2's generate through ct2_transcriber and is recorded in the report; below 1 is
+    a clear error (a stand-in transcriber and ctranslate2 module: no weights needed)."""
+    import sys
+    import types
+
+    mod = _script()
+    got = {}
+
+    def fake_transcriber(folder, prompt, threads=0, device="cpu", beam_size=1):
+        got.update(folder=folder, beam_size=beam_size)
+        return lambda waves: ["x"] * len(waves)
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
+    monkeypatch.setattr(mod, "ct2_transcriber", fake_transcriber)
+    monkeypatch.setattr(mod, "model_dir", lambda name: tmp_path)
+    out = tmp_path / "ref.json"
+    assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--beam-size", "4"]) == 0
+    assert got == {"folder": tmp_path, "beam_size": 4}
+    assert json.loads(out.read_text())["beam_size"] == 4
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["beam_size"] == 4
+    assert mod.main(["--manifest", str(CLIPS), "--out", str(out)]) == 0 and got["beam_size"] == 1
+    with pytest.raises(SystemExit):
+        mod.main(["--manifest", str(CLIPS), "--beam-size", "0"])
+    assert "--beam-size must be at least 1" in capsys.readouterr().err
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="whisper-tiny.en, whisper-base"):
         _script().model_dir("whisper-huge")
@@ -81,3 +108,7 @@ def test_real_whisper_tiny_en_transcribes_the_committed_clips(tmp_path, capsys):
     assert rep["n"] == len(read_manifest(CLIPS)) and rep["wer"] < 1.0
     assert all(u["hypothesis"].strip() for u in rep["utterances"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "whisper-tiny.en"
+    beams = tmp_path / "ref4.json"  # beam search runs and is recorded
+    assert _script().main(["--manifest", str(CLIPS), "--out", str(beams), "--threads", "2", "--beam-size", "4"]) == 0
+    rep4 = json.loads(beams.read_text())
+    assert rep4["beam_size"] == 4 and rep4["n"] == rep["n"] and rep4["wer"] < 1.0
