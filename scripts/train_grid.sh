@@ -156,6 +156,7 @@ train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 # for all its conditions)
 COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
       w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
+CONDS=(clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5)  # every test condition, by NAME
 conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$SUFFIX on MANIFEST in each condition
   local prefix=$1 man=$2 c i; shift 2
   for c in "$@"; do
@@ -166,17 +167,18 @@ conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$S
 }
 for J in GAV GAO GAVL GAVLD GAOL; do
   want $J || continue
-  EVS=(); conds $J "$T" clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5
+  EVS=(); conds $J "$T" "${CONDS[@]}"
   if [[ " GAV GAVL GAVLD " == *" $J "* ]]; then  # AVSR: the babble with the next clip's lips too
     SUFFIX=_wrong_lips conds $J "$TR" b_0 b_-5
   fi
   ev_many "$(best $J)" "${EVS[@]}"
   # the noise-validated models: their last weights too (final/, or the latest checkpoint of a training stopped by a
-  # time limit, as runs 25-26's were), where best/ is an earlier step
+  # time limit, as runs 25-26's were), where best/ is an earlier step, in every condition (run 28: the best and the
+  # last weights of the same two trainings disagreed on white noise at -5 dB, a condition the last ones lacked)
   L=$(last $J)
   if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -n "$L" ] \
       && ! same_step "$OUT/$J/best" "${L%/model}"; then
-    EVS=(); conds ${J}_final "$T" clean t1_0 b_0
+    EVS=(); conds ${J}_final "$T" "${CONDS[@]}"
     ev_many "$L" "${EVS[@]}"
   fi
   [[ " GAV GAVL GAVLD " != *" $J "* ]] || ev ${J}_vsr "$(best $J)" --manifest "$T" --zero-modality audio
@@ -187,7 +189,7 @@ fi
 {
   for J in GAV GAVL GAVLD; do
     ctl=GAO; [ $J = GAV ] || ctl=GAOL  # each AVSR model against the ASR control chosen the same way
-    for c in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5 final_clean final_t1_0 final_b_0; do pair ${J}_$c ${ctl}_$c; done
+    for c in "${CONDS[@]}" "${CONDS[@]/#/final_}"; do pair ${J}_$c ${ctl}_$c; done
     pair ${J}_b_0 ${J}_b_0_wrong_lips; pair ${J}_b_-5 ${J}_b_-5_wrong_lips
   done
   pair GV_vsr GV_vsr_wrong_lips

@@ -119,9 +119,13 @@ def test_avsr_mode_trains_avsr_from_the_staged_lip_reader_against_its_asr_contro
         assert f"data.val_manifest={work}/data/freewords/fw300/val.jsonl" in c and "data.val_snr=0" in c
         assert "train.group_lr.encoder=1e-4" in c
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    # each condition for the best and (run 28: they disagreed on white noise at -5 dB) the last weights
+    conds = ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == [
-        f"avl_GAVL_{n} - ctl_GAOL_{n}" for n in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")]
+        f"avl_GAVL_{f}{n} - ctl_GAOL_{f}{n}" for n in conds for f in ("", "final_")]
+    assert json.loads(compare[-1].split(": ", 1)[1])["b"] == "out/avl/eval/GAVL_final_w_-5.json"
+    assert all((work / f"res/eval_ctl/GAOL_final_{n}.json").exists() for n in conds)
     assert (work / "res/eval_avl/GAVL_vsr.json").exists() and (work / "res/eval_ctl/GAOL_clean.json").exists()
     assert not (work / "res/eval_gw").exists()  # no curriculum: no empty folder for it
 

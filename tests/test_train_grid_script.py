@@ -151,13 +151,14 @@ def test_vocabulary_point_gavl_from_the_lip_reader_and_its_noise_validated_contr
     assert cond(evals["GAVL_vsr"]) == (test, "none", "babble", "3,6", ["audio"])
     assert cond(evals["GV_vsr_wrong_lips"]) == (wrong, "none", "babble", "3,6", [])
     n_calls = len([c for c in calls if c[2:3] == ["evaluate"]])
-    # GAVL: 9 reports, its final 3, its VSR; GAOL: 7, its final 3; GV: 2 (25 reports, one call each before)
+    # GAVL: 9 reports, its final 7, its VSR; GAOL: 7, its final 7; GV: 2 (33 reports, one call each before)
     assert n_calls == 6
     wrong = [json.loads(x) for x in (tmp_path / "data/gw300/test_wrong_lips.jsonl").read_text().splitlines()]
     assert [r["video"] for r in wrong] == ["v1.mp4", "v2.mp4", "v0.mp4"]  # each clip with the next clip's lips
     compare = (out / "eval/compare.txt").read_text().splitlines()
     assert "GAOL_t1_-5 - GAVL_t1_-5: " in "\n".join(compare) and "GAO_" not in "\n".join(compare)
-    assert len([x for x in compare if x.startswith("GAOL_final_")]) == 3
+    assert len([x for x in compare if x.startswith("GAOL_final_")]) == 7
+    assert cond(evals["GAOL_final_w_-5"]) == (test, "-5", "white", "3,6", [])
     # a second run finds everything made: nothing trains or evaluates again
     _, again = run_grid(tmp_path, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_LOG": str(tmp_path / "again")})
     assert not [c for c in again if c[2:3] in (["train"], ["evaluate"], ["make-speech-corpus"])]
@@ -271,7 +272,7 @@ def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path
         assert "GAVL_clean" in outs and "GAOL_t1_0" in outs
         return sorted(o for o in outs if "_final_" in o)
     assert finals("1500") == []  # best/ is the final step: its weights were evaluated already
-    assert finals("750") == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "b_0"))
+    assert finals("750") == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5"))
 
 
 @pytest.mark.parametrize("best_step", ["250", "1187"])
@@ -286,7 +287,7 @@ def test_a_noise_validated_training_stopped_by_time_is_also_evaluated_at_its_lat
     if best_step == "1187":
         assert finals == []
     else:
-        assert finals == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "b_0"))
+        assert finals == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5"))
         assert evals["GAOL_final_clean"] == f"{out}/GAOL/checkpoint-1187/model"
         assert evals["GAVL_final_b_0"] == f"{out}/GAVL/checkpoint-1187/model"
         assert "GAOL_final_clean - GAVL_final_clean: " in (out / "eval/compare.txt").read_text()

@@ -89,7 +89,7 @@ rc=0; wait $c || rc=$?; wait $k || rc=$?
 for r in gw $B ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
 for r in gw $B ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
 P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips)  # pairs: the control's report, the other arm's
-[ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n); done; }
+[ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n GAOL_final_$n GAVL_final_$n); done; }
 {
   for ((i = 0; i < ${#P[@]}; i += 2)); do
     a=out/ctl/eval/${P[i]}.json b=out/$B/eval/${P[i+1]}.json
