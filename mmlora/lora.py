@@ -657,16 +657,26 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
     expected = {k: v.shape for k, v in _adapter_tensors(model).items()}
     check_tensors_match(str(w_path), expected, tensors, allow_missing=not strict, allow_unexpected=not strict,
                         what="adapters")
+    differ: list[str] = []
     for path, layer in lora_layers(model):
         for ad_name, ad in layer.adapters.items():
             saved_spec = config["layers"].get(path, {}).get(ad_name)
             if saved_spec is not None:
-                ad.spec = LoRASpec(**saved_spec)
+                saved = LoRASpec(**saved_spec)
+                differ += [f"{path} {ad_name}: {k} {getattr(ad.spec, k)} -> {getattr(saved, k)}"
+                           for k in ("alpha", "dropout", "use_rslora") if getattr(ad.spec, k) != getattr(saved, k)]
+                ad.spec = saved
             with torch.no_grad():
                 for part in ("A", "B"):
                     key = f"{path}.{ad_name}.{part}"
                     if key in tensors:
                         getattr(ad, part).copy_(tensors[key])
+    if differ:  # the saved settings belong to the saved weights; a config that says otherwise is not used
+        import logging
+
+        logging.getLogger("mmlora.lora").warning(
+            "%s: the saved adapter settings replace the model's own in %d place(s), e.g. %s (edit the saved file to "
+            "change them)", cfg_path, len(differ), "; ".join(differ[:2]))
     return model
 
 

@@ -261,6 +261,36 @@ def test_save_load_round_trip_and_refusals(tmp_path):
         load_adapters(tiny_llm("qwen2"), out)
 
 
+def test_loading_into_adapters_with_other_settings_uses_the_saved_ones_and_says_so(tmp_path, caplog):
+    """A model whose adapters were built with another alpha / dropout than the saved ones (an edited config.json, a
+    recipe's `train.init_from`) runs with the saved settings, which belong to the saved weights, and a warning names
+    them; matching settings load silently."""
+    model = tiny_llm("qwen2")
+    attach(model, {"a": LoRASpec(4, 8)}, FAMILY_TARGETS["qwen2"])
+    randomize_adapters(model)
+    out = save_adapters(model, tmp_path / "ad")
+    x = ids()
+    with routing(model, RoutingPlan.single("a")):
+        ref = model(x).logits
+    same = tiny_llm("qwen2")
+    attach(same, {"a": LoRASpec(4, 8)}, FAMILY_TARGETS["qwen2"])
+    with caplog.at_level("WARNING", logger="mmlora.lora"):
+        load_adapters(same, out)
+    assert not caplog.records
+    other = tiny_llm("qwen2")
+    attach(other, {"a": LoRASpec(4, 4, dropout=0.1)}, FAMILY_TARGETS["qwen2"])
+    with caplog.at_level("WARNING", logger="mmlora.lora"):
+        load_adapters(other, out)
+    n = len(lora_layers(other))
+    assert len(caplog.records) == 1
+    msg = caplog.records[0].getMessage()
+    assert f"adapters.json: the saved adapter settings replace the model's own in {2 * n} place(s)" in msg
+    assert "a: alpha 4 -> 8" in msg and "a: dropout 0.1 -> 0.0" in msg
+    assert all(layer.adapters["a"].spec == LoRASpec(4, 8) for _, layer in lora_layers(other))
+    with routing(other, RoutingPlan.single("a")):
+        assert torch.equal(other(x).logits, ref)
+
+
 def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     model = tiny_llm("llama")
     attach(model, {"a": LoRASpec(2, 2)}, ["q_proj"])
