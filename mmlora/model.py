@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ctc import CTCConfig
 from .data.spec_augment import SpecAugmentConfig, spec_augment
 from .hostdev import to_device
 from .llm import LLMConfig, attention_backends, load_llm
@@ -191,6 +192,7 @@ class ModelConfig:
     train_projectors: bool = True                    # projector parameters train
     train_adapters: bool = True                      # LoRA parameters train
     align: AlignConfig = field(default_factory=AlignConfig)  # cross-modal alignment objective (off by default)
+    ctc: CTCConfig = field(default_factory=CTCConfig)  # auxiliary CTC on one modality's encoder features (off)
 
     def __post_init__(self) -> None:
         if isinstance(self.llm, dict):
@@ -210,6 +212,12 @@ class ModelConfig:
             from .config import from_dict
 
             self.align = from_dict(AlignConfig, self.align, source="model.align")
+        if isinstance(self.ctc, dict):
+            from .config import from_dict
+
+            self.ctc = from_dict(CTCConfig, self.ctc, source="model.ctc")
+        if self.ctc.modality and self.ctc.modality not in self.media:
+            raise ValueError(f"model.ctc.modality: {self.ctc.modality!r} is not one of model.media {sorted(self.media)}")
         a = self.align
         if a.source:
             for role, mod in (("source", a.source), ("target", a.target)):
@@ -335,6 +343,11 @@ class MultimodalLM(nn.Module):
         for mod, mcfg in cfg.media.items():  # last: the fresh weights drawn before stay what they were without it
             if mcfg.encoder_lora:
                 attach_encoder_lora(encs[mod], *mcfg.encoder_lora_spec(), where=f"model.media.{mod}.encoder_lora")
+        if cfg.ctc.modality:  # last too; kept with the projector: it trains, is grouped, saved and loaded with it
+            from .ctc import CTC_CHARS
+
+            m = cfg.ctc.modality
+            projs[m].add_module("ctc_head", nn.Linear(encs[m].output_dim, len(CTC_CHARS) + 1))
         self = cls(cfg, model, tokenizer, encs, projs)
         self._freeze()
         return self
@@ -649,6 +662,10 @@ class MultimodalLM(nn.Module):
         if self.training:
             loss = loss + self._dummy_terms(feats, used)
         out = {"loss": loss, "num_tokens": n_tok, "metrics": {}}
+        if self.training and self.cfg.ctc.modality:
+            ctc = self.ctc_loss(feats, batch)
+            out["metrics"]["ctc_loss"] = ctc.detach()
+            out["loss"] = out["loss"] + self.cfg.ctc.weight * ctc
         if align is not None:
             out["metrics"]["align_loss"] = align[0].detach()
             out["loss"] = loss + al.weight * align[0]
@@ -658,6 +675,26 @@ class MultimodalLM(nn.Module):
         if return_logits:
             out["logits"] = out_logits
         return out
+
+    def ctc_loss(self, feats: dict, batch: dict) -> Tensor:
+        """``model.ctc``'s loss (:func:`mmlora.ctc.ctc_loss`) on the encoder features of its modality, against each
+        sample's answer (``batch["answers"]``, from :func:`mmlora.data.collate.collate_samples`); every sample must
+        carry exactly one item of that modality and an answer."""
+        from .ctc import ctc_loss
+
+        mod = self.cfg.ctc.modality
+        answers = batch.get("answers")
+        if mod not in feats:
+            raise ValueError(f"model.ctc needs {mod} in every training batch; this one has {sorted(feats)}")
+        f = feats[mod]
+        if answers is None or any(a is None for a in answers) or len(answers) != f.x.shape[0]:
+            n = None if answers is None else len(answers)
+            raise ValueError(f"model.ctc needs one {mod} item and one answer per sample; this batch has "
+                             f"{f.x.shape[0]} {mod} item(s) and answers {n if n is None else sum(a is not None for a in answers)}")
+        if f.tokens_per_step != 1:
+            raise ValueError(f"model.ctc: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
+        head = self.projectors[mod].ctc_head
+        return ctc_loss(head(f.x.to(head.weight.dtype)), f.mask, answers)
 
     def align_loss(self, feats: dict, rates: dict[str, int] | None = None) -> tuple[Tensor, Tensor]:
         """``model.align``'s loss (see :class:`AlignConfig`) and the number of aligned tokens, from the
@@ -1005,6 +1042,7 @@ class MultimodalLM(nn.Module):
                     state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in unused}
                 state = {**state, **{k: v for k, v in self.projectors.state_dict().items()
                                      if k.split(".", 1)[0] in fresh}}
+            state = self._ctc_head_state(state, proj_file)
             mismatch = _state_mismatch(self.projectors.state_dict(), state)
             if mismatch:
                 raise ValueError(f"{proj_file}: projector weights do not match the config: {mismatch}")
@@ -1014,6 +1052,24 @@ class MultimodalLM(nn.Module):
         fresh += self._load_encoder_adapters(in_dir, missing_ok=new_modalities)
         self._freeze()
         return fresh
+
+    def _ctc_head_state(self, state: dict[str, Tensor], proj_file: Path) -> dict[str, Tensor]:
+        """``model.ctc``'s head is optional in a saved folder: a model with it keeps its fresh head where the folder
+        has none (``train.init_from`` a model trained without CTC), and a saved head this model has no place for is
+        left out (inference never uses it); both logged."""
+        import logging
+
+        own = {k: v for k, v in self.projectors.state_dict().items() if ".ctc_head." in k}
+        saved = [k for k in state if ".ctc_head." in k]
+        log = logging.getLogger("mmlora.model")
+        if own and not saved:
+            log.info("%s: no CTC head saved; model.ctc's head starts fresh", proj_file)
+            return {**state, **own}
+        unused = [k for k in saved if k not in own]
+        if unused:
+            log.info("%s: CTC head left out (this model has no model.ctc on it)", proj_file)
+            return {k: v for k, v in state.items() if k not in unused}
+        return state
 
     def _load_encoder_adapters(self, in_dir: Path, missing_ok: bool) -> list[str]:
         """Load ``encoder_adapters/<m>/`` into the encoders with ``media.<m>.encoder_lora``. A folder without

@@ -200,3 +200,22 @@ def test_more_mode_trains_the_lip_reader_on_more_open_text_against_op12_alone(tm
                                                        "more_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
     p, _, _ = run_job(tmp_path / "b", {"MODE": "more", "ENC_POOL": "freewords"})
     assert p.returncode == 2 and "MODE=more: open only" in p.stderr
+
+
+def test_ctc_mode_trains_the_lip_reader_with_the_ctc_loss_against_the_same_without(tmp_path):
+    """MODE=ctc: the same lip reader with LoRA inside its encoder, with model.ctc (weight CTC_WEIGHT) against
+    without, both on ENC_POOL's corpus."""
+    p, work, calls = run_job(tmp_path, {"MODE": "ctc", "ENC_POOL": "open", "S1": "5", "S2": "5",
+                                        "CTC_WEIGHT": "0.5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"ctc/GV", "ctl/GV"}
+    assert "model.ctc={modality: video, weight: 0.5}" in t["ctc/GV"]
+    assert not [a for a in t["ctl/GV"] if a.startswith("model.ctc")]
+    for c in t.values():
+        assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c and "train.group_lr.encoder=5e-4" in c
+        assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["ctc_GV_vsr - ctl_GV_vsr",
+                                                       "ctc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]

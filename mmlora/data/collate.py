@@ -15,7 +15,8 @@ def collate_samples(samples: Sequence[dict[str, Any]], prompts: PromptBuilder, w
     """``samples``: dicts with ``messages`` and decoded media lists under ``audios`` /
     ``videos`` / ``images`` (waveforms, frame tensors, or per-item feature dicts), in slot order.
 
-    Returns ``{"segments", "media", "rates", "ids"}`` for :meth:`MultimodalLM.forward` /
+    Returns ``{"segments", "media", "rates", "ids", "answers"}`` (``answers``: each sample's last assistant
+    message, None without one or without ``with_answer``) for :meth:`MultimodalLM.forward` /
     :meth:`MultimodalLM.generate`. The number of ``<audio>`` slots of a sample must equal
     the length of its ``audios`` list (and likewise for video, image).
     """
@@ -34,4 +35,7 @@ def collate_samples(samples: Sequence[dict[str, Any]], prompts: PromptBuilder, w
                 offsets[mod] = len(media.setdefault(mod, []))
                 media[mod].extend(items)
         segments.append(prompts.build(s["messages"], offsets, with_answer=with_answer))
-    return {"segments": segments, "media": media, "rates": rates, "ids": [s.get("id", i) for i, s in enumerate(samples)]}
+    answers = [next((m["content"] for m in reversed(s["messages"]) if m.get("role") == "assistant"), None)
+               if with_answer else None for s in samples]  # what the sample should say (model.ctc's targets)
+    return {"segments": segments, "media": media, "rates": rates, "ids": [s.get("id", i) for i, s in enumerate(samples)],
+            "answers": answers}

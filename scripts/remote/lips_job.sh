@@ -22,6 +22,9 @@
 # MODE=more (ENC_POOL=open) asks whether more open text teaches the lips more: MORE (OUT/more) trains ENC's lip
 # reader on op12 and op13 (train_grid.sh OPEN_MORE=1; staged by stage_lips.sh OPEN_MORE=1) against CTL, the same
 # lip reader on op12 alone; both validated and tested on op12.
+# MODE=ctc asks whether an auxiliary CTC loss on the lip encoder's features (model.ctc, weight CTC_WEIGHT = 0.3,
+# against the transcript's characters) teaches the lips more: CTC (OUT/ctc) trains ENC's lip reader with it against
+# CTL, the same lip reader without it, both on ENC_POOL.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -40,7 +43,8 @@ case "$MODE/$EP" in
   encoder_lora/freewords | encoder_lora/gridwide | encoder_lora/open) B=enc ;;
   avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
   more/open) B=more ;;
-  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora or avsr, ENC_POOL freewords," \
+  ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
+  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc or avsr, ENC_POOL freewords," \
           "gridwide or open (MODE=more: open only)" >&2
      exit 2 ;;
 esac
@@ -75,6 +79,8 @@ ENCX=("model.media.video.encoder_lora={rank: ${ENC_RANK:-8}, alpha: $((2 * ${ENC
       train.group_lr.encoder=${ENC_LR:-5e-4})  # LoRA inside the lip encoder
 enc() { grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
 more() { OPEN_MORE=1 grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
+ctc() { grid "$EP" "$W/data/$EP" "$W/out/ctc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" \
+          "model.ctc={modality: video, weight: ${CTC_WEIGHT:-0.3}}"; }
 avl() {
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
@@ -82,6 +88,7 @@ avl() {
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
 [ $B = more ] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
+[ $B = ctc ] && CX=("${ENCX[@]}")  # CTC's control: the same lip reader without the CTC loss
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 $B > log/$B.log 2>&1 & c=$!
 GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & k=$!
