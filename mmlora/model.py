@@ -688,9 +688,9 @@ class MultimodalLM(nn.Module):
             raise ValueError(f"model.ctc needs {mod} in every training batch; this one has {sorted(feats)}")
         f = feats[mod]
         if answers is None or any(a is None for a in answers) or len(answers) != f.x.shape[0]:
-            n = None if answers is None else len(answers)
+            n_ans = 0 if answers is None else sum(a is not None for a in answers)
             raise ValueError(f"model.ctc needs one {mod} item and one answer per sample; this batch has "
-                             f"{f.x.shape[0]} {mod} item(s) and answers {n if n is None else sum(a is not None for a in answers)}")
+                             f"{f.x.shape[0]} {mod} item(s) and {n_ans} answer(s) for {len(answers or [])} sample(s)")
         if f.tokens_per_step != 1:
             raise ValueError(f"model.ctc: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
         head = self.projectors[mod].ctc_head

@@ -127,3 +127,16 @@ def test_a_tiny_training_logs_the_ctc_loss(tmp_path):
                  "train.save_every=0", "train.log_every=1"]) == 0
     metrics = (out / "metrics.jsonl").read_text()
     assert "ctc_loss" in metrics
+
+
+def test_a_batch_without_answers_is_a_clear_error():
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    model = _vsr(CTC)
+    model.train()
+    ds = SpeechDataset(read_manifest("tests/data/speech/train.jsonl"), ("video",), with_answer=False)
+    batch = collate_samples([ds[i] for i in range(2)], model.prompts, with_answer=False)
+    with pytest.raises(ValueError, match=r"model.ctc needs one video item and one answer per sample; this batch has "
+                                         r"2 video item\(s\) and 0 answer\(s\) for 2 sample\(s\)"):
+        model.ctc_loss(model.encode_media(batch["media"]), batch)
