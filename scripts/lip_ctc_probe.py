@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lip_feature_probe import add_encoder_args, load_encoder  # noqa: E402
 
 
 def greedy_decode(logits: torch.Tensor, length: int) -> str:
@@ -98,9 +99,7 @@ def score(head, x, m, texts) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="a saved mmlora model folder: its video encoder with its encoder LoRA")
-    ap.add_argument("--encoder", default='{"preset": "efficientnet-lite0", "image_size": 96}',
-                    help="without --model: a video encoder config (JSON), built frozen")
+    add_encoder_args(ap)
     ap.add_argument("--train", required=True, help="manifest whose first --n-train clips fit the head")
     ap.add_argument("--test", required=True, help="manifest whose first --n-test clips are scored")
     ap.add_argument("--n-train", type=int, default=800)
@@ -111,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the JSON report here too")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-
-    from lip_feature_probe import load_encoder
-
-    from mmlora.encoders import build_encoder
-
     t0 = time.time()
-    enc = load_encoder(args.model) if args.model else build_encoder(json.loads(args.encoder)).eval()
+    enc = load_encoder(args.model, args.encoder)
     tr_f, tr_t = encode_manifest(enc, args.train, args.n_train)
     te_f, te_t = encode_manifest(enc, args.test, args.n_test)
     t_enc = time.time() - t0

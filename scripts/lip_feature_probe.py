@@ -54,10 +54,24 @@ def scores(x_tr, x_te, lab_tr, lab_te, par_tr, par_te, lam, names: list[str]) ->
             "top_confusions": top_confusions(lab_te, pred, names)}
 
 
-def load_encoder(model_dir: str) -> torch.nn.Module:
-    """The video encoder of a saved model, its encoder LoRA loaded (what the model itself runs), in eval mode."""
+DEFAULT_ENCODER = '{"preset": "efficientnet-lite0", "image_size": 96}'
+
+
+def add_encoder_args(ap: argparse.ArgumentParser) -> None:
+    """``--model DIR`` / ``--encoder JSON``: which lip encoder a probe reads (:func:`load_encoder`)."""
+    ap.add_argument("--model", help="a saved mmlora model folder: probe its video encoder (with its encoder LoRA) "
+                                    "instead of --encoder")
+    ap.add_argument("--encoder", default=DEFAULT_ENCODER,
+                    help="video encoder config (JSON), as in a recipe's model.media.video.encoder, built frozen")
+
+
+def load_encoder(model_dir: str | None, encoder: str = DEFAULT_ENCODER) -> torch.nn.Module:
+    """The video encoder of a saved model, its encoder LoRA loaded (what the model itself runs), or without
+    ``model_dir`` one built frozen from the JSON config ``encoder``; in eval mode."""
     from mmlora.model import MultimodalLM
 
+    if not model_dir:
+            return build_encoder(json.loads(encoder)).eval()
     model = MultimodalLM.from_pretrained(model_dir, llm={"dtype": "float32"})
     if "video" not in model.encoders:
         raise SystemExit(f"{model_dir}: the model has no video encoder (model.media.video)")
@@ -68,10 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--faces", type=int, default=40, help="appearances (one clip each); the last quarter is held out")
     ap.add_argument("--frames", type=int, default=50, help="frames per clip, one random viseme each")
-    ap.add_argument("--encoder", default='{"preset": "efficientnet-lite0", "image_size": 96}',
-                    help="video encoder config (JSON), as in a recipe's model.media.video.encoder")
-    ap.add_argument("--model", help="a saved mmlora model folder: probe its video encoder (with its encoder LoRA) "
-                                    "instead of --encoder")
+    add_encoder_args(ap)
     ap.add_argument("--lam", type=float, default=1000.0, help="ridge strength (on standardized inputs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -83,7 +94,7 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     cfg = MouthConfig()
-    enc = load_encoder(args.model) if args.model else build_encoder(json.loads(args.encoder)).eval()
+    enc = load_encoder(args.model, args.encoder)
     feats, pixels, labels, params, face = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for f in range(args.faces):

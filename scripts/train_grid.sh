@@ -156,7 +156,7 @@ train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 # for all its conditions)
 COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
       w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
-CONDS=(clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5)  # every test condition, by NAME
+CONDS=(); for ((i = 0; i < ${#COND[@]}; i += 4)); do CONDS+=("${COND[i]}"); done  # every test condition, by NAME
 conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$SUFFIX on MANIFEST in each condition
   local prefix=$1 man=$2 c i; shift 2
   for c in "$@"; do
