@@ -71,7 +71,9 @@ def load_encoder(model_dir: str | None, encoder: str = DEFAULT_ENCODER) -> torch
     from mmlora.model import MultimodalLM
 
     if not model_dir:
-            return build_encoder(json.loads(encoder)).eval()
+        from mmlora.encoders import build_encoder
+
+        return build_encoder(json.loads(encoder)).eval()
     model = MultimodalLM.from_pretrained(model_dir, llm={"dtype": "float32"})
     if "video" not in model.encoders:
         raise SystemExit(f"{model_dir}: the model has no video encoder (model.media.video)")
@@ -90,7 +92,6 @@ def main() -> None:
 
     from mmlora.data.lipvideo import VISEME_NAMES, VISEMES, Appearance, MouthConfig, render_frames, write_mp4
     from mmlora.data.media import load_video
-    from mmlora.encoders import build_encoder
 
     rng = np.random.default_rng(args.seed)
     cfg = MouthConfig()

@@ -55,3 +55,13 @@ def test_top_confusions_counts_wrong_pairs_only():
     assert probe.top_confusions(true, pred, ["a", "b", "c"]) == ["a->b 2", "b->a 1", "c->a 1", "c->b 1"]
     assert probe.top_confusions(true, pred, ["a", "b", "c"], k=1) == ["a->b 2"]
     assert probe.top_confusions(true, true, ["a", "b", "c"]) == []
+
+
+def test_load_encoder_without_a_model_builds_the_frozen_encoder_of_the_config():
+    from mmlora.encoders.efficientnet import EfficientNetEncoder
+
+    enc = probe.load_encoder(None, '{"kind": "efficientnet", "path": "random", "image_size": 64}')
+    assert isinstance(enc, EfficientNetEncoder) and not enc.training
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert enc.encode_frames(frames).shape[0] == 2
