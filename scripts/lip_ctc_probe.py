@@ -8,6 +8,10 @@ and reports the greedy CTC decoding's character and word error rates on both set
     python scripts/lip_ctc_probe.py --model outputs/lipreader_r25 --train data/open/op12/train.jsonl \\
         --test data/open/op12/test.jsonl --n-train 800 --n-test 100
     python scripts/lip_ctc_probe.py --train ... --test ...      # the frozen EfficientNet-Lite0 at 96 px
+    python scripts/lip_ctc_probe.py --model outputs/lipreader_r29ctc --own-head --train ... --test ...
+
+``--own-head`` fits nothing: it scores the CTC head that ``model.ctc`` trained with the model (saved with its video
+projector), on the model's own encoder features.
 
 No language model: the CER says what the features carry about the characters, frame by frame in context of a linear
 map only; the WER of such spelling is near or above 100 % even where the CER is moderate.
@@ -87,6 +91,23 @@ def fit_head(train_x, train_m, texts, epochs: int, lr: float, batch: int, seed: 
     return head
 
 
+def own_head(model_dir: str) -> torch.nn.Linear:
+    """The CTC head a ``model.ctc`` training saved with the video projector (``video.ctc_head.*`` in
+    ``projectors.safetensors``), as a float32 linear layer."""
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / "projectors.safetensors"
+    state = load_file(str(path)) if path.is_file() else {}
+    if "video.ctc_head.weight" not in state:
+        raise SystemExit(f"{path}: no video.ctc_head (the model was not trained with model.ctc on video)")
+    w, b = state["video.ctc_head.weight"].float(), state["video.ctc_head.bias"].float()
+    head = torch.nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    return head
+
+
 def score(head, x, m, texts) -> dict:
     from mmlora.metrics.wer import compute_wer
 
@@ -107,17 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--own-head", action="store_true",
+                    help="score the CTC head the model in --model trained (model.ctc) instead of fitting one")
     ap.add_argument("--out", help="write the JSON report here too")
     args = ap.parse_args(argv)
+    if args.own_head and not args.model:
+        ap.error("--own-head needs --model DIR (a model trained with model.ctc)")
     torch.manual_seed(0)
     t0 = time.time()
+    head = own_head(args.model) if args.own_head else None
     enc = load_encoder(args.model, args.encoder)
     tr_f, tr_t = encode_manifest(enc, args.train, args.n_train)
     te_f, te_t = encode_manifest(enc, args.test, args.n_test)
     t_enc = time.time() - t0
     (tr_x, tr_m), (te_x, te_m) = pad(tr_f), pad(te_f)
-    head = fit_head(tr_x, tr_m, tr_t, args.epochs, args.lr, args.batch)
-    report = {"encoder": args.model or args.encoder, "train_clips": len(tr_t), "test_clips": len(te_t),
+    if head is None:
+        head = fit_head(tr_x, tr_m, tr_t, args.epochs, args.lr, args.batch)
+    report = {"encoder": args.model or args.encoder, "head": "the model's own" if args.own_head else "fitted",
+              "train_clips": len(tr_t), "test_clips": len(te_t),
               "frames_train": int(tr_m.sum()), "train": score(head, tr_x, tr_m, tr_t),
               "test": score(head, te_x, te_m, te_t), "seconds_encoding": round(t_enc, 1),
               "seconds_total": round(time.time() - t0, 1)}

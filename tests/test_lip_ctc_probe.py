@@ -68,3 +68,44 @@ def test_the_folded_standardization_gives_the_same_logits():
     with torch.no_grad():
         torch.testing.assert_close(head(x), ref(z), rtol=1e-4, atol=1e-4)
         assert ref.weight.abs().sum() > 0  # it trained: the comparison can fail
+
+
+def test_own_head_scores_the_head_the_model_saved_and_fits_nothing(tmp_path, capsys, monkeypatch):
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config(str(ROOT / "recipes/vsr_tiny.yaml"), ["model.ctc={modality: video, weight: 0.3}"])
+    model = build_model(cfg)
+    with torch.no_grad():  # a head that is not the fresh init: what the probe scores must be this one
+        model.projectors["video"].ctc_head.weight.normal_(0, 2, generator=torch.Generator().manual_seed(3))
+    model.save_pretrained(tmp_path / "m")
+    head = probe.own_head(str(tmp_path / "m"))
+    torch.testing.assert_close(head.weight, model.projectors["video"].ctc_head.weight.float())
+    torch.testing.assert_close(head.bias, model.projectors["video"].ctc_head.bias.float())
+
+    def no_fit(*a, **k):
+        raise AssertionError("--own-head must not fit a head")
+
+    monkeypatch.setattr(probe, "fit_head", no_fit)
+    manifest = str(ROOT / "tests/data/speech/train.jsonl")
+    assert probe.main(["--model", str(tmp_path / "m"), "--own-head", "--train", manifest, "--test", manifest,
+                       "--n-train", "2", "--n-test", "2"]) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["head"] == "the model's own"
+    # the reference: the saved head applied to the model's own encoder features, decoded and scored directly
+    enc = probe.load_encoder(str(tmp_path / "m"))
+    feats, texts = probe.encode_manifest(enc, manifest, 2)
+    x, m = probe.pad(feats)
+    assert rep["test"] == probe.score(head, x, m, texts)
+
+
+def test_own_head_without_a_ctc_head_is_a_clear_error(tmp_path):
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config(str(ROOT / "recipes/vsr_tiny.yaml"), [])
+    build_model(cfg).save_pretrained(tmp_path / "m")
+    import pytest
+
+    with pytest.raises(SystemExit, match="no video.ctc_head"):
+        probe.own_head(str(tmp_path / "m"))
+    with pytest.raises(SystemExit):  # argparse: --own-head needs --model
+        probe.main(["--own-head", "--train", "x", "--test", "y"])
