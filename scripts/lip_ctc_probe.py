@@ -10,6 +10,9 @@ and reports the greedy CTC decoding's character and word error rates on both set
     python scripts/lip_ctc_probe.py --train ... --test ...      # the frozen EfficientNet-Lite0 at 96 px
     python scripts/lip_ctc_probe.py --model outputs/lipreader_r29ctc --own-head --train ... --test ...
 
+``--head temporal`` fits a head with temporal context (a projection, two residual 1-D convolutions of 5 frames, a
+linear map) instead of the linear one; ``--inputs raw|layernorm`` feeds the features unstandardized or
+layer-normalized; ``--cache F`` keeps the encoded features in F for the next run with the same encoder and clips.
 ``--own-head`` fits nothing: it scores the CTC head that ``model.ctc`` trained with the model (saved with its video
 projector), on the model's own encoder features.
 
@@ -66,29 +69,80 @@ def pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, mask
 
 
-def fit_head(train_x, train_m, texts, epochs: int, lr: float, batch: int, seed: int = 0) -> torch.nn.Linear:
-    """A linear CTC head on standardized features (the statistics of the training frames folded into it)."""
+class TemporalHead(torch.nn.Module):
+    """A CTC head with temporal context: a ReLU projection to ``width``, ``layers`` residual 1-D convolutions of
+    ``kernel`` frames (same length), then a linear map to the labels. Padding frames are zeroed before each
+    convolution, so a clip's logits do not depend on how much padding its batch has."""
+
+    def __init__(self, d_in: int, n_labels: int, width: int = 256, kernel: int = 5, layers: int = 2):
+        super().__init__()
+        self.inp = torch.nn.Linear(d_in, width)
+        self.convs = torch.nn.ModuleList(torch.nn.Conv1d(width, width, kernel, padding=kernel // 2)
+                                         for _ in range(layers))
+        self.out = torch.nn.Linear(width, n_labels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        keep = None if mask is None else mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
+        h = torch.relu(self.inp(x)).transpose(1, 2)
+        for conv in self.convs:
+            h = h if keep is None else h * keep
+            h = h + torch.relu(conv(h))
+        return self.out(h.transpose(1, 2))
+
+
+class ProbeHead(torch.nn.Module):
+    """``head`` on the features as the probe feeds them: standardized with the training frames' statistics
+    (``std``), layer-normalized per frame (``layernorm``) or as they come (``raw``)."""
+
+    def __init__(self, head: torch.nn.Module, inputs: str, mu: torch.Tensor, sd: torch.Tensor):
+        super().__init__()
+        self.head, self.inputs = head, inputs
+        self.register_buffer("mu", mu)
+        self.register_buffer("sd", sd)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.inputs == "std":
+            x = (x - self.mu) / self.sd
+        elif self.inputs == "layernorm":
+            x = torch.nn.functional.layer_norm(x, x.shape[-1:])
+        return self.head(x, mask) if isinstance(self.head, TemporalHead) else self.head(x)
+
+
+HEADS = ("linear", "temporal")
+INPUTS = ("std", "raw", "layernorm")
+
+
+def fit_head(train_x, train_m, texts, epochs: int, lr: float, batch: int, seed: int = 0, kind: str = "linear",
+             inputs: str = "std", clip: float = 0.0) -> ProbeHead:
+    """A CTC head (``kind``: a zero-initialized linear map, or :class:`TemporalHead`) fitted with Adam on the
+    features fed as ``inputs`` says; ``clip`` > 0 clips the gradient norm."""
     from mmlora.ctc import CTC_CHARS, ctc_loss
 
+    if kind not in HEADS or inputs not in INPUTS:
+        raise ValueError(f"head {kind!r} / inputs {inputs!r}: heads are {HEADS}, inputs {INPUTS}")
+    torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     frames = train_x[train_m]
     mu, sd = frames.mean(0), frames.std(0).clamp_min(1e-3)
-    head = torch.nn.Linear(train_x.shape[-1], len(CTC_CHARS) + 1)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
+    n_labels = len(CTC_CHARS) + 1
+    if kind == "linear":
+        inner = torch.nn.Linear(train_x.shape[-1], n_labels)
+        torch.nn.init.zeros_(inner.weight)
+        torch.nn.init.zeros_(inner.bias)
+    else:
+        inner = TemporalHead(train_x.shape[-1], n_labels)
+    head = ProbeHead(inner, inputs, mu, sd)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
-    z = (train_x - mu) / sd
+    head.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(texts), generator=g).split(batch):
-            loss = ctc_loss(head(z[idx]), train_m[idx], [texts[i] for i in idx.tolist()])
+            loss = ctc_loss(head(train_x[idx], train_m[idx]), train_m[idx], [texts[i] for i in idx.tolist()])
             opt.zero_grad()
             loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), clip)
             opt.step()
-    with torch.no_grad():  # fold the standardization in: head(x) == old_head((x - mu) / sd)
-        w = head.weight / sd
-        head.bias -= (w * mu).sum(1)
-        head.weight.copy_(w)
-    return head
+    return head.eval()
 
 
 def own_head(model_dir: str) -> torch.nn.Linear:
@@ -109,13 +163,33 @@ def own_head(model_dir: str) -> torch.nn.Linear:
 
 
 def score(head, x, m, texts) -> dict:
+    """Greedy decoding's CER and WER (jiwer), and the CTC loss per character (nats), of ``head`` on ``x``."""
+    from mmlora.ctc import ctc_loss
     from mmlora.metrics.wer import compute_wer
 
     with torch.no_grad():
-        logits = head(x)
+        logits = head(x, m) if isinstance(head, ProbeHead) else head(x)
+        loss = ctc_loss(logits, m, texts).item()
     hyps = [greedy_decode(logits[i], int(m[i].sum())) for i in range(len(texts))]
     r = compute_wer(texts, hyps)
-    return {"cer": round(r.cer, 4), "wer": round(r.wer, 4), "n": r.n, "examples": [[texts[i], hyps[i]] for i in range(min(3, len(texts)))]}
+    return {"cer": round(r.cer, 4), "wer": round(r.wer, 4), "ctc_per_char": round(loss, 4), "n": r.n,
+            "examples": [[texts[i], hyps[i]] for i in range(min(3, len(texts)))]}
+
+
+def cached_features(enc_key: str, load, args) -> tuple:
+    """``(train, test)`` features and transcripts: from ``args.cache`` where it holds the same encoder, manifests and
+    counts, else encoded by ``load()`` (and saved there when ``--cache`` is given)."""
+    key = {"encoder": enc_key, "train": args.train, "test": args.test, "n_train": args.n_train, "n_test": args.n_test}
+    if args.cache and Path(args.cache).is_file():
+        d = torch.load(args.cache)
+        if d.get("key") == key:
+            return d["tr"], d["te"]
+        print(f"lip_ctc_probe: {args.cache} holds other features ({d.get('key')}); encoding again", file=sys.stderr)
+    enc = load()
+    tr, te = encode_manifest(enc, args.train, args.n_train), encode_manifest(enc, args.test, args.n_test)
+    if args.cache:
+        torch.save({"key": key, "tr": tr, "te": te}, args.cache)
+    return tr, te
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--head", choices=HEADS, default="linear",
+                    help="the fitted head: linear, or temporal (1-D convolutions over frames, then linear)")
+    ap.add_argument("--inputs", choices=INPUTS, default="std",
+                    help="how the fitted head sees the features: standardized, as they come, layer-normalized")
+    ap.add_argument("--clip", type=float, default=0.0, help="clip the fitted head's gradient norm (0: off)")
+    ap.add_argument("--cache", help="save the encoded features here, and reuse them when they match")
     ap.add_argument("--own-head", action="store_true",
                     help="score the CTC head the model in --model trained (model.ctc) instead of fitting one")
     ap.add_argument("--out", help="write the JSON report here too")
@@ -137,14 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     t0 = time.time()
     head = own_head(args.model) if args.own_head else None
-    enc = load_encoder(args.model, args.encoder)
-    tr_f, tr_t = encode_manifest(enc, args.train, args.n_train)
-    te_f, te_t = encode_manifest(enc, args.test, args.n_test)
+    (tr_f, tr_t), (te_f, te_t) = cached_features(args.model or args.encoder,
+                                                 lambda: load_encoder(args.model, args.encoder), args)
     t_enc = time.time() - t0
     (tr_x, tr_m), (te_x, te_m) = pad(tr_f), pad(te_f)
     if head is None:
-        head = fit_head(tr_x, tr_m, tr_t, args.epochs, args.lr, args.batch)
-    report = {"encoder": args.model or args.encoder, "head": "the model's own" if args.own_head else "fitted",
+        head = fit_head(tr_x, tr_m, tr_t, args.epochs, args.lr, args.batch, kind=args.head, inputs=args.inputs,
+                        clip=args.clip)
+    report = {"encoder": args.model or args.encoder,
+              "head": "the model's own" if args.own_head else f"fitted {args.head}, inputs {args.inputs}",
               "train_clips": len(tr_t), "test_clips": len(te_t),
               "frames_train": int(tr_m.sum()), "train": score(head, tr_x, tr_m, tr_t),
               "test": score(head, te_x, te_m, te_t), "seconds_encoding": round(t_enc, 1),

@@ -219,3 +219,28 @@ def test_ctc_mode_trains_the_lip_reader_with_the_ctc_loss_against_the_same_witho
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["ctc_GV_vsr - ctl_GV_vsr",
                                                        "ctc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+
+
+def test_arm_mode_trains_the_lip_reader_with_the_arm_overrides_against_the_same_without(tmp_path):
+    """MODE=arm (run 30): ARM's key=value overrides make the other arm; the control is the same lip reader with LoRA
+    inside its encoder, without them; both on ENC_POOL's corpus, compared like the CTC arm."""
+    arm = ["model.media.video.projector.compressor=conv", "model.media.video.projector.conv_kernel=8"]
+    p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open", "S1": "5", "S2": "5", "ARM": " ".join(arm)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"arm/GV", "ctl/GV"}
+    assert t["arm/GV"][-2:] == arm  # last: they win over the recipe's and ENC's own settings
+    assert not [a for a in t["ctl/GV"] if a.startswith("model.media.video.projector.")]
+    for c in t.values():
+        assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c and "train.group_lr.encoder=5e-4" in c
+        assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["arm_GV_vsr - ctl_GV_vsr",
+                                                       "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+
+
+def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open"})
+    assert p.returncode == 2 and "MODE=arm needs ARM" in p.stderr and (work / "DONE").exists()
+    assert not calls

@@ -25,6 +25,9 @@
 # MODE=ctc asks whether an auxiliary CTC loss on the lip encoder's features (model.ctc, weight CTC_WEIGHT = 0.3,
 # against the transcript's characters) teaches the lips more: CTC (OUT/ctc) trains ENC's lip reader with it against
 # CTL, the same lip reader without it, both on ENC_POOL.
+# MODE=arm asks any other question of that lip reader: ARM (OUT/arm) trains ENC's lip reader with the key=value
+# overrides in ARM (split at spaces, so no value may hold one; e.g. ARM="model.media.video.projector.compressor=conv
+# model.media.video.projector.conv_kernel=8", run 30) against CTL, the same without them, both on ENC_POOL.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -44,16 +47,22 @@ case "$MODE/$EP" in
   avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
   more/open) B=more ;;
   ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
-  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc or avsr, ENC_POOL freewords," \
+  arm/freewords | arm/gridwide | arm/open) B=arm ;;
+  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc, arm or avsr, ENC_POOL freewords," \
           "gridwide or open (MODE=more: open only)" >&2
      exit 2 ;;
 esac
+if [ $B = arm ] && [ -z "${ARM:-}" ]; then
+  echo "lips_job.sh: MODE=arm needs ARM, the key=value overrides that make the other arm (e.g." \
+       "ARM=\"model.media.video.projector.compressor=conv model.media.video.projector.conv_kernel=8\")" >&2
+  exit 2
+fi
 if [ $B = avl ] && [ ! -f lipreader/config.json ]; then
   echo "lips_job.sh: MODE=avsr starts from a lip reader in $W/lipreader, and it has no config.json: stage one with" \
        "LIPREADER=DIR bash scripts/remote/stage_lips.sh" >&2
   exit 2
 fi
-echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-}"
+echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 [ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
     > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
@@ -81,6 +90,7 @@ enc() { grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) 
 more() { OPEN_MORE=1 grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
 ctc() { grid "$EP" "$W/data/$EP" "$W/out/ctc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" \
           "model.ctc={modality: video, weight: ${CTC_WEIGHT:-0.3}}"; }
+arm() { grid "$EP" "$W/data/$EP" "$W/out/arm" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" $ARM; }
 avl() {
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
@@ -88,7 +98,7 @@ avl() {
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
 [ $B = more ] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
-[ $B = ctc ] && CX=("${ENCX[@]}")  # CTC's control: the same lip reader without the CTC loss
+[[ " ctc arm " == *" $B "* ]] && CX=("${ENCX[@]}")  # CTC's and ARM's control: the same lip reader without them
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 $B > log/$B.log 2>&1 & c=$!
 GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & k=$!
