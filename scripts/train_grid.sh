@@ -185,6 +185,12 @@ for J in GAV GAO GAVL GAVLD GAOL; do
 done
 if want GV; then
   ev_sets GV "$(best GV)" vsr "$T" vsr_wrong_lips "$TR"
+  # its last weights too, where best/ is an earlier step (run 29: two lip readers 4.0 points apart at their best
+  # steps, 0.7 at their last weights)
+  L=$(last GV)
+  if [ -d "$OUT/GV/best/model" ] && [ -n "$L" ] && ! same_step "$OUT/GV/best" "${L%/model}"; then
+    ev_sets GV "$L" final_vsr "$T"
+  fi
 fi
 {
   for J in GAV GAVL GAVLD; do

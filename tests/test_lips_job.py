@@ -50,10 +50,11 @@ def test_the_curriculum_continues_from_gw300_and_the_control_gets_all_the_steps(
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == f"train.max_steps={steps}"
         assert f"data.val_manifest={work}/data/{val}/val.jsonl" in c and "train.num_workers=6" in c
     for r in ("gw", "cur", "ctl"):
-        assert {f.name for f in (work / f"res/eval_{r}").iterdir()} == {"GV_vsr.json", "GV_vsr_wrong_lips.json"}
+        assert {f.name for f in (work / f"res/eval_{r}").iterdir()} == {"GV_vsr.json", "GV_vsr_wrong_lips.json", "GV_final_vsr.json"}
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["cur_GV_vsr - ctl_GV_vsr",
-                                                       "cur_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+                                                       "cur_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       "cur_GV_final_vsr - ctl_GV_final_vsr"]
     assert json.loads(compare[0].split(": ", 1)[1])["a"] == "out/ctl/eval/GV_vsr.json"
 
 
@@ -94,7 +95,8 @@ def test_encoder_lora_mode_trains_the_same_lip_reader_with_lora_inside_the_lip_e
     assert bench < test < min(i for i, c in enumerate(calls) if c[2:3] == ["train"])
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["enc_GV_vsr - ctl_GV_vsr",
-                                                       "enc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+                                                       "enc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       "enc_GV_final_vsr - ctl_GV_final_vsr"]
 
 
 def test_a_bad_mode_stops_with_a_message_and_done(tmp_path):
@@ -197,7 +199,8 @@ def test_more_mode_trains_the_lip_reader_on_more_open_text_against_op12_alone(tm
         assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["more_GV_vsr - ctl_GV_vsr",
-                                                       "more_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+                                                       "more_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       "more_GV_final_vsr - ctl_GV_final_vsr"]
     p, _, _ = run_job(tmp_path / "b", {"MODE": "more", "ENC_POOL": "freewords"})
     assert p.returncode == 2 and "MODE=more: open only" in p.stderr
 
@@ -218,7 +221,8 @@ def test_ctc_mode_trains_the_lip_reader_with_the_ctc_loss_against_the_same_witho
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["ctc_GV_vsr - ctl_GV_vsr",
-                                                       "ctc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+                                                       "ctc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       "ctc_GV_final_vsr - ctl_GV_final_vsr"]
 
 
 def test_arm_mode_trains_the_lip_reader_with_the_arm_overrides_against_the_same_without(tmp_path):
@@ -237,7 +241,8 @@ def test_arm_mode_trains_the_lip_reader_with_the_arm_overrides_against_the_same_
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
     compare = (work / "res/compare.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in compare] == ["arm_GV_vsr - ctl_GV_vsr",
-                                                       "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+                                                       "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       "arm_GV_final_vsr - ctl_GV_final_vsr"]
 
 
 def test_arm_mode_without_arm_stops_before_any_work(tmp_path):

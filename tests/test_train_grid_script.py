@@ -150,9 +150,12 @@ def test_vocabulary_point_gavl_from_the_lip_reader_and_its_noise_validated_contr
     assert cond(evals["GAVL_b_-5_wrong_lips"]) == (wrong, "-5", "babble", "3,6", [])
     assert cond(evals["GAVL_vsr"]) == (test, "none", "babble", "3,6", ["audio"])
     assert cond(evals["GV_vsr_wrong_lips"]) == (wrong, "none", "babble", "3,6", [])
+    # the lip reader's last weights too (its best/ is an earlier step here), with its right lips
+    assert evals["GV_final_vsr"]["model"] == f"{out}/GV/final/model" and evals["GV_vsr"]["model"] == f"{out}/GV/best/model"
+    assert cond(evals["GV_final_vsr"]) == (test, "none", "babble", "3,6", [])
     n_calls = len([c for c in calls if c[2:3] == ["evaluate"]])
-    # GAVL: 9 reports, its final 7, its VSR; GAOL: 7, its final 7; GV: 2 (33 reports, one call each before)
-    assert n_calls == 6
+    # GAVL: 9 reports, its final 7, its VSR; GAOL: 7, its final 7; GV: 2, its final 1 (34 reports, one call each before)
+    assert n_calls == 7
     wrong = [json.loads(x) for x in (tmp_path / "data/gw300/test_wrong_lips.jsonl").read_text().splitlines()]
     assert [r["video"] for r in wrong] == ["v1.mp4", "v2.mp4", "v0.mp4"]  # each clip with the next clip's lips
     compare = (out / "eval/compare.txt").read_text().splitlines()
@@ -272,7 +275,8 @@ def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path
         assert "GAVL_clean" in outs and "GAOL_t1_0" in outs
         return sorted(o for o in outs if "_final_" in o)
     assert finals("1500") == []  # best/ is the final step: its weights were evaluated already
-    assert finals("750") == sorted(f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5"))
+    assert finals("750") == sorted([f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")]
+                                   + ["GV_final_vsr"])  # the lip reader's last weights too (run 29)
 
 
 @pytest.mark.parametrize("best_step", ["250", "1187"])
@@ -283,7 +287,7 @@ def test_a_noise_validated_training_stopped_by_time_is_also_evaluated_at_its_lat
                                                        "FAKE_BEST_STEP": best_step})
     out = tmp_path / "out"
     evals = {k: r["model"] for k, r in reports(calls).items()}
-    finals = sorted(k for k in evals if "_final_" in k)
+    finals = sorted(k for k in evals if "_final_" in k and not k.startswith("GV_"))  # GV ran to its end here
     if best_step == "1187":
         assert finals == []
     else:

@@ -11,7 +11,8 @@
 #   CTL  the control: S1 + S2 steps on fw300 (OUT/ctl)
 # each part stopped by SIGTERM when its time is up (the curriculum's first part gets T * S1 / (S1 + S2) seconds, its
 # second what is left of T; the control T) and evaluated at its best weights on its corpus's 300 test clips, with the
-# right lips and with the next clip's (train_grid.sh's reports OUT/{gw,cur,ctl}/eval/GV_vsr*.json). Then the paired
+# right lips and with the next clip's, and at its last weights where those are a later step, with the right lips
+# (train_grid.sh's reports OUT/{gw,cur,ctl}/eval/GV_vsr*.json, GV_final_vsr.json). Then the paired
 # comparison of CUR against CTL on fw300 (res/compare.txt), every report into res/eval_{gw,cur,ctl}/, and WORK/DONE
 # (touched on any exit, so a failed step ends the monitor's wait too). S1 = S2 = 1,000 and T = 600 by default;
 # further key=value overrides in OVERRIDES pass to every training.
@@ -105,7 +106,7 @@ GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${
 rc=0; wait $c || rc=$?; wait $k || rc=$?
 for r in gw $B ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
 for r in gw $B ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
-P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips)  # pairs: the control's report, the other arm's
+P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr)  # pairs: the control's report, the other arm's
 [ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n GAOL_final_$n GAVL_final_$n); done; }
 {
   for ((i = 0; i < ${#P[@]}; i += 2)); do
