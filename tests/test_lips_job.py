@@ -8,6 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from test_encoder_lora_job import FAKE_JOB, run_remote_job
 
 FAIL = r'''
@@ -205,44 +207,34 @@ def test_more_mode_trains_the_lip_reader_on_more_open_text_against_op12_alone(tm
     assert p.returncode == 2 and "MODE=more: open only" in p.stderr
 
 
-def test_ctc_mode_trains_the_lip_reader_with_the_ctc_loss_against_the_same_without(tmp_path):
-    """MODE=ctc: the same lip reader with LoRA inside its encoder, with model.ctc (weight CTC_WEIGHT) against
-    without, both on ENC_POOL's corpus."""
-    p, work, calls = run_job(tmp_path, {"MODE": "ctc", "ENC_POOL": "open", "S1": "5", "S2": "5",
-                                        "CTC_WEIGHT": "0.5"})
+ARM = ["model.media.video.projector.compressor=conv", "model.media.video.projector.conv_kernel=8"]
+
+
+@pytest.mark.parametrize("mode,env,arm_args,ctl_prefix", [
+    # MODE=ctc: with model.ctc (weight CTC_WEIGHT)
+    ("ctc", {"CTC_WEIGHT": "0.5"}, ["model.ctc={modality: video, weight: 0.5}"], "model.ctc"),
+    # MODE=arm (run 30): ARM's key=value overrides, last, so they win over the recipe's and ENC's own settings
+    ("arm", {"ARM": " ".join(ARM)}, ARM, "model.media.video.projector."),
+])
+def test_ctc_and_arm_modes_train_the_lip_reader_with_their_change_against_the_same_without(tmp_path, mode, env,
+                                                                                           arm_args, ctl_prefix):
+    """MODE=ctc and MODE=arm: the same lip reader with LoRA inside its encoder, with the mode's change (the last
+    overrides of its training) against without it, both on ENC_POOL's corpus, compared at the best steps, with the
+    next clip's lips, and at the last weights."""
+    p, work, calls = run_job(tmp_path, {"MODE": mode, "ENC_POOL": "open", "S1": "5", "S2": "5", **env})
     assert p.returncode == 0, p.stderr[-2000:]
     t = trainings(calls, work)
-    assert set(t) == {"ctc/GV", "ctl/GV"}
-    assert "model.ctc={modality: video, weight: 0.5}" in t["ctc/GV"]
-    assert not [a for a in t["ctl/GV"] if a.startswith("model.ctc")]
+    assert set(t) == {f"{mode}/GV", "ctl/GV"}
+    assert t[f"{mode}/GV"][-len(arm_args):] == arm_args
+    assert not [a for a in t["ctl/GV"] if a.startswith(ctl_prefix)]
     for c in t.values():
         assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c and "train.group_lr.encoder=5e-4" in c
         assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
         assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
     compare = (work / "res/compare.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in compare] == ["ctc_GV_vsr - ctl_GV_vsr",
-                                                       "ctc_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
-                                                       "ctc_GV_final_vsr - ctl_GV_final_vsr"]
-
-
-def test_arm_mode_trains_the_lip_reader_with_the_arm_overrides_against_the_same_without(tmp_path):
-    """MODE=arm (run 30): ARM's key=value overrides make the other arm; the control is the same lip reader with LoRA
-    inside its encoder, without them; both on ENC_POOL's corpus, compared like the CTC arm."""
-    arm = ["model.media.video.projector.compressor=conv", "model.media.video.projector.conv_kernel=8"]
-    p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open", "S1": "5", "S2": "5", "ARM": " ".join(arm)})
-    assert p.returncode == 0, p.stderr[-2000:]
-    t = trainings(calls, work)
-    assert set(t) == {"arm/GV", "ctl/GV"}
-    assert t["arm/GV"][-2:] == arm  # last: they win over the recipe's and ENC's own settings
-    assert not [a for a in t["ctl/GV"] if a.startswith("model.media.video.projector.")]
-    for c in t.values():
-        assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in c and "train.group_lr.encoder=5e-4" in c
-        assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
-        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
-    compare = (work / "res/compare.txt").read_text().splitlines()
-    assert [line.split(":")[0] for line in compare] == ["arm_GV_vsr - ctl_GV_vsr",
-                                                       "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
-                                                       "arm_GV_final_vsr - ctl_GV_final_vsr"]
+    assert [line.split(":")[0] for line in compare] == [f"{mode}_GV_vsr - ctl_GV_vsr",
+                                                       f"{mode}_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips",
+                                                       f"{mode}_GV_final_vsr - ctl_GV_final_vsr"]
 
 
 def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
