@@ -1,4 +1,5 @@
-"""The auxiliary CTC objective (``model.ctc``): a linear head on one modality's encoder features, trained with CTC
+"""The auxiliary CTC objective (``model.ctc``): a head on one modality's encoder features (linear, frame by frame; or
+:class:`TemporalHead`, with the neighbouring frames as context), trained with CTC
 against the characters of the sample's transcript (its assistant answer), added to the LLM's loss. Characters need no
 phonemizer or tokenizer, so any manifest works; the transcript is normalized as WER scoring normalizes it
 (:func:`mmlora.metrics.wer.normalize_text`: lower case, punctuation removed, numbers as words)."""
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["CTCConfig", "CTC_CHARS", "ctc_targets", "ctc_loss"]
+__all__ = ["CTCConfig", "CTC_CHARS", "HEADS", "TemporalHead", "build_ctc_head", "run_ctc_head", "ctc_targets", "ctc_loss"]
+
+HEADS = ("linear", "temporal")
 
 CTC_CHARS = " '" + "abcdefghijklmnopqrstuvwxyz"  # label i + 1 is CTC_CHARS[i]; label 0 is the blank
 
@@ -23,10 +26,54 @@ class CTCConfig:
 
     modality: str = ""    # e.g. "video": the lip encoder's 25 fps features; "" = off
     weight: float = 0.3   # loss = cross-entropy + weight · CTC (mean over the batch of per-character CTC)
+    head: str = "linear"  # "linear": one frame at a time; "temporal": TemporalHead (context of neighbouring frames)
+    width: int = 256      # temporal only: its projection's width,
+    kernel: int = 5       # the frames each convolution sees (odd),
+    layers: int = 2       # and how many residual convolutions it stacks
 
     def __post_init__(self) -> None:
         if self.modality and not self.weight > 0:
             raise ValueError(f"model.ctc.weight must be > 0, got {self.weight}")
+        if self.head not in HEADS:
+            raise ValueError(f"model.ctc.head must be one of {HEADS}, got {self.head!r}")
+        if self.width < 1 or self.layers < 1 or self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"model.ctc: width and layers must be >= 1 and kernel odd and >= 1, got width "
+                             f"{self.width}, kernel {self.kernel}, layers {self.layers}")
+
+
+class TemporalHead(nn.Module):
+    """A CTC head with temporal context: a ReLU projection to ``width``, ``layers`` residual 1-D convolutions of
+    ``kernel`` frames (same length), then a linear map to the labels. Padding frames are zeroed before each
+    convolution, so a clip's logits do not depend on how much padding its batch has."""
+
+    def __init__(self, d_in: int, n_labels: int, width: int = 256, kernel: int = 5, layers: int = 2):
+        super().__init__()
+        self.inp = nn.Linear(d_in, width)
+        self.convs = nn.ModuleList(nn.Conv1d(width, width, kernel, padding=kernel // 2) for _ in range(layers))
+        self.out = nn.Linear(width, n_labels)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        keep = None if mask is None else mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
+        h = torch.relu(self.inp(x)).transpose(1, 2)
+        for conv in self.convs:
+            h = h if keep is None else h * keep
+            h = h + torch.relu(conv(h))
+        return self.out(h.transpose(1, 2))
+
+
+def build_ctc_head(cfg: CTCConfig, d_in: int) -> nn.Module:
+    """``cfg.head``'s module from features of width ``d_in`` to the blank and :data:`CTC_CHARS`."""
+    n = len(CTC_CHARS) + 1
+    if cfg.head == "temporal":
+        return TemporalHead(d_in, n, cfg.width, cfg.kernel, cfg.layers)
+    return nn.Linear(d_in, n)
+
+
+def run_ctc_head(head: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+    """The logits ``[B, T, labels]`` of a head from :func:`build_ctc_head` on features ``x [B, T, D]`` (cast to the
+    head's dtype) with their ``mask [B, T]``."""
+    x = x.to(next(head.parameters()).dtype)
+    return head(x, mask) if isinstance(head, TemporalHead) else head(x)
 
 
 def ctc_targets(texts: list[str]) -> tuple[Tensor, Tensor]:

@@ -344,10 +344,10 @@ class MultimodalLM(nn.Module):
             if mcfg.encoder_lora:
                 attach_encoder_lora(encs[mod], *mcfg.encoder_lora_spec(), where=f"model.media.{mod}.encoder_lora")
         if cfg.ctc.modality:  # last too; kept with the projector: it trains, is grouped, saved and loaded with it
-            from .ctc import CTC_CHARS
+            from .ctc import build_ctc_head
 
             m = cfg.ctc.modality
-            projs[m].add_module("ctc_head", nn.Linear(encs[m].output_dim, len(CTC_CHARS) + 1))
+            projs[m].add_module("ctc_head", build_ctc_head(cfg.ctc, encs[m].output_dim))
         self = cls(cfg, model, tokenizer, encs, projs)
         self._freeze()
         return self
@@ -680,7 +680,7 @@ class MultimodalLM(nn.Module):
         """``model.ctc``'s loss (:func:`mmlora.ctc.ctc_loss`) on the encoder features of its modality, against each
         sample's answer (``batch["answers"]``, from :func:`mmlora.data.collate.collate_samples`); every sample must
         carry exactly one item of that modality and an answer."""
-        from .ctc import ctc_loss
+        from .ctc import ctc_loss, run_ctc_head
 
         mod = self.cfg.ctc.modality
         answers = batch.get("answers")
@@ -693,8 +693,7 @@ class MultimodalLM(nn.Module):
                              f"{f.x.shape[0]} {mod} item(s) and {n_ans} answer(s) for {len(answers or [])} sample(s)")
         if f.tokens_per_step != 1:
             raise ValueError(f"model.ctc: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
-        head = self.projectors[mod].ctc_head
-        return ctc_loss(head(f.x.to(head.weight.dtype)), f.mask, answers)
+        return ctc_loss(run_ctc_head(self.projectors[mod].ctc_head, f.x, f.mask), f.mask, answers)
 
     def align_loss(self, feats: dict, rates: dict[str, int] | None = None) -> tuple[Tensor, Tensor]:
         """``model.align``'s loss (see :class:`AlignConfig`) and the number of aligned tokens, from the

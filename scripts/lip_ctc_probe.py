@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lip_feature_probe import add_encoder_args, load_encoder  # noqa: E402
 
+from mmlora.ctc import HEADS, CTCConfig, TemporalHead, build_ctc_head, run_ctc_head  # noqa: E402
+
 
 def greedy_decode(logits: torch.Tensor, length: int) -> str:
     """Best path of one item's ``logits [T, C]`` over its first ``length`` frames: repeats merged, blanks dropped."""
@@ -69,27 +71,6 @@ def pad(feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, mask
 
 
-class TemporalHead(torch.nn.Module):
-    """A CTC head with temporal context: a ReLU projection to ``width``, ``layers`` residual 1-D convolutions of
-    ``kernel`` frames (same length), then a linear map to the labels. Padding frames are zeroed before each
-    convolution, so a clip's logits do not depend on how much padding its batch has."""
-
-    def __init__(self, d_in: int, n_labels: int, width: int = 256, kernel: int = 5, layers: int = 2):
-        super().__init__()
-        self.inp = torch.nn.Linear(d_in, width)
-        self.convs = torch.nn.ModuleList(torch.nn.Conv1d(width, width, kernel, padding=kernel // 2)
-                                         for _ in range(layers))
-        self.out = torch.nn.Linear(width, n_labels)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        keep = None if mask is None else mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
-        h = torch.relu(self.inp(x)).transpose(1, 2)
-        for conv in self.convs:
-            h = h if keep is None else h * keep
-            h = h + torch.relu(conv(h))
-        return self.out(h.transpose(1, 2))
-
-
 class ProbeHead(torch.nn.Module):
     """``head`` on the features as the probe feeds them: standardized with the training frames' statistics
     (``std``), layer-normalized per frame (``layernorm``) or as they come (``raw``)."""
@@ -105,10 +86,9 @@ class ProbeHead(torch.nn.Module):
             x = (x - self.mu) / self.sd
         elif self.inputs == "layernorm":
             x = torch.nn.functional.layer_norm(x, x.shape[-1:])
-        return self.head(x, mask) if isinstance(self.head, TemporalHead) else self.head(x)
+        return run_ctc_head(self.head, x, mask)
 
 
-HEADS = ("linear", "temporal")
 INPUTS = ("std", "raw", "layernorm")
 
 
@@ -145,21 +125,23 @@ def fit_head(train_x, train_m, texts, epochs: int, lr: float, batch: int, seed: 
     return head.eval()
 
 
-def own_head(model_dir: str) -> torch.nn.Linear:
+def own_head(model_dir: str) -> torch.nn.Module:
     """The CTC head a ``model.ctc`` training saved with the video projector (``video.ctc_head.*`` in
-    ``projectors.safetensors``), as a float32 linear layer."""
+    ``projectors.safetensors``), built as its config.json's ``model.ctc`` says, in float32."""
     from safetensors.torch import load_file
 
     path = Path(model_dir) / "projectors.safetensors"
     state = load_file(str(path)) if path.is_file() else {}
-    if "video.ctc_head.weight" not in state:
+    prefix = "video.ctc_head."
+    head_state = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+    if not head_state:
         raise SystemExit(f"{path}: no video.ctc_head (the model was not trained with model.ctc on video)")
-    w, b = state["video.ctc_head.weight"].float(), state["video.ctc_head.bias"].float()
-    head = torch.nn.Linear(w.shape[1], w.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(b)
-    return head
+    ctc = json.loads((Path(model_dir) / "config.json").read_text())["model"].get("ctc") or {}
+    cfg = CTCConfig(**{k: v for k, v in ctc.items() if k != "modality"})
+    d_in = head_state["weight" if cfg.head == "linear" else "inp.weight"].shape[1]
+    head = build_ctc_head(cfg, d_in)
+    head.load_state_dict(head_state)
+    return head.float().eval()
 
 
 def score(head, x, m, texts) -> dict:
@@ -168,7 +150,7 @@ def score(head, x, m, texts) -> dict:
     from mmlora.metrics.wer import compute_wer
 
     with torch.no_grad():
-        logits = head(x, m) if isinstance(head, ProbeHead) else head(x)
+        logits = head(x, m) if isinstance(head, ProbeHead) else run_ctc_head(head, x, m)
         loss = ctc_loss(logits, m, texts).item()
     hyps = [greedy_decode(logits[i], int(m[i].sum())) for i in range(len(texts))]
     r = compute_wer(texts, hyps)

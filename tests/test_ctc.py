@@ -13,6 +13,7 @@ from mmlora.cli import main
 from mmlora.ctc import CTC_CHARS, ctc_loss, ctc_targets
 
 CTC = "model.ctc={modality: video, weight: 0.5}"
+TEMPORAL = "model.ctc={modality: video, weight: 0.5, head: temporal, width: 16, kernel: 3, layers: 2}"
 
 
 def _vsr(*overrides: str):
@@ -60,11 +61,13 @@ def test_loss_is_the_per_character_path_sum_averaged_over_the_batch():
     assert float(empty) == pytest.approx(-float(logp[0, :, 0].sum()), rel=1e-5)
 
 
-def test_the_model_adds_weight_times_ctc_and_the_head_trains_with_the_projector():
+@pytest.mark.parametrize("ctc", [CTC, TEMPORAL])
+def test_the_model_adds_weight_times_ctc_and_the_head_trains_with_the_projector(ctc):
+    from mmlora.ctc import TemporalHead, run_ctc_head
     from mmlora.data.collate import collate_samples
     from mmlora.tasks.speech import SpeechDataset, read_manifest
 
-    plain, model = _vsr(), _vsr(CTC)
+    plain, model = _vsr(), _vsr(ctc)
     # the head is drawn last: every other fresh weight is what it is without model.ctc
     for (n, p), (n0, p0) in zip(
             ((n, p) for n, p in model.named_parameters() if "ctc_head" not in n), plain.named_parameters()):
@@ -79,13 +82,21 @@ def test_the_model_adds_weight_times_ctc_and_the_head_trains_with_the_projector(
     ce = plain(batch)["loss"]
     feats = model.encode_media(batch["media"])["video"]
     head = model.projectors["video"].ctc_head
-    ctc = ctc_loss(head(feats.x), feats.mask, batch["answers"])
+    assert isinstance(head, TemporalHead) == (ctc == TEMPORAL)
+    if ctc == TEMPORAL:  # the temporal head sees each clip with its mask (the padding zeroed before each convolution)
+        assert not feats.mask.all()
+        logits = head(feats.x, feats.mask)
+    else:
+        logits = head(feats.x)
+    torch.testing.assert_close(run_ctc_head(head, feats.x, feats.mask), logits)
+    ctc = ctc_loss(logits, feats.mask, batch["answers"])
     assert float(out["metrics"]["ctc_loss"]) == pytest.approx(float(ctc.detach()), rel=1e-5)
     assert float(out["loss"].detach()) == pytest.approx(float(ce.detach()) + 0.5 * float(ctc.detach()), rel=1e-5)
     out["loss"].backward()
-    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    for p in head.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
     group = {g["name"]: g for g in model.param_groups()}["projectors"]
-    assert any(p is head.weight for p in group["params"])
+    assert all(any(p is q for q in group["params"]) for p in head.parameters())
     model.eval()
     assert "ctc_loss" not in model(batch)["metrics"]  # validation: the LLM's loss only
 
@@ -112,6 +123,34 @@ def test_save_load_and_init_from_with_and_without_a_head(tmp_path, caplog):
     assert hasattr(fresh.projectors["video"], "ctc_head") and "starts fresh" in caplog.text
 
 
+def test_a_temporal_head_is_saved_and_loaded_with_its_settings(tmp_path):
+    from mmlora.model import MultimodalLM
+
+    model = _vsr(TEMPORAL)
+    with torch.no_grad():
+        model.projectors["video"].ctc_head.convs[1].weight.add_(1.0)
+    model.save_pretrained(tmp_path / "t")
+    again = MultimodalLM.from_pretrained(tmp_path / "t")
+    assert (again.cfg.ctc.head, again.cfg.ctc.width, again.cfg.ctc.kernel) == ("temporal", 16, 3)
+    torch.testing.assert_close(again.projectors["video"].ctc_head.state_dict(),
+                               model.projectors["video"].ctc_head.state_dict())
+
+
+def test_the_temporal_head_ignores_how_much_padding_a_batch_has_and_sees_neighbouring_frames():
+    from mmlora.ctc import TemporalHead
+
+    torch.manual_seed(0)
+    head = TemporalHead(6, len(CTC_CHARS) + 1, width=8, kernel=3, layers=2).eval()
+    x = torch.randn(1, 5, 6)
+    padded = torch.cat([x, torch.randn(1, 4, 6) * 50], dim=1)  # garbage in the padding must not leak in
+    m = torch.tensor([[True] * 5 + [False] * 4])
+    with torch.no_grad():
+        torch.testing.assert_close(head(padded, m)[:, :5], head(x, torch.ones(1, 5, dtype=torch.bool)))
+        y = x.clone()
+        y[0, 3] += 1.0  # a change at frame 3 reaches frame 2 (context), unlike a per-frame linear head
+        assert not torch.allclose(head(y)[0, 2], head(x)[0, 2])
+
+
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match=r"model.ctc.modality: 'audio' is not one of model.media \['video'\]"):
         _vsr("model.ctc={modality: audio}")
@@ -119,6 +158,10 @@ def test_bad_settings_name_the_field():
         _vsr("model.ctc={modality: video, weight: 0}")
     with pytest.raises(ValueError, match=r"model.ctc"):
         _vsr("model.ctc={modality: video, blank: 3}")
+    with pytest.raises(ValueError, match=r"model.ctc.head must be one of \('linear', 'temporal'\), got 'lstm'"):
+        _vsr("model.ctc={modality: video, head: lstm}")
+    with pytest.raises(ValueError, match=r"kernel odd"):
+        _vsr("model.ctc={modality: video, head: temporal, kernel: 4}")
 
 
 def test_a_tiny_training_logs_the_ctc_loss(tmp_path):
