@@ -213,7 +213,7 @@ ARM = ["model.media.video.projector.compressor=conv", "model.media.video.project
 @pytest.mark.parametrize("mode,env,arm_args,ctl_prefix", [
     # MODE=ctc: with model.ctc (weight CTC_WEIGHT)
     ("ctc", {"CTC_WEIGHT": "0.5"}, ["model.ctc={modality: video, weight: 0.5}"], "model.ctc"),
-    # MODE=arm (run 30): ARM's key=value overrides, last, so they win over the recipe's and ENC's own settings
+    # MODE=arm (runs 30-31): ARM's key=value overrides, last, so they win over the recipe's and ENC's own settings
     ("arm", {"ARM": " ".join(ARM)}, ARM, "model.media.video.projector."),
 ])
 def test_ctc_and_arm_modes_train_the_lip_reader_with_their_change_against_the_same_without(tmp_path, mode, env,

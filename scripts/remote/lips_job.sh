@@ -28,7 +28,7 @@
 # CTL, the same lip reader without it, both on ENC_POOL.
 # MODE=arm asks any other question of that lip reader: ARM (OUT/arm) trains ENC's lip reader with the key=value
 # overrides in ARM (split at spaces, so no value may hold one; e.g. ARM="model.media.video.projector.compressor=conv
-# model.media.video.projector.conv_kernel=8", run 30) against CTL, the same without them, both on ENC_POOL.
+# model.media.video.projector.conv_kernel=8", run 31) against CTL, the same without them, both on ENC_POOL.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
