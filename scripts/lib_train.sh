@@ -30,6 +30,12 @@ same_step() {  # DIR_A DIR_B: both name the same training step (a best/ that is 
   a=$(step_of "$1"); b=$(step_of "$2")
   [ -n "$a" ] && [ "$a" = "$b" ]
 }
+later_last() {  # NAME: last's weights where they are a later step than best/ (worth evaluating too); nothing otherwise
+  local l
+  l=$(last "$1")
+  [ -d "$OUT/$1/best/model" ] && [ -n "$l" ] && ! same_step "$OUT/$1/best" "${l%/model}" && echo "$l"
+  return 0
+}
 train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unless done or stopped before
   local name=$1 recipe=$2; shift 2
   want "$name" || return 0

@@ -33,13 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lip_feature_probe import add_encoder_args, load_encoder  # noqa: E402
 
-from mmlora.ctc import HEADS, CTCConfig, TemporalHead, build_ctc_head, run_ctc_head  # noqa: E402
+from mmlora.ctc import CTC_CHARS, HEADS, CTCConfig, build_ctc_head, ctc_loss, run_ctc_head  # noqa: E402
 
 
 def greedy_decode(logits: torch.Tensor, length: int) -> str:
     """Best path of one item's ``logits [T, C]`` over its first ``length`` frames: repeats merged, blanks dropped."""
-    from mmlora.ctc import CTC_CHARS
-
     best = logits[:length].argmax(-1).tolist()
     return "".join(CTC_CHARS[c - 1] for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1]))
 
@@ -96,21 +94,16 @@ def fit_head(train_x, train_m, texts, epochs: int, lr: float, batch: int, seed: 
              inputs: str = "std", clip: float = 0.0) -> ProbeHead:
     """A CTC head (``kind``: a zero-initialized linear map, or :class:`TemporalHead`) fitted with Adam on the
     features fed as ``inputs`` says; ``clip`` > 0 clips the gradient norm."""
-    from mmlora.ctc import CTC_CHARS, ctc_loss
-
     if kind not in HEADS or inputs not in INPUTS:
         raise ValueError(f"head {kind!r} / inputs {inputs!r}: heads are {HEADS}, inputs {INPUTS}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     frames = train_x[train_m]
     mu, sd = frames.mean(0), frames.std(0).clamp_min(1e-3)
-    n_labels = len(CTC_CHARS) + 1
-    if kind == "linear":
-        inner = torch.nn.Linear(train_x.shape[-1], n_labels)
+    inner = build_ctc_head(CTCConfig(head=kind), train_x.shape[-1])  # model.ctc's head, its default settings
+    if kind == "linear":  # the probe's linear head starts at zero (no draw of random weights to wash out)
         torch.nn.init.zeros_(inner.weight)
         torch.nn.init.zeros_(inner.bias)
-    else:
-        inner = TemporalHead(train_x.shape[-1], n_labels)
     head = ProbeHead(inner, inputs, mu, sd)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     head.train()
@@ -146,7 +139,6 @@ def own_head(model_dir: str) -> torch.nn.Module:
 
 def score(head, x, m, texts) -> dict:
     """Greedy decoding's CER and WER (jiwer), and the CTC loss per character (nats), of ``head`` on ``x``."""
-    from mmlora.ctc import ctc_loss
     from mmlora.metrics.wer import compute_wer
 
     with torch.no_grad():

@@ -175,9 +175,8 @@ for J in GAV GAO GAVL GAVLD GAOL; do
   # the noise-validated models: their last weights too (final/, or the latest checkpoint of a training stopped by a
   # time limit, as runs 25-26's were), where best/ is an earlier step, in every condition (run 28: the best and the
   # last weights of the same two trainings disagreed on white noise at -5 dB, a condition the last ones lacked)
-  L=$(last $J)
-  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -d "$OUT/$J/best/model" ] && [ -n "$L" ] \
-      && ! same_step "$OUT/$J/best" "${L%/model}"; then
+  L=$(later_last $J)
+  if [[ " GAVL GAVLD GAOL " == *" $J "* ]] && [ -n "$L" ]; then
     EVS=(); conds ${J}_final "$T" "${CONDS[@]}"
     ev_many "$L" "${EVS[@]}"
   fi
@@ -187,10 +186,8 @@ if want GV; then
   ev_sets GV "$(best GV)" vsr "$T" vsr_wrong_lips "$TR"
   # its last weights too, where best/ is an earlier step (run 29: two lip readers 4.0 points apart at their best
   # steps, 0.7 at their last weights)
-  L=$(last GV)
-  if [ -d "$OUT/GV/best/model" ] && [ -n "$L" ] && ! same_step "$OUT/GV/best" "${L%/model}"; then
-    ev_sets GV "$L" final_vsr "$T"
-  fi
+  L=$(later_last GV)
+  [ -z "$L" ] || ev_sets GV "$L" final_vsr "$T"
 fi
 {
   for J in GAV GAVL GAVLD; do

@@ -106,7 +106,9 @@ def test_own_head_builds_a_temporal_head_as_the_model_saved_it(tmp_path):
     model = build_model(cfg)
     model.save_pretrained(tmp_path / "m")
     head = probe.own_head(str(tmp_path / "m"))
-    assert isinstance(head, probe.TemporalHead) and len(head.convs) == 1 and head.convs[0].kernel_size == (3,)
+    from mmlora.ctc import TemporalHead
+
+    assert isinstance(head, TemporalHead) and len(head.convs) == 1 and head.convs[0].kernel_size == (3,)
     torch.testing.assert_close(head.state_dict(), {k: v.float() for k, v in
                                                    model.projectors["video"].ctc_head.state_dict().items()})
 
