@@ -237,6 +237,33 @@ def test_ctc_and_arm_modes_train_the_lip_reader_with_their_change_against_the_sa
                                                        f"{mode}_GV_final_vsr - ctl_GV_final_vsr"]
 
 
+@pytest.mark.parametrize("best_last,a,b", [
+    ("/out/arm/", "out/ctl/eval/GV_final_vsr.json", "out/arm/eval/GV_vsr.json"),  # run 30: the arm's best was step 1500
+    ("/out/ctl/", "out/ctl/eval/GV_vsr.json", "out/arm/eval/GV_final_vsr.json"),
+])
+def test_an_arm_whose_best_is_its_last_step_pairs_its_best_report_at_the_last_weights(tmp_path, best_last, a, b):
+    """train_grid.sh evaluates last weights only where they are later than best/; the other arm's last weights are
+    then compared with that arm's best-step report, which holds the same weights (none is dropped, as in run 30)."""
+    p, work, _ = run_job(tmp_path, {"MODE": "arm", "ARM": ARM[0], "ENC_POOL": "open", "S1": "5", "S2": "5",
+                                    "FAKE_BEST_LAST": best_last})
+    assert p.returncode == 0, p.stderr[-2000:]
+    side = "arm" if best_last == "/out/arm/" else "ctl"
+    assert "GV_final_vsr.json" not in {f.name for f in (work / f"res/eval_{side}").iterdir()}
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert compare[-1].split(":")[0] == "arm_GV_final_vsr - ctl_GV_final_vsr"
+    got = json.loads(compare[-1].split(": ", 1)[1])
+    assert (got["a"], got["b"]) == (a, b)
+
+
+def test_arms_whose_best_is_their_last_step_make_no_last_weights_line(tmp_path):
+    p, work, _ = run_job(tmp_path, {"MODE": "arm", "ARM": ARM[0], "ENC_POOL": "open", "S1": "5", "S2": "5",
+                                    "FAKE_BEST_LAST": "/out/arm/ /out/ctl/"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == ["arm_GV_vsr - ctl_GV_vsr",
+                                                       "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
+
+
 def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open"})
     assert p.returncode == 2 and "MODE=arm needs ARM" in p.stderr and (work / "DONE").exists()

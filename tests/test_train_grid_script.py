@@ -60,6 +60,9 @@ elif args[:2] == ["-m", "mmlora.cli"]:
         if os.environ.get("FAKE_BEST_STEP"):  # best/ at that step, final/ at step 1500 (the trainer's info.json)
             (out / "best/info.json").write_text(json.dumps({"step": int(os.environ["FAKE_BEST_STEP"])}))
             (out / "final/info.json").write_text(json.dumps({"step": 1500}))
+        if any(s in str(out) for s in os.environ.get("FAKE_BEST_LAST", "").split()):  # validation's best: the last step
+            for d in ("best", "final"):
+                (out / f"{d}/info.json").write_text(json.dumps({"step": 1500}))
     elif cmd == "evaluate":  # one report and summary line per --out (several --manifest / --out pairs: one call)
         for i, a in enumerate(args):
             if a == "--out":

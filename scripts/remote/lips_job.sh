@@ -111,6 +111,10 @@ P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr) 
 {
   for ((i = 0; i < ${#P[@]}; i += 2)); do
     a=out/ctl/eval/${P[i]}.json b=out/$B/eval/${P[i+1]}.json
+    # last weights (…final…): an arm whose best/ is its last step has no such report (train_grid.sh evaluates only
+    # later last weights), so its best-step report stands for them (run 30's CTC arm); none where both lack one
+    [ -f $a ] || [ -f $b ] || continue
+    [ -f $a ] || a=out/ctl/eval/${P[i]/final_/}.json; [ -f $b ] || b=out/$B/eval/${P[i+1]/final_/}.json
     [ -f $a ] && [ -f $b ] || continue
     echo "${B}_${P[i+1]} - ctl_${P[i]}: $(python3 -m mmlora.cli compare-wer $a $b | tail -n 1)"
   done
