@@ -264,6 +264,34 @@ def test_arms_whose_best_is_their_last_step_make_no_last_weights_line(tmp_path):
                                                        "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
 
 
+def test_more_and_arm_train_beside_one_control_and_are_each_compared_with_it(tmp_path):
+    """MODE=more+arm: runs 27 and 31 in one job; three trainings, each arm compared with the one control."""
+    p, work, calls = run_job(tmp_path, {"MODE": "more+arm", "ARM": " ".join(ARM), "ENC_POOL": "open",
+                                        "S1": "5", "S2": "5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"more/GV", "arm/GV", "ctl/GV"}
+    assert t["arm/GV"][-len(ARM):] == ARM and not [a for a in t["more/GV"] + t["ctl/GV"] if a in ARM]
+    for c in t.values():
+        assert "model.media.video.encoder_lora={rank: 8, alpha: 16}" in c
+        assert [a for a in c if a.startswith("train.max_steps=")][-1] == "train.max_steps=10"
+    more_data = [a for a in t["more/GV"] if a.startswith("data.train_manifest=")][-1]
+    ctl_data = [a for a in t["ctl/GV"] if a.startswith("data.train_manifest=")][-1]
+    assert more_data != ctl_data == [a for a in t["arm/GV"] if a.startswith("data.train_manifest=")][-1]
+    for r in ("more", "arm", "ctl"):
+        assert (work / f"res/eval_{r}/GV_vsr.json").exists()
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == [f"{b}_{n} - ctl_{n}" for b in ("more", "arm")
+                                                       for n in ("GV_vsr", "GV_vsr_wrong_lips", "GV_final_vsr")]
+
+
+@pytest.mark.parametrize("mode", ["avsr+arm", "arm+arm", "more+curriculum"])
+def test_arms_that_cannot_share_the_control_stop_before_any_work(tmp_path, mode):
+    p, work, calls = run_job(tmp_path, {"MODE": mode, "ARM": ARM[0], "ENC_POOL": "open"})
+    assert p.returncode == 2 and "share one control only" in p.stderr and (work / "DONE").exists()
+    assert not calls
+
+
 def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open"})
     assert p.returncode == 2 and "MODE=arm needs ARM" in p.stderr and (work / "DONE").exists()

@@ -29,6 +29,8 @@
 # MODE=arm asks any other question of that lip reader: ARM (OUT/arm) trains ENC's lip reader with the key=value
 # overrides in ARM (split at spaces, so no value may hold one; e.g. ARM="model.media.video.projector.compressor=conv
 # model.media.video.projector.conv_kernel=8", run 31) against CTL, the same without them, both on ENC_POOL.
+# Several of more, ctc and arm joined by + (MODE=more+arm, ENC_POOL=open) train each beside the one control (OUT/more,
+# OUT/arm, OUT/ctl: three trainings on the GPU, OMP_NUM_THREADS=3 each), and each is compared with the control.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -42,18 +44,27 @@ set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
 job_begin
 W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum}; EP=${ENC_POOL:-freewords}
-case "$MODE/$EP" in
-  curriculum/*) B=cur ;;
-  encoder_lora/freewords | encoder_lora/gridwide | encoder_lora/open) B=enc ;;
-  avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
-  more/open) B=more ;;
-  ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
-  arm/freewords | arm/gridwide | arm/open) B=arm ;;
-  *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc, arm or avsr, ENC_POOL freewords," \
-          "gridwide or open (MODE=more: open only)" >&2
-     exit 2 ;;
-esac
-if [ $B = arm ] && [ -z "${ARM:-}" ]; then
+BS=()  # the arms trained beside the control: one, or several of more, ctc and arm (MODE=more+arm), which share it
+IFS=+ read -ra MODES <<< "$MODE"
+for m in "${MODES[@]}"; do
+  case "$m/$EP" in
+    curriculum/*) B=cur ;;
+    encoder_lora/freewords | encoder_lora/gridwide | encoder_lora/open) B=enc ;;
+    avsr/freewords | avsr/gridwide | avsr/open) B=avl ;;
+    more/open) B=more ;;
+    ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
+    arm/freewords | arm/gridwide | arm/open) B=arm ;;
+    *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc, arm or avsr, ENC_POOL freewords," \
+            "gridwide or open (MODE=more: open only)" >&2
+       exit 2 ;;
+  esac
+  if [ ${#MODES[@]} -gt 1 ] && [[ " more ctc arm " != *" $B "* || " ${BS[*]} " == *" $B "* ]]; then
+    echo "lips_job.sh: MODE=$MODE: several arms share one control only as distinct ones of more, ctc and arm" >&2
+    exit 2
+  fi
+  BS+=("$B")
+done
+if [[ " ${BS[*]} " == *" arm "* ]] && [ -z "${ARM:-}" ]; then
   echo "lips_job.sh: MODE=arm needs ARM, the key=value overrides that make the other arm (e.g." \
        "ARM=\"model.media.video.projector.compressor=conv model.media.video.projector.conv_kernel=8\")" >&2
   exit 2
@@ -98,17 +109,18 @@ avl() {
 }
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
-[ $B = more ] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
+[[ " ${BS[*]} " == *" more "* ]] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
 [[ " ctc arm " == *" $B "* ]] && CX=("${ENCX[@]}")  # CTC's and ARM's control: the same lip reader without them
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
-$B > log/$B.log 2>&1 & c=$!
-GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & k=$!
-rc=0; wait $c || rc=$?; wait $k || rc=$?
-for r in gw $B ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
-for r in gw $B ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
+[ ${#BS[@]} -eq 1 ] || export OMP_NUM_THREADS=3  # three or more
+pids=(); for b in "${BS[@]}"; do $b > log/$b.log 2>&1 & pids+=($!); done
+GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & pids+=($!)
+rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
+for r in gw "${BS[@]}" ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
+for r in gw "${BS[@]}" ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
 P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr)  # pairs: the control's report, the other arm's
 [ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n GAOL_final_$n GAVL_final_$n); done; }
-{
+for B in "${BS[@]}"; do
   for ((i = 0; i < ${#P[@]}; i += 2)); do
     a=out/ctl/eval/${P[i]}.json b=out/$B/eval/${P[i+1]}.json
     # last weights (…final…): an arm whose best/ is its last step has no such report (train_grid.sh evaluates only
@@ -118,6 +130,6 @@ P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr) 
     [ -f $a ] && [ -f $b ] || continue
     echo "${B}_${P[i+1]} - ctl_${P[i]}: $(python3 -m mmlora.cli compare-wer $a $b | tail -n 1)"
   done
-} | tee res/compare.txt
+done | tee res/compare.txt
 echo "$(date +%T) trainings and evaluations ended, exit $rc"
 exit $rc
