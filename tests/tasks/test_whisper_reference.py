@@ -66,25 +66,38 @@ def test_snr_mixes_the_same_noise_as_evaluate():
         assert torch.equal(w, ds.eval_noisy(clean, i, 0.0)) and not torch.equal(w, clean)
 
 
-def test_beam_size_reaches_the_transcriber_and_the_report(tmp_path, monkeypatch, capsys):
-    """--beam-size N goes to CTranslate2's generate through ct2_transcriber and is recorded in the report; below 1 is
-    a clear error (a stand-in transcriber and ctranslate2 module: no weights needed)."""
+@pytest.fixture
+def stubbed(tmp_path, monkeypatch):
+    """The script with stand-in transcribers (both kinds record how they were made) and ctranslate2 module: no
+    weights needed."""
     import sys
     import types
 
     mod = _script()
     got = {}
 
-    def fake_transcriber(folder, prompt, threads=0, device="cpu", beam_size=1):
-        got.update(folder=folder, beam_size=beam_size)
+    def ct2(folder, prompt, threads=0, device="cpu", beam_size=1):
+        got.update(kind="ct2", folder=folder, beam_size=beam_size)
+        return lambda waves: ["x"] * len(waves)
+
+    def ours(name, encoder, threads=0, device="cpu", beam_size=1):
+        got.update(kind="mmlora", name=name, encoder=encoder, beam_size=beam_size)
         return lambda waves: ["x"] * len(waves)
 
     monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
-    monkeypatch.setattr(mod, "ct2_transcriber", fake_transcriber)
+    monkeypatch.setattr(mod, "ct2_transcriber", ct2)
+    monkeypatch.setattr(mod, "mmlora_transcriber", ours)
     monkeypatch.setattr(mod, "model_dir", lambda name: tmp_path)
+    return mod, got
+
+
+def test_beam_size_reaches_the_transcriber_and_the_report(tmp_path, stubbed, capsys):
+    """--beam-size N goes to CTranslate2's generate through ct2_transcriber and is recorded in the report; below 1 is
+    a clear error."""
+    mod, got = stubbed
     out = tmp_path / "ref.json"
     assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--beam-size", "4"]) == 0
-    assert got == {"folder": tmp_path, "beam_size": 4}
+    assert got == {"kind": "ct2", "folder": tmp_path, "beam_size": 4}
     assert json.loads(out.read_text())["beam_size"] == 4
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["beam_size"] == 4
     assert mod.main(["--manifest", str(CLIPS), "--out", str(out)]) == 0 and got["beam_size"] == 1
@@ -117,23 +130,12 @@ def test_decoder_features_padded_and_unpadded():
     assert torch.equal(mixed[50:], full[50:])
 
 
-def test_encoder_option_reaches_the_transcriber_and_the_report(tmp_path, monkeypatch, capsys):
-    import sys
-    import types
-
-    mod = _script()
-    got = {}
-
-    def fake(name, encoder, threads=0, device="cpu", beam_size=1):
-        got.update(name=name, encoder=encoder)
-        return lambda waves: ["x"] * len(waves)
-
-    monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
-    monkeypatch.setattr(mod, "mmlora_transcriber", fake)
-    monkeypatch.setattr(mod, "ct2_transcriber", lambda *a, **k: pytest.fail("--encoder unpadded ran CTranslate2's encoder"))
+def test_encoder_option_reaches_the_transcriber_and_the_report(tmp_path, stubbed, capsys):
+    """--encoder unpadded: mmlora's encoder feeds the decoder (mmlora_transcriber, not CTranslate2's encoder)."""
+    mod, got = stubbed
     out = tmp_path / "ref.json"
-    assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--encoder", "unpadded"]) == 0
-    assert got == {"name": "whisper-tiny.en", "encoder": "unpadded"}
+    assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--encoder", "unpadded", "--beam-size", "2"]) == 0
+    assert got == {"kind": "mmlora", "name": "whisper-tiny.en", "encoder": "unpadded", "beam_size": 2}
     assert json.loads(out.read_text())["encoder"] == "unpadded"
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["encoder"] == "unpadded"
 
