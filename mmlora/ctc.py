@@ -22,7 +22,7 @@ CTC_CHARS = " '" + "abcdefghijklmnopqrstuvwxyz"  # label i + 1 is CTC_CHARS[i]; 
 class CTCConfig:
     """``model.ctc``: CTC on ``modality``'s encoder features (``""``: off), ``weight`` × it added to the
     cross-entropy in training. The head (``projectors.<modality>.ctc_head``) trains and is saved with the projector;
-    inference does not use it."""
+    inference does not use it, unless ``feed`` gives its hidden frames to the projector."""
 
     modality: str = ""    # e.g. "video": the lip encoder's 25 fps features; "" = off
     weight: float = 0.3   # loss = cross-entropy + weight · CTC (mean over the batch of per-character CTC)
@@ -30,12 +30,17 @@ class CTCConfig:
     width: int = 256      # temporal only: its projection's width,
     kernel: int = 5       # the frames each convolution sees (odd),
     layers: int = 2       # and how many residual convolutions it stacks
+    feed: bool = False    # temporal only: the projector reads the head's hidden frames beside the encoder's (the
+                          # LLM then sees the context the head learned), and inference runs the head too
 
     def __post_init__(self) -> None:
         if self.modality and not self.weight > 0:
             raise ValueError(f"model.ctc.weight must be > 0, got {self.weight}")
         if self.head not in HEADS:
             raise ValueError(f"model.ctc.head must be one of {HEADS}, got {self.head!r}")
+        if self.feed and self.head != "temporal":
+            raise ValueError(f"model.ctc.feed needs model.ctc.head: temporal (the hidden frames it feeds), got "
+                             f"{self.head!r}")
         if self.width < 1 or self.layers < 1 or self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"model.ctc: width and layers must be >= 1 and kernel odd and >= 1, got width "
                              f"{self.width}, kernel {self.kernel}, layers {self.layers}")
@@ -52,13 +57,18 @@ class TemporalHead(nn.Module):
         self.convs = nn.ModuleList(nn.Conv1d(width, width, kernel, padding=kernel // 2) for _ in range(layers))
         self.out = nn.Linear(width, n_labels)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def hidden(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The frames ``[B, T, width]`` after the convolutions, before the labels (what ``model.ctc.feed`` gives the
+        projector)."""
         keep = None if mask is None else mask.unsqueeze(1).to(x.dtype)  # [B, 1, T]
         h = torch.relu(self.inp(x)).transpose(1, 2)
         for conv in self.convs:
             h = h if keep is None else h * keep
             h = h + torch.relu(conv(h))
-        return self.out(h.transpose(1, 2))
+        return h.transpose(1, 2)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.out(self.hidden(x, mask))
 
 
 def build_ctc_head(cfg: CTCConfig, d_in: int) -> nn.Module:

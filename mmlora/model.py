@@ -336,7 +336,8 @@ class MultimodalLM(nn.Module):
         projs = {}
         for mod, mcfg in cfg.media.items():
             pcfg = ProjectorConfig.from_dict(mcfg.projector, where=f"model.media.{mod}.projector")
-            projs[mod] = build_projector(pcfg, d_in=encs[mod].output_dim, d_llm=d_llm)
+            fed = cfg.ctc.width if cfg.ctc.feed and cfg.ctc.modality == mod else 0  # the CTC head's hidden frames
+            projs[mod] = build_projector(pcfg, d_in=encs[mod].output_dim + fed, d_llm=d_llm)
         adapters = dict(cfg.adapters)
         if adapters:
             attach(model, adapters, cfg.target_modules)
@@ -479,6 +480,8 @@ class MultimodalLM(nn.Module):
             aug = self.cfg.media[mod].spec_augment
             if self.training and augment and aug.active:
                 f = _replace(f, x=spec_augment(f.x, f.mask, aug))
+            if self.cfg.ctc.feed and mod == self.cfg.ctc.modality:  # the CTC head's hidden frames beside the features
+                f = _replace(f, x=torch.cat([f.x, proj.ctc_head.hidden(f.x, f.mask)], dim=-1))
             emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = _unpad_rows(emb, mask)
         if self.training and augment:

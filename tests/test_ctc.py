@@ -14,6 +14,7 @@ from mmlora.ctc import CTC_CHARS, ctc_loss, ctc_targets
 
 CTC = "model.ctc={modality: video, weight: 0.5}"
 TEMPORAL = "model.ctc={modality: video, weight: 0.5, head: temporal, width: 16, kernel: 3, layers: 2}"
+FEED = "model.ctc={modality: video, weight: 0.5, head: temporal, width: 16, kernel: 3, layers: 2, feed: true}"
 
 
 def _vsr(*overrides: str):
@@ -151,6 +152,63 @@ def test_the_temporal_head_ignores_how_much_padding_a_batch_has_and_sees_neighbo
         assert not torch.allclose(head(y)[0, 2], head(x)[0, 2])
 
 
+def _video_batch(model, n=3):
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    ds = SpeechDataset(read_manifest("tests/data/speech/train.jsonl"), ("video",))
+    return collate_samples([ds[i] for i in range(n)], model.prompts)
+
+
+def _tokens(model, batch):
+    with torch.no_grad():
+        return model.project(model.encode_media(batch["media"]), {"video": 2})["video"]
+
+
+@pytest.mark.parametrize("feed", [False, True])
+def test_feed_gives_the_projector_and_the_llms_loss_the_heads_hidden_frames(feed):
+    """model.ctc.feed: the LLM's tokens depend on the temporal head (inference runs it), the LLM's own loss trains
+    it, and its width is added to the projector's input; without feed neither holds."""
+    model = _vsr(FEED if feed else TEMPORAL)
+    head, enc_dim = model.projectors["video"].ctc_head, model.encoders["video"].output_dim
+    first = next(p for n, p in model.projectors["video"].named_parameters() if "ctc_head" not in n and p.dim() == 2)
+    assert first.shape[1] == 2 * (enc_dim + 16 * feed)  # vsr_tiny's projector stacks 2 frames
+    model.eval()
+    batch = _video_batch(model)
+    before = _tokens(model, batch)
+    with torch.no_grad():
+        head.convs[1].weight.add_(0.5)
+    after = _tokens(model, batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, after)) != feed
+    model.zero_grad()
+    model(batch)["loss"].backward()  # eval: the LLM's cross-entropy only, no CTC term
+    grads = {n: p.grad for n, p in head.named_parameters() if not n.startswith("out.")}  # the labels: CTC's only
+    assert len(grads) == 6
+    if feed:
+        assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    else:
+        assert all(g is None for g in grads.values())
+
+
+def test_fed_tokens_ignore_how_much_padding_a_batch_has(tmp_path):
+    """A clip's tokens are the same alone and beside longer clips (the head zeroes the padding before each
+    convolution, the projector masks it), and after save / load."""
+    from mmlora.model import MultimodalLM
+
+    model = _vsr(FEED).eval()
+    batch = _video_batch(model)
+    feats = model.encode_media(batch["media"])["video"]
+    lengths = feats.mask.sum(1).tolist()
+    short = lengths.index(min(lengths))
+    assert min(lengths) < max(lengths)
+    alone = _tokens(model, {"media": {"video": [batch["media"]["video"][short]]}})[0]
+    torch.testing.assert_close(_tokens(model, batch)[short], alone)
+    model.save_pretrained(tmp_path / "fed")
+    again = MultimodalLM.from_pretrained(tmp_path / "fed").eval()
+    assert again.cfg.ctc.feed
+    torch.testing.assert_close(_tokens(again, batch), _tokens(model, batch))
+
+
 def test_bad_settings_name_the_field():
     with pytest.raises(ValueError, match=r"model.ctc.modality: 'audio' is not one of model.media \['video'\]"):
         _vsr("model.ctc={modality: audio}")
@@ -162,11 +220,14 @@ def test_bad_settings_name_the_field():
         _vsr("model.ctc={modality: video, head: lstm}")
     with pytest.raises(ValueError, match=r"kernel odd"):
         _vsr("model.ctc={modality: video, head: temporal, kernel: 4}")
+    with pytest.raises(ValueError, match=r"model.ctc.feed needs model.ctc.head: temporal"):
+        _vsr("model.ctc={modality: video, feed: true}")
 
 
-def test_a_tiny_training_logs_the_ctc_loss(tmp_path):
+@pytest.mark.parametrize("ctc", [CTC, FEED])
+def test_a_tiny_training_logs_the_ctc_loss(tmp_path, ctc):
     out = tmp_path / "run"
-    assert main(["train", "recipes/vsr_tiny.yaml", CTC, f"train.output_dir={out}", "train.max_steps=2",
+    assert main(["train", "recipes/vsr_tiny.yaml", ctc, f"train.output_dir={out}", "train.max_steps=2",
                  "train.save_every=0", "train.log_every=1"]) == 0
     metrics = (out / "metrics.jsonl").read_text()
     assert "ctc_loss" in metrics
