@@ -264,6 +264,25 @@ def test_arms_whose_best_is_their_last_step_make_no_last_weights_line(tmp_path):
                                                        "arm_GV_vsr_wrong_lips - ctl_GV_vsr_wrong_lips"]
 
 
+def test_two_arms_of_overrides_train_beside_one_control(tmp_path):
+    """MODE=arm+arm2: ARM's and ARM2's overrides each make an arm (the last overrides of its training), the control
+    has neither, and each is compared with it."""
+    feed = ["model.ctc.modality=video", "model.ctc.head=temporal", "model.ctc.feed=true"]
+    p, work, calls = run_job(tmp_path, {"MODE": "arm+arm2", "ARM": " ".join(feed), "ARM2": " ".join(ARM),
+                                        "ENC_POOL": "open", "S1": "5", "S2": "5"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"arm/GV", "arm2/GV", "ctl/GV"}
+    assert t["arm/GV"][-3:] == feed and t["arm2/GV"][-2:] == ARM
+    assert not [a for a in t["arm/GV"] if a in ARM] and not [a for a in t["arm2/GV"] if a in feed]
+    assert not [a for a in t["ctl/GV"] if a in ARM + feed]
+    compare = (work / "res/compare.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in compare] == [f"{b}_{n} - ctl_{n}" for b in ("arm", "arm2")
+                                                       for n in ("GV_vsr", "GV_vsr_wrong_lips", "GV_final_vsr")]
+    p, work, calls = run_job(tmp_path / "no_arm2", {"MODE": "arm+arm2", "ARM": ARM[0], "ENC_POOL": "open"})
+    assert p.returncode == 2 and "MODE=arm+arm2 needs ARM2" in p.stderr and not calls
+
+
 def test_more_and_arm_train_beside_one_control_and_are_each_compared_with_it(tmp_path):
     """MODE=more+arm: runs 27 and 31 in one job; three trainings, each arm compared with the one control."""
     p, work, calls = run_job(tmp_path, {"MODE": "more+arm", "ARM": " ".join(ARM), "ENC_POOL": "open",

@@ -29,8 +29,9 @@
 # MODE=arm asks any other question of that lip reader: ARM (OUT/arm) trains ENC's lip reader with the key=value
 # overrides in ARM (split at spaces, so no value may hold one; e.g. ARM="model.media.video.projector.compressor=conv
 # model.media.video.projector.conv_kernel=8", run 31) against CTL, the same without them, both on ENC_POOL.
-# Several of more, ctc and arm joined by + (MODE=more+arm, ENC_POOL=open) train each beside the one control (OUT/more,
-# OUT/arm, OUT/ctl: three trainings on the GPU, OMP_NUM_THREADS=3 each), and each is compared with the control.
+# Several of more, ctc, arm and arm2 joined by + (MODE=more+arm, ENC_POOL=open) train each beside the one control
+# (OUT/more, OUT/arm, OUT/ctl: three trainings on the GPU, OMP_NUM_THREADS=3 each), and each is compared with the
+# control. ARM2 is a second set of overrides like ARM (OUT/arm2), so MODE=arm+arm2 asks two questions at once.
 # MODE=avsr (GPU runs 25-26) asks whether a lip reader staged in WORK/lipreader (stage_lips.sh with
 # LIPREADER=DIR, e.g. run 24's with LoRA inside its lip encoder) gives AVSR bigger wins in noise: AVL (OUT/avl,
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
@@ -44,7 +45,7 @@ set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
 job_begin
 W=$(pwd); T=${T:-600}; S1=${S1:-1000}; S2=${S2:-1000}; MODE=${MODE:-curriculum}; EP=${ENC_POOL:-freewords}
-BS=()  # the arms trained beside the control: one, or several of more, ctc and arm (MODE=more+arm), which share it
+BS=()  # the arms trained beside the control: one, or several of more, ctc, arm and arm2 (MODE=more+arm): they share it
 IFS=+ read -ra MODES <<< "$MODE"
 for m in "${MODES[@]}"; do
   case "$m/$EP" in
@@ -54,27 +55,31 @@ for m in "${MODES[@]}"; do
     more/open) B=more ;;
     ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
     arm/freewords | arm/gridwide | arm/open) B=arm ;;
+    arm2/freewords | arm2/gridwide | arm2/open) B=arm2 ;;
     *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc, arm or avsr, ENC_POOL freewords," \
             "gridwide or open (MODE=more: open only)" >&2
        exit 2 ;;
   esac
-  if [ ${#MODES[@]} -gt 1 ] && [[ " more ctc arm " != *" $B "* || " ${BS[*]} " == *" $B "* ]]; then
-    echo "lips_job.sh: MODE=$MODE: several arms share one control only as distinct ones of more, ctc and arm" >&2
+  if [ ${#MODES[@]} -gt 1 ] && [[ " more ctc arm arm2 " != *" $B "* || " ${BS[*]} " == *" $B "* ]]; then
+    echo "lips_job.sh: MODE=$MODE: several arms share one control only as distinct ones of more, ctc, arm and arm2" >&2
     exit 2
   fi
   BS+=("$B")
 done
-if [[ " ${BS[*]} " == *" arm "* ]] && [ -z "${ARM:-}" ]; then
-  echo "lips_job.sh: MODE=arm needs ARM, the key=value overrides that make the other arm (e.g." \
-       "ARM=\"model.media.video.projector.compressor=conv model.media.video.projector.conv_kernel=8\")" >&2
-  exit 2
-fi
+for a in arm arm2; do  # ARM / ARM2: the overrides that make that arm
+  v=${a^^}
+  if [[ " ${BS[*]} " == *" $a "* ]] && [ -z "${!v:-}" ]; then
+    echo "lips_job.sh: MODE=$MODE needs $v, the key=value overrides that make the $a arm (e.g." \
+         "$v=\"model.media.video.projector.compressor=conv model.media.video.projector.conv_kernel=8\")" >&2
+    exit 2
+  fi
+done
 if [ $B = avl ] && [ ! -f lipreader/config.json ]; then
   echo "lips_job.sh: MODE=avsr starts from a lip reader in $W/lipreader, and it has no config.json: stage one with" \
        "LIPREADER=DIR bash scripts/remote/stage_lips.sh" >&2
   exit 2
 fi
-echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}"
+echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}${ARM2:+ ARM2=$ARM2}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 [ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
     > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
@@ -102,7 +107,9 @@ enc() { grid "$EP" "$W/data/$EP" "$W/out/enc" "$T" train.max_steps=$((S1 + S2)) 
 more() { OPEN_MORE=1 grid open "$W/data/open" "$W/out/more" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}"; }
 ctc() { grid "$EP" "$W/data/$EP" "$W/out/ctc" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" \
           "model.ctc={modality: video, weight: ${CTC_WEIGHT:-0.3}}"; }
-arm() { grid "$EP" "$W/data/$EP" "$W/out/arm" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" $ARM; }
+armx() { local v=${1^^}; grid "$EP" "$W/data/$EP" "$W/out/$1" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" ${!v}; }
+arm() { armx arm; }    # with ARM's overrides
+arm2() { armx arm2; }  # with ARM2's
 avl() {
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
@@ -110,7 +117,7 @@ avl() {
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
 [[ " ${BS[*]} " == *" more "* ]] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
-[[ " ctc arm " == *" $B "* ]] && CX=("${ENCX[@]}")  # CTC's and ARM's control: the same lip reader without them
+[[ " ctc arm arm2 " == *" $B "* ]] && CX=("${ENCX[@]}")  # CTC's and ARM's control: the same lip reader without them
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 [ ${#BS[@]} -eq 1 ] || export OMP_NUM_THREADS=3  # three or more
 pids=(); for b in "${BS[@]}"; do $b > log/$b.log 2>&1 & pids+=($!); done
