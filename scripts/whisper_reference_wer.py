@@ -10,7 +10,8 @@ shows how hard a test set is for the frozen encoder's original system.
 weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding (``--beam-size N``: beam
 search, CTranslate2's) of 30 s log-mel windows (Whisper's own front end), English, no timestamps. ``--encoder
 padded|unpadded``: the decoder reads mmlora's own Whisper encoder instead (:func:`decoder_features`), padded to 30 s
-or as the projector reads it. The report has the layout of ``mmlora evaluate`` (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
+or as the projector reads it. The report has the layout of ``mmlora evaluate``
+(``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def decoder_features(wave, padded, unpadded=None):
     decoder still sees where the speech ends (without them it repeats the clip's text to its length limit)."""
     import torch
 
+    wave = wave[:WINDOW]  # the first 30 s, as Whisper's feature extractor keeps them (the default --encoder ct2 too)
     with torch.no_grad():
         full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))]).x[0].float()
         if unpadded is None:
@@ -83,7 +85,8 @@ def mmlora_transcriber(name: str, encoder: str, threads: int = 0, device: str = 
     from mmlora.encoders import build_encoder, preset
 
     if name not in PROMPTS:
-        raise ValueError(f"--encoder {encoder} needs --model whisper-tiny.en or whisper-base (mmlora's presets), got {name!r}")
+        raise ValueError(f"--encoder {encoder} needs --model whisper-tiny.en or whisper-base (mmlora's presets), "
+                         f"got {name!r}")
     folder, prompt = model_dir(name), PROMPTS[name]
     model = ctranslate2.models.Whisper(str(folder), device=device, intra_threads=threads)
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))

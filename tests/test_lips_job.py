@@ -311,6 +311,13 @@ def test_arms_that_cannot_share_the_control_stop_before_any_work(tmp_path, mode)
     assert not calls
 
 
+@pytest.mark.parametrize("mode,pool", [("lips", "open"), ("more", "freewords"), ("arm+lips", "open")])
+def test_an_unknown_mode_or_pool_names_the_choices(tmp_path, mode, pool):
+    p, work, calls = run_job(tmp_path, {"MODE": mode, "ARM": ARM[0], "ENC_POOL": pool})
+    assert p.returncode == 2 and not calls and (work / "DONE").exists()
+    assert f"MODE={mode} ENC_POOL={pool}: MODE is curriculum, encoder_lora, more, ctc, arm, arm2 or avsr" in p.stderr
+
+
 def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open"})
     assert p.returncode == 2 and "MODE=arm needs ARM" in p.stderr and (work / "DONE").exists()

@@ -56,8 +56,9 @@ for m in "${MODES[@]}"; do
     ctc/freewords | ctc/gridwide | ctc/open) B=ctc ;;
     arm/freewords | arm/gridwide | arm/open) B=arm ;;
     arm2/freewords | arm2/gridwide | arm2/open) B=arm2 ;;
-    *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, ctc, arm or avsr, ENC_POOL freewords," \
-            "gridwide or open (MODE=more: open only)" >&2
+    *) echo "lips_job.sh: MODE=$MODE ENC_POOL=$EP: MODE is curriculum, encoder_lora, more, ctc, arm, arm2 or avsr" \
+            "(several of more, ctc, arm, arm2 joined by +), ENC_POOL freewords, gridwide or open" \
+            "(MODE=more: open only)" >&2
        exit 2 ;;
   esac
   if [ ${#MODES[@]} -gt 1 ] && [[ " more ctc arm arm2 " != *" $B "* || " ${BS[*]} " == *" $B "* ]]; then

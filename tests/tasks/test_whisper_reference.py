@@ -128,6 +128,9 @@ def test_decoder_features_padded_and_unpadded():
     assert mixed.shape == full.shape
     assert torch.equal(mixed[:50], clip) and not torch.allclose(mixed[:50], full[:50], atol=1e-3)
     assert torch.equal(mixed[50:], full[50:])
+    long = torch.cat([wave] * 31)  # 31 s: the first 30, as Whisper's feature extractor keeps them
+    torch.testing.assert_close(mod.decoder_features(long, padded, unpadded),
+                               mod.decoder_features(long[:480000], padded, unpadded))
 
 
 def test_encoder_option_reaches_the_transcriber_and_the_report(tmp_path, stubbed, capsys):
