@@ -10,7 +10,8 @@ shows how hard a test set is for the frozen encoder's original system.
 weights whose encoders mmlora uses — or a CTranslate2 Whisper folder. Greedy decoding (``--beam-size N``: beam
 search, CTranslate2's) of 30 s log-mel windows (Whisper's own front end), English, no timestamps. ``--encoder
 padded|unpadded``: the decoder reads mmlora's own Whisper encoder instead (:func:`decoder_features`), padded to 30 s
-or as the projector reads it. The report has the layout of ``mmlora evaluate``
+or as the projector reads it; ``--encoder-from MODEL_DIR``: as a trained model's projector reads it (its encoder
+LoRA included). The report has the layout of ``mmlora evaluate``
 (``mmlora.tasks.speech.score_transcripts``): corpus WER on normalized text, ``by_voice``.
 """
 from __future__ import annotations
@@ -75,9 +76,27 @@ def decoder_features(wave, padded, unpadded=None):
     return torch.cat([clip, full[clip.shape[0]:]])
 
 
-def mmlora_transcriber(name: str, encoder: str, threads: int = 0, device: str = "cpu", beam_size: int = 1):
+def trained_audio_encoder(model_dir: str | Path, width: int):
+    """The audio encoder of a model trained with mmlora (``model_dir``: a saved model folder), its encoder LoRA
+    attached, in eval mode: the features its projector reads. ``width``: the decoder's, which it must match."""
+    from mmlora.model import MultimodalLM
+
+    model = MultimodalLM.from_pretrained(model_dir)
+    if "audio" not in model.encoders:
+        raise ValueError(f"--encoder-from {model_dir}: the model has no audio encoder (it has {sorted(model.encoders)})")
+    enc = model.encoders["audio"].float().eval()
+    if enc.output_dim != width:
+        raise ValueError(f"--encoder-from {model_dir}: its audio encoder gives {enc.output_dim} values a frame, the "
+                         f"decoder reads {width}: train it on the same Whisper as --model")
+    return enc
+
+
+def mmlora_transcriber(name: str, encoder: str, threads: int = 0, device: str = "cpu", beam_size: int = 1,
+                       encoder_from: str | None = None):
     """As :func:`ct2_transcriber` for the packaged Whisper ``name``, but its decoder reads the features of mmlora's
-    Whisper encoder (``encoder``: ``padded`` or ``unpadded``, :func:`decoder_features`), one clip at a time."""
+    Whisper encoder (``encoder``: ``padded`` or ``unpadded``, :func:`decoder_features`), one clip at a time;
+    ``encoder_from`` (a trained model folder): the clip's frames come from that model's audio encoder, with its
+    encoder LoRA (:func:`trained_audio_encoder`)."""
     import ctranslate2
     import numpy as np
     from tokenizers import Tokenizer
@@ -92,6 +111,8 @@ def mmlora_transcriber(name: str, encoder: str, threads: int = 0, device: str = 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     padded = build_encoder(preset(name, full_context=True))
     unpadded = build_encoder(preset(name, full_context=False)) if encoder == "unpadded" else None
+    if encoder_from is not None:
+        unpadded = trained_audio_encoder(encoder_from, padded.output_dim)
 
     def transcribe(waves):
         texts = []
@@ -142,12 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the full JSON report here")
     ap.add_argument("--snr", type=float, help="mix noise in at this SNR (dB), as mmlora evaluate --snr does")
     ap.add_argument("--noise", default="babble", choices=["babble", "white"])
+    ap.add_argument("--encoder-from", metavar="MODEL_DIR",
+                    help="with --encoder unpadded: the clip's frames from this trained model's audio encoder (its "
+                         "encoder LoRA included), e.g. checkpoints/asr-smollm2-whisper-tiny")
     ap.add_argument("--encoder", default="ct2", choices=["ct2", "padded", "unpadded"],
                     help="whose encoder the decoder reads: CTranslate2's own (default), mmlora's padded to 30 s, or "
                          "mmlora's unpadded one (the projector's input) with the padded run's frames after the clip")
     args = ap.parse_args(argv)
     if args.beam_size < 1:
         ap.error(f"--beam-size must be at least 1, got {args.beam_size}")
+    if args.encoder_from and args.encoder != "unpadded":
+        ap.error(f"--encoder-from needs --encoder unpadded, got --encoder {args.encoder}")
     try:
         import ctranslate2  # noqa: F401
     except ImportError:
@@ -159,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         transcriber = (ct2_transcriber(model_dir(args.model), prompt, args.threads, args.device, args.beam_size)
                        if args.encoder == "ct2" else
-                       mmlora_transcriber(args.model, args.encoder, args.threads, args.device, args.beam_size))
+                       mmlora_transcriber(args.model, args.encoder, args.threads, args.device, args.beam_size,
+                                          args.encoder_from))
         report = reference_report(args.manifest, transcriber, args.batch_size, args.max_samples, args.snr, args.noise)
     except (ValueError, FileNotFoundError, ImportError, AssetError) as e:
         print(f"whisper_reference_wer: error: {e}", file=sys.stderr)
         return 2
     report["model"], report["beam_size"], report["encoder"] = args.model, args.beam_size, args.encoder
+    report["encoder_from"] = args.encoder_from
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     summary = {k: report.get(k) for k in ("model", "encoder", "beam_size", "wer", "cer", "n", "n_skipped", "snr_db")}

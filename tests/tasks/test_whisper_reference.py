@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import load_script
 from mmlora.metrics.wer import compute_wer
@@ -80,8 +81,8 @@ def stubbed(tmp_path, monkeypatch):
         got.update(kind="ct2", folder=folder, beam_size=beam_size)
         return lambda waves: ["x"] * len(waves)
 
-    def ours(name, encoder, threads=0, device="cpu", beam_size=1):
-        got.update(kind="mmlora", name=name, encoder=encoder, beam_size=beam_size)
+    def ours(name, encoder, threads=0, device="cpu", beam_size=1, encoder_from=None):
+        got.update(kind="mmlora", name=name, encoder=encoder, beam_size=beam_size, encoder_from=encoder_from)
         return lambda waves: ["x"] * len(waves)
 
     monkeypatch.setitem(sys.modules, "ctranslate2", types.ModuleType("ctranslate2"))
@@ -138,9 +139,46 @@ def test_encoder_option_reaches_the_transcriber_and_the_report(tmp_path, stubbed
     mod, got = stubbed
     out = tmp_path / "ref.json"
     assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--encoder", "unpadded", "--beam-size", "2"]) == 0
-    assert got == {"kind": "mmlora", "name": "whisper-tiny.en", "encoder": "unpadded", "beam_size": 2}
+    assert got == {"kind": "mmlora", "name": "whisper-tiny.en", "encoder": "unpadded", "beam_size": 2,
+                   "encoder_from": None}
     assert json.loads(out.read_text())["encoder"] == "unpadded"
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["encoder"] == "unpadded"
+    assert mod.main(["--manifest", str(CLIPS), "--out", str(out), "--encoder", "unpadded", "--encoder-from", "M"]) == 0
+    assert got["encoder_from"] == "M" and json.loads(out.read_text())["encoder_from"] == "M"
+    with pytest.raises(SystemExit):
+        mod.main(["--manifest", str(CLIPS), "--encoder", "padded", "--encoder-from", "M"])
+    assert "--encoder-from needs --encoder unpadded, got --encoder padded" in capsys.readouterr().err
+
+
+def test_a_trained_models_audio_encoder_with_its_lora(tmp_path):
+    """--encoder-from: the saved model's audio encoder, its encoder LoRA included (not the frozen one), and clear
+    errors for a model without audio or of another width."""
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", ["model.media.audio.encoder_lora={rank: 2, alpha: 4}"])
+    model = build_model(cfg)
+    enc = model.encoders["audio"]
+    assert sum(".adapters." in n for n, _ in enc.named_parameters()) > 0
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            if ".adapters." in n:  # the encoder LoRA's A and B (B starts at zero)
+                p.add_(0.1)
+    model.save_pretrained(tmp_path / "asr")
+    wave = 0.1 * torch.randn(16000)
+    mod = _script()
+    got = mod.trained_audio_encoder(tmp_path / "asr", enc.output_dim)
+    assert not got.training
+    with torch.no_grad():
+        want = enc.eval().encode([wave]).x
+        torch.testing.assert_close(got.encode([wave]).x.float(), want.float())
+        frozen = build_model(load_run_config("recipes/asr_tiny.yaml", [])[1]).encoders["audio"].eval()
+        assert not torch.allclose(frozen.encode([wave]).x.float(), want.float(), atol=1e-4)
+    with pytest.raises(ValueError, match=r"gives \d+ values a frame, the decoder reads 384"):
+        mod.trained_audio_encoder(tmp_path / "asr", 384)
+    _, vcfg = load_run_config("recipes/vsr_tiny.yaml", [])
+    build_model(vcfg).save_pretrained(tmp_path / "vsr")
+    with pytest.raises(ValueError, match=r"the model has no audio encoder \(it has \['video'\]\)"):
+        mod.trained_audio_encoder(tmp_path / "vsr", 32)
 
 
 def test_encoder_option_needs_a_packaged_model(tmp_path, monkeypatch, capsys):
