@@ -8,6 +8,8 @@
 #   E2  E1 with the LLM's LoRA held at the release's (train.group_lr.lora=0: AdamW leaves it unchanged), so the
 #       language side cannot drift: only the audio projector and the encoder LoRA learn (GPU run 21)
 #   E3  E2 with the projector held too: only the encoder LoRA learns, feeding the release's projector and LLM
+#   EA  E2 with the key=value overrides in ARM last (split at spaces, so no value may hold one), e.g. an audio
+#       projector at rate 2, fresh: ARM='model.media.audio.projector.rates=[2] train.init_map={"projectors.audio.":null}'
 # -> each model's best-validation weights, and the release, on st/test (clean and babble 0 dB), natt9, nv9, the
 # validation set when it is another (VAL) and the human clips where present -> `mmlora compare-wer` of E1 against
 # E0, of E2 and E3 against E1, and of each against the release (OUT/eval/compare.txt).
@@ -31,6 +33,11 @@ cd "$(dirname "$0")/.."
 DATA=${1:-data/speech_release}; OUT=${2:-outputs/asr_encoder_lora}; shift $(( $# < 2 ? $# : 2 ))
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; JOBS=${JOBS:-E0 E1}
 REL=${REL:-checkpoints/asr-smollm2-whisper-tiny}; HUMAN=${HUMAN:-data/human_speech}
+if [[ " $JOBS " == *" EA "* ]] && [ -z "${ARM:-}" ]; then
+  echo "asr_encoder_lora.sh: JOBS has EA, which needs ARM, the key=value overrides that make it (e.g." \
+       "ARM='model.media.audio.projector.rates=[2] train.init_map={\"projectors.audio.\":null}')" >&2
+  exit 2
+fi
 mkdir -p "$OUT/eval"
 MIX=(${MIX:-st w3 n9 n10}); TRAIN=train_ab.jsonl
 [ "${MIX[*]}" = "st w3 n9 n10" ] || TRAIN=$(IFS=_; echo "train_ab_${MIX[*]}.jsonl")
@@ -58,6 +65,7 @@ ENC=("model.media.audio.encoder_lora={rank: 8, alpha: 16}" train.group_lr.encode
 train_job E1 asr_smollm2_whisper_tiny "${ENC[@]}"
 train_job E2 asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0
 train_job E3 asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0 train.group_lr.projectors=0
+train_job EA asr_smollm2_whisper_tiny "${ENC[@]}" train.group_lr.lora=0 ${ARM:-}
 
 [ "${EVAL:-1}" = 1 ] || exit 0  # EVAL=0: train only (e.g. several trainings side by side, then one run evaluates)
 
@@ -66,14 +74,14 @@ SETS=(st "$DATA/st/test.jsonl" st_b0 "$DATA/st/test_babble_snr0.jsonl" natt9 "$D
       nv9 "$DATA/nv9/test.jsonl")
 [ "$VAL" = nv9/test ] || SETS+=("$(echo "${VAL%/test}" | tr / _)" "$DATA/$VAL.jsonl")  # run 21: nv10
 for h in test extra; do [ -f "$HUMAN/$h.jsonl" ] && SETS+=(human_$h "$HUMAN/$h.jsonl"); done
-for J in E0 E1 E2 E3 REL; do  # the candidates first: a time limit cuts the release's reports, which exist elsewhere
+for J in E0 E1 E2 E3 EA REL; do  # the candidates first: a time limit cuts the release's reports, which exist elsewhere
   [ $J = REL ] || want $J || continue
   model=$REL; [ $J = REL ] || model=$(best $J)
   ev_sets $J "$model" "${SETS[@]}"
 done
 {
   for ((i = 0; i < ${#SETS[@]}; i += 2)); do
-    s=${SETS[i]}; pair E0_$s E1_$s; pair E1_$s E2_$s; pair E1_$s E3_$s
-    for J in E0 E1 E2 E3; do pair REL_$s ${J}_$s; done
+    s=${SETS[i]}; pair E0_$s E1_$s; pair E1_$s E2_$s; pair E1_$s E3_$s; pair E2_$s EA_$s
+    for J in E0 E1 E2 E3 EA; do pair REL_$s ${J}_$s; done
   done
 } | tee "$OUT/eval/compare.txt"

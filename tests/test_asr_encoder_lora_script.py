@@ -104,3 +104,21 @@ def test_a_corpus_mix_and_the_runs_that_hold_the_language_side_at_the_release(tm
     assert p.returncode == 2 and "n15/train.jsonl is missing" in p.stderr and not calls
     p, calls = run_ab(tmp_path / "c", env={"VAL": "nv10/test"})
     assert p.returncode == 2 and "nv10/test.jsonl is missing" in p.stderr and not calls
+
+
+def test_an_arm_of_overrides_beside_e2(tmp_path):
+    """EA: E2 with ARM's overrides last (e.g. the audio projector at rate 2, fresh), compared with E2 and the release;
+    JOBS with EA and no ARM stops before any work."""
+    arm = ["model.media.audio.projector.rates=[2]", 'train.init_map={"projectors.audio.":null}']
+    p, calls = run_ab(tmp_path, env={"JOBS": "E2 EA", "ARM": " ".join(arm)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls)
+    assert list(t) == ["E2", "EA"]
+    i = t["EA"].index("train.group_lr.lora=0")  # after E2's own settings, so that they win over them
+    assert t["EA"][i + 1:i + 1 + len(arm)] == arm and not set(arm) & set(t["E2"])
+    e2, ea = (set(c) - {f"train.output_dir={tmp_path}/out/{n}"} for n, c in t.items())
+    assert ea - e2 == set(arm) and e2 <= ea
+    compare = [line.split(":")[0] for line in (tmp_path / "out/eval/compare.txt").read_text().splitlines()]
+    assert "EA_st - E2_st" in compare and "EA_st - REL_st" in compare and "EA_human_test - E2_human_test" in compare
+    p, calls = run_ab(tmp_path / "b", env={"JOBS": "E2 EA"})
+    assert p.returncode == 2 and "JOBS has EA, which needs ARM" in p.stderr and not calls
