@@ -209,19 +209,17 @@ def test_fed_tokens_ignore_how_much_padding_a_batch_has(tmp_path):
     torch.testing.assert_close(_tokens(again, batch), _tokens(model, batch))
 
 
-def test_bad_settings_name_the_field():
-    with pytest.raises(ValueError, match=r"model.ctc.modality: 'audio' is not one of model.media \['video'\]"):
-        _vsr("model.ctc={modality: audio}")
-    with pytest.raises(ValueError, match=r"model.ctc.weight must be > 0"):
-        _vsr("model.ctc={modality: video, weight: 0}")
-    with pytest.raises(ValueError, match=r"model.ctc"):
-        _vsr("model.ctc={modality: video, blank: 3}")
-    with pytest.raises(ValueError, match=r"model.ctc.head must be one of \('linear', 'temporal'\), got 'lstm'"):
-        _vsr("model.ctc={modality: video, head: lstm}")
-    with pytest.raises(ValueError, match=r"kernel odd"):
-        _vsr("model.ctc={modality: video, head: temporal, kernel: 4}")
-    with pytest.raises(ValueError, match=r"model.ctc.feed needs model.ctc.head: temporal"):
-        _vsr("model.ctc={modality: video, feed: true}")
+@pytest.mark.parametrize("ctc,message", [
+    ("{modality: audio}", r"model.ctc.modality: 'audio' is not one of model.media \['video'\]"),
+    ("{modality: video, weight: 0}", r"model.ctc.weight must be > 0"),
+    ("{modality: video, blank: 3}", r"model.ctc"),
+    ("{modality: video, head: lstm}", r"model.ctc.head must be one of \('linear', 'temporal'\), got 'lstm'"),
+    ("{modality: video, head: temporal, kernel: 4}", r"kernel odd"),
+    ("{modality: video, feed: true}", r"model.ctc.feed needs model.ctc.head: temporal"),
+])
+def test_bad_settings_name_the_field(ctc, message):
+    with pytest.raises(ValueError, match=message):
+        _vsr(f"model.ctc={ctc}")
 
 
 @pytest.mark.parametrize("ctc", [CTC, FEED])

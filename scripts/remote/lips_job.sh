@@ -117,8 +117,10 @@ avl() {
 }
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
-[[ " ${BS[*]} " == *" more "* ]] && { CX=("${ENCX[@]}"); export OPEN_MORE=0; }  # MORE's control: the same lip reader on op12 alone
-[[ " ctc arm arm2 " == *" $B "* ]] && CX=("${ENCX[@]}")  # CTC's and ARM's control: the same lip reader without them
+# the control of more, ctc, arm and arm2 (one or several of them): the same lip reader without their change (MORE's:
+# on op12 alone)
+[[ " more ctc arm arm2 " == *" $B "* ]] && CX=("${ENCX[@]}")
+[[ " ${BS[*]} " == *" more "* ]] && export OPEN_MORE=0
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 [ ${#BS[@]} -eq 1 ] || export OMP_NUM_THREADS=3  # three or more
 pids=(); for b in "${BS[@]}"; do $b > log/$b.log 2>&1 & pids+=($!); done
