@@ -560,7 +560,8 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
                 evaluate_and_keep_best()
     finally:
         stop.restore()
-        data.close()  # ends the epoch iterator (and its worker processes)
+        data.close()  # ends the epoch generator
+        _stop_workers(loader)
         logger.close()
         for h in hooks:
             h.remove()
@@ -610,6 +611,18 @@ def _share_worker_tensors(num_workers: int, batch_size: int, prefetch: int = 2) 
              num_workers, prefetch, batch_size, need - 1024, soft)
     tmp.set_sharing_strategy("file_system")
     return "file_system"
+
+
+def _stop_workers(loader: DataLoader) -> None:
+    """End a DataLoader's persistent worker processes now. Left to garbage collection they outlive an
+    exception: the traceback keeps the loader alive until interpreter exit, where torch skips its own
+    clean-up and multiprocessing ends daemon children with SIGTERM, which our workers ignore
+    (``_ignore_stop_signals``), then joins them forever. GPU run 32: two trainings that ran out of memory
+    printed their tracebacks and held 139 GiB for minutes until killed."""
+    it = getattr(loader, "_iterator", None)  # torch keeps the persistent workers' iterator here
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+        loader._iterator = None
 
 
 def _ignore_stop_signals(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn signature

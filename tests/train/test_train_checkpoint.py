@@ -232,6 +232,23 @@ def test_second_signal_stops_at_once(tmp_path):
     assert latest_checkpoint(tmp_path / "x") is None
 
 
+def test_an_error_in_the_loop_ends_the_process_with_dataloader_workers(tmp_path):
+    """An exception inside the loop (GPU run 32: out of GPU memory) must end the process. The persistent
+    workers ignore SIGTERM, and left to interpreter exit they were joined forever: the run printed its
+    traceback and hung, holding its GPU memory."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "signal_script.py"), str(tmp_path / "o"), "2", "1", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the process did not end after the error in the loop")
+    assert proc.returncode == 1 and "RuntimeError: simulated crash" in stderr, stderr[-2000:]
+
+
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_signal_to_the_process_group_spares_dataloader_workers(tmp_path, signame):
     """`timeout`, schedulers and Ctrl-C signal the whole process group: the DataLoader workers
