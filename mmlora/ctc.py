@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CTCConfig", "CTC_CHARS", "HEADS", "TemporalHead", "build_ctc_head", "run_ctc_head", "ctc_targets", "ctc_loss"]
+__all__ = ["CTCConfig", "CTC_CHARS", "HEADS", "TemporalHead", "build_ctc_head", "run_ctc_head", "ctc_targets", "ctc_loss",
+           "ctc_log_likelihood", "rescore_with_ctc"]
 
 HEADS = ("linear", "temporal")
 
@@ -106,3 +107,29 @@ def ctc_loss(logits: Tensor, mask: Tensor, texts: list[str]) -> Tensor:
     per = F.ctc_loss(logp, labels.to(logits.device), mask.sum(1).to(torch.long), lengths.to(logits.device),
                      blank=0, reduction="none", zero_infinity=True)
     return (per / lengths.to(per.device).clamp(min=1)).mean()  # an empty transcript: its blank path, not a 0 division
+
+
+def ctc_log_likelihood(logits: Tensor, mask: Tensor, texts: list[str]) -> Tensor:
+    """``log p(text | frames)`` under CTC, summed over each text's characters (normalized as :func:`ctc_targets`
+    does), for ``logits [N, T, C]`` with ``mask [N, T]``; ``-inf`` where a text cannot fit its frames."""
+    labels, lengths = ctc_targets(texts)
+    logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+    nll = F.ctc_loss(logp, labels.to(logits.device), mask.sum(1).to(torch.long), lengths.to(logits.device),
+                     blank=0, reduction="none", zero_infinity=False)
+    return -nll
+
+
+def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: Tensor, weight: float) -> list[str]:
+    """Joint CTC / attention rescoring of an n-best list: ``texts`` holds ``K`` candidates for each of the ``B``
+    samples (sample-major, as ``generate(num_return_sequences=K)`` returns them), ``llm_logp [B*K]`` their
+    log-probabilities under the LLM, ``logits [B, T, C]`` / ``mask [B, T]`` each sample's CTC head output. Returns
+    for each sample the candidate with the best ``(1 - weight) * llm_logp + weight * CTC log-likelihood``; the
+    first (the LLM's own best) on ties."""
+    B = logits.shape[0]
+    if len(texts) % B or llm_logp.numel() != len(texts):
+        raise ValueError(f"{len(texts)} candidates and {llm_logp.numel()} scores for {B} samples")
+    K = len(texts) // B
+    ctc = ctc_log_likelihood(logits.repeat_interleave(K, 0), mask.repeat_interleave(K, 0), texts)
+    total = ((1 - weight) * llm_logp.to(ctc.device) + weight * ctc).view(B, K)
+    best = total.argmax(1).tolist()  # argmax returns the first of equal maxima
+    return [texts[b * K + k] for b, k in enumerate(best)]

@@ -796,7 +796,10 @@ class MultimodalLM(nn.Module):
         ignored). Each sample is routed at prefill and at every decode step. ``stop_strings``
         (e.g. ``["\\n"]``) end a sample's answer where its text first contains one of them;
         ``ascii_only=True`` suppresses every token whose text is not pure ASCII (another script's
-        letters, a piece of a multi-byte character: an English transcript needs none of them)."""
+        letters, a piece of a multi-byte character: an English transcript needs none of them).
+        ``ctc_weight=w`` (0 < w <= 1, with ``num_beams`` > 1) rescores each sample's beams with ``model.ctc``'s head:
+        every finished beam is kept and the one with the best ``(1 - w) * LLM log-probability + w * CTC
+        log-probability`` of its normalized characters is returned (:func:`mmlora.ctc.rescore_with_ctc`)."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -808,6 +811,10 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
+        ctc_weight = float(kw.pop("ctc_weight", 0.0) or 0.0)
+        if ctc_weight:
+            ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
+            kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
         if kw.pop("ascii_only", False):
             kw["suppress_tokens"] = sorted(set(kw.get("suppress_tokens") or ()) | set(self.non_ascii_token_ids()))
         if kw.get("stop_strings"):  # transformers matches them on the decoded tokens
@@ -819,7 +826,34 @@ class MultimodalLM(nn.Module):
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
         finally:
             install_plan(self.llm, None)
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        if not ctc_weight:
+            return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        from .ctc import rescore_with_ctc
+
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
+        steps = self.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
+        llm_logp = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).float()  # padding steps score 0 or -inf
+        return rescore_with_ctc(texts, llm_logp, *ctc_logits, ctc_weight)
+
+    def _ctc_rescoring_logits(self, feats: dict, weight: float, kw: dict) -> tuple[Tensor, Tensor]:
+        """``generate(ctc_weight=…)``'s checks, and the CTC head's ``(logits [B, T, C], mask [B, T])`` on the batch's
+        features of ``model.ctc.modality``."""
+        from .ctc import run_ctc_head
+
+        mod = self.cfg.ctc.modality
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in (0, 1], got {weight}")
+        if not mod:
+            raise ValueError("ctc_weight needs a model with a CTC head (model.ctc.modality is not set)")
+        if mod not in feats:
+            raise ValueError(f"ctc_weight: the CTC head reads {mod}, and this batch has only {sorted(feats)}")
+        if int(kw.get("num_beams", 1)) < 2 or kw.get("do_sample"):
+            raise ValueError("ctc_weight rescores beams: set num_beams > 1 (and no sampling)")
+        f = feats[mod]
+        if f.tokens_per_step != 1:
+            raise ValueError(f"ctc_weight: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
+        with torch.no_grad():
+            return run_ctc_head(self.projectors[mod].ctc_head, f.x, f.mask), f.mask
 
     def non_ascii_token_ids(self) -> list[int]:
         """Ids of the tokens whose decoded text holds a character outside ASCII (a partial UTF-8

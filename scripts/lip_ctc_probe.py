@@ -44,18 +44,26 @@ def greedy_decode(logits: torch.Tensor, length: int) -> str:
 
 def encode_manifest(enc, manifest: str, n: int, batch: int = 8) -> tuple[list[torch.Tensor], list[str]]:
     """The first ``n`` readable clips' features (``[T_i, D]`` each, float32) and transcripts."""
-    from mmlora.data.media import load_video
     from mmlora.tasks.speech import read_manifest
 
-    recs = [r for r in read_manifest(manifest) if r.video is not None][:n]
+    return encode_records(enc, [r for r in read_manifest(manifest, need=()) if r.video is not None][:n], "video", batch)
+
+
+def encode_records(enc, recs: list, modality: str, batch: int = 8,
+                   dtype: torch.dtype = torch.float32) -> tuple[list[torch.Tensor], list[str]]:
+    """Speech manifest records' ``modality`` ("audio" or "video") features (``[T_i, D]`` each, in ``dtype``) and
+    transcripts, encoded by ``enc``."""
+    from mmlora.data.media import load_audio, load_video
+
+    load = load_audio if modality == "audio" else load_video
     feats, texts = [], []
     with torch.no_grad():
         for s in range(0, len(recs), batch):
             part = recs[s : s + batch]
-            f = enc.encode([load_video(r.video) for r in part])
+            f = enc.encode([load(getattr(r, modality)) for r in part])
             if f.tokens_per_step != 1:
-                raise SystemExit(f"lip_ctc_probe: the encoder gives {f.tokens_per_step} tokens per frame; CTC needs one")
-            feats += [x[m].float() for x, m in zip(f.x, f.mask)]
+                raise SystemExit(f"the {modality} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
+            feats += [x[m].to(dtype) for x, m in zip(f.x, f.mask)]
             texts += [r.text for r in part]
     return feats, texts
 

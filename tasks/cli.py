@@ -223,7 +223,7 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--zero-modality", action="append", default=[], choices=["audio", "video"],
                    help="zero this modality's tokens (repeatable): e.g. an AVSR model read as VSR with 'audio'")
     p.add_argument("--max-samples", type=int)
-    p.add_argument("--num-beams", type=int)
+    _add_search(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device")
     p.add_argument("--out", action="append", help="write the full JSON report here (one per --manifest)")
@@ -248,7 +248,7 @@ def evaluate(argv: list[str]) -> int:
     try:
         pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size, **_piece_seconds(args))
         spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
-        gen = {"num_beams": args.num_beams} if args.num_beams else {}
+        gen = _search(args)
         if args.zero_modality:  # speech-task options, passed only when asked (other tasks' evaluate lacks them)
             gen["zero"] = tuple(args.zero_modality)
         rates = _parse_rates(args.rates, pipe.modalities)
@@ -275,13 +275,27 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _add_search(p: argparse.ArgumentParser) -> None:
+    """The decoding search options of evaluate and transcribe (unset: the model's saved ones)."""
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--ctc-weight", type=float, help="rescore the beams with the model's CTC head (model.ctc), "
+                   "weight w in (0, 1]: (1 - w) * LLM + w * CTC log-probability; 0 turns it off")
+
+
+def _search(args: argparse.Namespace) -> dict:
+    gen = {"num_beams": args.num_beams} if args.num_beams else {}
+    if args.ctc_weight is not None:
+        gen["ctc_weight"] = args.ctc_weight
+    return gen
+
+
 def transcribe(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmlora transcribe", description="Transcribe audio (+ lip video) files.")
     p.add_argument("--model", required=True)
     p.add_argument("audio", nargs="*", help="audio files")
     p.add_argument("--video", nargs="*", help="lip videos (one per audio file, or alone for a VSR model)")
     p.add_argument("--rates", help="Matryoshka rate pair A,V")
-    p.add_argument("--num-beams", type=int)
+    _add_search(p)
     p.add_argument("--device")
     _add_piece_seconds(p)
     args = p.parse_args(argv)
@@ -292,7 +306,7 @@ def transcribe(argv: list[str]) -> int:
 
     try:
         pipe = load_pipeline(args.model, device=args.device, **_piece_seconds(args))
-        gen = {"num_beams": args.num_beams} if args.num_beams else {}
+        gen = _search(args)
         texts = pipe.transcribe(audio=args.audio or None, video=args.video or None,
                                 rates=_parse_rates(args.rates, pipe.modalities), **gen)
     except (MediaError, ValueError, FileNotFoundError) as e:
