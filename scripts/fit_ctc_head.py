@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmlora.model import MultimodalLM
 
     t0 = time.time()
-    model = MultimodalLM.from_pretrained(args.model, llm={"dtype": "float32"})
+    model = MultimodalLM.from_pretrained(args.model)  # as saved: the copy keeps the LLM's dtype
     if args.modality not in model.encoders:
         raise SystemExit(f"{args.model}: the model has no {args.modality} encoder")
     if model.cfg.ctc.modality:

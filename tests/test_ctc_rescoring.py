@@ -122,7 +122,7 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
     from mmlora.pipelines import load_pipeline
 
     src = tmp_path / "model"
-    _asr().save_pretrained(src, pipeline={"task": "asr", "instruction": "Transcribe the audio.",
+    _asr("model.llm.dtype=bfloat16").save_pretrained(src, pipeline={"task": "asr", "instruction": "Transcribe the audio.",
                                           "modalities": ["audio"], "generation": {"num_beams": 2,
                                                                                  "max_new_tokens": 6}})
     out = tmp_path / "with_ctc"
@@ -135,6 +135,8 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["ctc"]["modality"] == "audio" and cfg["model"]["ctc"]["head"] == "temporal"
     assert cfg["pipeline"]["generation"] == {"num_beams": 2, "max_new_tokens": 6, "ctc_weight": 0.3}
+    before = json.loads((src / "config.json").read_text())["model"]
+    assert {k: v for k, v in cfg["model"].items() if k != "ctc"} == {k: v for k, v in before.items() if k != "ctc"}
     assert "ctc" not in json.loads((src / "config.json").read_text())["model"] or \
         not json.loads((src / "config.json").read_text())["model"]["ctc"]["modality"]
     pipe = load_pipeline(out, device="cpu")
