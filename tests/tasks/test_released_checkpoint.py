@@ -29,9 +29,15 @@ def test_released_checkpoint_is_committed_and_complete():
     assert cfg["pipeline"]["generation"]["num_beams"] == 4
     audio = cfg["model"]["media"]["audio"]
     assert audio["encoder"]["preset"] == "whisper-tiny.en" and audio["projector"]["rates"] == [4]
+    # since session 36: a temporal CTC head on the encoder's frames (scripts/fit_ctc_head.py) rescores the 4 beams
+    assert cfg["pipeline"]["generation"]["ctc_weight"] == 0.07
+    ctc = cfg["model"]["ctc"]
+    assert ctc["modality"] == "audio" and ctc["head"] == "temporal" and not ctc["feed"]
     with safe_open(str(CKPT / "projectors.safetensors"), "pt") as f:
         assert f.get_slice("audio.mlp.fc1.weight").get_shape() == [audio["projector"]["hidden_dim"], 4 * 384]
         assert f.get_slice("audio.mlp.fc2.weight").get_shape() == [576, audio["projector"]["hidden_dim"]]
+        assert f.get_slice("audio.ctc_head.inp.weight").get_shape() == [ctc["width"], 384]
+        assert f.get_slice("audio.ctc_head.out.weight").get_shape() == [len(" '") + 26 + 1, ctc["width"]]
     rank = cfg["model"]["adapters"]["default"]["rank"]
     with safe_open(str(CKPT / "adapters" / "adapters.safetensors"), "pt") as f:
         keys = set(f.keys())
