@@ -73,7 +73,7 @@ class MediaPipeline:
         media = {m: list(v) if _is_batch(v) else [v] for m, v in media.items()}
         if len({len(v) for v in media.values()}) > 1:
             raise ValueError("audio and video lists must have the same length")
-        kw = {**self.generation, **gen}
+        kw = self.generation_for(gen)
         out: list[str] = []
         n = len(next(iter(media.values())))
         for start in range(0, n, self.batch_size):
@@ -81,6 +81,15 @@ class MediaPipeline:
             batch = collate_samples(self._samples(chunk, prompt), self.model.prompts, with_answer=False)
             out.extend(tidy_text(t) for t in self.model.generate(batch, rates=rates, **kw))
         return out if batched else out[0]
+
+    def generation_for(self, gen: dict) -> dict:
+        """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
+        (``num_beams=1``) without naming ``ctc_weight`` drops a saved ``ctc_weight``, which rescores beams: ``mmlora
+        evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily."""
+        kw = {**self.generation, **gen}
+        if int(gen.get("num_beams") or 2) < 2 and "ctc_weight" not in gen:
+            kw.pop("ctc_weight", None)
+        return kw
 
     # --------------------------------------------------------------- tasks
     def transcribe(self, audio=None, video=None, rates: dict[str, int] | None = None, **gen) -> str | list[str]:

@@ -47,9 +47,10 @@ train_job() {  # NAME RECIPE [overrides]: recipes/RECIPE.yaml into OUT/NAME, unl
   }
 }
 evaluate() {  # MODEL [evaluate args]: `mmlora evaluate` as every experiment script runs it (GPU batch 100), every
-  # model with the same search, NUM_BEAMS (default 1, greedy): a saved model's own default differs (the release
-  # decodes with 4 beams since session 32, its trainings' models greedily; GPU run 32 compared them so by mistake)
-  $MM evaluate --model "$1" --batch-size 100 --num-beams "${NUM_BEAMS:-1}" "${@:2}"
+  # model with the same search, NUM_BEAMS (default 1, greedy) and CTC_WEIGHT (default 0, off): a saved model's own
+  # default differs (the release decodes with 4 beams since session 32 and rescores them with its CTC head since
+  # session 36, its trainings' models greedily; GPU run 32 compared them so by mistake)
+  $MM evaluate --model "$1" --batch-size 100 --num-beams "${NUM_BEAMS:-1}" --ctc-weight "${CTC_WEIGHT:-0}" "${@:2}"
 }
 ev() {  # TAG MODEL [evaluate args]: OUT/eval/TAG.json, unless there
   local tag=$1 model=$2; shift 2

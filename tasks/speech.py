@@ -464,7 +464,7 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
         pieces = [{**pieces[o], "audios": [w]} for w, o in zip(waves, owner)]
     hyps: list[str] = []
     bs = pipeline.batch_size
-    kw = {**pipeline.generation, **gen}
+    kw = pipeline.generation_for(gen)
     for start in range(0, len(pieces), bs):
         batch = collate_samples(pieces[start:start + bs], model.prompts, with_answer=False)
         hyps.extend(model.generate(batch, rates=rates, **kw))

@@ -50,7 +50,7 @@ def test_two_continuations_differ_only_by_the_encoder_lora_and_are_compared(tmp_
     assert set(evals) == {f"{j}_{s}" for j in ("REL", "E0", "E1") for s in sets}  # human_extra absent: not there
     assert len(ev_calls) == 3  # one call per model: its test sets in one go (the model loads once)
     for c in ev_calls:  # one search for all: the release's own default (4 beams) is not its trainings' (greedy)
-        assert c[c.index("--num-beams") + 1] == "1"
+        assert c[c.index("--num-beams") + 1] == "1" and c[c.index("--ctc-weight") + 1] == "0"
     assert [c[c.index("--model") + 1] for c in ev_calls] == [f"{tmp_path}/out/E0/best/model",
                                                              f"{tmp_path}/out/E1/best/model",
                                                              "checkpoints/asr-smollm2-whisper-tiny"]  # the release last

@@ -143,6 +143,12 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
     assert pipe.model.projectors["audio"].ctc_head is not None
     a = pipe.transcribe(audio="tests/data/speech/audio/test-00000.flac")
     assert isinstance(a, str)
+    # asking for greedy decoding drops the saved rescoring (it needs beams); asking for both is still an error
+    assert pipe.generation_for({"num_beams": 1}) == {"num_beams": 1, "max_new_tokens": 6}
+    assert pipe.generation_for({})["ctc_weight"] == 0.3
+    assert isinstance(pipe.transcribe(audio="tests/data/speech/audio/test-00000.flac", num_beams=1), str)
+    with pytest.raises(ValueError, match="set num_beams > 1"):
+        pipe.transcribe(audio="tests/data/speech/audio/test-00000.flac", num_beams=1, ctc_weight=0.3)
     with pytest.raises(SystemExit, match="has a CTC head already"):
         fit_ctc_head.main(["--model", str(out), "--out", str(tmp_path / "again"), "--train",
                            "tests/data/speech/train.jsonl"])
