@@ -978,6 +978,13 @@ class MultimodalLM(nn.Module):
         own = {n: p for n, p in self.named_parameters()  # (encoder LoRA: loaded by name below, never renamed)
                if n.startswith("projectors.") or ".adapters." in n and not n.startswith("encoders.")}
         target = {renamed(k): v for k, v in saved.items()}
+        unused = sorted(k for k in target if ".ctc_head." in k and k not in own)
+        if unused:  # a saved CTC head (model.ctc) this model has no place for: inference never needs it
+            import logging
+
+            logging.getLogger("mmlora.model").info("%s: CTC head left out (this model has no model.ctc on %s)",
+                                                   in_dir, ", ".join(sorted({k.split(".")[1] for k in unused})))
+            target = {k: v for k, v in target.items() if k not in unused}
         ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
         problems: list[str] = []
         grown: dict[str, float] = {}  # adapter weight -> factor on its saved values (B: saved scaling / scaling here)
@@ -1096,15 +1103,17 @@ class MultimodalLM(nn.Module):
         import logging
 
         own = {k: v for k, v in self.projectors.state_dict().items() if ".ctc_head." in k}
-        saved = [k for k in state if ".ctc_head." in k]
         log = logging.getLogger("mmlora.model")
-        if own and not saved:
-            log.info("%s: no CTC head saved; model.ctc's head starts fresh", proj_file)
-            return {**state, **own}
-        unused = [k for k in saved if k not in own]
+        unused = [k for k in state if ".ctc_head." in k and k not in own]  # e.g. the ASR release's audio head
         if unused:
-            log.info("%s: CTC head left out (this model has no model.ctc on it)", proj_file)
-            return {k: v for k, v in state.items() if k not in unused}
+            log.info("%s: CTC head left out (this model has no model.ctc on %s)", proj_file,
+                     ", ".join(sorted({k.split(".", 1)[0] for k in unused})))
+            state = {k: v for k, v in state.items() if k not in unused}
+        missing = {k: v for k, v in own.items() if k not in state}
+        if missing:
+            log.info("%s: no CTC head saved for %s; model.ctc's head starts fresh", proj_file,
+                     ", ".join(sorted({k.split(".", 1)[0] for k in missing})))
+            state = {**state, **missing}
         return state
 
     def _load_encoder_adapters(self, in_dir: Path, missing_ok: bool) -> list[str]:

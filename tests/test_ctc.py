@@ -242,3 +242,30 @@ def test_a_batch_without_answers_is_a_clear_error():
     with pytest.raises(ValueError, match=r"model.ctc needs one video item and one answer per sample; this batch has "
                                          r"2 video item\(s\) and 0 answer\(s\) for 2 sample\(s\)"):
         model.ctc_loss(model.encode_media(batch["media"]), batch)
+
+
+def test_init_from_a_model_whose_head_reads_another_modality(tmp_path, caplog):
+    """The ASR release carries a CTC head on audio (session 36): an AVSR run with its own head on video starts from it
+    (the audio head left out, the video head fresh), and a run without model.ctc starts from it through
+    ``train.init_map`` too (that loader once refused the saved head as "no such trainable weight here")."""
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    def avsr(*overrides):
+        _, cfg = load_run_config("recipes/avsr_tiny.yaml", list(overrides))
+        return build_model(cfg)
+
+    src = avsr("model.ctc={modality: audio, weight: 0.5}")
+    src.save_pretrained(tmp_path / "audio_head")
+    with caplog.at_level("INFO", logger="mmlora.model"):
+        video = avsr(CTC, f"train.init_from={tmp_path / 'audio_head'}")
+    assert hasattr(video.projectors["video"], "ctc_head") and not hasattr(video.projectors["audio"], "ctc_head")
+    assert "CTC head left out" in caplog.text and "starts fresh" in caplog.text
+    torch.testing.assert_close(video.projectors["audio"].state_dict(),
+                               {k: v for k, v in src.projectors["audio"].state_dict().items() if "ctc" not in k})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mmlora.model"):
+        renamed = avsr(f"train.init_from={tmp_path / 'audio_head'}",
+                       'train.init_map={"adapters.default.": "adapters.default."}')
+    assert "CTC head left out" in caplog.text
+    torch.testing.assert_close(renamed.projectors["audio"].state_dict(),
+                               {k: v for k, v in src.projectors["audio"].state_dict().items() if "ctc" not in k})
