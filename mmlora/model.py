@@ -1040,10 +1040,11 @@ class MultimodalLM(nn.Module):
                              f"{', '.join(self.projectors) or 'none'}")
         proj_file = in_dir / "projectors.safetensors"
         saved = load_file(str(proj_file)) if proj_file.is_file() else {}
-        state = {k.split(".", 1)[1]: v for k, v in saved.items() if k.split(".", 1)[0] == modality}
+        state = {k: v for k, v in saved.items() if k.split(".", 1)[0] == modality}
         if not state:
             raise ValueError(f"{proj_file}: holds no {modality} projector (it has "
                              f"{', '.join(sorted({k.split('.', 1)[0] for k in saved})) or 'none'})")
+        state = {k.split(".", 1)[1]: v for k, v in self._ctc_head_state(state, proj_file, modality).items()}
         mismatch = _state_mismatch(self.projectors[modality].state_dict(), state)
         if mismatch:
             raise ValueError(f"{proj_file}: the {modality} projector does not match the config: {mismatch}")
@@ -1096,13 +1097,14 @@ class MultimodalLM(nn.Module):
         self._freeze()
         return fresh
 
-    def _ctc_head_state(self, state: dict[str, Tensor], proj_file: Path) -> dict[str, Tensor]:
+    def _ctc_head_state(self, state: dict[str, Tensor], proj_file: Path, modality: str | None = None) -> dict[str, Tensor]:
         """``model.ctc``'s head is optional in a saved folder: a model with it keeps its fresh head where the folder
         has none (``train.init_from`` a model trained without CTC), and a saved head this model has no place for is
         left out (inference never uses it); both logged."""
         import logging
 
-        own = {k: v for k, v in self.projectors.state_dict().items() if ".ctc_head." in k}
+        own = {k: v for k, v in self.projectors.state_dict().items()
+               if ".ctc_head." in k and (modality is None or k.startswith(f"{modality}."))}  # one projector's only
         log = logging.getLogger("mmlora.model")
         unused = [k for k in state if ".ctc_head." in k and k not in own]  # e.g. the ASR release's audio head
         if unused:

@@ -269,3 +269,10 @@ def test_init_from_a_model_whose_head_reads_another_modality(tmp_path, caplog):
     assert "CTC head left out" in caplog.text
     torch.testing.assert_close(renamed.projectors["audio"].state_dict(),
                                {k: v for k, v in src.projectors["audio"].state_dict().items() if "ctc" not in k})
+    # the audio projector alone (train.init_projectors, as an AVSR run takes the ASR release's): the head stays out
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mmlora.model"):
+        proj = avsr(CTC, f"train.init_projectors={{audio: {tmp_path / 'audio_head'}}}")
+    assert "CTC head left out" in caplog.text and "no CTC head saved for" not in caplog.text  # video's head is not its business
+    torch.testing.assert_close(proj.projectors["audio"].state_dict(),
+                               {k: v for k, v in src.projectors["audio"].state_dict().items() if "ctc" not in k})
