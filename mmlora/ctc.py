@@ -98,25 +98,27 @@ def ctc_targets(texts: list[str]) -> tuple[Tensor, Tensor]:
             torch.tensor([len(s) for s in seqs], dtype=torch.long))
 
 
+def _ctc_nll(logits: Tensor, mask: Tensor, texts: list[str], zero_infinity: bool) -> tuple[Tensor, Tensor]:
+    """Each sample's CTC negative log-likelihood (summed over its characters) and its number of target characters."""
+    labels, lengths = ctc_targets(texts)
+    logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, C]
+    nll = F.ctc_loss(logp, labels.to(logits.device), mask.sum(1).to(torch.long), lengths.to(logits.device),
+                     blank=0, reduction="none", zero_infinity=zero_infinity)
+    return nll, lengths.to(nll.device)
+
+
 def ctc_loss(logits: Tensor, mask: Tensor, texts: list[str]) -> Tensor:
     """CTC of ``logits [B, T, len(CTC_CHARS) + 1]`` (frames where ``mask [B, T]`` is False are padding) against
     ``texts``: each sample's loss over its number of target characters (at least 1), averaged over the batch; a
     sample whose transcript cannot fit its frames counts zero (``zero_infinity``)."""
-    labels, lengths = ctc_targets(texts)
-    logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, C]
-    per = F.ctc_loss(logp, labels.to(logits.device), mask.sum(1).to(torch.long), lengths.to(logits.device),
-                     blank=0, reduction="none", zero_infinity=True)
-    return (per / lengths.to(per.device).clamp(min=1)).mean()  # an empty transcript: its blank path, not a 0 division
+    per, lengths = _ctc_nll(logits, mask, texts, zero_infinity=True)
+    return (per / lengths.clamp(min=1)).mean()  # an empty transcript: its blank path, not a 0 division
 
 
 def ctc_log_likelihood(logits: Tensor, mask: Tensor, texts: list[str]) -> Tensor:
     """``log p(text | frames)`` under CTC, summed over each text's characters (normalized as :func:`ctc_targets`
     does), for ``logits [N, T, C]`` with ``mask [N, T]``; ``-inf`` where a text cannot fit its frames."""
-    labels, lengths = ctc_targets(texts)
-    logp = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
-    nll = F.ctc_loss(logp, labels.to(logits.device), mask.sum(1).to(torch.long), lengths.to(logits.device),
-                     blank=0, reduction="none", zero_infinity=False)
-    return -nll
+    return -_ctc_nll(logits, mask, texts, zero_infinity=False)[0]
 
 
 def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: Tensor, weight: float) -> list[str]:

@@ -266,6 +266,20 @@ def _model_config(in_dir: Path) -> Path:
     return cfg_path
 
 
+def _without_unplaced_ctc_heads(state: dict, own: Mapping, source, prefix: str = "") -> dict:
+    """``state`` without the saved CTC-head weights (``model.ctc``) that have no place among ``own``'s names (logged
+    with ``source``; inference never needs them): a model starting from one with another head, or none. ``prefix``:
+    the names' prefix before the modality (``"projectors."`` where they are the model's own names)."""
+    unused = [k for k in state if ".ctc_head." in k and k not in own]
+    if not unused:
+        return state
+    import logging
+
+    logging.getLogger("mmlora.model").info("%s: CTC head left out (this model has no model.ctc on %s)", source,
+                                           ", ".join(sorted({k[len(prefix):].split(".", 1)[0] for k in unused})))
+    return {k: v for k, v in state.items() if k not in unused}
+
+
 def _state_mismatch(expected: Mapping[str, Tensor], saved: Mapping[str, Tensor]) -> str:
     """How saved weights differ from a module's state ("missing […], unexpected […], shapes (saved vs model) […]"),
     or "" when they fit."""
@@ -978,13 +992,7 @@ class MultimodalLM(nn.Module):
         own = {n: p for n, p in self.named_parameters()  # (encoder LoRA: loaded by name below, never renamed)
                if n.startswith("projectors.") or ".adapters." in n and not n.startswith("encoders.")}
         target = {renamed(k): v for k, v in saved.items()}
-        unused = sorted(k for k in target if ".ctc_head." in k and k not in own)
-        if unused:  # a saved CTC head (model.ctc) this model has no place for: inference never needs it
-            import logging
-
-            logging.getLogger("mmlora.model").info("%s: CTC head left out (this model has no model.ctc on %s)",
-                                                   in_dir, ", ".join(sorted({k.split(".")[1] for k in unused})))
-            target = {k: v for k, v in target.items() if k not in unused}
+        target = _without_unplaced_ctc_heads(target, own, in_dir, prefix="projectors.")
         ads = {f"llm.{path}.adapters.{a}": ad for path, layer in lora_layers(self.llm) for a, ad in layer.adapters.items()}
         problems: list[str] = []
         grown: dict[str, float] = {}  # adapter weight -> factor on its saved values (B: saved scaling / scaling here)
@@ -1105,16 +1113,11 @@ class MultimodalLM(nn.Module):
 
         own = {k: v for k, v in self.projectors.state_dict().items()
                if ".ctc_head." in k and (modality is None or k.startswith(f"{modality}."))}  # one projector's only
-        log = logging.getLogger("mmlora.model")
-        unused = [k for k in state if ".ctc_head." in k and k not in own]  # e.g. the ASR release's audio head
-        if unused:
-            log.info("%s: CTC head left out (this model has no model.ctc on %s)", proj_file,
-                     ", ".join(sorted({k.split(".", 1)[0] for k in unused})))
-            state = {k: v for k, v in state.items() if k not in unused}
+        state = _without_unplaced_ctc_heads(state, own, proj_file)  # e.g. the ASR release's audio head
         missing = {k: v for k, v in own.items() if k not in state}
         if missing:
-            log.info("%s: no CTC head saved for %s; model.ctc's head starts fresh", proj_file,
-                     ", ".join(sorted({k.split(".", 1)[0] for k in missing})))
+            logging.getLogger("mmlora.model").info("%s: no CTC head saved for %s; model.ctc's head starts fresh",
+                                                   proj_file, ", ".join(sorted({k.split(".", 1)[0] for k in missing})))
             state = {**state, **missing}
         return state
 

@@ -44,9 +44,11 @@ def fold_standardization(probe) -> torch.nn.Module:
 
 
 def pick(manifest: str, n: int, max_seconds: float, drop: set[str], rng: random.Random) -> list:
-    from mmlora.tasks.speech import read_manifest
+    """Up to ``n`` of the manifest's records at random, none of a ``drop`` voice or longer than ``max_seconds``
+    (records without a duration neither: their cost is 0 frames)."""
+    from mmlora.tasks.speech import AUDIO_HZ, read_manifest
 
-    recs = [r for r in read_manifest(manifest) if r.voice not in drop and 0 < r.frames <= max_seconds * 50]
+    recs = [r for r in read_manifest(manifest) if r.voice not in drop and 0 < r.frames <= max_seconds * AUDIO_HZ]
     rng.shuffle(recs)
     return recs[:n]
 
