@@ -41,6 +41,13 @@ def load_run_config(recipe: str, overrides: list[str]):
     return spec, load_config(spec.run_config, recipe, overrides)
 
 
+def _start_folders(cfg) -> list[tuple[str, str | None]]:
+    """The saved folders a run starts from: ``(train.init_from, None)`` (every modality) and ``(folder, m)`` for each
+    ``train.init_projectors`` entry (modality ``m`` only)."""
+    sources = [(cfg.train.init_from, None)] if cfg.train.init_from else []
+    return sources + [(folder, m) for m, folder in cfg.train.init_projectors.items()]
+
+
 def adopt_encoder_lora(cfg) -> None:
     """A saved folder the run starts from (``train.init_from``; ``train.init_projectors`` for its modality) with
     encoder LoRA (``encoder_adapters/<m>/``) for a modality whose recipe has none: the run takes the folder's
@@ -49,9 +56,7 @@ def adopt_encoder_lora(cfg) -> None:
     was refused, or its audio projector would have read an encoder it was not trained on."""
     from mmlora.model import ENCODER_ADAPTERS, _model_config
 
-    sources = [(cfg.train.init_from, None)] if cfg.train.init_from else []
-    sources += [(folder, m) for m, folder in cfg.train.init_projectors.items()]
-    for folder, only in sources:
+    for folder, only in _start_folders(cfg):
         enc_dir = Path(folder) / ENCODER_ADAPTERS
         if not enc_dir.is_dir():
             continue
@@ -66,6 +71,35 @@ def adopt_encoder_lora(cfg) -> None:
                                                    "with it)", m, media.encoder_lora, folder)
 
 
+CTC_HEAD_SHAPE = ("modality", "head", "width", "kernel", "layers", "feed")  # what a fed projector's weights depend on
+
+
+def adopt_ctc_feed(cfg) -> None:
+    """A saved folder the run starts from whose projector for modality ``m`` reads its CTC head's hidden frames
+    (``model.ctc.feed``): the run takes the folder's ``model.ctc`` (its weight too) when its recipe sets none, since
+    that projector's first layer reads the encoder's width plus the head's, and the head then loads with it (logged).
+    A run whose own ``model.ctc`` differs in the head's shape is a clear error. Without this an AVSR run starting from
+    GPU run 31's lip reader failed on the video projector's shape."""
+    from mmlora.ctc import CTCConfig
+    from mmlora.model import _model_config
+
+    for folder, only in _start_folders(cfg):
+        saved = json.loads(_model_config(Path(folder)).read_text())["model"].get("ctc") or {}
+        m = saved.get("modality")
+        if not (m and saved.get("feed")) or (only and m != only) or m not in cfg.model.media:
+            continue
+        ours = cfg.model.ctc
+        if not ours.modality:
+            cfg.model.ctc = CTCConfig(**saved)
+            logging.getLogger("mmlora.train").info("model.ctc=%s from %s (its %s projector reads the CTC head's hidden "
+                                                   "frames; the head loads with it)", saved, folder, m)
+        elif any(getattr(ours, k) != saved.get(k) for k in CTC_HEAD_SHAPE):
+            want = {k: saved.get(k) for k in CTC_HEAD_SHAPE}
+            raise ValueError(f"{folder}: its {m} projector reads its CTC head's hidden frames (model.ctc.feed), and "
+                             f"this run's model.ctc has another head: give the same ({want}) or leave model.ctc "
+                             f"unset to take the folder's")
+
+
 def build_model(cfg):
     """The run's model, its fresh weights (projectors, LoRA) drawn after seeding with ``train.seed``:
     the same command builds the same model whatever ran before it in the process. With
@@ -77,6 +111,7 @@ def build_model(cfg):
 
     set_seed(cfg.train.seed)
     adopt_encoder_lora(cfg)
+    adopt_ctc_feed(cfg)
     model = MultimodalLM.build(cfg.model)
     if cfg.train.init_from and (cfg.train.init_map or cfg.train.init_grow_rank):
         fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map, grow_rank=cfg.train.init_grow_rank)

@@ -276,3 +276,41 @@ def test_init_from_a_model_whose_head_reads_another_modality(tmp_path, caplog):
     assert "CTC head left out" in caplog.text and "no CTC head saved for" not in caplog.text  # video's head is not its business
     torch.testing.assert_close(proj.projectors["audio"].state_dict(),
                                {k: v for k, v in src.projectors["audio"].state_dict().items() if "ctc" not in k})
+
+
+def _saved_fed_lip_reader(tmp_path):
+    model = _vsr(FEED)
+    with torch.no_grad():  # trained-looking weights, so that a fresh head or projector could not pass for them
+        for p in model.projectors["video"].parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "lips")
+    return model, tmp_path / "lips"
+
+
+@pytest.mark.parametrize("start", ["train.init_from={}", "train.init_projectors={{video: {}}}"])
+def test_a_run_from_a_fed_projector_takes_its_ctc_settings(tmp_path, start):
+    """AVSR from a lip reader trained with model.ctc.feed (GPU run 31's): its video projector reads the head's hidden
+    frames, so the run adopts the folder's model.ctc and both the projector and the head load; without the adoption
+    the projector's first layer does not fit (the encoder's width alone)."""
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    lips, folder = _saved_fed_lip_reader(tmp_path)
+    _, cfg = load_run_config("recipes/avsr_tiny.yaml", [start.format(folder)])
+    assert not cfg.model.ctc.modality  # the recipe has no CTC
+    model = build_model(cfg)
+    assert model.cfg.ctc == lips.cfg.ctc
+    want = lips.projectors["video"].state_dict()
+    got = model.projectors["video"].state_dict()
+    assert sorted(got) == sorted(want) and any("ctc_head" in k for k in got)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])
+
+
+def test_a_run_from_a_fed_projector_with_another_head_is_a_clear_error(tmp_path):
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, folder = _saved_fed_lip_reader(tmp_path)
+    other = FEED.replace("width: 16", "width: 8")
+    _, cfg = load_run_config("recipes/avsr_tiny.yaml", [f"train.init_from={folder}", other])
+    with pytest.raises(ValueError, match=r"lips: its video projector reads its CTC head's hidden frames .*'width': 16"):
+        build_model(cfg)
