@@ -147,3 +147,18 @@ def test_ship_waits_for_a_folder_rewritten_while_it_is_packed(tmp_path):
     assert "out/E1/best: changing, next call" in o.stdout and "0 part(s)" in o.stdout
     o2 = sh(REMOTE, "ship", tmp_path / "c2", "out/E1/best", cwd=tmp_path, env={"WORK": str(work)})
     assert "queued out/E1/best" in o2.stdout and "1 part(s)" in o2.stdout  # quiet now: it goes
+
+
+def test_pieces_without_a_size_fit_a_call_beside_the_tracked_files(tmp_path):
+    """The device runner carries 64 MiB a call, the repository's tracked files included: pack.sh's default piece is
+    what they leave, less 2 MiB."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: no tracked files to size the pieces by")
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    tracked = sum((ROOT / n.decode()).stat().st_size for n in names if n and (ROOT / n.decode()).is_file())
+    want = (64 * 1024 * 1024 - tracked) // (1024 * 1024) - 2
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "a.bin").write_bytes(os.urandom(1000))
+    out = sh(PACK, stage, tmp_path / "pk", cwd=tmp_path)
+    assert f"of at most {want}M" in out.stdout

@@ -3,7 +3,7 @@
 # the wheels its image lacks, the converted Whisper encoder, the corpora and the human clips, hard-linked into STAGE,
 # then cut into pieces with scripts/remote/pack.sh.
 #
-#   bash scripts/remote/stage_encoder_lora.sh STAGE PIECES [DATA_DIR [HUMAN_DIR]]   # pieces of 29M (PIECE=...)
+#   bash scripts/remote/stage_encoder_lora.sh STAGE PIECES [DATA_DIR [HUMAN_DIR]]   # pieces sized by pack.sh (PIECE=...)
 #
 # The wheels are downloaded for the machine's Python 3.12 (x86-64) into .whl/ (kept, ignored by git; lib_stage.sh).
 set -euo pipefail
@@ -18,4 +18,4 @@ stage_wheels "$STAGE" "${BASE_WHEELS[@]}"
 stage_assets "$STAGE" whisper-tiny.en
 for s in $SUBS; do cp -al "$D/$s" "$STAGE/data/speech_release/$s"; done
 cp -al "$H" "$STAGE/data/human_speech"
-bash scripts/remote/pack.sh "$STAGE" "$PIECES" "${PIECE:-29M}"
+bash scripts/remote/pack.sh "$STAGE" "$PIECES" ${PIECE:+"$PIECE"}

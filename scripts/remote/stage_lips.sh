@@ -4,7 +4,7 @@
 # EfficientNet encoders, and the corpora gw300 and fw300 with their merged training manifests, hard-linked into
 # STAGE, then cut into pieces with scripts/remote/pack.sh.
 #
-#   bash scripts/remote/stage_lips.sh STAGE PIECES [GW_DATA [FW_DATA]]   # pieces of 29M (PIECE=...)
+#   bash scripts/remote/stage_lips.sh STAGE PIECES [GW_DATA [FW_DATA]]   # pieces sized by pack.sh (PIECE=...)
 #
 # GW_DATA (default data/gridwide) and FW_DATA (default data/freewords) are the DATA_DIRs of
 #   POOL=gridwide  SLOT_WORDS=300 JOBS=NONE bash scripts/train_grid.sh data/gridwide  outputs/gw300_corpus
@@ -47,4 +47,4 @@ for pool in $POOLS; do
   for t in ${TRAINS[$pool]}; do cp "${DIR[$pool]}/$t" "$STAGE/data/$pool/"; done
 done
 [ -z "$LR" ] || cp -rL "$LR" "$STAGE/lipreader"
-bash scripts/remote/pack.sh "$STAGE" "$PIECES" "${PIECE:-29M}"
+bash scripts/remote/pack.sh "$STAGE" "$PIECES" ${PIECE:+"$PIECE"}
