@@ -813,7 +813,9 @@ class MultimodalLM(nn.Module):
         letters, a piece of a multi-byte character: an English transcript needs none of them).
         ``ctc_weight=w`` (0 < w <= 1, with ``num_beams`` > 1) rescores each sample's beams with ``model.ctc``'s head:
         every finished beam is kept and the one with the best ``(1 - w) * LLM log-probability + w * CTC
-        log-probability`` of its normalized characters is returned (:func:`mmlora.ctc.rescore_with_ctc`)."""
+        log-probability`` of its normalized characters is returned (:func:`mmlora.ctc.rescore_with_ctc`). A list of
+        weights (each in [0, 1]) searches once and returns one list of texts per weight, in order (0: the search's own
+        best beam), for tuning the weight on a validation set."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -825,7 +827,11 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
-        ctc_weight = float(kw.pop("ctc_weight", 0.0) or 0.0)
+        sweep = kw.pop("ctc_weight", 0.0)
+        weights = [float(w) for w in sweep] if isinstance(sweep, (list, tuple)) else None
+        if weights is not None and not all(0.0 <= w <= 1.0 for w in weights):
+            raise ValueError(f"ctc_weight: each weight of a sweep must be in [0, 1], got {weights}")
+        ctc_weight = max(weights, default=0.0) if weights is not None else float(sweep or 0.0)
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
             kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
@@ -841,13 +847,17 @@ class MultimodalLM(nn.Module):
         finally:
             install_plan(self.llm, None)
         if not ctc_weight:
-            return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+            texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+            return texts if weights is None else [texts for _ in weights]
         from .ctc import rescore_with_ctc
 
         texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
         steps = self.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
         llm_logp = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).float()  # padding steps score 0 or -inf
-        return rescore_with_ctc(texts, llm_logp, *ctc_logits, ctc_weight)
+        if weights is None:
+            return rescore_with_ctc(texts, llm_logp, *ctc_logits, ctc_weight)
+        K = kw["num_beams"]  # sorted by the search's own score: each sample's first is its plain beam-search answer
+        return [rescore_with_ctc(texts, llm_logp, *ctc_logits, w) if w else texts[::K] for w in weights]
 
     def _ctc_rescoring_logits(self, feats: dict, weight: float, kw: dict) -> tuple[Tensor, Tensor]:
         """``generate(ctc_weight=…)``'s checks, and the CTC head's ``(logits [B, T, C], mask [B, T])`` on the batch's

@@ -74,6 +74,9 @@ class MediaPipeline:
         if len({len(v) for v in media.values()}) > 1:
             raise ValueError("audio and video lists must have the same length")
         kw = self.generation_for(gen)
+        if isinstance(kw.get("ctc_weight"), (list, tuple)):
+            raise ValueError(f"transcribe takes one ctc_weight, got {kw['ctc_weight']} (several are for evaluate's "
+                             "sweep)")
         out: list[str] = []
         n = len(next(iter(media.values())))
         for start in range(0, n, self.batch_size):

@@ -258,7 +258,7 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--zero-modality", action="append", default=[], choices=["audio", "video"],
                    help="zero this modality's tokens (repeatable): e.g. an AVSR model read as VSR with 'audio'")
     p.add_argument("--max-samples", type=int)
-    _add_search(p)
+    _add_search(p, sweep=True)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device")
     p.add_argument("--out", action="append", help="write the full JSON report here (one per --manifest)")
@@ -289,32 +289,52 @@ def evaluate(argv: list[str]) -> int:
         rates = _parse_rates(args.rates, pipe.modalities)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
+    sweep = gen.get("ctc_weight") if isinstance(gen.get("ctc_weight"), list) else None
     for manifest, out, snr, kind, talk in zip(args.manifest, outs, snrs, kinds, talkers):  # in order
         try:
             extra = {} if talk is None or talk == (3, 6) else {"noise_talkers": talk}  # the default: not passed
-            report = spec.evaluate(pipe, manifest, rates=rates, snr=snr, noise_kind=kind,
+            result = spec.evaluate(pipe, manifest, rates=rates, snr=snr, noise_kind=kind,
                                    max_samples=args.max_samples, **gen, **extra)
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
-        if args.show:
-            for u in report.get("utterances", []):
-                print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
-        if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(report, indent=2))
-        summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
-                                              "insertions", "rates", "snr_db", "noise_talkers", "zeroed") if k in report}
-        if len(args.manifest) > 1:
-            summary["manifest"] = manifest
-        print(json.dumps(summary))
+        for i, report in enumerate(result if sweep else [result]):
+            if args.show:
+                for u in report.get("utterances", []):
+                    print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
+            path = (_sweep_path(out, sweep[i]) if sweep else Path(out)) if out else None
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(report, indent=2))
+            summary = {k: report.get(k) for k in ("wer", "cer", "n", "n_skipped", "substitutions", "deletions",
+                                                  "insertions", "rates", "snr_db", "noise_talkers", "zeroed")
+                       if k in report}
+            if sweep:
+                summary["ctc_weight"] = sweep[i]
+            if len(args.manifest) > 1:
+                summary["manifest"] = manifest
+            print(json.dumps(summary))
     return 0
 
 
-def _add_search(p: argparse.ArgumentParser) -> None:
-    """The decoding search options of evaluate and transcribe (unset: the model's saved ones)."""
+def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """The decoding search options of evaluate and transcribe (unset: the model's saved ones); ``sweep``: several
+    comma-separated CTC weights, one report each from one search."""
     p.add_argument("--num-beams", type=int)
-    p.add_argument("--ctc-weight", type=float, help="rescore the beams with the model's CTC head (model.ctc), "
-                   "weight w in (0, 1]: (1 - w) * LLM + w * CTC log-probability; 0 turns it off")
+    p.add_argument("--ctc-weight", type=_ctc_weights if sweep else float,
+                   help="rescore the beams with the model's CTC head (model.ctc), weight w in (0, 1]: (1 - w) * LLM + "
+                        "w * CTC log-probability; 0 turns it off" + (
+                            ". Several, comma-separated (e.g. 0,0.05,0.1): one search, one report per weight (each "
+                            "--out gets _ctcW before its suffix), to tune w on a validation set" if sweep else ""))
+
+
+def _ctc_weights(text: str) -> float | list[float]:
+    """``--ctc-weight``: one weight, or several comma-separated (a sweep)."""
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a weight or comma-separated weights, e.g. 0.07 or 0,0.05,0.1") \
+            from None
+    return weights if len(weights) > 1 else weights[0]
 
 
 def _search(args: argparse.Namespace) -> dict:
@@ -322,6 +342,12 @@ def _search(args: argparse.Namespace) -> dict:
     if args.ctc_weight is not None:
         gen["ctc_weight"] = args.ctc_weight
     return gen
+
+
+def _sweep_path(out: str, weight: float) -> Path:
+    """A sweep's report for one CTC weight: ``R.json`` -> ``R_ctc0.05.json``."""
+    p = Path(out)
+    return p.with_name(f"{p.stem}_ctc{weight:g}{p.suffix}")
 
 
 def transcribe(argv: list[str]) -> int:

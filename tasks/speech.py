@@ -413,7 +413,8 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
                     noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
-    counted and named. ``snr`` mixes noise into the audio (babble of ``noise_talkers`` [lo, hi] other utterances of
+    counted and named. A list ``ctc_weight`` (a sweep: ``mmlora evaluate --ctc-weight 0,0.05,0.1``) decodes once and
+    returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers`` [lo, hi] other utterances of
     the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed (an AVSR model trained with
     modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
@@ -431,12 +432,16 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
             records = records[:max_samples]
         ds = SpeechDataset(records, mods, pipeline.instruction, noise_kind=noise_kind, seed=seed, with_answer=False,
                            noise_talkers=noise_talkers)
-        report = _evaluate_speech(pipeline, model, mods, manifest, ds, rates, snr, **gen)
+        result = _evaluate_speech(pipeline, model, mods, manifest, ds, rates, snr, **gen)
     finally:
         model.zeroed_modalities = before
-    if snr is not None and noise_kind == "babble":
-        report["noise_talkers"] = list(ds.noise_talkers)
-    return {**report, "zeroed": sorted(zero)} if zero else report
+    reports = result if isinstance(result, list) else [result]
+    for report in reports:
+        if snr is not None and noise_kind == "babble":
+            report["noise_talkers"] = list(ds.noise_talkers)
+        if zero:
+            report["zeroed"] = sorted(zero)
+    return result
 
 
 def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, **gen) -> dict:
@@ -462,18 +467,25 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
     if limit:
         waves, owner = cut_long_audio([s["audios"][0] for s in pieces], limit)
         pieces = [{**pieces[o], "audios": [w]} for w, o in zip(waves, owner)]
-    hyps: list[str] = []
     bs = pipeline.batch_size
     kw = pipeline.generation_for(gen)
+    sweep = kw.get("ctc_weight") if isinstance(kw.get("ctc_weight"), (list, tuple)) else None
+    hyps: list[list[str]] = [[] for _ in (sweep or [None])]  # one list per ctc_weight of a sweep
     for start in range(0, len(pieces), bs):
         batch = collate_samples(pieces[start:start + bs], model.prompts, with_answer=False)
-        hyps.extend(model.generate(batch, rates=rates, **kw))
-    hyps = join_pieces(hyps, owner, len(samples))
-    report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
-              "noise": noise_kind if snr is not None else None,
-              "decoding": {**kw, **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {})},
-              "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates}}
-    return {**report, **score_transcripts([r for r, _ in samples], hyps, skipped)}
+        out = model.generate(batch, rates=rates, **kw)
+        for h, o in zip(hyps, out if sweep else [out]):
+            h.extend(o)
+    reports = []
+    for w, h in zip(sweep or [None], hyps):
+        decoding = {**kw, **({"ctc_weight": w} if sweep else {}),
+                    **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {})}
+        report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
+                  "noise": noise_kind if snr is not None else None, "decoding": decoding,
+                  "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates}}
+        reports.append({**report, **score_transcripts([r for r, _ in samples], join_pieces(h, owner, len(samples)),
+                                                      skipped)})
+    return reports if sweep else reports[0]
 
 
 def score_transcripts(records: list[Record], hypotheses: list[str], skipped: list[dict] | None = None) -> dict:

@@ -152,3 +152,40 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
     with pytest.raises(SystemExit, match="has a CTC head already"):
         fit_ctc_head.main(["--model", str(out), "--out", str(tmp_path / "again"), "--train",
                            "tests/data/speech/train.jsonl"])
+
+
+def test_a_sweep_of_weights_equals_one_search_per_weight():
+    """generate(ctc_weight=[...]) searches once and returns, for each weight, what that weight alone returns; 0 is the
+    plain beam search."""
+    model = _asr(TEMPORAL_AUDIO)
+    batch = _audio_batch(model)
+    gen = {"max_new_tokens": 6, "num_beams": 4}
+    weights = [0.0, 0.3, 1.0]
+    want = [model.generate(batch, **gen)] + [model.generate(batch, ctc_weight=w, **gen) for w in weights[1:]]
+    assert want[0] != want[2]  # the weights choose differently here, so the order of the answers is checked too
+    assert model.generate(batch, ctc_weight=weights, **gen) == want
+    with pytest.raises(ValueError, match=r"each weight of a sweep must be in \[0, 1\]"):
+        model.generate(batch, ctc_weight=[0.1, 2.0], **gen)
+
+
+def test_evaluate_writes_one_report_per_weight_of_a_sweep(tmp_path, capsys):
+    from mmlora.cli import main
+
+    model = _asr(TEMPORAL_AUDIO)
+    model.save_pretrained(tmp_path / "m")
+    common = ["evaluate", "--model", str(tmp_path / "m"), "--manifest", "tests/data/speech/test.jsonl",
+              "--num-beams", "4", "--max-samples", "3", "--device", "cpu"]
+    assert main(common + ["--ctc-weight", "0,1", "--out", str(tmp_path / "sweep.json")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["ctc_weight"] for line in lines] == [0.0, 1.0]
+    for w in ("0", "1"):
+        assert main(common + ["--ctc-weight", w, "--out", str(tmp_path / f"one{w}.json")]) == 0
+        one = json.loads((tmp_path / f"one{w}.json").read_text())
+        swept = json.loads((tmp_path / f"sweep_ctc{w}.json").read_text())
+        assert [u["hypothesis"] for u in swept["utterances"]] == [u["hypothesis"] for u in one["utterances"]]
+        assert swept["decoding"]["ctc_weight"] == float(w) and swept["wer"] == one["wer"]
+    from mmlora.pipelines import load_pipeline
+
+    with pytest.raises(ValueError, match=r"transcribe takes one ctc_weight, got \[0.0, 1.0\]"):
+        load_pipeline(tmp_path / "m").transcribe(audio="tests/data/speech/audio/test-00000.flac", num_beams=2,
+                                                 ctc_weight=[0.0, 1.0])
