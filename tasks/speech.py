@@ -410,13 +410,13 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
                     records: list[Record] | None = None, zero: tuple[str, ...] = (),
-                    noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict:
+                    noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict | list[dict]:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
     counted and named. A list ``ctc_weight`` (a sweep: ``mmlora evaluate --ctc-weight 0,0.05,0.1``) decodes once and
-    returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers`` [lo, hi] other utterances of
-    the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed (an AVSR model trained with
-    modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
+    returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
+    [lo, hi] other utterances of the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed
+    (an AVSR model trained with modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
     bad = [m for m in zero if m not in mods]
@@ -444,7 +444,7 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     return result
 
 
-def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, **gen) -> dict:
+def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, **gen) -> dict | list[dict]:
     from mmlora.data.collate import collate_samples
 
     records, noise_kind = ds.records, ds.noise_kind
