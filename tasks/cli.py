@@ -41,26 +41,29 @@ def load_run_config(recipe: str, overrides: list[str]):
     return spec, load_config(spec.run_config, recipe, overrides)
 
 
-def _start_folders(cfg) -> list[tuple[str, str | None]]:
-    """The saved folders a run starts from: ``(train.init_from, None)`` (every modality) and ``(folder, m)`` for each
-    ``train.init_projectors`` entry (modality ``m`` only)."""
+def _start_folders(cfg) -> list[tuple[str, str | None, dict]]:
+    """The saved folders a run starts from, each with its saved ``model`` config, read once: ``(train.init_from,
+    None, …)`` (every modality) and ``(folder, m, …)`` for each ``train.init_projectors`` entry (modality ``m`` only)."""
+    from mmlora.model import _model_config
+
     sources = [(cfg.train.init_from, None)] if cfg.train.init_from else []
-    return sources + [(folder, m) for m, folder in cfg.train.init_projectors.items()]
+    sources += [(folder, m) for m, folder in cfg.train.init_projectors.items()]
+    return [(folder, only, json.loads(_model_config(Path(folder)).read_text())["model"]) for folder, only in sources]
 
 
-def adopt_encoder_lora(cfg) -> None:
-    """A saved folder the run starts from (``train.init_from``; ``train.init_projectors`` for its modality) with
+def adopt_encoder_lora(cfg, starts: list[tuple[str, str | None, dict]]) -> None:
+    """A saved folder the run starts from (``starts``: :func:`_start_folders`) with
     encoder LoRA (``encoder_adapters/<m>/``) for a modality whose recipe has none: the run takes the folder's
     ``media.<m>.encoder_lora``, so that its encoder reads as the saved model's did, and the adapters then load with
     the weights (logged). Without this, a recipe starting from the release of session 28 (LoRA inside Whisper)
     was refused, or its audio projector would have read an encoder it was not trained on."""
-    from mmlora.model import ENCODER_ADAPTERS, _model_config
+    from mmlora.model import ENCODER_ADAPTERS
 
-    for folder, only in _start_folders(cfg):
+    for folder, only, saved_model in starts:
         enc_dir = Path(folder) / ENCODER_ADAPTERS
         if not enc_dir.is_dir():
             continue
-        saved = json.loads(_model_config(Path(folder)).read_text())["model"]["media"]
+        saved = saved_model["media"]
         for m in sorted(d.name for d in enc_dir.iterdir() if d.is_dir()):
             media = cfg.model.media.get(m)
             if (only and m != only) or media is None or media.encoder_lora or not saved.get(m, {}).get("encoder_lora"):
@@ -74,17 +77,16 @@ def adopt_encoder_lora(cfg) -> None:
 CTC_HEAD_SHAPE = ("modality", "head", "width", "kernel", "layers", "feed")  # what a fed projector's weights depend on
 
 
-def adopt_ctc_feed(cfg) -> None:
+def adopt_ctc_feed(cfg, starts: list[tuple[str, str | None, dict]]) -> None:
     """A saved folder the run starts from whose projector for modality ``m`` reads its CTC head's hidden frames
     (``model.ctc.feed``): the run takes the folder's ``model.ctc`` (its weight too) when its recipe sets none, since
     that projector's first layer reads the encoder's width plus the head's, and the head then loads with it (logged).
     A run whose own ``model.ctc`` differs in the head's shape is a clear error. Without this an AVSR run starting from
     GPU run 31's lip reader failed on the video projector's shape."""
     from mmlora.ctc import CTCConfig
-    from mmlora.model import _model_config
 
-    for folder, only in _start_folders(cfg):
-        saved = json.loads(_model_config(Path(folder)).read_text())["model"].get("ctc") or {}
+    for folder, only, saved_model in starts:
+        saved = saved_model.get("ctc") or {}
         m = saved.get("modality")
         if not (m and saved.get("feed")) or (only and m != only) or m not in cfg.model.media:
             continue
@@ -110,8 +112,9 @@ def build_model(cfg):
     from mmlora.model import MultimodalLM
 
     set_seed(cfg.train.seed)
-    adopt_encoder_lora(cfg)
-    adopt_ctc_feed(cfg)
+    starts = _start_folders(cfg)  # the folders the run starts from, their configs read once for both
+    adopt_encoder_lora(cfg, starts)
+    adopt_ctc_feed(cfg, starts)
     model = MultimodalLM.build(cfg.model)
     if cfg.train.init_from and (cfg.train.init_map or cfg.train.init_grow_rank):
         fresh = model.load_trainable_renamed(cfg.train.init_from, cfg.train.init_map, grow_rank=cfg.train.init_grow_rank)
