@@ -292,7 +292,6 @@ def evaluate(argv: list[str]) -> int:
         rates = _parse_rates(args.rates, pipe.modalities)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
-    sweep = gen.get("ctc_weight") if isinstance(gen.get("ctc_weight"), list) else None
     for manifest, out, snr, kind, talk in zip(args.manifest, outs, snrs, kinds, talkers):  # in order
         try:
             extra = {} if talk is None or talk == (3, 6) else {"noise_talkers": talk}  # the default: not passed
@@ -300,11 +299,13 @@ def evaluate(argv: list[str]) -> int:
                                    max_samples=args.max_samples, **gen, **extra)
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
-        for i, report in enumerate(result if sweep else [result]):
+        sweep = isinstance(result, list)  # several CTC weights: one report each, its weight in its decoding
+        for report in result if sweep else [result]:
+            weight = report["decoding"]["ctc_weight"] if sweep else None
             if args.show:
                 for u in report.get("utterances", []):
                     print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
-            path = (_sweep_path(out, sweep[i]) if sweep else Path(out)) if out else None
+            path = (_sweep_path(out, weight) if sweep else Path(out)) if out else None
             if path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(report, indent=2))
@@ -312,7 +313,7 @@ def evaluate(argv: list[str]) -> int:
                                                   "insertions", "rates", "snr_db", "noise_talkers", "zeroed")
                        if k in report}
             if sweep:
-                summary["ctc_weight"] = sweep[i]
+                summary["ctc_weight"] = weight
             if len(args.manifest) > 1:
                 summary["manifest"] = manifest
             print(json.dumps(summary))
