@@ -8,11 +8,17 @@
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
 #
+# PLAN_ONLY=1 writes only the sentences each corpus would read (scripts/plan_corpus.sh; seconds, no TTS audio), as
+# manifests named like the corpora's, into DATA_DIR (use another one than the real corpora's): what train_grid.sh
+# POOL=open needs to leave out the release corpora's sentences on a machine that lacks them (OPEN_EXCLUDE).
+# The human clips are fetched for real (they are small).
+#
 # Then: MIX="st w3 n9 n10 n14x2 n15x2" VAL=nv10/test JOBS="E1 E2" bash scripts/asr_encoder_lora.sh DATA_DIR OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-data/speech_release}; H=${2:-data/human_speech}
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-$(nproc)}
+[ "${PLAN_ONLY:-0}" = 0 ] || export MM="bash scripts/plan_corpus.sh"  # make_wide_speech_corpora.sh reads it too
 source scripts/lib_speech_corpora.sh  # corpus_st, corpora_stage4, NAT9, NV (train_asr_release.sh's commands)
 step() { echo "$(date +%T) $*"; }
 step st; corpus_st "$D" --no-video  # AUDIO_ONLY, as train_asr_release.sh runs it: no lip videos, the same audio

@@ -23,50 +23,50 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FIRST=${1:?first corpus folder}; OUT=${2:?output parent folder}; WORKERS=${3:-2}; MORE_EXCLUDE=${4:-}; STAGE4_EXCLUDE=${5:-}
 STAGE5_EXCLUDE=${6:-}; STAGE6=${7:-}
-PY=${PYTHON:-.venv/bin/python}
+PY=${PYTHON:-.venv/bin/python}; MM=${MM:-$PY -m mmlora.cli}  # MM: scripts/plan_corpus.sh plans instead
 NOVID=(); [ -n "${AUDIO_ONLY:-}" ] && NOVID=(--no-video)  # AUDIO_ONLY=1: wv4..wv7 (and wv201 ...) without lip videos, same audio
 source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
 COMMON=(--max-words 16 --audio-format opus --noisy-splits '' --n-val 1 --n-test 1 --voices "$WIDE_VOICES"
         --val-voices "$WIDE_VAL_VOICES" --test-voices "$WIDE_TEST_VOICES"
         --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl" --engine-weights flite=1,festival=1,espeak=2 --workers "$WORKERS")
-[ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
+[ -f "$OUT/w3/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w3" --seed 3 --n-train 5000 \
     --no-video "${COMMON[@]}"
 [ -z "${W3_ONLY:-}" ] || exit 0  # W3_ONLY=1: w3 alone (the ASR runs 20-21 read no lip videos)
 # MORE_LIPS=N: N more lip-video corpora of wv4-7's recipe, OUT_PARENT/wv201 ... (seeds 201 ...; session 22, for GPU
 # run 17's open-text AVSR)
 for s in 4 5 6 7 $(seq 201 $((200 + ${MORE_LIPS:-0}))); do
-  [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/wv$s" --seed $s \
+  [ -f "$OUT/wv$s/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/wv$s" --seed $s \
       --n-train 2500 --word-salad-frac 0.3 "${COMMON[@]}" "${NOVID[@]}"
 done
 if [ -n "$MORE_EXCLUDE" ] && [ ! -f "$OUT/w8/train.jsonl" ]; then
-  nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \
+  nice -n 10 $MM make-speech-corpus --out "$OUT/w8" --seed 8 --n-train 10000 --no-video "${COMMON[@]}" \
       --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$MORE_EXCLUDE" --text-weights wordnet=0.7,fortunes=0.2,bible=0.1
 fi
 if [ -n "$STAGE4_EXCLUDE" ]; then
   MODERN=(--n-val 0 --n-test 0 --no-video --text-weights wordnet=0.7,fortunes=0.2,bible=0.1)
-  [ -f "$OUT/w9/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w9" --seed 9 --n-train 6000 \
+  [ -f "$OUT/w9/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w9" --seed 9 --n-train 6000 \
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/n9/train.jsonl"
-  [ -f "$OUT/w10/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w10" --seed 40 --n-train 8000 \
+  [ -f "$OUT/w10/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w10" --seed 40 --n-train 8000 \
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE,$OUT/w9/train.jsonl"
 fi
 if [ -n "$STAGE4_EXCLUDE" ] && [ -n "$STAGE5_EXCLUDE" ]; then
   EX4="$FIRST/val.jsonl,$FIRST/test.jsonl,$STAGE4_EXCLUDE"
-  [ -f "$OUT/w11/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w11" --seed 50 --n-train 6000 \
+  [ -f "$OUT/w11/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w11" --seed 50 --n-train 6000 \
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$EX4,$OUT/w9/train.jsonl,$OUT/w10/train.jsonl"
-  [ -f "$OUT/w12/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w12" --seed 60 --n-train 6000 \
+  [ -f "$OUT/w12/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w12" --seed 60 --n-train 6000 \
       "${COMMON[@]}" "${MODERN[@]}" --exclude-text "$EX4,$OUT/w9/train.jsonl,$OUT/w10/train.jsonl,$OUT/w11/train.jsonl"
-  [ -f "$OUT/w13/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w13" --seed 70 --n-train 4000 \
+  [ -f "$OUT/w13/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w13" --seed 70 --n-train 4000 \
       "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file austen=data/text/austen.txt --text-weights austen=1 \
       --exclude-text "$EX4,$STAGE5_EXCLUDE,$OUT/n13/train.jsonl"
 fi
 if [ -n "$STAGE4_EXCLUDE" ] && [ -n "$STAGE5_EXCLUDE" ] && [ -n "$STAGE6" ]; then
   EX5="$EX4,$STAGE5_EXCLUDE,$OUT/n13/train.jsonl,$OUT/w13/train.jsonl"
-  [ -f "$OUT/w14/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w14" --seed 80 --n-train 3500 \
+  [ -f "$OUT/w14/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w14" --seed 80 --n-train 3500 \
       "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file gutenberg=data/text/gutenberg.txt \
       --text-file harvard=data/text/harvard.txt --text-file austen=data/text/austen.txt \
       --text-weights gutenberg=0.8,harvard=0.08,austen=0.12 --exclude-text "$EX5,$OUT/n14/train.jsonl"
   # w15 once n15 exists (n15 excludes w14's sentences, w15 n15's: scripts/train_asr_release.sh calls this twice)
-  [ -f "$OUT/w15/train.jsonl" ] || [ ! -f "$OUT/n15/train.jsonl" ] || nice -n 10 $PY -m mmlora.cli make-speech-corpus --out "$OUT/w15" --seed 90 --n-train 4000 \
+  [ -f "$OUT/w15/train.jsonl" ] || [ ! -f "$OUT/n15/train.jsonl" ] || nice -n 10 $MM make-speech-corpus --out "$OUT/w15" --seed 90 --n-train 4000 \
       "${COMMON[@]}" --n-val 0 --n-test 0 --no-video --text-file gcide=data/text/gcide.txt --text-weights gcide=1 \
       --exclude-text "$EX5,$OUT/n14/train.jsonl,$OUT/w14/train.jsonl,$OUT/n15/train.jsonl"
 fi

@@ -384,6 +384,25 @@ class _Writer:
         self.pool.shutdown(wait=True)
 
 
+def write_plan(cfg: CorpusConfig) -> dict[str, int]:
+    """The sentences a full run of ``cfg`` would read, without synthesizing: ``OUT/plan_<split>.jsonl`` per split (the
+    manifest's ``id``, ``text``, ``voice`` and ``source`` of every planned clip). A full run's manifest is the plan less
+    the clips whose synthesis failed, so a plan used as ``--exclude-text`` leaves out what the manifest would, and at
+    most those few more. Returns the clips planned per split."""
+    from . import speech_tts as T
+
+    plan, _ = _plan(cfg, _split_voices(cfg, T.available_voices()))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        rows = [{"id": f"{split}-{u.index:05d}", "text": u.text, "voice": u.voice, "source": u.source}
+                for u in plan.get(split, [])]
+        tmp = out / f".plan_{split}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out / f"plan_{split}.jsonl")
+    return {s: len(plan.get(s, [])) for s in SPLITS}
+
+
 def generate(cfg: CorpusConfig, log=print) -> dict:  # noqa: ANN001
     """Generate the corpus described by `cfg`; returns its statistics (also in corpus.json)."""
     from . import speech_tts as T
@@ -590,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
                    "used (e.g. another corpus's val/test splits)")
     p.add_argument("--workers", type=int, default=1, help="parallel TTS processes (and as many encoding threads)")
     p.add_argument("--list-voices", action="store_true", help="print the installed voices and exit")
+    p.add_argument("--plan-only", action="store_true",
+                   help="synthesize nothing: write each split's planned sentences to OUT/plan_<split>.jsonl (id, "
+                        "text, voice, source; the same draw as a full run) and exit, e.g. to rebuild another "
+                        "corpus's --exclude-text in seconds")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a folder that has a manifest")
     args = p.parse_args(argv)
 
@@ -615,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         mouth=MouthConfig(size=args.size, crf=args.crf),
     )
+    if args.plan_only:
+        print(json.dumps(write_plan(cfg)))
+        return 0
     stats = generate(cfg, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(stats))
     return 0

@@ -290,6 +290,31 @@ def test_generation_is_seeded_and_reproducible(tmp_path):
 
 
 @needs_tts
+def test_plan_only_writes_the_full_runs_sentences_and_synthesizes_nothing(tmp_path):
+    """--plan-only: each split's plan_<split>.jsonl holds the id, text and voice of every clip a full run of the same
+    arguments writes (it is how an exclusion list is rebuilt without the other corpus's audio)."""
+    full, plan = tmp_path / "full", tmp_path / "plan"
+    assert C.main(_tiny_args(full, 12) + ["--n-train", "5", "--no-video"]) == 0
+    assert C.main(_tiny_args(plan, 12) + ["--n-train", "5", "--no-video", "--plan-only"]) == 0
+    assert sorted(p.name for p in plan.iterdir()) == ["plan_test.jsonl", "plan_train.jsonl", "plan_val.jsonl"]
+    n = 0
+    for split in ("train", "val", "test"):
+        want = [{k: r[k] for k in ("id", "text", "voice")}
+                for r in map(json.loads, (full / f"{split}.jsonl").read_text().splitlines())]
+        got = [{k: r[k] for k in ("id", "text", "voice")}
+               for r in map(json.loads, (plan / f"plan_{split}.jsonl").read_text().splitlines())]
+        assert got == want, split
+        n += len(got)
+    assert n >= 5
+    # as an exclusion list it leaves the planned sentences out of another corpus
+    other = tmp_path / "other"
+    assert C.main(_tiny_args(other, 12) + ["--n-train", "5", "--plan-only",
+                                           "--exclude-text", str(plan / "plan_train.jsonl")]) == 0
+    drawn = {json.loads(r)["text"] for r in (other / "plan_train.jsonl").read_text().splitlines()}
+    assert not drawn & {json.loads(r)["text"] for r in (plan / "plan_train.jsonl").read_text().splitlines()}
+
+
+@needs_tts
 def test_files_do_not_depend_on_the_number_of_workers(tmp_path):
     """TTS processes and the encoding threads beside them (--workers) change only the speed."""
     for name, w in (("one", "1"), ("three", "3")):
