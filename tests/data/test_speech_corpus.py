@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 
@@ -312,6 +315,26 @@ def test_plan_only_writes_the_full_runs_sentences_and_synthesizes_nothing(tmp_pa
                                            "--exclude-text", str(plan / "plan_train.jsonl")]) == 0
     drawn = {json.loads(r)["text"] for r in (other / "plan_train.jsonl").read_text().splitlines()}
     assert not drawn & {json.loads(r)["text"] for r in (plan / "plan_train.jsonl").read_text().splitlines()}
+
+
+@needs_tts
+def test_plan_corpus_script_names_the_plans_as_manifests_and_never_plans_over_a_corpus(tmp_path):
+    """scripts/plan_corpus.sh, the corpus scripts' `mmlora` under PLAN_ONLY=1: DIR/<split>.jsonl, as the next corpus's
+    --exclude-text and the scripts' checks read them, DIR/PLAN_ONLY, and a refusal where DIR holds audio."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHON": sys.executable}
+    run = lambda out: subprocess.run(["bash", str(root / "scripts/plan_corpus.sh"), "make-speech-corpus",  # noqa: E731
+                                      *_tiny_args(out, 12)[2:], "--out", str(out), "--n-train", "5"],
+                                     cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    p = run(tmp_path / "p")
+    assert p.returncode == 0, p.stderr
+    C.main(_tiny_args(tmp_path / "q", 12) + ["--n-train", "5", "--plan-only"])
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "p" / f"{split}.jsonl").read_text() == (tmp_path / "q" / f"plan_{split}.jsonl").read_text()
+    assert (tmp_path / "p/PLAN_ONLY").exists() and not list((tmp_path / "p").glob("plan_*"))
+    (tmp_path / "r/audio").mkdir(parents=True)
+    p = run(tmp_path / "r")
+    assert p.returncode == 2 and "holds a real corpus" in p.stderr and not list((tmp_path / "r").glob("*.jsonl"))
 
 
 @needs_tts
