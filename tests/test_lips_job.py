@@ -322,3 +322,27 @@ def test_arm_mode_without_arm_stops_before_any_work(tmp_path):
     p, work, calls = run_job(tmp_path, {"MODE": "arm", "ENC_POOL": "open"})
     assert p.returncode == 2 and "MODE=arm needs ARM" in p.stderr and (work / "DONE").exists()
     assert not calls
+
+
+def test_beams_read_each_lip_reader_again_with_its_ctc_head_at_every_weight_of_the_sweep(tmp_path):
+    """BEAMS=8: after the trainings each lip reader's best weights read op12's validation and test clips with 8 beams
+    and the CTC sweep, in one evaluate call each (one model load); the reports come back with the others."""
+    p, work, calls = run_job(tmp_path, {"MODE": "arm+arm2", "ARM": ARM[0], "ARM2": ARM[1], "ENC_POOL": "open",
+                                        "S1": "5", "S2": "5", "BEAMS": "8", "CTC_SWEEP": "0,0.1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    beams = [c for c in calls if c[2:3] == ["evaluate"] and "--num-beams" in c and c[c.index("--num-beams") + 1] == "8"]
+    assert len(beams) == 3
+    d = "data/open/op12"
+    for r, c in zip(("arm", "arm2", "ctl"), beams):
+        assert c[c.index("--model") + 1] == f"out/{r}/GV/best/model" and c[c.index("--ctc-weight") + 1] == "0,0.1"
+        pairs = [(c[i + 1], c[i + 3]) for i, a in enumerate(c) if a == "--manifest"]
+        assert pairs == [(f"{d}/val.jsonl", f"out/{r}/eval/GV_vsr_val_b8.json"),
+                         (f"{d}/test.jsonl", f"out/{r}/eval/GV_vsr_b8.json")]
+        assert {"GV_vsr_val_b8.json", "GV_vsr_b8.json", "GV_vsr.json"} <= {f.name for f in (work / f"res/eval_{r}").iterdir()}
+    # without BEAMS (and for AVSR) the job decodes greedily only, inside train_grid.sh
+    p, work, calls = run_job(tmp_path / "greedy", {"MODE": "arm", "ARM": ARM[0], "ENC_POOL": "open"})
+    assert p.returncode == 0 and not [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] != "1"]
+    (tmp_path / "avsr/work/lipreader").mkdir(parents=True)
+    (tmp_path / "avsr/work/lipreader/config.json").write_text("{}")
+    p, work, calls = run_job(tmp_path / "avsr", {"MODE": "avsr", "ENC_POOL": "open", "BEAMS": "8"})
+    assert p.returncode == 0 and not [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] != "1"]

@@ -40,6 +40,7 @@
 # train_grid.sh's noises. Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
+# BEAMS=K decodes every lip reader once more afterwards with K beams and a sweep of its CTC head's weight (below).
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
@@ -126,6 +127,23 @@ export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 pids=(); for b in "${BS[@]}"; do $b > log/$b.log 2>&1 & pids+=($!); done
 GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & pids+=($!)
 rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
+# BEAMS=K: each lip reader's best weights read its corpus's validation and test clips once more with K beams,
+# rescored by the model's own CTC head at each weight of CTC_SWEEP (default 0,0.1,0.2,0.3; one search a set,
+# `mmlora evaluate --ctc-weight`): out/<arm>/eval/GV_vsr_val_bK_ctcW.json and GV_vsr_bK_ctcW.json. Choose the weight
+# on validation, then read test at it (by hand). Lip readers only (not MODE=avsr), each with a CTC head on the lips
+# (model.ctc.modality=video; CTC_SWEEP=0 for lip readers without one).
+declare -A CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
+if [ -n "${BEAMS:-}" ] && [ $B != avl ]; then
+  for r in "${BS[@]}" ctl; do
+    m=out/$r/GV/best/model; [ -d $m ] || continue
+    d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}
+    echo "$(date +%T) $r: $BEAMS beams, CTC weights $sw"
+    python3 -m mmlora.cli evaluate --model $m --batch-size ${BEAM_BATCH:-100} --num-beams $BEAMS --ctc-weight $sw \
+        --manifest $d/val.jsonl --out out/$r/eval/GV_vsr_val_b$BEAMS.json \
+        --manifest $d/test.jsonl --out out/$r/eval/GV_vsr_b$BEAMS.json > log/beams_$r.log 2>&1 || {
+      echo "beams $r: exit $? (log/beams_$r.log)"; rc=1; }
+  done
+fi
 for r in gw "${BS[@]}" ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
 for r in gw "${BS[@]}" ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
 P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr)  # pairs: the control's report, the other arm's
