@@ -342,7 +342,36 @@ def test_beams_read_each_lip_reader_again_with_its_ctc_head_at_every_weight_of_t
     # without BEAMS (and for AVSR) the job decodes greedily only, inside train_grid.sh
     p, work, calls = run_job(tmp_path / "greedy", {"MODE": "arm", "ARM": ARM[0], "ENC_POOL": "open"})
     assert p.returncode == 0 and not [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] != "1"]
-    (tmp_path / "avsr/work/lipreader").mkdir(parents=True)
-    (tmp_path / "avsr/work/lipreader/config.json").write_text("{}")
-    p, work, calls = run_job(tmp_path / "avsr", {"MODE": "avsr", "ENC_POOL": "open", "BEAMS": "8"})
-    assert p.returncode == 0 and not [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] != "1"]
+
+
+FEED = ["model.ctc.modality=video", "model.ctc.head=temporal", "model.ctc.feed=true"]
+
+
+def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(tmp_path):
+    """MODE=avsr with LIP_T (run 34): nothing staged; the lip reader (ENC's, with LIP_ARM's overrides, LIP_STEPS
+    steps) trains first and is evaluated as VSR, AVSR starts from its best weights, the ASR control from the start;
+    BEAMS then reads that lip reader with beams and its CTC head."""
+    p, work, calls = run_job(tmp_path, {"MODE": "avsr", "ENC_POOL": "open", "S1": "5", "S2": "5", "LIP_T": "60",
+                                        "LIP_STEPS": "7", "LIP_ARM": " ".join(FEED), "BEAMS": "8"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    t = trainings(calls, work)
+    assert set(t) == {"lips/GV", "avl/GAVL", "ctl/GAOL"}
+    lips = t["lips/GV"]
+    assert lips[-3:] == FEED and "model.media.video.encoder_lora={rank: 8, alpha: 16}" in lips
+    assert [a for a in lips if a.startswith("train.max_steps=")][-1] == "train.max_steps=7"
+    assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in lips
+    assert not [a for a in t["avl/GAVL"] + t["ctl/GAOL"] if a in FEED]  # AVSR adopts the head from the lip reader
+    assert f"train.init_from={work}/out/avl/GV/best/model" in t["avl/GAVL"]
+    assert (work / "out/avl/GV/best/model").resolve() == (work / "out/lips/GV/best/model").resolve()
+    order = [c for c in calls if c[2:3] == ["train"]]
+    assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"])
+    assert (work / "res/eval_lips/GV_vsr.json").exists() and (work / "res/eval_avl/GAVL_w_0.json").exists()
+    beams = [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] == "8"]
+    assert len(beams) == 1 and beams[0][beams[0].index("--model") + 1] == "out/avl/GV/best/model"
+    # a staged lip reader beside LIP_T is a contradiction, named before any work
+    (tmp_path / "both/work/lipreader").mkdir(parents=True)
+    (tmp_path / "both/work/lipreader/config.json").write_text("{}")
+    p, work, calls = run_job(tmp_path / "both", {"MODE": "avsr", "ENC_POOL": "open", "LIP_T": "60"})
+    assert p.returncode == 2 and "holds a staged one" in p.stderr and not calls
+    p, work, calls = run_job(tmp_path / "bad", {"MODE": "avsr", "ENC_POOL": "open", "LIP_T": "soon"})
+    assert p.returncode == 2 and "LIP_T=soon" in p.stderr and not calls

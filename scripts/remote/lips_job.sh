@@ -37,7 +37,10 @@
 # train_grid.sh GAVL: AVSR from the lip reader's weights and the release's audio projector, trained in noise and
 # chosen on noisy validation) against CTL = GAOL (the ASR control, the same noise and validation), both on ENC_POOL
 # for S1 + S2 steps and T seconds, ENC_LR (if set) for every encoder LoRA; compared clean and in each of
-# train_grid.sh's noises. Before the trainings (so that a time limit cannot cut them off), BENCH
+# train_grid.sh's noises. With LIP_T (seconds) nothing is staged: AVL first trains that lip reader itself (OUT/lips,
+# ENC's lip reader with LIP_ARM's overrides, LIP_STEPS steps, default S1 + S2; evaluated as VSR), then AVSR from its
+# best weights for T seconds, while the ASR control trains from the start (run 34: the lip reader's weights live only
+# on the lent machine, so both parts share one session's device time). Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
 # BEAMS=K decodes every lip reader once more afterwards with K beams and a sweep of its CTC head's weight (below).
@@ -76,12 +79,16 @@ for a in arm arm2; do  # ARM / ARM2: the overrides that make that arm
     exit 2
   fi
 done
-if [ $B = avl ] && [ ! -f lipreader/config.json ]; then
+if [ $B = avl ] && [ -n "${LIP_T:-}" ]; then  # the lip reader is trained here first (below): nothing may be staged
+  [[ $LIP_T =~ ^[1-9][0-9]*$ ]] || { echo "lips_job.sh: LIP_T=$LIP_T: the lip reader's seconds, a positive integer" >&2; exit 2; }
+  [ ! -e lipreader ] || { echo "lips_job.sh: LIP_T trains the lip reader that AVSR starts from, and $W/lipreader" \
+                                "holds a staged one: stage without LIPREADER or leave LIP_T unset" >&2; exit 2; }
+elif [ $B = avl ] && [ ! -f lipreader/config.json ]; then
   echo "lips_job.sh: MODE=avsr starts from a lip reader in $W/lipreader, and it has no config.json: stage one with" \
-       "LIPREADER=DIR bash scripts/remote/stage_lips.sh" >&2
+       "LIPREADER=DIR bash scripts/remote/stage_lips.sh, or train one first with LIP_T" >&2
   exit 2
 fi
-echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}${ARM2:+ ARM2=$ARM2}"
+echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}${ARM2:+ ARM2=$ARM2}${LIP_T:+ LIP_T=$LIP_T LIP_STEPS=${LIP_STEPS:-} LIP_ARM=${LIP_ARM:-}}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 [ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
     > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
@@ -113,6 +120,12 @@ armx() { local v=${1^^}; grid "$EP" "$W/data/$EP" "$W/out/$1" "$T" train.max_ste
 arm() { armx arm; }    # with ARM's overrides
 arm2() { armx arm2; }  # with ARM2's
 avl() {
+  if [ -n "${LIP_T:-}" ]; then  # the lip reader first (OUT/lips: LIP_STEPS steps, LIP_T seconds, LIP_ARM's overrides)
+    grid "$EP" "$W/data/$EP" "$W/out/lips" "$LIP_T" train.max_steps=${LIP_STEPS:-$((S1 + S2))} "${ENCX[@]}" ${LIP_ARM:-}
+    [ -d "$W/out/lips/GV/best/model" ] || { echo "lips_job.sh: the lip reader left no best weights" >&2; return 2; }
+    ln -sfn "$W/out/lips/GV/best/model" "$W/lipreader"
+    echo "$(date +%T) lip reader trained: AVSR starts from $(readlink -f "$W/lipreader")"
+  fi
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
 }
@@ -130,10 +143,10 @@ rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 # BEAMS=K: each lip reader's best weights read its corpus's validation and test clips once more with K beams,
 # rescored by the model's own CTC head at each weight of CTC_SWEEP (default 0,0.1,0.2,0.3; one search a set,
 # `mmlora evaluate --ctc-weight`): out/<arm>/eval/GV_vsr_val_bK_ctcW.json and GV_vsr_bK_ctcW.json. Choose the weight
-# on validation, then read test at it (by hand). Lip readers only (not MODE=avsr), each with a CTC head on the lips
-# (model.ctc.modality=video; CTC_SWEEP=0 for lip readers without one).
+# on validation, then read test at it (by hand). Each needs a CTC head on the lips (model.ctc.modality=video;
+# CTC_SWEEP=0 for lip readers without one). MODE=avsr: the lip reader AVSR started from (out/avl/GV/best/model).
 declare -A CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
-if [ -n "${BEAMS:-}" ] && [ $B != avl ]; then
+if [ -n "${BEAMS:-}" ]; then
   for r in "${BS[@]}" ctl; do
     m=out/$r/GV/best/model; [ -d $m ] || continue
     d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}
@@ -144,8 +157,8 @@ if [ -n "${BEAMS:-}" ] && [ $B != avl ]; then
       echo "beams $r: exit $? (log/beams_$r.log)"; rc=1; }
   done
 fi
-for r in gw "${BS[@]}" ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
-for r in gw "${BS[@]}" ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
+for r in gw lips "${BS[@]}" ctl; do [ ! -d out/$r/eval ] || { mkdir -p "res/eval_$r"; cp out/$r/eval/*.json "res/eval_$r/" 2>/dev/null || true; }; done
+for r in gw lips "${BS[@]}" ctl; do for f in out/$r/*/metrics.jsonl; do [ -f "$f" ] && cp "$f" "res/metrics_$r.jsonl"; done; done
 P=(GV_vsr GV_vsr GV_vsr_wrong_lips GV_vsr_wrong_lips GV_final_vsr GV_final_vsr)  # pairs: the control's report, the other arm's
 [ $B = avl ] && { P=(); for n in clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5; do P+=(GAOL_$n GAVL_$n GAOL_final_$n GAVL_final_$n); done; }
 for B in "${BS[@]}"; do
