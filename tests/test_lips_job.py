@@ -13,7 +13,7 @@ import pytest
 from test_encoder_lora_job import FAKE_JOB, run_remote_job
 
 FAIL = r'''
-if args[2:3] == ["train"] and "/out/gw/" in over("train.output_dir") and os.environ.get("FAKE_FAIL") == "gw":
+if args[2:3] == ["train"] and os.environ.get("FAKE_FAIL") and f"/out/{os.environ['FAKE_FAIL']}/" in over("train.output_dir"):
     raise SystemExit(1)
 '''
 FAKE_LIPS = FAKE_JOB.replace("import shutil, signal, time\n", "import shutil, signal, time\n" + FAIL)
@@ -349,7 +349,7 @@ FEED = ["model.ctc.modality=video", "model.ctc.head=temporal", "model.ctc.feed=t
 
 def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(tmp_path):
     """MODE=avsr with LIP_T (run 34): nothing staged; the lip reader (ENC's, with LIP_ARM's overrides, LIP_STEPS
-    steps) trains first and is evaluated as VSR, AVSR starts from its best weights, the ASR control from the start;
+    steps) trains first and is evaluated as VSR, then AVSR from its best weights and the ASR control side by side;
     BEAMS then reads that lip reader with beams and its CTC head."""
     p, work, calls = run_job(tmp_path, {"MODE": "avsr", "ENC_POOL": "open", "S1": "5", "S2": "5", "LIP_T": "60",
                                         "LIP_STEPS": "7", "LIP_ARM": " ".join(FEED), "BEAMS": "8"})
@@ -363,11 +363,15 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     assert not [a for a in t["avl/GAVL"] + t["ctl/GAOL"] if a in FEED]  # AVSR adopts the head from the lip reader
     assert f"train.init_from={work}/out/avl/GV/best/model" in t["avl/GAVL"]
     assert (work / "out/avl/GV/best/model").resolve() == (work / "out/lips/GV/best/model").resolve()
-    order = [c for c in calls if c[2:3] == ["train"]]
-    assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"])
+    order = [c for c in calls if c[2:3] == ["train"]]  # the lip reader first, then AVSR and its control side by side
+    assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"]) and order.index(t["lips/GV"]) < order.index(t["ctl/GAOL"])
     assert (work / "res/eval_lips/GV_vsr.json").exists() and (work / "res/eval_avl/GAVL_w_0.json").exists()
     beams = [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] == "8"]
     assert len(beams) == 1 and beams[0][beams[0].index("--model") + 1] == "out/avl/GV/best/model"
+    # a lip reader that fails leaves no AVSR and no control to train, and the job ends with DONE and a failure
+    p, work, calls = run_job(tmp_path / "fail", {"MODE": "avsr", "ENC_POOL": "open", "LIP_T": "60", "FAKE_FAIL": "lips"})
+    assert p.returncode != 0 and (work / "DONE").exists() and set(trainings(calls, work)) == {"lips/GV"}
+    assert "no lip reader was trained" in (work / "log/ctl.log").read_text()
     # a staged lip reader beside LIP_T is a contradiction, named before any work
     (tmp_path / "both/work/lipreader").mkdir(parents=True)
     (tmp_path / "both/work/lipreader/config.json").write_text("{}")

@@ -39,8 +39,8 @@
 # for S1 + S2 steps and T seconds, ENC_LR (if set) for every encoder LoRA; compared clean and in each of
 # train_grid.sh's noises. With LIP_T (seconds) nothing is staged: AVL first trains that lip reader itself (OUT/lips,
 # ENC's lip reader with LIP_ARM's overrides, LIP_STEPS steps, default S1 + S2; evaluated as VSR), then AVSR from its
-# best weights for T seconds, while the ASR control trains from the start (run 34: the lip reader's weights live only
-# on the lent machine, so both parts share one session's device time). Before the trainings (so that a time limit cannot cut them off), BENCH
+# best weights for T seconds beside the ASR control, which starts then too (run 34: the lip reader's weights live
+# only on the lent machine, so both parts share one session's device time). Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
 # BEAMS=K decodes every lip reader once more afterwards with K beams and a sweep of its CTC head's weight (below).
@@ -138,7 +138,14 @@ CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$E
 export OMP_NUM_THREADS=4  # two trainings and their loaders on 16 cores
 [ ${#BS[@]} -eq 1 ] || export OMP_NUM_THREADS=3  # three or more
 pids=(); for b in "${BS[@]}"; do $b > log/$b.log 2>&1 & pids+=($!); done
-GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}" > log/ctl.log 2>&1 & pids+=($!)
+control() {  # with LIP_T, once AVL's lip reader is trained (AVSR and its ASR control then share the GPU, as in run 28)
+  if [ $B = avl ] && [ -n "${LIP_T:-}" ]; then
+    while [ ! -e "$W/lipreader" ] && kill -0 "$1" 2>/dev/null; do sleep 5; done
+    [ -e "$W/lipreader" ] || { echo "lips_job.sh: no lip reader was trained: no ASR control either" >&2; return 2; }
+  fi
+  GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}"
+}
+control "${pids[0]}" > log/ctl.log 2>&1 & pids+=($!)
 rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 # BEAMS=K: each lip reader's best weights read its corpus's validation and test clips once more with K beams,
 # rescored by the model's own CTC head at each weight of CTC_SWEEP (default 0,0.1,0.2,0.3; one search a set,
