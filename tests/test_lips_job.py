@@ -367,7 +367,8 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"]) and order.index(t["lips/GV"]) < order.index(t["ctl/GAOL"])
     assert (work / "res/eval_lips/GV_vsr.json").exists() and (work / "res/eval_avl/GAVL_w_0.json").exists()
     beams = [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] == "8"]
-    assert len(beams) == 1 and beams[0][beams[0].index("--model") + 1] == "out/avl/GV/best/model"
+    assert len(beams) == 1 and beams[0][beams[0].index("--model") + 1] == "out/lips/GV/best/model"
+    assert (work / "res/eval_lips/GV_vsr_b8.json").exists()
     # a lip reader that fails leaves no AVSR and no control to train, and the job ends with DONE and a failure
     p, work, calls = run_job(tmp_path / "fail", {"MODE": "avsr", "ENC_POOL": "open", "LIP_T": "60", "FAKE_FAIL": "lips"})
     assert p.returncode != 0 and (work / "DONE").exists() and set(trainings(calls, work)) == {"lips/GV"}

@@ -151,10 +151,12 @@ rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 # rescored by the model's own CTC head at each weight of CTC_SWEEP (default 0,0.1,0.2,0.3; one search a set,
 # `mmlora evaluate --ctc-weight`): out/<arm>/eval/GV_vsr_val_bK_ctcW.json and GV_vsr_bK_ctcW.json. Choose the weight
 # on validation, then read test at it (by hand). Each needs a CTC head on the lips (model.ctc.modality=video;
-# CTC_SWEEP=0 for lip readers without one). MODE=avsr: the lip reader AVSR started from (out/avl/GV/best/model).
+# CTC_SWEEP=0 for lip readers without one). MODE=avsr: the lip reader AVSR started from (out/lips/GV/best/model with
+# LIP_T, else the staged one as out/avl/GV/best/model).
 declare -A CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
+RS=("${BS[@]}" ctl); [ $B = avl ] && [ -n "${LIP_T:-}" ] && RS=(lips)  # the one trained here, in out/lips
 if [ -n "${BEAMS:-}" ]; then
-  for r in "${BS[@]}" ctl; do
+  for r in "${RS[@]}"; do
     m=out/$r/GV/best/model; [ -d $m ] || continue
     d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}
     echo "$(date +%T) $r: $BEAMS beams, CTC weights $sw"
