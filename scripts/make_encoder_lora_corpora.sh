@@ -18,7 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-data/speech_release}; H=${2:-data/human_speech}
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-$(nproc)}
-[ "${PLAN_ONLY:-0}" = 0 ] || export MM="bash scripts/plan_corpus.sh"  # make_wide_speech_corpora.sh reads it too
+if [ "${PLAN_ONLY:-0}" != 0 ]; then  # plans named like manifests: never where the real corpora belong
+  [ $# -ge 1 ] && [ "$(realpath -m "$D")" != "$(realpath -m data/speech_release)" ] || {
+    echo "make_encoder_lora_corpora.sh: PLAN_ONLY=1 writes sentence plans named like the corpora's manifests: give" \
+         "it a DATA_DIR of its own (e.g. data/release_plans), not data/speech_release" >&2; exit 2; }
+  export MM="bash scripts/plan_corpus.sh"  # make_wide_speech_corpora.sh reads it too
+fi
 source scripts/lib_speech_corpora.sh  # corpus_st, corpora_stage4, NAT9, NV (train_asr_release.sh's commands)
 step() { echo "$(date +%T) $*"; }
 step st; corpus_st "$D" --no-video  # AUDIO_ONLY, as train_asr_release.sh runs it: no lip videos, the same audio

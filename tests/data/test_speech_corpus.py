@@ -337,6 +337,17 @@ def test_plan_corpus_script_names_the_plans_as_manifests_and_never_plans_over_a_
     assert p.returncode == 2 and "holds a real corpus" in p.stderr and not list((tmp_path / "r").glob("*.jsonl"))
 
 
+def test_plan_only_corpora_never_go_where_the_real_ones_belong(tmp_path):
+    """PLAN_ONLY=1 make_encoder_lora_corpora.sh names its plans like manifests, which the scripts take for made
+    corpora: without a DATA_DIR of its own, or with data/speech_release, it stops before any work."""
+    root = Path(__file__).resolve().parents[2]
+    for args in ([], ["data/speech_release"], ["./data/speech_release/"]):
+        p = subprocess.run(["bash", "scripts/make_encoder_lora_corpora.sh", *args], cwd=root, capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "PLAN_ONLY": "1", "PYTHON": "false"})
+        assert p.returncode == 2 and "a DATA_DIR of its own" in p.stderr, (args, p.stderr)
+        assert not p.stdout  # no step started
+
+
 @needs_tts
 def test_files_do_not_depend_on_the_number_of_workers(tmp_path):
     """TTS processes and the encoding threads beside them (--workers) change only the speed."""
