@@ -162,3 +162,17 @@ def test_pieces_without_a_size_fit_a_call_beside_the_tracked_files(tmp_path):
     (stage / "a.bin").write_bytes(os.urandom(1000))
     out = sh(PACK, stage, tmp_path / "pk", cwd=tmp_path)
     assert f"of at most {want}M" in out.stdout
+
+
+def test_pieces_inside_the_repository_must_be_ignored_by_git(tmp_path):
+    """A device call carries every file git does not ignore: pack.sh refuses a pieces folder in the repository that
+    git would carry (a fresh checkout once lacked the exclude that ignored .gpu/), before writing anything."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "a.bin").write_bytes(b"x" * 100)
+    carried = ROOT / "pk_carried_by_every_call"
+    out = sh(PACK, stage, carried, "1K", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "git does not ignore it" in out.stderr and not carried.exists()
+    assert subprocess.run(["git", "check-ignore", "-q", str(ROOT / ".gpu/pk/p00")], cwd=ROOT).returncode == 0

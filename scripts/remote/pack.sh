@@ -16,6 +16,14 @@ if [ -z "$SIZE" ]; then
   [ "${SIZE%M}" -ge 4 ] || { echo "pack.sh: the tracked files ($tracked bytes) leave no room for a piece" >&2; exit 2; }
 fi
 [ -d "$STAGE" ] || { echo "pack.sh: $STAGE is not a folder" >&2; exit 2; }
+# a call carries every file of the repository that git does not ignore: pieces there must be ignored (session 38: a
+# fresh checkout had lost the local exclude that ignored .gpu/, now in .gitignore)
+root=$(cd "$(dirname "$0")/../.." && pwd -P); abs=$(realpath -m "$PIECES")
+if [ -e "$root/.git" ] && [[ "$abs/" == "$root/"* ]] && ! git -C "$root" check-ignore -q "$abs/p00"; then
+  echo "pack.sh: $PIECES is inside the repository and git does not ignore it, so every device call would carry" \
+       "the pieces: put them under .gpu/ (ignored) or ignore the folder" >&2
+  exit 2
+fi
 mkdir -p "$PIECES"; rm -f "$PIECES"/p[0-9][0-9] "$PIECES/npieces"
 tar -cf - -C "$STAGE" . | split -b "$SIZE" -d -a 2 - "$PIECES/p"
 ls "$PIECES" | grep -c '^p[0-9][0-9]$' > "$PIECES/npieces"
