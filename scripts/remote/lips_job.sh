@@ -156,9 +156,9 @@ rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 declare -A CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
 RS=("${BS[@]}" ctl); [ $B = avl ] && [ -n "${LIP_T:-}" ] && RS=(lips)  # the one trained here, in out/lips
 if [ -n "${BEAMS:-}" ]; then
+  d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}
   for r in "${RS[@]}"; do
     m=out/$r/GV/best/model; [ -d $m ] || continue
-    d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}
     echo "$(date +%T) $r: $BEAMS beams, CTC weights $sw"
     python3 -m mmlora.cli evaluate --model $m --batch-size ${BEAM_BATCH:-100} --num-beams $BEAMS --ctc-weight $sw \
         --manifest $d/val.jsonl --out out/$r/eval/GV_vsr_val_b$BEAMS.json \
