@@ -25,8 +25,11 @@ step_of() {  # DIR (a best/, final/ or checkpoint-N/ folder): its training step,
   [ -n "$s" ] || [[ ! $1 =~ /checkpoint-([0-9]+)/?$ ]] || s=${BASH_REMATCH[1]}
   echo "$s"
 }
-same_step() {  # DIR_A DIR_B: both name the same training step (a best/ that is the last weights)
+same_step() {  # DIR_A DIR_B: both name the same training step (a best/ that is the last weights); a final/ that is
+  # the mean of the last checkpoints (train.average_last, its info.json's "averaged") is no step's weights (run 35:
+  # best/ at the last step hid the averaged final/ from evaluation)
   local a b
+  ! grep -qs '"averaged"' "$1/info.json" "$2/info.json" || return 1
   a=$(step_of "$1"); b=$(step_of "$2")
   [ -n "$a" ] && [ "$a" = "$b" ]
 }

@@ -63,6 +63,9 @@ elif args[:2] == ["-m", "mmlora.cli"]:
         if any(s in str(out) for s in os.environ.get("FAKE_BEST_LAST", "").split()):  # validation's best: the last step
             for d in ("best", "final"):
                 (out / f"{d}/info.json").write_text(json.dumps({"step": 1500}))
+            if os.environ.get("FAKE_AVERAGED"):  # final/: the mean of the last 3 checkpoints (train.average_last=3)
+                (out / "final/info.json").write_text(json.dumps({"step": 1500, "averaged": [
+                    "checkpoint-1300", "checkpoint-1400", "checkpoint-1500"]}))
     elif cmd == "evaluate":  # one report and summary line per --out (several --manifest / --out pairs: one call)
         for i, a in enumerate(args):
             if a == "--out":
@@ -280,6 +283,24 @@ def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path
     assert finals("1500") == []  # best/ is the final step: its weights were evaluated already
     assert finals("750") == sorted([f"{j}_final_{c}" for j in ("GAVL", "GAOL") for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")]
                                    + ["GV_final_vsr"])  # the lip reader's last weights too (run 29)
+
+
+def test_averaged_final_weights_are_evaluated_though_best_is_the_last_step(tmp_path):
+    # run 35: both trainings' best/ was their last step, so their final/ (the mean of the last three checkpoints)
+    # went unevaluated as if it were the same weights
+    def finals(averaged):
+        d = tmp_path / f"averaged{averaged}"
+        d.mkdir()
+        _, calls = run_grid(d, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_BEST_LAST": "GV GAVL GAOL",
+                                                    "FAKE_AVERAGED": averaged})
+        return {k: r["model"] for k, r in reports(calls).items() if "_final_" in k}, d / "out"
+    got, _ = finals("")
+    assert got == {}  # best/ is final/'s step and final/ is that step's weights
+    got, out = finals("1")
+    assert sorted(got) == sorted([f"{j}_final_{c}" for j in ("GAVL", "GAOL")
+                                  for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")] + ["GV_final_vsr"])
+    assert got["GAVL_final_w_0"] == f"{out}/GAVL/final/model" and got["GAOL_final_w_0"] == f"{out}/GAOL/final/model"
+    assert "GAOL_final_w_0 - GAVL_final_w_0: " in (out / "eval/compare.txt").read_text()
 
 
 @pytest.mark.parametrize("best_step", ["250", "1187"])
