@@ -49,10 +49,11 @@ def encode_manifest(enc, manifest: str, n: int, batch: int = 8) -> tuple[list[to
     return encode_records(enc, [r for r in read_manifest(manifest, need=()) if r.video is not None][:n], "video", batch)
 
 
-def encode_records(enc, recs: list, modality: str, batch: int = 8,
-                   dtype: torch.dtype = torch.float32) -> tuple[list[torch.Tensor], list[str]]:
+def encode_records(enc, recs: list, modality: str, batch: int = 8, dtype: torch.dtype = torch.float32,
+                   transform=None, warp=None) -> tuple[list[torch.Tensor], list[str]]:
     """Speech manifest records' ``modality`` ("audio" or "video") features (``[T_i, D]`` each, in ``dtype``) and
-    transcripts, encoded by ``enc``."""
+    transcripts, encoded by ``enc``. ``transform`` (optional) changes each loaded clip before encoding; ``warp``
+    (optional, ``n -> n factors``) gives each batch's frequency warps (the encoder's ``encode(warp=…)``, VTLP)."""
     from mmlora.data.media import load_audio, load_video
 
     load = load_audio if modality == "audio" else load_video
@@ -60,7 +61,10 @@ def encode_records(enc, recs: list, modality: str, batch: int = 8,
     with torch.no_grad():
         for s in range(0, len(recs), batch):
             part = recs[s : s + batch]
-            f = enc.encode([load(getattr(r, modality)) for r in part])
+            media = [load(getattr(r, modality)) for r in part]
+            if transform is not None:
+                media = [transform(x) for x in media]
+            f = enc.encode(media) if warp is None else enc.encode(media, warp=warp(len(media)))
             if f.tokens_per_step != 1:
                 raise SystemExit(f"the {modality} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
             feats += [x[m].to(dtype) for x, m in zip(f.x, f.mask)]

@@ -154,6 +154,42 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
                            "tests/data/speech/train.jsonl"])
 
 
+def test_the_augmenter_changes_clips_as_training_does_and_repeats_with_its_seed():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from fit_ctc_head import augmenter
+
+    x = torch.sin(torch.arange(16000) * 0.05)  # 1 s at 16 kHz
+    outs = []
+    for seed in (7, 7, 8):
+        transform, warp = augmenter(seed)
+        outs.append(([transform(x) for _ in range(20)], warp(5)))
+    for a, b in zip(outs[0][0], outs[1][0]):  # the same seed, the same copies and warps
+        torch.testing.assert_close(a, b)
+    assert outs[0][1] == outs[1][1] and outs[0][1] != outs[2][1]
+    assert all(0.9 <= f <= 1.1 for f in outs[0][1])
+    for y in outs[0][0]:
+        # speed 0.9-1.1 (0.91-1.11 s of speech) plus 0.2-1.2 s of room tone at each end
+        assert isinstance(y, torch.Tensor) and 16000 * (1 / 1.1 + 0.4) - 2 <= len(y) <= 16000 * (1 / 0.9 + 2.4) + 2
+        assert float(y[:3200].abs().max()) < 0.05 * float(x.abs().max())  # its first 0.2 s: quiet room tone
+    assert len({len(y) for y in outs[0][0]}) > 10  # lengths drawn anew for each copy
+
+
+def test_fit_ctc_head_with_augmented_copies(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import fit_ctc_head
+
+    src = tmp_path / "model"
+    _asr().save_pretrained(src, pipeline={"task": "asr", "instruction": "Transcribe the audio.", "modalities": ["audio"]})
+    rc = fit_ctc_head.main(["--model", str(src), "--out", str(tmp_path / "aug"), "--train", "tests/data/speech/train.jsonl",
+                            "--n-per-manifest", "4", "--epochs", "1", "--augment", "2"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["source_clips"] == 4 and report["clips"] == 12  # each clip and two changed copies
+    with pytest.raises(SystemExit, match="--augment"):
+        fit_ctc_head.main(["--model", str(src), "--out", str(tmp_path / "bad"), "--train",
+                           "tests/data/speech/train.jsonl", "--augment", "-1"])
+
+
 def test_a_sweep_of_weights_equals_one_search_per_weight():
     """generate(ctc_weight=[...]) searches once and returns, for each weight, what that weight alone returns; 0 is the
     plain beam search."""
