@@ -56,21 +56,26 @@ def pick(manifest: str, n: int, max_seconds: float, drop: set[str], rng: random.
     return recs[:n]
 
 
-def augmenter(seed: int, sr: int = 16000):
-    """``(transform, warp)`` for :func:`encode_records`: one training-like change of a clip's audio (speed, room tone,
-    reverberation on half) and the batch's VTLP factors, drawn from one seeded generator."""
+def augmenter(seed: int):
+    """``(transform, warp)`` for :func:`encode_records`: one training-like change of a clip's audio (speed through
+    ``SpeechDataset.speed`` and room tone at its ``PAD_LEVEL_DB``, as training makes them; reverberation on half) and
+    the batch's VTLP factors, drawn from one seeded generator."""
     import numpy as np
 
-    from mmlora.data.speech_augment import add_reverb, pad_with_room_tone, speed_perturb, synthetic_rir
+    from mmlora.data.media import SAMPLE_RATE
+    from mmlora.data.speech_augment import add_reverb, pad_with_room_tone, synthetic_rir
+    from mmlora.tasks.speech import SpeechDataset
 
     rng = np.random.default_rng(seed)
 
-    def transform(x):
-        x = speed_perturb(np.asarray(x, dtype=np.float32), sr, round(float(rng.uniform(0.9, 1.1)), 2))
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        x = SpeechDataset.speed(x, float(rng.uniform(0.9, 1.1))).numpy()
         if rng.random() < 0.5:
-            x = add_reverb(x, synthetic_rir(sr, float(rng.uniform(0.2, 0.7)), float(rng.uniform(0.0, 10.0)), rng))
-        lead, trail = (int(rng.uniform(0.2, 1.2) * sr) for _ in range(2))
-        return torch.from_numpy(pad_with_room_tone(x, lead, trail, float(rng.uniform(-60.0, -35.0)), rng))
+            rir = synthetic_rir(SAMPLE_RATE, float(rng.uniform(0.2, 0.7)), float(rng.uniform(0.0, 10.0)), rng)
+            x = add_reverb(x, rir)
+        lead, trail = (int(rng.uniform(0.2, 1.2) * SAMPLE_RATE) for _ in range(2))
+        level = float(rng.uniform(*SpeechDataset.PAD_LEVEL_DB))
+        return torch.from_numpy(pad_with_room_tone(x, lead, trail, level, rng))
 
     def warp(n: int) -> list[float]:
         return [float(f) for f in rng.uniform(0.9, 1.1, n)]
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", type=int, default=0, metavar="K",
                     help="also fit on K augmented copies of each clip (speed, VTLP, room tone, reverberation; audio)")
     args = ap.parse_args(argv)
+    if args.augment < 0 or (args.augment and args.modality != "audio"):
+        raise SystemExit("--augment: a number of copies >= 0, and for --modality audio only")
 
     from mmlora.model import MultimodalLM
 
@@ -110,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     recs = [r for m in args.train for r in pick(m, args.n_per_manifest, args.max_seconds, set(args.drop_voice), rng)]
     if not recs:
         raise SystemExit("no training clips: check --train, --max-seconds and the manifests' durations")
-    if args.augment < 0 or (args.augment and args.modality != "audio"):
-        raise SystemExit("--augment: a number of copies >= 0, and for --modality audio only")
     feats, texts = encode_records(enc, recs, args.modality, dtype=torch.float16)  # half the memory while fitting
     for k in range(args.augment):
         transform, warp = augmenter(args.seed + 1 + k)
