@@ -25,11 +25,16 @@ step_of() {  # DIR (a best/, final/ or checkpoint-N/ folder): its training step,
   [ -n "$s" ] || [[ ! $1 =~ /checkpoint-([0-9]+)/?$ ]] || s=${BASH_REMATCH[1]}
   echo "$s"
 }
-same_step() {  # DIR_A DIR_B: both name the same training step (a best/ that is the last weights); a final/ that is
-  # the mean of the last checkpoints (train.average_last, its info.json's "averaged") is no step's weights (run 35:
-  # best/ at the last step hid the averaged final/ from evaluation)
+averaged_of() {  # DIR: the checkpoints its weights are the mean of (info.json's "averaged", train.average_last), as
+  # one word; nothing for one step's weights
+  tr -d ' \n' < "$1/info.json" 2>/dev/null | sed -n 's/.*"averaged":\(\[[^]]*\]\).*/\1/p'
+}
+same_step() {  # DIR_A DIR_B: both hold the same weights: the same training step (a best/ that is the last weights),
+  # or the mean of the same checkpoints (the trainer's last validation reads final/'s mean and names it in best/
+  # since session 40; an older best/ did not name it, and is evaluated beside final/: at worst the same weights twice,
+  # as run 36's GAOL was)
   local a b
-  ! grep -qs '"averaged"' "$1/info.json" "$2/info.json" || return 1
+  [ "$(averaged_of "$1")" = "$(averaged_of "$2")" ] || return 1
   a=$(step_of "$1"); b=$(step_of "$2")
   [ -n "$a" ] && [ "$a" = "$b" ]
 }

@@ -63,9 +63,13 @@ elif args[:2] == ["-m", "mmlora.cli"]:
         if any(s in str(out) for s in os.environ.get("FAKE_BEST_LAST", "").split()):  # validation's best: the last step
             for d in ("best", "final"):
                 (out / f"{d}/info.json").write_text(json.dumps({"step": 1500}))
+            mean = ["checkpoint-1300", "checkpoint-1400", "checkpoint-1500"]
             if os.environ.get("FAKE_AVERAGED"):  # final/: the mean of the last 3 checkpoints (train.average_last=3)
-                (out / "final/info.json").write_text(json.dumps({"step": 1500, "averaged": [
-                    "checkpoint-1300", "checkpoint-1400", "checkpoint-1500"]}))
+                (out / "final/info.json").write_text(json.dumps({"step": 1500, "averaged": mean}, indent=2))
+            if os.environ.get("FAKE_AVERAGED") == "best":  # the last validation read that mean, and best/ says so
+                (out / "best/info.json").write_text(json.dumps({"step": 1500, "averaged": mean}, indent=2))
+            elif os.environ.get("FAKE_AVERAGED") == "other":  # best/: the mean of other checkpoints
+                (out / "best/info.json").write_text(json.dumps({"step": 1500, "averaged": mean[:2]}, indent=2))
     elif cmd == "evaluate":  # one report and summary line per --out (several --manifest / --out pairs: one call)
         for i, a in enumerate(args):
             if a == "--out":
@@ -285,9 +289,10 @@ def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path
                                    + ["GV_final_vsr"])  # the lip reader's last weights too (run 29)
 
 
-def test_averaged_final_weights_are_evaluated_though_best_is_the_last_step(tmp_path):
-    # run 35: both trainings' best/ was their last step, so their final/ (the mean of the last three checkpoints)
-    # went unevaluated as if it were the same weights
+def test_averaged_final_weights_are_evaluated_unless_best_is_that_mean(tmp_path):
+    # run 35: both trainings' best/ said "step 700" and final/ held the mean of the last three checkpoints; taken for
+    # the same weights, final/ went unevaluated. Run 36 showed they were: the trainer's last validation reads that
+    # mean, and best/ now names it ("averaged"); a best/ that does not is evaluated beside final/
     def finals(averaged):
         d = tmp_path / f"averaged{averaged}"
         d.mkdir()
@@ -301,6 +306,10 @@ def test_averaged_final_weights_are_evaluated_though_best_is_the_last_step(tmp_p
                                   for c in ("clean", "t1_0", "t1_-5", "b_0", "b_-5", "w_0", "w_-5")] + ["GV_final_vsr"])
     assert got["GAVL_final_w_0"] == f"{out}/GAVL/final/model" and got["GAOL_final_w_0"] == f"{out}/GAOL/final/model"
     assert "GAOL_final_w_0 - GAVL_final_w_0: " in (out / "eval/compare.txt").read_text()
+    got, _ = finals("best")
+    assert got == {}  # best/ is final/'s mean
+    got, _ = finals("other")
+    assert len(got) == 15  # the mean of other checkpoints: 7 conditions for each AVSR arm, and the lip reader's
 
 
 @pytest.mark.parametrize("best_step", ["250", "1187"])

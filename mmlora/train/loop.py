@@ -430,7 +430,9 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
         return {"epoch": pos.epoch, "batch_in_epoch": pos.batch, "skipped_samples": skipped,
                 "tokens_seen": tokens_seen, "best": best}
 
-    def evaluate_and_keep_best() -> None:
+    def evaluate_and_keep_best(averaged: list | None = None) -> None:
+        """``averaged``: the checkpoints whose mean the model holds (the end-of-run evaluation after
+        ``average_last``), recorded in best/info.json: those weights are no single step's."""
         nonlocal best
         metrics = _evaluate(accelerator, model, eval_fn, step, result, logger)
         if not cfg.best_metric:
@@ -443,6 +445,8 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
         if best is not None and (value >= best["value"] if cfg.best_mode == "min" else value <= best["value"]):
             return
         best = {"step": step, "metric": cfg.best_metric, "value": float(value)}
+        if averaged:
+            best["averaged"] = averaged
         _write_best(accelerator, model, unwrapped, cfg, out_dir, best)
 
     result = TrainResult(global_step=step, epoch=pos.epoch,
@@ -555,9 +559,10 @@ def train(model: nn.Module, train_dataset, collate_fn: Callable | None, cfg: Tra
             if last_saved != step:  # resumed a finished run with other save settings: make sure it is on disk
                 ck.save_checkpoint(accelerator, model, out_dir, step, trainer_state(),
                                    save_pretrained=cfg.save_pretrained)
-            result.final_dir = str(_finish(accelerator, model, unwrapped, cfg, out_dir, step))
-            if eval_fn is not None:
-                evaluate_and_keep_best()
+            final_dir, averaged = _finish(accelerator, model, unwrapped, cfg, out_dir, step)
+            result.final_dir = str(final_dir)
+            if eval_fn is not None:  # the weights final/ holds: with average_last, the mean, not step's own
+                evaluate_and_keep_best(averaged)
     finally:
         stop.restore()
         data.close()  # ends the epoch generator
@@ -697,13 +702,16 @@ def _write_best(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, 
     """output_dir/best: the current trainable weights (+ model folder) and ``info.json`` = ``best``."""
     _write_weights(accelerator, model, unwrapped, cfg, out_dir / "best", dict(best))
     if accelerator.is_main_process:
-        log.info("best %s so far: %.4g at step %d -> %s", best["metric"], best["value"], best["step"], out_dir / "best")
+        mean = f" (the mean of {', '.join(best['averaged'])})" if best.get("averaged") else ""
+        log.info("best %s so far: %.4g at step %d%s -> %s", best["metric"], best["value"], best["step"], mean,
+                 out_dir / "best")
 
 
-def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step: int) -> Path:
-    """Write output_dir/final: last weights, or the mean of the last N checkpoints (loaded too)."""
+def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step: int) -> tuple[Path, list | None]:
+    """Write output_dir/final: last weights, or the mean of the last N checkpoints (loaded too, except under
+    FSDP). Returns final/ and the names of the averaged checkpoints where the model now holds their mean, else None."""
     info: dict = {"step": step}
-    tensors = None
+    tensors, loaded = None, None
     if cfg.average_last > 1:
         ckpts = ck.list_checkpoints(out_dir)[-cfg.average_last:]
         if len(ckpts) < cfg.average_last:
@@ -713,7 +721,8 @@ def _finish(accelerator, model, unwrapped, cfg: TrainConfig, out_dir: Path, step
         info["averaged"] = [p.name for p in ckpts]
         if not ck._is_fsdp(accelerator):
             ck.load_trainable(unwrapped, tensors)
-    return _write_weights(accelerator, model, unwrapped, cfg, out_dir / "final", info, tensors)
+            loaded = info["averaged"]
+    return _write_weights(accelerator, model, unwrapped, cfg, out_dir / "final", info, tensors), loaded
 
 
 def _write_weights(accelerator, model, unwrapped, cfg: TrainConfig, out: Path, info: dict,

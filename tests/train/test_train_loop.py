@@ -418,3 +418,25 @@ def test_freeze_groups_errors(tmp_path):
     with pytest.raises(ValueError, match="left no group to train"):
         train(m, ToySequences(n=8), pad_collate, cfg_for(tmp_path, max_steps=1, freeze_groups=["weight", "bias"]),
               param_groups=groups(m))
+
+
+@pytest.mark.parametrize("final_wins", [True, False])
+def test_the_end_of_run_evaluation_after_averaging_names_the_averaged_checkpoints(tmp_path, final_wins):
+    # run 36: with average_last the last evaluation reads the mean of the last checkpoints; best/info.json said only
+    # "step 6", so best/ looked like step 6's own weights (never evaluated) and final/ like something else
+    from safetensors.torch import load_file
+
+    cfg = cfg_for(tmp_path, max_steps=6, eval_every=2, save_every=2, keep_last=0, average_last=2, best_metric="score")
+    res = train(ToyRegressor(), ToySequences(n=16), pad_collate, cfg,
+                eval_fn=_scripted_eval([3.0, 2.0, 1.0 if final_wins else 5.0]))
+    run = tmp_path / "run"
+    info = json.loads((run / "best" / "info.json").read_text())
+    assert info == res.best
+    final = load_file(run / "final" / "trainable.safetensors")
+    best = load_file(run / "best" / "trainable.safetensors")
+    if final_wins:
+        assert info == {"step": 6, "metric": "score", "value": 1.0, "averaged": ["checkpoint-4", "checkpoint-6"]}
+        assert all(torch.equal(best[k], final[k]) for k in final)  # the very weights final/ holds
+    else:
+        assert info == {"step": 4, "metric": "score", "value": 2.0}
+        assert any(not torch.equal(best[k], final[k]) for k in final)
