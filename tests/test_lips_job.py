@@ -352,7 +352,8 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     steps) trains first and is evaluated as VSR, then AVSR from its best weights and the ASR control side by side;
     BEAMS then reads that lip reader with beams and its CTC head."""
     p, work, calls = run_job(tmp_path, {"MODE": "avsr", "ENC_POOL": "open", "S1": "5", "S2": "5", "LIP_T": "60",
-                                        "LIP_STEPS": "7", "LIP_ARM": " ".join(FEED), "BEAMS": "8"})
+                                        "LIP_STEPS": "7", "LIP_ARM": " ".join(FEED), "BEAMS": "8",
+                                        "AVL_ARM": "model.media.video.dropout=0.25 data.noise_prob=0.6"})
     assert p.returncode == 0, p.stderr[-2000:]
     t = trainings(calls, work)
     assert set(t) == {"lips/GV", "avl/GAVL", "ctl/GAOL"}
@@ -361,6 +362,8 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     assert [a for a in lips if a.startswith("train.max_steps=")][-1] == "train.max_steps=7"
     assert f"data.val_manifest={work}/data/open/op12/val.jsonl" in lips
     assert not [a for a in t["avl/GAVL"] + t["ctl/GAOL"] if a in FEED]  # AVSR adopts the head from the lip reader
+    arm = ["model.media.video.dropout=0.25", "data.noise_prob=0.6"]  # AVL_ARM: AVSR's alone, last on its line
+    assert t["avl/GAVL"][-2:] == arm and not [a for a in lips + t["ctl/GAOL"] if a in arm]
     assert f"train.init_from={work}/out/avl/GV/best/model" in t["avl/GAVL"]
     assert (work / "out/avl/GV/best/model").resolve() == (work / "out/lips/GV/best/model").resolve()
     order = [c for c in calls if c[2:3] == ["train"]]  # the lip reader first, then AVSR and its control side by side

@@ -40,7 +40,8 @@
 # train_grid.sh's noises. With LIP_T (seconds) nothing is staged: AVL first trains that lip reader itself (OUT/lips,
 # ENC's lip reader with LIP_ARM's overrides, LIP_STEPS steps, default S1 + S2; evaluated as VSR), then AVSR from its
 # best weights for T seconds beside the ASR control, which starts then too (run 34: the lip reader's weights live
-# only on the lent machine, so both parts share one session's device time). Before the trainings (so that a time limit cannot cut them off), BENCH
+# only on the lent machine, so both parts share one session's device time). AVL_ARM's key=value overrides go to
+# AVSR alone, not to its lip reader or its control (e.g. AVL_ARM="model.media.video.dropout=0.25"). Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
 # BEAMS=K decodes every lip reader once more afterwards with K beams and a sweep of its CTC head's weight (below).
@@ -127,7 +128,8 @@ avl() {
     echo "$(date +%T) lip reader trained: AVSR starts from $(readlink -f "$W/lipreader")"
   fi
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
-  GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR}
+  GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR} \
+      ${AVL_ARM:-}
 }
 CP=freewords; [ $B = cur ] || CP=$EP  # the control trains on the corpus the other arm ends on
 CJ=GV; CX=(); [ $B = avl ] && { CJ=GAOL; CX=(${ENC_LR:+train.group_lr.encoder=$ENC_LR}); }  # AVSR's control: ASR
