@@ -29,7 +29,8 @@ def run_job(tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, Pat
     for f in ("op13/train.jsonl", "train_more1.jsonl"):  # stage_lips.sh OPEN_MORE=1's op13 and merged manifest
         (work / "data/open" / f).parent.mkdir(parents=True, exist_ok=True)
         (work / "data/open" / f).write_text('{"id": "u1", "audio": "a.ogg", "video": "v.mp4", "text": "y"}\n')
-    return run_remote_job(tmp_path, "lips_job.sh", ("train_grid.sh", "wide_voices.sh", "lib_train.sh"), FAKE_LIPS, env)
+    return run_remote_job(tmp_path, "lips_job.sh", ("train_grid.sh", "wide_voices.sh", "lib_train.sh",
+                                                    "remote/lip_corpora.sh"), FAKE_LIPS, env)
 
 
 def trainings(calls: list, work: Path) -> dict:

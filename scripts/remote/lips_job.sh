@@ -155,7 +155,7 @@ rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
 # on validation, then read test at it (by hand). Each needs a CTC head on the lips (model.ctc.modality=video;
 # CTC_SWEEP=0 for lip readers without one). MODE=avsr: the lip reader AVSR started from (out/lips/GV/best/model with
 # LIP_T, else the staged one as out/avl/GV/best/model).
-declare -A CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
+source repo/scripts/remote/lip_corpora.sh  # CORPUS: each pool's corpus, as stage_lips.sh staged it (the job's copy)
 RS=("${BS[@]}" ctl); [ $B = avl ] && [ -n "${LIP_T:-}" ] && RS=(lips)  # the one trained here, in out/lips
 if [ -n "${BEAMS:-}" ]; then
   d=data/$EP/${CORPUS[$EP]} sw=${CTC_SWEEP:-0,0.1,0.2,0.3}

@@ -21,8 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 STAGE=${1:?stage folder}; PIECES=${2:?pieces folder}; GW=${3:-data/gridwide}; FW=${4:-data/freewords}
 POOLS=${POOLS:-gridwide freewords}; LR=${LIPREADER:-}
-declare -A DIR=([gridwide]=$GW [freewords]=$FW [open]=${OPEN_DATA:-data/open}) \
-  CORPUS=([gridwide]=gw300 [freewords]=fw300 [open]=op12)
+declare -A DIR=([gridwide]=$GW [freewords]=$FW [open]=${OPEN_DATA:-data/open})
+source scripts/remote/lip_corpora.sh  # CORPUS: each pool's corpus
 MORE=${OPEN_MORE:-0}; [[ $MORE =~ ^[01]$ ]] || { echo "stage_lips.sh: OPEN_MORE=$MORE: 0 or 1" >&2; exit 2; }
 declare -A TRAINS=([gridwide]=train.jsonl [freewords]=train.jsonl [open]=train.jsonl) EXTRA=()
 [ "$MORE" = 0 ] || { TRAINS[open]="train.jsonl train_more1.jsonl"; EXTRA[open]=op13; }  # MODE=more reads both
