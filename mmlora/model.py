@@ -815,7 +815,8 @@ class MultimodalLM(nn.Module):
         every finished beam is kept and the one with the best ``(1 - w) * LLM log-probability + w * CTC
         log-probability`` of its normalized characters is returned (:func:`mmlora.ctc.rescore_with_ctc`). A list of
         weights (each in [0, 1]) searches once and returns one list of texts per weight, in order (0: the search's own
-        best beam), for tuning the weight on a validation set."""
+        best beam), for tuning the weight on a validation set. Beam search prefills each prompt once, not once a
+        beam (:meth:`_shared_prefill`; ``share_prefill=False`` leaves that to transformers)."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -841,8 +842,11 @@ class MultimodalLM(nn.Module):
             kw["tokenizer"] = self.tokenizer
         else:
             kw.pop("stop_strings", None)
+        share = kw.pop("share_prefill", True)
         install_plan(self.llm, plan)
         try:
+            if share and int(kw["num_beams"]) > 1 and x.shape[1] > 1:
+                kw.update(self._shared_prefill(x, attn, int(kw["num_beams"])))
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
         finally:
             install_plan(self.llm, None)
@@ -858,6 +862,23 @@ class MultimodalLM(nn.Module):
             return rescore_with_ctc(texts, llm_logp, *ctc_logits, ctc_weight)
         K = kw["num_beams"]  # sorted by the search's own score: each sample's first is its plain beam-search answer
         return [rescore_with_ctc(texts, llm_logp, *ctc_logits, w) if w else texts[::K] for w in weights]
+
+    def _shared_prefill(self, x: Tensor, attn: Tensor, beams: int) -> dict:
+        """The prompt's KV cache, computed once a sample and repeated for its ``beams`` beams, as ``generate``'s cache
+        argument: transformers' beam search repeats the prompt before its first forward, so each beam would
+        prefill the same prompt again (on the CPU most of a 4-beam decode of a short clip). All but the last prompt
+        token go in here, with generate's own positions (left padding skipped); generate, restarting from a cache,
+        forwards only the last one, at the plan's offset read from the cache. The same answers and scores as
+        without (``share_prefill=False``; tests/test_model.py)."""
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"  # 5.24 / 5.17
+        pos = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
+        out = self.llm(inputs_embeds=x[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
+                       use_cache=True, logits_to_keep=1)
+        cache = getattr(out, name)
+        cache.batch_repeat_interleave(beams)
+        return {name: cache}
 
     def _ctc_rescoring_logits(self, feats: dict, weight: float, kw: dict) -> tuple[Tensor, Tensor]:
         """``generate(ctc_weight=…)``'s checks, and the CTC head's ``(logits [B, T, C], mask [B, T])`` on the batch's

@@ -208,6 +208,47 @@ def test_generate_batched_equals_one_by_one_and_routes_decode_steps():
     assert len(beams) == 2
 
 
+@pytest.mark.parametrize("router", [{"kind": "token_type", "token_map": {"text": "language", "audio": "speech"}},
+                                    {"kind": "sample_mode", "mode_map": {"text": "language", "audio": "speech"}}])
+def test_beam_search_prefills_each_prompt_once_with_the_same_beams_and_scores(router):
+    """Beam search's prompt goes through the LLM once a sample (then its cache is repeated for the beams), not once
+    a beam: the same answers and beam scores as transformers' own expansion (share_prefill=False), with left
+    padding and routing by token or by sample."""
+    model = build(router=router, adapters={"speech": LoRASpec(4, 8), "language": LoRASpec(4, 8)},
+                  media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    samples = [sample(audio=frames(10, 1)), sample("a longer text only prompt here"), sample(audio=frames(4, 3))]
+    batch = collate_samples(samples, model.prompts)
+    seen, scores = [], {}
+    def record(_module, _args, kw):  # rows and tokens of each forward (the prompt's embeddings, then token ids)
+        x = kw.get("inputs_embeds")
+        seen.append(tuple((x if x is not None else kw["input_ids"]).shape[:2]))
+
+    hook = model.llm.register_forward_pre_hook(record, with_kwargs=True)
+    plain_generate = model.llm.generate
+
+    def generate(**kw):  # the search's own scores beside its sequences
+        out = plain_generate(**kw, return_dict_in_generate=True, output_scores=True)
+        scores[len(scores)] = out.sequences_scores
+        return out.sequences
+
+    model.llm.generate = generate
+    try:
+        shared = model.generate(batch, max_new_tokens=6, num_beams=3)
+        first = list(seen)
+        seen.clear()
+        plain = model.generate(batch, max_new_tokens=6, num_beams=3, share_prefill=False)
+    finally:
+        hook.remove()
+        del model.llm.generate
+    length = first[0][1] + 1  # the prompt, left-padded
+    assert first[0] == (3, length - 1) and first[1] == (9, 1)  # the prompt once a sample; its last token a beam
+    assert seen[0] == (9, length)  # transformers alone: the whole prompt once a beam
+    assert all(n == 1 for _, n in first[1:]) and len(first) == len(seen) + 1
+    assert shared == plain
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=1e-5)
+
+
 def test_generate_stops_each_sample_at_a_stop_string():
     """stop_strings end a sample's answer where its text first contains one (the rest of the batch
     goes on): each answer is the free answer cut just after that point."""
