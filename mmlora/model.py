@@ -868,8 +868,9 @@ class MultimodalLM(nn.Module):
         argument: transformers' beam search repeats the prompt before its first forward, so each beam would
         prefill the same prompt again (on the CPU most of a 4-beam decode of a short clip). All but the last prompt
         token go in here, with generate's own positions (left padding skipped); generate, restarting from a cache,
-        forwards only the last one, at the plan's offset read from the cache. The same answers and scores as
-        without (``share_prefill=False``; tests/test_model.py)."""
+        forwards only the last one, at the plan's offset read from the cache. In float32 the same answers and scores
+        as without (``share_prefill=False``; tests/test_model.py); in bfloat16 that last token rounds differently
+        (docs/PERFORMANCE.md), which can change an answer whose beams are close."""
         import inspect
 
         name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"  # 5.24 / 5.17

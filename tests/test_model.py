@@ -215,7 +215,7 @@ def test_generate_batched_equals_one_by_one_and_routes_decode_steps():
 def test_beam_search_prefills_each_prompt_once_with_the_same_beams_and_scores(router, device):
     """Beam search's prompt goes through the LLM once a sample (then its cache is repeated for the beams), not once
     a beam: the same answers and beam scores as transformers' own expansion (share_prefill=False), with left
-    padding and routing by token or by sample."""
+    padding and routing by token or by sample (float32: in bfloat16 the prompt's last token rounds differently)."""
     model = build(router=router, adapters={"speech": LoRASpec(4, 8), "language": LoRASpec(4, 8)},
                   media=("audio",)).eval()
     model.to(device)
