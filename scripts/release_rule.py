@@ -7,7 +7,9 @@ clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech
         [--nv9 data/speech_release/nv9/test.jsonl] [--human data/human_speech] [--out outputs/release_rule]
 
 Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into OUT/NAME/{nv9,human_test,human_extra}.json
-(NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is.
+(NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is
+(one written before session 40's shared beam prefill decodes a few close beams differently in bfloat16, docs/PERFORMANCE.md:
+delete it so that both models are measured by the same code).
 All models decode alike: with ``--num-beams N``, by default the release's saved ``num_beams`` (4 since session 32;
 reports of N > 1 are named ``TAG_beamsN.json``), so that a candidate saved with the recipe's greedy setting is not
 compared greedy against a release that searches.
