@@ -89,7 +89,7 @@ elif [ $B = avl ] && [ ! -f lipreader/config.json ]; then
        "LIPREADER=DIR bash scripts/remote/stage_lips.sh, or train one first with LIP_T" >&2
   exit 2
 fi
-echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}${ARM2:+ ARM2=$ARM2}${LIP_T:+ LIP_T=$LIP_T LIP_STEPS=${LIP_STEPS:-} LIP_ARM=${LIP_ARM:-}}"
+echo "$(date +%T) job: MODE=$MODE T=$T S1=$S1 S2=$S2 OVERRIDES=${OVERRIDES:-} ARM=${ARM:-}${ARM2:+ ARM2=$ARM2}${LIP_T:+ LIP_T=$LIP_T LIP_STEPS=${LIP_STEPS:-} LIP_ARM=${LIP_ARM:-}}${AVL_ARM:+ AVL_ARM=$AVL_ARM}"
 job_setup smollm2-135m whisper-tiny.en efficientnet-lite0
 [ -z "${BENCH:-}" ] || python3 repo/scripts/bench_video_encoder.py $BENCH --out res/bench_video_encoder.md \
     > log/bench.log 2>&1 || echo "bench: exit $? (log/bench.log)"
