@@ -26,8 +26,9 @@ step_of() {  # DIR (a best/, final/ or checkpoint-N/ folder): its training step,
   echo "$s"
 }
 averaged_of() {  # DIR: the checkpoints its weights are the mean of (info.json's "averaged", train.average_last), as
-  # one word; nothing for one step's weights
-  tr -d ' \n' < "$1/info.json" 2>/dev/null | sed -n 's/.*"averaged":\(\[[^]]*\]\).*/\1/p'
+  # one word; nothing for one step's weights or a checkpoint-N/ (no info.json; the 2>/dev/null goes before the <, which
+  # bash reports when the file is missing)
+  tr -d ' \n' 2>/dev/null < "$1/info.json" | sed -n 's/.*"averaged":\(\[[^]]*\]\).*/\1/p'
 }
 same_step() {  # DIR_A DIR_B: both hold the same weights: the same training step (a best/ that is the last weights),
   # or the mean of the same checkpoints (the trainer's last validation reads final/'s mean and names it in best/

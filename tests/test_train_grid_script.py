@@ -316,8 +316,9 @@ def test_averaged_final_weights_are_evaluated_unless_best_is_that_mean(tmp_path)
 def test_a_noise_validated_training_stopped_by_time_is_also_evaluated_at_its_latest_checkpoint(tmp_path, best_step):
     # runs 25-26: GAOL stopped by T at step 1,831 with best/ at 250 and no final/; its last weights went unevaluated.
     # Now the latest checkpoint stands in for final/, unless best/ is that step
-    _, calls = run_grid(tmp_path, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_STOP_LATE": "GAVL GAOL",
+    p, calls = run_grid(tmp_path, "GV GAVL GAOL", env={"SLOT_WORDS": "300", "FAKE_STOP_LATE": "GAVL GAOL",
                                                        "FAKE_BEST_STEP": best_step})
+    assert "No such file" not in p.stderr  # a checkpoint has no info.json: its step comes from its name (run 37's log)
     out = tmp_path / "out"
     evals = {k: r["model"] for k, r in reports(calls).items()}
     finals = sorted(k for k in evals if "_final_" in k and not k.startswith("GV_"))  # GV ran to its end here
