@@ -1,10 +1,17 @@
 """Shared fixtures: tiny random decoders of the three supported families (CPU, fp32)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# the scripts that tests start in a child process (signal_script.py, ddp_script.py, ...) import mmlora from this
+# checkout even where it is not installed: the GPU machine's image (session 42: 6 such tests failed there without it)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH")) if p)
 
 
 def tiny_llm(family: str = "llama", seed: int = 0, vocab: int = 128, layers: int = 2):
