@@ -11,7 +11,8 @@ File layout (little-endian)::
           bytes data }
     (version >= 3)  u32 n_aliases, n × { str alias, str target }
 
-Whisper encoder names map one-to-one onto ``transformers.WhisperEncoder``:
+Whisper encoder names map one-to-one onto ``transformers.WhisperEncoder`` (the decoder's onto ``WhisperDecoder``:
+:func:`whisper_decoder_from_ct2`):
 ``encoder/conv{1,2}`` → ``conv{1,2}``, ``encoder/position_encodings/encodings`` → ``embed_positions.weight``,
 ``encoder/layer_i/self_attention/linear_0`` = [q; k; v] fused on dim 0 (k has no bias: zeros there),
 ``…/self_attention/linear_1`` → ``out_proj``, ``…/self_attention/layer_norm`` → ``self_attn_layer_norm``,
@@ -292,3 +293,66 @@ def whisper_encoder_to_ct2(sd: dict[str, Tensor], num_heads: int) -> dict[str, T
         qb = sd[a + "q_proj.bias"]
         out[f"encoder/layer_{i}/self_attention/linear_0/bias"] = torch.cat([qb, torch.zeros_like(qb), sd[a + "v_proj.bias"]])
     return out
+
+
+# ---------------------------------------------------------------- Whisper decoder mapping (the judge of the beams)
+
+_DEC_SUB = {"self_attention/layer_norm": "self_attn_layer_norm", "self_attention/linear_1": "self_attn.out_proj",
+            "attention/layer_norm": "encoder_attn_layer_norm", "attention/linear_0": "encoder_attn.q_proj",
+            "attention/linear_2": "encoder_attn.out_proj", **{k: v for k, v in _SUB.items() if k.startswith("ffn/")}}
+_FUSED = {"self_attention/linear_0": ("self_attn", ("q_proj", "k_proj", "v_proj")),  # [q; k; v] on dim 0
+          "attention/linear_1": ("encoder_attn", ("k_proj", "v_proj"))}  # cross-attention: [k; v] on dim 0
+
+
+def whisper_decoder_from_ct2(model: CT2Model, cfg, path: str | Path = "model.bin") -> dict[str, Tensor]:
+    """The ``transformers`` ``WhisperDecoder(cfg)`` state dict of a Whisper ``CT2Model`` (``cfg``: the config that
+    :func:`whisper_encoder_from_ct2` gives for the same file). ``decoder/embeddings`` → ``embed_tokens`` (the output
+    projection is tied to it), ``decoder/position_encodings/encodings`` → ``embed_positions``; in each layer
+    ``self_attention/linear_0`` = [q; k; v] and the cross ``attention/linear_1`` = [k; v] fused on dim 0 (k has no bias:
+    zeros there), ``attention/linear_{0,2}`` → ``encoder_attn.{q,out}_proj``, ``ffn`` as in the encoder. Every
+    ``decoder/*`` variable must be used and every parameter filled with the right shape, else :class:`CT2FormatError`."""
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+    v = {**model.variables}
+    for alias, target in model.aliases.items():
+        if target in v:
+            v[alias] = v[target]
+    if "decoder/embeddings/weight" not in v:
+        raise CT2FormatError(f"{path}: no decoder/embeddings/weight: not a Whisper CTranslate2 model with its decoder")
+    sd = {"embed_tokens.weight": _dequantize(v, "decoder/embeddings/weight"),
+          "embed_positions.weight": v["decoder/position_encodings/encodings"],
+          "layer_norm.weight": v["decoder/layer_norm/gamma"], "layer_norm.bias": v["decoder/layer_norm/beta"]}
+    used = {"decoder/embeddings/weight", "decoder/position_encodings/encodings", "decoder/layer_norm/gamma",
+            "decoder/layer_norm/beta", "decoder/projection/weight"}
+    used |= {n for n, t in v.items() if n.startswith("decoder/") and t.dim() == 0}  # config scalars (num_heads, ...)
+    for name in v:
+        m = re.match(r"^decoder/layer_(\d+)/(.+)$", name)
+        if not m or name.endswith("_scale"):
+            continue
+        i, (sub, _, param) = int(m.group(1)), m.group(2).rpartition("/")
+        if sub in _FUSED:
+            mod, parts = _FUSED[sub]
+            for part, t in zip(parts, _dequantize(v, name).chunk(len(parts), dim=0)):
+                if param == "bias" and part == "k_proj":
+                    if t.abs().max() != 0:
+                        raise CT2FormatError(f"{path}: {name} has a non-zero key bias; Whisper's k_proj has none")
+                    continue
+                sd[f"layers.{i}.{mod}.{part}.{param}"] = t
+        elif sub in _DEC_SUB and param in _PARAM:
+            sd[f"layers.{i}.{_DEC_SUB[sub]}.{_PARAM[param]}"] = _dequantize(v, name)
+        else:
+            continue
+        used.update({name, name + "_scale"})
+    unused = sorted(n for n in v if n.startswith("decoder/") and n not in used)
+    if unused:
+        raise CT2FormatError(f"{path}: decoder variables not mapped to WhisperDecoder: {unused[:8]}")
+    with torch.device("meta"):
+        ref = {k: tuple(t.shape) for k, t in WhisperDecoder(cfg).state_dict().items()}
+    missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
+    if missing or extra:
+        raise CT2FormatError(f"{path}: WhisperDecoder keys missing {missing[:8]} / unexpected {extra[:8]}")
+    for k, shape in ref.items():
+        if tuple(sd[k].shape) != shape:
+            raise CT2FormatError(f"{path}: {k} has shape {tuple(sd[k].shape)}, WhisperDecoder expects {shape}")
+    return sd
+

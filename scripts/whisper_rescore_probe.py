@@ -1,25 +1,30 @@
 """Would Whisper's own decoder pick better among our beams? A probe, not a decoding option (session 42).
 
 A trained model (default: the release) decodes each clip with K beams and returns all K; Whisper tiny.en's own
-decoder (CTranslate2, ``pip install ctranslate2``) then scores each candidate, reading the very frames our projector
-reads (the model's audio encoder, its encoder LoRA included, with the padded run's frames after the clip:
-``whisper_reference_wer.decoder_features``), as the sum of its token log-probabilities (CTranslate2's ``align``,
-which forces the candidate's tokens after ``<|startoftranscript|><|notimestamps|>``). The candidate it finds likeliest
-is compared with the first beam, with the model's own decoding (its saved settings: the release rescores its 4 beams
-with its CTC head) and with the oracle (the best candidate by the reference)::
+decoder then scores each candidate, reading the very frames our projector reads (the model's audio encoder, its
+encoder LoRA included, with the padded run's frames after the clip: ``whisper_reference_wer.decoder_features``).
+Two judges, each taking the candidate with the highest sum of log-probabilities:
 
-    pip install ctranslate2
+- ``whisper``: the decoder ported to torch (:func:`whisper_torch_scorer`), the complete candidate after
+  ``<|startoftranscript|><|notimestamps|>``: its text tokens, then ``<|endoftext|>``.
+- ``ct2_align`` (with ``pip install ctranslate2``): CTranslate2's ``align`` (:func:`whisper_scorer`), which scores the
+  text tokens only, with ``<|endoftext|>`` left out of each distribution: it never judges where a candidate ends.
+
+Each is compared with the first beam, with the model's own decoding (its saved settings: the release rescores its 4
+beams with its CTC head) and with the oracle (the best candidate by the reference)::
+
     python scripts/whisper_rescore_probe.py --beams 4 --out probe.json \\
         --manifest data/human_speech/test.jsonl:6 --manifest data/human_speech/extra.jsonl:6
 
 ``MANIFEST:SECONDS`` keeps the clips of at most that many seconds: candidates are decoded from the whole clip, where
 the pipeline cuts clips longer than the model's ``piece_seconds`` (6 s for the release) into pieces. The summary
-line (last) has the word errors of each choice and the paired bootstrap of the rescored choice against the model's
+line (last) has the word errors of each choice and the paired bootstrap of each judge's choice against the model's
 own decoding.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -56,8 +61,10 @@ def nbest(pipe, audios: list[str], beams: int, batch: int = 8) -> list[list[str]
 
 
 def whisper_scorer(encoder, name: str = "whisper-tiny.en", threads: int = 2):
-    """``score(wave, candidates) -> [(sum of log-probabilities, tokens)]`` by Whisper ``name``'s own decoder reading
-    ``encoder``'s frames of the clip (a trained model's audio encoder)."""
+    """``score(wave, candidates) -> [(sum of log-probabilities, tokens scored)]`` by Whisper ``name``'s own decoder in
+    CTranslate2 reading ``encoder``'s frames of the clip (a trained model's audio encoder): ``align``'s probabilities of
+    the text tokens, which leave ``<|endoftext|>`` out of each distribution (found in session 42: they equal the plain
+    ones renormalized without it); an empty candidate scores (0, 0)."""
     import ctranslate2
     import numpy as np
     from tokenizers import Tokenizer
@@ -68,23 +75,75 @@ def whisper_scorer(encoder, name: str = "whisper-tiny.en", threads: int = 2):
     folder = model_dir(name)
     model = ctranslate2.models.Whisper(str(folder), device="cpu", intra_threads=threads)
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    start = [tok.token_to_id(t) for t in PROMPTS[name]]
+    # align appends <|notimestamps|> to the start sequence itself (as faster-whisper passes it the sot sequence)
+    start = [tok.token_to_id(t) for t in PROMPTS[name] if t != "<|notimestamps|>"]
     padded = build_encoder(preset(name, full_context=True))
 
     def score(wave, candidates: list[str]) -> list[tuple[float, int]]:
         x = decoder_features(wave, padded, encoder).numpy()[None]
-        ids = [tok.encode(" " + c.strip()).ids if c.strip() else [] for c in candidates]
-        ids = [i or [tok.token_to_id("<|endoftext|>")] for i in ids]  # an empty candidate: the end at once
-        feats = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(x, len(ids), 0)))
-        res = model.align(feats, start, ids, [2 * x.shape[1]] * len(ids))
-        return [(sum(math.log(max(p, 1e-12)) for p in r.text_token_probs), len(r.text_token_probs)) for r in res]
+        ids = [tok.encode(" " + c.strip(), add_special_tokens=False).ids if c.strip() else [] for c in candidates]
+        some = [i for i in ids if i]
+        res = iter(model.align(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(x, len(some), 0))),
+                               start, some, [2 * x.shape[1]] * len(some)) if some else [])
+        out = []
+        for i in ids:
+            r = next(res) if i else None
+            out.append((sum(math.log(max(p, 1e-12)) for p in r.text_token_probs), len(i)) if r else (0.0, 0))
+        return out
     return score
 
 
-def summarize(refs: list[str], cands: list[list[str]], scores: list[list[tuple[float, int]]],
+def whisper_torch_scorer(encoder, name: str = "whisper-tiny.en", as_align: bool = False):
+    """The judge with the decoder ported to torch from CTranslate2's ``model.bin``
+    (``encoders.ct2.whisper_decoder_from_ct2``; no ctranslate2 needed): ``score(wave, candidates) -> [(sum of
+    log-probabilities, tokens scored)]``, by default of the complete candidate, its text tokens and then
+    ``<|endoftext|>``. ``as_align=True`` scores as CTranslate2's ``align`` does (:func:`whisper_scorer`): the text tokens
+    only, each with ``<|endoftext|>`` left out of the distribution, so that a candidate is never judged on where it
+    ends (the tests compare the port with CTranslate2 that way)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+    from mmlora.encoders import build_encoder, preset
+    from mmlora.encoders.ct2 import read_ct2, whisper_decoder_from_ct2, whisper_encoder_from_ct2
+    from whisper_reference_wer import PROMPTS, decoder_features, model_dir
+
+    folder = model_dir(name)
+    ct2 = read_ct2(folder / "model.bin")
+    cfg, _ = whisper_encoder_from_ct2(ct2, folder / "model.bin")
+    decoder = WhisperDecoder(cfg)
+    decoder.load_state_dict(whisper_decoder_from_ct2(ct2, cfg, folder / "model.bin"))
+    decoder = decoder.float().eval()
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    start, eot = [tok.token_to_id(t) for t in PROMPTS[name]], tok.token_to_id("<|endoftext|>")
+    padded = build_encoder(preset(name, full_context=True))
+
+    @torch.no_grad()
+    def score(wave, candidates: list[str]) -> list[tuple[float, int]]:
+        frames = decoder_features(wave, padded, encoder)[None].float()
+        out = []
+        for c in candidates:
+            ids = tok.encode(" " + c.strip(), add_special_tokens=False).ids if c.strip() else []
+            targets = ids if as_align else ids + [eot]
+            if not targets:
+                out.append((0.0, 0))
+                continue
+            seq = torch.tensor([start + targets])
+            logits = (decoder(input_ids=seq[:, :-1], encoder_hidden_states=frames).last_hidden_state
+                      @ decoder.embed_tokens.weight.T)[0, len(start) - 1:]
+            if as_align:
+                logits[:, eot] = float("-inf")
+            logp = torch.log_softmax(logits, dim=-1)
+            out.append((float(logp.gather(1, torch.tensor(targets)[:, None]).sum()), len(targets)))
+        return out
+    return score
+
+
+def summarize(refs: list[str], cands: list[list[str]], scores: dict[str, list[list[tuple[float, int]]]],
               own: list[str]) -> dict:
-    """Word errors (normalized text, jiwer) of the first candidate, the model's own decoding, the candidate with the
-    highest summed log-probability and the oracle; the paired bootstrap of rescored against own."""
+    """Word errors (normalized text, jiwer) of the first candidate, the model's own decoding, the oracle and, for each
+    judge in ``scores``, the candidate with its highest summed log-probability (``JUDGE_errors``, ``JUDGE_picked``,
+    and the paired bootstrap ``JUDGE_vs_own``)."""
     import jiwer
 
     from mmlora.metrics.wer import normalize_text, paired_bootstrap
@@ -95,13 +154,16 @@ def summarize(refs: list[str], cands: list[list[str]], scores: list[list[tuple[f
 
     words = [len(normalize_text(r).split()) for r in refs]
     each = [[errors(r, c) for c in cs] for r, cs in zip(refs, cands)]
-    picked = [max(range(len(s)), key=lambda j: s[j][0]) for s in scores]
     cols = {"first": [e[0] for e in each], "own": [errors(r, h) for r, h in zip(refs, own)],
-            "rescored": [e[j] for e, j in zip(each, picked)], "oracle": [min(e) for e in each]}
-    out = {"clips": len(refs), "words": sum(words), "picked": picked,
-           **{f"{k}_errors": sum(v) for k, v in cols.items()},
-           **{f"{k}_wer": sum(v) / max(sum(words), 1) for k, v in cols.items()}}
-    out["rescored_vs_own"] = paired_bootstrap(cols["own"], cols["rescored"], words)
+            "oracle": [min(e) for e in each]}
+    out: dict = {"clips": len(refs), "words": sum(words)}
+    for judge, sc in scores.items():
+        out[f"{judge}_picked"] = [max(range(len(s)), key=lambda j: s[j][0]) for s in sc]
+        cols[judge] = [e[j] for e, j in zip(each, out[f"{judge}_picked"])]
+    out.update({f"{k}_errors": sum(v) for k, v in cols.items()})
+    out.update({f"{k}_wer": sum(v) / max(sum(words), 1) for k, v in cols.items()})
+    for judge in scores:
+        out[f"{judge}_vs_own"] = paired_bootstrap(cols["own"], cols[judge], words)
     return out
 
 
@@ -115,11 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.beams < 2:
         ap.error(f"--beams must be at least 2, got {args.beams}")
-    try:
-        import ctranslate2  # noqa: F401
-    except ImportError:
-        print("whisper_rescore_probe: needs ctranslate2 (pip install ctranslate2)", file=sys.stderr)
-        return 2
+    have_ct2 = importlib.util.find_spec("ctranslate2") is not None
+    if not have_ct2:
+        print("whisper_rescore_probe: no ctranslate2: the CTranslate2 judge (ct2_align) is left out", file=sys.stderr)
     import torch
 
     import mmlora
@@ -132,15 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     cands = nbest(pipe, audios, args.beams)
     own = [t for s in range(0, len(audios), 8) for t in pipe._run({"audio": audios[s:s + 8]}, pipe.instruction,
                                                                     None, {})]
-    score = whisper_scorer(pipe.model.encoders["audio"].float().eval(), threads=args.threads)
-    scores = [score(load_audio(a), cs) for a, cs in zip(audios, cands)]
+    encoder = pipe.model.encoders["audio"].float().eval()
+    judges = {"whisper": whisper_torch_scorer(encoder)}
+    if have_ct2:
+        judges["ct2_align"] = whisper_scorer(encoder, threads=args.threads)
+    waves = [load_audio(a) for a in audios]
+    scores = {j: [score(w, cs) for w, cs in zip(waves, cands)] for j, score in judges.items()}
     summary = summarize(refs, cands, scores, own)
     if args.out:
         Path(args.out).write_text(json.dumps({**summary, "model": args.model, "beams": args.beams,
                                               "decoding": pipe.generation, "clips_detail": [
-            {"audio": a, "reference": r, "own": o, "candidates": cs, "scores": s}
-            for a, r, o, cs, s in zip(audios, refs, own, cands, scores)]}, indent=1))
-    print(json.dumps({k: v for k, v in summary.items() if k != "picked"}))
+            {"audio": a, "reference": r, "own": o, "candidates": cs, **{j: scores[j][i] for j in scores}}
+            for i, (a, r, o, cs) in enumerate(zip(audios, refs, own, cands))]}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_picked")}))
     return 0
 
 

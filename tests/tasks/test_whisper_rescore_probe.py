@@ -27,20 +27,21 @@ def test_summary_counts_each_choice_as_jiwer_does():
     # Whisper's scores: clip 0 picks the right one, clip 1 the worst, clip 2 ties the first two (the first wins)
     scores = [[(-5.0, 6), (-2.0, 6), (-9.0, 2)], [(-3.0, 3), (-1.0, 4), (-4.0, 3)], [(-1.0, 2), (-1.0, 3), (-7.0, 5)]]
     own = ["the cat sat on the mat", "a dog ran", "it is late"]
-    s = _script().summarize(refs, cands, scores, own)
+    s = _script().summarize(refs, cands, {"whisper": scores, "last": [[(0.0, 1), (1.0, 1), (2.0, 1)]] * 3}, own)
     words = [6, 3, 3]
 
     def errs(pairs):  # jiwer through mmlora's WER, clip by clip
         return [round(compute_wer([r], [h]).wer * w) for (r, h), w in zip(pairs, words)]
     first, rescored = errs(zip(refs, [c[0] for c in cands])), errs(zip(refs, [cands[0][1], cands[1][1], cands[2][0]]))
     oracle = [min(e) for e in zip(*[errs(zip(refs, [c[j] for c in cands])) for j in range(3)])]
-    assert s["picked"] == [1, 1, 0]
+    assert s["whisper_picked"] == [1, 1, 0] and s["last_picked"] == [2, 2, 2]
     assert (s["clips"], s["words"]) == (3, 12)
     assert s["first_errors"] == sum(first) == 1 + 0 + 1
-    assert s["rescored_errors"] == sum(rescored) == 0 + 2 + 1
+    assert s["whisper_errors"] == sum(rescored) == 0 + 2 + 1
+    assert s["last_errors"] == sum(errs(zip(refs, [c[2] for c in cands])))
     assert s["oracle_errors"] == sum(oracle) == 0 + 0 + 1
     assert s["own_errors"] == 0 + 0 + 1 and s["own_wer"] == pytest.approx(1 / 12)
-    assert s["rescored_vs_own"] == paired_bootstrap([0, 0, 1], rescored, words)
+    assert s["whisper_vs_own"] == paired_bootstrap([0, 0, 1], rescored, words)
 
 
 def test_clips_longer_than_the_limit_are_left_out(tmp_path):
@@ -75,6 +76,7 @@ def test_real_whisper_decoder_prefers_the_spoken_sentence():
     enc = build_encoder(preset("whisper-tiny.en", full_context=False)).eval()
     words = rec["text"].split()
     wrong = " ".join(["banana"] + words[1:-1] + ["umbrella."])
-    with torch.no_grad():
-        (right_lp, right_n), (wrong_lp, _) = _script().whisper_scorer(enc)(wave, [rec["text"], wrong])
-    assert right_n >= len(words) and right_lp > wrong_lp
+    for scorer in (_script().whisper_scorer(enc), _script().whisper_torch_scorer(enc)):
+        with torch.no_grad():
+            (right_lp, right_n), (wrong_lp, _), empty = scorer(wave, [rec["text"], wrong, " "])
+        assert right_n >= len(words) and right_lp > wrong_lp
