@@ -53,6 +53,10 @@ class CT2Model:
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> target name
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every variable's shape, kept or not
 
+    def resolved(self) -> dict[str, Tensor]:
+        """The variables with each alias (e.g. ``decoder/projection/weight``) bound to its target's tensor."""
+        return {**self.variables, **{a: self.variables[t] for a, t in self.aliases.items() if t in self.variables}}
+
 
 class _Cursor:
     def __init__(self, buf: memoryview, path: Path):
@@ -183,10 +187,7 @@ def whisper_encoder_from_ct2(model: CT2Model, path: str | Path = "model.bin"):
     """
     from transformers import WhisperConfig
 
-    v = {**model.variables}
-    for alias, target in model.aliases.items():
-        if target in v:
-            v[alias] = v[target]
+    v = model.resolved()
     if "encoder/conv1/weight" not in v:
         raise CT2FormatError(f"{path}: no encoder/conv1/weight: not a Whisper CTranslate2 model (spec {model.spec!r})")
     sd: dict[str, Tensor] = {}
@@ -246,15 +247,18 @@ def whisper_encoder_from_ct2(model: CT2Model, path: str | Path = "model.bin"):
         vocab_size=int(dec_emb[0]) if dec_emb else 51865,
         max_target_positions=int(dec_pos[0]) if dec_pos else 448,
     )
-    ref = _encoder_shapes(cfg)
-    missing = sorted(set(ref) - set(sd))
-    extra = sorted(set(sd) - set(ref))
+    _check_against(sd, _encoder_shapes(cfg), "WhisperEncoder", path)
+    return cfg, sd
+
+
+def _check_against(sd: dict[str, Tensor], ref: dict[str, tuple[int, ...]], what: str, path) -> None:
+    """Every key of ``ref`` (a module's parameter shapes) in ``sd`` with that shape, and nothing else."""
+    missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
     if missing or extra:
-        raise CT2FormatError(f"{path}: WhisperEncoder keys missing {missing[:8]} / unexpected {extra[:8]}")
+        raise CT2FormatError(f"{path}: {what} keys missing {missing[:8]} / unexpected {extra[:8]}")
     for k, shape in ref.items():
         if tuple(sd[k].shape) != shape:
-            raise CT2FormatError(f"{path}: {k} has shape {tuple(sd[k].shape)}, WhisperEncoder expects {shape}")
-    return cfg, sd
+            raise CT2FormatError(f"{path}: {k} has shape {tuple(sd[k].shape)}, {what} expects {shape}")
 
 
 def _encoder_shapes(cfg) -> dict[str, tuple[int, ...]]:
@@ -313,10 +317,7 @@ def whisper_decoder_from_ct2(model: CT2Model, cfg, path: str | Path = "model.bin
     ``decoder/*`` variable must be used and every parameter filled with the right shape, else :class:`CT2FormatError`."""
     from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-    v = {**model.variables}
-    for alias, target in model.aliases.items():
-        if target in v:
-            v[alias] = v[target]
+    v = model.resolved()
     if "decoder/embeddings/weight" not in v:
         raise CT2FormatError(f"{path}: no decoder/embeddings/weight: not a Whisper CTranslate2 model with its decoder")
     sd = {"embed_tokens.weight": _dequantize(v, "decoder/embeddings/weight"),
@@ -348,11 +349,6 @@ def whisper_decoder_from_ct2(model: CT2Model, cfg, path: str | Path = "model.bin
         raise CT2FormatError(f"{path}: decoder variables not mapped to WhisperDecoder: {unused[:8]}")
     with torch.device("meta"):
         ref = {k: tuple(t.shape) for k, t in WhisperDecoder(cfg).state_dict().items()}
-    missing, extra = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
-    if missing or extra:
-        raise CT2FormatError(f"{path}: WhisperDecoder keys missing {missing[:8]} / unexpected {extra[:8]}")
-    for k, shape in ref.items():
-        if tuple(sd[k].shape) != shape:
-            raise CT2FormatError(f"{path}: {k} has shape {tuple(sd[k].shape)}, WhisperDecoder expects {shape}")
+    _check_against(sd, ref, "WhisperDecoder", path)
     return sd
 
