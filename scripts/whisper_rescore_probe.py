@@ -60,27 +60,35 @@ def nbest(pipe, audios: list[str], beams: int, batch: int = 8) -> list[list[str]
     return [flat[i * beams:(i + 1) * beams] for i in range(len(audios))]
 
 
-def whisper_scorer(encoder, name: str = "whisper-tiny.en", threads: int = 2):
-    """``score(wave, candidates) -> [(sum of log-probabilities, tokens scored)]`` by Whisper ``name``'s own decoder in
-    CTranslate2 reading ``encoder``'s frames of the clip (a trained model's audio encoder): ``align``'s probabilities of
-    the text tokens, which leave ``<|endoftext|>`` out of each distribution (found in session 42: they equal the plain
-    ones renormalized without it); an empty candidate scores (0, 0)."""
+def clip_frames(encoder, name: str = "whisper-tiny.en"):
+    """``frames(wave) -> [1500, d_model]``: what the judges read, ``encoder``'s frames of the clip (a trained model's
+    audio encoder) followed by Whisper ``name``'s padded run's frames after it (``decoder_features``)."""
+    from mmlora.encoders import build_encoder, preset
+    from whisper_reference_wer import decoder_features
+
+    padded = build_encoder(preset(name, full_context=True))
+    return lambda wave: decoder_features(wave, padded, encoder).float()
+
+
+def whisper_scorer(name: str = "whisper-tiny.en", threads: int = 2):
+    """``score(frames, candidates) -> [(sum of log-probabilities, tokens scored)]`` by Whisper ``name``'s own decoder
+    in CTranslate2 reading a clip's :func:`clip_frames`: ``align``'s probabilities of the text tokens, which leave
+    ``<|endoftext|>`` out of each distribution (found in session 42: they equal the plain ones renormalized without
+    it); an empty candidate scores (0, 0)."""
     import ctranslate2
     import numpy as np
     from tokenizers import Tokenizer
 
-    from mmlora.encoders import build_encoder, preset
-    from whisper_reference_wer import PROMPTS, decoder_features, model_dir
+    from whisper_reference_wer import PROMPTS, model_dir
 
     folder = model_dir(name)
     model = ctranslate2.models.Whisper(str(folder), device="cpu", intra_threads=threads)
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     # align appends <|notimestamps|> to the start sequence itself (as faster-whisper passes it the sot sequence)
     start = [tok.token_to_id(t) for t in PROMPTS[name] if t != "<|notimestamps|>"]
-    padded = build_encoder(preset(name, full_context=True))
 
-    def score(wave, candidates: list[str]) -> list[tuple[float, int]]:
-        x = decoder_features(wave, padded, encoder).numpy()[None]
+    def score(frames, candidates: list[str]) -> list[tuple[float, int]]:
+        x = frames.numpy()[None]
         ids = [tok.encode(" " + c.strip(), add_special_tokens=False).ids if c.strip() else [] for c in candidates]
         some = [i for i in ids if i]
         res = iter(model.align(ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(x, len(some), 0))),
@@ -93,10 +101,10 @@ def whisper_scorer(encoder, name: str = "whisper-tiny.en", threads: int = 2):
     return score
 
 
-def whisper_torch_scorer(encoder, name: str = "whisper-tiny.en", as_align: bool = False):
+def whisper_torch_scorer(name: str = "whisper-tiny.en", as_align: bool = False):
     """The judge with the decoder ported to torch from CTranslate2's ``model.bin``
-    (``encoders.ct2.whisper_decoder_from_ct2``; no ctranslate2 needed): ``score(wave, candidates) -> [(sum of
-    log-probabilities, tokens scored)]``, by default of the complete candidate, its text tokens and then
+    (``encoders.ct2.whisper_decoder_from_ct2``; no ctranslate2 needed): ``score(frames, candidates) -> [(sum of
+    log-probabilities, tokens scored)]`` from a clip's :func:`clip_frames`, by default of the complete candidate, its text tokens and then
     ``<|endoftext|>``. ``as_align=True`` scores as CTranslate2's ``align`` does (:func:`whisper_scorer`): the text tokens
     only, each with ``<|endoftext|>`` left out of the distribution, so that a candidate is never judged on where it
     ends (the tests compare the port with CTranslate2 that way)."""
@@ -104,9 +112,8 @@ def whisper_torch_scorer(encoder, name: str = "whisper-tiny.en", as_align: bool 
     from tokenizers import Tokenizer
     from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-    from mmlora.encoders import build_encoder, preset
     from mmlora.encoders.ct2 import read_ct2, whisper_decoder_from_ct2, whisper_encoder_from_ct2
-    from whisper_reference_wer import PROMPTS, decoder_features, model_dir
+    from whisper_reference_wer import PROMPTS, model_dir
 
     folder = model_dir(name)
     ct2 = read_ct2(folder / "model.bin")
@@ -116,11 +123,10 @@ def whisper_torch_scorer(encoder, name: str = "whisper-tiny.en", as_align: bool 
     decoder = decoder.float().eval()
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     start, eot = [tok.token_to_id(t) for t in PROMPTS[name]], tok.token_to_id("<|endoftext|>")
-    padded = build_encoder(preset(name, full_context=True))
 
     @torch.no_grad()
-    def score(wave, candidates: list[str]) -> list[tuple[float, int]]:
-        frames = decoder_features(wave, padded, encoder)[None].float()
+    def score(frames, candidates: list[str]) -> list[tuple[float, int]]:
+        frames = frames[None].float()
         out = []
         for c in candidates:
             ids = tok.encode(" " + c.strip(), add_special_tokens=False).ids if c.strip() else []
@@ -144,17 +150,15 @@ def summarize(refs: list[str], cands: list[list[str]], scores: dict[str, list[li
     """Word errors (normalized text, jiwer) of the first candidate, the model's own decoding, the oracle and, for each
     judge in ``scores``, the candidate with its highest summed log-probability (``JUDGE_errors``, ``JUDGE_picked``,
     and the paired bootstrap ``JUDGE_vs_own``)."""
-    import jiwer
+    from mmlora.metrics.wer import compute_wer, paired_bootstrap
 
-    from mmlora.metrics.wer import normalize_text, paired_bootstrap
-
-    def errors(ref: str, hyp: str) -> int:
-        o = jiwer.process_words(normalize_text(ref), normalize_text(hyp) or "<empty>")
-        return o.substitutions + o.deletions + o.insertions
-
-    words = [len(normalize_text(r).split()) for r in refs]
-    each = [[errors(r, c) for c in cs] for r, cs in zip(refs, cands)]
-    cols = {"first": [e[0] for e in each], "own": [errors(r, h) for r, h in zip(refs, own)],
+    k = len(cands[0])  # every candidate and the model's own decoding in one scoring, as evaluate scores
+    utts = compute_wer([r for r in refs for _ in range(k + 1)], [h for cs, o in zip(cands, own) for h in [*cs, o]]
+                       ).utterances
+    errs = [u.substitutions + u.deletions + u.insertions for u in utts]
+    each = [errs[i * (k + 1):i * (k + 1) + k] for i in range(len(refs))]
+    words = [utts[i * (k + 1)].ref_words for i in range(len(refs))]
+    cols = {"first": [e[0] for e in each], "own": [errs[i * (k + 1) + k] for i in range(len(refs))],
             "oracle": [min(e) for e in each]}
     out: dict = {"clips": len(refs), "words": sum(words)}
     for judge, sc in scores.items():
@@ -192,12 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     cands = nbest(pipe, audios, args.beams)
     own = [t for s in range(0, len(audios), 8) for t in pipe._run({"audio": audios[s:s + 8]}, pipe.instruction,
                                                                     None, {})]
-    encoder = pipe.model.encoders["audio"].float().eval()
-    judges = {"whisper": whisper_torch_scorer(encoder)}
+    frames_of = clip_frames(pipe.model.encoders["audio"].float().eval())
+    frames = [frames_of(load_audio(a)) for a in audios]  # once a clip, for every judge
+    judges = {"whisper": whisper_torch_scorer()}
     if have_ct2:
-        judges["ct2_align"] = whisper_scorer(encoder, threads=args.threads)
-    waves = [load_audio(a) for a in audios]
-    scores = {j: [score(w, cs) for w, cs in zip(waves, cands)] for j, score in judges.items()}
+        judges["ct2_align"] = whisper_scorer(threads=args.threads)
+    scores = {j: [score(f, cs) for f, cs in zip(frames, cands)] for j, score in judges.items()}
     summary = summarize(refs, cands, scores, own)
     if args.out:
         Path(args.out).write_text(json.dumps({**summary, "model": args.model, "beams": args.beams,

@@ -138,15 +138,14 @@ def test_the_torch_decoder_scores_as_ctranslate2_on_the_real_model():
 
     probe = load_script("whisper_rescore_probe")
     enc = build_encoder(preset("whisper-tiny.en", full_context=False)).eval()
-    ct2, ours, full = probe.whisper_scorer(enc), probe.whisper_torch_scorer(enc, as_align=True), \
-        probe.whisper_torch_scorer(enc)
+    ct2, ours, full = probe.whisper_scorer(), probe.whisper_torch_scorer(as_align=True), probe.whisper_torch_scorer()
+    frames_of = probe.clip_frames(enc)
     tok = Tokenizer.from_file(str(load_script("whisper_reference_wer").model_dir("whisper-tiny.en") / "tokenizer.json"))
     for line in CLIPS.read_text().splitlines()[:3]:
         rec = json.loads(line)
-        wave = load_audio(CLIPS.parent / rec["audio"])
+        frames = frames_of(load_audio(CLIPS.parent / rec["audio"]))
         cands = [rec["text"], "banana " + rec["text"], rec["text"].rstrip(".") + " umbrella."]
-        with torch.no_grad():
-            a, b, c = ct2(wave, cands), ours(wave, cands), full(wave, cands)
+        a, b, c = ct2(frames, cands), ours(frames, cands), full(frames, cands)
         n = len(tok.encode(" " + rec["text"], add_special_tokens=False).ids)
         assert a[0][1] == b[0][1] == n and c[0][1] == n + 1
         assert max(range(3), key=lambda j: a[j][0]) == max(range(3), key=lambda j: b[j][0]) == 0

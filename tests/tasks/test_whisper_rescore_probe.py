@@ -66,8 +66,6 @@ def test_fewer_than_two_beams_is_refused(capsys):
 def test_real_whisper_decoder_prefers_the_spoken_sentence():
     """Whisper tiny.en's decoder reading Whisper's own frames of a committed clip: the reference is likelier than the
     same sentence with words swapped for others."""
-    import torch
-
     from mmlora.data.media import load_audio
     from mmlora.encoders import build_encoder, preset
 
@@ -76,7 +74,11 @@ def test_real_whisper_decoder_prefers_the_spoken_sentence():
     enc = build_encoder(preset("whisper-tiny.en", full_context=False)).eval()
     words = rec["text"].split()
     wrong = " ".join(["banana"] + words[1:-1] + ["umbrella."])
-    for scorer in (_script().whisper_scorer(enc), _script().whisper_torch_scorer(enc)):
-        with torch.no_grad():
-            (right_lp, right_n), (wrong_lp, _), empty = scorer(wave, [rec["text"], wrong, " "])
+    frames = _script().clip_frames(enc)(wave)
+    for scorer, empty_scored in ((_script().whisper_scorer(), (0.0, 0)), (_script().whisper_torch_scorer(), None)):
+        (right_lp, right_n), (wrong_lp, _), empty = scorer(frames, [rec["text"], wrong, " "])
         assert right_n >= len(words) and right_lp > wrong_lp
+        if empty_scored:  # align scores no end: an empty candidate has nothing to score
+            assert empty == empty_scored
+        else:  # the complete candidate: ending at once is one token, <|endoftext|> (and, summed, likelier than the
+            assert empty[1] == 1 and empty[0] < 0  # spoken sentence: the sum favours short candidates, ASR.md)
