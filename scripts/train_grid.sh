@@ -25,7 +25,8 @@
 # resume the training instead).
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
 # validated in noise; after GV), GAVLD (the same, audio dropout 0.5) and GAOL (their ASR control, validated the same
-# way) are the others; WORKERS=N corpus processes (default 2). The corpora need the TTS
+# way) are the others; WORKERS=N corpus processes (default 2); EVAL_FIRST="w_0 w_-5" writes those test conditions'
+# reports first. The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
@@ -40,6 +41,17 @@ POOL=${POOL:-grid}; DATA=${1:-data/$POOL}; OUT=${2:-outputs/$POOL}; shift $(( $#
 PY=${PYTHON:-.venv/bin/python}; MM="$PY -m mmlora.cli"; WORKERS=${WORKERS:-2}; JOBS=${JOBS:-GV GAV GAO}
 REL=${REL:-checkpoints/asr-smollm2-whisper-tiny}
 source scripts/wide_voices.sh  # WIDE_VOICES (336), WIDE_VAL_VOICES, WIDE_TEST_VOICES
+# the test conditions (evaluation, below)
+COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
+      w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
+NAMES=(); for ((i = 0; i < ${#COND[@]}; i += 4)); do NAMES+=("${COND[i]}"); done
+# CONDS: every test condition by NAME, in the order the reports are written; EVAL_FIRST="w_0 ..." puts those first
+# (GPU run 38: the device time ended while AVSR's reports were written, before the one condition the run asked about)
+CONDS=(); for c in ${EVAL_FIRST:-} "${NAMES[@]}"; do
+  [[ " ${NAMES[*]} " == *" $c "* ]] || { echo "train_grid.sh: EVAL_FIRST=${EVAL_FIRST:-}: no test condition $c" \
+      "(there are: ${NAMES[*]})" >&2; exit 2; }
+  [[ " ${CONDS[*]} " == *" $c "* ]] || CONDS+=("$c")
+done
 mkdir -p "$DATA" "$OUT/eval"
 
 # corpora (POOL=grid: g16 + g17; POOL=gridwide: gw18, the same generator on the 448-word grammar)
@@ -154,9 +166,6 @@ train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
 # evaluation: each model's reports in as few `mmlora evaluate` calls as their options allow (ev_many: one model load
 # for all its conditions)
-COND=(clean none babble 3,6 t1_0 0 babble 1,1 t1_-5 -5 babble 1,1 b_0 0 babble 3,6 b_-5 -5 babble 3,6
-      w_0 0 white 3,6 w_-5 -5 white 3,6)  # NAME SNR NOISE TALKERS: clean, one competing talker, babble, white noise
-CONDS=(); for ((i = 0; i < ${#COND[@]}; i += 4)); do CONDS+=("${COND[i]}"); done  # every test condition, by NAME
 conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$SUFFIX on MANIFEST in each condition
   local prefix=$1 man=$2 c i; shift 2
   for c in "$@"; do

@@ -270,10 +270,27 @@ def test_open_text_pool_stops_where_a_manifest_to_leave_out_is_missing(tmp_path)
     ("GAVL", {}, "train GV first"),
     ("GV", {"SLOT_WORDS": "abc"}, "SLOT_WORDS=abc"),
     ("GV", {"POOL": "words"}, "POOL=words"),
+    ("GAOL", {"EVAL_FIRST": "w_0 white_0"}, "no test condition white_0 (there are: clean t1_0 t1_-5 b_0 b_-5 w_0 w_-5)"),
 ])
 def test_bad_settings_stop_with_a_message(tmp_path, jobs, env, message):
-    p, _ = run_grid(tmp_path, jobs, env=env, check=False)
+    p, calls = run_grid(tmp_path, jobs, env=env, check=False)
     assert p.returncode == 2 and message in p.stderr
+    if "EVAL_FIRST" in env:  # checked before any corpus or training, not after an hour of them
+        assert not calls
+
+
+def test_eval_first_writes_those_reports_first_and_every_other_one_after(tmp_path):
+    def outs(env):
+        where = tmp_path / ("first" if env else "default")
+        where.mkdir()
+        _, calls = run_grid(where, "GV GAVL GAOL", env={"SLOT_WORDS": "300", **env})
+        return [[Path(c[i + 1]).stem for i, a in enumerate(c) if a == "--out"] for c in calls if c[2:3] == ["evaluate"]]
+    default, first = outs({}), outs({"EVAL_FIRST": "w_-5 w_0 w_-5"})  # a repeat is written once
+    assert default[0][:2] == ["GAVL_clean", "GAVL_t1_0"]
+    assert first[0][:3] == ["GAVL_w_-5", "GAVL_w_0", "GAVL_clean"]
+    gaol = next(o for o in first if o[0].startswith("GAOL_"))
+    assert gaol[:2] == ["GAOL_w_-5", "GAOL_w_0"]
+    assert [sorted(o) for o in first] == [sorted(o) for o in default]  # the same reports, only their order differs
 
 
 def test_final_weights_are_evaluated_only_where_best_is_an_earlier_step(tmp_path):

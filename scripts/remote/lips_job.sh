@@ -44,6 +44,8 @@
 # AVSR alone, not to its lip reader or its control (e.g. AVL_ARM="model.media.video.dropout=0.25"). Before the trainings (so that a time limit cannot cut them off), BENCH
 # passes arguments to scripts/bench_video_encoder.py (its table in res/bench_video_encoder.md, log/bench.log) and
 # PYTEST names tests to run there (log/pytest.log), e.g. PYTEST="tests/tasks/test_encoder_lora.py -k gpu".
+# EVAL_FIRST="w_0 ..." passes to train_grid.sh: those test conditions' reports are written first (run 38 ran out of
+# device time before AVSR's white-noise reports).
 # BEAMS=K decodes every lip reader once more afterwards with K beams and a sweep of its CTC head's weight (below).
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; SMALL="log res" WORK=W bash scripts/remote/remote.sh ship "$OUT"
 set -euo pipefail
