@@ -127,11 +127,37 @@ def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: T
     log-probabilities under the LLM, ``logits [B, T, C]`` / ``mask [B, T]`` each sample's CTC head output. Returns
     for each sample the candidate with the best ``(1 - weight) * llm_logp + weight * CTC log-likelihood``; the
     first (the LLM's own best) on ties."""
+    _candidates_per_sample(texts, llm_logp, logits.shape[0])
+    return rescore_beams(texts, llm_logp, logits.shape[0], nbest_ctc(texts, logits, mask), weight)
+
+
+def _candidates_per_sample(texts: list[str], llm_logp: Tensor, n_samples: int) -> int:
+    if len(texts) % n_samples or llm_logp.numel() != len(texts):
+        raise ValueError(f"{len(texts)} candidates and {llm_logp.numel()} scores for {n_samples} samples")
+    return len(texts) // n_samples
+
+
+def nbest_ctc(texts: list[str], logits: Tensor, mask: Tensor) -> Tensor:
+    """``[B*K]``: each of the ``K`` candidates a sample (sample-major) scored by :func:`ctc_log_likelihood` on its
+    sample's ``logits [B, T, C]`` / ``mask [B, T]``."""
     B = logits.shape[0]
-    if len(texts) % B or llm_logp.numel() != len(texts):
-        raise ValueError(f"{len(texts)} candidates and {llm_logp.numel()} scores for {B} samples")
+    if len(texts) % B:
+        raise ValueError(f"{len(texts)} candidates for {B} samples")
     K = len(texts) // B
-    ctc = ctc_log_likelihood(logits.repeat_interleave(K, 0), mask.repeat_interleave(K, 0), texts)
-    total = ((1 - weight) * llm_logp.to(ctc.device) + weight * ctc).view(B, K)
-    best = total.argmax(1).tolist()  # argmax returns the first of equal maxima
+    return ctc_log_likelihood(logits.repeat_interleave(K, 0), mask.repeat_interleave(K, 0), texts)
+
+
+def rescore_beams(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tensor | None = None,
+                  ctc_weight: float = 0.0, judge: Tensor | None = None, judge_weight: float = 0.0) -> list[str]:
+    """For each of ``n_samples`` samples, the best of its ``K`` candidates (``texts``, sample-major, ``llm_logp [B*K]``
+    their LLM log-probabilities) by ``(1 - judge_weight) * ((1 - ctc_weight) * llm_logp + ctc_weight * ctc) +
+    judge_weight * judge`` (``ctc``, ``judge``: ``[B*K]`` scores of the same candidates, e.g. :func:`nbest_ctc` and
+    Whisper's decoder, ``generate(whisper_weight=…)``); the first (the search's own best) on ties."""
+    B, K = n_samples, _candidates_per_sample(texts, llm_logp, n_samples)
+    total = llm_logp.float()
+    if ctc_weight:
+        total = (1 - ctc_weight) * total.to(ctc.device) + ctc_weight * ctc
+    if judge_weight:
+        total = (1 - judge_weight) * total + judge_weight * judge.to(total.device)
+    best = total.view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
     return [texts[b * K + k] for b, k in enumerate(best)]

@@ -309,6 +309,16 @@ def attach_encoder_lora(encoder: nn.Module, spec: LoRASpec, targets: list[str] |
     install_plan(encoder, RoutingPlan(names=(ENCODER_LORA,), shared=(ENCODER_LORA,)))
 
 
+def _weights(name: str, value) -> tuple[list[float] | None, float]:
+    """A rescoring weight of ``generate``: ``(the sweep's weights or None, the largest / the one weight)``."""
+    if isinstance(value, (list, tuple)):
+        ws = [float(w) for w in value]
+        if not all(0.0 <= w <= 1.0 for w in ws):
+            raise ValueError(f"{name}: each weight of a sweep must be in [0, 1], got {ws}")
+        return ws, max(ws, default=0.0)
+    return None, float(value or 0.0)
+
+
 class MultimodalLM(nn.Module):
     """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
 
@@ -828,13 +838,16 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
-        sweep = kw.pop("ctc_weight", 0.0)
-        weights = [float(w) for w in sweep] if isinstance(sweep, (list, tuple)) else None
-        if weights is not None and not all(0.0 <= w <= 1.0 for w in weights):
-            raise ValueError(f"ctc_weight: each weight of a sweep must be in [0, 1], got {weights}")
-        ctc_weight = max(weights, default=0.0) if weights is not None else float(sweep or 0.0)
+        sweep, judge_sweep = kw.pop("ctc_weight", 0.0), kw.pop("whisper_weight", 0.0)
+        weights, ctc_weight = _weights("ctc_weight", sweep)
+        judge_weights, judge_weight = _weights("whisper_weight", judge_sweep)
+        if weights is not None and judge_weights is not None:
+            raise ValueError("sweep ctc_weight or whisper_weight, not both at once")
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
+        if judge_weight:
+            judge_frames = self._judge_frames(batch, judge_weight, kw)
+        if ctc_weight or judge_weight:
             kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
         if kw.pop("ascii_only", False):
             kw["suppress_tokens"] = sorted(set(kw.get("suppress_tokens") or ()) | set(self.non_ascii_token_ids()))
@@ -850,18 +863,28 @@ class MultimodalLM(nn.Module):
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
         finally:
             install_plan(self.llm, None)
-        if not ctc_weight:
+        if not (ctc_weight or judge_weight):
             texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-            return texts if weights is None else [texts for _ in weights]
-        from .ctc import rescore_with_ctc
+            return texts if weights is None and judge_weights is None else [texts for _ in weights or judge_weights]
+        from .ctc import nbest_ctc, rescore_beams
 
         texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
         steps = self.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
         llm_logp = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).float()  # padding steps score 0 or -inf
-        if weights is None:
-            return rescore_with_ctc(texts, llm_logp, *ctc_logits, ctc_weight)
-        K = kw["num_beams"]  # sorted by the search's own score: each sample's first is its plain beam-search answer
-        return [rescore_with_ctc(texts, llm_logp, *ctc_logits, w) if w else texts[::K] for w in weights]
+        B, K = len(judge_frames if judge_weight else ctc_logits[0]), kw["num_beams"]
+        ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
+        judge = None
+        if judge_weight:  # each sample's K candidates read by Whisper's own decoder
+            judge = torch.cat([self.whisper_judge().score(f, texts[b * K:(b + 1) * K])
+                               for b, f in enumerate(judge_frames)])
+
+        def pick(c: float, j: float) -> list[str]:  # sorted by the search's score: each sample's first is its own best
+            return rescore_beams(texts, llm_logp, B, ctc, c, judge, j) if c or j else texts[::K]
+        if weights is not None:
+            return [pick(w, judge_weight) for w in weights]
+        if judge_weights is not None:
+            return [pick(ctc_weight, w) for w in judge_weights]
+        return pick(ctc_weight, judge_weight)
 
     def _shared_prefill(self, x: Tensor, attn: Tensor, beams: int) -> dict:
         """The prompt's KV cache, computed once a sample and repeated for its ``beams`` beams, as ``generate``'s cache
@@ -900,6 +923,36 @@ class MultimodalLM(nn.Module):
             raise ValueError(f"ctc_weight: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
         with torch.no_grad():
             return run_ctc_head(self.projectors[mod].ctc_head, f.x, f.mask), f.mask
+
+    def whisper_judge(self):
+        """The Whisper decoder that ``generate(whisper_weight=…)`` asks (:class:`mmlora.encoders.whisper_judge.
+        WhisperJudge`), of the Whisper the audio encoder is (``model.media.audio.encoder.preset``), loaded once."""
+        if getattr(self, "_whisper_judge", None) is None:
+            from .encoders.whisper_judge import PROMPTS, WhisperJudge
+
+            name = (self.cfg.media["audio"].encoder or {}).get("preset") if "audio" in self.cfg.media else None
+            if name not in PROMPTS:
+                raise ValueError(f"whisper_weight asks a packaged Whisper's own decoder ({sorted(PROMPTS)}), and this "
+                                 f"model's audio encoder is {name or 'not one of them'}")
+            self._whisper_judge = WhisperJudge.load(name)
+        return self._whisper_judge
+
+    def _judge_frames(self, batch: dict, weight: float, kw: dict) -> list[Tensor]:
+        """``generate(whisper_weight=…)``'s checks, and each sample's frames for the judge: the audio encoder (encoder
+        LoRA included) over the clip, Whisper's padded run after it (``WhisperJudge.frames``)."""
+        from .encoders.base import Features
+
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"whisper_weight must be in (0, 1], got {weight}")
+        if int(kw.get("num_beams", 1)) < 2 or kw.get("do_sample"):
+            raise ValueError("whisper_weight rescores beams: set num_beams > 1 (and no sampling)")
+        items = (batch.get("media") or {}).get("audio")
+        if items is None:
+            raise ValueError("whisper_weight: Whisper's decoder reads speech, and this batch has no audio")
+        if isinstance(items, Features) or not all(isinstance(i, Tensor) for i in items):
+            raise ValueError("whisper_weight needs the batch's waveforms (not file paths or encoded features)")
+        judge, enc = self.whisper_judge(), self.encoders["audio"]
+        return [judge.frames(w.cpu(), enc) for w in items]  # the judge runs on the CPU
 
     def non_ascii_token_ids(self) -> list[int]:
         """Ids of the tokens whose decoded text holds a character outside ASCII (a partial UTF-8

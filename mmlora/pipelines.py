@@ -74,9 +74,9 @@ class MediaPipeline:
         if len({len(v) for v in media.values()}) > 1:
             raise ValueError("audio and video lists must have the same length")
         kw = self.generation_for(gen)
-        if isinstance(kw.get("ctc_weight"), (list, tuple)):
-            raise ValueError(f"transcribe takes one ctc_weight, got {kw['ctc_weight']} (several are for evaluate's "
-                             "sweep)")
+        for k in ("ctc_weight", "whisper_weight"):
+            if isinstance(kw.get(k), (list, tuple)):
+                raise ValueError(f"transcribe takes one {k}, got {kw[k]} (several are for evaluate's sweep)")
         out: list[str] = []
         n = len(next(iter(media.values())))
         for start in range(0, n, self.batch_size):
@@ -87,11 +87,13 @@ class MediaPipeline:
 
     def generation_for(self, gen: dict) -> dict:
         """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
-        (``num_beams=1``) without naming ``ctc_weight`` drops a saved ``ctc_weight``, which rescores beams: ``mmlora
+        (``num_beams=1``) without naming ``ctc_weight`` (``whisper_weight``) drops a saved one, which rescores beams: ``mmlora
         evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily."""
         kw = {**self.generation, **gen}
-        if int(gen.get("num_beams") or 2) < 2 and "ctc_weight" not in gen:
-            kw.pop("ctc_weight", None)
+        if int(gen.get("num_beams") or 2) < 2:
+            for k in ("ctc_weight", "whisper_weight"):
+                if k not in gen:
+                    kw.pop(k, None)
         return kw
 
     # --------------------------------------------------------------- tasks

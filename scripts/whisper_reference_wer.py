@@ -23,19 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PROMPTS = {"whisper-tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
-           "whisper-base": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]}
-
-
-def model_dir(name: str) -> Path:
-    """The CTranslate2 folder of a packaged Whisper (:func:`mmlora.assets.whisper_ct2_folder`) or a given folder."""
-    if Path(name).is_dir():
-        return Path(name)
-    if name not in PROMPTS:
-        raise ValueError(f"--model must be whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
-    from mmlora.assets import whisper_ct2_folder
-
-    return whisper_ct2_folder(name)
+# the packaged Whispers' prompts, their CTranslate2 folders and the decoder's input from mmlora's encoders: shared with
+# generate(whisper_weight=…)'s judge
+from mmlora.encoders.whisper_judge import PROMPTS, WINDOW, decoder_features, model_dir  # noqa: E402,F401
 
 
 def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: str = "cpu", beam_size: int = 1):
@@ -55,25 +45,6 @@ def ct2_transcriber(folder: Path, prompt: list[str], threads: int = 0, device: s
                              beam_size=beam_size, max_length=128)
         return [tok.decode(o.sequences_ids[0]).strip() for o in out]
     return transcribe
-
-
-WINDOW = 480000  # Whisper's 30 s at 16 kHz
-
-
-def decoder_features(wave, padded, unpadded=None):
-    """Whisper's decoder input from mmlora's encoders for one clip: ``padded`` (``full_context=True``) reads the clip
-    zero-padded to 30 s (Whisper's own input, 1,500 frames); with ``unpadded`` (``full_context=False``, what the
-    projector reads), the clip's frames come from it and the frames after the clip from the padded run, so the
-    decoder still sees where the speech ends (without them it repeats the clip's text to its length limit)."""
-    import torch
-
-    wave = wave[:WINDOW]  # the first 30 s, as Whisper's feature extractor keeps them (the default --encoder ct2 too)
-    with torch.no_grad():
-        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))]).x[0].float()
-        if unpadded is None:
-            return full
-        clip = unpadded.encode([wave]).x[0].float()
-    return torch.cat([clip, full[clip.shape[0]:]])
 
 
 def trained_audio_encoder(model_dir: str | Path, width: int):

@@ -2,7 +2,7 @@
 
 A trained model (default: the release) decodes each clip with K beams and returns all K; Whisper tiny.en's own
 decoder then scores each candidate, reading the very frames our projector reads (the model's audio encoder, its
-encoder LoRA included, with the padded run's frames after the clip: ``whisper_reference_wer.decoder_features``).
+encoder LoRA included, with the padded run's frames after the clip: ``mmlora.encoders.whisper_judge.decoder_features``).
 Two judges, each taking the candidate with the highest sum of log-probabilities:
 
 - ``whisper``: the decoder ported to torch (:func:`whisper_torch_scorer`), the complete candidate after
@@ -62,12 +62,13 @@ def nbest(pipe, audios: list[str], beams: int, batch: int = 8) -> list[list[str]
 
 def clip_frames(encoder, name: str = "whisper-tiny.en"):
     """``frames(wave) -> [1500, d_model]``: what the judges read, ``encoder``'s frames of the clip (a trained model's
-    audio encoder) followed by Whisper ``name``'s padded run's frames after it (``decoder_features``)."""
+    audio encoder) followed by Whisper ``name``'s padded run's frames after it
+    (:meth:`mmlora.encoders.whisper_judge.WhisperJudge.frames`)."""
     from mmlora.encoders import build_encoder, preset
-    from whisper_reference_wer import decoder_features
+    from mmlora.encoders.whisper_judge import decoder_features
 
-    padded = build_encoder(preset(name, full_context=True))
-    return lambda wave: decoder_features(wave, padded, encoder).float()
+    padded = build_encoder(preset(name, full_context=True)).float().eval()
+    return lambda wave: decoder_features(wave.float(), padded, encoder)
 
 
 def whisper_scorer(name: str = "whisper-tiny.en", threads: int = 2):
@@ -79,7 +80,7 @@ def whisper_scorer(name: str = "whisper-tiny.en", threads: int = 2):
     import numpy as np
     from tokenizers import Tokenizer
 
-    from whisper_reference_wer import PROMPTS, model_dir
+    from mmlora.encoders.whisper_judge import PROMPTS, model_dir
 
     folder = model_dir(name)
     model = ctranslate2.models.Whisper(str(folder), device="cpu", intra_threads=threads)
@@ -102,46 +103,20 @@ def whisper_scorer(name: str = "whisper-tiny.en", threads: int = 2):
 
 
 def whisper_torch_scorer(name: str = "whisper-tiny.en", as_align: bool = False):
-    """The judge with the decoder ported to torch from CTranslate2's ``model.bin``
-    (``encoders.ct2.whisper_decoder_from_ct2``; no ctranslate2 needed): ``score(frames, candidates) -> [(sum of
-    log-probabilities, tokens scored)]`` from a clip's :func:`clip_frames`, by default of the complete candidate, its text tokens and then
-    ``<|endoftext|>``. ``as_align=True`` scores as CTranslate2's ``align`` does (:func:`whisper_scorer`): the text tokens
-    only, each with ``<|endoftext|>`` left out of the distribution, so that a candidate is never judged on where it
-    ends (the tests compare the port with CTranslate2 that way)."""
-    import torch
-    from tokenizers import Tokenizer
-    from transformers.models.whisper.modeling_whisper import WhisperDecoder
+    """The judge of ``generate(whisper_weight=…)`` (:class:`mmlora.encoders.whisper_judge.WhisperJudge`: the decoder
+    ported to torch from CTranslate2's ``model.bin``, no ctranslate2 needed): ``score(frames, candidates) -> [(sum of
+    log-probabilities, tokens scored)]`` from a clip's :func:`clip_frames`, by default of the complete candidate, its
+    text tokens and then ``<|endoftext|>``. ``as_align=True`` scores as CTranslate2's ``align`` does
+    (:func:`whisper_scorer`): the text tokens only, each with ``<|endoftext|>`` left out of the distribution, so that a
+    candidate is never judged on where it ends (the tests compare the port with CTranslate2 that way)."""
+    from mmlora.encoders.whisper_judge import WhisperJudge
 
-    from mmlora.encoders.ct2 import read_ct2, whisper_decoder_from_ct2, whisper_encoder_from_ct2
-    from whisper_reference_wer import PROMPTS, model_dir
+    judge = WhisperJudge.load(name)
 
-    folder = model_dir(name)
-    ct2 = read_ct2(folder / "model.bin")
-    cfg, _ = whisper_encoder_from_ct2(ct2, folder / "model.bin")
-    decoder = WhisperDecoder(cfg)
-    decoder.load_state_dict(whisper_decoder_from_ct2(ct2, cfg, folder / "model.bin"))
-    decoder = decoder.float().eval()
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    start, eot = [tok.token_to_id(t) for t in PROMPTS[name]], tok.token_to_id("<|endoftext|>")
-
-    @torch.no_grad()
     def score(frames, candidates: list[str]) -> list[tuple[float, int]]:
-        frames = frames[None].float()
-        out = []
-        for c in candidates:
-            ids = tok.encode(" " + c.strip(), add_special_tokens=False).ids if c.strip() else []
-            targets = ids if as_align else ids + [eot]
-            if not targets:
-                out.append((0.0, 0))
-                continue
-            seq = torch.tensor([start + targets])
-            logits = (decoder(input_ids=seq[:, :-1], encoder_hidden_states=frames).last_hidden_state
-                      @ decoder.embed_tokens.weight.T)[0, len(start) - 1:]
-            if as_align:
-                logits[:, eot] = float("-inf")
-            logp = torch.log_softmax(logits, dim=-1)
-            out.append((float(logp.gather(1, torch.tensor(targets)[:, None]).sum()), len(targets)))
-        return out
+        sums = judge.score(frames, candidates, as_align=as_align).tolist()
+        counts = [len(judge.token_ids(c)) + (0 if as_align else 1) for c in candidates]
+        return [(s, n) if n else (0.0, 0) for s, n in zip(sums, counts)]
     return score
 
 

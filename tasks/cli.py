@@ -299,13 +299,14 @@ def evaluate(argv: list[str]) -> int:
                                    max_samples=args.max_samples, **gen, **extra)
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
-        sweep = isinstance(result, list)  # several CTC weights: one report each, its weight in its decoding
+        sweep = isinstance(result, list)  # several weights: one report each, its weight in its decoding
+        key = next((k for k in ("ctc_weight", "whisper_weight") if isinstance(gen.get(k), list)), None)
         for report in result if sweep else [result]:
-            weight = report["decoding"]["ctc_weight"] if sweep else None
+            weight = report["decoding"][key] if sweep else None
             if args.show:
                 for u in report.get("utterances", []):
                     print(f"{u['id']}\n  REF: {u['reference']}\n  HYP: {u['hypothesis']}")
-            path = (_sweep_path(out, weight) if sweep else Path(out)) if out else None
+            path = (_sweep_path(out, key, weight) if sweep else Path(out)) if out else None
             if path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(report, indent=2))
@@ -313,7 +314,7 @@ def evaluate(argv: list[str]) -> int:
                                                   "insertions", "rates", "snr_db", "noise_talkers", "zeroed")
                        if k in report}
             if sweep:
-                summary["ctc_weight"] = weight
+                summary[key] = weight
             if len(args.manifest) > 1:
                 summary["manifest"] = manifest
             print(json.dumps(summary))
@@ -329,6 +330,12 @@ def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "w * CTC log-probability; 0 turns it off" + (
                             ". Several, comma-separated (e.g. 0,0.05,0.1): one search, one report per weight (each "
                             "--out gets _ctcW before its suffix), to tune w on a validation set" if sweep else ""))
+    p.add_argument("--whisper-weight", type=_ctc_weights if sweep else float,
+                   help="rescore the beams with Whisper's own decoder reading the model's audio frames (a model "
+                        "whose audio encoder is a packaged Whisper), weight w in (0, 1]: (1 - w) * (LLM, with CTC) + "
+                        "w * Whisper's log-probability; 0 turns it off" + (
+                            ". Several, comma-separated: one search, one report per weight (_whisperW before each "
+                            "--out's suffix); not with several --ctc-weight" if sweep else ""))
 
 
 def _ctc_weights(text: str) -> float | list[float]:
@@ -345,13 +352,15 @@ def _search(args: argparse.Namespace) -> dict:
     gen = {"num_beams": args.num_beams} if args.num_beams else {}
     if args.ctc_weight is not None:
         gen["ctc_weight"] = args.ctc_weight
+    if args.whisper_weight is not None:
+        gen["whisper_weight"] = args.whisper_weight
     return gen
 
 
-def _sweep_path(out: str, weight: float) -> Path:
-    """A sweep's report for one CTC weight: ``R.json`` -> ``R_ctc0.05.json``."""
+def _sweep_path(out: str, key: str, weight: float) -> Path:
+    """A sweep's report for one weight: ``R.json`` -> ``R_ctc0.05.json`` (ctc_weight), ``R_whisper0.5.json``."""
     p = Path(out)
-    return p.with_name(f"{p.stem}_ctc{weight:g}{p.suffix}")
+    return p.with_name(f"{p.stem}_{key.split('_')[0]}{weight:g}{p.suffix}")
 
 
 def transcribe(argv: list[str]) -> int:

@@ -407,14 +407,17 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
     return out
 
 
+SWEEPS = ("ctc_weight", "whisper_weight")  # generate's rescoring weights that a list sweeps
+
+
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
                     records: list[Record] | None = None, zero: tuple[str, ...] = (),
                     noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict | list[dict]:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
-    counted and named. A list ``ctc_weight`` (a sweep: ``mmlora evaluate --ctc-weight 0,0.05,0.1``) decodes once and
-    returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
+    counted and named. A list ``ctc_weight`` or ``whisper_weight`` (a sweep: ``mmlora evaluate --ctc-weight
+    0,0.05,0.1``) decodes once and returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
     [lo, hi] other utterances of the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed
     (an AVSR model trained with modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model
@@ -469,8 +472,9 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
         pieces = [{**pieces[o], "audios": [w]} for w, o in zip(waves, owner)]
     bs = pipeline.batch_size
     kw = pipeline.generation_for(gen)
-    sweep = kw.get("ctc_weight") if isinstance(kw.get("ctc_weight"), (list, tuple)) else None
-    hyps: list[list[str]] = [[] for _ in (sweep or [None])]  # one list per ctc_weight of a sweep
+    key = next((k for k in SWEEPS if isinstance(kw.get(k), (list, tuple))), None)  # generate refuses two at once
+    sweep = kw[key] if key else None
+    hyps: list[list[str]] = [[] for _ in (sweep or [None])]  # one list per weight of a sweep
     for start in range(0, len(pieces), bs):
         batch = collate_samples(pieces[start:start + bs], model.prompts, with_answer=False)
         out = model.generate(batch, rates=rates, **kw)
@@ -478,7 +482,7 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
             h.extend(o)
     reports = []
     for w, h in zip(sweep or [None], hyps):
-        decoding = {**kw, **({"ctc_weight": w} if sweep else {}),
+        decoding = {**kw, **({key: w} if sweep else {}),
                     **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {})}
         report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
                   "noise": noise_kind if snr is not None else None, "decoding": decoding,

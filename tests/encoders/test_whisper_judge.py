@@ -1,0 +1,161 @@
+"""Whisper's decoder as a judge of the beams (encoders/whisper_judge.py, ``generate(whisper_weight=…)``): the batched
+score against each candidate scored alone by transformers' decoder, and generate's choice against the formula over
+its own n-best list. Tiny random weights; the real packaged Whisper in tests/tasks/test_whisper_rescore_probe.py."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import WhisperConfig
+from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+from mmlora.encoders.whisper_judge import WhisperJudge, decoder_features
+
+
+def tiny_decoder(vocab: int, d_model: int = 32) -> WhisperDecoder:
+    cfg = WhisperConfig(d_model=d_model, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=48,
+                        max_target_positions=64, vocab_size=vocab, pad_token_id=0)
+    torch.manual_seed(5)
+    dec = WhisperDecoder(cfg)
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return dec.eval()
+
+
+def tokenizer():
+    from mmlora.llm import LLMConfig, load_llm
+
+    return load_llm(LLMConfig(path="random:tiny"))[1].backend_tokenizer  # a tokenizers.Tokenizer
+
+
+def alone(dec, tok, start, eot, frames, text, as_align=False):
+    """One candidate scored by itself, by the definition: the log-softmax of each next token after the prompt."""
+    ids = tok.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []
+    targets = ids if as_align else ids + [eot]
+    if not targets:
+        return 0.0
+    seq = torch.tensor([start + targets])
+    total = 0.0
+    with torch.no_grad():
+        h = dec(input_ids=seq[:, :-1], encoder_hidden_states=frames[None]).last_hidden_state[0]
+        for i, t in enumerate(targets):
+            logits = h[len(start) - 1 + i] @ dec.embed_tokens.weight.T
+            if as_align:
+                logits[eot] = float("-inf")
+            total += float(torch.log_softmax(logits.double(), -1)[t])
+    return total
+
+
+@pytest.mark.parametrize("as_align", [False, True])
+def test_batched_score_equals_each_candidate_scored_alone(as_align):
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    start, eot = [1, 7], 2
+    judge = WhisperJudge(dec, tok, start, eot)
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(0))
+    cands = ["the cat sat", "a", "", "the cat sat on the mat today"]
+    got = judge.score(frames, cands, as_align=as_align)
+    want = torch.tensor([alone(dec, tok, start, eot, frames, c, as_align) for c in cands], dtype=torch.float32)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got[2] == 0) == as_align  # the empty candidate: <|endoftext|> alone, or nothing scored
+    assert torch.equal(judge.score(frames, [""] * 2, as_align=True), torch.zeros(2))
+
+
+def test_frames_are_the_clips_own_then_the_padded_runs():
+    class Enc:  # frames of 0.02 s: the clip's count from the unpadded encoder, 1500 from the padded one
+        def __init__(self, value):
+            self.value = value
+
+        def encode(self, waves):
+            n = 1500 if waves[0].shape[0] == 480000 else -(-waves[0].shape[0] // 320)
+            return type("F", (), {"x": torch.full((1, n, 4), self.value)})()
+    got = decoder_features(torch.zeros(16000), Enc(1.0), Enc(2.0))
+    assert got.shape == (1500, 4) and (got[:50] == 2).all() and (got[50:] == 1).all()
+    assert (decoder_features(torch.zeros(16000), Enc(1.0)) == 1).all()
+
+
+def _asr_with_judge():
+    from mmlora.encoders import build_encoder
+    from mmlora.encoders.registry import config_from_dict
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", [])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    tok = model.tokenizer.backend_tokenizer
+    padded = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "full_context": True}))
+    model._whisper_judge = WhisperJudge(tiny_decoder(tok.get_vocab_size(), model.encoders["audio"].output_dim), tok,
+                                        [1, 7], 2, padded=padded)
+    return model
+
+
+def _batch(model, n=2):
+    from mmlora.data.collate import collate_samples
+    from mmlora.tasks.speech import SpeechDataset, read_manifest
+
+    ds = SpeechDataset(read_manifest("tests/data/speech/test.jsonl"), ("audio",))
+    return collate_samples([ds[i] for i in range(n)], model.prompts, with_answer=False)
+
+
+def test_generate_picks_by_the_formula_from_its_own_nbest():
+    model, K = _asr_with_judge(), 4
+    batch, gen = _batch(model), {"max_new_tokens": 6, "num_beams": 4}
+    nbest = model.generate(batch, num_return_sequences=K, **gen)
+    judge = model.whisper_judge()
+    frames = [judge.frames(w, model.encoders["audio"]) for w in batch["media"]["audio"]]
+    scores = [judge.score(f, nbest[b * K:(b + 1) * K]) for b, f in enumerate(frames)]
+    got = model.generate(batch, whisper_weight=1.0, **gen)
+    assert got == [nbest[b * K + int(s.argmax())] for b, s in enumerate(scores)]
+    sweep = model.generate(batch, whisper_weight=[0.0, 1.0], **gen)
+    assert sweep == [model.generate(batch, **gen), got]  # 0: the search's own best
+    for w in (1e-4, 0.5):  # every weight returns one of the beams
+        assert all(t in nbest[b * K:(b + 1) * K] for b, t in enumerate(model.generate(batch, whisper_weight=w, **gen)))
+
+
+@pytest.mark.parametrize("gen, message", [
+    ({"num_beams": 1, "whisper_weight": 0.5}, "set num_beams > 1"),
+    ({"num_beams": 2, "whisper_weight": 1.5}, r"whisper_weight must be in \(0, 1\]"),
+    ({"num_beams": 2, "whisper_weight": [0, 2]}, r"each weight of a sweep must be in \[0, 1\]"),
+    ({"num_beams": 2, "whisper_weight": [0, 1], "ctc_weight": [0, 1]}, "not both at once"),
+])
+def test_bad_judge_settings_are_clear_errors(gen, message):
+    model = _asr_with_judge()
+    with pytest.raises(ValueError, match=message):
+        model.generate(_batch(model, 1), max_new_tokens=4, **gen)
+
+
+def test_a_model_whose_audio_encoder_is_no_packaged_whisper_is_refused():
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", [])
+    model = build_model(cfg).eval()
+    with pytest.raises(ValueError, match="a packaged Whisper's own decoder"):
+        model.generate(_batch(model, 1), max_new_tokens=4, num_beams=2, whisper_weight=0.5)
+
+
+def test_evaluate_writes_one_report_per_judge_weight_and_greedy_drops_a_saved_one(tmp_path, capsys, monkeypatch):
+    import json
+
+    from mmlora.cli import main
+    from mmlora.model import MultimodalLM
+    from mmlora.pipelines import load_pipeline
+
+    judge = _asr_with_judge()._whisper_judge
+    monkeypatch.setattr(MultimodalLM, "whisper_judge", lambda self: judge)  # the saved model reloads without it
+    _asr_with_judge().save_pretrained(tmp_path / "m", pipeline={
+        "task": "asr", "instruction": "Transcribe the audio.", "modalities": ["audio"],
+        "generation": {"num_beams": 4, "max_new_tokens": 6, "whisper_weight": 1.0}})
+    common = ["evaluate", "--model", str(tmp_path / "m"), "--manifest", "tests/data/speech/test.jsonl",
+              "--max-samples", "3", "--device", "cpu"]
+    assert main(common + ["--whisper-weight", "0,1", "--out", str(tmp_path / "sweep.json")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["whisper_weight"] for line in lines] == [0.0, 1.0]
+    assert main(common + ["--out", str(tmp_path / "saved.json")]) == 0  # the saved weight, 1
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    swept = json.loads((tmp_path / "sweep_whisper1.json").read_text())
+    assert [u["hypothesis"] for u in swept["utterances"]] == [u["hypothesis"] for u in saved["utterances"]]
+    assert saved["decoding"]["whisper_weight"] == 1.0
+    assert main(common + ["--num-beams", "1", "--out", str(tmp_path / "greedy.json")]) == 0
+    assert "whisper_weight" not in json.loads((tmp_path / "greedy.json").read_text())["decoding"]
+    with pytest.raises(ValueError, match=r"transcribe takes one whisper_weight, got \[0.0, 1.0\]"):
+        load_pipeline(tmp_path / "m").transcribe(audio="tests/data/speech/audio/test-00000.flac", whisper_weight=[0.0, 1.0])
