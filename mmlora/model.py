@@ -319,6 +319,14 @@ def _weights(name: str, value) -> tuple[list[float] | None, float]:
     return None, float(value or 0.0)
 
 
+def _check_rescoring(name: str, weight: float, kw: dict) -> None:
+    """A rescoring weight of ``generate`` in (0, 1], with beams to rescore and no sampling."""
+    if not 0.0 < weight <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {weight}")
+    if int(kw.get("num_beams", 1)) < 2 or kw.get("do_sample"):
+        raise ValueError(f"{name} rescores beams: set num_beams > 1 (and no sampling)")
+
+
 class MultimodalLM(nn.Module):
     """See the module docstring. Build with :meth:`build`; load with :meth:`from_pretrained`."""
 
@@ -910,14 +918,11 @@ class MultimodalLM(nn.Module):
         from .ctc import run_ctc_head
 
         mod = self.cfg.ctc.modality
-        if not 0.0 < weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in (0, 1], got {weight}")
+        _check_rescoring("ctc_weight", weight, kw)
         if not mod:
             raise ValueError("ctc_weight needs a model with a CTC head (model.ctc.modality is not set)")
         if mod not in feats:
             raise ValueError(f"ctc_weight: the CTC head reads {mod}, and this batch has only {sorted(feats)}")
-        if int(kw.get("num_beams", 1)) < 2 or kw.get("do_sample"):
-            raise ValueError("ctc_weight rescores beams: set num_beams > 1 (and no sampling)")
         f = feats[mod]
         if f.tokens_per_step != 1:
             raise ValueError(f"ctc_weight: the {mod} encoder gives {f.tokens_per_step} tokens per time step; CTC needs one")
@@ -942,10 +947,7 @@ class MultimodalLM(nn.Module):
         LoRA included) over the clip, Whisper's padded run after it (``WhisperJudge.frames``)."""
         from .encoders.base import Features
 
-        if not 0.0 < weight <= 1.0:
-            raise ValueError(f"whisper_weight must be in (0, 1], got {weight}")
-        if int(kw.get("num_beams", 1)) < 2 or kw.get("do_sample"):
-            raise ValueError("whisper_weight rescores beams: set num_beams > 1 (and no sampling)")
+        _check_rescoring("whisper_weight", weight, kw)
         items = (batch.get("media") or {}).get("audio")
         if items is None:
             raise ValueError("whisper_weight: Whisper's decoder reads speech, and this batch has no audio")
