@@ -26,7 +26,7 @@
 # JOBS="GV GAV GAO" (default) picks the models; GAVL (AVSR from GV's lips and the release's audio projector,
 # validated in noise; after GV), GAVLD (the same, audio dropout 0.5) and GAOL (their ASR control, validated the same
 # way) are the others; WORKERS=N corpus processes (default 2); EVAL_FIRST="w_0 w_-5" writes those test conditions'
-# reports first. The corpora need the TTS
+# reports first; TRAIN_ONLY=1 trains and writes none. The corpora need the TTS
 # voices (bash scripts/setup_tts.sh): g16 + g17 are 18,000 clips, about 45 minutes on 2 cores. Run 16 ran the three
 # jobs side by side on one H200 for 560 s each, stopping by time at steps 1,260 (GV), 1,137 (GAV) and 1,497 (GAO)
 # of the 1,500 their schedules were sized for; this script runs them one after the other to step 1,500.
@@ -164,6 +164,9 @@ for J in GAVL GAVLD; do
 done
 train_job GAOL asr_smollm2_whisper_tiny "${NOISE[@]}" "${VALN[@]}"
 
+# TRAIN_ONLY=1: the trainings alone; a second call without it (the trainings done or STOPPED) writes the reports
+# (lips_job.sh: the lip reader's, after the AVSR reports that its run asks for)
+[ "${TRAIN_ONLY:-0}" = 0 ] || exit 0
 # evaluation: each model's reports in as few `mmlora evaluate` calls as their options allow (ev_many: one model load
 # for all its conditions)
 conds() {  # PREFIX MANIFEST NAME ...: append to EVS, for ev_many, PREFIX_NAME$SUFFIX on MANIFEST in each condition

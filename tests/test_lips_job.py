@@ -370,6 +370,13 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     order = [c for c in calls if c[2:3] == ["train"]]  # the lip reader first, then AVSR and its control side by side
     assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"]) and order.index(t["lips/GV"]) < order.index(t["ctl/GAOL"])
     assert (work / "res/eval_lips/GV_vsr.json").exists() and (work / "res/eval_avl/GAVL_w_0.json").exists()
+    # the lip reader's reports come after every report of AVSR and its control (the run's question first)
+    outs = [a for c in calls if c[2:3] == ["evaluate"] for a in c if a.endswith(".json")]
+    lip = [i for i, o in enumerate(outs) if "/out/lips/" in o]
+    avsr = [i for i, o in enumerate(outs) if "/out/avl/" in o or "/out/ctl/" in o]
+    assert lip and avsr and min(lip) > max(avsr), outs
+    assert (work / "out/lips/GV/STOPPED").exists() or (work / "out/lips/GV/final/model").exists()
+    assert len([c for c in calls if c[2:3] == ["train"] and "/out/lips/" in " ".join(c)]) == 1  # trained once
     beams = [c for c in calls if "--num-beams" in c and c[c.index("--num-beams") + 1] == "8"]
     assert len(beams) == 1 and beams[0][beams[0].index("--model") + 1] == "out/lips/GV/best/model"
     assert (work / "res/eval_lips/GV_vsr_b8.json").exists()

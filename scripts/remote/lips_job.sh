@@ -38,7 +38,8 @@
 # chosen on noisy validation) against CTL = GAOL (the ASR control, the same noise and validation), both on ENC_POOL
 # for S1 + S2 steps and T seconds, ENC_LR (if set) for every encoder LoRA; compared clean and in each of
 # train_grid.sh's noises. With LIP_T (seconds) nothing is staged: AVL first trains that lip reader itself (OUT/lips,
-# ENC's lip reader with LIP_ARM's overrides, LIP_STEPS steps, default S1 + S2; evaluated as VSR), then AVSR from its
+# ENC's lip reader with LIP_ARM's overrides, LIP_STEPS steps, default S1 + S2; evaluated as VSR once AVSR
+# and its control have written theirs), then AVSR from its
 # best weights for T seconds beside the ASR control, which starts then too (run 34: the lip reader's weights live
 # only on the lent machine, so both parts share one session's device time). AVL_ARM's key=value overrides go to
 # AVSR alone, not to its lip reader or its control (e.g. AVL_ARM="model.media.video.dropout=0.25"). Before the trainings (so that a time limit cannot cut them off), BENCH
@@ -122,9 +123,10 @@ ctc() { grid "$EP" "$W/data/$EP" "$W/out/ctc" "$T" train.max_steps=$((S1 + S2)) 
 armx() { local v=${1^^}; grid "$EP" "$W/data/$EP" "$W/out/$1" "$T" train.max_steps=$((S1 + S2)) "${ENCX[@]}" ${!v}; }
 arm() { armx arm; }    # with ARM's overrides
 arm2() { armx arm2; }  # with ARM2's
+lips() { grid "$EP" "$W/data/$EP" "$W/out/lips" "$1" train.max_steps=${LIP_STEPS:-$((S1 + S2))} "${ENCX[@]}" ${LIP_ARM:-}; }
 avl() {
   if [ -n "${LIP_T:-}" ]; then  # the lip reader first (OUT/lips: LIP_STEPS steps, LIP_T seconds, LIP_ARM's overrides)
-    grid "$EP" "$W/data/$EP" "$W/out/lips" "$LIP_T" train.max_steps=${LIP_STEPS:-$((S1 + S2))} "${ENCX[@]}" ${LIP_ARM:-}
+    TRAIN_ONLY=1 lips "$LIP_T"  # its reports after AVSR's (below): the run's question first (run 38 ran out of time)
     [ -d "$W/out/lips/GV/best/model" ] || { echo "lips_job.sh: the lip reader left no best weights" >&2; return 2; }
     ln -sfn "$W/out/lips/GV/best/model" "$W/lipreader"
     echo "$(date +%T) lip reader trained: AVSR starts from $(readlink -f "$W/lipreader")"
@@ -151,6 +153,8 @@ control() {  # with LIP_T, once AVL's lip reader is trained (AVSR and its ASR co
 }
 control "${pids[0]}" > log/ctl.log 2>&1 & pids+=($!)
 rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done
+# LIP_T's lip reader was trained without its reports (TRAIN_ONLY): written now, the training done or STOPPED
+if [ $B = avl ] && [ -n "${LIP_T:-}" ] && [ -e "$W/lipreader" ]; then lips 1 > log/lips_eval.log 2>&1 || rc=$?; fi
 # BEAMS=K: each lip reader's best weights read its corpus's validation and test clips once more with K beams,
 # rescored by the model's own CTC head at each weight of CTC_SWEEP (default 0,0.1,0.2,0.3; one search a set,
 # `mmlora evaluate --ctc-weight`): out/<arm>/eval/GV_vsr_val_bK_ctcW.json and GV_vsr_bK_ctcW.json. Choose the weight
