@@ -6,7 +6,8 @@ LoRA included) over the clip, followed by the frames after the clip from Whisper
 (:func:`decoder_features`), so that the decoder sees where the speech ends. The decoder runs in torch
 (``transformers``' ``WhisperDecoder`` with the weights of :func:`mmlora.encoders.ct2.whisper_decoder_from_ct2`): no
 ctranslate2 needed. A candidate's score is the sum of the log-probabilities of its text tokens and then
-``<|endoftext|>`` after ``PROMPTS[name]``.
+``<|endoftext|>`` after ``PROMPTS[name]``. :meth:`WhisperJudge.propose` is the decoder's own greedy transcript, a
+candidate the beams may lack (``generate(whisper_proposal=True)``).
 """
 from __future__ import annotations
 
@@ -101,6 +102,29 @@ class WhisperJudge:
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []
+
+    @torch.no_grad()
+    def propose(self, frames: Tensor, max_tokens: int = 64) -> str | None:
+        """Whisper's own greedy transcript of ``frames`` (``generate(whisper_proposal=True)`` adds it to the beams): the
+        decoder's most likely token at each step after the prompt, among the text tokens (every id above
+        ``<|endoftext|>`` is special in Whisper's vocabulary) and ``<|endoftext|>`` (not at the first step: no empty
+        transcript), up to ``<|endoftext|>``; None where it has not ended within ``max_tokens`` (a decoder caught in a
+        loop proposes nothing)."""
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(self.decoder.forward).parameters else "past_key_values"  # 5.24/5.17
+        enc, ids, past, out = frames.float()[None], torch.tensor([self.start]), {}, []
+        for step in range(max_tokens + 1):
+            o = self.decoder(input_ids=ids, encoder_hidden_states=enc, use_cache=True, **past)
+            past = {name: o[name]}
+            logits = o.last_hidden_state[0, -1] @ self.decoder.embed_tokens.weight.T
+            logits[self.eot + (1 if step else 0):] = float("-inf")
+            token = int(logits.argmax())
+            if token == self.eot:
+                return self.tokenizer.decode(out).strip()
+            out.append(token)
+            ids = torch.tensor([[token]])
+        return None
 
     @torch.no_grad()
     def score(self, frames: Tensor, candidates: list[str], as_align: bool = False) -> Tensor:

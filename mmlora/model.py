@@ -17,6 +17,7 @@ The batch (made by :func:`mmlora.data.collate.collate_samples`) is a dict::
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import json
@@ -317,6 +318,28 @@ def _weights(name: str, value) -> tuple[list[float] | None, float]:
             raise ValueError(f"{name}: each weight of a sweep must be in [0, 1], got {ws}")
         return ws, max(ws, default=0.0)
     return None, float(value or 0.0)
+
+
+def _cache_arg(llm: nn.Module) -> str:
+    """The name of ``llm``'s KV-cache argument: ``cache`` (transformers 5.24) or ``past_key_values`` (5.17)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+
+
+def _with_proposals(texts: list[str], llm_logp: Tensor, n_samples: int, proposals: list[str | None],
+                    proposal_logp: Tensor) -> tuple[list[str], Tensor, int]:
+    """Each sample's ``K`` beams (sample-major) followed by its proposal: ``(texts, llm_logp, K + 1)``. A proposal
+    that is None or already among its sample's beams becomes a copy of the sample's first beam and its score, which
+    loses every tie to it."""
+    K = len(texts) // n_samples
+    out, scores = [], []
+    for b in range(n_samples):
+        beams, logp, p = texts[b * K:(b + 1) * K], llm_logp[b * K:(b + 1) * K], proposals[b]
+        new = p is not None and p.strip() not in beams
+        out += beams + [p.strip() if new else beams[0]]
+        scores += [logp, (proposal_logp[b:b + 1] if new else logp[:1]).to(logp)]
+    return out, torch.cat(scores), K + 1
 
 
 def _check_rescoring(name: str, weight: float, kw: dict) -> None:
@@ -833,8 +856,12 @@ class MultimodalLM(nn.Module):
         every finished beam is kept and the one with the best ``(1 - w) * LLM log-probability + w * CTC
         log-probability`` of its normalized characters is returned (:func:`mmlora.ctc.rescore_with_ctc`). A list of
         weights (each in [0, 1]) searches once and returns one list of texts per weight, in order (0: the search's own
-        best beam), for tuning the weight on a validation set. Beam search prefills each prompt once, not once a
-        beam (:meth:`_shared_prefill`; ``share_prefill=False`` leaves that to transformers)."""
+        best beam), for tuning the weight on a validation set. ``whisper_weight=w`` does the same with Whisper's own
+        decoder as the second scorer (:meth:`whisper_judge`); with ``whisper_proposal=True`` Whisper's own greedy
+        transcript of each clip (``WhisperJudge.propose``) joins that clip's beams as one more candidate, scored by
+        the LLM (:meth:`_answer_logp`, as the search scores a beam), the CTC head and Whisper alike. Beam search
+        prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
+        transformers)."""
         feats = self.encode_media(batch.get("media") or {})
         rates = rates or batch.get("rates") or self.default_rates()
         pair = {m: r for m, r in rates.items() if m in feats}
@@ -853,8 +880,14 @@ class MultimodalLM(nn.Module):
             raise ValueError("sweep ctc_weight or whisper_weight, not both at once")
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
+        propose, proposals = kw.pop("whisper_proposal", False), None
+        if propose and not judge_weight:
+            raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
+                             "set whisper_weight too")
         if judge_weight:
             judge_frames = self._judge_frames(batch, judge_weight, kw)
+            if propose:
+                proposals = [self.whisper_judge().propose(f, int(kw["max_new_tokens"])) for f in judge_frames]
         if ctc_weight or judge_weight:
             kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
         if kw.pop("ascii_only", False):
@@ -863,11 +896,16 @@ class MultimodalLM(nn.Module):
             kw["tokenizer"] = self.tokenizer
         else:
             kw.pop("stop_strings", None)
-        share = kw.pop("share_prefill", True)
+        share = kw.pop("share_prefill", True) and int(kw["num_beams"]) > 1 and x.shape[1] > 1
         install_plan(self.llm, plan)
         try:
-            if share and int(kw["num_beams"]) > 1 and x.shape[1] > 1:
-                kw.update(self._shared_prefill(x, attn, int(kw["num_beams"])))
+            cache = self._prompt_cache(x, attn) if share or proposals else None
+            if proposals:  # before the search, which extends the shared cache in place
+                proposal_logp = self._answer_logp(x, attn, copy.deepcopy(cache) if share else cache, [
+                    self.prompts._tok(p).tolist() + [self.tokenizer.eos_token_id] if p else [] for p in proposals])
+            if share:
+                cache.batch_repeat_interleave(int(kw["num_beams"]))
+                kw[_cache_arg(self.llm)] = cache
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
         finally:
             install_plan(self.llm, None)
@@ -880,6 +918,8 @@ class MultimodalLM(nn.Module):
         steps = self.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
         llm_logp = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).float()  # padding steps score 0 or -inf
         B, K = len(judge_frames if judge_weight else ctc_logits[0]), kw["num_beams"]
+        if proposals:  # each sample's K beams, then its proposal (where new; else its first beam again)
+            texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
         ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
         judge = None
         if judge_weight:  # each sample's K candidates read by Whisper's own decoder
@@ -894,23 +934,42 @@ class MultimodalLM(nn.Module):
             return [pick(ctc_weight, w) for w in judge_weights]
         return pick(ctc_weight, judge_weight)
 
-    def _shared_prefill(self, x: Tensor, attn: Tensor, beams: int) -> dict:
-        """The prompt's KV cache, computed once a sample and repeated for its ``beams`` beams, as ``generate``'s cache
-        argument: transformers' beam search repeats the prompt before its first forward, so each beam would
-        prefill the same prompt again (on the CPU most of a 4-beam decode of a short clip). All but the last prompt
-        token go in here, with generate's own positions (left padding skipped); generate, restarting from a cache,
-        forwards only the last one, at the plan's offset read from the cache. In float32 the same answers and scores
-        as without (``share_prefill=False``; tests/test_model.py); in bfloat16 that last token rounds differently
-        (docs/PERFORMANCE.md), which can change an answer whose beams are close."""
-        import inspect
-
-        name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"  # 5.24 / 5.17
+    def _prompt_cache(self, x: Tensor, attn: Tensor):
+        """The KV cache of each prompt but its last token, for beam search's shared prefill: transformers' beam search
+        repeats the prompt before its first forward, so each beam would prefill the same prompt again (on the CPU
+        most of a 4-beam decode of a short clip); ``generate`` repeats this cache for the beams instead and passes it
+        as its cache argument. All but the last prompt token go in here, with generate's own positions (left padding
+        skipped); generate, restarting from a cache, forwards only the last one, at the plan's offset read from the
+        cache. In float32 the same answers and scores as without (``share_prefill=False``; tests/test_model.py); in
+        bfloat16 that last token rounds differently (docs/PERFORMANCE.md), which can change an answer whose beams are
+        close."""
         pos = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
         out = self.llm(inputs_embeds=x[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1],
                        use_cache=True, logits_to_keep=1)
-        cache = getattr(out, name)
-        cache.batch_repeat_interleave(beams)
-        return {name: cache}
+        return getattr(out, _cache_arg(self.llm))
+
+    def _answer_logp(self, x: Tensor, attn: Tensor, cache, answers: list[list[int]]) -> Tensor:
+        """``[B]`` (on the CPU): the LLM's summed log-probability of each row's answer token ids after its prompt
+        (``x``, ``attn``: generate's left-padded prompts; ``cache``: their :meth:`_prompt_cache`, extended here), the
+        log-softmax of each step's logits, as beam search scores a beam; an empty answer 0. The routing plan the
+        caller installed applies, its offset read from the cache as in generate."""
+        B, L = attn.shape
+        n = max((len(a) for a in answers), default=0)
+        if n == 0:
+            return torch.zeros(B)
+        ids = torch.zeros(B, n, dtype=torch.long)
+        mask = torch.zeros(B, n, dtype=attn.dtype)
+        for i, a in enumerate(answers):
+            ids[i, :len(a)], mask[i, :len(a)] = torch.tensor(a, dtype=torch.long), 1
+        ids, mask = ids.to(x.device), mask.to(attn.device)
+        emb = self.llm.get_input_embeddings()(ids).to(x.dtype)
+        full = torch.cat([attn, mask[:, :-1]], 1)  # the prompt, then each answer but its last token
+        pos = (full.long().cumsum(-1) - 1).masked_fill(full == 0, 0)[:, L - 1:]
+        with torch.no_grad():
+            logits = self.llm(inputs_embeds=torch.cat([x[:, -1:], emb[:, :-1]], 1), attention_mask=full,
+                              position_ids=pos, use_cache=True, **{_cache_arg(self.llm): cache}).logits
+        logp = torch.log_softmax(logits.float(), -1).gather(2, ids[..., None])[..., 0]
+        return (logp * mask).sum(1).cpu()
 
     def _ctc_rescoring_logits(self, feats: dict, weight: float, kw: dict) -> tuple[Tensor, Tensor]:
         """``generate(ctc_weight=…)``'s checks, and the CTC head's ``(logits [B, T, C], mask [B, T])`` on the batch's

@@ -88,12 +88,15 @@ class MediaPipeline:
     def generation_for(self, gen: dict) -> dict:
         """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
         (``num_beams=1``) without naming ``ctc_weight`` (``whisper_weight``) drops a saved one, which rescores beams: ``mmlora
-        evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily."""
+        evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily. A saved
+        ``whisper_proposal`` goes where no ``whisper_weight`` is left (it adds to the beams that weight rescores)."""
         kw = {**self.generation, **gen}
         if int(gen.get("num_beams") or 2) < 2:
             for k in ("ctc_weight", "whisper_weight"):
                 if k not in gen:
                     kw.pop(k, None)
+        if not kw.get("whisper_weight") and "whisper_proposal" not in gen:  # it adds to the beams the judge rescores
+            kw.pop("whisper_proposal", None)
         return kw
 
     # --------------------------------------------------------------- tasks

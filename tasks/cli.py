@@ -336,6 +336,10 @@ def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "w * Whisper's log-probability; 0 turns it off" + (
                             ". Several, comma-separated: one search, one report per weight (_whisperW before each "
                             "--out's suffix); not with several --ctc-weight" if sweep else ""))
+    p.add_argument("--whisper-proposal", choices=("on", "off"),
+                   help="with --whisper-weight: Whisper's own greedy transcript of each clip joins its beams as one "
+                        "more candidate (scored by the LLM, the CTC head and Whisper alike); unset: the model's saved "
+                        "setting")
 
 
 def _ctc_weights(text: str) -> float | list[float]:
@@ -354,6 +358,8 @@ def _search(args: argparse.Namespace) -> dict:
         gen["ctc_weight"] = args.ctc_weight
     if args.whisper_weight is not None:
         gen["whisper_weight"] = args.whisper_weight
+    if args.whisper_proposal is not None:
+        gen["whisper_proposal"] = args.whisper_proposal == "on"
     return gen
 
 

@@ -685,3 +685,34 @@ def test_attention_backends_leave_out_cudnn_on_cuda_only_and_wrap_forward_and_ge
     model(batch)
     model.generate(batch, max_new_tokens=2)
     assert calls == [(False, "cpu"), (False, "cpu")]
+
+
+def test_an_answers_llm_score_is_the_beam_searchs_score_of_it():
+    """generate(whisper_proposal=True) scores Whisper's transcript with the LLM as the search scores a beam
+    (MultimodalLM._answer_logp, from the prompt's cache): each beam's ids through it give transformers' own beam
+    score (the sum of its steps' log-softmax, compute_transition_scores), with left padding and routing by token."""
+    model = build(router={"kind": "token_type", "token_map": {"text": "language", "audio": "speech"}},
+                  adapters={"speech": LoRASpec(4, 8), "language": LoRASpec(4, 8)}, media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    batch = collate_samples([sample(audio=frames(10, 1)), sample(audio=frames(4, 3))], model.prompts)
+    K, eos, got = 3, model.tokenizer.eos_token_id, {}
+    plain_generate = model.llm.generate
+
+    def generate(**kw):  # the search, then (its routing still installed) each beam's ids scored again
+        out = plain_generate(**kw, return_dict_in_generate=True, output_scores=True)
+        x, attn = kw["inputs_embeds"], kw["attention_mask"]
+        steps = model.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
+        got["search"] = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).view(len(x), K)
+        ids = [row[:row.tolist().index(eos) + 1].tolist() if eos in row.tolist() else row.tolist()
+               for row in out.sequences]
+        got["ids"] = ids
+        got["again"] = torch.stack([model._answer_logp(x, attn, model._prompt_cache(x, attn),
+                                                       [ids[b * K + k] for b in range(len(x))]) for k in range(K)], 1)
+        return out.sequences
+
+    model.llm.generate = generate
+    try:
+        model.generate(batch, max_new_tokens=6, num_beams=K, num_return_sequences=K)
+    finally:
+        del model.llm.generate
+    torch.testing.assert_close(got["again"], got["search"].cpu(), rtol=0, atol=1e-4)

