@@ -110,9 +110,9 @@ class WhisperJudge:
         ``<|endoftext|>`` is special in Whisper's vocabulary) and ``<|endoftext|>`` (not at the first step: no empty
         transcript), up to ``<|endoftext|>``; None where it has not ended within ``max_tokens`` (a decoder caught in a
         loop proposes nothing)."""
-        import inspect
+        from mmlora.model import _cache_arg
 
-        name = "cache" if "cache" in inspect.signature(self.decoder.forward).parameters else "past_key_values"  # 5.24/5.17
+        name = _cache_arg(self.decoder)
         enc, ids, past, out = frames.float()[None], torch.tensor([self.start]), {}, []
         for step in range(max_tokens + 1):
             o = self.decoder(input_ids=ids, encoder_hidden_states=enc, use_cache=True, **past)

@@ -321,7 +321,8 @@ def _weights(name: str, value) -> tuple[list[float] | None, float]:
 
 
 def _cache_arg(llm: nn.Module) -> str:
-    """The name of ``llm``'s KV-cache argument: ``cache`` (transformers 5.24) or ``past_key_values`` (5.17)."""
+    """The name of ``llm``'s KV-cache argument (an LLM's, or Whisper's decoder's for the judge): ``cache``
+    (transformers 5.24) or ``past_key_values`` (5.17)."""
     import inspect
 
     return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
