@@ -20,6 +20,6 @@ def test_bench_asr_train_writes_step_tables_for_each_variant(tmp_path):
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
     steps = {(r[0].strip(), r[1].strip()): [float(x) for x in r[2:10]] for r in rows if len(r) == 11 and r[0].strip() in ("base", "r4")}
     assert set(steps) == {("base", "2"), ("base", "3"), ("r4", "2"), ("r4", "3")}
-    for enc, fwd, bwd, opt, step, host, sps, tps in steps.values():
-        assert min(enc, fwd, bwd, opt) > 0 and abs(step - (enc + fwd + bwd + opt)) < 0.2 and sps > 0 and tps > 0
+    for enc, fwd, bwd, opt, step, host, sps, tps in steps.values():  # five numbers printed to 0.1: 5 x 0.05 apart at most
+        assert min(enc, fwd, bwd, opt) > 0 and abs(step - (enc + fwd + bwd + opt)) <= 0.25 + 1e-9 and sps > 0 and tps > 0
     assert "torch.profiler" in out.read_text() and "aten::" in out.read_text()
