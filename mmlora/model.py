@@ -103,6 +103,10 @@ class MediaConfig:
     dropout: float = 0.0  # modality dropout, in training only: the probability that an item's tokens of this
     # modality are zeroed, so that the model learns to read the other modalities (AV-HuBERT); never every
     # modality of a sample at once (MultimodalLM.drop_modalities)
+    swap: float = 0.0  # mismatch training, in training only: the probability that a sample's tokens of this
+    # modality are replaced by another sample's of the same batch (e.g. another clip's lips beside this clip's
+    # audio), so that the model learns to follow this modality only where it agrees with the others (GPU runs
+    # 39-40: AVSR followed lips that read badly). Needs a second modality (MultimodalLM.swap_items)
     encoder_lora: dict = field(default_factory=dict)  # LoRA on the frozen encoder's linear layers, trained with
     # this modality's projector: {rank, alpha, targets, init, use_rslora}; targets: name suffixes (default: the
     # encoder's lora_targets, e.g. EfficientNet's 1×1 convs, else ENCODER_LORA_TARGETS, Whisper's attention and
@@ -114,6 +118,8 @@ class MediaConfig:
 
         if not 0.0 <= self.dropout <= 1.0:
             raise ValueError(f"media.dropout must be in [0, 1], got {self.dropout}")
+        if not 0.0 <= self.swap <= 1.0:
+            raise ValueError(f"media.swap must be in [0, 1], got {self.swap}")
         if self.encoder_lora:
             self.encoder_lora_spec()  # validate now: a bad recipe fails before anything loads
 
@@ -202,6 +208,10 @@ class ModelConfig:
         for k in self.media:
             if k not in ("audio", "video", "image"):
                 raise ValueError(f"model.media: unknown modality {k!r} (audio, video, image)")
+        swapped = [k for k, m in self.media.items() if m.swap]
+        if swapped and len(self.media) < 2:
+            raise ValueError(f"model.media.{swapped[0]}.swap: swapping a modality between samples needs a second "
+                             f"modality that stays with its sample (model.media has only {sorted(self.media)})")
         self.adapters = {k: LoRASpec(**v) if isinstance(v, dict) else v for k, v in self.adapters.items()}
         if isinstance(self.router, dict):
             self.router = RouterConfig(**self.router)
@@ -541,7 +551,7 @@ class MultimodalLM(nn.Module):
             emb, mask = project_features(proj, f, rate=rates.get(mod))
             out[mod] = _unpad_rows(emb, mask)
         if self.training and augment:
-            out = self.drop_modalities(out)
+            out = self.drop_modalities(self.swap_items(out))
         if self.zeroed_modalities:  # e.g. an AVSR model read as VSR: the audio tokens as modality dropout leaves them
             out = {m: [t * 0 for t in items] if m in self.zeroed_modalities else items for m, items in out.items()}
         return out
@@ -565,6 +575,29 @@ class MultimodalLM(nn.Module):
                     drop[keep][i] = False
         return {m: [t * 0 if m in drop and drop[m][i] else t for i, t in enumerate(items)]
                 for m, items in emb.items()}
+
+    def swap_items(self, emb: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:
+        """Mismatch training (``media.<m>.swap``): each sample's item of modality m is drawn with that
+        probability (torch's global generator, as :meth:`drop_modalities`), and the drawn items pass round
+        among themselves (the first drawn takes the second's tokens, ..., the last the first's), so none keeps
+        its own; a single drawn item takes the next sample's. Acts only where every modality has one item per
+        sample (AVSR) and the batch has two samples or more; lengths follow the tokens (the sequence is
+        assembled from them)."""
+        probs = {m: self.cfg.media[m].swap for m in emb if m in self.cfg.media and self.cfg.media[m].swap}
+        counts = {len(items) for items in emb.values()}
+        if not probs or len(emb) < 2 or len(counts) != 1 or (n := counts.pop()) < 2:
+            return emb
+        out = dict(emb)
+        for m, p in probs.items():
+            drawn = torch.nonzero(torch.rand(n) < p).flatten().tolist()
+            if not drawn:
+                continue
+            src = drawn[1:] + drawn[:1] if len(drawn) > 1 else [(drawn[0] + 1) % n]
+            items = list(emb[m])
+            for i, j in zip(drawn, src):
+                items[i] = emb[m][j]
+            out[m] = items
+        return out
 
     @staticmethod
     def _proj_dtype(proj: nn.Module) -> torch.dtype:

@@ -654,6 +654,53 @@ def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_mo
         MediaConfig(dropout=1.5)
 
 
+def test_mismatch_training_passes_drawn_items_round_in_training_only(monkeypatch):
+    """media.<m>.swap: in training a sample's projected tokens of m are replaced with that probability by another
+    sample's; the drawn samples pass theirs round (none keeps its own, every drawn item lands once), one drawn
+    alone takes the next sample's; the other modality and the undrawn samples are untouched; seeded draws repeat;
+    eval, a batch of one and a config with one modality never swap (the last is refused)."""
+    from mmlora.model import MediaConfig
+
+    model = build()
+    model.cfg.media["video"].swap = 0.5
+    n = 200
+    feats = model.encode_media({"audio": [frames(8, i) for i in range(n)], "video": [frames(4 + i % 3, n + i) for i in range(n)]})
+    rates = model.default_rates()
+    model.eval()
+    ref = model.project(feats, rates)
+    assert all(torch.equal(a, b) for m in ref for a, b in zip(ref[m], model.project(feats, rates)[m]))  # eval: none
+    model.train()
+    torch.manual_seed(0)
+    got = model.project(feats, rates)
+    torch.manual_seed(0)
+    again = model.project(feats, rates)
+    assert all(torch.equal(a, b) for m in got for a, b in zip(got[m], again[m]))
+    assert all(torch.equal(a, b) for a, b in zip(got["audio"], ref["audio"]))
+    src = [next(j for j in range(n) if ref["video"][j].shape == t.shape and torch.equal(ref["video"][j], t))
+           for t in got["video"]]  # whose lips each sample got
+    drawn = [i for i in range(n) if src[i] != i]
+    assert 0.4 < len(drawn) / n < 0.6, len(drawn)
+    assert sorted(src[i] for i in drawn) == drawn  # a permutation of the drawn samples: each lands exactly once
+    assert [src[i] for i in drawn] == drawn[1:] + drawn[:1]  # passed round in order
+    # every sample drawn: item i takes item i + 1; a batch of one keeps its own
+    model.cfg.media["video"].swap = 1.0
+    emb = {"audio": ref["audio"][:3], "video": ref["video"][:3]}
+    out = model.swap_items(emb)
+    assert [torch.equal(a, b) for a, b in zip(out["video"], [emb["video"][1], emb["video"][2], emb["video"][0]])] == [True] * 3
+    one = {"audio": ref["audio"][:1], "video": ref["video"][:1]}
+    assert model.swap_items(one)["video"][0] is one["video"][0]
+    # one drawn alone takes the next sample's
+    monkeypatch.setattr(torch, "rand", lambda k, *a, **kw: torch.tensor([0.9, 0.1, 0.9])[:k])
+    model.cfg.media["video"].swap = 0.5
+    out = model.swap_items(emb)
+    assert out["video"][0] is emb["video"][0] and out["video"][1] is emb["video"][2] and out["video"][2] is emb["video"][2]
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="media.swap"):
+        MediaConfig(swap=-0.1)
+    with pytest.raises(ValueError, match="model.media.audio.swap: .*second modality"):
+        ModelConfig(llm=LLMConfig("random:tiny"), media={"audio": {"swap": 0.5}})
+
+
 def test_attention_backends_leave_out_cudnn_on_cuda_only_and_wrap_forward_and_generate(monkeypatch):
     """``model.llm.cudnn_attention`` False (default): on CUDA, SDPA may use flash / memory-efficient / math but not
     cuDNN (which plans every new sequence length) while the model runs; on CPU, or with the flag set, nothing

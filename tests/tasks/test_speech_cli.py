@@ -723,8 +723,8 @@ def test_training_with_speed_and_vtlp_runs(corpus, tmp_path):
 
 def test_avsr_training_with_modality_dropout_runs_and_records_it(corpus, tmp_path):
     media = _train_two_steps("recipes/avsr_tiny.yaml", corpus, tmp_path / "run", "model.media.audio.dropout=0.5",
-                             "model.media.video.dropout=0.25")
-    assert media["audio"]["dropout"] == 0.5 and media["video"]["dropout"] == 0.25
+                             "model.media.video.dropout=0.25", "model.media.video.swap=0.5")
+    assert media["audio"]["dropout"] == 0.5 and media["video"]["dropout"] == 0.25 and media["video"]["swap"] == 0.5
 
 
 def test_evaluate_with_a_zeroed_modality_reads_the_other_alone(corpus, tmp_path, capsys):
