@@ -357,6 +357,34 @@ def compare_reports(path_a: str | Path | Sequence[str | Path], path_b: str | Pat
             **paired_bootstrap(ea, eb, na, samples=samples, seed=seed)}
 
 
+def compare_by_parts(path_a: str | Path, path_b: str | Path, by: str | Path, parts: int = 3,
+                     samples: int = 10_000, seed: int = 0) -> list[dict]:
+    """:func:`compare_reports` of A and B within ``parts`` equal shares of the utterances, sorted by their WER in
+    the report ``by`` (best-read first; ties in ``by``'s order): e.g. AVSR against ASR in noise, by how well AVSR
+    reads the lips alone (GPU runs 39-40). Each part: its utterances' WER in ``by``, A's and B's, and the
+    paired bootstrap of B - A on them alone. The three reports must hold the same utterances."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    ka, ea, na = _report_errors(path_a)
+    ea_, eb, _ = _matched_errors(path_a, path_b)
+    _, e_by, _ = _matched_errors(path_a, by)
+    n = len(ka)
+    if n < parts:
+        raise ValueError(f"{path_a}: {n} utterance(s), fewer than the {parts} parts asked for")
+    kb, _, _ = _report_errors(by)
+    by_pos = {k: i for i, k in enumerate(kb)}
+    order = sorted(range(n), key=lambda i: (e_by[i] / max(na[i], 1), by_pos[ka[i]]))
+    out = []
+    for j in range(parts):
+        idx = order[j * n // parts:(j + 1) * n // parts]
+        words = sum(na[i] for i in idx)
+        r = paired_bootstrap([ea_[i] for i in idx], [eb[i] for i in idx], [na[i] for i in idx],
+                             samples=samples, seed=seed)
+        out.append({"part": j + 1, "utterances": len(idx), "ref_words": words,
+                    "wer_by": sum(e_by[i] for i in idx) / words, **r})
+    return out
+
+
 def format_p(p: float, samples: int, spec: str = ".3g") -> str:
     """A bootstrap p-value for print (format ``spec``): 0 (the difference never reversed in any of ``samples``
     resamples) reads ``< 1e-04`` for 10,000."""
@@ -378,9 +406,15 @@ def compare_main(argv: list[str] | None = None) -> int:
     p.add_argument("--also", nargs=2, action="append", default=[], metavar=("A2", "B2"),
                    help="another pair of reports (A's and B's on another manifest) resampled together with the "
                         "first as one test set; repeatable")
+    p.add_argument("--by", metavar="REPORT",
+                   help="also compare within equal shares of the utterances sorted by their WER in REPORT (best "
+                        "first), e.g. AVSR's reading with its audio zeroed: where the lips read well or badly")
+    p.add_argument("--parts", type=int, default=3, help="with --by: how many shares (default 3)")
     p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.by and args.also:
+        p.error("--by compares one pair of reports: leave out --also")
     try:
         r = compare_reports([args.a] + [a for a, _ in args.also], [args.b] + [b for _, b in args.also],
                             samples=args.samples, seed=args.seed)
@@ -393,5 +427,18 @@ def compare_main(argv: list[str] | None = None) -> int:
           f"B - A {100 * r['diff']:+.2f} points, 95 % CI [{100 * lo:+.2f}, {100 * hi:+.2f}], p = {p_txt} "
           f"({r['samples']} paired resamples); B better on {r['better']}, worse on {r['worse']}, "
           f"equal on {r['equal']} utterances")
+    if args.by:
+        try:
+            rows = compare_by_parts(args.a, args.b, args.by, args.parts, samples=args.samples, seed=args.seed)
+        except ValueError as e:
+            print(f"mmlora compare-wer: {e}", file=sys.stderr)
+            return 2
+        print(f"\nby {args.by} (its WER per share, best first)\n| share | words | by | A | B | B - A (points) | p |\n"
+              "|---|---|---|---|---|---|---|")
+        for q in rows:
+            print(f"| {q['part']} of {args.parts} | {q['ref_words']} | {q['wer_by']:.1%} | {q['wer_a']:.1%} | "
+                  f"{q['wer_b']:.1%} | {100 * q['diff']:+.1f} [{100 * q['ci95'][0]:+.1f}, {100 * q['ci95'][1]:+.1f}] | "
+                  f"{format_p(q['p_two_sided'], q['samples'], '.3f')} |")
+        r = {**r, "by": str(args.by), "parts": rows}
     print(json.dumps(r))
     return 0

@@ -302,3 +302,40 @@ def test_compare_reports_joins_pairs_of_reports_as_one_test_set(tmp_path, capsys
         compare_reports([a1, a2], [b1])
     assert main(["compare-wer", str(a1), str(b1), "--also", str(a2), str(b2), "--samples", "300", "--seed", "3"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["diff"] == pytest.approx(want["diff"])
+
+
+def test_compare_by_parts_splits_by_a_third_reports_wer_and_bootstraps_each_part(tmp_path, capsys):
+    """`mmlora compare-wer A B --by C --parts k`: the utterances sorted by C's WER (best first, ties in C's order) cut
+    into k equal shares; each share's WER in C, A and B and paired_bootstrap of B - A on its utterances alone
+    (GPU runs 39-40: AVSR against ASR by how well AVSR reads the lips alone)."""
+    from mmlora.cli import main
+    from mmlora.metrics.wer import compare_by_parts, paired_bootstrap
+
+    rnd = random.Random(7)
+    refs = [(f"u{i}", " ".join(["w"] * rnd.randint(2, 9))) for i in range(12)]
+    errs_a = [rnd.randint(0, 3) for _ in refs]
+    errs_b = [rnd.randint(0, 3) for _ in refs]
+    errs_c = [rnd.randint(0, 4) for _ in refs]
+    a = _report(tmp_path / "a.json", [(u, r, e, 0) for (u, r), e in zip(refs, errs_a)])
+    b = _report(tmp_path / "b.json", [(u, r, 0, e) for (u, r), e in reversed(list(zip(refs, errs_b)))])  # order differs
+    c = _report(tmp_path / "c.json", [(u, r, e, 0) for (u, r), e in zip(refs, errs_c)])
+    words = [len(r.split()) for _, r in refs]
+    order = sorted(range(12), key=lambda i: (errs_c[i] / words[i], i))
+    rows = compare_by_parts(a, b, c, parts=3, samples=300, seed=2)
+    assert [q["utterances"] for q in rows] == [4, 4, 4]
+    for q, idx in zip(rows, (order[:4], order[4:8], order[8:])):
+        want = paired_bootstrap([errs_a[i] for i in idx], [errs_b[i] for i in idx], [words[i] for i in idx],
+                                samples=300, seed=2)
+        assert {k: q[k] for k in want} == want
+        assert q["wer_by"] == pytest.approx(sum(errs_c[i] for i in idx) / sum(words[i] for i in idx))
+    assert rows[0]["wer_by"] <= rows[1]["wer_by"] <= rows[2]["wer_by"]
+    assert main(["compare-wer", str(a), str(b), "--by", str(c), "--parts", "3", "--samples", "300", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 of 3 | " in out and json.loads(out.splitlines()[-1])["parts"] == rows
+    other = _report(tmp_path / "o.json", [(u, r, 0, 0) for u, r in refs[:5]])
+    with pytest.raises(ValueError, match=r"o\.json: not the utterances of"):
+        compare_by_parts(a, b, other)
+    with pytest.raises(ValueError, match="fewer than the 13 parts"):
+        compare_by_parts(a, b, c, parts=13)
+    with pytest.raises(SystemExit):
+        main(["compare-wer", str(a), str(b), "--by", str(c), "--also", str(a), str(b)])
