@@ -615,6 +615,22 @@ def test_pipeline_answers_drop_unfinished_multibyte_pieces():
     assert join_pieces(["x\ufffd y", "", "\ufffd"], [0, 0, 1], 2) == ["x y", ""]
 
 
+def _eval_and_training_projections(model, feats):
+    """``model.project`` of the features in eval mode (twice: equal, no draws) and in training mode with seed 0
+    (twice: equal, the draws repeat); returns (eval, training) projections, the model left in training mode."""
+    rates = model.default_rates()
+    model.eval()
+    ref = model.project(feats, rates)
+    assert all(torch.equal(a, b) for m in ref for a, b in zip(ref[m], model.project(feats, rates)[m]))
+    model.train()
+    torch.manual_seed(0)
+    got = model.project(feats, rates)
+    torch.manual_seed(0)
+    again = model.project(feats, rates)
+    assert all(torch.equal(a, b) for m in got for a, b in zip(got[m], again[m]))
+    return ref, got
+
+
 def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_modality():
     """media.<m>.dropout: in training an item's projected tokens of m are zeroed with that probability (lengths
     unchanged); a sample never loses all its modalities (the lower-dropout one stays); in eval nothing changes;
@@ -624,15 +640,7 @@ def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_mo
         model.cfg.media[m].dropout = p
     n = 200
     feats = model.encode_media({"audio": [frames(8, i) for i in range(n)], "video": [frames(4, n + i) for i in range(n)]})
-    rates = model.default_rates()
-    model.eval()
-    ref = model.project(feats, rates)
-    model.train()
-    torch.manual_seed(0)
-    got = model.project(feats, rates)
-    torch.manual_seed(0)
-    again = model.project(feats, rates)
-    assert all(torch.equal(a, b) for m in got for a, b in zip(got[m], again[m]))
+    ref, got = _eval_and_training_projections(model, feats)
     zero = {m: [bool((t == 0).all()) for t in got[m]] for m in got}
     for m in got:
         assert [t.shape for t in got[m]] == [t.shape for t in ref[m]]
@@ -641,7 +649,7 @@ def test_modality_dropout_zeroes_whole_items_in_training_only_and_never_every_mo
     assert 0.4 < sum(zero["video"]) / n < 0.6 and 0.17 < sum(zero["audio"]) / n < 0.33, (sum(zero["video"]), sum(zero["audio"]))
     assert not any(a and v for a, v in zip(zero["audio"], zero["video"]))
     model.cfg.media["audio"].dropout, model.cfg.media["video"].dropout = 1.0, 1.0
-    both = model.project(feats, rates)
+    both = model.project(feats, model.default_rates())
     assert all((t == 0).all() for t in both["video"]) and not any((t == 0).all() for t in both["audio"])  # tie: audio kept
     model.cfg.media["audio"].dropout = 0.0
     model.cfg.media["video"].dropout = 0.3
@@ -665,16 +673,7 @@ def test_mismatch_training_passes_drawn_items_round_in_training_only(monkeypatch
     model.cfg.media["video"].swap = 0.5
     n = 200
     feats = model.encode_media({"audio": [frames(8, i) for i in range(n)], "video": [frames(4 + i % 3, n + i) for i in range(n)]})
-    rates = model.default_rates()
-    model.eval()
-    ref = model.project(feats, rates)
-    assert all(torch.equal(a, b) for m in ref for a, b in zip(ref[m], model.project(feats, rates)[m]))  # eval: none
-    model.train()
-    torch.manual_seed(0)
-    got = model.project(feats, rates)
-    torch.manual_seed(0)
-    again = model.project(feats, rates)
-    assert all(torch.equal(a, b) for m in got for a, b in zip(got[m], again[m]))
+    ref, got = _eval_and_training_projections(model, feats)
     assert all(torch.equal(a, b) for a, b in zip(got["audio"], ref["audio"]))
     src = [next(j for j in range(n) if ref["video"][j].shape == t.shape and torch.equal(ref["video"][j], t))
            for t in got["video"]]  # whose lips each sample got
