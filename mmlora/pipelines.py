@@ -161,10 +161,16 @@ def join_pieces(texts: Sequence[str], owner: Sequence[int], n: int) -> list[str]
 
 def load_pipeline(model_dir: str | os.PathLike, device: str | torch.device | None = None,
                   dtype: str | None = None, **kwargs) -> MediaPipeline:
-    """Load a model saved by training (``output_dir/final`` or a checkpoint) for inference."""
-    overrides = {"llm": {"dtype": dtype}} if dtype is not None else {}
-    model = MultimodalLM.from_pretrained(model_dir, **overrides)
+    """Load a model saved by training (``output_dir/final`` or a checkpoint) for inference. ``dtype``: the LLM's
+    weights (``float32``, ``bfloat16``, ``float16``); default the saved one (the release's ``bfloat16``, as trained
+    on the GPU), except on the CPU, where it is ``float32``: a CPU without bfloat16 arithmetic (the 2-core AMD EPYC
+    of CI) decoded the release's 12 demo clips 2.7x slower in bfloat16 (docs/PERFORMANCE.md "The LLM's dtype on
+    the CPU")."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None and torch.device(device).type == "cpu":
+        dtype = "float32"
+    overrides = {"llm": {"dtype": dtype}} if dtype is not None else {}
+    model = MultimodalLM.from_pretrained(model_dir, **overrides)
     model.to(device)
     return MediaPipeline(model, **kwargs)

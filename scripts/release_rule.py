@@ -9,7 +9,9 @@ clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech
 Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into OUT/NAME/{nv9,human_test,human_extra}.json
 (NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is
 (one written before session 40's shared beam prefill decodes a few close beams differently in bfloat16, docs/PERFORMANCE.md:
-delete it so that both models are measured by the same code).
+delete it so that both models are measured by the same code). The LLM decodes in float32 (``--dtype float32``, the
+CPU's default since session 45; reports named ``TAG[_beamsN]_float32.json``); the rule's reports before that
+decoded in the release's saved bfloat16 (``TAG[_beamsN].json``) and are not used.
 All models decode alike: with ``--num-beams N``, by default the release's saved ``num_beams`` (4 since session 32;
 reports of N > 1 are named ``TAG_beamsN.json``), so that a candidate saved with the recipe's greedy setting is not
 compared greedy against a release that searches.
@@ -29,15 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmlora.metrics.wer import compare_reports, format_p  # noqa: E402
 
 SETS = (("nv9", 32), ("human_test", 8), ("human_extra", 8))  # the rule's sets and their CPU batch sizes
+DTYPE = "float32"  # the LLM's, for every model (session 45; bfloat16 before)
 
 
 def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams: int = 1) -> None:
-    """``mmlora evaluate`` on the CPU, one call for every (manifest, report) pair (the model loads once), on one
-    thread: the LLM runs in bf16 on the CPU too, so the batch size and the number of threads change its rounding
-    and, on near-ties, greedy choices (the release on the 24 extra human clips: 159 word errors on one thread, 161
-    on two, session 26), while the rule allows no error more."""
+    """``mmlora evaluate`` on the CPU in float32, one call for every (manifest, report) pair (the model loads once),
+    on one thread: the batch size and the number of threads change the rounding and, on near-ties, the choices (in
+    bfloat16, until session 45, the release on the 24 extra human clips made 159 word errors on one thread, 161 on
+    two, session 26), while the rule allows no error more."""
     cmd = [sys.executable, "-m", "mmlora.cli", "evaluate", "--model", model, "--batch-size", str(batch_size),
-           "--device", "cpu", "--num-beams", str(beams)]
+           "--device", "cpu", "--dtype", DTYPE, "--num-beams", str(beams)]
     for manifest, out in pairs:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--manifest", str(manifest), "--out", str(out)]
@@ -61,7 +64,7 @@ def saved_beams(model: str) -> int:
 
 def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1) -> dict[str, Path]:
     """The three reports of one model decoded with ``beams``, those missing evaluated in one call per batch size."""
-    suffix = f"_beams{beams}" if beams > 1 else ""
+    suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
     got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in SETS}
     missing = {tag: batch for tag, batch in SETS if not got[tag].is_file()}
     if missing and not Path(model).is_dir():

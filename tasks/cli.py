@@ -210,6 +210,12 @@ def _add_piece_seconds(p: argparse.ArgumentParser) -> None:
                         "model's saved value; 0: up to the audio encoder's whole window, e.g. Whisper's 30 s)")
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="the LLM's weights (default: float32 on the CPU, else the model's saved dtype)")
+
+
 def _piece_seconds(args) -> dict:
     if args.piece_seconds is None:
         return {}
@@ -263,7 +269,7 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--max-samples", type=int)
     _add_search(p, sweep=True)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device")
+    _add_device(p)
     p.add_argument("--out", action="append", help="write the full JSON report here (one per --manifest)")
     p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
     _add_piece_seconds(p)
@@ -284,7 +290,8 @@ def evaluate(argv: list[str]) -> int:
     from . import get_task
 
     try:
-        pipe = load_pipeline(args.model, device=args.device, batch_size=args.batch_size, **_piece_seconds(args))
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                             **_piece_seconds(args))
         spec = get_task(pipe.model.pipeline_info.get("task", "asr"))
         gen = _search(args)
         if args.zero_modality:  # speech-task options, passed only when asked (other tasks' evaluate lacks them)
@@ -376,7 +383,7 @@ def transcribe(argv: list[str]) -> int:
     p.add_argument("--video", nargs="*", help="lip videos (one per audio file, or alone for a VSR model)")
     p.add_argument("--rates", help="Matryoshka rate pair A,V")
     _add_search(p)
-    p.add_argument("--device")
+    _add_device(p)
     _add_piece_seconds(p)
     args = p.parse_args(argv)
     if not args.audio and not args.video:
@@ -385,7 +392,7 @@ def transcribe(argv: list[str]) -> int:
     from mmlora.pipelines import load_pipeline
 
     try:
-        pipe = load_pipeline(args.model, device=args.device, **_piece_seconds(args))
+        pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, **_piece_seconds(args))
         gen = _search(args)
         texts = pipe.transcribe(audio=args.audio or None, video=args.video or None,
                                 rates=_parse_rates(args.rates, pipe.modalities), **gen)

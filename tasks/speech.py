@@ -483,7 +483,8 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
     reports = []
     for w, h in zip(sweep or [None], hyps):
         decoding = {**kw, **({key: w} if sweep else {}),
-                    **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {})}
+                    **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {}),
+                    "llm_dtype": str(model.llm.dtype).removeprefix("torch.")}
         report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
                   "noise": noise_kind if snr is not None else None, "decoding": decoding,
                   "tokens_per_second": {m: (AUDIO_HZ if m == "audio" else VIDEO_FPS) / rates[m] for m in rates}}

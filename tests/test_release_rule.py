@@ -31,7 +31,7 @@ RELEASE = {"nv9": [1, 1, 0, 1], "human_test": [1, 0], "human_extra": [2, 1, 0]} 
 
 
 def model(out: Path, name: str, errors: dict[str, list[int]]) -> dict[str, Path]:
-    return {t: write_report(out / name / f"{t}.json", errors[t], WORDS[t]) for t in WORDS}
+    return {t: write_report(out / name / f"{t}_float32.json", errors[t], WORDS[t]) for t in WORDS}
 
 
 @pytest.mark.parametrize("nv9, human, passes", [
@@ -63,14 +63,16 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     cand_dir = tmp_path / "cand_model"
     cand_dir.mkdir()
     cand = {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]}
-    write_report(out / "E2" / "human_test.json", cand["human_test"], WORDS["human_test"])  # two of three missing
+    write_report(out / "E2" / "human_test_float32.json", cand["human_test"], WORDS["human_test"])  # two of three missing
+    write_report(out / "E2" / "nv9.json", [0, 0, 0, 0], WORDS["nv9"])  # decoded in bfloat16 before session 45: not used
     calls = []
 
     def fake_evaluate(model_dir, pairs, batch_size, beams):
         calls.append((model_dir, [Path(m).name for m, _ in pairs], batch_size))
         assert beams == 1  # the release folder has no config.json: greedy
         for _, report in pairs:
-            write_report(report, cand[report.stem], WORDS[report.stem])
+            tag = report.stem.removesuffix("_float32")
+            write_report(report, cand[tag], WORDS[tag])
 
     monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
     argv = [f"E2={cand_dir}", "--release", f"rel={tmp_path}/rel_model", "--nv9", str(data / "nv9.jsonl"),
@@ -109,7 +111,7 @@ def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkey
     def fake_evaluate(model_dir, pairs, batch_size, beams):
         calls.append((Path(model_dir).name, beams))
         for _, report in pairs:
-            tag = report.stem.removesuffix(f"_beams{beams}")
+            tag = report.stem.removesuffix("_float32").removesuffix(f"_beams{beams}")
             write_report(report, errors[Path(model_dir).name][tag], WORDS[tag])
 
     monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
@@ -118,14 +120,14 @@ def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkey
             "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
     assert release_rule.main(argv) == 0
     assert sorted(calls) == [("cand_model", 4)] * 2 + [("rel_model", 4)] * 2
-    assert sorted(p.name for p in (out / "E2").iterdir()) == ["human_extra_beams4.json", "human_test_beams4.json",
-                                                              "nv9_beams4.json"]
+    assert sorted(p.name for p in (out / "E2").iterdir()) == ["human_extra_beams4_float32.json",
+                                                              "human_test_beams4_float32.json", "nv9_beams4_float32.json"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "decoding: 4 beams, every model" and json.loads(lines[-1])["num_beams"] == 4
     calls.clear()
     assert release_rule.main(argv + ["--num-beams", "1"]) == 0
     assert sorted(calls) == [("cand_model", 1)] * 2 + [("rel_model", 1)] * 2
-    assert (out / "E2" / "nv9.json").is_file()
+    assert (out / "E2" / "nv9_float32.json").is_file()
     assert release_rule.main(argv + ["--num-beams", "0"]) == 2
     assert "--num-beams must be at least 1" in capsys.readouterr().err
 
@@ -141,5 +143,6 @@ def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_pat
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--manifest"] == ["h/test.jsonl", "h/extra.jsonl"]
     assert [Path(cmd[i + 1]).name for i, a in enumerate(cmd) if a == "--out"] == ["human_test.json", "human_extra.json"]
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--batch-size") + 1] == "8"
-    assert seen["env"]["OMP_NUM_THREADS"] == "1"  # threads change bf16 rounding on the CPU: the rule pins one
+    assert seen["env"]["OMP_NUM_THREADS"] == "1"  # threads change the rounding on the CPU: the rule pins one
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
     assert (tmp_path / "r").is_dir()

@@ -967,3 +967,29 @@ def test_evaluate_scores_several_manifests_with_one_model_load(corpus, tmp_path,
     assert "2 --snr for 3 --manifest" in capsys.readouterr().err
     assert main(["evaluate", "--model", model_dir, "--manifest", str(m1), "--snr", "loud"]) == 2
     assert "--snr takes a number of dB or 'none', got 'loud'" in capsys.readouterr().err
+
+
+def test_the_cpu_loads_the_llm_in_float32_unless_told(corpus, tmp_path, capsys):
+    """A model saved with a bfloat16 LLM (the release, trained on the GPU) loads in float32 on the CPU (bfloat16
+    matmuls without the CPU's support decoded 2.7x slower, docs/PERFORMANCE.md); `dtype=` / `--dtype` choose
+    another, and the evaluate report records the LLM's dtype."""
+    import torch
+
+    from mmlora.pipelines import load_pipeline
+
+    _train_two_steps("recipes/asr_tiny.yaml", corpus, tmp_path / "run")
+    model_dir = tmp_path / "run" / "final" / "model"
+    cfg_path = model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["llm"]["dtype"] = "bfloat16"
+    cfg_path.write_text(json.dumps(cfg))
+    assert load_pipeline(model_dir, device="cpu").model.llm.dtype == torch.float32
+    assert load_pipeline(model_dir, device="cpu", dtype="bfloat16").model.llm.dtype == torch.bfloat16
+    m = str(corpus / "train.jsonl")
+    for flag, want in (([], "float32"), (["--dtype", "bfloat16"], "bfloat16")):
+        out = tmp_path / f"r{want}.json"
+        assert main(["evaluate", "--model", str(model_dir), "--manifest", m, "--device", "cpu", "--max-samples", "2",
+                     "--out", str(out), *flag]) == 0
+        assert json.loads(out.read_text())["decoding"]["llm_dtype"] == want
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["transcribe", "--model", str(model_dir), "--dtype", "float64", str(corpus / "u1.flac")])
