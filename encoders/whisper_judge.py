@@ -7,7 +7,8 @@ LoRA included) over the clip, followed by the frames after the clip from Whisper
 (``transformers``' ``WhisperDecoder`` with the weights of :func:`mmlora.encoders.ct2.whisper_decoder_from_ct2`): no
 ctranslate2 needed. A candidate's score is the sum of the log-probabilities of its text tokens and then
 ``<|endoftext|>`` after ``PROMPTS[name]``. :meth:`WhisperJudge.propose` is the decoder's own greedy transcript, a
-candidate the beams may lack (``generate(whisper_proposal=True)``).
+candidate the beams may lack (``generate(whisper_proposal=True)``), and :meth:`propose_beams` its ``n`` best by beam
+search (``generate(whisper_proposal=n)``).
 """
 from __future__ import annotations
 
@@ -125,6 +126,60 @@ class WhisperJudge:
             out.append(token)
             ids = torch.tensor([[token]])
         return None
+
+    def propose_beams(self, frames: Tensor, max_tokens: int = 64, n: int = 4) -> list[str]:
+        """Whisper's own ``n`` best transcripts of ``frames`` (``generate(whisper_proposal=n)``), best first: the texts
+        of :meth:`beam_search`'s transcripts, those that decode alike counted once (fewer than ``n`` where fewer
+        ended)."""
+        texts: list[str] = []
+        for _, tokens in self.beam_search(frames, max_tokens, n):
+            text = self.tokenizer.decode(tokens).strip()
+            if text not in texts:
+                texts.append(text)
+        return texts
+
+    @torch.no_grad()
+    def beam_search(self, frames: Tensor, max_tokens: int = 64, n: int = 4) -> list[tuple[float, list[int]]]:
+        """Up to ``n`` ``(score, text token ids)``, best first: Whisper's decoder's beam search over the tokens
+        :meth:`propose` reads (text tokens and ``<|endoftext|>``, not at the first step, at most ``max_tokens`` text
+        tokens), a transcript's score the summed log-probability of its tokens and ``<|endoftext|>`` (:meth:`score`'s).
+        ``n`` beams live at each step, drawn from its ``2n`` best extensions as transformers' beam search does; an
+        extension by ``<|endoftext|>`` ends a transcript, and the search stops once ``n`` have ended and no live beam
+        scores above the ``n``-th (a score only falls as a beam grows). Where ``2n`` is at least the number of extensions
+        at every step the search is exhaustive (the test checks it against every transcript scored alone)."""
+        from mmlora.model import _cache_arg
+
+        name, emb = _cache_arg(self.decoder), self.decoder.embed_tokens.weight
+        enc = frames.float()[None]
+        live, rows, past = [([], 0.0)], torch.tensor([self.start]), {}  # each live beam's tokens and score
+        done: list[tuple[float, list[int]]] = []
+        for step in range(max_tokens + 1):
+            o = self.decoder(input_ids=rows, encoder_hidden_states=enc.expand(len(live), -1, -1), use_cache=True,
+                             **past)
+            logp = torch.log_softmax((o.last_hidden_state[:, -1] @ emb.T).float(), -1)
+            logp[:, self.eot + 1:] = float("-inf")
+            if step == 0:
+                logp[:, self.eot] = float("-inf")
+            elif step == max_tokens:  # no more text: a beam ends here or not at all
+                logp[:, :self.eot] = float("-inf")
+            total = (torch.tensor([s for _, s in live])[:, None] + logp).flatten()
+            k = min(2 * n, int(torch.isfinite(total).sum()))
+            scores, flat = total.topk(k)
+            nxt, keep = [], []
+            for s, f in zip(scores.tolist(), flat.tolist()):
+                beam, token = divmod(f, logp.shape[1])
+                if token == self.eot:
+                    done.append((s, live[beam][0]))
+                elif len(nxt) < n:
+                    nxt.append((live[beam][0] + [token], s))
+                    keep.append(beam)
+            done.sort(key=lambda d: -d[0])
+            if not nxt or (len(done) >= n and nxt[0][1] <= done[n - 1][0]):
+                break
+            cache = o[name]
+            cache.reorder_cache(torch.tensor(keep))
+            live, rows, past = nxt, torch.tensor([[t[-1]] for t, _ in nxt]), {name: cache}
+        return done[:n]
 
     @torch.no_grad()
     def score(self, frames: Tensor, candidates: list[str], as_align: bool = False) -> Tensor:

@@ -338,19 +338,34 @@ def _cache_arg(llm: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 
 
-def _with_proposals(texts: list[str], llm_logp: Tensor, n_samples: int, proposals: list[str | None],
+def _with_proposals(texts: list[str], llm_logp: Tensor, n_samples: int, proposals: list[list[str]],
                     proposal_logp: Tensor) -> tuple[list[str], Tensor, int]:
-    """Each sample's ``K`` beams (sample-major) followed by its proposal: ``(texts, llm_logp, K + 1)``. A proposal
-    that is None or already among its sample's beams becomes a copy of the sample's first beam and its score, which
-    loses every tie to it."""
-    K = len(texts) // n_samples
+    """Each sample's ``K`` beams (sample-major) followed by its ``N`` proposal slots: ``(texts, llm_logp, K + N)``
+    (``proposals[b]``: up to ``N`` texts; ``proposal_logp``: ``[n_samples * N]``, slot ``j`` of sample ``b`` at
+    ``b * N + j``). A slot whose proposal is missing, already among its sample's beams or an earlier slot becomes a
+    copy of the sample's first beam and its score, which loses every tie to it."""
+    K, N = len(texts) // n_samples, len(proposal_logp) // n_samples
     out, scores = [], []
     for b in range(n_samples):
-        beams, logp, p = texts[b * K:(b + 1) * K], llm_logp[b * K:(b + 1) * K], proposals[b]
-        new = p is not None and p.strip() not in beams
-        out += beams + [p.strip() if new else beams[0]]
-        scores += [logp, (proposal_logp[b:b + 1] if new else logp[:1]).to(logp)]
-    return out, torch.cat(scores), K + 1
+        beams, logp = texts[b * K:(b + 1) * K], llm_logp[b * K:(b + 1) * K]
+        cands, slot_logp = list(beams), [logp]
+        for j in range(N):
+            p = proposals[b][j].strip() if j < len(proposals[b]) else None
+            new = p is not None and p not in cands
+            cands.append(p if new else beams[0])
+            slot_logp.append((proposal_logp[b * N + j:b * N + j + 1] if new else logp[:1]).to(logp))
+        out += cands
+        scores += slot_logp
+    return out, torch.cat(scores), K + N
+
+
+def _proposal_count(value) -> int:
+    """``generate``'s ``whisper_proposal``: False / 0 none, True / 1 Whisper's greedy transcript, ``n`` > 1 its ``n``
+    best by beam search."""
+    if isinstance(value, bool) or (isinstance(value, int) and value >= 0):
+        return int(value)
+    raise ValueError(f"whisper_proposal is on/off (True/False) or a number of Whisper's transcripts >= 0, got "
+                     f"{value!r}")
 
 
 def _check_rescoring(name: str, weight: float, kw: dict) -> None:
@@ -893,7 +908,9 @@ class MultimodalLM(nn.Module):
         best beam), for tuning the weight on a validation set. ``whisper_weight=w`` does the same with Whisper's own
         decoder as the second scorer (:meth:`whisper_judge`); with ``whisper_proposal=True`` Whisper's own greedy
         transcript of each clip (``WhisperJudge.propose``) joins that clip's beams as one more candidate, scored by
-        the LLM (:meth:`_answer_logp`, as the search scores a beam), the CTC head and Whisper alike. Beam search
+        the LLM (:meth:`_answer_logp`, as the search scores a beam), the CTC head and Whisper alike;
+        ``whisper_proposal=n`` (n > 1) adds Whisper's ``n`` best transcripts by its own beam search instead
+        (``WhisperJudge.propose_beams``). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -914,14 +931,14 @@ class MultimodalLM(nn.Module):
             raise ValueError("sweep ctc_weight or whisper_weight, not both at once")
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
-        propose, proposals = kw.pop("whisper_proposal", False), None
+        propose, proposals = _proposal_count(kw.pop("whisper_proposal", False)), None
         if propose and not judge_weight:
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
                              "set whisper_weight too")
         if judge_weight:
             judge_frames = self._judge_frames(batch, judge_weight, kw)
             if propose:
-                proposals = [self.whisper_judge().propose(f, int(kw["max_new_tokens"])) for f in judge_frames]
+                proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose) for f in judge_frames]
         if ctc_weight or judge_weight:
             kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
         if kw.pop("ascii_only", False):
@@ -934,9 +951,14 @@ class MultimodalLM(nn.Module):
         install_plan(self.llm, plan)
         try:
             cache = self._prompt_cache(x, attn) if share or proposals else None
-            if proposals:  # before the search, which extends the shared cache in place
-                proposal_logp = self._answer_logp(x, attn, copy.deepcopy(cache) if share else cache, [
-                    self.prompts._tok(p).tolist() + [self.tokenizer.eos_token_id] if p else [] for p in proposals])
+            if proposals:  # before the search, which extends the shared cache in place; each prompt once a slot
+                slots = copy.deepcopy(cache) if share else cache
+                if propose > 1:
+                    slots.batch_repeat_interleave(propose)
+                proposal_logp = self._answer_logp(
+                    x.repeat_interleave(propose, 0), attn.repeat_interleave(propose, 0), slots,
+                    [self.prompts._tok(p[j]).tolist() + [self.tokenizer.eos_token_id] if j < len(p) else []
+                     for p in proposals for j in range(propose)])
             if share:
                 cache.batch_repeat_interleave(int(kw["num_beams"]))
                 kw[_cache_arg(self.llm)] = cache
@@ -952,7 +974,7 @@ class MultimodalLM(nn.Module):
         steps = self.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices, normalize_logits=False)
         llm_logp = steps.masked_fill(~torch.isfinite(steps), 0.0).sum(-1).float()  # padding steps score 0 or -inf
         B, K = len(judge_frames if judge_weight else ctc_logits[0]), kw["num_beams"]
-        if proposals:  # each sample's K beams, then its proposal (where new; else its first beam again)
+        if proposals:  # each sample's K beams, then its proposals (where new; else its first beam again)
             texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
         ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
         judge = None
@@ -967,6 +989,15 @@ class MultimodalLM(nn.Module):
         if judge_weights is not None:
             return [pick(ctc_weight, w) for w in judge_weights]
         return pick(ctc_weight, judge_weight)
+
+    def _whisper_proposals(self, frames: Tensor, max_tokens: int, n: int) -> list[str]:
+        """Whisper's own transcripts of one clip for ``generate(whisper_proposal=n)``: its greedy one where ``n`` is 1
+        (none where it did not end), else its ``n`` best by beam search (:meth:`WhisperJudge.propose_beams`)."""
+        judge = self.whisper_judge()
+        if n == 1:
+            text = judge.propose(frames, max_tokens)
+            return [] if text is None else [text]
+        return judge.propose_beams(frames, max_tokens, n)
 
     def _prompt_cache(self, x: Tensor, attn: Tensor):
         """The KV cache of each prompt but its last token, for beam search's shared prefill: transformers' beam search

@@ -343,10 +343,19 @@ def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "w * Whisper's log-probability; 0 turns it off" + (
                             ". Several, comma-separated: one search, one report per weight (_whisperW before each "
                             "--out's suffix); not with several --ctc-weight" if sweep else ""))
-    p.add_argument("--whisper-proposal", choices=("on", "off"),
+    p.add_argument("--whisper-proposal", type=_proposal, metavar="{on,off,N}",
                    help="with --whisper-weight: Whisper's own greedy transcript of each clip joins its beams as one "
-                        "more candidate (scored by the LLM, the CTC head and Whisper alike); unset: the model's saved "
-                        "setting")
+                        "more candidate (scored by the LLM, the CTC head and Whisper alike); N > 1: Whisper's N best "
+                        "transcripts by its own beam search join them; unset: the model's saved setting")
+
+
+def _proposal(text: str) -> bool | int:
+    """``--whisper-proposal``: on / off, or a number of Whisper's transcripts (1 is on: its greedy one)."""
+    if text in ("on", "off"):
+        return text == "on"
+    if text.isdigit():
+        return int(text) if int(text) > 1 else bool(int(text))
+    raise argparse.ArgumentTypeError(f"{text!r}: on, off or a number of Whisper's transcripts, e.g. 4")
 
 
 def _ctc_weights(text: str) -> float | list[float]:
@@ -366,7 +375,7 @@ def _search(args: argparse.Namespace) -> dict:
     if args.whisper_weight is not None:
         gen["whisper_weight"] = args.whisper_weight
     if args.whisper_proposal is not None:
-        gen["whisper_proposal"] = args.whisper_proposal == "on"
+        gen["whisper_proposal"] = args.whisper_proposal
     return gen
 
 

@@ -262,3 +262,82 @@ def test_generate_adds_whispers_transcript_to_the_beams_it_rescores(monkeypatch)
     assert mixed == model.generate(batch, whisper_weight=1e-3, **gen)
     with pytest.raises(ValueError, match="set whisper_weight too"):
         model.generate(batch, whisper_proposal=True, **gen)
+
+
+def every_transcript(dec, start, eot, frames, max_tokens):
+    """Every ``(score, tokens)`` that Whisper's search may end with, best first, each scored alone without a cache:
+    1 to ``max_tokens`` text tokens (ids below ``eot``) then ``eot``, the summed full-vocabulary log-softmax."""
+    import itertools
+
+    out = []
+    with torch.no_grad():
+        for length in range(1, max_tokens + 1):
+            for tokens in itertools.product(range(eot), repeat=length):
+                seq = start + list(tokens) + [eot]
+                h = dec(input_ids=torch.tensor([seq[:-1]]), encoder_hidden_states=frames[None]).last_hidden_state[0]
+                logp = torch.log_softmax((h @ dec.embed_tokens.weight.T).double(), -1)
+                out.append((sum(float(logp[len(start) - 1 + i, t]) for i, t in enumerate(seq[len(start):])),
+                            list(tokens)))
+    return sorted(out, key=lambda o: -o[0])
+
+
+def test_whispers_beam_search_is_exhaustive_when_wide_and_keeps_the_best_when_narrow():
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(3))
+    eot, start = 3, [5, 9]
+    judge = WhisperJudge(dec, tok, start, eot)
+    want = every_transcript(dec, start, eot, frames, 3)  # 3 + 9 + 27 transcripts
+    got = judge.beam_search(frames, 3, n=40)  # 2n >= the 9 * 4 extensions of the widest step
+    assert [t for _, t in got] == [t for _, t in want]
+    torch.testing.assert_close(torch.tensor([s for s, _ in got]), torch.tensor([s for s, _ in want]),
+                               rtol=1e-4, atol=1e-4)
+    narrow = judge.beam_search(frames, 3, n=2)  # pruned: the two it returns are real transcripts, scored as alone
+    assert len(narrow) == 2 and narrow[0][0] >= narrow[1][0]
+    scores = {tuple(t): s for s, t in want}
+    torch.testing.assert_close(torch.tensor([s for s, _ in narrow]), torch.tensor([scores[tuple(t)] for _, t in narrow]),
+                               rtol=1e-4, atol=1e-4)
+    assert judge.beam_search(frames, 0, n=4) == []  # no text allowed: nothing ends
+    # a longer search over the whole tokenizer: its texts decoded, best first, those that decode alike once
+    wide = WhisperJudge(dec, tok, start, 60)
+    texts = wide.propose_beams(frames, 5, n=4)
+    decoded = [tok.decode(t).strip() for _, t in wide.beam_search(frames, 5, n=4)]
+    assert texts == list(dict.fromkeys(decoded)) and 1 <= len(texts) <= 4
+
+
+def test_generate_adds_whispers_n_best_each_scored_by_the_llm_as_one_proposal_alone(monkeypatch):
+    """whisper_proposal=2: each clip's Whisper transcripts (propose_beams) fill two slots after its beams; a slot whose
+    text is missing or already a beam repeats the first beam with its score, and each new text gets the LLM score it
+    gets as the one greedy proposal (whisper_proposal=True: tested against transformers' beam scores in test_model)."""
+    import mmlora.ctc
+
+    model, K = _asr_with_judge(), 3
+    batch, gen = _batch(model, 3), {"max_new_tokens": 6, "num_beams": K}
+    judge = model.whisper_judge()
+    nbest = model.generate(batch, num_return_sequences=K, **gen)
+    frames = [judge.frames(w, model.encoders["audio"]) for w in batch["media"]["audio"]]
+    new = [t for t in ("the cat sat", "a dog", "on the mat") if t not in nbest]
+    props = [[new[0], new[1]], [nbest[K + 1], new[2]], []]
+    which = lambda f: [torch.equal(f, g) for g in frames].index(True)  # noqa: E731
+    asked, seen = [], []
+    monkeypatch.setattr(judge, "propose_beams", lambda f, m, n: asked.append((m, n)) or props[which(f)])
+    plain = mmlora.ctc.rescore_beams
+    monkeypatch.setattr(mmlora.ctc, "rescore_beams", lambda t, s, *a: seen.append((t, s)) or plain(t, s, *a))
+    model.generate(batch, whisper_weight=0.5, whisper_proposal=2, **gen)
+    assert asked == [(6, 2)] * 3
+    texts, logp = seen[0]
+    beams = [nbest[b * K:(b + 1) * K] for b in range(3)]
+    assert texts == beams[0] + new[:2] + beams[1] + [beams[1][0], new[2]] + beams[2] + [beams[2][0]] * 2
+    logp = logp.view(3, K + 2)
+    for b in range(3):
+        for j, p in enumerate(props[b]):
+            if p in beams[b]:
+                assert logp[b, K + j] == logp[b, 0]
+                continue
+            seen.clear()  # the same text as the one greedy proposal of its clip
+            monkeypatch.setattr(judge, "propose", lambda f, m, b=b, p=p: p if which(f) == b else None)
+            model.generate(batch, whisper_weight=0.5, whisper_proposal=True, **gen)
+            torch.testing.assert_close(logp[b, K + j], seen[0][1].view(3, K + 1)[b, K], rtol=0, atol=1e-5)
+    assert (logp[2, K:] == logp[2, 0]).all()
+    with pytest.raises(ValueError, match="number of Whisper's transcripts"):
+        model.generate(batch, whisper_weight=0.5, whisper_proposal=-1, **gen)
