@@ -140,13 +140,16 @@ class WhisperJudge:
 
     @torch.no_grad()
     def beam_search(self, frames: Tensor, max_tokens: int = 64, n: int = 4) -> list[tuple[float, list[int]]]:
-        """Up to ``n`` ``(score, text token ids)``, best first: Whisper's decoder's beam search over the tokens
-        :meth:`propose` reads (text tokens and ``<|endoftext|>``, not at the first step, at most ``max_tokens`` text
-        tokens), a transcript's score the summed log-probability of its tokens and ``<|endoftext|>`` (:meth:`score`'s).
-        ``n`` beams live at each step, drawn from its ``2n`` best extensions as transformers' beam search does; an
-        extension by ``<|endoftext|>`` ends a transcript, and the search stops once ``n`` have ended and no live beam
-        scores above the ``n``-th (a score only falls as a beam grows). Where ``2n`` is at least the number of extensions
-        at every step the search is exhaustive (the test checks it against every transcript scored alone)."""
+        """Up to ``n`` ``(score, text token ids)``: Whisper's decoder's beam search over the tokens :meth:`propose` reads
+        (text tokens and ``<|endoftext|>``, not at the first step, at most ``max_tokens`` text tokens), a transcript's
+        score the summed log-probability of its tokens and ``<|endoftext|>`` (:meth:`score`'s), ranked best first by
+        that score per token (``<|endoftext|>`` counted), as Whisper's own search ranks them: by the sum, a transcript
+        cut after a word or two outranks the whole sentence. ``n`` beams live at each step, drawn from its ``2n`` best
+        extensions by the sum as transformers' beam search does; an extension by ``<|endoftext|>`` ends a
+        transcript, and the search stops once ``n`` have ended and the best live beam's score per token so far is no
+        better than the ``n``-th ended one's (transformers' default stopping heuristic). Where ``2n`` is at least the
+        number of extensions at every step and fewer than ``n`` transcripts exist, the search is exhaustive (the test
+        checks it against every transcript scored alone)."""
         from mmlora.model import _cache_arg
 
         name, emb = _cache_arg(self.decoder), self.decoder.embed_tokens.weight
@@ -173,8 +176,9 @@ class WhisperJudge:
                 elif len(nxt) < n:
                     nxt.append((live[beam][0] + [token], s))
                     keep.append(beam)
-            done.sort(key=lambda d: -d[0])
-            if not nxt or (len(done) >= n and nxt[0][1] <= done[n - 1][0]):
+            done.sort(key=lambda d: -d[0] / (len(d[1]) + 1))
+            if not nxt or (len(done) >= n and max(sc / (len(t) + 1) for t, sc in nxt) <= done[n - 1][0] / (
+                    len(done[n - 1][1]) + 1)):
                 break
             cache = o[name]
             cache.reorder_cache(torch.tensor(keep))

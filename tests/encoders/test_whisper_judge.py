@@ -282,7 +282,7 @@ def every_transcript(dec, start, eot, frames, max_tokens):
                 logp = torch.log_softmax((h @ dec.embed_tokens.weight.T).double(), -1)
                 out.append((sum(float(logp[len(start) - 1 + i, t]) for i, t in enumerate(seq[len(start):])),
                             list(tokens)))
-    return sorted(out, key=lambda o: -o[0])
+    return sorted(out, key=lambda o: -o[0] / (len(o[1]) + 1))  # by score per token, <|endoftext|> counted
 
 
 def test_whispers_beam_search_is_exhaustive_when_wide_and_keeps_the_best_when_narrow():
@@ -297,7 +297,7 @@ def test_whispers_beam_search_is_exhaustive_when_wide_and_keeps_the_best_when_na
     torch.testing.assert_close(torch.tensor([s for s, _ in got]), torch.tensor([s for s, _ in want]),
                                rtol=1e-4, atol=1e-4)
     narrow = judge.beam_search(frames, 3, n=2)  # pruned: the two it returns are real transcripts, scored as alone
-    assert len(narrow) == 2 and narrow[0][0] >= narrow[1][0]
+    assert len(narrow) == 2 and narrow[0][0] / (len(narrow[0][1]) + 1) >= narrow[1][0] / (len(narrow[1][1]) + 1)
     scores = {tuple(t): s for s, t in want}
     torch.testing.assert_close(torch.tensor([s for s, _ in narrow]), torch.tensor([scores[tuple(t)] for _, t in narrow]),
                                rtol=1e-4, atol=1e-4)
