@@ -35,8 +35,9 @@ def test_released_checkpoint_is_committed_and_complete():
     assert cfg["pipeline"]["generation"]["ctc_weight"] == 0.07
     # since session 43: Whisper tiny.en's decoder scores the 8 beams too (weight 0.9, chosen on nv10)
     assert cfg["pipeline"]["generation"]["whisper_weight"] == 0.9
-    # since session 44: Whisper's own greedy transcript joins the 8 beams as a ninth candidate
-    assert cfg["pipeline"]["generation"]["whisper_proposal"] is True
+    # since session 44 Whisper's own greedy transcript joined the 8 beams as a ninth candidate; since session 46 its 4
+    # best by its own beam search do (whisper_proposal: 4)
+    assert cfg["pipeline"]["generation"]["whisper_proposal"] == 4
     ctc = cfg["model"]["ctc"]
     assert ctc["modality"] == "audio" and ctc["head"] == "temporal" and not ctc["feed"]
     with safe_open(str(CKPT / "projectors.safetensors"), "pt") as f:
