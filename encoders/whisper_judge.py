@@ -152,6 +152,9 @@ class WhisperJudge:
         checks it against every transcript scored alone)."""
         from mmlora.model import _cache_arg
 
+        def per_token(score: float, tokens: list[int]) -> float:  # the ranking: <|endoftext|> counted
+            return score / (len(tokens) + 1)
+
         name, emb = _cache_arg(self.decoder), self.decoder.embed_tokens.weight
         enc = frames.float()[None]
         live, rows, past = [([], 0.0)], torch.tensor([self.start]), {}  # each live beam's tokens and score
@@ -176,9 +179,8 @@ class WhisperJudge:
                 elif len(nxt) < n:
                     nxt.append((live[beam][0] + [token], s))
                     keep.append(beam)
-            done.sort(key=lambda d: -d[0] / (len(d[1]) + 1))
-            if not nxt or (len(done) >= n and max(sc / (len(t) + 1) for t, sc in nxt) <= done[n - 1][0] / (
-                    len(done[n - 1][1]) + 1)):
+            done.sort(key=lambda d: -per_token(*d))
+            if not nxt or (len(done) >= n and max(per_token(sc, t) for t, sc in nxt) <= per_token(*done[n - 1])):
                 break
             cache = o[name]
             cache.reorder_cache(torch.tensor(keep))
