@@ -367,6 +367,8 @@ def test_avsr_mode_can_train_its_lip_reader_first_while_the_asr_control_trains(t
     assert t["avl/GAVL"][-2:] == arm and not [a for a in lips + t["ctl/GAOL"] if a in arm]
     assert f"train.init_from={work}/out/avl/GV/best/model" in t["avl/GAVL"]
     assert (work / "out/avl/GV/best/model").resolve() == (work / "out/lips/GV/best/model").resolve()
+    # every later `remote.sh ship` brings the lip reader back (run 41 lost one with its machine)
+    assert (work / "ship_also").read_text().split() == ["out/lips/GV/best/model"]
     order = [c for c in calls if c[2:3] == ["train"]]  # the lip reader first, then AVSR and its control side by side
     assert order.index(t["lips/GV"]) < order.index(t["avl/GAVL"]) and order.index(t["lips/GV"]) < order.index(t["ctl/GAOL"])
     assert (work / "res/eval_lips/GV_vsr.json").exists() and (work / "res/eval_avl/GAVL_w_0.json").exists()

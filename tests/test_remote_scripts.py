@@ -121,6 +121,29 @@ def test_ship_brings_back_what_is_there_so_far_across_calls_and_join_unpacks_it(
     assert not any(p.name.split(".")[1] in sigs for p in (tmp_path / "c4").iterdir() if p.name != "state.tgz")
 
 
+def test_ship_also_brings_back_the_folders_a_job_listed(tmp_path):
+    # a job names in WORK/ship_also what a later part starts from (lips_job.sh: the lip reader), so that every watch
+    # call ships it without being asked, and a machine lost afterwards need not train it again (GPU run 41)
+    work = tmp_path / "work"
+    (work / "out/lips/GV/best/model").mkdir(parents=True)
+    w = os.urandom(5000)
+    (work / "out/lips/GV/best/model/w.bin").write_bytes(w)
+    env = {"WORK": str(work)}
+    o0 = sh(REMOTE, "ship", tmp_path / "c0", cwd=tmp_path, env=env)  # no list yet: nothing but state.tgz
+    assert "queued" not in o0.stdout and [p.name for p in (tmp_path / "c0").iterdir()] == ["state.tgz"]
+    (work / "ship_also").write_text("out/lips/GV/best/model\n\nout/not/yet\n")
+    o1 = sh(REMOTE, "ship", tmp_path / "c1", cwd=tmp_path, env=env)  # not named by the call: listed is enough
+    assert o1.stdout.count("queued out/lips/GV/best/model") == 1 and "out/not/yet" not in o1.stdout
+    sh(REMOTE, "join", tmp_path / "here", tmp_path / "c1", cwd=tmp_path)
+    (got,) = [p for p in (tmp_path / "here").iterdir() if p.name.startswith("out_lips_GV_best_model.")]
+    assert (got / "out/lips/GV/best/model/w.bin").read_bytes() == w
+    o2 = sh(REMOTE, "ship", tmp_path / "c2", cwd=tmp_path, env=env)  # unchanged since: not again
+    assert "queued" not in o2.stdout
+    (work / "out/lips/GV/best/model/w.bin").write_bytes(os.urandom(6000))  # a new best, named by the call too: once
+    o3 = sh(REMOTE, "ship", tmp_path / "c3", "out/lips/GV/best/model", cwd=tmp_path, env=env)
+    assert o3.stdout.count("queued out/lips/GV/best/model") == 1
+
+
 def test_join_refuses_parts_that_do_not_make_an_archive(tmp_path):
     calls = tmp_path / "c1"
     calls.mkdir()

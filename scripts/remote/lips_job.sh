@@ -129,6 +129,7 @@ avl() {
     TRAIN_ONLY=1 lips "$LIP_T"  # its reports after AVSR's (below): the run's question first (run 38 ran out of time)
     [ -d "$W/out/lips/GV/best/model" ] || { echo "lips_job.sh: the lip reader left no best weights" >&2; return 2; }
     ln -sfn "$W/out/lips/GV/best/model" "$W/lipreader"
+    echo out/lips/GV/best/model >> "$W/ship_also"  # every later ship brings it back (a lost machine keeps it: run 41)
     echo "$(date +%T) lip reader trained: AVSR starts from $(readlink -f "$W/lipreader")"
   fi
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL

@@ -12,7 +12,10 @@
 #                                                          # and each FOLDER (relative to WORK, e.g. out/E1/best) that is
 #                                                          # new or changed since it was last queued, as PIECE-sized parts
 #                                                          # NAME.SIG.NN-of-MM; as many queued parts as one call brings
-#                                                          # back (7 files, MAXBYTES, 60 MiB), the rest in the next call
+#                                                          # back (7 files, MAXBYTES, 60 MiB), the rest in the next call;
+#                                                          # also each folder a job listed in WORK/ship_also (one a line,
+#                                                          # e.g. a lip reader that a later part starts from), so that a
+#                                                          # machine lost afterwards need not train it again
 #   bash scripts/remote/remote.sh join DEST SRC_DIR ...    # here: gather the parts from the calls' folders into DEST/parts
 #                                                          # and unpack each complete set into DEST/NAME.SIG/
 #
@@ -72,7 +75,8 @@ case "${1:-}" in
     out=${2:?output folder}; shift 2; mkdir -p "$out" "$WORK/ship/q" "$WORK/ship/sig"
     (cd "$WORK" && { find ${SMALL:-log res} -type f -size -2M 2>/dev/null || true; } | tar -czf "$out/state.tgz" -T -)
     sig() { (cd "$WORK" && find "$1" -type f -printf '%P %s %T@\n' | sort | md5sum | cut -c1-8); }  # FOLDER's files
-    for f in "$@"; do  # queue a folder's new contents (a second look after tar: it was not rewritten meanwhile)
+    also=(); [ ! -f "$WORK/ship_also" ] || mapfile -t also < <(grep -v '^[[:space:]]*$' "$WORK/ship_also")
+    for f in "$@" "${also[@]}"; do  # queue a folder's new contents (a second look after tar: not rewritten meanwhile)
       [ -d "$WORK/$f" ] || continue
       name=$(echo "$f" | tr -c 'A-Za-z0-9_\n' '_'); s1=$(sig "$f")
       [ "$(cat "$WORK/ship/sig/$name" 2>/dev/null)" = "$s1" ] && continue
