@@ -133,6 +133,9 @@ avl() {
     echo "$(date +%T) lip reader trained: AVSR starts from $(readlink -f "$W/lipreader")"
   fi
   mkdir -p "$W/out/avl/GV/best"; ln -sfn "$W/lipreader" "$W/out/avl/GV/best/model"  # train_grid.sh's GV for GAVL
+  # AVSR's chosen weights come back too (each new best, the last replacing any still queued): a machine taken back
+  # after the training and before its reports (session 48) leaves them to be read on another one or here
+  echo out/avl/GAVL/best/model >> "$W/ship_also"
   GJ=GAVL grid "$EP" "$W/data/$EP" "$W/out/avl" "$T" train.max_steps=$((S1 + S2)) ${ENC_LR:+train.group_lr.encoder=$ENC_LR} \
       ${AVL_ARM:-}
 }
@@ -150,6 +153,7 @@ control() {  # with LIP_T, once AVL's lip reader is trained (AVSR and its ASR co
     while [ ! -e "$W/lipreader" ] && kill -0 "$1" 2>/dev/null; do sleep 5; done
     [ -e "$W/lipreader" ] || { echo "lips_job.sh: no lip reader was trained: no ASR control either" >&2; return 2; }
   fi
+  [ $B != avl ] || echo out/ctl/GAOL/best/model >> "$W/ship_also"  # the ASR control's weights too, as AVSR's
   GJ=$CJ grid $CP "$W/data/$CP" "$W/out/ctl" "$T" train.max_steps=$((S1 + S2)) "${CX[@]}"
 }
 control "${pids[0]}" > log/ctl.log 2>&1 & pids+=($!)
