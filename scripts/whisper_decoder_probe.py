@@ -1,0 +1,166 @@
+"""Does Whisper's own decoder read our voices better once trained on our clips? A CPU probe (session 48).
+
+The release's output is one of Whisper tiny.en's own 4 transcripts on 443 of 448 test clips (ASR.md "How much of the
+output is Whisper's own transcript"): Whisper's decoder, reading the release's LoRA'd encoder frames, proposes; the
+LLM chooses. This probe trains that decoder (teacher forcing, cross-entropy on the transcript's tokens and
+``<|endoftext|>``; its token embeddings, which are also its output layer, held) on a training manifest's clips,
+each read as ``generate`` reads it (``WhisperJudge.frames`` with the model's audio encoder), and compares Whisper's
+greedy transcript before and after on a test manifest, choosing the step on a validation manifest::
+
+    python scripts/whisper_decoder_probe.py --train data/speech_release/st/train.jsonl \\
+        --val data/speech_release/st/val.jsonl --test data/speech_release/st/test.jsonl --out outputs/g48/wdec.json
+
+Nothing is saved but the report (a probe, not a training recipe). The last line printed is the summary as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def read_clips(manifest: str, limit: int | None = None, seed: int = 0) -> list[tuple[Path, str, str]]:
+    """``(audio path, transcript, id)`` of a manifest's clips, a seeded sample of ``limit`` of them where given."""
+    from mmlora.data.jsonl import read_jsonl
+
+    root = Path(manifest).parent
+    rows = [(root / r["audio"], r["text"], r["id"]) for r in read_jsonl(manifest)]
+    if limit is not None and limit < len(rows):
+        rows = random.Random(seed).sample(rows, limit)
+    return rows
+
+
+def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[list[int]]):
+    """Mean cross-entropy over every target token (each transcript's text tokens, then ``<|endoftext|>``) of a batch,
+    teacher-forced after the start tokens; the output layer is the token embeddings, as the judge scores."""
+    import torch
+
+    seqs = [start + t for t in targets]
+    labels = [[-100] * (len(start) - 1) + t + [eot] for t in targets]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [eot] * (width - len(s)) for s in seqs])
+    lab = torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels])
+    h = decoder(input_ids=ids, encoder_hidden_states=torch.stack(frames)).last_hidden_state
+    logits = h @ decoder.embed_tokens.weight.T
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="checkpoints/asr-smollm2-whisper-tiny", help="whose audio encoder is read")
+    ap.add_argument("--train", required=True)
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--max-train", type=int, default=None, help="a seeded sample of this many training clips")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--eval-every", type=int, default=100, help="steps between validations (and at the end)")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+
+    import soundfile as sf
+    import torch
+
+    from mmlora import load_pipeline
+    from mmlora.metrics.wer import compute_wer, paired_bootstrap
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    model = load_pipeline(a.model, device="cpu").model
+    judge, enc = model.whisper_judge(), model.encoders["audio"]
+    dec = judge.decoder
+
+    def frames(path: Path):
+        wave, sr = sf.read(path, dtype="float32", always_2d=True)
+        if sr != 16000:
+            sys.exit(f"whisper_decoder_probe.py: {path}: {sr} Hz, the probe reads 16 kHz clips")
+        return judge.frames(torch.from_numpy(wave.mean(1)), enc)
+
+    def read(clips, cached):
+        dec.eval()
+        hyps = [judge.propose(f, a.max_tokens) or "" for f in cached]
+        r = compute_wer([t for _, t, _ in clips], hyps, [i for _, _, i in clips])
+        return r, hyps
+
+    t0 = time.time()
+    val, test = read_clips(a.val), read_clips(a.test)
+    val_f = [frames(p) for p, _, _ in val]
+    r0, _ = read(val, val_f)
+    history = [{"step": 0, "val_wer": round(r0.wer, 4)}]
+    print(json.dumps(history[-1]), flush=True)
+    best_step, best_wer = 0, r0.wer
+    best_state = {k: v.clone() for k, v in dec.state_dict().items()}
+    untrained = best_state
+    train = read_clips(a.train, a.max_train, a.seed)
+    for p in dec.parameters():
+        p.requires_grad_(True)
+    dec.embed_tokens.weight.requires_grad_(False)  # tied to the output layer: the vocabulary stays Whisper's
+    params = [p for p in dec.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    steps = max(1, math.ceil(a.epochs * len(train) / a.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # 10 warm-up steps, then cosine to 0
+        opt, lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    order = []
+    rng = random.Random(a.seed)
+    for step in range(1, steps + 1):
+        if len(order) < a.batch_size:
+            more = list(range(len(train)))
+            rng.shuffle(more)
+            order += more
+        idx, order = order[:a.batch_size], order[a.batch_size:]
+        with torch.no_grad():
+            fs = [frames(train[i][0]) for i in idx]
+        dec.train()
+        loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}), flush=True)
+        if step % a.eval_every == 0 or step == steps:
+            r, _ = read(val, val_f)
+            history.append({"step": step, "val_wer": round(r.wer, 4), "loss": round(float(loss.detach()), 4)})
+            print(json.dumps(history[-1]), flush=True)
+            if r.wer < best_wer:
+                best_step, best_wer = step, r.wer
+                best_state = {k: v.clone() for k, v in dec.state_dict().items()}
+    test_f = [frames(p) for p, _, _ in test]
+    dec.load_state_dict(best_state)
+    rb, hb = read(test, test_f)
+    dec.load_state_dict(untrained)
+    ra, ha = read(test, test_f)
+
+    def errs(r):
+        return [u.substitutions + u.deletions + u.insertions for u in r.utterances]
+
+    pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
+    summary = {"train": a.train, "train_clips": len(train), "steps": steps, "batch_size": a.batch_size, "lr": a.lr,
+               "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
+               "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,
+               "test_errors": {"untrained": sum(errs(ra)), "trained": sum(errs(rb))},
+               "test_wer": {"untrained": round(ra.wer, 4), "trained": round(rb.wer, 4)},
+               "trained_minus_untrained": {k: pb[k] for k in ("diff", "ci95", "p_two_sided", "better", "worse")},
+               "seconds": round(time.time() - t0)}
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"summary": summary, "history": history,
+                                           "test": [{"id": i, "ref": t, "untrained": x, "trained": y}
+                                                    for (_, t, i), x, y in zip(test, ha, hb)]}, indent=1))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

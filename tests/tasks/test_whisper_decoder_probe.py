@@ -1,0 +1,53 @@
+"""scripts/whisper_decoder_probe.py: training Whisper's own decoder on our clips (a CPU probe, session 48)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _judge_tests():
+    # the reference scorer and tiny decoder of tests/encoders/test_whisper_judge.py ("encoders" on the path is the
+    # package, so the module is loaded from its file)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("judge_tests", ROOT / "tests/encoders/test_whisper_judge.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
+
+
+def test_batch_loss_is_the_mean_negative_log_likelihood_of_each_transcript_scored_alone():
+    ref = _judge_tests()
+    tok = ref.tokenizer()
+    dec = ref.tiny_decoder(tok.get_vocab_size())
+    start, eot = [1, 7], 2
+    texts = ["the cat sat", "a", "the cat sat on the mat today"]
+    targets = [tok.encode(" " + t, add_special_tokens=False).ids for t in texts]
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(30, 32, generator=g) for _ in texts]
+    got = load_script("whisper_decoder_probe").batch_loss(dec, start, eot, frames, targets)
+    # each transcript's tokens and <|endoftext|> after the start tokens, full vocabulary, one by one
+    want = -sum(ref.alone(dec, tok, start, eot, f, t) for f, t in zip(frames, texts)) / sum(len(t) + 1 for t in targets)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-4)
+    got.backward()  # the loss trains the decoder
+    assert dec.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_read_clips_resolves_audio_and_samples_reproducibly():
+    script = load_script("whisper_decoder_probe")
+    rows = [json.loads(x) for x in CLIPS.read_text().splitlines()]
+    every = script.read_clips(str(CLIPS))
+    assert [(t, i) for _, t, i in every] == [(r["text"], r["id"]) for r in rows]
+    assert all(p.is_file() for p, _, _ in every)
+    some = script.read_clips(str(CLIPS), limit=3, seed=4)
+    assert len(some) == 3 and some == script.read_clips(str(CLIPS), limit=3, seed=4) and set(some) <= set(every)
