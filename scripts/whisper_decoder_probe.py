@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         sched.step()
         if step % 10 == 0:
-            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}), flush=True)
+            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}),
+                  flush=True)
         if step % a.eval_every == 0 or step == steps:
             r, _ = read(val, val_f)
             history.append({"step": step, "val_wer": round(r.wer, 4), "loss": round(float(loss.detach()), 4)})
