@@ -14,15 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
 
 
-def _script():
-    return load_script("whisper_proposal_share")
-
-
 def test_summary_counts_as_jiwer_does():
     refs = ["the cat sat on the mat", "a dog ran", "it was late"]
     props = [["the cat sat on a mat", "the cat sat on the mat"], ["a fog ran", "a dog ran", "the dog"], []]
     outputs = ["The cat sat on a mat.", "a dog ran", "it was late"]  # Whisper's first, its second, none of them
-    s = _script().summarize(refs, outputs, props)
+    s = load_script("whisper_proposal_share").summarize(refs, outputs, props)
 
     def errs(hyps):
         return [(lambda w: w.substitutions + w.deletions + w.insertions)(compute_wer([r], [h]))
@@ -75,8 +71,9 @@ def test_main_reads_the_report_and_leaves_long_clips_out(tmp_path, monkeypatch, 
     stub = _Stub(props)
     monkeypatch.setattr("mmlora.load_pipeline", lambda path, device: stub)
     out = tmp_path / "share.json"
-    assert _script().main(["--model", str(model), "--report", str(tmp_path / "report.json"), "--manifest", str(CLIPS),
-                           "--max-seconds", str(limit), "--out", str(out)]) == 0
+    args = ["--model", str(model), "--report", str(tmp_path / "report.json"), "--manifest", str(CLIPS),
+            "--max-seconds", str(limit), "--out", str(out)]
+    assert load_script("whisper_proposal_share").main(args) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["clips"] == 3 and got[f"longer_than_{limit:g}s"] == 1
     assert (got["output_is_a_proposal"], got["output_is_whispers_first"]) == (1, 0)
@@ -92,4 +89,5 @@ def test_a_model_without_proposals_is_refused(tmp_path):
     (model / "config.json").write_text(json.dumps({"pipeline": {"generation": {"num_beams": 4}}}))
     (tmp_path / "r.json").write_text(json.dumps({"utterances": [{"id": "a"}]}))
     with pytest.raises(SystemExit, match="give --proposals N"):
-        _script().main(["--model", str(model), "--report", str(tmp_path / "r.json"), "--manifest", str(CLIPS)])
+        load_script("whisper_proposal_share").main(["--model", str(model), "--report", str(tmp_path / "r.json"),
+                                                    "--manifest", str(CLIPS)])
