@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
-    import soundfile as sf
     import torch
 
     from mmlora import load_pipeline
+    from mmlora.data.media import load_audio
     from mmlora.metrics.wer import compute_wer, paired_bootstrap
 
     torch.set_num_threads(a.threads)
@@ -80,11 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     judge, enc = model.whisper_judge(), model.encoders["audio"]
     dec = judge.decoder
 
-    def frames(path: Path):
-        wave, sr = sf.read(path, dtype="float32", always_2d=True)
-        if sr != 16000:
-            sys.exit(f"whisper_decoder_probe.py: {path}: {sr} Hz, the probe reads 16 kHz clips")
-        return judge.frames(torch.from_numpy(wave.mean(1)), enc)
+    def frames(path: Path):  # what generate's judge reads: the clip as the pipeline loads it (mono, 16 kHz)
+        return judge.frames(load_audio(path), enc)
 
     def read(clips, cached):
         dec.eval()
@@ -144,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ra, ha = read(test, test_f)
 
     def errs(r):
-        return [u.substitutions + u.deletions + u.insertions for u in r.utterances]
+        return [u.errors for u in r.utterances]
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "batch_size": a.batch_size, "lr": a.lr,

@@ -32,7 +32,7 @@ def summarize(refs: list[str], outputs: list[str], proposals: list[list[str]], i
     from mmlora.metrics.wer import compute_wer, normalize_text, paired_bootstrap
 
     def errs(r):
-        return [u.substitutions + u.deletions + u.insertions for u in r.utterances]
+        return [u.errors for u in r.utterances]
 
     props = [p or [""] for p in proposals]
     oracle = []
@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="the summary and each clip's proposals as JSON")
     a = ap.parse_args(argv)
 
-    import soundfile as sf
     import torch
 
     from mmlora import load_pipeline
     from mmlora.data.jsonl import read_jsonl
+    from mmlora.data.media import SAMPLE_RATE, load_audio
 
     cfg = json.loads((Path(a.model) / "config.json").read_text())
     gen = (cfg.get("pipeline") or {}).get("generation") or {}
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hyps:
         sys.exit(f"whisper_proposal_share.py: {a.report} has no per-utterance hypotheses")
     torch.set_num_threads(a.threads)
-    pipe = load_pipeline(a.model, device="cpu")
-    model = pipe.model
+    model = load_pipeline(a.model, device="cpu").model
     judge, enc = model.whisper_judge(), model.encoders["audio"]
     root = Path(a.manifest).parent
     ids, refs, ours, proposals, long_ = [], [], [], [], 0
@@ -95,15 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         u = hyps.get(row["id"])
         if u is None:
             continue
-        wave, sr = sf.read(root / row["audio"], dtype="float32", always_2d=True)
-        wave = wave.mean(1)
-        if sr != 16000:
-            sys.exit(f"whisper_proposal_share.py: {row['audio']}: {sr} Hz, the probe reads 16 kHz clips")
-        if len(wave) > max_s * sr:
+        wave = load_audio(root / row["audio"])  # mono, 16 kHz, as the pipeline reads it
+        if len(wave) > max_s * SAMPLE_RATE:
             long_ += 1
             continue
         with torch.no_grad():
-            props = model._whisper_proposals(judge.frames(torch.from_numpy(wave), enc), max_tokens, n)
+            props = model._whisper_proposals(judge.frames(wave, enc), max_tokens, n)
         ids.append(row["id"]); refs.append(u["reference"]); ours.append(u["hypothesis"]); proposals.append(props)
     if not ids:
         sys.exit(f"whisper_proposal_share.py: no clip of {a.manifest} is both in {a.report} "

@@ -130,7 +130,7 @@ def summarize(refs: list[str], cands: list[list[str]], scores: dict[str, list[li
     k = len(cands[0])  # every candidate and the model's own decoding in one scoring, as evaluate scores
     utts = compute_wer([r for r in refs for _ in range(k + 1)], [h for cs, o in zip(cands, own) for h in [*cs, o]]
                        ).utterances
-    errs = [u.substitutions + u.deletions + u.insertions for u in utts]
+    errs = [u.errors for u in utts]
     each = [errs[i * (k + 1):i * (k + 1) + k] for i in range(len(refs))]
     words = [utts[i * (k + 1)].ref_words for i in range(len(refs))]
     cols = {"first": [e[0] for e in each], "own": [errs[i * (k + 1) + k] for i in range(len(refs))],

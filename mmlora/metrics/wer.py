@@ -158,6 +158,11 @@ class UtteranceScore:
     char_edits: int             # character-level S+D+I
     cer: float | None           # char_edits/ref_chars; None when ref_chars is 0
 
+    @property
+    def errors(self) -> int:
+        """S + D + I: the utterance's word errors (not in the report: derived)."""
+        return self.substitutions + self.deletions + self.insertions
+
 
 @dataclass
 class WERResult:

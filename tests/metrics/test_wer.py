@@ -87,6 +87,7 @@ def test_per_utterance_details_match_jiwer_per_pair():
         o = jiwer.process_words(rn, hn)
         assert (u.hits, u.substitutions, u.deletions, u.insertions) == (o.hits, o.substitutions, o.deletions,
                                                                         o.insertions)
+        assert u.errors == o.substitutions + o.deletions + o.insertions
         if rn:
             assert u.wer == pytest.approx(jiwer.wer(rn, hn)) and u.cer == pytest.approx(jiwer.cer(rn, hn))
     assert [u.id for u in res.utterances] == ["u1", "u2", "u3", "u4"]
