@@ -62,14 +62,16 @@ def installed(dist: str, version: str) -> bool:
         return False
 
 
-def load_script(name: str):
-    """``scripts/<name>.py`` imported as module ``name`` (registered in ``sys.modules``: dataclasses look their
-    module up while being defined, and worker processes import functions by module name)."""
+def load_script(name: str, path=None):
+    """``scripts/<name>.py`` (or the file ``path``, relative to the repository, e.g. a test module that a package of
+    the same name hides) imported as module ``name`` (registered in ``sys.modules``: dataclasses look their module up
+    while being defined, and worker processes import functions by module name)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(name, root / (path or f"scripts/{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)

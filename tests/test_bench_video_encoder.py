@@ -3,17 +3,13 @@
 checked: speed is for docs/PERFORMANCE.md."""
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 def test_every_path_reads_as_the_folded_program(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_video_encoder", ROOT / "scripts/bench_video_encoder.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_video_encoder")
     out = tmp_path / "r.md"
     assert bench.main(["--clips", "2", "--frames", "3", "--size", "32", "--image-size", "32", "--chunks", "4",
                        "--repeats", "1", "--paths", "folded,plain,lora,lora-train,lora-train-plain", "--no-autocast",

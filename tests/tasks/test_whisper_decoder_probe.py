@@ -10,24 +10,12 @@ import torch
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _judge_tests():
-    # the reference scorer and tiny decoder of tests/encoders/test_whisper_judge.py ("encoders" on the path is the
-    # package, so the module is loaded from its file)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("judge_tests", ROOT / "tests/encoders/test_whisper_judge.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
 
 
 def test_batch_loss_is_the_mean_negative_log_likelihood_of_each_transcript_scored_alone():
-    ref = _judge_tests()
+    # the reference scorer and tiny decoder of the judge's tests ("encoders" on the path is the package)
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
     tok = ref.tokenizer()
     dec = ref.tiny_decoder(tok.get_vocab_size())
     start, eot = [1, 7], 2
