@@ -84,6 +84,21 @@ class WhisperJudge:
             raise ValueError(f"{folder}/tokenizer.json lacks one of {prompt + ['<|endoftext|>']}")
         return cls(decoder, tok, ids[:-1], ids[-1], name=str(name) if str(name) in PROMPTS else None)
 
+    def load_decoder(self, state: dict[str, Tensor], source: str = "the given state") -> "WhisperJudge":
+        """Replace decoder weights with ``state`` (a trained decoder's, e.g. a model folder's
+        ``whisper_decoder.safetensors``, :data:`mmlora.model.WHISPER_DECODER`): every key must be one of the decoder's,
+        with its shape; the weights it leaves out (the token embeddings, held in training) stay Whisper's own."""
+        own = self.decoder.state_dict()
+        unknown = sorted(set(state) - set(own))
+        if unknown:
+            raise ValueError(f"{source}: not weights of this Whisper's decoder: {unknown[:3]}")
+        shapes = [f"{k} {tuple(v.shape)} against {tuple(own[k].shape)}" for k, v in state.items()
+                  if tuple(v.shape) != tuple(own[k].shape)]
+        if shapes:
+            raise ValueError(f"{source}: weights of another size than this Whisper's decoder: {shapes[:3]}")
+        self.decoder.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        return self
+
     def padded_encoder(self):
         """Whisper ``name``'s own encoder over 30 s (``full_context=True``), built once."""
         if self._padded is None:

@@ -46,6 +46,7 @@ TOKEN_TYPES = {"pad": -1, "text": 0, "audio": 1, "video": 2, "image": 3}
 ENCODER_LORA = "encoder"  # the adapter name of media.encoder_lora inside an encoder
 ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # Whisper's encoder layers
 ENCODER_ADAPTERS = "encoder_adapters"  # a saved model's folder of encoder LoRA, one sub-folder per modality
+WHISPER_DECODER = "whisper_decoder.safetensors"  # a saved model's trained Whisper decoder, for whisper_weight's judge
 _VISUAL = ("image", "video")
 
 
@@ -391,6 +392,8 @@ class MultimodalLM(nn.Module):
         self.pipeline_info: dict = {}  # task metadata saved with the model (see save_pretrained)
         self.feature_cache = None  # optional mmlora.data.feature_cache.FeatureCache for media given as paths
         self.zeroed_modalities: frozenset[str] = frozenset()  # ablation: these modalities' tokens are zeroed (always)
+        # a trained Whisper decoder's weights for generate(whisper_weight=…)'s judge (WHISPER_DECODER), or None
+        self.whisper_decoder_state: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -1055,7 +1058,9 @@ class MultimodalLM(nn.Module):
 
     def whisper_judge(self):
         """The Whisper decoder that ``generate(whisper_weight=…)`` asks (:class:`mmlora.encoders.whisper_judge.
-        WhisperJudge`), of the Whisper the audio encoder is (``model.media.audio.encoder.preset``), loaded once."""
+        WhisperJudge`), of the Whisper the audio encoder is (``model.media.audio.encoder.preset``), loaded once; with the
+        weights of the model folder's trained decoder where it has one (:data:`WHISPER_DECODER`, read by
+        :meth:`load_trainable` into ``whisper_decoder_state`` and written back by :meth:`save_pretrained`)."""
         if getattr(self, "_whisper_judge", None) is None:
             from .encoders.whisper_judge import PROMPTS, WhisperJudge
 
@@ -1063,7 +1068,10 @@ class MultimodalLM(nn.Module):
             if name not in PROMPTS:
                 raise ValueError(f"whisper_weight asks a packaged Whisper's own decoder ({sorted(PROMPTS)}), and this "
                                  f"model's audio encoder is {name or 'not one of them'}")
-            self._whisper_judge = WhisperJudge.load(name)
+            judge = WhisperJudge.load(name)
+            if self.whisper_decoder_state:  # the model folder's trained decoder (WHISPER_DECODER)
+                judge.load_decoder(self.whisper_decoder_state, WHISPER_DECODER)
+            self._whisper_judge = judge
         return self._whisper_judge
 
     def _judge_frames(self, batch: dict, weight: float, kw: dict) -> list[Tensor]:
@@ -1132,6 +1140,9 @@ class MultimodalLM(nn.Module):
             for mod, enc in self.encoders.items():  # media.<m>.encoder_lora: encoder_adapters/<m>/
                 if adapter_names(enc):
                     save_adapters(enc, tmp / ENCODER_ADAPTERS / mod, sub(f"encoders.{mod}."))
+            if self.whisper_decoder_state:  # a trained decoder for whisper_weight's judge
+                save_file({k: v.detach().float().contiguous().cpu() for k, v in self.whisper_decoder_state.items()},
+                          str(tmp / WHISPER_DECODER))
 
         return _atomic_dir(out_dir, write)
 
@@ -1313,6 +1324,9 @@ class MultimodalLM(nn.Module):
         if (in_dir / "adapters").is_dir():
             load_adapters(self.llm, in_dir / "adapters")
         fresh += self._load_encoder_adapters(in_dir, missing_ok=new_modalities)
+        judge_file = in_dir / WHISPER_DECODER
+        self.whisper_decoder_state = load_file(str(judge_file)) if judge_file.is_file() else None
+        self._whisper_judge = None  # built again, with these weights, when generate next asks it
         self._freeze()
         return fresh
 

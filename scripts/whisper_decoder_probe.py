@@ -10,7 +10,9 @@ greedy transcript before and after on a test manifest, choosing the step on a va
     python scripts/whisper_decoder_probe.py --train data/speech_release/st/train.jsonl \\
         --val data/speech_release/st/val.jsonl --test data/speech_release/st/test.jsonl --out outputs/g48/wdec.json
 
-Nothing is saved but the report (a probe, not a training recipe). The last line printed is the summary as JSON.
+With ``--save FILE`` the chosen decoder's trained weights (all but the held token embeddings) go to a safetensors
+file: copied into a model folder as ``whisper_decoder.safetensors``, that model's ``generate(whisper_weight=…)``
+proposes and judges with them (``MultimodalLM.whisper_judge``). The last line printed is the summary as JSON.
 """
 from __future__ import annotations
 
@@ -51,6 +53,23 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
 
 
+def trained_state(state: dict) -> dict:
+    """The weights the probe trains: every decoder weight but the token embeddings (held; also the output layer)."""
+    return {k: v for k, v in state.items() if k != "embed_tokens.weight"}
+
+
+def save_trained(state: dict, path: str) -> None:
+    """:func:`trained_state` of ``state`` to ``path`` (safetensors, float32), written to a temporary file and renamed."""
+    import os
+
+    from safetensors.torch import save_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp"
+    save_file({k: v.detach().float().contiguous() for k, v in trained_state(state).items()}, tmp)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="checkpoints/asr-smollm2-whisper-tiny", help="whose audio encoder is read")
@@ -66,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--save", default=None, help="write the chosen decoder's trained weights here (safetensors)")
     a = ap.parse_args(argv)
 
     import torch
@@ -134,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             if r.wer < best_wer:
                 best_step, best_wer = step, r.wer
                 best_state = {k: v.clone() for k, v in dec.state_dict().items()}
+    if a.save:
+        save_trained(best_state, a.save)
     test_f = [frames(p) for p, _, _ in test]
     dec.load_state_dict(best_state)
     rb, hb = read(test, test_f)

@@ -345,3 +345,64 @@ def test_generate_adds_whispers_n_best_each_scored_by_the_llm_as_one_proposal_al
     assert (logp[2, K:] == logp[2, 0]).all()
     with pytest.raises(ValueError, match="number of Whisper's transcripts"):
         model.generate(batch, whisper_weight=0.5, whisper_proposal=-1, **gen)
+
+
+def _trained(dec) -> dict:
+    """A decoder's weights but its token embeddings, as scripts/whisper_decoder_probe.py trains and saves them."""
+    return {k: v.clone() for k, v in dec.state_dict().items() if k != "embed_tokens.weight"}
+
+
+def test_load_decoder_takes_a_trained_decoders_weights_and_keeps_its_own_embeddings():
+    tok = tokenizer()
+    base, other = tiny_decoder(tok.get_vocab_size()), tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():  # "other": base trained a little (every weight moved, its embeddings too)
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    judge = WhisperJudge(base, tok, [1, 7], 2)
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(3))
+    cands = ["the cat sat", "a", "on the mat"]
+    before = judge.score(frames, cands)
+    emb = base.embed_tokens.weight.detach().clone()
+    judge.load_decoder(_trained(other), "trained.safetensors")
+    with torch.no_grad():  # what the judge should now be: other's weights with base's embeddings
+        other.embed_tokens.weight.copy_(emb)
+    want = WhisperJudge(other, tok, [1, 7], 2).score(frames, cands)
+    torch.testing.assert_close(judge.score(frames, cands), want)
+    assert not torch.allclose(before, want)
+    assert torch.equal(judge.decoder.embed_tokens.weight, emb)
+    with pytest.raises(ValueError, match=r"trained.safetensors: not weights of this Whisper's decoder: \['extra'\]"):
+        judge.load_decoder({"extra": torch.zeros(1)}, "trained.safetensors")
+    bad = {"layer_norm.weight": torch.zeros(5)}
+    with pytest.raises(ValueError, match=r"trained.safetensors: weights of another size.*layer_norm.weight \(5,\)"):
+        judge.load_decoder(bad, "trained.safetensors")
+
+
+def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, monkeypatch):
+    from mmlora.model import WHISPER_DECODER, MultimodalLM
+
+    model = _asr_with_judge()
+    judge = model._whisper_judge
+    trained = tiny_decoder(judge.tokenizer.get_vocab_size(), model.encoders["audio"].output_dim)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    model.whisper_decoder_state = _trained(trained)
+    model.save_pretrained(tmp_path / "with")
+    model.whisper_decoder_state = None
+    model.save_pretrained(tmp_path / "without")
+    assert (tmp_path / "with" / WHISPER_DECODER).is_file() and not (tmp_path / "without" / WHISPER_DECODER).exists()
+
+    fresh = []  # whisper_judge loads the packaged Whisper (here: an untrained tiny judge) and then the folder's weights
+    monkeypatch.setattr(WhisperJudge, "load", classmethod(lambda cls, name: fresh.append(name) or WhisperJudge(
+        tiny_decoder(judge.tokenizer.get_vocab_size(), model.encoders["audio"].output_dim), judge.tokenizer,
+        judge.start, judge.eot)))
+    for folder, want in (("with", trained.state_dict()), ("without", _asr_with_judge()._whisper_judge.decoder
+                                                          .state_dict())):
+        loaded = MultimodalLM.from_pretrained(tmp_path / folder)
+        loaded.cfg.media["audio"].encoder = {**(loaded.cfg.media["audio"].encoder or {}), "preset": "whisper-tiny.en"}
+        got = loaded.whisper_judge().decoder.state_dict()
+        for k, v in want.items():
+            if k != "embed_tokens.weight":
+                torch.testing.assert_close(got[k], v, msg=f"{folder}: {k}")
+    assert fresh == ["whisper-tiny.en", "whisper-tiny.en"]
+    assert (loaded.whisper_decoder_state is None) and MultimodalLM.from_pretrained(tmp_path / "with").whisper_decoder_state

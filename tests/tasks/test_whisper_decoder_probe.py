@@ -39,3 +39,25 @@ def test_read_clips_resolves_audio_and_samples_reproducibly():
     assert all(p.is_file() for p, _, _ in every)
     some = script.read_clips(str(CLIPS), limit=3, seed=4)
     assert len(some) == 3 and some == script.read_clips(str(CLIPS), limit=3, seed=4) and set(some) <= set(every)
+
+
+def test_saved_weights_are_every_trained_one_and_load_into_the_judge(tmp_path):
+    from safetensors.torch import load_file
+
+    from mmlora.encoders.whisper_judge import WhisperJudge
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    dec = ref.tiny_decoder(tok.get_vocab_size())
+    load_script("whisper_decoder_probe").save_trained(dec.state_dict(), str(tmp_path / "w" / "dec.safetensors"))
+    saved = load_file(str(tmp_path / "w" / "dec.safetensors"))
+    assert set(saved) == set(dec.state_dict()) - {"embed_tokens.weight"}
+    assert not list((tmp_path / "w").glob("*.tmp"))
+    other = ref.tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5)
+    WhisperJudge(other, tok, [1, 7], 2).load_decoder(saved)
+    for k, v in dec.state_dict().items():
+        if k != "embed_tokens.weight":
+            assert torch.equal(other.state_dict()[k], v), k
