@@ -36,17 +36,19 @@ def model_dir(name: str | Path, install: bool = True) -> Path:
     return whisper_ct2_folder(str(name), install=install)
 
 
-def decoder_features(wave: Tensor, padded, unpadded=None) -> Tensor:
+def decoder_features(wave: Tensor, padded, unpadded=None, warp: float | None = None) -> Tensor:
     """Whisper's decoder input from mmlora's encoders for one clip: ``padded`` (``full_context=True``) reads the clip
     zero-padded to 30 s (Whisper's own input, 1,500 frames); with ``unpadded`` (``full_context=False``, what the
     projector reads), the clip's frames come from it and the frames after the clip from the padded run, so the
-    decoder still sees where the speech ends (without them it repeats the clip's text to its length limit)."""
+    decoder still sees where the speech ends (without them it repeats the clip's text to its length limit).
+    ``warp``: a VTLP frequency-warp factor both encoders apply (training-like changes of a clip; None: none)."""
     wave = wave[:WINDOW]  # the first 30 s, as Whisper's feature extractor keeps them
+    kw = {} if warp is None else {"warp": [warp]}
     with torch.no_grad():
-        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))]).x[0].float()
+        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))], **kw).x[0].float()
         if unpadded is None:
             return full
-        clip = unpadded.encode([wave]).x[0].float().to(full.device)  # the model's encoder may be on a GPU
+        clip = unpadded.encode([wave], **kw).x[0].float().to(full.device)  # the model's encoder may be on a GPU
     return torch.cat([clip, full[clip.shape[0]:]])
 
 
@@ -111,10 +113,11 @@ class WhisperJudge:
             self._padded = build_encoder(preset(str(self.name), full_context=True)).float().eval()
         return self._padded
 
-    def frames(self, wave: Tensor, encoder=None) -> Tensor:
+    def frames(self, wave: Tensor, encoder=None, warp: float | None = None) -> Tensor:
         """``[1500, d_model]``: what the decoder reads for ``wave`` (16 kHz mono), ``encoder``'s frames of the clip
-        then the padded run's after it (Whisper's own frames throughout where ``encoder`` is None)."""
-        return decoder_features(wave.float(), self.padded_encoder(), encoder)
+        then the padded run's after it (Whisper's own frames throughout where ``encoder`` is None); ``warp`` as for
+        :func:`decoder_features`."""
+        return decoder_features(wave.float(), self.padded_encoder(), encoder, warp)
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lip_ctc_probe import encode_records, fit_head, pad, score  # noqa: E402
 
 from mmlora.ctc import CTCConfig  # noqa: E402
+from mmlora.data.speech_augment import training_change as augmenter  # noqa: E402,F401
 
 
 def fold_standardization(probe) -> torch.nn.Module:
@@ -54,33 +55,6 @@ def pick(manifest: str, n: int, max_seconds: float, drop: set[str], rng: random.
     recs = [r for r in read_manifest(manifest) if r.voice not in drop and 0 < r.frames <= max_seconds * AUDIO_HZ]
     rng.shuffle(recs)
     return recs[:n]
-
-
-def augmenter(seed: int):
-    """``(transform, warp)`` for :func:`encode_records`: one training-like change of a clip's audio (speed through
-    ``SpeechDataset.speed`` and room tone at its ``PAD_LEVEL_DB``, as training makes them; reverberation on half) and
-    the batch's VTLP factors, drawn from one seeded generator."""
-    import numpy as np
-
-    from mmlora.data.media import SAMPLE_RATE
-    from mmlora.data.speech_augment import add_reverb, pad_with_room_tone, synthetic_rir
-    from mmlora.tasks.speech import SpeechDataset
-
-    rng = np.random.default_rng(seed)
-
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        x = SpeechDataset.speed(x, float(rng.uniform(0.9, 1.1))).numpy()
-        if rng.random() < 0.5:
-            rir = synthetic_rir(SAMPLE_RATE, float(rng.uniform(0.2, 0.7)), float(rng.uniform(0.0, 10.0)), rng)
-            x = add_reverb(x, rir)
-        lead, trail = (int(rng.uniform(0.2, 1.2) * SAMPLE_RATE) for _ in range(2))
-        level = float(rng.uniform(*SpeechDataset.PAD_LEVEL_DB))
-        return torch.from_numpy(pad_with_room_tone(x, lead, trail, level, rng))
-
-    def warp(n: int) -> list[float]:
-        return [float(f) for f in rng.uniform(0.9, 1.1, n)]
-
-    return transform, warp
 
 
 def main(argv: list[str] | None = None) -> int:

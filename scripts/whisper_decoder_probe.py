@@ -53,6 +53,28 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
 
 
+def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
+    """``(frames, train_frames)``: each maps a clip's path to what ``generate``'s judge reads for it (the clip as the
+    pipeline loads it, mono 16 kHz, through ``encoder``); ``train_frames`` first gives the clip, with probability
+    ``augment``, a training-like change (:func:`mmlora.data.speech_augment.training_change`: speed, room tone,
+    reverberation on half, and a VTLP warp both encoders apply), drawn from generators seeded by ``seed``."""
+    from mmlora.data.media import load_audio
+    from mmlora.data.speech_augment import training_change
+
+    change, warp = training_change(seed + 1)
+    coin = random.Random(seed + 1)
+
+    def frames(path: Path):
+        return judge.frames(load_audio(path), encoder)
+
+    def train_frames(path: Path):
+        if augment and coin.random() < augment:
+            return judge.frames(change(load_audio(path)), encoder, warp(1)[0])
+        return frames(path)
+
+    return frames, train_frames
+
+
 def trained_state(state: dict) -> dict:
     """The weights the probe trains: every decoder weight but the token embeddings (held; also the output layer)."""
     return {k: v for k, v in state.items() if k != "embed_tokens.weight"}
@@ -86,12 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--save", default=None, help="write the chosen decoder's trained weights here (safetensors)")
+    ap.add_argument("--augment", type=float, default=0.0, metavar="P",
+                    help="give each training clip drawn, with probability P, a training-like change (speed and VTLP "
+                         "0.9-1.1, room tone, reverberation on half: mmlora.data.speech_augment.training_change)")
     a = ap.parse_args(argv)
+    if not 0.0 <= a.augment <= 1.0:
+        ap.error(f"--augment: a probability in [0, 1], got {a.augment}")
 
     import torch
 
     from mmlora import load_pipeline
-    from mmlora.data.media import load_audio
     from mmlora.metrics.wer import compute_wer, paired_bootstrap
 
     torch.set_num_threads(a.threads)
@@ -100,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     judge, enc = model.whisper_judge(), model.encoders["audio"]
     dec = judge.decoder
 
-    def frames(path: Path):  # what generate's judge reads: the clip as the pipeline loads it (mono, 16 kHz)
-        return judge.frames(load_audio(path), enc)
+    frames, train_frames = clip_readers(judge, enc, a.augment, a.seed)
 
     def read(clips, cached):
         dec.eval()
@@ -136,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             order += more
         idx, order = order[:a.batch_size], order[a.batch_size:]
         with torch.no_grad():
-            fs = [frames(train[i][0]) for i in idx]
+            fs = [train_frames(train[i][0]) for i in idx]
         dec.train()
         loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx])
         opt.zero_grad()
@@ -167,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "batch_size": a.batch_size, "lr": a.lr,
+               "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,
                "test_errors": {"untrained": sum(errs(ra)), "trained": sum(errs(rb))},

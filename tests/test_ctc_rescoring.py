@@ -156,7 +156,7 @@ def test_fit_ctc_head_writes_a_copy_that_rescores(tmp_path, capsys):
 
 def test_the_augmenter_changes_clips_as_training_does_and_repeats_with_its_seed():
     sys.path.insert(0, str(ROOT / "scripts"))
-    from fit_ctc_head import augmenter
+    from mmlora.data.speech_augment import training_change as augmenter
 
     x = torch.sin(torch.arange(16000) * 0.05)  # 1 s at 16 kHz
     outs = []

@@ -122,3 +122,30 @@ def add_reverb(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(rir, size), size)[: len(x)]
     p = power(y)
     return (y * np.sqrt(power(x) / p) if p > 0 else y).astype(np.float32)
+
+
+def training_change(seed: int):
+    """``(transform, warp)``: one training-like change of a clip's audio (speed through
+    ``SpeechDataset.speed`` and room tone at its ``PAD_LEVEL_DB``, as training makes them; reverberation on half) and
+    the batch's VTLP factors, drawn from one seeded generator (``scripts/fit_ctc_head.py --augment``,
+    ``scripts/whisper_decoder_probe.py --augment``)."""
+    import torch
+
+    from mmlora.data.media import SAMPLE_RATE
+    from mmlora.tasks.speech import SpeechDataset  # late: tasks.speech imports this module
+
+    rng = np.random.default_rng(seed)
+
+    def transform(x: torch.Tensor) -> torch.Tensor:
+        x = SpeechDataset.speed(x, float(rng.uniform(0.9, 1.1))).numpy()
+        if rng.random() < 0.5:
+            rir = synthetic_rir(SAMPLE_RATE, float(rng.uniform(0.2, 0.7)), float(rng.uniform(0.0, 10.0)), rng)
+            x = add_reverb(x, rir)
+        lead, trail = (int(rng.uniform(0.2, 1.2) * SAMPLE_RATE) for _ in range(2))
+        level = float(rng.uniform(*SpeechDataset.PAD_LEVEL_DB))
+        return torch.from_numpy(pad_with_room_tone(x, lead, trail, level, rng))
+
+    def warp(n: int) -> list[float]:
+        return [float(f) for f in rng.uniform(0.9, 1.1, n)]
+
+    return transform, warp

@@ -74,6 +74,19 @@ def test_frames_are_the_clips_own_then_the_padded_runs():
     assert (decoder_features(torch.zeros(16000), Enc(1.0)) == 1).all()
 
 
+def test_frames_pass_a_warp_to_both_encoders():
+    seen = []
+
+    class Enc:
+        def encode(self, waves, warp=None):
+            seen.append(warp)
+            n = 1500 if waves[0].shape[0] == 480000 else 50
+            return type("F", (), {"x": torch.zeros(1, n, 4)})()
+    decoder_features(torch.zeros(16000), Enc(), Enc(), warp=1.05)
+    decoder_features(torch.zeros(16000), Enc(), Enc())
+    assert seen == [[1.05], [1.05], None, None]
+
+
 def _asr_with_judge():
     from mmlora.encoders import build_encoder
     from mmlora.encoders.registry import config_from_dict

@@ -61,3 +61,31 @@ def test_saved_weights_are_every_trained_one_and_load_into_the_judge(tmp_path):
     for k, v in dec.state_dict().items():
         if k != "embed_tokens.weight":
             assert torch.equal(other.state_dict()[k], v), k
+
+
+def test_training_clips_are_changed_as_often_as_asked_and_validation_clips_never():
+    script = load_script("whisper_decoder_probe")
+    calls = []
+
+    class Judge:  # records what generate's judge would read: the wave's length and the warp
+        def frames(self, wave, encoder=None, warp=None):
+            calls.append((wave.shape[0], warp))
+            return wave
+
+    clip = script.read_clips(str(CLIPS))[0][0]
+    frames, train_frames = script.clip_readers(Judge(), None, augment=0.0)
+    plain = frames(clip)
+    assert calls[-1][1] is None and torch.equal(train_frames(clip), plain) and calls[-1][1] is None
+    calls.clear()
+    frames, train_frames = script.clip_readers(Judge(), None, augment=0.5, seed=3)
+    got = [train_frames(clip) for _ in range(40)]
+    changed = [w is not None for _, w in calls]
+    assert 8 <= sum(changed) <= 32  # about half, drawn per clip
+    for y, (n, w), c in zip(got, calls, changed):
+        assert c == (n != plain.shape[0])  # a changed clip has other lengths (speed, room tone) and a warp
+        assert not c or 0.9 <= w <= 1.1
+    assert frames(clip).shape == plain.shape and calls[-1][1] is None  # validation and test clips: never changed
+    calls.clear()
+    again = script.clip_readers(Judge(), None, augment=0.5, seed=3)[1]
+    for y in got:  # the same seed: the same changes
+        torch.testing.assert_close(again(clip), y)
