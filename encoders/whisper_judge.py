@@ -132,7 +132,8 @@ class WhisperJudge:
         from mmlora.model import _cache_arg
 
         name = _cache_arg(self.decoder)
-        enc, ids, past, out = frames.float()[None], torch.tensor([self.start]), {}, []
+        enc, past, out = frames.float()[None], {}, []
+        ids = torch.tensor([self.start], device=enc.device)  # the decoder's and the frames' device
         for step in range(max_tokens + 1):
             o = self.decoder(input_ids=ids, encoder_hidden_states=enc, use_cache=True, **past)
             past = {name: o[name]}
@@ -142,7 +143,7 @@ class WhisperJudge:
             if token == self.eot:
                 return self.tokenizer.decode(out).strip()
             out.append(token)
-            ids = torch.tensor([[token]])
+            ids = torch.tensor([[token]], device=enc.device)
         return None
 
     def propose_beams(self, frames: Tensor, max_tokens: int = 64, n: int = 4) -> list[str]:

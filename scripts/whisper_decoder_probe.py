@@ -1,4 +1,4 @@
-"""Does Whisper's own decoder read our voices better once trained on our clips? A CPU probe (session 48).
+"""Does Whisper's own decoder read our voices better once trained on our clips? A probe (session 48; ``--device``).
 
 The release's output is one of Whisper tiny.en's own 4 transcripts on 443 of 448 test clips (ASR.md "How much of the
 output is Whisper's own transcript"): Whisper's decoder, reading the release's LoRA'd encoder frames, proposes; the
@@ -45,9 +45,9 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
 
     seqs = [start + t for t in targets]
     labels = [[-100] * (len(start) - 1) + t + [eot] for t in targets]
-    width = max(map(len, seqs))
-    ids = torch.tensor([s + [eot] * (width - len(s)) for s in seqs])
-    lab = torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels])
+    width, device = max(map(len, seqs)), frames[0].device
+    ids = torch.tensor([s + [eot] * (width - len(s)) for s in seqs], device=device)
+    lab = torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels], device=device)
     h = decoder(input_ids=ids, encoder_hidden_states=torch.stack(frames)).last_hidden_state
     logits = h @ decoder.embed_tokens.weight.T
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
@@ -88,7 +88,7 @@ def save_trained(state: dict, path: str) -> None:
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp"
-    save_file({k: v.detach().float().contiguous() for k, v in trained_state(state).items()}, tmp)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in trained_state(state).items()}, tmp)
     os.replace(tmp, path)
 
 
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=100, help="steps between validations (and at the end)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--save", default=None, help="write the chosen decoder's trained weights here (safetensors)")
@@ -122,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    model = load_pipeline(a.model, device="cpu").model
+    model = load_pipeline(a.model, device=a.device).model
     judge, enc = model.whisper_judge(), model.encoders["audio"]
-    dec = judge.decoder
+    dec = judge.decoder.to(a.device)
+    judge.padded_encoder().to(a.device)  # decoder_features' frames come out where it runs
 
     frames, train_frames = clip_readers(judge, enc, a.augment, a.seed)
 
