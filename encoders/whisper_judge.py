@@ -52,6 +52,70 @@ def decoder_features(wave: Tensor, padded, unpadded=None, warp: float | None = N
     return torch.cat([clip, full[clip.shape[0]:]])
 
 
+QDELTA, QSCALE = ".qdelta", ".qscale"  # a packed weight's key suffixes (pack_decoder_delta)
+
+
+def pack_decoder_delta(trained: dict[str, Tensor], original: dict[str, Tensor], bits: int = 8,
+                       group: int = 64) -> dict[str, Tensor]:
+    """A trained decoder's weights in fewer bytes, for a model folder's ``whisper_decoder.safetensors``: each 2-D
+    weight (but the position embeddings) as its change from ``original`` (Whisper's own), quantized in groups of
+    ``group`` inputs of a row to ``bits`` (8 or 4) signed levels, ±(2^(bits−1) − 1), round to nearest, with one
+    float16 scale a group (the group's largest change over the top level): ``KEY.qdelta`` (int8; for 4 bits two
+    values a byte, uint8, the even input in the low half) and ``KEY.qscale`` ([rows, groups]); every other weight as
+    it is, in float32. :func:`unpack_decoder_state` reverses it against the same ``original``. A trained decoder's
+    changes are about a tenth of its weights, so the weights come back within a few thousandths of their size at 4
+    bits (the test bounds it); 4 bits make Whisper tiny.en's trained decoder 5 MB instead of 38."""
+    if bits not in (4, 8):
+        raise ValueError(f"bits: 8 or 4, got {bits}")
+    top = 2 ** (bits - 1) - 1
+    out: dict[str, Tensor] = {}
+    for k, v in trained.items():
+        v = v.detach().float().cpu()
+        if v.ndim != 2 or k == "embed_positions.weight" or v.shape[1] % group or (bits == 4 and group % 2):
+            out[k] = v.contiguous()
+            continue
+        if k not in original or tuple(original[k].shape) != tuple(v.shape):
+            raise ValueError(f"{k}: no weight of that shape in the original decoder")
+        d = (v - original[k].detach().float().cpu()).reshape(v.shape[0], -1, group)
+        scale = (d.abs().amax(-1, keepdim=True) / top).half()  # stored; the levels are drawn with the stored value
+        q = torch.where(scale > 0, d / scale.float().clamp_min(1e-30), torch.zeros(())).round().clamp(-top, top)
+        q = q.to(torch.int8).reshape(v.shape[0], -1)
+        if bits == 4:
+            u = (q + 8).to(torch.uint8)
+            q = u[:, 0::2] | (u[:, 1::2] << 4)
+        out[k + QDELTA], out[k + QSCALE] = q.contiguous(), scale.squeeze(-1).contiguous()
+    return out
+
+
+def unpack_decoder_state(state: dict[str, Tensor], original: dict[str, Tensor],
+                         source: str = "the given state") -> dict[str, Tensor]:
+    """:func:`pack_decoder_delta`'s weights back as float32 weights: ``original[KEY]`` plus ``KEY.qdelta``'s levels
+    times their group's ``KEY.qscale`` (int8 levels: 8 bits; uint8: two 4-bit levels a byte); other keys as they
+    are. ``ValueError`` names a packed key without its scale or original, or of another shape."""
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        if k.endswith(QSCALE):
+            if k[:-len(QSCALE)] + QDELTA not in state:
+                raise ValueError(f"{source}: {k} has no {k[:-len(QSCALE)] + QDELTA}")
+            continue
+        if not k.endswith(QDELTA):
+            out[k] = v
+            continue
+        name = k[:-len(QDELTA)]
+        if name + QSCALE not in state or name not in original:
+            raise ValueError(f"{source}: {k} needs {name + QSCALE} and the decoder's own {name}")
+        base, scale = original[name].detach().float().cpu(), state[name + QSCALE].float()
+        rows, cols = base.shape
+        four = v.dtype == torch.uint8
+        if v.shape != (rows, cols // 2 if four else cols) or scale.ndim != 2 or scale.shape[0] != rows \
+                or cols % scale.shape[1]:
+            raise ValueError(f"{source}: {k} {tuple(v.shape)} / {tuple(scale.shape)} do not pack {name} "
+                             f"{(rows, cols)}")
+        q = torch.stack([v & 15, v >> 4], -1).reshape(rows, cols).float() - 8 if four else v.float()
+        out[name] = base + (q.reshape(rows, scale.shape[1], -1) * scale[..., None]).reshape(rows, cols)
+    return out
+
+
 class WhisperJudge:
     """``judge.frames(wave, encoder)``: a clip's :func:`decoder_features` with ``encoder`` (a model's audio encoder)
     over the clip; ``judge.score(frames, candidates) -> Tensor [K]``: each candidate's summed log-probability
@@ -89,8 +153,12 @@ class WhisperJudge:
     def load_decoder(self, state: dict[str, Tensor], source: str = "the given state") -> "WhisperJudge":
         """Replace decoder weights with ``state`` (a trained decoder's, e.g. a model folder's
         ``whisper_decoder.safetensors``, :data:`mmlora.model.WHISPER_DECODER`): every key must be one of the decoder's,
-        with its shape; the weights it leaves out (the token embeddings, held in training) stay Whisper's own."""
+        with its shape; the weights it leaves out (the token embeddings, held in training) stay Whisper's own. Packed
+        weights (:func:`pack_decoder_delta`) are changes from the decoder's weights as they are when this is called
+        (Whisper's own, as :meth:`load` reads them)."""
         own = self.decoder.state_dict()
+        if any(k.endswith(QDELTA) for k in state):  # packed changes (pack_decoder_delta) from these weights
+            state = unpack_decoder_state(state, own, source)
         unknown = sorted(set(state) - set(own))
         if unknown:
             raise ValueError(f"{source}: not weights of this Whisper's decoder: {unknown[:3]}")

@@ -1140,8 +1140,9 @@ class MultimodalLM(nn.Module):
             for mod, enc in self.encoders.items():  # media.<m>.encoder_lora: encoder_adapters/<m>/
                 if adapter_names(enc):
                     save_adapters(enc, tmp / ENCODER_ADAPTERS / mod, sub(f"encoders.{mod}."))
-            if self.whisper_decoder_state:  # a trained decoder for whisper_weight's judge
-                save_file({k: v.detach().float().contiguous().cpu() for k, v in self.whisper_decoder_state.items()},
+            if self.whisper_decoder_state:  # a trained decoder for whisper_weight's judge, in its own dtypes (packed
+                # weights are integers: whisper_judge.pack_decoder_delta)
+                save_file({k: v.detach().contiguous().cpu() for k, v in self.whisper_decoder_state.items()},
                           str(tmp / WHISPER_DECODER))
 
         return _atomic_dir(out_dir, write)

@@ -399,6 +399,15 @@ def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, 
     with torch.no_grad():
         for p in trained.parameters():
             p.add_(1.0)
+    from safetensors.torch import load_file
+
+    from mmlora.encoders.whisper_judge import pack_decoder_delta
+
+    model.whisper_decoder_state = pack_decoder_delta(_trained(trained), judge.decoder.state_dict(), bits=4, group=16)
+    model.save_pretrained(tmp_path / "packed")  # packed weights are saved as the integers they are
+    saved = load_file(str(tmp_path / "packed" / WHISPER_DECODER))
+    assert {k: v.dtype for k, v in saved.items()} == {k: v.dtype for k, v in model.whisper_decoder_state.items()}
+    assert torch.uint8 in {v.dtype for v in saved.values()}
     model.whisper_decoder_state = _trained(trained)
     model.save_pretrained(tmp_path / "with")
     model.whisper_decoder_state = None
@@ -419,3 +428,73 @@ def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, 
                 torch.testing.assert_close(got[k], v, msg=f"{folder}: {k}")
     assert fresh == ["whisper-tiny.en", "whisper-tiny.en"]
     assert (loaded.whisper_decoder_state is None) and MultimodalLM.from_pretrained(tmp_path / "with").whisper_decoder_state
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_packed_weights_come_back_within_half_a_level_of_their_change(bits):
+    from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
+
+    tok = tokenizer()
+    base, other = tiny_decoder(tok.get_vocab_size()), tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    own, trained = base.state_dict(), _trained(other)
+    packed = pack_decoder_delta(trained, own, bits=bits, group=16)
+    top = 2 ** (bits - 1) - 1
+    quantized = [k for k, v in trained.items() if v.ndim == 2 and k != "embed_positions.weight"]
+    assert quantized and all(packed[k + ".qdelta"].dtype == (torch.int8 if bits == 8 else torch.uint8)
+                             for k in quantized)
+    assert packed[quantized[0] + ".qdelta"].shape[1] == trained[quantized[0]].shape[1] * bits // 8
+    got = unpack_decoder_state(packed, own)
+    assert set(got) == set(trained)
+    for k, v in trained.items():
+        if k not in quantized:  # biases, norms, position embeddings: as they were
+            assert torch.equal(got[k], v), k
+            continue
+        d = (v - own[k]).reshape(v.shape[0], -1, 16)  # each group's level, from the definition
+        step = (d.abs().amax(-1, keepdim=True) / top).half().float()
+        err = (got[k] - v).reshape(d.shape).abs()
+        assert (err <= step / 2 + 1e-6).all(), k
+        assert err.max() > 0  # really quantized
+
+
+def test_packed_levels_round_trip_exactly_in_their_bit_order():
+    from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
+
+    own = {"w": torch.zeros(2, 4)}
+    levels = torch.tensor([[7., -7, 3, 1], [-2, 0, 5, -7]])  # each row one group of 4, its largest |level| 7
+    trained = {"w": levels * 0.5}  # at 4 bits the scale is 0.5 and every change a whole level: exact
+    four = pack_decoder_delta(trained, own, bits=4, group=4)
+    assert torch.equal(unpack_decoder_state(four, own)["w"], trained["w"])
+    eight = unpack_decoder_state(pack_decoder_delta(trained, own, bits=8, group=4), own)["w"]
+    torch.testing.assert_close(eight, trained["w"], atol=3.5 / 127 / 2, rtol=0)  # within half of 8 bits' level
+    # row 0: scale 0.5 → levels 7,-7,3,1 → stored +8: 15,1,11,9; even input in the low half of each byte
+    assert four["w.qdelta"][0].tolist() == [15 | (1 << 4), 11 | (9 << 4)]
+    with pytest.raises(ValueError, match="w.qdelta needs w.qscale"):
+        unpack_decoder_state({"w.qdelta": four["w.qdelta"]}, own, "dec.safetensors")
+    with pytest.raises(ValueError, match="do not pack w"):
+        unpack_decoder_state(four, {"w": torch.zeros(2, 6)})
+    with pytest.raises(ValueError, match="bits: 8 or 4"):
+        pack_decoder_delta(trained, own, bits=2)
+
+
+def test_a_judge_loads_packed_weights_as_their_unpacked_values(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
+
+    tok = tokenizer()
+    base, other = tiny_decoder(tok.get_vocab_size()), tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    packed = pack_decoder_delta(_trained(other), base.state_dict(), bits=4, group=16)
+    save_file(packed, str(tmp_path / "dec.safetensors"))  # integers stay integers on disk
+    assert load_file(str(tmp_path / "dec.safetensors"))[next(k for k in packed if k.endswith(".qdelta"))].dtype \
+        == torch.uint8
+    want = unpack_decoder_state(packed, base.state_dict())
+    judge = WhisperJudge(tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2)
+    judge.load_decoder(load_file(str(tmp_path / "dec.safetensors")), "dec.safetensors")
+    for k, v in want.items():
+        torch.testing.assert_close(judge.decoder.state_dict()[k], v, msg=k)

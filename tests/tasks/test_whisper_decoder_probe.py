@@ -89,3 +89,31 @@ def test_training_clips_are_changed_as_often_as_asked_and_validation_clips_never
     again = script.clip_readers(Judge(), None, augment=0.5, seed=3)[1]
     for y in got:  # the same seed: the same changes
         torch.testing.assert_close(again(clip), y)
+
+
+def test_pack_script_writes_what_a_judge_unpacks(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from mmlora.encoders.whisper_judge import WhisperJudge, unpack_decoder_state
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    own = ref.tiny_decoder(tok.get_vocab_size(), d_model=64)  # rows of 64 inputs: one group each
+    trained = ref.tiny_decoder(tok.get_vocab_size(), d_model=64)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = {k: v.contiguous() for k, v in trained.state_dict().items() if k != "embed_tokens.weight"}
+    save_file(state, str(tmp_path / "trained.safetensors"))
+    monkeypatch.setattr(WhisperJudge, "load", classmethod(lambda cls, name: WhisperJudge(own, tok, [1, 7], 2)))
+    script = load_script("pack_whisper_decoder")
+    assert script.main([str(tmp_path / "trained.safetensors"), str(tmp_path / "m" / "dec.safetensors")]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["bits"] == 4 and report["bytes"]["dst"] < report["bytes"]["src"] / 3
+    assert 0 < report["worst_error_of_a_weights_largest"] < 0.05
+    packed = load_file(str(tmp_path / "m" / "dec.safetensors"))
+    assert any(k.endswith(".qdelta") for k in packed) and not list((tmp_path / "m").glob("*.tmp"))
+    back = unpack_decoder_state(packed, own.state_dict())
+    assert set(back) == set(state)
+    with pytest.raises(SystemExit, match="nothing.safetensors: not a readable safetensors file"):
+        script.main([str(tmp_path / "nothing.safetensors"), str(tmp_path / "x.safetensors")])
