@@ -1,9 +1,10 @@
 """Pack a trained Whisper decoder's weights (``scripts/whisper_decoder_probe.py --save``, 38 MB for tiny.en in float32)
 into fewer bytes for a model folder's ``whisper_decoder.safetensors``: each weight matrix as its change from the
 packaged Whisper's own decoder, in 8 or 4 bits a value (``mmlora.encoders.whisper_judge.pack_decoder_delta``; a
-judge unpacks it as it loads). Prints how far the packed weights are from the trained ones::
+judge unpacks it as it loads), with ``--mix A`` only the share A of the training's change. Prints how far the packed
+weights are from the (mixed) trained ones::
 
-    python scripts/pack_whisper_decoder.py TRAINED.safetensors MODEL_DIR/whisper_decoder.safetensors --bits 4
+    python scripts/pack_whisper_decoder.py TRAINED.safetensors MODEL_DIR/whisper_decoder.safetensors --bits 4 [--mix 0.75]
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", type=int, default=4, choices=[4, 8])
     ap.add_argument("--group", type=int, default=64, help="inputs of a row that share one scale")
     ap.add_argument("--whisper", default="whisper-tiny.en", help="the packaged Whisper whose decoder was trained")
+    ap.add_argument("--mix", type=float, default=1.0, help="keep this share of the training's change (Whisper's "
+                    "own weights + MIX x (trained - own), as weight-space ensembles of a fine-tuned model and its "
+                    "start do: 1 = the trained decoder, 0 = Whisper's own)")
     a = ap.parse_args(argv)
 
     from safetensors.torch import load_file, save_file
@@ -33,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_file(a.src)
     except Exception as e:  # noqa: BLE001 - a missing file, or safetensors' own SafetensorError
         raise SystemExit(f"{a.src}: not a readable safetensors file ({e})")
+    if not 0.0 <= a.mix <= 1.0:
+        ap.error(f"--mix: a share in [0, 1], got {a.mix}")
     own = WhisperJudge.load(a.whisper).decoder.state_dict()
+    trained = {k: own[k].float() + a.mix * (v.float() - own[k].float()) if k in own else v for k, v in trained.items()}
     packed = pack_decoder_delta(trained, own, bits=a.bits, group=a.group)
     back = unpack_decoder_state(packed, own, a.src)
     worst = max(float((back[k] - v.float()).abs().max() / v.float().abs().max().clamp_min(1e-12))
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = f"{a.dst}.tmp"
     save_file(packed, tmp)
     os.replace(tmp, a.dst)
-    print(json.dumps({"src": a.src, "dst": a.dst, "bits": a.bits, "group": a.group,
+    print(json.dumps({"src": a.src, "dst": a.dst, "bits": a.bits, "group": a.group, "mix": a.mix,
                       "bytes": {"src": os.path.getsize(a.src), "dst": os.path.getsize(a.dst)},
                       "worst_error_of_a_weights_largest": round(worst, 6)}))
     return 0

@@ -115,5 +115,18 @@ def test_pack_script_writes_what_a_judge_unpacks(tmp_path, monkeypatch, capsys):
     assert any(k.endswith(".qdelta") for k in packed) and not list((tmp_path / "m").glob("*.tmp"))
     back = unpack_decoder_state(packed, own.state_dict())
     assert set(back) == set(state)
+    # --mix: the share of the change kept; 0 gives Whisper's own weights back exactly, 0.5 halfway
+    for mix in (0.0, 0.5):
+        assert script.main([str(tmp_path / "trained.safetensors"), str(tmp_path / f"mix{mix}.safetensors"),
+                            "--mix", str(mix)]) == 0
+        got = unpack_decoder_state(load_file(str(tmp_path / f"mix{mix}.safetensors")), own.state_dict())
+        for k, v in state.items():
+            want = own.state_dict()[k] + mix * (v - own.state_dict()[k])
+            if mix == 0:
+                assert torch.equal(got[k], own.state_dict()[k]), k
+            else:
+                torch.testing.assert_close(got[k], want, atol=0.05 * v.abs().max().item(), rtol=0, msg=k)
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "trained.safetensors"), str(tmp_path / "x.safetensors"), "--mix", "1.5"])
     with pytest.raises(SystemExit, match="nothing.safetensors: not a readable safetensors file"):
         script.main([str(tmp_path / "nothing.safetensors"), str(tmp_path / "x.safetensors")])
