@@ -430,15 +430,20 @@ def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, 
     assert (loaded.whisper_decoder_state is None) and MultimodalLM.from_pretrained(tmp_path / "with").whisper_decoder_state
 
 
-@pytest.mark.parametrize("bits", [8, 4])
-def test_packed_weights_come_back_within_half_a_level_of_their_change(bits):
-    from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
-
-    tok = tokenizer()
+def _base_and_trained(tok):
+    """A tiny decoder and a copy of it trained a little (every weight moved by about 0.05)."""
     base, other = tiny_decoder(tok.get_vocab_size()), tiny_decoder(tok.get_vocab_size())
     with torch.no_grad():
         for p in other.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+    return base, other
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_packed_weights_come_back_within_half_a_level_of_their_change(bits):
+    from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
+
+    base, other = _base_and_trained(tokenizer())
     own, trained = base.state_dict(), _trained(other)
     packed = pack_decoder_delta(trained, own, bits=bits, group=16)
     top = 2 ** (bits - 1) - 1
@@ -485,10 +490,7 @@ def test_a_judge_loads_packed_weights_as_their_unpacked_values(tmp_path):
     from mmlora.encoders.whisper_judge import pack_decoder_delta, unpack_decoder_state
 
     tok = tokenizer()
-    base, other = tiny_decoder(tok.get_vocab_size()), tiny_decoder(tok.get_vocab_size())
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    base, other = _base_and_trained(tok)
     packed = pack_decoder_delta(_trained(other), base.state_dict(), bits=4, group=16)
     save_file(packed, str(tmp_path / "dec.safetensors"))  # integers stay integers on disk
     assert load_file(str(tmp_path / "dec.safetensors"))[next(k for k in packed if k.endswith(".qdelta"))].dtype \
