@@ -87,6 +87,15 @@ def pack_decoder_delta(trained: dict[str, Tensor], original: dict[str, Tensor], 
     return out
 
 
+def mix_decoder_state(own: dict[str, Tensor], trained: dict[str, Tensor], share: float) -> dict[str, Tensor]:
+    """Weights that keep the share ``share`` of a training's change, ``own + share · (trained − own)`` for each of
+    ``trained``'s weights (a weight-space mix of a fine-tuned model and its start; 1: ``trained``, 0: ``own``), in
+    float32; a key ``own`` lacks stays as trained."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share: in [0, 1], got {share}")
+    return {k: own[k].float() + share * (v.float() - own[k].float()) if k in own else v for k, v in trained.items()}
+
+
 def unpack_decoder_state(state: dict[str, Tensor], original: dict[str, Tensor],
                          source: str = "the given state") -> dict[str, Tensor]:
     """:func:`pack_decoder_delta`'s weights back as float32 weights: ``original[KEY]`` plus ``KEY.qdelta``'s levels

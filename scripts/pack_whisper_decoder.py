@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from safetensors.torch import load_file, save_file
 
-    from mmlora.encoders.whisper_judge import WhisperJudge, pack_decoder_delta, unpack_decoder_state
+    from mmlora.encoders.whisper_judge import (WhisperJudge, mix_decoder_state, pack_decoder_delta,
+                                              unpack_decoder_state)
 
     try:
         trained = load_file(a.src)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= a.mix <= 1.0:
         ap.error(f"--mix: a share in [0, 1], got {a.mix}")
     own = WhisperJudge.load(a.whisper).decoder.state_dict()
-    trained = {k: own[k].float() + a.mix * (v.float() - own[k].float()) if k in own else v for k, v in trained.items()}
+    trained = mix_decoder_state(own, trained, a.mix)
     packed = pack_decoder_delta(trained, own, bits=a.bits, group=a.group)
     back = unpack_decoder_state(packed, own, a.src)
     worst = max(float((back[k] - v.float()).abs().max() / v.float().abs().max().clamp_min(1e-12))

@@ -500,3 +500,16 @@ def test_a_judge_loads_packed_weights_as_their_unpacked_values(tmp_path):
     judge.load_decoder(load_file(str(tmp_path / "dec.safetensors")), "dec.safetensors")
     for k, v in want.items():
         torch.testing.assert_close(judge.decoder.state_dict()[k], v, msg=k)
+
+
+def test_a_mix_keeps_its_share_of_the_change():
+    from mmlora.encoders.whisper_judge import mix_decoder_state
+
+    own = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])}
+    trained = {"w": torch.tensor([3.0, -2.0]), "b": torch.tensor([4.0]), "new": torch.tensor([9.0])}
+    assert mix_decoder_state(own, trained, 0.0)["w"].tolist() == [1.0, 2.0]
+    assert mix_decoder_state(own, trained, 1.0)["w"].tolist() == [3.0, -2.0]
+    half = mix_decoder_state(own, trained, 0.75)
+    assert half["w"].tolist() == [2.5, -1.0] and half["b"].tolist() == [3.0] and half["new"].tolist() == [9.0]
+    with pytest.raises(ValueError, match="share: in"):
+        mix_decoder_state(own, trained, 1.2)
