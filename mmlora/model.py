@@ -913,7 +913,9 @@ class MultimodalLM(nn.Module):
         transcript of each clip (``WhisperJudge.propose``) joins that clip's beams as one more candidate, scored by
         the LLM (:meth:`_answer_logp`, as the search scores a beam), the CTC head and Whisper alike;
         ``whisper_proposal=n`` (n > 1) adds Whisper's ``n`` best transcripts by its own beam search instead
-        (``WhisperJudge.propose_beams``). Beam search
+        (``WhisperJudge.propose_beams``). ``whisper_both=True``, for a model folder with a trained decoder
+        (:data:`WHISPER_DECODER`): Whisper's own decoder proposes and judges beside it, each candidate scored by the
+        mean of the two (:meth:`whisper_judges`). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -938,10 +940,14 @@ class MultimodalLM(nn.Module):
         if propose and not judge_weight:
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
                              "set whisper_weight too")
+        both = bool(kw.pop("whisper_both", False))  # Whisper's own decoder beside a trained one (whisper_judges)
+        judges = self.whisper_judges(both) if judge_weight else []
         if judge_weight:
             judge_frames = self._judge_frames(batch, judge_weight, kw)
             if propose:
-                proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose) for f in judge_frames]
+                proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose, judges)
+                             for f in judge_frames]
+                propose *= len(judges)  # proposal slots a sample: each decoder's
         if ctc_weight or judge_weight:
             kw.update(num_return_sequences=kw["num_beams"], return_dict_in_generate=True, output_scores=True)
         if kw.pop("ascii_only", False):
@@ -981,8 +987,8 @@ class MultimodalLM(nn.Module):
             texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
         ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
         judge = None
-        if judge_weight:  # each sample's K candidates read by Whisper's own decoder
-            judge = torch.cat([self.whisper_judge().score(f, texts[b * K:(b + 1) * K])
+        if judge_weight:  # each sample's K candidates read by Whisper's decoder (both: the mean of the two)
+            judge = torch.cat([torch.stack([j.score(f, texts[b * K:(b + 1) * K]) for j in judges]).mean(0)
                                for b, f in enumerate(judge_frames)])
 
         def pick(c: float, j: float) -> list[str]:  # sorted by the search's score: each sample's first is its own best
@@ -993,14 +999,38 @@ class MultimodalLM(nn.Module):
             return [pick(ctc_weight, w) for w in judge_weights]
         return pick(ctc_weight, judge_weight)
 
-    def _whisper_proposals(self, frames: Tensor, max_tokens: int, n: int) -> list[str]:
+    def _whisper_proposals(self, frames: Tensor, max_tokens: int, n: int, judges: list | None = None) -> list[str]:
         """Whisper's own transcripts of one clip for ``generate(whisper_proposal=n)``: its greedy one where ``n`` is 1
-        (none where it did not end), else its ``n`` best by beam search (:meth:`WhisperJudge.propose_beams`)."""
+        (none where it did not end), else its ``n`` best by beam search (:meth:`WhisperJudge.propose_beams`); with
+        several ``judges`` (``whisper_both``) each one's in turn, those already proposed left out."""
+        out: list[str] = []
+        for judge in judges or [self.whisper_judge()]:
+            if n == 1:
+                text = judge.propose(frames, max_tokens)
+                texts = [] if text is None else [text]
+            else:
+                texts = judge.propose_beams(frames, max_tokens, n)
+            out += [t for t in texts if t not in out]
+        return out
+
+    def whisper_judges(self, both: bool = False) -> list:
+        """The decoders that propose and judge in ``generate``: :meth:`whisper_judge`, and with ``both``
+        (``generate(whisper_both=True)``) Whisper's own packaged decoder before it, loaded once, where the model folder
+        carries a trained one (:data:`WHISPER_DECODER`): each proposes its transcripts, and a candidate's score is the
+        mean of the two decoders' (a trained decoder reads the voices it was trained on better and others worse;
+        session 50, docs/ASR.md)."""
         judge = self.whisper_judge()
-        if n == 1:
-            text = judge.propose(frames, max_tokens)
-            return [] if text is None else [text]
-        return judge.propose_beams(frames, max_tokens, n)
+        if not both:
+            return [judge]
+        if not self.whisper_decoder_state:
+            raise ValueError(f"whisper_both asks Whisper's own decoder beside a trained one ({WHISPER_DECODER}), "
+                             "and this model has none")
+        if getattr(self, "_own_whisper_judge", None) is None:
+            from .encoders.whisper_judge import WhisperJudge
+
+            self._own_whisper_judge = WhisperJudge.load(judge.name or (self.cfg.media["audio"].encoder or {})["preset"])
+            self._own_whisper_judge._padded = judge._padded  # the same padded encoder (frames are read once)
+        return [self._own_whisper_judge, judge]
 
     def _prompt_cache(self, x: Tensor, attn: Tensor):
         """The KV cache of each prompt but its last token, for beam search's shared prefill: transformers' beam search

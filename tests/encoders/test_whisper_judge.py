@@ -513,3 +513,31 @@ def test_a_mix_keeps_its_share_of_the_change():
     assert half["w"].tolist() == [2.5, -1.0] and half["b"].tolist() == [3.0] and half["new"].tolist() == [9.0]
     with pytest.raises(ValueError, match="share: in"):
         mix_decoder_state(own, trained, 1.2)
+
+
+def test_both_decoders_propose_and_a_candidate_scores_their_mean(monkeypatch):
+    model, K = _asr_with_judge(), 3
+    batch, gen = _batch(model, 2), {"max_new_tokens": 6, "num_beams": K}
+    with pytest.raises(ValueError, match="whisper_both asks Whisper's own decoder beside a trained one"):
+        model.generate(batch, whisper_weight=1.0, whisper_both=True, **gen)
+    trained = model.whisper_judge()
+    own = WhisperJudge(tiny_decoder(trained.tokenizer.get_vocab_size(), model.encoders["audio"].output_dim),
+                       trained.tokenizer, trained.start, trained.eot)
+    loads = []
+    monkeypatch.setattr(WhisperJudge, "load", classmethod(lambda cls, name: loads.append(name) or own))
+    model.whisper_decoder_state = {"layer_norm.bias": torch.zeros(1)}  # a folder's trained decoder (judge built)
+    model.cfg.media["audio"].encoder = {**(model.cfg.media["audio"].encoder or {}), "preset": "whisper-tiny.en"}
+    nbest = model.generate(batch, num_return_sequences=K, **gen)
+    cat, dog = [t for t in ("the cat sat", "a dog", "on the mat") if t not in nbest][:2]
+    # each decoder proposes its own text; own likes cat by 100, the trained one dog by 60: the mean picks cat, the
+    # trained one alone dog; cat can only win if own's proposal joined the candidates
+    for judge, text, bonus in ((own, cat, 100.0), (trained, dog, 60.0)):
+        monkeypatch.setattr(judge, "propose", lambda f, n, text=text: text)
+        score = judge.score
+        monkeypatch.setattr(judge, "score", lambda f, c, score=score, text=text, bonus=bonus:
+                            score(f, c) * 0 + bonus * torch.tensor([t == text for t in c]))
+    assert model.generate(batch, whisper_weight=1.0, whisper_proposal=True, **gen) == [dog, dog]
+    assert model.generate(batch, whisper_weight=1.0, whisper_proposal=True, whisper_both=True, **gen) == [cat, cat]
+    assert model.whisper_judges(True) == [own, trained] and loads == ["whisper-tiny.en"]  # loaded once
+    # the proposals of both, each once, own's first
+    assert model._whisper_proposals(None, 6, 1, [own, trained, own]) == [cat, dog]
