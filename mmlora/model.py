@@ -941,8 +941,8 @@ class MultimodalLM(nn.Module):
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
                              "set whisper_weight too")
         both = bool(kw.pop("whisper_both", False))  # Whisper's own decoder beside a trained one (whisper_judges)
-        judges = self.whisper_judges(both) if judge_weight else []
         if judge_weight:
+            judges = self.whisper_judges(both)
             judge_frames = self._judge_frames(batch, judge_weight, kw)
             if propose:
                 proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose, judges)
@@ -1028,8 +1028,8 @@ class MultimodalLM(nn.Module):
         if getattr(self, "_own_whisper_judge", None) is None:
             from .encoders.whisper_judge import WhisperJudge
 
+            # it only proposes and scores from the frames judge.frames reads: it needs no padded encoder of its own
             self._own_whisper_judge = WhisperJudge.load(judge.name or (self.cfg.media["audio"].encoder or {})["preset"])
-            self._own_whisper_judge._padded = judge._padded  # the same padded encoder (frames are read once)
         return [self._own_whisper_judge, judge]
 
     def _prompt_cache(self, x: Tensor, attn: Tensor):

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                     "own weights + MIX x (trained - own), as weight-space ensembles of a fine-tuned model and its "
                     "start do: 1 = the trained decoder, 0 = Whisper's own)")
     a = ap.parse_args(argv)
+    if not 0.0 <= a.mix <= 1.0:
+        ap.error(f"--mix: a share in [0, 1], got {a.mix}")
 
     from safetensors.torch import load_file, save_file
 
@@ -38,8 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_file(a.src)
     except Exception as e:  # noqa: BLE001 - a missing file, or safetensors' own SafetensorError
         raise SystemExit(f"{a.src}: not a readable safetensors file ({e})")
-    if not 0.0 <= a.mix <= 1.0:
-        ap.error(f"--mix: a share in [0, 1], got {a.mix}")
     own = WhisperJudge.load(a.whisper).decoder.state_dict()
     trained = mix_decoder_state(own, trained, a.mix)
     packed = pack_decoder_delta(trained, own, bits=a.bits, group=a.group)

@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmlora import load_pipeline
     from mmlora.encoders.whisper_judge import mix_decoder_state
-    from mmlora.metrics.wer import compute_wer
-    from whisper_decoder_probe import clip_readers, read_clips
+    from whisper_decoder_probe import clip_readers, read_clips, read_greedy
 
     torch.set_num_threads(a.threads)
     model = load_pipeline(a.model, device="cpu").model
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     for share in shares:
         judge.decoder.load_state_dict(mix_decoder_state(own, trained, share))
         for m, (clips, fs) in sets.items():
-            r = compute_wer([t for _, t, _ in clips], [judge.propose(f, a.max_tokens) or "" for f in fs],
-                            [i for _, _, i in clips])
+            r, _ = read_greedy(judge, clips, fs, a.max_tokens)
             rows.append({"share": share, "manifest": m, "wer": round(r.wer, 4),
                          "errors": sum(u.errors for u in r.utterances), "words": r.ref_words})
             print(json.dumps(rows[-1]), flush=True)

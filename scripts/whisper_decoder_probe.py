@@ -75,6 +75,16 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
     return frames, train_frames
 
 
+def read_greedy(judge, clips: list, frames: list, max_tokens: int):
+    """``(compute_wer report, hypotheses)``: Whisper's greedy transcript (``judge.propose``, "" where it did not end)
+    of each clip's ``frames``, scored against the clips' transcripts (``read_clips``' rows)."""
+    from mmlora.metrics.wer import compute_wer
+
+    judge.decoder.eval()
+    hyps = [judge.propose(f, max_tokens) or "" for f in frames]
+    return compute_wer([t for _, t, _ in clips], hyps, [i for _, _, i in clips]), hyps
+
+
 def trained_state(state: dict) -> dict:
     """The weights the probe trains: every decoder weight but the token embeddings (held; also the output layer)."""
     return {k: v for k, v in state.items() if k != "embed_tokens.weight"}
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mmlora import load_pipeline
-    from mmlora.metrics.wer import compute_wer, paired_bootstrap
+    from mmlora.metrics.wer import paired_bootstrap
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -131,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, train_frames = clip_readers(judge, enc, a.augment, a.seed)
 
     def read(clips, cached):
-        dec.eval()
-        hyps = [judge.propose(f, a.max_tokens) or "" for f in cached]
-        r = compute_wer([t for _, t, _ in clips], hyps, [i for _, _, i in clips])
-        return r, hyps
+        return read_greedy(judge, clips, cached, a.max_tokens)
 
     t0 = time.time()
     val, test = read_clips(a.val), read_clips(a.test)

@@ -130,3 +130,18 @@ def test_pack_script_writes_what_a_judge_unpacks(tmp_path, monkeypatch, capsys):
         script.main([str(tmp_path / "trained.safetensors"), str(tmp_path / "x.safetensors"), "--mix", "1.5"])
     with pytest.raises(SystemExit, match="nothing.safetensors: not a readable safetensors file"):
         script.main([str(tmp_path / "nothing.safetensors"), str(tmp_path / "x.safetensors")])
+
+
+def test_read_greedy_scores_each_clips_proposal_and_an_unended_one_as_empty():
+    script = load_script("whisper_decoder_probe")
+    clips = [(Path("a.flac"), "the cat sat", "a"), (Path("b.flac"), "on the mat", "b")]
+
+    class Judge:
+        decoder = torch.nn.Linear(1, 1).train()
+
+        def propose(self, frames, max_tokens):
+            assert max_tokens == 7 and not self.decoder.training  # read in eval mode
+            return {"fa": "the cat sat", "fb": None}[frames]
+    r, hyps = script.read_greedy(Judge(), clips, ["fa", "fb"], 7)
+    assert hyps == ["the cat sat", ""]
+    assert (r.ref_words, sum(u.errors for u in r.utterances)) == (6, 3)  # the second clip: 3 deletions
