@@ -106,13 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="checkpoints/asr-smollm2-whisper-tiny", help="whose audio encoder is read")
     ap.add_argument("--train", required=True)
-    ap.add_argument("--val", required=True)
+    ap.add_argument("--val", required=True,
+                    help="validation manifest(s), comma-separated: the step is chosen on their word errors together")
     ap.add_argument("--test", required=True)
     ap.add_argument("--max-train", type=int, default=None, help="a seeded sample of this many training clips")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--eval-every", type=int, default=100, help="steps between validations (and at the end)")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop training after this many seconds (validated at the stop; the schedule stays planned "
+                         "for all the steps): a guard for a lent machine's time")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
@@ -144,10 +148,19 @@ def main(argv: list[str] | None = None) -> int:
         return read_greedy(judge, clips, cached, a.max_tokens)
 
     t0 = time.time()
-    val, test = read_clips(a.val), read_clips(a.test)
+    vals = [read_clips(m) for m in a.val.split(",")]
+    val, test = [c for v in vals for c in v], read_clips(a.test)
+
+    def val_errors(r) -> list[int]:  # word errors on each validation manifest
+        errs, out = [u.errors for u in r.utterances], []
+        for v in vals:
+            out.append(sum(errs[:len(v)]))
+            errs = errs[len(v):]
+        return out
+
     val_f = [frames(p) for p, _, _ in val]
     r0, _ = read(val, val_f)
-    history = [{"step": 0, "val_wer": round(r0.wer, 4)}]
+    history = [{"step": 0, "val_wer": round(r0.wer, 4), "val_errors": val_errors(r0)}]
     print(json.dumps(history[-1]), flush=True)
     best_step, best_wer = 0, r0.wer
     best_state = {k: v.clone() for k, v in dec.state_dict().items()}
@@ -181,13 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         if step % 10 == 0:
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}),
                   flush=True)
-        if step % a.eval_every == 0 or step == steps:
+        out_of_time = a.max_seconds is not None and time.time() - t0 > a.max_seconds
+        if step % a.eval_every == 0 or step == steps or out_of_time:
             r, _ = read(val, val_f)
-            history.append({"step": step, "val_wer": round(r.wer, 4), "loss": round(float(loss.detach()), 4)})
+            history.append({"step": step, "val_wer": round(r.wer, 4), "val_errors": val_errors(r),
+                            "loss": round(float(loss.detach()), 4)})
             print(json.dumps(history[-1]), flush=True)
             if r.wer < best_wer:
                 best_step, best_wer = step, r.wer
                 best_state = {k: v.clone() for k, v in dec.state_dict().items()}
+        if out_of_time:
+            print(json.dumps({"stopped": step, "of": steps, "s": round(time.time() - t0)}), flush=True)
+            break
     if a.save:
         save_trained(best_state, a.save)
     test_f = [frames(p) for p, _, _ in test]
@@ -200,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return [u.errors for u in r.utterances]
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
-    summary = {"train": a.train, "train_clips": len(train), "steps": steps, "batch_size": a.batch_size, "lr": a.lr,
+    summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
+               "batch_size": a.batch_size, "lr": a.lr,
                "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,

@@ -145,3 +145,37 @@ def test_read_greedy_scores_each_clips_proposal_and_an_unended_one_as_empty():
     r, hyps = script.read_greedy(Judge(), clips, ["fa", "fb"], 7)
     assert hyps == ["the cat sat", ""]
     assert (r.ref_words, sum(u.errors for u in r.utterances)) == (6, 3)  # the second clip: 3 deletions
+
+
+def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_path, monkeypatch, capsys):
+    import mmlora
+    from mmlora.encoders.whisper_judge import WhisperJudge
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
+    monkeypatch.setattr(judge, "frames", lambda wave, encoder=None, warp=None: torch.randn(30, 32))
+    model = type("M", (), {"whisper_judge": lambda self: judge, "encoders": {"audio": None}})()
+    monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
+    rows = CLIPS.read_text().splitlines()
+    (tmp_path / "a.jsonl").write_text("\n".join(rows[:2]) + "\n")  # the clips' audio beside them: link the folder
+    (tmp_path / "b.jsonl").write_text("\n".join(rows[2:5]) + "\n")
+    short = [json.dumps({**json.loads(r), "text": " ".join(json.loads(r)["text"].split()[:3])}) for r in rows]
+    (tmp_path / "t.jsonl").write_text("\n".join(short) + "\n")  # within the tiny decoder's 64 positions
+    for f in CLIPS.parent.iterdir():
+        if not (tmp_path / f.name).exists():
+            (tmp_path / f.name).symlink_to(f)
+    script = load_script("whisper_decoder_probe")
+    args = ["--train", str(tmp_path / "t.jsonl"), "--val", f"{tmp_path / 'a.jsonl'},{tmp_path / 'b.jsonl'}", "--test",
+            str(tmp_path / "a.jsonl"), "--epochs", "2", "--batch-size", "4", "--max-tokens", "4",
+            "--out", str(tmp_path / "r.json")]
+    assert script.main(args + ["--max-seconds", "0"]) == 0
+    out = json.loads((tmp_path / "r.json").read_text())
+    hist = out["history"]
+    words = [sum(len(json.loads(r)["text"].split()) for r in part) for part in (rows[:2], rows[2:5])]
+    assert hist[-1]["step"] == 1 and out["summary"]["steps_run"] == 1 and out["summary"]["steps"] == 6
+    assert hist[0]["val_errors"] == words  # untrained, 4 tokens: no transcript ends, every word is deleted
+    for h in hist:  # both manifests' errors, and the WER chosen on is theirs together
+        assert len(h["val_errors"]) == 2 and h["val_wer"] == pytest.approx(sum(h["val_errors"]) / sum(words), abs=1e-4)
+    assert script.main(args) == 0  # without the guard: every planned step
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["steps_run"] == 6
