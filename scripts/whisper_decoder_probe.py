@@ -38,9 +38,13 @@ def read_clips(manifest: str, limit: int | None = None, seed: int = 0) -> list[t
     return rows
 
 
-def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[list[int]]):
+def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[list[int]], teacher=None,
+               kl: float = 0.0):
     """Mean cross-entropy over every target token (each transcript's text tokens, then ``<|endoftext|>``) of a batch,
-    teacher-forced after the start tokens; the output layer is the token embeddings, as the judge scores."""
+    teacher-forced after the start tokens; the output layer is the token embeddings, as the judge scores. With a
+    ``teacher`` decoder (Whisper's own, frozen) and ``kl`` > 0, plus ``kl`` times the mean over the same positions of
+    KL(teacher || decoder) over the whole vocabulary: the change is held near what Whisper would say (learning
+    without forgetting), not only towards our transcripts."""
     import torch
 
     seqs = [start + t for t in targets]
@@ -48,9 +52,20 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
     width, device = max(map(len, seqs)), frames[0].device
     ids = torch.tensor([s + [eot] * (width - len(s)) for s in seqs], device=device)
     lab = torch.tensor([lb + [-100] * (width - len(lb)) for lb in labels], device=device)
-    h = decoder(input_ids=ids, encoder_hidden_states=torch.stack(frames)).last_hidden_state
-    logits = h @ decoder.embed_tokens.weight.T
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), lab.flatten(), ignore_index=-100)
+    enc = torch.stack(frames)
+
+    def logits(d):
+        return (d(input_ids=ids, encoder_hidden_states=enc).last_hidden_state @ d.embed_tokens.weight.T).float()
+
+    out = logits(decoder)
+    loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), lab.flatten(), ignore_index=-100)
+    if teacher is None or not kl:
+        return loss
+    with torch.no_grad():
+        ref = torch.log_softmax(logits(teacher), -1)
+    keep = lab != -100
+    div = (ref.exp() * (ref - torch.log_softmax(out, -1))).sum(-1)
+    return loss + kl * div[keep].mean()
 
 
 def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
@@ -117,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="stop training after this many seconds (validated at the stop; the schedule stays planned "
                          "for all the steps): a guard for a lent machine's time")
+    ap.add_argument("--kl", type=float, default=0.0,
+                    help="add this weight times KL(Whisper's own decoder || the trained one) per target token")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
@@ -165,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     best_step, best_wer = 0, r0.wer
     best_state = {k: v.clone() for k, v in dec.state_dict().items()}
     untrained = best_state
+    teacher = None
+    if a.kl:
+        import copy
+
+        teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
     train = read_clips(a.train, a.max_train, a.seed)
     for p in dec.parameters():
         p.requires_grad_(True)
@@ -185,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             fs = [train_frames(train[i][0]) for i in idx]
         dec.train()
-        loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx])
+        loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -219,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
-               "batch_size": a.batch_size, "lr": a.lr,
+               "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl,
                "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,

@@ -10,11 +10,12 @@
 #   data/speech_release/SUB/      the corpora (st and w3 by default)
 #   data/human_speech/            the human clips (not read by the probe)
 # It trains one scripts/whisper_decoder_probe.py per ARMS entry, side by side on the one GPU, each
-# NAME:MIX:EPOCHS:AUGMENT[:LR] (MIX: corpora joined by "+", merged with scripts/merge_manifests.py), chosen on VAL and
-# read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights (37 MB
-# each: ship only the ones wanted). LR (default 1e-4) is the learning rate of every arm that names none; VAL (default st/val.jsonl) the
-# validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
-# arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads.
+# NAME:MIX:EPOCHS:AUGMENT[:LR[:KL]] (MIX: corpora joined by "+", merged with scripts/merge_manifests.py), chosen on
+# VAL and read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights
+# (37 MB each: ship only the ones wanted). LR (default 1e-4) is the learning rate of every arm that names none; KL the
+# probe's --kl (default 0); VAL (default st/val.jsonl) the validation manifests under data/speech_release,
+# comma-separated (chosen on together); MAX_S, where set, stops each arm's training after that many seconds (the
+# probe's --max-seconds); THREADS (default 3) each arm's CPU threads.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; WORK=W bash scripts/remote/remote.sh ship "$OUT"
 # (calls back to back: a machine idle for 30 s is given back and the job with it); a chosen decoder comes back by
 # linking it into a folder of its own (`mkdir W/best; ln W/out/NAME.safetensors W/best/`) and `ship "$OUT" best` with
@@ -31,11 +32,11 @@ job_setup smollm2-135m whisper-tiny.en
 mkdir -p out
 pids=()
 for arm in $ARMS; do
-  IFS=: read -r name mix epochs aug lr <<< "$arm"
+  IFS=: read -r name mix epochs aug lr kl <<< "$arm"
   train=$D/train_dec_${mix//+/_}.jsonl
   [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
   (cd repo && OMP_NUM_THREADS=$THREADS PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda \
-      --threads "$THREADS" --lr "${lr:-$LR}" --epochs "$epochs" --augment "$aug" --train "$train" --val "$val" \
+      --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --epochs "$epochs" --augment "$aug" --train "$train" --val "$val" \
       ${MAX_S:+--max-seconds "$MAX_S"} \
       --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
       > "log/$name.log" 2>&1 &

@@ -31,6 +31,36 @@ def test_batch_loss_is_the_mean_negative_log_likelihood_of_each_transcript_score
     assert dec.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
+def test_batch_loss_adds_the_kl_from_whisper_s_own_decoder_on_every_target_position():
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    dec, own = ref.tiny_decoder(tok.get_vocab_size()), ref.tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    start, eot = [1, 7], 2
+    targets = [tok.encode(" " + t, add_special_tokens=False).ids for t in ("the cat sat", "a", "on the mat")]
+    g = torch.Generator().manual_seed(1)
+    frames = [torch.randn(30, 32, generator=g) for _ in targets]
+    loss = load_script("whisper_decoder_probe").batch_loss
+    ce = float(loss(dec, start, eot, frames, targets).detach())
+    assert float(loss(dec, start, eot, frames, targets, own, 0.0)) == ce  # no weight: the cross-entropy alone
+    assert float(loss(dec, start, eot, frames, targets, dec, 2.0)) == pytest.approx(ce, abs=1e-6)  # KL to itself: 0
+    # the reference: each transcript alone, KL(own || dec) at each position that predicts a target token
+    kls = []
+    with torch.no_grad():
+        for f, t in zip(frames, targets):
+            seq = torch.tensor([start + t])
+            lp = [torch.log_softmax(d(input_ids=seq, encoder_hidden_states=f[None]).last_hidden_state[0]
+                                    @ d.embed_tokens.weight.T, -1) for d in (dec, own)]
+            for i in range(len(start) - 1, seq.shape[1]):  # the positions that predict t's tokens and <|endoftext|>
+                kls.append(float(torch.nn.functional.kl_div(lp[0][i], lp[1][i], log_target=True, reduction="sum")))
+    got = loss(dec, start, eot, frames, targets, own, 0.5)
+    assert float(got) == pytest.approx(ce + 0.5 * sum(kls) / len(kls), rel=1e-4)
+    got.backward()
+    assert all(p.grad is None for p in own.parameters())  # the teacher is not trained
+
+
 def test_read_clips_resolves_audio_and_samples_reproducibly():
     script = load_script("whisper_decoder_probe")
     rows = [json.loads(x) for x in CLIPS.read_text().splitlines()]
@@ -177,5 +207,6 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     assert hist[0]["val_errors"] == words  # untrained, 4 tokens: no transcript ends, every word is deleted
     for h in hist:  # both manifests' errors, and the WER chosen on is theirs together
         assert len(h["val_errors"]) == 2 and h["val_wer"] == pytest.approx(sum(h["val_errors"]) / sum(words), abs=1e-4)
-    assert script.main(args) == 0  # without the guard: every planned step
-    assert json.loads((tmp_path / "r.json").read_text())["summary"]["steps_run"] == 6
+    assert script.main(args + ["--kl", "0.5"]) == 0  # without the guard: every planned step
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["steps_run"] == 6 and summary["kl"] == 0.5
