@@ -12,10 +12,11 @@
 # It trains one scripts/whisper_decoder_probe.py per ARMS entry, side by side on the one GPU, each
 # NAME:MIX:EPOCHS:AUGMENT[:LR[:KL]] (MIX: corpora joined by "+", merged with scripts/merge_manifests.py), chosen on
 # VAL and read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights
-# (37 MB each: ship only the ones wanted). LR (default 1e-4) is the learning rate of every arm that names none; KL the
-# probe's --kl (default 0); VAL (default st/val.jsonl) the validation manifests under data/speech_release,
-# comma-separated (chosen on together); MAX_S, where set, stops each arm's training after that many seconds (the
-# probe's --max-seconds); THREADS (default 3) each arm's CPU threads.
+# (37 MB each: ship only the ones wanted; packed/NAME.safetensors the same in 4 bits, 5.8 MB each). LR (default 1e-4)
+# is the learning rate of every arm that names none; KL the probe's --kl (default 0); VAL (default st/val.jsonl) the
+# validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
+# arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads;
+# EVAL_EVERY (default 100) steps between validations.
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; WORK=W bash scripts/remote/remote.sh ship "$OUT"
 # (calls back to back: a machine idle for 30 s is given back and the job with it); a chosen decoder comes back by
 # linking it into a folder of its own (`mkdir W/best; ln W/out/NAME.safetensors W/best/`) and `ship "$OUT" best` with
@@ -25,9 +26,9 @@ source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup, job_pytest
 job_begin
 W=$(pwd); D=$W/data/speech_release
 ARMS=${ARMS:-"st:st:1:0 st_aug:st:1:0.5 stw3:st+w3:1:0 stw3_aug:st+w3:2:0.5"}; LR=${LR:-1e-4}
-VAL=${VAL:-st/val.jsonl}; THREADS=${THREADS:-3}
+VAL=${VAL:-st/val.jsonl}; THREADS=${THREADS:-3}; EVAL_EVERY=${EVAL_EVERY:-100}
 val=$(for v in ${VAL//,/ }; do printf '%s,' "$D/$v"; done); val=${val%,}
-echo "$(date +%T) job: ARMS=$ARMS LR=$LR VAL=$VAL MAX_S=${MAX_S:-} THREADS=$THREADS"
+echo "$(date +%T) job: ARMS=$ARMS LR=$LR VAL=$VAL MAX_S=${MAX_S:-} THREADS=$THREADS EVAL_EVERY=$EVAL_EVERY"
 job_setup smollm2-135m whisper-tiny.en
 mkdir -p out
 pids=()
@@ -36,13 +37,19 @@ for arm in $ARMS; do
   train=$D/train_dec_${mix//+/_}.jsonl
   [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
   (cd repo && OMP_NUM_THREADS=$THREADS PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda \
-      --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --epochs "$epochs" --augment "$aug" --train "$train" --val "$val" \
-      ${MAX_S:+--max-seconds "$MAX_S"} \
+      --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --epochs "$epochs" --augment "$aug" --train "$train" \
+      --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} \
       --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
       > "log/$name.log" 2>&1 &
   pids+=($!)
 done
 rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
 for arm in $ARMS; do tail -n 1 "log/${arm%%:*}.log"; done
+mkdir -p packed  # each chosen decoder also packed in 4 bits (5.8 MB, scripts/pack_whisper_decoder.py): ship packed
+for arm in $ARMS; do
+  f=out/${arm%%:*}.safetensors
+  [ ! -f "$f" ] || (cd repo && python3 scripts/pack_whisper_decoder.py "$W/$f" "$W/packed/${arm%%:*}.safetensors" \
+      --bits 4) >> log/pack.log 2>&1 || echo "pack: $f failed (log/pack.log)"
+done
 job_pytest
 exit $rc

@@ -1,0 +1,74 @@
+"""scripts/remote/decoder_job.sh (Whisper's decoder trained on a lent GPU, docs/ASR.md) started the way remote.sh
+starts it, with `python3` a stand-in that records every command: one probe per arm with the arm's corpora merged, its
+own learning rate and KL weight or the job's, every validation manifest, the guard and the validation interval; each
+chosen decoder packed in 4 bits; DONE with the exit status."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_encoder_lora_job import run_remote_job
+from test_train_grid_script import FAKE
+
+EXTRA = r'''
+if args[:2] == ["-m", "pip"] or args[2:4] == ["assets", "get"]:
+    raise SystemExit(0)
+if args[0].endswith("whisper_decoder_probe.py"):
+    for f in (opt("--save"), opt("--out")):
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).write_text("{}")
+    print(json.dumps({"summary": Path(opt("--out")).stem}))
+    raise SystemExit(0)
+if args[0].endswith("pack_whisper_decoder.py"):
+    Path(args[2]).write_text("packed " + Path(args[1]).name)
+    raise SystemExit(0)
+'''
+FAKE_JOB = FAKE.replace("if args[0].endswith(\"make_text_pool.py\"):", EXTRA + "\nif args[0].endswith(\"make_text_pool.py\"):")
+
+
+def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
+    work = tmp_path / "work"
+    for m in ("st/train", "st/val", "st/test", "w3/train", "n9/train", "natt9/test"):
+        f = work / "data/speech_release" / f"{m}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
+    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1", "VAL": "st/val.jsonl,natt9/test.jsonl",
+           "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5"}
+    p, work, calls = run_remote_job(tmp_path, "decoder_job.sh",
+                                    ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"),
+                                    FAKE_JOB, env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (work / "DONE").exists() and "job ended, exit 0" in p.stdout
+    d = work / "data/speech_release"
+    merges = [c for c in calls if c[0].endswith("merge_manifests.py")]
+    assert merges == [["repo/scripts/merge_manifests.py", str(d), "train_dec_st_w3_n9.jsonl", "st", "w3", "n9"]]
+    probes = {c[c.index("--out") + 1]: c for c in calls if c[0].endswith("whisper_decoder_probe.py")}
+    assert set(probes) == {str(work / "res/a.json"), str(work / "res/b.json")}
+
+    def opt(c, name):
+        return c[c.index(name) + 1]
+    a, b = probes[str(work / "res/a.json")], probes[str(work / "res/b.json")]
+    for c in (a, b):
+        assert opt(c, "--train") == str(d / "train_dec_st_w3_n9.jsonl")
+        assert opt(c, "--val") == f"{d}/st/val.jsonl,{d}/natt9/test.jsonl"
+        assert (opt(c, "--max-seconds"), opt(c, "--eval-every"), opt(c, "--threads")) == ("800", "200", "5")
+        assert opt(c, "--device") == "cuda" and opt(c, "--test") == str(d / "st/test.jsonl")
+    assert (opt(a, "--epochs"), opt(a, "--lr"), opt(a, "--kl")) == ("1", "1e-4", "0")  # the job's LR, no KL
+    assert (opt(b, "--epochs"), opt(b, "--lr"), opt(b, "--kl")) == ("1.5", "3e-5", "1")  # the arm's own
+    for name in "ab":
+        assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
+
+
+def test_without_max_s_there_is_no_guard(tmp_path):
+    work = tmp_path / "work"
+    for m in ("st/train", "st/val", "st/test"):
+        f = work / "data/speech_release" / f"{m}.jsonl"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
+    p, work, calls = run_remote_job(tmp_path, "decoder_job.sh",
+                                    ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"),
+                                    FAKE_JOB, {"ARMS": "s:st:1:0"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    probe = next(c for c in calls if c[0].endswith("whisper_decoder_probe.py"))
+    assert "--max-seconds" not in probe
+    assert probe[probe.index("--val") + 1] == str(work / "data/speech_release/st/val.jsonl")
+    assert probe[probe.index("--eval-every") + 1] == "100"
