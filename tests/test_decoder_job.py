@@ -22,7 +22,8 @@ if args[0].endswith("pack_whisper_decoder.py"):
     Path(args[2]).write_text("packed " + Path(args[1]).name)
     raise SystemExit(0)
 '''
-FAKE_JOB = FAKE.replace("if args[0].endswith(\"make_text_pool.py\"):", EXTRA + "\nif args[0].endswith(\"make_text_pool.py\"):")
+FIRST = 'if args[0].endswith("make_text_pool.py"):'  # the stand-in's first handler: these come before it
+FAKE_JOB = FAKE.replace(FIRST, EXTRA + "\n" + FIRST)
 
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
