@@ -38,6 +38,18 @@ def test_released_checkpoint_is_committed_and_complete():
     # since session 44 Whisper's own greedy transcript joined the 8 beams as a ninth candidate; since session 46 its 4
     # best by its own beam search do (whisper_proposal: 4)
     assert cfg["pipeline"]["generation"]["whisper_proposal"] == 4
+    # since session 51: Whisper's decoder trained on our clips (GPU run 44's nat2, 4-bit changes from Whisper's own)
+    # proposes and judges beside Whisper's own (whisper_both)
+    assert cfg["pipeline"]["generation"]["whisper_both"] is True
+    with safe_open(str(CKPT / "whisper_decoder.safetensors"), "pt") as f:
+        dec = set(f.keys())
+        assert f.get_slice("layers.3.fc1.weight.qdelta").get_dtype() == "U8"  # 4 bits, two levels a byte
+        assert f.get_slice("layers.3.fc1.weight.qdelta").get_shape() == [1536, 384 // 2]
+        assert f.get_slice("layers.3.fc1.weight.qscale").get_shape() == [1536, 384 // 64]
+    packed = {f"layers.{i}.{m}.weight" for i in range(4) for m in ("fc1", "fc2") + tuple(
+        f"{a}.{p}" for a in ("self_attn", "encoder_attn") for p in ("q_proj", "k_proj", "v_proj", "out_proj"))}
+    assert {k for k in dec if k.endswith((".qdelta", ".qscale"))} == {k + s for k in packed for s in (".qdelta", ".qscale")}
+    assert "embed_tokens.weight" not in dec  # held in training: Whisper's own, also the output layer
     ctc = cfg["model"]["ctc"]
     assert ctc["modality"] == "audio" and ctc["head"] == "temporal" and not ctc["feed"]
     with safe_open(str(CKPT / "projectors.safetensors"), "pt") as f:
