@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="stop training after this many seconds (validated at the stop; the schedule stays planned "
                          "for all the steps): a guard for a lent machine's time")
+    ap.add_argument("--stop-step", type=int, default=None,
+                    help="stop training after this step (validated there; the schedule stays planned for all the "
+                         "steps): where --max-seconds stopped a run, the same stop by steps, which reproduces it")
     ap.add_argument("--kl", type=float, default=0.0,
                     help="add this weight times KL(Whisper's own decoder || the trained one) per target token")
     ap.add_argument("--max-tokens", type=int, default=48)
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % 10 == 0:
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}),
                   flush=True)
-        out_of_time = a.max_seconds is not None and time.time() - t0 > a.max_seconds
+        out_of_time = (a.max_seconds is not None and time.time() - t0 > a.max_seconds) or step == a.stop_step
         if step % a.eval_every == 0 or step == steps or out_of_time:
             r, _ = read(val, val_f)
             history.append({"step": step, "val_wer": round(r.wer, 4), "val_errors": val_errors(r),

@@ -33,7 +33,7 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
     env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1", "VAL": "st/val.jsonl,natt9/test.jsonl",
-           "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5"}
+           "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_remote_job(tmp_path, "decoder_job.sh",
                                     ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"),
                                     FAKE_JOB, env)
@@ -52,6 +52,7 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
         assert opt(c, "--train") == str(d / "train_dec_st_w3_n9.jsonl")
         assert opt(c, "--val") == f"{d}/st/val.jsonl,{d}/natt9/test.jsonl"
         assert (opt(c, "--max-seconds"), opt(c, "--eval-every"), opt(c, "--threads")) == ("800", "200", "5")
+        assert opt(c, "--stop-step") == "1728"
         assert opt(c, "--device") == "cuda" and opt(c, "--test") == str(d / "st/test.jsonl")
     assert (opt(a, "--epochs"), opt(a, "--lr"), opt(a, "--kl")) == ("1", "1e-4", "0")  # the job's LR, no KL
     assert (opt(b, "--epochs"), opt(b, "--lr"), opt(b, "--kl")) == ("1.5", "3e-5", "1")  # the arm's own
@@ -70,6 +71,6 @@ def test_without_max_s_there_is_no_guard(tmp_path):
                                     FAKE_JOB, {"ARMS": "s:st:1:0"})
     assert p.returncode == 0, p.stderr[-2000:]
     probe = next(c for c in calls if c[0].endswith("whisper_decoder_probe.py"))
-    assert "--max-seconds" not in probe
+    assert "--max-seconds" not in probe and "--stop-step" not in probe
     assert probe[probe.index("--val") + 1] == str(work / "data/speech_release/st/val.jsonl")
     assert probe[probe.index("--eval-every") + 1] == "100"

@@ -16,7 +16,8 @@
 # is the learning rate of every arm that names none; KL the probe's --kl (default 0); VAL (default st/val.jsonl) the
 # validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
 # arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads;
-# EVAL_EVERY (default 100) steps between validations.
+# EVAL_EVERY (default 100) steps between validations; STOP_STEP, where set, stops each arm after that step (the
+# probe's --stop-step: run 44's nat2 again is ARMS=nat2:st+w3+n9+n10:2:0.5 STOP_STEP=1728 EVAL_EVERY=200).
 # The monitor call: WORK=W bash scripts/remote/remote.sh wait 540; WORK=W bash scripts/remote/remote.sh ship "$OUT"
 # (calls back to back: a machine idle for 30 s is given back and the job with it); a chosen decoder comes back by
 # linking it into a folder of its own (`mkdir W/best; ln W/out/NAME.safetensors W/best/`) and `ship "$OUT" best` with
@@ -38,7 +39,7 @@ for arm in $ARMS; do
   [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
   (cd repo && OMP_NUM_THREADS=$THREADS PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda \
       --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --epochs "$epochs" --augment "$aug" --train "$train" \
-      --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} \
+      --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} ${STOP_STEP:+--stop-step "$STOP_STEP"} \
       --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
       > "log/$name.log" 2>&1 &
   pids+=($!)
