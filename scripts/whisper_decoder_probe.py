@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         if step % 10 == 0:
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}),
                   flush=True)
-        out_of_time = (a.max_seconds is not None and time.time() - t0 > a.max_seconds) or step == a.stop_step
-        if step % a.eval_every == 0 or step == steps or out_of_time:
+        stop = (a.max_seconds is not None and time.time() - t0 > a.max_seconds) or step == a.stop_step
+        if step % a.eval_every == 0 or step == steps or stop:
             r, _ = read(val, val_f)
             history.append({"step": step, "val_wer": round(r.wer, 4), "val_errors": val_errors(r),
                             "loss": round(float(loss.detach()), 4)})
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             if r.wer < best_wer:
                 best_step, best_wer = step, r.wer
                 best_state = {k: v.clone() for k, v in dec.state_dict().items()}
-        if out_of_time:
+        if stop:
             print(json.dumps({"stopped": step, "of": steps, "s": round(time.time() - t0)}), flush=True)
             break
     if a.save:

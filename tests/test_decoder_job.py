@@ -26,17 +26,22 @@ FIRST = 'if args[0].endswith("make_text_pool.py"):'  # the stand-in's first hand
 FAKE_JOB = FAKE.replace(FIRST, EXTRA + "\n" + FIRST)
 
 
-def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
-    work = tmp_path / "work"
-    for m in ("st/train", "st/val", "st/test", "w3/train", "n9/train", "natt9/test"):
-        f = work / "data/speech_release" / f"{m}.jsonl"
+def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
+    """decoder_job.sh in tmp_path/work with a one-line manifest for each of ``manifests`` (under
+    data/speech_release); returns run_remote_job's (process, work folder, the stand-in's calls)."""
+    for m in manifests:
+        f = tmp_path / "work/data/speech_release" / f"{m}.jsonl"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
+    return run_remote_job(tmp_path, "decoder_job.sh",
+                          ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"), FAKE_JOB, env)
+
+
+def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
     env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1", "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
-    p, work, calls = run_remote_job(tmp_path, "decoder_job.sh",
-                                    ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"),
-                                    FAKE_JOB, env)
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
+                                                "natt9/test"), env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert (work / "DONE").exists() and "job ended, exit 0" in p.stdout
     d = work / "data/speech_release"
@@ -61,14 +66,7 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
 
 
 def test_without_max_s_there_is_no_guard(tmp_path):
-    work = tmp_path / "work"
-    for m in ("st/train", "st/val", "st/test"):
-        f = work / "data/speech_release" / f"{m}.jsonl"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
-    p, work, calls = run_remote_job(tmp_path, "decoder_job.sh",
-                                    ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"),
-                                    FAKE_JOB, {"ARMS": "s:st:1:0"})
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test"), {"ARMS": "s:st:1:0"})
     assert p.returncode == 0, p.stderr[-2000:]
     probe = next(c for c in calls if c[0].endswith("whisper_decoder_probe.py"))
     assert "--max-seconds" not in probe and "--stop-step" not in probe

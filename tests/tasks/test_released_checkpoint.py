@@ -48,7 +48,8 @@ def test_released_checkpoint_is_committed_and_complete():
         assert f.get_slice("layers.3.fc1.weight.qscale").get_shape() == [1536, 384 // 64]
     packed = {f"layers.{i}.{m}.weight" for i in range(4) for m in ("fc1", "fc2") + tuple(
         f"{a}.{p}" for a in ("self_attn", "encoder_attn") for p in ("q_proj", "k_proj", "v_proj", "out_proj"))}
-    assert {k for k in dec if k.endswith((".qdelta", ".qscale"))} == {k + s for k in packed for s in (".qdelta", ".qscale")}
+    suffixes = (".qdelta", ".qscale")
+    assert {k for k in dec if k.endswith(suffixes)} == {k + s for k in packed for s in suffixes}
     assert "embed_tokens.weight" not in dec  # held in training: Whisper's own, also the output layer
     ctc = cfg["model"]["ctc"]
     assert ctc["modality"] == "audio" and ctc["head"] == "temporal" and not ctc["feed"]
