@@ -42,14 +42,30 @@ def decoder_features(wave: Tensor, padded, unpadded=None, warp: float | None = N
     projector reads), the clip's frames come from it and the frames after the clip from the padded run, so the
     decoder still sees where the speech ends (without them it repeats the clip's text to its length limit).
     ``warp``: a VTLP frequency-warp factor both encoders apply (training-like changes of a clip; None: none)."""
-    wave = wave[:WINDOW]  # the first 30 s, as Whisper's feature extractor keeps them
-    kw = {} if warp is None else {"warp": [warp]}
+    return decoder_features_many([wave], padded, unpadded, None if warp is None else [warp])[0]
+
+
+def decoder_features_many(waves: list[Tensor], padded, unpadded=None, warps: list[float] | None = None
+                          ) -> list[Tensor]:
+    """:func:`decoder_features` of each clip, both encoders run once over the batch (``warps``: one factor a clip, or
+    None). A clip's frames do not depend on its batch: the padded run reads every clip in its own 30 s, and the
+    unpadded encoder is run over the batch only where its features are batch-independent (``mask_padding`` or
+    ``full_context``), else clip by clip."""
+    waves = [w.float()[:WINDOW] for w in waves]  # the first 30 s, as Whisper's feature extractor keeps them
+    kw = {} if warps is None else {"warp": list(warps)}
     with torch.no_grad():
-        full = padded.encode([torch.nn.functional.pad(wave, (0, WINDOW - wave.shape[0]))], **kw).x[0].float()
+        full = padded.encode([torch.nn.functional.pad(w, (0, WINDOW - w.shape[0])) for w in waves], **kw).x.float()
         if unpadded is None:
-            return full
-        clip = unpadded.encode([wave], **kw).x[0].float().to(full.device)  # the model's encoder may be on a GPU
-    return torch.cat([clip, full[clip.shape[0]:]])
+            return list(full)
+        cfg = getattr(unpadded, "cfg", None)
+        if len(waves) > 1 and cfg is not None and (cfg.full_context or cfg.mask_padding):
+            f = unpadded.encode(waves, **kw)
+            clips = [f.x[i, :int(f.mask[i].sum())] for i in range(len(waves))]
+        else:
+            clips = [unpadded.encode([w], **({} if warps is None else {"warp": [warps[i]]})).x[0]
+                     for i, w in enumerate(waves)]
+    # the model's encoder may be on a GPU
+    return [torch.cat([c.float().to(full.device), full[i, c.shape[0]:]]) for i, c in enumerate(clips)]
 
 
 QDELTA, QSCALE = ".qdelta", ".qscale"  # a packed weight's key suffixes (pack_decoder_delta)
@@ -196,32 +212,49 @@ class WhisperJudge:
         :func:`decoder_features`."""
         return decoder_features(wave.float(), self.padded_encoder(), encoder, warp)
 
+    def frames_many(self, waves: list[Tensor], encoder=None, warps: list[float] | None = None) -> list[Tensor]:
+        """:meth:`frames` of each clip, the encoders run once over the batch (:func:`decoder_features_many`)."""
+        return decoder_features_many(waves, self.padded_encoder(), encoder, warps)
+
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []
 
-    @torch.no_grad()
     def propose(self, frames: Tensor, max_tokens: int = 64) -> str | None:
         """Whisper's own greedy transcript of ``frames`` (``generate(whisper_proposal=True)`` adds it to the beams): the
         decoder's most likely token at each step after the prompt, among the text tokens (every id above
         ``<|endoftext|>`` is special in Whisper's vocabulary) and ``<|endoftext|>`` (not at the first step: no empty
         transcript), up to ``<|endoftext|>``; None where it has not ended within ``max_tokens`` (a decoder caught in a
         loop proposes nothing)."""
+        return self.propose_many([frames], max_tokens)[0]
+
+    @torch.no_grad()
+    def propose_many(self, frames: list[Tensor], max_tokens: int = 64, batch: int = 64) -> list[str | None]:
+        """:meth:`propose` of each clip's ``frames``, ``batch`` clips decoded together (every row has the same start
+        tokens, so none is padded; a row that has ended is read no further)."""
         from mmlora.model import _cache_arg
 
-        name = _cache_arg(self.decoder)
-        enc, past, out = frames.float()[None], {}, []
-        ids = torch.tensor([self.start], device=enc.device)  # the decoder's and the frames' device
-        for step in range(max_tokens + 1):
-            o = self.decoder(input_ids=ids, encoder_hidden_states=enc, use_cache=True, **past)
-            past = {name: o[name]}
-            logits = o.last_hidden_state[0, -1] @ self.decoder.embed_tokens.weight.T
-            logits[self.eot + (1 if step else 0):] = float("-inf")
-            token = int(logits.argmax())
-            if token == self.eot:
-                return self.tokenizer.decode(out).strip()
-            out.append(token)
-            ids = torch.tensor([[token]], device=enc.device)
-        return None
+        name, emb, out = _cache_arg(self.decoder), self.decoder.embed_tokens.weight, []
+        for i in range(0, len(frames), batch):
+            enc = torch.stack([f.float() for f in frames[i:i + batch]])
+            ids = torch.tensor([self.start] * enc.shape[0], device=enc.device)  # the decoder's and the frames' device
+            past, tokens, ended = {}, [[] for _ in range(enc.shape[0])], [None] * enc.shape[0]
+            for step in range(max_tokens + 1):
+                o = self.decoder(input_ids=ids, encoder_hidden_states=enc, use_cache=True, **past)
+                past = {name: o[name]}
+                logits = o.last_hidden_state[:, -1] @ emb.T
+                logits[:, self.eot + (1 if step else 0):] = float("-inf")
+                best = logits.argmax(-1)
+                for b, token in enumerate(best.tolist()):
+                    if ended[b] is None:
+                        if token == self.eot:
+                            ended[b] = self.tokenizer.decode(tokens[b]).strip()
+                        else:
+                            tokens[b].append(token)
+                if all(e is not None for e in ended):
+                    break
+                ids = best[:, None]
+            out += ended
+        return out
 
     def propose_beams(self, frames: Tensor, max_tokens: int = 64, n: int = 4) -> list[str]:
         """Whisper's own ``n`` best transcripts of ``frames`` (``generate(whisper_proposal=n)``), best first: the texts

@@ -69,34 +69,59 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
 
 
 def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
-    """``(frames, train_frames)``: each maps a clip's path to what ``generate``'s judge reads for it (the clip as the
-    pipeline loads it, mono 16 kHz, through ``encoder``); ``train_frames`` first gives the clip, with probability
-    ``augment``, a training-like change (:func:`mmlora.data.speech_augment.training_change`: speed, room tone,
-    reverberation on half, and a VTLP warp both encoders apply), drawn from generators seeded by ``seed``."""
+    """``(frames, train_frames)``: each maps a list of clip paths to what ``generate``'s judge reads for each (the clip
+    as the pipeline loads it, mono 16 kHz, through ``encoder``; ``judge.frames_many``, the encoders run once over the
+    list); ``train_frames`` first gives each clip, with probability ``augment``, a training-like change
+    (:func:`mmlora.data.speech_augment.training_change`: speed, room tone, reverberation on half, and a VTLP warp both
+    encoders apply), drawn clip after clip from generators seeded by ``seed``."""
     from mmlora.data.media import load_audio
     from mmlora.data.speech_augment import training_change
 
     change, warp = training_change(seed + 1)
     coin = random.Random(seed + 1)
 
-    def frames(path: Path):
-        return judge.frames(load_audio(path), encoder)
+    def frames(paths: list[Path]):
+        return judge.frames_many([load_audio(p) for p in paths], encoder)
 
-    def train_frames(path: Path):
-        if augment and coin.random() < augment:
-            return judge.frames(change(load_audio(path)), encoder, warp(1)[0])
-        return frames(path)
+    def train_frames(paths: list[Path]):
+        waves, warps = [], []
+        for p in paths:
+            if augment and coin.random() < augment:
+                waves.append(change(load_audio(p)))
+                warps.append(warp(1)[0])
+            else:
+                waves.append(load_audio(p))
+                warps.append(1.0)  # factor 1: the identity (to 1e-14) beside a changed clip's
+        return judge.frames_many(waves, encoder, warps if any(w != 1.0 for w in warps) else None)
 
     return frames, train_frames
 
 
+def decoder_params(decoder, part: str = "all") -> list:
+    """The weights trained, their ``requires_grad`` set and every other weight's cleared: every weight but the token
+    embeddings (``all``; tied to the output layer, the vocabulary stays Whisper's), or only the cross-attention
+    (``cross``: each layer's ``encoder_attn`` and its LayerNorm; what the decoder reads from the frames changes,
+    its language model, self-attention and MLPs, stays Whisper's own)."""
+    if part not in PARTS:
+        raise ValueError(f"--train-part: one of {PARTS}, got {part!r}")
+    out = []
+    for name, p in decoder.named_parameters():
+        p.requires_grad_(name != "embed_tokens.weight" and (part == "all" or ".encoder_attn" in name))
+        if p.requires_grad:
+            out.append(p)
+    return out
+
+
+PARTS = ("all", "cross")
+
+
 def read_greedy(judge, clips: list, frames: list, max_tokens: int):
-    """``(compute_wer report, hypotheses)``: Whisper's greedy transcript (``judge.propose``, "" where it did not end)
-    of each clip's ``frames``, scored against the clips' transcripts (``read_clips``' rows)."""
+    """``(compute_wer report, hypotheses)``: Whisper's greedy transcript (``judge.propose_many``, "" where it did not
+    end) of each clip's ``frames``, scored against the clips' transcripts (``read_clips``' rows)."""
     from mmlora.metrics.wer import compute_wer
 
     judge.decoder.eval()
-    hyps = [judge.propose(f, max_tokens) or "" for f in frames]
+    hyps = [h or "" for h in judge.propose_many(frames, max_tokens)]
     return compute_wer([t for _, t, _ in clips], hyps, [i for _, _, i in clips]), hyps
 
 
@@ -137,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                          "steps): where --max-seconds stopped a run, the same stop by steps, which reproduces it")
     ap.add_argument("--kl", type=float, default=0.0,
                     help="add this weight times KL(Whisper's own decoder || the trained one) per target token")
+    ap.add_argument("--train-part", choices=PARTS, default="all",
+                    help="which weights train: all but the token embeddings, or the cross-attention only (the "
+                         "decoder's language model stays Whisper's)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
@@ -178,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             errs = errs[len(v):]
         return out
 
-    val_f = [frames(p) for p, _, _ in val]
+    def read_frames(clips):  # in batches: the encoders' memory
+        return [f for i in range(0, len(clips), 64) for f in frames([p for p, _, _ in clips[i:i + 64]])]
+
+    val_f = read_frames(val)
     r0, _ = read(val, val_f)
     history = [{"step": 0, "val_wer": round(r0.wer, 4), "val_errors": val_errors(r0)}]
     print(json.dumps(history[-1]), flush=True)
@@ -191,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
     train = read_clips(a.train, a.max_train, a.seed)
-    for p in dec.parameters():
-        p.requires_grad_(True)
-    dec.embed_tokens.weight.requires_grad_(False)  # tied to the output layer: the vocabulary stays Whisper's
-    params = [p for p in dec.parameters() if p.requires_grad]
+    params = decoder_params(dec, a.train_part)
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     steps = max(1, math.ceil(a.epochs * len(train) / a.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(  # 10 warm-up steps, then cosine to 0
@@ -208,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             order += more
         idx, order = order[:a.batch_size], order[a.batch_size:]
         with torch.no_grad():
-            fs = [train_frames(train[i][0]) for i in idx]
+            fs = train_frames([train[i][0] for i in idx])
         dec.train()
         loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl)
         opt.zero_grad()
@@ -233,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     if a.save:
         save_trained(best_state, a.save)
-    test_f = [frames(p) for p, _, _ in test]
+    test_f = read_frames(test)
     dec.load_state_dict(best_state)
     rb, hb = read(test, test_f)
     dec.load_state_dict(untrained)
@@ -244,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
-               "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl,
+               "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "train_part": a.train_part,
                "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,

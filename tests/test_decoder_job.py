@@ -38,7 +38,8 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
 
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
-    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1", "VAL": "st/val.jsonl,natt9/test.jsonl",
+    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross",
+           "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
                                                 "natt9/test"), env)
@@ -48,12 +49,12 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     merges = [c for c in calls if c[0].endswith("merge_manifests.py")]
     assert merges == [["repo/scripts/merge_manifests.py", str(d), "train_dec_st_w3_n9.jsonl", "st", "w3", "n9"]]
     probes = {c[c.index("--out") + 1]: c for c in calls if c[0].endswith("whisper_decoder_probe.py")}
-    assert set(probes) == {str(work / "res/a.json"), str(work / "res/b.json")}
+    assert set(probes) == {str(work / "res/a.json"), str(work / "res/b.json"), str(work / "res/c.json")}
 
     def opt(c, name):
         return c[c.index(name) + 1]
-    a, b = probes[str(work / "res/a.json")], probes[str(work / "res/b.json")]
-    for c in (a, b):
+    a, b, x = (probes[str(work / f"res/{n}.json")] for n in "abc")
+    for c in (a, b, x):
         assert opt(c, "--train") == str(d / "train_dec_st_w3_n9.jsonl")
         assert opt(c, "--val") == f"{d}/st/val.jsonl,{d}/natt9/test.jsonl"
         assert (opt(c, "--max-seconds"), opt(c, "--eval-every"), opt(c, "--threads")) == ("800", "200", "5")
@@ -61,7 +62,9 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
         assert opt(c, "--device") == "cuda" and opt(c, "--test") == str(d / "st/test.jsonl")
     assert (opt(a, "--epochs"), opt(a, "--lr"), opt(a, "--kl")) == ("1", "1e-4", "0")  # the job's LR, no KL
     assert (opt(b, "--epochs"), opt(b, "--lr"), opt(b, "--kl")) == ("1.5", "3e-5", "1")  # the arm's own
-    for name in "ab":
+    assert (opt(a, "--train-part"), opt(b, "--train-part")) == ("all", "all")
+    assert (opt(x, "--lr"), opt(x, "--kl"), opt(x, "--train-part")) == ("1e-4", "0", "cross")  # empty: the job's
+    for name in "abc":
         assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
 
 

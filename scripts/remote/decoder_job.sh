@@ -10,10 +10,11 @@
 #   data/speech_release/SUB/      the corpora (st and w3 by default)
 #   data/human_speech/            the human clips (not read by the probe)
 # It trains one scripts/whisper_decoder_probe.py per ARMS entry, side by side on the one GPU, each
-# NAME:MIX:EPOCHS:AUGMENT[:LR[:KL]] (MIX: corpora joined by "+", merged with scripts/merge_manifests.py), chosen on
-# VAL and read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders' weights
-# (37 MB each: ship only the ones wanted; packed/NAME.safetensors the same in 4 bits, 5.8 MB each). LR (default 1e-4)
-# is the learning rate of every arm that names none; KL the probe's --kl (default 0); VAL (default st/val.jsonl) the
+# NAME:MIX:EPOCHS:AUGMENT[:LR[:KL[:PART]]] (MIX: corpora joined by "+", merged with scripts/merge_manifests.py),
+# chosen on VAL and read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders'
+# weights (37 MB each: ship only the ones wanted; packed/NAME.safetensors the same in 4 bits, 5.8 MB each). LR (default
+# 1e-4) is the learning rate of every arm that names none (an empty field too); KL the probe's --kl (default 0);
+# PART its --train-part (all, the default, or cross: the cross-attention alone); VAL (default st/val.jsonl) the
 # validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
 # arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads;
 # EVAL_EVERY (default 100) steps between validations; STOP_STEP, where set, stops each arm after that step (the
@@ -34,12 +35,13 @@ job_setup smollm2-135m whisper-tiny.en
 mkdir -p out
 pids=()
 for arm in $ARMS; do
-  IFS=: read -r name mix epochs aug lr kl <<< "$arm"
+  IFS=: read -r name mix epochs aug lr kl part <<< "$arm"
   train=$D/train_dec_${mix//+/_}.jsonl
   [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
   (cd repo && OMP_NUM_THREADS=$THREADS PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda \
-      --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --epochs "$epochs" --augment "$aug" --train "$train" \
-      --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} ${STOP_STEP:+--stop-step "$STOP_STEP"} \
+      --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --train-part "${part:-all}" --epochs "$epochs" \
+      --augment "$aug" --train "$train" --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} \
+      ${STOP_STEP:+--stop-step "$STOP_STEP"} \
       --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
       > "log/$name.log" 2>&1 &
   pids+=($!)

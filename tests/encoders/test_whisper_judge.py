@@ -87,6 +87,29 @@ def test_frames_pass_a_warp_to_both_encoders():
     assert seen == [[1.05], [1.05], None, None]
 
 
+def test_frames_of_a_batch_are_each_clips_frames_alone():
+    """decoder_features_many: both encoders once over clips of other lengths and warps, each clip's frames as
+    decoder_features reads it alone (mask_padding: the unpadded encoder's features do not depend on the batch)."""
+    from mmlora.encoders import build_encoder
+    from mmlora.encoders.registry import config_from_dict
+    from mmlora.encoders.whisper_judge import decoder_features_many
+
+    torch.manual_seed(0)
+    padded = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "full_context": True}))
+    clip = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "mask_padding": True}))
+    clip.model.load_state_dict(padded.model.state_dict())
+    g = torch.Generator().manual_seed(2)
+    waves = [torch.randn(n, generator=g) * 0.1 for n in (16000, 5000, 23000)]
+    for warps in (None, [1.0, 1.07, 0.93]):
+        got = decoder_features_many(waves, padded, clip, warps)
+        for i, w in enumerate(waves):
+            alone = decoder_features(w, padded, clip, None if warps is None else warps[i])
+            assert got[i].shape == alone.shape == (1500, padded.output_dim)
+            torch.testing.assert_close(got[i], alone, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(decoder_features_many(waves, padded, clip, [1.0, 1.07, 0.93])[1],
+                              decoder_features(waves[1], padded, clip))  # the warp reached the batch
+
+
 def _asr_with_judge():
     from mmlora.encoders import build_encoder
     from mmlora.encoders.registry import config_from_dict
@@ -247,6 +270,20 @@ def test_the_proposal_is_the_decoders_greedy_transcript_with_its_cache():
         assert judge.propose(frames, 8) == want, eot
         ended += want is not None
     assert 0 < ended < len(range(3, 60, 4))
+
+
+def test_greedy_transcripts_of_a_batch_are_each_clips_alone():
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    g = torch.Generator().manual_seed(3)
+    frames = [torch.randn(30, 32, generator=g) for _ in range(5)]
+    ended = 0
+    for eot in range(3, 60, 8):  # some rows end early, some late, some never: each reads as alone
+        judge = WhisperJudge(dec, tok, [1, 7], eot)
+        want = [greedy_by_definition(dec, tok, [1, 7], eot, f, 8) for f in frames]
+        assert judge.propose_many(frames, 8, batch=2) == want, eot  # batches of 2, the last of 1
+        ended += sum(w is not None for w in want)
+    assert 0 < ended < 5 * len(range(3, 60, 8))
 
 
 def test_generate_adds_whispers_transcript_to_the_beams_it_rescores(monkeypatch):

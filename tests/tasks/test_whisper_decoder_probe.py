@@ -97,28 +97,45 @@ def test_training_clips_are_changed_as_often_as_asked_and_validation_clips_never
     script = load_script("whisper_decoder_probe")
     calls = []
 
-    class Judge:  # records what generate's judge would read: the wave's length and the warp
-        def frames(self, wave, encoder=None, warp=None):
-            calls.append((wave.shape[0], warp))
-            return wave
+    class Judge:  # records what generate's judge would read: each wave's length and warp, one call a batch
+        def frames_many(self, waves, encoder=None, warps=None):
+            calls.append([(w.shape[0], None if warps is None else warps[i]) for i, w in enumerate(waves)])
+            return waves
 
     clip = script.read_clips(str(CLIPS))[0][0]
     frames, train_frames = script.clip_readers(Judge(), None, augment=0.0)
-    plain = frames(clip)
-    assert calls[-1][1] is None and torch.equal(train_frames(clip), plain) and calls[-1][1] is None
+    plain = frames([clip])[0]
+    assert calls[-1] == [(plain.shape[0], None)]
+    assert torch.equal(train_frames([clip])[0], plain) and calls[-1] == [(plain.shape[0], None)]
     calls.clear()
     frames, train_frames = script.clip_readers(Judge(), None, augment=0.5, seed=3)
-    got = [train_frames(clip) for _ in range(40)]
-    changed = [w is not None for _, w in calls]
+    got = train_frames([clip] * 40)
+    assert len(calls) == 1 and len(calls[0]) == 40  # one batch
+    changed = [n != plain.shape[0] for n, _ in calls[0]]  # a changed clip has other lengths (speed, room tone)
     assert 8 <= sum(changed) <= 32  # about half, drawn per clip
-    for y, (n, w), c in zip(got, calls, changed):
-        assert c == (n != plain.shape[0])  # a changed clip has other lengths (speed, room tone) and a warp
-        assert not c or 0.9 <= w <= 1.1
-    assert frames(clip).shape == plain.shape and calls[-1][1] is None  # validation and test clips: never changed
-    calls.clear()
+    for c, (n, w) in zip(changed, calls[0]):
+        assert (0.9 <= w <= 1.1) if c else w == 1.0  # and a warp; an unchanged clip beside it: factor 1
+    assert frames([clip, clip])[1].shape == plain.shape and calls[-1][1] == (plain.shape[0], None)  # validation
     again = script.clip_readers(Judge(), None, augment=0.5, seed=3)[1]
-    for y in got:  # the same seed: the same changes
-        torch.testing.assert_close(again(clip), y)
+    halves = again([clip] * 25) + again([clip] * 15)  # the same seed: the same changes, however the batches fall
+    for y, z in zip(got, halves):
+        torch.testing.assert_close(z, y)
+
+
+def test_the_cross_attention_part_trains_only_what_reads_the_frames():
+    script = load_script("whisper_decoder_probe")
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    dec = ref.tiny_decoder(ref.tokenizer().get_vocab_size())
+    every = script.decoder_params(dec, "all")
+    names = {n for n, p in dec.named_parameters() if p.requires_grad}
+    assert names == {n for n, _ in dec.named_parameters()} - {"embed_tokens.weight"} and len(every) == len(names)
+    cross = script.decoder_params(dec, "cross")
+    names = {n for n, p in dec.named_parameters() if p.requires_grad}
+    assert names and all(".encoder_attn." in n or ".encoder_attn_layer_norm." in n for n in names)
+    assert {n.split(".", 2)[2].split(".")[0] for n in names} == {"encoder_attn", "encoder_attn_layer_norm"}
+    assert len(cross) == len(names) and not dec.layers[0].self_attn.q_proj.weight.requires_grad
+    with pytest.raises(ValueError, match="--train-part"):
+        script.decoder_params(dec, "mlp")
 
 
 def test_pack_script_writes_what_a_judge_unpacks(tmp_path, monkeypatch, capsys):
@@ -169,9 +186,9 @@ def test_read_greedy_scores_each_clips_proposal_and_an_unended_one_as_empty():
     class Judge:
         decoder = torch.nn.Linear(1, 1).train()
 
-        def propose(self, frames, max_tokens):
+        def propose_many(self, frames, max_tokens):
             assert max_tokens == 7 and not self.decoder.training  # read in eval mode
-            return {"fa": "the cat sat", "fb": None}[frames]
+            return [{"fa": "the cat sat", "fb": None}[f] for f in frames]
     r, hyps = script.read_greedy(Judge(), clips, ["fa", "fb"], 7)
     assert hyps == ["the cat sat", ""]
     assert (r.ref_words, sum(u.errors for u in r.utterances)) == (6, 3)  # the second clip: 3 deletions
@@ -184,7 +201,8 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
     tok = ref.tokenizer()
     judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
-    monkeypatch.setattr(judge, "frames", lambda wave, encoder=None, warp=None: torch.randn(30, 32))
+    monkeypatch.setattr(judge, "frames_many",
+                        lambda waves, encoder=None, warps=None: [torch.randn(30, 32) for _ in waves])
     model = type("M", (), {"whisper_judge": lambda self: judge, "encoders": {"audio": None}})()
     monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
     rows = CLIPS.read_text().splitlines()
@@ -211,4 +229,9 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     assert json.loads((tmp_path / "r.json").read_text())["history"][-1]["step"] == 3
     assert script.main(args + ["--kl", "0.5"]) == 0  # without the guard: every planned step
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
-    assert summary["steps_run"] == 6 and summary["kl"] == 0.5
+    assert summary["steps_run"] == 6 and summary["kl"] == 0.5 and summary["train_part"] == "all"
+    trained = []  # the weights given to the optimizer (decoder_params is tested above)
+    real = script.decoder_params
+    monkeypatch.setattr(script, "decoder_params", lambda d, part: trained.append(part) or real(d, part))
+    assert script.main(args + ["--train-part", "cross"]) == 0
+    assert trained == ["cross"] and json.loads((tmp_path / "r.json").read_text())["summary"]["train_part"] == "cross"
