@@ -12,7 +12,9 @@ greedy transcript before and after on a test manifest, choosing the step on a va
 
 With ``--save FILE`` the chosen decoder's trained weights (all but the held token embeddings) go to a safetensors
 file: copied into a model folder as ``whisper_decoder.safetensors``, that model's ``generate(whisper_weight=…)``
-proposes and judges with them (``MultimodalLM.whisper_judge``). The last line printed is the summary as JSON.
+proposes and judges with them (``MultimodalLM.whisper_judge``). Training starts from Whisper's own decoder even where
+the model folder carries a trained one (the release does since session 51); ``--init model`` starts from that one.
+The last line printed is the summary as JSON.
 """
 from __future__ import annotations
 
@@ -162,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                          "steps): where --max-seconds stopped a run, the same stop by steps, which reproduces it")
     ap.add_argument("--kl", type=float, default=0.0,
                     help="add this weight times KL(Whisper's own decoder || the trained one) per target token")
+    ap.add_argument("--init", choices=("own", "model"), default="own",
+                    help="start from Whisper's own decoder (own), or from the model folder's trained one "
+                         "(whisper_decoder.safetensors, where it has one: model)")
     ap.add_argument("--train-part", choices=PARTS, default="all",
                     help="which weights train: all but the token embeddings, or the cross-attention only (the "
                          "decoder's language model stays Whisper's)")
@@ -186,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     model = load_pipeline(a.model, device=a.device).model
+    trained_before = bool(model.whisper_decoder_state)  # the folder's trained decoder (the release has one since 51)
+    if a.init == "own":
+        model.whisper_decoder_state = None  # the judge then reads Whisper's own decoder
     judge, enc = model.whisper_judge(), model.encoders["audio"]
     dec = judge.decoder.to(a.device)
     judge.padded_encoder().to(a.device)  # decoder_features' frames come out where it runs
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
                "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "train_part": a.train_part,
+               "init": a.init if trained_before else "own",
                "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,

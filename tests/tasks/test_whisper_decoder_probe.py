@@ -203,7 +203,9 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
     monkeypatch.setattr(judge, "frames_many",
                         lambda waves, encoder=None, warps=None: [torch.randn(30, 32) for _ in waves])
-    model = type("M", (), {"whisper_judge": lambda self: judge, "encoders": {"audio": None}})()
+    seen = []  # the trained decoder the model folder carries when the judge is asked for (the release has one)
+    model = type("M", (), {"whisper_judge": lambda self: seen.append(self.whisper_decoder_state) or judge,
+                           "encoders": {"audio": None}, "whisper_decoder_state": {"w": 1}})()
     monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
     rows = CLIPS.read_text().splitlines()
     (tmp_path / "a.jsonl").write_text("\n".join(rows[:2]) + "\n")  # the clips' audio beside them: link the folder
@@ -235,3 +237,7 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     monkeypatch.setattr(script, "decoder_params", lambda d, part: trained.append(part) or real(d, part))
     assert script.main(args + ["--train-part", "cross"]) == 0
     assert trained == ["cross"] and json.loads((tmp_path / "r.json").read_text())["summary"]["train_part"] == "cross"
+    assert seen[-1] is None and json.loads((tmp_path / "r.json").read_text())["summary"]["init"] == "own"  # default
+    model.whisper_decoder_state = {"w": 1}
+    assert script.main(args + ["--init", "model", "--stop-step", "1"]) == 0  # from the folder's trained decoder
+    assert seen[-1] == {"w": 1} and json.loads((tmp_path / "r.json").read_text())["summary"]["init"] == "model"
