@@ -6,12 +6,13 @@ clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech
     python scripts/release_rule.py CANDIDATE_MODEL [CANDIDATE_MODEL ...] [--release checkpoints/asr-smollm2-whisper-tiny]
         [--nv9 data/speech_release/nv9/test.jsonl] [--human data/human_speech] [--out outputs/release_rule]
 
-Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into OUT/NAME/{nv9,human_test,human_extra}.json
-(NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it); a report already there is used as it is
-(one written before session 40's shared beam prefill decodes a few close beams differently in bfloat16, docs/PERFORMANCE.md:
-delete it so that both models are measured by the same code). The LLM decodes in float32 (``--dtype float32``, the
-CPU's default since session 45; reports named ``TAG[_beamsN]_float32.json``); the rule's reports before that
-decoded in the release's saved bfloat16 (``TAG[_beamsN].json``) and are not used.
+Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into
+OUT/NAME/{nv9,human_test,human_extra}.json (NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it).
+A report already there is used again only where it was decoded from the same files (``OUT/NAME/model*.sha256``, the
+folder's fingerprint; else all three are decoded again: session 51 replaced the release in place, and its reports of
+the release before were still there). The LLM decodes in float32 (``--dtype float32``, the CPU's default since
+session 45; reports named ``TAG[_beamsN]_float32.json``); the rule's reports before that decoded in the release's
+saved bfloat16 (``TAG[_beamsN].json``) and are not used.
 All models decode alike: with ``--num-beams N``, by default the release's saved ``num_beams`` (4 since session 32;
 reports of N > 1 are named ``TAG_beamsN.json``), so that a candidate saved with the recipe's greedy setting is not
 compared greedy against a release that searches.
@@ -62,15 +63,44 @@ def saved_beams(model: str) -> int:
     return int(cfg.get("pipeline", {}).get("generation", {}).get("num_beams", 1))
 
 
+def fingerprint(model: str) -> str:
+    """SHA-256 over a model folder's files (their paths and bytes): the weights a report was decoded with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(q for q in Path(model).rglob("*") if q.is_file()):
+        h.update(f.relative_to(model).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1) -> dict[str, Path]:
-    """The three reports of one model decoded with ``beams``, those missing evaluated in one call per batch size."""
+    """The three reports of one model decoded with ``beams``, those missing evaluated in one call per batch size.
+    Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
+    records :func:`fingerprint` of the folder they were decoded from, and where the folder's files differ from it (a
+    release replaced in place, session 52), or none is recorded, all three are decoded again. A folder that no longer
+    exists is not checked: its reports are used as they are."""
     suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
     got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in SETS}
+    sig = out / name / f"model{suffix}.sha256"
+    if Path(model).is_dir():
+        now = fingerprint(model)
+        before = sig.read_text().split()[0] if sig.is_file() else None
+        if before != now and any(p.is_file() for p in got.values()):
+            print(f"release_rule: {out / name}: reports made from {'other files' if before else 'unrecorded files'} "
+                  f"than {model}'s: decoding all three again", file=sys.stderr)
+            for p in got.values():
+                p.unlink(missing_ok=True)
     missing = {tag: batch for tag, batch in SETS if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
     for batch in sorted(set(missing.values()), reverse=True):
         evaluate(model, [(manifests[t], got[t]) for t, b in missing.items() if b == batch], batch, beams)
+    if missing:
+        sig.write_text(f"{now} {model}\n")
     return got
 
 

@@ -64,6 +64,7 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     cand_dir.mkdir()
     cand = {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]}
     write_report(out / "E2" / "human_test_float32.json", cand["human_test"], WORDS["human_test"])  # two of three missing
+    (out / "E2" / "model_float32.sha256").write_text(release_rule.fingerprint(str(cand_dir)))  # made from these files
     write_report(out / "E2" / "nv9.json", [0, 0, 0, 0], WORDS["nv9"])  # decoded in bfloat16 before session 45: not used
     calls = []
 
@@ -94,6 +95,46 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     assert "nowhere: no such model folder" in capsys.readouterr().err
 
 
+def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, monkeypatch, capsys):
+    """Session 51 replaced the release in place and its reports of the release before stayed: a report is used again
+    only where the folder's files are the ones it was decoded from (or the folder is gone); a changed file, or no
+    record at all, decodes all three again."""
+    data = tmp_path / "data"
+    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
+        (data / f).parent.mkdir(parents=True, exist_ok=True)
+        (data / f).write_text("")
+    rel_dir = tmp_path / "rel_model"
+    rel_dir.mkdir()
+    (rel_dir / "w.safetensors").write_bytes(b"release 1")
+    out = tmp_path / "out"
+    model(out, "rel", RELEASE)  # reports with no record of what they were decoded from
+    model(out, "E2", {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]})
+    calls = []
+
+    def fake_evaluate(model_dir, pairs, batch_size, beams):
+        calls.append((Path(model_dir).name, [Path(m).name for m, _ in pairs]))
+        for _, report in pairs:
+            tag = report.stem.removesuffix("_float32")
+            write_report(report, RELEASE[tag], WORDS[tag])
+
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    argv = [f"E2={tmp_path}/gone", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"),
+            "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
+    assert release_rule.main(argv) == 0  # unrecorded: decoded again; E2's folder is gone: its reports are used
+    assert calls == [("rel_model", ["nv9.jsonl"]), ("rel_model", ["test.jsonl", "extra.jsonl"])]
+    assert "unrecorded files" in capsys.readouterr().err
+    assert (out / "rel" / "model_float32.sha256").read_text().split()[0] == release_rule.fingerprint(str(rel_dir))
+    calls.clear()
+    assert release_rule.main(argv) == 0 and calls == []  # the same files: used again
+    (rel_dir / "w.safetensors").write_bytes(b"release 2")  # replaced in place
+    assert release_rule.main(argv) == 0 and len(calls) == 2
+    assert "other files" in capsys.readouterr().err
+    before = release_rule.fingerprint(str(rel_dir))
+    (rel_dir / "sub").mkdir()
+    (rel_dir / "sub" / "x").write_bytes(b"")  # a file more, even empty, is other files
+    assert release_rule.fingerprint(str(rel_dir)) != before
+
+
 def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkeypatch, capsys):
     """Since session 32 the release saves num_beams 4: the candidates decode with it too (a recipe-trained candidate
     saves greedy), their reports named TAG_beams4.json beside the greedy ones; --num-beams 1 goes back to those."""
@@ -121,7 +162,8 @@ def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkey
     assert release_rule.main(argv) == 0
     assert sorted(calls) == [("cand_model", 4)] * 2 + [("rel_model", 4)] * 2
     assert sorted(p.name for p in (out / "E2").iterdir()) == ["human_extra_beams4_float32.json",
-                                                              "human_test_beams4_float32.json", "nv9_beams4_float32.json"]
+                                                              "human_test_beams4_float32.json",
+                                                              "model_beams4_float32.sha256", "nv9_beams4_float32.json"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "decoding: 4 beams, every model" and json.loads(lines[-1])["num_beams"] == 4
     calls.clear()
