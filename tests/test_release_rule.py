@@ -34,6 +34,26 @@ def model(out: Path, name: str, errors: dict[str, list[int]]) -> dict[str, Path]
     return {t: write_report(out / name / f"{t}_float32.json", errors[t], WORDS[t]) for t in WORDS}
 
 
+def empty_manifests(tmp_path: Path) -> Path:
+    """DATA/nv9.jsonl and DATA/human/{test,extra}.jsonl, empty: the rule only names them to the evaluation."""
+    data = tmp_path / "data"
+    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
+        (data / f).parent.mkdir(parents=True, exist_ok=True)
+        (data / f).write_text("")
+    return data
+
+
+def fake_evaluate(calls: list, errors) -> object:
+    """A stand-in for release_rule.evaluate: appends (model folder, manifest names, batch size, beams) to ``calls``
+    and writes each report with ``errors(model folder)[tag]``'s errors."""
+    def run(model_dir, pairs, batch_size, beams):
+        calls.append((str(model_dir), [Path(m).name for m, _ in pairs], batch_size, beams))
+        for _, report in pairs:
+            tag = report.stem.removesuffix("_float32").removesuffix(f"_beams{beams}")
+            write_report(report, errors(model_dir)[tag], WORDS[tag])
+    return run
+
+
 @pytest.mark.parametrize("nv9, human, passes", [
     ([1, 1, 0, 0], {"human_test": [1, 1], "human_extra": [1, 1, 0]}, True),   # nv9 better, human errors equal
     ([1, 1, 0, 1], {"human_test": [0, 0], "human_extra": [0, 0, 0]}, False),  # nv9 only level: not better
@@ -54,10 +74,7 @@ def test_the_rule_and_its_paired_comparisons(tmp_path, nv9, human, passes):
 
 
 def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path, monkeypatch, capsys):
-    data = tmp_path / "data"
-    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
-        (data / f).parent.mkdir(parents=True, exist_ok=True)
-        (data / f).write_text("")
+    data = empty_manifests(tmp_path)
     out = tmp_path / "out"
     model(out, "rel", RELEASE)
     cand_dir = tmp_path / "cand_model"
@@ -67,19 +84,12 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     (out / "E2" / "model_float32.sha256").write_text(release_rule.fingerprint(str(cand_dir)))  # made from these files
     write_report(out / "E2" / "nv9.json", [0, 0, 0, 0], WORDS["nv9"])  # decoded in bfloat16 before session 45: not used
     calls = []
-
-    def fake_evaluate(model_dir, pairs, batch_size, beams):
-        calls.append((model_dir, [Path(m).name for m, _ in pairs], batch_size))
-        assert beams == 1  # the release folder has no config.json: greedy
-        for _, report in pairs:
-            tag = report.stem.removesuffix("_float32")
-            write_report(report, cand[tag], WORDS[tag])
-
-    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: cand))
     argv = [f"E2={cand_dir}", "--release", f"rel={tmp_path}/rel_model", "--nv9", str(data / "nv9.jsonl"),
             "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
     assert release_rule.main(argv) == 0
-    assert calls == [(str(cand_dir), ["nv9.jsonl"], 32), (str(cand_dir), ["extra.jsonl"], 8)]
+    # the release folder has no config.json: greedy
+    assert calls == [(str(cand_dir), ["nv9.jsonl"], 32, 1), (str(cand_dir), ["extra.jsonl"], 8, 1)]
     lines = capsys.readouterr().out.splitlines()
     v = json.loads(lines[-1])
     assert v["candidate"] == "E2" and v["passes"] is True and v["human_errors"] == 3 and v["nv9_wer"] == 0.05
@@ -88,7 +98,7 @@ def test_cli_evaluates_missing_reports_on_the_cpu_and_reuses_the_others(tmp_path
     cand2 = tmp_path / "cand2_model"
     cand2.mkdir()
     assert release_rule.main([f"E3={cand2}"] + argv[1:]) == 0
-    assert calls == [(str(cand2), ["nv9.jsonl"], 32), (str(cand2), ["test.jsonl", "extra.jsonl"], 8)]
+    assert calls == [(str(cand2), ["nv9.jsonl"], 32, 1), (str(cand2), ["test.jsonl", "extra.jsonl"], 8, 1)]
     capsys.readouterr()
     # a model that is neither a folder nor already evaluated is named
     assert release_rule.main([str(tmp_path / "nowhere")] + argv[1:]) == 2
@@ -99,10 +109,7 @@ def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, mon
     """Session 51 replaced the release in place and its reports of the release before stayed: a report is used again
     only where the folder's files are the ones it was decoded from (or the folder is gone); a changed file, or no
     record at all, decodes all three again."""
-    data = tmp_path / "data"
-    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
-        (data / f).parent.mkdir(parents=True, exist_ok=True)
-        (data / f).write_text("")
+    data = empty_manifests(tmp_path)
     rel_dir = tmp_path / "rel_model"
     rel_dir.mkdir()
     (rel_dir / "w.safetensors").write_bytes(b"release 1")
@@ -110,18 +117,11 @@ def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, mon
     model(out, "rel", RELEASE)  # reports with no record of what they were decoded from
     model(out, "E2", {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]})
     calls = []
-
-    def fake_evaluate(model_dir, pairs, batch_size, beams):
-        calls.append((Path(model_dir).name, [Path(m).name for m, _ in pairs]))
-        for _, report in pairs:
-            tag = report.stem.removesuffix("_float32")
-            write_report(report, RELEASE[tag], WORDS[tag])
-
-    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: RELEASE))
     argv = [f"E2={tmp_path}/gone", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"),
             "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
     assert release_rule.main(argv) == 0  # unrecorded: decoded again; E2's folder is gone: its reports are used
-    assert calls == [("rel_model", ["nv9.jsonl"]), ("rel_model", ["test.jsonl", "extra.jsonl"])]
+    assert calls == [(str(rel_dir), ["nv9.jsonl"], 32, 1), (str(rel_dir), ["test.jsonl", "extra.jsonl"], 8, 1)]
     assert "unrecorded files" in capsys.readouterr().err
     assert (out / "rel" / "model_float32.sha256").read_text().split()[0] == release_rule.fingerprint(str(rel_dir))
     calls.clear()
@@ -138,29 +138,19 @@ def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, mon
 def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkeypatch, capsys):
     """Since session 32 the release saves num_beams 4: the candidates decode with it too (a recipe-trained candidate
     saves greedy), their reports named TAG_beams4.json beside the greedy ones; --num-beams 1 goes back to those."""
-    data = tmp_path / "data"
-    for f in ("nv9.jsonl", "human/test.jsonl", "human/extra.jsonl"):
-        (data / f).parent.mkdir(parents=True, exist_ok=True)
-        (data / f).write_text("")
+    data = empty_manifests(tmp_path)
     rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
     for d, beams in ((rel_dir, 4), (cand_dir, 1)):
         d.mkdir()
         (d / "config.json").write_text(json.dumps({"pipeline": {"generation": {"num_beams": beams}}}))
     errors = {"rel_model": RELEASE, "cand_model": {"nv9": [0, 0, 0, 1], "human_test": [1, 0], "human_extra": [1, 1, 0]}}
     calls = []
-
-    def fake_evaluate(model_dir, pairs, batch_size, beams):
-        calls.append((Path(model_dir).name, beams))
-        for _, report in pairs:
-            tag = report.stem.removesuffix("_float32").removesuffix(f"_beams{beams}")
-            write_report(report, errors[Path(model_dir).name][tag], WORDS[tag])
-
-    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate)
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: errors[Path(m).name]))
     out = tmp_path / "out"
     argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"),
             "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
     assert release_rule.main(argv) == 0
-    assert sorted(calls) == [("cand_model", 4)] * 2 + [("rel_model", 4)] * 2
+    assert sorted((Path(c[0]).name, c[3]) for c in calls) == [("cand_model", 4)] * 2 + [("rel_model", 4)] * 2
     assert sorted(p.name for p in (out / "E2").iterdir()) == ["human_extra_beams4_float32.json",
                                                               "human_test_beams4_float32.json",
                                                               "model_beams4_float32.sha256", "nv9_beams4_float32.json"]
@@ -168,7 +158,7 @@ def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkey
     assert lines[0] == "decoding: 4 beams, every model" and json.loads(lines[-1])["num_beams"] == 4
     calls.clear()
     assert release_rule.main(argv + ["--num-beams", "1"]) == 0
-    assert sorted(calls) == [("cand_model", 1)] * 2 + [("rel_model", 1)] * 2
+    assert sorted((Path(c[0]).name, c[3]) for c in calls) == [("cand_model", 1)] * 2 + [("rel_model", 1)] * 2
     assert (out / "E2" / "nv9_float32.json").is_file()
     assert release_rule.main(argv + ["--num-beams", "0"]) == 2
     assert "--num-beams must be at least 1" in capsys.readouterr().err
