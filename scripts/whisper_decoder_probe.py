@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not 0.0 <= a.augment <= 1.0:
         ap.error(f"--augment: a probability in [0, 1], got {a.augment}")
+    if a.stop_step is not None and a.stop_step < 1:
+        ap.error(f"--stop-step: a step of training, 1 or more, got {a.stop_step}")
 
     import torch
 

@@ -227,6 +227,10 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     assert hist[0]["val_errors"] == words  # untrained, 4 tokens: no transcript ends, every word is deleted
     for h in hist:  # both manifests' errors, and the WER chosen on is theirs together
         assert len(h["val_errors"]) == 2 and h["val_wer"] == pytest.approx(sum(h["val_errors"]) / sum(words), abs=1e-4)
+    for bad in ("0", "-2"):  # no step to stop after: refused, not run to the end silently
+        with pytest.raises(SystemExit):
+            script.main(args + ["--stop-step", bad])
+        assert "--stop-step: a step of training" in capsys.readouterr().err
     assert script.main(args + ["--stop-step", "3"]) == 0  # the same stop by steps: after step 3 of 6
     assert json.loads((tmp_path / "r.json").read_text())["history"][-1]["step"] == 3
     assert script.main(args + ["--kl", "0.5"]) == 0  # without the guard: every planned step
