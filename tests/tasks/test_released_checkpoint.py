@@ -38,19 +38,14 @@ def test_released_checkpoint_is_committed_and_complete():
     # since session 44 Whisper's own greedy transcript joined the 8 beams as a ninth candidate; since session 46 its 4
     # best by its own beam search do (whisper_proposal: 4)
     assert cfg["pipeline"]["generation"]["whisper_proposal"] == 4
-    # since session 51: Whisper's decoder trained on our clips (4-bit changes from Whisper's own) proposes and judges
-    # beside Whisper's own (whisper_both); since session 52 (GPU run 45's widex) only its cross-attention is trained:
-    # every other packed change is zero (level 8 in both halves of a byte, scale 0), one language model for both
+    # since session 51: Whisper's decoder trained on our clips (GPU run 44's nat2, 4-bit changes from Whisper's own)
+    # proposes and judges beside Whisper's own (whisper_both)
     assert cfg["pipeline"]["generation"]["whisper_both"] is True
     with safe_open(str(CKPT / "whisper_decoder.safetensors"), "pt") as f:
         dec = set(f.keys())
         assert f.get_slice("layers.3.fc1.weight.qdelta").get_dtype() == "U8"  # 4 bits, two levels a byte
         assert f.get_slice("layers.3.fc1.weight.qdelta").get_shape() == [1536, 384 // 2]
         assert f.get_slice("layers.3.fc1.weight.qscale").get_shape() == [1536, 384 // 64]
-        for k in dec:
-            if k.endswith(".qdelta"):
-                zero = bool((f.get_tensor(k) == 0x88).all()) and not f.get_tensor(k[:-6] + "qscale").any()
-                assert zero == (".encoder_attn." not in k), k
     packed = {f"layers.{i}.{m}.weight" for i in range(4) for m in ("fc1", "fc2") + tuple(
         f"{a}.{p}" for a in ("self_attn", "encoder_attn") for p in ("q_proj", "k_proj", "v_proj", "out_proj"))}
     suffixes = (".qdelta", ".qscale")
