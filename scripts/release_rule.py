@@ -18,6 +18,9 @@ reports of N > 1 are named ``TAG_beamsN.json``), so that a candidate saved with 
 compared greedy against a release that searches.
 Prints a table, then one JSON line per candidate: both numbers of both models, ``passes``, and the paired bootstrap
 (``mmlora compare-wer``) of the candidate against the release on nv9 and on the 40 human clips as one set.
+``--guard TAG=MANIFEST`` (session 52: natt9 and st/test) adds sets on which a candidate must not be significantly
+worse (a higher WER with p < 0.05 fails it): session 52's candidate passed nv9 and the human clips and read natt9
+significantly worse.
 """
 from __future__ import annotations
 
@@ -77,24 +80,26 @@ def fingerprint(model: str) -> str:
     return h.hexdigest()
 
 
-def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1) -> dict[str, Path]:
-    """The three reports of one model decoded with ``beams``, those missing evaluated in one call per batch size.
+def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1,
+            sets: tuple = SETS) -> dict[str, Path]:
+    """The reports of one model on ``sets`` (``(tag, batch size)``: the rule's three, and any guard sets) decoded with
+    ``beams``, those missing evaluated in one call per batch size.
     Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
     records :func:`fingerprint` of the folder they were decoded from, and where the folder's files differ from it (a
     release replaced in place, session 52), or none is recorded, all three are decoded again. A folder that no longer
     exists is not checked: its reports are used as they are."""
     suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
-    got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in SETS}
+    got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in sets}
     sig = out / name / f"model{suffix}.sha256"
     if Path(model).is_dir():
         now = fingerprint(model)
         before = sig.read_text().split()[0] if sig.is_file() else None
         if before != now and any(p.is_file() for p in got.values()):
             print(f"release_rule: {out / name}: reports made from {'other files' if before else 'unrecorded files'} "
-                  f"than {model}'s: decoding all three again", file=sys.stderr)
+                  f"than {model}'s: decoding them all again", file=sys.stderr)
             for p in got.values():
                 p.unlink(missing_ok=True)
-    missing = {tag: batch for tag, batch in SETS if not got[tag].is_file()}
+    missing = {tag: batch for tag, batch in sets if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
     for batch in sorted(set(missing.values()), reverse=True):
@@ -114,18 +119,26 @@ def counts(path: Path) -> tuple[float, int, int]:
         raise ValueError(f"{path}: not an mmlora evaluate report ({e})") from None
 
 
-def verdict(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000) -> dict:
-    """The rule on two models' reports: nv9 WER strictly lower, human word errors (test + extra) no more."""
+def verdict(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000, guards: tuple[str, ...] = ()) -> dict:
+    """The rule on two models' reports: nv9 WER strictly lower, human word errors (test + extra) no more; and on each
+    of ``guards`` (tags of further sets, e.g. natt9 and st/test since session 52) not significantly worse (the paired
+    bootstrap: a higher WER with p < 0.05 fails)."""
     human = ("human_test", "human_extra")
     c, r = ({tag: counts(path) for tag, path in m.items()} for m in (cand, rel))  # (WER, errors, words) per report
     err_c, err_r = (sum(x[t][1] for t in human) for x in (c, r))
     nv9_cmp = compare_reports(rel["nv9"], cand["nv9"], samples=samples)
     human_cmp = compare_reports([rel[t] for t in human], [cand[t] for t in human], samples=samples)
+    guard = {}
+    for g in guards:
+        cmp = compare_reports(rel[g], cand[g], samples=samples)
+        guard[g] = {"wer": c[g][0], "release_wer": r[g][0], "diff": cmp["diff"], "p": cmp["p_two_sided"],
+                    "worse": cmp["diff"] > 0 and cmp["p_two_sided"] < 0.05}
     return {"nv9_wer": c["nv9"][0], "release_nv9_wer": r["nv9"][0], "human_errors": err_c,
             "release_human_errors": err_r, "human_words": sum(r[t][2] for t in human),
-            "passes": c["nv9"][0] < r["nv9"][0] and err_c <= err_r,
+            "passes": c["nv9"][0] < r["nv9"][0] and err_c <= err_r and not any(v["worse"] for v in guard.values()),
             "nv9_diff": nv9_cmp["diff"], "nv9_p": nv9_cmp["p_two_sided"],
-            "human_diff": human_cmp["diff"], "human_p": human_cmp["p_two_sided"], "samples": samples}
+            "human_diff": human_cmp["diff"], "human_p": human_cmp["p_two_sided"], "samples": samples,
+            **({"guards": guard} if guard else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,18 +151,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("outputs/release_rule"))
     p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--num-beams", type=int, help="beams for every model (default: the release's saved num_beams)")
+    p.add_argument("--guard", action="append", default=[], metavar="TAG=MANIFEST",
+                   help="a further set (batch 32) on which a candidate must not be significantly worse (p < 0.05), "
+                        "e.g. natt9=data/speech_release/natt9/test.jsonl (repeatable; session 52)")
     a = p.parse_args(argv)
     manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
+    guards = []
+    for g in a.guard:
+        tag, sep, path = g.partition("=")
+        if not sep or not tag or not path or tag in manifests or "/" in tag:
+            p.error(f"--guard: TAG=MANIFEST with a new tag, got {g!r}")
+        manifests[tag] = Path(path)
+        guards.append(tag)
+    sets = SETS + tuple((t, 32) for t in guards)
     try:
         rel_name, rel_path = named(a.release)
         beams = a.num_beams if a.num_beams is not None else saved_beams(rel_path)
         if beams < 1:
             raise ValueError(f"--num-beams must be at least 1, got {beams}")
-        rel = reports(rel_name, rel_path, manifests, a.out, beams)
+        rel = reports(rel_name, rel_path, manifests, a.out, beams, sets)
         rows = []
         for c in a.candidates:
             name, path = named(c)
-            rows.append(((name, path), verdict(reports(name, path, manifests, a.out, beams), rel, a.samples)))
+            rows.append(((name, path), verdict(reports(name, path, manifests, a.out, beams, sets), rel, a.samples,
+                                               tuple(guards))))
     except (ValueError, subprocess.CalledProcessError) as e:
         print(f"release_rule: {e}", file=sys.stderr)
         return 2
@@ -161,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {100 * v['nv9_wer']:.1f} % ({100 * v['nv9_diff']:+.1f}, p {format_p(v['nv9_p'], v['samples'])}) "
               f"| {v['human_errors']} ({100 * v['human_diff']:+.1f} points, p {format_p(v['human_p'], v['samples'])}) "
               f"| {'yes' if v['passes'] else 'no'} |")
+    for (name, _), v in rows:  # the guard sets: not significantly worse
+        for g, x in v.get("guards", {}).items():
+            print(f"{name} on {g}: {100 * x['wer']:.1f} % against {100 * x['release_wer']:.1f} % "
+                  f"({100 * x['diff']:+.1f} points, p {format_p(x['p'], v['samples'])})"
+                  f"{': significantly worse, fails' if x['worse'] else ''}")
     for (name, path), v in rows:
         print(json.dumps({"candidate": name, "model": path, "release": rel_path, "num_beams": beams, **v}))
     return 0

@@ -135,6 +135,43 @@ def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, mon
     assert release_rule.fingerprint(str(rel_dir)) != before
 
 
+def test_a_guard_set_fails_a_candidate_significantly_worse_on_it(tmp_path, monkeypatch, capsys):
+    """--guard natt9=...: evaluated at batch 32 for both models; a candidate that passes nv9 and the human clips fails
+    where it reads the guard set worse with p < 0.05, and passes where the guard's difference is within noise."""
+    data = empty_manifests(tmp_path)
+    (data / "natt9.jsonl").write_text("")
+    rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
+    for d in (rel_dir, cand_dir):
+        d.mkdir()
+    good = {"nv9": [1, 1, 0, 0], "human_test": [1, 0], "human_extra": [1, 1, 0]}  # passes the rule itself
+    natt9 = {"rel_model": [0] * 40, "cand_model": [1] * 40}  # one error more on every clip: p < 0.05
+    calls = []
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: {
+        **(RELEASE if Path(m).name == "rel_model" else good), "natt9": natt9[Path(m).name]}))
+    monkeypatch.setitem(WORDS, "natt9", [5] * 40)
+    out = tmp_path / "out"
+    argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"), "--human",
+            str(data / "human"), "--out", str(out), "--samples", "500", "--guard", f"natt9={data / 'natt9.jsonl'}"]
+    assert release_rule.main(argv) == 0
+    assert sorted((Path(c[0]).name, c[1], c[2]) for c in calls) == sorted(
+        [(m, ["nv9.jsonl", "natt9.jsonl"], 32) for m in ("rel_model", "cand_model")]
+        + [(m, ["test.jsonl", "extra.jsonl"], 8) for m in ("rel_model", "cand_model")])
+    lines = capsys.readouterr().out.splitlines()
+    v = json.loads(lines[-1])
+    assert v["passes"] is False and v["guards"]["natt9"]["worse"] is True and v["guards"]["natt9"]["p"] < 0.05
+    assert any(line.startswith("E2 on natt9:") and line.endswith("significantly worse, fails") for line in lines)
+    natt9["cand_model"] = [1] + [0] * 39  # one error more in all: within noise, the rule decides
+    for f in (out / "E2").glob("natt9*"):
+        f.unlink()
+    (out / "E2" / "model_float32.sha256").write_text("other")  # decoded again from these files
+    assert release_rule.main(argv) == 0
+    v = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert v["passes"] is True and v["guards"]["natt9"]["worse"] is False
+    with pytest.raises(SystemExit):  # a tag of the rule's own: refused
+        release_rule.main(argv[:-2] + ["--guard", "nv9=x.jsonl"])
+    assert "--guard: TAG=MANIFEST with a new tag" in capsys.readouterr().err
+
+
 def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkeypatch, capsys):
     """Since session 32 the release saves num_beams 4: the candidates decode with it too (a recipe-trained candidate
     saves greedy), their reports named TAG_beams4.json beside the greedy ones; --num-beams 1 goes back to those."""
