@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,19 +87,22 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
     ``beams``, those missing evaluated in one call per batch size.
     Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
     records :func:`fingerprint` of the folder they were decoded from, and where the folder's files differ from it (a
-    release replaced in place, session 52), or none is recorded, all three are decoded again. A folder that no longer
-    exists is not checked: its reports are used as they are."""
+    release replaced in place, session 51), or none is recorded, every report of that decoding is dropped (those of
+    sets not asked for this time too, so that a guard set asked for later is not read from the old files) and the
+    asked ones decoded again. A folder that no longer exists is not checked: its reports are used as they are."""
     suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
     got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in sets}
     sig = out / name / f"model{suffix}.sha256"
     if Path(model).is_dir():
         now = fingerprint(model)
         before = sig.read_text().split()[0] if sig.is_file() else None
-        if before != now and any(p.is_file() for p in got.values()):
+        old = [p for p in (out / name).glob(f"*{suffix}.json")  # this decoding's: not TAG_beamsN's beside greedy's
+               if not re.search(r"_beams\d+$", p.name[:-len(suffix + ".json")]) or beams > 1]
+        if before != now and old:
             print(f"release_rule: {out / name}: reports made from {'other files' if before else 'unrecorded files'} "
-                  f"than {model}'s: decoding them all again", file=sys.stderr)
-            for p in got.values():
-                p.unlink(missing_ok=True)
+                  f"than {model}'s: decoding them again", file=sys.stderr)
+            for p in old:
+                p.unlink()
     missing = {tag: batch for tag, batch in sets if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")

@@ -129,6 +129,12 @@ def test_reports_of_other_files_than_the_folders_are_decoded_again(tmp_path, mon
     (rel_dir / "w.safetensors").write_bytes(b"release 2")  # replaced in place
     assert release_rule.main(argv) == 0 and len(calls) == 2
     assert "other files" in capsys.readouterr().err
+    # a guard set's report from earlier files goes too, though this run does not ask for it; other decodings stay
+    write_report(out / "rel" / "natt9_float32.json", [0], [5])
+    write_report(out / "rel" / "nv9_beams4_float32.json", [0], [5])
+    (rel_dir / "w.safetensors").write_bytes(b"release 3")
+    assert release_rule.main(argv) == 0
+    assert not (out / "rel" / "natt9_float32.json").exists() and (out / "rel" / "nv9_beams4_float32.json").is_file()
     before = release_rule.fingerprint(str(rel_dir))
     (rel_dir / "sub").mkdir()
     (rel_dir / "sub" / "x").write_bytes(b"")  # a file more, even empty, is other files
