@@ -99,6 +99,9 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
     return frames, train_frames
 
 
+PARTS = ("all", "cross")  # --train-part
+
+
 def decoder_params(decoder, part: str = "all") -> list:
     """The weights trained, their ``requires_grad`` set and every other weight's cleared: every weight but the token
     embeddings (``all``; tied to the output layer, the vocabulary stays Whisper's), or only the cross-attention
@@ -112,9 +115,6 @@ def decoder_params(decoder, part: str = "all") -> list:
         if p.requires_grad:
             out.append(p)
     return out
-
-
-PARTS = ("all", "cross")
 
 
 def read_greedy(judge, clips: list, frames: list, max_tokens: int):
