@@ -45,18 +45,20 @@ def decoder_features(wave: Tensor, padded, unpadded=None, warp: float | None = N
     return decoder_features_many([wave], padded, unpadded, None if warp is None else [warp])[0]
 
 
-def decoder_features_many(waves: list[Tensor], padded, unpadded=None, warps: list[float] | None = None
-                          ) -> list[Tensor]:
+def decoder_features_many(waves: list[Tensor], padded, unpadded=None, warps: list[float] | None = None,
+                          grad: bool = False) -> list[Tensor]:
     """:func:`decoder_features` of each clip, both encoders run once over the batch (``warps``: one factor a clip, or
     None). A clip's frames do not depend on its batch: the padded run reads every clip in its own 30 s, and the
     unpadded encoder is run over the batch only where its features are batch-independent (``mask_padding`` or
-    ``full_context``), else clip by clip."""
+    ``full_context``), else clip by clip. ``grad``: the clip's frames keep a graph to ``unpadded``'s training LoRA
+    (``Encoder.encode`` records one only where adapters inside it train); the padded run's never do."""
     waves = [w.float()[:WINDOW] for w in waves]  # the first 30 s, as Whisper's feature extractor keeps them
     kw = {} if warps is None else {"warp": list(warps)}
     with torch.no_grad():
         full = padded.encode([torch.nn.functional.pad(w, (0, WINDOW - w.shape[0])) for w in waves], **kw).x.float()
-        if unpadded is None:
-            return list(full)
+    if unpadded is None:
+        return list(full)
+    with torch.set_grad_enabled(grad):
         cfg = getattr(unpadded, "cfg", None)
         if len(waves) > 1 and cfg is not None and (cfg.full_context or cfg.mask_padding):
             f = unpadded.encode(waves, **kw)
@@ -212,9 +214,11 @@ class WhisperJudge:
         :func:`decoder_features`."""
         return decoder_features(wave.float(), self.padded_encoder(), encoder, warp)
 
-    def frames_many(self, waves: list[Tensor], encoder=None, warps: list[float] | None = None) -> list[Tensor]:
-        """:meth:`frames` of each clip, the encoders run once over the batch (:func:`decoder_features_many`)."""
-        return decoder_features_many(waves, self.padded_encoder(), encoder, warps)
+    def frames_many(self, waves: list[Tensor], encoder=None, warps: list[float] | None = None,
+                    grad: bool = False) -> list[Tensor]:
+        """:meth:`frames` of each clip, the encoders run once over the batch (:func:`decoder_features_many`; ``grad``:
+        a graph to ``encoder``'s training LoRA)."""
+        return decoder_features_many(waves, self.padded_encoder(), encoder, warps, grad)
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids if text.strip() else []

@@ -14,6 +14,9 @@ With ``--save FILE`` the chosen decoder's trained weights (all but the held toke
 file: copied into a model folder as ``whisper_decoder.safetensors``, that model's ``generate(whisper_weight=…)``
 proposes and judges with them (``MultimodalLM.whisper_judge``). Training starts from Whisper's own decoder even where
 the model folder carries a trained one (the release does since session 51); ``--init model`` starts from that one.
+With ``--encoder-lr LR`` > 0 the judge reads a copy of the model's audio encoder whose LoRA trains too (the encoder
+LoRA trained through Whisper's decoder, session 53; ``--train-part none`` trains it alone, beside Whisper's own
+decoder), and ``--save-encoder DIR`` writes the chosen step's LoRA as an adapter folder (``mmlora.lora.save_adapters``).
 The last line printed is the summary as JSON.
 """
 from __future__ import annotations
@@ -70,12 +73,13 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
     return loss + kl * div[keep].mean()
 
 
-def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
+def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool = False):
     """``(frames, train_frames)``: each maps a list of clip paths to what ``generate``'s judge reads for each (the clip
     as the pipeline loads it, mono 16 kHz, through ``encoder``; ``judge.frames_many``, the encoders run once over the
     list); ``train_frames`` first gives each clip, with probability ``augment``, a training-like change
     (:func:`mmlora.data.speech_augment.training_change`: speed, room tone, reverberation on half, and a VTLP warp both
-    encoders apply), drawn clip after clip from generators seeded by ``seed``."""
+    encoders apply), drawn clip after clip from generators seeded by ``seed``; with ``grad`` its frames keep a graph to
+    ``encoder``'s training LoRA (``frames``' never do)."""
     from mmlora.data.media import load_audio
     from mmlora.data.speech_augment import training_change
 
@@ -94,26 +98,41 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0):
             else:
                 waves.append(load_audio(p))
                 warps.append(1.0)  # factor 1: the identity (to 1e-14) beside a changed clip's
-        return judge.frames_many(waves, encoder, warps if any(w != 1.0 for w in warps) else None)
+        return judge.frames_many(waves, encoder, warps if any(w != 1.0 for w in warps) else None, grad=grad)
 
     return frames, train_frames
 
 
-PARTS = ("all", "cross")  # --train-part
+PARTS = ("all", "cross", "none")  # --train-part
 
 
 def decoder_params(decoder, part: str = "all") -> list:
     """The weights trained, their ``requires_grad`` set and every other weight's cleared: every weight but the token
-    embeddings (``all``; tied to the output layer, the vocabulary stays Whisper's), or only the cross-attention
+    embeddings (``all``; tied to the output layer, the vocabulary stays Whisper's), only the cross-attention
     (``cross``: each layer's ``encoder_attn`` and its LayerNorm; what the decoder reads from the frames changes,
-    its language model, self-attention and MLPs, stays Whisper's own)."""
+    its language model, self-attention and MLPs, stays Whisper's own), or none (``none``: the decoder stays
+    Whisper's, only the encoder's LoRA trains through it)."""
     if part not in PARTS:
         raise ValueError(f"--train-part: one of {PARTS}, got {part!r}")
     out = []
     for name, p in decoder.named_parameters():
-        p.requires_grad_(name != "embed_tokens.weight" and (part == "all" or ".encoder_attn" in name))
+        trains = part == "all" or (part == "cross" and ".encoder_attn" in name)
+        p.requires_grad_(trains and name != "embed_tokens.weight")
         if p.requires_grad:
             out.append(p)
+    return out
+
+
+def encoder_params(encoder) -> list:
+    """The audio encoder's LoRA weights (``….adapters.<name>.A|B``), their ``requires_grad`` set and every other
+    weight's cleared; an encoder without LoRA is refused (the judge's encoder trains only through its LoRA)."""
+    out = []
+    for name, p in encoder.named_parameters():
+        p.requires_grad_(".adapters." in name)
+        if p.requires_grad:
+            out.append(p)
+    if not out:
+        raise ValueError("--encoder-lr: the model's audio encoder has no LoRA to train (media.audio.encoder_lora)")
     return out
 
 
@@ -168,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="start from Whisper's own decoder (own), or from the model folder's trained one "
                          "(whisper_decoder.safetensors, where it has one: model)")
     ap.add_argument("--train-part", choices=PARTS, default="all",
-                    help="which weights train: all but the token embeddings, or the cross-attention only (the "
-                         "decoder's language model stays Whisper's)")
+                    help="which weights train: all but the token embeddings, the cross-attention only (the "
+                         "decoder's language model stays Whisper's), or none (with --encoder-lr: the encoder alone)")
+    ap.add_argument("--encoder-lr", type=float, default=0.0,
+                    help="train the judge's own copy of the model's audio encoder LoRA too, at this learning rate "
+                         "(0: the judge reads the model's encoder as it is)")
+    ap.add_argument("--save-encoder", default=None,
+                    help="with --encoder-lr: write the chosen step's encoder LoRA here (an adapter folder)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
@@ -184,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--augment: a probability in [0, 1], got {a.augment}")
     if a.stop_step is not None and a.stop_step < 1:
         ap.error(f"--stop-step: a step of training, 1 or more, got {a.stop_step}")
+    if a.encoder_lr < 0:
+        ap.error(f"--encoder-lr: a learning rate, 0 or more, got {a.encoder_lr}")
+    if a.train_part == "none" and not a.encoder_lr:
+        ap.error("--train-part none trains nothing without --encoder-lr")
+    if a.save_encoder and not a.encoder_lr:
+        ap.error("--save-encoder: the encoder trains only with --encoder-lr")
 
     import torch
 
@@ -196,11 +226,28 @@ def main(argv: list[str] | None = None) -> int:
     trained_before = bool(model.whisper_decoder_state)  # the folder's trained decoder (the release has one since 51)
     if a.init == "own":
         model.whisper_decoder_state = None  # the judge then reads Whisper's own decoder
-    judge, enc = model.whisper_judge(), model.encoders["audio"]
+    judge, base_enc = model.whisper_judge(), model.encoders["audio"]
     dec = judge.decoder.to(a.device)
     judge.padded_encoder().to(a.device)  # decoder_features' frames come out where it runs
+    enc, enc_params = base_enc, []
+    if a.encoder_lr:  # the judge's own copy of the encoder, its LoRA trained in float32; the model's stays as it is
+        import copy
 
-    frames, train_frames = clip_readers(judge, enc, a.augment, a.seed)
+        enc = copy.deepcopy(base_enc).float()
+        enc_params = encoder_params(enc)
+
+    def enc_state() -> dict:
+        return {n: p.detach().clone() for n, p in enc.named_parameters() if ".adapters." in n} if enc_params else {}
+
+    def load_enc_state(state: dict) -> None:
+        if not state:
+            return
+        with torch.no_grad():
+            for n, p in enc.named_parameters():
+                if n in state:
+                    p.copy_(state[n])
+
+    frames, train_frames = clip_readers(judge, enc, a.augment, a.seed, grad=bool(enc_params))
 
     def read(clips, cached):
         return read_greedy(judge, clips, cached, a.max_tokens)
@@ -216,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             errs = errs[len(v):]
         return out
 
-    def read_frames(clips):  # in batches: the encoders' memory
+    def read_frames(clips, frames=frames):  # in batches: the encoders' memory
         return [f for i in range(0, len(clips), 64) for f in frames([p for p, _, _ in clips[i:i + 64]])]
 
     val_f = read_frames(val)
@@ -225,15 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(history[-1]), flush=True)
     best_step, best_wer = 0, r0.wer
     best_state = {k: v.clone() for k, v in dec.state_dict().items()}
-    untrained = best_state
+    untrained, best_enc = best_state, enc_state()
     teacher = None
     if a.kl:
         import copy
 
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
     train = read_clips(a.train, a.max_train, a.seed)
-    params = decoder_params(dec, a.train_part)
-    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    dec_params = decoder_params(dec, a.train_part)
+    params = dec_params + enc_params
+    opt = torch.optim.AdamW([g for g in ({"params": dec_params, "lr": a.lr}, {"params": enc_params, "lr": a.encoder_lr})
+                             if g["params"]], weight_decay=0.0)
     steps = max(1, math.ceil(a.epochs * len(train) / a.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(  # 10 warm-up steps, then cosine to 0
         opt, lambda s: min(1.0, (s + 1) / 10) * 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -245,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             rng.shuffle(more)
             order += more
         idx, order = order[:a.batch_size], order[a.batch_size:]
-        with torch.no_grad():
+        with torch.set_grad_enabled(bool(enc_params)):  # a graph to the encoder's LoRA where it trains
             fs = train_frames([train[i][0] for i in idx])
         dec.train()
         loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl)
@@ -259,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         stop = (a.max_seconds is not None and time.time() - t0 > a.max_seconds) or step == a.stop_step
         if step % a.eval_every == 0 or step == steps or stop:
+            if enc_params:  # the encoder has changed: its frames again
+                val_f = read_frames(val)
             r, _ = read(val, val_f)
             history.append({"step": step, "val_wer": round(r.wer, 4), "val_errors": val_errors(r),
                             "loss": round(float(loss.detach()), 4)})
@@ -266,15 +317,21 @@ def main(argv: list[str] | None = None) -> int:
             if r.wer < best_wer:
                 best_step, best_wer = step, r.wer
                 best_state = {k: v.clone() for k, v in dec.state_dict().items()}
+                best_enc = enc_state()
         if stop:
             print(json.dumps({"stopped": step, "of": steps, "s": round(time.time() - t0)}), flush=True)
             break
     if a.save:
         save_trained(best_state, a.save)
-    test_f = read_frames(test)
+    load_enc_state(best_enc)
+    if a.save_encoder:
+        from mmlora.lora import save_adapters
+
+        save_adapters(enc, a.save_encoder)
     dec.load_state_dict(best_state)
-    rb, hb = read(test, test_f)
-    dec.load_state_dict(untrained)
+    rb, hb = read(test, read_frames(test))
+    dec.load_state_dict(untrained)  # the starting decoder on the model's own encoder
+    test_f = read_frames(test, clip_readers(judge, base_enc)[0]) if enc_params else read_frames(test)
     ra, ha = read(test, test_f)
 
     def errs(r):
@@ -283,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
                "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "train_part": a.train_part,
+               "encoder_lr": a.encoder_lr,
                "init": a.init if trained_before else "own",
                "augment": a.augment,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],

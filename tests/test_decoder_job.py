@@ -16,6 +16,9 @@ if args[0].endswith("whisper_decoder_probe.py"):
     for f in (opt("--save"), opt("--out")):
         Path(f).parent.mkdir(parents=True, exist_ok=True)
         Path(f).write_text("{}")
+    if "--save-encoder" in args:
+        Path(opt("--save-encoder")).mkdir(parents=True)
+        (Path(opt("--save-encoder")) / "adapters.safetensors").write_text("lora " + opt("--encoder-lr"))
     print(json.dumps({"summary": Path(opt("--out")).stem}))
     raise SystemExit(0)
 if args[0].endswith("pack_whisper_decoder.py"):
@@ -38,7 +41,7 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
 
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
-    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross",
+    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross e:st+w3+n9:2:0.5:::none:3e-4",
            "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
@@ -49,12 +52,12 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     merges = [c for c in calls if c[0].endswith("merge_manifests.py")]
     assert merges == [["repo/scripts/merge_manifests.py", str(d), "train_dec_st_w3_n9.jsonl", "st", "w3", "n9"]]
     probes = {c[c.index("--out") + 1]: c for c in calls if c[0].endswith("whisper_decoder_probe.py")}
-    assert set(probes) == {str(work / "res/a.json"), str(work / "res/b.json"), str(work / "res/c.json")}
+    assert set(probes) == {str(work / f"res/{n}.json") for n in "abce"}
 
     def opt(c, name):
         return c[c.index(name) + 1]
-    a, b, x = (probes[str(work / f"res/{n}.json")] for n in "abc")
-    for c in (a, b, x):
+    a, b, x, e = (probes[str(work / f"res/{n}.json")] for n in "abce")
+    for c in (a, b, x, e):
         assert opt(c, "--train") == str(d / "train_dec_st_w3_n9.jsonl")
         assert opt(c, "--val") == f"{d}/st/val.jsonl,{d}/natt9/test.jsonl"
         assert (opt(c, "--max-seconds"), opt(c, "--eval-every"), opt(c, "--threads")) == ("800", "200", "5")
@@ -64,8 +67,14 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     assert (opt(b, "--epochs"), opt(b, "--lr"), opt(b, "--kl")) == ("1.5", "3e-5", "1")  # the arm's own
     assert (opt(a, "--train-part"), opt(b, "--train-part")) == ("all", "all")
     assert (opt(x, "--lr"), opt(x, "--kl"), opt(x, "--train-part")) == ("1e-4", "0", "cross")  # empty: the job's
-    for name in "abc":
+    for c in (a, b, x):  # no encoder learning rate: the model's encoder as it is
+        assert "--encoder-lr" not in c and "--save-encoder" not in c
+    assert (opt(e, "--train-part"), opt(e, "--encoder-lr"), opt(e, "--save-encoder")) == \
+        ("none", "3e-4", str(work / "out/e_encoder"))
+    for name in "abce":
         assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
+    assert [p.name for p in (work / "packed").glob("*_encoder")] == ["e_encoder"]  # its LoRA comes back with it
+    assert (work / "packed/e_encoder/adapters.safetensors").read_text() == "lora 3e-4"
 
 
 def test_without_max_s_there_is_no_guard(tmp_path):

@@ -110,6 +110,35 @@ def test_frames_of_a_batch_are_each_clips_frames_alone():
                               decoder_features(waves[1], padded, clip))  # the warp reached the batch
 
 
+
+def test_frames_keep_a_graph_to_a_training_encoder_lora_only_when_asked():
+    """decoder_features_many(grad=True): the clip's frames reach the unpadded encoder's training LoRA (its B gets a
+    gradient), the padded run's frames never (its own LoRA, trainable too, gets none); the values as without grad."""
+    from mmlora.encoders import build_encoder
+    from mmlora.encoders.registry import config_from_dict
+    from mmlora.encoders.whisper_judge import decoder_features_many
+    from mmlora.lora import LoRASpec
+    from mmlora.model import attach_encoder_lora
+
+    torch.manual_seed(0)
+    padded = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "full_context": True}))
+    clip = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "mask_padding": True}))
+    for enc in (padded, clip):
+        attach_encoder_lora(enc, LoRASpec(rank=2, alpha=4), None)
+    lora = [p for n, p in clip.named_parameters() if ".adapters." in n]
+    assert lora and all(p.requires_grad for p in lora) and padded.adapters_train()
+    waves = [torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.1 for n in (16000, 7000)]
+    with torch.enable_grad():
+        plain = decoder_features_many(waves, padded, clip)
+        got = decoder_features_many(waves, padded, clip, grad=True)
+    assert not any(f.requires_grad for f in plain)
+    assert all(f.requires_grad for f in got)
+    for x, y in zip(got, plain):
+        torch.testing.assert_close(x.detach(), y)
+    sum(f[:40].sum() for f in got).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in clip.named_parameters() if n.endswith(".B"))
+    assert all(p.grad is None for p in padded.parameters())
+
 def _asr_with_judge():
     from mmlora.encoders import build_encoder
     from mmlora.encoders.registry import config_from_dict

@@ -98,7 +98,8 @@ def test_training_clips_are_changed_as_often_as_asked_and_validation_clips_never
     calls = []
 
     class Judge:  # records what generate's judge would read: each wave's length and warp, one call a batch
-        def frames_many(self, waves, encoder=None, warps=None):
+        def frames_many(self, waves, encoder=None, warps=None, grad=False):
+            assert not grad  # the model's encoder: no graph
             calls.append([(w.shape[0], None if warps is None else warps[i]) for i, w in enumerate(waves)])
             return waves
 
@@ -134,8 +135,34 @@ def test_the_cross_attention_part_trains_only_what_reads_the_frames():
     assert names and all(".encoder_attn." in n or ".encoder_attn_layer_norm." in n for n in names)
     assert {n.split(".", 2)[2].split(".")[0] for n in names} == {"encoder_attn", "encoder_attn_layer_norm"}
     assert len(cross) == len(names) and not dec.layers[0].self_attn.q_proj.weight.requires_grad
+    assert script.decoder_params(dec, "none") == [] and not any(p.requires_grad for p in dec.parameters())
     with pytest.raises(ValueError, match="--train-part"):
         script.decoder_params(dec, "mlp")
+
+
+def _tiny_encoder(lora: bool = True):
+    from mmlora.encoders import build_encoder
+    from mmlora.encoders.registry import config_from_dict
+    from mmlora.lora import LoRASpec
+    from mmlora.model import attach_encoder_lora
+
+    enc = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "mask_padding": True}))
+    if lora:
+        attach_encoder_lora(enc, LoRASpec(rank=2, alpha=4), None)
+    return enc
+
+
+def test_the_encoder_trains_only_its_lora_and_one_without_is_refused():
+    script = load_script("whisper_decoder_probe")
+    enc = _tiny_encoder()
+    for p in enc.parameters():
+        p.requires_grad_(True)
+    got = script.encoder_params(enc)
+    names = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert names and all(".adapters." in n for n in names) and len(got) == len(names)
+    assert len(names) == 2 * sum(1 for n, _ in enc.named_parameters() if n.endswith(".A"))
+    with pytest.raises(ValueError, match="no LoRA"):
+        script.encoder_params(_tiny_encoder(lora=False))
 
 
 def test_pack_script_writes_what_a_judge_unpacks(tmp_path, monkeypatch, capsys):
@@ -202,7 +229,7 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     tok = ref.tokenizer()
     judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
     monkeypatch.setattr(judge, "frames_many",
-                        lambda waves, encoder=None, warps=None: [torch.randn(30, 32) for _ in waves])
+                        lambda waves, encoder=None, warps=None, grad=False: [torch.randn(30, 32) for _ in waves])
     seen = []  # the trained decoder the model folder carries when the judge is asked for (the release has one)
     model = type("M", (), {"whisper_judge": lambda self: seen.append(self.whisper_decoder_state) or judge,
                            "encoders": {"audio": None}, "whisper_decoder_state": {"w": 1}})()
@@ -245,3 +272,66 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     model.whisper_decoder_state = {"w": 1}
     assert script.main(args + ["--init", "model", "--stop-step", "1"]) == 0  # from the folder's trained decoder
     assert seen[-1] == {"w": 1} and json.loads((tmp_path / "r.json").read_text())["summary"]["init"] == "model"
+
+
+def test_main_trains_a_copy_of_the_encoders_lora_and_keeps_the_chosen_steps(tmp_path, monkeypatch):
+    """--encoder-lr: the judge reads a copy of the model's encoder whose LoRA trains (the model's stays), validation
+    reads it afresh, the chosen step's LoRA is what the test reads and --save-encoder writes; the untrained read is
+    the model's own encoder's."""
+    import copy
+
+    import mmlora
+    from mmlora.encoders import build_encoder
+    from mmlora.encoders.registry import config_from_dict
+    from mmlora.encoders.whisper_judge import WhisperJudge
+    from mmlora.data.media import load_audio
+    from mmlora.lora import load_adapters
+    from mmlora.metrics.wer import compute_wer
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    torch.manual_seed(0)
+    padded = build_encoder(config_from_dict({"kind": "whisper", "path": "random:tiny", "full_context": True}))
+    judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=padded)
+    own = _tiny_encoder()
+    before = {n: p.clone() for n, p in own.state_dict().items()}
+    model = type("M", (), {"whisper_judge": lambda self: judge, "encoders": {"audio": own},
+                           "whisper_decoder_state": None})()
+    monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
+    rows = CLIPS.read_text().splitlines()
+    short = [json.dumps({**json.loads(r), "text": " ".join(json.loads(r)["text"].split()[:3])}) for r in rows]
+    (tmp_path / "v.jsonl").write_text("\n".join(short[:3]) + "\n")
+    (tmp_path / "t.jsonl").write_text("\n".join(short) + "\n")
+    for f in CLIPS.parent.iterdir():
+        if not (tmp_path / f.name).exists():
+            (tmp_path / f.name).symlink_to(f)
+    script = load_script("whisper_decoder_probe")
+    reads, real = [], script.read_greedy
+
+    def read(judge, clips, frames, max_tokens):  # every validation after step 0 perfect: the first one is chosen
+        reads.append([f.detach().clone() for f in frames])
+        if len(reads) in (2, 3):
+            return compute_wer([t for _, t, _ in clips], [t for _, t, _ in clips], [i for _, _, i in clips]), []
+        return real(judge, clips, frames, max_tokens)
+    monkeypatch.setattr(script, "read_greedy", read)
+    v = str(tmp_path / "v.jsonl")
+    assert script.main(["--train", str(tmp_path / "t.jsonl"), "--val", v, "--test", v, "--epochs", "2",
+                        "--batch-size", "4", "--max-tokens", "4", "--eval-every", "2", "--stop-step", "4",
+                        "--encoder-lr", "1e-2", "--train-part", "none", "--out", str(tmp_path / "r.json"),
+                        "--save-encoder", str(tmp_path / "enc")]) == 0
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert (summary["best_step"], summary["encoder_lr"], summary["train_part"]) == (2, 0.01, "none")
+    assert len(reads) == 5  # steps 0, 2, 4; the test with the chosen step's, then with the model's own encoder
+    for k, v0 in before.items():  # the model's own encoder is untouched
+        assert torch.equal(own.state_dict()[k], v0), k
+    diff = lambda x, y: max(float((a - b).abs().max()) for a, b in zip(x, y))  # noqa: E731
+    assert diff(reads[1], reads[0]) > 1e-3 and diff(reads[2], reads[1]) > 1e-3  # validation read the training LoRA
+    assert diff(reads[3], reads[1]) < 1e-4  # the test read step 2's, not the last step's
+    assert diff(reads[4], reads[0]) < 1e-4  # untrained: the model's own encoder
+    saved = load_adapters(copy.deepcopy(own), tmp_path / "enc")  # the same base weights, the saved LoRA
+    with torch.no_grad():
+        again = judge.frames_many([load_audio(p) for p, _, _ in script.read_clips(v)], saved)
+    assert diff(again, reads[3]) < 1e-4  # the saved LoRA is the chosen step's
+    for bad in (["--train-part", "none"], ["--save-encoder", str(tmp_path / "x")], ["--encoder-lr", "-1"]):
+        with pytest.raises(SystemExit):
+            script.main(["--train", v, "--val", v, "--test", v] + bad)
