@@ -588,14 +588,20 @@ def save_adapters(model: nn.Module, out_dir: str | os.PathLike,
     layer) into ``out_dir``, atomically. Base weights are never written. ``state_dict``: take
     the values from there (whole tensors by ``model``'s parameter names) instead of the
     module's own parameters, which under FSDP are shards."""
-    from safetensors.torch import save_file
-
     tensors, config = _adapter_tensors(model, state_dict), _adapter_config(model)
     if not tensors:
         raise ValueError("the model has no adapters to save")
+    return write_adapter_folder(out_dir, config, tensors)
+
+
+def write_adapter_folder(out_dir: str | os.PathLike, config: dict, tensors: Mapping[str, Tensor]) -> Path:
+    """An adapter folder (:func:`save_adapters`' files) from ``(config, tensors)`` as :func:`read_adapter_folder`
+    gives them, atomically: a model folder keeps one it read without the module it came from."""
+    from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "mmlora-adapters"})
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / ADAPTER_WEIGHTS),
+                  metadata={"format": "mmlora-adapters"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
 
     return _atomic_dir(out_dir, write)
@@ -633,10 +639,16 @@ def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = Tr
     must match the file exactly (names and shapes), else ``ValueError`` says what differs.
     Only safetensors and JSON are read: nothing is unpickled or executed.
     """
+    config, tensors = read_adapter_folder(in_dir)
+    return apply_adapter_folder(model, config, tensors, in_dir, strict)
+
+
+def apply_adapter_folder(model: nn.Module, config: dict, tensors: Mapping[str, Tensor],
+                         in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """:func:`load_adapters` from an adapter folder already read (:func:`read_adapter_folder`'s ``(config,
+    tensors)``; ``in_dir`` names it in errors)."""
     in_dir = Path(in_dir)
     cfg_path, w_path = in_dir / ADAPTER_CONFIG, in_dir / ADAPTER_WEIGHTS
-    config, tensors = read_adapter_folder(in_dir)
-
     if not lora_layers(model):  # attach what the file describes, layer by layer
         modules = dict(model.named_modules())
         for path, specs in config["layers"].items():

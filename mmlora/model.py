@@ -36,7 +36,8 @@ from .ctc import CTCConfig
 from .data.spec_augment import SpecAugmentConfig, spec_augment
 from .hostdev import to_device
 from .llm import LLMConfig, attention_backends, load_llm
-from .lora import LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters, save_adapters
+from .lora import (LoRASpec, _atomic_dir, adapter_names, adapter_parameters, attach, load_adapters,
+                   read_adapter_folder, save_adapters, write_adapter_folder)
 from .prompt import MarkerConfig, PromptBuilder, TextSegment
 from .routing import RoutingPlan, install_plan
 
@@ -47,6 +48,9 @@ ENCODER_LORA = "encoder"  # the adapter name of media.encoder_lora inside an enc
 ENCODER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # Whisper's encoder layers
 ENCODER_ADAPTERS = "encoder_adapters"  # a saved model's folder of encoder LoRA, one sub-folder per modality
 WHISPER_DECODER = "whisper_decoder.safetensors"  # a saved model's trained Whisper decoder, for whisper_weight's judge
+# a saved model's LoRA of the judge's own copy of the audio encoder (an adapter folder, trained through Whisper's
+# decoder: scripts/whisper_decoder_probe.py --encoder-lr); without it the judge reads the model's audio encoder
+WHISPER_ENCODER = "whisper_encoder_adapters"
 _VISUAL = ("image", "video")
 
 
@@ -394,6 +398,8 @@ class MultimodalLM(nn.Module):
         self.zeroed_modalities: frozenset[str] = frozenset()  # ablation: these modalities' tokens are zeroed (always)
         # a trained Whisper decoder's weights for generate(whisper_weight=…)'s judge (WHISPER_DECODER), or None
         self.whisper_decoder_state: dict[str, Tensor] | None = None
+        # the judge's own encoder LoRA (WHISPER_ENCODER) as read_adapter_folder gives it, (config, tensors), or None
+        self.whisper_encoder_lora: tuple[dict, dict[str, Tensor]] | None = None
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -1115,8 +1121,23 @@ class MultimodalLM(nn.Module):
             raise ValueError("whisper_weight: Whisper's decoder reads speech, and this batch has no audio")
         if isinstance(items, Features) or not all(isinstance(i, Tensor) for i in items):
             raise ValueError("whisper_weight needs the batch's waveforms (not file paths or encoded features)")
-        judge, enc = self.whisper_judge(), self.encoders["audio"]
+        judge, enc = self.whisper_judge(), self.judge_encoder()
         return [judge.frames(w.cpu(), enc) for w in items]  # the judge runs on the CPU
+
+    def judge_encoder(self) -> nn.Module:
+        """The audio encoder whose frames Whisper's judge reads (every decoder of :meth:`whisper_judges`): the model's
+        own, or, where the model folder carries :data:`WHISPER_ENCODER`, a float32 copy of it with that LoRA in place
+        of its own (built once, kept outside the module's parameters): the LLM's frames stay the model encoder's."""
+        if not self.whisper_encoder_lora:
+            return self.encoders["audio"]
+        if self.__dict__.get("_judge_encoder") is None:
+            from .lora import apply_adapter_folder
+
+            enc = copy.deepcopy(self.encoders["audio"]).float()
+            config, tensors = self.whisper_encoder_lora
+            apply_adapter_folder(enc, config, tensors, WHISPER_ENCODER)
+            self.__dict__["_judge_encoder"] = enc.requires_grad_(False)  # not a submodule: never saved or trained
+        return self.__dict__["_judge_encoder"]
 
     def non_ascii_token_ids(self) -> list[int]:
         """Ids of the tokens whose decoded text holds a character outside ASCII (a partial UTF-8
@@ -1174,6 +1195,8 @@ class MultimodalLM(nn.Module):
                 # weights are integers: whisper_judge.pack_decoder_delta)
                 save_file({k: v.detach().contiguous().cpu() for k, v in self.whisper_decoder_state.items()},
                           str(tmp / WHISPER_DECODER))
+            if self.whisper_encoder_lora:  # the judge's own encoder LoRA, as read
+                write_adapter_folder(tmp / WHISPER_ENCODER, *self.whisper_encoder_lora)
 
         return _atomic_dir(out_dir, write)
 
@@ -1358,6 +1381,9 @@ class MultimodalLM(nn.Module):
         judge_file = in_dir / WHISPER_DECODER
         self.whisper_decoder_state = load_file(str(judge_file)) if judge_file.is_file() else None
         self._whisper_judge = None  # built again, with these weights, when generate next asks it
+        judge_enc = in_dir / WHISPER_ENCODER
+        self.whisper_encoder_lora = read_adapter_folder(judge_enc) if judge_enc.is_dir() else None
+        self.__dict__["_judge_encoder"] = None  # built again from these weights and this encoder when asked
         self._freeze()
         return fresh
 

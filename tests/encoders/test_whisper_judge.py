@@ -3,12 +3,16 @@ score against each candidate scored alone by transformers' decoder, and generate
 its own n-best list. Tiny random weights; the real packaged Whisper in tests/tasks/test_whisper_rescore_probe.py."""
 from __future__ import annotations
 
+import copy
+import shutil
+
 import pytest
 import torch
 from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from mmlora.encoders.whisper_judge import WhisperJudge, decoder_features
+from mmlora.lora import lora_layers, read_adapter_folder, save_adapters
 
 
 def tiny_decoder(vocab: int, d_model: int = 32) -> WhisperDecoder:
@@ -139,12 +143,13 @@ def test_frames_keep_a_graph_to_a_training_encoder_lora_only_when_asked():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in clip.named_parameters() if n.endswith(".B"))
     assert all(p.grad is None for p in padded.parameters())
 
-def _asr_with_judge():
+
+def _asr_with_judge(*overrides: str):
     from mmlora.encoders import build_encoder
     from mmlora.encoders.registry import config_from_dict
     from mmlora.tasks.cli import build_model, load_run_config
 
-    _, cfg = load_run_config("recipes/asr_tiny.yaml", [])
+    _, cfg = load_run_config("recipes/asr_tiny.yaml", list(overrides))
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     tok = model.tokenizer.backend_tokenizer
@@ -494,6 +499,51 @@ def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, 
                 torch.testing.assert_close(got[k], v, msg=f"{folder}: {k}")
     assert fresh == ["whisper-tiny.en", "whisper-tiny.en"]
     assert (loaded.whisper_decoder_state is None) and MultimodalLM.from_pretrained(tmp_path / "with").whisper_decoder_state
+
+
+
+def test_a_model_folders_judge_encoder_lora_is_saved_reloaded_and_read_by_the_judge_alone(tmp_path):
+    """WHISPER_ENCODER: the judge reads a copy of the audio encoder with the folder's LoRA; the model's encoder (the
+    LLM's frames) keeps its own; saved again as read; a folder that does not fit the encoder is a clear error."""
+    from mmlora.lora import LoRASpec, attach
+    from mmlora.model import WHISPER_ENCODER, MultimodalLM
+
+    model = _asr_with_judge("model.media.audio.encoder_lora={rank: 2, alpha: 4}")
+    enc = model.encoders["audio"]
+    judge = model._whisper_judge
+    assert model.judge_encoder() is enc and model.whisper_encoder_lora is None  # none: the model's own
+    other = copy.deepcopy(enc)  # the judge's: the same encoder, its LoRA trained elsewhere
+    with torch.no_grad():
+        for n, p in other.named_parameters():
+            if ".adapters." in n:
+                p.add_(torch.randn_like(p) * 0.5)
+    save_adapters(other, tmp_path / "lora")
+    model.save_pretrained(tmp_path / "without")
+    shutil.copytree(tmp_path / "lora", tmp_path / "without" / WHISPER_ENCODER)
+    loaded = MultimodalLM.from_pretrained(tmp_path / "without")
+    assert loaded.whisper_encoder_lora is not None
+    loaded._whisper_judge = judge
+    wave = torch.randn(16000, generator=torch.Generator().manual_seed(5)) * 0.1
+    got = loaded._judge_frames({"media": {"audio": [wave]}}, 0.5, {"num_beams": 2})[0]
+    torch.testing.assert_close(got, judge.frames(wave, other))
+    assert not torch.allclose(got, judge.frames(wave, loaded.encoders["audio"]), atol=1e-3)
+    for (n, p), (m, q) in zip(loaded.encoders["audio"].named_parameters(), enc.named_parameters()):
+        assert n == m and torch.equal(p, q), n  # the LLM's encoder is the saved model's
+    assert loaded.judge_encoder() is loaded.judge_encoder()  # built once
+    assert not any("_judge_encoder" in k for k in loaded.state_dict())  # not a part of the model
+    loaded.save_pretrained(tmp_path / "again")
+    torch.testing.assert_close(read_adapter_folder(tmp_path / "again" / WHISPER_ENCODER)[1],
+                               read_adapter_folder(tmp_path / "lora")[1])
+    wide = copy.deepcopy(enc)  # a LoRA of another rank does not fit the model's encoder
+    for _, layer in lora_layers(wide):
+        layer.adapters.clear()
+    attach(wide, {"encoder": LoRASpec(rank=3, alpha=4)}, ["q_proj"])
+    save_adapters(wide, tmp_path / "bad" / WHISPER_ENCODER)
+    shutil.rmtree(tmp_path / "again" / WHISPER_ENCODER)
+    shutil.copytree(tmp_path / "bad" / WHISPER_ENCODER, tmp_path / "again" / WHISPER_ENCODER)
+    bad = MultimodalLM.from_pretrained(tmp_path / "again")
+    with pytest.raises(ValueError, match=WHISPER_ENCODER):
+        bad.judge_encoder()
 
 
 def _base_and_trained(tok):
