@@ -920,8 +920,9 @@ class MultimodalLM(nn.Module):
         the LLM (:meth:`_answer_logp`, as the search scores a beam), the CTC head and Whisper alike;
         ``whisper_proposal=n`` (n > 1) adds Whisper's ``n`` best transcripts by its own beam search instead
         (``WhisperJudge.propose_beams``). ``whisper_both=True``, for a model folder with a trained decoder
-        (:data:`WHISPER_DECODER`): Whisper's own decoder proposes and judges beside it, each candidate scored by the
-        mean of the two (:meth:`whisper_judges`). Beam search
+        (:data:`WHISPER_DECODER`) or a judge encoder LoRA (:data:`WHISPER_ENCODER`): Whisper's own decoder, reading
+        the model's encoder, proposes and judges beside it, each candidate scored by the mean of the two
+        (:meth:`whisper_judges`, :meth:`judge_encoders`). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -949,7 +950,7 @@ class MultimodalLM(nn.Module):
         both = bool(kw.pop("whisper_both", False))  # Whisper's own decoder beside a trained one (whisper_judges)
         if judge_weight:
             judges = self.whisper_judges(both)
-            judge_frames = self._judge_frames(batch, judge_weight, kw)
+            judge_frames = self._judge_frames(batch, judge_weight, kw, self.judge_encoders(both))
             if propose:
                 proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose, judges)
                              for f in judge_frames]
@@ -994,8 +995,8 @@ class MultimodalLM(nn.Module):
         ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
         judge = None
         if judge_weight:  # each sample's K candidates read by Whisper's decoder (both: the mean of the two)
-            judge = torch.cat([torch.stack([j.score(f, texts[b * K:(b + 1) * K]) for j in judges]).mean(0)
-                               for b, f in enumerate(judge_frames)])
+            judge = torch.cat([torch.stack([j.score(f[i], texts[b * K:(b + 1) * K]) for i, j in enumerate(judges)])
+                               .mean(0) for b, f in enumerate(judge_frames)])
 
         def pick(c: float, j: float) -> list[str]:  # sorted by the search's score: each sample's first is its own best
             return rescore_beams(texts, llm_logp, B, ctc, c, judge, j) if c or j else texts[::K]
@@ -1005,12 +1006,16 @@ class MultimodalLM(nn.Module):
             return [pick(ctc_weight, w) for w in judge_weights]
         return pick(ctc_weight, judge_weight)
 
-    def _whisper_proposals(self, frames: Tensor, max_tokens: int, n: int, judges: list | None = None) -> list[str]:
+    def _whisper_proposals(self, frames: Tensor | list[Tensor], max_tokens: int, n: int, judges: list | None = None
+                           ) -> list[str]:
         """Whisper's own transcripts of one clip for ``generate(whisper_proposal=n)``: its greedy one where ``n`` is 1
         (none where it did not end), else its ``n`` best by beam search (:meth:`WhisperJudge.propose_beams`); with
-        several ``judges`` (``whisper_both``) each one's in turn, those already proposed left out."""
+        several ``judges`` (``whisper_both``) each one's in turn, those already proposed left out. ``frames``: the
+        clip's, or a list of them, one for each judge (:meth:`judge_encoders`)."""
         out: list[str] = []
-        for judge in judges or [self.whisper_judge()]:
+        judges = judges or [self.whisper_judge()]
+        views = frames if isinstance(frames, list) else [frames] * len(judges)
+        for judge, frames in zip(judges, views):
             if n == 1:
                 text = judge.propose(frames, max_tokens)
                 texts = [] if text is None else [text]
@@ -1022,15 +1027,15 @@ class MultimodalLM(nn.Module):
     def whisper_judges(self, both: bool = False) -> list:
         """The decoders that propose and judge in ``generate``: :meth:`whisper_judge`, and with ``both``
         (``generate(whisper_both=True)``) Whisper's own packaged decoder before it, loaded once, where the model folder
-        carries a trained one (:data:`WHISPER_DECODER`): each proposes its transcripts, and a candidate's score is the
+        carries a trained one (:data:`WHISPER_DECODER`) or a judge encoder (:data:`WHISPER_ENCODER`): each proposes its transcripts, and a candidate's score is the
         mean of the two decoders' (a trained decoder reads the voices it was trained on better and others worse;
         session 50, docs/ASR.md)."""
         judge = self.whisper_judge()
         if not both:
             return [judge]
-        if not self.whisper_decoder_state:
-            raise ValueError(f"whisper_both asks Whisper's own decoder beside a trained one ({WHISPER_DECODER}), "
-                             "and this model has none")
+        if not (self.whisper_decoder_state or self.whisper_encoder_lora):
+            raise ValueError(f"whisper_both asks Whisper's own decoder beside a trained one ({WHISPER_DECODER}, or "
+                             f"an encoder LoRA of the judge's own, {WHISPER_ENCODER}), and this model has neither")
         if getattr(self, "_own_whisper_judge", None) is None:
             from .encoders.whisper_judge import WhisperJudge
 
@@ -1110,9 +1115,11 @@ class MultimodalLM(nn.Module):
             self._whisper_judge = judge
         return self._whisper_judge
 
-    def _judge_frames(self, batch: dict, weight: float, kw: dict) -> list[Tensor]:
-        """``generate(whisper_weight=…)``'s checks, and each sample's frames for the judge: the audio encoder (encoder
-        LoRA included) over the clip, Whisper's padded run after it (``WhisperJudge.frames``)."""
+    def _judge_frames(self, batch: dict, weight: float, kw: dict, encoders: list | None = None
+                      ) -> list[list[Tensor]]:
+        """``generate(whisper_weight=…)``'s checks, and each sample's frames for the judges, one for each of
+        ``encoders`` (:meth:`judge_encoders`; by default the judge's alone): the encoder (its LoRA included) over the
+        clip, Whisper's padded run after it (``WhisperJudge.frames``), each encoder run once."""
         from .encoders.base import Features
 
         _check_rescoring("whisper_weight", weight, kw)
@@ -1121,8 +1128,18 @@ class MultimodalLM(nn.Module):
             raise ValueError("whisper_weight: Whisper's decoder reads speech, and this batch has no audio")
         if isinstance(items, Features) or not all(isinstance(i, Tensor) for i in items):
             raise ValueError("whisper_weight needs the batch's waveforms (not file paths or encoded features)")
-        judge, enc = self.whisper_judge(), self.judge_encoder()
-        return [judge.frames(w.cpu(), enc) for w in items]  # the judge runs on the CPU
+        judge, encoders = self.whisper_judge(), encoders or [self.judge_encoder()]
+        views = {}
+        for enc in encoders:
+            if id(enc) not in views:  # the judge runs on the CPU
+                views[id(enc)] = [judge.frames(w.cpu(), enc) for w in items]
+        return [[views[id(enc)][b] for enc in encoders] for b in range(len(items))]
+
+    def judge_encoders(self, both: bool = False) -> list[nn.Module]:
+        """The audio encoder each decoder of :meth:`whisper_judges` reads: the judge's (:meth:`judge_encoder`), and with
+        ``both`` Whisper's own decoder, before it, the model's encoder (the frames the release of session 51 judged
+        with), so that a judge encoder of the folder's own changes only the trained judge's view."""
+        return [self.encoders["audio"], self.judge_encoder()] if both else [self.judge_encoder()]
 
     def judge_encoder(self) -> nn.Module:
         """The audio encoder whose frames Whisper's judge reads (every decoder of :meth:`whisper_judges`): the model's

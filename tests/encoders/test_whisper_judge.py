@@ -524,7 +524,7 @@ def test_a_model_folders_judge_encoder_lora_is_saved_reloaded_and_read_by_the_ju
     assert loaded.whisper_encoder_lora is not None
     loaded._whisper_judge = judge
     wave = torch.randn(16000, generator=torch.Generator().manual_seed(5)) * 0.1
-    got = loaded._judge_frames({"media": {"audio": [wave]}}, 0.5, {"num_beams": 2})[0]
+    got = loaded._judge_frames({"media": {"audio": [wave]}}, 0.5, {"num_beams": 2})[0][0]
     torch.testing.assert_close(got, judge.frames(wave, other))
     assert not torch.allclose(got, judge.frames(wave, loaded.encoders["audio"]), atol=1e-3)
     for (n, p), (m, q) in zip(loaded.encoders["audio"].named_parameters(), enc.named_parameters()):
@@ -545,6 +545,44 @@ def test_a_model_folders_judge_encoder_lora_is_saved_reloaded_and_read_by_the_ju
     with pytest.raises(ValueError, match=WHISPER_ENCODER):
         bad.judge_encoder()
 
+
+
+def test_both_judges_read_their_own_encoders_frames(monkeypatch):
+    """whisper_both with a judge encoder LoRA (and no trained decoder): Whisper's own decoder reads the model's
+    encoder, the folder's judge the judge encoder's copy; each scores and proposes from its own view."""
+    model = _asr_with_judge("model.media.audio.encoder_lora={rank: 2, alpha: 4}")
+    K, gen = 2, {"max_new_tokens": 6, "num_beams": 2}
+    batch = _batch(model, 2)
+    judge = model.whisper_judge()
+    other = copy.deepcopy(model.encoders["audio"])
+    with torch.no_grad():
+        for n, p in other.named_parameters():
+            if ".adapters." in n:
+                p.add_(torch.randn_like(p) * 0.5)
+    model.whisper_encoder_lora = (
+        {"format": "mmlora-adapters", "version": 1,
+         "layers": {n: {a: vars(ad.spec) for a, ad in layer.adapters.items()} for n, layer in lora_layers(other)}},
+        {f"{n}.{a}.{x}": getattr(ad, x).detach().clone() for n, layer in lora_layers(other)
+         for a, ad in layer.adapters.items() for x in "AB"})
+    own = WhisperJudge(copy.deepcopy(judge.decoder), judge.tokenizer, judge.start, judge.eot)
+    monkeypatch.setattr(WhisperJudge, "load", classmethod(lambda cls, name: own))
+    model.cfg.media["audio"].encoder = {**(model.cfg.media["audio"].encoder or {}), "preset": "whisper-tiny.en"}
+    seen = {"own": [], "trained": []}
+    for name, j in (("own", own), ("trained", judge)):
+        score, propose = j.score, j.propose
+        monkeypatch.setattr(j, "score", lambda f, c, score=score, name=name: seen[name].append(f) or score(f, c))
+        monkeypatch.setattr(j, "propose", lambda f, n, propose=propose, name=name: seen[name].append(f) or propose(f, n))
+    model.generate(batch, whisper_weight=0.5, whisper_proposal=True, whisper_both=True, **gen)
+    waves = batch["media"]["audio"]
+    for name, enc in (("own", model.encoders["audio"]), ("trained", model.judge_encoder())):
+        assert len(seen[name]) == 2 * len(waves)  # each clip: its proposal, then its candidates' scores
+        want = [judge.frames(w.cpu(), enc) for w in waves]
+        for got, w in zip(seen[name], [want[0], want[1], want[0], want[1]]):
+            torch.testing.assert_close(got, w)
+    assert not torch.allclose(seen["own"][0], seen["trained"][0], atol=1e-3)  # two views indeed
+    model.whisper_encoder_lora = None
+    with pytest.raises(ValueError, match="has neither"):
+        model.generate(batch, whisper_weight=1.0, whisper_both=True, **gen)
 
 def _base_and_trained(tok):
     """A tiny decoder and a copy of it trained a little (every weight moved by about 0.05)."""
