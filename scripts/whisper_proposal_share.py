@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"whisper_proposal_share.py: {a.report} has no per-utterance hypotheses")
     torch.set_num_threads(a.threads)
     model = load_pipeline(a.model, device="cpu").model
-    judge, enc = model.whisper_judge(), model.encoders["audio"]
+    judge, enc = model.whisper_judge(), model.judge_encoder()  # the folder's judge encoder where it has one
     root = Path(a.manifest).parent
     ids, refs, ours, proposals, long_ = [], [], [], [], 0
     for row in read_jsonl(a.manifest):

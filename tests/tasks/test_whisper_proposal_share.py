@@ -40,12 +40,16 @@ class _Stub:
     def __init__(self, props):
         self.props, self.asked = props, []
         self.model = self
-        self.encoders = {"audio": None}
+        self.encoders = {"audio": "the model's"}
 
     def whisper_judge(self):
         return self
 
+    def judge_encoder(self):  # a folder's judge encoder (whisper_encoder_adapters/): the frames the judge reads
+        return "the judge's"
+
     def frames(self, wave, enc):
+        assert enc == "the judge's"
         return wave
 
     def _whisper_proposals(self, frames, max_tokens, n):
