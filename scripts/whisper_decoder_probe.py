@@ -13,7 +13,8 @@ greedy transcript before and after on a test manifest, choosing the step on a va
 With ``--save FILE`` the chosen decoder's trained weights (all but the held token embeddings) go to a safetensors
 file: copied into a model folder as ``whisper_decoder.safetensors``, that model's ``generate(whisper_weight=…)``
 proposes and judges with them (``MultimodalLM.whisper_judge``). Training starts from Whisper's own decoder even where
-the model folder carries a trained one (the release does since session 51); ``--init model`` starts from that one.
+the model folder carries a trained one (the release does since session 51); ``--init model`` starts from that one,
+and reads the folder's judge encoder (``whisper_encoder_adapters/``) where it has one.
 With ``--encoder-lr LR`` > 0 the judge reads a copy of the model's audio encoder whose LoRA trains too (the encoder
 LoRA trained through Whisper's decoder, session 53; ``--train-part none`` trains it alone, beside Whisper's own
 decoder), and ``--save-encoder DIR`` writes the chosen step's LoRA as an adapter folder (``mmlora.lora.save_adapters``).
@@ -226,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     trained_before = bool(model.whisper_decoder_state)  # the folder's trained decoder (the release has one since 51)
     if a.init == "own":
         model.whisper_decoder_state = None  # the judge then reads Whisper's own decoder
-    judge, base_enc = model.whisper_judge(), model.encoders["audio"]
+    # the encoder read: the model's (the LLM's view), or with --init model the folder's judge encoder where it has one
+    judge, base_enc = model.whisper_judge(), model.judge_encoder() if a.init == "model" else model.encoders["audio"]
     dec = judge.decoder.to(a.device)
     judge.padded_encoder().to(a.device)  # decoder_features' frames come out where it runs
     enc, enc_params = base_enc, []

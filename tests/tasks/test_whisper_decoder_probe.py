@@ -228,11 +228,13 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
     tok = ref.tokenizer()
     judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
-    monkeypatch.setattr(judge, "frames_many",
-                        lambda waves, encoder=None, warps=None, grad=False: [torch.randn(30, 32) for _ in waves])
     seen = []  # the trained decoder the model folder carries when the judge is asked for (the release has one)
+    encs = []  # the encoder the judge reads: the model's, or with --init model the folder's judge encoder
+    monkeypatch.setattr(judge, "frames_many", lambda waves, encoder=None, warps=None, grad=False:
+                        encs.append(encoder) or [torch.randn(30, 32) for _ in waves])
     model = type("M", (), {"whisper_judge": lambda self: seen.append(self.whisper_decoder_state) or judge,
-                           "encoders": {"audio": None}, "whisper_decoder_state": {"w": 1}})()
+                           "encoders": {"audio": "model's"}, "judge_encoder": lambda self: "judge's",
+                           "whisper_decoder_state": {"w": 1}})()
     monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
     rows = CLIPS.read_text().splitlines()
     (tmp_path / "a.jsonl").write_text("\n".join(rows[:2]) + "\n")  # the clips' audio beside them: link the folder
@@ -270,8 +272,11 @@ def test_main_chooses_on_every_validation_manifest_and_stops_at_max_seconds(tmp_
     assert trained == ["cross"] and json.loads((tmp_path / "r.json").read_text())["summary"]["train_part"] == "cross"
     assert seen[-1] is None and json.loads((tmp_path / "r.json").read_text())["summary"]["init"] == "own"  # default
     model.whisper_decoder_state = {"w": 1}
+    assert set(encs) == {"model's"}
+    encs.clear()
     assert script.main(args + ["--init", "model", "--stop-step", "1"]) == 0  # from the folder's trained decoder
     assert seen[-1] == {"w": 1} and json.loads((tmp_path / "r.json").read_text())["summary"]["init"] == "model"
+    assert set(encs) == {"judge's"}
 
 
 def test_main_trains_a_copy_of_the_encoders_lora_and_keeps_the_chosen_steps(tmp_path, monkeypatch):
