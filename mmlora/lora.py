@@ -632,6 +632,34 @@ def read_adapter_folder(in_dir: str | os.PathLike) -> tuple[dict, dict[str, Tens
     return config, tensors
 
 
+def mix_adapter_folders(base: tuple[dict, Mapping[str, Tensor]], other: tuple[dict, Mapping[str, Tensor]],
+                        share: float) -> tuple[dict, dict[str, Tensor]]:
+    """``(config, tensors)`` of one adapter per layer whose weight change is ``(1 − share)`` times ``base``'s plus
+    ``share`` times ``other``'s (two :func:`read_adapter_folder` results with the same layers and adapter names):
+    ``A = [A_base; A_other]``, ``B = [(1 − share) s_base B_base, share s_other B_other]``, rank the sum, scaling 1,
+    no dropout. Exact (up to rounding) at every share, which averaging the factors is not: a LoRA trained on from
+    another (the judge's encoder LoRA from the release's) moved half-way by its change."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share: in [0, 1], got {share}")
+    (cb, tb), (co, to) = base, other
+    if set(cb["layers"]) != set(co["layers"]):
+        odd = sorted(set(cb["layers"]) ^ set(co["layers"]))
+        raise ValueError(f"the two adapter folders hold other layers: {odd[:3]}")
+    layers, tensors = {}, {}
+    for path, specs in cb["layers"].items():
+        if set(specs) != set(co["layers"][path]):
+            raise ValueError(f"{path}: adapters {sorted(specs)} against {sorted(co['layers'][path])}")
+        layers[path] = {}
+        for name, spec in specs.items():
+            sb, so = LoRASpec(**spec), LoRASpec(**co["layers"][path][name])
+            rank = sb.rank + so.rank
+            layers[path][name] = {**asdict(LoRASpec(rank=rank, alpha=float(rank))), "dropout": 0.0}
+            key = f"{path}.{name}."
+            tensors[key + "A"] = torch.cat([tb[key + "A"].float(), to[key + "A"].float()])
+            tensors[key + "B"] = torch.cat([(1 - share) * sb.scaling * tb[key + "B"].float(),
+                                            share * so.scaling * to[key + "B"].float()], dim=1)
+    return {**cb, "layers": layers}, tensors
+
 def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load adapters saved by :func:`save_adapters`.
 

@@ -1143,16 +1143,20 @@ class MultimodalLM(nn.Module):
 
     def judge_encoder(self) -> nn.Module:
         """The audio encoder whose frames Whisper's judge reads (every decoder of :meth:`whisper_judges`): the model's
-        own, or, where the model folder carries :data:`WHISPER_ENCODER`, a float32 copy of it with that LoRA in place
-        of its own (built once, kept outside the module's parameters): the LLM's frames stay the model encoder's."""
+        own, or, where the model folder carries :data:`WHISPER_ENCODER`, a float32 copy of it with that LoRA, as the
+        folder describes it (its layers and ranks: a mix of two, :func:`mmlora.lora.mix_adapter_folders`, has twice
+        the rank), in place of its own (built once, kept outside the module's parameters): the LLM's frames stay the
+        model encoder's."""
         if not self.whisper_encoder_lora:
             return self.encoders["audio"]
         if self.__dict__.get("_judge_encoder") is None:
-            from .lora import apply_adapter_folder
+            from .lora import apply_adapter_folder, detach
 
-            enc = copy.deepcopy(self.encoders["audio"]).float()
+            enc = detach(copy.deepcopy(self.encoders["audio"]).float())  # the folder's LoRA, whatever its ranks
             config, tensors = self.whisper_encoder_lora
             apply_adapter_folder(enc, config, tensors, WHISPER_ENCODER)
+            names = tuple(sorted({a for specs in config["layers"].values() for a in specs}))
+            install_plan(enc, RoutingPlan(names=names, shared=names))  # every frame through every adapter
             self.__dict__["_judge_encoder"] = enc.requires_grad_(False)  # not a submodule: never saved or trained
         return self.__dict__["_judge_encoder"]
 

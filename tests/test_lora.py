@@ -402,3 +402,43 @@ def test_attach_generic_decoder_and_all_linear():
         attach(nn.Sequential(nn.Linear(2, 2)), {"a": LoRASpec(1, 1)}, ["missing"])
     with pytest.raises(ValueError, match="rank"):
         LoRASpec(0, 1)
+
+
+def test_a_mix_of_two_adapter_folders_changes_each_weight_by_its_share_of_both(tmp_path):
+    """mix_adapter_folders: one adapter per layer whose s·BA is (1 − t) of the first folder's plus t of the second's
+    (other ranks and scalings), applied from the folder's own description; scripts/mix_encoder_lora.py writes it."""
+    import copy
+
+    from conftest import load_script
+    from mmlora.lora import (apply_adapter_folder, detach, lora_layers, mix_adapter_folders, read_adapter_folder,
+                             save_adapters)
+
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4))
+    folders = {}
+    for name, spec in (("a", LoRASpec(rank=2, alpha=4)), ("b", LoRASpec(rank=3, alpha=2, use_rslora=True))):
+        m = copy.deepcopy(base)
+        attach(m, {"encoder": spec}, ["0", "2"])
+        for p in adapter_parameters(m):
+            p.data.normal_(0, 0.5)
+        save_adapters(m, tmp_path / name)
+        folders[name] = {n: layer.delta_weight("encoder") for n, layer in lora_layers(m)}
+    a, b = read_adapter_folder(tmp_path / "a"), read_adapter_folder(tmp_path / "b")
+    for t in (0.0, 0.3, 1.0):
+        config, tensors = mix_adapter_folders(a, b, t)
+        m = apply_adapter_folder(detach(copy.deepcopy(base)), config, tensors, "mixed")
+        got = {n: layer.delta_weight("encoder") for n, layer in lora_layers(m)}
+        assert set(got) == {"0", "2"} and all(layer.adapters["encoder"].spec.rank == 5 for _, layer in lora_layers(m))
+        for n in got:
+            torch.testing.assert_close(got[n], (1 - t) * folders["a"][n] + t * folders["b"][n])
+    with pytest.raises(ValueError, match="share"):
+        mix_adapter_folders(a, b, 1.5)
+    with pytest.raises(ValueError, match="other layers"):
+        mix_adapter_folders(a, ({**b[0], "layers": {"0": b[0]["layers"]["0"]}}, b[1]), 0.5)
+    script = load_script("mix_encoder_lora")
+    assert script.main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "m"), "--share", "0.3"]) == 0
+    saved = read_adapter_folder(tmp_path / "m")
+    for k, v in mix_adapter_folders(a, b, 0.3)[1].items():
+        torch.testing.assert_close(saved[1][k], v)
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "a"), str(tmp_path / "nothing"), str(tmp_path / "x")])

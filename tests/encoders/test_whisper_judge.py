@@ -4,6 +4,7 @@ its own n-best list. Tiny random weights; the real packaged Whisper in tests/tas
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
@@ -505,8 +506,9 @@ def test_a_model_folders_trained_decoder_is_saved_reloaded_and_judges(tmp_path, 
 def test_a_model_folders_judge_encoder_lora_is_saved_reloaded_and_read_by_the_judge_alone(tmp_path):
     """WHISPER_ENCODER: the judge reads a copy of the audio encoder with the folder's LoRA; the model's encoder (the
     LLM's frames) keeps its own; saved again as read; a folder that does not fit the encoder is a clear error."""
-    from mmlora.lora import LoRASpec, attach
+    from mmlora.lora import LoRASpec, attach, detach
     from mmlora.model import WHISPER_ENCODER, MultimodalLM
+    from mmlora.routing import RoutingPlan, install_plan
 
     model = _asr_with_judge("model.media.audio.encoder_lora={rank: 2, alpha: 4}")
     enc = model.encoders["audio"]
@@ -534,15 +536,26 @@ def test_a_model_folders_judge_encoder_lora_is_saved_reloaded_and_read_by_the_ju
     loaded.save_pretrained(tmp_path / "again")
     torch.testing.assert_close(read_adapter_folder(tmp_path / "again" / WHISPER_ENCODER)[1],
                                read_adapter_folder(tmp_path / "lora")[1])
-    wide = copy.deepcopy(enc)  # a LoRA of another rank does not fit the model's encoder
-    for _, layer in lora_layers(wide):
-        layer.adapters.clear()
+    # the folder's LoRA as it describes it: another rank and fewer layers (here rank 3 on the q projections) too
+    wide = detach(copy.deepcopy(enc))
     attach(wide, {"encoder": LoRASpec(rank=3, alpha=4)}, ["q_proj"])
-    save_adapters(wide, tmp_path / "bad" / WHISPER_ENCODER)
+    with torch.no_grad():
+        for n, p in wide.named_parameters():
+            if ".adapters." in n:
+                p.normal_(0, 0.3)
+    install_plan(wide, RoutingPlan(names=("encoder",), shared=("encoder",)))
+    save_adapters(wide, tmp_path / "wide")
     shutil.rmtree(tmp_path / "again" / WHISPER_ENCODER)
-    shutil.copytree(tmp_path / "bad" / WHISPER_ENCODER, tmp_path / "again" / WHISPER_ENCODER)
+    shutil.copytree(tmp_path / "wide", tmp_path / "again" / WHISPER_ENCODER)
+    ranked = MultimodalLM.from_pretrained(tmp_path / "again")
+    ranked._whisper_judge = judge
+    torch.testing.assert_close(ranked._judge_frames({"media": {"audio": [wave]}}, 0.5, {"num_beams": 2})[0][0],
+                               judge.frames(wave, wide))
+    cfg = json.loads((tmp_path / "wide" / "adapters.json").read_text())  # a layer this encoder lacks: named
+    cfg["layers"]["model.layers.9.fc1"] = next(iter(cfg["layers"].values()))
+    (tmp_path / "again" / WHISPER_ENCODER / "adapters.json").write_text(json.dumps(cfg))
     bad = MultimodalLM.from_pretrained(tmp_path / "again")
-    with pytest.raises(ValueError, match=WHISPER_ENCODER):
+    with pytest.raises(ValueError, match=f"{WHISPER_ENCODER}.*model.layers.9.fc1"):
         bad.judge_encoder()
 
 
