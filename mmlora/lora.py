@@ -660,6 +660,7 @@ def mix_adapter_folders(base: tuple[dict, Mapping[str, Tensor]], other: tuple[di
                                             share * so.scaling * to[key + "B"].float()], dim=1)
     return {**cb, "layers": layers}, tensors
 
+
 def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load adapters saved by :func:`save_adapters`.
 

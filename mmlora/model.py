@@ -1015,21 +1015,21 @@ class MultimodalLM(nn.Module):
         out: list[str] = []
         judges = judges or [self.whisper_judge()]
         views = frames if isinstance(frames, list) else [frames] * len(judges)
-        for judge, frames in zip(judges, views):
+        for judge, view in zip(judges, views):
             if n == 1:
-                text = judge.propose(frames, max_tokens)
+                text = judge.propose(view, max_tokens)
                 texts = [] if text is None else [text]
             else:
-                texts = judge.propose_beams(frames, max_tokens, n)
+                texts = judge.propose_beams(view, max_tokens, n)
             out += [t for t in texts if t not in out]
         return out
 
     def whisper_judges(self, both: bool = False) -> list:
         """The decoders that propose and judge in ``generate``: :meth:`whisper_judge`, and with ``both``
         (``generate(whisper_both=True)``) Whisper's own packaged decoder before it, loaded once, where the model folder
-        carries a trained one (:data:`WHISPER_DECODER`) or a judge encoder (:data:`WHISPER_ENCODER`): each proposes its transcripts, and a candidate's score is the
-        mean of the two decoders' (a trained decoder reads the voices it was trained on better and others worse;
-        session 50, docs/ASR.md)."""
+        carries a trained one (:data:`WHISPER_DECODER`) or a judge encoder (:data:`WHISPER_ENCODER`): each proposes
+        its transcripts, and a candidate's score is the mean of the two decoders' (a trained decoder reads the voices
+        it was trained on better and others worse; session 50, docs/ASR.md)."""
         judge = self.whisper_judge()
         if not both:
             return [judge]

@@ -23,6 +23,7 @@ The last line printed is the summary as JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -125,13 +126,15 @@ def decoder_params(decoder, part: str = "all") -> list:
 
 
 def encoder_params(encoder) -> list:
-    """The audio encoder's LoRA weights (``….adapters.<name>.A|B``), their ``requires_grad`` set and every other
-    weight's cleared; an encoder without LoRA is refused (the judge's encoder trains only through its LoRA)."""
-    out = []
-    for name, p in encoder.named_parameters():
-        p.requires_grad_(".adapters." in name)
-        if p.requires_grad:
-            out.append(p)
+    """The audio encoder's LoRA weights (:func:`mmlora.lora.adapter_parameters`), their ``requires_grad`` set and
+    every other weight's cleared; an encoder without LoRA is refused (the judge's encoder trains only through its
+    LoRA)."""
+    from mmlora.lora import adapter_parameters
+
+    encoder.requires_grad_(False)
+    out = adapter_parameters(encoder)
+    for p in out:
+        p.requires_grad_(True)
     if not out:
         raise ValueError("--encoder-lr: the model's audio encoder has no LoRA to train (media.audio.encoder_lora)")
     return out
@@ -233,21 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     judge.padded_encoder().to(a.device)  # decoder_features' frames come out where it runs
     enc, enc_params = base_enc, []
     if a.encoder_lr:  # the judge's own copy of the encoder, its LoRA trained in float32; the model's stays as it is
-        import copy
-
         enc = copy.deepcopy(base_enc).float()
         enc_params = encoder_params(enc)
 
-    def enc_state() -> dict:
-        return {n: p.detach().clone() for n, p in enc.named_parameters() if ".adapters." in n} if enc_params else {}
+    def enc_state() -> list:  # the training LoRA's values (none where the encoder does not train)
+        return [p.detach().clone() for p in enc_params]
 
-    def load_enc_state(state: dict) -> None:
-        if not state:
-            return
+    def load_enc_state(state: list) -> None:
         with torch.no_grad():
-            for n, p in enc.named_parameters():
-                if n in state:
-                    p.copy_(state[n])
+            for p, v in zip(enc_params, state):
+                p.copy_(v)
 
     frames, train_frames = clip_readers(judge, enc, a.augment, a.seed, grad=bool(enc_params))
 
@@ -277,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     untrained, best_enc = best_state, enc_state()
     teacher = None
     if a.kl:
-        import copy
-
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
     train = read_clips(a.train, a.max_train, a.seed)
     dec_params = decoder_params(dec, a.train_part)

@@ -17,7 +17,7 @@
 # 1e-4) is the learning rate of every arm that names none (an empty field too); KL the probe's --kl (default 0);
 # PART its --train-part (all, the default, cross: the cross-attention alone, or none); ENC_LR, where set, its
 # --encoder-lr (the judge's own copy of the encoder's LoRA trained too; the chosen LoRA in out/NAME_encoder/ and
-# packed/NAME_encoder/, an adapter folder of 0.3 MB); VAL (default st/val.jsonl) the
+# packed/NAME_encoder/, an adapter folder of 0.9 MB); VAL (default st/val.jsonl) the
 # validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
 # arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads;
 # EVAL_EVERY (default 100) steps between validations; STOP_STEP, where set, stops each arm after that step (the
