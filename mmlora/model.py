@@ -373,6 +373,19 @@ def _proposal_count(value) -> int:
                      f"{value!r}")
 
 
+def _both_share(value) -> tuple[list[float] | None, float]:
+    """``generate``'s ``whisper_both``: Whisper's own decoder's share of the judges' score beside the folder's judge,
+    as ``(the sweep's shares or None, the largest / the one share)``: False / None 0 (off), True 0.5 (the mean, as
+    released in session 51), a share in [0, 1], or a list of them (a sweep: every share reads the same candidates,
+    both decoders' proposals among them)."""
+    if value is None or isinstance(value, bool):
+        return None, 0.5 if value else 0.0
+    shares, share = _weights("whisper_both", value)
+    if shares is None and not 0.0 <= share <= 1.0:
+        raise ValueError(f"whisper_both: Whisper's own decoder's share must be in [0, 1], got {share}")
+    return shares, share
+
+
 def _check_rescoring(name: str, weight: float, kw: dict) -> None:
     """A rescoring weight of ``generate`` in (0, 1], with beams to rescore and no sampling."""
     if not 0.0 < weight <= 1.0:
@@ -922,7 +935,8 @@ class MultimodalLM(nn.Module):
         (``WhisperJudge.propose_beams``). ``whisper_both=True``, for a model folder with a trained decoder
         (:data:`WHISPER_DECODER`) or a judge encoder LoRA (:data:`WHISPER_ENCODER`): Whisper's own decoder, reading
         the model's encoder, proposes and judges beside it, each candidate scored by the mean of the two
-        (:meth:`whisper_judges`, :meth:`judge_encoders`). Beam search
+        (:meth:`whisper_judges`, :meth:`judge_encoders`); ``whisper_both=s`` (in [0, 1]) weighs them ``s`` (Whisper's
+        own) and ``1 - s`` (the folder's), and a list of shares sweeps them from one search. Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -939,15 +953,16 @@ class MultimodalLM(nn.Module):
         sweep, judge_sweep = kw.pop("ctc_weight", 0.0), kw.pop("whisper_weight", 0.0)
         weights, ctc_weight = _weights("ctc_weight", sweep)
         judge_weights, judge_weight = _weights("whisper_weight", judge_sweep)
-        if weights is not None and judge_weights is not None:
-            raise ValueError("sweep ctc_weight or whisper_weight, not both at once")
+        shares, own_share = _both_share(kw.pop("whisper_both", False))  # Whisper's own decoder's (whisper_judges)
+        if sum(w is not None for w in (weights, judge_weights, shares)) > 1:
+            raise ValueError("sweep one of ctc_weight, whisper_weight and whisper_both at a time")
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
         propose, proposals = _proposal_count(kw.pop("whisper_proposal", False)), None
         if propose and not judge_weight:
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
                              "set whisper_weight too")
-        both = bool(kw.pop("whisper_both", False))  # Whisper's own decoder beside a trained one (whisper_judges)
+        both = own_share > 0  # Whisper's own decoder beside a trained one
         if judge_weight:
             judges = self.whisper_judges(both)
             judge_frames = self._judge_frames(batch, judge_weight, kw, self.judge_encoders(both))
@@ -981,9 +996,10 @@ class MultimodalLM(nn.Module):
             out = self.llm.generate(inputs_embeds=x, attention_mask=attn, **kw)
         finally:
             install_plan(self.llm, None)
+        swept = weights or judge_weights or shares
         if not (ctc_weight or judge_weight):
             texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-            return texts if weights is None and judge_weights is None else [texts for _ in weights or judge_weights]
+            return texts if swept is None else [texts for _ in swept]
         from .ctc import nbest_ctc, rescore_beams
 
         texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
@@ -993,18 +1009,21 @@ class MultimodalLM(nn.Module):
         if proposals:  # each sample's K beams, then its proposals (where new; else its first beam again)
             texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
         ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight else None
-        judge = None
-        if judge_weight:  # each sample's K candidates read by Whisper's decoder (both: the mean of the two)
-            judge = torch.cat([torch.stack([j.score(f[i], texts[b * K:(b + 1) * K]) for i, j in enumerate(judges)])
-                               .mean(0) for b, f in enumerate(judge_frames)])
+        parts = None  # [judges, B*K]: each sample's K candidates read by each of Whisper's decoders, from its view
+        if judge_weight:
+            parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
+                                            for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
 
-        def pick(c: float, j: float) -> list[str]:  # sorted by the search's score: each sample's first is its own best
+        def pick(c: float, j: float, s: float) -> list[str]:  # the search's order: each sample's first is its best
+            judge = None if parts is None else parts[0] if len(parts) == 1 else s * parts[0] + (1 - s) * parts[1]
             return rescore_beams(texts, llm_logp, B, ctc, c, judge, j) if c or j else texts[::K]
         if weights is not None:
-            return [pick(w, judge_weight) for w in weights]
+            return [pick(w, judge_weight, own_share) for w in weights]
         if judge_weights is not None:
-            return [pick(ctc_weight, w) for w in judge_weights]
-        return pick(ctc_weight, judge_weight)
+            return [pick(ctc_weight, w, own_share) for w in judge_weights]
+        if shares is not None:
+            return [pick(ctc_weight, judge_weight, s) for s in shares]
+        return pick(ctc_weight, judge_weight, own_share)
 
     def _whisper_proposals(self, frames: Tensor | list[Tensor], max_tokens: int, n: int, judges: list | None = None
                            ) -> list[str]:
@@ -1029,7 +1048,7 @@ class MultimodalLM(nn.Module):
         (``generate(whisper_both=True)``) Whisper's own packaged decoder before it, loaded once, where the model folder
         carries a trained one (:data:`WHISPER_DECODER`) or a judge encoder (:data:`WHISPER_ENCODER`): each proposes
         its transcripts, and a candidate's score is the mean of the two decoders' (a trained decoder reads the voices
-        it was trained on better and others worse; session 50, docs/ASR.md)."""
+        it was trained on better and others worse; session 50, docs/ASR.md), or their mix by ``whisper_both=s``."""
         judge = self.whisper_judge()
         if not both:
             return [judge]

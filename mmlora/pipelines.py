@@ -74,7 +74,7 @@ class MediaPipeline:
         if len({len(v) for v in media.values()}) > 1:
             raise ValueError("audio and video lists must have the same length")
         kw = self.generation_for(gen)
-        for k in ("ctc_weight", "whisper_weight"):
+        for k in ("ctc_weight", "whisper_weight", "whisper_both"):
             if isinstance(kw.get(k), (list, tuple)):
                 raise ValueError(f"transcribe takes one {k}, got {kw[k]} (several are for evaluate's sweep)")
         out: list[str] = []

@@ -307,7 +307,7 @@ def evaluate(argv: list[str]) -> int:
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
         sweep = isinstance(result, list)  # several weights: one report each, its weight in its decoding
-        key = next((k for k in ("ctc_weight", "whisper_weight") if isinstance(gen.get(k), list)), None)
+        key = next((k for k in SWEEP_TAGS if isinstance(gen.get(k), list)), None)
         for report in result if sweep else [result]:
             weight = report["decoding"][key] if sweep else None
             if args.show:
@@ -343,6 +343,12 @@ def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "w * Whisper's log-probability; 0 turns it off" + (
                             ". Several, comma-separated: one search, one report per weight (_whisperW before each "
                             "--out's suffix); not with several --ctc-weight" if sweep else ""))
+    p.add_argument("--whisper-both", type=_both, metavar="{on,off,S}",
+                   help="with --whisper-weight, for a model folder with a judge of its own (a trained Whisper decoder "
+                        "or judge encoder): Whisper's own decoder proposes and judges beside it; S in [0, 1] is its "
+                        "share of the judges' score (on: 0.5, the mean)" + (
+                            ". Several, comma-separated: one search, one report per share (_bothS before each --out's "
+                            "suffix)" if sweep else ""))
     p.add_argument("--whisper-proposal", type=_proposal, metavar="{on,off,N}",
                    help="with --whisper-weight: Whisper's own greedy transcript of each clip joins its beams as one "
                         "more candidate (scored by the LLM, the CTC head and Whisper alike); N > 1: Whisper's N best "
@@ -356,6 +362,11 @@ def _proposal(text: str) -> bool | int:
     if text.isdigit():
         return int(text) if int(text) > 1 else bool(int(text))
     raise argparse.ArgumentTypeError(f"{text!r}: on, off or a number of Whisper's transcripts, e.g. 4")
+
+
+def _both(text: str) -> bool | float | list[float]:
+    """``--whisper-both``: on / off, or Whisper's own decoder's share(s) of the judges' score."""
+    return text == "on" if text in ("on", "off") else _ctc_weights(text)
 
 
 def _ctc_weights(text: str) -> float | list[float]:
@@ -374,15 +385,21 @@ def _search(args: argparse.Namespace) -> dict:
         gen["ctc_weight"] = args.ctc_weight
     if args.whisper_weight is not None:
         gen["whisper_weight"] = args.whisper_weight
+    if args.whisper_both is not None:
+        gen["whisper_both"] = args.whisper_both
     if args.whisper_proposal is not None:
         gen["whisper_proposal"] = args.whisper_proposal
     return gen
 
 
+SWEEP_TAGS = {"ctc_weight": "ctc", "whisper_weight": "whisper", "whisper_both": "both"}  # a sweep's report names
+
+
 def _sweep_path(out: str, key: str, weight: float) -> Path:
-    """A sweep's report for one weight: ``R.json`` -> ``R_ctc0.05.json`` (ctc_weight), ``R_whisper0.5.json``."""
+    """A sweep's report for one weight: ``R.json`` -> ``R_ctc0.05.json`` (ctc_weight), ``R_whisper0.5.json``,
+    ``R_both0.7.json`` (whisper_both)."""
     p = Path(out)
-    return p.with_name(f"{p.stem}_{key.split('_')[0]}{weight:g}{p.suffix}")
+    return p.with_name(f"{p.stem}_{SWEEP_TAGS[key]}{weight:g}{p.suffix}")
 
 
 def transcribe(argv: list[str]) -> int:

@@ -407,7 +407,7 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
     return out
 
 
-SWEEPS = ("ctc_weight", "whisper_weight")  # generate's rescoring weights that a list sweeps
+SWEEPS = ("ctc_weight", "whisper_weight", "whisper_both")  # generate's rescoring weights that a list sweeps
 
 
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
@@ -416,8 +416,8 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
                     noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict | list[dict]:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
-    counted and named. A list ``ctc_weight`` or ``whisper_weight`` (a sweep: ``mmlora evaluate --ctc-weight
-    0,0.05,0.1``) decodes once and returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
+    counted and named. A list ``ctc_weight``, ``whisper_weight`` or ``whisper_both`` (a sweep: ``mmlora evaluate
+    --ctc-weight 0,0.05,0.1``) decodes once and returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
     [lo, hi] other utterances of the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed
     (an AVSR model trained with modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
     model = pipeline.model

@@ -187,7 +187,11 @@ def test_generate_picks_by_the_formula_from_its_own_nbest():
     ({"num_beams": 1, "whisper_weight": 0.5}, "set num_beams > 1"),
     ({"num_beams": 2, "whisper_weight": 1.5}, r"whisper_weight must be in \(0, 1\]"),
     ({"num_beams": 2, "whisper_weight": [0, 2]}, r"each weight of a sweep must be in \[0, 1\]"),
-    ({"num_beams": 2, "whisper_weight": [0, 1], "ctc_weight": [0, 1]}, "not both at once"),
+    ({"num_beams": 2, "whisper_weight": [0, 1], "ctc_weight": [0, 1]}, "one of ctc_weight, whisper_weight and"),
+    ({"num_beams": 2, "whisper_weight": 0.5, "whisper_both": [0, 1], "ctc_weight": [0, 1]}, "at a time"),
+    ({"num_beams": 2, "whisper_weight": 0.5, "whisper_both": 1.5}, r"own decoder's share must be in \[0, 1\]"),
+    ({"num_beams": 2, "whisper_weight": 0.5, "whisper_both": [0.5, -1]}, r"each weight of a sweep must be in"),
+    ({"num_beams": 2, "whisper_weight": 0.5, "whisper_both": 0.3}, "and this model has neither"),
 ])
 def test_bad_judge_settings_are_clear_errors(gen, message):
     model = _asr_with_judge()
@@ -230,6 +234,40 @@ def test_evaluate_writes_one_report_per_judge_weight_and_greedy_drops_a_saved_on
     assert "whisper_weight" not in json.loads((tmp_path / "greedy.json").read_text())["decoding"]
     with pytest.raises(ValueError, match=r"transcribe takes one whisper_weight, got \[0.0, 1.0\]"):
         load_pipeline(tmp_path / "m").transcribe(audio="tests/data/speech/audio/test-00000.flac", whisper_weight=[0.0, 1.0])
+
+
+def test_evaluate_sweeps_whisper_both_into_one_report_per_share(tmp_path, capsys, monkeypatch):
+    """``--whisper-both 0.3,0.7`` reaches generate as one list (one search) and comes back as R_both0.3.json and
+    R_both0.7.json, each with its share in its decoding; on / off are True / False."""
+    import json
+
+    from mmlora.cli import main
+    from mmlora.model import MultimodalLM
+    from tasks.cli import _both
+
+    _asr_with_judge().save_pretrained(tmp_path / "m", pipeline={
+        "task": "asr", "instruction": "Transcribe the audio.", "modalities": ["audio"],
+        "generation": {"num_beams": 4, "max_new_tokens": 6, "whisper_weight": 1.0, "whisper_both": True}})
+    calls = []
+
+    def fake(self, batch, rates=None, **kw):
+        calls.append(kw["whisper_both"])
+        n = len(batch["segments"])
+        return [[f"share {s}"] * n for s in kw["whisper_both"]] if isinstance(kw["whisper_both"], list) \
+            else [f"share {kw['whisper_both']}"] * n
+    monkeypatch.setattr(MultimodalLM, "generate", fake)
+    common = ["evaluate", "--model", str(tmp_path / "m"), "--manifest", "tests/data/speech/test.jsonl",
+              "--max-samples", "3", "--device", "cpu", "--batch-size", "8"]
+    assert main(common + ["--whisper-both", "0.3,0.7", "--out", str(tmp_path / "r.json")]) == 0
+    assert calls == [[0.3, 0.7]]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["whisper_both"] for line in lines] == [0.3, 0.7]
+    for share in (0.3, 0.7):
+        report = json.loads((tmp_path / f"r_both{share}.json").read_text())
+        assert report["decoding"]["whisper_both"] == share
+        assert {u["hypothesis"] for u in report["utterances"]} == {f"share {share}"}
+    assert main(common + ["--out", str(tmp_path / "saved.json")]) == 0 and calls[-1] is True  # the saved setting
+    assert (_both("on"), _both("off"), _both("0.25")) == (True, False, 0.25)
 
 
 def test_a_saved_proposal_setting_reaches_generate_and_goes_with_the_judge(tmp_path, monkeypatch, capsys):
@@ -682,7 +720,7 @@ def test_a_mix_keeps_its_share_of_the_change():
         mix_decoder_state(own, trained, 1.2)
 
 
-def test_both_decoders_propose_and_a_candidate_scores_their_mean(monkeypatch):
+def test_both_decoders_propose_and_a_candidate_scores_their_mean_or_mix(monkeypatch):
     model, K = _asr_with_judge(), 3
     batch, gen = _batch(model, 2), {"max_new_tokens": 6, "num_beams": K}
     with pytest.raises(ValueError, match="whisper_both asks Whisper's own decoder beside a trained one"):
@@ -705,6 +743,12 @@ def test_both_decoders_propose_and_a_candidate_scores_their_mean(monkeypatch):
                             score(f, c) * 0 + bonus * torch.tensor([t == text for t in c]))
     assert model.generate(batch, whisper_weight=1.0, whisper_proposal=True, **gen) == [dog, dog]
     assert model.generate(batch, whisper_weight=1.0, whisper_proposal=True, whisper_both=True, **gen) == [cat, cat]
+    # whisper_both=s: s * own + (1 - s) * trained, so cat (100 s) beats dog (60 (1 - s)) from s = 0.375 on; a sweep
+    # reads the same candidates for every share (own's proposal among them); 0 is off (the trained judge alone)
+    both = {"whisper_weight": 1.0, "whisper_proposal": True, **gen}
+    for share, want in ((0.0, dog), (0.3, dog), (0.37, dog), (0.38, cat), (1.0, cat)):
+        assert model.generate(batch, whisper_both=share, **both) == [want, want], share
+    assert model.generate(batch, whisper_both=[0.3, 0.38, 0.5], **both) == [[dog, dog], [cat, cat], [cat, cat]]
     assert model.whisper_judges(True) == [own, trained] and loads == ["whisper-tiny.en"]  # loaded once
     # the proposals of both, each once, own's first
     assert model._whisper_proposals(None, 6, 1, [own, trained, own]) == [cat, dog]
