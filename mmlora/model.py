@@ -936,7 +936,8 @@ class MultimodalLM(nn.Module):
         (:data:`WHISPER_DECODER`) or a judge encoder LoRA (:data:`WHISPER_ENCODER`): Whisper's own decoder, reading
         the model's encoder, proposes and judges beside it, each candidate scored by the mean of the two
         (:meth:`whisper_judges`, :meth:`judge_encoders`); ``whisper_both=s`` (in [0, 1]) weighs them ``s`` (Whisper's
-        own) and ``1 - s`` (the folder's), and a list of shares sweeps them from one search. Beam search
+        own) and ``1 - s`` (the folder's), and a list of shares sweeps them from one search;
+        ``whisper_own_encoder="base"`` has Whisper's own decoder read the audio encoder without its LoRA. Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -963,9 +964,10 @@ class MultimodalLM(nn.Module):
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
                              "set whisper_weight too")
         both = own_share > 0  # Whisper's own decoder beside a trained one
+        own_encoder = kw.pop("whisper_own_encoder", "model")  # what Whisper's own decoder reads beside it
         if judge_weight:
             judges = self.whisper_judges(both)
-            judge_frames = self._judge_frames(batch, judge_weight, kw, self.judge_encoders(both))
+            judge_frames = self._judge_frames(batch, judge_weight, kw, self.judge_encoders(both, own_encoder))
             if propose:
                 proposals = [self._whisper_proposals(f, int(kw["max_new_tokens"]), propose, judges)
                              for f in judge_frames]
@@ -1154,11 +1156,28 @@ class MultimodalLM(nn.Module):
                 views[id(enc)] = [judge.frames(w.cpu(), enc) for w in items]
         return [[views[id(enc)][b] for enc in encoders] for b in range(len(items))]
 
-    def judge_encoders(self, both: bool = False) -> list[nn.Module]:
+    def judge_encoders(self, both: bool = False, own: str = "model") -> list[nn.Module]:
         """The audio encoder each decoder of :meth:`whisper_judges` reads: the judge's (:meth:`judge_encoder`), and with
         ``both`` Whisper's own decoder, before it, the model's encoder (the frames the release of session 51 judged
-        with), so that a judge encoder of the folder's own changes only the trained judge's view."""
-        return [self.encoders["audio"], self.judge_encoder()] if both else [self.judge_encoder()]
+        with), so that a judge encoder of the folder's own changes only the trained judge's view; ``own="base"``
+        (``generate(whisper_own_encoder="base")``) gives Whisper's own decoder the packaged encoder without any LoRA
+        instead (:meth:`base_audio_encoder`: the features it was trained with)."""
+        if own not in ("model", "base"):
+            raise ValueError(f"whisper_own_encoder is 'model' (the model's audio encoder) or 'base' (without its LoRA), "
+                             f"got {own!r}")
+        if not both:
+            return [self.judge_encoder()]
+        return [self.base_audio_encoder() if own == "base" else self.encoders["audio"], self.judge_encoder()]
+
+    def base_audio_encoder(self) -> nn.Module:
+        """A float32 copy of the audio encoder without any LoRA (:func:`mmlora.lora.detach`): the packaged Whisper's
+        own encoder, built once and kept outside the module's parameters, as :meth:`judge_encoder` is."""
+        if self.__dict__.get("_base_audio_encoder") is None:
+            from .lora import detach
+
+            enc = detach(copy.deepcopy(self.encoders["audio"]).float())
+            self.__dict__["_base_audio_encoder"] = enc.requires_grad_(False)
+        return self.__dict__["_base_audio_encoder"]
 
     def judge_encoder(self) -> nn.Module:
         """The audio encoder whose frames Whisper's judge reads (every decoder of :meth:`whisper_judges`): the model's

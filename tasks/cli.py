@@ -349,6 +349,9 @@ def _add_search(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "share of the judges' score (on: 0.5, the mean)" + (
                             ". Several, comma-separated: one search, one report per share (_bothS before each --out's "
                             "suffix)" if sweep else ""))
+    p.add_argument("--whisper-own-encoder", choices=["model", "base"],
+                   help="with --whisper-both: what Whisper's own decoder reads, the model's audio encoder (model, "
+                        "the default) or the packaged encoder without its LoRA (base)")
     p.add_argument("--whisper-proposal", type=_proposal, metavar="{on,off,N}",
                    help="with --whisper-weight: Whisper's own greedy transcript of each clip joins its beams as one "
                         "more candidate (scored by the LLM, the CTC head and Whisper alike); N > 1: Whisper's N best "
@@ -387,6 +390,8 @@ def _search(args: argparse.Namespace) -> dict:
         gen["whisper_weight"] = args.whisper_weight
     if args.whisper_both is not None:
         gen["whisper_both"] = args.whisper_both
+    if args.whisper_own_encoder is not None:
+        gen["whisper_own_encoder"] = args.whisper_own_encoder
     if args.whisper_proposal is not None:
         gen["whisper_proposal"] = args.whisper_proposal
     return gen

@@ -238,7 +238,8 @@ def test_evaluate_writes_one_report_per_judge_weight_and_greedy_drops_a_saved_on
 
 def test_evaluate_sweeps_whisper_both_into_one_report_per_share(tmp_path, capsys, monkeypatch):
     """``--whisper-both 0.3,0.7`` reaches generate as one list (one search) and comes back as R_both0.3.json and
-    R_both0.7.json, each with its share in its decoding; on / off are True / False."""
+    R_both0.7.json, each with its share in its decoding; on / off are True / False; ``--whisper-own-encoder``
+    reaches generate."""
     import json
 
     from mmlora.cli import main
@@ -267,6 +268,9 @@ def test_evaluate_sweeps_whisper_both_into_one_report_per_share(tmp_path, capsys
         assert report["decoding"]["whisper_both"] == share
         assert {u["hypothesis"] for u in report["utterances"]} == {f"share {share}"}
     assert main(common + ["--out", str(tmp_path / "saved.json")]) == 0 and calls[-1] is True  # the saved setting
+    monkeypatch.setattr(MultimodalLM, "generate", lambda self, batch, rates=None, **kw:
+                        calls.append(kw.get("whisper_own_encoder")) or [""] * len(batch["segments"]))
+    assert main(common + ["--whisper-own-encoder", "base"]) == 0 and calls[-1] == "base"
     assert (_both("on"), _both("off"), _both("0.25")) == (True, False, 0.25)
 
 
@@ -634,6 +638,45 @@ def test_both_judges_read_their_own_encoders_frames(monkeypatch):
     model.whisper_encoder_lora = None
     with pytest.raises(ValueError, match="has neither"):
         model.generate(batch, whisper_weight=1.0, whisper_both=True, **gen)
+
+def test_whisper_own_encoder_base_gives_whispers_own_decoder_the_encoder_without_lora(monkeypatch):
+    """whisper_own_encoder="base": Whisper's own decoder reads the packaged encoder without the model's LoRA (its
+    frames are the model encoder's with the LoRA's plan taken off), the folder's judge its judge encoder as before;
+    the model's encoder keeps its LoRA."""
+    from mmlora.model import ENCODER_LORA
+    from mmlora.routing import RoutingPlan, install_plan
+
+    model = _asr_with_judge("model.media.audio.encoder_lora={rank: 2, alpha: 4}")
+    gen, batch = {"max_new_tokens": 6, "num_beams": 2}, _batch(model, 2)
+    with torch.no_grad():
+        for n, p in model.encoders["audio"].named_parameters():
+            if ".adapters." in n:
+                p.add_(torch.randn_like(p) * 0.5)  # a LoRA that changes the frames
+    judge = model.whisper_judge()
+    model.whisper_decoder_state = {"layer_norm.bias": torch.zeros(1)}  # a folder's trained decoder: both allowed
+    own = WhisperJudge(copy.deepcopy(judge.decoder), judge.tokenizer, judge.start, judge.eot)
+    monkeypatch.setattr(WhisperJudge, "load", classmethod(lambda cls, name: own))
+    model.cfg.media["audio"].encoder = {**(model.cfg.media["audio"].encoder or {}), "preset": "whisper-tiny.en"}
+    seen = {"own": [], "trained": []}
+    for name, j in (("own", own), ("trained", judge)):
+        score = j.score
+        monkeypatch.setattr(j, "score", lambda f, c, score=score, name=name: seen[name].append(f) or score(f, c))
+    model.generate(batch, whisper_weight=0.5, whisper_both=True, whisper_own_encoder="base", **gen)
+    waves = batch["media"]["audio"]
+    enc = model.encoders["audio"]
+    with_lora = [judge.frames(w.cpu(), enc) for w in waves]
+    install_plan(enc, None)  # the reference: the same encoder with its LoRA off
+    without = [judge.frames(w.cpu(), enc) for w in waves]
+    install_plan(enc, RoutingPlan(names=(ENCODER_LORA,), shared=(ENCODER_LORA,)))
+    for got, want in zip(seen["own"], without):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(seen["trained"], with_lora):  # no judge encoder in this folder: the model's
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(without[0], with_lora[0], atol=1e-3)  # the LoRA does change them
+    torch.testing.assert_close(judge.frames(waves[0].cpu(), enc), with_lora[0])  # the model's encoder untouched
+    with pytest.raises(ValueError, match="whisper_own_encoder is 'model'.*got 'pristine'"):
+        model.generate(batch, whisper_weight=0.5, whisper_both=True, whisper_own_encoder="pristine", **gen)
+
 
 def _base_and_trained(tok):
     """A tiny decoder and a copy of it trained a little (every weight moved by about 0.05)."""
