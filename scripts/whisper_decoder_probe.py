@@ -46,12 +46,13 @@ def read_clips(manifest: str, limit: int | None = None, seed: int = 0) -> list[t
 
 
 def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[list[int]], teacher=None,
-               kl: float = 0.0):
+               kl: float = 0.0, teacher_frames: list | None = None):
     """Mean cross-entropy over every target token (each transcript's text tokens, then ``<|endoftext|>``) of a batch,
     teacher-forced after the start tokens; the output layer is the token embeddings, as the judge scores. With a
     ``teacher`` decoder (Whisper's own, frozen) and ``kl`` > 0, plus ``kl`` times the mean over the same positions of
     KL(teacher || decoder) over the whole vocabulary: the change is held near what Whisper would say (learning
-    without forgetting), not only towards our transcripts."""
+    without forgetting), not only towards our transcripts. ``teacher_frames`` (``--kl-view base``): the teacher reads
+    these instead (the same clips through the encoder before training), so that the encoder's change is held too."""
     import torch
 
     seqs = [start + t for t in targets]
@@ -69,19 +70,23 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
     if teacher is None or not kl:
         return loss
     with torch.no_grad():
+        if teacher_frames is not None:
+            enc = torch.stack(teacher_frames)
         ref = torch.log_softmax(logits(teacher), -1)
     keep = lab != -100
     div = (ref.exp() * (ref - torch.log_softmax(out, -1))).sum(-1)
     return loss + kl * div[keep].mean()
 
 
-def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool = False):
+def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool = False, teacher_encoder=None):
     """``(frames, train_frames)``: each maps a list of clip paths to what ``generate``'s judge reads for each (the clip
     as the pipeline loads it, mono 16 kHz, through ``encoder``; ``judge.frames_many``, the encoders run once over the
     list); ``train_frames`` first gives each clip, with probability ``augment``, a training-like change
     (:func:`mmlora.data.speech_augment.training_change`: speed, room tone, reverberation on half, and a VTLP warp both
     encoders apply), drawn clip after clip from generators seeded by ``seed``; with ``grad`` its frames keep a graph to
-    ``encoder``'s training LoRA (``frames``' never do)."""
+    ``encoder``'s training LoRA (``frames``' never do). With a ``teacher_encoder`` (``--kl-view base``)
+    ``train_frames`` returns ``(frames, teacher's frames)``: the same changed clips and warps through it too, no
+    graph."""
     from mmlora.data.media import load_audio
     from mmlora.data.speech_augment import training_change
 
@@ -100,7 +105,9 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool
             else:
                 waves.append(load_audio(p))
                 warps.append(1.0)  # factor 1: the identity (to 1e-14) beside a changed clip's
-        return judge.frames_many(waves, encoder, warps if any(w != 1.0 for w in warps) else None, grad=grad)
+        warps = warps if any(w != 1.0 for w in warps) else None
+        out = judge.frames_many(waves, encoder, warps, grad=grad)
+        return out if teacher_encoder is None else (out, judge.frames_many(waves, teacher_encoder, warps))
 
     return frames, train_frames
 
@@ -187,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                          "steps): where --max-seconds stopped a run, the same stop by steps, which reproduces it")
     ap.add_argument("--kl", type=float, default=0.0,
                     help="add this weight times KL(Whisper's own decoder || the trained one) per target token")
+    ap.add_argument("--kl-view", choices=("same", "base"), default="same",
+                    help="what the --kl teacher reads: the same frames as the trained decoder (same), or, with "
+                         "--encoder-lr, the clips through the encoder before training (base: the judge's whole change, "
+                         "encoder and decoder, held near what Whisper said from the release's frames)")
     ap.add_argument("--init", choices=("own", "model"), default="own",
                     help="start from Whisper's own decoder (own), or from the model folder's trained one "
                          "(whisper_decoder.safetensors, where it has one: model)")
@@ -218,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--train-part none trains nothing without --encoder-lr")
     if a.save_encoder and not a.encoder_lr:
         ap.error("--save-encoder: the encoder trains only with --encoder-lr")
+    if a.kl_view == "base" and not (a.kl and a.encoder_lr):
+        ap.error("--kl-view base: a --kl teacher reading the encoder before training needs --kl and --encoder-lr")
 
     import torch
 
@@ -247,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             for p, v in zip(enc_params, state):
                 p.copy_(v)
 
-    frames, train_frames = clip_readers(judge, enc, a.augment, a.seed, grad=bool(enc_params))
+    frames, train_frames = clip_readers(judge, enc, a.augment, a.seed, grad=bool(enc_params),
+                                        teacher_encoder=base_enc if a.kl_view == "base" else None)
 
     def read(clips, cached):
         return read_greedy(judge, clips, cached, a.max_tokens)
@@ -294,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         idx, order = order[:a.batch_size], order[a.batch_size:]
         with torch.set_grad_enabled(bool(enc_params)):  # a graph to the encoder's LoRA where it trains
             fs = train_frames([train[i][0] for i in idx])
+        fs, teacher_fs = fs if a.kl_view == "base" else (fs, None)
         dec.train()
-        loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl)
+        loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl,
+                          teacher_fs)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pb = paired_bootstrap(errs(ra), errs(rb), [u.ref_words for u in ra.utterances])
     summary = {"train": a.train, "train_clips": len(train), "steps": steps, "steps_run": history[-1]["step"],
-               "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "train_part": a.train_part,
+               "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "kl_view": a.kl_view, "train_part": a.train_part,
                "encoder_lr": a.encoder_lr,
                "init": a.init if trained_before else "own",
                "augment": a.augment,

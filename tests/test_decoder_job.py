@@ -41,7 +41,8 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
 
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
-    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross e:st+w3+n9:2:0.5:::none:3e-4",
+    env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross "
+                   "e:st+w3+n9:2:0.5::0.5:none:3e-4:base",
            "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
@@ -68,9 +69,10 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     assert (opt(a, "--train-part"), opt(b, "--train-part")) == ("all", "all")
     assert (opt(x, "--lr"), opt(x, "--kl"), opt(x, "--train-part")) == ("1e-4", "0", "cross")  # empty: the job's
     for c in (a, b, x):  # no encoder learning rate: the model's encoder as it is
-        assert "--encoder-lr" not in c and "--save-encoder" not in c
+        assert "--encoder-lr" not in c and "--save-encoder" not in c and "--kl-view" not in c
     assert (opt(e, "--train-part"), opt(e, "--encoder-lr"), opt(e, "--save-encoder")) == \
         ("none", "3e-4", str(work / "out/e_encoder"))
+    assert (opt(e, "--kl"), opt(e, "--kl-view")) == ("0.5", "base")  # the KL's teacher reads the encoder before
     for name in "abce":
         assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
     assert [p.name for p in (work / "packed").glob("*_encoder")] == ["e_encoder"]  # its LoRA comes back with it

@@ -59,6 +59,19 @@ def test_batch_loss_adds_the_kl_from_whisper_s_own_decoder_on_every_target_posit
     assert float(got) == pytest.approx(ce + 0.5 * sum(kls) / len(kls), rel=1e-4)
     got.backward()
     assert all(p.grad is None for p in own.parameters())  # the teacher is not trained
+    # --kl-view base: the teacher reads other frames (the clips through the encoder before training)
+    base = [torch.randn(30, 32, generator=g) for _ in targets]
+    kls = []
+    with torch.no_grad():
+        for f, b, t in zip(frames, base, targets):
+            seq = torch.tensor([start + t])
+            lp = [torch.log_softmax(d(input_ids=seq, encoder_hidden_states=x[None]).last_hidden_state[0]
+                                    @ d.embed_tokens.weight.T, -1) for d, x in ((dec, f), (own, b))]
+            for i in range(len(start) - 1, seq.shape[1]):
+                kls.append(float(torch.nn.functional.kl_div(lp[0][i], lp[1][i], log_target=True, reduction="sum")))
+    got = loss(dec, start, eot, frames, targets, own, 0.5, base)
+    assert float(got) == pytest.approx(ce + 0.5 * sum(kls) / len(kls), rel=1e-4)
+    assert float(loss(dec, start, eot, frames, targets, dec, 2.0, base)) > ce + 1e-3  # itself on other frames: > 0
 
 
 def test_read_clips_resolves_audio_and_samples_reproducibly():
@@ -121,6 +134,28 @@ def test_training_clips_are_changed_as_often_as_asked_and_validation_clips_never
     halves = again([clip] * 25) + again([clip] * 15)  # the same seed: the same changes, however the batches fall
     for y, z in zip(got, halves):
         torch.testing.assert_close(z, y)
+
+
+def test_a_teacher_encoder_reads_the_same_changed_clips_and_warps_without_a_graph():
+    """--kl-view base: train_frames gives the teacher's frames of the very clips the trained encoder read (the same
+    changes, the same warps), through the teacher's encoder and never with a graph."""
+    script = load_script("whisper_decoder_probe")
+    calls = []
+
+    class Judge:
+        def frames_many(self, waves, encoder=None, warps=None, grad=False):
+            calls.append((encoder, [w.clone() for w in waves], warps, grad))
+            return [w * (2.0 if encoder == "teacher" else 1.0) for w in waves]
+
+    clip = script.read_clips(str(CLIPS))[0][0]
+    _, train_frames = script.clip_readers(Judge(), "trained", augment=0.5, seed=3, grad=True,
+                                          teacher_encoder="teacher")
+    got, teacher = train_frames([clip] * 12)
+    (e1, w1, k1, g1), (e2, w2, k2, g2) = calls
+    assert (e1, g1, e2, g2) == ("trained", True, "teacher", False)
+    assert k1 is not None and k2 == k1 and any(k != 1.0 for k in k1)  # some clips changed, their warps passed
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2))  # the same changed clips
+    assert all(torch.equal(t, 2 * f) for t, f in zip(teacher, got))
 
 
 def test_the_cross_attention_part_trains_only_what_reads_the_frames():
@@ -337,6 +372,12 @@ def test_main_trains_a_copy_of_the_encoders_lora_and_keeps_the_chosen_steps(tmp_
     with torch.no_grad():
         again = judge.frames_many([load_audio(p) for p, _, _ in script.read_clips(v)], saved)
     assert diff(again, reads[3]) < 1e-4  # the saved LoRA is the chosen step's
-    for bad in (["--train-part", "none"], ["--save-encoder", str(tmp_path / "x")], ["--encoder-lr", "-1"]):
+    # --kl-view base: the teacher reads the model's encoder beside the training copy (the KL itself: test above)
+    assert script.main(["--train", str(tmp_path / "t.jsonl"), "--val", v, "--test", v, "--batch-size", "4",
+                        "--max-tokens", "4", "--eval-every", "2", "--stop-step", "2", "--encoder-lr", "1e-2",
+                        "--kl", "0.5", "--kl-view", "base", "--out", str(tmp_path / "kl.json")]) == 0
+    assert json.loads((tmp_path / "kl.json").read_text())["summary"]["kl_view"] == "base"
+    for bad in (["--train-part", "none"], ["--save-encoder", str(tmp_path / "x")], ["--encoder-lr", "-1"],
+                ["--kl-view", "base", "--kl", "1"], ["--kl-view", "base", "--encoder-lr", "1e-2"]):
         with pytest.raises(SystemExit):
             script.main(["--train", v, "--val", v, "--test", v] + bad)
