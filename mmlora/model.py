@@ -325,6 +325,9 @@ def attach_encoder_lora(encoder: nn.Module, spec: LoRASpec, targets: list[str] |
     install_plan(encoder, RoutingPlan(names=(ENCODER_LORA,), shared=(ENCODER_LORA,)))
 
 
+SWEEPS = ("ctc_weight", "whisper_weight", "whisper_both")  # generate's settings a list sweeps, one at a time
+
+
 def _weights(name: str, value) -> tuple[list[float] | None, float]:
     """A rescoring weight of ``generate``: ``(the sweep's weights or None, the largest / the one weight)``."""
     if isinstance(value, (list, tuple)):
@@ -1173,11 +1176,15 @@ class MultimodalLM(nn.Module):
         """A float32 copy of the audio encoder without any LoRA (:func:`mmlora.lora.detach`): the packaged Whisper's
         own encoder, built once and kept outside the module's parameters, as :meth:`judge_encoder` is."""
         if self.__dict__.get("_base_audio_encoder") is None:
-            from .lora import detach
-
-            enc = detach(copy.deepcopy(self.encoders["audio"]).float())
-            self.__dict__["_base_audio_encoder"] = enc.requires_grad_(False)
+            self.__dict__["_base_audio_encoder"] = self._plain_audio_encoder().requires_grad_(False)
         return self.__dict__["_base_audio_encoder"]
+
+    def _plain_audio_encoder(self) -> nn.Module:
+        """A fresh float32 copy of the audio encoder with every adapter taken off (:func:`mmlora.lora.detach`), for
+        :meth:`base_audio_encoder` and :meth:`judge_encoder`; the model's own encoder keeps its LoRA."""
+        from .lora import detach
+
+        return detach(copy.deepcopy(self.encoders["audio"]).float())
 
     def judge_encoder(self) -> nn.Module:
         """The audio encoder whose frames Whisper's judge reads (every decoder of :meth:`whisper_judges`): the model's
@@ -1188,9 +1195,9 @@ class MultimodalLM(nn.Module):
         if not self.whisper_encoder_lora:
             return self.encoders["audio"]
         if self.__dict__.get("_judge_encoder") is None:
-            from .lora import apply_adapter_folder, detach
+            from .lora import apply_adapter_folder
 
-            enc = detach(copy.deepcopy(self.encoders["audio"]).float())  # the folder's LoRA, whatever its ranks
+            enc = self._plain_audio_encoder()  # the folder's LoRA, whatever its ranks
             config, tensors = self.whisper_encoder_lora
             apply_adapter_folder(enc, config, tensors, WHISPER_ENCODER)
             names = tuple(sorted({a for specs in config["layers"].values() for a in specs}))

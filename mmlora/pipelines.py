@@ -19,7 +19,7 @@ import torch
 
 from .data.collate import MEDIA_KEYS, collate_samples
 from .data.media import SAMPLE_RATE, MediaError, load_audio, load_video, split_at_pauses
-from .model import MultimodalLM
+from .model import SWEEPS, MultimodalLM
 
 __all__ = ["load_pipeline", "MediaPipeline", "MediaError"]
 
@@ -74,7 +74,7 @@ class MediaPipeline:
         if len({len(v) for v in media.values()}) > 1:
             raise ValueError("audio and video lists must have the same length")
         kw = self.generation_for(gen)
-        for k in ("ctc_weight", "whisper_weight", "whisper_both"):
+        for k in SWEEPS:
             if isinstance(kw.get(k), (list, tuple)):
                 raise ValueError(f"transcribe takes one {k}, got {kw[k]} (several are for evaluate's sweep)")
         out: list[str] = []

@@ -30,6 +30,12 @@ def relative_change(a: list, b: list) -> float:
     return (num / den) ** 0.5
 
 
+def manifest_spec(spec: str) -> tuple[str, int | None]:
+    """``MANIFEST:N`` → ``(MANIFEST, N)``; a spec without a count after its last ``:`` → ``(spec, None)``."""
+    head, _, n = spec.rpartition(":")
+    return (head, int(n)) if head and n.isdigit() else (spec, None)
+
+
 def clip_frames(judge, waves: list, encoder) -> list:
     """Each clip's own frames of :meth:`WhisperJudge.frames_many` through ``encoder``: as many as the unpadded encoder
     gives the clip (the first ``len(wave) // 320``, Whisper's 20 ms a frame), the padded run's after them left out."""
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with torch.no_grad():
         for spec in a.manifest:
-            path, _, n = spec.rpartition(":") if spec.rpartition(":")[2].isdigit() else (spec, "", "")
-            records = read_manifest(path, need=("audio",))[: int(n) if n else None]
+            path, n = manifest_spec(spec)
+            records = read_manifest(path, need=("audio",))[:n]
             waves = [load_audio(r.audio) for r in records]
             frames = {k: clip_frames(judge, waves, enc) for k, enc in views.items()}
             res = {"manifest": path, "clips": len(waves),

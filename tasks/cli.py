@@ -285,6 +285,7 @@ def evaluate(argv: list[str]) -> int:
         talkers = _per_manifest("--noise-talkers", args.noise_talkers, n, None, _parse_talkers)
     except ValueError as e:
         return _fail(str(e))
+    from mmlora.model import SWEEPS
     from mmlora.pipelines import load_pipeline
 
     from . import get_task
@@ -307,7 +308,7 @@ def evaluate(argv: list[str]) -> int:
         except (ValueError, FileNotFoundError, KeyError) as e:
             return _fail(str(e))
         sweep = isinstance(result, list)  # several weights: one report each, its weight in its decoding
-        key = next((k for k in SWEEP_TAGS if isinstance(gen.get(k), list)), None)
+        key = next((k for k in SWEEPS if isinstance(gen.get(k), list)), None)
         for report in result if sweep else [result]:
             weight = report["decoding"][key] if sweep else None
             if args.show:
@@ -397,7 +398,8 @@ def _search(args: argparse.Namespace) -> dict:
     return gen
 
 
-SWEEP_TAGS = {"ctc_weight": "ctc", "whisper_weight": "whisper", "whisper_both": "both"}  # a sweep's report names
+# the report names of mmlora.model.SWEEPS
+SWEEP_TAGS = {"ctc_weight": "ctc", "whisper_weight": "whisper", "whisper_both": "both"}
 
 
 def _sweep_path(out: str, key: str, weight: float) -> Path:

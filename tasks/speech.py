@@ -407,9 +407,6 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
     return out
 
 
-SWEEPS = ("ctc_weight", "whisper_weight", "whisper_both")  # generate's rescoring weights that a list sweeps
-
-
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
                     records: list[Record] | None = None, zero: tuple[str, ...] = (),
@@ -472,6 +469,8 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
         pieces = [{**pieces[o], "audios": [w]} for w, o in zip(waves, owner)]
     bs = pipeline.batch_size
     kw = pipeline.generation_for(gen)
+    from mmlora.model import SWEEPS
+
     key = next((k for k in SWEEPS if isinstance(kw.get(k), (list, tuple))), None)  # generate refuses two at once
     sweep = kw[key] if key else None
     hyps: list[list[str]] = [[] for _ in (sweep or [None])]  # one list per weight of a sweep

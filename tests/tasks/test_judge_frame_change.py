@@ -36,3 +36,10 @@ def test_a_folder_without_a_judge_encoder_is_an_error_naming_it(monkeypatch, cap
     monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
     assert mod.main(["--model", "some/folder", "--manifest", "m.jsonl"]) == 1
     assert "some/folder has no judge encoder" in capsys.readouterr().err
+
+
+def test_a_manifest_may_name_how_many_of_its_clips_to_read():
+    mod = load_script("judge_frame_change")
+    assert mod.manifest_spec("data/x/test.jsonl:24") == ("data/x/test.jsonl", 24)
+    assert mod.manifest_spec("data/x/test.jsonl") == ("data/x/test.jsonl", None)
+    assert mod.manifest_spec("c:/x/test.jsonl") == ("c:/x/test.jsonl", None)
