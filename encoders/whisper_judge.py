@@ -232,9 +232,11 @@ class WhisperJudge:
         return self.propose_many([frames], max_tokens)[0]
 
     @torch.no_grad()
-    def propose_many(self, frames: list[Tensor], max_tokens: int = 64, batch: int = 64) -> list[str | None]:
+    def propose_many(self, frames: list[Tensor], max_tokens: int = 64, batch: int = 64,
+                     partial: bool = False) -> list[str | None]:
         """:meth:`propose` of each clip's ``frames``, ``batch`` clips decoded together (every row has the same start
-        tokens, so none is padded; a row that has ended is read no further)."""
+        tokens, so none is padded; a row that has ended is read no further); with ``partial``, a row that has not
+        ended gives its text so far (``max_tokens`` + 1 tokens) instead of None."""
         from mmlora.model import _cache_arg
 
         name, emb, out = _cache_arg(self.decoder), self.decoder.embed_tokens.weight, []
@@ -257,6 +259,8 @@ class WhisperJudge:
                 if all(e is not None for e in ended):
                     break
                 ids = best[:, None]
+            if partial:
+                ended = [self.tokenizer.decode(t).strip() if e is None else e for e, t in zip(ended, tokens)]
             out += ended
         return out
 

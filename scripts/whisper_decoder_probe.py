@@ -46,13 +46,15 @@ def read_clips(manifest: str, limit: int | None = None, seed: int = 0) -> list[t
 
 
 def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[list[int]], teacher=None,
-               kl: float = 0.0, teacher_frames: list | None = None):
+               kl: float = 0.0, teacher_frames: list | None = None, ce: float = 1.0):
     """Mean cross-entropy over every target token (each transcript's text tokens, then ``<|endoftext|>``) of a batch,
     teacher-forced after the start tokens; the output layer is the token embeddings, as the judge scores. With a
     ``teacher`` decoder (Whisper's own, frozen) and ``kl`` > 0, plus ``kl`` times the mean over the same positions of
     KL(teacher || decoder) over the whole vocabulary: the change is held near what Whisper would say (learning
     without forgetting), not only towards our transcripts. ``teacher_frames`` (``--kl-view base``): the teacher reads
-    these instead (the same clips through the encoder before training), so that the encoder's change is held too."""
+    these instead (the same clips through the encoder before training), so that the encoder's change is held too.
+    ``ce``: the cross-entropy's weight (0 for ``--anchor``'s clips: the KL alone, the targets being the teacher's
+    own transcript, not a reference)."""
     import torch
 
     seqs = [start + t for t in targets]
@@ -66,7 +68,7 @@ def batch_loss(decoder, start: list[int], eot: int, frames: list, targets: list[
         return (d(input_ids=ids, encoder_hidden_states=enc).last_hidden_state @ d.embed_tokens.weight.T).float()
 
     out = logits(decoder)
-    loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), lab.flatten(), ignore_index=-100)
+    loss = ce * torch.nn.functional.cross_entropy(out.flatten(0, 1), lab.flatten(), ignore_index=-100)
     if teacher is None or not kl:
         return loss
     with torch.no_grad():
@@ -110,6 +112,32 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool
         return out if teacher_encoder is None else (out, judge.frames_many(waves, teacher_encoder, warps))
 
     return frames, train_frames
+
+
+def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_tokens: int, grad: bool = False):
+    """``(frames, teacher's frames, targets)`` of ``--anchor``'s clips (speech held near what Whisper said, their texts
+    never read): the clips through ``encoder`` (the trained judge's, a graph to its LoRA with ``grad``) and through
+    ``teacher_encoder`` (the model's, no graph), and as targets the token ids of ``own``'s greedy transcript of the
+    teacher's frames (Whisper's own decoder; where it has not ended within ``max_tokens``, its tokens so far)."""
+    import torch
+
+    from mmlora.data.media import load_audio
+
+    waves = [load_audio(p) for p in paths]
+    with torch.no_grad():
+        teacher = judge.frames_many(waves, teacher_encoder)
+        texts = own.propose_many(teacher, max_tokens, partial=True)
+    return judge.frames_many(waves, encoder, grad=grad), teacher, [judge.token_ids(t) for t in texts]
+
+
+def next_batch(order: list[int], size: int, count: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """``(the next batch's indices, the order left)``: ``size`` indices from ``order``, refilled with a shuffled pass
+    over all ``count`` items (``rng``) whenever fewer are left."""
+    if len(order) < size:
+        more = list(range(count))
+        rng.shuffle(more)
+        order = order + more
+    return order[:size], order[size:]
 
 
 PARTS = ("all", "cross", "none")  # --train-part
@@ -209,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                          "(0: the judge reads the model's encoder as it is)")
     ap.add_argument("--save-encoder", default=None,
                     help="with --encoder-lr: write the chosen step's encoder LoRA here (an adapter folder)")
+    ap.add_argument("--anchor", default=None, metavar="MANIFEST",
+                    help="speech on which the trained judge is held near Whisper's own decoder reading the model's "
+                         "encoder (its texts are not read; e.g. human speech unlike the training voices): each step "
+                         "adds --anchor-kl times KL(own || trained) over the positions of own's greedy transcript")
+    ap.add_argument("--anchor-kl", type=float, default=1.0, help="the --anchor term's weight")
+    ap.add_argument("--anchor-batch", type=int, default=8, help="--anchor clips a step")
+    ap.add_argument("--choose", choices=("best", "last"), default="best",
+                    help="the step kept: validation's best (default), or the last one run")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="where the encoders and the decoder run (cpu, cuda)")
@@ -229,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--train-part none trains nothing without --encoder-lr")
     if a.save_encoder and not a.encoder_lr:
         ap.error("--save-encoder: the encoder trains only with --encoder-lr")
+    if a.anchor and (a.anchor_kl <= 0 or a.anchor_batch < 1):
+        ap.error(f"--anchor: a positive --anchor-kl and --anchor-batch, got {a.anchor_kl} and {a.anchor_batch}")
     if a.kl_view == "base" and not (a.kl and a.encoder_lr):
         ap.error("--kl-view base: a --kl teacher reading the encoder before training needs --kl and --encoder-lr")
 
@@ -290,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     teacher = None
     if a.kl:
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
+    own, anchor, anchor_order = None, [], []
+    if a.anchor:  # Whisper's own decoder (frozen) reading the model's encoder (whisper_both's other judge)
+        own = copy.copy(judge)
+        own.decoder = (copy.deepcopy(dec) if a.init == "own" or not trained_before
+                       else copy.deepcopy(model.whisper_judges(both=True)[0].decoder)).to(a.device)
+        own.decoder.eval().requires_grad_(False)
+        anchor = read_clips(a.anchor)
+        anchor_rng = random.Random(a.seed + 2)
     train = read_clips(a.train, a.max_train, a.seed)
     dec_params = decoder_params(dec, a.train_part)
     params = dec_params + enc_params
@@ -301,24 +347,29 @@ def main(argv: list[str] | None = None) -> int:
     order = []
     rng = random.Random(a.seed)
     for step in range(1, steps + 1):
-        if len(order) < a.batch_size:
-            more = list(range(len(train)))
-            rng.shuffle(more)
-            order += more
-        idx, order = order[:a.batch_size], order[a.batch_size:]
+        idx, order = next_batch(order, a.batch_size, len(train), rng)
         with torch.set_grad_enabled(bool(enc_params)):  # a graph to the encoder's LoRA where it trains
             fs = train_frames([train[i][0] for i in idx])
         fs, teacher_fs = fs if a.kl_view == "base" else (fs, None)
         dec.train()
         loss = batch_loss(dec, judge.start, judge.eot, fs, [judge.token_ids(train[i][1]) for i in idx], teacher, a.kl,
                           teacher_fs)
+        held = None
+        if anchor:
+            aidx, anchor_order = next_batch(anchor_order, a.anchor_batch, len(anchor), anchor_rng)
+            with torch.set_grad_enabled(bool(enc_params)):
+                afs, ats, atg = anchor_batch(judge, own, model.encoders["audio"], enc, [anchor[i][0] for i in aidx],
+                                             a.max_tokens, grad=bool(enc_params))
+            held = batch_loss(dec, judge.start, judge.eot, afs, atg, own.decoder, 1.0, ats, ce=0.0)
+            loss = loss + a.anchor_kl * held
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 10 == 0:
-            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0)}),
+            print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), "s": round(time.time() - t0),
+                              **({"anchor_kl": round(float(held.detach()), 4)} if held is not None else {})}),
                   flush=True)
         stop = (a.max_seconds is not None and time.time() - t0 > a.max_seconds) or step == a.stop_step
         if step % a.eval_every == 0 or step == steps or stop:
@@ -328,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             history.append({"step": step, "val_wer": round(r.wer, 4), "val_errors": val_errors(r),
                             "loss": round(float(loss.detach()), 4)})
             print(json.dumps(history[-1]), flush=True)
-            if r.wer < best_wer:
+            if r.wer < best_wer or (a.choose == "last" and (step == steps or stop)):
                 best_step, best_wer = step, r.wer
                 best_state = {k: v.clone() for k, v in dec.state_dict().items()}
                 best_enc = enc_state()
@@ -356,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                "batch_size": a.batch_size, "lr": a.lr, "kl": a.kl, "kl_view": a.kl_view, "train_part": a.train_part,
                "encoder_lr": a.encoder_lr,
                "init": a.init if trained_before else "own",
-               "augment": a.augment,
+               "augment": a.augment, "anchor": a.anchor, "anchor_kl": a.anchor_kl if a.anchor else 0.0,
+               "anchor_batch": a.anchor_batch if a.anchor else 0, "choose": a.choose,
                "val": a.val, "best_step": best_step, "val_wer_untrained": history[0]["val_wer"],
                "val_wer_best": round(best_wer, 4), "test": a.test, "test_words": ra.ref_words,
                "test_errors": {"untrained": sum(errs(ra)), "trained": sum(errs(rb))},

