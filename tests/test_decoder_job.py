@@ -42,7 +42,7 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
     env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross "
-                   "e:st+w3+n9:2:0.5::0.5:none:3e-4:base",
+                   "e:st+w3+n9:2:0.5::0.5:none:3e-4:base f:st+w3+n9:2:0.5:::all:3e-4::2",
            "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
@@ -53,11 +53,11 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     merges = [c for c in calls if c[0].endswith("merge_manifests.py")]
     assert merges == [["repo/scripts/merge_manifests.py", str(d), "train_dec_st_w3_n9.jsonl", "st", "w3", "n9"]]
     probes = {c[c.index("--out") + 1]: c for c in calls if c[0].endswith("whisper_decoder_probe.py")}
-    assert set(probes) == {str(work / f"res/{n}.json") for n in "abce"}
+    assert set(probes) == {str(work / f"res/{n}.json") for n in "abcef"}
 
     def opt(c, name):
         return c[c.index(name) + 1]
-    a, b, x, e = (probes[str(work / f"res/{n}.json")] for n in "abce")
+    a, b, x, e, f = (probes[str(work / f"res/{n}.json")] for n in "abcef")
     for c in (a, b, x, e):
         assert opt(c, "--train") == str(d / "train_dec_st_w3_n9.jsonl")
         assert opt(c, "--val") == f"{d}/st/val.jsonl,{d}/natt9/test.jsonl"
@@ -69,13 +69,15 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     assert (opt(a, "--train-part"), opt(b, "--train-part")) == ("all", "all")
     assert (opt(x, "--lr"), opt(x, "--kl"), opt(x, "--train-part")) == ("1e-4", "0", "cross")  # empty: the job's
     for c in (a, b, x):  # no encoder learning rate: the model's encoder as it is
-        assert "--encoder-lr" not in c and "--save-encoder" not in c and "--kl-view" not in c
+        assert "--encoder-lr" not in c and "--save-encoder" not in c and "--kl-view" not in c and "--anchor" not in c
     assert (opt(e, "--train-part"), opt(e, "--encoder-lr"), opt(e, "--save-encoder")) == \
         ("none", "3e-4", str(work / "out/e_encoder"))
     assert (opt(e, "--kl"), opt(e, "--kl-view")) == ("0.5", "base")  # the KL's teacher reads the encoder before
-    for name in "abce":
+    assert "--anchor" not in e and "--kl-view" not in f  # field 10: the anchor's weight on the staged anchor speech
+    assert (opt(f, "--anchor"), opt(f, "--anchor-kl")) == (str(work / "data/anchor_speech/tuxpaint.jsonl"), "2")
+    for name in "abcef":
         assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
-    assert [p.name for p in (work / "packed").glob("*_encoder")] == ["e_encoder"]  # its LoRA comes back with it
+    assert sorted(p.name for p in (work / "packed").glob("*_encoder")) == ["e_encoder", "f_encoder"]  # their LoRAs
     assert (work / "packed/e_encoder/adapters.safetensors").read_text() == "lora 3e-4"
 
 
