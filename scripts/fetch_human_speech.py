@@ -325,6 +325,20 @@ def to_16k_mono(x: np.ndarray, sr: int) -> np.ndarray:
     return np.clip(to_mono(x, sr, SR).numpy(), -1.0, 1.0)
 
 
+def write_clip(out: Path, cid: str, x: np.ndarray) -> tuple[str, float]:
+    """``x`` (16 kHz mono) as ``out/audio/<cid>.flac`` (16-bit); returns its path relative to ``out`` and its seconds
+    (rounded to the millisecond), as a manifest line names them."""
+    rel = f"audio/{cid}.flac"
+    sf.write(str(out / rel), x, SR, subtype="PCM_16")
+    return rel, round(len(x) / SR, 3)
+
+
+def write_manifest(path: Path, records: list[dict]) -> None:
+    """One JSON line a clip (non-ASCII text kept as it is)."""
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def _cut(x: np.ndarray, sr: int, span: tuple[float, float] | None) -> np.ndarray:
     """Samples ``round(start * sr)`` to ``round(end * sr)`` of ``x`` (all of it when ``span`` is None)."""
     if span is None:
@@ -353,17 +367,15 @@ def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[
             x = to_16k_mono(_cut(x, sr, c.span), sr)
         except FetchError as exc:
             raise FetchError(f"{c.id}: {c.member}: {exc}") from None
-        rel = f"audio/{c.id}.flac"
-        sf.write(str(out / rel), x, SR, subtype="PCM_16")
+        rel, seconds = write_clip(out, c.id, x)
         spec = _spec(c.package)
         rec = {"id": c.id, "audio": rel, "text": c.text, "voice": c.voice, "split": "test",
                "source": f"{c.package}=={spec.version}: {c.member}; {c.text_from}",
-               "license": c.license, "duration": round(len(x) / SR, 3)}
+               "license": c.license, "duration": seconds}
         if c.note:
             rec["note"] = c.note
         records.append(rec)
-    with open(out / manifest, "w") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_manifest(out / manifest, records)
     return records
 
 

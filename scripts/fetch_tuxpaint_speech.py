@@ -34,7 +34,7 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_human_speech import SR, FetchError, to_16k_mono  # noqa: E402
+from fetch_human_speech import FetchError, to_16k_mono, write_clip, write_manifest  # noqa: E402
 
 PACKAGE, VERSION = "tuxpaint-stamps-default", "2022.06.04-1"
 DEB = f"{PACKAGE}_{VERSION}_all.deb"
@@ -112,15 +112,11 @@ def build(out: Path, members: dict[str, bytes], manifest: str = "tuxpaint.jsonl"
             x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise FetchError(f"{stem}.ogg: cannot decode audio ({exc})") from None
-        x = to_16k_mono(x, int(sr))
         cid = "tux-" + stem[len(ROOT):].replace("/", "-")
-        rel = f"audio/{cid}.flac"
-        sf.write(str(out / rel), x, SR, subtype="PCM_16")
+        rel, seconds = write_clip(out, cid, to_16k_mono(x, int(sr)))
         records.append({"id": cid, "audio": rel, "text": "", "lang": lang, "voice": "tuxpaint", "split": "anchor",
-                        "source": f"{PACKAGE}={VERSION}: {stem}.ogg", "license": LICENSE,
-                        "duration": round(len(x) / SR, 3)})
-    with open(out / manifest, "w") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+                        "source": f"{PACKAGE}={VERSION}: {stem}.ogg", "license": LICENSE, "duration": seconds})
+    write_manifest(out / manifest, records)
     return records
 
 
