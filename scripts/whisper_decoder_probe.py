@@ -118,7 +118,9 @@ def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_to
     """``(frames, teacher's frames, targets)`` of ``--anchor``'s clips (speech held near what Whisper said, their texts
     never read): the clips through ``encoder`` (the trained judge's, a graph to its LoRA with ``grad``) and through
     ``teacher_encoder`` (the model's, no graph), and as targets the token ids of ``own``'s greedy transcript of the
-    teacher's frames (Whisper's own decoder; where it has not ended within ``max_tokens``, its tokens so far)."""
+    teacher's frames (Whisper's own decoder; where it has not ended within ``max_tokens``, its tokens so far). Where
+    the judge reads the model's encoder itself (no ``--encoder-lr``, no judge encoder), its frames are the teacher's,
+    read once."""
     import torch
 
     from mmlora.data.media import load_audio
@@ -127,7 +129,8 @@ def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_to
     with torch.no_grad():
         teacher = judge.frames_many(waves, teacher_encoder)
         texts = own.propose_many(teacher, max_tokens, partial=True)
-    return judge.frames_many(waves, encoder, grad=grad), teacher, [judge.token_ids(t) for t in texts]
+    frames = teacher if encoder is teacher_encoder else judge.frames_many(waves, encoder, grad=grad)
+    return frames, teacher, [judge.token_ids(t) for t in texts]
 
 
 def next_batch(order: list[int], size: int, count: int, rng: random.Random) -> tuple[list[int], list[int]]:

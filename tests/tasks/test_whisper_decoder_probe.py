@@ -413,6 +413,9 @@ def test_anchor_targets_are_whispers_own_greedy_transcript_of_the_teachers_frame
     assert targets == [judge.token_ids(w) for w in want]
     mine = [ref.greedy_by_definition(judge.decoder, tok, [1, 7], 23, f, 6, partial=True) for f in views["model's"]]
     assert mine != want  # the own decoder's transcripts, not the trained judge's
+    calls.clear()  # the judge reading the model's encoder itself: one read, its frames the teacher's
+    fs, ts, again = load_script("whisper_decoder_probe").anchor_batch(judge, own, "model's", "model's", paths, 6)
+    assert fs is ts is views["model's"] and again == targets and calls == [(4, "model's", False, False)]
 
 
 def test_main_adds_the_anchor_term_and_can_keep_the_last_step(tmp_path, monkeypatch, capsys):
