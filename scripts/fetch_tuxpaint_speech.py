@@ -13,6 +13,10 @@ decoder says of them. Each becomes a clip with an empty text::
 
     python scripts/fetch_tuxpaint_speech.py --out data/anchor_speech         # -> tuxpaint.jsonl, audio/tux-*.flac
     python scripts/fetch_tuxpaint_speech.py --out OUT --deb tuxpaint-stamps-default_2022.06.04-1_all.deb
+    python scripts/fetch_tuxpaint_speech.py --out data/anchor_sub --keep 2400 --seed 56   # a part: 67 MB (GPU run 47)
+
+``--keep N`` keeps every English recording and a seeded draw of the others, N in all (a part small enough to travel
+to a GPU machine; ``--seed`` picks the draw).
 
 Without ``--deb`` the package is fetched with ``apt-get download`` under a private apt configuration (its own
 sources.list naming bookworm, lists and cache in ``--apt-dir``; /etc/apt is never touched), as
@@ -26,6 +30,7 @@ import argparse
 import hashlib
 import io
 import json
+import random
 import subprocess
 import sys
 import tarfile
@@ -85,6 +90,19 @@ def clips_of(members: dict[str, bytes]) -> list[tuple[str, str, bytes]]:
     return out
 
 
+def keep_part(clips: list[tuple[str, str, bytes]], keep: int | None, seed: int = 0) -> list[tuple[str, str, bytes]]:
+    """``keep`` of :func:`clips_of`'s recordings (all where ``keep`` is None): every English one (``en``, ``en_*``)
+    in order, then the others in a ``random.Random(seed)`` shuffle, up to ``keep`` in all."""
+    if keep is None:
+        return clips
+    if keep < 1:
+        raise FetchError(f"--keep: a positive count, got {keep}")
+    en = [c for c in clips if c[1] == "en" or c[1].startswith("en_")]
+    rest = [c for c in clips if not (c[1] == "en" or c[1].startswith("en_"))]
+    random.Random(seed).shuffle(rest)
+    return (en + rest)[:keep]
+
+
 def read_deb(deb: Path) -> dict[str, bytes]:
     """The stamps' ``*.ogg`` members of the .deb, read in one pass of its data archive."""
     proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
@@ -103,11 +121,13 @@ def read_deb(deb: Path) -> dict[str, bytes]:
     return out
 
 
-def build(out: Path, members: dict[str, bytes], manifest: str = "tuxpaint.jsonl") -> list[dict]:
-    """``out/audio/tux-<path>.flac`` and ``out/<manifest>`` (texts empty) for every recording of :func:`clips_of`."""
+def build(out: Path, members: dict[str, bytes], manifest: str = "tuxpaint.jsonl", keep: int | None = None,
+          seed: int = 0) -> list[dict]:
+    """``out/audio/tux-<path>.flac`` and ``out/<manifest>`` (texts empty) for every recording of :func:`clips_of`
+    (``keep`` of them: :func:`keep_part`)."""
     (out / "audio").mkdir(parents=True, exist_ok=True)
     records = []
-    for stem, lang, data in clips_of(members):
+    for stem, lang, data in keep_part(clips_of(members), keep, seed):
         try:
             x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
@@ -126,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deb", type=Path, help=f"a local {DEB} (default: apt-get download it)")
     ap.add_argument("--apt-dir", type=Path, default=Path.home() / ".cache" / "mmlora" / "tuxpaint-apt",
                     help="the private apt configuration, lists and download (kept)")
+    ap.add_argument("--keep", type=int, default=None, metavar="N",
+                    help="keep N recordings: every English one, then a seeded draw of the others (default: all)")
+    ap.add_argument("--seed", type=int, default=0, help="--keep's draw")
     args = ap.parse_args(argv)
     try:
         deb = args.deb or fetch_deb(args.apt_dir)
         check(deb)
-        records = build(args.out, read_deb(deb))
+        records = build(args.out, read_deb(deb), keep=args.keep, seed=args.seed)
     except FetchError as exc:
         print(f"fetch_tuxpaint_speech: error: {exc}", file=sys.stderr)
         return 1

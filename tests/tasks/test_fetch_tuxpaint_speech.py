@@ -76,3 +76,27 @@ def test_a_wrong_or_unreadable_package_is_an_error_naming_it(tmp_path, capsys):
     bad.write_bytes(b"not a deb")
     with pytest.raises(mod.FetchError, match="bad.deb"):
         mod.read_deb(bad)
+
+
+def test_keep_takes_every_english_recording_then_a_seeded_draw_of_the_others(tmp_path, monkeypatch):
+    mod = load_script("fetch_tuxpaint_speech")
+    clips = [(f"s{i:02d}", lang, b"") for i, lang in enumerate(["fr", "en", "ru", "en_GB", "es", "ca", "en", "el"])]
+    assert mod.keep_part(clips, None) is clips
+    others = [c for c in clips if not c[1].startswith("en")]
+    for seed in (0, 56):
+        got = mod.keep_part(clips, 5, seed)
+        assert [c[0] for c in got[:3]] == ["s01", "s03", "s06"]  # the English ones first, in order
+        drawn = [c[0] for c in got[3:]]
+        assert len(drawn) == 2 and set(drawn) <= {c[0] for c in others}
+        assert got == mod.keep_part(clips, 5, seed)  # the same draw again
+    draws = {tuple(c[0] for c in mod.keep_part(clips, 8, seed)[3:]) for seed in range(20)}
+    assert len(draws) > 1 and all(sorted(d) == sorted(c[0] for c in others) for d in draws)
+    assert [c[0] for c in mod.keep_part(clips, 2, 0)] == ["s01", "s03"]
+    with pytest.raises(mod.FetchError, match="--keep: a positive count, got 0"):
+        mod.keep_part(clips, 0)
+    deb = _fake_deb(tmp_path)
+    monkeypatch.setattr(mod, "SHA256", hashlib.sha256(deb.read_bytes()).hexdigest())
+    assert mod.main(["--out", str(tmp_path / "out"), "--deb", str(deb), "--keep", "2", "--seed", "3"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "tuxpaint.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in lines] == ["tux-animals-birds-blackbird_desc", "tux-animals-mammals-wildboar_desc"]
+    assert sorted(p.name for p in (tmp_path / "out" / "audio").iterdir()) == [r["id"] + ".flac" for r in lines]
