@@ -97,8 +97,9 @@ def keep_part(clips: list[tuple[str, str, bytes]], keep: int | None, seed: int =
         return clips
     if keep < 1:
         raise FetchError(f"--keep: a positive count, got {keep}")
-    en = [c for c in clips if c[1] == "en" or c[1].startswith("en_")]
-    rest = [c for c in clips if not (c[1] == "en" or c[1].startswith("en_"))]
+    en, rest = [], []
+    for c in clips:
+        (en if c[1] == "en" or c[1].startswith("en_") else rest).append(c)
     random.Random(seed).shuffle(rest)
     return (en + rest)[:keep]
 
