@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep N recordings: every English one, then a seeded draw of the others (default: all)")
     ap.add_argument("--seed", type=int, default=0, help="--keep's draw")
     args = ap.parse_args(argv)
+    if args.keep is not None and args.keep < 1:  # refused before the package is fetched or read
+        ap.error(f"--keep: a positive count, got {args.keep}")
     try:
         deb = args.deb or fetch_deb(args.apt_dir)
         check(deb)

@@ -78,7 +78,7 @@ def test_a_wrong_or_unreadable_package_is_an_error_naming_it(tmp_path, capsys):
         mod.read_deb(bad)
 
 
-def test_keep_takes_every_english_recording_then_a_seeded_draw_of_the_others(tmp_path, monkeypatch):
+def test_keep_takes_every_english_recording_then_a_seeded_draw_of_the_others(tmp_path, monkeypatch, capsys):
     mod = load_script("fetch_tuxpaint_speech")
     clips = [(f"s{i:02d}", lang, b"") for i, lang in enumerate(["fr", "en", "ru", "en_GB", "es", "ca", "en", "el"])]
     assert mod.keep_part(clips, None) is clips
@@ -94,6 +94,10 @@ def test_keep_takes_every_english_recording_then_a_seeded_draw_of_the_others(tmp
     assert [c[0] for c in mod.keep_part(clips, 2, 0)] == ["s01", "s03"]
     with pytest.raises(mod.FetchError, match="--keep: a positive count, got 0"):
         mod.keep_part(clips, 0)
+    # the command line refuses it before the package is read (a --deb that does not exist is never opened)
+    with pytest.raises(SystemExit) as exit_:
+        mod.main(["--out", str(tmp_path / "out"), "--deb", str(tmp_path / "missing.deb"), "--keep", "0"])
+    assert exit_.value.code == 2 and "--keep: a positive count, got 0" in capsys.readouterr().err
     deb = _fake_deb(tmp_path)
     monkeypatch.setattr(mod, "SHA256", hashlib.sha256(deb.read_bytes()).hexdigest())
     assert mod.main(["--out", str(tmp_path / "out"), "--deb", str(deb), "--keep", "2", "--seed", "3"]) == 0
