@@ -4,7 +4,8 @@
 # then n14, n15 and the validation set nv10 as made in session 26 (train_asr_release.sh's n14 / n15 commands, whose
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
-# n14 17, n15 13 min). Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
+# n14 17, n15 13 min; PICO=1 adds p16).
+# Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
 #
@@ -44,4 +45,11 @@ EX="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/te
 [ -f "$D/nv10/test.jsonl" ] || { step nv10; $MM make-speech-corpus --out "$D/nv10" --seed 36 --n-train 0 "${N[@]}" \
     --n-test 120 --test-voices $NV --exclude-text \
     "$EX,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl,$D/st/train.jsonl,$D/w3/train.jsonl"; }
+# PICO=1: p16 (session 57), SVOX Pico's two voices reading NAT9's text mix, none of the sentences above: training
+# speech from an engine the other corpora lack (the voices of session 19's unseen-voice check, which it then ends)
+if [ "${PICO:-0}" != 0 ] && [ ! -f "$D/p16/train.jsonl" ]; then
+  step p16; $MM make-speech-corpus --out "$D/p16" --seed 161 --n-train 6000 "${NAT9[@]}" \
+    --voices pico:en-US,pico:en-GB --exclude-text \
+    "$EX,$D/nv10/test.jsonl,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl"
+fi
 step done

@@ -12,7 +12,7 @@ from pathlib import Path
 from test_train_grid_script import FAKE, ROOT
 
 
-def run(tmp_path: Path) -> list[list[str]]:
+def run(tmp_path: Path, **env) -> list[list[str]]:
     repo = tmp_path / "repo"  # links to the scripts, so that the text pools it writes (data/text/) land here
     if not repo.exists():
         (repo / "scripts").mkdir(parents=True)
@@ -23,7 +23,7 @@ def run(tmp_path: Path) -> list[list[str]]:
     log = tmp_path / "calls.jsonl"
     log.unlink(missing_ok=True)
     e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
-         "WORKERS": "2"}
+         "WORKERS": "2", **env}
     p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(tmp_path / "d"),
                         str(tmp_path / "h")], env=e, text=True, capture_output=True, timeout=120, cwd=repo)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -55,3 +55,19 @@ def test_the_release_script_makes_the_shared_corpora_with_the_same_commands():
         text = (ROOT / "scripts" / script).read_text()
         assert "source scripts/lib_speech_corpora.sh" in text and "corpora_stage4" in text and "corpus_st" in text
         assert "--seed 31" not in text and "--seed 35" not in text  # no second copy of n9's or nv9's command
+
+
+def test_pico_corpus_only_when_asked_with_every_other_sentence_left_out(tmp_path):
+    """PICO=1 adds p16 (SVOX Pico's two voices), its sentences none of the held-out sets', the human clips' or the
+    other training corpora's; without it, no Pico corpus (the seeds above)."""
+    run(tmp_path)  # every other corpus first, as a machine that has them
+    calls = [c for c in run(tmp_path, PICO="1") if c[2:3] == ["make-speech-corpus"]]
+    assert len(calls) == 1 and Path(calls[0][calls[0].index("--out") + 1]).name == "p16"
+    c, d, h = calls[0], tmp_path / "d", tmp_path / "h"
+    assert c[c.index("--seed") + 1] == "161" and c[c.index("--voices") + 1] == "pico:en-US,pico:en-GB"
+    assert c[c.index("--n-train") + 1] == "6000" and c[c.index("--n-test") + 1] == "0"
+    excl = set(c[c.index("--exclude-text") + 1].split(","))
+    held = {f"{d}/st/val.jsonl", f"{d}/st/test.jsonl", f"{d}/natt9/test.jsonl", f"{d}/nv9/test.jsonl",
+            f"{d}/nv10/test.jsonl", f"{h}/test.jsonl", f"{h}/extra.jsonl"}
+    assert excl == held | {f"{d}/{n}/train.jsonl" for n in ("n9", "n10", "n14", "n15")}
+    assert not [c for c in run(tmp_path, PICO="1") if c[2:3] == ["make-speech-corpus"]]  # made once
