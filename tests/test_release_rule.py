@@ -198,7 +198,7 @@ def test_every_model_decodes_as_the_release_saves_it_or_as_told(tmp_path, monkey
                                                               "human_test_beams4_float32.json",
                                                               "model_beams4_float32.sha256", "nv9_beams4_float32.json"]
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "decoding: 4 beams, every model" and json.loads(lines[-1])["num_beams"] == 4
+    assert lines[0] == "decoding: 4 beams, every model; rule 1" and json.loads(lines[-1])["num_beams"] == 4
     calls.clear()
     assert release_rule.main(argv + ["--num-beams", "1"]) == 0
     assert sorted((Path(c[0]).name, c[3]) for c in calls) == [("cand_model", 1)] * 2 + [("rel_model", 1)] * 2
@@ -221,3 +221,65 @@ def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_pat
     assert seen["env"]["OMP_NUM_THREADS"] == "1"  # threads change the rounding on the CPU: the rule pins one
     assert cmd[cmd.index("--dtype") + 1] == "float32"
     assert (tmp_path / "r").is_dir()
+
+
+RULE2_WORDS = {"human_more": [10] * 60, "st_test": [5] * 30, "natt9": [5] * 30}
+RULE2_RELEASE = {"human_more": [1] * 60, "st_test": [1] * 30, "natt9": [0] * 30}
+
+
+@pytest.mark.parametrize("change, passes, why", [
+    ({}, True, None),                                               # st/test better on every clip, the rest equal
+    ({"st_test": [1] * 29 + [0]}, False, "st_test_better"),         # one error fewer: within noise
+    ({"human_more": [2] * 60}, False, "human_close"),               # one error more on each of 60 human clips
+    ({"human_more": [2] + [1] * 59}, True, None),                   # one more in all: inside the margin
+    ({"natt9": [1] * 30}, False, "natt9"),                          # significantly worse on a guard
+    ({"nv9": [3, 3, 3, 3]}, False, "nv9"),
+])
+def test_rule_2_target_margin_and_guards(tmp_path, monkeypatch, change, passes, why):
+    """Rule 2: st/test lower with p < 0.05; the three human sets as one within --margin (the interval's upper end);
+    nv9 and natt9 not significantly worse."""
+    for t, w in RULE2_WORDS.items():
+        monkeypatch.setitem(WORDS, t, w)
+    rel = model(tmp_path, "rel", {**RELEASE, **RULE2_RELEASE})
+    cand = model(tmp_path, "cand", {**RELEASE, **RULE2_RELEASE, "st_test": [0] * 30, **change})
+    v = release_rule.verdict2(cand, rel, samples=500, margin=1.5)
+    assert v["passes"] is passes and v["rule"] == 2 and v["human_words"] == 8 + 18 + 600
+    assert v["release_human_errors"] == 1 + 3 + 60 and v["release_st_test_wer"] == pytest.approx(0.2)
+    if why in ("st_test_better", "human_close"):
+        assert v[why] is False
+    elif why:
+        assert v["guards"][why]["worse"] is True
+    joined = paired_bootstrap(RELEASE["human_test"] + RELEASE["human_extra"] + RULE2_RELEASE["human_more"],
+                              [x for t in release_rule.HUMAN2 for x in {**RELEASE, **RULE2_RELEASE, **change}[t]],
+                              WORDS["human_test"] + WORDS["human_extra"] + WORDS["human_more"], samples=500)
+    assert v["human_ci95"] == pytest.approx(joined["ci95"])  # the three sets resampled as one
+    assert v["human_close"] is (joined["ci95"][1] < 0.015)
+
+
+def test_cli_rule_2_decodes_its_sets_and_prints_the_interval(tmp_path, monkeypatch, capsys):
+    for t, w in RULE2_WORDS.items():
+        monkeypatch.setitem(WORDS, t, w)
+    data = empty_manifests(tmp_path)
+    for f in ("human/more.jsonl", "st_test.jsonl", "natt9.jsonl"):
+        (data / f).write_text("")
+    rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
+    for d in (rel_dir, cand_dir):
+        d.mkdir()
+    calls = []
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: {
+        **RELEASE, **RULE2_RELEASE, **({"st_test": [0] * 30} if Path(m).name == "cand_model" else {})}))
+    argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"), "--human",
+            str(data / "human"), "--out", str(tmp_path / "out"), "--samples", "300", "--rule", "2",
+            "--st-test", str(data / "st_test.jsonl"), "--natt9", str(data / "natt9.jsonl")]
+    assert release_rule.main(argv) == 0
+    assert sorted((Path(c[0]).name, c[1], c[2]) for c in calls) == sorted(
+        [(m, ["nv9.jsonl", "more.jsonl", "st_test.jsonl", "natt9.jsonl"], 32) for m in ("rel_model", "cand_model")]
+        + [(m, ["test.jsonl", "extra.jsonl"], 8) for m in ("rel_model", "cand_model")])
+    lines = capsys.readouterr().out.splitlines()
+    v = json.loads(lines[-1])
+    assert lines[0].endswith("rule 2") and v["passes"] is True and v["human_errors"] == v["release_human_errors"]
+    assert any(line.startswith("| E2 | 0.0 % (-20.0, p ") and "(+0.0 points, [+0.0, +0.0])" in line
+               and line.endswith("| yes |") for line in lines)
+    with pytest.raises(SystemExit):
+        release_rule.main(argv + ["--margin", "0"])
+    assert "--margin: a positive number" in capsys.readouterr().err
