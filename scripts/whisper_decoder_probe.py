@@ -114,23 +114,30 @@ def clip_readers(judge, encoder, augment: float = 0.0, seed: int = 0, grad: bool
     return frames, train_frames
 
 
-def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_tokens: int, grad: bool = False):
+def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_tokens: int, grad: bool = False,
+                 known: list | None = None):
     """``(frames, teacher's frames, targets)`` of ``--anchor``'s clips (speech held near what Whisper said, their texts
     never read): the clips through ``encoder`` (the trained judge's, a graph to its LoRA with ``grad``) and through
     ``teacher_encoder`` (the model's, no graph), and as targets the token ids of ``own``'s greedy transcript of the
     teacher's frames (Whisper's own decoder; where it has not ended within ``max_tokens``, its tokens so far). Where
     the judge reads the model's encoder itself (no ``--encoder-lr``, no judge encoder), its frames are the teacher's,
-    read once."""
+    read once. ``known``: each clip's targets from an earlier draw, or None; only the others are decoded (both the
+    model's encoder and Whisper's own decoder stay frozen, so a clip's targets never change: the training loop keeps
+    them, and each clip is decoded once, at its first draw)."""
     import torch
 
     from mmlora.data.media import load_audio
 
+    known = list(known) if known is not None else [None] * len(paths)
     waves = [load_audio(p) for p in paths]
     with torch.no_grad():
         teacher = judge.frames_many(waves, teacher_encoder)
-        texts = own.propose_many(teacher, max_tokens, partial=True)
+        todo = [i for i, k in enumerate(known) if k is None]
+        texts = own.propose_many([teacher[i] for i in todo], max_tokens, partial=True) if todo else []
+    for i, t in zip(todo, texts):
+        known[i] = judge.token_ids(t)
     frames = teacher if encoder is teacher_encoder else judge.frames_many(waves, encoder, grad=grad)
-    return frames, teacher, [judge.token_ids(t) for t in texts]
+    return frames, teacher, known
 
 
 def next_batch(order: list[int], size: int, count: int, rng: random.Random) -> tuple[list[int], list[int]]:
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = None
     if a.kl:
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
-    own, anchor, anchor_order = None, [], []
+    own, anchor, anchor_order, anchor_targets = None, [], [], {}  # anchor_targets: each drawn clip's (anchor_batch)
     if a.anchor:  # Whisper's own decoder (frozen) reading the model's encoder (whisper_both's other judge)
         own = copy.copy(judge)
         own.decoder = (copy.deepcopy(dec) if a.init == "own" or not trained_before
@@ -362,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             aidx, anchor_order = next_batch(anchor_order, a.anchor_batch, len(anchor), anchor_rng)
             with torch.set_grad_enabled(bool(enc_params)):
                 afs, ats, atg = anchor_batch(judge, own, model.encoders["audio"], enc, [anchor[i][0] for i in aidx],
-                                             a.max_tokens, grad=bool(enc_params))
+                                             a.max_tokens, grad=bool(enc_params),
+                                             known=[anchor_targets.get(i) for i in aidx])
+            anchor_targets.update(zip(aidx, atg))
             held = batch_loss(dec, judge.start, judge.eot, afs, atg, own.decoder, 1.0, ats, ce=0.0)
             loss = loss + a.anchor_kl * held
         opt.zero_grad()

@@ -416,6 +416,18 @@ def test_anchor_targets_are_whispers_own_greedy_transcript_of_the_teachers_frame
     calls.clear()  # the judge reading the model's encoder itself: one read, its frames the teacher's
     fs, ts, again = load_script("whisper_decoder_probe").anchor_batch(judge, own, "model's", "model's", paths, 6)
     assert fs is ts is views["model's"] and again == targets and calls == [(4, "model's", False, False)]
+    # targets known from an earlier draw are kept as they are; only the others are decoded, from their own frames
+    proposed = []
+    real_propose = own.propose_many
+    monkeypatch.setattr(own, "propose_many", lambda frames, *a, **k: proposed.append(len(frames))
+                        or real_propose(frames, *a, **k))
+    known = [[5, 5], None, [6], None]
+    _, _, mixed = load_script("whisper_decoder_probe").anchor_batch(judge, own, "model's", "model's", paths, 6,
+                                                                    known=known)
+    assert mixed == [[5, 5], targets[1], [6], targets[3]] and proposed == [2] and known[1] is None
+    _, _, cached = load_script("whisper_decoder_probe").anchor_batch(judge, own, "model's", "model's", paths, 6,
+                                                                     known=targets)
+    assert cached == targets and proposed == [2]  # all known: Whisper's own decoder is not run
 
 
 def test_main_adds_the_anchor_term_and_can_keep_the_last_step(tmp_path, monkeypatch, capsys):
@@ -443,11 +455,18 @@ def test_main_adds_the_anchor_term_and_can_keep_the_last_step(tmp_path, monkeypa
     untrained = {k: v.clone() for k, v in judge.decoder.state_dict().items()}
     anchors, losses, real_anchor, real_loss = [], [], script.anchor_batch, script.batch_loss
 
-    def anchor_batch(judge, own, teacher_encoder, encoder, paths, max_tokens, grad=False):
+    known_at, decoded = [], {}
+
+    def anchor_batch(judge, own, teacher_encoder, encoder, paths, max_tokens, grad=False, known=None):
         anchors.append((len(paths), teacher_encoder, own.decoder is not judge.decoder, max_tokens))
         for k, v in own.decoder.state_dict().items():  # the teacher: Whisper's own decoder as it was, never trained
             assert torch.equal(v, untrained[k]), k
-        return real_anchor(judge, own, teacher_encoder, encoder, paths, max_tokens, grad)
+        out = real_anchor(judge, own, teacher_encoder, encoder, paths, max_tokens, grad, known)
+        known_at.append([k is not None for k in known])
+        for p, k, t in zip(paths, known, out[2]):  # a clip known from an earlier draw: the targets decoded then
+            assert k is None or decoded[p] == t == k
+            decoded.setdefault(p, t)
+        return out
 
     def batch_loss(*args, **kw):
         out = real_loss(*args, **kw)
@@ -463,6 +482,8 @@ def test_main_adds_the_anchor_term_and_can_keep_the_last_step(tmp_path, monkeypa
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     steps = summary["steps"]
     assert anchors == [(3, "model's", True, 4)] * steps  # every step: 3 anchor clips through the model's encoder
+    # each clip decoded by Whisper's own decoder once, at its first draw; its later draws reuse those targets
+    assert sum(not k for step in known_at for k in step) == len(decoded) and any(any(step) for step in known_at)
     # each step's loss: the transcripts' (cross-entropy) and the anchor's (its KL alone, weight 1 inside)
     assert [(ce, kl) for ce, kl, _ in losses] == [(1.0, 0.0), (0.0, 1.0)] * steps
     assert losses[1][2] == pytest.approx(0.0, abs=1e-5)  # step 1: the trained decoder is still the teacher
