@@ -145,7 +145,7 @@ def verdict(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000, 
     err_c, err_r = (sum(x[t][1] for t in HUMAN) for x in (c, r))
     nv9_cmp = compare_reports(rel["nv9"], cand["nv9"], samples=samples)
     human_cmp = compare_reports([rel[t] for t in HUMAN], [cand[t] for t in HUMAN], samples=samples)
-    guard = not_worse(cand, rel, guards, samples)
+    guard = not_worse(cand, rel, c, r, guards, samples)
     return {"nv9_wer": c["nv9"][0], "release_nv9_wer": r["nv9"][0], "human_errors": err_c,
             "release_human_errors": err_r, "human_words": sum(r[t][2] for t in HUMAN),
             "passes": c["nv9"][0] < r["nv9"][0] and err_c <= err_r and not any(v["worse"] for v in guard.values()),
@@ -154,13 +154,14 @@ def verdict(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000, 
             **({"guards": guard} if guard else {})}
 
 
-def not_worse(cand: dict[str, Path], rel: dict[str, Path], tags, samples: int) -> dict[str, dict]:
-    """Per tag: both WERs, the paired bootstrap's difference and p, and ``worse`` (a higher WER with p < 0.05)."""
+def not_worse(cand: dict[str, Path], rel: dict[str, Path], c: dict, r: dict, tags, samples: int) -> dict[str, dict]:
+    """Per tag: both WERs (``c`` and ``r``: each report's :func:`counts`), the paired bootstrap's difference and p, and
+    ``worse`` (a higher WER with p < 0.05)."""
     out = {}
     for g in tags:
         cmp = compare_reports(rel[g], cand[g], samples=samples)
-        out[g] = {"wer": counts(cand[g])[0], "release_wer": counts(rel[g])[0], "diff": cmp["diff"],
-                  "p": cmp["p_two_sided"], "worse": cmp["diff"] > 0 and cmp["p_two_sided"] < 0.05}
+        out[g] = {"wer": c[g][0], "release_wer": r[g][0], "diff": cmp["diff"], "p": cmp["p_two_sided"],
+                  "worse": cmp["diff"] > 0 and cmp["p_two_sided"] < 0.05}
     return out
 
 
@@ -169,16 +170,16 @@ def verdict2(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000,
     """Rule 2 (session 57) on two models' reports: st/test's WER lower with p < 0.05; on the three human sets as one
     set the upper end of the 95 % interval of candidate - release below ``margin`` points; nv9, natt9 and each of
     ``guards`` not significantly worse."""
+    c, r = ({tag: counts(path) for tag, path in m.items()} for m in (cand, rel))  # (WER, errors, words) per report
     target = compare_reports(rel["st_test"], cand["st_test"], samples=samples)
     human = compare_reports([rel[t] for t in HUMAN2], [cand[t] for t in HUMAN2], samples=samples)
-    held = not_worse(cand, rel, ("nv9", "natt9", *guards), samples)
+    held = not_worse(cand, rel, c, r, ("nv9", "natt9", *guards), samples)
     better = target["diff"] < 0 and target["p_two_sided"] < 0.05
     close = human["ci95"][1] < margin / 100
-    return {"rule": 2, "st_test_wer": counts(cand["st_test"])[0], "release_st_test_wer": counts(rel["st_test"])[0],
+    return {"rule": 2, "st_test_wer": c["st_test"][0], "release_st_test_wer": r["st_test"][0],
             "st_test_diff": target["diff"], "st_test_p": target["p_two_sided"], "st_test_better": better,
-            "human_errors": sum(counts(cand[t])[1] for t in HUMAN2),
-            "release_human_errors": sum(counts(rel[t])[1] for t in HUMAN2),
-            "human_words": sum(counts(rel[t])[2] for t in HUMAN2), "human_diff": human["diff"],
+            "human_errors": sum(c[t][1] for t in HUMAN2), "release_human_errors": sum(r[t][1] for t in HUMAN2),
+            "human_words": sum(r[t][2] for t in HUMAN2), "human_diff": human["diff"],
             "human_ci95": human["ci95"], "human_p": human["p_two_sided"], "margin": margin, "human_close": close,
             "passes": better and close and not any(v["worse"] for v in held.values()), "samples": samples,
             "guards": held}
