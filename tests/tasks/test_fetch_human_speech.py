@@ -36,6 +36,24 @@ def _tone(n: int, sr: int, hz: float, channels: int = 1) -> np.ndarray:
     return np.stack([x, 0.5 * x], axis=1)[:, :channels] if channels > 1 else x
 
 
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    """A tar.gz (bytes) holding ``members`` (name -> bytes), in order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _write_sdists(folder: Path, packages: dict, files: dict[str, dict[str, bytes]]) -> dict[str, Path]:
+    """Each package's members as its pinned archive in ``folder``; returns {package: archive path}."""
+    for pkg, members in files.items():
+        (folder / packages[pkg].archive).write_bytes(_tar_gz(members))
+    return {pkg: folder / packages[pkg].archive for pkg in files}
+
+
 def _fake_sdists(mod, folder: Path, drop: str | None = None):
     """One tar.gz per package with every clip's member (plus an unrelated file). Clips get distinct
     lengths; the JFK member is 44.1 kHz stereo, the goforward member a headerless int16 .raw.
@@ -52,19 +70,10 @@ def _fake_sdists(mod, folder: Path, drop: str | None = None):
             data = _wav(_tone(n16 * sr // 16000, sr, 300 + 10 * i, ch), sr)
             files[c.package][c.member] = data
             sources[c.id] = sf.read(io.BytesIO(data), dtype="float32")
-    archives = {}
-    for pkg, members in files.items():
-        spec = mod.PACKAGES[pkg]
-        path = folder / spec.archive
-        with tarfile.open(path, "w:gz") as tar:
-            for name, data in {f"{spec.archive[:-7]}/README": b"not audio", **members}.items():
-                if name == drop:
-                    continue
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        archives[pkg] = path
-    return archives, sources
+    files = {pkg: {name: data for name, data in {f"{mod.PACKAGES[pkg].archive[:-7]}/README": b"not audio",
+                                                 **members}.items() if name != drop}
+             for pkg, members in files.items()}
+    return _write_sdists(folder, mod.PACKAGES, files), sources
 
 
 def test_build_writes_16k_mono_flac_and_a_manifest_our_reader_takes(tmp_path):
@@ -186,16 +195,7 @@ def _fake_extra_sdists(mod, folder: Path):
         data = _wav(_tone(round(seconds * sr), sr, 200 + 10 * i, ch), sr)
         files[c.package][c.member] = data
         sources[c.member] = sf.read(io.BytesIO(data), dtype="float32")
-    archives = {}
-    for pkg, members in files.items():
-        path = folder / mod.EXTRA_PACKAGES[pkg].archive
-        with tarfile.open(path, "w:gz") as tar:
-            for name, data in members.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        archives[pkg] = path
-    return archives, sources
+    return _write_sdists(folder, mod.EXTRA_PACKAGES, files), sources
 
 
 def test_extra_set_is_separate_from_the_test_set():
@@ -310,22 +310,9 @@ def _fake_more_sdists(mod, folder: Path):
         else:
             files[c.package][c.member] = data
 
-    def tar_gz(members: dict[str, bytes]) -> bytes:
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w:gz") as tar:
-            for name, data in members.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        return out.getvalue()
-
     for (pkg, outer), members in nested.items():
-        files[pkg][outer] = tar_gz({"downloads/an4/README": b"not audio", **members})
-    archives = {}
-    for pkg, members in files.items():
-        archives[pkg] = folder / mod.MORE_PACKAGES[pkg].archive
-        archives[pkg].write_bytes(tar_gz(members))
-    return archives, sources
+        files[pkg][outer] = _tar_gz({"downloads/an4/README": b"not audio", **members})
+    return _write_sdists(folder, mod.MORE_PACKAGES, files), sources
 
 
 def test_more_set_is_a_third_set_of_new_recordings():
