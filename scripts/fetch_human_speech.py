@@ -31,6 +31,13 @@ sentences our training corpora read are left out), espnet's CTC alignment demo a
 packed in a ``downloads.tar.gz`` inside the espnet sdist), and the Montreal Forced Aligner's recordings that
 ``extra`` does not use (its documentation's three sentences, ten podcast excerpts, three Common Voice words).
 
+``--set fourth`` (session 58) writes a fourth set, ``OUT/fourth.jsonl``, from four sdists (``FOURTH_PACKAGES``): 19
+clips, 118 words (normalised), 44.0 s. A LibriSpeech utterance in fairseq 0.12.2's HuBERT test (text from the
+reference its test script writes), TIMIT's SA1 sentence by four speakers and three VCTK utterances, real clips inside
+the ``dummy_data.zip`` test fixtures of datasets 1.18.4 (a zip inside the sdist: members ``OUTER!INNER``; texts from
+the files beside them), parselmouth's documentation's spoken digits one to five by two speakers, and pocketsphinx's
+"forever" alignment test (text from the test). fairseq and datasets are fetched by their pinned PyPI file URLs.
+
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
 ``torchaudio.functional.resample`` (sinc interpolation, its defaults).
@@ -56,6 +63,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +94,7 @@ class Package:
 class Clip:
     id: str
     package: str           # key of PACKAGES
-    member: str            # path inside the sdist tar.gz; "OUTER!INNER": INNER inside the tar.gz member OUTER
+    member: str            # path inside the sdist tar.gz; "OUTER!INNER": INNER inside the member OUTER (tar or zip)
     text: str              # transcript, as the source gives it
     text_from: str         # where in the package the transcript comes from
     voice: str             # speaker / source label (per-voice WER in evaluate)
@@ -391,8 +399,56 @@ MORE_CLIPS: list[Clip] = [
            "MIT (package); recording: Mozilla Common Voice (CC0)") for k, text in _MFA_CV.items()],
 ]
 
-SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl"), "more": (MORE_CLIPS, "more.jsonl")}
-SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES}
+FOURTH_PACKAGES = {  # both by their PyPI file URLs: pip would build their metadata (fairseq's needs torch and cython)
+    "fairseq": Package("0.12.2", "fairseq-0.12.2.tar.gz",
+                       "34f1b18426bf3844714534162f065ab733e049597476daa35fffb4d06a92b524",
+                       url="https://files.pythonhosted.org/packages/30/36/"
+                           "db42846570f479ac859be3b48d8b47f2ae9b0b9c77487a512f2f2ecbcb6b/fairseq-0.12.2.tar.gz"),
+    "datasets": Package("1.18.4", "datasets-1.18.4.tar.gz",
+                        "8f28a7afc2f894c68cb017335a32812f443fe41bc59c089cbd15d7412d3f7f96",
+                        url="https://files.pythonhosted.org/packages/f8/ea/"
+                            "47c14beb22e27afdfb809a14d8a66ccdc77ca4832804175622c36c42c3a9/datasets-1.18.4.tar.gz"),
+    "praat-parselmouth": PACKAGES["praat-parselmouth"],
+    "pocketsphinx": PACKAGES["pocketsphinx"],
+}
+_HF = "datasets-1.18.4/datasets/"  # its loading scripts' test fixtures: dummy_data.zip files holding real clips
+_HF_LIC = "Apache-2.0 (package; a dummy_data.zip test fixture)"
+_TIMIT = _HF + "timit_asr/dummy/clean/2.0.1/dummy_data.zip!dummy_data/data/"
+_TIMIT_SA1 = "She had your dark suit in greasy wash water all year."
+_VCTK = _HF + "vctk/dummy/main/0.9.2/dummy_data.zip!dummy_data/VCTK-Corpus-0.92.zip/"  # a folder named as the zip
+_VCTK_TEXT = {"p225_001": "Please call Stella.", "p225_002": "Ask her to bring these things with her from the store.",
+              "p226_001": "Please call Stella."}
+_DIGITS = "praat_parselmouth-0.4.7/docs/examples/audio/"
+
+FOURTH_CLIPS: list[Clip] = [
+    Clip("librispeech_6313-76958-0021", "fairseq", "fairseq-0.12.2/fairseq/examples/hubert/tests/6313-76958-0021.flac",
+         "KEEP A GOING AND IF YOU'RE LUCKY YOU'LL RUN PLUMB INTO THEM WAS THE JEERING ANSWER AS THE SLEEPY COWMEN"
+         " SPURRED THEIR PONIES ON TOWARD CAMP MUTTERING THEIR DISAPPROVAL OF TAKING ALONG A BUNCH OF BOYS ON A CATTLE"
+         " DRIVE", "text: the letters of sample.ltr that examples/hubert/tests/test_finetuned_asr.sh writes (its"
+         " reference; not the hypothesis files beside it)", "human:librispeech-6313",
+         "MIT (package); recording and text: LibriSpeech (CC BY 4.0; a LibriVox reading)"),
+    *[Clip(f"timit_{spk}_SA1", "datasets", _TIMIT + f"{part}/{spk}/SA1.WAV", _TIMIT_SA1,
+           "text from SA1.TXT beside it", f"human:timit-{spk}",
+           _HF_LIC + "; recording: TIMIT (LDC93S1, LDC's licence: read here for evaluation, never redistributed)",
+           note="TIMIT's SA1, which every speaker reads: the four clips say the same words")
+      for part, spk in (("TEST/DR1", "FAKS0"), ("TEST/DR7", "MTWH0"), ("TRAIN/DR3", "FDFB0"), ("TRAIN/DR5", "MRVG0"))],
+    *[Clip(f"vctk_{k}", "datasets", _VCTK + f"wav48_silence_trimmed/{k[:4]}/{k}_mic1.flac", text,
+           f"text from txt/{k[:4]}/{k}.txt beside it (the first microphone's recording; _mic2 is the same take)",
+           f"human:vctk-{k[:4]}", _HF_LIC + "; recording and text: VCTK 0.92 (CC BY 4.0)")
+      for k, text in _VCTK_TEXT.items()],
+    *[Clip(f"parselmouth_digit_{d}_{spk}", "praat-parselmouth", _DIGITS + f"{d}_{spk}.wav", word,
+           "text: docs/examples/other/digit_list.csv (digit, speaker) and the file name {digit}_{speaker}.wav"
+           " (docs/examples/plotting.ipynb)", f"human:parselmouth-{spk}",
+           "GPL-3.0 (package); recordings in its documentation's examples")
+      for d, word in enumerate(("one", "two", "three", "four", "five"), 1) for spk in "by"],
+    Clip("pocketsphinx_forever", "pocketsphinx", _PS + "forever/input_2_16k.wav", "feels like these days go on forever",
+         "text: set_align_text in test_align_forever, cython/test/alignment_test.py (its phones asserted there)",
+         "human:pocketsphinx-forever", _PS_LIC, note="who recorded it is not stated"),
+]
+
+SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl"), "more": (MORE_CLIPS, "more.jsonl"),
+        "fourth": (FOURTH_CLIPS, "fourth.jsonl")}
+SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES, "fourth": FOURTH_PACKAGES}
 
 
 def _spec(pkg: str) -> Package:
@@ -480,10 +536,20 @@ def _read_tar(tar: tarfile.TarFile, want: set[str]) -> dict[str, bytes]:
     return {info.name: tar.extractfile(info).read() for info in tar if info.name in want and info.isfile()}
 
 
+def _read_inner(blob: bytes, want: set[str]) -> dict[str, bytes]:
+    """The members named in ``want`` of an archive held in memory: a zip (the ``dummy_data.zip`` fixtures of
+    ``datasets``) or a tar of any compression (espnet's ``downloads.tar.gz``)."""
+    if zipfile.is_zipfile(io.BytesIO(blob)):
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:
+            return {n: z.read(n) for n in z.namelist() if n in want}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as inner:
+        return _read_tar(inner, want)
+
+
 def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarray, int]]:
     """Decode ``members`` of a tar.gz in one streaming pass; a ``.raw`` member is headerless 16 kHz
-    int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the tar.gz member OUTER (a
-    test corpus packed inside the sdist). Missing members raise :class:`FetchError`."""
+    int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the member OUTER, a tar or
+    zip archive (a test corpus packed inside the sdist). Missing members raise :class:`FetchError`."""
     parts = [m.split("!", 1) for m in members]  # [member] or [outer archive, member inside it]
     nested: dict[str, set[str]] = {}
     for p in parts:
@@ -493,9 +559,8 @@ def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarra
         with tarfile.open(archive, "r|gz") as tar:
             data = _read_tar(tar, {p[0] for p in parts})
         for o in nested.keys() & data.keys():
-            with tarfile.open(fileobj=io.BytesIO(data.pop(o)), mode="r:*") as inner:
-                data.update({f"{o}!{k}": v for k, v in _read_tar(inner, nested[o]).items()})
-    except (tarfile.TarError, OSError, EOFError) as exc:
+            data.update({f"{o}!{k}": v for k, v in _read_inner(data.pop(o), nested[o]).items()})
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise FetchError(f"{archive}: not a readable tar.gz ({exc})") from None
     missing = [m for m in members if m not in data]
     if missing:
@@ -542,7 +607,8 @@ def _cut(x: np.ndarray, sr: int, span: tuple[float, float] | None) -> np.ndarray
 
 def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[dict]:
     """Write ``out/audio/<id>.flac`` for every clip of the set (``SETS``: "test" -> ``out/test.jsonl``,
-    "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``) and its manifest; returns the records."""
+    "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``, "fourth" -> ``out/fourth.jsonl``) and its
+    manifest; returns the records."""
     clips, manifest = SETS[set_name]
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -575,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output folder (audio/ and test.jsonl)")
     ap.add_argument("--set", choices=sorted(SETS), default="test",
                     help="test: the 16 clips -> test.jsonl (default); extra: the further clips -> extra.jsonl;"
-                         " more: the third set -> more.jsonl")
+                         " more: the third set -> more.jsonl; fourth: the fourth -> fourth.jsonl")
     ap.add_argument("--download-dir", type=Path, help="archive cache, kept (default: OUT/archives, removed after)")
     ap.add_argument("--keep-archives", action="store_true", help="keep OUT/archives when --download-dir is not given")
     args = ap.parse_args(argv)

