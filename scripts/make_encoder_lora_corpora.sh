@@ -33,9 +33,10 @@ step natt9 nv9 n9 n10; corpora_stage4 "$D"
 # the human clips (their sentences are excluded from n14 / n15; they are test sets of the run)
 [ -f "$H/test.jsonl" ] || { step human; $PY scripts/fetch_human_speech.py --out "$H"; }
 [ -f "$H/extra.jsonl" ] || { step human extra; $PY scripts/fetch_human_speech.py --set extra --out "$H"; }
-# the third human set (session 57): not excluded by the corpora below (made before it; none shares a sentence with
-# it), read by the release rule's rule 2
+# the third and fourth human sets (sessions 57, 58): not excluded by the corpora below (made before them; none shares
+# a sentence with them), read by the release rule's rule 2
 [ -f "$H/more.jsonl" ] || { step human more; $PY scripts/fetch_human_speech.py --set more --out "$H"; }
+[ -f "$H/fourth.jsonl" ] || { step human fourth; $PY scripts/fetch_human_speech.py --set fourth --out "$H"; }
 for p in austen gutenberg harvard gcide; do [ -f data/text/$p.txt ] || $PY scripts/make_text_pool.py $p --out data/text/$p.txt; done
 # session 26's n14, n15 and nv10
 N=("${NAT9[@]}" --voices $NV --engine-weights rhvoice=0.75,piper=0.25)

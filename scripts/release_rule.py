@@ -1,7 +1,9 @@
-"""The ASR release rule (fixed in session 21, used since GPU run 16; docs/ASR.md "The released checkpoint"): a
-candidate replaces the released checkpoint when, both measured on the CPU, it has a lower WER on nv9 (the training
-voices reading unseen sentences; ``--batch-size 32``) and makes no more word errors than the release on all 40 human
-clips together (``test.jsonl`` + ``extra.jsonl`` of ``scripts/fetch_human_speech.py``; ``--batch-size 8``).
+"""The ASR release rules. Rule 1 (fixed in session 21, used since GPU run 16 up to run 47's candidates; docs/ASR.md
+"The released checkpoint"): a candidate replaces the released checkpoint when, both measured on the CPU, it has a
+lower WER on nv9 (the training voices reading unseen sentences; ``--batch-size 32``) and makes no more word errors
+than the release on all 40 human clips together (``test.jsonl`` + ``extra.jsonl`` of
+``scripts/fetch_human_speech.py``; ``--batch-size 8``). Rule 2 (``--rule 2``, below) judges the candidates trained
+since session 57.
 
     python scripts/release_rule.py CANDIDATE_MODEL [CANDIDATE_MODEL ...] [--release checkpoints/asr-smollm2-whisper-tiny]
         [--nv9 data/speech_release/nv9/test.jsonl] [--human data/human_speech] [--out outputs/release_rule]
@@ -29,9 +31,10 @@ clips could not tell candidates apart (every acoustic candidate since session 53
 both ways clip by clip), and neither can 103 (the third set, ``more.jsonl``: every candidate within +-0.75 points,
 95 % intervals of about +-1.3). Rule 2 asks what the data can answer: st/test (the issue's target set,
 ``--st-test``) significantly better (a lower WER with p < 0.05); the human clips' three sets together (test + extra
-+ more, 1,345 words) not worse by as much as ``--margin`` points (1.5 by default: the upper end of the 95 % paired
++ more + fourth, 1,463 words; the fourth set, ``fourth.jsonl``, joined in session 58, before any candidate rule 2
+applies to was trained) not worse by as much as ``--margin`` points (1.5 by default: the upper end of the 95 % paired
 interval of candidate - release below it); nv9 and natt9 (``--natt9``), and any ``--guard`` set, not significantly
-worse. st/test, natt9 and the third human set decode at batch 32, as the guards of rule 1 did.
+worse. st/test, natt9 and the third and fourth human sets decode at batch 32, as the guards of rule 1 did.
 """
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmlora.metrics.wer import compare_reports, format_p  # noqa: E402
 
 SETS = (("nv9", 32), ("human_test", 8), ("human_extra", 8))  # the rule's sets and their CPU batch sizes
-RULE2_SETS = (("human_more", 32), ("st_test", 32), ("natt9", 32))  # rule 2's further sets
+RULE2_SETS = (("human_more", 32), ("human_fourth", 32), ("st_test", 32), ("natt9", 32))  # rule 2's further sets
 HUMAN = ("human_test", "human_extra")  # rule 1's human clips; rule 2 reads HUMAN2
-HUMAN2 = HUMAN + ("human_more",)
+HUMAN2 = HUMAN + ("human_more", "human_fourth")
 DTYPE = "float32"  # the LLM's, for every model (session 45; bfloat16 before)
 
 
@@ -167,7 +170,7 @@ def not_worse(cand: dict[str, Path], rel: dict[str, Path], c: dict, r: dict, tag
 
 def verdict2(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000, margin: float = 1.5,
              guards: tuple[str, ...] = ()) -> dict:
-    """Rule 2 (session 57) on two models' reports: st/test's WER lower with p < 0.05; on the three human sets as one
+    """Rule 2 (session 57) on two models' reports: st/test's WER lower with p < 0.05; on the four human sets as one
     set the upper end of the 95 % interval of candidate - release below ``margin`` points; nv9, natt9 and each of
     ``guards`` not significantly worse."""
     c, r = ({tag: counts(path) for tag, path in m.items()} for m in (cand, rel))  # (WER, errors, words) per report
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release", default="checkpoints/asr-smollm2-whisper-tiny")
     p.add_argument("--nv9", type=Path, default=Path("data/speech_release/nv9/test.jsonl"))
     p.add_argument("--human", type=Path, default=Path("data/human_speech"),
-                   help="folder with test.jsonl and extra.jsonl (scripts/fetch_human_speech.py)")
+                   help="folder with test.jsonl and extra.jsonl (scripts/fetch_human_speech.py; rule 2: more.jsonl"
+                        " and fourth.jsonl too)")
     p.add_argument("--out", type=Path, default=Path("outputs/release_rule"))
     p.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--num-beams", type=int, help="beams for every model (default: the release's saved num_beams)")
@@ -200,14 +204,15 @@ def main(argv: list[str] | None = None) -> int:
                         "e.g. natt9=data/speech_release/natt9/test.jsonl (repeatable; session 52)")
     p.add_argument("--rule", type=int, choices=(1, 2), default=1,
                    help="1: nv9 lower, no more errors on the 40 human clips (default); 2: st/test significantly "
-                        "better, the 103 human clips within --margin, nv9 and natt9 not significantly worse")
+                        "better, the 122 human clips within --margin, nv9 and natt9 not significantly worse")
     p.add_argument("--margin", type=float, default=1.5, help="rule 2: the human clips' margin in WER points")
     p.add_argument("--st-test", type=Path, default=Path("data/speech_release/st/test.jsonl"), help="rule 2's target")
     p.add_argument("--natt9", type=Path, default=Path("data/speech_release/natt9/test.jsonl"), help="rule 2's guard")
     a = p.parse_args(argv)
     manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
     if a.rule == 2:
-        manifests.update(human_more=a.human / "more.jsonl", st_test=a.st_test, natt9=a.natt9)
+        manifests.update(human_more=a.human / "more.jsonl", human_fourth=a.human / "fourth.jsonl", st_test=a.st_test,
+                         natt9=a.natt9)
     if a.margin <= 0:
         p.error(f"--margin: a positive number of WER points, got {a.margin}")
     guards = []

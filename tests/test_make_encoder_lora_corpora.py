@@ -46,7 +46,8 @@ def test_each_corpus_once_with_its_seed_and_exclusions(tmp_path):
     assert set(excl["nv10"]) >= {f"{d}/{c}/train.jsonl" for c in ("st", "w3", "n9", "n10", "n14", "n15")}
     assert "--n-train" in corpora["nv10"] and corpora["nv10"][corpora["nv10"].index("--n-train") + 1] == "0"
     fetches = [c[1:] for c in calls if c[0].endswith("fetch_human_speech.py")]  # the human clips (and exclusions)
-    assert [f[:2] for f in fetches] == [["--out", f"{tmp_path}/h"], ["--set", "extra"], ["--set", "more"]]
+    assert [f[:2] for f in fetches] == [["--out", f"{tmp_path}/h"], ["--set", "extra"], ["--set", "more"],
+                                            ["--set", "fourth"]]
     assert not [c for c in run(tmp_path) if c[2:3] == ["make-speech-corpus"]]  # again: every corpus is there
 
 

@@ -223,8 +223,8 @@ def test_real_evaluate_command_is_the_rules_cpu_measurement(monkeypatch, tmp_pat
     assert (tmp_path / "r").is_dir()
 
 
-RULE2_WORDS = {"human_more": [10] * 60, "st_test": [5] * 30, "natt9": [5] * 30}
-RULE2_RELEASE = {"human_more": [1] * 60, "st_test": [1] * 30, "natt9": [0] * 30}
+RULE2_WORDS = {"human_more": [10] * 60, "human_fourth": [6] * 20, "st_test": [5] * 30, "natt9": [5] * 30}
+RULE2_RELEASE = {"human_more": [1] * 60, "human_fourth": [0] * 20, "st_test": [1] * 30, "natt9": [0] * 30}
 
 
 @pytest.mark.parametrize("change, passes, why", [
@@ -232,27 +232,29 @@ RULE2_RELEASE = {"human_more": [1] * 60, "st_test": [1] * 30, "natt9": [0] * 30}
     ({"st_test": [1] * 29 + [0]}, False, "st_test_better"),         # one error fewer: within noise
     ({"human_more": [2] * 60}, False, "human_close"),               # one error more on each of 60 human clips
     ({"human_more": [2] + [1] * 59}, True, None),                   # one more in all: inside the margin
+    ({"human_fourth": [1] * 20}, False, "human_close"),             # the fourth set counts: one more on each of 20
     ({"natt9": [1] * 30}, False, "natt9"),                          # significantly worse on a guard
     ({"nv9": [3, 3, 3, 3]}, False, "nv9"),
 ])
 def test_rule_2_target_margin_and_guards(tmp_path, monkeypatch, change, passes, why):
-    """Rule 2: st/test lower with p < 0.05; the three human sets as one within --margin (the interval's upper end);
+    """Rule 2: st/test lower with p < 0.05; the four human sets as one within --margin (the interval's upper end);
     nv9 and natt9 not significantly worse."""
     for t, w in RULE2_WORDS.items():
         monkeypatch.setitem(WORDS, t, w)
     rel = model(tmp_path, "rel", {**RELEASE, **RULE2_RELEASE})
     cand = model(tmp_path, "cand", {**RELEASE, **RULE2_RELEASE, "st_test": [0] * 30, **change})
     v = release_rule.verdict2(cand, rel, samples=500, margin=1.5)
-    assert v["passes"] is passes and v["rule"] == 2 and v["human_words"] == 8 + 18 + 600
+    assert v["passes"] is passes and v["rule"] == 2 and v["human_words"] == 8 + 18 + 600 + 120
     assert v["release_human_errors"] == 1 + 3 + 60 and v["release_st_test_wer"] == pytest.approx(0.2)
     if why in ("st_test_better", "human_close"):
         assert v[why] is False
     elif why:
         assert v["guards"][why]["worse"] is True
-    joined = paired_bootstrap(RELEASE["human_test"] + RELEASE["human_extra"] + RULE2_RELEASE["human_more"],
+    assert release_rule.HUMAN2 == ("human_test", "human_extra", "human_more", "human_fourth")
+    joined = paired_bootstrap([x for t in release_rule.HUMAN2 for x in {**RELEASE, **RULE2_RELEASE}[t]],
                               [x for t in release_rule.HUMAN2 for x in {**RELEASE, **RULE2_RELEASE, **change}[t]],
-                              WORDS["human_test"] + WORDS["human_extra"] + WORDS["human_more"], samples=500)
-    assert v["human_ci95"] == pytest.approx(joined["ci95"])  # the three sets resampled as one
+                              [x for t in release_rule.HUMAN2 for x in WORDS[t]], samples=500)
+    assert v["human_ci95"] == pytest.approx(joined["ci95"])  # the four sets resampled as one
     assert v["human_close"] is (joined["ci95"][1] < 0.015)
 
 
@@ -260,7 +262,7 @@ def test_cli_rule_2_decodes_its_sets_and_prints_the_interval(tmp_path, monkeypat
     for t, w in RULE2_WORDS.items():
         monkeypatch.setitem(WORDS, t, w)
     data = empty_manifests(tmp_path)
-    for f in ("human/more.jsonl", "st_test.jsonl", "natt9.jsonl"):
+    for f in ("human/more.jsonl", "human/fourth.jsonl", "st_test.jsonl", "natt9.jsonl"):
         (data / f).write_text("")
     rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
     for d in (rel_dir, cand_dir):
@@ -273,7 +275,8 @@ def test_cli_rule_2_decodes_its_sets_and_prints_the_interval(tmp_path, monkeypat
             "--st-test", str(data / "st_test.jsonl"), "--natt9", str(data / "natt9.jsonl")]
     assert release_rule.main(argv) == 0
     assert sorted((Path(c[0]).name, c[1], c[2]) for c in calls) == sorted(
-        [(m, ["nv9.jsonl", "more.jsonl", "st_test.jsonl", "natt9.jsonl"], 32) for m in ("rel_model", "cand_model")]
+        [(m, ["nv9.jsonl", "more.jsonl", "fourth.jsonl", "st_test.jsonl", "natt9.jsonl"], 32)
+         for m in ("rel_model", "cand_model")]
         + [(m, ["test.jsonl", "extra.jsonl"], 8) for m in ("rel_model", "cand_model")])
     lines = capsys.readouterr().out.splitlines()
     v = json.loads(lines[-1])
