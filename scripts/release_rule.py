@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
               "|---|---|---|---|")
         print(f"| release: {rel_path} | {100 * first['release_nv9_wer']:.1f} % | {first['release_human_errors']} | |")
     else:
-        print(f"| model | st/test WER (− release, p) | word errors on the {first['human_words']} human words "
+        print(f"| model | st/test WER (− release, p) | word errors on the {first['human_words']:,} human words "
               f"(− release, 95 % interval; margin {a.margin:g}) | passes |\n|---|---|---|---|")
         print(f"| release: {rel_path} | {100 * first['release_st_test_wer']:.1f} % | {first['release_human_errors']} "
               f"| |")
