@@ -325,6 +325,22 @@ class WhisperJudge:
         return done[:n]
 
     @torch.no_grad()
+    def cross_cache(self, enc: Tensor, rows: int):
+        """A decoder cache for ``rows`` sequences that all read ``enc`` (``[1, T, D]``): its cross-attention keys and
+        values computed once from ``enc`` (a one-token pass) and repeated ``rows`` times, its self-attention part
+        empty. The decoder then reads ``enc`` as if each row had been given it, without projecting the same ``T``
+        frames ``rows`` times (1,500 padded frames: most of a candidate's scoring on the CPU, PERFORMANCE.md)."""
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        from mmlora.model import _cache_arg
+
+        name = _cache_arg(self.decoder)
+        first = torch.tensor([self.start[:1]], device=enc.device)
+        cross = self.decoder(input_ids=first, encoder_hidden_states=enc, use_cache=True)[name].cross_attention_cache
+        cross.batch_repeat_interleave(rows)
+        return EncoderDecoderCache(DynamicCache(), cross)
+
+    @torch.no_grad()
     def score(self, frames: Tensor, candidates: list[str], as_align: bool = False) -> Tensor:
         """``[K]`` float32: each candidate's sum of log-probabilities of its text tokens and then ``<|endoftext|>``
         (an empty candidate: ``<|endoftext|>`` alone), all K in one decoder pass. ``as_align=True`` scores as
@@ -335,8 +351,12 @@ class WhisperJudge:
         out = torch.zeros(len(candidates))
         if n == 0:
             return out
+        from mmlora.model import _cache_arg
+
         ids = torch.tensor([self.start + t + [self.eot] * (n - len(t)) for t in targets])  # padding read after the end
-        x = self.decoder(input_ids=ids[:, :-1], encoder_hidden_states=frames.float()[None].expand(len(ids), -1, -1))
+        enc = frames.float()[None]
+        x = self.decoder(input_ids=ids[:, :-1], encoder_hidden_states=enc, use_cache=True,
+                         **{_cache_arg(self.decoder): self.cross_cache(enc, len(ids))})
         logits = (x.last_hidden_state @ self.decoder.embed_tokens.weight.T)[:, len(self.start) - 1:]
         if as_align:
             logits[..., self.eot] = float("-inf")

@@ -66,6 +66,32 @@ def test_batched_score_equals_each_candidate_scored_alone(as_align):
     assert torch.equal(judge.score(frames, [""] * 2, as_align=True), torch.zeros(2))
 
 
+def test_score_projects_the_frames_once_and_matches_the_decoder_given_them_per_candidate():
+    """score() reads the frames' cross-attention keys and values from one projection, repeated for the K candidates
+    (judge.cross_cache), and gives what the decoder gives when each candidate is handed the frames itself."""
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    start, eot = [1, 7], 2
+    judge = WhisperJudge(dec, tok, start, eot)
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(4))
+    cands = ["the cat sat", "a", "", "the cat sat on the mat today", "mat"]
+    seen = []
+    hook = dec.layers[0].encoder_attn.k_proj.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        got = judge.score(frames, cands)
+    finally:
+        hook.remove()
+    assert seen == [1]  # once, from one row of frames, for all five candidates
+    targets = [judge.token_ids(c) + [eot] for c in cands]
+    n = max(map(len, targets))
+    ids = torch.tensor([start + t + [eot] * (n - len(t)) for t in targets])
+    with torch.no_grad():
+        h = dec(input_ids=ids[:, :-1], encoder_hidden_states=frames[None].expand(len(ids), -1, -1)).last_hidden_state
+        logp = torch.log_softmax(h @ dec.embed_tokens.weight.T, -1)[:, len(start) - 1:]
+    want = torch.stack([logp[i, torch.arange(len(t)), t].sum() for i, t in enumerate(targets)])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_frames_are_the_clips_own_then_the_padded_runs():
     class Enc:  # frames of 0.02 s: the clip's count from the unpadded encoder, 1500 from the padded one
         def __init__(self, value):
