@@ -296,6 +296,7 @@ class WhisperJudge:
         enc = frames.float()[None]
         live, rows, past = [([], 0.0)], torch.tensor([self.start]), {}  # each live beam's tokens and score
         done: list[tuple[float, list[int]]] = []
+        cross_rows = 1  # rows of the cache's cross-attention part: all alike (one clip), so only their count follows
         for step in range(max_tokens + 1):
             o = self.decoder(input_ids=rows, encoder_hidden_states=enc.expand(len(live), -1, -1), use_cache=True,
                              **past)
@@ -320,7 +321,10 @@ class WhisperJudge:
             if not nxt or (len(done) >= n and max(per_token(sc, t) for t, sc in nxt) <= per_token(*done[n - 1])):
                 break
             cache = o[name]
-            cache.reorder_cache(torch.tensor(keep))
+            cache.self_attention_cache.reorder_cache(torch.tensor(keep))
+            if len(keep) != cross_rows:  # else the same rows again: not copied (the frames' keys and values, 1,500 a row)
+                cache.cross_attention_cache.reorder_cache(torch.zeros(len(keep), dtype=torch.long))
+                cross_rows = len(keep)
             live, rows, past = nxt, torch.tensor([[t[-1]] for t, _ in nxt]), {name: cache}
         return done[:n]
 

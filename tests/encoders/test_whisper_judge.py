@@ -467,6 +467,27 @@ def test_whispers_beam_search_is_exhaustive_when_wide_and_keeps_the_best_when_na
     assert texts == list(dict.fromkeys(decoded)) and 1 <= len(texts) <= 4
 
 
+def test_whispers_beam_search_copies_the_frames_keys_only_when_the_number_of_beams_changes(monkeypatch):
+    """Every live beam reads the same clip, so the cache's cross-attention rows are all alike: beam_search reorders
+    the self-attention part at every step and copies the cross-attention part only where the number of live beams
+    changes (its transcripts and scores against every transcript scored alone: the exhaustive test above)."""
+    from transformers import DynamicCache
+
+    tok = tokenizer()
+    dec = tiny_decoder(tok.get_vocab_size())
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(6))
+    judge = WhisperJudge(dec, tok, [5, 9], 60)
+    want = judge.beam_search(frames, 6, n=3)
+    calls = []  # (positions a row holds, rows asked for) of every reordered cache part
+    real = DynamicCache.reorder_cache
+    monkeypatch.setattr(DynamicCache, "reorder_cache", lambda self, idx: calls.append(
+        (self.layers[0].keys.shape[2], len(idx))) or real(self, idx))
+    assert judge.beam_search(frames, 6, n=3) == want
+    cross = [rows for held, rows in calls if held == 30]  # the frames' keys: 30 a row
+    steps = len(calls) - len(cross)  # the tokens' keys, reordered once a step
+    assert steps >= 3 and cross == [3]  # one row at the first step, three beams from then on
+
+
 def test_generate_adds_whispers_n_best_each_scored_by_the_llm_as_one_proposal_alone(monkeypatch):
     """whisper_proposal=2: each clip's Whisper transcripts (propose_beams) fill two slots after its beams; a slot whose
     text is missing or already a beam repeats the first beam with its score, and each new text gets the LLM score it
