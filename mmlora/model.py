@@ -988,13 +988,15 @@ class MultimodalLM(nn.Module):
         try:
             cache = self._prompt_cache(x, attn) if share or proposals else None
             if proposals:  # before the search, which extends the shared cache in place; each prompt once a slot
-                slots = copy.deepcopy(cache) if share else cache
-                if propose > 1:
-                    slots.batch_repeat_interleave(propose)
-                proposal_logp = self._answer_logp(
-                    x.repeat_interleave(propose, 0), attn.repeat_interleave(propose, 0), slots,
-                    [self.prompts._tok(p[j]).tolist() + [self.tokenizer.eos_token_id] if j < len(p) else []
-                     for p in proposals for j in range(propose)])
+                answers = [self.prompts._tok(p[j]).tolist() + [self.tokenizer.eos_token_id] if j < len(p) else []
+                           for p in proposals for j in range(propose)]
+                filled = [i for i, a in enumerate(answers) if a]  # an empty slot scores 0: not run through the LLM
+                proposal_logp = torch.zeros(len(answers))
+                if filled:
+                    rows = torch.tensor([i // propose for i in filled], device=x.device)  # each filled slot's prompt
+                    slots = copy.deepcopy(cache) if share else cache
+                    slots.reorder_cache(rows)
+                    proposal_logp[filled] = self._answer_logp(x[rows], attn[rows], slots, [answers[i] for i in filled])
             if share:
                 cache.batch_repeat_interleave(int(kw["num_beams"]))
                 kw[_cache_arg(self.llm)] = cache

@@ -506,8 +506,12 @@ def test_generate_adds_whispers_n_best_each_scored_by_the_llm_as_one_proposal_al
     monkeypatch.setattr(judge, "propose_beams", lambda f, m, n: asked.append((m, n)) or props[which(f)])
     plain = mmlora.ctc.rescore_beams
     monkeypatch.setattr(mmlora.ctc, "rescore_beams", lambda t, s, *a: seen.append((t, s)) or plain(t, s, *a))
+    scored, answer_logp = [], model._answer_logp
+    monkeypatch.setattr(model, "_answer_logp", lambda x, attn, cache, answers: scored.append(
+        (x.shape[0], attn.shape[0], [len(a) > 0 for a in answers])) or answer_logp(x, attn, cache, answers))
     model.generate(batch, whisper_weight=0.5, whisper_proposal=2, **gen)
     assert asked == [(6, 2)] * 3
+    assert scored == [(4, 4, [True] * 4)]  # the four slots with a text; the third clip's two empty ones not run
     texts, logp = seen[0]
     beams = [nbest[b * K:(b + 1) * K] for b in range(3)]
     assert texts == beams[0] + new[:2] + beams[1] + [beams[1][0], new[2]] + beams[2] + [beams[2][0]] * 2
