@@ -762,3 +762,42 @@ def test_an_answers_llm_score_is_the_beam_searchs_score_of_it():
     finally:
         del model.llm.generate
     torch.testing.assert_close(got["again"], got["search"].cpu(), rtol=0, atol=1e-4)
+
+
+def test_beam_token_logp_is_transformers_transition_scores_exactly():
+    """generate's own gathering of each beam's step scores against transformers' compute_transition_scores: the same
+    values to the bit, on a real search and on beams that ended early (their later steps 0)."""
+    from mmlora.model import beam_token_logp
+
+    model = build(media=("audio",)).eval()
+    randomize_adapters(model.llm, std=0.5)
+    batch = collate_samples([sample(audio=frames(10, 1)), sample(audio=frames(4, 3))], model.prompts)
+    seen, plain_generate = {}, model.llm.generate
+
+    def generate(**kw):
+        out = plain_generate(**kw, return_dict_in_generate=True, output_scores=True)
+        seen["want"] = model.llm.compute_transition_scores(out.sequences, out.scores, out.beam_indices,
+                                                           normalize_logits=False)
+        seen["got"] = beam_token_logp(out.sequences, out.scores, out.beam_indices)
+        return out.sequences
+
+    model.llm.generate = generate
+    try:
+        model.generate(batch, max_new_tokens=8, num_beams=3, num_return_sequences=3)
+    finally:
+        del model.llm.generate
+    assert seen["got"].shape == seen["want"].shape and torch.equal(seen["got"], seen["want"])
+    # beams that ended early (beam index -1 after their end) and scores of -inf, as transformers returns them
+    g = torch.Generator().manual_seed(0)
+    V, steps, n = model.llm.config.vocab_size, 5, 6
+    scores = tuple(torch.randn(n, V, generator=g).masked_fill(torch.rand(n, V, generator=g) < 0.1, float("-inf"))
+                   for _ in range(steps))
+    beams = torch.randint(0, n, (n, steps), generator=g)
+    for row, end in enumerate([5, 2, 0, 5, 3, 4]):
+        beams[row, end:] = -1
+    seqs = torch.cat([torch.full((n, 3), 7), torch.randint(0, V, (n, steps), generator=g)], 1)
+    want = model.llm.compute_transition_scores(seqs, scores, beams, normalize_logits=False)
+    assert torch.equal(beam_token_logp(seqs, scores, beams), want) and (want[2] == 0).all()
+    beams[:, 4] = -1  # no beam took a fifth step: both cut to four
+    assert torch.equal(beam_token_logp(seqs, scores, beams),
+                       model.llm.compute_transition_scores(seqs, scores, beams, normalize_logits=False))
