@@ -354,8 +354,8 @@ def beam_token_logp(sequences: Tensor, scores: tuple[Tensor, ...], beam_indices:
     session 58)."""
     ended = beam_indices < 0
     length = int((~ended).long().sum(-1).max())
-    if length == 0:
-        return torch.zeros(len(sequences), 0, dtype=scores[0].dtype, device=scores[0].device)
+    if length == 0:  # no beam took a step
+        return torch.zeros(len(sequences), 0, device=sequences.device)
     rows = beam_indices[:, :length].clamp(min=0)
     tokens = sequences[:, sequences.shape[-1] - length:]
     out = torch.stack([scores[t][rows[:, t], tokens[:, t]] for t in range(length)], 1)
