@@ -11,8 +11,9 @@ model's encoder and the judge's, and the targets) both ways on the same clips, b
 
 The judge is built as the probe builds it with ``--init model --encoder-lr``: the folder's judge (its trained decoder
 and judge encoder where it has them), a float32 copy of that encoder as the trained one (its frames read with a
-graph, as in training; no backward pass is timed), Whisper's own decoder as the teacher. Prints one JSON line: the
-seconds of every batch both ways, their means, and the target tokens a batch.
+graph, as in training; no backward pass is timed), Whisper's own decoder as the teacher (the probe's
+``own_judge``). Prints one JSON line: the seconds of every batch both ways, their means, and the target tokens a
+batch.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from whisper_decoder_probe import anchor_batch, read_clips  # noqa: E402
+from whisper_decoder_probe import anchor_batch, own_judge, read_clips  # noqa: E402
 
 
 def bench(judge, own, teacher_encoder, encoder, paths: list, batch: int, max_tokens: int, repeats: int = 1,
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_pipeline(a.model, device="cpu").model
     judge, base_enc = model.whisper_judge(), model.judge_encoder()
     judge.padded_encoder()
-    own = copy.copy(judge)  # Whisper's own decoder, frozen (the probe's --anchor teacher with --init model)
-    own.decoder = copy.deepcopy(model.whisper_judges(both=True)[0].decoder).eval().requires_grad_(False)
+    own = own_judge(model, judge, not model.whisper_decoder_state)  # the probe's --anchor teacher with --init model
     paths = [p for p, _, _ in read_clips(a.anchor)]
     try:
         r = bench(judge, own, model.encoders["audio"], copy.deepcopy(base_enc).float(), paths, a.batch,

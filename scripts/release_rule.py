@@ -30,7 +30,7 @@ significantly worse.
 clips could not tell candidates apart (every acoustic candidate since session 53 within 2-5 words of the release,
 both ways clip by clip), and neither can 103 (the third set, ``more.jsonl``: every candidate within +-0.75 points,
 95 % intervals of about +-1.3). Rule 2 asks what the data can answer: st/test (the issue's target set,
-``--st-test``) significantly better (a lower WER with p < 0.05); the human clips' three sets together (test + extra
+``--st-test``) significantly better (a lower WER with p < 0.05); the human clips' four sets together (test + extra
 + more + fourth, 1,463 words; the fourth set, ``fourth.jsonl``, joined in session 58, before any candidate rule 2
 applies to was trained) not worse by as much as ``--margin`` points (1.5 by default: the upper end of the 95 % paired
 interval of candidate - release below it); nv9 and natt9 (``--natt9``), and any ``--guard`` set, not significantly

@@ -140,6 +140,17 @@ def anchor_batch(judge, own, teacher_encoder, encoder, paths: list[Path], max_to
     return frames, teacher, known
 
 
+def own_judge(model, judge, untrained: bool, device: str = "cpu"):
+    """``--anchor``'s teacher: a copy of ``judge`` (reading the frames it reads) with Whisper's own decoder, frozen: a
+    copy of ``judge``'s decoder where that is still untrained (``untrained``: ``--init own``, or a model folder without
+    a trained decoder), else the packaged one that ``generate(whisper_both=…)`` reads beside the trained one."""
+    own = copy.copy(judge)
+    own.decoder = (copy.deepcopy(judge.decoder) if untrained
+                   else copy.deepcopy(model.whisper_judges(both=True)[0].decoder)).to(device)
+    own.decoder.eval().requires_grad_(False)
+    return own
+
+
 def next_batch(order: list[int], size: int, count: int, rng: random.Random) -> tuple[list[int], list[int]]:
     """``(the next batch's indices, the order left)``: ``size`` indices from ``order``, refilled with a shuffled pass
     over all ``count`` items (``rng``) whenever fewer are left."""
@@ -340,10 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher = copy.deepcopy(dec).eval().requires_grad_(False)  # Whisper's own decoder, frozen
     own, anchor, anchor_order, anchor_targets = None, [], [], {}  # anchor_targets: each drawn clip's (anchor_batch)
     if a.anchor:  # Whisper's own decoder (frozen) reading the model's encoder (whisper_both's other judge)
-        own = copy.copy(judge)
-        own.decoder = (copy.deepcopy(dec) if a.init == "own" or not trained_before
-                       else copy.deepcopy(model.whisper_judges(both=True)[0].decoder)).to(a.device)
-        own.decoder.eval().requires_grad_(False)
+        own = own_judge(model, judge, a.init == "own" or not trained_before, a.device)
         anchor = read_clips(a.anchor)
         anchor_rng = random.Random(a.seed + 2)
     train = read_clips(a.train, a.max_train, a.seed)

@@ -15,8 +15,9 @@ CLIPS = ROOT / "tests" / "data" / "speech" / "test.jsonl"
 
 
 def _judges(monkeypatch):
-    """A tiny judge whose encoders are stand-ins (frames_many returns fixed frames per encoder) and an own decoder
-    unlike the judge's; returns (judge, own, the clips' paths, calls to own.propose_many)."""
+    """A tiny judge whose encoders are stand-ins (frames_many returns frames seeded by each clip's length, whichever
+    encoder) and an own decoder unlike the judge's; returns (judge, own, the clips' paths, calls to
+    own.propose_many)."""
     from mmlora.encoders.whisper_judge import WhisperJudge
 
     ref = load_script("judge_tests", "tests/encoders/test_whisper_judge.py")
