@@ -54,6 +54,14 @@ def test_pieces_go_back_together_in_order_only(packed):
         assert (tmp / "work" / rel).read_bytes() == b
 
 
+def test_a_piece_carried_without_the_count_is_refused_by_name(packed):
+    tmp, repo, pieces, _ = packed
+    (repo / "pk/npieces").unlink()
+    out = sh(REMOTE, "put", f"pk/{pieces[0]}", cwd=repo, env={"WORK": str(tmp / "work")}, check=False)
+    assert out.returncode == 2 and "pk/npieces is not here" in out.stderr and "carry it with every piece" in out.stderr
+    assert not (tmp / "work/got" / pieces[0]).exists()
+
+
 def test_job_starts_after_the_last_piece_and_is_collected(packed):
     tmp, repo, pieces, _ = packed
     (repo / "job.sh").write_text('set -e\necho "repo=$REPO" > log/j.log\ncat c.txt > res/copy.txt\ntouch DONE\n')

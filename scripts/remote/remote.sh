@@ -51,6 +51,9 @@ tails() {
 case "${1:-}" in
   put)
     piece=${2:?piece file}; job=${3:-}; name=$(basename "$piece"); dir=$(dirname "$piece")
+    [ -f "$dir/npieces" ] || {  # session 59: a call that carried the piece alone
+      echo "remote.sh: $dir/npieces is not here: carry it with every piece (carry [\"$piece\", \"$dir/npieces\"])" >&2
+      exit 2; }
     need=$(cat "$dir/npieces"); have=$(ls "$WORK/got" | wc -l)
     if [ -e "$WORK/got/$name" ]; then echo "$name: already there ($have / $need)"; exit 0; fi
     if [ "$name" != "$(printf 'p%02d' "$have")" ]; then
