@@ -8,7 +8,7 @@ since session 57.
     python scripts/release_rule.py CANDIDATE_MODEL [CANDIDATE_MODEL ...] [--release checkpoints/asr-smollm2-whisper-tiny]
         [--nv9 data/speech_release/nv9/test.jsonl] [--human data/human_speech] [--out outputs/release_rule]
         [--rule 2 [--margin 1.5] [--st-test data/speech_release/st/test.jsonl]
-         [--natt9 data/speech_release/natt9/test.jsonl]]
+         [--natt9 data/speech_release/natt9/test.jsonl]] [--jobs N]
 
 Every model is evaluated with ``mmlora evaluate --device cpu`` (one thread: ``OMP_NUM_THREADS=1``) into
 OUT/NAME/{nv9,human_test,human_extra}.json (NAME: the model folder's path with "/" as "_"; ``NAME=PATH`` names it).
@@ -98,15 +98,32 @@ def fingerprint(model: str) -> str:
     return h.hexdigest()
 
 
+def share(tags: list[str], manifests: dict[str, Path], jobs: int) -> list[list[str]]:
+    """``tags`` in at most ``jobs`` groups of about equal clips (each manifest's lines; longest first, each to the
+    group with the fewest so far), each group in the order of ``tags``; empty groups left out."""
+    def clips(t: str) -> int:
+        try:
+            return sum(1 for line in Path(manifests[t]).open() if line.strip())
+        except OSError:
+            return 0
+    size = {t: clips(t) for t in tags}
+    groups: list[list[str]] = [[] for _ in range(max(1, jobs))]
+    for t in sorted(tags, key=lambda t: -size[t]):
+        min(groups, key=lambda g: sum(size[x] for x in g)).append(t)
+    return [sorted(g, key=tags.index) for g in groups if g]
+
+
 def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1,
-            sets: tuple = SETS) -> dict[str, Path]:
+            sets: tuple = SETS, jobs: int = 1) -> dict[str, Path]:
     """The reports of one model on ``sets`` (``(tag, batch size)``: the rule's three, and any guard sets) decoded with
     ``beams``, those missing evaluated in one call per batch size.
     Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
     records :func:`fingerprint` of the folder they were decoded from, and where the folder's files differ from it (a
     release replaced in place, session 51), or none is recorded, every report of that decoding is dropped (those of
     sets not asked for this time too, so that a guard set asked for later is not read from the old files) and the
-    asked ones decoded again. A folder that no longer exists is not checked: its reports are used as they are."""
+    asked ones decoded again. A folder that no longer exists is not checked: its reports are used as they are.
+    ``jobs`` > 1 shares the missing sets among that many processes side by side (:func:`share`), each decoding on one
+    thread as alone: the same reports, sooner where cores are free (session 60)."""
     suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
     got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in sets}
     sig = out / name / f"model{suffix}.sha256"
@@ -123,8 +140,20 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
     missing = {tag: batch for tag, batch in sets if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
-    for batch in sorted(set(missing.values()), reverse=True):
-        evaluate(model, [(manifests[t], got[t]) for t, b in missing.items() if b == batch], batch, beams)
+
+    def run(group: list[str]) -> None:  # one call per batch size, the model loaded once a call
+        for batch in sorted({missing[t] for t in group}, reverse=True):
+            evaluate(model, [(manifests[t], got[t]) for t in group if missing[t] == batch], batch, beams)
+
+    groups = share(list(missing), manifests, jobs)
+    if len(groups) > 1:  # each a one-thread process of its own: the same reports as one after the other
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(groups)) as pool:
+            for f in [pool.submit(run, g) for g in groups]:
+                f.result()
+    elif groups:
+        run(groups[0])
     if missing:
         sig.write_text(f"{now} {model}\n")
     return got
@@ -206,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="1: nv9 lower, no more errors on the 40 human clips (default); 2: st/test significantly "
                         "better, the 122 human clips within --margin, nv9 and natt9 not significantly worse")
     p.add_argument("--margin", type=float, default=1.5, help="rule 2: the human clips' margin in WER points")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="one-thread evaluations side by side, the sets shared among them (the same reports; each "
+                        "takes the memory of one: about 12 GB for st/test)")
     p.add_argument("--st-test", type=Path, default=Path("data/speech_release/st/test.jsonl"), help="rule 2's target")
     p.add_argument("--natt9", type=Path, default=Path("data/speech_release/natt9/test.jsonl"), help="rule 2's guard")
     a = p.parse_args(argv)
@@ -228,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         beams = a.num_beams if a.num_beams is not None else saved_beams(rel_path)
         if beams < 1:
             raise ValueError(f"--num-beams must be at least 1, got {beams}")
-        rel = reports(rel_name, rel_path, manifests, a.out, beams, sets)
+        if a.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
+        rel = reports(rel_name, rel_path, manifests, a.out, beams, sets, a.jobs)
         rows = []
         for c in a.candidates:
             name, path = named(c)
-            got = reports(name, path, manifests, a.out, beams, sets)
+            got = reports(name, path, manifests, a.out, beams, sets, a.jobs)
             rows.append(((name, path), verdict(got, rel, a.samples, tuple(guards)) if a.rule == 1
                          else verdict2(got, rel, a.samples, a.margin, tuple(guards))))
     except (ValueError, subprocess.CalledProcessError) as e:

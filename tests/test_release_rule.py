@@ -286,3 +286,44 @@ def test_cli_rule_2_decodes_its_sets_and_prints_the_interval(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         release_rule.main(argv + ["--margin", "0"])
     assert "--margin: a positive number" in capsys.readouterr().err
+
+
+def test_jobs_share_the_sets_among_processes_side_by_side(tmp_path, monkeypatch, capsys):
+    """--jobs 2 (session 60): the missing sets shared between two evaluations by their clips, each set decoded once,
+    at its own batch size, the verdict the same as with one job."""
+    for t, w in RULE2_WORDS.items():
+        monkeypatch.setitem(WORDS, t, w)
+    data = empty_manifests(tmp_path)
+    sizes = {"nv9.jsonl": 120, "human/test.jsonl": 16, "human/extra.jsonl": 24, "human/more.jsonl": 103,
+             "human/fourth.jsonl": 19, "st_test.jsonl": 300, "natt9.jsonl": 200}
+    for f, n in sizes.items():
+        (data / f).write_text("{}\n" * n)
+    manifests = {"nv9": data / "nv9.jsonl", "st_test": data / "st_test.jsonl", "natt9": data / "natt9.jsonl",
+                 "human_more": data / "human/more.jsonl", "human_test": data / "human/test.jsonl"}
+    groups = release_rule.share(list(manifests), manifests, 2)
+    assert groups == [["st_test", "human_more"], ["nv9", "natt9", "human_test"]]  # 403 and 336 clips
+    assert release_rule.share(list(manifests), manifests, 1) == [list(manifests)]
+    assert release_rule.share(["nv9"], manifests, 3) == [["nv9"]]  # no empty groups
+    rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
+    for d in (rel_dir, cand_dir):
+        d.mkdir()
+    verdicts = []
+    for jobs in (1, 2):
+        calls = []
+        monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: {
+            **RELEASE, **RULE2_RELEASE, **({"st_test": [0] * 30} if Path(m).name == "cand_model" else {})}))
+        argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"), "--human",
+                str(data / "human"), "--out", str(tmp_path / f"out{jobs}"), "--samples", "300", "--rule", "2",
+                "--st-test", str(data / "st_test.jsonl"), "--natt9", str(data / "natt9.jsonl"), "--jobs", str(jobs)]
+        assert release_rule.main(argv) == 0
+        verdicts.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+        for m in ("rel_model", "cand_model"):
+            mine = [c for c in calls if Path(c[0]).name == m]
+            # one job: a call per batch size; two: st/test + more (403 clips, batch 32) beside the other five
+            # (379: nv9, natt9 and fourth at 32, test and extra at 8)
+            assert len(mine) == {1: 2, 2: 3}[jobs]
+            assert sorted(x for c in mine for x in c[1]) == sorted(Path(f).name for f in sizes)
+            assert all(c[2] == (8 if c[1][0] in ("test.jsonl", "extra.jsonl") else 32) for c in mine)
+    assert verdicts[0] == verdicts[1]
+    assert release_rule.main(argv[:-1] + ["0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
