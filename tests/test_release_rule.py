@@ -327,3 +327,13 @@ def test_jobs_share_the_sets_among_processes_side_by_side(tmp_path, monkeypatch,
     assert verdicts[0] == verdicts[1]
     assert release_rule.main(argv[:-1] + ["0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
+    # manifests whose every line has a duration are shared by their seconds of audio instead
+    for f, n, d in (("st_test.jsonl", 300, 3.4), ("natt9.jsonl", 200, 3.1), ("nv9.jsonl", 120, 2.5),
+                    ("human/more.jsonl", 63, 5.0), ("human/test.jsonl", 16, 3.3)):
+        (data / f).write_text((json.dumps({"duration": d}) + "\n") * n)
+    # seconds: st 1020, natt9 620, more 315, nv9 300, test 52.8 (by clips it would be st + more against the rest)
+    assert release_rule.share(list(manifests), manifests, 2) == [["st_test", "human_test"],
+                                                                 ["nv9", "natt9", "human_more"]]
+    (data / "human/test.jsonl").write_text(json.dumps({"duration": 3.3}) + "\n{}\n")  # one line without: its clips
+    assert release_rule.share(["human_test"], manifests, 1) == [["human_test"]]
+    assert release_rule.share(["nv9", "human_test"], manifests, 2) == [["nv9"], ["human_test"]]
