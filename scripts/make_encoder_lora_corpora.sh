@@ -4,7 +4,7 @@
 # then n14, n15 and the validation set nv10 as made in session 26 (train_asr_release.sh's n14 / n15 commands, whose
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
-# n14 17, n15 13 min; PICO=1 adds p16).
+# n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min).
 # Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
@@ -55,5 +55,12 @@ if [ "${PICO:-0}" != 0 ] && [ ! -f "$D/p16/train.jsonl" ]; then
   step p16; $MM make-speech-corpus --out "$D/p16" --seed 161 --n-train 6000 "${NAT9[@]}" \
     --voices pico:en-US,pico:en-GB --exclude-text \
     "$EX,$D/nv10/test.jsonl,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl"
+fi
+# KJV=1: k49 (session 60, GPU run 49's ed3k, the release since then), 2,400 clips of King James Bible sentences read by
+# st's training voices (the default engines and held-out voices), none of the sentences of st, w3 or any test set
+if [ "${KJV:-0}" != 0 ] && [ ! -f "$D/k49/train.jsonl" ]; then
+  step k49; $MM make-speech-corpus --out "$D/k49" --seed 49 --n-train 2400 --n-val 0 --n-test 0 --max-words 16 \
+    --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS" --text-weights bible=1 --exclude-text \
+    "$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl"
 fi
 step done
