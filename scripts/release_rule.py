@@ -47,6 +47,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.data.jsonl import read_jsonl  # noqa: E402
 from mmlora.metrics.wer import compare_reports, format_p  # noqa: E402
 
 SETS = (("nv9", 32), ("human_test", 8), ("human_extra", 8))  # the rule's sets and their CPU batch sizes
@@ -98,19 +99,22 @@ def fingerprint(model: str) -> str:
     return h.hexdigest()
 
 
+def work(manifest: Path) -> float:
+    """A set's decoding work: its audio's seconds where every line of the manifest has a ``duration`` (decoding time
+    follows them: session 60, about 1.5 s a second of audio on one thread for every set), else its clips; 0 for a
+    manifest that cannot be read (its evaluation names the problem)."""
+    try:
+        rows = read_jsonl(manifest)
+    except (OSError, ValueError):
+        return 0.0
+    seconds = [r.get("duration") for r in rows]
+    return sum(seconds) if all(isinstance(d, (int, float)) for d in seconds) else float(len(rows))
+
+
 def share(tags: list[str], manifests: dict[str, Path], jobs: int) -> list[list[str]]:
-    """``tags`` in at most ``jobs`` groups of about equal work (largest first, each to the group with the least so
-    far), each group in the order of ``tags``; empty groups left out. A set's work is its audio's seconds where every
-    line of its manifest has a ``duration`` (decoding time follows them: session 60, about 1.5 s a second of audio on
-    one thread for every set), else its clips."""
-    def work(t: str) -> float:
-        try:
-            lines = [json.loads(line) for line in Path(manifests[t]).open() if line.strip()]
-        except (OSError, ValueError):
-            return 0.0
-        seconds = [x.get("duration") if isinstance(x, dict) else None for x in lines]
-        return sum(seconds) if all(isinstance(d, (int, float)) for d in seconds) else float(len(lines))
-    size = {t: work(t) for t in tags}
+    """``tags`` in at most ``jobs`` groups of about equal :func:`work` (largest first, each to the group with the
+    least so far), each group in the order of ``tags``; empty groups left out."""
+    size = {t: work(manifests[t]) for t in tags}
     groups: list[list[str]] = [[] for _ in range(max(1, jobs))]
     for t in sorted(tags, key=lambda t: -size[t]):
         min(groups, key=lambda g: sum(size[x] for x in g)).append(t)

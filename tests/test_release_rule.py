@@ -289,8 +289,9 @@ def test_cli_rule_2_decodes_its_sets_and_prints_the_interval(tmp_path, monkeypat
 
 
 def test_jobs_share_the_sets_among_processes_side_by_side(tmp_path, monkeypatch, capsys):
-    """--jobs 2 (session 60): the missing sets shared between two evaluations by their clips, each set decoded once,
-    at its own batch size, the verdict the same as with one job."""
+    """--jobs 2 (session 60): the missing sets shared between two evaluations by their clips (or their seconds of
+    audio, where the manifests give them), each set decoded once, at its own batch size, the verdict the same as with
+    one job."""
     for t, w in RULE2_WORDS.items():
         monkeypatch.setitem(WORDS, t, w)
     data = empty_manifests(tmp_path)
@@ -337,3 +338,6 @@ def test_jobs_share_the_sets_among_processes_side_by_side(tmp_path, monkeypatch,
     (data / "human/test.jsonl").write_text(json.dumps({"duration": 3.3}) + "\n{}\n")  # one line without: its clips
     assert release_rule.share(["human_test"], manifests, 1) == [["human_test"]]
     assert release_rule.share(["nv9", "human_test"], manifests, 2) == [["nv9"], ["human_test"]]
+    assert release_rule.work(data / "human/test.jsonl") == 2.0  # clips: not 3.3 s
+    assert release_rule.work(data / "human/more.jsonl") == pytest.approx(315.0)  # seconds
+    assert release_rule.work(data / "nowhere.jsonl") == 0.0
