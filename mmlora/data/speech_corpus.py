@@ -164,9 +164,12 @@ def _split_voices(cfg: CorpusConfig, installed: list[str]) -> dict[str, list[str
 
 def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, list[_Utt]], dict[str, list[_Utt]]]:
     sents = load_sentences(cfg.text, wordnet="wordnet" in cfg.text_weights)
+    excluded = dict.fromkeys(sents, 0)
     if cfg.exclude_texts:
         drop = {t.lower() for t in cfg.exclude_texts}
-        sents = {k: [t for t in v if t.lower() not in drop] for k, v in sents.items()}
+        kept = {k: [t for t in v if t.lower() not in drop] for k, v in sents.items()}
+        excluded = {k: len(sents[k]) - len(kept[k]) for k in sents}
+        sents = kept
     if not any(sents.values()):
         raise SystemExit("make-speech-corpus: no sentences found (install fortunes and bible-kjv; scripts/setup_tts.sh)")
     rng = np.random.default_rng([cfg.seed, 99])
@@ -178,11 +181,18 @@ def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, li
             raise SystemExit(f"make-speech-corpus: --text-weights {cfg.text_weights}: weights must be >= 0 with a "
                              f"positive sum, over the pools {sorted(queues)}" + (f" (unknown: {unknown})" if unknown else ""))
 
+    def out_of_sentences(pools: list[str]) -> SystemExit:  # names what was there, so the fix is plain (session 61)
+        have = ", ".join(f"{k}: {len(queues[k]):,}" + (f" ({excluded[k]:,} more excluded)" if excluded[k] else "")
+                         for k in pools)
+        return SystemExit(f"make-speech-corpus: ran out of sentences after drawing {sum(ptr.values()):,} (the pools "
+                          f"drawn from, at most {cfg.text.max_words} words, after --exclude-text: {have}); lower the "
+                          f"sizes, raise --max-words or draw from more pools (--text-weights)")
+
     def take(r: np.random.Generator) -> tuple[str, str]:
         if cfg.text_weights:  # by weight among the pools that still have sentences
             names = [k for k, w in cfg.text_weights.items() if w > 0 and ptr[k] < len(queues[k])]
             if not names:
-                raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
+                raise out_of_sentences([k for k, w in cfg.text_weights.items() if w > 0])
             cdf = np.cumsum([cfg.text_weights[k] for k in names])
             src = names[min(int(np.searchsorted(cdf / cdf[-1], r.random(), side="right")), len(names) - 1)]
         else:
@@ -190,7 +200,7 @@ def _plan(cfg: CorpusConfig, voices: dict[str, list[str]]) -> tuple[dict[str, li
             if ptr[src] >= len(queues[src]):
                 src = "bible" if src == "fortunes" else "fortunes"
             if ptr[src] >= len(queues[src]):
-                raise SystemExit("make-speech-corpus: ran out of sentences; lower the sizes")
+                raise out_of_sentences(["fortunes", "bible"])
         ptr[src] += 1
         return queues[src][ptr[src] - 1], src
 

@@ -521,3 +521,32 @@ def test_exclude_text_reads_manifests_and_names_bad_lines(tmp_path):
         C._manifest_texts((str(tmp_path / "broken.jsonl"),))
     with pytest.raises(SystemExit, match="nothere.jsonl"):
         C._manifest_texts((str(tmp_path / "nothere.jsonl"),))
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes/fortunes").is_file() or not shutil.which("bible"),
+                    reason="fortunes / bible-kjv not installed (scripts/setup_tts.sh)")
+def test_running_out_of_sentences_names_the_pools_what_they_held_and_the_way_out():
+    """Session 61's kn50 stopped with 'ran out of sentences; lower the sizes' and no more: now the error says what
+    each pool drawn from held at the --max-words in force and how many --exclude-text took."""
+    from mmlora.data.speech_text import TextConfig
+
+    text = TextConfig(max_words=5)
+    bible = C.load_sentences(text)["bible"]
+    excl = frozenset(t.upper() for t in bible[:7])
+    cfg = C.CorpusConfig(n={"train": len(bible) + 1, "val": 0, "test": 0}, val_voices=(), test_voices=(), text=text,
+                         text_weights={"bible": 1.0}, exclude_texts=excl)
+    voices = C._split_voices(cfg, ["flite:awb"])
+    with pytest.raises(SystemExit) as e:
+        C._plan(cfg, voices)
+    msg = str(e.value)
+    assert f"after drawing {len(bible) - 7:,} (the pools" in msg, msg
+    assert f"at most 5 words, after --exclude-text: bible: {len(bible) - 7:,} (7 more excluded)" in msg, msg
+    assert "raise --max-words" in msg and "fortunes" not in msg
+    fits = C.CorpusConfig(**{**cfg.__dict__, "n": {"train": len(bible) - 7 - cfg.augment.babble_pool, "val": 0,
+                                                       "test": 0}})
+    plan, pools = C._plan(fits, voices)  # exactly what is left: no error
+    assert len(plan["train"]) + len(pools["pool_train"]) == len(bible) - 7
+    both = C.CorpusConfig(**{**cfg.__dict__, "text_weights": {}, "n": {"train": 10 ** 6, "val": 0, "test": 0}})
+    with pytest.raises(SystemExit, match=r"pools drawn from, at most 5 words, after --exclude-text: fortunes: [\d,]+, "
+                                         r"bible: [\d,]+ \(7 more excluded\)"):
+        C._plan(both, voices)
