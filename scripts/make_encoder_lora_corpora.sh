@@ -4,7 +4,7 @@
 # then n14, n15 and the validation set nv10 as made in session 26 (train_asr_release.sh's n14 / n15 commands, whose
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
-# n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min).
+# n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min, KJV=2 k49, k50 and kn50: 17 min).
 # Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
@@ -62,5 +62,19 @@ if [ "${KJV:-0}" != 0 ] && [ ! -f "$D/k49/train.jsonl" ]; then
   step k49; $MM make-speech-corpus --out "$D/k49" --seed 49 --n-train 2400 --n-val 0 --n-test 0 --max-words 16 \
     --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS" --text-weights bible=1 --exclude-text \
     "$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl"
+fi
+# KJV=2 also k50 and kn50 (session 61, GPU run 50): 2,400 more King James sentences read by the same voices, and 2,400
+# more read by the natural training voices ($NV) at up to 24 words (the Bible's sentences of at most 16 words that no
+# corpus or test set here holds run out at 1,682), none of each other's sentences
+EXK="$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl"
+EXK="$EXK,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl,$D/k49/train.jsonl"
+KOPT=(--n-val 0 --n-test 0 --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS" --text-weights bible=1)
+if [ "${KJV:-0}" = 2 ] && [ ! -f "$D/k50/train.jsonl" ]; then
+  step k50; $MM make-speech-corpus --out "$D/k50" --seed 50 --n-train 2400 --max-words 16 "${KOPT[@]}" \
+    --exclude-text "$EXK"
+fi
+if [ "${KJV:-0}" = 2 ] && [ ! -f "$D/kn50/train.jsonl" ]; then
+  step kn50; $MM make-speech-corpus --out "$D/kn50" --seed 51 --n-train 2400 --max-words 24 "${KOPT[@]}" --voices $NV \
+    --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EXK,$D/k50/train.jsonl"
 fi
 step done
