@@ -1,0 +1,65 @@
+"""scripts/remote/candidate_eval_job.sh (session 61: a GPU run's arms decoded whole on the lent GPU) started the way
+remote.sh starts it, with `python3` a stand-in that records every command: one candidate per packed arm, then the
+release and every candidate decoded on the GPU with the rule's beams and dtype on every set, release first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_encoder_lora_job import run_remote_job
+from test_train_grid_script import FAKE
+
+EXTRA = r'''
+if args[:2] == ["-m", "pip"] or args[2:4] == ["assets", "get"]:
+    raise SystemExit(0)
+if args[0].endswith("asr_candidate.py"):
+    Path(args[3]).mkdir(parents=True)
+    raise SystemExit(0)
+if args[2:3] == ["evaluate"]:
+    for i, a in enumerate(args):
+        if a == "--out":
+            Path(args[i + 1]).write_text("{}")
+    raise SystemExit(0)
+'''
+FIRST = 'if args[0].endswith("make_text_pool.py"):'
+FAKE_JOB = FAKE.replace(FIRST, EXTRA + "\n" + FIRST)
+
+
+def run_job(tmp_path: Path, env: dict):
+    work = tmp_path / "work"
+    for a in ("ek2", "ekn"):  # a decoder job's packed/: an arm with its encoder LoRA, one without
+        (work / "packed").mkdir(parents=True, exist_ok=True)
+        (work / "packed" / f"{a}.safetensors").write_text("dec")
+    (work / "packed/ek2_encoder").mkdir()
+    return run_remote_job(tmp_path, "candidate_eval_job.sh", ("asr_candidate.py",), FAKE_JOB, env)
+
+
+def test_every_arm_becomes_a_candidate_and_all_decode_on_the_gpu_as_the_rule_does(tmp_path):
+    p, work, calls = run_job(tmp_path, {"SETS": "st/test.jsonl,st/val.jsonl"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (work / "DONE").exists() and "job ended, exit 0" in p.stdout
+    rel = "repo/checkpoints/asr-smollm2-whisper-tiny"
+    cands = [c for c in calls if c[0].endswith("asr_candidate.py")]
+    assert cands == [["repo/scripts/asr_candidate.py", "packed", a, f"cand/{a}", "--release", rel, "--force"]
+                     for a in ("ek2", "ekn")]
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert [e[e.index("--model") + 1] for e in evals] == [rel, "cand/ek2", "cand/ekn"]
+    d = work / "data/speech_release"
+    for e, name in zip(evals, ("release", "ek2", "ekn")):
+        assert e[e.index("--device") + 1] == "cuda" and e[e.index("--num-beams") + 1] == "8"
+        assert e[e.index("--dtype") + 1] == "float32" and e[e.index("--batch-size") + 1] == "32"
+        pairs = [(e[i + 1], e[i + 3]) for i, a in enumerate(e) if a == "--manifest"]
+        assert pairs == [(str(d / "st/test.jsonl"), f"res/{name}_st_test.json"),
+                         (str(d / "st/val.jsonl"), f"res/{name}_st_val.json")]
+        assert (work / f"res/{name}_st_val.json").is_file()
+    assert "release: " in p.stdout and "ekn: " in p.stdout
+
+
+def test_beams_dtype_and_batch_can_be_set(tmp_path):
+    p, work, calls = run_job(tmp_path, {"BEAMS": "4", "DTYPE": "bfloat16", "BATCH": "8"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert len(evals) == 3
+    for e in evals:
+        assert (e[e.index("--num-beams") + 1], e[e.index("--dtype") + 1], e[e.index("--batch-size") + 1]) == \
+            ("4", "bfloat16", "8")
+        assert e.count("--manifest") == 1 and e[e.index("--manifest") + 1].endswith("st/test.jsonl")
