@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS  # noqa: E402
 from mmlora.model import WHISPER_DECODER, WHISPER_ENCODER  # noqa: E402
 
 RELEASE = "checkpoints/asr-smollm2-whisper-tiny"
-ADAPTER_FILES = ("adapters.json", "adapters.safetensors")  # an adapter folder's (mmlora.lora.write_adapter_folder)
 
 
 def check_decoder(path: Path) -> None:
@@ -49,7 +49,7 @@ def make_candidate(packed: Path, arm: str, out: Path, release: Path, force: bool
         raise FileNotFoundError(f"{decoder}: no such decoder (arms in {packed}: {', '.join(have) or 'none'})")
     check_decoder(decoder)
     if encoder.exists():
-        missing = [f for f in ADAPTER_FILES if not (encoder / f).is_file()]
+        missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (encoder / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{encoder}: not an adapter folder (missing {', '.join(missing)})")
     if out.exists() and not force:
