@@ -57,24 +57,23 @@ if [ "${PICO:-0}" != 0 ] && [ ! -f "$D/p16/train.jsonl" ]; then
     "$EX,$D/nv10/test.jsonl,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl"
 fi
 # KJV=1: k49 (session 60, GPU run 49's ed3k, the release since then), 2,400 clips of King James Bible sentences read by
-# st's training voices (the default engines and held-out voices), none of the sentences of st, w3 or any test set
-if [ "${KJV:-0}" != 0 ] && [ ! -f "$D/k49/train.jsonl" ]; then
-  step k49; $MM make-speech-corpus --out "$D/k49" --seed 49 --n-train 2400 --n-val 0 --n-test 0 --max-words 16 \
-    --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS" --text-weights bible=1 --exclude-text \
-    "$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl"
-fi
+# st's training voices (the default engines and held-out voices), none of the sentences of st, w3 or any test set.
 # KJV=2 also k50 and kn50 (session 61, GPU run 50): 2,400 more King James sentences read by the same voices, and 2,400
 # more read by the natural training voices ($NV) at up to 24 words (the Bible's sentences of at most 16 words that no
-# corpus or test set here holds run out at 1,682), none of each other's sentences
+# corpus or test set here holds run out at 1,682), none of k49's or each other's sentences
 EXK="$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl"
-EXK="$EXK,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl,$D/k49/train.jsonl"
-KOPT=(--n-val 0 --n-test 0 --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS" --text-weights bible=1)
+EXK="$EXK,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl"
+KOPT=(--n-train 2400 --n-val 0 --n-test 0 --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS"
+      --text-weights bible=1)
+if [ "${KJV:-0}" != 0 ] && [ ! -f "$D/k49/train.jsonl" ]; then
+  step k49; $MM make-speech-corpus --out "$D/k49" --seed 49 --max-words 16 "${KOPT[@]}" --exclude-text "$EXK"
+fi
 if [ "${KJV:-0}" = 2 ] && [ ! -f "$D/k50/train.jsonl" ]; then
-  step k50; $MM make-speech-corpus --out "$D/k50" --seed 50 --n-train 2400 --max-words 16 "${KOPT[@]}" \
-    --exclude-text "$EXK"
+  step k50; $MM make-speech-corpus --out "$D/k50" --seed 50 --max-words 16 "${KOPT[@]}" \
+    --exclude-text "$EXK,$D/k49/train.jsonl"
 fi
 if [ "${KJV:-0}" = 2 ] && [ ! -f "$D/kn50/train.jsonl" ]; then
-  step kn50; $MM make-speech-corpus --out "$D/kn50" --seed 51 --n-train 2400 --max-words 24 "${KOPT[@]}" --voices $NV \
-    --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EXK,$D/k50/train.jsonl"
+  step kn50; $MM make-speech-corpus --out "$D/kn50" --seed 51 --max-words 24 "${KOPT[@]}" --voices $NV \
+    --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl"
 fi
 step done
