@@ -10,6 +10,11 @@ A voice is named ``engine:name``:
   phoneme events (``espeakINITIALIZE_PHONEME_EVENTS``); each event gives a phoneme mnemonic and
   its start sample; a phone ends where the next event starts. ``rate`` scales the words per
   minute (175 * rate), ``pitch`` sets espeakPITCH (0-100).
+- ``espeak:mm-<base>-<features>[+<variant>]`` (e.g. ``espeak:mm-en-us-thstop+m3``): an accent of our own
+  (:data:`ESPEAK_ACCENTS`): one of espeak-ng's English accents (:data:`ESPEAK_ACCENT_BASES`) with consonant
+  changes common to many English accents (:data:`ESPEAK_ACCENT_FEATURES`: th-stopping, th-fronting, g- and
+  h-dropping) as espeak-ng's own ``replace`` rules, in a voice file written into a private overlay of the
+  system's ``espeak-ng-data`` (links to its files, a folder ``lang/mm`` of ours) that the engine is started on.
 - ``festival:kal_diphone``, ``festival:ked_diphone``, ``festival:cmu_us_slt_arctic_hts``: one
   ``festival -b`` run per batch saves each utterance's wave and segs; ``rate`` sets the
   ``Duration_Stretch`` parameter (diphone voices; the HTS voice ignores it).
@@ -64,6 +69,22 @@ ESPEAK_VOICES = (
     "en+m6", "en+m8", "en+f2", "en+f3", "en-gb-scotland", "en-gb-x-rp+m5", "en-029", "en-us+klatt2",
     "en-us+klatt3", "en-us+linda",
 )
+# Accents of our own (session 62): espeak-ng's English accents, each with consonant changes that many English
+# accents share, as espeak-ng's own phoneme replacements (its voice files' ``replace FLAGS PHONEME NEW``; flags 03:
+# only in an unstressed syllable at a word's end). The voice ``mm-<base>-<features>`` reads as <base> does but for
+# those phonemes; variants (+m3, +f2, ...) apply as to any espeak-ng voice.
+ESPEAK_ACCENT_BASES = {  # base name -> its voice file under espeak-ng-data/lang
+    "en-us": "gmw/en-US", "en": "gmw/en", "en-gb-x-rp": "gmw/en-GB-x-rp", "en-gb-x-gbclan": "gmw/en-GB-x-gbclan",
+    "en-gb-x-gbcwmd": "gmw/en-GB-x-gbcwmd", "en-us-nyc": "gmw/en-US-nyc",
+}
+ESPEAK_ACCENT_FEATURES = {
+    "thstop": ("replace 00 D d", "replace 00 T t"),  # th-stopping: "dis ting"
+    "thfront": ("replace 00 T f", "replace 00 D v"),  # th-fronting: "fing", "bruvver"
+    "gdrop": ("replace 03 N n",),  # unstressed -ing said -in
+    "hdrop": ("replace 00 h NULL",),  # h-dropping: "'is 'ouse"
+}
+ESPEAK_ACCENT_MIXES = ("thstop", "thstop-gdrop", "thfront-hdrop")
+ESPEAK_ACCENTS = tuple(f"mm-{b}-{m}" for b in ESPEAK_ACCENT_BASES for m in ESPEAK_ACCENT_MIXES)
 RHVOICE_VOICES = ("alan", "bdl", "clb", "slt")  # LGPL; the package's evgeniy-eng, lyubov are non-commercial: never
 PIPER_VOICES = ("joe",)
 PICO_VOICES = ("en-US", "en-GB")  # py-nanotts's names; its de-DE, es-ES, fr-FR, it-IT voices are not English
@@ -175,18 +196,63 @@ _ESPEAK_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctyp
 _EV_END, _EV_PHONEME = 0, 7
 
 
+def espeak_accent_file(name: str, data: Path) -> str:
+    """The espeak-ng voice file of the accent ``name`` (one of :data:`ESPEAK_ACCENTS`): its base's file from the
+    espeak-ng-data folder ``data`` with its name and language lines replaced (a language tag of its own, so that
+    no request for a language of espeak-ng's own selects it) and the features' replacements added after the base's."""
+    base, mix = next(((b, name[len(f"mm-{b}-"):]) for b in sorted(ESPEAK_ACCENT_BASES, key=len, reverse=True)
+                      if name.startswith(f"mm-{b}-")), (None, None))
+    feats = mix.split("-") if mix else []
+    if base is None or not feats or any(f not in ESPEAK_ACCENT_FEATURES for f in feats):
+        raise ValueError(f"espeak accent {name!r}: expected mm-<base>-<features> with a base of "
+                         f"{sorted(ESPEAK_ACCENT_BASES)} and features of {sorted(ESPEAK_ACCENT_FEATURES)} joined by '-'")
+    src = data / "lang" / ESPEAK_ACCENT_BASES[base]
+    lines = [ln for ln in src.read_text().splitlines() if not ln.split()[:1] in (["name"], ["language"])]
+    head = [f"name {name}", f"language en-x-{name}"]  # "en" first, as every base's: its dictionary and phonemes
+    return "\n".join(head + lines + [r for f in feats for r in ESPEAK_ACCENT_FEATURES[f]]) + "\n"
+
+
+def _espeak_overlay(data: Path) -> Path:
+    """A private folder holding ``espeak-ng-data``: links to every entry of the system's ``data`` folder (its
+    ``lang`` folder's entries one by one) and ``lang/mm`` with the voice file of each of :data:`ESPEAK_ACCENTS`;
+    removed when the process ends. espeak_Initialize is given this folder, so every voice of espeak-ng's own reads
+    the same files as without it."""
+    import atexit
+
+    root = Path(tempfile.mkdtemp(prefix="mmlora-espeak-"))
+    atexit.register(shutil.rmtree, root, True)
+    over = root / "espeak-ng-data"
+    (over / "lang" / "mm").mkdir(parents=True)
+    for e in data.iterdir():
+        if e.name != "lang":
+            (over / e.name).symlink_to(e)
+    for e in (data / "lang").iterdir():
+        (over / "lang" / e.name).symlink_to(e)
+    for name in ESPEAK_ACCENTS:
+        (over / "lang" / "mm" / name).write_text(espeak_accent_file(name, data))
+    return root
+
+
 class _Espeak:
-    def __init__(self) -> None:
+    def __init__(self, overlay: bool = True) -> None:  # overlay=False: the system's data alone (a test's reference)
         E = _load("libespeak-ng.so.1")
         if E is None:
             raise TTSError("libespeak-ng not found (run scripts/setup_tts.sh)")
+        # the data folder espeak-ng would read (ESPEAK_DATA_PATH or its built-in one), then the overlay on it
+        E.espeak_ng_InitializePath.argtypes = [ctypes.c_char_p]
+        E.espeak_Info.restype = ctypes.c_char_p
+        E.espeak_ng_InitializePath(None)
+        data = ctypes.c_char_p()
+        E.espeak_Info(ctypes.byref(data))
+        system = Path(data.value.decode()) if data.value else None
+        root = _espeak_overlay(system) if overlay and system is not None and (system / "lang").is_dir() else None
         E.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
         ]
         E.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         # AUDIO_OUTPUT_SYNCHRONOUS = 2, options = espeakINITIALIZE_PHONEME_EVENTS (1)
-        self.sr = int(E.espeak_Initialize(2, 0, None, 1))
+        self.sr = int(E.espeak_Initialize(2, 0, None if root is None else str(root).encode(), 1))
         if self.sr <= 0:
             raise TTSError("espeak_Initialize failed")
         self.chunks: list[np.ndarray] = []
@@ -194,8 +260,6 @@ class _Espeak:
         self._cb = _ESPEAK_CB(self._callback)  # keep a reference: ctypes does not
         E.espeak_SetSynthCallback(self._cb)
         self.E = E
-        E.espeak_Info.restype = ctypes.c_char_p
-        data = ctypes.c_char_p()
         E.espeak_Info(ctypes.byref(data))
         self.data_path = Path(data.value.decode()) if data.value else None  # espeak-ng-data folder
 

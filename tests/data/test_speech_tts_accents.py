@@ -1,0 +1,97 @@
+"""espeak-ng accents of our own (mmlora.data.speech_tts.ESPEAK_ACCENTS): a base accent of espeak-ng's with consonant
+replacements, served from a private overlay of espeak-ng-data that must leave every voice of espeak-ng's own as it was."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmlora.data import speech_tts as T
+
+
+def _espeak_here() -> bool:
+    try:
+        return T.voice_available("espeak:en-us")
+    except Exception:  # noqa: BLE001 (no library at all)
+        return False
+
+
+needs_espeak = pytest.mark.skipif(not _espeak_here(), reason="espeak-ng not installed (scripts/setup_tts.sh)")
+
+# a few of the wide corpora's voices (scripts/wide_voices.sh) beside the default ones
+_OWN = [*T.ESPEAK_VOICES, "en+m3", "en-gb-x-gbclan+Andy", "en-gb-x-gbcwmd+klatt4", "en-us-nyc+f1", "en-gb-x-rp+belinda"]
+_PROBE = """
+import hashlib, json, sys
+from mmlora.data.speech_tts import _Espeak
+e = _Espeak(overlay=sys.argv[1] == "1")
+out = {}
+for v in json.loads(sys.argv[2]):
+    s = e.synth(v, "Thus the thirty thieves ran home, thinking of their other brother.", 1.1, 40)
+    out[v] = hashlib.sha256(s.audio.tobytes() + repr(s.phones).encode()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _hashes(overlay: bool) -> dict:  # a process of its own: espeak-ng's state is the process's
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", _PROBE, "1" if overlay else "0", json.dumps(_OWN)], cwd=root,
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@needs_espeak
+def test_the_overlay_leaves_every_voice_of_espeak_ngs_own_unchanged():
+    with_overlay, without = _hashes(True), _hashes(False)
+    assert list(with_overlay) == _OWN and with_overlay == without
+
+
+def _phones(voice: str, text: str) -> list[str]:
+    return [p[0] for p in T.synthesize(f"espeak:{voice}", text).phones]
+
+
+@needs_espeak
+@pytest.mark.parametrize("accent", T.ESPEAK_ACCENTS)
+def test_an_accent_changes_only_its_features_phonemes(accent):
+    base = next(b for b in sorted(T.ESPEAK_ACCENT_BASES, key=len, reverse=True) if accent.startswith(f"mm-{b}-"))
+    plain = "Our cows eat green grass by a big lake."  # no th, h or -ing
+    assert _phones(accent, plain) == _phones(base, plain)
+    rich = "This thing is there, his house is running."
+    mine, theirs = _phones(accent, rich), _phones(base, rich)
+    feats = accent[len(f"mm-{base}-"):].split("-")
+    assert mine != theirs
+    if "thstop" in feats:
+        assert "D" not in mine and "T" not in mine and mine.count("d") >= theirs.count("D") > 0
+    if "thfront" in feats:
+        assert "D" not in mine and "T" not in mine and "f" in mine and "v" in mine
+    if "hdrop" in feats:
+        assert "h" not in mine
+    if "gdrop" in feats:  # "thing" keeps its N, "running" is said runnin (as Lancaster's own already says it)
+        assert mine.count("N") == 1 and mine[-3:-1] == ["I", "n"]
+    # a variant applies as to any espeak-ng voice
+    assert T.voice_available(f"espeak:{accent}+m3") and not T.voice_available(f"espeak:{accent}+nobody")
+
+
+@needs_espeak
+def test_an_accent_voice_file_keeps_its_bases_lines_but_name_and_language():
+    data = T._engine("espeak").data_path
+    text = T.espeak_accent_file("mm-en-gb-x-rp-thfront-hdrop", data)
+    lines = text.splitlines()
+    assert lines[:2] == ["name mm-en-gb-x-rp-thfront-hdrop", "language en-x-mm-en-gb-x-rp-thfront-hdrop"]
+    assert "phonemes en-rp" in lines and lines[-3:] == ["replace 00 T f", "replace 00 D v", "replace 00 h NULL"]
+    assert not [ln for ln in lines[2:] if ln.startswith(("name ", "language "))]
+
+
+@pytest.mark.parametrize("name", ["mm-en-us", "mm-en-us-", "mm-en-us-rhotic", "mm-fr-thstop", "en-us-thstop",
+                                  "mm-en-us-thstop-"])
+def test_a_bad_accent_name_is_a_clear_error(name, tmp_path):
+    with pytest.raises(ValueError, match="mm-<base>-<features>"):
+        T.espeak_accent_file(name, tmp_path)
+
+
+def test_every_accent_is_named_from_its_parts():
+    assert len(T.ESPEAK_ACCENTS) == len(T.ESPEAK_ACCENT_BASES) * len(T.ESPEAK_ACCENT_MIXES) == len(set(T.ESPEAK_ACCENTS))
+    for mix in T.ESPEAK_ACCENT_MIXES:
+        assert set(mix.split("-")) <= set(T.ESPEAK_ACCENT_FEATURES)
