@@ -4,7 +4,8 @@
 # then n14, n15 and the validation set nv10 as made in session 26 (train_asr_release.sh's n14 / n15 commands, whose
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
-# n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min, KJV=2 k49, k50 and kn50: 17 min).
+# n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min, KJV=2 k49, k50 and kn50: 17 min; ACCENTS=1 a62, which
+# excludes the sentences of k49, k50 and kn50: with KJV=2).
 # Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
@@ -63,8 +64,8 @@ fi
 # corpus or test set here holds run out at 1,682), none of k49's or each other's sentences
 EXK="$D/st/train.jsonl,$D/st/val.jsonl,$D/st/test.jsonl,$D/w3/train.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl"
 EXK="$EXK,$H/test.jsonl,$H/extra.jsonl,$H/more.jsonl,$H/fourth.jsonl"
-KOPT=(--n-train 2400 --n-val 0 --n-test 0 --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS"
-      --text-weights bible=1)
+TOPT=(--n-train 2400 --n-val 0 --n-test 0 --audio-format opus --no-video --noisy-splits '' --workers "$WORKERS")
+KOPT=("${TOPT[@]}" --text-weights bible=1)
 if [ "${KJV:-0}" != 0 ] && [ ! -f "$D/k49/train.jsonl" ]; then
   step k49; $MM make-speech-corpus --out "$D/k49" --seed 49 --max-words 16 "${KOPT[@]}" --exclude-text "$EXK"
 fi
@@ -75,5 +76,15 @@ fi
 if [ "${KJV:-0}" = 2 ] && [ ! -f "$D/kn50/train.jsonl" ]; then
   step kn50; $MM make-speech-corpus --out "$D/kn50" --seed 51 --max-words 24 "${KOPT[@]}" --voices $NV \
     --engine-weights rhvoice=0.75,piper=0.25 --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl"
+fi
+# ACCENTS=1: a62 (session 62, GPU run 51), 2,400 clips read by espeak-ng accents of our own (mmlora.data.speech_tts.
+# ESPEAK_ACCENTS: six of espeak-ng's English accents with th-stopping, g- or h-dropping, th-fronting) with the wide
+# corpora's 55 variants, st's text (fortunes and KJV), none of the sentences of st, w3, k49, k50, kn50 or a test set
+if [ "${ACCENTS:-0}" != 0 ] && [ ! -f "$D/a62/train.jsonl" ]; then
+  source scripts/wide_voices.sh  # WIDE_VARIANTS
+  AV=; for a in $($PY -c "from mmlora.data.speech_tts import ESPEAK_ACCENTS as A; print(*A)"); do
+    for v in $WIDE_VARIANTS; do AV="$AV,espeak:$a+$v"; done; done
+  step a62; $MM make-speech-corpus --out "$D/a62" --seed 62 --max-words 16 "${TOPT[@]}" --voices "${AV#,}" \
+    --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl,$D/kn50/train.jsonl"
 fi
 step done

@@ -15,6 +15,10 @@ if args[0].endswith("asr_candidate.py"):
     Path(args[3]).mkdir(parents=True)
     raise SystemExit(0)
 if args[2:3] == ["evaluate"]:
+    with open(os.environ["FAKE_LOG"] + ".threads", "a") as t:  # the thread count each decoding was given
+        t.write(os.environ.get("OMP_NUM_THREADS", "") + "\n")
+    if args[args.index("--model") + 1] == os.environ.get("FAIL_MODEL"):
+        raise SystemExit(5)
     for i, a in enumerate(args):
         if a == "--out":
             Path(args[i + 1]).write_text("{}")
@@ -63,3 +67,14 @@ def test_beams_dtype_and_batch_can_be_set(tmp_path):
         assert (e[e.index("--num-beams") + 1], e[e.index("--dtype") + 1], e[e.index("--batch-size") + 1]) == \
             ("4", "bfloat16", "8")
         assert e.count("--manifest") == 1 and e[e.index("--manifest") + 1].endswith("st/test.jsonl")
+
+
+def test_models_decode_side_by_side_with_their_share_of_threads_and_a_failure_fails_the_job(tmp_path):
+    p, work, calls = run_job(tmp_path, {"PAR": "2", "THREADS": "7", "FAIL_MODEL": "cand/ek2"})
+    assert p.returncode == 1 and "job ended, exit 1" in p.stdout
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert sorted(e[e.index("--model") + 1] for e in evals) == sorted(
+        ["repo/checkpoints/asr-smollm2-whisper-tiny", "cand/ek2", "cand/ekn"])
+    assert (tmp_path / "calls.jsonl.threads").read_text().split() == ["7"] * 3
+    assert "ek2: " in p.stdout and "exit 5 (log/eval_ek2.log)" in p.stdout
+    assert (work / "res/ekn_st_test.json").is_file() and (work / "res/release_st_test.json").is_file()

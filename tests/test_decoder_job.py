@@ -21,6 +21,12 @@ if args[0].endswith("whisper_decoder_probe.py"):
         (Path(opt("--save-encoder")) / "adapters.safetensors").write_text("lora " + opt("--encoder-lr"))
     print(json.dumps({"summary": Path(opt("--out")).stem}))
     raise SystemExit(0)
+if args[0].endswith("asr_candidate.py"):
+    Path(args[3]).mkdir(parents=True)
+    raise SystemExit(0)
+if args[2:3] == ["evaluate"]:
+    Path(opt("--out")).write_text("{}")
+    raise SystemExit(0)
 if args[0].endswith("pack_whisper_decoder.py"):
     Path(args[2]).write_text("packed " + Path(args[1]).name)
     raise SystemExit(0)
@@ -37,7 +43,8 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text('{"id": "u0", "audio": "a.flac", "text": "x"}\n')
     return run_remote_job(tmp_path, "decoder_job.sh",
-                          ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py"), FAKE_JOB, env)
+                          ("whisper_decoder_probe.py", "merge_manifests.py", "pack_whisper_decoder.py",
+                           "remote/candidate_eval_job.sh", "asr_candidate.py"), FAKE_JOB, env)
 
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
@@ -88,3 +95,21 @@ def test_without_max_s_there_is_no_guard(tmp_path):
     assert "--max-seconds" not in probe and "--stop-step" not in probe
     assert probe[probe.index("--val") + 1] == str(work / "data/speech_release/st/val.jsonl")
     assert probe[probe.index("--eval-every") + 1] == "100"
+
+
+def test_eval_sets_decode_the_release_and_every_packed_arm_after_training(tmp_path):
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "w3/train", "st/val", "st/test"), {
+        "ARMS": "a:st:1:0:::all:3e-4 b:st+w3:1:0", "EVAL_SETS": "st/test.jsonl", "PAR": "3", "EVAL_THREADS": "4"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    names = [c[0].rsplit("/", 1)[-1] for c in calls if c[0].endswith(".py")]
+    assert names.index("asr_candidate.py") > max(i for i, n in enumerate(names) if n == "pack_whisper_decoder.py")
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert sorted(e[e.index("--model") + 1] for e in evals) == sorted(
+        ["repo/checkpoints/asr-smollm2-whisper-tiny", "cand/a", "cand/b"])
+    assert (work / "res/b_st_test.json").is_file() and "PAR=3 THREADS=4" in p.stdout
+    assert (work / "log/a.log").is_file() and (work / "log/eval_a.log").is_file()  # training logs kept
+
+
+def test_without_eval_sets_nothing_is_decoded(tmp_path):
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test"), {"ARMS": "a:st:1:0"})
+    assert p.returncode == 0 and not [c for c in calls if c[2:3] == ["evaluate"] or c[0].endswith("asr_candidate.py")]

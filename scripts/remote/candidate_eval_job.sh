@@ -10,13 +10,17 @@
 # Each arm becomes a candidate (scripts/asr_candidate.py: the release with the arm's decoder and encoder LoRA), and
 # the release and every candidate are decoded with `mmlora evaluate --device cuda` on SETS (comma-separated, under
 # data/speech_release; default st/test.jsonl), BEAMS (default 8, the rule's), DTYPE (default float32, the rule's),
-# BATCH (default 32): res/NAME_SET.json (SET with "/" as "_", no .jsonl), logs in log/NAME.log; release first.
+# BATCH (default 32): res/NAME_SET.json (SET with "/" as "_", no .jsonl), logs in log/eval_NAME.log; release first.
+# PAR (default 1) models decode side by side (session 62), each on THREADS CPU threads (default: the cores / PAR):
+# the judges' and the search's CPU work, not the GPU, bounds one decoding. decoder_job.sh EVAL_SETS=... runs this
+# job after its training, in the same WORK.
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup
 job_begin
 W=$(pwd); D=$W/data/speech_release
-SETS=${SETS:-st/test.jsonl}; BEAMS=${BEAMS:-8}; DTYPE=${DTYPE:-float32}; BATCH=${BATCH:-32}
-echo "$(date +%T) job: SETS=$SETS BEAMS=$BEAMS DTYPE=$DTYPE BATCH=$BATCH"
+SETS=${SETS:-st/test.jsonl}; BEAMS=${BEAMS:-8}; DTYPE=${DTYPE:-float32}; BATCH=${BATCH:-32}; PAR=${PAR:-1}
+THREADS=${THREADS:-$(( $(nproc) / PAR > 0 ? $(nproc) / PAR : 1 ))}
+echo "$(date +%T) job: SETS=$SETS BEAMS=$BEAMS DTYPE=$DTYPE BATCH=$BATCH PAR=$PAR THREADS=$THREADS"
 job_setup smollm2-135m whisper-tiny.en
 REL=repo/checkpoints/asr-smollm2-whisper-tiny
 names=release
@@ -26,12 +30,20 @@ for f in packed/*.safetensors; do
   python3 repo/scripts/asr_candidate.py packed "$a" "cand/$a" --release "$REL" --force
   names="$names $a"
 done
-for n in $names; do
+decode() {  # NAME: the release or a candidate, on every set
+  local n=$1 m args=() start rc=0
   m=$([ "$n" = release ] && echo "$REL" || echo "cand/$n")
-  args=()
   for s in ${SETS//,/ }; do t=${s%.jsonl}; args+=(--manifest "$D/$s" --out "res/${n}_${t//\//_}.json"); done
   start=$(date +%s)
-  python3 -m mmlora.cli evaluate --model "$m" --device cuda --dtype "$DTYPE" --num-beams "$BEAMS" \
-    --batch-size "$BATCH" "${args[@]}" > "log/$n.log" 2>&1
-  echo "$(date +%T) $n: $(( $(date +%s) - start )) s"
+  OMP_NUM_THREADS=$THREADS python3 -m mmlora.cli evaluate --model "$m" --device cuda --dtype "$DTYPE" \
+    --num-beams "$BEAMS" --batch-size "$BATCH" "${args[@]}" > "log/eval_$n.log" 2>&1 || rc=$?
+  echo "$(date +%T) $n: $(( $(date +%s) - start )) s$([ "$rc" = 0 ] || echo ", exit $rc (log/eval_$n.log)")"
+  return "$rc"
+}
+rc=0; pids=()
+for n in $names; do
+  decode "$n" & pids+=($!)
+  if [ "${#pids[@]}" -ge "$PAR" ]; then wait "${pids[0]}" || rc=1; pids=("${pids[@]:1}"); fi
 done
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+exit $rc

@@ -63,4 +63,9 @@ for arm in $ARMS; do
   [ ! -d "out/${arm%%:*}_encoder" ] || cp -r "out/${arm%%:*}_encoder" packed/
 done
 job_pytest
+# EVAL_SETS (session 62): then the release and every packed arm decoded whole on the GPU (candidate_eval_job.sh with
+# SETS=EVAL_SETS; its BEAMS, DTYPE, BATCH, PAR and EVAL_THREADS as its THREADS), in this WORK
+if [ -n "${EVAL_SETS:-}" ]; then
+  SETS=$EVAL_SETS THREADS=${EVAL_THREADS:-} bash "$REPO/scripts/remote/candidate_eval_job.sh" || rc=1
+fi
 exit $rc
