@@ -10,7 +10,7 @@ A voice is named ``engine:name``:
   phoneme events (``espeakINITIALIZE_PHONEME_EVENTS``); each event gives a phoneme mnemonic and
   its start sample; a phone ends where the next event starts. ``rate`` scales the words per
   minute (175 * rate), ``pitch`` sets espeakPITCH (0-100).
-- ``espeak:mm-<base>-<features>[+<variant>]`` (e.g. ``espeak:mm-en-us-thstop+m3``): an accent of our own
+- ``espeak:mm-<base>-<features>[+<variant>]`` (e.g. ``espeak:mm-us-thstop+m3``): an accent of our own
   (:data:`ESPEAK_ACCENTS`): one of espeak-ng's English accents (:data:`ESPEAK_ACCENT_BASES`) with consonant
   changes common to many English accents (:data:`ESPEAK_ACCENT_FEATURES`: th-stopping, th-fronting, g- and
   h-dropping) as espeak-ng's own ``replace`` rules, in a voice file written into a private overlay of the
@@ -72,11 +72,13 @@ ESPEAK_VOICES = (
 # Accents of our own (session 62): espeak-ng's English accents, each with consonant changes that many English
 # accents share, as espeak-ng's own phoneme replacements (its voice files' ``replace FLAGS PHONEME NEW``; flags 03:
 # only in an unstressed syllable at a word's end). The voice ``mm-<base>-<features>`` reads as <base> does but for
-# those phonemes; variants (+m3, +f2, ...) apply as to any espeak-ng voice.
-ESPEAK_ACCENT_BASES = {  # base name -> its voice file under espeak-ng-data/lang
-    "en-us": "gmw/en-US", "en": "gmw/en", "en-gb-x-rp": "gmw/en-GB-x-rp", "en-gb-x-gbclan": "gmw/en-GB-x-gbclan",
-    "en-gb-x-gbcwmd": "gmw/en-GB-x-gbcwmd", "en-us-nyc": "gmw/en-US-nyc",
+# those phonemes; variants (+m3, +f2, ...) apply as to any espeak-ng voice. The bases have short tags: espeak-ng
+# can abort the process on a voice name (variant included) of 40 characters (ESPEAK_NAME_MAX).
+ESPEAK_ACCENT_BASES = {  # tag -> espeak-ng's voice (its file under espeak-ng-data/lang)
+    "us": "gmw/en-US", "en": "gmw/en", "rp": "gmw/en-GB-x-rp", "lan": "gmw/en-GB-x-gbclan", "wmd": "gmw/en-GB-x-gbcwmd",
+    "nyc": "gmw/en-US-nyc",
 }
+ESPEAK_NAME_MAX = 39  # longer names can overflow a buffer of espeak-ng's, which aborts the process (one of 40 did)
 ESPEAK_ACCENT_FEATURES = {
     "thstop": ("replace 00 D d", "replace 00 T t"),  # th-stopping: "dis ting"
     "thfront": ("replace 00 T f", "replace 00 D v"),  # th-fronting: "fing", "bruvver"
@@ -277,8 +279,14 @@ class _Espeak:
             i += 1
         return 0
 
+    def set_voice(self, name: str) -> bool:
+        if len(name) > ESPEAK_NAME_MAX:  # espeak-ng would abort the process
+            raise TTSError(f"espeak-ng voice {name!r}: {len(name)} characters; more than {ESPEAK_NAME_MAX} can overflow a "
+                           f"buffer of espeak-ng's, which aborts the process")
+        return self.E.espeak_SetVoiceByName(name.encode()) == 0
+
     def synth(self, name: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
-        if self.E.espeak_SetVoiceByName(name.encode()) != 0:
+        if not self.set_voice(name):
             raise TTSError(f"espeak-ng voice {name!r} not found")
         self.E.espeak_SetParameter(1, int(round(175 * rate)), 0)  # espeakRATE (words per minute)
         self.E.espeak_SetParameter(3, 50 if pitch is None else int(pitch), 0)  # espeakPITCH
@@ -596,7 +604,7 @@ def voice_available(voice: str) -> bool:
             _engine("flite").voice(name)
         else:
             e = _engine("espeak")
-            if e.E.espeak_SetVoiceByName(name.encode()) != 0:
+            if not e.set_voice(name):
                 return False
             if "+" in name and not e.has_variant(name.split("+", 1)[1]):
                 return False
