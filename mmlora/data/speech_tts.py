@@ -207,7 +207,8 @@ def espeak_accent_file(name: str, data: Path) -> str:
     feats = mix.split("-") if mix else []
     if base is None or not feats or any(f not in ESPEAK_ACCENT_FEATURES for f in feats):
         raise ValueError(f"espeak accent {name!r}: expected mm-<base>-<features> with a base of "
-                         f"{sorted(ESPEAK_ACCENT_BASES)} and features of {sorted(ESPEAK_ACCENT_FEATURES)} joined by '-'")
+                         f"{sorted(ESPEAK_ACCENT_BASES)} and features of {sorted(ESPEAK_ACCENT_FEATURES)} "
+                         "joined by '-'")
     src = data / "lang" / ESPEAK_ACCENT_BASES[base]
     lines = [ln for ln in src.read_text().splitlines() if not ln.split()[:1] in (["name"], ["language"])]
     head = [f"name {name}", f"language en-x-{name}"]  # "en" first, as every base's: its dictionary and phonemes
@@ -281,8 +282,8 @@ class _Espeak:
 
     def set_voice(self, name: str) -> bool:
         if len(name) > ESPEAK_NAME_MAX:  # espeak-ng would abort the process
-            raise TTSError(f"espeak-ng voice {name!r}: {len(name)} characters; more than {ESPEAK_NAME_MAX} can overflow a "
-                           f"buffer of espeak-ng's, which aborts the process")
+            raise TTSError(f"espeak-ng voice {name!r}: {len(name)} characters; more than {ESPEAK_NAME_MAX} can "
+                           f"overflow a buffer of espeak-ng's, which aborts the process")
         return self.E.espeak_SetVoiceByName(name.encode()) == 0
 
     def synth(self, name: str, text: str, rate: float = 1.0, pitch: int | None = None) -> Synth:
