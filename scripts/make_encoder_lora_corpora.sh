@@ -39,7 +39,13 @@ step natt9 nv9 n9 n10; corpora_stage4 "$D"
 [ -f "$H/more.jsonl" ] || { step human more; $PY scripts/fetch_human_speech.py --set more --out "$H"; }
 [ -f "$H/fourth.jsonl" ] || { step human fourth; $PY scripts/fetch_human_speech.py --set fourth --out "$H"; }
 for p in austen gutenberg harvard gcide; do [ -f data/text/$p.txt ] || $PY scripts/make_text_pool.py $p --out data/text/$p.txt; done
-# session 26's n14, n15 and nv10
+# session 26's n14, n15 and nv10 (RUN21=0 leaves them out: the decoder runs since GPU run 44 read none of them, and
+# they take 30 min; PICO=1 needs them)
+if [ "${RUN21:-1}" = 0 ] && [ "${PICO:-0}" != 0 ]; then
+  echo "make_encoder_lora_corpora.sh: PICO=1 leaves out the sentences of n14, n15 and nv10: it needs them (RUN21=1)" >&2
+  exit 2
+fi
+if [ "${RUN21:-1}" != 0 ]; then
 N=("${NAT9[@]}" --voices $NV --engine-weights rhvoice=0.75,piper=0.25)
 EX="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/test.jsonl,$H/extra.jsonl"
 [ -f "$D/n14/train.jsonl" ] || { step n14; $MM make-speech-corpus --out "$D/n14" --seed 81 --n-train 4500 "${N[@]}" \
@@ -50,6 +56,7 @@ EX="$D/st/val.jsonl,$D/st/test.jsonl,$D/natt9/test.jsonl,$D/nv9/test.jsonl,$H/te
 [ -f "$D/nv10/test.jsonl" ] || { step nv10; $MM make-speech-corpus --out "$D/nv10" --seed 36 --n-train 0 "${N[@]}" \
     --n-test 120 --test-voices $NV --exclude-text \
     "$EX,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/n14/train.jsonl,$D/n15/train.jsonl,$D/st/train.jsonl,$D/w3/train.jsonl"; }
+fi
 # PICO=1: p16 (session 57), SVOX Pico's two voices reading NAT9's text mix, none of the sentences above: training
 # speech from an engine the other corpora lack (the voices of session 19's unseen-voice check, which it then ends)
 if [ "${PICO:-0}" != 0 ] && [ ! -f "$D/p16/train.jsonl" ]; then

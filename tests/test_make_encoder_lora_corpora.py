@@ -73,3 +73,40 @@ def test_pico_corpus_only_when_asked_with_every_other_sentence_left_out(tmp_path
             f"{d}/nv10/test.jsonl", f"{h}/test.jsonl", f"{h}/extra.jsonl"}
     assert excl == held | {f"{d}/{n}/train.jsonl" for n in ("n9", "n10", "n14", "n15")}
     assert not [c for c in run(tmp_path, PICO="1") if c[2:3] == ["make-speech-corpus"]]  # made once
+
+
+def test_run21_0_leaves_out_n14_n15_nv10_and_accents_make_a62_apart_from_every_other_corpus(tmp_path):
+    """ACCENTS=1 (session 62): a62 read by the 18 accents of our own with the wide corpora's 55 variants, st's text
+    (no --text-weights), none of the sentences of st, w3, the King James corpora or a test set; RUN21=0 makes none
+    of session 26's corpora, and PICO=1 beside it is refused."""
+    fake = FAKE.replace('if args[0].endswith("make_text_pool.py"):',
+                        'if args[:1] == ["-c"]:\n    exec(args[1])\n    raise SystemExit(0)\n'
+                        'if args[0].endswith("make_text_pool.py"):')
+    repo = tmp_path / "repo"
+    run(tmp_path)  # links the scripts
+    (tmp_path / "fake_python.py").write_text(fake)
+    from mmlora.data.speech_tts import ESPEAK_ACCENTS
+
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
+         "WORKERS": "2", "RUN21": "0", "KJV": "2", "ACCENTS": "1"}
+    fresh = tmp_path / "d2"
+    p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
+                       env=e, text=True, capture_output=True, timeout=120, cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
+    assert not {"n14", "n15", "nv10"} & set(corpora) and {"k49", "k50", "kn50", "a62"} <= set(corpora)
+    a = corpora["a62"]
+    assert a[a.index("--seed") + 1] == "62" and "--text-weights" not in a and a[a.index("--n-train") + 1] == "2400"
+    voices = a[a.index("--voices") + 1].split(",")
+    assert len(voices) == len(set(voices)) == len(ESPEAK_ACCENTS) * 55
+    assert {v.split("+")[0] for v in voices} == {f"espeak:{x}" for x in ESPEAK_ACCENTS}
+    excl = set(a[a.index("--exclude-text") + 1].split(","))
+    assert {f"{fresh}/{c}/train.jsonl" for c in ("st", "w3", "k49", "k50", "kn50")} <= excl
+    assert {f"{fresh}/st/test.jsonl", f"{tmp_path}/h/test.jsonl", f"{tmp_path}/h/fourth.jsonl"} <= excl
+    e["PICO"] = "1"
+    p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
+                       env=e, text=True, capture_output=True, timeout=120, cwd=repo)
+    assert p.returncode == 2 and "PICO=1" in p.stderr
