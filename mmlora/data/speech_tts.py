@@ -198,10 +198,8 @@ _ESPEAK_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctyp
 _EV_END, _EV_PHONEME = 0, 7
 
 
-def espeak_accent_file(name: str, data: Path) -> str:
-    """The espeak-ng voice file of the accent ``name`` (one of :data:`ESPEAK_ACCENTS`): its base's file from the
-    espeak-ng-data folder ``data`` with its name and language lines replaced (a language tag of its own, so that
-    no request for a language of espeak-ng's own selects it) and the features' replacements added after the base's."""
+def espeak_accent_parts(name: str) -> tuple[str, list[str]]:
+    """``mm-<base>-<features>`` -> (the base's tag, its features), e.g. ``("rp", ["thfront", "hdrop"])``."""
     base, mix = next(((b, name[len(f"mm-{b}-"):]) for b in sorted(ESPEAK_ACCENT_BASES, key=len, reverse=True)
                       if name.startswith(f"mm-{b}-")), (None, None))
     feats = mix.split("-") if mix else []
@@ -209,6 +207,14 @@ def espeak_accent_file(name: str, data: Path) -> str:
         raise ValueError(f"espeak accent {name!r}: expected mm-<base>-<features> with a base of "
                          f"{sorted(ESPEAK_ACCENT_BASES)} and features of {sorted(ESPEAK_ACCENT_FEATURES)} "
                          "joined by '-'")
+    return base, feats
+
+
+def espeak_accent_file(name: str, data: Path) -> str:
+    """The espeak-ng voice file of the accent ``name`` (one of :data:`ESPEAK_ACCENTS`): its base's file from the
+    espeak-ng-data folder ``data`` with its name and language lines replaced (a language tag of its own, so that
+    no request for a language of espeak-ng's own selects it) and the features' replacements added after the base's."""
+    base, feats = espeak_accent_parts(name)
     src = data / "lang" / ESPEAK_ACCENT_BASES[base]
     lines = [ln for ln in src.read_text().splitlines() if not ln.split()[:1] in (["name"], ["language"])]
     head = [f"name {name}", f"language en-x-{name}"]  # "en" first, as every base's: its dictionary and phonemes
