@@ -121,6 +121,55 @@ def ctc_log_likelihood(logits: Tensor, mask: Tensor, texts: list[str]) -> Tensor
     return -_ctc_nll(logits, mask, texts, zero_infinity=False)[0]
 
 
+def mix_judges(parts: Tensor | None, share: float) -> Tensor | None:
+    """The Whisper judges' score of each candidate (``generate(whisper_both=share)``): ``parts [J, N]`` holds one row
+    a decoder; with one row that row, with two ``share`` of the first (Whisper's own) and ``1 - share`` of the second
+    (the model folder's trained one)."""
+    if parts is None:
+        return None
+    return parts[0] if len(parts) == 1 else share * parts[0] + (1 - share) * parts[1]
+
+
+def candidate_rows(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tensor | None = None,
+                   parts: Tensor | None = None) -> list[dict]:
+    """Each sample's ``K`` candidates with every score :func:`rescore_beams` weighs (``generate(candidates=[])``,
+    ``mmlora evaluate --candidates``): ``texts``, ``llm``, ``ctc`` (where the CTC head rescored) and ``judges`` (one
+    list a Whisper decoder, where they rescored), and each score's dtype, so that :func:`rescore_rows` picks as the
+    search did with any other weights, without decoding again."""
+    K = _candidates_per_sample(texts, llm_logp, n_samples)
+    named = {"llm": llm_logp, "ctc": ctc}
+    rows = []
+    for b in range(n_samples):
+        row: dict = {"texts": texts[b * K:(b + 1) * K]}
+        row.update({k: v[b * K:(b + 1) * K].tolist() for k, v in named.items() if v is not None})
+        if parts is not None:
+            row["judges"] = [p[b * K:(b + 1) * K].tolist() for p in parts]
+        row["dtypes"] = {k: str(v.dtype).removeprefix("torch.")
+                         for k, v in {**named, "judges": parts}.items() if v is not None}
+        rows.append(row)
+    return rows
+
+
+def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5
+                 ) -> list[str]:
+    """The candidate :func:`rescore_beams` picks from each of :func:`candidate_rows`' rows with these weights
+    (``share``: Whisper's own decoder's, :func:`mix_judges`), the first (the search's best) where both are 0."""
+    out = []
+    for i, row in enumerate(rows):
+        def get(key: str) -> Tensor | None:
+            if key not in row:
+                return None
+            return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
+        ctc, parts = get("ctc"), get("judges")
+        if (ctc_weight and ctc is None) or (judge_weight and parts is None):
+            raise ValueError(f"candidate row {i}: no {'ctc' if ctc is None else 'judges'} scores to weigh "
+                             "(the decoding did not rescore with them)")
+        pick = ctc_weight or judge_weight
+        out.append(rescore_beams(row["texts"], get("llm"), 1, ctc, ctc_weight, mix_judges(parts, share),
+                                 judge_weight)[0] if pick else row["texts"][0])
+    return out
+
+
 def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: Tensor, weight: float) -> list[str]:
     """Joint CTC / attention rescoring of an n-best list: ``texts`` holds ``K`` candidates for each of the ``B``
     samples (sample-major, as ``generate(num_return_sequences=K)`` returns them), ``llm_logp [B*K]`` their

@@ -956,7 +956,9 @@ class MultimodalLM(nn.Module):
         the model's encoder, proposes and judges beside it, each candidate scored by the mean of the two
         (:meth:`whisper_judges`, :meth:`judge_encoders`); ``whisper_both=s`` (in [0, 1]) weighs them ``s`` (Whisper's
         own) and ``1 - s`` (the folder's), and a list of shares sweeps them from one search;
-        ``whisper_own_encoder="base"`` has Whisper's own decoder read the audio encoder without its LoRA. Beam search
+        ``whisper_own_encoder="base"`` has Whisper's own decoder read the audio encoder without its LoRA.
+        ``candidates=[]`` (with rescoring) appends each sample's candidates and their scores to that list
+        (:func:`mmlora.ctc.candidate_rows`; :func:`mmlora.ctc.rescore_rows` picks from them again). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
         transformers)."""
         feats = self.encode_media(batch.get("media") or {})
@@ -970,12 +972,16 @@ class MultimodalLM(nn.Module):
         kw = {"max_new_tokens": 64, "do_sample": False, "num_beams": 1,
               "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": self.tokenizer.eos_token_id}
         kw.update(gen_kwargs)
+        candidates = kw.pop("candidates", None)  # a list: each sample's candidates and scores appended (ctc.py)
         sweep, judge_sweep = kw.pop("ctc_weight", 0.0), kw.pop("whisper_weight", 0.0)
         weights, ctc_weight = _weights("ctc_weight", sweep)
         judge_weights, judge_weight = _weights("whisper_weight", judge_sweep)
         shares, own_share = _both_share(kw.pop("whisper_both", False))  # Whisper's own decoder's (whisper_judges)
         if sum(w is not None for w in (weights, judge_weights, shares)) > 1:
             raise ValueError("sweep one of ctc_weight, whisper_weight and whisper_both at a time")
+        if candidates is not None and not (ctc_weight or judge_weight):
+            raise ValueError("candidates: the beams and their scores are kept where they are rescored (ctc_weight or "
+                             "whisper_weight)")
         if ctc_weight:
             ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight, kw)
         propose, proposals = _proposal_count(kw.pop("whisper_proposal", False)), None
@@ -1023,7 +1029,7 @@ class MultimodalLM(nn.Module):
         if not (ctc_weight or judge_weight):
             texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
             return texts if swept is None else [texts for _ in swept]
-        from .ctc import nbest_ctc, rescore_beams
+        from .ctc import candidate_rows, mix_judges, nbest_ctc, rescore_beams
 
         texts = [t.strip() for t in self.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)]
         steps = beam_token_logp(out.sequences, out.scores, out.beam_indices)
@@ -1036,10 +1042,11 @@ class MultimodalLM(nn.Module):
         if judge_weight:
             parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
                                             for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
+        if candidates is not None:
+            candidates.extend(candidate_rows(texts, llm_logp, B, ctc, parts))
 
         def pick(c: float, j: float, s: float) -> list[str]:  # the search's order: each sample's first is its best
-            judge = None if parts is None else parts[0] if len(parts) == 1 else s * parts[0] + (1 - s) * parts[1]
-            return rescore_beams(texts, llm_logp, B, ctc, c, judge, j) if c or j else texts[::K]
+            return rescore_beams(texts, llm_logp, B, ctc, c, mix_judges(parts, s), j) if c or j else texts[::K]
         if weights is not None:
             return [pick(w, judge_weight, own_share) for w in weights]
         if judge_weights is not None:

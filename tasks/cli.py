@@ -271,6 +271,10 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     _add_device(p)
     p.add_argument("--out", action="append", help="write the full JSON report here (one per --manifest)")
+    p.add_argument("--candidates", action="append", metavar="JSON",
+                   help="write every utterance's candidates with the scores that rescoring weighs here (one per "
+                        "--manifest; with --ctc-weight or --whisper-weight, saved or given), for "
+                        "scripts/rescore_candidates.py to choose weights without decoding again")
     p.add_argument("--show", action="store_true", help="print each reference beside its hypothesis")
     _add_piece_seconds(p)
     args = p.parse_args(argv)
@@ -279,6 +283,9 @@ def evaluate(argv: list[str]) -> int:
     if len(outs) != n:
         return _fail(f"{n} --manifest but {len(outs)} --out: give one --out per --manifest, "
                      "in the same order (or none)")
+    dumps = args.candidates or [None] * n
+    if len(dumps) != n:
+        return _fail(f"{n} --manifest but {len(dumps)} --candidates: give one per --manifest, in the same order")
     try:
         snrs = _per_manifest("--snr", args.snr, n, None, _parse_snr)
         kinds = _per_manifest("--noise", args.noise, n, "babble", str)
@@ -300,9 +307,11 @@ def evaluate(argv: list[str]) -> int:
         rates = _parse_rates(args.rates, pipe.modalities)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(str(e))
-    for manifest, out, snr, kind, talk in zip(args.manifest, outs, snrs, kinds, talkers):  # in order
+    for manifest, out, snr, kind, talk, dump in zip(args.manifest, outs, snrs, kinds, talkers, dumps):  # in order
         try:
             extra = {} if talk is None or talk == (3, 6) else {"noise_talkers": talk}  # the default: not passed
+            if dump:  # speech-task option, passed only when asked
+                extra["candidates_out"] = dump
             result = spec.evaluate(pipe, manifest, rates=rates, snr=snr, noise_kind=kind,
                                    max_samples=args.max_samples, **gen, **extra)
         except (ValueError, FileNotFoundError, KeyError) as e:

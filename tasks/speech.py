@@ -12,6 +12,7 @@ canonical chat form with ``messages`` / ``audios`` / ``videos``.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -410,13 +411,17 @@ def speech_media_paths(manifests, modalities) -> dict[str, list[Path]]:
 def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None = None, snr: float | None = None,
                     noise_kind: str = "babble", max_samples: int | None = None, seed: int = 0,
                     records: list[Record] | None = None, zero: tuple[str, ...] = (),
-                    noise_talkers: tuple[int, int] = (3, 6), **gen) -> dict | list[dict]:
+                    noise_talkers: tuple[int, int] = (3, 6), candidates_out: str | Path | None = None,
+                    **gen) -> dict | list[dict]:
     """Decode every utterance of ``manifest`` and score it (corpus WER with jiwer on
     normalized text, CER, S/D/I, per-utterance hypotheses). Unreadable files are skipped,
     counted and named. A list ``ctc_weight``, ``whisper_weight`` or ``whisper_both`` (a sweep: ``mmlora evaluate
     --ctc-weight 0,0.05,0.1``) decodes once and returns one report per weight, in order. ``snr`` mixes noise into the audio (babble of ``noise_talkers``
     [lo, hi] other utterances of the same manifest, or white noise). ``zero``: modalities whose tokens are zeroed
-    (an AVSR model trained with modality dropout read as VSR: ``zero=("audio",)``); the media are still read."""
+    (an AVSR model trained with modality dropout read as VSR: ``zero=("audio",)``); the media are still read.
+    ``candidates_out``: a JSON file of every utterance's candidates (each piece's, where decoded in pieces) with the
+    scores that rescoring weighs (:func:`mmlora.ctc.candidate_rows`; needs ``ctc_weight`` or ``whisper_weight``), for
+    ``scripts/rescore_candidates.py`` to choose weights from one decoding."""
     model = pipeline.model
     mods = tuple(m for m in pipeline.modalities if m in model.encoders)
     bad = [m for m in zero if m not in mods]
@@ -432,7 +437,7 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
             records = records[:max_samples]
         ds = SpeechDataset(records, mods, pipeline.instruction, noise_kind=noise_kind, seed=seed, with_answer=False,
                            noise_talkers=noise_talkers)
-        result = _evaluate_speech(pipeline, model, mods, manifest, ds, rates, snr, **gen)
+        result = _evaluate_speech(pipeline, model, mods, manifest, ds, rates, snr, candidates_out, **gen)
     finally:
         model.zeroed_modalities = before
     reports = result if isinstance(result, list) else [result]
@@ -444,7 +449,8 @@ def evaluate_speech(pipeline, manifest: str | Path, rates: dict[str, int] | None
     return result
 
 
-def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, **gen) -> dict | list[dict]:
+def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates, snr, candidates_out=None,
+                     **gen) -> dict | list[dict]:
     from mmlora.data.collate import collate_samples
 
     records, noise_kind = ds.records, ds.noise_kind
@@ -474,11 +480,14 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
     key = next((k for k in SWEEPS if isinstance(kw.get(k), (list, tuple))), None)  # generate refuses two at once
     sweep = kw[key] if key else None
     hyps: list[list[str]] = [[] for _ in (sweep or [None])]  # one list per weight of a sweep
+    rows: list[dict] | None = [] if candidates_out else None  # each piece's candidates and scores, in order
     for start in range(0, len(pieces), bs):
         batch = collate_samples(pieces[start:start + bs], model.prompts, with_answer=False)
-        out = model.generate(batch, rates=rates, **kw)
+        out = model.generate(batch, rates=rates, **kw, **({} if rows is None else {"candidates": rows}))
         for h, o in zip(hyps, out if sweep else [out]):
             h.extend(o)
+    if rows is not None:
+        _write_candidates(Path(candidates_out), manifest, kw, [r for r, _ in samples], rows, owner)
     reports = []
     for w, h in zip(sweep or [None], hyps):
         decoding = {**kw, **({key: w} if sweep else {}),
@@ -490,6 +499,23 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
         reports.append({**report, **score_transcripts([r for r, _ in samples], join_pieces(h, owner, len(samples)),
                                                       skipped)})
     return reports if sweep else reports[0]
+
+
+def _write_candidates(path: Path, manifest, decoding: dict, records: list[Record], rows: list[dict],
+                      owner: list[int]) -> None:
+    """``evaluate --candidates``: each record's id, reference and its pieces' candidate rows, with the decoding."""
+    if len(rows) != len(owner):
+        raise ValueError(f"{len(rows)} candidate rows for {len(owner)} pieces")
+    pieces: list[list[dict]] = [[] for _ in records]
+    for row, o in zip(rows, owner):
+        pieces[o].append(row)
+    doc = {"manifest": str(manifest), "decoding": {k: v for k, v in decoding.items() if k != "candidates"},
+           "utterances": [{"id": r.id, "reference": r.text, "voice": r.voice, "pieces": p}
+                          for r, p in zip(records, pieces)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
 
 
 def score_transcripts(records: list[Record], hypotheses: list[str], skipped: list[dict] | None = None) -> dict:
