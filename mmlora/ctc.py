@@ -161,8 +161,9 @@ def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float 
                 return None
             return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
         ctc, parts = get("ctc"), get("judges")
-        if (ctc_weight and ctc is None) or (judge_weight and parts is None):
-            raise ValueError(f"candidate row {i}: no {'ctc' if ctc is None else 'judges'} scores to weigh "
+        missing = [k for k, w, v in (("ctc", ctc_weight, ctc), ("judges", judge_weight, parts)) if w and v is None]
+        if missing:
+            raise ValueError(f"candidate row {i}: no {' or '.join(missing)} scores to weigh "
                              "(the decoding did not rescore with them)")
         pick = ctc_weight or judge_weight
         out.append(rescore_beams(row["texts"], get("llm"), 1, ctc, ctc_weight, mix_judges(parts, share),

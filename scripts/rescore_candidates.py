@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
 
 from mmlora.ctc import rescore_rows  # noqa: E402
 from mmlora.metrics.wer import compute_wer  # noqa: E402
+from mmlora.model import _both_share, _weights  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
 
@@ -41,11 +42,11 @@ def load(path: Path) -> dict:
 
 
 def own_weights(decoding: dict) -> tuple[float, float, float]:
-    """The decoding's (ctc_weight, whisper_weight, share of Whisper's own decoder) as generate read them."""
-    both = decoding.get("whisper_both", False)
-    share = (0.5 if both else 0.0) if both is None or isinstance(both, bool) else both
-    return tuple(max(v) if isinstance(v, list) else float(v or 0.0)  # type: ignore[return-value]
-                 for v in (decoding.get("ctc_weight", 0.0), decoding.get("whisper_weight", 0.0), share))
+    """The decoding's (ctc_weight, whisper_weight, share of Whisper's own decoder) as generate read them (a sweep's
+    largest, as its search used)."""
+    return (_weights("ctc_weight", decoding.get("ctc_weight", 0.0))[1],
+            _weights("whisper_weight", decoding.get("whisper_weight", 0.0))[1],
+            _both_share(decoding.get("whisper_both", False))[1])
 
 
 def hypotheses(doc: dict, ctc: float, judge: float, share: float) -> list[str]:
@@ -75,7 +76,15 @@ def oracle(doc: dict, own: list[str]) -> tuple[list[str], int]:
         texts = [tidy_text(t) for t in u["pieces"][0]["texts"]]
         scores = compute_wer([u["reference"]] * len(texts), texts).utterances
         out.append(min(zip(scores, texts), key=lambda p: p[0].errors)[1])
-    return join_pieces(out, list(range(len(out))), len(out)), pieced
+    return out, pieced
+
+
+def _with_totals(line: dict) -> dict:
+    """``line`` with its files' word errors and reference words summed, and their WER."""
+    line["errors"] = sum(v["errors"] for v in line["files"].values())
+    line["ref_words"] = sum(v["ref_words"] for v in line["files"].values())
+    line["wer"] = round(line["errors"] / line["ref_words"], 5)
+    return line
 
 
 def _floats(text: str) -> list[float]:
@@ -104,20 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         for f, doc in zip(a.files, docs):
             e, n = errors(doc, hypotheses(doc, c, j, s))
             line["files"][str(f)] = {"errors": e, "ref_words": n}
-        line["errors"] = sum(v["errors"] for v in line["files"].values())
-        line["ref_words"] = sum(v["ref_words"] for v in line["files"].values())
-        line["wer"] = round(line["errors"] / line["ref_words"], 5)
-        print(json.dumps(line))
+        print(json.dumps(_with_totals(line)))
     if a.oracle:
         line = {"oracle": True, "files": {}}
         for f, doc in zip(a.files, docs):
             best, pieced = oracle(doc, hypotheses(doc, *own_weights(doc["decoding"])))
             e, n = errors(doc, best)
             line["files"][str(f)] = {"errors": e, "ref_words": n, "clips_in_pieces": pieced}
-        line["errors"] = sum(v["errors"] for v in line["files"].values())
-        line["ref_words"] = sum(v["ref_words"] for v in line["files"].values())
-        line["wer"] = round(line["errors"] / line["ref_words"], 5)
-        print(json.dumps(line))
+        print(json.dumps(_with_totals(line)))
     return 0
 
 

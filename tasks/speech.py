@@ -509,7 +509,7 @@ def _write_candidates(path: Path, manifest, decoding: dict, records: list[Record
     pieces: list[list[dict]] = [[] for _ in records]
     for row, o in zip(rows, owner):
         pieces[o].append(row)
-    doc = {"manifest": str(manifest), "decoding": {k: v for k, v in decoding.items() if k != "candidates"},
+    doc = {"manifest": str(manifest), "decoding": decoding,
            "utterances": [{"id": r.id, "reference": r.text, "voice": r.voice, "pieces": p}
                           for r, p in zip(records, pieces)]}
     path.parent.mkdir(parents=True, exist_ok=True)

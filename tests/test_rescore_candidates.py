@@ -38,6 +38,11 @@ def test_rows_pick_what_rescore_beams_picks_with_every_weight():
     assert rescore_rows(one, 0.0, 1.0, 0.7) == rescore_rows(one, 0.0, 1.0, 0.1)  # one judge: no share to weigh
     with pytest.raises(ValueError, match="candidate row 0: no ctc scores"):
         rescore_rows(one, 0.1, 0.5)
+    llm_only = candidate_rows(texts, llm, B)  # the missing scores named, not the other kind
+    with pytest.raises(ValueError, match=r"candidate row 0: no judges scores"):
+        rescore_rows(llm_only, 0.0, 0.5)
+    with pytest.raises(ValueError, match=r"candidate row 0: no ctc or judges scores"):
+        rescore_rows(llm_only, 0.1, 0.5)
 
 
 def _saved_model(tmp_path, monkeypatch):
