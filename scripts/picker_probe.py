@@ -1,0 +1,226 @@
+"""Other pickers over the candidates one decoding kept (``mmlora evaluate --candidates``): more scores beside the
+LLM's, the CTC head's and the judges', and other ways to choose, each tried on validation sets in seconds.
+
+    python scripts/picker_probe.py outputs/g63/cands/EK60_stval.json --manifest data/speech_release/st/val.jsonl \\
+        --text-lm --judge whisper-base --scores outputs/g64/stval_scores.json \\
+        --lm-weight 0,0.1,0.2 --judge-weight 0,0.1,0.2 --length-bonus -0.5,0,0.5 --vote 0,1 --mbr 0,1,2
+
+Each candidate's total is first the decoding's own (:func:`mmlora.ctc.rescore_beams`, with the decoding's weights
+unless ``--ctc-weight`` / ``--whisper-weight`` / ``--whisper-both`` say otherwise), then
+
+- ``--lm-weight w``: ``(1 - w - v) * total + w * lm + v * judge`` with ``--judge-weight v``; ``lm`` is the packaged
+  SmolLM2's log-probability of the text alone (``--text-lm``: no audio, no LoRA: a language-model prior), ``judge``
+  another Whisper's complete model (``--judge whisper-base``: its own encoder and decoder) on the clip;
+- ``--length-bonus b``: ``+ b`` a word; ``--vote c``: ``+ c * log(how many candidates read the same text)``;
+- ``--mbr T``: with ``T > 0`` the candidate of least expected word errors against the others, each weighted by
+  ``softmax(total / T)`` (minimum Bayes risk); 0 the best total.
+
+The extra scores take minutes on the CPU (a clip decoded in pieces gets 0 for every candidate: no change); with
+``--scores FILE`` they are kept there and read again next time. One JSON line a combination, as
+``rescore_candidates.py`` prints them; every extra weight at 0 gives its picks exactly. Choose on validation sets only.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "scripts"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from rescore_candidates import _floats, _with_totals, errors, load, own_weights  # noqa: E402
+
+from mmlora.ctc import mix_judges  # noqa: E402
+from mmlora.metrics.wer import normalize_text  # noqa: E402
+from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
+
+
+def rows_of(doc: dict) -> tuple[list[dict], list[int]]:
+    """Every piece's row of ``doc`` and the utterance each belongs to."""
+    rows, owner = [], []
+    for i, u in enumerate(doc["utterances"]):
+        rows += u["pieces"]
+        owner += [i] * len(u["pieces"])
+    return rows, owner
+
+
+def base_total(row: dict, ctc: float, judge: float, share: float) -> Tensor:
+    """The decoding's own total of each candidate (:func:`mmlora.ctc.rescore_beams`' arithmetic)."""
+    def get(key: str) -> Tensor:
+        return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
+
+    total = get("llm").float()
+    if ctc:
+        total = (1 - ctc) * total + ctc * get("ctc")
+    if judge:
+        total = (1 - judge) * total + judge * mix_judges(get("judges"), share)
+    return total.float()
+
+
+def word_edits(a: str, b: str) -> int:
+    """Word substitutions, deletions and insertions between two normalized texts."""
+    import jiwer
+
+    if not a or not b:
+        return len((a or b).split())
+    o = jiwer.process_words(a, b)
+    return o.substitutions + o.deletions + o.insertions
+
+
+def pick(row: dict, total: Tensor, lb: float, vote: float, mbr: float) -> str:
+    """The candidate of ``row`` chosen from ``total`` with the length bonus, the vote and minimum Bayes risk."""
+    texts = row["texts"]
+    keys = [normalize_text(tidy_text(t)) for t in texts]
+    t = total + lb * torch.tensor([float(len(k.split())) for k in keys])
+    if vote:
+        t = t + vote * torch.log(torch.tensor([float(keys.count(k)) for k in keys]))
+    if not mbr:
+        return texts[int(t.argmax())]  # the first of equal maxima, as rescore_beams
+    if "_edits" not in row:
+        row["_edits"] = [[word_edits(a, b) for b in keys] for a in keys]
+    risk = torch.tensor(row["_edits"], dtype=torch.float) @ torch.softmax(t / mbr, 0)
+    return texts[int(risk.argmin())]
+
+
+def hypotheses(doc: dict, weights: tuple[float, float, float], lm: float = 0.0, judge: float = 0.0, lb: float = 0.0,
+               vote: float = 0.0, mbr: float = 0.0) -> list[str]:
+    """Each utterance's transcript with these weights and choices."""
+    rows, owner = rows_of(doc)
+    picks = []
+    for i, row in enumerate(rows):
+        total = base_total(row, *weights)
+        extra = [(w, k) for w, k in ((lm, "lm"), (judge, "judge")) if w]
+        for w, k in extra:
+            if k not in row:
+                raise SystemExit(f"piece {i}: no '{k}' scores (run with --{'text-lm' if k == 'lm' else 'judge'})")
+        if extra:
+            total = (1 - sum(w for w, _ in extra)) * total + sum(w * torch.tensor(row[k]) for w, k in extra)
+        picks.append(pick(row, total, lb, vote, mbr))
+    return join_pieces(picks, owner, len(doc["utterances"]))
+
+
+def text_lm_scores(rows: list[dict], threads: int = 1) -> None:
+    """``row["lm"]``: the packaged SmolLM2's summed log-probability of each candidate's text alone, after the
+    tokenizer's start token and up to a newline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mmlora.assets import llm_path
+
+    torch.set_num_threads(threads)
+    path = llm_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    for row in rows:
+        texts = [(tok.bos_token or "") + tidy_text(t) + "\n" for t in row["texts"]]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            logp = lm(**enc).logits.float().log_softmax(-1)
+        taken = logp[:, :-1].gather(-1, enc.input_ids[:, 1:, None])[..., 0] * enc.attention_mask[:, 1:]
+        row["lm"] = taken.sum(1).tolist()
+
+
+def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None:
+    """``row["judge"]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
+    each one-piece clip, its audio read from ``manifest``; 0 for every candidate of a clip in pieces."""
+    import soundfile as sf
+
+    from mmlora.encoders.whisper_judge import WhisperJudge
+
+    torch.set_num_threads(threads)
+    judge = WhisperJudge.load(name)
+    lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    audio = {r["id"]: manifest.parent / r["audio"] for r in lines}
+    for u in doc["utterances"]:
+        if len(u["pieces"]) != 1:
+            for row in u["pieces"]:
+                row["judge"] = [0.0] * len(row["texts"])
+            continue
+        if u.get("id") not in audio:
+            raise SystemExit(f"{manifest}: no clip {u.get('id')!r} of the candidates file")
+        wave, sr = sf.read(audio[u["id"]], dtype="float32")
+        if sr != 16000:
+            raise SystemExit(f"{audio[u['id']]}: {sr} Hz; the judge reads 16 kHz")
+        wave = torch.from_numpy(wave if wave.ndim == 1 else wave.mean(1))
+        with torch.no_grad():
+            u["pieces"][0]["judge"] = judge.score(judge.frames(wave), u["pieces"][0]["texts"]).tolist()
+
+
+def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None) -> None:
+    """The extra scores asked for, read from ``store`` where it has them, else computed (and written there)."""
+    rows, _ = rows_of(doc)
+    kept = json.loads(store.read_text()) if store and store.exists() else {}
+    want = [k for k, on in (("lm", a.text_lm), ("judge", a.judge)) if on]
+    for key in want:
+        if len(kept.get(key, [])) == len(rows):
+            for row, s in zip(rows, kept[key]):
+                row[key] = s
+            continue
+        if key == "lm":
+            text_lm_scores(rows, a.threads)
+        else:
+            if manifest is None:
+                raise SystemExit("--judge reads the clips: give each candidates file its --manifest")
+            judge_scores(doc, manifest, a.judge, a.threads)
+        kept[key] = [row[key] for row in rows]
+        if store:
+            tmp = store.with_name(store.name + ".tmp")
+            tmp.write_text(json.dumps(kept))
+            tmp.replace(store)
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="+", type=Path, help="candidates files (mmlora evaluate --candidates)")
+    p.add_argument("--manifest", type=Path, action="append", default=[], help="each file's manifest (for --judge)")
+    p.add_argument("--scores", type=Path, action="append", default=[], help="each file's store of extra scores")
+    p.add_argument("--text-lm", action="store_true", help="score each text with the packaged SmolLM2 alone")
+    p.add_argument("--judge", help="score each clip with this Whisper's complete model (e.g. whisper-base)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
+    p.add_argument("--whisper-weight", type=_floats, help="the Whisper judges' weights (default: the decoding's)")
+    p.add_argument("--whisper-both", type=_floats, help="Whisper's own decoder's shares (default: the decoding's)")
+    p.add_argument("--lm-weight", type=_floats, default=[0.0])
+    p.add_argument("--judge-weight", type=_floats, default=[0.0])
+    p.add_argument("--length-bonus", type=_numbers, default=[0.0], help="added a word")
+    p.add_argument("--vote", type=_numbers, default=[0.0], help="times log(candidates reading the same)")
+    p.add_argument("--mbr", type=_numbers, default=[0.0], help="temperatures of minimum Bayes risk (0: off)")
+    a = p.parse_args(argv)
+    for flag, given in (("--manifest", a.manifest), ("--scores", a.scores)):
+        if given and len(given) != len(a.files):
+            raise SystemExit(f"{flag}: one for each candidates file ({len(a.files)}), got {len(given)}")
+    if any(w < 0 for w in a.mbr):
+        raise SystemExit(f"--mbr: temperatures are >= 0, got {a.mbr}")
+    docs = [load(f) for f in a.files]
+    for i, doc in enumerate(docs):
+        add_scores(doc, a, a.manifest[i] if a.manifest else None, a.scores[i] if a.scores else None)
+    own = own_weights(docs[0]["decoding"])
+    grid = [ws if ws is not None else [o] for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both), own)]
+    for c, j, s, lm, jw, lb, v, t in itertools.product(*grid, a.lm_weight, a.judge_weight, a.length_bonus, a.vote,
+                                                       a.mbr):
+        if lm + jw > 1:
+            continue
+        line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "lm_weight": lm, "judge_weight": jw,
+                      "length_bonus": lb, "vote": v, "mbr": t, "files": {}}
+        for f, doc in zip(a.files, docs):
+            e, n = errors(doc, hypotheses(doc, (c, j, s), lm, jw, lb, v, t))
+            line["files"][str(f)] = {"errors": e, "ref_words": n}
+        print(json.dumps(_with_totals(line)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``scripts/picker_probe.py``: other pickers over kept candidates, checked against the decoding's own picks
+(every extra at 0), a direct minimum-Bayes-risk sum, and the scores store."""
+import json
+import sys
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+
+from mmlora.ctc import candidate_rows
+from mmlora.metrics.wer import normalize_text
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import picker_probe  # noqa: E402
+import rescore_candidates  # noqa: E402
+
+
+def _doc(B=6, K=5, seed=0) -> dict:
+    torch.manual_seed(seed)
+    words = ["the", "lord", "said", "set", "unto", "me", "thus", "this"]
+    texts = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (int(torch.randint(2, 6, ())),)))
+             for _ in range(B * K)]
+    texts[1] = texts[2] = texts[3]  # a text read by several candidates of one clip
+    rows = candidate_rows(texts, torch.randn(B * K) * 3, B, torch.randn(B * K) * 5, torch.randn(2, B * K) * 4)
+    rows = json.loads(json.dumps(rows))
+    utts = [{"id": f"u{b}", "reference": texts[b * K + 2], "pieces": [rows[b]]} for b in range(B)]
+    return {"decoding": {"ctc_weight": 0.1, "whisper_weight": 0.6, "whisper_both": 0.5}, "utterances": utts}
+
+
+def test_every_extra_at_zero_picks_as_the_decoding():
+    doc = _doc()
+    for w in [(0.1, 0.6, 0.5), (0.0, 0.9, 0.2), (0.3, 0.0, 0.5)]:
+        assert picker_probe.hypotheses(doc, w) == rescore_candidates.hypotheses(doc, *w)
+
+
+def test_mbr_is_the_least_expected_word_errors():
+    doc = _doc(seed=1)
+    w, T = (0.1, 0.6, 0.5), 8.0
+    got = picker_probe.hypotheses(doc, w, mbr=T)
+    changed = 0
+    for u, mine in zip(doc["utterances"], got):
+        row = u["pieces"][0]
+        p = torch.softmax(picker_probe.base_total(row, *w) / T, 0).tolist()
+        norm = [normalize_text(t) for t in row["texts"]]
+        risk = [sum(pj * (jiwer.process_words(a, b).wer * len(a.split())) for pj, b in zip(p, norm)) for a in norm]
+        best = min(range(len(risk)), key=lambda i: risk[i])
+        assert normalize_text(mine) == norm[best]
+        changed += mine != rescore_candidates.hypotheses(doc, *w)[doc["utterances"].index(u)]
+    assert changed  # the risk chooses otherwise than the best total somewhere here
+
+
+def test_vote_length_and_extra_scores_move_the_pick():
+    doc = _doc(seed=2)
+    row = doc["utterances"][0]["pieces"][0]
+    rows, _ = picker_probe.rows_of(doc)
+    for r in rows:
+        r["lm"] = [0.0] * len(r["texts"])
+        r["judge"] = [0.0] * len(r["texts"])
+    row["lm"][4] = 100.0
+    row["judge"][0] = 100.0
+    w = (0.1, 0.6, 0.5)
+    assert picker_probe.hypotheses(doc, w, lm=1.0)[0] == row["texts"][4]
+    assert picker_probe.hypotheses(doc, w, judge=1.0)[0] == row["texts"][0]
+    assert picker_probe.hypotheses(doc, w, vote=1e3)[0] == row["texts"][1]  # the text three candidates read
+    longest = max(row["texts"], key=lambda t: len(t.split()))
+    assert len(picker_probe.hypotheses(doc, w, lb=1e3)[0].split()) == len(longest.split())
+
+
+def test_the_store_is_read_and_missing_scores_are_named(tmp_path):
+    doc = _doc()
+    rows, _ = picker_probe.rows_of(doc)
+    store = tmp_path / "scores.json"
+    store.write_text(json.dumps({"lm": [[float(k) for k in range(len(r["texts"]))] for r in rows]}))
+    args = picker_probe.argparse.Namespace(text_lm=True, judge=None, threads=1)
+    picker_probe.add_scores(doc, args, None, store)  # read, not computed: no LLM is loaded here
+    assert picker_probe.hypotheses(doc, (0.1, 0.6, 0.5), lm=1.0) == [u["pieces"][0]["texts"][-1]
+                                                                   for u in doc["utterances"]]
+    with pytest.raises(SystemExit, match="no 'judge' scores"):
+        picker_probe.hypotheses(doc, (0.1, 0.6, 0.5), judge=0.5)
+    with pytest.raises(SystemExit, match="--judge reads the clips"):
+        picker_probe.add_scores(doc, picker_probe.argparse.Namespace(text_lm=False, judge="whisper-base", threads=1),
+                                None, None)
