@@ -126,7 +126,8 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
     """The reports of one model on ``sets`` (``(tag, batch size)``: the rule's three, and any guard sets) decoded with
     ``beams``, those missing evaluated in one call per batch size.
     Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
-    records :func:`fingerprint` of the folder they were decoded from, and where the folder's files differ from it (a
+    records :func:`fingerprint` of the folder they were decoded from (written before decoding: a run stopped midway
+    leaves its finished reports usable, session 64), and where the folder's files differ from it (a
     release replaced in place, session 51), or none is recorded, every report of that decoding is dropped (those of
     sets not asked for this time too, so that a guard set asked for later is not read from the old files) and the
     asked ones decoded again. A folder that no longer exists is not checked: its reports are used as they are.
@@ -148,6 +149,9 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
     missing = {tag: batch for tag, batch in sets if not got[tag].is_file()}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
+    if missing:  # recorded before decoding, so that the sets a run finishes before it is stopped are used again
+        sig.parent.mkdir(parents=True, exist_ok=True)
+        sig.write_text(f"{now} {model}\n")
 
     def run(group: list[str]) -> None:  # one call per batch size, the model loaded once a call
         for batch in sorted({missing[t] for t in group}, reverse=True):
@@ -162,8 +166,6 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
                 f.result()
     elif groups:
         run(groups[0])
-    if missing:
-        sig.write_text(f"{now} {model}\n")
     return got
 
 

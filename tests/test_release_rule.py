@@ -341,3 +341,31 @@ def test_jobs_share_the_sets_among_processes_side_by_side(tmp_path, monkeypatch,
     assert release_rule.work(data / "human/test.jsonl") == 2.0  # clips: not 3.3 s
     assert release_rule.work(data / "human/more.jsonl") == pytest.approx(315.0)  # seconds
     assert release_rule.work(data / "nowhere.jsonl") == 0.0
+
+
+def test_a_run_stopped_midway_keeps_the_sets_it_finished(tmp_path, monkeypatch, capsys):
+    """Session 63's rule was stopped after nv9 and session 64's decoded it again ('unrecorded files'): the folder's
+    record is written before decoding, so a finished set is used again by the next run."""
+    data = empty_manifests(tmp_path)
+    cand_dir = tmp_path / "cand_model"
+    cand_dir.mkdir()
+    (cand_dir / "w.safetensors").write_bytes(b"candidate")
+    out = tmp_path / "out"
+    model(out, "rel", RELEASE)
+    calls = []
+
+    def stopped(model_dir, pairs, batch_size, beams):
+        fake_evaluate(calls, lambda m: RELEASE)(model_dir, pairs[:1], batch_size, beams)  # the first set, then stop
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(release_rule, "evaluate", stopped)
+    argv = [f"E2={cand_dir}", "--release", f"rel={tmp_path}/gone", "--nv9", str(data / "nv9.jsonl"),
+            "--human", str(data / "human"), "--out", str(out), "--samples", "200"]
+    with pytest.raises(KeyboardInterrupt):
+        release_rule.main(argv)
+    assert calls == [(str(cand_dir), ["nv9.jsonl"], 32, 1)] and (out / "E2" / "nv9_float32.json").is_file()
+    calls.clear()
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: RELEASE))
+    assert release_rule.main(argv) == 0
+    assert calls == [(str(cand_dir), ["test.jsonl", "extra.jsonl"], 8, 1)]  # nv9 not decoded again
+    assert "decoding them again" not in capsys.readouterr().err
