@@ -197,6 +197,18 @@ def nbest_ctc(texts: list[str], logits: Tensor, mask: Tensor) -> Tensor:
     return ctc_log_likelihood(logits.repeat_interleave(K, 0), mask.repeat_interleave(K, 0), texts)
 
 
+def rescore_totals(llm_logp: Tensor, ctc: Tensor | None = None, ctc_weight: float = 0.0, judge: Tensor | None = None,
+                   judge_weight: float = 0.0) -> Tensor:
+    """Each candidate's total that :func:`rescore_beams` ranks: ``(1 - judge_weight) * ((1 - ctc_weight) * llm_logp +
+    ctc_weight * ctc) + judge_weight * judge`` (a weight of 0 leaves its score out)."""
+    total = llm_logp.float()
+    if ctc_weight:
+        total = (1 - ctc_weight) * total.to(ctc.device) + ctc_weight * ctc
+    if judge_weight:
+        total = (1 - judge_weight) * total + judge_weight * judge.to(total.device)
+    return total
+
+
 def rescore_beams(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tensor | None = None,
                   ctc_weight: float = 0.0, judge: Tensor | None = None, judge_weight: float = 0.0) -> list[str]:
     """For each of ``n_samples`` samples, the best of its ``K`` candidates (``texts``, sample-major, ``llm_logp [B*K]``
@@ -204,10 +216,5 @@ def rescore_beams(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tenso
     judge_weight * judge`` (``ctc``, ``judge``: ``[B*K]`` scores of the same candidates, e.g. :func:`nbest_ctc` and
     Whisper's decoder, ``generate(whisper_weight=…)``); the first (the search's own best) on ties."""
     B, K = n_samples, _candidates_per_sample(texts, llm_logp, n_samples)
-    total = llm_logp.float()
-    if ctc_weight:
-        total = (1 - ctc_weight) * total.to(ctc.device) + ctc_weight * ctc
-    if judge_weight:
-        total = (1 - judge_weight) * total + judge_weight * judge.to(total.device)
-    best = total.view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
+    best = rescore_totals(llm_logp, ctc, ctc_weight, judge, judge_weight).view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
     return [texts[b * K + k] for b, k in enumerate(best)]

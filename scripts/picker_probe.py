@@ -35,33 +35,19 @@ for p in (REPO, REPO / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from rescore_candidates import _floats, _with_totals, errors, load, own_weights  # noqa: E402
+from rescore_candidates import _floats, _with_totals, errors, load, own_weights, rows_of  # noqa: E402
 
-from mmlora.ctc import mix_judges  # noqa: E402
+from mmlora.ctc import mix_judges, rescore_totals  # noqa: E402
 from mmlora.metrics.wer import normalize_text  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
 
-def rows_of(doc: dict) -> tuple[list[dict], list[int]]:
-    """Every piece's row of ``doc`` and the utterance each belongs to."""
-    rows, owner = [], []
-    for i, u in enumerate(doc["utterances"]):
-        rows += u["pieces"]
-        owner += [i] * len(u["pieces"])
-    return rows, owner
-
-
 def base_total(row: dict, ctc: float, judge: float, share: float) -> Tensor:
     """The decoding's own total of each candidate (:func:`mmlora.ctc.rescore_beams`' arithmetic)."""
-    def get(key: str) -> Tensor:
-        return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
+    def get(key: str) -> Tensor | None:
+        return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key])) if key in row else None
 
-    total = get("llm").float()
-    if ctc:
-        total = (1 - ctc) * total + ctc * get("ctc")
-    if judge:
-        total = (1 - judge) * total + judge * mix_judges(get("judges"), share)
-    return total.float()
+    return rescore_totals(get("llm"), get("ctc"), ctc, mix_judges(get("judges"), share), judge).float()
 
 
 def word_edits(a: str, b: str) -> int:
@@ -202,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag, given in (("--manifest", a.manifest), ("--scores", a.scores)):
         if given and len(given) != len(a.files):
             raise SystemExit(f"{flag}: one for each candidates file ({len(a.files)}), got {len(given)}")
+    a.text_lm = a.text_lm or any(a.lm_weight)
+    if any(a.judge_weight) and not a.judge:
+        raise SystemExit("--judge-weight weighs another Whisper's scores: name it with --judge (e.g. whisper-base)")
     if any(w < 0 for w in a.mbr):
         raise SystemExit(f"--mbr: temperatures are >= 0, got {a.mbr}")
     docs = [load(f) for f in a.files]

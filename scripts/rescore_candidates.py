@@ -49,12 +49,18 @@ def own_weights(decoding: dict) -> tuple[float, float, float]:
             _both_share(decoding.get("whisper_both", False))[1])
 
 
-def hypotheses(doc: dict, ctc: float, judge: float, share: float) -> list[str]:
-    """Each utterance's transcript with these weights: its pieces' picks joined as evaluate joins them."""
+def rows_of(doc: dict) -> tuple[list[dict], list[int]]:
+    """Every piece's candidate row of ``doc`` and the utterance each belongs to."""
     rows, owner = [], []
     for i, u in enumerate(doc["utterances"]):
         rows += u["pieces"]
         owner += [i] * len(u["pieces"])
+    return rows, owner
+
+
+def hypotheses(doc: dict, ctc: float, judge: float, share: float) -> list[str]:
+    """Each utterance's transcript with these weights: its pieces' picks joined as evaluate joins them."""
+    rows, owner = rows_of(doc)
     return join_pieces(rescore_rows(rows, ctc, judge, share), owner, len(doc["utterances"]))
 
 

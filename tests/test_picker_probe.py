@@ -82,3 +82,19 @@ def test_the_store_is_read_and_missing_scores_are_named(tmp_path):
     with pytest.raises(SystemExit, match="--judge reads the clips"):
         picker_probe.add_scores(doc, picker_probe.argparse.Namespace(text_lm=False, judge="whisper-base", threads=1),
                                 None, None)
+
+
+def test_cli_prints_one_line_a_combination_and_names_a_judge_weight_without_a_judge(tmp_path, capsys):
+    doc = _doc()
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(doc))
+    rows, _ = picker_probe.rows_of(doc)
+    store = tmp_path / "s.json"
+    store.write_text(json.dumps({"lm": [[0.0] * len(r["texts"]) for r in rows]}))
+    assert picker_probe.main([str(f), "--scores", str(store), "--lm-weight", "0,0.5", "--mbr", "0,1"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["lm_weight"], x["mbr"]) for x in lines] == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.0), (0.5, 1.0)]
+    e, n = rescore_candidates.errors(doc, rescore_candidates.hypotheses(doc, 0.1, 0.6, 0.5))
+    assert lines[0]["errors"] == e and lines[0]["ref_words"] == n  # every extra at 0: the decoding's own picks
+    with pytest.raises(SystemExit, match="name it with --judge"):
+        picker_probe.main([str(f), "--judge-weight", "0.2"])
