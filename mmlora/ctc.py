@@ -216,5 +216,6 @@ def rescore_beams(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tenso
     judge_weight * judge`` (``ctc``, ``judge``: ``[B*K]`` scores of the same candidates, e.g. :func:`nbest_ctc` and
     Whisper's decoder, ``generate(whisper_weight=…)``); the first (the search's own best) on ties."""
     B, K = n_samples, _candidates_per_sample(texts, llm_logp, n_samples)
-    best = rescore_totals(llm_logp, ctc, ctc_weight, judge, judge_weight).view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
+    total = rescore_totals(llm_logp, ctc, ctc_weight, judge, judge_weight)
+    best = total.view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
     return [texts[b * K + k] for b, k in enumerate(best)]
