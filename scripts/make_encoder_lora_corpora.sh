@@ -5,7 +5,7 @@
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
 # n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min, KJV=2 k49, k50 and kn50: 17 min; ACCENTS=1 a62, which
-# excludes the sentences of k49, k50 and kn50: with KJV=2).
+# excludes the sentences of k49, k50 and kn50: with KJV=2; ACCENTS=2 a64 as well, 6 min).
 # Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
@@ -87,11 +87,20 @@ fi
 # ACCENTS=1: a62 (session 62, GPU run 51), 2,400 clips read by espeak-ng accents of our own (mmlora.data.speech_tts.
 # ESPEAK_ACCENTS: six of espeak-ng's English accents with th-stopping, g- or h-dropping, th-fronting) with the wide
 # corpora's 55 variants, st's text (fortunes and KJV), none of the sentences of st, w3, k49, k50, kn50 or a test set
-if [ "${ACCENTS:-0}" != 0 ] && [ ! -f "$D/a62/train.jsonl" ]; then
+# ACCENTS=2 also a64 (session 64): 2,400 more by the same voices, seed 64, none of a62's sentences either
+accent_voices() {
   source scripts/wide_voices.sh  # WIDE_VARIANTS
   AV=; for a in $($PY -c "from mmlora.data.speech_tts import ESPEAK_ACCENTS as A; print(*A)"); do
     for v in $WIDE_VARIANTS; do AV="$AV,espeak:$a+$v"; done; done
+}
+if [ "${ACCENTS:-0}" != 0 ] && [ ! -f "$D/a62/train.jsonl" ]; then
+  accent_voices
   step a62; $MM make-speech-corpus --out "$D/a62" --seed 62 --max-words 16 "${TOPT[@]}" --voices "${AV#,}" \
     --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl,$D/kn50/train.jsonl"
+fi
+if [ "${ACCENTS:-0}" = 2 ] && [ ! -f "$D/a64/train.jsonl" ]; then
+  accent_voices
+  step a64; $MM make-speech-corpus --out "$D/a64" --seed 64 --max-words 16 "${TOPT[@]}" --voices "${AV#,}" \
+    --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl,$D/kn50/train.jsonl,$D/a62/train.jsonl"
 fi
 step done

@@ -110,3 +110,28 @@ def test_run21_0_leaves_out_n14_n15_nv10_and_accents_make_a62_apart_from_every_o
     p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
                        env=e, text=True, capture_output=True, timeout=120, cwd=repo)
     assert p.returncode == 2 and "PICO=1" in p.stderr
+
+
+def test_accents_2_makes_a64_by_a62s_voices_with_none_of_its_sentences(tmp_path):
+    """ACCENTS=2 (session 64): a64, 2,400 more clips by a62's voices with another seed, a62's sentences left out too."""
+    fake = FAKE.replace('if args[0].endswith("make_text_pool.py"):',
+                        'if args[:1] == ["-c"]:\n    exec(args[1])\n    raise SystemExit(0)\n'
+                        'if args[0].endswith("make_text_pool.py"):')
+    repo = tmp_path / "repo"
+    run(tmp_path)  # links the scripts
+    (tmp_path / "fake_python.py").write_text(fake)
+    log = tmp_path / "calls.jsonl"
+    log.unlink(missing_ok=True)
+    e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
+         "WORKERS": "2", "RUN21": "0", "KJV": "2", "ACCENTS": "2"}
+    fresh = tmp_path / "d2"
+    p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
+                       env=e, text=True, capture_output=True, timeout=120, cwd=repo)
+    assert p.returncode == 0, p.stderr[-2000:]
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
+    a62, a64 = corpora["a62"], corpora["a64"]
+    assert a64[a64.index("--seed") + 1] == "64" and a64[a64.index("--n-train") + 1] == "2400"
+    assert a64[a64.index("--voices") + 1] == a62[a62.index("--voices") + 1]
+    excl = a64[a64.index("--exclude-text") + 1].split(",")
+    assert excl == a62[a62.index("--exclude-text") + 1].split(",") + [f"{fresh}/a62/train.jsonl"]
