@@ -75,28 +75,34 @@ def test_pico_corpus_only_when_asked_with_every_other_sentence_left_out(tmp_path
     assert not [c for c in run(tmp_path, PICO="1") if c[2:3] == ["make-speech-corpus"]]  # made once
 
 
-def test_run21_0_leaves_out_n14_n15_nv10_and_accents_make_a62_apart_from_every_other_corpus(tmp_path):
-    """ACCENTS=1 (session 62): a62 read by the 18 accents of our own with the wide corpora's 55 variants, st's text
-    (no --text-weights), none of the sentences of st, w3, the King James corpora or a test set; RUN21=0 makes none
-    of session 26's corpora, and PICO=1 beside it is refused."""
+def _accent_corpora(tmp_path: Path, accents: str) -> tuple[dict, Path, dict, Path]:
+    """The make-speech-corpus calls by corpus name of a fresh ``RUN21=0 KJV=2 ACCENTS=accents`` run (the stand-in
+    answering the script's ``python -c`` for the accents' names), its data folder, environment and repo."""
     fake = FAKE.replace('if args[0].endswith("make_text_pool.py"):',
                         'if args[:1] == ["-c"]:\n    exec(args[1])\n    raise SystemExit(0)\n'
                         'if args[0].endswith("make_text_pool.py"):')
     repo = tmp_path / "repo"
     run(tmp_path)  # links the scripts
     (tmp_path / "fake_python.py").write_text(fake)
-    from mmlora.data.speech_tts import ESPEAK_ACCENTS
-
     log = tmp_path / "calls.jsonl"
     log.unlink(missing_ok=True)
     e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
-         "WORKERS": "2", "RUN21": "0", "KJV": "2", "ACCENTS": "1"}
+         "WORKERS": "2", "RUN21": "0", "KJV": "2", "ACCENTS": accents}
     fresh = tmp_path / "d2"
     p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
                        env=e, text=True, capture_output=True, timeout=120, cwd=repo)
     assert p.returncode == 0, p.stderr[-2000:]
     calls = [json.loads(x) for x in log.read_text().splitlines()]
-    corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
+    return {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}, fresh, e, repo
+
+
+def test_run21_0_leaves_out_n14_n15_nv10_and_accents_make_a62_apart_from_every_other_corpus(tmp_path):
+    """ACCENTS=1 (session 62): a62 read by the 18 accents of our own with the wide corpora's 55 variants, st's text
+    (no --text-weights), none of the sentences of st, w3, the King James corpora or a test set; RUN21=0 makes none
+    of session 26's corpora, and PICO=1 beside it is refused."""
+    from mmlora.data.speech_tts import ESPEAK_ACCENTS
+
+    corpora, fresh, e, repo = _accent_corpora(tmp_path, "1")
     assert not {"n14", "n15", "nv10"} & set(corpora) and {"k49", "k50", "kn50", "a62"} <= set(corpora)
     a = corpora["a62"]
     assert a[a.index("--seed") + 1] == "62" and "--text-weights" not in a and a[a.index("--n-train") + 1] == "2400"
@@ -114,22 +120,7 @@ def test_run21_0_leaves_out_n14_n15_nv10_and_accents_make_a62_apart_from_every_o
 
 def test_accents_2_makes_a64_by_a62s_voices_with_none_of_its_sentences(tmp_path):
     """ACCENTS=2 (session 64): a64, 2,400 more clips by a62's voices with another seed, a62's sentences left out too."""
-    fake = FAKE.replace('if args[0].endswith("make_text_pool.py"):',
-                        'if args[:1] == ["-c"]:\n    exec(args[1])\n    raise SystemExit(0)\n'
-                        'if args[0].endswith("make_text_pool.py"):')
-    repo = tmp_path / "repo"
-    run(tmp_path)  # links the scripts
-    (tmp_path / "fake_python.py").write_text(fake)
-    log = tmp_path / "calls.jsonl"
-    log.unlink(missing_ok=True)
-    e = {**os.environ, "PYTHON": f"{sys.executable} {tmp_path / 'fake_python.py'}", "FAKE_LOG": str(log),
-         "WORKERS": "2", "RUN21": "0", "KJV": "2", "ACCENTS": "2"}
-    fresh = tmp_path / "d2"
-    p = subprocess.run(["bash", str(repo / "scripts/make_encoder_lora_corpora.sh"), str(fresh), str(tmp_path / "h")],
-                       env=e, text=True, capture_output=True, timeout=120, cwd=repo)
-    assert p.returncode == 0, p.stderr[-2000:]
-    calls = [json.loads(x) for x in log.read_text().splitlines()]
-    corpora = {Path(c[c.index("--out") + 1]).name: c for c in calls if c[2:3] == ["make-speech-corpus"]}
+    corpora, fresh, _, _ = _accent_corpora(tmp_path, "2")
     a62, a64 = corpora["a62"], corpora["a64"]
     assert a64[a64.index("--seed") + 1] == "64" and a64[a64.index("--n-train") + 1] == "2400"
     assert a64[a64.index("--voices") + 1] == a62[a62.index("--voices") + 1]
