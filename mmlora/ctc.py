@@ -156,19 +156,25 @@ def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float 
     (``share``: Whisper's own decoder's, :func:`mix_judges`), the first (the search's best) where both are 0."""
     out = []
     for i, row in enumerate(rows):
-        def get(key: str) -> Tensor | None:
-            if key not in row:
-                return None
-            return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
-        ctc, parts = get("ctc"), get("judges")
-        missing = [k for k, w, v in (("ctc", ctc_weight, ctc), ("judges", judge_weight, parts)) if w and v is None]
-        if missing:
-            raise ValueError(f"candidate row {i}: no {' or '.join(missing)} scores to weigh "
-                             "(the decoding did not rescore with them)")
-        pick = ctc_weight or judge_weight
-        out.append(rescore_beams(row["texts"], get("llm"), 1, ctc, ctc_weight, mix_judges(parts, share),
-                                 judge_weight)[0] if pick else row["texts"][0])
+        total = row_totals(row, ctc_weight, judge_weight, share, f"candidate row {i}")
+        # argmax returns the first of equal maxima, as rescore_beams
+        out.append(row["texts"][int(total.argmax())] if ctc_weight or judge_weight else row["texts"][0])
     return out
+
+
+def row_totals(row: dict, ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5,
+               name: str = "candidate row") -> Tensor:
+    """``[K]``: :func:`rescore_totals` of one of :func:`candidate_rows`' rows with these weights (``share``:
+    :func:`mix_judges`), each score read back in its saved dtype; a weighed score the row lacks is named."""
+    def get(key: str) -> Tensor | None:
+        if key not in row:
+            return None
+        return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
+    ctc, parts = get("ctc"), get("judges")
+    missing = [k for k, w, v in (("ctc", ctc_weight, ctc), ("judges", judge_weight, parts)) if w and v is None]
+    if missing:
+        raise ValueError(f"{name}: no {' or '.join(missing)} scores to weigh (the decoding did not rescore with them)")
+    return rescore_totals(get("llm"), ctc, ctc_weight, mix_judges(parts, share), judge_weight)
 
 
 def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: Tensor, weight: float) -> list[str]:

@@ -88,7 +88,9 @@ fi
 # ESPEAK_ACCENTS: six of espeak-ng's English accents with th-stopping, g- or h-dropping, th-fronting) with the wide
 # corpora's 55 variants, st's text (fortunes and KJV), none of the sentences of st, w3, k49, k50, kn50 or a test set
 # ACCENTS=2 also a64 (session 64): 2,400 more by the same voices, seed 64, none of a62's sentences either
-accent_voices() {
+AV=  # not the caller's: accent_voices fills it once
+accent_voices() {  # AV, once: a62 and a64 are read by the same voices
+  [ -n "${AV:-}" ] && return 0
   source scripts/wide_voices.sh  # WIDE_VARIANTS
   AV=; for a in $($PY -c "from mmlora.data.speech_tts import ESPEAK_ACCENTS as A; print(*A)"); do
     for v in $WIDE_VARIANTS; do AV="$AV,espeak:$a+$v"; done; done

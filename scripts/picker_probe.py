@@ -37,17 +37,14 @@ for p in (REPO, REPO / "scripts"):
 
 from rescore_candidates import _floats, _with_totals, errors, load, own_weights, rows_of  # noqa: E402
 
-from mmlora.ctc import mix_judges, rescore_totals  # noqa: E402
+from mmlora.ctc import row_totals  # noqa: E402
 from mmlora.metrics.wer import normalize_text  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
 
 def base_total(row: dict, ctc: float, judge: float, share: float) -> Tensor:
-    """The decoding's own total of each candidate (:func:`mmlora.ctc.rescore_beams`' arithmetic)."""
-    def get(key: str) -> Tensor | None:
-        return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key])) if key in row else None
-
-    return rescore_totals(get("llm"), get("ctc"), ctc, mix_judges(get("judges"), share), judge).float()
+    """The decoding's own total of each candidate (:func:`mmlora.ctc.row_totals`: rescore_beams' arithmetic)."""
+    return row_totals(row, ctc, judge, share).float()
 
 
 def word_edits(a: str, b: str) -> int:
@@ -63,7 +60,9 @@ def word_edits(a: str, b: str) -> int:
 def pick(row: dict, total: Tensor, lb: float, vote: float, mbr: float) -> str:
     """The candidate of ``row`` chosen from ``total`` with the length bonus, the vote and minimum Bayes risk."""
     texts = row["texts"]
-    keys = [normalize_text(tidy_text(t)) for t in texts]
+    if "_keys" not in row:  # the same for every combination of a grid: made once a row
+        row["_keys"] = [normalize_text(tidy_text(t)) for t in texts]
+    keys = row["_keys"]
     t = total + lb * torch.tensor([float(len(k.split())) for k in keys])
     if vote:
         t = t + vote * torch.log(torch.tensor([float(keys.count(k)) for k in keys]))
