@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import replace_dir
+from .fsutil import replace_dir, replace_file
 
 ENV_VAR = "MMLORA_CACHE"
 FORMAT_VERSION = 1  # bump when a converter's output changes; older entries are rebuilt
@@ -226,8 +226,8 @@ def whisper_ct2_folder(name: str, install: bool = False) -> Path:
         for f in ("tokenizer.json", "vocabulary.txt", "config.json"):
             if (sources[0].parent / f).is_file():
                 shutil.copyfile(sources[0].parent / f, out / f)
-        tmp = join_parts(sources, out / f".model.bin.{uuid.uuid4().hex[:8]}.tmp")
-        os.replace(tmp, out / "model.bin")
+        with replace_file(out / "model.bin") as tmp:
+            join_parts(sources, tmp)
     return out
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmlora.fsutil import replace_file, replace_text  # noqa: E402
+
 
 def _decode(job: tuple[str, str]) -> str | None:
     """Write ``dst`` (WAV) from ``src``; None, or the reason it failed."""
@@ -35,10 +37,8 @@ def _decode(job: tuple[str, str]) -> str | None:
         if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
             return None
         wav = load_audio(src).numpy()
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = dst + ".tmp.wav"
-        sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16")
-        os.replace(tmp, dst)  # never a half-written WAV under the final name
+        with replace_file(dst, suffix=".wav") as tmp:  # never a half-written WAV under the final name
+            sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16")
         return None
     except Exception as e:  # noqa: BLE001 - any failure is reported with the file's name
         return f"{src}: {e}"
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             for loc, src, wav in todo:
                 _set(d, loc, os.path.relpath(src if src in failed else wav, dst.parent))
             lines.append(json.dumps(d, ensure_ascii=False) + "\n")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_text("".join(lines))
-        os.replace(tmp, dst)
+        replace_text(dst, "".join(lines))
     print(json.dumps({"manifests": [str(d) for d in outputs], "files": len(jobs), "failed": len(failed)}))
     for err in list(failed.values())[:20]:
         print(f"decode_audio: cannot decode {err}", file=sys.stderr)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmlora.fsutil import replace_file  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -46,10 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     back = unpack_decoder_state(packed, own, a.src)
     worst = max(float((back[k] - v.float()).abs().max() / v.float().abs().max().clamp_min(1e-12))
                 for k, v in trained.items())
-    Path(a.dst).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{a.dst}.tmp"
-    save_file(packed, tmp)
-    os.replace(tmp, a.dst)
+    with replace_file(a.dst) as tmp:
+        save_file(packed, str(tmp))
     print(json.dumps({"src": a.src, "dst": a.dst, "bits": a.bits, "group": a.group, "mix": a.mix,
                       "bytes": {"src": os.path.getsize(a.src), "dst": os.path.getsize(a.dst)},
                       "worst_error_of_a_weights_largest": round(worst, 6)}))

@@ -38,6 +38,7 @@ for p in (REPO, REPO / "scripts"):
 from rescore_candidates import _floats, _with_totals, errors, load, own_weights, rows_of  # noqa: E402
 
 from mmlora.ctc import row_totals  # noqa: E402
+from mmlora.fsutil import replace_text  # noqa: E402
 from mmlora.metrics.wer import normalize_text  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
@@ -155,9 +156,7 @@ def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: P
             judge_scores(doc, manifest, a.judge, a.threads)
         kept[key] = [row[key] for row in rows]
         if store:
-            tmp = store.with_name(store.name + ".tmp")
-            tmp.write_text(json.dumps(kept))
-            tmp.replace(store)
+            replace_text(store, json.dumps(kept))
 
 
 def _numbers(text: str) -> list[float]:

@@ -213,14 +213,12 @@ def trained_state(state: dict) -> dict:
 
 def save_trained(state: dict, path: str) -> None:
     """:func:`trained_state` of ``state`` to ``path`` (safetensors, float32), written to a temporary file and renamed."""
-    import os
-
     from safetensors.torch import save_file
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in trained_state(state).items()}, tmp)
-    os.replace(tmp, path)
+    from mmlora.fsutil import replace_file
+
+    with replace_file(path) as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in trained_state(state).items()}, str(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -29,6 +28,8 @@ from typing import Any
 import torch
 import torch.utils.data
 from torch import Tensor
+
+from ..fsutil import replace_file
 
 
 @dataclass
@@ -117,7 +118,7 @@ class FeatureCache:
         return tensors, meta
 
     def save(self, key: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
-        """Write one entry atomically (temporary file in the same folder, then ``os.replace``)."""
+        """Write one entry atomically (:func:`mmlora.fsutil.replace_file`)."""
         from safetensors.torch import save_file
 
         p = self.entry_path(key)
@@ -125,12 +126,8 @@ class FeatureCache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         metadata = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()}
         metadata.update(key=key, checksum=tensors_checksum(tensors))
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
+        with replace_file(p) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
         self.stats.writes += 1
         return p
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fsutil import replace_text
 from .lipvideo import Appearance, MouthConfig, lip_video
 from .speech_augment import (
     add_reverb, apply_gain, babble_noise, mix_at_snr, resample, speed_perturb, synthetic_rir, white_noise,
@@ -407,9 +408,7 @@ def write_plan(cfg: CorpusConfig) -> dict[str, int]:
     for split in SPLITS:
         rows = [{"id": f"{split}-{u.index:05d}", "text": u.text, "voice": u.voice, "source": u.source}
                 for u in plan.get(split, [])]
-        tmp = out / f".plan_{split}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(out / f"plan_{split}.jsonl")
+        replace_text(out / f"plan_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return {s: len(plan.get(s, [])) for s in SPLITS}
 
 
