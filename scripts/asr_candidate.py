@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.fsutil import replace_dir  # noqa: E402
 from mmlora.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS  # noqa: E402
 from mmlora.model import WHISPER_DECODER, WHISPER_ENCODER  # noqa: E402
 
@@ -63,9 +64,7 @@ def make_candidate(packed: Path, arm: str, out: Path, release: Path, force: bool
         shutil.rmtree(tmp / WHISPER_ENCODER, ignore_errors=True)
         shutil.copytree(encoder, tmp / WHISPER_ENCODER)
         replaced.append(WHISPER_ENCODER)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    replace_dir(tmp, out)  # the old OUT stays whole under a hidden name until the new one is in place
     return replaced
 
 
