@@ -114,13 +114,24 @@ def text_lm_scores(rows: list[dict], threads: int = 1) -> None:
 
 def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None:
     """``row["judge"]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
-    each one-piece clip, its audio read from ``manifest``; 0 for every candidate of a clip in pieces."""
+    each one-piece clip, its audio read from ``manifest``; 0 for every candidate of a clip in pieces. A model
+    folder's path for ``name`` (one with ``config.json``) asks that folder's trained judge instead (its
+    ``whisper_decoder.safetensors`` reading its judge encoder: another training's judge beside the decoding's)."""
     import soundfile as sf
 
     from mmlora.encoders.whisper_judge import WhisperJudge
 
     torch.set_num_threads(threads)
-    judge = WhisperJudge.load(name)
+    encoder = None
+    if (Path(name) / "config.json").is_file():
+        from mmlora.model import MultimodalLM
+
+        model = MultimodalLM.from_pretrained(name, llm={"dtype": "float32"})
+        judge, encoder = model.whisper_judge(), model.judge_encoder()
+        if not model.whisper_decoder_state:
+            raise SystemExit(f"{name}: no trained judge ({name}/whisper_decoder.safetensors)")
+    else:
+        judge = WhisperJudge.load(name)
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     audio = {r["id"]: manifest.parent / r["audio"] for r in lines}
     for u in doc["utterances"]:
@@ -135,7 +146,7 @@ def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None
             raise SystemExit(f"{audio[u['id']]}: {sr} Hz; the judge reads 16 kHz")
         wave = torch.from_numpy(wave if wave.ndim == 1 else wave.mean(1))
         with torch.no_grad():
-            u["pieces"][0]["judge"] = judge.score(judge.frames(wave), u["pieces"][0]["texts"]).tolist()
+            u["pieces"][0]["judge"] = judge.score(judge.frames(wave, encoder), u["pieces"][0]["texts"]).tolist()
 
 
 def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None) -> None:
@@ -172,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, action="append", default=[], help="each file's manifest (for --judge)")
     p.add_argument("--scores", type=Path, action="append", default=[], help="each file's store of extra scores")
     p.add_argument("--text-lm", action="store_true", help="score each text with the packaged SmolLM2 alone")
-    p.add_argument("--judge", help="score each clip with this Whisper's complete model (e.g. whisper-base)")
+    p.add_argument("--judge", help="score each clip with this Whisper's complete model (e.g. whisper-base), or a "
+                   "model folder's trained judge")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
     p.add_argument("--whisper-weight", type=_floats, help="the Whisper judges' weights (default: the decoding's)")

@@ -98,3 +98,53 @@ def test_cli_prints_one_line_a_combination_and_names_a_judge_weight_without_a_ju
     assert lines[0]["errors"] == e and lines[0]["ref_words"] == n  # every extra at 0: the decoding's own picks
     with pytest.raises(SystemExit, match="name it with --judge"):
         picker_probe.main([str(f), "--judge-weight", "0.2"])
+
+
+def test_a_model_folders_trained_judge_scores_each_clip_through_its_own_encoder(tmp_path, monkeypatch):
+    """``--judge MODEL_DIR``: the folder's judge (``whisper_judge()``) reads frames of the folder's judge encoder;
+    a folder without a trained decoder is refused by name."""
+    import numpy as np
+    import soundfile as sf
+
+    from mmlora.model import MultimodalLM
+
+    doc = _doc(B=3)
+    (tmp_path / "clips").mkdir()
+    lines = []
+    for k, u in enumerate(doc["utterances"]):
+        sf.write(tmp_path / "clips" / f"{u['id']}.wav", np.full(160 * (k + 1), 0.1, dtype="float32"), 16000)
+        lines.append(json.dumps({"id": u["id"], "audio": f"clips/{u['id']}.wav", "text": u["reference"]}))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    seen = []
+
+    class Judge:
+        def frames(self, wave, encoder=None):
+            seen.append((len(wave), encoder))
+            return wave
+
+        def score(self, frames, texts):
+            return torch.tensor([float(len(frames)) + i for i in range(len(texts))])
+
+    class Model:
+        whisper_decoder_state = {"w": torch.zeros(1)}
+
+        def whisper_judge(self):
+            return Judge()
+
+        def judge_encoder(self):
+            return "the folder's judge encoder"
+
+    monkeypatch.setattr(MultimodalLM, "from_pretrained", classmethod(lambda cls, path, **kw: Model()))
+    picker_probe.judge_scores(doc, manifest, str(folder))
+    assert seen == [(160, "the folder's judge encoder"), (320, "the folder's judge encoder"),
+                    (480, "the folder's judge encoder")]
+    for k, u in enumerate(doc["utterances"]):
+        row = u["pieces"][0]
+        assert row["judge"] == [160.0 * (k + 1) + i for i in range(len(row["texts"]))]
+    Model.whisper_decoder_state = None
+    with pytest.raises(SystemExit, match="no trained judge"):
+        picker_probe.judge_scores(doc, manifest, str(folder))
