@@ -49,7 +49,7 @@ def run_decoder_job(tmp_path: Path, manifests: tuple[str, ...], env: dict):
 
 def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(tmp_path):
     env = {"ARMS": "a:st+w3+n9:1:0.5 b:st+w3+n9:1.5:0.5:3e-5:1 c:st+w3+n9:2:0.5:::cross "
-                   "e:st+w3+n9:2:0.5::0.5:none:3e-4:base f:st+w3+n9:2:0.5:::all:3e-4::2",
+                   "e:st+w3+n9:2:0.5::0.5:none:3e-4:base f:st+w3+n9:2:0.5:::all:3e-4::2:7",
            "VAL": "st/val.jsonl,natt9/test.jsonl",
            "MAX_S": "800", "EVAL_EVERY": "200", "THREADS": "5", "STOP_STEP": "1728"}
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "w3/train", "n9/train",
@@ -82,6 +82,7 @@ def test_each_arm_trains_on_its_corpora_with_its_settings_and_comes_back_packed(
     assert (opt(e, "--kl"), opt(e, "--kl-view")) == ("0.5", "base")  # the KL's teacher reads the encoder before
     assert "--anchor" not in e and "--kl-view" not in f  # field 10: the anchor's weight on the staged anchor speech
     assert (opt(f, "--anchor"), opt(f, "--anchor-kl")) == (str(work / "data/anchor_speech/tuxpaint.jsonl"), "2")
+    assert opt(f, "--seed") == "7" and not [c for c in (a, b, x, e) if "--seed" in c]  # field 11; else the probe's
     for name in "abcef":
         assert (work / "packed" / f"{name}.safetensors").read_text() == f"packed {name}.safetensors"
     assert sorted(p.name for p in (work / "packed").glob("*_encoder")) == ["e_encoder", "f_encoder"]  # their LoRAs

@@ -10,7 +10,7 @@
 #   data/speech_release/SUB/      the corpora (st and w3 by default)
 #   data/human_speech/            the human clips (not read by the probe)
 # It trains one scripts/whisper_decoder_probe.py per ARMS entry, side by side on the one GPU, each
-# NAME:MIX:EPOCHS:AUGMENT[:LR[:KL[:PART[:ENC_LR[:KL_VIEW[:ANCHOR]]]]]] (MIX: corpora joined by "+", merged with
+# NAME:MIX:EPOCHS:AUGMENT[:LR[:KL[:PART[:ENC_LR[:KL_VIEW[:ANCHOR[:SEED]]]]]]] (MIX: corpora joined by "+", merged with
 # scripts/merge_manifests.py),
 # chosen on VAL and read on st/test; res/NAME.json are the probes' reports, out/NAME.safetensors the chosen decoders'
 # weights (37 MB each: ship only the ones wanted; packed/NAME.safetensors the same in 4 bits, 5.8 MB each). LR (default
@@ -20,7 +20,9 @@
 # packed/NAME_encoder/, an adapter folder of 0.9 MB); KL_VIEW its --kl-view (base: the KL's teacher reads the
 # encoder before training; needs KL and ENC_LR); ANCHOR, where set, the probe's --anchor-kl on
 # data/anchor_speech/tuxpaint.jsonl (scripts/fetch_tuxpaint_speech.py, staged with ANCHOR_DIR=data/anchor_speech by
-# stage_encoder_lora.sh: the judge held near Whisper's own on unlabelled human speech); VAL (default st/val.jsonl) the
+# stage_encoder_lora.sh: the judge held near Whisper's own on unlabelled human speech); SEED, where set, the probe's
+# --seed (default 0: the order of the clips and their augmentation; two seeds of one recipe show
+# how far two runs of it differ, session 65); VAL (default st/val.jsonl) the
 # validation manifests under data/speech_release, comma-separated (chosen on together); MAX_S, where set, stops each
 # arm's training after that many seconds (the probe's --max-seconds); THREADS (default 3) each arm's CPU threads;
 # EVAL_EVERY (default 100) steps between validations; STOP_STEP, where set, stops each arm after that step (the
@@ -41,13 +43,14 @@ job_setup smollm2-135m whisper-tiny.en
 mkdir -p out
 pids=()
 for arm in $ARMS; do
-  IFS=: read -r name mix epochs aug lr kl part enc view anchor <<< "$arm"
+  IFS=: read -r name mix epochs aug lr kl part enc view anchor seed <<< "$arm"
   train=$D/train_dec_${mix//+/_}.jsonl
   [ -f "$train" ] || python3 repo/scripts/merge_manifests.py "$D" "$(basename "$train")" ${mix//+/ }
   (cd repo && OMP_NUM_THREADS=$THREADS PYTHONUNBUFFERED=1 python3 scripts/whisper_decoder_probe.py --device cuda \
       --threads "$THREADS" --lr "${lr:-$LR}" --kl "${kl:-0}" --train-part "${part:-all}" --epochs "$epochs" \
       ${view:+--kl-view "$view"} ${anchor:+--anchor "$W/data/anchor_speech/tuxpaint.jsonl" --anchor-kl "$anchor"} \
       --augment "$aug" --train "$train" --val "$val" --eval-every "$EVAL_EVERY" ${MAX_S:+--max-seconds "$MAX_S"} \
+      ${seed:+--seed "$seed"} \
       ${STOP_STEP:+--stop-step "$STOP_STEP"} ${enc:+--encoder-lr "$enc" --save-encoder "$W/out/${name}_encoder"} \
       --test "$D/st/test.jsonl" --out "$W/res/$name.json" --save "$W/out/$name.safetensors") \
       > "log/$name.log" 2>&1 &
