@@ -143,6 +143,36 @@ def unpack_decoder_state(state: dict[str, Tensor], original: dict[str, Tensor],
     return out
 
 
+
+def packing_of(state: dict[str, Tensor]) -> tuple[int, int] | None:
+    """``(bits, group)`` of a :func:`pack_decoder_delta` state (uint8 levels: 4 bits, int8: 8; the group from a
+    weight's width over its scales), or None for a plain (float) state."""
+    for k, v in state.items():
+        if k.endswith(QDELTA):
+            scale = state[k[:-len(QDELTA)] + QSCALE]
+            four = v.dtype == torch.uint8
+            return (4 if four else 8), (v.shape[1] * (2 if four else 1)) // scale.shape[1]
+    return None
+
+
+def mean_decoder_states(states: list[dict[str, Tensor]], weights: list[float], original: dict[str, Tensor] | None,
+                        sources: list[str]) -> dict[str, Tensor]:
+    """The weighted mean of several trained decoders' weights (``mmlora average-models`` on folders with a trained
+    judge): packed states (:func:`pack_decoder_delta`) are unpacked against ``original`` (Whisper's own decoder),
+    averaged as weights and packed again as the first one was; averaging the packed integers themselves would mix
+    bytes that hold two 4-bit levels each. Plain states are averaged as they are."""
+    from mmlora.train.checkpoint import mean_tensors
+
+    packing = packing_of(states[0])
+    if any((packing_of(s) is None) != (packing is None) for s in states):
+        raise ValueError(f"{', '.join(sources)}: packed and plain trained decoders cannot be averaged together")
+    if packing is None:
+        return mean_tensors(states, weights, sources)
+    if original is None:
+        raise ValueError("packed trained decoders are averaged against Whisper's own decoder: none was given")
+    plain = [unpack_decoder_state(s, original, src) for s, src in zip(states, sources)]
+    return pack_decoder_delta(mean_tensors(plain, weights, sources), original, *packing)
+
 class WhisperJudge:
     """``judge.frames(wave, encoder)``: a clip's :func:`decoder_features` with ``encoder`` (a model's audio encoder)
     over the clip; ``judge.score(frames, candidates) -> Tensor [K]``: each candidate's summed log-probability

@@ -661,6 +661,20 @@ def mix_adapter_folders(base: tuple[dict, Mapping[str, Tensor]], other: tuple[di
     return {**cb, "layers": layers}, tensors
 
 
+
+def mean_adapter_folders(folders: list[tuple[dict, Mapping[str, Tensor]]], weights: list[float]
+                         ) -> tuple[dict, dict[str, Tensor]]:
+    """One adapter per layer whose weight change is the weighted mean of ``folders``' (:func:`read_adapter_folder`
+    results with the same layers): :func:`mix_adapter_folders` applied in turn, each next folder with its share of
+    the weight so far, so the result is exact and its rank the sum of theirs."""
+    if not folders or len(weights) != len(folders) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"mean_adapter_folders: {len(folders)} folder(s), weights {weights}")
+    mixed, total = folders[0], weights[0]
+    for folder, w in zip(folders[1:], weights[1:]):
+        total += w
+        mixed = mix_adapter_folders(mixed, folder, w / total if total > 0 else 0.0)
+    return mixed
+
 def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load adapters saved by :func:`save_adapters`.
 

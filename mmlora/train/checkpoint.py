@@ -193,8 +193,10 @@ def average_checkpoints(dirs: Iterable[str | Path]) -> dict[str, torch.Tensor]:
 
 def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
     """A model folder (what ``load_pipeline`` reads) whose weights are the weighted mean of ``models``' (every
-    ``*.safetensors`` file: projectors, adapters, routers). The models must have the same files, tensor names and
-    shapes (fine-tuned from one another: averaging a model with its continuation is a weight-space ensemble);
+    ``*.safetensors`` file: projectors, adapters, routers; a trained Whisper judge's packed decoder as the weights it
+    stands for, and its encoder LoRA as the exact mean of the weight changes, rank the sum: session 65). The models
+    must have the same files, tensor names and shapes (fine-tuned from one another: averaging a model with its
+    continuation, or two trainings from one start, is a weight-space ensemble);
     everything else (config.json) is copied from the first. Written to a temp folder, then renamed to ``out``,
     which must not exist; ``averaged.json`` records the sources and weights."""
     from safetensors import safe_open
@@ -215,21 +217,51 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
             raise ValueError(f"{m}: its weight files {[str(f) for f in other]} differ from {models[0]}'s "
                              f"{[str(f) for f in files]}")
     w = mean_weights(weights, len(models))
+    from ..model import WHISPER_DECODER, WHISPER_ENCODER
+
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(models[0], tmp)
     try:
         for rel in files:
+            if rel.parts[0] == WHISPER_ENCODER:  # written whole below
+                continue
             with safe_open(str(models[0] / rel), "pt") as f:
                 meta = f.metadata()  # e.g. the adapters file's format tag, kept as the first model has it
-            tensors = mean_tensors([load_file(str(m / rel)) for m in models], w, [str(m / rel) for m in models])
+            sets, sources = [load_file(str(m / rel)) for m in models], [str(m / rel) for m in models]
+            if str(rel) == WHISPER_DECODER:  # a trained judge: packed weights are averaged as the weights they are
+                tensors = _mean_judge_decoders(models[0], sets, w, sources)
+            else:
+                tensors = mean_tensors(sets, w, sources)
             save_file(tensors, str(tmp / rel), metadata=meta)
+        if (models[0] / WHISPER_ENCODER).is_dir():  # the judge's encoder LoRA: the mean of the weight changes
+            from ..lora import mean_adapter_folders, read_adapter_folder, write_adapter_folder
+
+            shutil.rmtree(tmp / WHISPER_ENCODER)
+            write_adapter_folder(tmp / WHISPER_ENCODER,
+                                 *mean_adapter_folders([read_adapter_folder(m / WHISPER_ENCODER) for m in models], w))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     (tmp / "averaged.json").write_text(json.dumps(
         {"models": [str(m) for m in models], "weights": [x / sum(w) for x in w]}, indent=2) + "\n")
     return replace_dir(tmp, out)
+
+
+def _mean_judge_decoders(first: Path, sets: list[dict], w: list[float], sources: list[str]) -> dict:
+    """:func:`mmlora.encoders.whisper_judge.mean_decoder_states` of the models' trained judges, against the decoder of
+    the packaged Whisper that ``first``'s config names as its audio encoder (loaded only for packed weights)."""
+    from ..encoders.whisper_judge import WhisperJudge, mean_decoder_states, packing_of
+
+    own = None
+    if packing_of(sets[0]) is not None:
+        cfg = json.loads((first / "config.json").read_text())
+        enc = (((cfg.get("model") or {}).get("media") or {}).get("audio") or {}).get("encoder") or {}
+        if not enc.get("preset"):
+            raise ValueError(f"{first}/config.json: no packaged Whisper named (model.media.audio.encoder.preset), "
+                             f"which its packed trained judge is a change of")
+        own = WhisperJudge.load(enc["preset"]).decoder.state_dict()
+    return mean_decoder_states(sets, w, own, sources)
 
 
 def average_main(argv: list[str]) -> int:
