@@ -143,7 +143,6 @@ def unpack_decoder_state(state: dict[str, Tensor], original: dict[str, Tensor],
     return out
 
 
-
 def packing_of(state: dict[str, Tensor]) -> tuple[int, int] | None:
     """``(bits, group)`` of a :func:`pack_decoder_delta` state (uint8 levels: 4 bits, int8: 8; the group from a
     weight's width over its scales), or None for a plain (float) state."""
@@ -172,6 +171,7 @@ def mean_decoder_states(states: list[dict[str, Tensor]], weights: list[float], o
         raise ValueError("packed trained decoders are averaged against Whisper's own decoder: none was given")
     plain = [unpack_decoder_state(s, original, src) for s, src in zip(states, sources)]
     return pack_decoder_delta(mean_tensors(plain, weights, sources), original, *packing)
+
 
 class WhisperJudge:
     """``judge.frames(wave, encoder)``: a clip's :func:`decoder_features` with ``encoder`` (a model's audio encoder)

@@ -661,7 +661,6 @@ def mix_adapter_folders(base: tuple[dict, Mapping[str, Tensor]], other: tuple[di
     return {**cb, "layers": layers}, tensors
 
 
-
 def mean_adapter_folders(folders: list[tuple[dict, Mapping[str, Tensor]]], weights: list[float]
                          ) -> tuple[dict, dict[str, Tensor]]:
     """One adapter per layer whose weight change is the weighted mean of ``folders``' (:func:`read_adapter_folder`
@@ -674,6 +673,7 @@ def mean_adapter_folders(folders: list[tuple[dict, Mapping[str, Tensor]]], weigh
         total += w
         mixed = mix_adapter_folders(mixed, folder, w / total if total > 0 else 0.0)
     return mixed
+
 
 def load_adapters(model: nn.Module, in_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load adapters saved by :func:`save_adapters`.

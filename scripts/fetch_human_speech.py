@@ -71,6 +71,7 @@ import numpy as np
 import soundfile as sf
 
 from mmlora.data.media import to_mono
+from mmlora.fsutil import replace_file
 
 SR = 16_000  # output sample rate (Hz)
 
@@ -469,14 +470,12 @@ def download(pkg: str, dest: Path) -> Path:
     if not path.is_file() and spec.url:
         dest.mkdir(parents=True, exist_ok=True)
         print(f"downloading {pkg}=={spec.version} from {spec.url} ...", file=sys.stderr, flush=True)
-        part = path.with_name(path.name + ".part")
         try:
-            with urllib.request.urlopen(spec.url, timeout=180) as r, open(part, "wb") as f:
+            with replace_file(path) as part, urllib.request.urlopen(spec.url, timeout=180) as r, \
+                    open(part, "wb") as f:
                 shutil.copyfileobj(r, f)
         except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
-            part.unlink(missing_ok=True)
             raise FetchError(f"{pkg}=={spec.version}: download of {spec.url} failed ({exc})") from None
-        part.rename(path)
     if not path.is_file():
         dest.mkdir(parents=True, exist_ok=True)
         # --no-binary names the package only: with ":all:" pip would also build the sdist's build

@@ -16,6 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mmlora.fsutil import replace_file  # noqa: E402
+
 
 def parse_part(spec: str) -> tuple[str, int]:
     """``"n15x2"`` -> ``("n15", 2)``; ``"w9"`` -> ``("w9", 1)``."""
@@ -36,28 +39,23 @@ def merge(root: str | Path, name: str, parts: list[tuple[str, int]], keep_video:
         if not src.is_file():
             raise FileNotFoundError(f"{src}: no such manifest")
     n = 0
-    tmp = root / f".{name}.tmp"
-    try:
-        with open(tmp, "w") as out:
-            for (sub, rep), src in zip(parts, sources):
-                lines = src.read_text().splitlines()
-                for k, line in enumerate(lines, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        r = json.loads(line)
-                        r["audio"], rid = f"{sub}/{r['audio']}", f"{sub}-{r['id']}"
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ValueError(f"{src}:{k}: not a manifest line with 'audio' and 'id' fields ({e})") from None
-                    if r.get("voice") in drop_voices:
-                        continue
-                    r["video"] = f"{sub}/{r['video']}" if keep_video and r.get("video") else None
-                    for j in range(rep):
-                        out.write(json.dumps({**r, "id": rid + (f"-{j}" if rep > 1 else "")}) + "\n")
-                        n += 1
-        tmp.replace(root / name)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replace_file(root / name) as tmp, open(tmp, "w") as out:  # the file closes before it is renamed
+        for (sub, rep), src in zip(parts, sources):
+            lines = src.read_text().splitlines()
+            for k, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    r["audio"], rid = f"{sub}/{r['audio']}", f"{sub}-{r['id']}"
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{src}:{k}: not a manifest line with 'audio' and 'id' fields ({e})") from None
+                if r.get("voice") in drop_voices:
+                    continue
+                r["video"] = f"{sub}/{r['video']}" if keep_video and r.get("video") else None
+                for j in range(rep):
+                    out.write(json.dumps({**r, "id": rid + (f"-{j}" if rep > 1 else "")}) + "\n")
+                    n += 1
     return n
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mmlora.data.errors import SampleError
+from mmlora.fsutil import replace_text
 
 INSTRUCTION = "Transcribe the speech."
 AUDIO_HZ, VIDEO_FPS = 50, 25  # Whisper frames / lip-video frames per second
@@ -512,10 +513,7 @@ def _write_candidates(path: Path, manifest, decoding: dict, records: list[Record
     doc = {"manifest": str(manifest), "decoding": decoding,
            "utterances": [{"id": r.id, "reference": r.text, "voice": r.voice, "pieces": p}
                           for r, p in zip(records, pieces)]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+    replace_text(path, json.dumps(doc))
 
 
 def score_transcripts(records: list[Record], hypotheses: list[str], skipped: list[dict] | None = None) -> dict:
