@@ -10,7 +10,8 @@ unless ``--ctc-weight`` / ``--whisper-weight`` / ``--whisper-both`` say otherwis
 
 - ``--lm-weight w``: ``(1 - w - v) * total + w * lm + v * judge`` with ``--judge-weight v``; ``lm`` is the packaged
   SmolLM2's log-probability of the text alone (``--text-lm``: no audio, no LoRA: a language-model prior), ``judge``
-  another Whisper's complete model (``--judge whisper-base``: its own encoder and decoder) on the clip;
+  another Whisper's complete model (``--judge whisper-base``: its own encoder and decoder) on the clip, or the
+  mean of several (``--judge`` again: e.g. the trained judges of runs with other seeds, a score ensemble);
 - ``--length-bonus b``: ``+ b`` a word; ``--vote c``: ``+ c * log(how many candidates read the same text)``;
 - ``--mbr T``: with ``T > 0`` the candidate of least expected word errors against the others, each weighted by
   ``softmax(total / T)`` (minimum Bayes risk); 0 the best total.
@@ -112,8 +113,8 @@ def text_lm_scores(rows: list[dict], threads: int = 1) -> None:
         row["lm"] = taken.sum(1).tolist()
 
 
-def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None:
-    """``row["judge"]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
+def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: str = "judge") -> None:
+    """``row[key]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
     each one-piece clip, its audio read from ``manifest``; 0 for every candidate of a clip in pieces. A model
     folder's path for ``name`` (one with ``config.json``) asks that folder's trained judge instead (its
     ``whisper_decoder.safetensors`` reading its judge encoder: another training's judge beside the decoding's)."""
@@ -137,7 +138,7 @@ def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None
     for u in doc["utterances"]:
         if len(u["pieces"]) != 1:
             for row in u["pieces"]:
-                row["judge"] = [0.0] * len(row["texts"])
+                row[key] = [0.0] * len(row["texts"])
             continue
         if u.get("id") not in audio:
             raise SystemExit(f"{manifest}: no clip {u.get('id')!r} of the candidates file")
@@ -146,15 +147,16 @@ def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1) -> None
             raise SystemExit(f"{audio[u['id']]}: {sr} Hz; the judge reads 16 kHz")
         wave = torch.from_numpy(wave if wave.ndim == 1 else wave.mean(1))
         with torch.no_grad():
-            u["pieces"][0]["judge"] = judge.score(judge.frames(wave, encoder), u["pieces"][0]["texts"]).tolist()
+            u["pieces"][0][key] = judge.score(judge.frames(wave, encoder), u["pieces"][0]["texts"]).tolist()
 
 
 def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None) -> None:
-    """The extra scores asked for, read from ``store`` where it has them, else computed (and written there)."""
+    """The extra scores asked for, read from ``store`` where it has them, else computed (and written there): ``lm``,
+    and each judge's under ``judge:NAME``; ``row["judge"]`` is then the mean of the judges named."""
     rows, _ = rows_of(doc)
     kept = json.loads(store.read_text()) if store and store.exists() else {}
-    want = [k for k, on in (("lm", a.text_lm), ("judge", a.judge)) if on]
-    for key in want:
+    judges = [f"judge:{name}" for name in a.judge]
+    for key in (["lm"] if a.text_lm else []) + judges:
         if len(kept.get(key, [])) == len(rows):
             for row, s in zip(rows, kept[key]):
                 row[key] = s
@@ -164,10 +166,12 @@ def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: P
         else:
             if manifest is None:
                 raise SystemExit("--judge reads the clips: give each candidates file its --manifest")
-            judge_scores(doc, manifest, a.judge, a.threads)
+            judge_scores(doc, manifest, key.removeprefix("judge:"), a.threads, key)
         kept[key] = [row[key] for row in rows]
         if store:
             replace_text(store, json.dumps(kept))
+    for row in rows if judges else ():
+        row["judge"] = torch.tensor([row[k] for k in judges]).mean(0).tolist()
 
 
 def _numbers(text: str) -> list[float]:
@@ -183,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, action="append", default=[], help="each file's manifest (for --judge)")
     p.add_argument("--scores", type=Path, action="append", default=[], help="each file's store of extra scores")
     p.add_argument("--text-lm", action="store_true", help="score each text with the packaged SmolLM2 alone")
-    p.add_argument("--judge", help="score each clip with this Whisper's complete model (e.g. whisper-base), or a "
-                   "model folder's trained judge")
+    p.add_argument("--judge", action="append", default=[], help="score each clip with this Whisper's complete model "
+                   "(e.g. whisper-base), or a model folder's trained judge; again for the mean of several")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
     p.add_argument("--whisper-weight", type=_floats, help="the Whisper judges' weights (default: the decoding's)")

@@ -73,15 +73,40 @@ def test_the_store_is_read_and_missing_scores_are_named(tmp_path):
     rows, _ = picker_probe.rows_of(doc)
     store = tmp_path / "scores.json"
     store.write_text(json.dumps({"lm": [[float(k) for k in range(len(r["texts"]))] for r in rows]}))
-    args = picker_probe.argparse.Namespace(text_lm=True, judge=None, threads=1)
+    args = picker_probe.argparse.Namespace(text_lm=True, judge=[], threads=1)
     picker_probe.add_scores(doc, args, None, store)  # read, not computed: no LLM is loaded here
     assert picker_probe.hypotheses(doc, (0.1, 0.6, 0.5), lm=1.0) == [u["pieces"][0]["texts"][-1]
                                                                    for u in doc["utterances"]]
     with pytest.raises(SystemExit, match="no 'judge' scores"):
         picker_probe.hypotheses(doc, (0.1, 0.6, 0.5), judge=0.5)
     with pytest.raises(SystemExit, match="--judge reads the clips"):
-        picker_probe.add_scores(doc, picker_probe.argparse.Namespace(text_lm=False, judge="whisper-base", threads=1),
+        picker_probe.add_scores(doc, picker_probe.argparse.Namespace(text_lm=False, judge=["whisper-base"], threads=1),
                                 None, None)
+
+
+def test_several_judges_are_stored_by_name_and_weighed_as_their_mean(tmp_path, monkeypatch):
+    """``--judge A --judge B``: each judge's scores kept under its own name (a store made with one judge never
+    answers for another), and ``judge`` is their mean."""
+    doc = _doc()
+    rows, _ = picker_probe.rows_of(doc)
+    store = tmp_path / "scores.json"
+    made = []
+
+    def fake(doc, manifest, name, threads=1, key="judge"):
+        made.append(name)
+        for i, row in enumerate(picker_probe.rows_of(doc)[0]):
+            row[key] = [float(len(name) * (i + 1) + k) for k in range(len(row["texts"]))]
+
+    monkeypatch.setattr(picker_probe, "judge_scores", fake)
+    args = picker_probe.argparse.Namespace(text_lm=False, judge=["aa"], threads=1)
+    picker_probe.add_scores(doc, args, tmp_path / "m.jsonl", store)
+    args.judge = ["aa", "bbbb"]
+    picker_probe.add_scores(doc, args, tmp_path / "m.jsonl", store)
+    picker_probe.add_scores(doc, args, tmp_path / "m.jsonl", store)
+    assert made == ["aa", "bbbb"]  # each computed once, then read from the store by its name
+    assert sorted(json.loads(store.read_text())) == ["judge:aa", "judge:bbbb"]
+    for i, row in enumerate(rows):
+        assert row["judge"] == [3.0 * (i + 1) + k for k in range(len(row["texts"]))]  # mean of 2(i+1)+k, 4(i+1)+k
 
 
 def test_cli_prints_one_line_a_combination_and_names_a_judge_weight_without_a_judge(tmp_path, capsys):
