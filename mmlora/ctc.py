@@ -131,13 +131,14 @@ def mix_judges(parts: Tensor | None, share: float) -> Tensor | None:
 
 
 def candidate_rows(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tensor | None = None,
-                   parts: Tensor | None = None) -> list[dict]:
+                   parts: Tensor | None = None, second: Tensor | None = None) -> list[dict]:
     """Each sample's ``K`` candidates with every score :func:`rescore_beams` weighs (``generate(candidates=[])``,
-    ``mmlora evaluate --candidates``): ``texts``, ``llm``, ``ctc`` (where the CTC head rescored) and ``judges`` (one
-    list a Whisper decoder, where they rescored), and each score's dtype, so that :func:`rescore_rows` picks as the
-    search did with any other weights, without decoding again."""
+    ``mmlora evaluate --candidates``): ``texts``, ``llm``, ``ctc`` (where the CTC head rescored), ``judges`` (one
+    list a Whisper decoder, where they rescored) and ``second`` (the second judges' mean, where they were asked), and
+    each score's dtype, so that :func:`rescore_rows` picks as the search did with any other weights, without decoding
+    again."""
     K = _candidates_per_sample(texts, llm_logp, n_samples)
-    named = {"llm": llm_logp, "ctc": ctc}
+    named = {"llm": llm_logp, "ctc": ctc, "second": second}
     rows = []
     for b in range(n_samples):
         row: dict = {"texts": texts[b * K:(b + 1) * K]}
@@ -150,31 +151,42 @@ def candidate_rows(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tens
     return rows
 
 
-def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5
-                 ) -> list[str]:
+def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5,
+                 second_weight: float = 0.0) -> list[str]:
     """The candidate :func:`rescore_beams` picks from each of :func:`candidate_rows`' rows with these weights
-    (``share``: Whisper's own decoder's, :func:`mix_judges`), the first (the search's best) where both are 0."""
+    (``share``: Whisper's own decoder's, :func:`mix_judges`; ``second_weight``: the second judges'), the first (the
+    search's best) where both are 0."""
     out = []
     for i, row in enumerate(rows):
-        total = row_totals(row, ctc_weight, judge_weight, share, f"candidate row {i}")
+        total = row_totals(row, ctc_weight, judge_weight, share, f"candidate row {i}", second_weight)
         # argmax returns the first of equal maxima, as rescore_beams
         out.append(row["texts"][int(total.argmax())] if ctc_weight or judge_weight else row["texts"][0])
     return out
 
 
 def row_totals(row: dict, ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5,
-               name: str = "candidate row") -> Tensor:
+               name: str = "candidate row", second_weight: float = 0.0) -> Tensor:
     """``[K]``: :func:`rescore_totals` of one of :func:`candidate_rows`' rows with these weights (``share``:
-    :func:`mix_judges`), each score read back in its saved dtype; a weighed score the row lacks is named."""
+    :func:`mix_judges`; ``second_weight``: :func:`with_second`), each score read back in its saved dtype; a weighed
+    score the row lacks is named."""
     def get(key: str) -> Tensor | None:
         if key not in row:
             return None
         return torch.tensor(row[key], dtype=getattr(torch, row["dtypes"][key]))
-    ctc, parts = get("ctc"), get("judges")
-    missing = [k for k, w, v in (("ctc", ctc_weight, ctc), ("judges", judge_weight, parts)) if w and v is None]
+    ctc, parts, second = get("ctc"), get("judges"), get("second")
+    missing = [k for k, w, v in (("ctc", ctc_weight, ctc), ("judges", judge_weight, parts),
+                                 ("second", second_weight, second)) if w and v is None]
     if missing:
         raise ValueError(f"{name}: no {' or '.join(missing)} scores to weigh (the decoding did not rescore with them)")
-    return rescore_totals(get("llm"), ctc, ctc_weight, mix_judges(parts, share), judge_weight)
+    return with_second(rescore_totals(get("llm"), ctc, ctc_weight, mix_judges(parts, share), judge_weight), second,
+                       second_weight)
+
+
+def with_second(total: Tensor, second: Tensor | None, weight: float) -> Tensor:
+    """``(1 - weight) * total + weight * second``: the second judges' say (``generate(second_judge_weight=…)``:
+    the mean score of other trainings' judges, a score ensemble) beside the total of :func:`rescore_totals`; a weight
+    of 0 leaves ``total`` as it is."""
+    return (1 - weight) * total + weight * second.to(total.device) if weight else total
 
 
 def rescore_with_ctc(texts: list[str], llm_logp: Tensor, logits: Tensor, mask: Tensor, weight: float) -> list[str]:
@@ -216,12 +228,14 @@ def rescore_totals(llm_logp: Tensor, ctc: Tensor | None = None, ctc_weight: floa
 
 
 def rescore_beams(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tensor | None = None,
-                  ctc_weight: float = 0.0, judge: Tensor | None = None, judge_weight: float = 0.0) -> list[str]:
+                  ctc_weight: float = 0.0, judge: Tensor | None = None, judge_weight: float = 0.0,
+                  second: Tensor | None = None, second_weight: float = 0.0) -> list[str]:
     """For each of ``n_samples`` samples, the best of its ``K`` candidates (``texts``, sample-major, ``llm_logp [B*K]``
     their LLM log-probabilities) by ``(1 - judge_weight) * ((1 - ctc_weight) * llm_logp + ctc_weight * ctc) +
     judge_weight * judge`` (``ctc``, ``judge``: ``[B*K]`` scores of the same candidates, e.g. :func:`nbest_ctc` and
-    Whisper's decoder, ``generate(whisper_weight=…)``); the first (the search's own best) on ties."""
+    Whisper's decoder, ``generate(whisper_weight=…)``), with ``second_weight`` the second judges' ``second`` beside
+    it (:func:`with_second`); the first (the search's own best) on ties."""
     B, K = n_samples, _candidates_per_sample(texts, llm_logp, n_samples)
-    total = rescore_totals(llm_logp, ctc, ctc_weight, judge, judge_weight)
+    total = with_second(rescore_totals(llm_logp, ctc, ctc_weight, judge, judge_weight), second, second_weight)
     best = total.view(B, K).argmax(1).tolist()  # argmax returns the first of equal maxima
     return [texts[b * K + k] for b, k in enumerate(best)]

@@ -51,6 +51,9 @@ WHISPER_DECODER = "whisper_decoder.safetensors"  # a saved model's trained Whisp
 # a saved model's LoRA of the judge's own copy of the audio encoder (an adapter folder, trained through Whisper's
 # decoder: scripts/whisper_decoder_probe.py --encoder-lr); without it the judge reads the model's audio encoder
 WHISPER_ENCODER = "whisper_encoder_adapters"
+# a saved model's second judges (generate(second_judge_weight=…)): one sub-folder each, named as the user likes, with
+# a trained decoder (WHISPER_DECODER) and optionally its judge encoder LoRA (WHISPER_ENCODER): other trainings' judges
+SECOND_JUDGES = "second_judges"
 _VISUAL = ("image", "video")
 
 
@@ -405,6 +408,23 @@ def _both_share(value) -> tuple[list[float] | None, float]:
     return shares, share
 
 
+def _read_second_judges(folder: Path) -> list[tuple[str, dict[str, Tensor], tuple | None]]:
+    """:data:`SECOND_JUDGES` of a saved model: each sub-folder's (name, trained decoder's weights, its encoder LoRA
+    as :func:`mmlora.lora.read_adapter_folder` gives it, or None), in name order; none where the folder is absent. A
+    sub-folder without a trained decoder is named in the error."""
+    if not folder.is_dir():
+        return []
+    from safetensors.torch import load_file
+
+    out = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not (sub / WHISPER_DECODER).is_file():
+            raise ValueError(f"{sub}: a second judge needs its trained decoder ({WHISPER_DECODER})")
+        lora = read_adapter_folder(sub / WHISPER_ENCODER) if (sub / WHISPER_ENCODER).is_dir() else None
+        out.append((sub.name, load_file(str(sub / WHISPER_DECODER)), lora))
+    return out
+
+
 def _check_rescoring(name: str, weight: float, kw: dict) -> None:
     """A rescoring weight of ``generate`` in (0, 1], with beams to rescore and no sampling."""
     if not 0.0 < weight <= 1.0:
@@ -432,6 +452,8 @@ class MultimodalLM(nn.Module):
         self.whisper_decoder_state: dict[str, Tensor] | None = None
         # the judge's own encoder LoRA (WHISPER_ENCODER) as read_adapter_folder gives it, (config, tensors), or None
         self.whisper_encoder_lora: tuple[dict, dict[str, Tensor]] | None = None
+        # the second judges (SECOND_JUDGES): (name, trained decoder's weights, encoder LoRA or None), in name order
+        self.second_judge_states: list[tuple[str, dict[str, Tensor], tuple[dict, dict[str, Tensor]] | None]] = []
 
     # ------------------------------------------------------------------ assembly
     @classmethod
@@ -957,6 +979,9 @@ class MultimodalLM(nn.Module):
         (:meth:`whisper_judges`, :meth:`judge_encoders`); ``whisper_both=s`` (in [0, 1]) weighs them ``s`` (Whisper's
         own) and ``1 - s`` (the folder's), and a list of shares sweeps them from one search;
         ``whisper_own_encoder="base"`` has Whisper's own decoder read the audio encoder without its LoRA.
+        ``second_judge_weight=v`` (in (0, 1), with ``whisper_weight``) ranks by ``(1 - v) * total + v * second``,
+        ``second`` the mean score of the model folder's second judges (:meth:`second_judges`: other trainings' judges,
+        each reading its own encoder LoRA; a score ensemble, session 66) and ``total`` the score above.
         ``candidates=[]`` (with rescoring) appends each sample's candidates and their scores to that list
         (:func:`mmlora.ctc.candidate_rows`; :func:`mmlora.ctc.rescore_rows` picks from them again). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
@@ -977,6 +1002,10 @@ class MultimodalLM(nn.Module):
         weights, ctc_weight = _weights("ctc_weight", sweep)
         judge_weights, judge_weight = _weights("whisper_weight", judge_sweep)
         shares, own_share = _both_share(kw.pop("whisper_both", False))  # Whisper's own decoder's (whisper_judges)
+        second_weight = float(kw.pop("second_judge_weight", 0.0) or 0.0)  # the second judges' (second_judges)
+        if second_weight and not (0.0 < second_weight < 1.0 and judge_weight):
+            raise ValueError(f"second_judge_weight ({second_weight}) weighs the second judges beside whisper_weight's "
+                             "judge: it must be in (0, 1), with whisper_weight set")
         if sum(w is not None for w in (weights, judge_weights, shares)) > 1:
             raise ValueError("sweep one of ctc_weight, whisper_weight and whisper_both at a time")
         if candidates is not None and not (ctc_weight or judge_weight):
@@ -1042,11 +1071,17 @@ class MultimodalLM(nn.Module):
         if judge_weight:
             parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
                                             for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
+        second = None  # [B*K]: the second judges' mean score of each candidate, each reading its own encoder
+        if second_weight:
+            waves = [w.cpu() for w in batch["media"]["audio"]]
+            second = torch.stack([torch.cat([j.score(j.frames(w, enc), texts[b * K:(b + 1) * K])
+                                             for b, w in enumerate(waves)]) for j, enc in self.second_judges()]).mean(0)
         if candidates is not None:
-            candidates.extend(candidate_rows(texts, llm_logp, B, ctc, parts))
+            candidates.extend(candidate_rows(texts, llm_logp, B, ctc, parts, second))
 
         def pick(c: float, j: float, s: float) -> list[str]:  # the search's order: each sample's first is its best
-            return rescore_beams(texts, llm_logp, B, ctc, c, mix_judges(parts, s), j) if c or j else texts[::K]
+            return (rescore_beams(texts, llm_logp, B, ctc, c, mix_judges(parts, s), j, second, second_weight)
+                    if c or j else texts[::K])
         if weights is not None:
             return [pick(w, judge_weight, own_share) for w in weights]
         if judge_weights is not None:
@@ -1220,15 +1255,42 @@ class MultimodalLM(nn.Module):
         if not self.whisper_encoder_lora:
             return self.encoders["audio"]
         if self.__dict__.get("_judge_encoder") is None:
-            from .lora import apply_adapter_folder
-
-            enc = self._plain_audio_encoder()  # the folder's LoRA, whatever its ranks
-            config, tensors = self.whisper_encoder_lora
-            apply_adapter_folder(enc, config, tensors, WHISPER_ENCODER)
-            names = tuple(sorted({a for specs in config["layers"].values() for a in specs}))
-            install_plan(enc, RoutingPlan(names=names, shared=names))  # every frame through every adapter
-            self.__dict__["_judge_encoder"] = enc.requires_grad_(False)  # not a submodule: never saved or trained
+            self.__dict__["_judge_encoder"] = self._encoder_with_lora(self.whisper_encoder_lora, WHISPER_ENCODER)
         return self.__dict__["_judge_encoder"]
+
+    def _encoder_with_lora(self, lora: tuple[dict, dict[str, Tensor]], where: str) -> nn.Module:
+        """A float32 copy of the audio encoder with this adapter folder's LoRA (``(config, tensors)`` as
+        :func:`mmlora.lora.read_adapter_folder` gives them; ``where`` names it in errors), every frame through every
+        adapter, frozen and kept outside the module's parameters by the caller."""
+        from .lora import apply_adapter_folder
+
+        enc = self._plain_audio_encoder()  # the folder's LoRA, whatever its ranks
+        config, tensors = lora
+        apply_adapter_folder(enc, config, tensors, where)
+        names = tuple(sorted({a for specs in config["layers"].values() for a in specs}))
+        install_plan(enc, RoutingPlan(names=names, shared=names))  # every frame through every adapter
+        return enc.requires_grad_(False)  # not a submodule: never saved or trained
+
+    def second_judges(self) -> list[tuple]:
+        """``generate(second_judge_weight=…)``'s judges, built once from :data:`SECOND_JUDGES`: for each, (the
+        packaged Whisper's decoder with that folder's trained weights, the audio encoder it reads: a copy with the
+        folder's own encoder LoRA, or the model's encoder where it has none)."""
+        if not self.second_judge_states:
+            raise ValueError(f"second_judge_weight asks the model folder's second judges ({SECOND_JUDGES}/NAME/"
+                             f"{WHISPER_DECODER}), and this model has none")
+        if self.__dict__.get("_second_judges") is None:
+            from .encoders.whisper_judge import WhisperJudge
+
+            name = self.whisper_judge().name or (self.cfg.media["audio"].encoder or {})["preset"]
+            built = []
+            for folder, dec, lora in self.second_judge_states:
+                judge = WhisperJudge.load(name)
+                judge.load_decoder(dec, f"{SECOND_JUDGES}/{folder}/{WHISPER_DECODER}")
+                enc = (self._encoder_with_lora(lora, f"{SECOND_JUDGES}/{folder}/{WHISPER_ENCODER}") if lora
+                       else self.encoders["audio"])
+                built.append((judge, enc))
+            self.__dict__["_second_judges"] = built
+        return self.__dict__["_second_judges"]
 
     def non_ascii_token_ids(self) -> list[int]:
         """Ids of the tokens whose decoded text holds a character outside ASCII (a partial UTF-8
@@ -1288,6 +1350,12 @@ class MultimodalLM(nn.Module):
                           str(tmp / WHISPER_DECODER))
             if self.whisper_encoder_lora:  # the judge's own encoder LoRA, as read
                 write_adapter_folder(tmp / WHISPER_ENCODER, *self.whisper_encoder_lora)
+            for name, dec, lora in self.second_judge_states:  # as read
+                (tmp / SECOND_JUDGES / name).mkdir(parents=True)
+                save_file({k: v.detach().contiguous().cpu() for k, v in dec.items()},
+                          str(tmp / SECOND_JUDGES / name / WHISPER_DECODER))
+                if lora:
+                    write_adapter_folder(tmp / SECOND_JUDGES / name / WHISPER_ENCODER, *lora)
 
         return _atomic_dir(out_dir, write)
 
@@ -1475,6 +1543,8 @@ class MultimodalLM(nn.Module):
         judge_enc = in_dir / WHISPER_ENCODER
         self.whisper_encoder_lora = read_adapter_folder(judge_enc) if judge_enc.is_dir() else None
         self.__dict__["_judge_encoder"] = None  # built again from these weights and this encoder when asked
+        self.second_judge_states = _read_second_judges(in_dir / SECOND_JUDGES)
+        self.__dict__["_second_judges"] = None  # built again when generate next asks them
         self._freeze()
         return fresh
 

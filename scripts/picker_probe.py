@@ -36,7 +36,8 @@ for p in (REPO, REPO / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from rescore_candidates import _floats, _with_totals, errors, load, own_weights, rows_of  # noqa: E402
+from rescore_candidates import (_floats, _with_totals, errors, load, own_weights, rows_of,  # noqa: E402
+                                second_weight)
 
 from mmlora.ctc import row_totals  # noqa: E402
 from mmlora.fsutil import replace_text  # noqa: E402
@@ -44,9 +45,9 @@ from mmlora.metrics.wer import normalize_text  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
 
-def base_total(row: dict, ctc: float, judge: float, share: float) -> Tensor:
+def base_total(row: dict, ctc: float, judge: float, share: float, second: float = 0.0) -> Tensor:
     """The decoding's own total of each candidate (:func:`mmlora.ctc.row_totals`: rescore_beams' arithmetic)."""
-    return row_totals(row, ctc, judge, share).float()
+    return row_totals(row, ctc, judge, share, second_weight=second).float()
 
 
 def word_edits(a: str, b: str) -> int:
@@ -82,7 +83,7 @@ def hypotheses(doc: dict, weights: tuple[float, float, float], lm: float = 0.0, 
     rows, owner = rows_of(doc)
     picks = []
     for i, row in enumerate(rows):
-        total = base_total(row, *weights)
+        total = base_total(row, *weights, second_weight(doc["decoding"]))
         extra = [(w, k) for w, k in ((lm, "lm"), (judge, "judge")) if w]
         for w, k in extra:
             if k not in row:

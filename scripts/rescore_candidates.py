@@ -58,10 +58,17 @@ def rows_of(doc: dict) -> tuple[list[dict], list[int]]:
     return rows, owner
 
 
+def second_weight(decoding: dict) -> float:
+    """The decoding's ``second_judge_weight`` (0 where it asked no second judges): kept as it was in every pick."""
+    return float(decoding.get("second_judge_weight") or 0.0)
+
+
 def hypotheses(doc: dict, ctc: float, judge: float, share: float) -> list[str]:
-    """Each utterance's transcript with these weights: its pieces' picks joined as evaluate joins them."""
+    """Each utterance's transcript with these weights (and the decoding's own :func:`second_weight`): its pieces'
+    picks joined as evaluate joins them."""
     rows, owner = rows_of(doc)
-    return join_pieces(rescore_rows(rows, ctc, judge, share), owner, len(doc["utterances"]))
+    return join_pieces(rescore_rows(rows, ctc, judge, share, second_weight(doc["decoding"])), owner,
+                       len(doc["utterances"]))
 
 
 def errors(doc: dict, hyps: list[str]) -> tuple[int, int]:
