@@ -205,9 +205,14 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
     models, out = [Path(m) for m in models], Path(out)
     if len(models) < 2:
         raise ValueError("average_model_dirs: give at least two model folders")
+    from ..model import SECOND_JUDGES, WHISPER_DECODER, WHISPER_ENCODER
+
     for m in models:
         if not (m / "config.json").is_file():
             raise FileNotFoundError(f"{m}: not a model folder (no config.json)")
+        if (m / SECOND_JUDGES).exists():  # packed decoders and LoRAs a folder deeper: not averaged as what they are
+            raise ValueError(f"{m}: has second judges ({SECOND_JUDGES}/); average the folders without them, then add "
+                             "them again (scripts/ensemble_candidate.py)")
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new output folder")
     files = sorted(p.relative_to(models[0]) for p in models[0].rglob("*.safetensors"))
@@ -217,7 +222,6 @@ def average_model_dirs(models: list[str | Path], out: str | Path, weights: list[
             raise ValueError(f"{m}: its weight files {[str(f) for f in other]} differ from {models[0]}'s "
                              f"{[str(f) for f in files]}")
     w = mean_weights(weights, len(models))
-    from ..model import WHISPER_DECODER, WHISPER_ENCODER
 
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)

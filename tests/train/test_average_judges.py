@@ -117,3 +117,7 @@ def test_average_models_averages_a_judge_as_weights(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="preset"):
         average_model_dirs([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
     assert not (tmp_path / "x").exists() and not (tmp_path / ".tmp-x").exists()
+    (tmp_path / "b" / "second_judges" / "s1").mkdir(parents=True)  # a folder deeper: refused, not mixed by bytes
+    with pytest.raises(ValueError, match=r"b: has second judges \(second_judges/\)"):
+        average_model_dirs([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
