@@ -1072,10 +1072,11 @@ class MultimodalLM(nn.Module):
             parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
                                             for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
         second = None  # [B*K]: the second judges' mean score of each candidate, each reading its own encoder
-        if second_weight:
-            waves = [w.cpu() for w in batch["media"]["audio"]]
-            second = torch.stack([torch.cat([j.score(j.frames(w, enc), texts[b * K:(b + 1) * K])
-                                             for b, w in enumerate(waves)]) for j, enc in self.second_judges()]).mean(0)
+        if second_weight:  # frames depend on the encoder only: _judge_frames runs each distinct one once
+            seconds = self.second_judges()
+            views = self._judge_frames(batch, judge_weight, kw, [enc for _, enc in seconds])
+            second = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K]) for b, f in enumerate(views)])
+                                  for i, (j, _) in enumerate(seconds)]).mean(0)
         if candidates is not None:
             candidates.extend(candidate_rows(texts, llm_logp, B, ctc, parts, second))
 
