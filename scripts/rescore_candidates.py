@@ -63,12 +63,12 @@ def second_weight(decoding: dict) -> float:
     return float(decoding.get("second_judge_weight") or 0.0)
 
 
-def hypotheses(doc: dict, ctc: float, judge: float, share: float) -> list[str]:
-    """Each utterance's transcript with these weights (and the decoding's own :func:`second_weight`): its pieces'
-    picks joined as evaluate joins them."""
+def hypotheses(doc: dict, ctc: float, judge: float, share: float, second: float | None = None) -> list[str]:
+    """Each utterance's transcript with these weights (``second``: the second judges', by default the decoding's
+    own :func:`second_weight`): its pieces' picks joined as evaluate joins them."""
     rows, owner = rows_of(doc)
-    return join_pieces(rescore_rows(rows, ctc, judge, share, second_weight(doc["decoding"])), owner,
-                       len(doc["utterances"]))
+    second = second_weight(doc["decoding"]) if second is None else second
+    return join_pieces(rescore_rows(rows, ctc, judge, share, second), owner, len(doc["utterances"]))
 
 
 def errors(doc: dict, hyps: list[str]) -> tuple[int, int]:
@@ -116,15 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
     p.add_argument("--whisper-weight", type=_floats, help="the Whisper judges' weights (default: the decoding's)")
     p.add_argument("--whisper-both", type=_floats, help="Whisper's own decoder's shares (default: the decoding's)")
+    p.add_argument("--second-weight", type=_floats, help="the second judges' weights (a decoding with second "
+                   "judges: its candidates carry their scores; default: each file's decoding's, shown as null)")
     p.add_argument("--oracle", action="store_true", help="also each clip's best candidate")
     a = p.parse_args(argv)
     docs = [load(f) for f in a.files]
-    own = own_weights(docs[0]["decoding"])
-    grid = [ws if ws is not None else [o] for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both), own)]
-    for c, j, s in itertools.product(*grid):
-        line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "files": {}}
+    own = (*own_weights(docs[0]["decoding"]), None)  # second_weight None: each file's decoding's own
+    grid = [ws if ws is not None else [o]
+            for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both, a.second_weight), own)]
+    for c, j, s, v in itertools.product(*grid):
+        line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "second_weight": v, "files": {}}
         for f, doc in zip(a.files, docs):
-            e, n = errors(doc, hypotheses(doc, c, j, s))
+            e, n = errors(doc, hypotheses(doc, c, j, s, v))
             line["files"][str(f)] = {"errors": e, "ref_words": n}
         print(json.dumps(_with_totals(line)))
     if a.oracle:

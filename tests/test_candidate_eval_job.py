@@ -78,3 +78,32 @@ def test_models_decode_side_by_side_with_their_share_of_threads_and_a_failure_fa
     assert (tmp_path / "calls.jsonl.threads").read_text().split() == ["7"] * 3
     assert "ek2: " in p.stdout and "exit 5 (log/eval_ek2.log)" in p.stdout
     assert (work / "res/ekn_st_test.json").is_file() and (work / "res/release_st_test.json").is_file()
+
+
+def test_more_models_as_overlays_of_the_release_with_their_own_sets_and_candidates(tmp_path):
+    rel = tmp_path / "work/repo/checkpoints/asr-smollm2-whisper-tiny"  # what job_setup's copy of the repo holds
+    ov = tmp_path / "work/ens"
+    (ov / "second_judges/s1").mkdir(parents=True)
+    (ov / "config.json").write_text('{"overlay": 1}')
+    repo_rel = tmp_path / "repo/checkpoints/asr-smollm2-whisper-tiny"
+    repo_rel.mkdir(parents=True)
+    (repo_rel / "config.json").write_text('{"release": 1}')
+    (repo_rel / "projectors.safetensors").write_text("w")
+    p, work, calls = run_job(tmp_path, {"RELEASE": "0", "CANDS": "1", "SETS": "st/val.jsonl",
+                                        "MODELS": "ENSa=ens:hv/val.jsonl,st/val.jsonl ENSb=ens:hk/val.jsonl"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (ov / "config.json").read_text() == '{"overlay": 1}'  # the overlay's own files stay
+    assert (ov / "projectors.safetensors").read_text() == "w" and rel.is_dir()  # the rest is the release's
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert [e[e.index("--model") + 1] for e in evals] == ["cand/ek2", "cand/ekn", "ens", "ens"]
+    d = work / "data/speech_release"
+    trip = [(e[i + 1], e[i + 3], e[i + 5]) for e in evals[2:] for i, a in enumerate(e) if a == "--manifest"]
+    assert trip == [(str(d / "hv/val.jsonl"), "res/ENSa_hv_val.json", "res/ENSa_hv_val.cands.json"),
+                    (str(d / "st/val.jsonl"), "res/ENSa_st_val.json", "res/ENSa_st_val.cands.json"),
+                    (str(d / "hk/val.jsonl"), "res/ENSb_hk_val.json", "res/ENSb_hk_val.cands.json")]
+    assert all(e[e.index("--manifest") + 2] == "--out" for e in evals)
+
+
+def test_a_missing_model_folder_is_named(tmp_path):
+    p, work, calls = run_job(tmp_path, {"MODELS": "X=nowhere"})
+    assert p.returncode == 2 and "X's folder nowhere is missing" in p.stderr

@@ -113,3 +113,30 @@ def test_the_script_names_a_file_that_is_no_candidates_file(tmp_path):
         rescore_candidates.main([str(bad)])
     with pytest.raises(SystemExit):
         rescore_candidates.main([str(bad), "--whisper-both", "0.2,1.5"])
+
+
+def _second_doc(seed: int, n: int = 6, k: int = 4) -> dict:
+    """A candidates file of ``n`` one-piece clips whose rows carry second judges' scores (ENS-like)."""
+    g = torch.Generator().manual_seed(seed)
+    utts = []
+    for i in range(n):
+        texts = [f"w{i} c{j}" for j in range(k)]
+        llm, ctc, judge, second = (torch.randn(k, generator=g) * 3 for _ in range(4))
+        row = candidate_rows(texts, llm, 1, ctc, judge[None], second)[0]
+        utts.append({"id": f"u{i}", "reference": texts[int(second.argmax())], "pieces": [row]})
+    return {"decoding": {"ctc_weight": 0.1, "whisper_weight": 0.5, "whisper_both": False, "second_judge_weight": 0.2},
+            "utterances": json.loads(json.dumps(utts))}
+
+
+def test_the_second_judges_weight_is_swept_and_unset_is_each_files_own(tmp_path, capsys):
+    f = tmp_path / "ens.json"
+    f.write_text(json.dumps(_second_doc(1)))
+    assert rescore_candidates.main([str(f), "--second-weight", "0,0.2,1"]) == 0
+    assert rescore_candidates.main([str(f)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    doc = json.loads(f.read_text())
+    for line, v in zip(lines, (0.0, 0.2, 1.0)):
+        assert line["second_weight"] == v
+        assert line["errors"] == rescore_candidates.errors(doc, rescore_candidates.hypotheses(doc, 0.1, 0.5, 0.5, v))[0]
+    assert lines[2]["errors"] == 0  # the references are the second judges' favourites: weight 1 reads them all
+    assert lines[3]["second_weight"] is None and lines[3]["errors"] == lines[1]["errors"]  # the decoding's 0.2

@@ -14,6 +14,11 @@
 # PAR (default 1) models decode side by side (session 62), each on THREADS CPU threads (default: the cores / PAR):
 # the judges' and the search's CPU work, not the GPU, bounds one decoding. decoder_job.sh EVAL_SETS=... runs this
 # job after its training, in the same WORK.
+# MODELS="NAME=DIR[:SETS] ..." (session 67) decodes more model folders after them (DIR relative to WORK; SETS their
+# own, else SETS): a DIR without the release's weights is an overlay (e.g. a config.json and second_judges/) and gets
+# every file it lacks linked from the release first; one DIR may be named twice with other sets, so that PAR decodes
+# its sets side by side. RELEASE=0 leaves the release out. CANDS=1 also writes each set's candidates (mmlora evaluate
+# --candidates): res/NAME_SET.cands.json.
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup
 job_begin
@@ -23,17 +28,28 @@ THREADS=${THREADS:-$(( $(nproc) / PAR > 0 ? $(nproc) / PAR : 1 ))}
 echo "$(date +%T) job: SETS=$SETS BEAMS=$BEAMS DTYPE=$DTYPE BATCH=$BATCH PAR=$PAR THREADS=$THREADS"
 job_setup smollm2-135m whisper-tiny.en
 REL=repo/checkpoints/asr-smollm2-whisper-tiny
-names=release
+names=; [ "${RELEASE:-1}" = 0 ] || names=release
+declare -A MODEL=() MSETS=()
 for f in packed/*.safetensors; do
   [ -e "$f" ] || continue
   a=$(basename "$f" .safetensors)
   python3 repo/scripts/asr_candidate.py packed "$a" "cand/$a" --release "$REL" --force
   names="$names $a"
 done
+for e in ${MODELS:-}; do  # NAME=DIR[:SETS]
+  n=${e%%=*}; m=${e#*=}; MSETS[$n]=; [[ $m == *:* ]] && { MSETS[$n]=${m#*:}; m=${m%%:*}; }
+  [ -d "$m" ] || { echo "candidate_eval_job.sh: MODELS: $n's folder $m is missing" >&2; exit 2; }
+  for f in "$REL"/*; do [ -e "$m/$(basename "$f")" ] || cp -al "$f" "$m/"; done  # an overlay: the rest is the release's
+  MODEL[$n]=$m; names="$names $n"
+done
 decode() {  # NAME: the release or a candidate, on every set
   local n=$1 m args=() start rc=0
-  m=$([ "$n" = release ] && echo "$REL" || echo "cand/$n")
-  for s in ${SETS//,/ }; do t=${s%.jsonl}; args+=(--manifest "$D/$s" --out "res/${n}_${t//\//_}.json"); done
+  local sets=${MSETS[$n]:-$SETS}
+  m=${MODEL[$n]:-$([ "$n" = release ] && echo "$REL" || echo "cand/$n")}
+  for s in ${sets//,/ }; do
+    t=${s%.jsonl}; args+=(--manifest "$D/$s" --out "res/${n}_${t//\//_}.json")
+    [ "${CANDS:-0}" = 0 ] || args+=(--candidates "res/${n}_${t//\//_}.cands.json")
+  done
   start=$(date +%s)
   OMP_NUM_THREADS=$THREADS python3 -m mmlora.cli evaluate --model "$m" --device cuda --dtype "$DTYPE" \
     --num-beams "$BEAMS" --batch-size "$BATCH" "${args[@]}" > "log/eval_$n.log" 2>&1 || rc=$?
