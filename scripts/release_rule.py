@@ -57,7 +57,13 @@ HUMAN2 = HUMAN + ("human_more", "human_fourth")
 DTYPE = "float32"  # the LLM's, for every model (session 45; bfloat16 before)
 
 
-def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams: int = 1) -> None:
+def cands_of(report: Path) -> Path:
+    """Where ``--candidates`` keeps a report's candidates: ``TAG{suffix}.cands.json`` beside ``TAG{suffix}.json``."""
+    return report.with_name(report.name[:-len(".json")] + ".cands.json")
+
+
+def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams: int = 1,
+             cands: bool = False) -> None:
     """``mmlora evaluate`` on the CPU in float32, one call for every (manifest, report) pair (the model loads once),
     on one thread: the batch size and the number of threads change the rounding and, on near-ties, the choices (in
     bfloat16, until session 45, the release on the 24 extra human clips made 159 word errors on one thread, 161 on
@@ -66,7 +72,7 @@ def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams:
            "--device", "cpu", "--dtype", DTYPE, "--num-beams", str(beams)]
     for manifest, out in pairs:
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd += ["--manifest", str(manifest), "--out", str(out)]
+        cmd += ["--manifest", str(manifest), "--out", str(out)] + (["--candidates", str(cands_of(out))] if cands else [])
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -122,7 +128,7 @@ def share(tags: list[str], manifests: dict[str, Path], jobs: int) -> list[list[s
 
 
 def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams: int = 1,
-            sets: tuple = SETS, jobs: int = 1) -> dict[str, Path]:
+            sets: tuple = SETS, jobs: int = 1, cands: bool = False) -> dict[str, Path]:
     """The reports of one model on ``sets`` (``(tag, batch size)``: the rule's three, and any guard sets) decoded with
     ``beams``, those missing evaluated in one call per batch size.
     Reports are used again only where they were made from the same files: each model's ``OUT/NAME/model{suffix}.sha256``
@@ -132,7 +138,8 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
     sets not asked for this time too, so that a guard set asked for later is not read from the old files) and the
     asked ones decoded again. A folder that no longer exists is not checked: its reports are used as they are.
     ``jobs`` > 1 shares the missing sets among that many processes side by side (:func:`share`), each decoding on one
-    thread as alone: the same reports, sooner where cores are free (session 60)."""
+    thread as alone: the same reports, sooner where cores are free (session 60). ``cands``: each decoding also keeps
+    its candidates (:func:`cands_of`), and a report without them is decoded again (session 67)."""
     suffix = (f"_beams{beams}" if beams > 1 else "") + f"_{DTYPE}"
     got = {tag: out / name / f"{tag}{suffix}.json" for tag, _ in sets}
     sig = out / name / f"model{suffix}.sha256"
@@ -146,7 +153,9 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
                   f"than {model}'s: decoding them again", file=sys.stderr)
             for p in old:
                 p.unlink()
-    missing = {tag: batch for tag, batch in sets if not got[tag].is_file()}
+                cands_of(p).unlink(missing_ok=True)
+    missing = {tag: batch for tag, batch in sets
+               if not got[tag].is_file() or (cands and not cands_of(got[tag]).is_file())}
     if missing and not Path(model).is_dir():
         raise ValueError(f"{model}: no such model folder (and no report {got[next(iter(missing))]})")
     if missing:  # recorded before decoding, so that the sets a run finishes before it is stopped are used again
@@ -155,7 +164,8 @@ def reports(name: str, model: str, manifests: dict[str, Path], out: Path, beams:
 
     def run(group: list[str]) -> None:  # one call per batch size, the model loaded once a call
         for batch in sorted({missing[t] for t in group}, reverse=True):
-            evaluate(model, [(manifests[t], got[t]) for t in group if missing[t] == batch], batch, beams)
+            pairs = [(manifests[t], got[t]) for t in group if missing[t] == batch]
+            evaluate(model, pairs, batch, beams, cands=cands)
 
     groups = share(list(missing), manifests, jobs)
     if len(groups) > 1:  # each a one-thread process of its own: the same reports as one after the other
@@ -250,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                         "takes the memory of one: about 12 GB for st/test)")
     p.add_argument("--st-test", type=Path, default=Path("data/speech_release/st/test.jsonl"), help="rule 2's target")
     p.add_argument("--natt9", type=Path, default=Path("data/speech_release/natt9/test.jsonl"), help="rule 2's guard")
+    p.add_argument("--candidates", action="store_true", dest="keep_candidates",
+                   help="the candidate models' decodings also keep their candidates beside each report "
+                        "(TAG_beamsN_float32.cands.json; a decoding that rescores: beams > 1), so that other weights "
+                        "can be scored on the rule's sets from this one decoding (scripts/rescore_candidates.py)")
     a = p.parse_args(argv)
     manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
     if a.rule == 2:
@@ -276,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for c in a.candidates:
             name, path = named(c)
-            got = reports(name, path, manifests, a.out, beams, sets, a.jobs)
+            got = reports(name, path, manifests, a.out, beams, sets, a.jobs, a.keep_candidates)
             rows.append(((name, path), verdict(got, rel, a.samples, tuple(guards)) if a.rule == 1
                          else verdict2(got, rel, a.samples, a.margin, tuple(guards))))
     except (ValueError, subprocess.CalledProcessError) as e:

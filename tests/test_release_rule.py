@@ -46,11 +46,13 @@ def empty_manifests(tmp_path: Path) -> Path:
 def fake_evaluate(calls: list, errors) -> object:
     """A stand-in for release_rule.evaluate: appends (model folder, manifest names, batch size, beams) to ``calls``
     and writes each report with ``errors(model folder)[tag]``'s errors."""
-    def run(model_dir, pairs, batch_size, beams):
+    def run(model_dir, pairs, batch_size, beams, cands=False):
         calls.append((str(model_dir), [Path(m).name for m, _ in pairs], batch_size, beams))
         for _, report in pairs:
             tag = report.stem.removesuffix("_float32").removesuffix(f"_beams{beams}")
             write_report(report, errors(model_dir)[tag], WORDS[tag])
+            if cands:  # what evaluate --candidates writes beside the report
+                release_rule.cands_of(report).write_text("{}")
     return run
 
 
@@ -354,7 +356,7 @@ def test_a_run_stopped_midway_keeps_the_sets_it_finished(tmp_path, monkeypatch, 
     model(out, "rel", RELEASE)
     calls = []
 
-    def stopped(model_dir, pairs, batch_size, beams):
+    def stopped(model_dir, pairs, batch_size, beams, cands=False):
         fake_evaluate(calls, lambda m: RELEASE)(model_dir, pairs[:1], batch_size, beams)  # the first set, then stop
         raise KeyboardInterrupt
 
@@ -369,3 +371,39 @@ def test_a_run_stopped_midway_keeps_the_sets_it_finished(tmp_path, monkeypatch, 
     assert release_rule.main(argv) == 0
     assert calls == [(str(cand_dir), ["test.jsonl", "extra.jsonl"], 8, 1)]  # nv9 not decoded again
     assert "decoding them again" not in capsys.readouterr().err
+
+
+def test_candidates_are_kept_beside_the_candidates_reports_and_missing_ones_decode_again(tmp_path, monkeypatch,
+                                                                                          capsys):
+    data = empty_manifests(tmp_path)
+    rel_dir, cand_dir = tmp_path / "rel_model", tmp_path / "cand_model"
+    for d in (rel_dir, cand_dir):
+        d.mkdir()
+    calls = []
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: RELEASE))
+    argv = [f"E2={cand_dir}", "--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"), "--human",
+            str(data / "human"), "--out", str(tmp_path / "out"), "--samples", "50", "--num-beams", "4"]
+    assert release_rule.main(argv) == 0  # without --candidates: reports only
+    out = tmp_path / "out"
+    assert not list(out.rglob("*.cands.json")) and len(calls) == 4
+    calls.clear()
+    assert release_rule.main(argv + ["--candidates"]) == 0  # the candidate's reports lack them: decoded again
+    assert sorted({Path(c[0]).name for c in calls}) == ["cand_model"]
+    assert sorted(p.name for p in (out / "E2").glob("*.cands.json")) == [
+        f"{t}_beams4_float32.cands.json" for t in ("human_extra", "human_test", "nv9")]
+    assert not list((out / "rel").glob("*.cands.json"))  # the release's reports are used as they are
+    calls.clear()
+    assert release_rule.main(argv + ["--candidates"]) == 0 and calls == []  # all there now
+    (cand_dir / "config.json").write_text("{}")  # other files: reports and candidates dropped, decoded again
+    assert release_rule.main(argv) == 0
+    assert not list((out / "E2").glob("*.cands.json"))
+    capsys.readouterr()
+
+
+def test_real_evaluate_asks_for_the_candidates_beside_each_report(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(release_rule.subprocess, "run", lambda cmd, **kw: seen.update(cmd=cmd, **kw))
+    release_rule.evaluate("M", [(Path("h/test.jsonl"), tmp_path / "nv9_beams8_float32.json")], 8, 8, cands=True)
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--candidates") + 1] == str(tmp_path / "nv9_beams8_float32.cands.json")
+    assert cmd.index("--candidates") == cmd.index("--out") + 2
