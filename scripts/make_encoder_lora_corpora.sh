@@ -5,7 +5,8 @@
 # exclusion lists name corpora not made here, so they list only what is). Every corpus is seeded and byte-reproducible;
 # each step is skipped when its manifest exists. About 90 min on 2 cores (st 8, w3 10, natt9 + nv9 1, n9 15, n10 19,
 # n14 17, n15 13 min; PICO=1 adds p16, KJV=1 k49: 4 min, KJV=2 k49, k50 and kn50: 17 min; ACCENTS=1 a62, which
-# excludes the sentences of k49, k50 and kn50: with KJV=2; ACCENTS=2 a64 as well, 6 min).
+# excludes the sentences of k49, k50 and kn50: with KJV=2; ACCENTS=2 a64 as well, 6 min; HV67=1 the held-out
+# validation set hv67, 3 min).
 # Needs the TTS voices: bash scripts/setup_tts.sh && bash scripts/setup_tts.sh --natural.
 #
 #   bash scripts/make_encoder_lora_corpora.sh [DATA_DIR] [HUMAN_DIR]    # defaults data/speech_release data/human_speech
@@ -104,5 +105,24 @@ if [ "${ACCENTS:-0}" = 2 ] && [ ! -f "$D/a64/train.jsonl" ]; then
   accent_voices
   step a64; $MM make-speech-corpus --out "$D/a64" --seed 64 --max-words 16 "${TOPT[@]}" --voices "${AV#,}" \
     --exclude-text "$EXK,$D/k49/train.jsonl,$D/k50/train.jsonl,$D/kn50/train.jsonl,$D/a62/train.jsonl"
+fi
+# HV67=1 (session 67): hv67p, hv67s and hv67k, a validation set read by held-out voices: the 240 sentences of st's
+# pools (fortunes, bible; at most 16 words) that no corpus above or test set holds, each read three times, by
+# pico:en-GB (heard by no model), espeak-ng en-gb-scotland with eight variants and festival ked_diphone (st/val's
+# accent and voice), 720 clips; needs KJV=2 and ACCENTS=2 (their sentences are excluded). 3 min.
+if [ "${HV67:-0}" != 0 ] && [ ! -f "$D/hv67k/val.jsonl" ]; then
+  for c in n9/train k49/train k50/train kn50/train a62/train a64/train; do
+    [ -f "$D/$c.jsonl" ] || { echo "make_encoder_lora_corpora.sh: HV67=1 excludes $D/$c.jsonl's sentences:" \
+      "make it first (KJV=2 ACCENTS=2)" >&2; exit 2; }; done
+  EXH="$EXK,$D/n9/train.jsonl,$D/n10/train.jsonl,$D/k49/train.jsonl,$D/k50/train.jsonl,$D/kn50/train.jsonl"
+  EXH="$EXH,$D/a62/train.jsonl,$D/a64/train.jsonl"
+  SC=; for v in m1 m3 m6 f2 f3 klatt2 Andy Annie; do SC="$SC,espeak:en-gb-scotland+$v"; done
+  HO=(--n-train 0 --n-val 240 --n-test 0 --max-words 16 --audio-format opus --no-video --noisy-splits ''
+      --babble-pool 0 --workers "$WORKERS" --text-weights fortunes=0.5,bible=0.5 --exclude-text "$EXH")
+  for x in "p 67 pico:en-GB" "s 68 ${SC#,}" "k 69 festival:ked_diphone"; do
+    set -- $x
+    [ -f "$D/hv67$1/val.jsonl" ] || { step "hv67$1"; $MM make-speech-corpus --out "$D/hv67$1" --seed "$2" \
+      --voices "$3" --val-voices "$3" "${HO[@]}"; }
+  done
 fi
 step done
