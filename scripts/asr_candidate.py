@@ -39,6 +39,26 @@ def check_decoder(path: Path) -> None:
         raise ValueError(f"{path}: holds no tensors")
 
 
+def check_adapters(folder: Path) -> None:
+    """``folder``, where it exists, is an adapter folder (else FileNotFoundError naming what it lacks)."""
+    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if folder.exists() and not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not an adapter folder (missing {', '.join(missing)})")
+
+
+def staged_copy(base: Path, out: Path, force: bool) -> Path:
+    """A copy of the model folder ``base`` beside ``out`` (``OUT.tmp``), to be changed and then renamed into place
+    with :func:`mmlora.fsutil.replace_dir`; an existing ``out`` only with ``force``."""
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"{base}: not a model folder (no config.json)")
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists (--force replaces it)")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp)
+    return tmp
+
+
 def make_candidate(packed: Path, arm: str, out: Path, release: Path, force: bool = False) -> list[str]:
     """Write OUT (see the module's doc); returns the names of the release's entries that were replaced."""
     decoder = packed / f"{arm}.safetensors"
@@ -49,15 +69,8 @@ def make_candidate(packed: Path, arm: str, out: Path, release: Path, force: bool
         have = sorted(p.stem for p in packed.glob("*.safetensors")) if packed.is_dir() else []
         raise FileNotFoundError(f"{decoder}: no such decoder (arms in {packed}: {', '.join(have) or 'none'})")
     check_decoder(decoder)
-    if encoder.exists():
-        missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (encoder / f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{encoder}: not an adapter folder (missing {', '.join(missing)})")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists (--force replaces it)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(release, tmp)
+    check_adapters(encoder)
+    tmp = staged_copy(release, out, force)
     shutil.copyfile(decoder, tmp / WHISPER_DECODER)
     replaced = [WHISPER_DECODER]
     if encoder.exists():

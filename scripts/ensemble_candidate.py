@@ -7,7 +7,9 @@ release) with each named folder's trained Whisper decoder and judge encoder LoRA
 
 Each NAME=DIR is a model folder with ``whisper_decoder.safetensors`` (and, where its judge read its own encoder LoRA,
 ``whisper_encoder_adapters/``), e.g. one that ``scripts/asr_candidate.py`` made. OUT is written beside itself and
-renamed into place; an existing OUT is replaced only with ``--force``. Then judge it:
+renamed into place; an existing OUT is replaced only with ``--force``. ``--set KEY=VALUE`` saves other decoding
+settings with it, e.g. session 67's ENSW8: ``--weight 0.45 --set ctc_weight=0.0 --set whisper_weight=0.8 --set
+whisper_both=0.3 --set whisper_proposal=8``. Then judge it:
 ``python scripts/release_rule.py NAME=OUT --rule 2 --jobs 2``.
 """
 from __future__ import annotations
@@ -20,34 +22,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from asr_candidate import RELEASE, check_decoder  # noqa: E402
+from asr_candidate import RELEASE, check_adapters, check_decoder, staged_copy  # noqa: E402
 
 from mmlora.fsutil import replace_dir  # noqa: E402
-from mmlora.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS  # noqa: E402
 from mmlora.model import SECOND_JUDGES, WHISPER_DECODER, WHISPER_ENCODER  # noqa: E402
 
+# the decoding's weights that --set may save beside second_judge_weight (chosen on validation: docs/ASR.md
+# "Held-out voices for validation")
+SETTABLE = {"ctc_weight", "whisper_weight", "whisper_both", "whisper_proposal", "num_beams"}
 
-def make_ensemble(out: Path, judges: dict[str, Path], weight: float, base: Path, force: bool = False) -> None:
-    """Write OUT (see the module's doc)."""
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"{base}: not a model folder (no config.json)")
+
+def make_ensemble(out: Path, judges: dict[str, Path], weight: float, base: Path, force: bool = False,
+                  settings: dict | None = None) -> None:
+    """Write OUT (see the module's doc); ``settings``: more generation settings to save (e.g. the other weights)."""
     if not judges:
         raise ValueError("name at least one second judge (NAME=DIR)")
     if not 0.0 < weight < 1.0:
         raise ValueError(f"--weight: the second judges' weight must be in (0, 1), got {weight}")
+    unknown = sorted(set(settings or {}) - SETTABLE)
+    if unknown:
+        raise ValueError(f"--set {', '.join(unknown)}: not a decoding setting here ({', '.join(sorted(SETTABLE))})")
     for name, folder in judges.items():
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"{name!r}: a second judge's name is a plain folder name")
         check_decoder(folder / WHISPER_DECODER)
-        enc = folder / WHISPER_ENCODER
-        missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if enc.exists() and not (enc / f).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{enc}: not an adapter folder (missing {', '.join(missing)})")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists (--force replaces it)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base, tmp)
+        check_adapters(folder / WHISPER_ENCODER)
+    tmp = staged_copy(base, out, force)
     shutil.rmtree(tmp / SECOND_JUDGES, ignore_errors=True)  # the base's own second judges give way to these
     for name, folder in judges.items():
         (tmp / SECOND_JUDGES / name).mkdir(parents=True)
@@ -56,12 +56,26 @@ def make_ensemble(out: Path, judges: dict[str, Path], weight: float, base: Path,
             shutil.copytree(folder / WHISPER_ENCODER, tmp / SECOND_JUDGES / name / WHISPER_ENCODER)
     cfg = json.loads((tmp / "config.json").read_text())
     gen = cfg.setdefault("pipeline", {}).setdefault("generation", {})
+    gen.update(settings or {})
     if not gen.get("whisper_weight"):
         shutil.rmtree(tmp)
         raise ValueError(f"{base}: its generation settings have no whisper_weight, beside which second judges weigh")
     gen["second_judge_weight"] = weight
     (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
     replace_dir(tmp, out)
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"KEY=VALUE, got {text!r}")
+    try:
+        v = json.loads(value)  # numbers, true / false
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{key}: a number, true or false, got {value!r}") from None
+    if not isinstance(v, (int, float, bool)):
+        raise argparse.ArgumentTypeError(f"{key}: a number, true or false, got {value!r}")
+    return key, v
 
 
 def _judge(text: str) -> tuple[str, Path]:
@@ -78,17 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight", type=float, required=True, help="second_judge_weight, in (0, 1)")
     ap.add_argument("--base", type=Path, default=Path(RELEASE), help=f"the model folder to start from ({RELEASE})")
     ap.add_argument("--force", action="store_true", help="replace OUT where it exists")
+    ap.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                    help="another decoding setting saved with it (repeatable): " + ", ".join(sorted(SETTABLE)))
     a = ap.parse_args(argv)
     judges = dict(a.judges)
     if len(judges) != len(a.judges):
         print("ensemble_candidate.py: each second judge's NAME once", file=sys.stderr)
         return 2
     try:
-        make_ensemble(a.out, judges, a.weight, a.base, a.force)
+        make_ensemble(a.out, judges, a.weight, a.base, a.force, dict(a.set))
     except (OSError, ValueError) as e:
         print(f"ensemble_candidate.py: {e}", file=sys.stderr)
         return 2
-    print(f"{a.out}: {a.base} with second judges {', '.join(judges)} at {a.weight}")
+    extra = "".join(f", {k}={v}" for k, v in a.set)
+    print(f"{a.out}: {a.base} with second judges {', '.join(judges)} at {a.weight}{extra}")
     return 0
 
 

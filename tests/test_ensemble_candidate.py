@@ -67,3 +67,25 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert not (tmp_path / "E").exists() and not (tmp_path / "E.tmp").exists()
     with pytest.raises(SystemExit):
         ensemble_candidate.main([str(tmp_path / "E"), "s1", "--weight", "0.1"])  # not NAME=DIR
+
+
+def test_other_decoding_settings_are_saved_with_it_and_unknown_ones_refused(tmp_path, capsys):
+    base = _judge_folder(tmp_path / "release", 0.0, False)
+    (base / "config.json").write_text(json.dumps({"pipeline": {"generation": {
+        "whisper_weight": 0.9, "ctc_weight": 0.07, "whisper_both": True, "whisper_proposal": 4}}}))
+    s1 = _judge_folder(tmp_path / "S1", 1.0, False)
+    out = tmp_path / "ENSW8"
+    assert ensemble_candidate.main([str(out), f"s1={s1}", "--weight", "0.45", "--base", str(base), "--set",
+                                    "ctc_weight=0", "--set", "whisper_weight=0.8", "--set", "whisper_both=0.3",
+                                    "--set", "whisper_proposal=8"]) == 0
+    assert json.loads((out / "config.json").read_text())["pipeline"]["generation"] == {
+        "whisper_weight": 0.8, "ctc_weight": 0, "whisper_both": 0.3, "whisper_proposal": 8,
+        "second_judge_weight": 0.45}
+    assert "whisper_proposal=8" in capsys.readouterr().out
+    assert ensemble_candidate.main([str(tmp_path / "X"), f"s1={s1}", "--weight", "0.4", "--base", str(base),
+                                    "--set", "second_judge_weight=0.9"]) == 2
+    assert "--set second_judge_weight: not a decoding setting here" in capsys.readouterr().err
+    for bad in ("ctc_weight", "ctc_weight=high", "ctc_weight=[1]"):
+        with pytest.raises(SystemExit):
+            ensemble_candidate.main([str(tmp_path / "X"), f"s1={s1}", "--weight", "0.4", "--set", bad])
+    assert not (tmp_path / "X").exists()
