@@ -72,7 +72,8 @@ def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams:
            "--device", "cpu", "--dtype", DTYPE, "--num-beams", str(beams)]
     for manifest, out in pairs:
         out.parent.mkdir(parents=True, exist_ok=True)
-        cmd += ["--manifest", str(manifest), "--out", str(out)] + (["--candidates", str(cands_of(out))] if cands else [])
+        cmd += ["--manifest", str(manifest), "--out", str(out)]
+        cmd += ["--candidates", str(cands_of(out))] if cands else []
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
