@@ -25,9 +25,9 @@ for p in (REPO, REPO / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from rescore_candidates import errors, hypotheses, load, own_weights, rows_of, second_weight  # noqa: E402
+from rescore_candidates import candidate_errors, errors, hypotheses, load, own_weights, rows_of  # noqa: E402
 
-from mmlora.metrics.wer import compute_wer, normalize_text  # noqa: E402
+from mmlora.metrics.wer import normalize_text  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
 
 FEATURES = ("llm", "ctc", "judge", "whisper", "second", "words", "vote")
@@ -59,8 +59,7 @@ def clip_targets(doc: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if len(u["pieces"]) != 1:
             continue
         row = u["pieces"][0]
-        texts = [tidy_text(t) for t in row["texts"]]
-        errs = torch.tensor([s.errors for s in compute_wer([u["reference"]] * len(texts), texts).utterances])
+        errs = torch.tensor(candidate_errors(u["reference"], [tidy_text(t) for t in row["texts"]]))
         if errs.min() == errs.max():
             continue
         out.append((features(row), errs == errs.min()))
@@ -91,7 +90,7 @@ def picks(doc: dict, w: torch.Tensor, spread: torch.Tensor) -> list[str]:
 
 
 def own_errors(doc: dict) -> int:
-    return errors(doc, hypotheses(doc, *own_weights(doc["decoding"]), second_weight(doc["decoding"])))[0]
+    return errors(doc, hypotheses(doc, *own_weights(doc["decoding"])))[0]  # and the decoding's second weight
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,9 +87,14 @@ def oracle(doc: dict, own: list[str]) -> tuple[list[str], int]:
             pieced += 1
             continue
         texts = [tidy_text(t) for t in u["pieces"][0]["texts"]]
-        scores = compute_wer([u["reference"]] * len(texts), texts).utterances
-        out.append(min(zip(scores, texts), key=lambda p: p[0].errors)[1])
+        errs = candidate_errors(u["reference"], texts)
+        out.append(texts[errs.index(min(errs))])
     return out, pieced
+
+
+def candidate_errors(reference: str, texts: list[str]) -> list[int]:
+    """Each (tidied) candidate text's word errors against ``reference``, as evaluate counts them."""
+    return [s.errors for s in compute_wer([reference] * len(texts), texts).utterances]
 
 
 def _with_totals(line: dict) -> dict:
