@@ -89,14 +89,17 @@ class MediaPipeline:
         """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
         (``num_beams=1``) without naming ``ctc_weight`` (``whisper_weight``) drops a saved one, which rescores beams: ``mmlora
         evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily. A saved
-        ``whisper_proposal`` goes where no ``whisper_weight`` is left (it adds to the beams that weight rescores)."""
+        ``whisper_proposal`` (``confident_fallback``) goes where no ``whisper_weight`` is left (it adds to (ranks) the
+        beams that weight rescores)."""
         kw = {**self.generation, **gen}
         if int(gen.get("num_beams") or 2) < 2:
             for k in ("ctc_weight", "whisper_weight"):
                 if k not in gen:
                     kw.pop(k, None)
-        if not kw.get("whisper_weight") and "whisper_proposal" not in gen:  # it adds to the beams the judge rescores
-            kw.pop("whisper_proposal", None)
+        if not kw.get("whisper_weight"):  # what adds to or ranks the beams the judge rescores goes with it
+            for k in ("whisper_proposal", "confident_fallback"):
+                if k not in gen:
+                    kw.pop(k, None)
         return kw
 
     # --------------------------------------------------------------- tasks

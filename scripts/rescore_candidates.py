@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mmlora.ctc import rescore_rows  # noqa: E402
+from mmlora.ctc import ConfidentFallback, rescore_rows  # noqa: E402
 from mmlora.metrics.wer import compute_wer  # noqa: E402
 from mmlora.model import _both_share, _weights  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
@@ -63,12 +63,23 @@ def second_weight(decoding: dict) -> float:
     return float(decoding.get("second_judge_weight") or 0.0)
 
 
-def hypotheses(doc: dict, ctc: float, judge: float, share: float, second: float | None = None) -> list[str]:
+OWN = object()  # hypotheses' fallback: the decoding's own
+
+
+def fallback_of(decoding: dict) -> ConfidentFallback | None:
+    """The decoding's ``confident_fallback`` (None where it had none)."""
+    return ConfidentFallback.parse(decoding.get("confident_fallback"))
+
+
+def hypotheses(doc: dict, ctc: float, judge: float, share: float, second: float | None = None,
+               fallback: ConfidentFallback | None | object = OWN) -> list[str]:
     """Each utterance's transcript with these weights (``second``: the second judges', by default the decoding's
-    own :func:`second_weight`): its pieces' picks joined as evaluate joins them."""
+    own :func:`second_weight`; ``fallback``: a :class:`ConfidentFallback` or None, by default the decoding's own):
+    its pieces' picks joined as evaluate joins them."""
     rows, owner = rows_of(doc)
     second = second_weight(doc["decoding"]) if second is None else second
-    return join_pieces(rescore_rows(rows, ctc, judge, share, second), owner, len(doc["utterances"]))
+    fallback = fallback_of(doc["decoding"]) if fallback is OWN else fallback
+    return join_pieces(rescore_rows(rows, ctc, judge, share, second, fallback), owner, len(doc["utterances"]))
 
 
 def errors(doc: dict, hyps: list[str]) -> tuple[int, int]:
@@ -115,6 +126,53 @@ def _floats(text: str) -> list[float]:
     return ws
 
 
+def _fallback(text: str) -> dict | None:
+    if text == "none":
+        return None
+    try:
+        value = json.loads(text)
+        ConfidentFallback.parse(value)
+    except (json.JSONDecodeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"a JSON object of confident_fallback's fields, or none ({e})") from None
+    return value
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+
+
+def report_of(cands: Path) -> Path:
+    """The report that ``mmlora evaluate`` wrote beside a candidates file (``X.cands.json`` beside ``X.json``)."""
+    return cands.with_name(cands.name.removesuffix(".cands.json") + ".json")
+
+
+def write_report(cands: Path, doc: dict, hyps: list[str], decoding: dict, out: Path) -> Path:
+    """``out/<report's name>``: the report beside ``cands`` (its settings and skipped clips) with ``hyps`` scored
+    as evaluate scores them and ``decoding`` as the weights that picked them; the reports of
+    ``scripts/release_rule.py``, so that a rule can be read from a decoding's kept candidates."""
+    from tasks.speech import Record, score_transcripts
+
+    src = report_of(cands)
+    try:
+        base = json.loads(src.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{src}: the report beside {cands} cannot be read ({e})")
+    records = [Record(u["id"], u["reference"], None, None, 0, i, u.get("voice"))
+               for i, u in enumerate(doc["utterances"])]
+    keep = {k: base[k] for k in ("manifest", "task_modalities", "rates", "snr_db", "noise", "tokens_per_second")
+            if k in base}
+    report = {**keep, "decoding": decoding, "rescored_from": str(cands),
+              **score_transcripts(records, hyps, base.get("skipped"))}
+    out.mkdir(parents=True, exist_ok=True)
+    from mmlora.fsutil import replace_text
+
+    replace_text(out / src.name, json.dumps(report))
+    return out / src.name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="+", type=Path, help="candidates files (mmlora evaluate --candidates)")
@@ -123,17 +181,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whisper-both", type=_floats, help="Whisper's own decoder's shares (default: the decoding's)")
     p.add_argument("--second-weight", type=_floats, help="the second judges' weights (a decoding with second "
                    "judges: its candidates carry their scores; default: each file's decoding's, shown as null)")
+    p.add_argument("--fallback", type=_fallback, default=OWN, metavar="JSON",
+                   help="confident_fallback's fields as a JSON object (e.g. '{\"threshold\": -0.2}'), or none "
+                   "(default: each file's decoding's)")
+    p.add_argument("--fallback-threshold", type=_thresholds,
+                   help="the fallback's thresholds to sweep (comma-separated, e.g. --fallback-threshold=-0.3,-0.2; "
+                   "with --fallback)")
     p.add_argument("--oracle", action="store_true", help="also each clip's best candidate")
+    p.add_argument("--reports", type=Path, metavar="DIR",
+                   help="one setting only: write each file's report with these picks into DIR (the report beside "
+                   "each candidates file gives the rest), as scripts/release_rule.py reads reports")
     a = p.parse_args(argv)
+    if a.fallback_threshold and not isinstance(a.fallback, dict):
+        p.error("--fallback-threshold sweeps the threshold of a --fallback")
     docs = [load(f) for f in a.files]
     own = (*own_weights(docs[0]["decoding"]), None)  # second_weight None: each file's decoding's own
     grid = [ws if ws is not None else [o]
             for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both, a.second_weight), own)]
-    for c, j, s, v in itertools.product(*grid):
-        line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "second_weight": v, "files": {}}
+    fallbacks = ([{**a.fallback, "threshold": t} for t in a.fallback_threshold] if a.fallback_threshold
+                 else [a.fallback])
+    settings = list(itertools.product(*grid, fallbacks))
+    if a.reports and len(settings) != 1:
+        p.error(f"--reports writes one setting's reports; these weights make {len(settings)}")
+    for c, j, s, v, fb in settings:
+        line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "second_weight": v,
+                      **({} if fb is OWN else {"fallback": fb}), "files": {}}
         for f, doc in zip(a.files, docs):
-            e, n = errors(doc, hypotheses(doc, c, j, s, v))
+            hyps = hypotheses(doc, c, j, s, v, fb if fb is OWN else ConfidentFallback.parse(fb))
+            e, n = errors(doc, hyps)
             line["files"][str(f)] = {"errors": e, "ref_words": n}
+            if a.reports:
+                dec = {**doc["decoding"], "ctc_weight": c, "whisper_weight": j, "whisper_both": s,
+                       "second_judge_weight": second_weight(doc["decoding"]) if v is None else v}
+                if fb is not OWN:
+                    dec.pop("confident_fallback", None)
+                    dec.update({"confident_fallback": fb} if fb else {})
+                line["files"][str(f)]["report"] = str(write_report(f, doc, hyps, dec, a.reports))
         print(json.dumps(_with_totals(line)))
     if a.oracle:
         line = {"oracle": True, "files": {}}
