@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CTCConfig", "CTC_CHARS", "HEADS", "TemporalHead", "build_ctc_head", "run_ctc_head", "ctc_targets", "ctc_loss",
-           "ctc_log_likelihood", "rescore_with_ctc", "ConfidentFallback", "own_confidence"]
+           "ctc_log_likelihood", "rescore_with_ctc", "ConfidenceGate", "judge_confidence"]
 
 HEADS = ("linear", "temporal")
 
@@ -151,77 +151,93 @@ def candidate_rows(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tens
     return rows
 
 
-@dataclass(frozen=True)
-class ConfidentFallback:
-    """``generate(confident_fallback={...})`` (session 68): where Whisper's own decoder is confident of a sample
-    (:func:`own_confidence` at least ``threshold``) its candidates are ranked with these weights instead of the
-    decoding's own. Natural speech is where Whisper's own decoder reads best and our judges, trained on synthetic
-    voices, least well; weights chosen on synthetic voices then apply where Whisper hesitates."""
+GATE_JUDGES = ("own", "trained")  # ConfidenceGate.judge: the row's judges[0] (Whisper's own) or judges[1]
+_GATE_WEIGHTS = ("ctc_weight", "whisper_weight", "whisper_both", "second_judge_weight")
 
-    threshold: float                  # own_confidence (log-probability a word) at or above which these weights rank
+
+@dataclass(frozen=True)
+class ConfidenceGate:
+    """``generate(confidence_gate={...})`` (session 68): a sample whose judge is sure of it (:func:`judge_confidence`
+    at least ``above``) or unsure (below ``below``; one of the two is set) is ranked with these weights instead of the
+    decoding's own. ``judge``: ``"own"``, Whisper's own decoder, or ``"trained"``, the folder's judge (a decoding with
+    ``whisper_both`` scores with both). The folder's judge, trained on synthetic voices, is unsure of human speech
+    (session 68: median -0.47 a word on the human validation set against -0.14 on synthetic held-out voices), where
+    Whisper's own decoder should have more say than the weights chosen on synthetic voices give it."""
+
+    judge: str = "trained"
+    above: float | None = None        # ranks with these weights where the judge's confidence >= above
+    below: float | None = None        # ... where it is < below
     ctc_weight: float = 0.0
     whisper_weight: float = 0.9
     whisper_both: float = 0.5         # Whisper's own decoder's share of the judges' score
     second_judge_weight: float = 0.0
 
     @classmethod
-    def parse(cls, value) -> ConfidentFallback | None:
-        """``value`` as saved in generation settings (a dict of these fields, ``threshold`` required), an instance,
-        or None / False (off); a bad field is named."""
+    def parse(cls, value) -> ConfidenceGate | None:
+        """``value`` as saved in generation settings (a dict of these fields, one of ``above`` / ``below``
+        required), an instance, or None / False (off); a bad field is named."""
         if value is None or value is False or isinstance(value, cls):
             return value or None
-        if not isinstance(value, dict) or "threshold" not in value:
-            raise ValueError(f"confident_fallback: a dict with a 'threshold' and weights, got {value!r}")
+        if not isinstance(value, dict) or ("above" in value) == ("below" in value):
+            raise ValueError(f"confidence_gate: a dict with one of 'above' / 'below' and weights, got {value!r}")
         unknown = sorted(set(value) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"confident_fallback: unknown {', '.join(unknown)} (fields: "
+            raise ValueError(f"confidence_gate: unknown {', '.join(unknown)} (fields: "
                              f"{', '.join(cls.__dataclass_fields__)})")
+        if value.get("judge", "trained") not in GATE_JUDGES:
+            raise ValueError(f"confidence_gate.judge: one of {', '.join(GATE_JUDGES)}, got {value['judge']!r}")
         for k, v in value.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ValueError(f"confident_fallback.{k}: a number, got {v!r}")
-        fb = cls(**{k: float(v) for k, v in value.items()})
+            if k != "judge" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"confidence_gate.{k}: a number, got {v!r}")
+        gate = cls(**{k: v if k == "judge" else float(v) for k, v in value.items()})
         for k in ("ctc_weight", "whisper_weight", "whisper_both"):
-            if not 0.0 <= getattr(fb, k) <= 1.0:
-                raise ValueError(f"confident_fallback.{k}: in [0, 1], got {getattr(fb, k)}")
-        if not 0.0 <= fb.second_judge_weight < 1.0:
-            raise ValueError(f"confident_fallback.second_judge_weight: in [0, 1), got {fb.second_judge_weight}")
-        if not fb.whisper_weight:
-            raise ValueError("confident_fallback.whisper_weight: the fallback ranks with Whisper's judges, not 0")
-        return fb
+            if not 0.0 <= getattr(gate, k) <= 1.0:
+                raise ValueError(f"confidence_gate.{k}: in [0, 1], got {getattr(gate, k)}")
+        if not 0.0 <= gate.second_judge_weight < 1.0:
+            raise ValueError(f"confidence_gate.second_judge_weight: in [0, 1), got {gate.second_judge_weight}")
+        if not gate.whisper_weight:
+            raise ValueError("confidence_gate.whisper_weight: the gate's weights rank with Whisper's judges, not 0")
+        return gate
 
-    def confident(self, row: dict, name: str = "candidate row") -> bool:
-        """Whether Whisper's own decoder (the first of the row's judges, :func:`candidate_rows`) is confident of
-        this row's sample: :func:`own_confidence` at least ``threshold``."""
+    def applies(self, row: dict, name: str = "candidate row") -> bool:
+        """Whether this row's sample is ranked with the gate's weights: its ``judge``'s confidence
+        (:func:`judge_confidence`, from the row's ``judges``, :func:`candidate_rows`) at least ``above`` / below
+        ``below``."""
         parts = row.get("judges") or []
         if len(parts) < 2:
-            raise ValueError(f"{name}: confident_fallback reads Whisper's own decoder's scores beside the folder's "
-                             f"judge (a decoding with whisper_both), and the row has {len(parts)} judges")
-        own = torch.tensor(parts[0], dtype=getattr(torch, row["dtypes"]["judges"]))
-        return own_confidence(row["texts"], own) >= self.threshold
+            raise ValueError(f"{name}: confidence_gate reads Whisper's own decoder and the folder's judge (a decoding "
+                             f"with whisper_both), and the row has {len(parts)} judges")
+        scores = torch.tensor(parts[GATE_JUDGES.index(self.judge)], dtype=getattr(torch, row["dtypes"]["judges"]))
+        c = judge_confidence(row["texts"], scores)
+        return c >= self.above if self.above is not None else c < self.below
 
     def weights(self) -> tuple[float, float, float, float]:
         """``(ctc_weight, judge_weight, share, second_weight)`` as :func:`row_totals` takes them."""
         return self.ctc_weight, self.whisper_weight, self.whisper_both, self.second_judge_weight
 
+    def as_dict(self) -> dict:
+        """The fields as saved (the unset bound left out)."""
+        return {k: v for k, v in vars(self).items() if v is not None}
 
-def own_confidence(texts: list[str], own: Tensor) -> float:
-    """How sure Whisper's own decoder is of a sample: its best-scored candidate's log-probability (``own [K]``: its
-    score of each of ``texts``) over that candidate's words (at least 1)."""
-    k = int(own.argmax())
-    return float(own[k]) / max(1, len(texts[k].split()))
+
+def judge_confidence(texts: list[str], scores: Tensor) -> float:
+    """How sure a judge is of a sample: its best-scored candidate's log-probability (``scores [K]``: its score of
+    each of ``texts``) over that candidate's words (at least 1)."""
+    k = int(scores.argmax())
+    return float(scores[k]) / max(1, len(texts[k].split()))
 
 
 def rescore_rows(rows: list[dict], ctc_weight: float = 0.0, judge_weight: float = 0.0, share: float = 0.5,
-                 second_weight: float = 0.0, fallback: ConfidentFallback | None = None) -> list[str]:
+                 second_weight: float = 0.0, gate: ConfidenceGate | None = None) -> list[str]:
     """The candidate :func:`rescore_beams` picks from each of :func:`candidate_rows`' rows with these weights
     (``share``: Whisper's own decoder's, :func:`mix_judges`; ``second_weight``: the second judges'), the first (the
-    search's best) where both are 0; with ``fallback``, a row where Whisper's own decoder (the first judge) is
-    confident (:class:`ConfidentFallback`) is ranked with the fallback's weights."""
+    search's best) where both are 0; with ``gate``, a row it :meth:`~ConfidenceGate.applies` to is ranked with the
+    gate's weights."""
     out = []
     for i, row in enumerate(rows):
         c, j, s, v = ctc_weight, judge_weight, share, second_weight
-        if fallback is not None and fallback.confident(row, f"candidate row {i}"):
-            c, j, s, v = fallback.weights()
+        if gate is not None and gate.applies(row, f"candidate row {i}"):
+            c, j, s, v = gate.weights()
         total = row_totals(row, c, j, s, f"candidate row {i}", v)
         # argmax returns the first of equal maxima, as rescore_beams
         out.append(row["texts"][int(total.argmax())] if c or j else row["texts"][0])

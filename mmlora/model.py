@@ -982,9 +982,9 @@ class MultimodalLM(nn.Module):
         ``second_judge_weight=v`` (in (0, 1), with ``whisper_weight``) ranks by ``(1 - v) * total + v * second``,
         ``second`` the mean score of the model folder's second judges (:meth:`second_judges`: other trainings' judges,
         each reading its own encoder LoRA; a score ensemble, session 66) and ``total`` the score above.
-        ``confident_fallback={"threshold": t, ...weights}`` (with ``whisper_both``) ranks a sample whose Whisper's own
-        decoder is sure of it (its best candidate's log-probability a word at least ``t``) with those weights instead
-        (:class:`mmlora.ctc.ConfidentFallback`, session 68).
+        ``confidence_gate={"judge": "trained", "below": t, ...weights}`` (with ``whisper_both``) ranks a sample whose
+        judge is unsure of it (its best candidate's log-probability a word below ``t``; or sure: ``above``) with those
+        weights instead (:class:`mmlora.ctc.ConfidenceGate`, session 68).
         ``candidates=[]`` (with rescoring) appends each sample's candidates and their scores to that list
         (:func:`mmlora.ctc.candidate_rows`; :func:`mmlora.ctc.rescore_rows` picks from them again). Beam search
         prefills each prompt once, not once a beam (:meth:`_prompt_cache`; ``share_prefill=False`` leaves that to
@@ -1006,24 +1006,24 @@ class MultimodalLM(nn.Module):
         judge_weights, judge_weight = _weights("whisper_weight", judge_sweep)
         shares, own_share = _both_share(kw.pop("whisper_both", False))  # Whisper's own decoder's (whisper_judges)
         second_weight = float(kw.pop("second_judge_weight", 0.0) or 0.0)  # the second judges' (second_judges)
-        from .ctc import ConfidentFallback
+        from .ctc import ConfidenceGate
 
-        fallback = ConfidentFallback.parse(kw.pop("confident_fallback", None))  # weights where Whisper is sure
+        gate = ConfidenceGate.parse(kw.pop("confidence_gate", None))  # other weights where a judge is (un)sure
         if second_weight and not (0.0 < second_weight < 1.0 and judge_weight):
             raise ValueError(f"second_judge_weight ({second_weight}) weighs the second judges beside whisper_weight's "
                              "judge: it must be in (0, 1), with whisper_weight set")
         if sum(w is not None for w in (weights, judge_weights, shares)) > 1:
             raise ValueError("sweep one of ctc_weight, whisper_weight and whisper_both at a time")
-        if fallback is not None and not (judge_weight and own_share > 0):
-            raise ValueError("confident_fallback reads Whisper's own decoder beside the folder's judge: set "
-                             "whisper_weight and whisper_both")
-        if fallback is not None and any(w is not None for w in (weights, judge_weights, shares)):
-            raise ValueError("confident_fallback: one decoding's weights, not a sweep (rescore_candidates.py sweeps)")
+        if gate is not None and not (judge_weight and own_share > 0):
+            raise ValueError("confidence_gate reads Whisper's own decoder and the folder's judge: set whisper_weight "
+                             "and whisper_both")
+        if gate is not None and any(w is not None for w in (weights, judge_weights, shares)):
+            raise ValueError("confidence_gate: one decoding's weights, not a sweep (rescore_candidates.py sweeps)")
         if candidates is not None and not (ctc_weight or judge_weight):
             raise ValueError("candidates: the beams and their scores are kept where they are rescored (ctc_weight or "
                              "whisper_weight)")
-        if ctc_weight or (fallback and fallback.ctc_weight):  # the CTC head's scores where either ranks with them
-            ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight or fallback.ctc_weight, kw)
+        if ctc_weight or (gate and gate.ctc_weight):  # the CTC head's scores where either ranks with them
+            ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight or gate.ctc_weight, kw)
         propose, proposals = _proposal_count(kw.pop("whisper_proposal", False)), None
         if propose and not judge_weight:
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
@@ -1077,23 +1077,23 @@ class MultimodalLM(nn.Module):
         B, K = len(judge_frames if judge_weight else ctc_logits[0]), kw["num_beams"]
         if proposals:  # each sample's K beams, then its proposals (where new; else its first beam again)
             texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
-        ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight or (fallback and fallback.ctc_weight) else None
+        ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight or (gate and gate.ctc_weight) else None
         parts = None  # [judges, B*K]: each sample's K candidates read by each of Whisper's decoders, from its view
         if judge_weight:
             parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
                                             for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
         second = None  # [B*K]: the second judges' mean score of each candidate, each reading its own encoder
-        if second_weight or (fallback and fallback.second_judge_weight):  # frames depend on the encoder only:
+        if second_weight or (gate and gate.second_judge_weight):  # frames depend on the encoder only:
             # _judge_frames runs each distinct one once
             seconds = self.second_judges()
             views = self._judge_frames(batch, judge_weight, kw, [enc for _, enc in seconds])
             second = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K]) for b, f in enumerate(views)])
                                   for i, (j, _) in enumerate(seconds)]).mean(0)
-        rows = candidate_rows(texts, llm_logp, B, ctc, parts, second) if candidates is not None or fallback else None
+        rows = candidate_rows(texts, llm_logp, B, ctc, parts, second) if candidates is not None or gate else None
         if candidates is not None:
             candidates.extend(rows)
-        if fallback is not None:  # each sample ranked with the decoding's weights or, where Whisper is sure, these
-            return rescore_rows(rows, ctc_weight, judge_weight, own_share, second_weight, fallback)
+        if gate is not None:  # each sample ranked with the decoding's weights or, where the gate applies, its own
+            return rescore_rows(rows, ctc_weight, judge_weight, own_share, second_weight, gate)
 
         def pick(c: float, j: float, s: float) -> list[str]:  # the search's order: each sample's first is its best
             return (rescore_beams(texts, llm_logp, B, ctc, c, mix_judges(parts, s), j, second, second_weight)

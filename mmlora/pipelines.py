@@ -89,7 +89,7 @@ class MediaPipeline:
         """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
         (``num_beams=1``) without naming ``ctc_weight`` (``whisper_weight``) drops a saved one, which rescores beams: ``mmlora
         evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily. A saved
-        ``whisper_proposal`` (``confident_fallback``) goes where no ``whisper_weight`` is left (it adds to (ranks) the
+        ``whisper_proposal`` (``confidence_gate``) goes where no ``whisper_weight`` is left (it adds to (ranks) the
         beams that weight rescores)."""
         kw = {**self.generation, **gen}
         if int(gen.get("num_beams") or 2) < 2:
@@ -97,7 +97,7 @@ class MediaPipeline:
                 if k not in gen:
                     kw.pop(k, None)
         if not kw.get("whisper_weight"):  # what adds to or ranks the beams the judge rescores goes with it
-            for k in ("whisper_proposal", "confident_fallback"):
+            for k in ("whisper_proposal", "confidence_gate"):
                 if k not in gen:
                     kw.pop(k, None)
         return kw

@@ -9,9 +9,9 @@ Each NAME=DIR is a model folder with ``whisper_decoder.safetensors`` (and, where
 ``whisper_encoder_adapters/``), e.g. one that ``scripts/asr_candidate.py`` made. OUT is written beside itself and
 renamed into place; an existing OUT is replaced only with ``--force``. ``--set KEY=VALUE`` saves other decoding
 settings with it, e.g. session 67's ENSW8: ``--weight 0.45 --set ctc_weight=0.0 --set whisper_weight=0.8 --set
-whisper_both=0.3 --set whisper_proposal=8``; ``--set 'confident_fallback={"threshold": -0.2}'`` (a JSON object:
-:class:`mmlora.ctc.ConfidentFallback`, session 68) ranks where Whisper's own decoder is sure with other weights. Then
-judge it:
+whisper_both=0.3 --set whisper_proposal=8``; ``--set 'confidence_gate={"judge": "trained", "below": -0.8}'`` (a JSON
+object: :class:`mmlora.ctc.ConfidenceGate`, session 68) ranks where the folder's judge is unsure with other
+weights. Then judge it:
 ``python scripts/release_rule.py NAME=OUT --rule 2 --jobs 2``.
 """
 from __future__ import annotations
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from asr_candidate import RELEASE, check_adapters, check_decoder, staged_copy  # noqa: E402
 
-from mmlora.ctc import ConfidentFallback  # noqa: E402
+from mmlora.ctc import ConfidenceGate  # noqa: E402
 from mmlora.fsutil import replace_dir  # noqa: E402
 from mmlora.model import SECOND_JUDGES, WHISPER_DECODER, WHISPER_ENCODER  # noqa: E402
 
 # the decoding's weights that --set may save beside second_judge_weight (chosen on validation: docs/ASR.md
 # "Held-out voices for validation")
-SETTABLE = {"ctc_weight", "whisper_weight", "whisper_both", "whisper_proposal", "num_beams", "confident_fallback"}
+SETTABLE = {"ctc_weight", "whisper_weight", "whisper_both", "whisper_proposal", "num_beams", "confidence_gate"}
 
 
 def make_ensemble(out: Path, judges: dict[str, Path], weight: float, base: Path, force: bool = False,
@@ -45,11 +45,11 @@ def make_ensemble(out: Path, judges: dict[str, Path], weight: float, base: Path,
     unknown = sorted(set(settings or {}) - SETTABLE)
     if unknown:
         raise ValueError(f"--set {', '.join(unknown)}: not a decoding setting here ({', '.join(sorted(SETTABLE))})")
-    for key, value in (settings or {}).items():  # a JSON object is confident_fallback's alone, and checked
-        if isinstance(value, dict) != (key == "confident_fallback"):
-            raise ValueError(f"--set {key}: " + ("a JSON object of its fields" if key == "confident_fallback"
+    for key, value in (settings or {}).items():  # a JSON object is confidence_gate's alone, and checked
+        if isinstance(value, dict) != (key == "confidence_gate"):
+            raise ValueError(f"--set {key}: " + ("a JSON object of its fields" if key == "confidence_gate"
                                                  else "a number, true or false"))
-    ConfidentFallback.parse((settings or {}).get("confident_fallback"))
+    ConfidenceGate.parse((settings or {}).get("confidence_gate"))
     for name, folder in judges.items():
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"{name!r}: a second judge's name is a plain folder name")

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mmlora.ctc import ConfidentFallback, rescore_rows  # noqa: E402
+from mmlora.ctc import ConfidenceGate, rescore_rows  # noqa: E402
 from mmlora.metrics.wer import compute_wer  # noqa: E402
 from mmlora.model import _both_share, _weights  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
@@ -63,23 +63,23 @@ def second_weight(decoding: dict) -> float:
     return float(decoding.get("second_judge_weight") or 0.0)
 
 
-OWN = object()  # hypotheses' fallback: the decoding's own
+OWN = object()  # hypotheses' gate: the decoding's own
 
 
-def fallback_of(decoding: dict) -> ConfidentFallback | None:
-    """The decoding's ``confident_fallback`` (None where it had none)."""
-    return ConfidentFallback.parse(decoding.get("confident_fallback"))
+def gate_of(decoding: dict) -> ConfidenceGate | None:
+    """The decoding's ``confidence_gate`` (None where it had none)."""
+    return ConfidenceGate.parse(decoding.get("confidence_gate"))
 
 
 def hypotheses(doc: dict, ctc: float, judge: float, share: float, second: float | None = None,
-               fallback: ConfidentFallback | None | object = OWN) -> list[str]:
+               gate: ConfidenceGate | None | object = OWN) -> list[str]:
     """Each utterance's transcript with these weights (``second``: the second judges', by default the decoding's
-    own :func:`second_weight`; ``fallback``: a :class:`ConfidentFallback` or None, by default the decoding's own):
+    own :func:`second_weight`; ``gate``: a :class:`ConfidenceGate` or None, by default the decoding's own):
     its pieces' picks joined as evaluate joins them."""
     rows, owner = rows_of(doc)
     second = second_weight(doc["decoding"]) if second is None else second
-    fallback = fallback_of(doc["decoding"]) if fallback is OWN else fallback
-    return join_pieces(rescore_rows(rows, ctc, judge, share, second, fallback), owner, len(doc["utterances"]))
+    gate = gate_of(doc["decoding"]) if gate is OWN else gate
+    return join_pieces(rescore_rows(rows, ctc, judge, share, second, gate), owner, len(doc["utterances"]))
 
 
 def errors(doc: dict, hyps: list[str]) -> tuple[int, int]:
@@ -126,14 +126,14 @@ def _floats(text: str) -> list[float]:
     return ws
 
 
-def _fallback(text: str) -> dict | None:
+def _gate(text: str) -> dict | None:
     if text == "none":
         return None
     try:
         value = json.loads(text)
-        ConfidentFallback.parse(value)
+        ConfidenceGate.parse(value)
     except (json.JSONDecodeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"a JSON object of confident_fallback's fields, or none ({e})") from None
+        raise argparse.ArgumentTypeError(f"a JSON object of confidence_gate's fields, or none ({e})") from None
     return value
 
 
@@ -181,41 +181,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whisper-both", type=_floats, help="Whisper's own decoder's shares (default: the decoding's)")
     p.add_argument("--second-weight", type=_floats, help="the second judges' weights (a decoding with second "
                    "judges: its candidates carry their scores; default: each file's decoding's, shown as null)")
-    p.add_argument("--fallback", type=_fallback, default=OWN, metavar="JSON",
-                   help="confident_fallback's fields as a JSON object (e.g. '{\"threshold\": -0.2}'), or none "
+    p.add_argument("--gate", type=_gate, default=OWN, metavar="JSON",
+                   help="confidence_gate's fields as a JSON object (e.g. '{\"judge\": \"trained\", \"below\": "
+                   "-0.8, \"whisper_weight\": 1.0}'), or none "
                    "(default: each file's decoding's)")
-    p.add_argument("--fallback-threshold", type=_thresholds,
-                   help="the fallback's thresholds to sweep (comma-separated, e.g. --fallback-threshold=-0.3,-0.2; "
-                   "with --fallback)")
+    p.add_argument("--gate-bound", type=_thresholds,
+                   help="the gate's bound (its above / below) to sweep (comma-separated, e.g. --gate-bound=-0.8,-0.5; "
+                   "with --gate)")
     p.add_argument("--oracle", action="store_true", help="also each clip's best candidate")
     p.add_argument("--reports", type=Path, metavar="DIR",
                    help="one setting only: write each file's report with these picks into DIR (the report beside "
                    "each candidates file gives the rest), as scripts/release_rule.py reads reports")
     a = p.parse_args(argv)
-    if a.fallback_threshold and not isinstance(a.fallback, dict):
-        p.error("--fallback-threshold sweeps the threshold of a --fallback")
+    if a.gate_bound and not isinstance(a.gate, dict):
+        p.error("--gate-bound sweeps the bound of a --gate")
     docs = [load(f) for f in a.files]
     own = (*own_weights(docs[0]["decoding"]), None)  # second_weight None: each file's decoding's own
     grid = [ws if ws is not None else [o]
             for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both, a.second_weight), own)]
-    fallbacks = ([{**a.fallback, "threshold": t} for t in a.fallback_threshold] if a.fallback_threshold
-                 else [a.fallback])
-    settings = list(itertools.product(*grid, fallbacks))
+    bound = "above" if isinstance(a.gate, dict) and "above" in a.gate else "below"
+    gates = [{**a.gate, bound: t} for t in a.gate_bound] if a.gate_bound else [a.gate]
+    settings = list(itertools.product(*grid, gates))
     if a.reports and len(settings) != 1:
         p.error(f"--reports writes one setting's reports; these weights make {len(settings)}")
-    for c, j, s, v, fb in settings:
+    for c, j, s, v, g in settings:
         line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "second_weight": v,
-                      **({} if fb is OWN else {"fallback": fb}), "files": {}}
+                      **({} if g is OWN else {"gate": g}), "files": {}}
         for f, doc in zip(a.files, docs):
-            hyps = hypotheses(doc, c, j, s, v, fb if fb is OWN else ConfidentFallback.parse(fb))
+            hyps = hypotheses(doc, c, j, s, v, g if g is OWN else ConfidenceGate.parse(g))
             e, n = errors(doc, hyps)
             line["files"][str(f)] = {"errors": e, "ref_words": n}
             if a.reports:
                 dec = {**doc["decoding"], "ctc_weight": c, "whisper_weight": j, "whisper_both": s,
                        "second_judge_weight": second_weight(doc["decoding"]) if v is None else v}
-                if fb is not OWN:
-                    dec.pop("confident_fallback", None)
-                    dec.update({"confident_fallback": fb} if fb else {})
+                if g is not OWN:
+                    dec.pop("confidence_gate", None)
+                    dec.update({"confidence_gate": g} if g else {})
                 line["files"][str(f)]["report"] = str(write_report(f, doc, hyps, dec, a.reports))
         print(json.dumps(_with_totals(line)))
     if a.oracle:

@@ -91,19 +91,19 @@ def test_other_decoding_settings_are_saved_with_it_and_unknown_ones_refused(tmp_
     assert not (tmp_path / "X").exists()
 
 
-def test_a_confident_fallback_is_saved_as_a_json_object_and_checked(tmp_path, capsys):
+def test_a_confidence_gate_is_saved_as_a_json_object_and_checked(tmp_path, capsys):
     base = _judge_folder(tmp_path / "release", 0.0, False)
     (base / "config.json").write_text(json.dumps({"pipeline": {"generation": {"whisper_weight": 0.9}}}))
     s1 = _judge_folder(tmp_path / "S1", 1.0, False)
-    fb = {"threshold": -0.2, "whisper_weight": 0.9, "whisper_both": 0.5}
+    gate = {"judge": "trained", "below": -0.8, "whisper_weight": 1.0, "whisper_both": 0.7}
     assert ensemble_candidate.main([str(tmp_path / "G"), f"s1={s1}", "--weight", "0.45", "--base", str(base),
-                                    "--set", "whisper_both=0.3", "--set", f"confident_fallback={json.dumps(fb)}"]) == 0
+                                    "--set", "whisper_both=0.3", "--set", f"confidence_gate={json.dumps(gate)}"]) == 0
     gen = json.loads((tmp_path / "G" / "config.json").read_text())["pipeline"]["generation"]
-    assert gen["confident_fallback"] == fb and gen["whisper_both"] == 0.3
-    for bad, message in (("confident_fallback=0.3", "confident_fallback: a JSON object"),
-                         ('whisper_weight={"threshold": 1}', "whisper_weight: a number"),
-                         ('confident_fallback={"threshold": 1, "weight": 2}', "unknown weight"),
-                         ('confident_fallback={"whisper_weight": 0.9}', "a dict with a 'threshold'")):
+    assert gen["confidence_gate"] == gate and gen["whisper_both"] == 0.3
+    for bad, message in (("confidence_gate=0.3", "confidence_gate: a JSON object"),
+                         ('whisper_weight={"below": 1}', "whisper_weight: a number"),
+                         ('confidence_gate={"below": 1, "weight": 2}', "unknown weight"),
+                         ('confidence_gate={"whisper_weight": 0.9}', "one of 'above' / 'below'")):
         assert ensemble_candidate.main([str(tmp_path / "X"), f"s1={s1}", "--weight", "0.4", "--base", str(base),
                                         "--set", bad]) == 2
         assert message in capsys.readouterr().err
