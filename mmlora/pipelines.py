@@ -89,15 +89,16 @@ class MediaPipeline:
         """The saved generation settings with a call's ``gen`` on top. A call that asks for greedy decoding
         (``num_beams=1``) without naming ``ctc_weight`` (``whisper_weight``) drops a saved one, which rescores beams: ``mmlora
         evaluate --num-beams 1`` on the release (saved with 4 beams and CTC rescoring) decodes greedily. A saved
-        ``whisper_proposal`` (``confidence_gate``) goes where no ``whisper_weight`` is left (it adds to (ranks) the
-        beams that weight rescores)."""
+        ``whisper_proposal`` (``confidence_gate``, ``second_judge_weight``) goes where no ``whisper_weight`` is left (it
+        adds to (ranks, weighs beside) the beams that weight rescores): ``--whisper-weight 0`` on a release with second
+        judges reads the LLM's own beams."""
         kw = {**self.generation, **gen}
         if int(gen.get("num_beams") or 2) < 2:
             for k in ("ctc_weight", "whisper_weight"):
                 if k not in gen:
                     kw.pop(k, None)
         if not kw.get("whisper_weight"):  # what adds to or ranks the beams the judge rescores goes with it
-            for k in ("whisper_proposal", "confidence_gate"):
+            for k in ("whisper_proposal", "confidence_gate", "second_judge_weight"):
                 if k not in gen:
                     kw.pop(k, None)
         return kw

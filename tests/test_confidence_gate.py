@@ -146,13 +146,17 @@ def test_generate_ranks_each_sample_as_its_judges_confidence_says(monkeypatch):
         model.generate(batch, **{**gen, "whisper_both": [0.3, 0.5]}, confidence_gate={"below": 0.0})
 
 
-def test_greedy_calls_drop_a_saved_gate():
+def test_greedy_calls_and_no_judge_drop_a_saved_gate_and_second_judges():
     from mmlora.pipelines import MediaPipeline
 
     pipe = MediaPipeline.__new__(MediaPipeline)
     pipe.generation = {"num_beams": 4, "whisper_weight": 0.9, "whisper_both": 0.3, "confidence_gate": {"below": -1}}
+    pipe.generation["second_judge_weight"] = 0.45
     assert "confidence_gate" not in pipe.generation_for({"num_beams": 1})
     assert pipe.generation_for({})["confidence_gate"] == {"below": -1}
+    # no Whisper judge left (--whisper-weight 0, the demo's babble clips): nothing that weighs beside it either
+    kw = pipe.generation_for({"whisper_weight": 0})
+    assert not {"confidence_gate", "second_judge_weight"} & set(kw) and kw["whisper_weight"] == 0
 
 
 def _doc(seed: int, gate: dict | None = None) -> dict:
