@@ -152,7 +152,6 @@ def candidate_rows(texts: list[str], llm_logp: Tensor, n_samples: int, ctc: Tens
 
 
 GATE_JUDGES = ("own", "trained")  # ConfidenceGate.judge: the row's judges[0] (Whisper's own) or judges[1]
-_GATE_WEIGHTS = ("ctc_weight", "whisper_weight", "whisper_both", "second_judge_weight")
 
 
 @dataclass(frozen=True)
@@ -214,10 +213,6 @@ class ConfidenceGate:
     def weights(self) -> tuple[float, float, float, float]:
         """``(ctc_weight, judge_weight, share, second_weight)`` as :func:`row_totals` takes them."""
         return self.ctc_weight, self.whisper_weight, self.whisper_both, self.second_judge_weight
-
-    def as_dict(self) -> dict:
-        """The fields as saved (the unset bound left out)."""
-        return {k: v for k, v in vars(self).items() if v is not None}
 
 
 def judge_confidence(texts: list[str], scores: Tensor) -> float:

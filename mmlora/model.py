@@ -1022,8 +1022,11 @@ class MultimodalLM(nn.Module):
         if candidates is not None and not (ctc_weight or judge_weight):
             raise ValueError("candidates: the beams and their scores are kept where they are rescored (ctc_weight or "
                              "whisper_weight)")
-        if ctc_weight or (gate and gate.ctc_weight):  # the CTC head's scores where either ranks with them
-            ctc_logits = self._ctc_rescoring_logits(feats, ctc_weight or gate.ctc_weight, kw)
+        # the CTC head's and the second judges' scores where the decoding's weights or the gate's rank with them
+        ctc_rank = ctc_weight or (gate.ctc_weight if gate else 0.0)
+        second_asked = bool(second_weight or (gate and gate.second_judge_weight))
+        if ctc_rank:
+            ctc_logits = self._ctc_rescoring_logits(feats, ctc_rank, kw)
         propose, proposals = _proposal_count(kw.pop("whisper_proposal", False)), None
         if propose and not judge_weight:
             raise ValueError("whisper_proposal adds Whisper's own transcript to the beams that whisper_weight rescores: "
@@ -1077,14 +1080,13 @@ class MultimodalLM(nn.Module):
         B, K = len(judge_frames if judge_weight else ctc_logits[0]), kw["num_beams"]
         if proposals:  # each sample's K beams, then its proposals (where new; else its first beam again)
             texts, llm_logp, K = _with_proposals(texts, llm_logp, B, proposals, proposal_logp)
-        ctc = nbest_ctc(texts, *ctc_logits) if ctc_weight or (gate and gate.ctc_weight) else None
+        ctc = nbest_ctc(texts, *ctc_logits) if ctc_rank else None
         parts = None  # [judges, B*K]: each sample's K candidates read by each of Whisper's decoders, from its view
         if judge_weight:
             parts = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K])
                                             for b, f in enumerate(judge_frames)]) for i, j in enumerate(judges)])
         second = None  # [B*K]: the second judges' mean score of each candidate, each reading its own encoder
-        if second_weight or (gate and gate.second_judge_weight):  # frames depend on the encoder only:
-            # _judge_frames runs each distinct one once
+        if second_asked:  # frames depend on the encoder only: _judge_frames runs each distinct one once
             seconds = self.second_judges()
             views = self._judge_frames(batch, judge_weight, kw, [enc for _, enc in seconds])
             second = torch.stack([torch.cat([j.score(f[i], texts[b * K:(b + 1) * K]) for b, f in enumerate(views)])

@@ -62,6 +62,11 @@ def cands_of(report: Path) -> Path:
     return report.with_name(report.name[:-len(".json")] + ".cands.json")
 
 
+def report_of(cands: Path) -> Path:
+    """The report beside a candidates file (:func:`cands_of`'s inverse): ``X.json`` beside ``X.cands.json``."""
+    return cands.with_name(cands.name.removesuffix(".cands.json") + ".json")
+
+
 def evaluate(model: str, pairs: list[tuple[Path, Path]], batch_size: int, beams: int = 1,
              cands: bool = False) -> None:
     """``mmlora evaluate`` on the CPU in float32, one call for every (manifest, report) pair (the model loads once),

@@ -21,13 +21,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "scripts"):  # mmlora; release_rule's report names
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from mmlora.ctc import ConfidenceGate, rescore_rows  # noqa: E402
+from mmlora.fsutil import replace_text  # noqa: E402
 from mmlora.metrics.wer import compute_wer  # noqa: E402
 from mmlora.model import _both_share, _weights  # noqa: E402
 from mmlora.pipelines import join_pieces, tidy_text  # noqa: E402
+from release_rule import report_of  # noqa: E402
 
 
 def load(path: Path) -> dict:
@@ -144,11 +147,6 @@ def _thresholds(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
 
 
-def report_of(cands: Path) -> Path:
-    """The report that ``mmlora evaluate`` wrote beside a candidates file (``X.cands.json`` beside ``X.json``)."""
-    return cands.with_name(cands.name.removesuffix(".cands.json") + ".json")
-
-
 def write_report(cands: Path, doc: dict, hyps: list[str], decoding: dict, out: Path) -> Path:
     """``out/<report's name>``: the report beside ``cands`` (its settings and skipped clips) with ``hyps`` scored
     as evaluate scores them and ``decoding`` as the weights that picked them; the reports of
@@ -167,8 +165,6 @@ def write_report(cands: Path, doc: dict, hyps: list[str], decoding: dict, out: P
     report = {**keep, "decoding": decoding, "rescored_from": str(cands),
               **score_transcripts(records, hyps, base.get("skipped"))}
     out.mkdir(parents=True, exist_ok=True)
-    from mmlora.fsutil import replace_text
-
     replace_text(out / src.name, json.dumps(report))
     return out / src.name
 
@@ -207,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     for c, j, s, v, g in settings:
         line: dict = {"ctc_weight": c, "whisper_weight": j, "whisper_both": s, "second_weight": v,
                       **({} if g is OWN else {"gate": g}), "files": {}}
+        gate = g if g is OWN else ConfidenceGate.parse(g)  # a JSON object as given, parsed once a setting
         for f, doc in zip(a.files, docs):
-            hyps = hypotheses(doc, c, j, s, v, g if g is OWN else ConfidenceGate.parse(g))
+            hyps = hypotheses(doc, c, j, s, v, gate)
             e, n = errors(doc, hyps)
             line["files"][str(f)] = {"errors": e, "ref_words": n}
             if a.reports:

@@ -94,7 +94,7 @@ def test_bad_gates_name_the_field(value, message):
     with pytest.raises(ValueError, match=message):
         ConfidenceGate.parse(value)
     assert ConfidenceGate.parse(None) is None and ConfidenceGate.parse(False) is None
-    assert ConfidenceGate.parse({"below": -1}).as_dict() == {"judge": "trained", "below": -1.0, **GATE_WEIGHTS}
+    assert ConfidenceGate.parse({"below": -1}) == ConfidenceGate(judge="trained", below=-1.0, **GATE_WEIGHTS)
 
 
 def _both_model(monkeypatch):
