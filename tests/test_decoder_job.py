@@ -114,3 +114,27 @@ def test_eval_sets_decode_the_release_and_every_packed_arm_after_training(tmp_pa
 def test_without_eval_sets_nothing_is_decoded(tmp_path):
     p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test"), {"ARMS": "a:st:1:0"})
     assert p.returncode == 0 and not [c for c in calls if c[2:3] == ["evaluate"] or c[0].endswith("asr_candidate.py")]
+
+
+def test_eval_beside_decodes_the_release_while_the_arms_train_with_one_setup(tmp_path):
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test", "hv/val"), {
+        "ARMS": "a:st:1:0 b:st:1:0", "EVAL_BESIDE": "hv/val.jsonl,st/val.jsonl", "CANDS": "1", "PAR": "2",
+        "EVAL_THREADS": "3"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("job ended") == 1  # the decoding marks no DONE of its own
+    assert len([c for c in calls if c[:3] == ["-m", "pip", "install"]]) == 1  # WORK set up once
+    evals = [c for c in calls if c[2:3] == ["evaluate"]]
+    assert [e[e.index("--model") + 1] for e in evals] == ["repo/checkpoints/asr-smollm2-whisper-tiny"]  # no arm
+    assert evals[0][evals[0].index("--candidates") + 1] == "res/release_hv_val.cands.json"
+    assert [a for e, a in zip(evals[0], evals[0][1:]) if e == "--out"] == ["res/release_hv_val.json",
+                                                                          "res/release_st_val.json"]
+    assert not [c for c in calls if c[0].endswith("asr_candidate.py")]
+    assert "PAR=2 THREADS=3" in (work / "log/eval_beside.log").read_text()
+    assert (work / "packed/a.safetensors").is_file() and (work / "packed/b.safetensors").is_file()
+
+
+def test_a_failed_decoding_beside_fails_the_job(tmp_path):
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test"), {
+        "ARMS": "a:st:1:0", "EVAL_BESIDE": "missing/val.jsonl", "MODELS": "x=nowhere"})
+    assert p.returncode != 0 and "eval beside: failed" in p.stdout and (work / "DONE").exists()
+    assert (work / "packed/a.safetensors").is_file()  # the arm still trained and was packed

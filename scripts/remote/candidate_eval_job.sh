@@ -21,12 +21,14 @@
 # --candidates): res/NAME_SET.cands.json.
 set -euo pipefail
 source "$REPO/scripts/remote/lib_job.sh"  # job_begin, job_setup
-job_begin
+# JOB_READY=1 (session 69): started by a job that already set WORK up (decoder_job.sh EVAL_BESIDE): no setup of its
+# own (it would copy the repository over the training's) and no DONE at its end (the caller's job marks it)
+[ "${JOB_READY:-0}" != 0 ] || job_begin
 W=$(pwd); D=$W/data/speech_release
 SETS=${SETS:-st/test.jsonl}; BEAMS=${BEAMS:-8}; DTYPE=${DTYPE:-float32}; BATCH=${BATCH:-32}; PAR=${PAR:-1}
 THREADS=${THREADS:-$(( $(nproc) / PAR > 0 ? $(nproc) / PAR : 1 ))}
 echo "$(date +%T) job: SETS=$SETS BEAMS=$BEAMS DTYPE=$DTYPE BATCH=$BATCH PAR=$PAR THREADS=$THREADS"
-job_setup smollm2-135m whisper-tiny.en
+[ "${JOB_READY:-0}" != 0 ] || job_setup smollm2-135m whisper-tiny.en
 REL=repo/checkpoints/asr-smollm2-whisper-tiny
 names=; [ "${RELEASE:-1}" = 0 ] || names=release
 declare -A MODEL=() MSETS=()

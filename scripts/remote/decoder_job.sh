@@ -42,6 +42,14 @@ echo "$(date +%T) job: ARMS=$ARMS LR=$LR VAL=$VAL MAX_S=${MAX_S:-} THREADS=$THRE
 job_setup smollm2-135m whisper-tiny.en
 mkdir -p out
 pids=()
+# EVAL_BESIDE (session 69): the release (and MODELS) decoded whole on EVAL_BESIDE's sets while the arms train, on the
+# same GPU (candidate_eval_job.sh with JOB_READY=1; its CANDS, PAR, BEAMS, DTYPE, BATCH, and EVAL_THREADS as its
+# THREADS; log/eval_beside.log): no arm is packed yet, so none is decoded; the job ends when both have
+evpid=
+if [ -n "${EVAL_BESIDE:-}" ]; then
+  SETS=$EVAL_BESIDE THREADS=${EVAL_THREADS:-} JOB_READY=1 bash "$REPO/scripts/remote/candidate_eval_job.sh" \
+    > log/eval_beside.log 2>&1 & evpid=$!
+fi
 for arm in $ARMS; do
   IFS=: read -r name mix epochs aug lr kl part enc view anchor seed <<< "$arm"
   train=$D/train_dec_${mix//+/_}.jsonl
@@ -57,6 +65,7 @@ for arm in $ARMS; do
   pids+=($!)
 done
 rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
+[ -z "$evpid" ] || wait "$evpid" || { rc=1; echo "eval beside: failed (log/eval_beside.log)"; }
 for arm in $ARMS; do tail -n 1 "log/${arm%%:*}.log"; done
 mkdir -p packed  # each chosen decoder also packed in 4 bits (5.8 MB, scripts/pack_whisper_decoder.py): ship packed
 for arm in $ARMS; do
