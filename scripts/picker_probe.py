@@ -16,6 +16,12 @@ unless ``--ctc-weight`` / ``--whisper-weight`` / ``--whisper-both`` say otherwis
 - ``--mbr T``: with ``T > 0`` the candidate of least expected word errors against the others, each weighted by
   ``softmax(total / T)`` (minimum Bayes risk); 0 the best total.
 
+``--write-second DIR`` (session 69) writes each candidates file again to ``DIR`` (same name) with every row's
+``second`` (the decoding's second judges' mean score) replaced by the mean of the ``--judge`` scores, and prints
+nothing else: ``rescore_candidates.py`` then sweeps ``--second-weight`` and ``--gate`` over them as if the decoding
+had asked those judges (e.g. more seeds of the trained judge); the report beside each file is copied too, so that
+``--reports`` reads them.
+
 The extra scores take minutes on the CPU (a clip decoded in pieces gets 0 for every candidate: no change); with
 ``--scores FILE`` they are kept there and read again next time. One JSON line a combination, as
 ``rescore_candidates.py`` prints them; every extra weight at 0 gives its picks exactly. Choose on validation sets only.
@@ -38,6 +44,7 @@ for p in (REPO, REPO / "scripts"):
 
 from rescore_candidates import (_floats, _with_totals, errors, load, own_weights, rows_of,  # noqa: E402
                                 second_weight)
+from release_rule import report_of  # noqa: E402
 
 from mmlora.ctc import row_totals  # noqa: E402
 from mmlora.fsutil import replace_text  # noqa: E402
@@ -175,6 +182,24 @@ def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: P
         row["judge"] = torch.tensor([row[k] for k in judges]).mean(0).tolist()
 
 
+def write_second(path: Path, doc: dict, out: Path, judges: list[str]) -> Path:
+    """``out/path.name``: ``doc`` with each row's ``second`` the mean of its ``judges`` scores (add_scores' ``judge``)
+    and its decoding's ``second_judges`` naming them; the report beside ``path`` copied beside it."""
+    doc = json.loads(json.dumps(doc))  # a copy: the caller's rows keep their own scores
+    for row in rows_of(doc)[0]:
+        row["second"] = row.pop("judge")
+        row["dtypes"]["second"] = "float32"  # add_scores' mean
+        for k in [k for k in row if k.startswith("judge:") or k.startswith("_")]:
+            del row[k]
+    doc["decoding"]["second_judges"] = judges
+    out.mkdir(parents=True, exist_ok=True)
+    replace_text(out / path.name, json.dumps(doc))
+    src = report_of(path)
+    if src.is_file():
+        replace_text(out / src.name, src.read_text())
+    return out / path.name
+
+
 def _numbers(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",")]
@@ -191,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", action="append", default=[], help="score each clip with this Whisper's complete model "
                    "(e.g. whisper-base), or a model folder's trained judge; again for the mean of several")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--write-second", type=Path, metavar="DIR", help="write each file to DIR with the --judge "
+                   "scores' mean as its second judges' score (for rescore_candidates.py), and stop")
     p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
     p.add_argument("--whisper-weight", type=_floats, help="the Whisper judges' weights (default: the decoding's)")
     p.add_argument("--whisper-both", type=_floats, help="Whisper's own decoder's shares (default: the decoding's)")
@@ -208,9 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--judge-weight weighs another Whisper's scores: name it with --judge (e.g. whisper-base)")
     if any(w < 0 for w in a.mbr):
         raise SystemExit(f"--mbr: temperatures are >= 0, got {a.mbr}")
+    if a.write_second and not a.judge:
+        raise SystemExit("--write-second: name the second judges with --judge (e.g. model folders)")
     docs = [load(f) for f in a.files]
     for i, doc in enumerate(docs):
         add_scores(doc, a, a.manifest[i] if a.manifest else None, a.scores[i] if a.scores else None)
+    if a.write_second:
+        for f, doc in zip(a.files, docs):
+            print(write_second(f, doc, a.write_second, a.judge))
+        return 0
     own = own_weights(docs[0]["decoding"])
     grid = [ws if ws is not None else [o] for ws, o in zip((a.ctc_weight, a.whisper_weight, a.whisper_both), own)]
     for c, j, s, lm, jw, lb, v, t in itertools.product(*grid, a.lm_weight, a.judge_weight, a.length_bonus, a.vote,

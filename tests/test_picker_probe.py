@@ -173,3 +173,39 @@ def test_a_model_folders_trained_judge_scores_each_clip_through_its_own_encoder(
     Model.whisper_decoder_state = None
     with pytest.raises(SystemExit, match="no trained judge"):
         picker_probe.judge_scores(doc, manifest, str(folder))
+
+
+def test_write_second_gives_rescore_candidates_the_judges_mean_as_the_second_judges(tmp_path, monkeypatch):
+    """``--write-second DIR``: each file again with ``second`` the mean of the named judges' scores, so that
+    rescore_candidates weighs them as a decoding with those second judges would (``with_second``'s formula), and
+    the report beside it copied so that ``--reports`` reads it; without a judge it is refused."""
+    doc = _doc()
+    f = tmp_path / "st_val_beams8_float32.cands.json"
+    f.write_text(json.dumps(doc))
+    (tmp_path / "st_val_beams8_float32.json").write_text('{"wer": 0.5}')
+    judged = {}
+
+    def fake(doc, manifest, name, threads=1, key="judge"):
+        for row in picker_probe.rows_of(doc)[0]:
+            row[key] = torch.randn(len(row["texts"])).mul(4).tolist()
+        judged[name] = [r[key] for r in picker_probe.rows_of(doc)[0]]
+
+    monkeypatch.setattr(picker_probe, "judge_scores", fake)
+    out = tmp_path / "s5"
+    store = tmp_path / "scores.json"
+    assert picker_probe.main([str(f), "--manifest", str(tmp_path / "m.jsonl"), "--scores", str(store),
+                              "--judge", "a", "--judge", "b", "--judge", "c", "--write-second", str(out)]) == 0
+    new = rescore_candidates.load(out / f.name)
+    assert new["decoding"]["second_judges"] == ["a", "b", "c"]
+    assert (out / "st_val_beams8_float32.json").read_text() == '{"wer": 0.5}'
+    for i, (old, row) in enumerate(zip(picker_probe.rows_of(doc)[0], picker_probe.rows_of(new)[0])):
+        mean = (torch.tensor(judged["a"][i]) + torch.tensor(judged["b"][i]) + torch.tensor(judged["c"][i])) / 3
+        assert torch.allclose(torch.tensor(row["second"]), mean, atol=1e-6)
+        assert row["texts"] == old["texts"] and row["llm"] == old["llm"] and "judge" not in row
+        want = 0.6 * picker_probe.row_totals(old, 0.1, 0.6, 0.5) + 0.4 * torch.tensor(row["second"])
+        got = picker_probe.row_totals(row, 0.1, 0.6, 0.5, second_weight=0.4)
+        assert torch.allclose(got, want)
+    hyps = rescore_candidates.hypotheses(new, 0.1, 0.6, 0.5, second=0.4)
+    assert len(hyps) == len(doc["utterances"])
+    with pytest.raises(SystemExit, match="name the second judges"):
+        picker_probe.main([str(f), "--write-second", str(out)])
