@@ -77,6 +77,28 @@ def test_job_starts_after_the_last_piece_and_is_collected(packed):
         assert "log/j.log" in t.getnames()
 
 
+def test_a_job_started_by_a_later_call_once_every_piece_is_unpacked(packed):
+    """``start JOB.sh`` (session 69): the pieces put by calls that carry no job, the job by another call; refused
+    before the pieces are all there and a second time."""
+    tmp, repo, pieces, _ = packed
+    (repo / "job.sh").write_text('echo "repo=$REPO" > log/j.log\ncat c.txt > res/copy.txt\ntouch DONE\n')
+    env = {"WORK": str(tmp / "work")}
+    early = sh(REMOTE, "start", "job.sh", cwd=repo, env=env, check=False)
+    assert early.returncode == 2 and "put them first" in early.stderr
+    for p in pieces[:-1]:
+        sh(REMOTE, "put", f"pk/{p}", cwd=repo, env=env)
+    half = sh(REMOTE, "start", "job.sh", cwd=repo, env=env, check=False)
+    assert half.returncode == 2 and not (tmp / "work/job.sh").exists()
+    last = sh(REMOTE, "put", f"pk/{pieces[-1]}", cwd=repo, env=env)
+    assert "unpacked" in last.stdout and "started job" not in last.stdout
+    assert "started job.sh" in sh(REMOTE, "start", "job.sh", cwd=repo, env=env).stdout
+    waited = sh(REMOTE, "wait", "30", cwd=repo, env=env)
+    assert waited.stdout.startswith("DONE") and f"repo={repo}" in waited.stdout
+    assert (tmp / "work/res/copy.txt").read_text() == "hello\n"
+    again = sh(REMOTE, "start", "job.sh", cwd=repo, env=env, check=False)
+    assert again.returncode == 2 and "started in" in again.stderr
+
+
 def test_wait_on_a_machine_without_the_job_ends_at_once(tmp_path):
     # a lease that ended between calls leaves a bare machine: the wait must say so, not sit out its seconds
     out = sh(REMOTE, "wait", "600", cwd=tmp_path, env={"WORK": str(tmp_path / "work")}, check=False)

@@ -5,6 +5,9 @@
 #
 #   bash scripts/remote/remote.sh put PIECES/pNN [JOB.sh]  # append piece NN (in order; a repeat is ignored); after the
 #                                                          # last one unpack into WORK and start JOB.sh there, detached
+#   bash scripts/remote/remote.sh start JOB.sh             # start JOB.sh in WORK, detached, once every piece is there
+#                                                          # and unpacked (session 69: pieces put by calls that carry
+#                                                          # less, the job by a call with the whole repository)
 #   bash scripts/remote/remote.sh wait SECONDS             # until WORK/DONE exists or SECONDS pass; tails of WORK/log/*
 #                                                          # (exit 3 at once where no job was started: a fresh machine)
 #   bash scripts/remote/remote.sh ship OUT_DIR [FOLDER ...] # what is there so far, for a call's $OUT: the small files
@@ -48,6 +51,11 @@ tails() {
   for f in "$WORK"/log/*.log; do [ -f "$f" ] && { echo "== $(basename "$f")"; tail -n "${TAILN:-4}" "$f" | cut -c1-300; }; done
   return 0
 }
+start_job() {  # JOB.sh: copied into WORK and started there, detached, with this call's repository as $REPO
+  cp "$1" "$WORK/job.sh"
+  REPO=$(pwd) setsid nohup bash -c 'cd "$0" && bash job.sh' "$WORK" > "$WORK/log/job.log" 2>&1 < /dev/null &
+  echo "started $1 (log: $WORK/log/job.log)"
+}
 case "${1:-}" in
   put)
     piece=${2:?piece file}; job=${3:-}; name=$(basename "$piece"); dir=$(dirname "$piece")
@@ -65,12 +73,15 @@ case "${1:-}" in
     cat "$piece" >> "$WORK/all.tar"; stat -c %s "$piece" > "$WORK/got/$name"; have=$((have + 1)); echo "$name: $have / $need"
     if [ "$have" -eq "$need" ]; then
       tar -xf "$WORK/all.tar" -C "$WORK" && rm "$WORK/all.tar"; echo "unpacked into $WORK"
-      if [ -n "$job" ]; then
-        cp "$job" "$WORK/job.sh"
-        REPO=$(pwd) setsid nohup bash -c 'cd "$0" && bash job.sh' "$WORK" > "$WORK/log/job.log" 2>&1 < /dev/null &
-        echo "started $job (log: $WORK/log/job.log)"
-      fi
+      [ -z "$job" ] || start_job "$job"
     fi ;;
+  start)
+    job=${2:?job script}
+    if [ ! -d "$WORK/got" ] || [ -e "$WORK/all.tar" ] || [ -z "$(ls "$WORK/got")" ]; then
+      echo "remote.sh: the pieces are not all there and unpacked in $WORK: put them first" >&2; exit 2
+    fi
+    if [ -e "$WORK/job.sh" ]; then echo "remote.sh: a job was started in $WORK before" >&2; exit 2; fi
+    start_job "$job" ;;
   wait)
     left=${2:?seconds}; while [ "$left" -gt 0 ] && [ ! -e "$WORK/DONE" ]; do sleep 5; left=$((left - 5)); done
     [ -e "$WORK/DONE" ] && echo "DONE" || echo "still running"; tails ;;
