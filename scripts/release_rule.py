@@ -245,7 +245,7 @@ def verdict2(cand: dict[str, Path], rel: dict[str, Path], samples: int = 10_000,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("candidates", nargs="+", help="candidate model folders (NAME=PATH to name one)")
+    p.add_argument("candidates", nargs="*", help="candidate model folders (NAME=PATH to name one)")
     p.add_argument("--release", default="checkpoints/asr-smollm2-whisper-tiny")
     p.add_argument("--nv9", type=Path, default=Path("data/speech_release/nv9/test.jsonl"))
     p.add_argument("--human", type=Path, default=Path("data/human_speech"),
@@ -270,7 +270,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="the candidate models' decodings also keep their candidates beside each report "
                         "(TAG_beamsN_float32.cands.json; a decoding that rescores: beams > 1), so that other weights "
                         "can be scored on the rule's sets from this one decoding (scripts/rescore_candidates.py)")
+    p.add_argument("--release-candidates", action="store_true",
+                   help="the release's decodings keep their candidates too (a report without them is decoded again); "
+                        "without candidate models: only the release's reports are made, and the rule is not read "
+                        "(session 69: a later candidate's rule then reads the release from its kept candidates)")
     a = p.parse_args(argv)
+    if not a.candidates and not a.release_candidates:
+        p.error("name at least one candidate model folder (or --release-candidates alone: the release's reports)")
     manifests = {"nv9": a.nv9, "human_test": a.human / "test.jsonl", "human_extra": a.human / "extra.jsonl"}
     if a.rule == 2:
         manifests.update(human_more=a.human / "more.jsonl", human_fourth=a.human / "fourth.jsonl", st_test=a.st_test,
@@ -292,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--num-beams must be at least 1, got {beams}")
         if a.jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
-        rel = reports(rel_name, rel_path, manifests, a.out, beams, sets, a.jobs)
+        rel = reports(rel_name, rel_path, manifests, a.out, beams, sets, a.jobs, a.release_candidates)
+        if not a.candidates:
+            print("\n".join(str(rel[tag]) for tag, _ in sets))
+            return 0
         rows = []
         for c in a.candidates:
             name, path = named(c)

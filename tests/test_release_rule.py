@@ -407,3 +407,24 @@ def test_real_evaluate_asks_for_the_candidates_beside_each_report(monkeypatch, t
     cmd = seen["cmd"]
     assert cmd[cmd.index("--candidates") + 1] == str(tmp_path / "nv9_beams8_float32.cands.json")
     assert cmd.index("--candidates") == cmd.index("--out") + 2
+
+
+def test_release_candidates_alone_make_the_releases_reports_with_candidates(tmp_path, monkeypatch, capsys):
+    """``--release-candidates`` without candidate models (session 69): the release's reports and kept candidates
+    where a later rule reads the release, and no verdict; without either, the call is refused."""
+    data = empty_manifests(tmp_path)
+    rel_dir = tmp_path / "rel_model"
+    rel_dir.mkdir()
+    calls = []
+    monkeypatch.setattr(release_rule, "evaluate", fake_evaluate(calls, lambda m: RELEASE))
+    argv = ["--release", f"rel={rel_dir}", "--nv9", str(data / "nv9.jsonl"), "--human", str(data / "human"),
+            "--out", str(tmp_path / "out"), "--samples", "50", "--num-beams", "4"]
+    assert release_rule.main(argv + ["--release-candidates"]) == 0
+    out = capsys.readouterr().out
+    assert "passes" not in out and str(tmp_path / "out/rel/nv9_beams4_float32.json") in out
+    assert sorted(p.name for p in (tmp_path / "out/rel").glob("*.cands.json")) == [
+        f"{t}_beams4_float32.cands.json" for t in ("human_extra", "human_test", "nv9")]
+    assert {c[0] for c in calls} == {str(rel_dir)}
+    with pytest.raises(SystemExit):
+        release_rule.main(argv)
+    assert "at least one candidate" in capsys.readouterr().err
