@@ -25,6 +25,14 @@ if args[0].endswith("asr_candidate.py"):
     Path(args[3]).mkdir(parents=True)
     raise SystemExit(0)
 if args[2:3] == ["evaluate"]:
+    if os.environ.get("FAKE_EVAL_WAITS_FOR"):  # a decoding that outlasts the training: done once this file exists
+        import time
+        for _ in range(100):
+            if Path(os.environ["FAKE_EVAL_WAITS_FOR"]).exists():
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(1)
     Path(opt("--out")).write_text("{}")
     raise SystemExit(0)
 if args[0].endswith("pack_whisper_decoder.py"):
@@ -138,3 +146,14 @@ def test_a_failed_decoding_beside_fails_the_job(tmp_path):
         "ARMS": "a:st:1:0", "EVAL_BESIDE": "missing/val.jsonl", "MODELS": "x=nowhere"})
     assert p.returncode != 0 and "eval beside: failed" in p.stdout and (work / "DONE").exists()
     assert (work / "packed/a.safetensors").is_file()  # the arm still trained and was packed
+
+
+def test_the_arms_are_packed_before_the_decoding_beside_is_waited_for(tmp_path):
+    """A decoding beside that outlasts the training does not hold back the packed arms (session 69: the device time
+    ran out while hv67 still decoded, and the arms had to be packed by hand): here the decoding ends only once the
+    arm is packed, so a job that waited for it first would fail."""
+    work = tmp_path / "work"
+    p, work, calls = run_decoder_job(tmp_path, ("st/train", "st/val", "st/test"), {
+        "ARMS": "a:st:1:0", "EVAL_BESIDE": "st/val.jsonl", "FAKE_EVAL_WAITS_FOR": str(work / "packed/a.safetensors")})
+    assert p.returncode == 0, p.stdout[-2000:]
+    assert (work / "packed/a.safetensors").is_file() and (work / "res/release_st_val.json").is_file()

@@ -65,7 +65,6 @@ for arm in $ARMS; do
   pids+=($!)
 done
 rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
-[ -z "$evpid" ] || wait "$evpid" || { rc=1; echo "eval beside: failed (log/eval_beside.log)"; }
 for arm in $ARMS; do tail -n 1 "log/${arm%%:*}.log"; done
 mkdir -p packed  # each chosen decoder also packed in 4 bits (5.8 MB, scripts/pack_whisper_decoder.py): ship packed
 for arm in $ARMS; do
@@ -74,6 +73,8 @@ for arm in $ARMS; do
       --bits 4) >> log/pack.log 2>&1 || echo "pack: $f failed (log/pack.log)"
   [ ! -d "out/${arm%%:*}_encoder" ] || cp -r "out/${arm%%:*}_encoder" packed/
 done
+# the decoding beside (EVAL_BESIDE) is waited for after the packing, so that the arms can be shipped while it goes on
+[ -z "$evpid" ] || wait "$evpid" || { rc=1; echo "eval beside: failed (log/eval_beside.log)"; }
 job_pytest
 # EVAL_SETS (session 62): then the release and every packed arm decoded whole on the GPU (candidate_eval_job.sh with
 # SETS=EVAL_SETS; its BEAMS, DTYPE, BATCH, PAR and EVAL_THREADS as its THREADS), in this WORK
