@@ -189,7 +189,7 @@ def write_second(path: Path, doc: dict, out: Path, judges: list[str]) -> Path:
     for row in rows_of(doc)[0]:
         row["second"] = row.pop("judge")
         row["dtypes"]["second"] = "float32"  # add_scores' mean
-        for k in [k for k in row if k.startswith("judge:") or k.startswith("_")]:
+        for k in [k for k in row if k.startswith("judge:")]:  # each judge's own scores: their mean is "second"
             del row[k]
     doc["decoding"]["second_judges"] = judges
     out.mkdir(parents=True, exist_ok=True)

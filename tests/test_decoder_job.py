@@ -117,6 +117,8 @@ def test_eval_sets_decode_the_release_and_every_packed_arm_after_training(tmp_pa
         ["repo/checkpoints/asr-smollm2-whisper-tiny", "cand/a", "cand/b"])
     assert (work / "res/b_st_test.json").is_file() and "PAR=3 THREADS=4" in p.stdout
     assert (work / "log/a.log").is_file() and (work / "log/eval_a.log").is_file()  # training logs kept
+    assert len([c for c in calls if c[:3] == ["-m", "pip", "install"]]) == 1  # WORK set up once
+    assert p.stdout.count("job ended") == 1
 
 
 def test_without_eval_sets_nothing_is_decoded(tmp_path):

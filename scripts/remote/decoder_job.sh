@@ -77,8 +77,8 @@ done
 [ -z "$evpid" ] || wait "$evpid" || { rc=1; echo "eval beside: failed (log/eval_beside.log)"; }
 job_pytest
 # EVAL_SETS (session 62): then the release and every packed arm decoded whole on the GPU (candidate_eval_job.sh with
-# SETS=EVAL_SETS; its BEAMS, DTYPE, BATCH, PAR and EVAL_THREADS as its THREADS), in this WORK
+# SETS=EVAL_SETS; its BEAMS, DTYPE, BATCH, PAR and EVAL_THREADS as its THREADS), in this WORK as set up above
 if [ -n "${EVAL_SETS:-}" ]; then
-  SETS=$EVAL_SETS THREADS=${EVAL_THREADS:-} bash "$REPO/scripts/remote/candidate_eval_job.sh" || rc=1
+  SETS=$EVAL_SETS THREADS=${EVAL_THREADS:-} JOB_READY=1 bash "$REPO/scripts/remote/candidate_eval_job.sh" || rc=1
 fi
 exit $rc

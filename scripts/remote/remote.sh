@@ -77,7 +77,7 @@ case "${1:-}" in
     fi ;;
   start)
     job=${2:?job script}
-    if [ ! -d "$WORK/got" ] || [ -e "$WORK/all.tar" ] || [ -z "$(ls "$WORK/got")" ]; then
+    if [ -e "$WORK/all.tar" ] || [ -z "$(ls "$WORK/got")" ]; then  # got/ was made above: empty on a fresh machine
       echo "remote.sh: the pieces are not all there and unpacked in $WORK: put them first" >&2; exit 2
     fi
     if [ -e "$WORK/job.sh" ]; then echo "remote.sh: a job was started in $WORK before" >&2; exit 2; fi
