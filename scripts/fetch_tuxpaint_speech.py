@@ -20,9 +20,10 @@ to a GPU machine; ``--seed`` picks the draw).
 
 Without ``--deb`` the package is fetched with ``apt-get download`` under a private apt configuration (its own
 sources.list naming bookworm, lists and cache in ``--apt-dir``; /etc/apt is never touched), as
-``scripts/setup_tts.sh --natural`` fetches its voices. The .deb's SHA-256 is checked against the pinned value; its
-members are read in one pass from ``dpkg-deb --fsys-tarfile`` (nothing is unpacked), resampled to 16 kHz mono FLAC
-(:func:`fetch_human_speech.to_16k_mono`).
+``scripts/setup_tts.sh --natural`` fetches its voices and ``fetch_human_speech.py --set val2`` its package (the same
+:func:`fetch_human_speech.fetch_deb`). The .deb's SHA-256 is checked against the pinned value; its members are read in
+one streaming pass of its data archive (:func:`fetch_human_speech.read_deb`, no ``dpkg``; nothing is unpacked),
+resampled to 16 kHz mono FLAC (:func:`fetch_human_speech.to_16k_mono`).
 """
 from __future__ import annotations
 
@@ -31,44 +32,24 @@ import hashlib
 import io
 import json
 import random
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_human_speech import FetchError, to_16k_mono, write_clip, write_manifest  # noqa: E402
+from fetch_human_speech import FetchError, fetch_deb, read_deb, to_16k_mono, write_clip, write_manifest  # noqa: E402
 
 PACKAGE, VERSION = "tuxpaint-stamps-default", "2022.06.04-1"
 DEB = f"{PACKAGE}_{VERSION}_all.deb"
 SHA256 = "6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34"
 ROOT = "./usr/share/tuxpaint/stamps/"
 LICENSE = "GPL-2+ (Debian tuxpaint-stamps-default, copyright file of the package)"
-SOURCES = "deb http://deb.debian.org/debian bookworm main\n"
 
 
-def fetch_deb(apt_dir: Path) -> Path:
-    """``apt-get download PACKAGE=VERSION`` into ``apt_dir/debs`` under a private configuration (skipped where the
-    file is there already); returns its path."""
-    debs, path = apt_dir / "debs", apt_dir / "debs" / DEB
-    if path.is_file():
-        return path
-    for d in ("etc", "lists/partial", "cache/archives/partial", "debs"):
-        (apt_dir / d).mkdir(parents=True, exist_ok=True)
-    (apt_dir / "etc" / "sources.list").write_text(SOURCES)
-    opts = ["-o", f"Dir::Etc::SourceList={apt_dir / 'etc' / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null",
-            "-o", f"Dir::State::Lists={apt_dir / 'lists'}", "-o", f"Dir::Cache={apt_dir / 'cache'}"]
-    for cmd in (["apt-get", *opts, "update", "-qq"], ["apt-get", *opts, "download", f"{PACKAGE}={VERSION}"]):
-        res = subprocess.run(cmd, cwd=debs, capture_output=True, text=True)
-        if res.returncode != 0:
-            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-            raise FetchError(f"{PACKAGE}={VERSION}: {' '.join(cmd[:1] + cmd[-2:])} failed "
-                             f"(exit {res.returncode}): {tail}")
-    if not path.is_file():
-        raise FetchError(f"{PACKAGE}={VERSION}: apt-get download did not save {DEB} in {debs}")
-    return path
+def is_recording(name: str) -> bool:
+    """A member of the data archive :func:`read_deb` keeps: a stamp's ``*.ogg`` under :data:`ROOT`."""
+    return name.startswith(ROOT) and name.endswith(".ogg")
 
 
 def check(deb: Path) -> None:
@@ -104,24 +85,6 @@ def keep_part(clips: list[tuple[str, str, bytes]], keep: int | None, seed: int =
     return (en + rest)[:keep]
 
 
-def read_deb(deb: Path) -> dict[str, bytes]:
-    """The stamps' ``*.ogg`` members of the .deb, read in one pass of its data archive."""
-    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    out = {}
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for info in tar:
-                if info.isfile() and info.name.startswith(ROOT) and info.name.endswith(".ogg"):
-                    out[info.name] = tar.extractfile(info).read()
-    except (tarfile.TarError, OSError) as exc:
-        raise FetchError(f"{deb}: not a readable .deb ({exc})") from None
-    finally:
-        proc.stdout.close()
-        if proc.wait() != 0:
-            raise FetchError(f"{deb}: dpkg-deb --fsys-tarfile failed (exit {proc.returncode})")
-    return out
-
-
 def build(out: Path, members: dict[str, bytes], manifest: str = "tuxpaint.jsonl", keep: int | None = None,
           seed: int = 0) -> list[dict]:
     """``out/audio/tux-<path>.flac`` and ``out/<manifest>`` (texts empty) for every recording of :func:`clips_of`
@@ -154,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep is not None and args.keep < 1:  # refused before the package is fetched or read
         ap.error(f"--keep: a positive count, got {args.keep}")
     try:
-        deb = args.deb or fetch_deb(args.apt_dir)
+        deb = args.deb or fetch_deb(PACKAGE, VERSION, args.apt_dir / "debs" / DEB, args.apt_dir)
         check(deb)
-        records = build(args.out, read_deb(deb), keep=args.keep, seed=args.seed)
+        records = build(args.out, read_deb(deb, is_recording)[1], keep=args.keep, seed=args.seed)
     except FetchError as exc:
         print(f"fetch_tuxpaint_speech: error: {exc}", file=sys.stderr)
         return 1

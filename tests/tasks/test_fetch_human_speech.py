@@ -636,9 +636,11 @@ def test_val2_clips_are_none_of_the_other_sets_recordings_or_sentences():
     assert all(len(t.split()) >= 5 for t in texts)
 
 
-def test_download_of_a_debian_package_runs_apt_get_and_checks_the_hash(tmp_path, monkeypatch, capsys):
-    """``apt-get download NAME=VERSION`` in the download folder (never pip); cached; a wrong SHA-256 or a failed
-    apt-get is an error naming the package."""
+def test_download_of_a_debian_package_uses_a_private_apt_configuration(tmp_path, monkeypatch, capsys):
+    """``apt-get update`` then ``apt-get download NAME=VERSION`` in the download folder (never pip), both under an apt
+    configuration of its own in ``dest/apt`` (own sources.list naming bookworm, no sources.list.d, own lists and
+    cache: the system's apt state is neither needed nor changed); cached; a wrong SHA-256, a failed apt-get or one
+    that saves nothing is an error naming the package and its version."""
     mod = _script()
     calls = []
     payload = _deb({"data.tar.xz": _tar_gz({"./README": b"x"}, "w:xz")})
@@ -647,33 +649,79 @@ def test_download_of_a_debian_package_runs_apt_get_and_checks_the_hash(tmp_path,
 
     def fake_run(cmd, **kw):
         calls.append((cmd, kw.get("cwd")))
-        (Path(kw["cwd"]) / spec.archive).write_bytes(payload)
+        if "download" in cmd:
+            (Path(kw["cwd"]) / spec.archive).write_bytes(payload)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(mod.subprocess, "run", fake_run)
     monkeypatch.setitem(mod.VAL2_PACKAGES, pkg, mod.Package(spec.version, spec.archive,
                                                             hashlib.sha256(payload).hexdigest(), deb=True))
     dest = tmp_path / "dl"
+    apt = dest / "apt"
     assert mod.download(pkg, dest) == dest / spec.archive
-    assert calls == [(["apt-get", "download", f"{pkg}=1.6.1-1"], str(dest))]
-    assert mod.download(pkg, dest) and len(calls) == 1  # cached
+    opts = ["-o", f"Dir::Etc::SourceList={apt}/etc/sources.list", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache"]
+    assert calls == [(["apt-get", *opts, "update", "-qq"], str(dest)),
+                     (["apt-get", *opts, "download", f"{pkg}=1.6.1-1"], str(dest))]
+    assert (apt / "etc" / "sources.list").read_text() == "deb http://deb.debian.org/debian bookworm main\n"
+    assert (apt / "lists" / "partial").is_dir() and (apt / "cache" / "archives" / "partial").is_dir()
+    assert mod.download(pkg, dest) and len(calls) == 2  # cached
     (dest / spec.archive).write_bytes(b"tampered")
     with pytest.raises(mod.FetchError, match=r"asterisk-core-sounds-en-wav==1\.6\.1-1: .* has SHA-256"):
         mod.download(pkg, dest)
-    monkeypatch.setattr(mod.subprocess, "run",
-                        lambda cmd, **kw: subprocess.CompletedProcess(cmd, 100, "", "E: Version '1.6.1-1' not found"))
+
+    def failing(step):
+        return lambda cmd, **kw: subprocess.CompletedProcess(cmd, 100 if step in cmd else 0, "",
+                                                             "E: Version '1.6.1-1' not found")
+
+    monkeypatch.setattr(mod.subprocess, "run", failing("update"))
     assert mod.main(["--set", "val2", "--out", str(tmp_path / "set"), "--download-dir", str(tmp_path / "e")]) == 1
     err = capsys.readouterr().err
-    assert "asterisk-core-sounds-en-wav==1.6.1-1: apt-get download failed (exit 100; run apt-get update first?)" in err
+    assert f"{pkg}=1.6.1-1: apt-get update -qq failed (exit 100): E: Version '1.6.1-1' not found" in err
+    monkeypatch.setattr(mod.subprocess, "run", failing("download"))
+    with pytest.raises(mod.FetchError, match=rf"{pkg}=1\.6\.1-1: apt-get download {pkg}=1\.6\.1-1 failed \(exit 100\)"):
+        mod.download(pkg, tmp_path / "e")
+    monkeypatch.setattr(mod.subprocess, "run", failing("nothing"))  # apt-get succeeds but saves no file
+    with pytest.raises(mod.FetchError, match=rf"{pkg}=1\.6\.1-1: apt-get download did not save {spec.archive} in "):
+        mod.download(pkg, tmp_path / "e")
 
 
-def test_a_deb_member_missing_or_a_file_that_is_no_deb_is_an_error(tmp_path):
+def test_read_deb_streams_the_data_archive_and_keeps_the_files_its_filter_wants(tmp_path, monkeypatch):
+    """One pass over the ar archive without reading it whole: the members before ``data.tar.*`` (odd sizes: padded)
+    are skipped, the data archive (xz, gz or plain) is read up to its own end (a member after it is no part of it),
+    and only its regular files whose names pass the filter are kept; a ``data.tar.zst`` (no zstd in this Python) is
+    an error naming it."""
+    mod = _script()
+    files = {"./usr/share/a.wav": b"a" * 7, "./usr/share/b.txt": b"text", "./usr/share/c.wav": b"c" * 1001}
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} read whole"))
+    for mode, member in (("w:xz", "data.tar.xz"), ("w:gz", "data.tar.gz"), ("w", "data.tar")):
+        deb = tmp_path / f"{member}.deb"
+        deb.write_bytes(_deb({"control.tar.xz": b"odd", member: _tar_gz(files, mode), "_extra": b"not tar data"}))
+        assert mod.read_deb(deb, lambda n: n.endswith(".wav")) == (
+            member, {"./usr/share/a.wav": b"a" * 7, "./usr/share/c.wav": b"c" * 1001})
+        assert mod.read_deb(deb, lambda n: False) == (member, {})
+    zst = tmp_path / "zst.deb"
+    zst.write_bytes(_deb({"control.tar.xz": b"odd", "data.tar.zst": b"\x28\xb5\x2f\xfd" + bytes(600)}))
+    with pytest.raises(mod.FetchError, match=r"zst\.deb: not a readable \.deb \(data\.tar\.zst: "):
+        mod.read_deb(zst, lambda n: True)
+    nodata = tmp_path / "nodata.deb"
+    nodata.write_bytes(_deb({"control.tar.xz": b"odd"}))
+    with pytest.raises(mod.FetchError, match=r"nodata\.deb: not a readable \.deb \(no data\.tar member\)"):
+        mod.read_deb(nodata, lambda n: True)
+
+
+def test_a_deb_member_missing_or_a_file_that_is_no_deb_is_an_error(tmp_path, monkeypatch):
     mod = _script()
     archives, _ = _fake_val2_sdists(mod, tmp_path)
     deb = archives["asterisk-core-sounds-en-wav"]
     assert deb.read_bytes().startswith(b"!<arch>\ndebian-binary/")
     with pytest.raises(mod.FetchError, match=r"_all\.deb: no member data\.tar\.xz!\./usr/.*/no-such-prompt\.wav"):
         mod.read_members(deb, [_AST_DIR + "no-such-prompt.wav"])
+    with pytest.raises(mod.FetchError, match=r"_all\.deb: no member data\.tar\.gz!\./usr/"):  # its data is .xz
+        mod.read_members(deb, [mod.VAL2_CLIPS[0].member.replace(".xz!", ".gz!")])
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} read whole"))  # read_deb streams it
+    (x, sr), = mod.read_members(deb, [mod.VAL2_CLIPS[0].member]).values()
+    assert sr == 8000 and len(x) > 0
     broken = tmp_path / "broken_1_all.deb"
     broken.write_bytes(b"PK\x03\x04 not an ar archive")
     with pytest.raises(mod.FetchError, match=r"broken_1_all\.deb: not a readable \.deb"):

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from conftest import load_script
 
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (to build the fake .deb)")
 
 
 def _ogg(seconds: float, sr: int = 44_100) -> bytes:
@@ -43,7 +43,8 @@ def _fake_deb(tmp: Path) -> Path:
     (root / "DEBIAN" / "control").write_text("Package: tuxpaint-stamps-default\nVersion: 2022.06.04-1\n"
                                               "Architecture: all\nMaintainer: t <t@t>\nDescription: fake\n")
     deb = tmp / "fake.deb"
-    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True,
+    # data.tar.xz, as Debian's dpkg-deb writes by default (Ubuntu's would write .zst)
+    subprocess.run(["dpkg-deb", "--build", "-Zxz", "--root-owner-group", str(root), str(deb)], check=True,
                    capture_output=True)
     return deb
 
@@ -74,8 +75,40 @@ def test_a_wrong_or_unreadable_package_is_an_error_naming_it(tmp_path, capsys):
         mod.check(_fake_deb(tmp_path))
     bad = tmp_path / "bad.deb"
     bad.write_bytes(b"not a deb")
-    with pytest.raises(mod.FetchError, match="bad.deb"):
-        mod.read_deb(bad)
+    with pytest.raises(mod.FetchError, match=r"bad\.deb: not a readable \.deb"):
+        mod.read_deb(bad, mod.is_recording)
+
+
+def test_without_deb_the_package_is_fetched_and_read_by_fetch_human_speech_s_functions(tmp_path, monkeypatch):
+    """No ``--deb``: the pinned package is downloaded under the private apt configuration in ``--apt-dir`` (the
+    function ``--set val2`` uses) into ``--apt-dir/debs``, then read without ``dpkg`` (the same reader as val2's):
+    with every subprocess but apt-get refused, the stamps' recordings come out."""
+    mod = load_script("fetch_tuxpaint_speech")
+    assert mod.fetch_deb.__module__ == mod.read_deb.__module__ == "fetch_human_speech"
+    payload = _fake_deb(tmp_path).read_bytes()
+    monkeypatch.setattr(mod, "SHA256", hashlib.sha256(payload).hexdigest())
+    calls = []
+
+    def fake_run(cmd, **kw):
+        assert cmd[0] == "apt-get", cmd
+        calls.append((cmd, kw.get("cwd")))
+        if "download" in cmd:
+            (Path(kw["cwd"]) / mod.DEB).write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail(f"no process may be started: {a}"))
+    apt = tmp_path / "apt"
+    assert mod.main(["--out", str(tmp_path / "out"), "--apt-dir", str(apt)]) == 0
+    opts = ["-o", f"Dir::Etc::SourceList={apt}/etc/sources.list", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={apt}/lists", "-o", f"Dir::Cache={apt}/cache"]
+    assert calls == [(["apt-get", *opts, "update", "-qq"], str(apt / "debs")),
+                     (["apt-get", *opts, "download", "tuxpaint-stamps-default=2022.06.04-1"], str(apt / "debs"))]
+    assert (apt / "etc" / "sources.list").read_text() == "deb http://deb.debian.org/debian bookworm main\n"
+    assert (apt / "debs" / "tuxpaint-stamps-default_2022.06.04-1_all.deb").read_bytes() == payload
+    lines = (tmp_path / "out" / "tuxpaint.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and json.loads(lines[0])["id"] == "tux-animals-birds-blackbird_desc"
+    assert mod.main(["--out", str(tmp_path / "out2"), "--apt-dir", str(apt)]) == 0 and len(calls) == 2  # cached
 
 
 def test_keep_takes_every_english_recording_then_a_seeded_draw_of_the_others(tmp_path, monkeypatch, capsys):
