@@ -22,9 +22,12 @@ nothing else: ``rescore_candidates.py`` then sweeps ``--second-weight`` and ``--
 had asked those judges (e.g. more seeds of the trained judge); the report beside each file is copied too, so that
 ``--reports`` reads them.
 
-The extra scores take minutes on the CPU (a clip decoded in pieces gets 0 for every candidate: no change); with
-``--scores FILE`` they are kept there and read again next time. One JSON line a combination, as
-``rescore_candidates.py`` prints them; every extra weight at 0 gives its picks exactly. Choose on validation sets only.
+The extra scores take minutes on the CPU; with ``--scores FILE`` they are kept there and read again next time. A
+clip the decoding cut into pieces is cut again as the decoding did (:func:`mmlora.pipelines.cut_long_audio` at the
+``piece_seconds`` of the report beside its candidates file, or ``--piece-seconds``), each piece's candidates scored
+on its own audio (until session 70 they got 0, which ``--write-second`` passed on as "no second judges" there).
+One JSON line a combination, as ``rescore_candidates.py`` prints them; every extra weight at 0 gives its picks
+exactly. Choose on validation sets only.
 """
 from __future__ import annotations
 
@@ -121,14 +124,17 @@ def text_lm_scores(rows: list[dict], threads: int = 1) -> None:
         row["lm"] = taken.sum(1).tolist()
 
 
-def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: str = "judge") -> None:
+def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: str = "judge",
+                 piece_seconds: float | None = None) -> None:
     """``row[key]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
-    each one-piece clip, its audio read from ``manifest``; 0 for every candidate of a clip in pieces. A model
-    folder's path for ``name`` (one with ``config.json``) asks that folder's trained judge instead (its
-    ``whisper_decoder.safetensors`` reading its judge encoder: another training's judge beside the decoding's)."""
-    import soundfile as sf
-
+    each clip, its audio read from ``manifest`` as the decoding read it (:func:`mmlora.data.media.load_audio`); a
+    clip decoded in pieces is cut again at ``piece_seconds`` (the decoding's, at most Whisper's 30 s window) and
+    each piece's row scored on its piece. A model folder's path for ``name`` (one with ``config.json``) asks that
+    folder's trained judge instead (its ``whisper_decoder.safetensors`` reading its judge encoder: another training's
+    judge beside the decoding's)."""
+    from mmlora.data.media import SAMPLE_RATE, load_audio
     from mmlora.encoders.whisper_judge import WhisperJudge
+    from mmlora.pipelines import cut_long_audio
 
     torch.set_num_threads(threads)
     encoder = None
@@ -144,25 +150,35 @@ def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: st
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     audio = {r["id"]: manifest.parent / r["audio"] for r in lines}
     for u in doc["utterances"]:
-        if len(u["pieces"]) != 1:
-            for row in u["pieces"]:
-                row[key] = [0.0] * len(row["texts"])
-            continue
         if u.get("id") not in audio:
             raise SystemExit(f"{manifest}: no clip {u.get('id')!r} of the candidates file")
-        wave, sr = sf.read(audio[u["id"]], dtype="float32")
-        if sr != 16000:
-            raise SystemExit(f"{audio[u['id']]}: {sr} Hz; the judge reads 16 kHz")
-        wave = torch.from_numpy(wave if wave.ndim == 1 else wave.mean(1))
+        waves = [load_audio(audio[u["id"]])]
+        if len(u["pieces"]) != 1:
+            if not piece_seconds:
+                raise SystemExit(f"{audio[u['id']]}: decoded in {len(u['pieces'])} pieces, and no piece_seconds "
+                                 "(the report beside the candidates file has none: give --piece-seconds)")
+            waves, _ = cut_long_audio(waves, int(min(piece_seconds, 30.0) * SAMPLE_RATE))
+            if len(waves) != len(u["pieces"]):
+                raise SystemExit(f"{audio[u['id']]}: cut into {len(waves)} pieces at {piece_seconds} s, the "
+                                 f"decoding into {len(u['pieces'])}")
         with torch.no_grad():
-            u["pieces"][0][key] = judge.score(judge.frames(wave, encoder), u["pieces"][0]["texts"]).tolist()
+            for row, wave in zip(u["pieces"], waves):
+                row[key] = judge.score(judge.frames(wave, encoder), row["texts"]).tolist()
 
 
-def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None) -> None:
+PIECES_SCORED = "judge_pieces_scored"  # a store's mark: its judges scored the clips in pieces (session 70)
+
+
+def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None,
+               piece_seconds: float | None = None) -> None:
     """The extra scores asked for, read from ``store`` where it has them, else computed (and written there): ``lm``,
-    and each judge's under ``judge:NAME``; ``row["judge"]`` is then the mean of the judges named."""
+    and each judge's under ``judge:NAME``; ``row["judge"]`` is then the mean of the judges named. A store written
+    before the judges scored clips in pieces (no :data:`PIECES_SCORED` mark) has its judges' scores computed again."""
     rows, _ = rows_of(doc)
     kept = json.loads(store.read_text()) if store and store.exists() else {}
+    if not kept.get(PIECES_SCORED):
+        kept = {k: v for k, v in kept.items() if not k.startswith("judge:")}
+    kept[PIECES_SCORED] = True
     judges = [f"judge:{name}" for name in a.judge]
     for key in (["lm"] if a.text_lm else []) + judges:
         if len(kept.get(key, [])) == len(rows):
@@ -174,7 +190,7 @@ def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: P
         else:
             if manifest is None:
                 raise SystemExit("--judge reads the clips: give each candidates file its --manifest")
-            judge_scores(doc, manifest, key.removeprefix("judge:"), a.threads, key)
+            judge_scores(doc, manifest, key.removeprefix("judge:"), a.threads, key, piece_seconds)
         kept[key] = [row[key] for row in rows]
         if store:
             replace_text(store, json.dumps(kept))
@@ -200,6 +216,12 @@ def write_second(path: Path, doc: dict, out: Path, judges: list[str]) -> Path:
     return out / path.name
 
 
+def _piece_seconds(path: Path) -> float | None:
+    """The ``piece_seconds`` the decoding of a candidates file cut its clips at (its report's), if it says."""
+    src = report_of(path)
+    return json.loads(src.read_text()).get("decoding", {}).get("piece_seconds") if src.is_file() else None
+
+
 def _numbers(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",")]
@@ -216,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", action="append", default=[], help="score each clip with this Whisper's complete model "
                    "(e.g. whisper-base), or a model folder's trained judge; again for the mean of several")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--piece-seconds", type=float, help="where the report beside a candidates file names none: the "
+                   "decoding's piece_seconds, to cut its clips in pieces again for --judge")
     p.add_argument("--write-second", type=Path, metavar="DIR", help="write each file to DIR with the --judge "
                    "scores' mean as its second judges' score (for rescore_candidates.py), and stop")
     p.add_argument("--ctc-weight", type=_floats, help="CTC weights (default: the decoding's)")
@@ -239,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--write-second: name the second judges with --judge (e.g. model folders)")
     docs = [load(f) for f in a.files]
     for i, doc in enumerate(docs):
-        add_scores(doc, a, a.manifest[i] if a.manifest else None, a.scores[i] if a.scores else None)
+        add_scores(doc, a, a.manifest[i] if a.manifest else None, a.scores[i] if a.scores else None,
+                   _piece_seconds(a.files[i]) or a.piece_seconds)
     if a.write_second:
         for f, doc in zip(a.files, docs):
             print(write_second(f, doc, a.write_second, a.judge))

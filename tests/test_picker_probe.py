@@ -92,7 +92,7 @@ def test_several_judges_are_stored_by_name_and_weighed_as_their_mean(tmp_path, m
     store = tmp_path / "scores.json"
     made = []
 
-    def fake(doc, manifest, name, threads=1, key="judge"):
+    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None):
         made.append(name)
         for i, row in enumerate(picker_probe.rows_of(doc)[0]):
             row[key] = [float(len(name) * (i + 1) + k) for k in range(len(row["texts"]))]
@@ -104,7 +104,7 @@ def test_several_judges_are_stored_by_name_and_weighed_as_their_mean(tmp_path, m
     picker_probe.add_scores(doc, args, tmp_path / "m.jsonl", store)
     picker_probe.add_scores(doc, args, tmp_path / "m.jsonl", store)
     assert made == ["aa", "bbbb"]  # each computed once, then read from the store by its name
-    assert sorted(json.loads(store.read_text())) == ["judge:aa", "judge:bbbb"]
+    assert sorted(json.loads(store.read_text())) == ["judge:aa", "judge:bbbb", picker_probe.PIECES_SCORED]
     for i, row in enumerate(rows):
         assert row["judge"] == [3.0 * (i + 1) + k for k in range(len(row["texts"]))]  # mean of 2(i+1)+k, 4(i+1)+k
 
@@ -185,7 +185,7 @@ def test_write_second_gives_rescore_candidates_the_judges_mean_as_the_second_jud
     (tmp_path / "st_val_beams8_float32.json").write_text('{"wer": 0.5}')
     judged = {}
 
-    def fake(doc, manifest, name, threads=1, key="judge"):
+    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None):
         for row in picker_probe.rows_of(doc)[0]:
             row[key] = torch.randn(len(row["texts"])).mul(4).tolist()
         judged[name] = [r[key] for r in picker_probe.rows_of(doc)[0]]
@@ -209,3 +209,60 @@ def test_write_second_gives_rescore_candidates_the_judges_mean_as_the_second_jud
     assert len(hyps) == len(doc["utterances"])
     with pytest.raises(SystemExit, match="name the second judges"):
         picker_probe.main([str(f), "--write-second", str(out)])
+
+
+def test_a_clip_decoded_in_pieces_is_cut_again_and_each_piece_scored_on_its_own_audio(tmp_path, monkeypatch):
+    """A clip the decoding cut into pieces (``piece_seconds`` in the report beside its candidates file) is cut again
+    as ``cut_long_audio`` cut it, and each piece's candidates scored on that piece (until session 70 they got 0,
+    which ``--write-second`` passed on as no second judges there); a cut that does not match is refused, and a
+    store without the pieces mark has its judges scored again."""
+    import numpy as np
+    import soundfile as sf
+
+    from mmlora.encoders.whisper_judge import WhisperJudge
+    from mmlora.pipelines import cut_long_audio
+
+    doc = _doc(B=2)
+    second = picker_probe.rows_of(_doc(B=3, seed=3))[0]
+    doc["utterances"][1]["pieces"] = second[:3]  # clip u1: three pieces
+    (tmp_path / "clips").mkdir()
+    rng = np.random.default_rng(0)
+    long_ = rng.normal(0, 0.1, 16000 * 5).astype("float32")
+    long_[16000 * 2 - 800:16000 * 2 + 800] = 0  # pauses where the cuts fall
+    long_[16000 * 4 - 800:16000 * 4 + 800] = 0
+    sf.write(tmp_path / "clips" / "u0.wav", np.full(8000, 0.1, dtype="float32"), 16000)
+    sf.write(tmp_path / "clips" / "u1.wav", long_, 16000)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": f"u{k}", "audio": f"clips/u{k}.wav", "text": "x"}) + "\n"
+                                for k in range(2)))
+    want = [p.numel() for p in cut_long_audio([torch.from_numpy(long_)], int(2.2 * 16000))[0]]
+    assert len(want) == 3
+
+    class Judge:
+        def frames(self, wave, encoder=None):
+            return wave
+
+        def score(self, frames, texts):
+            return torch.tensor([float(len(frames)) + i for i in range(len(texts))])
+
+    monkeypatch.setattr(WhisperJudge, "load", staticmethod(lambda name: Judge()))
+    f = tmp_path / "st_val.cands.json"
+    f.write_text(json.dumps(doc))
+    (tmp_path / "st_val.json").write_text(json.dumps({"decoding": {"piece_seconds": 2.2}}))
+    store = tmp_path / "scores.json"
+    store.write_text(json.dumps({"judge:j": [[0.0] * len(r["texts"]) for r in picker_probe.rows_of(doc)[0]]}))
+    out = tmp_path / "out"
+    assert picker_probe.main([str(f), "--manifest", str(manifest), "--scores", str(store), "--judge", "j",
+                              "--write-second", str(out)]) == 0
+    new = rescore_candidates.load(out / f.name)
+    lens = [row["second"][0] for row in new["utterances"][1]["pieces"]]
+    assert lens == [float(n) for n in want]  # each piece on its own audio, not 0, not the whole clip
+    assert new["utterances"][0]["pieces"][0]["second"][0] == 8000.0
+    assert json.loads(store.read_text())[picker_probe.PIECES_SCORED] is True
+    (tmp_path / "st_val.json").write_text(json.dumps({"decoding": {"piece_seconds": 30.0}}))
+    store.unlink()
+    with pytest.raises(SystemExit, match="cut into 1 pieces at 30.0 s, the decoding into 3"):
+        picker_probe.main([str(f), "--manifest", str(manifest), "--judge", "j", "--write-second", str(out)])
+    (tmp_path / "st_val.json").unlink()
+    with pytest.raises(SystemExit, match="give --piece-seconds"):
+        picker_probe.main([str(f), "--manifest", str(manifest), "--judge", "j", "--write-second", str(out)])
