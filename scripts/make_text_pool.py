@@ -5,8 +5,11 @@ corpora of GPU runs 9-11 used up; docs/ASR_RUNS.md, plans after runs 9-11).
 
     python scripts/make_text_pool.py SOURCE --out data/text/SOURCE.txt [--skip BOOK,...] [--rdata PATH]
 
-Sources (Debian packages of R data, fetched with `apt-get download` and unpacked into a temporary folder, never
-installed: R is not needed; read with the rdata package):
+Sources (Debian packages of R data, each pinned to one bookworm version and its SHA-256 (SOURCES) so that a pool
+is made again byte for byte: fetched with fetch_human_speech.fetch_deb, `apt-get download PACKAGE=VERSION` under a
+private apt configuration of its own naming bookworm in a temporary folder (the system's sources and lists are
+neither read nor changed), the SHA-256 checked, the data read from the .deb's data archive by
+fetch_human_speech.read_deb (no dpkg); never installed: R is not needed; read with the rdata package):
 
   austen     Jane Austen's six novels (r-cran-janeaustenr). The default --skip leaves out Sense and
              Sensibility (sensesensibility): five of the 16 human test clips read it.
@@ -15,7 +18,7 @@ installed: R is not needed; read with the rdata package):
              default (the austen pool has it).
   harvard    the 720 Harvard sentences (IEEE 1969 phonetically balanced lists) of r-cran-stringr.
 
-and one dictionary (a dictd database, unpacked the same way; no dictd needed):
+and one dictionary (a dictd database, fetched and read the same way; no dictd needed):
 
   gcide      the quotations of the GNU Collaborative International Dictionary of English (dict-gcide: Webster
              1913 and later additions; "The climate affected their health and spirits. --Macaulay."): whole
@@ -56,7 +59,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import re
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -64,31 +66,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fetch_human_speech import FetchError, check_sha256, fetch_deb, read_deb  # noqa: E402
 from mmlora.data.speech_text import (TextConfig, book_sentences, clean_sentence, read_r_lazyload,  # noqa: E402
                                      split_sentences)
 
 
 @dataclass(frozen=True)
 class Source:
-    package: str  # the Debian package holding the data
+    package: str  # the Debian package holding the data (bookworm)
+    version: str  # its pinned version (the one that made the pools in data/text)
+    sha256: str  # of its .deb, as fetched
     path: str  # the data inside it: a lazy-load prefix or an .rda file
     skip: str  # books left out by default
     read: str  # "lazyload": {name: lines}; "books.rda": a data frame of (text, title) lines; "sentences": one per line;
     # "gcide": the quotations of a dictd dictionary (gcide_quotations)
 
+    @property
+    def deb(self) -> str:
+        """The file ``apt-get download`` saves (all four packages are ``Architecture: all``, no epoch)."""
+        return f"{self.package}_{self.version}_all.deb"
+
 
 SOURCES = {
-    "austen": Source("r-cran-janeaustenr", "usr/lib/R/site-library/janeaustenr/data/Rdata", "sensesensibility", "lazyload"),
-    "gutenberg": Source("r-cran-tidytext", "usr/lib/R/site-library/tidytext/extdata/books.rda", "prideandprejudice",
-                        "books.rda"),
-    "harvard": Source("r-cran-stringr", "usr/lib/R/site-library/stringr/data/Rdata", "", "sentences"),
-    "gcide": Source("dict-gcide", "usr/share/dictd/gcide.dict.dz", "", "gcide"),
+    "austen": Source("r-cran-janeaustenr", "1.0.0-1",
+                     "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
+                     "usr/lib/R/site-library/janeaustenr/data/Rdata", "sensesensibility", "lazyload"),
+    "gutenberg": Source("r-cran-tidytext", "0.4.1-1",
+                        "8d693a8772b57e2dbdc907aa946fbeeefb03ba3eb2bbea86d5c888a4d15956ad",
+                        "usr/lib/R/site-library/tidytext/extdata/books.rda", "prideandprejudice", "books.rda"),
+    "harvard": Source("r-cran-stringr", "1.5.0-1", "f180d2e5f79b4aab871425898399d3bebbd6993262e692e166638a720879990e",
+                      "usr/lib/R/site-library/stringr/data/Rdata", "", "sentences"),
+    "gcide": Source("dict-gcide", "0.48.5+nmu2", "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f",
+                    "usr/share/dictd/gcide.dict.dz", "", "gcide"),
 }
 
 
 GRID = (("bin", "lay", "place", "set"), ("blue", "green", "red", "white"), ("at", "by", "in", "with"),
         tuple("ABCDEFGHIJKLMNOPQRSTUVXYZ"),
-        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"), ("again", "now", "please", "soon"))
+        ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+        ("again", "now", "please", "soon"))
 
 
 def grid_sentences() -> list[str]:
@@ -178,17 +195,33 @@ def book_key(title: str) -> str:
     return re.sub(r"[^a-z0-9]", "", title.lower())
 
 
-def fetch(package: str, tmp: Path) -> Path:
-    """Unpack ``package`` (``apt-get download`` + ``dpkg-deb -x``) under ``tmp``; returns the unpacked root."""
+def fetch(src: Source, tmp: Path) -> Path:
+    """The data of ``src`` from its pinned .deb, written under ``tmp / "x"`` as the package lays it out; returns that
+    root. The .deb is fetched by :func:`fetch_human_speech.fetch_deb` (``apt-get download PACKAGE=VERSION`` under a
+    private apt configuration in ``tmp / "apt"``, bookworm), its SHA-256 checked against ``src.sha256``, and the files
+    of ``src.path`` (the file itself, or a lazy-load prefix's ``.rdb`` / ``.rdx`` / ``.rds``) read from its data
+    archive by :func:`fetch_human_speech.read_deb` (no ``dpkg``). A failed download, a SHA-256 mismatch or a .deb
+    without the data exits with a message naming PACKAGE=VERSION."""
+    what, hint = f"{src.package}={src.version}", "(or pass --rdata PATH of an unpacked copy)"
+
+    def want(name: str) -> bool:  # "./usr/.../Rdata.rdb" for the prefix "usr/.../Rdata"
+        name = name.removeprefix("./")
+        rest = name[len(src.path):]
+        return name.startswith(src.path) and (rest == "" or (rest[0] == "." and "/" not in rest))
+
     try:
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True, text=True)
-        deb = next(tmp.glob(f"{package}_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "x")], check=True, capture_output=True, text=True)
-    except (subprocess.CalledProcessError, FileNotFoundError, StopIteration) as e:
-        detail = getattr(e, "stderr", "") or str(e)
-        raise SystemExit(f"make_text_pool: could not fetch {package} with apt-get download / dpkg-deb: "
-                         f"{detail.strip()[:300]} (or pass --rdata PATH of an unpacked copy)")
-    return tmp / "x"
+        deb = fetch_deb(src.package, src.version, tmp / "debs" / src.deb, tmp / "apt")
+        check_sha256(deb, src.sha256, what)
+        files = read_deb(deb, want)[1]
+    except (FetchError, OSError) as e:  # OSError: no apt-get
+        raise SystemExit(f"make_text_pool: could not fetch {what}: {str(e).removeprefix(what + ': ')} {hint}")
+    if not files:
+        raise SystemExit(f"make_text_pool: {what}: no {src.path} in {deb.name} {hint}")
+    root = tmp / "x"
+    for name, data in files.items():
+        (root / name.removeprefix("./")).parent.mkdir(parents=True, exist_ok=True)
+        (root / name.removeprefix("./")).write_bytes(data)
+    return root
 
 
 # GCIDE (dictd text of Webster 1913 + additions). An entry is a headword line ("Affect \Af*fect"\, v. t. [imp. & p. p.
@@ -208,9 +241,9 @@ _GCIDE_ARCHAIC = re.compile(r"\b(?:thee|thou|thy|thine|thyself|hath|doth|ye|hast
                             r"|(?<!\w)'t(?:is|was)?\b", re.I)  # "-eth" verbs (not "twentieth"), "'t is", "'Twas"
 _GCIDE_BIBLE = re.compile(  # an attribution to a book of the Bible, chapter in Roman numerals: "--1 Cor. xiii. 4."
     r"--\s*(?:[1-4]\s*)?(?:Gen|Exod?|Lev|Levit|Numb?|Deut|Josh|Judg|Judges|Ruth|Sam|Kings|Chron|Ezra|Neh|Esth|Esther|"
-    r"Job|Ps|Prov|Eccl|Eccles|Cant|Isa?|Jer|Lam|Ezek|Dan|Hos|Hosea|Joel|Amos|Jonah|Mic|Micah|Nah|Nahum|Hab|Zeph|Zech|Mal|"
-    r"Matt|Math|Mark|Luke|John|Acts|Rom|Romans|Cor|Gal|Eph|Phil|Philip|Col|Thess?|Tim|Tit|Titus|Heb|James|Jas|Pet|"
-    r"Peter|Jude|Rev|Wisd|Wisdom|Ecclus|Macc?|Esd|Tobit|Judith|Baruch)\.?\s+[ivxlc]+\b")
+    r"Job|Ps|Prov|Eccl|Eccles|Cant|Isa?|Jer|Lam|Ezek|Dan|Hos|Hosea|Joel|Amos|Jonah|Mic|Micah|Nah|Nahum|Hab|Zeph|Zech|"
+    r"Mal|Matt|Math|Mark|Luke|John|Acts|Rom|Romans|Cor|Gal|Eph|Phil|Philip|Col|Thess?|Tim|Tit|Titus|Heb|James|Jas|"
+    r"Pet|Peter|Jude|Rev|Wisd|Wisdom|Ecclus|Macc?|Esd|Tobit|Judith|Baruch)\.?\s+[ivxlc]+\b")
 GCIDE_QUOTE_FILTERS = ("bible", "markup", "gap", "verse")  # gcide_quotations' reasons, in the order applied
 GCIDE_SENTENCE_FILTERS = ("not whole", "abbreviation", "cleaning", "archaic", "no verb", "fragment", "duplicate")
 _GCIDE_WIDTH = 64  # the wrap column of quotation prose: a line ending earlier than the next word needs is verse
@@ -410,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     src = SOURCES[args.source]
     skip = {b for b in (src.skip if args.skip is None else args.skip).split(",") if b}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(args.rdata) if args.rdata else fetch(src.package, Path(tmp)) / src.path
+        path = Path(args.rdata) if args.rdata else fetch(src, Path(tmp)) / src.path
         books = read_books(src, path)
     unknown = sorted(skip - set(books))
     if unknown:

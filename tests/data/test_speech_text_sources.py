@@ -205,6 +205,133 @@ def test_text_pool_harvard_sentences_one_per_element(tmp_path):
                                             "Glue the sheet to the dark blue background."]  # never joined
 
 
+def _deb(members: dict[str, bytes]) -> bytes:
+    """A .deb as dpkg-deb lays one out (an ar archive of debian-binary, control.tar.xz and data.tar.xz, the data's
+    files named ``./usr/...``), built here: no dpkg needed."""
+    import io
+    import tarfile
+
+    def tar_xz(files: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    out = io.BytesIO()
+    out.write(b"!<arch>\n")
+    for name, data in {"debian-binary": b"2.0\n", "control.tar.xz": tar_xz({"./control": b"Package: fake\n"}),
+                       "data.tar.xz": tar_xz(members)}.items():
+        out.write(f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data)
+        out.write(b"\n" * (len(data) % 2))
+    return out.getvalue()
+
+
+HARVARD = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background."]
+
+
+def _fake_stringr(tmp_path) -> bytes:
+    """r-cran-stringr's .deb with the Harvard sentences in its lazy-load database, beside files the pool never
+    reads (another database's ``Rdata2``, the package's copyright)."""
+    import zlib
+
+    (tmp_path / "lazy").mkdir()
+    _write_lazyload(tmp_path / "lazy", {"sentences": (HARVARD, lambda b: zlib.compress(b))})
+    data = "./usr/lib/R/site-library/stringr/data/"
+    return _deb({f"{data}Rdata.rdb": (tmp_path / "lazy" / "Rdata.rdb").read_bytes(),
+                 f"{data}Rdata.rdx": (tmp_path / "lazy" / "Rdata.rdx").read_bytes(), f"{data}Rdata.rds": b"rds",
+                 f"{data}Rdata2.rdb": b"not read", "./usr/share/doc/r-cran-stringr/copyright": b"GPL-2"})
+
+
+def _fake_apt(monkeypatch, payload: bytes | None, calls: list, download_rc: int = 0) -> None:
+    """Every subprocess but apt-get refused; ``apt-get download`` saves ``payload`` under the name it is asked for
+    (PACKAGE_VERSION_all.deb), or fails with ``download_rc``. ``calls``: (command, the sources.list it names)."""
+    import subprocess
+    from pathlib import Path
+
+    def run(cmd, **kw):
+        assert cmd[0] == "apt-get", f"no process but apt-get may be started: {cmd}"
+        sources = next(o.removeprefix("Dir::Etc::SourceList=") for o in cmd if o.startswith("Dir::Etc::SourceList="))
+        calls.append((cmd, Path(sources).read_text()))
+        if "download" in cmd and download_rc:
+            return subprocess.CompletedProcess(cmd, download_rc, "", "E: Can't find a source to download version")
+        if "download" in cmd:
+            package, version = cmd[-1].split("=")
+            (Path(kw["cwd"]) / f"{package}_{version}_all.deb").write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail(f"no process may be started: {a}"))
+
+
+def test_text_pool_pins_each_package_and_fetches_it_with_fetch_human_speech(tmp_path, monkeypatch, capsys):
+    """Without --rdata the package is fetched at its pinned version by fetch_human_speech.fetch_deb (its private apt
+    configuration: bookworm, the system's sources unread), its SHA-256 checked, and read by read_deb (no dpkg): only
+    the data's own files are written out, and the pool is made from them."""
+    import hashlib
+    import re
+    from dataclasses import replace
+
+    pool = _text_pool()
+    assert pool.fetch_deb.__module__ == pool.read_deb.__module__ == "fetch_human_speech"
+    pins = {name: (s.package, s.version) for name, s in pool.SOURCES.items()}
+    assert pins == {"austen": ("r-cran-janeaustenr", "1.0.0-1"), "gutenberg": ("r-cran-tidytext", "0.4.1-1"),
+                    "harvard": ("r-cran-stringr", "1.5.0-1"), "gcide": ("dict-gcide", "0.48.5+nmu2")}
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s.sha256) for s in pool.SOURCES.values())
+    payload = _fake_stringr(tmp_path)
+    monkeypatch.setitem(pool.SOURCES, "harvard",
+                        replace(pool.SOURCES["harvard"], sha256=hashlib.sha256(payload).hexdigest()))
+    calls = []
+    _fake_apt(monkeypatch, payload, calls)
+    out = tmp_path / "h.txt"
+    assert pool.main(["harvard", "--out", str(out)]) == 0
+    assert out.read_text().splitlines() == HARVARD
+    assert [c[0][-2:] for c in calls] == [["update", "-qq"], ["download", "r-cran-stringr=1.5.0-1"]]
+    assert all("Dir::Etc::SourceParts=/dev/null" in cmd for cmd, _ in calls)  # the system's sources unread
+    assert {sources for _, sources in calls} == {"deb http://deb.debian.org/debian bookworm main\n"}
+    assert "downloading r-cran-stringr=1.5.0-1" in capsys.readouterr().err
+    root = pool.fetch(pool.SOURCES["harvard"], tmp_path / "t")  # the files fetch writes out: the database's only
+    assert sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()) == [
+        f"usr/lib/R/site-library/stringr/data/Rdata.{ext}" for ext in ("rdb", "rds", "rdx")]
+    assert (tmp_path / "t" / "debs" / "r-cran-stringr_1.5.0-1_all.deb").read_bytes() == payload
+    calls.clear()  # --rdata: an unpacked copy, nothing fetched
+    assert pool.main(["harvard", "--rdata", str(root / pool.SOURCES["harvard"].path), "--out", str(out)]) == 0
+    assert out.read_text().splitlines() == HARVARD and calls == []
+
+
+def test_text_pool_a_failed_download_or_a_wrong_sha_256_names_the_package_and_version(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    pool = _text_pool()
+    out, calls = tmp_path / "h.txt", []
+    payload = _fake_stringr(tmp_path)
+    _fake_apt(monkeypatch, payload, calls)  # not the pinned .deb
+    with pytest.raises(SystemExit, match=r"^make_text_pool: could not fetch r-cran-stringr=1\.5\.0-1: "
+                       r".*/r-cran-stringr_1\.5\.0-1_all\.deb has SHA-256 [0-9a-f]{64}, expected "
+                       + pool.SOURCES["harvard"].sha256 + r" \(or pass --rdata PATH"):
+        pool.main(["harvard", "--out", str(out)])
+    _fake_apt(monkeypatch, payload, calls, download_rc=100)
+    with pytest.raises(SystemExit, match=r"^make_text_pool: could not fetch r-cran-stringr=1\.5\.0-1: apt-get download "
+                       r"r-cran-stringr=1\.5\.0-1 failed \(exit 100\): E: Can't find a source"):
+        pool.main(["harvard", "--out", str(out)])
+    import hashlib
+    import subprocess
+
+    empty = _deb({"./usr/share/doc/r-cran-stringr/copyright": b"GPL-2"})  # the right package, no data in it
+    monkeypatch.setitem(pool.SOURCES, "harvard",
+                        replace(pool.SOURCES["harvard"], sha256=hashlib.sha256(empty).hexdigest()))
+    _fake_apt(monkeypatch, empty, calls)
+    with pytest.raises(SystemExit, match=r"^make_text_pool: r-cran-stringr=1\.5\.0-1: no usr/lib/R/site-library/"
+                       r"stringr/data/Rdata in r-cran-stringr_1\.5\.0-1_all\.deb"):
+        pool.main(["harvard", "--out", str(out)])
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: (_ for _ in ()).throw(FileNotFoundError(cmd[0])))
+    with pytest.raises(SystemExit, match=r"^make_text_pool: could not fetch r-cran-stringr=1\.5\.0-1: apt-get"):
+        pool.main(["harvard", "--out", str(out)])  # no apt-get on this machine
+    assert not out.exists()
+
+
 def test_text_pool_grid_is_the_whole_grammar_and_passes_the_corpus_cleaning(tmp_path, capsys):
     out = tmp_path / "grid.txt"
     assert _text_pool().main(["grid", "--out", str(out)]) == 0
