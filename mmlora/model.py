@@ -1555,13 +1555,19 @@ class MultimodalLM(nn.Module):
         if (in_dir / "adapters").is_dir():
             load_adapters(self.llm, in_dir / "adapters")
         fresh += self._load_encoder_adapters(in_dir, missing_ok=new_modalities)
-        judge_file = in_dir / WHISPER_DECODER
-        self.whisper_decoder_state = load_file(str(judge_file)) if judge_file.is_file() else None
+        judge_file, judge_enc = in_dir / WHISPER_DECODER, in_dir / WHISPER_ENCODER
+        # the Whisper judges score audio: a model without it (a lip reader from the ASR release, train_grid.sh's GV)
+        # leaves them out, as it does the audio projector, instead of carrying them into every folder it saves
+        hears = "audio" in self.encoders
+        if not hears and (judge_file.is_file() or judge_enc.is_dir() or (in_dir / SECOND_JUDGES).is_dir()):
+            import logging
+
+            logging.getLogger("mmlora.model").info("%s: Whisper judge(s) left out (this model reads no audio)", in_dir)
+        self.whisper_decoder_state = load_file(str(judge_file)) if hears and judge_file.is_file() else None
         self._whisper_judge = None  # built again, with these weights, when generate next asks it
-        judge_enc = in_dir / WHISPER_ENCODER
-        self.whisper_encoder_lora = read_adapter_folder(judge_enc) if judge_enc.is_dir() else None
+        self.whisper_encoder_lora = read_adapter_folder(judge_enc) if hears and judge_enc.is_dir() else None
         self.__dict__["_judge_encoder"] = None  # built again from these weights and this encoder when asked
-        self.second_judge_states = _read_second_judges(in_dir / SECOND_JUDGES)
+        self.second_judge_states = _read_second_judges(in_dir / SECOND_JUDGES) if hears else []
         self.__dict__["_second_judges"] = None  # built again when generate next asks them
         self._freeze()
         return fresh

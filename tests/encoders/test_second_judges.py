@@ -125,6 +125,19 @@ def test_second_judges_are_saved_reloaded_and_a_folder_without_a_decoder_is_name
     loaded.save_pretrained(tmp_path / "none")
     assert not (tmp_path / "none" / SECOND_JUDGES).exists()
     assert MultimodalLM.from_pretrained(tmp_path / "none").second_judge_states == []
+    # a lip reader started from it (train_grid.sh's GV from the release) reads no audio: the judges are left out
+    # and not carried into the folders it saves (before session 71 they were: 20 MB a lip reader)
+    model.whisper_decoder_state = _moved(judge.decoder, 4)
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / WHISPER_DECODER).is_file()
+    from mmlora.tasks.cli import build_model, load_run_config
+
+    _, cfg = load_run_config("recipes/vsr_tiny.yaml", [f"train.init_from={tmp_path / 'm'}"])
+    vsr = build_model(cfg)
+    assert vsr.whisper_decoder_state is None and vsr.second_judge_states == [] and vsr.whisper_encoder_lora is None
+    vsr.save_pretrained(tmp_path / "lips")
+    assert {p.name for p in (tmp_path / "lips").iterdir()}.isdisjoint({WHISPER_DECODER, WHISPER_ENCODER, SECOND_JUDGES})
+    assert MultimodalLM.from_pretrained(tmp_path / "m").whisper_decoder_state is not None  # one that hears keeps it
     (tmp_path / "m" / SECOND_JUDGES / "b" / WHISPER_DECODER).unlink()
     with pytest.raises(ValueError, match=f"{SECOND_JUDGES}/b: a second judge needs its trained decoder"):
         MultimodalLM.from_pretrained(tmp_path / "m")
