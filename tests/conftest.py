@@ -78,6 +78,34 @@ def load_script(name: str, path=None):
     return mod
 
 
+def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    """A tar archive (bytes; gzip, or another compression with ``mode``, e.g. "w:xz") holding ``members``
+    (name -> bytes), in order."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def deb_bytes(members: dict[str, bytes]) -> bytes:
+    """A Debian package (bytes) as ``dpkg-deb`` lays one out, built without it: an ar archive of ``debian-binary``
+    and then ``members`` (name -> bytes, e.g. ``control.tar.xz``, ``data.tar.xz``), in order."""
+    import io
+
+    out = io.BytesIO()
+    out.write(b"!<arch>\n")
+    for name, data in {"debian-binary": b"2.0\n", **members}.items():
+        out.write(f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data)
+        out.write(b"\n" * (len(data) % 2))
+    return out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Eight short tone clips with noise-frame lip videos and three-word transcripts (the speech task tests)."""

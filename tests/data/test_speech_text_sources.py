@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import load_script
+from conftest import deb_bytes, load_script, tar_bytes
 from mmlora.data import speech_corpus as C
 from mmlora.data.speech_text import TextConfig, clean_sentence, file_sentences, load_sentences, wordnet_examples
 
@@ -206,27 +206,9 @@ def test_text_pool_harvard_sentences_one_per_element(tmp_path):
 
 
 def _deb(members: dict[str, bytes]) -> bytes:
-    """A .deb as dpkg-deb lays one out (an ar archive of debian-binary, control.tar.xz and data.tar.xz, the data's
-    files named ``./usr/...``), built here: no dpkg needed."""
-    import io
-    import tarfile
-
-    def tar_xz(files: dict[str, bytes]) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:xz") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        return buf.getvalue()
-
-    out = io.BytesIO()
-    out.write(b"!<arch>\n")
-    for name, data in {"debian-binary": b"2.0\n", "control.tar.xz": tar_xz({"./control": b"Package: fake\n"}),
-                       "data.tar.xz": tar_xz(members)}.items():
-        out.write(f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data)
-        out.write(b"\n" * (len(data) % 2))
-    return out.getvalue()
+    """A .deb whose data.tar.xz holds ``members`` (named ``./usr/...``), beside a control.tar.xz."""
+    return deb_bytes({"control.tar.xz": tar_bytes({"./control": b"Package: fake\n"}, "w:xz"),
+                      "data.tar.xz": tar_bytes(members, "w:xz")})
 
 
 HARVARD = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background."]

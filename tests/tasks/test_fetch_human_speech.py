@@ -5,7 +5,6 @@ import hashlib
 import io
 import json
 import subprocess
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from conftest import load_script
+from conftest import deb_bytes, load_script, tar_bytes
 from mmlora.tasks.speech import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,34 +36,12 @@ def _tone(n: int, sr: int, hz: float, channels: int = 1) -> np.ndarray:
     return np.stack([x, 0.5 * x], axis=1)[:, :channels] if channels > 1 else x
 
 
-def _tar_gz(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
-    """A tar.gz (bytes; another compression with ``mode``, e.g. "w:xz") holding ``members`` (name -> bytes), in
-    order."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode=mode) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def _deb(members: dict[str, bytes]) -> bytes:
-    """A Debian package (bytes): an ar archive of ``debian-binary`` and then ``members`` (name -> bytes), in order."""
-    out = io.BytesIO()
-    out.write(b"!<arch>\n")
-    for name, data in {"debian-binary": b"2.0\n", **members}.items():
-        out.write(f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode() + data)
-        out.write(b"\n" * (len(data) % 2))
-    return out.getvalue()
-
-
 def _write_sdists(folder: Path, packages: dict, files: dict[str, dict[str, bytes]]) -> dict[str, Path]:
     """Each package's members as its pinned archive in ``folder`` (a .deb where the archive is one); returns
     {package: archive path}."""
     for pkg, members in files.items():
         archive = packages[pkg].archive
-        (folder / archive).write_bytes((_deb if archive.endswith(".deb") else _tar_gz)(members))
+        (folder / archive).write_bytes((deb_bytes if archive.endswith(".deb") else tar_bytes)(members))
     return {pkg: folder / packages[pkg].archive for pkg in files}
 
 
@@ -349,8 +326,8 @@ def _fake_set_sdists(mod, folder: Path, name: str):
 
     for (pkg, outer), members in nested.items():
         inner = {"README": b"not audio", **members}
-        files[pkg][outer] = _zip(inner) if outer.endswith(".zip") else _tar_gz(inner, "w:xz" if outer.endswith(".xz")
-                                                                                else "w:gz")
+        files[pkg][outer] = (_zip(inner) if outer.endswith(".zip")
+                             else tar_bytes(inner, "w:xz" if outer.endswith(".xz") else "w:gz"))
     return _write_sdists(folder, packages, files), sources
 
 
@@ -435,7 +412,7 @@ def test_a_missing_member_of_a_nested_zip_is_named_and_a_broken_zip_is_an_error(
         mod.read_members(archives["datasets"], [timit[1], gone])
     outer = timit[0].split("!")[0]
     broken = tmp_path / "broken.tar.gz"
-    broken.write_bytes(_tar_gz({outer: b"PK\x03\x04 not really a zip"}))
+    broken.write_bytes(tar_bytes({outer: b"PK\x03\x04 not really a zip"}))
     with pytest.raises(mod.FetchError, match=r"broken\.tar\.gz: not a readable tar\.gz"):
         mod.read_members(broken, [timit[0]])
 
@@ -643,7 +620,7 @@ def test_download_of_a_debian_package_uses_a_private_apt_configuration(tmp_path,
     that saves nothing is an error naming the package and its version."""
     mod = _script()
     calls = []
-    payload = _deb({"data.tar.xz": _tar_gz({"./README": b"x"}, "w:xz")})
+    payload = deb_bytes({"data.tar.xz": tar_bytes({"./README": b"x"}, "w:xz")})
     pkg = "asterisk-core-sounds-en-wav"
     spec = mod.VAL2_PACKAGES[pkg]
 
@@ -696,16 +673,17 @@ def test_read_deb_streams_the_data_archive_and_keeps_the_files_its_filter_wants(
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} read whole"))
     for mode, member in (("w:xz", "data.tar.xz"), ("w:gz", "data.tar.gz"), ("w", "data.tar")):
         deb = tmp_path / f"{member}.deb"
-        deb.write_bytes(_deb({"control.tar.xz": b"odd", member: _tar_gz(files, mode), "_extra": b"not tar data"}))
+        deb.write_bytes(deb_bytes({"control.tar.xz": b"odd", member: tar_bytes(files, mode),
+                                   "_extra": b"not tar data"}))
         assert mod.read_deb(deb, lambda n: n.endswith(".wav")) == (
             member, {"./usr/share/a.wav": b"a" * 7, "./usr/share/c.wav": b"c" * 1001})
         assert mod.read_deb(deb, lambda n: False) == (member, {})
     zst = tmp_path / "zst.deb"
-    zst.write_bytes(_deb({"control.tar.xz": b"odd", "data.tar.zst": b"\x28\xb5\x2f\xfd" + bytes(600)}))
+    zst.write_bytes(deb_bytes({"control.tar.xz": b"odd", "data.tar.zst": b"\x28\xb5\x2f\xfd" + bytes(600)}))
     with pytest.raises(mod.FetchError, match=r"zst\.deb: not a readable \.deb \(data\.tar\.zst: "):
         mod.read_deb(zst, lambda n: True)
     nodata = tmp_path / "nodata.deb"
-    nodata.write_bytes(_deb({"control.tar.xz": b"odd"}))
+    nodata.write_bytes(deb_bytes({"control.tar.xz": b"odd"}))
     with pytest.raises(mod.FetchError, match=r"nodata\.deb: not a readable \.deb \(no data\.tar member\)"):
         mod.read_deb(nodata, lambda n: True)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,10 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import load_script
-
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (to build the fake .deb)")
-
+from conftest import deb_bytes, load_script, tar_bytes
 
 def _ogg(seconds: float, sr: int = 44_100) -> bytes:
     t = np.arange(int(seconds * sr)) / sr
@@ -27,8 +23,7 @@ def _ogg(seconds: float, sr: int = 44_100) -> bytes:
 def _fake_deb(tmp: Path) -> Path:
     """Stamps as the package lays them out: English recordings (one at 8 kHz, one without a text), another language's
     (``_desc_fr``, ``_desc_en_GB``), a stamp's sound effect (not speech: ``NAME.ogg``), a folder named ``_desc``."""
-    root = tmp / "pkg"
-    stamps = root / "usr/share/tuxpaint/stamps"
+    stamps = "./usr/share/tuxpaint/stamps/"
     files = {"animals/birds/blackbird_desc.ogg": _ogg(1.25), "animals/birds/blackbird_desc_fr.ogg": _ogg(0.5),
              "animals/birds/blackbird.txt": "A blackbird.\naf.utf8='n Blackbird.\n",
              "animals/mammals/wildboar_desc.ogg": _ogg(1.1, 8_000),
@@ -36,16 +31,12 @@ def _fake_deb(tmp: Path) -> Path:
              "animals/marsupials/wallaby_desc.ogg": _ogg(0.9),
              "animals/birds/blackbird.ogg": _ogg(0.3), "animals/owl_desc_en_GB.ogg": _ogg(0.7),
              "x_desc/frog.ogg": _ogg(0.2)}
-    for rel, data in files.items():
-        (stamps / rel).parent.mkdir(parents=True, exist_ok=True)
-        (stamps / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
-    (root / "DEBIAN").mkdir()
-    (root / "DEBIAN" / "control").write_text("Package: tuxpaint-stamps-default\nVersion: 2022.06.04-1\n"
-                                              "Architecture: all\nMaintainer: t <t@t>\nDescription: fake\n")
+    control = (b"Package: tuxpaint-stamps-default\nVersion: 2022.06.04-1\nArchitecture: all\nMaintainer: t <t@t>\n"
+               b"Description: fake\n")
     deb = tmp / "fake.deb"
     # data.tar.xz, as Debian's dpkg-deb writes by default (Ubuntu's would write .zst)
-    subprocess.run(["dpkg-deb", "--build", "-Zxz", "--root-owner-group", str(root), str(deb)], check=True,
-                   capture_output=True)
+    deb.write_bytes(deb_bytes({"control.tar.xz": tar_bytes({"./control": control}, "w:xz"), "data.tar.xz": tar_bytes(
+        {stamps + rel: data if isinstance(data, bytes) else data.encode() for rel, data in files.items()}, "w:xz")}))
     return deb
 
 
