@@ -123,14 +123,20 @@ class MediaPipeline:
         """Longest audio (samples) decoded in one piece: the audio encoder's window, or ``piece_seconds``
         if shorter; None for a model without an audio encoder that has a window."""
         enc = self.model.encoders["audio"] if "audio" in self.model.encoders else None
-        limit = getattr(enc, "max_samples", None)
-        if limit and self.piece_seconds:
-            limit = min(limit, int(self.piece_seconds * SAMPLE_RATE))
-        return limit
+        return piece_limit(getattr(enc, "max_samples", None), self.piece_seconds)
 
     def caption(self, video=None, audio=None, image=None, prompt: str | None = None, **gen) -> str | list[str]:
         """Describe a video (with its soundtrack) or an image."""
         return self._run({"audio": audio, "video": video, "image": image}, prompt or self.instruction, None, gen)
+
+
+def piece_limit(window: int | None, piece_seconds: float | None) -> int | None:
+    """Longest audio (samples) decoded in one piece: an audio encoder's ``window`` (samples; None: the encoder has
+    none, nothing is cut), or ``piece_seconds`` if shorter (:meth:`MediaPipeline.piece_limit`; ``picker_probe.py``
+    cuts again as a decoding did)."""
+    if window and piece_seconds:
+        return min(window, int(piece_seconds * SAMPLE_RATE))
+    return window
 
 
 def cut_long_audio(waves: Sequence[torch.Tensor], limit: int) -> tuple[list[torch.Tensor], list[int]]:

@@ -125,16 +125,17 @@ def text_lm_scores(rows: list[dict], threads: int = 1) -> None:
 
 
 def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: str = "judge",
-                 piece_seconds: float | None = None) -> None:
+                 piece_seconds: float | None = None, piece_samples: int | None = None) -> None:
     """``row[key]``: Whisper ``name``'s complete model (its own encoder and decoder) scoring each candidate of
     each clip, its audio read from ``manifest`` as the decoding read it (:func:`mmlora.data.media.load_audio`); a
-    clip decoded in pieces is cut again at ``piece_seconds`` (the decoding's, at most Whisper's 30 s window) and
-    each piece's row scored on its piece. A model folder's path for ``name`` (one with ``config.json``) asks that
-    folder's trained judge instead (its ``whisper_decoder.safetensors`` reading its judge encoder: another training's
-    judge beside the decoding's)."""
+    clip decoded in pieces is cut again as the decoding cut it (``piece_samples``, its report's exact piece length;
+    reports before session 71 give only ``piece_seconds``, which cuts as :func:`mmlora.pipelines.piece_limit` does
+    within the judge's Whisper window) and each piece's row scored on its piece. A model folder's path for ``name``
+    (one with ``config.json``) asks that folder's trained judge instead (its ``whisper_decoder.safetensors`` reading
+    its judge encoder: another training's judge beside the decoding's)."""
     from mmlora.data.media import SAMPLE_RATE, load_audio
     from mmlora.encoders.whisper_judge import WhisperJudge
-    from mmlora.pipelines import cut_long_audio
+    from mmlora.pipelines import cut_long_audio, piece_limit
 
     torch.set_num_threads(threads)
     encoder = None
@@ -154,12 +155,13 @@ def judge_scores(doc: dict, manifest: Path, name: str, threads: int = 1, key: st
             raise SystemExit(f"{manifest}: no clip {u.get('id')!r} of the candidates file")
         waves = [load_audio(audio[u["id"]])]
         if len(u["pieces"]) != 1:
-            if not piece_seconds:
+            if not (piece_samples or piece_seconds):
                 raise SystemExit(f"{audio[u['id']]}: decoded in {len(u['pieces'])} pieces, and no piece_seconds "
                                  "(the report beside the candidates file has none: give --piece-seconds)")
-            waves, _ = cut_long_audio(waves, int(min(piece_seconds, 30.0) * SAMPLE_RATE))
+            limit = piece_samples or piece_limit(judge.padded_encoder().max_samples, piece_seconds)
+            waves, _ = cut_long_audio(waves, limit)
             if len(waves) != len(u["pieces"]):
-                raise SystemExit(f"{audio[u['id']]}: cut into {len(waves)} pieces at {piece_seconds} s, the "
+                raise SystemExit(f"{audio[u['id']]}: cut into {len(waves)} pieces at {limit / SAMPLE_RATE:g} s, the "
                                  f"decoding into {len(u['pieces'])}")
         with torch.no_grad():
             for row, wave in zip(u["pieces"], waves):
@@ -170,7 +172,7 @@ PIECES_SCORED = "judge_pieces_scored"  # a store's mark: its judges scored the c
 
 
 def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: Path | None,
-               piece_seconds: float | None = None) -> None:
+               piece_seconds: float | None = None, piece_samples: int | None = None) -> None:
     """The extra scores asked for, read from ``store`` where it has them, else computed (and written there): ``lm``,
     and each judge's under ``judge:NAME``; ``row["judge"]`` is then the mean of the judges named. A store written
     before the judges scored clips in pieces (no :data:`PIECES_SCORED` mark) has its judges' scores computed again."""
@@ -190,7 +192,7 @@ def add_scores(doc: dict, a: argparse.Namespace, manifest: Path | None, store: P
         else:
             if manifest is None:
                 raise SystemExit("--judge reads the clips: give each candidates file its --manifest")
-            judge_scores(doc, manifest, key.removeprefix("judge:"), a.threads, key, piece_seconds)
+            judge_scores(doc, manifest, key.removeprefix("judge:"), a.threads, key, piece_seconds, piece_samples)
         kept[key] = [row[key] for row in rows]
         if store:
             replace_text(store, json.dumps(kept))
@@ -216,10 +218,12 @@ def write_second(path: Path, doc: dict, out: Path, judges: list[str]) -> Path:
     return out / path.name
 
 
-def _piece_seconds(path: Path) -> float | None:
-    """The ``piece_seconds`` the decoding of a candidates file cut its clips at (its report's), if it says."""
+def _piece_cut(path: Path) -> tuple[float | None, int | None]:
+    """How the decoding of a candidates file cut its clips, as its report says: ``piece_seconds`` and
+    ``piece_samples`` (the exact piece length; reports since session 71), each None where it does not say."""
     src = report_of(path)
-    return json.loads(src.read_text()).get("decoding", {}).get("piece_seconds") if src.is_file() else None
+    dec = json.loads(src.read_text()).get("decoding", {}) if src.is_file() else {}
+    return dec.get("piece_seconds"), dec.get("piece_samples")
 
 
 def _numbers(text: str) -> list[float]:
@@ -263,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--write-second: name the second judges with --judge (e.g. model folders)")
     docs = [load(f) for f in a.files]
     for i, doc in enumerate(docs):
+        seconds, samples = _piece_cut(a.files[i])
         add_scores(doc, a, a.manifest[i] if a.manifest else None, a.scores[i] if a.scores else None,
-                   _piece_seconds(a.files[i]) or a.piece_seconds)
+                   seconds or a.piece_seconds, samples)
     if a.write_second:
         for f, doc in zip(a.files, docs):
             print(write_second(f, doc, a.write_second, a.judge))

@@ -493,6 +493,7 @@ def _evaluate_speech(pipeline, model, mods, manifest, ds: "SpeechDataset", rates
     for w, h in zip(sweep or [None], hyps):
         decoding = {**kw, **({key: w} if sweep else {}),
                     **({"piece_seconds": pipeline.piece_seconds} if pipeline.piece_seconds else {}),
+                    **({"piece_samples": limit} if limit else {}),  # the cut exactly (picker_probe.py cuts again)
                     "llm_dtype": str(model.llm.dtype).removeprefix("torch.")}
         report = {"manifest": str(manifest), "task_modalities": list(mods), "rates": rates, "snr_db": snr,
                   "noise": noise_kind if snr is not None else None, "decoding": decoding,

@@ -92,7 +92,7 @@ def test_several_judges_are_stored_by_name_and_weighed_as_their_mean(tmp_path, m
     store = tmp_path / "scores.json"
     made = []
 
-    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None):
+    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None, piece_samples=None):
         made.append(name)
         for i, row in enumerate(picker_probe.rows_of(doc)[0]):
             row[key] = [float(len(name) * (i + 1) + k) for k in range(len(row["texts"]))]
@@ -185,7 +185,7 @@ def test_write_second_gives_rescore_candidates_the_judges_mean_as_the_second_jud
     (tmp_path / "st_val_beams8_float32.json").write_text('{"wer": 0.5}')
     judged = {}
 
-    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None):
+    def fake(doc, manifest, name, threads=1, key="judge", piece_seconds=None, piece_samples=None):
         for row in picker_probe.rows_of(doc)[0]:
             row[key] = torch.randn(len(row["texts"])).mul(4).tolist()
         judged[name] = [r[key] for r in picker_probe.rows_of(doc)[0]]
@@ -245,6 +245,9 @@ def test_a_clip_decoded_in_pieces_is_cut_again_and_each_piece_scored_on_its_own_
         def score(self, frames, texts):
             return torch.tensor([float(len(frames)) + i for i in range(len(texts))])
 
+        def padded_encoder(self):  # Whisper's 30 s window
+            return type("Encoder", (), {"max_samples": 30 * 16000})()
+
     monkeypatch.setattr(WhisperJudge, "load", staticmethod(lambda name: Judge()))
     f = tmp_path / "st_val.cands.json"
     f.write_text(json.dumps(doc))
@@ -261,8 +264,14 @@ def test_a_clip_decoded_in_pieces_is_cut_again_and_each_piece_scored_on_its_own_
     assert json.loads(store.read_text())[picker_probe.PIECES_SCORED] is True
     (tmp_path / "st_val.json").write_text(json.dumps({"decoding": {"piece_seconds": 30.0}}))
     store.unlink()
-    with pytest.raises(SystemExit, match="cut into 1 pieces at 30.0 s, the decoding into 3"):
+    with pytest.raises(SystemExit, match="cut into 1 pieces at 30 s, the decoding into 3"):
         picker_probe.main([str(f), "--manifest", str(manifest), "--judge", "j", "--write-second", str(out)])
+    # a report since session 71 records the cut exactly (piece_samples): that is what cuts, not piece_seconds
+    (tmp_path / "st_val.json").write_text(json.dumps({"decoding": {"piece_seconds": 30.0,
+                                                                   "piece_samples": int(2.2 * 16000)}}))
+    assert picker_probe.main([str(f), "--manifest", str(manifest), "--judge", "j", "--write-second", str(out)]) == 0
+    assert [row["second"][0] for row in rescore_candidates.load(out / f.name)["utterances"][1]["pieces"]] == [
+        float(n) for n in want]
     (tmp_path / "st_val.json").unlink()
     with pytest.raises(SystemExit, match="give --piece-seconds"):
         picker_probe.main([str(f), "--manifest", str(manifest), "--judge", "j", "--write-second", str(out)])

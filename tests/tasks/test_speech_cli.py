@@ -111,6 +111,7 @@ def test_train_evaluate_transcribe(corpus, tmp_path, capsys):
     hyps = {u["id"]: u["hypothesis"] for u in rep["utterances"]}
     assert hyps and all(hyps[json.loads(line)["id"]] == joined(load_audio(corpus / json.loads(line)["audio"]))
                         for line in lines[1:4]) and rep["decoding"]["piece_seconds"] == 0.4
+    assert rep["decoding"]["piece_samples"] == asr.piece_limit() == int(0.4 * 16000)  # the cut, exactly
     assert isinstance(asr.transcribe(audio=w, max_new_tokens=4), str)  # the real model through the same path
     asr.piece_seconds = None
     window = asr.model.encoders["audio"].max_samples
