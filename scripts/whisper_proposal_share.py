@@ -10,7 +10,8 @@ model's output with Whisper's first proposal by the paired bootstrap::
     python scripts/whisper_proposal_share.py --report outputs/g46/sttest_p4.json \\
         --manifest data/speech_release/st/test.jsonl --out outputs/g48/share_st.json
 
-Clips longer than ``--max-seconds`` (default: the model's ``piece_seconds``) are left out: the pipeline cuts those
+Clips longer than ``--max-seconds`` (default: the pipeline's piece length, the model's ``piece_seconds`` within
+the encoder's window) are left out: the pipeline cuts those
 into pieces and proposes for each piece. ``--proposals`` defaults to the model's ``whisper_proposal``. CPU, one
 thread by default (``--threads``). The last line printed is the summary as JSON.
 """
@@ -78,15 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"whisper_proposal_share.py: {a.model} proposes {n} Whisper transcript(s) a clip; "
                  "give --proposals N (N >= 2)")
     max_tokens = int(gen.get("max_new_tokens", 48))
-    max_s = a.max_seconds
-    if max_s is None:
-        max_s = float((cfg.get("pipeline") or {}).get("piece_seconds") or 30)
     report = json.loads(Path(a.report).read_text())
     hyps = {u["id"]: u for u in report.get("utterances", [])}
     if not hyps:
         sys.exit(f"whisper_proposal_share.py: {a.report} has no per-utterance hypotheses")
     torch.set_num_threads(a.threads)
-    model = load_pipeline(a.model, device="cpu").model
+    pipe = load_pipeline(a.model, device="cpu")
+    model = pipe.model
+    # longer clips are decoded in pieces (the pipeline's cut: piece_seconds within the encoder's window)
+    max_s = a.max_seconds
+    if max_s is None:
+        limit = pipe.piece_limit()
+        max_s = limit / SAMPLE_RATE if limit else float("inf")
     judge, enc = model.whisper_judge(), model.judge_encoder()  # the folder's judge encoder where it has one
     root = Path(a.manifest).parent
     ids, refs, ours, proposals, long_ = [], [], [], [], 0

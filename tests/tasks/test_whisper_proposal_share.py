@@ -38,12 +38,15 @@ class _Stub:
     """load_pipeline's stand-in: its model proposes, for each clip, the texts PROPS gives for the clip's length."""
 
     def __init__(self, props):
-        self.props, self.asked = props, []
+        self.props, self.asked, self.limit = props, [], None
         self.model = self
         self.encoders = {"audio": "the model's"}
 
     def whisper_judge(self):
         return self
+
+    def piece_limit(self):  # the pipeline's cut (samples), --max-seconds's default
+        return self.limit
 
     def judge_encoder(self):  # a folder's judge encoder (whisper_encoder_adapters/): the frames the judge reads
         return "the judge's"
@@ -85,6 +88,9 @@ def test_main_reads_the_report_and_leaves_long_clips_out(tmp_path, monkeypatch, 
     assert {(m, k) for _, m, k in stub.asked} == {(40, 3)}
     saved = json.loads(out.read_text())
     assert saved["summary"] == got and [c["output_is_proposal"] for c in saved["clips"]].count(1) == 1
+    stub.limit = round(limit * 16000)  # without --max-seconds: the pipeline's piece length, the same clips left out
+    assert load_script("whisper_proposal_share").main([a for a in args if a not in ("--max-seconds", str(limit))]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == got
 
 
 def test_a_model_without_proposals_is_refused(tmp_path):
