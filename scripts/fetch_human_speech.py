@@ -88,7 +88,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from mmlora.data.media import to_mono
 from mmlora.fsutil import replace_file
 
 SR = 16_000  # output sample rate (Hz)
@@ -882,6 +881,9 @@ def to_16k_mono(x: np.ndarray, sr: int) -> np.ndarray:
     """``(n,)`` or ``(n, channels)`` at ``sr`` -> ``(round(n * 16000 / sr),)`` float32 at 16 kHz,
     channels averaged and resampled by :func:`mmlora.data.media.to_mono` (as ``load_audio`` does),
     clipped to [-1, 1]."""
+    from mmlora.data.media import to_mono  # pulls in torch: here, so that make_text_pool.py (text only) starts
+    # without it
+
     return np.clip(to_mono(x, sr, SR).numpy(), -1.0, 1.0)
 
 
