@@ -219,8 +219,9 @@ def fetch(src: Source, tmp: Path) -> Path:
         raise SystemExit(f"make_text_pool: {what}: no {src.path} in {deb.name} {hint}")
     root = tmp / "x"
     for name, data in files.items():
-        (root / name.removeprefix("./")).parent.mkdir(parents=True, exist_ok=True)
-        (root / name.removeprefix("./")).write_bytes(data)
+        dest = root / name.removeprefix("./")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
     return root
 
 

@@ -24,7 +24,8 @@ had asked those judges (e.g. more seeds of the trained judge); the report beside
 
 The extra scores take minutes on the CPU; with ``--scores FILE`` they are kept there and read again next time. A
 clip the decoding cut into pieces is cut again as the decoding did (:func:`mmlora.pipelines.cut_long_audio` at the
-``piece_seconds`` of the report beside its candidates file, or ``--piece-seconds``), each piece's candidates scored
+``piece_samples`` of the report beside its candidates file; for reports before session 71 its ``piece_seconds``, or
+``--piece-seconds``, within the judge's Whisper window), each piece's candidates scored
 on its own audio (until session 70 they got 0, which ``--write-second`` passed on as "no second judges" there).
 One JSON line a combination, as ``rescore_candidates.py`` prints them; every extra weight at 0 gives its picks
 exactly. Choose on validation sets only.
